@@ -1,0 +1,95 @@
+# FraudShield build. `make` builds, `make run` starts the local pipeline, `make test` runs the suite.
+# SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
+
+APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
+                libargon2-dev libssl-dev libcmocka-dev postgresql-15 postgresql-client-15 kcat curl wrk
+PKGS := rdkafka libevent jansson libpq libargon2 libcrypto
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD ?= build/release
+SANFLAGS :=
+endif
+
+CC ?= cc
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+          -Wformat=2 -MMD -MP -Icommon -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
+LDFLAGS += $(SANFLAGS)
+LDLIBS += $(PKG_LIBS) -lpthread -lm
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o
+INGEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard ingest/*.c))
+SCORER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard scorer/*.c))
+SCORER_LIB := $(filter-out $(BUILD)/scorer/main.o,$(SCORER_OBJ))
+INGEST_LIB := $(filter-out $(BUILD)/ingest/main.o,$(INGEST_OBJ))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/bin/fraudshield-devbroker
+
+.PHONY: all deps run test unit integration clean fuzz
+all: $(BIN) $(UNIT_BIN)
+
+# Installs the Debian packages the build, `make run` and the tests need (only those missing).
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/gen/migrations.c: $(sort $(wildcard schemas/sql/*.sql)) scripts/embed-sql.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-sql.sh $(sort $(wildcard schemas/sql/*.sql)) > $@
+
+$(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/bin/fraudshield-ingest: $(INGEST_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/fraudshield-scorer: $(SCORER_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/fraudshield-devbroker: $(BUILD)/deploy/devbroker.o $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+run: deps all
+	BUILD=$(BUILD) sh scripts/run-local.sh
+
+test: deps all
+	BUILD=$(BUILD) bash tests/run.sh
+
+unit: all
+	BUILD=$(BUILD) bash tests/run.sh unit
+
+integration: all
+	BUILD=$(BUILD) bash tests/run.sh integration
+
+# libFuzzer targets for the decoders of untrusted bytes (clang; run: build/fuzz/fuzz_pay corpus/)
+fuzz:
+	@mkdir -p build/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
+	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/fsutil.c $(PKG_LIBS)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

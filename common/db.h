@@ -1,0 +1,38 @@
+/* db: PostgreSQL connection helpers and schema migrations.
+ *
+ * Migrations are the numbered files of schemas/sql/, embedded into every binary at build time
+ * (db_migrations[], generated). db_migrate() applies each one once, in order, in its own
+ * transaction, recorded in schema_migrations; a session advisory lock makes concurrent starts
+ * (two scorers at once) safe: the second waits, then finds nothing left to do. */
+#ifndef FS_DB_H
+#define FS_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct db_migration {
+    const char *name; /* "001_init" */
+    const char *sql;
+} db_migration;
+
+extern const db_migration db_migrations[]; /* ends with {0, 0} */
+
+/* Blocking connect (start-up and worker threads only, never an event loop). application_name is
+ * shown in pg_stat_activity. Returns NULL with errstr. */
+PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size);
+
+/* Applies pending migrations. Returns the number applied, or -1 with errstr. */
+int db_migrate(PGconn *conn, char *errstr, size_t errstr_size);
+
+/* Runs a command that returns no rows. Returns 0 or -1 with errstr. */
+int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
+
+/* True when a failed result means "try again later" (connection lost, server shutting down,
+ * serialization failure, deadlock, too many connections) rather than a bug or bad data. */
+bool db_is_transient(PGconn *conn, const PGresult *res);
+
+/* Copies PQerrorMessage / the result's message, on one line, into errstr. */
+void db_error(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,174 @@
+/* fsutil: UUIDs, RFC 3339 time, clocks. */
+#include "fsutil.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static const char HEX[] = "0123456789abcdef";
+
+void fs_hex(const unsigned char *in, size_t n, char *out) {
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = HEX[in[i] >> 4];
+        out[2 * i + 1] = HEX[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void uuid_format(const unsigned char b[16], char out[37]) {
+    char hex[33];
+    fs_hex(b, 16, hex);
+    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    c = tolower(c);
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+bool fs_uuid_valid(const char *s) {
+    static const int dash[] = {8, 13, 18, 23};
+    if (!s || strlen(s) != FS_UUID_STRLEN) return false;
+    for (int i = 0, d = 0; i < FS_UUID_STRLEN; i++) {
+        if (d < 4 && i == dash[d]) {
+            if (s[i] != '-') return false;
+            d++;
+        } else if (hexval((unsigned char)s[i]) < 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+void fs_uuid_lower(char *s) {
+    for (; *s; s++) *s = (char)tolower((unsigned char)*s);
+}
+
+static int uuid_parse(const char *s, unsigned char out[16]) {
+    if (!fs_uuid_valid(s)) return -1;
+    int k = 0;
+    for (int i = 0; i < FS_UUID_STRLEN; i++) {
+        if (s[i] == '-') continue;
+        int v = hexval((unsigned char)s[i]);
+        if (k % 2 == 0) out[k / 2] = (unsigned char)(v << 4);
+        else out[k / 2] |= (unsigned char)v;
+        k++;
+    }
+    return 0;
+}
+
+int fs_uuid_v4(char out[37]) {
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1) return -1;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    uuid_format(b, out);
+    return 0;
+}
+
+int fs_uuid_v5(const char *ns, const void *name, size_t name_len, char out[37]) {
+    unsigned char nsb[16], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (uuid_parse(ns, nsb) != 0) return -1;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) && EVP_DigestUpdate(ctx, nsb, 16) &&
+             EVP_DigestUpdate(ctx, name, name_len) && EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return -1;
+    md[6] = (unsigned char)((md[6] & 0x0f) | 0x50);
+    md[8] = (unsigned char)((md[8] & 0x3f) | 0x80);
+    uuid_format(md, out);
+    return 0;
+}
+
+/* Reads exactly n digits. */
+static int digits(const char **p, int n, int *out) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i])) return -1;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+static int days_in_month(int y, int m) {
+    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return m == 2 && leap ? 29 : d[m - 1];
+}
+
+/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
+static int64_t days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int fs_time_parse_rfc3339(const char *s, int64_t *ms_out) {
+    int y, mo, d, h, mi, se, ms = 0;
+    const char *p = s;
+    if (!s || digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
+        digits(&p, 2, &d))
+        return -1;
+    if (*p != 'T' && *p != 't' && *p != ' ') return -1;
+    p++;
+    if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi) || *p++ != ':' || digits(&p, 2, &se))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60)
+        return -1;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        for (; isdigit((unsigned char)*p); p++, n++)
+            if (n < 3) ms = ms * 10 + (*p - '0');
+        if (n == 0 || n > 9) return -1;
+        for (; n < 3; n++) ms *= 10;
+    }
+    int64_t off_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1, oh, om;
+        if (digits(&p, 2, &oh) || *p++ != ':' || digits(&p, 2, &om) || oh > 23 || om > 59) return -1;
+        off_min = sign * (oh * 60 + om);
+    } else {
+        return -1;
+    }
+    if (*p != '\0') return -1;
+    if (se == 60) se = 59; /* leap second: clamp */
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off_min * 60;
+    *ms_out = secs * 1000 + ms;
+    return 0;
+}
+
+void fs_time_format_rfc3339(int64_t ms, char out[25]) {
+    time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+    int frac = (int)(ms - (int64_t)secs * 1000);
+    struct tm tm;
+    char date[32];
+    gmtime_r(&secs, &tm);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 25, "%.19s.%03uZ", date, (unsigned)frac % 1000u);
+}
+
+int64_t fs_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t fs_mono_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

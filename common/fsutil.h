@@ -1,0 +1,37 @@
+/* fsutil: small shared helpers: UUIDs, RFC 3339 time, clocks. */
+#ifndef FS_FSUTIL_H
+#define FS_FSUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FS_UUID_STRLEN 36 /* without the terminating NUL */
+
+/* Random (v4) UUID in canonical lower-case form; out must hold 37 bytes. Returns 0 or -1. */
+int fs_uuid_v4(char out[37]);
+
+/* Name-based (v5, SHA-1) UUID of name under the namespace UUID ns (canonical text). Deterministic:
+ * the same inputs always give the same id. Returns 0, or -1 when ns is not a UUID. */
+int fs_uuid_v5(const char *ns, const void *name, size_t name_len, char out[37]);
+
+/* True when s is a canonical UUID (8-4-4-4-12 hex digits, either case). */
+bool fs_uuid_valid(const char *s);
+
+/* Lower-cases a UUID in place (stored form). */
+void fs_uuid_lower(char *s);
+
+/* Parses an RFC 3339 timestamp ("2026-11-21T10:00:00Z", fractional seconds and numeric offsets
+ * allowed) into milliseconds since the epoch. Returns 0 or -1. */
+int fs_time_parse_rfc3339(const char *s, int64_t *ms_out);
+
+/* Formats ms since the epoch as "YYYY-MM-DDTHH:MM:SS.mmmZ"; out must hold 25 bytes. */
+void fs_time_format_rfc3339(int64_t ms, char out[25]);
+
+int64_t fs_now_ms(void);      /* wall clock */
+int64_t fs_mono_us(void);     /* monotonic clock, for durations */
+
+/* Lower-case hex of n bytes; out must hold 2n+1 bytes. */
+void fs_hex(const unsigned char *in, size_t n, char *out);
+
+#endif

@@ -1,0 +1,48 @@
+/* kafka: librdkafka client set-up shared by the processes.
+ *
+ * The project's defaults are applied first, then the operator's passthrough properties (-X / KAFKA_*),
+ * so an operator can tune anything, except the properties a guarantee rests on, which are locked
+ * (setting them to another value is a start-up error): a producer is always acks=all and idempotent.
+ * librdkafka's own log lines are routed into our JSON logger. */
+#ifndef FS_KAFKA_H
+#define FS_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "cfg.h"
+
+/* Topic names (configurable per process, these are the defaults). */
+#define KAFKA_TOPIC_RAW "raw_payments"
+#define KAFKA_TOPIC_PROCESSED "processed_payments"
+#define KAFKA_TOPIC_ALERTS "fraud_alerts"
+#define KAFKA_TOPIC_DLQ "raw_payments.dlq"
+#define KAFKA_TOPIC_OUTCOMES "payment_outcomes"
+
+/* A new conf with brokers, the logger, and then props applied (librdkafka rejects unknown names:
+ * the error names the property). Returns NULL with errstr. */
+rd_kafka_conf_t *kafka_conf_new(const char *brokers, const cfg_props *props, char *errstr,
+                                size_t errstr_size);
+
+/* Sets name=value on conf unless the operator set name in props (project defaults that an operator
+ * may override). Returns 0 or -1 with errstr. */
+int kafka_conf_default(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
+                       const char *value, char *errstr, size_t errstr_size);
+
+/* Sets name=value on conf; if the operator asked for a different value it is an error (a property a
+ * guarantee rests on). Returns 0 or -1 with errstr. */
+int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
+                    const char *value, char *errstr, size_t errstr_size);
+
+/* A producer with acks=all and enable.idempotence=true locked. Takes ownership of conf (also on
+ * failure). Returns NULL with errstr. */
+rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* Waits up to timeout_ms for the brokers to answer a metadata request and for every named topic to
+ * exist (NULL-terminated list). Returns 0 or -1 with errstr. Blocking: start-up only. */
+int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms, char *errstr,
+                      size_t errstr_size);
+
+/* Adds a header with a NUL-terminated string value. */
+void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value);
+
+#endif

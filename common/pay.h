@@ -1,0 +1,105 @@
+/* pay: the payment model, its validation and its JSON codecs.
+ *
+ * Two wire forms:
+ *  - the HTTP request body (contract v1, see schemas/json/payment-request.v1.json), parsed by
+ *    pay_from_request() into a pay_payment plus the raw personal identifiers (pay_pii), which never
+ *    leave ingest: pii_apply() turns them into keyed digests;
+ *  - the raw_payments event (schemas/json/raw-payment.v1.json), with digests only, written by
+ *    pay_event_encode() and read back by pay_event_decode() in the scorer, which re-validates it
+ *    (anything on the topic is untrusted input too).
+ *
+ * Amounts are integer minor units of the currency (never floats). */
+#ifndef FS_PAY_H
+#define FS_PAY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PAY_SCHEMA_VERSION 1
+#define PAY_ID_MAX 128        /* user_id, merchant_id: bytes */
+#define PAY_SHORT_MAX 32      /* payment_method, transaction_type, card_type */
+#define PAY_DIGEST_HEX 64     /* keyed digests: 32 bytes as lower-case hex */
+#define PAY_METADATA_MAX 4096 /* serialized bytes */
+#define PAY_ERRORS_MAX 32
+
+typedef struct pay_payment {
+    char payment_id[37];                  /* canonical lower-case UUID */
+    char user_id[PAY_ID_MAX + 1];
+    char merchant_id[PAY_ID_MAX + 1];
+    int64_t amount_minor;                 /* > 0 */
+    char currency[4];                     /* ISO 4217, upper case */
+    int currency_exp;                     /* minor-unit exponent of currency (EUR 2, JPY 0, KWD 3) */
+    char payment_method[PAY_SHORT_MAX + 1];
+    char transaction_type[PAY_SHORT_MAX + 1]; /* "" when absent */
+    char card_type[PAY_SHORT_MAX + 1];
+    char card_last_four[5];
+    char card_fingerprint_digest[PAY_DIGEST_HEX + 1]; /* "" when absent */
+    char ip_digest[PAY_DIGEST_HEX + 1];
+    char email_digest[PAY_DIGEST_HEX + 1];
+    char device_id_digest[PAY_DIGEST_HEX + 1];
+    char country[3];                      /* ISO 3166-1 alpha-2 upper case, "" when absent */
+    char billing_country[3];
+    char shipping_country[3];
+    int64_t event_time_ms;                /* the payment's own time (event time) */
+    int64_t ingest_time_ms;               /* when ingest received it */
+    json_t *device_info;                  /* owned: device_info without device_id, or NULL */
+    json_t *metadata;                     /* owned: small object, or NULL */
+} pay_payment;
+
+/* Raw personal identifiers from a request; "" when absent. Only ever in ingest's memory. */
+typedef struct pay_pii {
+    char email[321];
+    char ip_address[46];
+    char card_fingerprint[257];
+    char device_id[257];
+} pay_pii;
+
+typedef struct pay_error {
+    char field[64];    /* JSON path of the field, e.g. "amount" or "device_info.device_id" */
+    char code[32];     /* stable machine code: "required", "invalid", "too_long", "unknown_field"... */
+    char message[160]; /* human-readable reason (never echoes personal data) */
+} pay_error;
+
+typedef struct pay_errors {
+    int n;
+    pay_error e[PAY_ERRORS_MAX];
+} pay_errors;
+
+/* Validates a v1 request body (a JSON object) into p and pii. now_ms is the receive time (used as
+ * ingest_time and, when "timestamp" is absent, as event time). When the body has no payment_id and
+ * default_payment_id is non-NULL it is used (idempotency keys), else a random v4 id is generated.
+ * Returns 0 when valid; otherwise -1 with every problem in errs (one entry per bad field).
+ * p must be released with pay_payment_clear() in both cases. */
+int pay_from_request(const json_t *body, int64_t now_ms, const char *default_payment_id,
+                     pay_payment *p, pay_pii *pii, pay_errors *errs);
+
+/* {"error":"validation_failed","message":"...","fields":[{"field","code","message"},...]} (new ref) */
+json_t *pay_errors_to_json(const pay_errors *errs);
+
+/* Serializes the raw_payments event (schema_version 1). Returns a malloc'd NUL-terminated buffer
+ * the caller frees, with its length in *len; NULL on allocation failure. */
+char *pay_event_encode(const pay_payment *p, size_t *len);
+
+/* Decodes and re-validates a raw_payments event. Returns 0, or -1 with the reason in errstr (which
+ * names the field). p must be released with pay_payment_clear() in both cases. */
+int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr, size_t errstr_size);
+
+/* Frees what p owns and zeroes it. */
+void pay_payment_clear(pay_payment *p);
+
+/* The raw_payments partition key: country upper case, or "UNK" when absent. out: 4 bytes. */
+void pay_partition_key(const pay_payment *p, char out[4]);
+
+/* Minor-unit exponent of an ISO 4217 code, or -1 when the code is unknown. */
+int pay_currency_exponent(const char *code);
+
+/* Parses a decimal amount ("12", "12.5", "12.50") into minor units for exponent exp. Rejects signs,
+ * exponents, more fraction digits than exp, zero, and overflow. Returns 0 or -1. */
+int pay_amount_parse(const char *s, int exp, int64_t *minor);
+
+/* Formats minor units as a decimal string with exp fraction digits ("12.50"). */
+void pay_amount_format(int64_t minor, int exp, char *out, size_t out_size);
+
+#endif

@@ -1,0 +1,45 @@
+/* pii: pseudonymization of personal identifiers at the edge.
+ *
+ * Each identifier becomes a keyed digest: Argon2id(password = normalized value, salt = a fixed
+ * per-kind salt, secret = the server-side key). Deterministic, so repeats of one identifier match
+ * across payments (the risk vault and velocity features rely on it), and not reversible or
+ * brute-forceable without the secret. Argon2 is slow on purpose, so digests are cached in a bounded
+ * LRU keyed by HMAC-SHA256(secret, kind || value): the cost is paid once per distinct identifier
+ * and the cache never holds raw values.
+ *
+ * Normalization before digesting: email trimmed and lower-cased; IP parsed and re-printed in
+ * canonical form (so "::ffff:1.2.3.4" and "1.2.3.4" differ, but "2001:DB8::1" and "2001:db8::1"
+ * match); card fingerprint and device id used as given. */
+#ifndef FS_PII_H
+#define FS_PII_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pay.h"
+
+typedef enum pii_kind { PII_EMAIL = 0, PII_IP, PII_CARD, PII_DEVICE, PII_KIND_COUNT } pii_kind;
+
+typedef struct pii pii;
+
+typedef struct pii_params {
+    uint32_t t_cost;      /* Argon2 passes */
+    uint32_t m_cost_kib;  /* Argon2 memory, KiB */
+    size_t cache_entries; /* LRU capacity (0 disables the cache) */
+} pii_params;
+
+/* secret: at least 16 bytes (copied). Returns NULL with errstr on bad parameters. */
+pii *pii_new(const void *secret, size_t secret_len, const pii_params *params, char *errstr,
+             size_t errstr_size);
+void pii_destroy(pii *pi); /* accepts NULL; wipes the secret */
+
+/* Digest of one raw identifier into out (64 hex chars + NUL). Returns 0, or -1 with errstr. */
+int pii_digest(pii *pi, pii_kind kind, const char *raw, char out[PAY_DIGEST_HEX + 1], char *errstr,
+               size_t errstr_size);
+
+/* Digests every non-empty field of raw into p's *_digest fields, then wipes raw. Returns 0 or -1. */
+int pii_apply(pii *pi, pay_pii *raw, pay_payment *p, char *errstr, size_t errstr_size);
+
+void pii_stats(const pii *pi, uint64_t *hits, uint64_t *misses);
+
+#endif
