@@ -1,0 +1,115 @@
+/* db: PostgreSQL connection helpers and embedded schema migrations (see db.h). */
+#include "db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+/* Arbitrary constant: the advisory lock key that serializes migrations across processes. */
+#define DB_MIGRATION_LOCK 0x46534D4947LL /* "FSMIG" */
+
+void db_error(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size) {
+    const char *m = res ? PQresultErrorMessage(res) : NULL;
+    if (!m || !*m) m = conn ? PQerrorMessage(conn) : "no connection";
+    snprintf(errstr, errstr_size, "%s", m);
+    for (char *p = errstr; *p; p++) /* one log line per error */
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    size_t n = strlen(errstr);
+    while (n > 0 && errstr[n - 1] == ' ') errstr[--n] = '\0';
+}
+
+/* Notices (e.g. "relation already exists, skipping") go to our logger, not libpq's stderr print. */
+static void db_notice(void *arg, const char *message) {
+    (void)arg;
+    log_msg(LOG_DEBUG, "pg_notice", "%.*s", (int)strcspn(message, "\n"), message);
+}
+
+PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size) {
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+    const char *vals[] = {url, application_name, "5", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1 /* expand dbname as a URL */);
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        db_error(conn, NULL, errstr, errstr_size);
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeProcessor(conn, db_notice, NULL);
+    return conn;
+}
+
+int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) {
+    PGresult *res = PQexec(conn, sql);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) db_error(conn, res, errstr, errstr_size);
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+bool db_is_transient(PGconn *conn, const PGresult *res) {
+    if (!conn || PQstatus(conn) != CONNECTION_OK) return true;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (!state) return res == NULL || PQresultStatus(res) == PGRES_FATAL_ERROR;
+    /* 08 connection exceptions, 57P0x shutdown/crash, 53 resources, 40001/40P01 serialization
+     * failure and deadlock: all worth retrying. Everything else is a bug or bad data. */
+    return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+           strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 ||
+           strcmp(state, "40P01") == 0;
+}
+
+static int migration_applied(PGconn *conn, const char *name, char *errstr, size_t errstr_size) {
+    const char *params[] = {name};
+    PGresult *res = PQexecParams(conn, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL,
+                                 params, NULL, NULL, 0);
+    int rc = PQresultStatus(res) != PGRES_TUPLES_OK ? -1 : PQntuples(res) > 0;
+    if (rc < 0) db_error(conn, res, errstr, errstr_size);
+    PQclear(res);
+    return rc;
+}
+
+static int migration_apply(PGconn *conn, const db_migration *m, char *errstr, size_t errstr_size) {
+    char e[512];
+    const char *params[] = {m->name};
+    if (db_exec(conn, "BEGIN", errstr, errstr_size) != 0) return -1;
+    if (db_exec(conn, m->sql, e, sizeof e) != 0) {
+        snprintf(errstr, errstr_size, "migration %s: %s", m->name, e);
+        goto failed;
+    }
+    PGresult *res = PQexecParams(conn, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL,
+                                 params, NULL, NULL, 0);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) db_error(conn, res, errstr, errstr_size);
+    PQclear(res);
+    if (!ok || db_exec(conn, "COMMIT", errstr, errstr_size) != 0) goto failed;
+    log_msg(LOG_INFO, "migration_applied", "applied migration %s", m->name);
+    return 0;
+failed:
+    db_exec(conn, "ROLLBACK", e, sizeof e);
+    return -1;
+}
+
+int db_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
+    char lock[128], unlock[128], e[256];
+    int applied = 0;
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", DB_MIGRATION_LOCK);
+    snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%lld)", DB_MIGRATION_LOCK);
+    /* Waits while another process migrates; afterwards it finds the work done. */
+    if (db_exec(conn, lock, errstr, errstr_size) != 0) return -1;
+    if (db_exec(conn,
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())",
+                errstr, errstr_size) != 0)
+        goto failed;
+    for (const db_migration *m = db_migrations; m->name; m++) {
+        int done = migration_applied(conn, m->name, errstr, errstr_size);
+        if (done < 0) goto failed;
+        if (done) continue;
+        if (migration_apply(conn, m, errstr, errstr_size) != 0) goto failed;
+        applied++;
+    }
+    db_exec(conn, unlock, e, sizeof e);
+    return applied;
+failed:
+    db_exec(conn, unlock, e, sizeof e);
+    return -1;
+}

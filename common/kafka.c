@@ -1,0 +1,122 @@
+/* kafka: librdkafka client set-up shared by the processes (see kafka.h). */
+#include "kafka.h"
+
+#include <string.h>
+
+#include "log.h"
+
+/* librdkafka's syslog levels (0 emerg .. 7 debug) mapped onto ours. */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    log_level l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    log_fields(l, "librdkafka", json_pack("{s:s,s:s}", "client", rd_kafka_name(rk), "facility", fac),
+               "%s", buf);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+                    size_t errstr_size) {
+    if (rd_kafka_conf_set(conf, name, value, errstr, errstr_size) != RD_KAFKA_CONF_OK) return -1;
+    return 0;
+}
+
+/* Properties a delivery guarantee rests on, set to something weaker. */
+static int prop_weakens_guarantee(const char *name, const char *value) {
+    if (strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0)
+        return strcmp(value, "all") != 0 && strcmp(value, "-1") != 0;
+    if (strcmp(name, "enable.idempotence") == 0) return strcmp(value, "true") != 0;
+    return 0;
+}
+
+rd_kafka_conf_t *kafka_conf_new(const char *brokers, const cfg_props *props, char *errstr,
+                                size_t errstr_size) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    if (brokers && *brokers && conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size))
+        goto failed;
+    for (size_t i = 0; props && i < props->n; i++) {
+        char e[512];
+        if (prop_weakens_guarantee(props->name[i], props->value[i])) {
+            snprintf(errstr, errstr_size,
+                     "kafka property %s=%s is not allowed: FraudShield's producers are always "
+                     "acks=all and idempotent (a 202 means durable)", props->name[i], props->value[i]);
+            goto failed;
+        }
+        if (conf_set(conf, props->name[i], props->value[i], e, sizeof e) != 0) {
+            snprintf(errstr, errstr_size, "kafka property %s: %s", props->name[i], e);
+            goto failed;
+        }
+    }
+    return conf;
+failed:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int kafka_conf_default(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
+                       const char *value, char *errstr, size_t errstr_size) {
+    if (props && cfg_props_get(props, name)) return 0; /* the operator's choice wins */
+    return conf_set(conf, name, value, errstr, errstr_size);
+}
+
+int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
+                    const char *value, char *errstr, size_t errstr_size) {
+    const char *given = props ? cfg_props_get(props, name) : NULL;
+    if (given && strcmp(given, value) != 0) {
+        snprintf(errstr, errstr_size,
+                 "kafka property %s=%s is not allowed: FraudShield's delivery guarantees need %s=%s",
+                 name, given, name, value);
+        return -1;
+    }
+    return conf_set(conf, name, value, errstr, errstr_size);
+}
+
+rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+    /* acks=all + idempotence: a delivery report without error means every in-sync replica has the
+     * message, exactly once and in order. kafka_conf_new() already refused weaker operator values. */
+    if (conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+        conf_set(conf, "acks", "all", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size); /* conf owned by rk now */
+}
+
+static int topics_present(const rd_kafka_metadata_t *md, const char *const *topics, char *errstr,
+                          size_t errstr_size) {
+    for (const char *const *t = topics; *t; t++) {
+        int found = 0;
+        for (int i = 0; i < md->topic_cnt; i++) {
+            if (strcmp(md->topics[i].topic, *t) == 0 && md->topics[i].err == 0 &&
+                md->topics[i].partition_cnt > 0)
+                found = 1;
+        }
+        if (!found) {
+            snprintf(errstr, errstr_size, "topic %s does not exist on the cluster", *t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms, char *errstr,
+                      size_t errstr_size) {
+    int64_t waited = 0;
+    snprintf(errstr, errstr_size, "no answer from the brokers");
+    while (waited <= timeout_ms) {
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, 2000);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            int rc = topics_present(md, topics, errstr, errstr_size);
+            rd_kafka_metadata_destroy(md);
+            if (rc == 0) return 0;
+        } else {
+            snprintf(errstr, errstr_size, "metadata request failed: %s", rd_kafka_err2str(err));
+        }
+        rd_kafka_poll(rk, 500);
+        waited += 2500;
+    }
+    return -1;
+}
+
+void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value) {
+    rd_kafka_header_add(hdrs, name, -1, value, -1);
+}

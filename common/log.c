@@ -1,0 +1,77 @@
+/* log: one JSON object per line on stderr. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+
+static const char *log_proc = "fraudshield";
+static log_level log_min = LOG_INFO;
+static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
+
+void log_init(const char *proc, log_level level) {
+    log_proc = proc;
+    log_min = level;
+}
+
+int log_level_parse(const char *s, log_level *out) {
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, LEVEL_NAMES[i]) == 0) {
+            *out = (log_level)i;
+            return 0;
+        }
+    }
+    if (strcmp(s, "warning") == 0) {
+        *out = LOG_WARN;
+        return 0;
+    }
+    return -1;
+}
+
+int log_enabled(log_level level) { return level >= log_min; }
+
+/* Builds the line and writes it with one write(2), so lines from threads never interleave. */
+static void log_emit(log_level level, const char *event, json_t *fields, const char *fmt,
+                     va_list ap) {
+    char msg[2048], ts[25];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fs_time_format_rfc3339(fs_now_ms(), ts);
+    json_t *line = json_object();
+    json_object_set_new(line, "ts", json_string(ts));
+    json_object_set_new(line, "level", json_string(LEVEL_NAMES[level]));
+    json_object_set_new(line, "proc", json_string(log_proc));
+    json_object_set_new(line, "event", json_string(event));
+    /* json_string rejects invalid UTF-8: fall back to a lossless-enough marker, never drop the line */
+    json_t *m = json_string(msg);
+    json_object_set_new(line, "msg", m ? m : json_string("(message was not valid UTF-8)"));
+    if (fields) json_object_update_missing(line, fields);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(line);
+    if (!text) return;
+    size_t n = strlen(text);
+    text[n] = '\n'; /* replaces the NUL: write n+1 bytes, never read as a string again */
+    ssize_t w = write(STDERR_FILENO, text, n + 1);
+    (void)w;
+    free(text);
+}
+
+void log_msg(log_level level, const char *event, const char *fmt, ...) {
+    if (level < log_min) return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_emit(level, event, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_fields(log_level level, const char *event, json_t *fields, const char *fmt, ...) {
+    if (level >= log_min) {
+        va_list ap;
+        va_start(ap, fmt);
+        log_emit(level, event, fields, fmt, ap);
+        va_end(ap);
+    }
+    json_decref(fields);
+}

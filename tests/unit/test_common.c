@@ -1,0 +1,205 @@
+/* Unit tests for the small common modules: cfg, fsutil, pii. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cfg.h"
+#include "fsutil.h"
+#include "pii.h"
+
+typedef struct test_conf {
+    char *name;
+    int64_t port;
+    bool flag;
+    char *secret;
+} test_conf;
+
+static const cfg_opt TEST_OPTS[] = {
+    {"name", "FS_TEST_NAME", CFG_STRING, "dflt", 0, 8, offsetof(test_conf, name), "a name", false},
+    {"port", "FS_TEST_PORT", CFG_INT, "8000", 1, 65535, offsetof(test_conf, port), "a port", false},
+    {"flag", "FS_TEST_FLAG", CFG_BOOL, "false", 0, 0, offsetof(test_conf, flag), "a flag", false},
+    {"secret", "FS_TEST_SECRET", CFG_STRING, "", 0, 0, offsetof(test_conf, secret), "s", true},
+    {0},
+};
+
+static cfg_result parse(test_conf *c, cfg_props *p, char *err, int argc, char **argv) {
+    memset(c, 0, sizeof *c);
+    memset(p, 0, sizeof *p);
+    return cfg_parse(TEST_OPTS, c, p, argc, argv, "t", "test", err, 256);
+}
+
+static void test_cfg_precedence(void **state) {
+    (void)state;
+    test_conf c;
+    cfg_props p;
+    char err[256];
+    setenv("FS_TEST_PORT", "9000", 1);
+    setenv("KAFKA_SECURITY_PROTOCOL", "ssl", 1);
+    char *argv[] = {"t", "--name=abc", "--flag", "-X", "linger.ms=7", NULL};
+    assert_int_equal(parse(&c, &p, err, 5, argv), CFG_OK);
+    assert_string_equal(c.name, "abc");
+    assert_int_equal(c.port, 9000); /* env over default */
+    assert_true(c.flag);
+    assert_string_equal(cfg_props_get(&p, "linger.ms"), "7");
+    assert_string_equal(cfg_props_get(&p, "security.protocol"), "ssl");
+    cfg_free(TEST_OPTS, &c, &p);
+    char *argv2[] = {"t", "--port", "1234", NULL};
+    assert_int_equal(parse(&c, &p, err, 3, argv2), CFG_OK);
+    assert_int_equal(c.port, 1234); /* command line over env */
+    cfg_free(TEST_OPTS, &c, &p);
+    unsetenv("FS_TEST_PORT");
+    unsetenv("KAFKA_SECURITY_PROTOCOL");
+}
+
+static void test_cfg_errors(void **state) {
+    (void)state;
+    struct { char *arg; const char *expect; } rows[] = {
+        {"--port=0", "not an integer in [1, 65535]"},
+        {"--port=70000", "not an integer in [1, 65535]"},
+        {"--port=12x", "not an integer"},
+        {"--flag=maybe", "not a boolean"},
+        {"--name=waytoolongname", "longer than 8"},
+        {"--nope=1", "unknown option --nope"},
+        {"stray", "unexpected argument"},
+        {"-X", "-X needs"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        test_conf c;
+        cfg_props p;
+        char err[256] = "";
+        char *argv[] = {"t", rows[i].arg, NULL};
+        assert_int_equal(parse(&c, &p, err, 2, argv), CFG_ERROR);
+        if (!strstr(err, rows[i].expect)) fail_msg("row %zu: \"%s\" lacks \"%s\"", i, err, rows[i].expect);
+        cfg_free(TEST_OPTS, &c, &p);
+    }
+}
+
+static void test_uuid(void **state) {
+    (void)state;
+    char a[37], b[37];
+    assert_int_equal(fs_uuid_v4(a), 0);
+    assert_true(fs_uuid_valid(a));
+    assert_int_equal(a[14], '4');
+    /* RFC 4122 appendix: v5 of "www.example.com" in the DNS namespace */
+    assert_int_equal(fs_uuid_v5("6ba7b810-9dad-11d1-80b4-00c04fd430c8", "www.example.com", 15, b), 0);
+    assert_string_equal(b, "2ed6657d-e927-568b-95e1-2665a8aea6a2");
+    assert_false(fs_uuid_valid("2ed6657d-e927-568b-95e1-2665a8aea6a"));
+    assert_false(fs_uuid_valid("2ed6657d-e927-568b-95e1x2665a8aea6a2"));
+    assert_int_equal(fs_uuid_v5("not-a-uuid", "x", 1, b), -1);
+}
+
+static void test_time(void **state) {
+    (void)state;
+    struct { const char *in; int ok; int64_t ms; } rows[] = {
+        {"1970-01-01T00:00:00Z", 1, 0},
+        {"2018-04-01T00:00:31Z", 1, 1522540831000},
+        {"2018-04-01T00:00:31.5Z", 1, 1522540831500},
+        {"2018-04-01T02:00:31+02:00", 1, 1522540831000},
+        {"2018-04-01 00:00:31Z", 1, 1522540831000},
+        {"2024-02-29T12:00:00Z", 1, 1709208000000},
+        {"2023-02-29T12:00:00Z", 0, 0},
+        {"2018-04-01T00:00:31", 0, 0},
+        {"2018-13-01T00:00:31Z", 0, 0},
+        {"2018-04-01T24:00:00Z", 0, 0},
+        {"garbage", 0, 0},
+        {"", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int64_t ms = -1;
+        int rc = fs_time_parse_rfc3339(rows[i].in, &ms);
+        if ((rc == 0) != rows[i].ok) fail_msg("row %zu (%s): rc %d", i, rows[i].in, rc);
+        if (rows[i].ok) assert_int_equal(ms, rows[i].ms);
+    }
+    char out[25];
+    fs_time_format_rfc3339(1522540831500, out);
+    assert_string_equal(out, "2018-04-01T00:00:31.500Z");
+}
+
+static pii *make_pii(size_t cache) {
+    char err[128];
+    pii_params prm = {.t_cost = 1, .m_cost_kib = 64, .cache_entries = cache};
+    pii *pi = pii_new("0123456789abcdef0123", 20, &prm, err, sizeof err);
+    assert_non_null(pi);
+    return pi;
+}
+
+static void test_pii_deterministic_and_normalized(void **state) {
+    (void)state;
+    pii *pi = make_pii(4), *other;
+    char a[65], b[65], c[65], err[128];
+    assert_int_equal(pii_digest(pi, PII_EMAIL, "Alice@Example.com ", a, err, sizeof err), 0);
+    assert_int_equal(pii_digest(pi, PII_EMAIL, "alice@example.com", b, err, sizeof err), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(strlen(a), 64);
+    assert_null(strstr(a, "alice"));
+    assert_int_equal(pii_digest(pi, PII_DEVICE, "alice@example.com", c, err, sizeof err), 0);
+    assert_string_not_equal(a, c); /* kinds are salted apart */
+    assert_int_equal(pii_digest(pi, PII_IP, "2001:DB8::1", a, err, sizeof err), 0);
+    assert_int_equal(pii_digest(pi, PII_IP, "2001:db8:0::1", b, err, sizeof err), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(pii_digest(pi, PII_IP, "not-an-ip", c, err, sizeof err), -1);
+    /* another secret gives another digest: the secret is what makes digests unguessable */
+    pii_params prm = {.t_cost = 1, .m_cost_kib = 64, .cache_entries = 0};
+    other = pii_new("another secret of 20b", 20, &prm, err, sizeof err);
+    assert_int_equal(pii_digest(other, PII_IP, "2001:db8::1", c, err, sizeof err), 0);
+    assert_string_not_equal(a, c);
+    pii_destroy(other);
+    pii_destroy(pi);
+}
+
+static void test_pii_cache_lru(void **state) {
+    (void)state;
+    pii *pi = make_pii(2);
+    char d1[65], d1b[65], tmp[65], err[128];
+    uint64_t hits, misses;
+    assert_int_equal(pii_digest(pi, PII_CARD, "card-1", d1, err, sizeof err), 0);
+    assert_int_equal(pii_digest(pi, PII_CARD, "card-1", d1b, err, sizeof err), 0);
+    assert_string_equal(d1, d1b);
+    pii_stats(pi, &hits, &misses);
+    assert_int_equal(hits, 1);
+    assert_int_equal(misses, 1);
+    pii_digest(pi, PII_CARD, "card-2", tmp, err, sizeof err);
+    pii_digest(pi, PII_CARD, "card-3", tmp, err, sizeof err); /* evicts card-1 (capacity 2) */
+    pii_digest(pi, PII_CARD, "card-1", d1b, err, sizeof err);
+    pii_stats(pi, &hits, &misses);
+    assert_int_equal(hits, 1);
+    assert_int_equal(misses, 4);
+    assert_string_equal(d1, d1b); /* recomputed, same digest */
+    pii_digest(pi, PII_CARD, "card-1", d1b, err, sizeof err);
+    pii_stats(pi, &hits, &misses);
+    assert_int_equal(hits, 2);
+    pii_destroy(pi);
+}
+
+static void test_pii_apply_wipes_raw(void **state) {
+    (void)state;
+    pii *pi = make_pii(8);
+    pay_pii raw = {0};
+    pay_payment p = {0};
+    char err[128];
+    strcpy(raw.email, "bob@example.org");
+    strcpy(raw.ip_address, "192.0.2.1");
+    assert_int_equal(pii_apply(pi, &raw, &p, err, sizeof err), 0);
+    assert_int_equal(strlen(p.email_digest), 64);
+    assert_int_equal(strlen(p.ip_digest), 64);
+    assert_string_equal(p.device_id_digest, "");
+    assert_string_equal(raw.email, "");
+    assert_string_equal(raw.ip_address, "");
+    pii_destroy(pi);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cfg_precedence),
+        cmocka_unit_test(test_cfg_errors),
+        cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_time),
+        cmocka_unit_test(test_pii_deterministic_and_normalized),
+        cmocka_unit_test(test_pii_cache_lru),
+        cmocka_unit_test(test_pii_apply_wipes_raw),
+    };
+    return cmocka_run_group_tests_name("common", tests, NULL, NULL);
+}
