@@ -18,7 +18,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-          -Wformat=2 -MMD -MP -Icommon -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
+          -Wformat=2 -MMD -MP -Icommon -Iscorer -Iingest -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS += $(PKG_LIBS) -lpthread -lm
 
@@ -71,10 +71,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_L
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
-run: deps all
-	BUILD=$(BUILD) sh scripts/run-local.sh
+# deps first, in its own make: pkg-config must see the packages it may have just installed.
+run: deps
+	$(MAKE) all
+	BUILD=$(BUILD) bash scripts/run-local.sh
 
-test: deps all
+test: deps
+	$(MAKE) all
 	BUILD=$(BUILD) bash tests/run.sh
 
 unit: all

@@ -1,0 +1,727 @@
+/* Unit tests of scorer/rules: every predicate kind at its boundary, scoring, decisions, ordering,
+ * versioning, the JSON evidence, the default rule set, and a table of invalid files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "rules.h"
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+#define TH "{\"review\":30,\"block\":70}"
+#define FILE_OF(rules_) "{\"version\":\"2026.11.1\",\"thresholds\":" TH ",\"rules\":[" rules_ "]}"
+#define RULE_W(code, weight, pred)                                                                 \
+    "{\"code\":\"" code "\",\"severity\":\"high\",\"weight\":" #weight ",\"message\":\"msg " code  \
+    "\",\"predicate\":" pred "}"
+#define RULE(code, pred) RULE_W(code, 10, pred)
+#define P_AMOUNT(a) "{\"kind\":\"amount_at_least\",\"amount\":\"" a "\"}"
+
+static void pay_init(pay_payment *p) {
+    memset(p, 0, sizeof *p);
+    strcpy(p->payment_id, "6f1c1a52-0d7e-4b8e-9a53-3c2b0f6c1d11");
+    strcpy(p->user_id, "user-1");
+    strcpy(p->merchant_id, "merchant-1");
+    p->amount_minor = 1000;
+    strcpy(p->currency, "EUR");
+    p->currency_exp = 2;
+    strcpy(p->payment_method, "card");
+    p->event_time_ms = p->ingest_time_ms = 1795000000000;
+}
+
+static rules *parse_ok(const char *text) {
+    char err[512] = "";
+    rules *r = rules_parse(text, strlen(text), "test.json", err, sizeof err);
+    if (!r) fail_msg("unexpected parse error: %s", err);
+    return r;
+}
+
+static bool hits_code(const rules_result *res, const char *code) {
+    for (int i = 0; i < res->nhits; i++)
+        if (strcmp(res->hits[i].code, code) == 0) return true;
+    return false;
+}
+
+/* Evaluates a one-rule file on p (features f, p filled in) and says whether the rule hit. */
+static bool one_rule_hits(const char *text, rules_features *f) {
+    rules *r = parse_ok(text);
+    rules_result res;
+    rules_eval(r, f, &res);
+    rules_destroy(r);
+    return res.nhits == 1;
+}
+
+/* ---- predicates ------------------------------------------------------------------------------ */
+
+static void test_amount_at_least(void **state) {
+    static const struct {
+        const char *file, *currency;
+        int exp;
+        int64_t minor;
+        bool hit;
+    } cases[] = {
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "EUR", 2, 100000, true}, /* exactly 1000.00 */
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "EUR", 2, 99999, false}, /* 999.99 */
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "JPY", 0, 1000, true},   /* JPY: no minor unit */
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "JPY", 0, 999, false},
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "KWD", 3, 1000000, true},
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "KWD", 3, 999999, false},
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "CLF", 4, 10000000, true},
+        {FILE_OF(RULE("A", P_AMOUNT("1000"))), "CLF", 4, 9999999, false},
+        {FILE_OF(RULE("A", P_AMOUNT("1000.50"))), "EUR", 2, 100050, true},
+        {FILE_OF(RULE("A", P_AMOUNT("1000.50"))), "EUR", 2, 100049, false},
+        {FILE_OF(RULE("A", P_AMOUNT("1000.50"))), "JPY", 0, 1000, false}, /* 1000 < 1000.50 */
+        {FILE_OF(RULE("A", P_AMOUNT("1000.50"))), "JPY", 0, 1001, true},
+        {FILE_OF(RULE("A", P_AMOUNT("1000.005"))), "EUR", 2, 100000, false},
+        {FILE_OF(RULE("A", P_AMOUNT("1000.005"))), "EUR", 2, 100001, true},
+        {FILE_OF(RULE("A", P_AMOUNT("0.5"))), "JPY", 0, 1, true},
+        {FILE_OF(RULE("A", P_AMOUNT("0.01"))), "EUR", 2, 1, true},
+        {FILE_OF(RULE("A", P_AMOUNT("1"))), "XXX", 5, 100000000, false}, /* exponent beyond ISO */
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pay_payment p;
+        rules_features f = {.p = &p};
+        pay_init(&p);
+        strcpy(p.currency, cases[i].currency);
+        p.currency_exp = cases[i].exp;
+        p.amount_minor = cases[i].minor;
+        if (one_rule_hits(cases[i].file, &f) != cases[i].hit)
+            fail_msg("case %zu: %s %lld exp %d: expected %s", i, cases[i].file,
+                     (long long)cases[i].minor, cases[i].exp, cases[i].hit ? "hit" : "no hit");
+    }
+}
+
+#define P_CIN(field)                                                                               \
+    "{\"kind\":\"country_in\",\"field\":\"" field "\",\"countries\":[\"NG\",\"KP\"]}"
+#define P_MISMATCH(a, b) "{\"kind\":\"country_mismatch\",\"fields\":[\"" a "\",\"" b "\"]}"
+
+static void test_country_predicates(void **state) {
+    static const struct {
+        const char *file, *country, *billing, *shipping;
+        bool hit;
+    } cases[] = {
+        {FILE_OF(RULE("C", P_CIN("country"))), "NG", "", "", true},
+        {FILE_OF(RULE("C", P_CIN("country"))), "KP", "", "", true},
+        {FILE_OF(RULE("C", P_CIN("country"))), "US", "", "", false},
+        {FILE_OF(RULE("C", P_CIN("country"))), "", "", "", false},     /* absent never hits */
+        {FILE_OF(RULE("C", P_CIN("country"))), "ng", "", "", false},   /* not a stored form */
+        {FILE_OF(RULE("C", P_CIN("country"))), "", "NG", "NG", false}, /* other fields */
+        {FILE_OF(RULE("C", P_CIN("billing_country"))), "US", "NG", "", true},
+        {FILE_OF(RULE("C", P_CIN("shipping_country"))), "US", "US", "KP", true},
+        {FILE_OF(RULE("M", P_MISMATCH("billing_country", "shipping_country"))), "", "US", "GB",
+         true},
+        {FILE_OF(RULE("M", P_MISMATCH("billing_country", "shipping_country"))), "", "US", "US",
+         false},
+        {FILE_OF(RULE("M", P_MISMATCH("billing_country", "shipping_country"))), "", "US", "",
+         false},
+        {FILE_OF(RULE("M", P_MISMATCH("billing_country", "shipping_country"))), "", "", "GB",
+         false},
+        {FILE_OF(RULE("M", P_MISMATCH("country", "billing_country"))), "DE", "FR", "", true},
+        {FILE_OF(RULE("M", P_MISMATCH("country", "billing_country"))), "DE", "DE", "FR", false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pay_payment p;
+        rules_features f = {.p = &p};
+        pay_init(&p);
+        strcpy(p.country, cases[i].country);
+        strcpy(p.billing_country, cases[i].billing);
+        strcpy(p.shipping_country, cases[i].shipping);
+        if (one_rule_hits(cases[i].file, &f) != cases[i].hit)
+            fail_msg("case %zu: expected %s", i, cases[i].hit ? "hit" : "no hit");
+    }
+}
+
+#define P_COUNT(ent, secs, n)                                                                      \
+    "{\"kind\":\"count_at_least\",\"entity\":\"" ent "\",\"window_seconds\":" #secs                \
+    ",\"count\":" #n "}"
+#define P_DISTINCT(ent, secs, n)                                                                   \
+    "{\"kind\":\"distinct_users_at_least\",\"entity\":\"" ent "\",\"window_seconds\":" #secs       \
+    ",\"count\":" #n "}"
+
+static void test_velocity_predicates(void **state) {
+    static const struct {
+        const char *file;
+        const char *ip, *fingerprint, *last4;
+        int64_t count, distinct;
+        bool hit;
+    } cases[] = {
+        {FILE_OF(RULE("U", P_COUNT("user", 300, 4))), "", "", "", 4, 0, true}, /* exactly at */
+        {FILE_OF(RULE("U", P_COUNT("user", 300, 4))), "", "", "", 3, 0, false},
+        {FILE_OF(RULE("U", P_COUNT("user", 300, 4))), "", "", "", 0, 9, false}, /* reads count */
+        {FILE_OF(RULE("I", P_COUNT("ip", 600, 5))), "ab12", "", "", 5, 0, true},
+        {FILE_OF(RULE("I", P_COUNT("ip", 600, 5))), "ab12", "", "", 4, 0, false},
+        {FILE_OF(RULE("I", P_COUNT("ip", 600, 5))), "", "", "", 50, 0, false}, /* no ip: no key */
+        {FILE_OF(RULE("K", P_DISTINCT("card", 1800, 3))), "", "fp", "", 0, 3, true},
+        {FILE_OF(RULE("K", P_DISTINCT("card", 1800, 3))), "", "fp", "", 9, 2, false},
+        {FILE_OF(RULE("K", P_DISTINCT("card", 1800, 3))), "", "", "4242", 0, 3, true},
+        {FILE_OF(RULE("K", P_DISTINCT("card", 1800, 3))), "", "", "", 0, 3, false}, /* no card */
+        {FILE_OF(RULE("E", P_COUNT("merchant", 60, 1))), "", "", "", 1, 0, true},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pay_payment p;
+        rules_features f = {.p = &p};
+        pay_init(&p);
+        strcpy(p.ip_digest, cases[i].ip);
+        strcpy(p.card_fingerprint_digest, cases[i].fingerprint);
+        strcpy(p.card_last_four, cases[i].last4);
+        f.count[0] = cases[i].count;
+        f.distinct_users[0] = cases[i].distinct;
+        if (one_rule_hits(cases[i].file, &f) != cases[i].hit)
+            fail_msg("case %zu: expected %s", i, cases[i].hit ? "hit" : "no hit");
+    }
+}
+
+static void test_disabled_rule(void **state) {
+    pay_payment p;
+    rules_features f = {.p = &p};
+    rules_result res;
+    rules *r = parse_ok(FILE_OF(
+        "{\"code\":\"OFF\",\"severity\":\"low\",\"weight\":50,\"message\":\"m\",\"enabled\":false,"
+        "\"predicate\":" P_COUNT("ip", 60, 1) "}," RULE("ON", P_AMOUNT("1"))));
+    (void)state;
+    pay_init(&p);
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.nhits, 1);
+    assert_string_equal(res.hits[0].code, "ON");
+    assert_int_equal(rules_window_count(r), 0); /* a disabled rule asks for no feature */
+    rules_destroy(r);
+}
+
+/* ---- scoring --------------------------------------------------------------------------------- */
+
+static void test_score_capped(void **state) {
+    pay_payment p;
+    rules_features f = {.p = &p};
+    rules_result res;
+    rules *r = parse_ok(FILE_OF(RULE_W("A", 60, P_AMOUNT("1")) "," RULE_W(
+        "B", 60, P_AMOUNT("2")) "," RULE_W("C", 0, P_AMOUNT("3"))));
+    (void)state;
+    pay_init(&p);
+    p.amount_minor = 300;
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.nhits, 3);
+    assert_int_equal(res.score, 100);
+    assert_string_equal(res.decision, "block");
+    p.amount_minor = 99; /* nothing hits */
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.nhits, 0);
+    assert_int_equal(res.score, 0);
+    assert_string_equal(res.decision, "allow");
+    rules_destroy(r);
+}
+
+static void test_decision_thresholds(void **state) {
+    static const struct {
+        int review, block, weight;
+        const char *decision;
+    } cases[] = {
+        {30, 70, 0, "allow"},   {30, 70, 29, "allow"},  {30, 70, 30, "review"},
+        {30, 70, 69, "review"}, {30, 70, 70, "block"},  {30, 70, 100, "block"},
+        {50, 50, 49, "allow"},  {50, 50, 50, "block"},  {1, 100, 1, "review"},
+        {1, 100, 99, "review"}, {1, 100, 100, "block"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[512];
+        pay_payment p;
+        rules_features f = {.p = &p};
+        rules_result res;
+        snprintf(
+            text, sizeof text,
+            "{\"version\":\"t\",\"thresholds\":{\"review\":%d,\"block\":%d},\"rules\":[{\"code\":"
+            "\"A\",\"severity\":\"low\",\"weight\":%d,\"message\":\"m\",\"predicate\":" P_AMOUNT(
+                "1") "}]}",
+            cases[i].review, cases[i].block, cases[i].weight);
+        rules *r = parse_ok(text);
+        pay_init(&p);
+        rules_eval(r, &f, &res);
+        assert_int_equal(res.score, cases[i].weight);
+        if (strcmp(res.decision, cases[i].decision) != 0)
+            fail_msg("case %zu: score %d gave %s, expected %s", i, res.score, res.decision,
+                     cases[i].decision);
+        rules_destroy(r);
+    }
+}
+
+static void test_hit_order(void **state) {
+    static const char *const expect[] = {"A", "Z", "A2", "B", "C"};
+    pay_payment p;
+    rules_features f = {.p = &p};
+    rules_result res;
+    rules *r = parse_ok(
+        FILE_OF(RULE_W("B", 10, P_AMOUNT("1")) "," RULE_W("Z", 30, P_AMOUNT("1")) "," RULE_W(
+            "C", 10, P_AMOUNT("1")) "," RULE_W("A", 30, P_AMOUNT("1")) "," RULE_W("A2", 10,
+                                                                                  P_AMOUNT("1"))));
+    (void)state;
+    pay_init(&p);
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.nhits, 5);
+    for (int i = 0; i < 5; i++) assert_string_equal(res.hits[i].code, expect[i]);
+    assert_string_equal(res.hits[0].severity, "high");
+    assert_string_equal(res.hits[0].message, "msg A");
+    assert_int_equal(res.hits[0].weight, 30);
+    rules_destroy(r);
+}
+
+/* ---- versions, windows, keys ----------------------------------------------------------------- */
+
+static void test_version(void **state) {
+    const char *a = FILE_OF(RULE("A", P_AMOUNT("1")));
+    const char *b = "\n" FILE_OF(RULE("A", P_AMOUNT("1"))); /* same meaning, other bytes */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen;
+    char expect[64];
+    rules *r1 = parse_ok(a), *r2 = parse_ok(a), *r3 = parse_ok(b);
+    (void)state;
+    assert_int_equal(EVP_Digest(a, strlen(a), md, &mdlen, EVP_sha256(), NULL), 1);
+    snprintf(expect, sizeof expect, "2026.11.1+%02x%02x%02x%02x%02x%02x", md[0], md[1], md[2],
+             md[3], md[4], md[5]);
+    assert_string_equal(rules_version(r1), expect);
+    assert_string_equal(rules_version(r1), rules_version(r2));
+    assert_string_not_equal(rules_version(r1), rules_version(r3));
+    assert_int_equal(strncmp(rules_version(r3), "2026.11.1+", 10), 0);
+    assert_int_equal(strlen(rules_version(r3)), strlen("2026.11.1+") + 12);
+    rules_destroy(r1);
+    rules_destroy(r2);
+    rules_destroy(r3);
+}
+
+static void test_windows(void **state) {
+    rules *r = parse_ok(
+        FILE_OF(RULE("A", P_COUNT("ip", 600, 5)) "," RULE("B", P_COUNT("user", 300, 4)) "," RULE(
+            "C", P_DISTINCT("ip", 600, 3)) "," RULE("D", P_COUNT("ip", 60,
+                                                                 2)) "," RULE("E", P_AMOUNT("1"))));
+    (void)state;
+    assert_int_equal(rules_window_count(r), 3); /* (ip,600) is shared by A and C */
+    assert_int_equal(rules_window_at(r, 0)->entity, RULES_ENT_IP);
+    assert_int_equal(rules_window_at(r, 0)->window_ms, 600000);
+    assert_int_equal(rules_window_at(r, 1)->entity, RULES_ENT_USER);
+    assert_int_equal(rules_window_at(r, 1)->window_ms, 300000);
+    assert_int_equal(rules_window_at(r, 2)->window_ms, 60000);
+    assert_null(rules_window_at(r, 3));
+    rules_destroy(r);
+}
+
+static void test_window_index_used(void **state) {
+    pay_payment p;
+    rules_features f = {.p = &p};
+    rules_result res;
+    rules *r = parse_ok(
+        FILE_OF(RULE("A", P_COUNT("user", 60, 2)) "," RULE("B", P_COUNT("user", 3600, 10))));
+    (void)state;
+    pay_init(&p);
+    f.count[0] = 1;  /* (user, 60s) */
+    f.count[1] = 10; /* (user, 3600s) */
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.nhits, 1);
+    assert_string_equal(res.hits[0].code, "B");
+    rules_destroy(r);
+}
+
+static void test_entity_key(void **state) {
+    pay_payment p;
+    char key[PAY_ID_MAX + 16], tiny[4];
+    (void)state;
+    pay_init(&p);
+    rules_entity_key(&p, RULES_ENT_USER, key, sizeof key);
+    assert_string_equal(key, "user-1");
+    rules_entity_key(&p, RULES_ENT_MERCHANT, key, sizeof key);
+    assert_string_equal(key, "merchant-1");
+    rules_entity_key(&p, RULES_ENT_IP, key, sizeof key);
+    assert_string_equal(key, "");
+    rules_entity_key(&p, RULES_ENT_CARD, key, sizeof key);
+    assert_string_equal(key, "");
+    strcpy(p.card_last_four, "4242");
+    rules_entity_key(&p, RULES_ENT_CARD, key, sizeof key);
+    assert_string_equal(key, "last4:4242");
+    strcpy(p.card_fingerprint_digest, "0123abcd");
+    rules_entity_key(&p, RULES_ENT_CARD, key, sizeof key);
+    assert_string_equal(key, "0123abcd");
+    strcpy(p.ip_digest, "ffee");
+    strcpy(p.email_digest, "ee01");
+    strcpy(p.device_id_digest, "dd02");
+    rules_entity_key(&p, RULES_ENT_IP, key, sizeof key);
+    assert_string_equal(key, "ffee");
+    rules_entity_key(&p, RULES_ENT_EMAIL, key, sizeof key);
+    assert_string_equal(key, "ee01");
+    rules_entity_key(&p, RULES_ENT_DEVICE, key, sizeof key);
+    assert_string_equal(key, "dd02");
+    rules_entity_key(&p, RULES_ENT_USER, tiny, sizeof tiny); /* never a truncated key */
+    assert_string_equal(tiny, "");
+    assert_string_equal(rules_entity_name(RULES_ENT_USER), "user");
+    assert_string_equal(rules_entity_name(RULES_ENT_CARD), "card");
+    assert_string_equal(rules_entity_name(RULES_ENT_MERCHANT), "merchant");
+}
+
+/* ---- JSON evidence --------------------------------------------------------------------------- */
+
+static void test_json_evidence(void **state) {
+    pay_payment p;
+    rules_features f = {.p = &p};
+    rules_result res;
+    rules *r = parse_ok(FILE_OF(RULE_W("LOW", 5, P_AMOUNT("1")) "," RULE_W(
+        "U", 40, P_COUNT("user", 300, 2)) "," RULE("K", P_DISTINCT("card", 1800, 3))));
+    (void)state;
+    pay_init(&p);
+    strcpy(p.country, "DE");
+    strcpy(p.shipping_country, "FR");
+    f.count[0] = 2;
+    f.sum_minor[0] = 2500;
+    f.distinct_users[0] = 1;
+    f.count[1] = 7;
+    f.sum_minor[1] = 9000;
+    f.distinct_users[1] = 3;
+    rules_eval(r, &f, &res);
+
+    json_t *reasons = rules_reasons_json(&res);
+    char *s = json_dumps(reasons, JSON_COMPACT);
+    assert_string_equal(
+        s, "[{\"code\":\"U\",\"severity\":\"high\",\"weight\":40,\"message\":\"msg U\"},"
+           "{\"code\":\"LOW\",\"severity\":\"high\",\"weight\":5,\"message\":\"msg LOW\"}]");
+    free(s);
+    json_decref(reasons);
+
+    json_t *feat = rules_features_json(r, &f);
+    s = json_dumps(feat, JSON_COMPACT);
+    assert_string_equal(
+        s, "{\"amount_minor\":1000,\"currency\":\"EUR\",\"country\":\"DE\","
+           "\"shipping_country\":\"FR\",\"user_count_300s\":2,\"user_sum_minor_300s\":2500,"
+           "\"user_distinct_users_300s\":1,\"card_count_1800s\":7,"
+           "\"card_sum_minor_1800s\":9000,\"card_distinct_users_1800s\":3}");
+    free(s);
+    json_decref(feat);
+
+    res.nhits = 0;
+    reasons = rules_reasons_json(&res);
+    assert_int_equal(json_array_size(reasons), 0);
+    json_decref(reasons);
+    rules_destroy(r);
+}
+
+/* ---- the default rule set -------------------------------------------------------------------- */
+
+static rules *load_default(void) {
+    static const char *const candidates[] = {
+        "schemas/rules/default.json", "../schemas/rules/default.json",
+        "../../schemas/rules/default.json", "../../../schemas/rules/default.json"};
+    char err[512] = "";
+    const char *env = getenv("FS_RULES_DEFAULT");
+    if (env) {
+        rules *r = rules_load(env, err, sizeof err);
+        if (!r) fail_msg("%s", err);
+        return r;
+    }
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        rules *r = rules_load(candidates[i], err, sizeof err);
+        if (r) return r;
+        if (!strstr(err, "cannot open")) fail_msg("%s", err);
+    }
+    fail_msg("schemas/rules/default.json not found (run from the repository root or set "
+             "FS_RULES_DEFAULT)");
+    return NULL;
+}
+
+static void test_default_rules(void **state) {
+    static const char *const codes[] = {"HIGH_VALUE",
+                                        "VERY_HIGH_VALUE",
+                                        "HIGH_RISK_COUNTRY",
+                                        "COUNTRY_MISMATCH",
+                                        "COUNTRY_MISMATCH_BILLING",
+                                        "RAPID_USER",
+                                        "IP_VELOCITY",
+                                        "CARD_REUSE"};
+    pay_payment p;
+    rules_features f = {.p = &p};
+    rules_result res;
+    rules *r = load_default();
+    (void)state;
+    assert_int_equal(strncmp(rules_version(r), "2026.11.1+", 10), 0);
+    assert_int_equal(rules_window_count(r), 3);
+    assert_int_equal(rules_window_at(r, 0)->entity, RULES_ENT_USER);
+    assert_int_equal(rules_window_at(r, 0)->window_ms, 300000);
+    assert_int_equal(rules_window_at(r, 1)->entity, RULES_ENT_IP);
+    assert_int_equal(rules_window_at(r, 1)->window_ms, 600000);
+    assert_int_equal(rules_window_at(r, 2)->entity, RULES_ENT_CARD);
+    assert_int_equal(rules_window_at(r, 2)->window_ms, 1800000);
+
+    /* A payment that trips every rule: all 8 listed, capped at 100. */
+    pay_init(&p);
+    p.amount_minor = 500000; /* 5000.00 EUR */
+    strcpy(p.country, "NG");
+    strcpy(p.billing_country, "US");
+    strcpy(p.shipping_country, "GB");
+    strcpy(p.ip_digest, "ab");
+    strcpy(p.card_last_four, "4242");
+    f.count[0] = 4;
+    f.count[1] = 5;
+    f.distinct_users[2] = 3;
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.nhits, 8);
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (!hits_code(&res, codes[i])) fail_msg("%s did not hit", codes[i]);
+    assert_string_equal(res.hits[0].code, "CARD_REUSE");
+    assert_int_equal(res.score, 100);
+    assert_string_equal(res.decision, "block");
+
+    /* The seed's scores: 1000.00 alone -> review; 5000.00 -> 70 -> block; 999.99 -> allow. */
+    pay_init(&p);
+    memset(&f, 0, sizeof f);
+    f.p = &p;
+    p.amount_minor = 100000;
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.score, 30);
+    assert_string_equal(res.decision, "review");
+    p.amount_minor = 500000;
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.score, 70);
+    assert_string_equal(res.decision, "block");
+    p.amount_minor = 99999;
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.score, 0);
+    assert_string_equal(res.decision, "allow");
+    rules_destroy(r);
+}
+
+/* ---- invalid files --------------------------------------------------------------------------- */
+
+#define P_WIN(secs)                                                                                \
+    "{\"kind\":\"count_at_least\",\"entity\":\"ip\",\"window_seconds\":" secs ",\"count\":2}"
+
+static void test_invalid_files(void **state) {
+    static const struct {
+        const char *text, *error;
+    } cases[] = {
+        {"this is not JSON", "test.json: invalid JSON at line 1"},
+        {"", "invalid JSON"},
+        {"{\"version\":\"1\",\"version\":\"2\"}", "duplicate object key"},
+        {"[1,2]", "test.json: must be a JSON object"},
+        {"{\"version\":\"1\",\"thresholds\":" TH
+         ",\"rules\":[" RULE("A", P_AMOUNT("1")) "],\"rulez\":[]}",
+         "test.json: rulez: unknown key"},
+        {"{\"thresholds\":" TH ",\"rules\":[" RULE("A", P_AMOUNT("1")) "]}",
+         "test.json: version: required"},
+        {"{\"version\":\"2026 11\",\"thresholds\":" TH ",\"rules\":[" RULE("A", P_AMOUNT("1")) "]}",
+         "version: must match"},
+        {"{\"version\":\"1\",\"rules\":[" RULE("A", P_AMOUNT("1")) "]}", "thresholds: required"},
+        {"{\"version\":\"1\",\"thresholds\":{\"review\":70,\"block\":30},\"rules\":[" RULE(
+             "A", P_AMOUNT("1")) "]}",
+         "test.json: thresholds: must satisfy 0 < review <= block <= 100"},
+        {"{\"version\":\"1\",\"thresholds\":{\"review\":0,\"block\":30},\"rules\":[" RULE(
+             "A", P_AMOUNT("1")) "]}",
+         "thresholds.review: must be an integer 1..100"},
+        {"{\"version\":\"1\",\"thresholds\":{\"review\":30,\"block\":101},\"rules\":[" RULE(
+             "A", P_AMOUNT("1")) "]}",
+         "thresholds.block: must be an integer 1..100"},
+        {"{\"version\":\"1\",\"thresholds\":{\"review\":30,\"block\":70,\"alert\":50},\"rules\":"
+         "[" RULE("A", P_AMOUNT("1")) "]}",
+         "thresholds.alert: unknown key"},
+        {FILE_OF(""), "rules: must be an array of 1..64 rules (got 0)"},
+        {"{\"version\":\"1\",\"thresholds\":" TH ",\"rules\":{}}", "rules: must be an array"},
+        {FILE_OF("42"), "rules[0]: must be an object"},
+        {FILE_OF(
+             RULE("A", P_AMOUNT("1")) "," RULE("B", P_AMOUNT("1")) "," RULE("A", P_AMOUNT("2"))),
+         "test.json: rules[2].code: duplicate code A (also rules[0])"},
+        {FILE_OF(RULE("high_value", P_AMOUNT("1"))), "rules[0].code: must match [A-Z0-9_]{1,48}"},
+        {FILE_OF(RULE("A123456789012345678901234567890123456789012345678", P_AMOUNT("1"))),
+         "rules[0].code: must be a string of 1..48 bytes"},
+        {FILE_OF("{\"code\":\"A\",\"severity\":\"low\",\"wieght\":10,\"message\":\"m\","
+                 "\"predicate\":" P_AMOUNT("1") "}"),
+         "rules[0].wieght: unknown key"},
+        {FILE_OF("{\"code\":\"A\",\"severity\":\"severe\",\"weight\":10,\"message\":\"m\","
+                 "\"predicate\":" P_AMOUNT("1") "}"),
+         "rules[0].severity: must be one of low, medium, high, critical"},
+        {FILE_OF(
+             "{\"code\":\"A\",\"weight\":10,\"message\":\"m\",\"predicate\":" P_AMOUNT("1") "}"),
+         "rules[0].severity: required"},
+        {FILE_OF(RULE_W("A", 101, P_AMOUNT("1"))), "rules[0].weight: must be an integer 0..100"},
+        {FILE_OF(RULE_W("A", -1, P_AMOUNT("1"))), "rules[0].weight: must be an integer 0..100"},
+        {FILE_OF(RULE_W("A", 1.5, P_AMOUNT("1"))), "rules[0].weight: must be an integer 0..100"},
+        {FILE_OF(RULE_W("A", "10", P_AMOUNT("1"))), "rules[0].weight: must be an integer 0..100"},
+        {FILE_OF(
+             "{\"code\":\"A\",\"severity\":\"low\",\"weight\":10,\"predicate\":" P_AMOUNT("1") "}"),
+         "rules[0].message: required"},
+        {FILE_OF("{\"code\":\"A\",\"severity\":\"low\",\"weight\":10,\"message\":\"m\",\"enabled\":"
+                 "\"yes\","
+                 "\"predicate\":" P_AMOUNT("1") "}"),
+         "rules[0].enabled: must be true or false"},
+        {FILE_OF("{\"code\":\"A\",\"severity\":\"low\",\"weight\":10,\"message\":\"m\"}"),
+         "rules[0].predicate: required"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_over\",\"amount\":\"1\"}")),
+         "rules[0].predicate.kind: must be one of amount_at_least, country_in"},
+        {FILE_OF(RULE("A", "{\"amount\":\"1\"}")), "rules[0].predicate.kind: required"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"amout\":\"1\"}")),
+         "rules[0].predicate.amout: unknown key"},
+        {FILE_OF(RULE("A", P_AMOUNT("1e3"))),
+         "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("-5"))), "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("0"))), "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("0.000"))),
+         "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("01000"))),
+         "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("1000."))),
+         "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT(".5"))), "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("1000.12345"))),
+         "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"amount\":1000}")),
+         "rules[0].predicate.amount: must be a decimal string"},
+        {FILE_OF(RULE("A", P_AMOUNT("99999999999999999999"))),
+         "rules[0].predicate.amount: too large"},
+        {FILE_OF(RULE("A", P_AMOUNT("1")) "," RULE("B", P_AMOUNT("1")) "," RULE(
+             "C", P_AMOUNT("1")) "," RULE("D", P_WIN("0"))),
+         "test.json: rules[3].predicate.window_seconds: must be an integer 1..2592000"},
+        {FILE_OF(RULE("D", P_WIN("2592001"))),
+         "rules[0].predicate.window_seconds: must be an integer 1..2592000"},
+        {FILE_OF(RULE("D", P_WIN("\"300\""))),
+         "rules[0].predicate.window_seconds: must be an integer 1..2592000"},
+        {FILE_OF(RULE("D", "{\"kind\":\"count_at_least\",\"entity\":\"ip\",\"count\":2}")),
+         "rules[0].predicate.window_seconds: required"},
+        {FILE_OF(RULE("D", P_COUNT("ip", 60, 0))),
+         "rules[0].predicate.count: must be an integer 1..1000000"},
+        {FILE_OF(RULE("D", P_COUNT("customer", 60, 2))),
+         "rules[0].predicate.entity: must be one of user, ip, card, device, email, merchant"},
+        {FILE_OF(RULE("D", P_DISTINCT("user", 60, 2))),
+         "rules[0].predicate.entity: distinct_users_at_least needs an entity other than user"},
+        {FILE_OF(RULE(
+             "C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NG\",\"ng\"]}")),
+         "rules[0].predicate.countries[1]: must be a 2-letter upper-case country code"},
+        {FILE_OF(
+             RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NGA\"]}")),
+         "rules[0].predicate.countries[0]: must be a 2-letter"},
+        {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NG\","
+                           "\"KP\",\"NG\"]}")),
+         "rules[0].predicate.countries[2]: duplicate country NG"},
+        {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[]}")),
+         "rules[0].predicate.countries: must be an array of 1..250 country codes"},
+        {FILE_OF(RULE("C",
+                      "{\"kind\":\"country_in\",\"field\":\"ip_country\",\"countries\":[\"NG\"]}")),
+         "rules[0].predicate.field: must be one of country, billing_country, shipping_country"},
+        {FILE_OF(RULE("M", P_MISMATCH("country", "country"))),
+         "rules[0].predicate.fields: must be an array of two different fields"},
+        {FILE_OF(RULE("M", "{\"kind\":\"country_mismatch\",\"fields\":[\"country\"]}")),
+         "rules[0].predicate.fields: must be an array of two different fields"},
+        {FILE_OF(RULE("M", P_MISMATCH("country", "billing"))),
+         "rules[0].predicate.fields[1]: must be one of country, billing_country, shipping_country"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
+        if (r) {
+            rules_destroy(r);
+            fail_msg("case %zu parsed, expected error \"%s\"", i, cases[i].error);
+        }
+        if (!strstr(err, cases[i].error))
+            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
+    }
+}
+
+/* A file with n rules, each with its own window when distinct_windows (else all amount rules). */
+static char *many_rules(int n, bool distinct_windows) {
+    size_t cap = 128 + (size_t)n * 200, len;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    len = (size_t)snprintf(text, cap, "{\"version\":\"1\",\"thresholds\":" TH ",\"rules\":[");
+    for (int i = 0; i < n; i++) {
+        if (distinct_windows)
+            len += (size_t)snprintf(
+                text + len, cap - len,
+                "%s{\"code\":\"R%d\",\"severity\":\"low\",\"weight\":1,\"message\":\"m\","
+                "\"predicate\":{\"kind\":\"count_at_least\",\"entity\":\"ip\","
+                "\"window_seconds\":%d,\"count\":2}}",
+                i ? "," : "", i, 60 + i);
+        else
+            len += (size_t)snprintf(
+                text + len, cap - len,
+                "%s{\"code\":\"R%d\",\"severity\":\"low\",\"weight\":1,\"message\":\"m\","
+                "\"predicate\":{\"kind\":\"amount_at_least\",\"amount\":\"1\"}}",
+                i ? "," : "", i);
+    }
+    snprintf(text + len, cap - len, "]}");
+    return text;
+}
+
+static void test_limits(void **state) {
+    char err[512];
+    char *text;
+    rules *r;
+    (void)state;
+    text = many_rules(RULES_MAX, false);
+    r = parse_ok(text);
+    rules_destroy(r);
+    free(text);
+
+    text = many_rules(RULES_MAX + 1, false);
+    assert_null(rules_parse(text, strlen(text), "test.json", err, sizeof err));
+    assert_non_null(strstr(err, "rules: must be an array of 1..64 rules (got 65)"));
+    free(text);
+
+    text = many_rules(RULES_MAX_WINDOWS, true);
+    r = parse_ok(text);
+    assert_int_equal(rules_window_count(r), RULES_MAX_WINDOWS);
+    rules_destroy(r);
+    free(text);
+
+    text = many_rules(RULES_MAX_WINDOWS + 1, true);
+    assert_null(rules_parse(text, strlen(text), "test.json", err, sizeof err));
+    assert_non_null(
+        strstr(err, "rules[32].predicate: more than 32 distinct (entity, window_seconds) pairs"));
+    free(text);
+}
+
+static void test_load_errors(void **state) {
+    char err[512] = "";
+    char path[] = "/tmp/test_rules_XXXXXX";
+    const char *bad = FILE_OF(RULE_W("A", 500, P_AMOUNT("1")));
+    (void)state;
+    assert_null(rules_load("/nonexistent/rules.json", err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/rules.json: cannot open"));
+
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(bad, f);
+    fclose(f);
+    assert_null(rules_load(path, err, sizeof err));
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "rules[0].weight: must be an integer 0..100"));
+    unlink(path);
+
+    /* A zero-sized error buffer is allowed. */
+    assert_null(rules_parse("x", 1, "t", NULL, 0));
+    rules_destroy(NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_amount_at_least),
+        cmocka_unit_test(test_country_predicates),
+        cmocka_unit_test(test_velocity_predicates),
+        cmocka_unit_test(test_disabled_rule),
+        cmocka_unit_test(test_score_capped),
+        cmocka_unit_test(test_decision_thresholds),
+        cmocka_unit_test(test_hit_order),
+        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_window_index_used),
+        cmocka_unit_test(test_entity_key),
+        cmocka_unit_test(test_json_evidence),
+        cmocka_unit_test(test_default_rules),
+        cmocka_unit_test(test_invalid_files),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_load_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
