@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Ingest's HTTP contract against the dev broker: 202 only after the broker has the payment (key =
+# country, the three headers, no raw personal data anywhere in the topic or the log), every error
+# status as JSON (400, 413, 415, 404, 405, 422 naming each bad field), idempotency keys, /health and
+# /ready, broker down -> 503 + Retry-After and back, a client leaving early, SIGTERM with a request in
+# flight, and start-up failures.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup ingest_http
+fs_broker_start 6
+
+INGEST="$BUILD/bin/fraudshield-ingest"
+secret="$FS_TEST_DIR/pii.secret"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+chmod 600 "$secret"
+port=$(fs_free_port)
+BASE="http://127.0.0.1:$port"
+# message.timeout.ms=2000: a dead broker must turn into a 503 quickly.
+fs_bg ingest "$INGEST" --listen-port="$port" --pii-secret-file="$secret" --log-level=debug \
+    -X message.timeout.ms=2000
+fs_wait_for 30 curl -sf "$BASE/ready"
+
+# http METHOD PATH [CURL_ARGS...]: sets STATUS and BODY; header NAME prints a response header.
+http() {
+    local method=$1 path=$2
+    shift 2
+    STATUS=$(curl -s -X "$method" -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" \
+        -w '%{http_code}' "$@" "$BASE$path") || STATUS=000
+    BODY=$(cat "$FS_TEST_DIR/body" 2>/dev/null || true)
+}
+header() { tr -d '\r' <"$FS_TEST_DIR/headers" | sed -n "s/^$1: *//Ip" | head -n 1; }
+post() { http POST /api/v1/payments -H 'Content-Type: application/json' --data-binary "$@"; }
+# The string value of a top-level field of BODY (our JSON is compact).
+field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$BODY" | head -n 1; }
+
+# expect STATUS [ERROR_CODE] MSG: the status, a JSON body with that error code, and X-Request-Id.
+expect() {
+    local status=$1 code=$2 msg=$3
+    fs_assert_eq "$status" "$STATUS" "$msg: status"
+    [[ "$(header Content-Type)" == application/json* ]] || fs_fail "$msg: Content-Type $(header Content-Type)"
+    [[ -n "$(header X-Request-Id)" ]] || fs_fail "$msg: no X-Request-Id"
+    [[ -z "$code" ]] || fs_assert_eq "$code" "$(field error)" "$msg: error code"
+}
+
+valid='{"user_id":"u-1","merchant_id":"m-1","amount":"12.50","currency":"EUR","payment_method":"card"}'
+with_pii='{"user_id":"u-pii","merchant_id":"m-1","amount":"99.99","currency":"EUR","payment_method":"card","country":"de","email":"Alice.Secret@Example.com","ip_address":"198.51.100.77","card_fingerprint":"fp-raw-SECRET-4242","device_info":{"device_id":"dev-raw-SECRET-77","os":"linux"}}'
+
+# --- health, readiness, request ids ---------------------------------------------------------------
+http GET /health
+expect 200 "" "/health"
+fs_assert_eq '{"status":"ok"}' "$BODY" "/health body"
+http GET /ready
+expect 200 "" "/ready"
+http GET /health -H 'X-Request-Id: trace.ABC_123-x'
+fs_assert_eq trace.ABC_123-x "$(header X-Request-Id)" "a sane client request id is kept"
+http GET /health -H 'X-Request-Id: bad id;drop'
+[[ "$(header X-Request-Id)" =~ ^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$ ]] ||
+    fs_fail "an odd client request id must be replaced by a UUID v4, got $(header X-Request-Id)"
+echo "ok: odd request id replaced"
+
+# --- 202: key, headers, pseudonymized --------------------------------------------------------------
+post "$with_pii" -H 'X-Request-Id: req-pii-1'
+expect 202 "" "payment with personal data"
+fs_assert_eq accepted "$(field status)" "202 status field"
+fs_assert_eq "Payment accepted for processing" "$(field message)" "202 message"
+fs_assert_eq req-pii-1 "$(header X-Request-Id)" "202 carries the request id"
+pid_pii=$(field payment_id)
+[[ "$pid_pii" =~ ^[0-9a-f-]{36}$ ]] || fs_fail "no payment_id in $BODY"
+
+http POST /api/v1/payments/ -H 'Content-Type: application/json; charset=utf-8' --data-binary "$valid"
+expect 202 "" "trailing slash, charset parameter"
+pid_unk=$(field payment_id)
+
+fs_wait_for 20 fs_topic_has raw_payments 2
+fs_topic_dump raw_payments >"$FS_TEST_DIR/dump"
+line=$(grep -F "$pid_pii" "$FS_TEST_DIR/dump" | head -n 1)
+[[ -n "$line" ]] || fs_fail "payment $pid_pii is not on raw_payments"
+fs_assert_eq DE "$(cut -f3 <<<"$line")" "key = country, upper case"
+hdrs=$(cut -f4 <<<"$line")
+for h in schema_version=1 "payment_id=$pid_pii" content-type=application/json; do
+    [[ ",$hdrs," == *",$h,"* ]] || fs_fail "header $h missing in: $hdrs"
+done
+[[ "$hdrs" =~ (^|,)ingest_ts=[0-9]{13}(,|$) ]] || fs_fail "ingest_ts header missing in: $hdrs"
+echo "ok: headers schema_version, payment_id, ingest_ts, content-type"
+[[ "$(cut -f5 <<<"$line")" =~ \"email_digest\":\"[0-9a-f]{64}\" ]] || fs_fail "no email digest: $line"
+fs_assert_eq UNK "$(grep -F "$pid_unk" "$FS_TEST_DIR/dump" | cut -f3)" "key without country"
+for raw in Alice.Secret@Example.com 198.51.100.77 fp-raw-SECRET-4242 dev-raw-SECRET-77; do
+    if grep -qiF "$raw" "$FS_TEST_DIR/dump"; then fs_fail "raw value $raw reached the topic"; fi
+    if grep -qiF "$raw" "$FS_TEST_DIR/ingest.log"; then fs_fail "raw value $raw reached the log"; fi
+done
+echo "ok: no raw email/IP/card fingerprint/device id in the topic bytes or the log"
+
+# --- client errors -------------------------------------------------------------------------------
+post '{"user_id":'
+expect 400 malformed_json "truncated JSON"
+[[ "$(field message)" == "line 1 column "* ]] || fs_fail "malformed_json message: $BODY"
+post '{"user_id":"a","user_id":"b"}'
+expect 400 malformed_json "duplicate key"
+post '[1,2]'
+expect 400 invalid_body "array body"
+post '{"user_id":"u","merchant_id":"m","amount":"-5","currency":"EURO","payment_method":"card"}'
+expect 422 validation_failed "two bad fields"
+for f in amount currency; do
+    [[ "$BODY" == *"\"field\":\"$f\""* ]] || fs_fail "422 does not name $f: $BODY"
+done
+echo "ok: 422 names amount and currency"
+post '{"user_id":"u","merchant_id":"m","amount":"1","currency":"EUR","payment_method":"card","nickname":"x"}'
+expect 422 validation_failed "unknown field"
+[[ "$BODY" == *'"field":"nickname"'* && "$BODY" == *unknown_field* ]] || fs_fail "unknown field: $BODY"
+head -c 70000 /dev/zero | tr '\0' ' ' >"$FS_TEST_DIR/big"
+post @"$FS_TEST_DIR/big"
+expect 413 payload_too_large "body over max-body-bytes"
+http POST /api/v1/payments -H 'Content-Type: text/plain' --data-binary "$valid"
+expect 415 unsupported_media_type "text/plain"
+http POST /api/v1/payments --data-binary "$valid" # curl's default form content type
+expect 415 unsupported_media_type "form content type"
+http GET /nope
+expect 404 not_found "unknown path"
+http GET /api/v1/payments
+expect 405 method_not_allowed "GET payments"
+fs_assert_eq POST "$(header Allow)" "Allow on payments"
+http DELETE /health
+expect 405 method_not_allowed "DELETE /health"
+fs_assert_eq GET "$(header Allow)" "Allow on /health"
+
+# --- idempotency --------------------------------------------------------------------------------
+post "$valid" -H 'Idempotency-Key: order-42/attempt'
+expect 202 "" "first try with a key"
+pid1=$(field payment_id)
+post "$valid" -H 'Idempotency-Key: order-42/attempt'
+expect 202 "" "retry with the same key"
+fs_assert_eq "$pid1" "$(field payment_id)" "same key -> same payment_id"
+post "$valid" -H 'Idempotency-Key: order-43'
+[[ "$(field payment_id)" != "$pid1" ]] || fs_fail "another key gave the same payment_id"
+echo "ok: another key -> another payment_id"
+post "${valid%\}},\"payment_id\":\"00000000-0000-4000-8000-000000000001\"}" -H 'Idempotency-Key: order-42/attempt'
+expect 422 validation_failed "body payment_id disagrees with the key"
+[[ "$BODY" == *'"field":"payment_id"'* ]] || fs_fail "conflict does not name payment_id: $BODY"
+post "$valid" -H "Idempotency-Key: $(printf 'k%.0s' {1..300})"
+expect 400 invalid_idempotency_key "key too long"
+
+# --- broker down -> 503 + Retry-After, then back --------------------------------------------------
+fs_broker_down
+start=$SECONDS
+post "$valid" -H 'Idempotency-Key: during-outage'
+expect 503 broker_unavailable "broker down"
+((SECONDS - start <= 5)) || fs_fail "503 took $((SECONDS - start))s (message.timeout.ms=2000)"
+fs_assert_eq 1 "$(header Retry-After)" "Retry-After"
+fs_wait_for 10 '[[ $(curl -s -o /dev/null -w "%{http_code}" "$BASE/ready") == 503 ]]'
+echo "ok: /ready is 503 while the brokers are down"
+http GET /health
+expect 200 "" "/health while the brokers are down"
+# A client that gives up before its delivery report must not disturb ingest.
+curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' --data-binary "$valid" \
+    "$BASE/api/v1/payments" || true
+fs_broker_up
+fs_wait_for 20 curl -sf "$BASE/ready"
+echo "ok: /ready is 200 again"
+post "$valid" -H 'Idempotency-Key: during-outage'
+expect 202 "" "broker up again"
+fs_alive ingest || fs_fail "ingest died"
+
+# --- SIGTERM with a request in flight -----------------------------------------------------------
+# linger.ms=1500 holds the message in librdkafka, so the request is surely in flight at SIGTERM.
+port2=$(fs_free_port)
+fs_bg ingest2 "$INGEST" --listen-port="$port2" --pii-secret-file="$secret" -X linger.ms=1500
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port2/ready"
+curl -s -o "$FS_TEST_DIR/inflight.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary "$valid" "http://127.0.0.1:$port2/api/v1/payments" >"$FS_TEST_DIR/inflight.status" &
+client=$!
+sleep 0.5
+fs_kill ingest2 TERM
+sleep 0.2
+if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port2/health"; then
+    fs_fail "ingest still accepts connections while draining"
+fi
+echo "ok: no new connections while draining"
+wait "$client" || true
+fs_assert_eq 202 "$(cat "$FS_TEST_DIR/inflight.status")" "in-flight request answered during shutdown"
+fs_wait_exit ingest2 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest exit status after SIGTERM"
+grep -q '"event":"stopped"' "$FS_TEST_DIR/ingest2.log" || fs_fail "no stopped line with counts"
+
+# --- start-up failures ---------------------------------------------------------------------------
+rc=0
+"$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" \
+    --startup-timeout-ms=1000 >"$FS_TEST_DIR/badbroker.log" 2>&1 || rc=$?
+fs_assert_eq 1 "$rc" "unreachable brokers: exit status"
+grep -q startup_failed "$FS_TEST_DIR/badbroker.log" || fs_fail "no startup_failed line"
+rc=0
+env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_port)" \
+    >"$FS_TEST_DIR/nosecret.log" 2>&1 || rc=$?
+fs_assert_eq 1 "$rc" "no PII secret: exit status"
+grep -q 'no PII secret' "$FS_TEST_DIR/nosecret.log" || fs_fail "no clear error without a PII secret"
+
+echo "PASS test_ingest_http"
