@@ -2,7 +2,7 @@
 # SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
 
 APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
-                libargon2-dev libssl-dev libcmocka-dev postgresql-15 postgresql-client-15 kcat curl wrk
+                libargon2-dev libssl-dev libcmocka-dev postgresql-15 postgresql-client-15 kcat curl wrk clang
 PKGS := rdkafka libevent jansson libpq libargon2 libcrypto
 
 ifeq ($(SANITIZE),1)
