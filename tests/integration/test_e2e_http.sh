@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# End to end on the embedded default: N payments posted over HTTP to ingest -> raw_payments ->
+# two scorers -> PostgreSQL + processed_payments + fraud_alerts. Checks exactly N rows, N processed
+# messages, the expected alerts, an empty DLQ, and that no raw personal data reached Kafka or
+# PostgreSQL.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup e2e_http
+fs_pg_start
+fs_broker_start 6
+
+secret="$FS_TEST_DIR/pii.secret"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+port=$(fs_free_port)
+for i in 1 2; do
+    fs_bg "scorer$i" env FS_SCORER_ID="scorer-$i" "$BUILD/bin/fraudshield-scorer"
+done
+fs_bg ingest env FS_LISTEN_PORT="$port" FS_PII_SECRET_FILE="$secret" "$BUILD/bin/fraudshield-ingest"
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port/ready"
+
+# post BODY -> prints "STATUS PAYMENT_ID"
+post() {
+    local out
+    out=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' \
+        --data-binary "$1" "http://127.0.0.1:$port/api/v1/payments")
+    printf '%s %s\n' "$(tail -n 1 <<<"$out")" \
+        "$(head -n 1 <<<"$out" | sed -n 's/.*"payment_id": *"\([^"]*\)".*/\1/p')"
+}
+
+n=0
+flagged=0
+countries=(US DE FR GB NL ES)
+for i in $(seq 1 30); do
+    c=${countries[$((i % 6))]}
+    body=$(printf '{"user_id":"user-%d","merchant_id":"m-%d","amount":"%d.%02d","currency":"EUR","payment_method":"card","country":"%s","email":"person%d@example.com","ip_address":"198.51.100.%d","card_fingerprint":"fp-secret-%d","device_info":{"device_id":"dev-secret-%d","os":"linux"},"card_last_four":"%04d"}' \
+        "$i" "$((i % 4))" "$((10 + i))" "$i" "$c" "$i" "$i" "$i" "$i" "$i")
+    read -r status pid <<<"$(post "$body")"
+    fs_assert_eq 202 "$status" "payment $i accepted"
+    [[ -n "$pid" ]] || fs_fail "no payment_id in the 202 body"
+    n=$((n + 1))
+done
+# Flagged ones: very high value (block) and a high-risk country (review).
+read -r status _ <<<"$(post '{"user_id":"big-spender","merchant_id":"m-1","amount":6000,"currency":"EUR","payment_method":"card","country":"DE"}')"
+fs_assert_eq 202 "$status" "very high value accepted"
+read -r status _ <<<"$(post '{"user_id":"risky","merchant_id":"m-2","amount":"50.00","currency":"USD","payment_method":"card","country":"KP"}')"
+fs_assert_eq 202 "$status" "high-risk country accepted"
+n=$((n + 2))
+flagged=2
+
+decisions_at_least() { (($(fs_psql 'SELECT count(*) FROM decisions') >= $1)); }
+fs_wait_for 30 decisions_at_least "$n"
+sleep 1 # anything extra (a duplicate) would show up now
+fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
+fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM decisions')" "decisions rows"
+fs_assert_eq "$flagged" "$(fs_psql "SELECT count(*) FROM alerts")" "alerts rows"
+fs_assert_eq block "$(fs_psql "SELECT d.decision FROM decisions d JOIN payments p USING (payment_id) WHERE p.user_id='big-spender'")" "very high value blocked"
+fs_assert_eq "HIGH_RISK_COUNTRY" "$(fs_psql "SELECT r->>'code' FROM decisions d JOIN payments p USING (payment_id), jsonb_array_elements(d.reasons) r WHERE p.user_id='risky'")" "high-risk country reason"
+fs_wait_for 20 fs_topic_has processed_payments "$n"
+fs_assert_eq "$n" "$(fs_topic_count processed_payments)" "processed_payments messages"
+fs_assert_eq "$flagged" "$(fs_topic_count fraud_alerts)" "fraud_alerts messages"
+fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
+
+# No raw personal data anywhere: not in the topics, not in the database, not in the logs.
+dump="$FS_TEST_DIR/everything.txt"
+for t in raw_payments processed_payments fraud_alerts; do fs_topic_dump "$t" >>"$dump"; done
+pg_dump -h 127.0.0.1 -p "$FS_PG_PORT" -U postgres fraudshield >>"$dump"
+cat "$FS_TEST_DIR"/scorer*.log "$FS_TEST_DIR"/ingest.log >>"$dump"
+for raw in person7@example.com 198.51.100.7 fp-secret-7 dev-secret-7; do
+    if grep -qF "$raw" "$dump"; then fs_fail "raw personal value $raw leaked"; fi
+done
+fs_assert_eq 1 "$(fs_psql "SELECT count(DISTINCT email_digest) FROM payments WHERE user_id='user-7'")" "email stored as digest"
+fs_assert_eq 64 "$(fs_psql "SELECT length(email_digest) FROM payments WHERE user_id='user-7'")" "digest length"
+echo "e2e ok: $n payments"
