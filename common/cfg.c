@@ -161,6 +161,10 @@ cfg_result cfg_parse(const cfg_opt *table, void *conf, cfg_props *props, int arg
             cfg_usage(stdout, prog, summary, table);
             return CFG_HELP;
         }
+        if (strcmp(argv[i], "--help-markdown") == 0) {
+            cfg_usage_markdown(stdout, table);
+            return CFG_HELP;
+        }
     }
     if (apply_defaults_and_env(table, conf, errstr, errstr_size) != 0) return CFG_ERROR;
     if (props_from_env(props, errstr, errstr_size) != 0) return CFG_ERROR;
@@ -190,6 +194,19 @@ void cfg_usage(FILE *out, const char *prog, const char *summary, const cfg_opt *
     }
     fprintf(out, "\nlibrdkafka properties: -X name=value or KAFKA_NAME=value "
                  "(KAFKA_SECURITY_PROTOCOL=ssl sets security.protocol=ssl).\n");
+}
+
+void cfg_usage_markdown(FILE *out, const cfg_opt *table) {
+    fprintf(out, "| option | environment | type | default | range | description |\n"
+                 "|---|---|---|---|---|---|\n");
+    for (const cfg_opt *o = table; o->name; o++) {
+        char range[64] = "";
+        if (o->type == CFG_INT)
+            snprintf(range, sizeof range, "%lld..%lld", (long long)o->min, (long long)o->max);
+        fprintf(out, "| `--%s` | `%s` | %s | %s%s%s | %s | %s |\n", o->name, o->env,
+                type_name(o->type), *o->def && !o->secret ? "`" : "", o->secret ? "" : o->def,
+                *o->def && !o->secret ? "`" : "", range, o->desc);
+    }
 }
 
 void cfg_log(const cfg_opt *table, const void *conf, const cfg_props *props) {

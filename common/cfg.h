@@ -52,6 +52,9 @@ cfg_result cfg_parse(const cfg_opt *table, void *conf, cfg_props *props, int arg
 /* Prints the table: option, environment variable, default, bounds, description. */
 void cfg_usage(FILE *out, const char *prog, const char *summary, const cfg_opt *table);
 
+/* The same as a Markdown table (`--help-markdown`), for the README. */
+void cfg_usage_markdown(FILE *out, const cfg_opt *table);
+
 /* Logs every effective value (secrets masked) at info level, for the start-up record. */
 void cfg_log(const cfg_opt *table, const void *conf, const cfg_props *props);
 
