@@ -1,0 +1,960 @@
+/* scorer: consume -> decide -> persist -> produce -> commit (see scorer.h).
+ *
+ * Reading order: scorer_run() and the batch (poll, finish: decode, persist, deliver, commit), then
+ * the decision itself, then the consumer's events (rebalances, offset resets), then set-up. */
+#include "scorer.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fsutil.h"
+#include "kafka.h"
+#include "log.h"
+#include "pay.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define PERSIST_ATTEMPTS 3   /* non-transient failures of a whole batch before going row by row */
+#define PRUNE_LIMIT 10000    /* velocity events deleted per prune statement */
+
+/* Delivery state of one output message; the delivery report callback writes it. */
+enum { OUT_NONE = 0, OUT_PENDING, OUT_INFLIGHT, OUT_DONE, OUT_FAILED };
+
+typedef enum item_kind {
+    ITEM_VALID,     /* a payment: its row holds it */
+    ITEM_DUPLICATE, /* the same payment_id as an earlier message of the batch: that row speaks */
+    ITEM_DEAD,      /* dead letter */
+} item_kind;
+
+/* One consumed message. */
+typedef struct scorer_item {
+    rd_kafka_message_t *msg; /* owned by the batch until it is cleared */
+    item_kind kind;
+    int row;                 /* ITEM_VALID / ITEM_DUPLICATE */
+    const char *dlq_reason;  /* ITEM_DEAD: stable code (static string) */
+    char dlq_error[256];
+    int8_t out_dlq;
+} scorer_item;
+
+/* One distinct payment of the batch. */
+typedef struct scorer_row {
+    pay_payment p;
+    store_row sr;            /* sr.p points at p */
+    int item;                /* the first message carrying it */
+    bool rejected;           /* PostgreSQL refused it: dead-lettered */
+    bool late;               /* older than the velocity retention when decided */
+    int8_t out_processed, out_alert;
+    size_t nvev;             /* its velocity events (new payments only) */
+    velocity_event vev[RULES_ENT_COUNT];
+    char vkeys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
+} scorer_row;
+
+struct scorer {
+    scorer_config cfg;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    store *st;
+    rules *rules;
+    velocity *vel;
+    volatile sig_atomic_t *stop;
+    /* the batch in hand: arrays of cfg.batch_max, reused */
+    scorer_item *items;
+    size_t nitems;
+    scorer_row *rows;
+    size_t nrows;
+    store_row **todo;        /* scratch: rows of one transaction */
+    store_row **undecided;   /* scratch: rows the transaction must decide */
+    store_row **flagged;     /* scratch: decided review/block */
+    const pay_payment **ps;  /* scratch: the undecided rows' payments */
+    velocity_event *vevents; /* scratch: velocity events to insert */
+    int *dedup;              /* open addressing over rows by payment_id: row + 1, 0 = empty */
+    size_t ndedup;
+    bool in_batch;           /* re-entrancy guard (the revoke callback finishes batches too) */
+    bool abandoned;          /* a batch was dropped unpersisted: consume no further */
+    bool fatal;
+    int64_t watermark_ms;    /* largest event time this worker persisted */
+    int batches_since_prune;
+    scorer_stats stats;
+};
+
+static void scorer_poll_batch(scorer *s);
+static int scorer_finish_batch(scorer *s);
+static void scorer_decode_batch(scorer *s);
+static int scorer_persist_batch(scorer *s);
+static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
+static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz);
+static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
+static int scorer_deliver_batch(scorer *s);
+static void scorer_commit_batch(scorer *s);
+static void scorer_clear_batch(scorer *s);
+static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
+static void scorer_maybe_prune(scorer *s);
+static void scorer_reload_rules(scorer *s);
+static void scorer_close(scorer *s);
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* {"topic":..,"partition":..,"offset":..} of a message, for log lines (new reference). */
+static json_t *msg_ctx(const rd_kafka_message_t *m) {
+    return json_pack("{s:s, s:i, s:I}", "topic", m->rkt ? rd_kafka_topic_name(m->rkt) : "",
+                     "partition", (int)m->partition, "offset", (json_int_t)m->offset);
+}
+
+/* Sleeps ms in short slices; returns -1 early when a stop was requested. */
+static int scorer_sleep(scorer *s, int ms) {
+    for (int slept = 0; slept < ms; slept += 50) {
+        if (*s->stop) return -1;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return *s->stop ? -1 : 0;
+}
+
+static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
+
+/* Events older than this (by event time) may already be pruned from velocity_events, so their
+ * windows are incomplete. The watermark is capped at the wall clock so that one payment dated in
+ * the future cannot make the pruner delete what current payments still need; a replay of old
+ * history (event times far behind the clock) still prunes relative to its own progress. */
+static int64_t scorer_late_cutoff(const scorer *s) {
+    int64_t now = fs_now_ms(), wm = s->watermark_ms < now ? s->watermark_ms : now;
+    return wm - velocity_max_window_ms(s->rules) - s->cfg.velocity_lateness_ms;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------- */
+
+int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload) {
+    s->stop = stop;
+    while (!*stop && !s->abandoned && !s->fatal) {
+        if (*reload) {
+            *reload = 0;
+            scorer_reload_rules(s);
+        }
+        scorer_poll_batch(s);
+        if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
+        scorer_maybe_prune(s);
+    }
+    scorer_close(s);
+    return s->fatal ? -1 : 0;
+}
+
+/* Polls until batch_max messages, or batch_max_ms after the first one, or 100 ms of nothing (back
+ * to the loop for reloads and pruning). The revoke callback may finish the batch meanwhile. */
+static void scorer_poll_batch(scorer *s) {
+    int64_t deadline_us = 0;
+    while (s->nitems < (size_t)s->cfg.batch_max && !*s->stop && !s->abandoned && !s->fatal) {
+        int timeout_ms = 100;
+        if (s->nitems > 0) {
+            int64_t left_ms = (deadline_us - fs_mono_us()) / 1000;
+            if (left_ms <= 0) break;
+            timeout_ms = (int)left_ms;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, timeout_ms);
+        if (!m) {
+            if (s->nitems == 0) break;
+            continue;
+        }
+        if (m->err) {
+            scorer_consumer_event(s, m);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (s->nitems == 0) deadline_us = fs_mono_us() + (int64_t)s->cfg.batch_max_ms * 1000;
+        s->items[s->nitems++] = (scorer_item){.msg = m, .row = -1}; /* the batch owns m now */
+        s->stats.messages++;
+    }
+}
+
+/* Counters and the event-time watermark, once the batch is committed. */
+static void scorer_account_batch(scorer *s) {
+    for (size_t i = 0; i < s->nrows; i++) {
+        const scorer_row *r = &s->rows[i];
+        if (r->rejected) continue;
+        if (!r->sr.is_new) {
+            s->stats.payments_redelivered++;
+            continue;
+        }
+        s->stats.payments_new++;
+        if (r->p.event_time_ms > s->watermark_ms) s->watermark_ms = r->p.event_time_ms;
+        if (!r->late) continue;
+        s->stats.late_events++;
+        log_fields(LOG_DEBUG, "late_event", json_pack("{s:s}", "payment_id", r->p.payment_id),
+                   "event time older than the velocity retention: windows may be incomplete");
+    }
+    s->stats.batches++;
+}
+
+/* decode -> persist -> deliver -> commit. Returns 0, or -1 when the batch was abandoned (stopping
+ * while PostgreSQL or the brokers are unreachable): nothing of it was committed, and this worker
+ * consumes no further (its position is past messages that are not persisted). */
+static int scorer_finish_batch(scorer *s) {
+    int64_t t0 = fs_mono_us();
+    int rc = -1;
+    assert(!s->in_batch);
+    s->in_batch = true;
+    scorer_decode_batch(s);
+    if (scorer_persist_batch(s) != 0) goto done;
+    if (scorer_deliver_batch(s) != 0) goto done;
+    scorer_commit_batch(s);
+    scorer_account_batch(s);
+    s->batches_since_prune++;
+    log_fields(LOG_DEBUG, "batch_done",
+               json_pack("{s:I, s:I, s:I}", "messages", (json_int_t)s->nitems, "payments",
+                         (json_int_t)s->nrows, "duration_us", (json_int_t)(fs_mono_us() - t0)),
+               "batch of %zu messages done", s->nitems);
+    rc = 0;
+done:
+    if (rc != 0) {
+        s->abandoned = true;
+        log_fields(LOG_WARN, "batch_abandoned", json_pack("{s:I}", "messages", (json_int_t)s->nitems),
+                   "stopping with a batch that could not be finished: not committed, it will be "
+                   "consumed again");
+    }
+    scorer_clear_batch(s);
+    s->in_batch = false;
+    return rc;
+}
+
+/* ---- 1. decode: every message becomes a payment or a dead letter ---------------------------- */
+
+static void scorer_dead_letter(scorer_item *it, const char *reason, const char *error) {
+    it->kind = ITEM_DEAD;
+    it->dlq_reason = reason;
+    snprintf(it->dlq_error, sizeof it->dlq_error, "%s", error);
+    it->out_dlq = OUT_PENDING;
+    json_t *f = msg_ctx(it->msg);
+    json_object_set_new(f, "reason", json_string(reason));
+    json_object_set_new(f, "error", json_string(it->dlq_error));
+    log_fields(LOG_WARN, "dead_letter", f, "message dead-lettered: %s", reason);
+}
+
+/* The earlier row with the same payment_id, or -1; else remembers row. */
+static int scorer_dedup(scorer *s, int row) {
+    const char *id = s->rows[row].p.payment_id;
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *c = id; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    for (size_t i = (size_t)h & (s->ndedup - 1);; i = (i + 1) & (s->ndedup - 1)) {
+        if (s->dedup[i] == 0) {
+            s->dedup[i] = row + 1;
+            return -1;
+        }
+        if (strcmp(s->rows[s->dedup[i] - 1].p.payment_id, id) == 0) return s->dedup[i] - 1;
+    }
+}
+
+static void scorer_decode_batch(scorer *s) {
+    char err[256];
+    memset(s->dedup, 0, s->ndedup * sizeof *s->dedup);
+    for (size_t i = 0; i < s->nitems; i++) {
+        scorer_item *it = &s->items[i];
+        scorer_row *r = &s->rows[s->nrows];
+        if (pay_event_decode(it->msg->payload, it->msg->len, &r->p, err, sizeof err) != 0) {
+            pay_payment_clear(&r->p);
+            /* pay_event_decode says "not JSON" when the bytes do not even parse */
+            scorer_dead_letter(it, strstr(err, "not JSON") ? "undecodable" : "invalid_payment",
+                               err);
+            continue;
+        }
+        int first = scorer_dedup(s, (int)s->nrows);
+        if (first >= 0) { /* same payment twice in one batch (a producer retry): one row */
+            pay_payment_clear(&r->p);
+            it->kind = ITEM_DUPLICATE;
+            it->row = first;
+            continue;
+        }
+        r->sr = (store_row){.p = &r->p, .partition = it->msg->partition, .offset = it->msg->offset};
+        r->item = (int)i;
+        it->kind = ITEM_VALID;
+        it->row = (int)s->nrows++;
+    }
+}
+
+/* ---- 2. persist: one transaction; retry while PostgreSQL is away ----------------------------- */
+
+/* Rows still to persist (not rejected) into s->todo. */
+static size_t scorer_live_rows(scorer *s) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->nrows; i++)
+        if (!s->rows[i].rejected) s->todo[n++] = &s->rows[i].sr;
+    return n;
+}
+
+/* Transient failures (connection lost, server restarting, deadlock) retry the same batch forever
+ * with backoff: nothing is committed meanwhile, so nothing is lost, and nothing goes to the DLQ.
+ * (The consumer is not polled while we wait: an outage longer than max.poll.interval.ms costs us
+ * the assignment, which is still safe: the batch was not committed and the new owner redoes it.)
+ * Other failures (a bug, or data PostgreSQL refuses) get PERSIST_ATTEMPTS tries, then the batch
+ * is persisted row by row and only the rows that still fail are dead-lettered. */
+static int scorer_persist_batch(scorer *s) {
+    char err[512];
+    int failures = 0, backoff = BACKOFF_MIN_MS;
+    bool last_try = false;
+    for (int attempt = 1;; attempt++) {
+        size_t n = scorer_live_rows(s);
+        store_rc rc = n ? scorer_persist_rows(s, s->todo, n, err, sizeof err) : STORE_OK;
+        if (rc == STORE_FAILED && ++failures >= PERSIST_ATTEMPTS)
+            rc = scorer_persist_one_by_one(s, err, sizeof err);
+        if (rc == STORE_OK) return 0;
+        s->stats.db_retries++;
+        log_fields(LOG_WARN, "db_retry",
+                   json_pack("{s:i, s:i, s:b, s:s}", "attempt", attempt, "backoff_ms", backoff,
+                             "transient", rc == STORE_TRANSIENT, "error", err),
+                   "persisting the batch failed; retrying");
+        if (last_try) return -1; /* stopping and PostgreSQL is still unreachable: abandon */
+        if (*s->stop) last_try = true; /* one more attempt right away, then give up */
+        else if (scorer_sleep(s, backoff) != 0) last_try = true;
+        backoff = backoff_next(backoff);
+        if (store_connect(s->st, err, sizeof err) != 0)
+            log_fields(LOG_WARN, "db_reconnect_failed", json_pack("{s:s}", "error", err),
+                       "cannot reconnect to PostgreSQL yet");
+    }
+}
+
+/* The batch's transaction. rows' decisions are (re)made from scratch on every attempt. */
+static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char *err, size_t esz) {
+    for (size_t i = 0; i < n; i++) {
+        store_decision_clear(&rows[i]->dec);
+        rows[i]->has_decision = false;
+        rows[i]->alert_id[0] = '\0';
+    }
+    store_rc rc = store_begin(s->st, err, esz);
+    if (rc == STORE_OK) rc = store_insert_payments(s->st, rows, n, err, esz);
+    if (rc == STORE_OK) rc = store_load_decisions(s->st, rows, n, err, esz);
+    if (rc == STORE_OK) rc = scorer_decide(s, rows, n, err, esz);
+    if (rc == STORE_OK) rc = store_commit(s->st, err, esz);
+    if (rc != STORE_OK) store_rollback(s->st);
+    return rc;
+}
+
+/* Each live row in its own transaction; a row PostgreSQL still refuses is dead-lettered
+ * ("db_rejected"), with every message of the batch that carried it. */
+static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz) {
+    for (size_t i = 0; i < s->nrows; i++) {
+        scorer_row *r = &s->rows[i];
+        store_row *one = &r->sr;
+        if (r->rejected) continue;
+        store_rc rc = scorer_persist_rows(s, &one, 1, err, esz);
+        if (rc == STORE_TRANSIENT) return rc; /* back to the batch retry loop */
+        if (rc == STORE_OK) continue;
+        r->rejected = true;
+        s->stats.db_rejected++;
+        for (size_t j = 0; j < s->nitems; j++)
+            if (s->items[j].kind != ITEM_DEAD && s->items[j].row == (int)i)
+                scorer_dead_letter(&s->items[j], "db_rejected", err);
+    }
+    return STORE_OK;
+}
+
+/* ---- the decision ----------------------------------------------------------------------------- */
+
+/* Scores one payment from the velocity index: features, rules, reasons; alert id when flagged. */
+static void scorer_decide_row(scorer *s, scorer_row *r) {
+    int64_t t0 = fs_mono_us();
+    rules_features f;
+    rules_result res;
+    memset(&f, 0, sizeof f);
+    velocity_features(s->vel, s->rules, &r->p, &f);
+    rules_eval(s->rules, &f, &res);
+    store_decision *d = &r->sr.dec;
+    snprintf(d->decision, sizeof d->decision, "%s", res.decision);
+    d->score = res.score;
+    d->reasons = rules_reasons_json(&res);
+    d->features = rules_features_json(s->rules, &f);
+    snprintf(d->rules_version, sizeof d->rules_version, "%s", rules_version(s->rules));
+    d->model_version[0] = '\0';
+    d->decided_at_ms = fs_now_ms();
+    d->scoring_latency_us = fs_mono_us() - t0;
+    r->sr.has_decision = true;
+    if (strcmp(d->decision, "allow") != 0) store_alert_id(r->p.payment_id, r->sr.alert_id);
+}
+
+/* The scorer_row a store_row belongs to (store_row is embedded as scorer_row.sr). */
+static scorer_row *row_of(store_row *sr) {
+    return (scorer_row *)(void *)((char *)sr - offsetof(scorer_row, sr));
+}
+
+/* The window index for deciding todo: the stored velocity events their windows reach (ONE query)
+ * plus the events of the batch's new payments, which are also queued in s->vevents for insertion.
+ * Only payments this transaction inserted are added: a redelivered one never counts twice. */
+static store_rc scorer_velocity_index(scorer *s, store_row **todo, size_t n, size_t *nev,
+                                      char *err, size_t esz) {
+    size_t nr;
+    *nev = 0;
+    for (size_t i = 0; i < n; i++) s->ps[i] = todo[i]->p;
+    velocity_reset(s->vel);
+    velocity_range *rg = velocity_ranges(s->rules, s->ps, n, &nr);
+    if (nr == SIZE_MAX) return snprintf(err, esz, "velocity ranges: out of memory"), STORE_FAILED;
+    store_rc rc = store_load_velocity(s->st, rg, nr, s->vel, err, esz);
+    free(rg);
+    for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+        scorer_row *r = row_of(todo[i]);
+        r->nvev = todo[i]->is_new ? velocity_events_of(s->rules, &r->p, r->vev, r->vkeys) : 0;
+        for (size_t k = 0; k < r->nvev; k++) {
+            if (velocity_add(s->vel, &r->vev[k]) != 0) rc = STORE_FAILED;
+            s->vevents[(*nev)++] = r->vev[k];
+        }
+    }
+    if (rc == STORE_OK && velocity_build(s->vel) != 0) rc = STORE_FAILED;
+    if (rc == STORE_FAILED && !err[0]) snprintf(err, esz, "velocity: out of memory");
+    return rc;
+}
+
+/* Decides every row without a stored decision (the new ones) and writes decisions, alerts and
+ * velocity events. (A payment stored without a decision cannot happen - both are written in one
+ * transaction - but if it did, it is decided now rather than sent on without one.) */
+static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz) {
+    store_row **todo = s->undecided, **flagged = s->flagged;
+    size_t ntodo = 0, nflagged = 0, nev = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i]->has_decision) todo[ntodo++] = rows[i];
+    if (ntodo == 0) return STORE_OK;
+    err[0] = '\0';
+    store_rc rc = scorer_velocity_index(s, todo, ntodo, &nev, err, esz);
+    if (rc != STORE_OK) return rc;
+    int64_t late_cutoff = scorer_late_cutoff(s);
+    for (size_t i = 0; i < ntodo; i++) {
+        scorer_row *r = row_of(todo[i]);
+        scorer_decide_row(s, r);
+        if (r->sr.alert_id[0]) flagged[nflagged++] = todo[i];
+        r->late = r->p.event_time_ms < late_cutoff;
+    }
+    rc = store_insert_decisions(s->st, todo, ntodo, s->cfg.scorer_id, err, esz);
+    if (rc == STORE_OK) rc = store_insert_alerts(s->st, flagged, nflagged, err, esz);
+    if (rc == STORE_OK) rc = store_insert_velocity(s->st, s->vevents, nev, err, esz);
+    return rc;
+}
+
+/* ---- 3. deliver: produce every output and wait for every delivery report --------------------- */
+
+static void scorer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    scorer *s = opaque;
+    int8_t *state = m->_private; /* points into the batch, which outlives every report */
+    (void)rk;
+    if (state) *state = m->err ? OUT_FAILED : OUT_DONE;
+    if (!m->err) return;
+    s->stats.delivery_failures++;
+    log_fields(LOG_WARN, "delivery_failed",
+               json_pack("{s:s, s:s}", "topic", rd_kafka_topic_name(m->rkt), "error",
+                         rd_kafka_err2str(m->err)),
+               "delivery failed; the batch's outputs will be produced again");
+}
+
+/* Produces one message. Takes ownership of hdrs and, with RD_KAFKA_MSG_F_FREE, of payload. */
+static void scorer_produce(scorer *s, const char *topic, const void *key, size_t keylen,
+                           void *payload, size_t len, int flags, rd_kafka_headers_t *hdrs,
+                           int8_t *state) {
+    rd_kafka_resp_err_t err;
+    for (;;) {
+        err = rd_kafka_producev(s->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+                                RD_KAFKA_V_VALUE(payload, len), RD_KAFKA_V_MSGFLAGS(flags),
+                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(state), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+        rd_kafka_poll(s->producer, 100); /* serve delivery reports to make room */
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) { /* hdrs and payload belong to the message now */
+        *state = OUT_INFLIGHT;
+        return;
+    }
+    *state = OUT_FAILED; /* on failure librdkafka took nothing */
+    rd_kafka_headers_destroy(hdrs);
+    if (flags & RD_KAFKA_MSG_F_FREE) free(payload);
+    log_fields(LOG_WARN, "produce_failed",
+               json_pack("{s:s, s:s}", "topic", topic, "error", rd_kafka_err2str(err)),
+               "could not queue a message; it will be produced again");
+}
+
+/* Headers of an output: schema_version, payment_id, and the payment's ingest_ts copied from the
+ * consumed message (end-to-end latency). */
+static rd_kafka_headers_t *output_headers(const scorer_row *r, rd_kafka_message_t *in) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4), *inh = NULL;
+    const void *val = NULL;
+    size_t size = 0;
+    kafka_header_str(h, "schema_version", "1");
+    kafka_header_str(h, "payment_id", r->p.payment_id);
+    if (rd_kafka_message_headers(in, &inh) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(inh, "ingest_ts", &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_header_add(h, "ingest_ts", -1, val, (ssize_t)size);
+    } else {
+        char ts[24];
+        snprintf(ts, sizeof ts, "%" PRId64, r->p.ingest_time_ms);
+        kafka_header_str(h, "ingest_ts", ts);
+    }
+    return h;
+}
+
+/* The fields processed_payments and fraud_alerts share (new reference). */
+static json_t *output_common(const scorer_row *r) {
+    const pay_payment *p = &r->p;
+    const store_decision *d = &r->sr.dec;
+    char amount[40], et[25];
+    pay_amount_format(p->amount_minor, p->currency_exp, amount, sizeof amount);
+    fs_time_format_rfc3339(p->event_time_ms, et);
+    return json_pack("{s:i, s:s, s:s, s:i, s:O, s:s, s:s?, s:s, s:s, s:s, s:I, s:s, s:i, s:s?, s:s}",
+                     "schema_version", 1, "payment_id", p->payment_id, "decision", d->decision,
+                     "score", d->score, "reasons", d->reasons ? d->reasons : json_null(),
+                     "rules_version", d->rules_version, "model_version",
+                     d->model_version[0] ? d->model_version : NULL, "user_id", p->user_id,
+                     "merchant_id", p->merchant_id, "amount", amount, "amount_minor",
+                     (json_int_t)p->amount_minor, "currency", p->currency, "currency_exp",
+                     p->currency_exp, "country", p->country[0] ? p->country : NULL, "event_time", et);
+}
+
+/* processed_payments v1 (schemas/json/processed-payment.v1.json); malloc'd, NULL on OOM. */
+static char *processed_json(const scorer_row *r, size_t *len) {
+    char it[25], da[25];
+    fs_time_format_rfc3339(r->p.ingest_time_ms, it);
+    fs_time_format_rfc3339(r->sr.dec.decided_at_ms, da);
+    json_t *o = output_common(r);
+    if (!o) return NULL;
+    json_object_set_new(o, "ingest_time", json_string(it));
+    json_object_set_new(o, "decided_at", json_string(da));
+    json_object_set_new(o, "alert_id", r->sr.alert_id[0] ? json_string(r->sr.alert_id) : json_null());
+    char *out = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (out) *len = strlen(out);
+    return out;
+}
+
+/* fraud_alerts v1 (schemas/json/fraud-alert.v1.json); malloc'd, NULL on OOM. */
+static char *alert_json(const scorer_row *r, size_t *len) {
+    char ca[25];
+    fs_time_format_rfc3339(r->sr.dec.decided_at_ms, ca);
+    json_t *o = output_common(r);
+    if (!o) return NULL;
+    json_object_set_new(o, "alert_id", json_string(r->sr.alert_id));
+    json_object_set_new(o, "created_at", json_string(ca));
+    char *out = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (out) *len = strlen(out);
+    return out;
+}
+
+static bool out_needed(int8_t state) { return state == OUT_PENDING || state == OUT_FAILED; }
+
+static void scorer_produce_row(scorer *s, scorer_row *r) {
+    rd_kafka_message_t *in = s->items[r->item].msg;
+    size_t len = 0;
+    if (out_needed(r->out_processed)) {
+        char *v = processed_json(r, &len);
+        if (v) scorer_produce(s, s->cfg.processed_topic, r->p.payment_id, FS_UUID_STRLEN, v, len,
+                              RD_KAFKA_MSG_F_FREE, output_headers(r, in), &r->out_processed);
+    }
+    if (out_needed(r->out_alert)) {
+        char *v = alert_json(r, &len);
+        rd_kafka_headers_t *h = output_headers(r, in);
+        kafka_header_str(h, "alert_id", r->sr.alert_id);
+        if (v) scorer_produce(s, s->cfg.alerts_topic, r->p.payment_id, FS_UUID_STRLEN, v, len,
+                              RD_KAFKA_MSG_F_FREE, h, &r->out_alert);
+        else rd_kafka_headers_destroy(h);
+    }
+}
+
+/* The original bytes, key and headers, plus why and where from (docs/topics.md). */
+static void scorer_produce_dead_letter(scorer *s, scorer_item *it) {
+    rd_kafka_message_t *m = it->msg;
+    rd_kafka_headers_t *orig = NULL, *h;
+    char part[16], off[24], now[25];
+    if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        h = rd_kafka_headers_copy(orig);
+    else
+        h = rd_kafka_headers_new(8);
+    snprintf(part, sizeof part, "%" PRId32, m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    fs_time_format_rfc3339(fs_now_ms(), now);
+    kafka_header_str(h, "dlq_reason", it->dlq_reason);
+    kafka_header_str(h, "dlq_error", it->dlq_error);
+    kafka_header_str(h, "source_topic", rd_kafka_topic_name(m->rkt));
+    kafka_header_str(h, "source_partition", part);
+    kafka_header_str(h, "source_offset", off);
+    kafka_header_str(h, "dlq_time", now);
+    scorer_produce(s, s->cfg.dlq_topic, m->key, m->key_len, m->payload, m->len, RD_KAFKA_MSG_F_COPY,
+                   h, &it->out_dlq);
+}
+
+/* Waits until every produced message has its delivery report. When stopping, gives up after
+ * shutdown_timeout_ms: the rest is purged (their reports are served before returning). */
+static int scorer_wait_deliveries(scorer *s) {
+    int64_t give_up_us = 0;
+    while (rd_kafka_outq_len(s->producer) > 0) {
+        rd_kafka_flush(s->producer, 100); /* serves the delivery reports */
+        if (!*s->stop) continue;
+        if (!give_up_us) give_up_us = fs_mono_us() + (int64_t)s->cfg.shutdown_timeout_ms * 1000;
+        if (fs_mono_us() < give_up_us) continue;
+        rd_kafka_purge(s->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(s->producer, 2000);
+        return -1;
+    }
+    return 0;
+}
+
+/* Produces every output of the batch still undelivered, until all are delivered; duplicates on the
+ * topics are allowed (ids are stable). Returns -1 when stopping before that. */
+static int scorer_deliver_batch(scorer *s) {
+    int backoff = BACKOFF_MIN_MS;
+    for (size_t i = 0; i < s->nrows; i++) {
+        scorer_row *r = &s->rows[i];
+        r->out_processed = r->rejected ? OUT_NONE : OUT_PENDING;
+        r->out_alert = !r->rejected && r->sr.alert_id[0] ? OUT_PENDING : OUT_NONE;
+    }
+    for (int attempt = 1;; attempt++) {
+        for (size_t i = 0; i < s->nrows; i++) scorer_produce_row(s, &s->rows[i]);
+        for (size_t i = 0; i < s->nitems; i++)
+            if (s->items[i].kind == ITEM_DEAD && out_needed(s->items[i].out_dlq))
+                scorer_produce_dead_letter(s, &s->items[i]);
+        if (scorer_wait_deliveries(s) != 0) return -1;
+        size_t missing = 0;
+        for (size_t i = 0; i < s->nrows; i++)
+            missing += out_needed(s->rows[i].out_processed) + out_needed(s->rows[i].out_alert);
+        for (size_t i = 0; i < s->nitems; i++) missing += out_needed(s->items[i].out_dlq);
+        if (missing == 0) return 0;
+        s->stats.produce_retries++;
+        log_fields(LOG_WARN, "produce_retry",
+                   json_pack("{s:i, s:I, s:i}", "attempt", attempt, "undelivered",
+                             (json_int_t)missing, "backoff_ms", backoff),
+                   "some outputs of the batch were not delivered; producing them again");
+        if (scorer_sleep(s, backoff) != 0) return -1;
+        backoff = backoff_next(backoff);
+    }
+}
+
+/* ---- 4. commit: the offsets past every message of the batch ---------------------------------- */
+
+static void scorer_commit_batch(scorer *s) {
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < s->nitems; i++) {
+        const rd_kafka_message_t *m = s->items[i].msg;
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(offs, topic, m->partition);
+        if (!p) p = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
+        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->consumer, offs);
+    if (err)
+        log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
+                   "could not store offsets (partition revoked?)");
+    err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        s->stats.commit_failures++;
+        log_fields(LOG_WARN, "commit_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
+                   "offset commit failed: the batch will be consumed again and absorbed");
+    } else if (log_enabled(LOG_DEBUG)) {
+        json_t *parts = json_array();
+        for (int i = 0; i < offs->cnt; i++)
+            json_array_append_new(parts, json_pack("{s:s, s:i, s:I}", "topic", offs->elems[i].topic,
+                                                   "partition", (int)offs->elems[i].partition,
+                                                   "offset", (json_int_t)offs->elems[i].offset));
+        log_fields(LOG_DEBUG, "committed", json_pack("{s:o}", "offsets", parts), "offsets committed");
+    }
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+static void scorer_clear_batch(scorer *s) {
+    for (size_t i = 0; i < s->nitems; i++) {
+        if (s->items[i].kind == ITEM_DEAD) s->stats.dead_letters += s->items[i].out_dlq == OUT_DONE;
+        rd_kafka_message_destroy(s->items[i].msg);
+    }
+    for (size_t i = 0; i < s->nrows; i++) {
+        scorer_row *r = &s->rows[i];
+        store_decision_clear(&r->sr.dec);
+        pay_payment_clear(&r->p);
+        memset(r, 0, offsetof(scorer_row, vev)); /* the key buffers need no clearing */
+    }
+    s->nitems = 0;
+    s->nrows = 0;
+}
+
+/* ---- between batches: pruning and rule reloads ----------------------------------------------- */
+
+static void scorer_maybe_prune(scorer *s) {
+    char err[512];
+    int64_t deleted = 0;
+    if (s->cfg.velocity_prune_every <= 0 || s->batches_since_prune < s->cfg.velocity_prune_every ||
+        s->watermark_ms == 0 || !store_connected(s->st))
+        return;
+    s->batches_since_prune = 0;
+    int64_t cutoff = scorer_late_cutoff(s);
+    if (store_prune_velocity(s->st, cutoff, PRUNE_LIMIT, &deleted, err, sizeof err) != STORE_OK) {
+        log_fields(LOG_WARN, "velocity_prune_failed", json_pack("{s:s}", "error", err),
+                   "pruning old velocity events failed (retried later)");
+        return;
+    }
+    s->stats.velocity_pruned += (uint64_t)deleted;
+    log_fields(LOG_DEBUG, "velocity_pruned",
+               json_pack("{s:I, s:I}", "deleted", (json_int_t)deleted, "before_ms", (json_int_t)cutoff),
+               "pruned %" PRId64 " velocity events", deleted);
+}
+
+static void scorer_reload_rules(scorer *s) {
+    char err[512];
+    rules *r = rules_load(s->cfg.rules_file, err, sizeof err);
+    if (!r) {
+        s->stats.rules_reload_failures++;
+        log_fields(LOG_ERROR, "rules_reload_failed",
+                   json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "error", err, "active",
+                             rules_version(s->rules)),
+                   "the new rules file is invalid; the active rules stay");
+        return;
+    }
+    log_fields(LOG_INFO, "rules_reloaded",
+               json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "previous",
+                         rules_version(s->rules), "version", rules_version(r)),
+               "rules reloaded");
+    rules_destroy(s->rules); /* between batches: nothing points into the old set any more */
+    s->rules = r;
+    s->stats.rules_reloads++;
+}
+
+/* ---- consumer events: rebalances, errors, offset resets -------------------------------------- */
+
+static bool cooperative(rd_kafka_t *rk) {
+    return strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+}
+
+static json_t *partitions_json(const rd_kafka_topic_partition_list_t *parts) {
+    json_t *a = json_array();
+    for (int i = 0; i < parts->cnt; i++) json_array_append_new(a, json_integer(parts->elems[i].partition));
+    return a;
+}
+
+static void log_rebalance_error(rd_kafka_error_t *e, const char *what) {
+    if (!e) return;
+    log_fields(LOG_ERROR, "rebalance_error", json_pack("{s:s, s:s}", "call", what, "error",
+                                                       rd_kafka_error_string(e)),
+               "%s failed", what);
+    rd_kafka_error_destroy(e);
+}
+
+/* Cooperative protocol: incremental assign/unassign; eager: (re)assign the whole set. On
+ * revocation the batch in hand is finished (persisted, produced, committed) FIRST: once the
+ * partitions are gone its offsets could no longer be committed and the new owner would redo it. */
+static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    scorer *s = opaque;
+    bool coop = cooperative(rk);
+    json_t *f = json_pack("{s:o, s:s, s:b}", "partitions", partitions_json(parts), "protocol",
+                          rd_kafka_rebalance_protocol(rk), "lost", rd_kafka_assignment_lost(rk));
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_fields(LOG_INFO, "partitions_assigned", f, "assigned %d partition(s)", parts->cnt);
+        if (coop) log_rebalance_error(rd_kafka_incremental_assign(rk, parts), "incremental_assign");
+        else rd_kafka_assign(rk, parts);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
+        if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
+        if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
+        else rd_kafka_assign(rk, NULL);
+        return;
+    }
+    log_fields(LOG_ERROR, "rebalance_failed", f, "rebalance error: %s", rd_kafka_err2str(err));
+    if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
+    rd_kafka_assign(rk, NULL); /* back to a known state; the group will rebalance again */
+}
+
+/* Restarts fetching one partition at its earliest available offset. A partition whose offset
+ * reset failed stays stopped in librdkafka (seek() is refused in that state), so it is
+ * unassigned and assigned again with an explicit start offset. */
+static void scorer_restart_partition(scorer *s, const char *topic, int32_t partition) {
+    rd_kafka_topic_partition_list_t *cur = NULL, *one = NULL;
+    if (rd_kafka_assignment(s->consumer, &cur) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !rd_kafka_topic_partition_list_find(cur, topic, partition))
+        goto done; /* revoked meanwhile: the next owner deals with it */
+    if (cooperative(s->consumer)) {
+        one = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(one, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        log_rebalance_error(rd_kafka_incremental_unassign(s->consumer, one), "incremental_unassign");
+        log_rebalance_error(rd_kafka_incremental_assign(s->consumer, one), "incremental_assign");
+    } else {
+        /* eager: the whole assignment again, the others at their current position */
+        rd_kafka_position(s->consumer, cur);
+        rd_kafka_topic_partition_list_find(cur, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_assign(s->consumer, cur);
+    }
+done:
+    if (cur) rd_kafka_topic_partition_list_destroy(cur);
+    if (one) rd_kafka_topic_partition_list_destroy(one);
+}
+
+/* auto.offset.reset=error makes librdkafka report, instead of silently skipping, every partition
+ * whose start offset is unusable. offset < 0: the group never committed one (a new group, or a
+ * new partition): start at the earliest offset, as the contract says. offset >= 0: the committed
+ * offset is no longer on the broker (retention deleted it before we processed it, or the log was
+ * truncated): data was lost. Logged as an error and counted; then the earliest offset too. */
+static void scorer_offset_reset(scorer *s, const rd_kafka_message_t *m) {
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : s->cfg.topic;
+    json_t *f = msg_ctx(m);
+    if (m->offset < 0) {
+        log_fields(LOG_INFO, "partition_start_earliest", f,
+                   "no committed offset for this group: starting at the earliest offset");
+    } else {
+        int64_t lo = -1, hi = -1;
+        rd_kafka_query_watermark_offsets(s->consumer, topic, m->partition, &lo, &hi, 2000);
+        int64_t lost = lo > m->offset ? lo - m->offset : 0;
+        s->stats.offsets_out_of_range++;
+        s->stats.messages_lost += (uint64_t)lost;
+        json_object_set_new(f, "earliest", json_integer(lo));
+        json_object_set_new(f, "latest", json_integer(hi));
+        json_object_set_new(f, "lost", json_integer(lost));
+        json_object_set_new(f, "error", json_string(rd_kafka_message_errstr(m)));
+        log_fields(LOG_ERROR, "offset_out_of_range", f,
+                   "committed offset %" PRId64 " of %s [%" PRId32 "] is no longer on the broker: "
+                   "%" PRId64 " message(s) were lost before they were processed; resuming at the "
+                   "earliest available offset", m->offset, topic, m->partition, lost);
+    }
+    scorer_restart_partition(s, topic, m->partition);
+}
+
+static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m) {
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+        scorer_offset_reset(s, m);
+        return;
+    }
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    s->stats.consumer_errors++;
+    json_t *f = msg_ctx(m);
+    json_object_set_new(f, "error", json_string(rd_kafka_message_errstr(m)));
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+        char reason[512];
+        rd_kafka_fatal_error(s->consumer, reason, sizeof reason);
+        json_object_set_new(f, "fatal", json_string(reason));
+        log_fields(LOG_ERROR, "consumer_fatal", f, "fatal consumer error: stopping");
+        s->fatal = true;
+        return;
+    }
+    log_fields(LOG_WARN, "consumer_error", f, "consumer error: %s", rd_kafka_err2str(m->err));
+}
+
+/* ---- set-up and teardown --------------------------------------------------------------------- */
+
+static int scorer_alloc(scorer *s) {
+    size_t n = (size_t)s->cfg.batch_max;
+    s->ndedup = 1;
+    while (s->ndedup < 2 * n) s->ndedup <<= 1;
+    s->items = calloc(n, sizeof *s->items);
+    s->rows = calloc(n, sizeof *s->rows);
+    s->todo = calloc(n, sizeof *s->todo);
+    s->undecided = calloc(n, sizeof *s->undecided);
+    s->flagged = calloc(n, sizeof *s->flagged);
+    s->ps = calloc(n, sizeof *s->ps);
+    s->vevents = calloc(n * RULES_ENT_COUNT, sizeof *s->vevents);
+    s->dedup = calloc(s->ndedup, sizeof *s->dedup);
+    s->vel = velocity_new();
+    return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
+                   s->dedup && s->vel
+               ? 0
+               : -1;
+}
+
+static rd_kafka_t *scorer_producer_new(scorer *s, char *errstr, size_t errstr_size) {
+    const scorer_config *c = &s->cfg;
+    rd_kafka_conf_t *conf = kafka_conf_new(c->brokers, c->props, errstr, errstr_size);
+    if (!conf) return NULL;
+    /* lz4: the outputs are JSON; the dev broker keeps only 5 MiB per partition (BRIEF.md 6) */
+    if (kafka_conf_default(conf, c->props, "client.id", c->scorer_id, errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "compression.type", "lz4", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, scorer_dr_cb);
+    rd_kafka_conf_set_opaque(conf, s);
+    return kafka_producer_new(conf, errstr, errstr_size); /* owns conf, also on failure */
+}
+
+/* The consumer's guarantees rest on the locked properties: offsets are stored and committed by
+ * scorer_commit_batch() only, and an unusable start offset is reported, never skipped. */
+static rd_kafka_t *scorer_consumer_new(scorer *s, char *errstr, size_t errstr_size) {
+    const scorer_config *c = &s->cfg;
+    rd_kafka_conf_t *conf = kafka_conf_new(c->brokers, c->props, errstr, errstr_size);
+    if (!conf) return NULL;
+    if (kafka_conf_lock(conf, c->props, "group.id", c->group_id, errstr, errstr_size) ||
+        kafka_conf_lock(conf, c->props, "enable.auto.commit", "false", errstr, errstr_size) ||
+        kafka_conf_lock(conf, c->props, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        kafka_conf_lock(conf, c->props, "auto.offset.reset", "error", errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "partition.assignment.strategy", "cooperative-sticky",
+                           errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "client.id", c->scorer_id, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, scorer_rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, s);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk); /* one queue: messages, errors and rebalances */
+    return rk;
+}
+
+static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, s->cfg.topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(s->consumer, t);
+    rd_kafka_topic_partition_list_destroy(t);
+    if (err) snprintf(errstr, errstr_size, "subscribe %s: %s", s->cfg.topic, rd_kafka_err2str(err));
+    return err ? -1 : 0;
+}
+
+scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, char *errstr,
+                   size_t errstr_size) {
+    scorer *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(errstr, errstr_size, "out of memory");
+        store_destroy(st);
+        rules_destroy(r);
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->st = st; /* st and r belong to s from here on */
+    s->rules = r;
+    const char *topics[] = {cfg->topic, cfg->processed_topic, cfg->alerts_topic, cfg->dlq_topic, NULL};
+    if (scorer_alloc(s) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto failed;
+    }
+    if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
+    if (!(s->consumer = scorer_consumer_new(s, errstr, errstr_size))) goto failed;
+    if (kafka_wait_topics(s->producer, topics, cfg->startup_timeout_ms, errstr, errstr_size) != 0)
+        goto failed;
+    if (scorer_subscribe(s, errstr, errstr_size) != 0) goto failed;
+    return s;
+failed:
+    scorer_destroy(s);
+    return NULL;
+}
+
+/* Leaves the group (the revoke callback finishes nothing: the last batch is done or abandoned)
+ * and flushes whatever the producer still holds. */
+static void scorer_close(scorer *s) {
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(s->consumer);
+    if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s", rd_kafka_err2str(err));
+    if (rd_kafka_flush(s->producer, s->cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        log_msg(LOG_WARN, "producer_flush_timeout", "%d message(s) not delivered at exit",
+                rd_kafka_outq_len(s->producer));
+}
+
+void scorer_stats_get(const scorer *s, scorer_stats *out) { *out = s->stats; }
+
+void scorer_destroy(scorer *s) {
+    if (!s) return;
+    if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
+    if (s->consumer) rd_kafka_destroy(s->consumer);
+    if (s->producer) rd_kafka_destroy(s->producer); /* before the batch arrays its reports point into */
+    store_destroy(s->st);
+    rules_destroy(s->rules);
+    velocity_destroy(s->vel);
+    free(s->items);
+    free(s->rows);
+    free(s->todo);
+    free(s->undecided);
+    free(s->flagged);
+    free(s->ps);
+    free(s->vevents);
+    free(s->dedup);
+    free(s);
+}

@@ -1,0 +1,82 @@
+/* scorer: the worker's data path: consume -> decide -> persist -> produce -> commit.
+ *
+ * One thread polls raw_payments (consumer group, manual offsets) into batches. Each batch is:
+ *   1. decoded: every message is a valid payment or a dead letter (undecodable, invalid);
+ *   2. persisted and decided in ONE PostgreSQL transaction, idempotent on payment_id (store.h):
+ *      only payments this transaction inserted are decided and counted in the velocity windows;
+ *      a redelivered payment keeps the decision persisted the first time;
+ *   3. produced: processed_payments (every payment), fraud_alerts (review/block), raw_payments.dlq
+ *      (dead letters, original bytes and headers plus reason headers), and every delivery report
+ *      awaited;
+ *   4. committed: the offsets past the batch, only now.
+ * A crash anywhere before 4 redelivers the batch, which 2 absorbs. The three outcomes of a message
+ * are done, retry (PostgreSQL unreachable: the same batch again, after a backoff) and dead-letter.
+ *
+ * Message contracts: docs/topics.md and schemas/json/. */
+#ifndef FS_SCORER_H
+#define FS_SCORER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "cfg.h"
+#include "rules.h"
+#include "store.h"
+
+typedef struct scorer_config {
+    const char *brokers;
+    const cfg_props *props;       /* librdkafka passthrough */
+    const char *group_id;
+    const char *topic;            /* raw_payments */
+    const char *processed_topic;
+    const char *alerts_topic;
+    const char *dlq_topic;
+    const char *rules_file;       /* reloaded on request (SIGHUP) */
+    const char *scorer_id;        /* decisions.scorer_id, client.id */
+    int batch_max;                /* messages per batch */
+    int batch_max_ms;             /* a batch closes this long after its first message */
+    int velocity_prune_every;     /* batches between prunes of old velocity events (0: never) */
+    int64_t velocity_lateness_ms; /* how late an event may be and still see complete windows */
+    int startup_timeout_ms;       /* brokers must answer and the topics exist within this */
+    int shutdown_timeout_ms;      /* on stop: how long the last batch may wait for the brokers */
+} scorer_config;
+
+/* Counters since start (the future /metrics). */
+typedef struct scorer_stats {
+    uint64_t batches;             /* committed batches */
+    uint64_t messages;            /* messages consumed (not counting consumer errors) */
+    uint64_t payments_new;        /* decided and persisted by this worker */
+    uint64_t payments_redelivered;/* already persisted: stored decision re-sent */
+    uint64_t dead_letters;        /* produced to the DLQ (any reason) */
+    uint64_t db_rejected;         /* dead letters because PostgreSQL refused the row */
+    uint64_t consumer_errors;     /* error events from the consumer (not processed) */
+    uint64_t offsets_out_of_range;/* committed offset no longer on the broker: data lost */
+    uint64_t messages_lost;       /* estimate: earliest available offset - committed offset */
+    uint64_t db_retries;          /* batch attempts that failed and were retried */
+    uint64_t produce_retries;     /* delivery rounds that had failures */
+    uint64_t delivery_failures;   /* delivery reports with an error */
+    uint64_t commit_failures;
+    uint64_t late_events;         /* payments older than the windows' retention when scored */
+    uint64_t velocity_pruned;     /* velocity events deleted */
+    uint64_t rules_reloads;
+    uint64_t rules_reload_failures;
+} scorer_stats;
+
+typedef struct scorer scorer;
+
+/* Creates the producer and the consumer, waits (blocking, start-up only) for the brokers and
+ * topics, and subscribes. Takes ownership of st (connected, migrated) and r, also on failure.
+ * cfg's strings and props must outlive the scorer. Returns NULL with errstr. */
+scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, char *errstr,
+                   size_t errstr_size);
+
+/* Consumes until *stop is set (from a signal handler), reloading the rules between batches
+ * whenever *reload is set (it is cleared). Then finishes or abandons the batch in hand, leaves the
+ * group and flushes the producer. Returns 0, or -1 after a fatal consumer error. */
+int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+
+void scorer_stats_get(const scorer *s, scorer_stats *out);
+
+void scorer_destroy(scorer *s); /* accepts NULL */
+
+#endif

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Scorer dead-letter path: valid events, then a malformed one (not JSON), an invalid one
+# (amount_minor 0) and one PostgreSQL refuses (a test-only CHECK constraint: the batch fails, is
+# retried, then persisted row by row), then more valid events, all produced straight to
+# raw_payments on one key (one partition, in order). The three bad ones must be on raw_payments.dlq
+# (reasons undecodable, invalid_payment, db_rejected) with their original bytes and
+# headers plus dlq_reason/dlq_error/source_topic/source_partition/source_offset/dlq_time; every
+# valid one must be in payments and decisions and on processed_payments (the stream goes on after
+# the bad ones); a restarted scorer must not process anything again (the offsets were committed).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup scorer_dlq
+fs_pg_start
+fs_broker_start 3
+gen="$REPO/tests/integration/gen_raw_payments.sh"
+run=$((RANDOM + 1000))
+# The dev broker's group coordinator holds every rebalance after the first for the session timeout
+# (librdkafka 2.0.2 mock): a short one keeps the restart below quick.
+export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
+
+# The scorer starts first (a new group begins at the earliest offset either way).
+fs_bg scorer env FS_SCORER_ID=scorer-dlq FS_RULES_FILE="$REPO/schemas/rules/default.json" \
+    "$BUILD/bin/fraudshield-scorer"
+
+bash "$gen" "$run" 40 1000 DE >"$FS_TEST_DIR/valid.txt"
+# A payment valid on the wire that the database refuses: merchant m-reject.
+fs_wait_for 60 grep -q '"event":"started"' "$FS_TEST_DIR/scorer.log" # tables exist
+fs_psql "ALTER TABLE payments ADD CONSTRAINT test_reject CHECK (merchant_id <> 'm-reject')"
+# the first payment twice (a producer retry): one row, never counted twice
+{ head -n 20 "$FS_TEST_DIR/valid.txt"; head -n 1 "$FS_TEST_DIR/valid.txt"; } |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+printf 'DE:this is not json {\n' |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test -H ingest_ts=1
+head -n 1 "$FS_TEST_DIR/valid.txt" |
+    sed -e 's/"amount_minor":[0-9]*/"amount_minor":0/' -e 's/-8000-0000/-8000-9999/' |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
+head -n 1 "$FS_TEST_DIR/valid.txt" |
+    sed -e 's/"merchant_id":"[^"]*"/"merchant_id":"m-reject"/' -e 's/-8000-0000/-8000-8888/' |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
+tail -n 20 "$FS_TEST_DIR/valid.txt" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+n=40
+
+# (a function: fs_wait_for re-runs it; a $(...) argument would be evaluated only once)
+rows_at_least() { (($(fs_psql "SELECT count(*) FROM $1") >= $2)); }
+fs_wait_for 60 rows_at_least decisions "$n"
+fs_wait_for 30 fs_topic_has raw_payments.dlq 3
+fs_wait_for 30 fs_topic_has processed_payments "$n"
+sleep 1 # anything extra (a duplicate, a third dead letter) would show by now
+
+fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
+fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM decisions')" "decisions rows"
+expected=$(sed 's/.*"payment_id":"\([^"]*\)".*/\1/' "$FS_TEST_DIR/valid.txt" | sort)
+[[ "$expected" == "$(fs_psql 'SELECT payment_id FROM payments ORDER BY 1')" ]] ||
+    fs_fail "the persisted payment ids differ from the valid ones produced"
+echo "ok: the persisted payment ids are exactly the valid ones produced"
+distinct_processed() {
+    timeout 60 kcat -b "$FS_BROKERS" -C -t processed_payments -o beginning -e -q -f '%k\n' | sort -u | wc -l
+}
+fs_assert_eq "$n" "$(distinct_processed)" "payments on processed_payments"
+fs_assert_eq "$((2 * n))" "$(fs_psql 'SELECT count(*) FROM velocity_events')" "velocity events (user + card, once each)"
+fs_assert_eq 3 "$(fs_topic_count raw_payments.dlq)" "dead letters"
+
+# Where the bad messages were: partition and offset on raw_payments.
+fs_topic_dump raw_payments >"$FS_TEST_DIR/raw.tsv"
+fs_topic_dump raw_payments.dlq >"$FS_TEST_DIR/dlq.tsv"
+bad_json=$(grep -P '\tthis is not json \{$' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
+bad_amount=$(grep -F '"amount_minor":0' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
+bad_db=$(grep -F '"merchant_id":"m-reject"' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
+[[ -n "$bad_json" && -n "$bad_amount" && -n "$bad_db" ]] || fs_fail "the bad messages are not on raw_payments"
+
+# check_dead_letter REASON PARTITION<TAB>OFFSET
+check_dead_letter() {
+    local reason=$1 part=${2%%$'\t'*} off=${2##*$'\t'} line hdrs
+    line=$(grep -F "dlq_reason=$reason," "$FS_TEST_DIR/dlq.tsv") ||
+        fs_fail "no dead letter with dlq_reason=$reason"
+    hdrs=$(cut -f4 <<<"$line")
+    for h in "source_topic=raw_payments" "source_partition=$part" "source_offset=$off" \
+        "origin=dlq-test" "dlq_time=20" "dlq_error="; do
+        [[ ",$hdrs," == *",$h"* ]] || fs_fail "dead letter $reason: header $h missing in: $hdrs"
+    done
+    fs_assert_eq DE "$(cut -f3 <<<"$line")" "dead letter $reason keeps the original key"
+    echo "ok: dead letter $reason from partition $part offset $off"
+}
+check_dead_letter undecodable "$bad_json"
+check_dead_letter invalid_payment "$bad_amount"
+check_dead_letter db_rejected "$bad_db"
+grep -F 'dlq_reason=db_rejected' "$FS_TEST_DIR/dlq.tsv" | grep -qF 'test_reject' ||
+    fs_fail "the db_rejected dead letter does not carry the database's error"
+grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" || fs_fail "the refused batch was not retried"grep -F 'dlq_reason=undecodable' "$FS_TEST_DIR/dlq.tsv" | grep -qP '\tthis is not json \{$' ||
+    fs_fail "the undecodable dead letter does not carry the original bytes"
+grep -F 'dlq_reason=invalid_payment' "$FS_TEST_DIR/dlq.tsv" | grep -qF 'amount_minor' ||
+    fs_fail "the invalid_payment dead letter does not name the field"
+grep -q '"event":"dead_letter"' "$FS_TEST_DIR/scorer.log" || fs_fail "no dead_letter log line"
+
+# Output contract: key = payment_id, headers schema_version/payment_id/ingest_ts, JSON v1.
+fs_topic_dump processed_payments >"$FS_TEST_DIR/processed.tsv"
+first=$(head -n 1 "$FS_TEST_DIR/processed.tsv")
+key=$(cut -f3 <<<"$first")
+[[ "$(cut -f4 <<<"$first")" == *"payment_id=$key"* ]] || fs_fail "processed header payment_id != key"
+[[ "$(cut -f4 <<<"$first")" == *"ingest_ts="* ]] || fs_fail "processed message without ingest_ts"
+for field in '"schema_version":1' "\"payment_id\":\"$key\"" '"decision":"' '"reasons":[' \
+    '"rules_version":"' '"decided_at":"'; do
+    [[ "$(cut -f5 <<<"$first")" == *"$field"* ]] || fs_fail "processed message lacks $field"
+done
+
+# A clean stop commits; a restarted scorer finds nothing to redo.
+fs_kill scorer TERM
+fs_wait_exit scorer 30
+fs_assert_eq 0 "$FS_EXIT_STATUS" "scorer exit status on SIGTERM"
+grep -q '"event":"stopped"' "$FS_TEST_DIR/scorer.log" || fs_fail "no clean stop logged"
+cp "$REPO/schemas/rules/default.json" "$FS_TEST_DIR/rules.json"
+fs_bg scorer2 env FS_SCORER_ID=scorer-dlq-2 "$BUILD/bin/fraudshield-scorer" \
+    --rules-file "$FS_TEST_DIR/rules.json"
+fs_wait_for 30 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log"
+before=$(fs_topic_count processed_payments)
+sleep 3
+fs_assert_eq "$before" "$(fs_topic_count processed_payments)" "processed_payments after a restart"
+fs_assert_eq 3 "$(fs_topic_count raw_payments.dlq)" "dead letters after a restart"
+
+# SIGHUP: an invalid rules file is refused (the old rules stay), a valid one replaces them.
+echo '{"version": "broken"' >"$FS_TEST_DIR/rules.json"
+fs_kill scorer2 HUP
+fs_wait_for 10 grep -q '"event":"rules_reload_failed"' "$FS_TEST_DIR/scorer2.log"
+sed 's/"version": "[^"]*"/"version": "reloaded-1"/' "$REPO/schemas/rules/default.json" >"$FS_TEST_DIR/rules.json"
+fs_kill scorer2 HUP
+fs_wait_for 10 grep -q '"event":"rules_reloaded".*"version":"reloaded-1+' "$FS_TEST_DIR/scorer2.log"
+fs_alive scorer2 || fs_fail "the scorer died on a rules reload"
+echo "ok: rules reload (bad file refused, good file active)"
+echo "scorer dlq ok"
