@@ -46,15 +46,9 @@ int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) {
     return ok ? 0 : -1;
 }
 
-bool db_is_transient(PGconn *conn, const PGresult *res) {
-    if (!conn || PQstatus(conn) != CONNECTION_OK) return true;
+bool db_is_data_error(const PGresult *res) {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (!state) return res == NULL || PQresultStatus(res) == PGRES_FATAL_ERROR;
-    /* 08 connection exceptions, 57P0x shutdown/crash, 53 resources, 40001/40P01 serialization
-     * failure and deadlock: all worth retrying. Everything else is a bug or bad data. */
-    return strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
-           strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 ||
-           strcmp(state, "40P01") == 0;
+    return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 }
 
 static int migration_applied(PGconn *conn, const char *name, char *errstr, size_t errstr_size) {

@@ -28,9 +28,11 @@ int db_migrate(PGconn *conn, char *errstr, size_t errstr_size);
 /* Runs a command that returns no rows. Returns 0 or -1 with errstr. */
 int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
 
-/* True when a failed result means "try again later" (connection lost, server shutting down,
- * serialization failure, deadlock, too many connections) rather than a bug or bad data. */
-bool db_is_transient(PGconn *conn, const PGresult *res);
+/* True when a failed result is about the data itself (SQLSTATE class 22 data exception or 23
+ * integrity constraint violation): retrying the same rows cannot succeed, so they may be
+ * dead-lettered. Everything else (connection lost, server restarting, deadlock, but also a missing
+ * table or a revoked permission) is an operational problem: pause and retry, never skip data. */
+bool db_is_data_error(const PGresult *res);
 
 /* Copies PQerrorMessage / the result's message, on one line, into errstr. */
 void db_error(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size);

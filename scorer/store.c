@@ -72,7 +72,9 @@ static store_rc result_rc(store *st, const PGresult *res, ExecStatusType want, c
     char e[512];
     db_error(st->conn, res, e, sizeof e);
     snprintf(errstr, errstr_size, "%s: %s", what, e);
-    return db_is_transient(st->conn, res) ? STORE_TRANSIENT : STORE_FAILED;
+    /* Only errors about the rows themselves may end in the DLQ; a lost connection, a missing table
+     * or a revoked grant pauses the worker instead (retry with backoff, nothing skipped). */
+    return db_is_data_error(res) ? STORE_FAILED : STORE_TRANSIENT;
 }
 
 /* Runs sql with up to two text parameters. NULL result only when not connected. */

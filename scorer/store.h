@@ -14,9 +14,10 @@
  * Every bulk statement takes ONE parameter, a JSON array (jsonb_to_recordset), and sorts its rows
  * by primary key so that concurrent workers lock in the same order and cannot deadlock.
  *
- * Every step returns STORE_OK, STORE_TRANSIENT (connection lost, server restarting, deadlock...:
- * roll back, reconnect, retry the same batch) or STORE_FAILED (a bug or data PostgreSQL rejects:
- * retrying the same statement will fail the same way), with the reason in errstr.
+ * Every step returns STORE_OK, STORE_TRANSIENT (connection lost, server restarting, deadlock, a
+ * missing table or grant...: roll back, reconnect, retry the same batch; see db_is_data_error) or
+ * STORE_FAILED (data PostgreSQL rejects, SQLSTATE class 22/23: retrying the same rows will fail the
+ * same way), with the reason in errstr.
  * Blocking libpq calls: the scorer's own thread only. */
 #ifndef FS_STORE_H
 #define FS_STORE_H

@@ -8,6 +8,7 @@
 
 #include "cfg.h"
 #include "fsutil.h"
+#include "metrics.h"
 #include "pii.h"
 
 typedef struct test_conf {
@@ -191,6 +192,41 @@ static void test_pii_apply_wipes_raw(void **state) {
     pii_destroy(pi);
 }
 
+static void test_metrics_render(void **state) {
+    (void)state;
+    metrics *m = metrics_new();
+    metric *c = metrics_counter(m, "fs_requests_total", "Requests", "route,status");
+    metric *g = metrics_gauge(m, "fs_lag", "Lag", NULL);
+    const double b[] = {0.1, 1};
+    metric *h = metrics_histogram(m, "fs_latency_seconds", "Latency", "route", b, 2);
+    metric_add(c, "payments,202", 1);
+    metric_add(c, "payments,202", 2);
+    metric_add(c, "a\"b,500", 1);
+    metric_set(g, NULL, 42);
+    metric_observe(h, "payments", 0.05);
+    metric_observe(h, "payments", 0.5);
+    metric_observe(h, "payments", 5);
+    assert_true(metric_value(c, "payments,202") == 3);
+    size_t len;
+    char *text = metrics_render(m, &len);
+    assert_non_null(text);
+    const char *want[] = {
+        "# TYPE fs_requests_total counter\n",
+        "fs_requests_total{route=\"payments\",status=\"202\"} 3\n",
+        "fs_requests_total{route=\"a\\\"b\",status=\"500\"} 1\n",
+        "fs_lag 42\n",
+        "fs_latency_seconds_bucket{route=\"payments\",le=\"0.1\"} 1\n",
+        "fs_latency_seconds_bucket{route=\"payments\",le=\"1\"} 2\n",
+        "fs_latency_seconds_bucket{route=\"payments\",le=\"+Inf\"} 3\n",
+        "fs_latency_seconds_sum{route=\"payments\"} 5.5",
+        "fs_latency_seconds_count{route=\"payments\"} 3\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(text, want[i])) fail_msg("missing %s in:\n%s", want[i], text);
+    free(text);
+    metrics_destroy(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
@@ -200,6 +236,7 @@ int main(void) {
         cmocka_unit_test(test_pii_deterministic_and_normalized),
         cmocka_unit_test(test_pii_cache_lru),
         cmocka_unit_test(test_pii_apply_wipes_raw),
+        cmocka_unit_test(test_metrics_render),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
