@@ -2,8 +2,8 @@
 # SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
 
 APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
-                libargon2-dev libssl-dev libcmocka-dev postgresql-15 postgresql-client-15 kcat curl wrk clang
-PKGS := rdkafka libevent jansson libpq libargon2 libcrypto
+                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 kcat curl wrk clang
+PKGS := rdkafka libevent libevent_openssl jansson libpq libargon2 libcrypto libssl libcurl
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build/asan
@@ -18,7 +18,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-          -Wformat=2 -MMD -MP -Icommon -Iscorer -Iingest -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
+          -Wformat=2 -MMD -MP -Icommon -Iscorer -Iingest -Ialerter -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS += $(PKG_LIBS) -lpthread -lm
 
@@ -26,11 +26,14 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/migrations.o
 INGEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard ingest/*.c))
 SCORER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard scorer/*.c))
+ALERTER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard alerter/*.c))
 SCORER_LIB := $(filter-out $(BUILD)/scorer/main.o,$(SCORER_OBJ))
+ALERTER_LIB := $(filter-out $(BUILD)/alerter/main.o,$(ALERTER_OBJ))
 INGEST_LIB := $(filter-out $(BUILD)/ingest/main.o,$(INGEST_OBJ))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
-BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/bin/fraudshield-devbroker
+BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/bin/fraudshield-devbroker \
+       $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter)
 
 .PHONY: all deps run test unit integration clean fuzz
 all: $(BIN) $(UNIT_BIN)
@@ -63,11 +66,15 @@ $(BUILD)/bin/fraudshield-scorer: $(SCORER_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/bin/fraudshield-alerter: $(ALERTER_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/bin/fraudshield-devbroker: $(BUILD)/deploy/devbroker.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB) $(ALERTER_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
