@@ -1,0 +1,270 @@
+/* fraudshield-devbroker: a Kafka cluster for DEVELOPMENT AND TESTS ONLY.
+ *
+ * librdkafka's mock cluster (rdkafka_mock.h) inside one process: N brokers on 127.0.0.1 with
+ * ephemeral ports, our topics created up front, the bootstrap list printed on stdout and written
+ * (atomically) to a file where `make run` and the tests find it. It keeps only the newest ~5 MiB of
+ * each partition and nothing survives a restart: never point anything real at it. Production uses
+ * real Kafka (docker-compose.yml, deploy/k8s).
+ *
+ * Signals: SIGTERM/SIGINT stop it (exit 0, bootstrap file removed); SIGUSR1 takes every broker down
+ * (connections dropped, new ones refused) and SIGUSR2 brings them back, for fault-injection tests. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "cfg.h"
+#include "kafka.h"
+#include "log.h"
+
+#define DEFAULT_TOPICS                                                                            \
+    "raw_payments,processed_payments,fraud_alerts,raw_payments.dlq,fraud_alerts.dlq,"             \
+    "payment_outcomes"
+
+typedef struct devbroker_conf {
+    int64_t broker_count;
+    int64_t partitions;
+    int64_t replication_factor;
+    char *topics;
+    char *bootstrap_file;
+    char *log_level;
+} devbroker_conf;
+
+/* Not "brokers": FS_BROKERS is every process's bootstrap list, and the tests and `make run` export
+ * it; a broker count under the same variable would break the next devbroker they start. */
+static const cfg_opt devbroker_options[] = {
+    {"broker-count", "FS_BROKER_COUNT", CFG_INT, "3", 1, 9,
+     offsetof(devbroker_conf, broker_count), "number of mock brokers", false},
+    {"partitions", "FS_PARTITIONS", CFG_INT, "6", 1, 256, offsetof(devbroker_conf, partitions),
+     "partitions of every topic", false},
+    {"replication-factor", "FS_REPLICATION_FACTOR", CFG_INT, "0", 0, 9,
+     offsetof(devbroker_conf, replication_factor),
+     "replicas of every partition; 0 = min(3, broker-count)", false},
+    {"topics", "FS_TOPICS", CFG_STRING, DEFAULT_TOPICS, 0, 4096, offsetof(devbroker_conf, topics),
+     "comma-separated topics to create", false},
+    {"bootstrap-file", "FS_BOOTSTRAP_FILE", CFG_STRING, ".run/kafka.bootstrap", 0, 4096,
+     offsetof(devbroker_conf, bootstrap_file),
+     "where the bootstrap list is written (atomically; removed on exit)", false},
+    {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 0, 16, offsetof(devbroker_conf, log_level),
+     "debug, info, warn or error", false},
+    {0},
+};
+
+static volatile sig_atomic_t stop_requested, down_requested, up_requested;
+
+static void on_signal(int sig) {
+    if (sig == SIGUSR1) down_requested = 1;
+    else if (sig == SIGUSR2) up_requested = 1;
+    else stop_requested = 1;
+}
+
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+}
+
+/* Creates the parent directory of path (one level, like the default ".run/"). */
+static int ensure_parent_dir(const char *path, char *errstr, size_t errstr_size) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(errstr, errstr_size, "mkdir %.300s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* tmp file + rename: a reader sees either no file or the whole list, never a partial line. */
+static int write_bootstrap(const char *path, const char *bootstraps, char *errstr,
+                           size_t errstr_size) {
+    char tmp[4200];
+    FILE *f = NULL;
+    if (ensure_parent_dir(path, errstr, errstr_size) != 0) return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    f = fopen(tmp, "w");
+    if (!f) goto failed;
+    if (fprintf(f, "%s\n", bootstraps) < 0) goto failed;
+    if (fclose(f) != 0) {
+        f = NULL;
+        goto failed;
+    }
+    f = NULL;
+    if (rename(tmp, path) != 0) goto failed;
+    return 0;
+failed:
+    snprintf(errstr, errstr_size, "writing %.300s: %s", path, strerror(errno));
+    if (f) fclose(f);
+    unlink(tmp);
+    return -1;
+}
+
+static int create_topics(rd_kafka_mock_cluster_t *mc, const devbroker_conf *conf, int rf,
+                         char *errstr, size_t errstr_size) {
+    char *list = strdup(conf->topics), *save = NULL;
+    int rc = -1;
+    if (!list) return snprintf(errstr, errstr_size, "out of memory"), -1;
+    for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(mc, t, (int)conf->partitions, rf);
+        if (err) {
+            snprintf(errstr, errstr_size, "creating topic %.200s: %s", t, rd_kafka_err2str(err));
+            goto done;
+        }
+        log_fields(LOG_INFO, "topic_created",
+                   json_pack("{s:s,s:I,s:i}", "topic", t, "partitions", (json_int_t)conf->partitions,
+                             "replication_factor", rf),
+                   "created topic %s", t);
+    }
+    rc = 0;
+done:
+    free(list);
+    return rc;
+}
+
+static rd_kafka_resp_err_t set_broker(rd_kafka_mock_cluster_t *mc, int32_t id, int up) {
+    return up ? rd_kafka_mock_broker_set_up(mc, id) : rd_kafka_mock_broker_set_down(mc, id);
+}
+
+/* Every broker down (connections closed, new ones refused) or up again. Leaders do not move.
+ * One request for all (-1): back-to-back requests per broker can leave one waiting for the mock
+ * thread's 1 s poll timeout (its wake-up is consumed by the previous request). */
+static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int up) {
+    if (set_broker(mc, -1, up) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int32_t id = 1; id <= broker_count; id++) {
+            rd_kafka_resp_err_t err = set_broker(mc, id, up);
+            if (err)
+                log_msg(LOG_ERROR, "broker_state_failed", "broker %d: %s", (int)id,
+                        rd_kafka_err2str(err));
+        }
+    }
+    log_msg(LOG_WARN, up ? "brokers_up" : "brokers_down",
+            up ? "all %d brokers are up again (SIGUSR2)" : "all %d brokers are down (SIGUSR1)",
+            broker_count);
+}
+
+/* Serves until SIGTERM/SIGINT. The mock cluster runs on its own thread; this one only watches flags. */
+static void serve(rd_kafka_mock_cluster_t *mc, int broker_count) {
+    const struct timespec tick = {0, 50 * 1000 * 1000};
+    while (!stop_requested) {
+        if (down_requested) {
+            down_requested = 0;
+            set_all_brokers(mc, broker_count, 0);
+        }
+        if (up_requested) {
+            up_requested = 0;
+            set_all_brokers(mc, broker_count, 1);
+        }
+        nanosleep(&tick, NULL);
+    }
+}
+
+/* The rd_kafka_t only hosts the cluster (its threads and bookkeeping); it never connects anywhere,
+ * so no bootstrap servers and no passthrough properties. */
+static rd_kafka_t *host_new(char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *kc = kafka_conf_new(NULL, NULL, errstr, errstr_size);
+    if (!kc) return NULL;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, errstr_size);
+    if (!rk) rd_kafka_conf_destroy(kc); /* on success rd_kafka_new owns kc */
+    return rk;
+}
+
+/* Blocks (how = SIG_BLOCK) or unblocks our signals in the calling thread. Threads inherit the mask:
+ * librdkafka's threads are created while they are blocked, so every signal is delivered to the main
+ * thread, interrupts its sleep and is acted on at once, and never disturbs a librdkafka thread. */
+static void mask_signals(int how) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(how, &set, NULL);
+}
+
+static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
+    int n = (int)conf->broker_count, rc = -1;
+    int rf = conf->replication_factor ? (int)conf->replication_factor : (n < 3 ? n : 3);
+    rd_kafka_mock_cluster_t *mc = NULL;
+    rd_kafka_t *rk = NULL;
+    if (rf > n) {
+        snprintf(errstr, errstr_size, "replication-factor %d exceeds broker-count %d", rf, n);
+        goto done;
+    }
+    mask_signals(SIG_BLOCK);
+    rk = host_new(errstr, errstr_size);
+    mc = rk ? rd_kafka_mock_cluster_new(rk, n) : NULL;
+    mask_signals(SIG_UNBLOCK); /* a signal that came meanwhile is delivered now */
+    if (!rk) goto done;
+    if (!mc) {
+        snprintf(errstr, errstr_size, "rd_kafka_mock_cluster_new failed");
+        goto done;
+    }
+    if (create_topics(mc, conf, rf, errstr, errstr_size) != 0) goto done;
+    const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
+    if (write_bootstrap(conf->bootstrap_file, bootstraps, errstr, errstr_size) != 0) goto done;
+    printf("%s\n", bootstraps);
+    fflush(stdout);
+    log_fields(LOG_INFO, "devbroker_ready",
+               json_pack("{s:s,s:s,s:i}", "bootstrap", bootstraps, "bootstrap_file",
+                         conf->bootstrap_file, "brokers", n),
+               "dev broker (development/tests only; keeps ~5 MiB per partition) at %s", bootstraps);
+    serve(mc, n);
+    unlink(conf->bootstrap_file);
+    log_msg(LOG_INFO, "devbroker_stopping", "stopping");
+    rc = 0;
+done:
+    if (mc) rd_kafka_mock_cluster_destroy(mc);
+    if (rk) rd_kafka_destroy(rk);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    devbroker_conf conf;
+    cfg_props props;
+    char errstr[512];
+    log_level level;
+    int rc = 1;
+    memset(&conf, 0, sizeof conf);
+    memset(&props, 0, sizeof props);
+    install_signals();
+    cfg_result r = cfg_parse(devbroker_options, &conf, &props, argc, argv, "fraudshield-devbroker",
+                             "Kafka mock cluster for development and tests only (librdkafka mock).",
+                             errstr, sizeof errstr);
+    if (r == CFG_HELP) {
+        rc = 0;
+        goto done;
+    }
+    if (r == CFG_ERROR || log_level_parse(conf.log_level, &level) != 0) {
+        fprintf(stderr, "fraudshield-devbroker: %s\n",
+                r == CFG_ERROR ? errstr : "log-level must be debug, info, warn or error");
+        goto done;
+    }
+    log_init("devbroker", level);
+    cfg_log(devbroker_options, &conf, &props);
+    if (run(&conf, errstr, sizeof errstr) != 0) {
+        log_msg(LOG_ERROR, "devbroker_failed", "%s", errstr);
+        goto done;
+    }
+    rc = 0;
+done:
+    cfg_free(devbroker_options, &conf, &props);
+    return rc;
+}

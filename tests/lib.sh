@@ -1,0 +1,361 @@
+# shellcheck shell=bash
+# tests/lib.sh: helpers for the integration tests (sourced; safe under `set -euo pipefail`).
+#
+#   source "$(dirname "$0")/../lib.sh"
+#   fs_setup my_test                 # work dir, EXIT trap (cleanup + log tails on failure)
+#   fs_pg_start; fs_broker_start 6   # PostgreSQL and the dev broker on free ports
+#   fs_bg scorer1 env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
+#   fs_wait_for 30 fs_topic_has processed_payments 10
+#
+# Functions:
+#   fs_setup NAME            per-test dir $FS_TEST_DIR = $REPO/.test/NAME.$$; EXIT trap -> fs_cleanup
+#   fs_cleanup               stop fs_bg processes + PostgreSQL, print log tails on failure, remove dir
+#                            (kept when FS_KEEP=1); runs from the trap, idempotent
+#   fs_free_port             prints a free TCP port on 127.0.0.1
+#   fs_pg_start              initdb + start PostgreSQL; exports FS_DATABASE_URL, PGHOST, PGPORT, PGUSER,
+#                            PGDATABASE, FS_PG_PORT, FS_PG_DATA
+#   fs_pg_stop [MODE]        pg_ctl stop (MODE fast|immediate|smart, default fast); data dir kept
+#   fs_pg_restart            start again on the SAME port and data dir (stops first if running)
+#   fs_psql SQL [ARGS...]    psql -At against FS_DATABASE_URL; prints the result
+#   fs_broker_start [PARTS]  starts the dev broker (default 6 partitions); exports FS_BROKERS, and
+#                            KAFKA_SESSION_TIMEOUT_MS=6000 / KAFKA_HEARTBEAT_INTERVAL_MS=500 unless set
+#   fs_broker_down / fs_broker_up   all mock brokers down (SIGUSR1) / up again (SIGUSR2)
+#   fs_bg NAME CMD...        CMD in the background, output to $FS_TEST_DIR/NAME.log (appended, so a
+#                            restarted NAME keeps one log); fs_pid NAME prints its pid
+#   fs_alive NAME            true while NAME runs
+#   fs_kill NAME [SIG]       sends SIG (default TERM); fails if NAME is not running
+#   fs_wait_exit NAME SECS   waits for NAME to exit; sets FS_EXIT_STATUS; fails the test on timeout
+#   fs_wait_for SECS CMD...  polls CMD (output discarded) every 0.2 s until it succeeds, else fails;
+#                            a single argument is eval'ed each try (re-expands $(...) every time)
+#   fs_topic_count TOPIC     number of messages on TOPIC (all partitions, from the beginning)
+#   fs_topic_has TOPIC N     true when TOPIC holds at least N messages (for fs_wait_for)
+#   fs_topic_dump TOPIC      one line per message: PARTITION<TAB>OFFSET<TAB>KEY<TAB>HEADERS<TAB>PAYLOAD
+#                            (HEADERS as kcat prints %h: name=value,name=value)
+#   fs_topic_produce TOPIC KEY   produces each line of stdin as one message with KEY
+#   fs_fail MSG              prints MSG and exits 1 (from the test's main shell, not from $(...))
+#   fs_assert_eq EXP ACT MSG fails unless EXP = ACT (string comparison)
+#
+# Variables: REPO (repo root), BUILD (default build/release, made absolute), FS_TEST_DIR, FS_KEEP=1
+# keeps the work dir, FS_LOG_TAIL (lines per log printed on failure, default 20).
+
+REPO=${REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+BUILD=${BUILD:-build/release}
+case $BUILD in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
+export REPO BUILD
+FS_PG_BIN=${FS_PG_BIN:-/usr/lib/postgresql/15/bin}
+
+declare -gA FS_PIDS=()   # NAME -> pid of its latest start
+declare -ga FS_ALL_PIDS=() # every pid fs_bg started (restarts included), for cleanup
+FS_TEST_DIR=${FS_TEST_DIR:-}
+FS_FAIL_MSG=
+FS__CLEANED=0
+FS__PG_RUNNING=0
+FS__PG_TMPDIR=
+
+fs_fail() {
+    FS_FAIL_MSG="$*"
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+fs_assert_eq() {
+    if [[ "$1" != "$2" ]]; then
+        fs_fail "${3:-assertion}: expected '$1', got '$2'"
+    fi
+    echo "ok: ${3:-assertion} ($2)"
+}
+
+fs_setup() {
+    local name=${1:?fs_setup NAME}
+    FS_TEST_DIR="$REPO/.test/$name.$$"
+    rm -rf "$FS_TEST_DIR"
+    mkdir -p "$FS_TEST_DIR"
+    chmod 755 "$FS_TEST_DIR"
+    export FS_TEST_DIR
+    FS__CLEANED=0
+    trap 'fs__on_exit' EXIT
+    # Remembers the first failing command, so a `set -e` exit names its cause and line.
+    set -E
+    trap 'FS_FAIL_MSG=${FS_FAIL_MSG:-"exit $? from: $BASH_COMMAND (${BASH_SOURCE[0]##*/}:$LINENO)"}' ERR
+    # A signal (e.g. run.sh's timeout) becomes an exit, so the EXIT trap still cleans up.
+    trap 'exit 143' TERM
+    trap 'exit 130' INT
+    trap 'exit 129' HUP
+}
+
+fs__on_exit() {
+    local rc=$?
+    fs_cleanup "$rc"
+    exit "$rc"
+}
+
+# True when pid is a live child of this shell (guards against a recycled pid).
+fs__is_child() {
+    local pid=$1 stat ppid
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    stat=${stat##*) } # fields after "(comm) "
+    read -r _ ppid _ <<<"$stat"
+    [[ "$ppid" == "$BASHPID" || "$ppid" == "$$" ]] || return 1
+    [[ "${stat:0:1}" != "Z" ]]
+}
+
+fs_cleanup() {
+    local rc=${1:-0} pid f deadline i
+    [[ $FS__CLEANED == 1 ]] && return 0
+    FS__CLEANED=1
+    set +e
+    trap - TERM INT HUP ERR
+    # Newest first: services stop (and commit) while the broker they were started after still runs.
+    for ((i = ${#FS_ALL_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${FS_ALL_PIDS[$i]}
+        fs__is_child "$pid" || continue
+        kill -TERM "$pid" 2>/dev/null
+        deadline=$((SECONDS + 10))
+        while fs__is_child "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+        if fs__is_child "$pid"; then
+            echo "cleanup: pid $pid ignored SIGTERM for 10 s, killing" >&2
+            kill -KILL "$pid" 2>/dev/null
+        fi
+        wait "$pid" 2>/dev/null
+    done
+    [[ $FS__PG_RUNNING == 1 ]] && fs_pg_stop fast >/dev/null 2>&1
+    if [[ $rc != 0 && -n "$FS_TEST_DIR" && -d "$FS_TEST_DIR" ]]; then
+        for f in "$FS_TEST_DIR"/*.log ${FS__PG_TMPDIR:+"$FS__PG_TMPDIR"/*.log}; do
+            [[ -f "$f" ]] || continue
+            echo "----- last ${FS_LOG_TAIL:-20} lines of $(basename "$f") -----" >&2
+            tail -n "${FS_LOG_TAIL:-20}" "$f" >&2
+        done
+        # Repeated last, so it survives a runner that shows only the tail of the output.
+        if [[ -z "$FS_FAIL_MSG" ]] && ((rc > 128)); then FS_FAIL_MSG="terminated by signal $((rc - 128))"; fi
+        echo "FAILED (exit $rc): ${FS_FAIL_MSG:-a command failed}" >&2
+    fi
+    if [[ "${FS_KEEP:-0}" == 1 ]]; then
+        echo "FS_KEEP=1: kept $FS_TEST_DIR" >&2
+    else
+        [[ -n "$FS_TEST_DIR" ]] && rm -rf "$FS_TEST_DIR"
+        [[ -n "$FS__PG_TMPDIR" ]] && rm -rf "$FS__PG_TMPDIR"
+    fi
+    return 0
+}
+
+# A port below the kernel's ephemeral range (so outgoing connections cannot take it before the
+# server binds), bindable right now, and not handed out before in this test.
+fs_free_port() {
+    local used="" port i
+    [[ -n "$FS_TEST_DIR" && -f "$FS_TEST_DIR/.ports" ]] && used=$(cat "$FS_TEST_DIR/.ports")
+    if command -v python3 >/dev/null 2>&1; then
+        port=$(python3 - $used <<'EOF'
+import random, socket, sys
+used = set(sys.argv[1:])
+for _ in range(500):
+    p = random.randrange(20000, 32000)
+    if str(p) in used:
+        continue
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+EOF
+        )
+    else # no python: a refused connection means nobody listens there
+        for ((i = 0; i < 500; i++)); do
+            port=$((20000 + RANDOM % 12000))
+            [[ " $used " == *" $port "* ]] && continue
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+            port=
+        done
+    fi
+    [[ -n "$port" ]] || { echo "fs_free_port: no free port found" >&2; return 1; }
+    [[ -n "$FS_TEST_DIR" && -d "$FS_TEST_DIR" ]] && echo "$port" >>"$FS_TEST_DIR/.ports"
+    echo "$port"
+}
+
+# Runs a PostgreSQL tool as the postgres user when we are root (initdb and postgres refuse root).
+fs__pg_as() {
+    if [[ $(id -u) == 0 ]]; then
+        (cd / && runuser -u postgres -- "$@") # from /: the postgres user may not enter our cwd
+    else
+        "$@"
+    fi
+}
+
+# Sets FS_PG_DATA: inside the test dir when the postgres user can reach it and the socket path fits
+# (108 bytes), else a private dir under /tmp (e.g. a clone under /root, which is mode 700).
+# Not called in $(...): FS__PG_TMPDIR must survive for the cleanup.
+fs__pg_datadir() {
+    local d="$FS_TEST_DIR/pg"
+    if ! ((${#d} < 80)) || { [[ $(id -u) == 0 ]] && ! runuser -u postgres -- test -x "$FS_TEST_DIR"; }; then
+        FS__PG_TMPDIR=$(mktemp -d /tmp/fraudshield-pg.XXXXXX)
+        chmod 755 "$FS__PG_TMPDIR"
+        d="$FS__PG_TMPDIR/pg"
+    fi
+    mkdir -p "$d"
+    [[ $(id -u) == 0 ]] && chown postgres: "$d"
+    chmod 700 "$d"
+    FS_PG_DATA=$d
+}
+
+fs_pg_start() {
+    [[ -n "$FS_TEST_DIR" ]] || fs_fail "fs_pg_start: call fs_setup first"
+    local port data log
+    port=$(fs_free_port)
+    fs__pg_datadir
+    data=$FS_PG_DATA
+    log="$(dirname "$data")/postgres.log" # where the postgres user can write
+    : >"$log"
+    [[ $(id -u) == 0 ]] && chown postgres: "$log"
+    fs__pg_as "$FS_PG_BIN/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C --no-sync \
+        >"$FS_TEST_DIR/initdb.out" 2>&1 || { cat "$FS_TEST_DIR/initdb.out" >&2; fs_fail "initdb failed"; }
+    # Speed over durability: test clusters are thrown away. Trust auth for local + 127.0.0.1 (initdb -A).
+    cat >>"$data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$data'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 100
+EOF
+    FS_PG_DATA=$data FS_PG_PORT=$port FS_PG_LOG=$log
+    export FS_PG_DATA FS_PG_PORT
+    fs__pg_ctl_start
+    "$FS_PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres fraudshield ||
+        fs_fail "createdb fraudshield failed"
+    export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=fraudshield
+    export FS_DATABASE_URL="postgresql://postgres@127.0.0.1:$port/fraudshield"
+}
+
+fs__pg_ctl_start() {
+    fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$FS_PG_DATA" -l "$FS_PG_LOG" -w -t 60 start >/dev/null ||
+        fs_fail "PostgreSQL did not start (see $FS_PG_LOG)"
+    FS__PG_RUNNING=1
+}
+
+fs_pg_stop() {
+    local mode=${1:-fast}
+    [[ -n "${FS_PG_DATA:-}" ]] || return 0
+    fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$FS_PG_DATA" -m "$mode" -w -t 60 stop >/dev/null ||
+        { echo "fs_pg_stop: pg_ctl stop failed" >&2; return 1; }
+    FS__PG_RUNNING=0
+}
+
+fs_pg_restart() {
+    [[ -n "${FS_PG_DATA:-}" ]] || fs_fail "fs_pg_restart: fs_pg_start was not called"
+    if fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$FS_PG_DATA" status >/dev/null 2>&1; then
+        fs_pg_stop fast
+    fi
+    fs__pg_ctl_start
+}
+
+fs_psql() {
+    local sql=${1:?fs_psql SQL}
+    shift
+    psql "$FS_DATABASE_URL" -X -q -At -v ON_ERROR_STOP=1 "$@" -c "$sql"
+}
+
+fs_bg() {
+    local name=${1:?fs_bg NAME CMD...}
+    shift
+    [[ -n "$FS_TEST_DIR" ]] || fs_fail "fs_bg: call fs_setup first"
+    "$@" >>"$FS_TEST_DIR/$name.log" 2>&1 &
+    FS_PIDS[$name]=$!
+    FS_ALL_PIDS+=("$!")
+}
+
+fs_pid() {
+    [[ -n "${FS_PIDS[${1:?fs_pid NAME}]:-}" ]] || { echo "fs_pid: no process named $1" >&2; return 1; }
+    echo "${FS_PIDS[$1]}"
+}
+
+fs_alive() {
+    local pid=${FS_PIDS[${1:?fs_alive NAME}]:-}
+    [[ -n "$pid" ]] && fs__is_child "$pid"
+}
+
+fs_kill() {
+    local name=${1:?fs_kill NAME [SIG]} sig=${2:-TERM} pid
+    pid=$(fs_pid "$name") || return 1
+    if ! fs__is_child "$pid"; then
+        echo "fs_kill: $name (pid $pid) is not running" >&2
+        return 1
+    fi
+    kill -"$sig" "$pid"
+}
+
+# Waits for NAME to exit; its exit status goes to FS_EXIT_STATUS (128+n when killed by signal n).
+fs_wait_exit() {
+    local name=${1:?fs_wait_exit NAME SECS} secs=${2:-30} pid deadline
+    pid=$(fs_pid "$name") || fs_fail "fs_wait_exit: no process named $name"
+    deadline=$((SECONDS + secs))
+    while fs__is_child "$pid"; do
+        ((SECONDS < deadline)) || fs_fail "$name (pid $pid) did not exit within ${secs}s"
+        sleep 0.1
+    done
+    FS_EXIT_STATUS=0
+    wait "$pid" 2>/dev/null || FS_EXIT_STATUS=$?
+}
+
+# One argument is evaluated as a shell string on every try, so expansions are re-done each time:
+#   fs_wait_for 30 '(( $(fs_psql "SELECT count(*) FROM decisions") >= 10 ))'
+# Several arguments run as a command whose arguments were expanded ONCE, at the call.
+fs_wait_for() {
+    local secs=${1:?fs_wait_for SECS CMD...} start
+    shift
+    start=$SECONDS
+    until if (($# == 1)); then eval "$1"; else "$@"; fi >/dev/null 2>&1; do
+        ((SECONDS - start < secs)) || fs_fail "timed out after ${secs}s waiting for: $*"
+        sleep 0.2
+    done
+}
+
+fs_broker_start() {
+    local parts=${1:-6} file deadline
+    [[ -n "$FS_TEST_DIR" ]] || fs_fail "fs_broker_start: call fs_setup first"
+    file="$FS_TEST_DIR/kafka.bootstrap"
+    [[ -x "$BUILD/bin/fraudshield-devbroker" ]] || fs_fail "missing $BUILD/bin/fraudshield-devbroker (make BUILD=...)"
+    fs_bg devbroker env FS_PARTITIONS="$parts" FS_BOOTSTRAP_FILE="$file" \
+        "$BUILD/bin/fraudshield-devbroker"
+    deadline=$((SECONDS + 30))
+    until [[ -s "$file" ]]; do
+        fs_alive devbroker || fs_fail "the dev broker exited during start-up (see devbroker.log)"
+        ((SECONDS < deadline)) || fs_fail "the dev broker wrote no bootstrap file within 30s"
+        sleep 0.1
+    done
+    FS_BROKERS=$(head -n 1 "$file")
+    export FS_BROKERS
+    # The mock cluster (librdkafka 2.0.2) completes a group rebalance only when session.timeout.ms
+    # runs out (45 s by default), and notices a killed member only after it too: consumers started
+    # by the test (through the KAFKA_* passthrough) use 6 s so that a rebalance takes seconds.
+    export KAFKA_SESSION_TIMEOUT_MS=${KAFKA_SESSION_TIMEOUT_MS:-6000}
+    export KAFKA_HEARTBEAT_INTERVAL_MS=${KAFKA_HEARTBEAT_INTERVAL_MS:-500}
+}
+
+fs_broker_down() { fs_kill devbroker USR1; }
+fs_broker_up() { fs_kill devbroker USR2; }
+
+fs_topic_count() {
+    local topic=${1:?fs_topic_count TOPIC}
+    timeout 60 kcat -b "$FS_BROKERS" -C -t "$topic" -o beginning -e -q -f '%o\n' | wc -l
+}
+
+fs_topic_has() {
+    local n
+    n=$(fs_topic_count "${1:?fs_topic_has TOPIC N}") || return 1
+    ((n >= ${2:?fs_topic_has TOPIC N}))
+}
+
+fs_topic_dump() {
+    local topic=${1:?fs_topic_dump TOPIC}
+    timeout 60 kcat -b "$FS_BROKERS" -C -t "$topic" -o beginning -e -q \
+        -f '%p\t%o\t%k\t%h\t%s\n'
+}
+
+fs_topic_produce() {
+    local topic=${1:?fs_topic_produce TOPIC KEY} key=${2:-}
+    timeout 60 kcat -b "$FS_BROKERS" -P -t "$topic" ${key:+-k "$key"}
+}
