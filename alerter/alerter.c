@@ -1,0 +1,590 @@
+/* alerter: fraud_alerts -> PostgreSQL -> commit (see alerter.h).
+ *
+ * Reading order: alerter_run() and the batch (poll, finish: decode, persist, commit), then the
+ * consumer's events (rebalances, statistics), then set-up. */
+#include "alerter.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "fsutil.h"
+#include "kafka.h"
+#include "log.h"
+#include "outbox.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define OUTBOX_BATCH 200
+#define OUTBOX_WAIT_MS 10000
+
+/* One consumed message: a valid alert (rec: its row for alerter_record_alerts) or a dead letter. */
+typedef struct al_item {
+    rd_kafka_message_t *msg; /* owned by the batch until it is cleared */
+    json_t *rec;             /* NULL: dead letter */
+    const char *reason;      /* dead letter: undecodable, invalid_alert, db_rejected */
+    char error[256];
+} al_item;
+
+struct alerter {
+    alerter_config cfg;
+    PGconn *conn;
+    rd_kafka_t *consumer, *producer;
+    outbox *ob;
+    volatile sig_atomic_t *stop;
+    al_item *items;
+    size_t nitems;
+    bool in_batch, abandoned, fatal;
+    int64_t next_pump_us;
+    atomic_bool assigned, db_ok;
+    metric *m_messages, *m_lag, *m_db_errors, *m_batches;
+};
+
+static void alerter_poll_batch(alerter *a);
+static int alerter_finish_batch(alerter *a);
+static void alerter_decode_batch(alerter *a);
+typedef struct persist_counts {
+    int events, deliveries; /* created by the batch's transaction */
+} persist_counts;
+
+static int alerter_persist_batch(alerter *a, persist_counts *n);
+static void alerter_commit_batch(alerter *a);
+static void alerter_clear_batch(alerter *a);
+static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m);
+static void alerter_pump(alerter *a);
+static int alerter_reconnect(alerter *a, char *err, size_t esz);
+
+static json_t *msg_ctx(const rd_kafka_message_t *m) {
+    return json_pack("{s:s, s:i, s:I}", "topic", m->rkt ? rd_kafka_topic_name(m->rkt) : "",
+                     "partition", (int)m->partition, "offset", (json_int_t)m->offset);
+}
+
+static int alerter_sleep(alerter *a, int ms) {
+    for (int slept = 0; slept < ms; slept += 50) {
+        if (*a->stop) return -1;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return *a->stop ? -1 : 0;
+}
+
+/* ---- the loop ------------------------------------------------------------------------------ */
+
+int alerter_run(alerter *a, volatile sig_atomic_t *stop) {
+    a->stop = stop;
+    while (!*stop && !a->abandoned && !a->fatal) {
+        alerter_poll_batch(a);
+        if (a->nitems > 0) alerter_finish_batch(a); /* also when stopping: finish what we hold */
+        if (!*stop && fs_mono_us() >= a->next_pump_us) alerter_pump(a);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(a->consumer);
+    if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s", rd_kafka_err2str(err));
+    return a->fatal ? -1 : 0;
+}
+
+/* Polls until batch_max messages, or batch_max_ms after the first, or 100 ms of nothing. */
+static void alerter_poll_batch(alerter *a) {
+    int64_t deadline_us = 0;
+    while (a->nitems < (size_t)a->cfg.batch_max && !*a->stop && !a->abandoned && !a->fatal) {
+        int timeout_ms = 100;
+        if (a->nitems > 0) {
+            int64_t left_ms = (deadline_us - fs_mono_us()) / 1000;
+            if (left_ms <= 0) break;
+            timeout_ms = (int)left_ms;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(a->consumer, timeout_ms);
+        if (!m) {
+            if (a->nitems == 0) break;
+            continue;
+        }
+        if (m->err) {
+            alerter_consumer_event(a, m);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (a->nitems == 0) deadline_us = fs_mono_us() + (int64_t)a->cfg.batch_max_ms * 1000;
+        a->items[a->nitems++] = (al_item){.msg = m}; /* the batch owns m now */
+    }
+}
+
+/* decode -> persist -> commit. Returns 0, or -1 when the batch was abandoned (stopping while
+ * PostgreSQL is unreachable): nothing of it was committed and this consumer consumes no further. */
+static int alerter_finish_batch(alerter *a) {
+    persist_counts n = {0};
+    a->in_batch = true;
+    alerter_decode_batch(a);
+    int rc = alerter_persist_batch(a, &n);
+    if (rc == 0) {
+        alerter_commit_batch(a);
+        metric_add(a->m_batches, NULL, 1);
+        if (n.deliveries > 0 && a->cfg.dispatch) dispatch_wake(a->cfg.dispatch);
+    } else {
+        a->abandoned = true;
+        log_fields(LOG_WARN, "batch_abandoned", json_pack("{s:I}", "messages", (json_int_t)a->nitems),
+                   "stopping with a batch that could not be recorded: not committed, it will be "
+                   "consumed again");
+    }
+    alerter_clear_batch(a);
+    a->in_batch = false;
+    return rc;
+}
+
+/* ---- 1. decode ------------------------------------------------------------------------------- */
+
+static void dead_letter(al_item *it, const char *reason, const char *error) {
+    it->reason = reason;
+    snprintf(it->error, sizeof it->error, "%s", error);
+    json_decref(it->rec);
+    it->rec = NULL;
+    json_t *f = msg_ctx(it->msg);
+    json_object_set_new(f, "reason", json_string(reason));
+    json_object_set_new(f, "error", json_string(it->error));
+    log_fields(LOG_WARN, "dead_letter", f, "message dead-lettered: %s", reason);
+}
+
+static const char *uuid_field(json_t *o, const char *name) {
+    const char *s = json_string_value(json_object_get(o, name));
+    return s && fs_uuid_valid(s) ? s : NULL;
+}
+
+/* The fields the alerter needs from a fraud_alerts v1 message (others travel in the body). */
+static json_t *alert_record(json_t *o, const rd_kafka_message_t *m, char *err, size_t esz) {
+    const char *alert = uuid_field(o, "alert_id"), *payment = uuid_field(o, "payment_id");
+    const char *decision = json_string_value(json_object_get(o, "decision"));
+    json_t *score = json_object_get(o, "score"), *country = json_object_get(o, "country");
+    json_t *created = json_object_get(o, "created_at");
+    int64_t ms;
+    if (json_integer_value(json_object_get(o, "schema_version")) != 1)
+        return snprintf(err, esz, "schema_version: must be 1"), NULL;
+    if (!alert) return snprintf(err, esz, "alert_id: a UUID is required"), NULL;
+    if (!payment) return snprintf(err, esz, "payment_id: a UUID is required"), NULL;
+    if (!decision || (strcmp(decision, "review") != 0 && strcmp(decision, "block") != 0))
+        return snprintf(err, esz, "decision: must be review or block"), NULL;
+    if (!json_is_integer(score) || json_integer_value(score) < 0 || json_integer_value(score) > 100)
+        return snprintf(err, esz, "score: an integer 0..100 is required"), NULL;
+    if (!json_is_null(country) && country &&
+        (!json_is_string(country) || json_string_length(country) != 2))
+        return snprintf(err, esz, "country: two letters or null"), NULL;
+    bool has_created = json_is_string(created) && fs_time_parse_rfc3339(json_string_value(created), &ms) == 0;
+    json_t *rec = json_pack("{s:s, s:s, s:s, s:O, s:O?, s:O?, s:s%, s:i, s:I}", "alert_id", alert,
+                            "payment_id", payment, "decision", decision, "score", score, "country",
+                            json_is_string(country) ? country : NULL, "created_at",
+                            has_created ? created : NULL, "body", (const char *)m->payload, m->len,
+                            "partition", (int)m->partition, "offset", (json_int_t)m->offset);
+    if (!rec) snprintf(err, esz, "out of memory");
+    return rec;
+}
+
+static void alerter_decode_batch(alerter *a) {
+    char err[256];
+    for (size_t i = 0; i < a->nitems; i++) {
+        al_item *it = &a->items[i];
+        json_error_t je;
+        json_t *o = it->msg->len ? json_loadb(it->msg->payload, it->msg->len, JSON_REJECT_DUPLICATES, &je)
+                                 : NULL;
+        if (!json_is_object(o)) {
+            dead_letter(it, "undecodable", o ? "not a JSON object" : "not JSON");
+        } else if (!(it->rec = alert_record(o, it->msg, err, sizeof err))) {
+            dead_letter(it, "invalid_alert", err);
+        }
+        json_decref(o);
+    }
+}
+
+/* ---- 2. persist: one transaction for the batch ------------------------------------------------- */
+
+typedef enum { P_OK, P_DATA, P_TRANSIENT } persist_rc;
+
+static persist_rc result_rc(PGconn *conn, PGresult *res, ExecStatusType want, char *err, size_t esz) {
+    if (PQresultStatus(res) == want) return P_OK;
+    db_error(conn, res, err, esz);
+    return db_is_data_error(res) ? P_DATA : P_TRANSIENT;
+}
+
+/* The original message, key and headers, plus why and where from (docs/alerter.md). */
+static persist_rc insert_dead_letter(alerter *a, const al_item *it, char *err, size_t esz) {
+    const rd_kafka_message_t *m = it->msg;
+    rd_kafka_headers_t *hdrs = NULL;
+    json_t *h = json_array();
+    char part[16], off[24], now[25];
+    const char *name;
+    const void *val;
+    size_t size;
+    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == 0; i++) {
+            json_t *v = json_stringn(val ? val : "", val ? size : 0); /* NULL if not UTF-8: skipped */
+            if (v) json_array_append_new(h, json_pack("[s, o]", name, v));
+        }
+    snprintf(part, sizeof part, "%" PRId32, m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    fs_time_format_rfc3339(fs_now_ms(), now);
+    const char *add[][2] = {{"dlq_reason", it->reason}, {"dlq_error", it->error},
+                            {"source_topic", rd_kafka_topic_name(m->rkt)}, {"source_partition", part},
+                            {"source_offset", off}, {"dlq_time", now}};
+    for (size_t i = 0; i < sizeof add / sizeof *add; i++)
+        json_array_append_new(h, json_pack("[s, s]", add[i][0], add[i][1]));
+    char *hs = json_dumps(h, JSON_COMPACT);
+    json_decref(h);
+    const char *params[3] = {m->key ? m->key : NULL, m->payload ? m->payload : "", hs};
+    int lens[3] = {(int)m->key_len, (int)m->len, 0}, fmts[3] = {1, 1, 0};
+    PGresult *res = PQexecParams(a->conn,
+                                 "INSERT INTO outbox (kind, msg_key, msg_value, headers) "
+                                 "VALUES ('dlq', $1, $2, $3::jsonb)",
+                                 3, NULL, params, lens, fmts, 0);
+    persist_rc rc = hs ? result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz) : P_TRANSIENT;
+    PQclear(res);
+    free(hs);
+    return rc;
+}
+
+/* items[from, to) in one transaction (to - from = 1: isolating a row PostgreSQL refuses). */
+static persist_rc persist_range(alerter *a, size_t from, size_t to, persist_counts *n, char *err,
+                                size_t esz) {
+    char e[256];
+    json_t *recs = json_array();
+    for (size_t i = from; i < to; i++)
+        if (a->items[i].rec) json_array_append(recs, a->items[i].rec);
+    char *param = json_dumps(recs, JSON_COMPACT);
+    json_decref(recs);
+    if (!param) return snprintf(err, esz, "out of memory"), P_TRANSIENT;
+    PGresult *res = PQexec(a->conn, "BEGIN");
+    persist_rc rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
+    PQclear(res);
+    const char *params[1] = {param};
+    res = rc == P_OK ? PQexecParams(a->conn, "SELECT * FROM alerter_record_alerts($1::jsonb)", 1,
+                                    NULL, params, NULL, NULL, 0)
+                     : NULL;
+    if (rc == P_OK && (rc = result_rc(a->conn, res, PGRES_TUPLES_OK, err, esz)) == P_OK) {
+        n->events += atoi(PQgetvalue(res, 0, 0));
+        n->deliveries += atoi(PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    for (size_t i = from; rc == P_OK && i < to; i++)
+        if (!a->items[i].rec) rc = insert_dead_letter(a, &a->items[i], err, esz);
+    if (rc == P_OK) {
+        res = PQexec(a->conn, "COMMIT");
+        rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
+        PQclear(res);
+    }
+    if (rc != P_OK) db_exec(a->conn, "ROLLBACK", e, sizeof e);
+    free(param);
+    return rc;
+}
+
+/* PostgreSQL refused the batch's data: each alert alone, the ones it still refuses become dead
+ * letters (db_rejected). The others are recorded now, idempotently, and again with the batch. */
+static persist_rc isolate_rejected(alerter *a, char *err, size_t esz) {
+    persist_counts ignored = {0};
+    char e[512];
+    for (size_t i = 0; i < a->nitems; i++) {
+        if (!a->items[i].rec) continue;
+        persist_rc rc = persist_range(a, i, i + 1, &ignored, e, sizeof e);
+        if (rc == P_TRANSIENT) return snprintf(err, esz, "%s", e), rc;
+        if (rc == P_DATA) dead_letter(&a->items[i], "db_rejected", e);
+    }
+    return P_OK;
+}
+
+/* Counts the batch's messages by result once it is recorded. */
+static void count_messages(alerter *a, int new_events) {
+    int valid = 0, dead = 0;
+    for (size_t i = 0; i < a->nitems; i++) a->items[i].rec ? valid++ : dead++;
+    metric_add(a->m_messages, "new", new_events);
+    metric_add(a->m_messages, "duplicate", valid - new_events);
+    metric_add(a->m_messages, "dead_letter", dead);
+}
+
+/* Retries the same batch with backoff while PostgreSQL is unreachable; never skips. */
+static int alerter_persist_batch(alerter *a, persist_counts *n) {
+    char err[512] = "no connection";
+    int backoff = BACKOFF_MIN_MS;
+    bool isolated = false, last_try = false;
+    for (int attempt = 1;; attempt++) {
+        *n = (persist_counts){0};
+        persist_rc rc = a->conn ? persist_range(a, 0, a->nitems, n, err, sizeof err) : P_TRANSIENT;
+        if (rc == P_OK) {
+            atomic_store(&a->db_ok, true);
+            count_messages(a, n->events);
+            return 0;
+        }
+        atomic_store(&a->db_ok, a->conn && PQstatus(a->conn) == CONNECTION_OK);
+        if (rc == P_DATA && !isolated) {
+            isolated = true;
+            if (isolate_rejected(a, err, sizeof err) == P_OK) continue;
+        }
+        metric_add(a->m_db_errors, "consume", 1);
+        log_fields(LOG_WARN, "db_retry", json_pack("{s:i, s:i, s:s}", "attempt", attempt, "backoff_ms", backoff, "error", err),
+                   "recording the batch failed; retrying");
+        if (last_try) return -1;
+        if (*a->stop || alerter_sleep(a, backoff) != 0) last_try = true;
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        alerter_reconnect(a, err, sizeof err);
+    }
+}
+
+/* ---- 3. commit --------------------------------------------------------------------------------- */
+
+static void alerter_commit_batch(alerter *a) {
+    rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < a->nitems; i++) {
+        const rd_kafka_message_t *m = a->items[i].msg;
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(offs, topic, m->partition);
+        if (!p) p = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
+        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(a->consumer, offs);
+    if (err)
+        log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
+                   "could not store offsets (partition revoked?)");
+    err = rd_kafka_commit(a->consumer, NULL, 0 /* synchronous */);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_fields(LOG_WARN, "commit_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
+                   "offset commit failed: the batch will be consumed again and absorbed");
+    else
+        log_fields(LOG_DEBUG, "batch_committed", json_pack("{s:I}", "messages", (json_int_t)a->nitems),
+                   "batch recorded and committed");
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+static void alerter_clear_batch(alerter *a) {
+    for (size_t i = 0; i < a->nitems; i++) {
+        json_decref(a->items[i].rec);
+        rd_kafka_message_destroy(a->items[i].msg);
+        a->items[i] = (al_item){0};
+    }
+    a->nitems = 0;
+}
+
+/* ---- between batches: the outbox ------------------------------------------------------------- */
+
+static void alerter_pump(alerter *a) {
+    char err[512];
+    a->next_pump_us = fs_mono_us() + (int64_t)a->cfg.outbox_interval_ms * 1000;
+    if (!a->conn && alerter_reconnect(a, err, sizeof err) != 0) return;
+    for (int round = 0; round < 10 && !*a->stop; round++) {
+        int n = outbox_pump(a->ob, a->conn, OUTBOX_BATCH, OUTBOX_WAIT_MS, err, sizeof err);
+        if (n < 0) {
+            metric_add(a->m_db_errors, "outbox", 1);
+            log_fields(LOG_WARN, "outbox_failed", json_pack("{s:s}", "error", err),
+                       "outbox pump failed; retried later");
+            if (PQstatus(a->conn) != CONNECTION_OK) alerter_reconnect(a, err, sizeof err);
+            return;
+        }
+        if (n < OUTBOX_BATCH) return;
+    }
+}
+
+void alerter_drain_outbox(alerter *a) {
+    static volatile sig_atomic_t no_stop = 0;
+    if (!a) return;
+    a->stop = &no_stop; /* the pump checks it between rounds */
+    alerter_pump(a);
+}
+
+static int alerter_reconnect(alerter *a, char *err, size_t esz) {
+    if (a->conn && PQstatus(a->conn) == CONNECTION_OK) return 0;
+    if (a->conn) PQfinish(a->conn);
+    a->conn = db_connect(a->cfg.database_url, "fraudshield-alerter consume", err, esz);
+    atomic_store(&a->db_ok, a->conn != NULL);
+    if (!a->conn)
+        log_fields(LOG_WARN, "db_reconnect_failed", json_pack("{s:s}", "error", err),
+                   "cannot reconnect to PostgreSQL yet");
+    return a->conn ? 0 : -1;
+}
+
+/* ---- consumer events -------------------------------------------------------------------------- */
+
+static json_t *partitions_json(const rd_kafka_topic_partition_list_t *parts) {
+    json_t *arr = json_array();
+    for (int i = 0; i < parts->cnt; i++) json_array_append_new(arr, json_integer(parts->elems[i].partition));
+    return arr;
+}
+
+static void log_rebalance_error(rd_kafka_error_t *e, const char *what) {
+    if (!e) return;
+    log_fields(LOG_ERROR, "rebalance_error",
+               json_pack("{s:s, s:s}", "call", what, "error", rd_kafka_error_string(e)), "%s failed", what);
+    rd_kafka_error_destroy(e);
+}
+
+/* As the scorer: the batch in hand is recorded and committed before partitions are released. */
+static void alerter_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    alerter *a = opaque;
+    bool coop = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    json_t *f = json_pack("{s:o}", "partitions", partitions_json(parts));
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_fields(LOG_INFO, "partitions_assigned", f, "assigned %d partition(s)", parts->cnt);
+        if (coop) log_rebalance_error(rd_kafka_incremental_assign(rk, parts), "incremental_assign");
+        else rd_kafka_assign(rk, parts);
+        atomic_store(&a->assigned, true);
+        return;
+    }
+    log_fields(err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? LOG_INFO : LOG_ERROR, "partitions_revoked",
+               f, "revoking %d partition(s): %s", parts->cnt, rd_kafka_err2str(err));
+    if (a->nitems > 0 && !a->in_batch) alerter_finish_batch(a);
+    for (int i = 0; i < parts->cnt; i++) { /* no longer ours: no lag to report */
+        char labels[300];
+        snprintf(labels, sizeof labels, "%s,%d", parts->elems[i].topic, (int)parts->elems[i].partition);
+        metric_set(a->m_lag, labels, 0);
+    }
+    if (coop && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
+    else rd_kafka_assign(rk, NULL);
+}
+
+/* librdkafka statistics (statistics.interval.ms): consumer_lag per assigned partition. */
+static int alerter_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    alerter *a = opaque;
+    (void)rk;
+    json_t *root = json_loadb(json, len, 0, NULL), *t, *p;
+    const char *tname, *pname;
+    json_object_foreach(json_object_get(root, "topics"), tname, t) {
+        json_object_foreach(json_object_get(t, "partitions"), pname, p) {
+            json_int_t lag = json_integer_value(json_object_get(p, "consumer_lag"));
+            if (atoi(pname) < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || lag < 0)
+                continue;
+            char labels[300];
+            snprintf(labels, sizeof labels, "%s,%s", tname, pname);
+            metric_set(a->m_lag, labels, (double)lag);
+        }
+    }
+    json_decref(root);
+    return 0; /* librdkafka frees json */
+}
+
+static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m) {
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    json_t *f = msg_ctx(m);
+    json_object_set_new(f, "error", json_string(rd_kafka_message_errstr(m)));
+    if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+        log_fields(LOG_ERROR, "consumer_fatal", f, "fatal consumer error: stopping");
+        a->fatal = true;
+        return;
+    }
+    log_fields(LOG_WARN, "consumer_error", f, "consumer error: %s", rd_kafka_err2str(m->err));
+}
+
+bool alerter_ready(void *arg, char *why, size_t why_size) {
+    alerter *a = arg;
+    const char *no = !atomic_load(&a->assigned)   ? "consumer has no assignment yet"
+                     : !atomic_load(&a->db_ok)    ? "PostgreSQL unreachable (consumer)"
+                     : a->cfg.dispatch && !dispatch_db_ok(a->cfg.dispatch) ? "PostgreSQL unreachable (dispatcher)"
+                                                                         : NULL;
+    if (no) snprintf(why, why_size, "%s", no);
+    return no == NULL;
+}
+
+/* ---- set-up and teardown ----------------------------------------------------------------------- */
+
+/* Outbox messages: bounded message timeout, so that the pump always gets its reports. */
+static rd_kafka_t *alerter_producer_new(alerter *a, char *errstr, size_t errstr_size) {
+    const alerter_config *c = &a->cfg;
+    rd_kafka_conf_t *conf = kafka_conf_new(c->brokers, c->props, errstr, errstr_size);
+    if (!conf) return NULL;
+    if (kafka_conf_default(conf, c->props, "client.id", c->alerter_id, errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "message.timeout.ms", "10000", errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, outbox_dr_cb);
+    return kafka_producer_new(conf, errstr, errstr_size); /* owns conf, also on failure */
+}
+
+/* Offsets are stored and committed by alerter_commit_batch() only. A new group starts at the
+ * earliest offset: no alert produced before the alerter's first start is left undelivered. */
+static rd_kafka_t *alerter_consumer_new(alerter *a, char *errstr, size_t errstr_size) {
+    const alerter_config *c = &a->cfg;
+    rd_kafka_conf_t *conf = kafka_conf_new(c->brokers, c->props, errstr, errstr_size);
+    if (!conf) return NULL;
+    if (kafka_conf_lock(conf, c->props, "group.id", c->group_id, errstr, errstr_size) ||
+        kafka_conf_lock(conf, c->props, "enable.auto.commit", "false", errstr, errstr_size) ||
+        kafka_conf_lock(conf, c->props, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "partition.assignment.strategy", "cooperative-sticky",
+                           errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "statistics.interval.ms", "5000", errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "client.id", c->alerter_id, errstr, errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, alerter_rebalance_cb);
+    rd_kafka_conf_set_stats_cb(conf, alerter_stats_cb);
+    rd_kafka_conf_set_opaque(conf, a);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+static int alerter_subscribe(alerter *a, char *errstr, size_t errstr_size) {
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, a->cfg.topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(a->consumer, t);
+    rd_kafka_topic_partition_list_destroy(t);
+    if (err) snprintf(errstr, errstr_size, "subscribe %s: %s", a->cfg.topic, rd_kafka_err2str(err));
+    return err ? -1 : 0;
+}
+
+static void alerter_metrics(alerter *a, metrics *m) {
+    if (!m) return;
+    a->m_messages = metrics_counter(m, "fs_alerter_messages_total",
+                                    "fraud_alerts messages by result (new alert, duplicate, dead_letter)",
+                                    "result");
+    a->m_batches = metrics_counter(m, "fs_alerter_batches_total", "Batches recorded and committed", NULL);
+    a->m_lag = metrics_gauge(m, "fs_alerter_consumer_lag",
+                             "Consumer lag per partition (librdkafka statistics)", "topic,partition");
+}
+
+alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size_t errstr_size) {
+    alerter *a = calloc(1, sizeof *a);
+    if (!a) {
+        PQfinish(conn);
+        return snprintf(errstr, errstr_size, "out of memory"), NULL;
+    }
+    a->cfg = *cfg;
+    a->conn = conn; /* ours from here on */
+    atomic_store(&a->db_ok, true);
+    a->m_db_errors = cfg->db_errors;
+    alerter_metrics(a, cfg->metrics);
+    const char *topics[] = {cfg->topic, cfg->dlq_topic, cfg->outcomes_topic, NULL};
+    if (!(a->items = calloc((size_t)cfg->batch_max, sizeof *a->items))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto failed;
+    }
+    if (!(a->producer = alerter_producer_new(a, errstr, errstr_size))) goto failed;
+    if (!(a->ob = outbox_new(a->producer, cfg->dlq_topic, cfg->outcomes_topic, cfg->metrics))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto failed;
+    }
+    if (!(a->consumer = alerter_consumer_new(a, errstr, errstr_size))) goto failed;
+    if (kafka_wait_topics(a->producer, topics, cfg->startup_timeout_ms, errstr, errstr_size) != 0)
+        goto failed;
+    if (alerter_subscribe(a, errstr, errstr_size) != 0) goto failed;
+    return a;
+failed:
+    alerter_destroy(a);
+    return NULL;
+}
+
+void alerter_destroy(alerter *a) {
+    if (!a) return;
+    if (a->items) alerter_clear_batch(a); /* messages go before their consumer */
+    if (a->consumer) rd_kafka_destroy(a->consumer);
+    if (a->producer) {
+        rd_kafka_flush(a->producer, a->cfg.shutdown_timeout_ms);
+        rd_kafka_destroy(a->producer);
+    }
+    outbox_destroy(a->ob);
+    if (a->conn) PQfinish(a->conn);
+    free(a->items);
+    free(a);
+}

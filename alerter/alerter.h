@@ -1,0 +1,66 @@
+/* alerter: the consume path: fraud_alerts -> PostgreSQL (alert events + their deliveries) -> commit.
+ *
+ * One thread polls fraud_alerts (its own consumer group, manual offsets) into batches. Each batch
+ * is recorded in ONE PostgreSQL transaction (alerter_record_alerts(), schemas/sql/002_alerter.sql):
+ * every valid alert once (keyed by alert_id: a redelivered or duplicated message creates nothing),
+ * with one delivery row per matching subscription; a message that is not a valid fraud_alerts v1
+ * alert becomes an outbox row for fraud_alerts.dlq in the same transaction. Only then are the
+ * offsets committed. Delivery itself happens later, on the dispatcher thread (dispatch.h): a slow
+ * subscriber never holds up the partition. PostgreSQL unreachable: the same batch is retried with
+ * backoff, uncommitted, for as long as it takes.
+ *
+ * Between batches the same thread runs the outbox pump (outbox.h), and serves librdkafka's
+ * statistics (consumer lag per partition -> /metrics). */
+#ifndef FS_ALERTER_H
+#define FS_ALERTER_H
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cfg.h"
+#include "dispatch.h"
+#include "metrics.h"
+
+typedef struct alerter_config {
+    const char *brokers;
+    const cfg_props *props;      /* librdkafka passthrough */
+    const char *group_id;
+    const char *topic;           /* fraud_alerts */
+    const char *dlq_topic;       /* fraud_alerts.dlq */
+    const char *outcomes_topic;  /* payment_outcomes */
+    const char *database_url;
+    const char *alerter_id;      /* client.id */
+    int batch_max;
+    int batch_max_ms;
+    int outbox_interval_ms;
+    int startup_timeout_ms;
+    int shutdown_timeout_ms;
+    metrics *metrics;            /* borrowed, may be NULL */
+    metric *db_errors;           /* fs_alerter_db_errors_total{side}, shared with the dispatcher */
+    dispatch *dispatch;          /* borrowed, may be NULL: woken when deliveries were created */
+} alerter_config;
+
+typedef struct alerter alerter;
+
+/* Creates the consumer and the producer, waits (blocking: start-up only) for the brokers and the
+ * topics, and subscribes. Takes ownership of conn (connected, migrated), also on failure. cfg's
+ * strings must outlive the alerter. NULL with errstr. */
+alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size_t errstr_size);
+
+/* Consumes until *stop is set; then finishes (or abandons, if PostgreSQL is away) the batch in
+ * hand and leaves the group. Returns 0, or -1 after a fatal consumer error. */
+int alerter_run(alerter *a, volatile sig_atomic_t *stop);
+
+/* One last outbox round at shutdown (after the dispatcher stopped: its final dead letters go out
+ * now rather than at the next start). Stops at the first error. */
+void alerter_drain_outbox(alerter *a);
+
+/* admin_ready_fn (arg: the alerter): the consumer has joined the group and got its assignment,
+ * and both PostgreSQL connections work. Any thread. */
+bool alerter_ready(void *arg, char *why, size_t why_size);
+
+void alerter_destroy(alerter *a); /* accepts NULL */
+
+#endif

@@ -1,0 +1,352 @@
+/* fraudshield-alerter: configuration, start-up, signals, shutdown; and the operator commands.
+ *
+ *   fraudshield-alerter [--option=value ...]           the alerter process
+ *   fraudshield-alerter subscriptions|alerts|deliveries ...   operator commands (manage.h)
+ *
+ * Start-up: PostgreSQL (retried until startup-timeout-ms), migrations, the email subscription
+ * mirrored from smtp-*, the dispatcher thread (delivery side, dispatch.h), the Kafka clients
+ * (consume side, alerter.h), the admin endpoint (/health, /ready, /metrics).
+ * SIGTERM/SIGINT: the consumer finishes the batch in hand and leaves the group; the dispatcher
+ * stops claiming, lets running transfers finish for up to shutdown-timeout-ms, records results and
+ * releases the rest for a retry; exit 0. */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "alerter.h"
+#include "cfg.h"
+#include "db.h"
+#include "dispatch.h"
+#include "fsutil.h"
+#include "kafka.h"
+#include "log.h"
+#include "manage.h"
+#include "metrics.h"
+#include "subs.h"
+
+typedef struct alerter_opts {
+    char *brokers, *group_id, *topic, *dlq_topic, *outcomes_topic, *database_url, *alerter_id;
+    int64_t batch_max, batch_max_ms;
+    char *admin_addr;
+    int64_t admin_port;
+    int64_t http_connect_timeout_ms, http_timeout_ms;
+    char *tls_ca_file;
+    int64_t max_in_flight, max_in_flight_per_subscription;
+    int64_t retry_base_ms, retry_max_delay_ms, retry_max_age_ms, retry_max_attempts, retry_jitter_pct;
+    int64_t time_compression;
+    int64_t breaker_threshold, breaker_cooldown_ms;
+    int64_t poll_interval_ms, subscriptions_refresh_ms, outbox_interval_ms;
+    char *smtp_url, *smtp_from, *smtp_to, *smtp_user, *smtp_password, *smtp_min_decision;
+    int64_t startup_timeout_ms, shutdown_timeout_ms;
+    char *log_level;
+} alerter_opts;
+
+#define O(field) offsetof(alerter_opts, field)
+#define H24 "86400000"
+static const cfg_opt alerter_options[] = {
+    {"brokers", "FS_BROKERS", CFG_STRING, "localhost:9092", 1, 4096, O(brokers),
+     "Kafka bootstrap servers (host:port,...)", false},
+    {"group-id", "FS_GROUP_ID", CFG_STRING, "fraudshield-alerter", 1, 255, O(group_id),
+     "consumer group of the alerters (all instances of one pipeline share it)", false},
+    {"topic", "FS_TOPIC", CFG_STRING, KAFKA_TOPIC_ALERTS, 1, 249, O(topic),
+     "topic the alerts are consumed from", false},
+    {"dlq-topic", "FS_DLQ_TOPIC", CFG_STRING, "fraud_alerts.dlq", 1, 249, O(dlq_topic),
+     "dead letters: invalid alerts and deliveries that failed for good", false},
+    {"outcomes-topic", "FS_OUTCOMES_TOPIC", CFG_STRING, KAFKA_TOPIC_OUTCOMES, 1, 249,
+     O(outcomes_topic), "analyst resolutions are published here as outcomes", false},
+    {"database-url", "FS_DATABASE_URL", CFG_STRING,
+     "postgresql://postgres@127.0.0.1:5432/fraudshield", 1, 4096, O(database_url),
+     "PostgreSQL connection URL", true},
+    {"alerter-id", "FS_ALERTER_ID", CFG_STRING, "", 0, 128, O(alerter_id),
+     "this instance's name in the delivery log and logs (default: hostname-pid)", false},
+    {"batch-max", "FS_BATCH_MAX", CFG_INT, "200", 1, 10000, O(batch_max),
+     "alerts per batch (one PostgreSQL transaction, then one offset commit)", false},
+    {"batch-max-ms", "FS_BATCH_MAX_MS", CFG_INT, "50", 1, 60000, O(batch_max_ms),
+     "a batch closes this long after its first message", false},
+    {"admin-addr", "FS_ADMIN_ADDR", CFG_STRING, "0.0.0.0", 1, 255, O(admin_addr),
+     "address of the admin endpoint (/health, /ready, /metrics)", false},
+    {"admin-port", "FS_ADMIN_PORT", CFG_INT, "9103", -1, 65535, O(admin_port),
+     "port of the admin endpoint (0: any free port, logged; -1: no endpoint)", false},
+    {"http-connect-timeout-ms", "FS_HTTP_CONNECT_TIMEOUT_MS", CFG_INT, "5000", 100, 600000,
+     O(http_connect_timeout_ms), "connect timeout of a delivery (TCP + TLS handshake)", false},
+    {"http-timeout-ms", "FS_HTTP_TIMEOUT_MS", CFG_INT, "10000", 100, 600000, O(http_timeout_ms),
+     "whole-delivery timeout: a subscriber that has not answered by then is retried", false},
+    {"tls-ca-file", "FS_TLS_CA_FILE", CFG_STRING, "", 0, 4096, O(tls_ca_file),
+     "PEM CA bundle to verify subscribers' certificates (default: the system store; a "
+     "subscription's own ca_file wins)", false},
+    {"max-in-flight", "FS_MAX_IN_FLIGHT", CFG_INT, "64", 1, 10000, O(max_in_flight),
+     "deliveries running at once in this instance", false},
+    {"max-in-flight-per-subscription", "FS_MAX_IN_FLIGHT_PER_SUBSCRIPTION", CFG_INT, "4", 1, 1000,
+     O(max_in_flight_per_subscription),
+     "deliveries running at once to one subscriber (a hanging one holds no more)", false},
+    {"retry-base-ms", "FS_RETRY_BASE_MS", CFG_INT, "30000", 1, 86400000, O(retry_base_ms),
+     "delay after the first failed attempt; doubles after each further one", false},
+    {"retry-max-delay-ms", "FS_RETRY_MAX_DELAY_MS", CFG_INT, "7200000", 1, 86400000,
+     O(retry_max_delay_ms), "longest delay between two attempts (also caps Retry-After)", false},
+    {"retry-max-age-ms", "FS_RETRY_MAX_AGE_MS", CFG_INT, H24, 0, 2592000000LL, O(retry_max_age_ms),
+     "no attempt later than this after the delivery was created: then it is exhausted", false},
+    {"retry-max-attempts", "FS_RETRY_MAX_ATTEMPTS", CFG_INT, "0", 0, 1000, O(retry_max_attempts),
+     "attempts before a delivery is exhausted (0: limited by retry-max-age-ms only)", false},
+    {"retry-jitter-pct", "FS_RETRY_JITTER_PCT", CFG_INT, "20", 0, 100, O(retry_jitter_pct),
+     "each delay is randomized by up to +- this percentage", false},
+    {"time-compression", "FS_TIME_COMPRESSION", CFG_INT, "1", 1, 1000000, O(time_compression),
+     "TESTS ONLY: divides the retry schedule and the breaker cool-down (1000: 24 h in 86 s)",
+     false},
+    {"breaker-threshold", "FS_BREAKER_THRESHOLD", CFG_INT, "5", 1, 1000, O(breaker_threshold),
+     "consecutive failed deliveries that open a subscriber's circuit breaker", false},
+    {"breaker-cooldown-ms", "FS_BREAKER_COOLDOWN_MS", CFG_INT, "60000", 0, 86400000,
+     O(breaker_cooldown_ms), "an open breaker lets one probe through after this", false},
+    {"poll-interval-ms", "FS_POLL_INTERVAL_MS", CFG_INT, "1000", 10, 60000, O(poll_interval_ms),
+     "due retries are looked for at least this often (new alerts are picked up at once)", false},
+    {"subscriptions-refresh-ms", "FS_SUBSCRIPTIONS_REFRESH_MS", CFG_INT, "5000", 10, 3600000,
+     O(subscriptions_refresh_ms), "subscriptions are reloaded from PostgreSQL this often", false},
+    {"outbox-interval-ms", "FS_OUTBOX_INTERVAL_MS", CFG_INT, "200", 10, 60000,
+     O(outbox_interval_ms), "dead letters and outcomes waiting in the outbox are produced this often",
+     false},
+    {"smtp-url", "FS_SMTP_URL", CFG_STRING, "", 0, 4096, O(smtp_url),
+     "email alerts: smtp://host:587 or smtps://host:465 (empty: no email)", false},
+    {"smtp-from", "FS_SMTP_FROM", CFG_STRING, "fraudshield@localhost", 0, 254, O(smtp_from),
+     "email alerts: sender address", false},
+    {"smtp-to", "FS_SMTP_TO", CFG_STRING, "", 0, 4096, O(smtp_to),
+     "email alerts: recipients, comma-separated", false},
+    {"smtp-user", "FS_SMTP_USER", CFG_STRING, "", 0, 254, O(smtp_user),
+     "email alerts: SMTP login (empty: none; with a login STARTTLS is required)", false},
+    {"smtp-password", "FS_SMTP_PASSWORD", CFG_STRING, "", 0, 1024, O(smtp_password),
+     "email alerts: SMTP password", true},
+    {"smtp-min-decision", "FS_SMTP_MIN_DECISION", CFG_STRING, "block", 1, 16, O(smtp_min_decision),
+     "email alerts: review (every alert) or block", false},
+    {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "60000", 100, 3600000,
+     O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",
+     false},
+    {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "5000", 0, 600000,
+     O(shutdown_timeout_ms), "on SIGTERM, how long running deliveries may finish", false},
+    {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
+     "debug, info, warn or error (info: one line per delivery)", false},
+    {0},
+};
+#undef O
+
+static const char SUMMARY[] =
+    "FraudShield alerter: fraud_alerts -> signed webhooks (and email), retried, with a delivery\n"
+    "log in PostgreSQL. Start more instances with the same group-id to scale out. librdkafka\n"
+    "properties pass through with -X name=value or KAFKA_NAME=value. Operator commands:\n"
+    "`fraudshield-alerter subscriptions|alerts|deliveries ...` (see docs/alerter.md).";
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void signals_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Connects (retrying every second until the deadline or a stop), migrates, and mirrors the email
+ * configuration into its subscription. */
+static PGconn *db_open(const alerter_opts *o, char *errstr, size_t n) {
+    int64_t deadline = fs_mono_us() + o->startup_timeout_ms * 1000;
+    PGconn *conn;
+    while (!(conn = db_connect(o->database_url, "fraudshield-alerter consume", errstr, n))) {
+        if (stop_requested || fs_mono_us() > deadline) return NULL;
+        log_fields(LOG_WARN, "db_unavailable", json_pack("{s:s}", "error", errstr),
+                   "PostgreSQL not reachable yet; retrying");
+        sleep(1);
+    }
+    int applied = db_migrate(conn, errstr, n);
+    if (applied < 0 ||
+        subs_sync_email(conn, o->smtp_url, o->smtp_to, o->smtp_min_decision, errstr, n) != 0) {
+        PQfinish(conn);
+        return NULL;
+    }
+    log_msg(LOG_INFO, "db_ready", "PostgreSQL connected, %d migration(s) applied", applied);
+    return conn;
+}
+
+static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, metric *db_errors) {
+    dispatch_config c = {
+        .database_url = o->database_url,
+        .alerter_id = o->alerter_id,
+        .http = {.connect_timeout_ms = (long)o->http_connect_timeout_ms,
+                 .timeout_ms = (long)o->http_timeout_ms,
+                 .ca_file = o->tls_ca_file,
+                 .smtp_from = o->smtp_from,
+                 .smtp_user = o->smtp_user,
+                 .smtp_password = o->smtp_password},
+        .retry = {.base_ms = o->retry_base_ms,
+                  .max_delay_ms = o->retry_max_delay_ms,
+                  .max_age_ms = o->retry_max_age_ms,
+                  .max_attempts = (int)o->retry_max_attempts,
+                  .jitter_pct = (int)o->retry_jitter_pct,
+                  .time_compression = (int)o->time_compression},
+        .breaker_threshold = (int)o->breaker_threshold,
+        .breaker_cooldown_ms = o->breaker_cooldown_ms,
+        .max_in_flight = (int)o->max_in_flight,
+        .max_in_flight_per_sub = (int)o->max_in_flight_per_subscription,
+        .poll_interval_ms = (int)o->poll_interval_ms,
+        .subs_refresh_ms = (int)o->subscriptions_refresh_ms,
+        .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
+        .metrics = m,
+        .db_errors = db_errors,
+    };
+    return c;
+}
+
+static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props *props,
+                                          metrics *m, metric *db_errors, dispatch *d) {
+    alerter_config c = {
+        .brokers = o->brokers,
+        .props = props,
+        .group_id = o->group_id,
+        .topic = o->topic,
+        .dlq_topic = o->dlq_topic,
+        .outcomes_topic = o->outcomes_topic,
+        .database_url = o->database_url,
+        .alerter_id = o->alerter_id,
+        .batch_max = (int)o->batch_max,
+        .batch_max_ms = (int)o->batch_max_ms,
+        .outbox_interval_ms = (int)o->outbox_interval_ms,
+        .startup_timeout_ms = (int)o->startup_timeout_ms,
+        .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
+        .metrics = m,
+        .db_errors = db_errors,
+        .dispatch = d,
+    };
+    return c;
+}
+
+/* Start-up, the consumer loop until a signal, shutdown. Returns the exit status. */
+static int run(const alerter_opts *o, const cfg_props *props) {
+    char errstr[1024];
+    int rc = 1;
+    dispatch *d = NULL;
+    alerter *a = NULL;
+    admin *adm = NULL;
+    metrics *m = metrics_new();
+    metric *db_errors = m ? metrics_counter(m, "fs_alerter_db_errors_total", "PostgreSQL errors", "side") : NULL;
+    PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
+    if (!m) snprintf(errstr, sizeof errstr, "out of memory");
+    if (!conn) goto done;
+    dispatch_config dc = dispatch_config_from(o, m, db_errors);
+    if (!(d = dispatch_new(&dc, errstr, sizeof errstr))) goto done;
+    alerter_config ac = alerter_config_from(o, props, m, db_errors, d);
+    a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
+    conn = NULL;
+    if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) goto done;
+    if (o->admin_port >= 0) {
+        if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, alerter_ready, a, errstr, sizeof errstr)))
+            goto done;
+        log_fields(LOG_INFO, "admin_listening", json_pack("{s:s, s:i}", "addr", o->admin_addr, "port", admin_port(adm)),
+                   "admin endpoint on %s:%d", o->admin_addr, admin_port(adm));
+    }
+    log_msg(LOG_INFO, "started", "alerter %s consuming %s as group %s", o->alerter_id, o->topic,
+            o->group_id);
+    rc = alerter_run(a, &stop_requested) == 0 ? 0 : 1;
+    errstr[0] = '\0';
+done:
+    if (conn) PQfinish(conn);
+    if (rc != 0 && errstr[0]) log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
+    dispatch_destroy(d); /* records the last results ... */
+    if (a && rc == 0) alerter_drain_outbox(a); /* ... and their dead letters go out now */
+    admin_destroy(adm);
+    alerter_destroy(a);
+    metrics_destroy(m);
+    log_msg(LOG_INFO, "stopped", "alerter stopped");
+    return rc;
+}
+
+/* hostname-pid when alerter-id is empty. */
+static int default_alerter_id(alerter_opts *o) {
+    char host[64] = "alerter", id[96];
+    if (o->alerter_id[0]) return 0;
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(id, sizeof id, "%s-%ld", host, (long)getpid());
+    free(o->alerter_id);
+    o->alerter_id = strdup(id);
+    return o->alerter_id ? 0 : -1;
+}
+
+/* Operator commands: options of the table (and -X) go to cfg_parse, the rest to the command. */
+static int run_command(int argc, char **argv) {
+    alerter_opts o = {0};
+    cfg_props props = {0};
+    char errstr[512];
+    char **cfg_argv = calloc((size_t)argc + 1, sizeof *cfg_argv), **cmd_argv = calloc((size_t)argc + 1, sizeof *cmd_argv);
+    int ncfg = 1, ncmd = 0, rc = 2;
+    if (!cfg_argv || !cmd_argv) goto done;
+    cfg_argv[0] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *name = strncmp(argv[i], "--", 2) == 0 ? argv[i] + 2 : NULL;
+        const cfg_opt *opt = NULL;
+        for (const cfg_opt *t = alerter_options; name && t->name; t++)
+            if (strncmp(name, t->name, strlen(t->name)) == 0 &&
+                (name[strlen(t->name)] == '\0' || name[strlen(t->name)] == '='))
+                opt = t;
+        bool takes_next = (opt && !strchr(name, '=') && opt->type != CFG_BOOL) || strcmp(argv[i], "-X") == 0;
+        char **dst = opt || strcmp(argv[i], "-X") == 0 ? cfg_argv : cmd_argv;
+        int *n = dst == cfg_argv ? &ncfg : &ncmd;
+        dst[(*n)++] = argv[i];
+        if (takes_next && i + 1 < argc) dst[(*n)++] = argv[++i];
+    }
+    cfg_result r = cfg_parse(alerter_options, &o, &props, ncfg, cfg_argv, "fraudshield-alerter",
+                             SUMMARY, errstr, sizeof errstr);
+    if (r == CFG_ERROR) fprintf(stderr, "%s\n", errstr);
+    else if (r == CFG_OK) rc = manage_main(ncmd, cmd_argv, o.database_url);
+    else rc = 0;
+done:
+    cfg_free(alerter_options, &o, &props);
+    free(cfg_argv);
+    free(cmd_argv);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    alerter_opts o = {0};
+    cfg_props props = {0};
+    char errstr[512];
+    log_level level;
+    int rc = 1;
+    log_init("alerter", LOG_INFO);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */
+        log_msg(LOG_ERROR, "startup_failed", "libcurl initialisation failed");
+        return 1;
+    }
+    if (argc > 1 && manage_is_command(argv[1])) {
+        log_init("alerter", LOG_WARN); /* a command's output is its own */
+        rc = run_command(argc, argv);
+        curl_global_cleanup();
+        return rc;
+    }
+    signals_install();
+    cfg_result r = cfg_parse(alerter_options, &o, &props, argc, argv, "fraudshield-alerter", SUMMARY,
+                             errstr, sizeof errstr);
+    if (r == CFG_HELP) {
+        if (argc > 1 && strcmp(argv[1], "--help-markdown") != 0) manage_usage(stdout);
+        rc = 0;
+    } else if (r == CFG_ERROR) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
+    } else if (log_level_parse(o.log_level, &level) != 0) {
+        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
+    } else if (default_alerter_id(&o) != 0) {
+        log_msg(LOG_ERROR, "config_invalid", "out of memory");
+    } else {
+        log_init("alerter", level);
+        cfg_log(alerter_options, &o, &props);
+        rc = run(&o, &props);
+    }
+    cfg_free(alerter_options, &o, &props);
+    curl_global_cleanup();
+    return rc;
+}

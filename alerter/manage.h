@@ -1,0 +1,29 @@
+/* manage: the operator commands of fraudshield-alerter (the same binary, a command first):
+ *
+ *   subscriptions add --name N --url URL [--secret S] [--events alert.created,alert.resolved]
+ *                     [--min-decision review|block] [--countries DE,FR] [--ca-file PEM]
+ *   subscriptions list [--all]
+ *   subscriptions disable|enable NAME|ID
+ *   alerts list [--status new|acknowledged|resolved] [--limit N]
+ *   alerts ack ALERT_ID --by ANALYST
+ *   alerts resolve ALERT_ID --by ANALYST --resolution confirmed_fraud|false_positive [--reason TEXT]
+ *   deliveries list [--alert ALERT_ID] [--state pending|in_flight|delivered|failed] [--limit N]
+ *   deliveries redeliver DELIVERY_ID
+ *
+ * Each connects to PostgreSQL (database-url), applies pending migrations (so they work before the
+ * alerter ever ran) and prints its result on stdout, errors on stderr. */
+#ifndef FS_MANAGE_H
+#define FS_MANAGE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* True when arg names a command ("subscriptions", "alerts", "deliveries"). */
+bool manage_is_command(const char *arg);
+
+/* argv[0] is the command. Returns the exit status: 0 done, 1 failed, 2 usage error. */
+int manage_main(int argc, char **argv, const char *database_url);
+
+void manage_usage(FILE *out);
+
+#endif
