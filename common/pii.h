@@ -42,4 +42,16 @@ int pii_apply(pii *pi, pay_pii *raw, pay_payment *p, char *errstr, size_t errstr
 
 void pii_stats(const pii *pi, uint64_t *hits, uint64_t *misses);
 
+/* The same in three steps, for an event loop that must not run Argon2 itself (ingest): the cache
+ * is read and filled on the thread that owns pi, the Argon2 work of a miss runs on another thread.
+ *   pii_lookup()  1 = cached (out filled), 0 = not cached, -1 = cannot be normalized. Counts a hit
+ *                 or a miss in pii_stats. Owning thread only.
+ *   pii_compute() the digest, without the cache. Thread-safe: reads only the secret and the
+ *                 parameters, which never change after pii_new(). 0, or -1 with errstr.
+ *   pii_store()   caches a digest made by pii_compute(). Owning thread only. */
+int pii_lookup(pii *pi, pii_kind kind, const char *raw, char out[PAY_DIGEST_HEX + 1]);
+int pii_compute(const pii *pi, pii_kind kind, const char *raw, char out[PAY_DIGEST_HEX + 1],
+                char *errstr, size_t errstr_size);
+void pii_store(pii *pi, pii_kind kind, const char *raw, const char digest[PAY_DIGEST_HEX + 1]);
+
 #endif

@@ -1,10 +1,14 @@
-/* ingest: the HTTP front door. Payments posted over HTTP are validated, pseudonymized and produced
- * to raw_payments; the client gets 202 only once the broker has acknowledged the message (the
- * delivery report), 503 + Retry-After when it could not.
+/* ingest: the HTTP front door. Payments posted over HTTP (one, a batch, or a Shopify order) are
+ * validated, pseudonymized and produced to raw_payments; outcomes to payment_outcomes. A client
+ * gets its 202 only once the broker has acknowledged the message (the delivery report), 503 +
+ * Retry-After when it could not. GET /api/v1/payments/{id} reads the decision from PostgreSQL.
  *
- * One libevent loop thread does everything: HTTP, and librdkafka's delivery reports (served from
- * the loop through a pipe that librdkafka writes to when its main queue has events). The request
- * data path reads top to bottom in ingest.c. */
+ * One libevent loop thread does the HTTP, librdkafka's delivery reports (served from the loop
+ * through a pipe that librdkafka writes to when its main queue has events) and the PostgreSQL reads
+ * (libpq's asynchronous API). Argon2 (API keys and personal identifiers seen for the first time)
+ * runs on a few worker threads, so the loop never waits for it. The request data path reads top to
+ * bottom in ingest.c; keys, ratelimit, conns, pgread, shopify, batch, recent and workers are its
+ * helpers. */
 #ifndef FS_INGEST_H
 #define FS_INGEST_H
 
@@ -14,12 +18,16 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "keys.h"
 #include "pii.h"
+#include "shopify.h"
 
-/* Namespace of the UUIDv5 payment ids derived from Idempotency-Key headers:
- * payment_id = UUIDv5(INGEST_IDEMPOTENCY_NS, "<caller>:<key>"), caller being "anonymous" until API
- * keys exist (then the key id, so two callers' keys never collide). NEVER change this value: a
- * retry sent across a deploy must map to the same payment_id as the original request. */
+/* Namespace of the UUIDv5 ids derived from Idempotency-Key headers:
+ *   payment            payment_id = UUIDv5(INGEST_IDEMPOTENCY_NS, "<caller>:<key>")
+ *   batch item i       payment_id = UUIDv5(INGEST_IDEMPOTENCY_NS, "<caller>:<key>#<i>")
+ *   outcome            outcome_id = UUIDv5(INGEST_IDEMPOTENCY_NS, "<caller>:outcome:<key>")
+ * caller being the API key id ("anonymous" with auth off), so two callers' keys never collide.
+ * NEVER change this value: a retry sent across a deploy must map to the same id as the original. */
 #define INGEST_IDEMPOTENCY_NS "d462f577-25ca-4684-9881-bbf0f048842f"
 
 #define INGEST_REQUEST_ID_MAX 64   /* X-Request-Id: longer or odd client values are replaced */
@@ -30,16 +38,35 @@ typedef struct ingest ingest;
 typedef struct ingest_config {
     const char *listen_addr;
     int listen_port;          /* 0 picks a free port (logged) */
+    int tls_port;             /* -1: no TLS listener; 0: any free port (logged) */
+    const char *tls_cert_file, *tls_key_file; /* PEM; required with a TLS listener */
     const char *brokers;
     const char *topic;
+    const char *outcomes_topic;
     const cfg_props *props;   /* librdkafka passthrough (-X / KAFKA_*) */
     size_t max_body_bytes;    /* larger bodies: our JSON 413 */
+    size_t batch_max_items;   /* payments per batch request */
+    size_t batch_max_body_bytes; /* batch and webhook bodies */
+    size_t max_header_bytes;
+    size_t max_connections;   /* past it, accepting pauses */
+    int request_timeout_ms;   /* a connection must deliver a complete request within this */
+    int io_timeout_ms;        /* no progress reading or writing for this long: closed */
     int retry_after_seconds;  /* Retry-After on 503 */
-    int startup_timeout_ms;   /* brokers must answer and the topic exist within this */
+    int startup_timeout_ms;   /* brokers must answer and the topics exist within this */
     int shutdown_timeout_ms;  /* in-flight requests get their delivery reports within this */
     const void *pii_secret;   /* copied by ingest_new() */
     size_t pii_secret_len;
     pii_params pii;
+    int worker_threads;       /* Argon2 work (cache misses) */
+    size_t worker_queue;      /* tasks waiting for a worker; more: 503 */
+    bool auth;                /* false: every route is open (development only; logged loudly) */
+    keys *keys;               /* taken by ingest_new() (also on failure); NULL = no key yet */
+    size_t key_cache_slots;
+    shopify *shopify;         /* taken by ingest_new() (also on failure); NULL = webhook refuses all */
+    const char *database_url; /* "" or NULL: GET /api/v1/payments/{id} answers 503 */
+    int read_pool_size;
+    int read_timeout_ms;
+    size_t recent_ids;        /* accepted ids remembered for "pending" */
 } ingest_config;
 
 typedef struct ingest_counters {
@@ -49,13 +76,19 @@ typedef struct ingest_counters {
     uint64_t unavailable;       /* 503, any route (/ready included) */
     uint64_t server_errors;     /* other 5xx */
     uint64_t delivery_failures; /* delivery reports with an error */
-    uint64_t in_flight;         /* produced, delivery report not yet served */
+    uint64_t in_flight;         /* requests received, not yet answered (nor abandoned) */
+    uint64_t payments_accepted; /* payments durable in Kafka (single, batch items, webhooks) */
 } ingest_counters;
 
 /* Creates the producer, waits (blocking, start-up only) until the brokers answer and the topic
  * exists, then binds the listener on base. Returns NULL with errstr (nothing left running). */
 ingest *ingest_new(struct event_base *base, const ingest_config *cfg, char *errstr,
                    size_t errstr_size);
+
+/* SIGHUP: new API keys and Shopify secrets (taken; NULL keeps the current ones), and the TLS
+ * certificate and key re-read from their files. The key cache is emptied (keys may have been
+ * revoked). Returns 0, or -1 with errstr when the TLS files cannot be loaded (the old ones stay). */
+int ingest_reload(ingest *ing, keys *k, shopify *s, char *errstr, size_t errstr_size);
 
 /* Graceful shutdown: closes the listening socket, answers new requests on open connections with
  * 503, and ends the event loop (event_base_loopexit) once every in-flight request has its answer,

@@ -3,7 +3,12 @@
  * Signals (handled in the event loop by libevent, never in a raw handler):
  *   SIGTERM, SIGINT  graceful: stop accepting connections, let in-flight requests get their delivery
  *                    reports (up to shutdown-timeout-ms), exit 0. A second one exits at once.
- *   SIGHUP           logged; reloading is not supported yet (API keys and secrets: issue 3). */
+ *   SIGHUP           reloads the API keys file, the Shopify secrets and the TLS certificate; a file
+ *                    that does not load is logged and the previous version stays in force. (The
+ *                    PII secret is not reloaded: a new one would change every digest.)
+ *
+ * Subcommand: `fraudshield-ingest keys create --id ID --scopes a,b [--rate N] [--keys-file PATH]`
+ * appends a new API key's hashed entry to the keys file and prints the key, once. */
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -12,12 +17,15 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cfg.h"
 #include "ingest.h"
+#include "keys.h"
 #include "log.h"
+#include "shopify.h"
 
 #define PII_SECRET_MIN 16
 #define PII_SECRET_MAX 4096
@@ -27,9 +35,30 @@
 typedef struct ingest_opts {
     char *listen_addr;
     int64_t listen_port;
+    int64_t tls_port;
+    char *tls_cert_file;
+    char *tls_key_file;
     char *brokers;
     char *topic;
+    char *outcomes_topic;
     int64_t max_body_bytes;
+    int64_t batch_max;
+    int64_t batch_max_body_bytes;
+    int64_t max_header_bytes;
+    int64_t max_connections;
+    int64_t request_timeout_ms;
+    int64_t io_timeout_ms;
+    bool auth;
+    char *keys_file;
+    int64_t key_cache_slots;
+    char *shopify_secrets_file;
+    char *shopify_secrets;
+    int64_t worker_threads;
+    int64_t worker_queue;
+    char *database_url;
+    int64_t read_pool_size;
+    int64_t read_timeout_ms;
+    int64_t recent_ids;
     int64_t retry_after_seconds;
     int64_t startup_timeout_ms;
     int64_t shutdown_timeout_ms;
@@ -48,12 +77,58 @@ static const cfg_opt ingest_options[] = {
      "HTTP listen address", false},
     {"listen-port", "FS_LISTEN_PORT", CFG_INT, "8000", 0, 65535, O(listen_port),
      "HTTP listen port (0: any free port, logged)", false},
+    {"tls-port", "FS_TLS_PORT", CFG_INT, "-1", -1, 65535, O(tls_port),
+     "HTTPS listen port on listen-addr (-1: no TLS listener; 0: any free port, logged)", false},
+    {"tls-cert-file", "FS_TLS_CERT_FILE", CFG_STRING, "", 0, 4096, O(tls_cert_file),
+     "PEM certificate chain of the TLS listener (reloaded on SIGHUP)", false},
+    {"tls-key-file", "FS_TLS_KEY_FILE", CFG_STRING, "", 0, 4096, O(tls_key_file),
+     "PEM private key of the TLS listener (reloaded on SIGHUP)", false},
     {"brokers", "FS_BROKERS", CFG_STRING, "localhost:9092", 1, 4096, O(brokers),
      "Kafka bootstrap servers (host:port,...)", false},
     {"topic", "FS_TOPIC", CFG_STRING, "raw_payments", 1, 249, O(topic),
      "topic the payments are produced to", false},
+    {"outcomes-topic", "FS_OUTCOMES_TOPIC", CFG_STRING, "payment_outcomes", 1, 249,
+     O(outcomes_topic), "topic the outcome labels are produced to", false},
     {"max-body-bytes", "FS_MAX_BODY_BYTES", CFG_INT, "65536", 1024, 16777216, O(max_body_bytes),
-     "largest accepted request body; larger: 413", false},
+     "largest accepted request body (one payment, an outcome); larger: 413", false},
+    {"batch-max", "FS_BATCH_MAX", CFG_INT, "1000", 1, 100000, O(batch_max),
+     "payments per batch request; more: 413", false},
+    {"batch-max-body-bytes", "FS_BATCH_MAX_BODY_BYTES", CFG_INT, "4194304", 1024, 67108864,
+     O(batch_max_body_bytes), "largest batch or webhook body; larger: 413", false},
+    {"max-header-bytes", "FS_MAX_HEADER_BYTES", CFG_INT, "16384", 1024, 1048576,
+     O(max_header_bytes), "largest request line + headers; larger: the connection is refused",
+     false},
+    {"max-connections", "FS_MAX_CONNECTIONS", CFG_INT, "1000", 1, 1000000, O(max_connections),
+     "open connections; at the limit, accepting pauses until one closes", false},
+    {"request-timeout-ms", "FS_REQUEST_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000,
+     O(request_timeout_ms),
+     "a connection must deliver a complete request (TLS handshake, headers, body) within this, "
+     "and the next one within this of the previous answer; else it is closed", false},
+    {"io-timeout-ms", "FS_IO_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000, O(io_timeout_ms),
+     "a connection that makes no read or write progress for this long is closed", false},
+    {"auth", "FS_AUTH", CFG_BOOL, "true", 0, 0, O(auth),
+     "require API keys (false: development only, logged loudly)", false},
+    {"keys-file", "FS_KEYS_FILE", CFG_STRING, "", 0, 4096, O(keys_file),
+     "API keys file (key id, scopes, rate, Argon2id hash; reloaded on SIGHUP)", false},
+    {"key-cache-slots", "FS_KEY_CACHE_SLOTS", CFG_INT, "4096", 16, 16777216, O(key_cache_slots),
+     "verified API key cache size", false},
+    {"shopify-secrets-file", "FS_SHOPIFY_SECRETS_FILE", CFG_STRING, "", 0, 4096,
+     O(shopify_secrets_file), "Shopify webhook secrets, one '<shop domain> <secret>' per line "
+     "(reloaded on SIGHUP)", false},
+    {"shopify-secrets", "FS_SHOPIFY_SECRETS", CFG_STRING, "", 0, 65536, O(shopify_secrets),
+     "Shopify webhook secrets as domain=secret,domain=secret", true},
+    {"worker-threads", "FS_WORKER_THREADS", CFG_INT, "2", 1, 64, O(worker_threads),
+     "threads for Argon2 (API keys and identifiers not yet cached)", false},
+    {"worker-queue", "FS_WORKER_QUEUE", CFG_INT, "10000", 1, 10000000, O(worker_queue),
+     "Argon2 tasks that may wait for a thread; more: 503", false},
+    {"database-url", "FS_DATABASE_URL", CFG_STRING, "", 0, 4096, O(database_url),
+     "PostgreSQL URL for GET /api/v1/payments/{id} (empty: that route answers 503)", true},
+    {"read-pool-size", "FS_READ_POOL_SIZE", CFG_INT, "2", 1, 16, O(read_pool_size),
+     "PostgreSQL connections of the read API", false},
+    {"read-timeout-ms", "FS_READ_TIMEOUT_MS", CFG_INT, "2000", 100, 600000, O(read_timeout_ms),
+     "a payment lookup not answered within this gets 503", false},
+    {"recent-ids", "FS_RECENT_IDS", CFG_INT, "65536", 2, 100000000, O(recent_ids),
+     "accepted payment ids remembered to answer 'pending' before a scorer stores them", false},
     {"retry-after-seconds", "FS_RETRY_AFTER_SECONDS", CFG_INT, "1", 1, 3600,
      O(retry_after_seconds), "Retry-After of 503 answers", false},
     {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "10000", 100, 600000,
@@ -81,11 +156,14 @@ static const cfg_opt ingest_options[] = {
 
 static const char SUMMARY[] =
     "FraudShield ingest: HTTP API -> Kafka raw_payments (202 once the broker has the payment).\n"
-    "librdkafka properties pass through with -X name=value or KAFKA_NAME=value.";
+    "librdkafka properties pass through with -X name=value or KAFKA_NAME=value.\n"
+    "API keys: fraudshield-ingest keys create --id ID --scopes payments:write[,...] [--rate N] "
+    "--keys-file FILE";
 
 typedef struct signal_ctx {
     ingest *ing;
     struct event_base *base;
+    const ingest_opts *opts;
     int stops; /* SIGTERM/SIGINT seen */
 } signal_ctx;
 
@@ -147,11 +225,30 @@ static unsigned char *pii_secret_load(const ingest_opts *o, size_t *len, char *e
     return secret;
 }
 
+/* The API keys (NULL with errstr on a bad file; an empty keys-file: an empty set). */
+static keys *keys_from(const ingest_opts *o, char *errstr, size_t n) {
+    if (o->keys_file[0]) return keys_load(o->keys_file, errstr, n);
+    return keys_load_text("", errstr, n);
+}
+
+/* SIGHUP: everything loads, or the failing part is logged and keeps its current version. */
+static void reload(signal_ctx *sc) {
+    char errstr[512];
+    keys *k = keys_from(sc->opts, errstr, sizeof errstr);
+    if (!k) log_msg(LOG_ERROR, "reload_failed", "API keys not reloaded: %s", errstr);
+    shopify *s = shopify_load(sc->opts->shopify_secrets_file, sc->opts->shopify_secrets, errstr,
+                              sizeof errstr);
+    if (!s) log_msg(LOG_ERROR, "reload_failed", "Shopify secrets not reloaded: %s", errstr);
+    if (ingest_reload(sc->ing, k, s, errstr, sizeof errstr) != 0) /* takes k and s */
+        log_msg(LOG_ERROR, "reload_failed", "%s", errstr);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
     signal_ctx *sc = arg;
     (void)what;
     if (sig == SIGHUP) {
-        log_msg(LOG_WARN, "sighup", "reload not yet supported");
+        log_msg(LOG_INFO, "sighup", "reloading API keys, Shopify secrets and TLS files");
+        reload(sc);
         return;
     }
     if (++sc->stops == 1) {
@@ -167,7 +264,8 @@ static void log_counters(const ingest *ing) {
     ingest_counters c;
     ingest_counters_get(ing, &c);
     log_fields(LOG_INFO, "stopped",
-               json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests", (json_int_t)c.requests,
+               json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "payments_accepted",
+                         (json_int_t)c.payments_accepted, "requests", (json_int_t)c.requests,
                          "accepted", (json_int_t)c.accepted, "client_errors",
                          (json_int_t)c.client_errors, "unavailable", (json_int_t)c.unavailable,
                          "server_errors", (json_int_t)c.server_errors, "delivery_failures",
@@ -180,10 +278,28 @@ static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *p
     ingest_config c = {
         .listen_addr = o->listen_addr,
         .listen_port = (int)o->listen_port,
+        .tls_port = (int)o->tls_port,
+        .tls_cert_file = o->tls_cert_file,
+        .tls_key_file = o->tls_key_file,
         .brokers = o->brokers,
         .topic = o->topic,
+        .outcomes_topic = o->outcomes_topic,
         .props = props,
         .max_body_bytes = (size_t)o->max_body_bytes,
+        .batch_max_items = (size_t)o->batch_max,
+        .batch_max_body_bytes = (size_t)o->batch_max_body_bytes,
+        .max_header_bytes = (size_t)o->max_header_bytes,
+        .max_connections = (size_t)o->max_connections,
+        .request_timeout_ms = (int)o->request_timeout_ms,
+        .io_timeout_ms = (int)o->io_timeout_ms,
+        .worker_threads = (int)o->worker_threads,
+        .worker_queue = (size_t)o->worker_queue,
+        .auth = o->auth,
+        .key_cache_slots = (size_t)o->key_cache_slots,
+        .database_url = o->database_url,
+        .read_pool_size = (int)o->read_pool_size,
+        .read_timeout_ms = (int)o->read_timeout_ms,
+        .recent_ids = (size_t)o->recent_ids,
         .retry_after_seconds = (int)o->retry_after_seconds,
         .startup_timeout_ms = (int)o->startup_timeout_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
@@ -194,6 +310,32 @@ static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *p
     return c;
 }
 
+/* Settings that only make sense together. Returns 0 or -1 with errstr. */
+static int opts_check(const ingest_opts *o, char *errstr, size_t n) {
+    if (o->auth && !o->keys_file[0]) {
+        snprintf(errstr, n, "auth is on but no keys-file is set: create a key with `fraudshield-ingest "
+                 "keys create --keys-file FILE --id ID --scopes payments:write`, or set auth=false "
+                 "(development only)");
+        return -1;
+    }
+    if (o->tls_port >= 0 && (!o->tls_cert_file[0] || !o->tls_key_file[0])) {
+        snprintf(errstr, n, "tls-port needs tls-cert-file and tls-key-file");
+        return -1;
+    }
+    return 0;
+}
+
+/* Every connection is a descriptor: lift the soft limit to what max-connections needs. */
+static void fd_limit_raise(const ingest_opts *o) {
+    struct rlimit rl;
+    rlim_t want = (rlim_t)o->max_connections + 256;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+    rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+        log_msg(LOG_WARN, "fd_limit", "open files limited to %lu: max-connections %" PRId64
+                " may not be reached", (unsigned long)rl.rlim_cur, o->max_connections);
+}
+
 /* Runs the server until a signal ends it. Returns the exit status. */
 static int run(const ingest_opts *o, const cfg_props *props) {
     static const int SIGNALS[] = {SIGTERM, SIGINT, SIGHUP};
@@ -201,16 +343,31 @@ static int run(const ingest_opts *o, const cfg_props *props) {
     char errstr[512];
     size_t secret_len = 0;
     int rc = 1;
-    signal_ctx sc = {0};
-    unsigned char *secret = pii_secret_load(o, &secret_len, errstr, sizeof errstr);
+    signal_ctx sc = {.opts = o};
+    unsigned char *secret = NULL;
+    if (opts_check(o, errstr, sizeof errstr) != 0) goto failed;
+    fd_limit_raise(o);
+    secret = pii_secret_load(o, &secret_len, errstr, sizeof errstr);
     if (!secret) goto failed;
     ingest_config cfg = ingest_config_from(o, props, secret, secret_len);
+    cfg.keys = keys_from(o, errstr, sizeof errstr);
+    if (!cfg.keys) goto failed;
+    if (o->auth && keys_count(cfg.keys) == 0)
+        log_msg(LOG_WARN, "no_api_keys", "%s has no key: every authenticated route answers 401",
+                o->keys_file);
+    cfg.shopify = shopify_load(o->shopify_secrets_file, o->shopify_secrets, errstr, sizeof errstr);
+    if (!cfg.shopify) {
+        keys_destroy(cfg.keys);
+        goto failed;
+    }
     sc.base = event_base_new();
     if (!sc.base) {
         snprintf(errstr, sizeof errstr, "event_base_new failed");
+        keys_destroy(cfg.keys);
+        shopify_destroy(cfg.shopify);
         goto failed;
     }
-    sc.ing = ingest_new(sc.base, &cfg, errstr, sizeof errstr); /* copies the secret */
+    sc.ing = ingest_new(sc.base, &cfg, errstr, sizeof errstr); /* copies the secret, takes keys */
     if (!sc.ing) goto failed;
     for (int i = 0; i < 3; i++) {
         sigev[i] = evsignal_new(sc.base, SIGNALS[i], on_signal, &sc);
@@ -233,12 +390,45 @@ failed:
     return rc;
 }
 
+/* `fraudshield-ingest keys create --id ID --scopes a,b [--rate N] [--keys-file PATH]` */
+static int keys_command(int argc, char **argv) {
+    const char *id = NULL, *scopes_s = NULL, *path = getenv("FS_KEYS_FILE");
+    char key[KEYS_PRESENTED_MAX + 1], errstr[512];
+    unsigned scopes = 0;
+    long rate = 0;
+    for (int i = 3; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--id")) id = argv[i + 1];
+        else if (!strcmp(argv[i], "--scopes")) scopes_s = argv[i + 1];
+        else if (!strcmp(argv[i], "--rate")) rate = strtol(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--keys-file")) path = argv[i + 1];
+        else id = NULL, i = argc; /* unknown option: usage */
+    }
+    if (argc < 3 || strcmp(argv[2], "create") != 0 || argc % 2 == 0 || !id || !scopes_s ||
+        !path || !path[0] || rate < 0) {
+        fprintf(stderr, "usage: fraudshield-ingest keys create --id ID --scopes SCOPE[,SCOPE...] "
+                        "[--rate REQUESTS_PER_S (0 = unlimited)] [--keys-file PATH (or FS_KEYS_FILE)]\n"
+                        "scopes: payments:write, payments:read, outcomes:write\n");
+        return 2;
+    }
+    if (keys_scopes_parse(scopes_s, &scopes, errstr, sizeof errstr) != 0 ||
+        keys_create(path, id, scopes, (uint32_t)rate, key, errstr, sizeof errstr) != 0) {
+        fprintf(stderr, "fraudshield-ingest keys create: %s\n", errstr);
+        return 1;
+    }
+    printf("%s\n", key);
+    fprintf(stderr, "created API key %s in %s (shown once: store it now; send it as X-API-Key or "
+                    "Authorization: Bearer; running ingests pick it up on SIGHUP)\n", id, path);
+    explicit_bzero(key, sizeof key);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ingest_opts o = {0};
     cfg_props props = {0};
     char errstr[512];
     log_level level;
     int rc = 1;
+    if (argc >= 2 && strcmp(argv[1], "keys") == 0) return keys_command(argc, argv);
     log_init("ingest", LOG_INFO);
     signal(SIGPIPE, SIG_IGN); /* a client that vanished must not kill us on write */
     cfg_result r = cfg_parse(ingest_options, &o, &props, argc, argv, "fraudshield-ingest", SUMMARY,

@@ -234,6 +234,20 @@ pii_secret() {
     say "generated the PII secret .run/pii.secret (keep it: digests depend on it)"
 }
 
+# The development API key (all scopes): created once, kept in .run/api.key, hashed in .run/api-keys.
+api_key() {
+    local key
+    if [[ -s "$RUN/api.key" && -s "$RUN/api-keys" ]]; then
+        say "development API key (.run/api.key): $(cat "$RUN/api.key")"
+        return 0
+    fi
+    rm -f "$RUN/api-keys" "$RUN/api.key"
+    key=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$RUN/api-keys" --id dev \
+        --scopes payments:write,payments:read,outcomes:write 2>/dev/null) || die "could not create the API key"
+    (umask 077 && printf '%s\n' "$key" >"$RUN/api.key")
+    say "created the development API key .run/api.key: $key"
+}
+
 services_start() {
     local i
     export FS_BROKERS FS_DATABASE_URL FS_PII_SECRET_FILE="$RUN/pii.secret"
@@ -241,7 +255,7 @@ services_start() {
         start_bg "scorer-$i" env FS_SCORER_ID="scorer-$i" "$BUILD/bin/fraudshield-scorer"
     done
     port_free "$LISTEN_PORT" || die "port $LISTEN_PORT is in use: set FS_LISTEN_PORT to another one"
-    start_bg ingest env FS_LISTEN_PORT="$LISTEN_PORT" "$BUILD/bin/fraudshield-ingest"
+    start_bg ingest env FS_LISTEN_PORT="$LISTEN_PORT" FS_KEYS_FILE="$RUN/api-keys" "$BUILD/bin/fraudshield-ingest"
     for ((i = 0; i < 600; i++)); do
         curl -sf -o /dev/null "http://127.0.0.1:$LISTEN_PORT/ready" && return 0
         check_children
@@ -276,10 +290,13 @@ FraudShield is running (Ctrl-C stops everything).
   Kafka       $FS_BROKERS   (dev broker, .run/kafka.bootstrap)
   logs        .run/logs/
 
+API key (all scopes, .run/api.key): $(cat "$RUN/api.key")
+
 Post a payment:
   curl -s -X POST http://127.0.0.1:$LISTEN_PORT/api/v1/payments \\
-    -H 'Content-Type: application/json' \\
+    -H "X-API-Key: \$(cat .run/api.key)" -H 'Content-Type: application/json' \\
     -d '{"user_id":"u-1","merchant_id":"m-1","amount":"1250.00","currency":"EUR","payment_method":"card","country":"DE"}'
+  curl -s -H "X-API-Key: \$(cat .run/api.key)" http://127.0.0.1:$LISTEN_PORT/api/v1/payments/<payment_id>
 
 See it:
   psql "\$(cat .run/postgres.url)" -c 'SELECT payment_id, score, decision, reasons FROM decisions ORDER BY decided_at DESC LIMIT 5'
@@ -307,6 +324,7 @@ main() {
     check_stop
     broker_start
     pii_secret
+    api_key
     services_start
     banner
     while [[ $STOP == 0 ]]; do

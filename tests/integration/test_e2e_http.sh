@@ -11,17 +11,21 @@ fs_broker_start 6
 
 secret="$FS_TEST_DIR/pii.secret"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+# Posting needs an API key (payments:write), as in production.
+KEY=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api-keys" --id e2e \
+    --scopes payments:write 2>/dev/null)
 port=$(fs_free_port)
 for i in 1 2; do
     fs_bg "scorer$i" env FS_SCORER_ID="scorer-$i" "$BUILD/bin/fraudshield-scorer"
 done
-fs_bg ingest env FS_LISTEN_PORT="$port" FS_PII_SECRET_FILE="$secret" "$BUILD/bin/fraudshield-ingest"
+fs_bg ingest env FS_LISTEN_PORT="$port" FS_PII_SECRET_FILE="$secret" FS_KEYS_FILE="$FS_TEST_DIR/api-keys" \
+    "$BUILD/bin/fraudshield-ingest"
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port/ready"
 
 # post BODY -> prints "STATUS PAYMENT_ID"
 post() {
     local out
-    out=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' \
+    out=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' -H "X-API-Key: $KEY" \
         --data-binary "$1" "http://127.0.0.1:$port/api/v1/payments")
     printf '%s %s\n' "$(tail -n 1 <<<"$out")" \
         "$(head -n 1 <<<"$out" | sed -n 's/.*"payment_id": *"\([^"]*\)".*/\1/p')"

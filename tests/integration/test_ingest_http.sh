@@ -3,7 +3,8 @@
 # country, the three headers, no raw personal data anywhere in the topic or the log), every error
 # status as JSON (400, 413, 415, 404, 405, 422 naming each bad field), idempotency keys, /health and
 # /ready, broker down -> 503 + Retry-After and back, a client leaving early, SIGTERM with a request in
-# flight, and start-up failures.
+# flight, and start-up failures. Ingest runs with auth=false here (API keys, scopes, rate limits and
+# the other issue-3 routes are in test_ingest_api.sh).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_http
@@ -16,7 +17,7 @@ chmod 600 "$secret"
 port=$(fs_free_port)
 BASE="http://127.0.0.1:$port"
 # message.timeout.ms=2000: a dead broker must turn into a 503 quickly.
-fs_bg ingest "$INGEST" --listen-port="$port" --pii-secret-file="$secret" --log-level=debug \
+fs_bg ingest "$INGEST" --listen-port="$port" --pii-secret-file="$secret" --log-level=debug --auth=false \
     -X message.timeout.ms=2000
 fs_wait_for 30 curl -sf "$BASE/ready"
 
@@ -163,7 +164,7 @@ fs_alive ingest || fs_fail "ingest died"
 # --- SIGTERM with a request in flight -----------------------------------------------------------
 # linger.ms=1500 holds the message in librdkafka, so the request is surely in flight at SIGTERM.
 port2=$(fs_free_port)
-fs_bg ingest2 "$INGEST" --listen-port="$port2" --pii-secret-file="$secret" -X linger.ms=1500
+fs_bg ingest2 "$INGEST" --listen-port="$port2" --pii-secret-file="$secret" --auth=false -X linger.ms=1500
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port2/ready"
 curl -s -o "$FS_TEST_DIR/inflight.body" -w '%{http_code}' -H 'Content-Type: application/json' \
     --data-binary "$valid" "http://127.0.0.1:$port2/api/v1/payments" >"$FS_TEST_DIR/inflight.status" &
@@ -183,12 +184,12 @@ grep -q '"event":"stopped"' "$FS_TEST_DIR/ingest2.log" || fs_fail "no stopped li
 
 # --- start-up failures ---------------------------------------------------------------------------
 rc=0
-"$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" \
+"$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" --auth=false \
     --startup-timeout-ms=1000 >"$FS_TEST_DIR/badbroker.log" 2>&1 || rc=$?
 fs_assert_eq 1 "$rc" "unreachable brokers: exit status"
 grep -q startup_failed "$FS_TEST_DIR/badbroker.log" || fs_fail "no startup_failed line"
 rc=0
-env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_port)" \
+env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_port)" --auth=false \
     >"$FS_TEST_DIR/nosecret.log" 2>&1 || rc=$?
 fs_assert_eq 1 "$rc" "no PII secret: exit status"
 grep -q 'no PII secret' "$FS_TEST_DIR/nosecret.log" || fs_fail "no clear error without a PII secret"

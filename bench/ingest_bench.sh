@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# bench/ingest_bench.sh: what `make bench-ingest` runs. Not a test: it measures and prints.
+#
+#   (a) bench/bare_http.c, a libevent server that only answers 202         wrk -t1 -c64
+#   (b) POST /api/v1/payments, realistic bodies, API key auth on           wrk -t1 -c64
+#   (c) POST /api/v1/payments/batch, 100 payments per request             wrk -t1 -c16
+#   (d) (b) at a fixed rate of half its maximum, open loop (bench/openloop.c): p50 / p99
+#   (e) the batch again with one payment in 100 (then 1000) carrying a never-seen email: what
+#       digest-cache misses (Argon2 on the worker threads) do to throughput
+# Ingest's peak RSS (VmHWM) over the whole run is reported. Bodies come from a fixed population of
+# BENCH_CUSTOMERS customers (bench/payments.lua), whose identifiers are digested once in a warm-up.
+#
+# Env: BUILD (default build/release), BENCH_SECONDS (default 10), BENCH_CUSTOMERS (default 500).
+# The last line is: bench-ingest baseline_rps=... single_rps=... ratio=... batch_pps=... p99_ms=... rss_mb=...
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+BUILD=${BUILD:-build/release}
+case $BUILD in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
+SECS=${BENCH_SECONDS:-10}
+export BENCH_DIR="$REPO/bench" BENCH_CUSTOMERS=${BENCH_CUSTOMERS:-500}
+WORK="$BUILD/bench-ingest.$$"
+mkdir -p "$WORK"
+PIDS=()
+
+cleanup() {
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+say() { printf '%s\n' "bench-ingest: $*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 12000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+    done
+    return 1
+}
+wait_http() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+# wrk_rps OUTPUT -> requests/s
+wrk_rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$1"; }
+non_2xx() { sed -n 's/^non_2xx=\([0-9]*\).*/\1/p' <<<"$1"; }
+
+for b in fraudshield-ingest fraudshield-devbroker bare_http openloop; do
+    [[ -x "$BUILD/bin/$b" ]] || die "missing $BUILD/bin/$b (make BUILD=... bench-ingest builds it)"
+done
+command -v wrk >/dev/null || die "wrk is not installed (make deps)"
+
+# --- services ------------------------------------------------------------------------------------
+# 24 partitions: the dev broker keeps only 5 MiB per partition, and nothing consumes here.
+FS_PARTITIONS=24 FS_BOOTSTRAP_FILE="$WORK/bootstrap" "$BUILD/bin/fraudshield-devbroker" >"$WORK/broker.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do [[ -s "$WORK/bootstrap" ]] && break; sleep 0.1; done
+[[ -s "$WORK/bootstrap" ]] || die "the dev broker did not start"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/pii.secret"
+BENCH_KEY=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$WORK/keys" --id bench \
+    --scopes payments:write 2>/dev/null)
+export BENCH_KEY
+port=$(free_port)
+"$BUILD/bin/fraudshield-ingest" --brokers="$(head -n 1 "$WORK/bootstrap")" --listen-port="$port" \
+    --pii-secret-file="$WORK/pii.secret" --keys-file="$WORK/keys" --log-level=warn \
+    >"$WORK/ingest.log" 2>&1 &
+ingest_pid=$!
+PIDS+=("$ingest_pid")
+wait_http "http://127.0.0.1:$port/ready" || { tail -20 "$WORK/ingest.log" >&2; die "ingest did not start"; }
+bare_port=$(free_port)
+"$BUILD/bin/bare_http" "$bare_port" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$bare_port/" || die "bare_http did not start"
+metric() { curl -s "http://127.0.0.1:$port/metrics" | sed -n "s/^$1 \([0-9.e+]*\)$/\1/p"; }
+
+# --- (a) baseline -----------------------------------------------------------------------------------
+say "(a) bare libevent server, ${SECS}s"
+out=$(wrk -t1 -c64 -d"${SECS}s" -s bench/single.lua "http://127.0.0.1:$bare_port/api/v1/payments")
+baseline=$(wrk_rps "$out")
+
+# --- warm-up: every identifier of the population digested once (Argon2 on the workers) -----------
+say "warm-up: digesting the population's identifiers (~$((BENCH_CUSTOMERS * 5)) Argon2 runs)"
+prev=-1
+for _ in $(seq 1 30); do
+    wrk -t1 -c4 -d3s --timeout 30s -s bench/batch.lua "http://127.0.0.1:$port/api/v1/payments/batch" >/dev/null
+    misses=$(metric fs_ingest_digest_cache_misses_total)
+    [[ "$misses" == "$prev" ]] && break
+    prev=$misses
+done
+say "warm-up done: $(metric fs_ingest_digest_cache_misses_total) misses (distinct identifiers)"
+
+# --- (b) single payments --------------------------------------------------------------------------
+say "(b) POST /api/v1/payments, ${SECS}s"
+out=$(BENCH_WRITE_BODIES="$WORK/bodies.txt" wrk -t1 -c64 -d"${SECS}s" -s bench/single.lua \
+    "http://127.0.0.1:$port/api/v1/payments")
+single=$(wrk_rps "$out")
+single_bad=$(non_2xx "$out")
+
+# --- (c) batches of 100 ---------------------------------------------------------------------------
+say "(c) POST /api/v1/payments/batch x100, ${SECS}s"
+out=$(wrk -t1 -c16 -d"${SECS}s" --timeout 10s -s bench/batch.lua "http://127.0.0.1:$port/api/v1/payments/batch")
+batch_rps=$(wrk_rps "$out")
+batch_bad=$(non_2xx "$out")
+batch_pps=$(awk -v r="$batch_rps" 'BEGIN { printf "%.0f", r * 100 }')
+
+# --- (d) latency at half of (b)'s maximum, open loop -----------------------------------------------
+half=$(awk -v r="$single" 'BEGIN { printf "%.0f", r / 2 }')
+say "(d) open loop at $half req/s, ${SECS}s"
+lat=$("$BUILD/bin/openloop" 127.0.0.1 "$port" /api/v1/payments "$WORK/bodies.txt" "$half" "$SECS" 64 \
+    "Content-Type: application/json" "X-API-Key: $BENCH_KEY") || true
+p50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$lat")
+p99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$lat")
+
+# --- (e) digest-cache misses -----------------------------------------------------------------------
+miss_secs=$(( SECS / 2 > 3 ? SECS / 2 : 3 ))
+say "(e) batch with 1 payment in 100 / 1000 carrying a new email, ${miss_secs}s each"
+out=$(BENCH_FRESH_EVERY=100 wrk -t1 -c16 -d"${miss_secs}s" --timeout 30s -s bench/batch.lua "http://127.0.0.1:$port/api/v1/payments/batch")
+miss100_pps=$(awk -v r="$(wrk_rps "$out")" 'BEGIN { printf "%.0f", r * 100 }')
+out=$(BENCH_FRESH_EVERY=1000 wrk -t1 -c16 -d"${miss_secs}s" --timeout 30s -s bench/batch.lua "http://127.0.0.1:$port/api/v1/payments/batch")
+miss1000_pps=$(awk -v r="$(wrk_rps "$out")" 'BEGIN { printf "%.0f", r * 100 }')
+
+rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$ingest_pid/status")
+rss_mb=$(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
+ratio=$(awk -v a="$baseline" -v b="$single" 'BEGIN { printf "%.2f", b / a }')
+ratio_hit=$(metric fs_ingest_digest_cache_hit_ratio)
+
+cat <<EOF
+
+machine: $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1); wrk, ingest, dev broker on the same machine
+(a) bare libevent 202           ${baseline} req/s
+(b) POST /api/v1/payments       ${single} req/s = payments/s (non-2xx: ${single_bad:-?})   ratio b/a ${ratio}
+(c) batch of 100                ${batch_rps} req/s = ${batch_pps} payments/s (non-2xx: ${batch_bad:-?})
+(d) (b) at ${half} req/s open loop   p50 ${p50} ms, p99 ${p99} ms   [${lat}]
+(e) batch, 1% new emails        ${miss100_pps} payments/s;  0.1% new emails: ${miss1000_pps} payments/s
+    digest cache hit ratio over the run: ${ratio_hit}
+ingest peak RSS                 ${rss_mb} MB
+EOF
+echo "bench-ingest baseline_rps=${baseline} single_rps=${single} ratio=${ratio} batch_pps=${batch_pps} p99_ms=${p99} rss_mb=${rss_mb}"

@@ -1,0 +1,124 @@
+/* batch: JSON array / NDJSON splitting (see batch.h). */
+#include "batch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* True when ct is type (any case), optionally followed by parameters. */
+static bool media_is(const char *ct, const char *type) {
+    size_t n = strlen(type);
+    ct += strspn(ct, " \t");
+    if (strncasecmp(ct, type, n) != 0) return false;
+    ct += n;
+    ct += strspn(ct, " \t");
+    return *ct == '\0' || *ct == ';';
+}
+
+int batch_format_of(const char *content_type, batch_format *out) {
+    if (!content_type) return -1;
+    if (media_is(content_type, "application/json")) *out = BATCH_JSON_ARRAY;
+    else if (media_is(content_type, "application/x-ndjson") ||
+             media_is(content_type, "application/jsonl") ||
+             media_is(content_type, "application/x-jsonlines"))
+        *out = BATCH_NDJSON;
+    else
+        return -1;
+    return 0;
+}
+
+const char *batch_error_code(batch_error e) {
+    switch (e) {
+    case BATCH_OK: return "ok";
+    case BATCH_MALFORMED: return "malformed_json";
+    case BATCH_NOT_ARRAY: return "invalid_body";
+    case BATCH_EMPTY: return "empty_batch";
+    case BATCH_TOO_MANY: return "too_many_items";
+    }
+    return "invalid_body";
+}
+
+static batch_error split_array(const char *data, size_t len, size_t max_items, batch *out,
+                               char *errstr, size_t errstr_size) {
+    json_error_t jerr;
+    json_t *arr = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    batch_error rc = BATCH_OK;
+    if (!arr) {
+        snprintf(errstr, errstr_size, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return BATCH_MALFORMED;
+    }
+    if (!json_is_array(arr)) {
+        snprintf(errstr, errstr_size, "the body must be a JSON array of payments");
+        rc = BATCH_NOT_ARRAY;
+    } else if (json_array_size(arr) == 0) {
+        snprintf(errstr, errstr_size, "the batch has no payment");
+        rc = BATCH_EMPTY;
+    } else if (json_array_size(arr) > max_items) {
+        snprintf(errstr, errstr_size, "at most %zu payments per batch, got %zu", max_items,
+                 json_array_size(arr));
+        rc = BATCH_TOO_MANY;
+    } else if (!(out->items = calloc(json_array_size(arr), sizeof *out->items))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        rc = BATCH_MALFORMED;
+    } else {
+        out->n = json_array_size(arr);
+        for (size_t i = 0; i < out->n; i++) out->items[i].value = json_incref(json_array_get(arr, i));
+    }
+    json_decref(arr);
+    return rc;
+}
+
+static bool blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
+    return true;
+}
+
+static batch_error split_ndjson(const char *data, size_t len, size_t max_items, batch *out,
+                                char *errstr, size_t errstr_size) {
+    size_t lines = 0;
+    const char *end = data + len;
+    for (const char *p = data; p < end;) { /* count first: refuse before parsing anything */
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (!blank(p, n)) lines++;
+        p += n + 1;
+    }
+    if (lines == 0 || lines > max_items) {
+        snprintf(errstr, errstr_size, lines ? "at most %zu payments per batch, got %zu"
+                                            : "the batch has no payment", max_items, lines);
+        return lines ? BATCH_TOO_MANY : BATCH_EMPTY;
+    }
+    if (!(out->items = calloc(lines, sizeof *out->items))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return BATCH_MALFORMED;
+    }
+    for (const char *p = data; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (!blank(p, n)) {
+            json_error_t jerr;
+            batch_item *it = &out->items[out->n++];
+            it->value = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
+            if (!it->value)
+                snprintf(it->error, sizeof it->error, "line %zu column %d: %.100s", out->n, jerr.column,
+                         jerr.text);
+        }
+        p += n + 1;
+    }
+    return BATCH_OK;
+}
+
+batch_error batch_split(const char *data, size_t len, batch_format fmt, size_t max_items,
+                        batch *out, char *errstr, size_t errstr_size) {
+    memset(out, 0, sizeof *out);
+    if (fmt == BATCH_JSON_ARRAY) return split_array(data, len, max_items, out, errstr, errstr_size);
+    return split_ndjson(data, len, max_items, out, errstr, errstr_size);
+}
+
+void batch_free(batch *b) {
+    for (size_t i = 0; i < b->n; i++) json_decref(b->items[i].value);
+    free(b->items);
+    memset(b, 0, sizeof *b);
+}

@@ -1,0 +1,50 @@
+/* batch: splitting the body of POST /api/v1/payments/batch into its items.
+ *
+ * Two formats: a JSON array of payment objects (Content-Type application/json), or NDJSON, one
+ * payment object per line (application/x-ndjson; blank lines ignored). In an array, malformed JSON
+ * fails the whole request (there is no way to tell where items begin); in NDJSON a malformed line
+ * fails only its own item, so one bad line does not cost the others. Items that are valid JSON but
+ * not objects are returned as they are: the payment validation names the problem per item. */
+#ifndef FS_BATCH_H
+#define FS_BATCH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum batch_format { BATCH_JSON_ARRAY, BATCH_NDJSON } batch_format;
+
+typedef enum batch_error {
+    BATCH_OK = 0,
+    BATCH_MALFORMED, /* array format: not JSON */
+    BATCH_NOT_ARRAY, /* array format: JSON, but not an array */
+    BATCH_EMPTY,     /* no item */
+    BATCH_TOO_MANY,  /* more than max_items */
+} batch_error;
+
+typedef struct batch_item {
+    json_t *value;     /* owned; NULL when the line did not parse */
+    char error[200];   /* value == NULL: "line 1 column 5: ..." (never quotes the input) */
+} batch_item;
+
+typedef struct batch {
+    batch_item *items;
+    size_t n;
+} batch;
+
+/* The media types: "application/json" -> array, "application/x-ndjson" (also application/jsonl,
+ * application/x-jsonlines) -> NDJSON, parameters allowed. Returns -1 for anything else. */
+int batch_format_of(const char *content_type, batch_format *out);
+
+/* Splits data into out->items (in order). Returns BATCH_OK, or an error with errstr (out is then
+ * empty). batch_free(out) in both cases. */
+batch_error batch_split(const char *data, size_t len, batch_format fmt, size_t max_items,
+                        batch *out, char *errstr, size_t errstr_size);
+
+void batch_free(batch *b);
+
+/* The stable error code of a batch_error ("malformed_json", "invalid_body", "empty_batch",
+ * "too_many_items"). */
+const char *batch_error_code(batch_error e);
+
+#endif

@@ -1,0 +1,408 @@
+/* keys: API keys file, Argon2id verification, and the verification cache (see keys.h). */
+#include "keys.h"
+
+#include <argon2.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KEYS_LINE_MAX 1024
+#define KEYS_SECRET_BYTES 32
+#define KEYS_RATE_MAX 1000000
+/* Hashing parameters of new keys (OWASP's Argon2id baseline: 19 MiB, 2 passes). Verification reads
+ * them from the stored hash, so changing them here only affects keys created afterwards. */
+#define KEYS_T_COST 2
+#define KEYS_M_COST_KIB 19456
+#define KEYS_SALT_BYTES 16
+#define KEYS_HASH_BYTES 32
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} SCOPES[] = {
+    {"payments:write", KEYS_SCOPE_PAYMENTS_WRITE},
+    {"payments:read", KEYS_SCOPE_PAYMENTS_READ},
+    {"outcomes:write", KEYS_SCOPE_OUTCOMES_WRITE},
+};
+#define NSCOPES (sizeof SCOPES / sizeof SCOPES[0])
+
+struct keys {
+    keys_entry *e;
+    size_t n;
+};
+
+typedef struct cache_slot {
+    unsigned char digest[32];
+    char id[KEYS_ID_MAX + 1]; /* "" = a key known to be wrong */
+    bool used;
+} cache_slot;
+
+struct keys_cache {
+    EVP_MAC_CTX *mac; /* HMAC-SHA256 keyed with a random per-process secret */
+    cache_slot *slots;
+    size_t mask;
+    uint64_t hits, misses;
+};
+
+/* ------------------------------------------------------------------------------- parsing */
+
+unsigned keys_scope_bit(const char *name) {
+    for (size_t i = 0; i < NSCOPES; i++)
+        if (strcmp(SCOPES[i].name, name) == 0) return SCOPES[i].bit;
+    return 0;
+}
+
+int keys_scopes_parse(const char *s, unsigned *out, char *errstr, size_t errstr_size) {
+    char buf[256];
+    char *save = NULL;
+    *out = 0;
+    if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) {
+        snprintf(errstr, errstr_size, "scopes too long");
+        return -1;
+    }
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        unsigned bit = keys_scope_bit(tok);
+        if (!bit) {
+            snprintf(errstr, errstr_size, "unknown scope '%.64s' (known: payments:write, "
+                     "payments:read, outcomes:write)", tok);
+            return -1;
+        }
+        *out |= bit;
+    }
+    if (*out == 0) {
+        snprintf(errstr, errstr_size, "no scope given");
+        return -1;
+    }
+    return 0;
+}
+
+void keys_scopes_format(unsigned scopes, char *out, size_t out_size) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < NSCOPES; i++) {
+        if (!(scopes & SCOPES[i].bit)) continue;
+        int n = snprintf(out + used, out_size - used, "%s%s", used ? "," : "", SCOPES[i].name);
+        if (n < 0 || (size_t)n >= out_size - used) return;
+        used += (size_t)n;
+    }
+}
+
+static bool id_valid(const char *id, size_t n) {
+    if (n == 0 || n > KEYS_ID_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static int parse_rate(const char *s, uint32_t *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 0 || v > KEYS_RATE_MAX) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errstr_size) {
+    char buf[KEYS_LINE_MAX], *f[5], *save = NULL;
+    int n = 0;
+    if (snprintf(buf, sizeof buf, "%s", line) >= (int)sizeof buf) {
+        snprintf(errstr, errstr_size, "line too long");
+        return -1;
+    }
+    for (char *t = strtok_r(buf, " \t\r\n", &save); t && n < 5; t = strtok_r(NULL, " \t\r\n", &save))
+        f[n++] = t;
+    if (n == 0 || f[0][0] == '#') return 0;
+    memset(out, 0, sizeof *out);
+    if (n != 4) {
+        snprintf(errstr, errstr_size, "expected 4 fields (key-id scopes rate hash), got %s",
+                 n > 4 ? "more" : "fewer");
+        return -1;
+    }
+    if (!id_valid(f[0], strlen(f[0]))) {
+        snprintf(errstr, errstr_size, "key id must be 1..%d of [A-Za-z0-9_-]", KEYS_ID_MAX);
+        return -1;
+    }
+    if (keys_scopes_parse(f[1], &out->scopes, errstr, errstr_size) != 0) return -1;
+    if (parse_rate(f[2], &out->rate) != 0) {
+        snprintf(errstr, errstr_size, "rate must be an integer 0..%d (0 = unlimited)", KEYS_RATE_MAX);
+        return -1;
+    }
+    if (strncmp(f[3], "$argon2id$", 10) != 0 || strlen(f[3]) > KEYS_HASH_MAX) {
+        snprintf(errstr, errstr_size, "hash must be an encoded Argon2id hash ($argon2id$...)");
+        return -1;
+    }
+    snprintf(out->id, sizeof out->id, "%s", f[0]);
+    snprintf(out->hash, sizeof out->hash, "%s", f[3]);
+    return 1;
+}
+
+/* Adds one parsed line to k; duplicate ids are refused. */
+static int keys_add(keys *k, const keys_entry *e, char *errstr, size_t errstr_size) {
+    if (keys_find(k, e->id)) {
+        snprintf(errstr, errstr_size, "duplicate key id %s", e->id);
+        return -1;
+    }
+    keys_entry *grown = realloc(k->e, (k->n + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    k->e = grown;
+    k->e[k->n++] = *e;
+    return 0;
+}
+
+keys *keys_load_text(const char *text, char *errstr, size_t errstr_size) {
+    keys *k = calloc(1, sizeof *k);
+    char line[KEYS_LINE_MAX], why[256];
+    int lineno = 0;
+    if (!k) goto oom;
+    for (const char *p = text; *p;) {
+        size_t len = strcspn(p, "\n");
+        lineno++;
+        keys_entry e;
+        int rc = -1;
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            rc = keys_parse_line(line, &e, why, sizeof why);
+        } else {
+            snprintf(why, sizeof why, "line too long");
+        }
+        if (rc == 1 && keys_add(k, &e, why, sizeof why) != 0) rc = -1;
+        OPENSSL_cleanse(&e, sizeof e);
+        if (rc < 0) {
+            snprintf(errstr, errstr_size, "line %d: %s", lineno, why);
+            keys_destroy(k);
+            return NULL;
+        }
+        p += len + (p[len] == '\n');
+    }
+    return k;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+}
+
+/* The whole file (at most 16 MiB), NUL-terminated; NULL with errstr. */
+static char *file_read(const char *path, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    long size;
+    if (!f || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || size > (16L << 20) ||
+        fseek(f, 0, SEEK_SET) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", path, f ? "unreadable or too large" : strerror(errno));
+        goto done;
+    }
+    buf = malloc((size_t)size + 1);
+    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        snprintf(errstr, errstr_size, "%s: read failed", path);
+        free(buf);
+        buf = NULL;
+        goto done;
+    }
+    buf[size] = '\0';
+done:
+    if (f) fclose(f);
+    return buf;
+}
+
+keys *keys_load(const char *path, char *errstr, size_t errstr_size) {
+    char why[300];
+    char *text = file_read(path, errstr, errstr_size);
+    if (!text) return NULL;
+    keys *k = keys_load_text(text, why, sizeof why);
+    if (!k) snprintf(errstr, errstr_size, "%s:%s", path, why);
+    free(text);
+    return k;
+}
+
+void keys_destroy(keys *k) {
+    if (!k) return;
+    if (k->e) OPENSSL_cleanse(k->e, k->n * sizeof *k->e);
+    free(k->e);
+    free(k);
+}
+
+size_t keys_count(const keys *k) { return k ? k->n : 0; }
+
+const keys_entry *keys_find(const keys *k, const char *id) {
+    for (size_t i = 0; k && i < k->n; i++)
+        if (strcmp(k->e[i].id, id) == 0) return &k->e[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ verification */
+
+int keys_presented_id(const char *presented, char id[KEYS_ID_MAX + 1]) {
+    size_t plen = sizeof KEYS_PREFIX - 1;
+    if (!presented || strlen(presented) > KEYS_PRESENTED_MAX ||
+        strncmp(presented, KEYS_PREFIX, plen) != 0)
+        return -1;
+    const char *start = presented + plen, *dot = strchr(start, '.');
+    if (!dot || !id_valid(start, (size_t)(dot - start)) || dot[1] == '\0') return -1;
+    memcpy(id, start, (size_t)(dot - start));
+    id[dot - start] = '\0';
+    return 0;
+}
+
+bool keys_verify(const char *hash, const char *presented) {
+    return argon2id_verify(hash, presented, strlen(presented)) == ARGON2_OK;
+}
+
+keys_cache *keys_cache_new(size_t slots) {
+    unsigned char secret[32];
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    keys_cache *c = calloc(1, sizeof *c);
+    size_t n = 16;
+    while (n < slots) n *= 2;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!c || !mac || RAND_bytes(secret, sizeof secret) != 1) goto failed;
+    c->mac = EVP_MAC_CTX_new(mac);
+    c->slots = calloc(n, sizeof *c->slots);
+    c->mask = n - 1;
+    if (!c->mac || !c->slots || !EVP_MAC_init(c->mac, secret, sizeof secret, params)) goto failed;
+    EVP_MAC_free(mac);
+    OPENSSL_cleanse(secret, sizeof secret);
+    return c;
+failed:
+    EVP_MAC_free(mac);
+    OPENSSL_cleanse(secret, sizeof secret);
+    keys_cache_destroy(c);
+    return NULL;
+}
+
+void keys_cache_destroy(keys_cache *c) {
+    if (!c) return;
+    EVP_MAC_CTX_free(c->mac); /* wipes the key */
+    free(c->slots);
+    free(c);
+}
+
+void keys_cache_digest(keys_cache *c, const char *presented, unsigned char digest[32]) {
+    size_t len = 32;
+    if (!EVP_MAC_init(c->mac, NULL, 0, NULL) ||
+        !EVP_MAC_update(c->mac, (const unsigned char *)presented, strlen(presented)) ||
+        !EVP_MAC_final(c->mac, digest, &len, 32))
+        memset(digest, 0, 32); /* cannot happen once keyed; at worst a cache collision */
+}
+
+static cache_slot *slot_of(keys_cache *c, const unsigned char digest[32]) {
+    size_t h;
+    memcpy(&h, digest, sizeof h); /* already uniformly distributed */
+    return &c->slots[h & c->mask];
+}
+
+int keys_cache_get(keys_cache *c, const unsigned char digest[32], char id[KEYS_ID_MAX + 1]) {
+    cache_slot *s = slot_of(c, digest);
+    if (!s->used || CRYPTO_memcmp(s->digest, digest, 32) != 0) {
+        c->misses++;
+        return -1;
+    }
+    c->hits++;
+    memcpy(id, s->id, sizeof s->id);
+    return id[0] ? 1 : 0;
+}
+
+/* Direct-mapped: a colliding key just evicts the other (it costs one more Argon2 later). */
+void keys_cache_put(keys_cache *c, const unsigned char digest[32], const char *id) {
+    cache_slot *s = slot_of(c, digest);
+    memcpy(s->digest, digest, 32);
+    snprintf(s->id, sizeof s->id, "%s", id ? id : "");
+    s->used = true;
+}
+
+void keys_cache_clear(keys_cache *c) { memset(c->slots, 0, (c->mask + 1) * sizeof *c->slots); }
+
+void keys_cache_stats(const keys_cache *c, uint64_t *hits, uint64_t *misses) {
+    *hits = c->hits;
+    *misses = c->misses;
+}
+
+/* ------------------------------------------------------------------------------ creation */
+
+static void base64url(const unsigned char *in, size_t n, char *out) {
+    int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+    for (int i = 0; i < len; i++) {
+        if (out[i] == '+') out[i] = '-';
+        else if (out[i] == '/') out[i] = '_';
+        else if (out[i] == '=') out[i] = '\0';
+    }
+}
+
+/* A new key and its encoded hash. */
+static int key_generate(const char *id, char key[KEYS_PRESENTED_MAX + 1], char *hash,
+                        size_t hash_size, char *errstr, size_t errstr_size) {
+    unsigned char secret[KEYS_SECRET_BYTES], salt[KEYS_SALT_BYTES];
+    char b64[4 * KEYS_SECRET_BYTES / 3 + 4];
+    int rc = -1;
+    if (RAND_bytes(secret, sizeof secret) != 1 || RAND_bytes(salt, sizeof salt) != 1) {
+        snprintf(errstr, errstr_size, "no randomness available");
+        goto done;
+    }
+    base64url(secret, sizeof secret, b64);
+    snprintf(key, KEYS_PRESENTED_MAX + 1, KEYS_PREFIX "%s.%s", id, b64);
+    int arc = argon2id_hash_encoded(KEYS_T_COST, KEYS_M_COST_KIB, 1, key, strlen(key), salt,
+                                    sizeof salt, KEYS_HASH_BYTES, hash, hash_size);
+    if (arc != ARGON2_OK) {
+        snprintf(errstr, errstr_size, "argon2id: %s", argon2_error_message(arc));
+        goto done;
+    }
+    rc = 0;
+done:
+    OPENSSL_cleanse(secret, sizeof secret);
+    OPENSSL_cleanse(b64, sizeof b64);
+    return rc;
+}
+
+/* Refuses an id the file already has (a missing file has none). */
+static int id_unused(const char *path, const char *id, char *errstr, size_t errstr_size) {
+    struct stat st;
+    if (stat(path, &st) != 0 && errno == ENOENT) return 0;
+    keys *k = keys_load(path, errstr, errstr_size);
+    if (!k) return -1;
+    int rc = keys_find(k, id) ? -1 : 0;
+    if (rc) snprintf(errstr, errstr_size, "%s already has a key with id %s", path, id);
+    keys_destroy(k);
+    return rc;
+}
+
+int keys_create(const char *path, const char *id, unsigned scopes, uint32_t rate,
+                char key_out[KEYS_PRESENTED_MAX + 1], char *errstr, size_t errstr_size) {
+    char hash[KEYS_HASH_MAX + 1], scopes_s[128], line[KEYS_LINE_MAX];
+    int fd = -1, rc = -1;
+    if (!id_valid(id, strlen(id)) || scopes == 0 || rate > KEYS_RATE_MAX) {
+        snprintf(errstr, errstr_size, "key id must be 1..%d of [A-Za-z0-9_-], with a scope",
+                 KEYS_ID_MAX);
+        return -1;
+    }
+    if (id_unused(path, id, errstr, errstr_size) != 0 ||
+        key_generate(id, key_out, hash, sizeof hash, errstr, errstr_size) != 0)
+        goto done;
+    keys_scopes_format(scopes, scopes_s, sizeof scopes_s);
+    int n = snprintf(line, sizeof line, "%s %s %u %s\n", id, scopes_s, rate, hash);
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, line, (size_t)n) != n || fsync(fd) != 0) {
+        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    if (fd >= 0) close(fd);
+    if (rc) OPENSSL_cleanse(key_out, KEYS_PRESENTED_MAX + 1);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* recent: two-generation set of recently accepted payment ids (see recent.h). */
+#include "recent.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct gen {
+    unsigned char (*slots)[16]; /* open addressing; all-zero = empty (the nil UUID is never stored) */
+    size_t mask, used, limit;
+} gen;
+
+struct recent {
+    gen g[2]; /* g[cur] takes new ids */
+    int cur;
+};
+
+/* 32 hex digits of a canonical UUID -> 16 bytes. Returns -1 when malformed or nil. */
+static int uuid_bin(const char *s, unsigned char out[16]) {
+    int n = 0, nonzero = 0;
+    for (const char *p = s; *p && n < 32; p++) {
+        int v;
+        if (*p == '-') continue;
+        if (*p >= '0' && *p <= '9') v = *p - '0';
+        else if (*p >= 'a' && *p <= 'f') v = *p - 'a' + 10;
+        else if (*p >= 'A' && *p <= 'F') v = *p - 'A' + 10;
+        else return -1;
+        if (n % 2 == 0) out[n / 2] = (unsigned char)(v << 4);
+        else out[n / 2] |= (unsigned char)v;
+        nonzero |= v;
+        n++;
+    }
+    return n == 32 && nonzero ? 0 : -1;
+}
+
+static size_t slot_of(const gen *g, const unsigned char id[16]) {
+    uint64_t h;
+    memcpy(&h, id + 8, sizeof h); /* random bits in v4 and v5 ids */
+    h *= 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 16) & g->mask;
+}
+
+static bool gen_has(const gen *g, const unsigned char id[16]) {
+    static const unsigned char ZERO[16];
+    for (size_t i = slot_of(g, id);; i = (i + 1) & g->mask) {
+        if (memcmp(g->slots[i], id, 16) == 0) return true;
+        if (memcmp(g->slots[i], ZERO, 16) == 0) return false;
+    }
+}
+
+static int gen_init(gen *g, size_t limit) {
+    size_t n = 16;
+    while (n < limit * 2) n *= 2; /* load factor <= 1/2 */
+    g->slots = calloc(n, 16);
+    g->mask = n - 1;
+    g->used = 0;
+    g->limit = limit;
+    return g->slots ? 0 : -1;
+}
+
+recent *recent_new(size_t capacity) {
+    recent *r = calloc(1, sizeof *r);
+    size_t half = capacity / 2 ? capacity / 2 : 1;
+    if (!r || gen_init(&r->g[0], half) != 0 || gen_init(&r->g[1], half) != 0) {
+        recent_destroy(r);
+        return NULL;
+    }
+    return r;
+}
+
+void recent_destroy(recent *r) {
+    if (!r) return;
+    free(r->g[0].slots);
+    free(r->g[1].slots);
+    free(r);
+}
+
+void recent_add(recent *r, const char *uuid) {
+    static const unsigned char ZERO[16];
+    unsigned char id[16];
+    if (uuid_bin(uuid, id) != 0 || recent_has(r, uuid)) return;
+    gen *g = &r->g[r->cur];
+    if (g->used >= g->limit) { /* current full: the older generation goes */
+        r->cur ^= 1;
+        g = &r->g[r->cur];
+        memset(g->slots, 0, (g->mask + 1) * 16);
+        g->used = 0;
+    }
+    size_t i = slot_of(g, id);
+    while (memcmp(g->slots[i], ZERO, 16) != 0) i = (i + 1) & g->mask;
+    memcpy(g->slots[i], id, 16);
+    g->used++;
+}
+
+bool recent_has(const recent *r, const char *uuid) {
+    unsigned char id[16];
+    if (uuid_bin(uuid, id) != 0) return false;
+    return gen_has(&r->g[0], id) || gen_has(&r->g[1], id);
+}

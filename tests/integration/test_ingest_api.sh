@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Ingest's production API against the dev broker, PostgreSQL and a scorer: API keys (401 without,
+# wrong or malformed, X-API-Key and Bearer, 403 without the scope), rate limits (429 + Retry-After),
+# the batch endpoint (array and NDJSON, partial failure, limits, idempotency), outcomes on
+# payment_outcomes, Shopify webhooks (good, bad and missing signature: nothing published), the read
+# API (pending, decided, 404, 400, PostgreSQL down -> 503 and back), idempotency (same key twice ->
+# one row), /metrics, SIGHUP reloading keys, and no raw personal data in the log.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup ingest_api
+fs_pg_start
+fs_broker_start 6
+
+INGEST="$BUILD/bin/fraudshield-ingest"
+SHOP=example-store.myshopify.com
+SHOP_SECRET=shpss_test_secret_0123456789
+ORDER="$REPO/tests/data/shopify-order-create.json"
+secret="$FS_TEST_DIR/pii.secret"
+keys="$FS_TEST_DIR/api-keys"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+printf '# shop  secret\n%s %s\n' "$SHOP" "$SHOP_SECRET" >"$FS_TEST_DIR/shops"
+newkey() { "$INGEST" keys create --keys-file "$keys" "$@" 2>>"$FS_TEST_DIR/keys.log"; }
+KEY=$(newkey --id full --scopes payments:write,payments:read,outcomes:write)
+READER=$(newkey --id reader --scopes payments:read --rate 3)
+WRITER=$(newkey --id writer --scopes payments:write)
+[[ "$KEY" =~ ^fsk\.full\.[A-Za-z0-9_-]{43}$ ]] || fs_fail "key format: $KEY"
+if grep -qF "${KEY#fsk.full.}" "$keys"; then fs_fail "the keys file holds a key in clear"; fi
+[[ $(stat -c %a "$keys") == 600 ]] || fs_fail "keys file mode $(stat -c %a "$keys")"
+echo "ok: keys created, stored hashed (mode 600)"
+
+fs_bg scorer env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
+port=$(fs_free_port)
+BASE="http://127.0.0.1:$port"
+fs_bg ingest "$INGEST" --listen-port="$port" --pii-secret-file="$secret" --keys-file="$keys" \
+    --shopify-secrets-file="$FS_TEST_DIR/shops" --database-url="$FS_DATABASE_URL" --batch-max=5 \
+    --batch-max-body-bytes=8192 --log-level=debug
+fs_wait_for 30 curl -sf "$BASE/ready"
+
+http() {
+    local method=$1 path=$2
+    shift 2
+    STATUS=$(curl -s -X "$method" -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" \
+        -w '%{http_code}' "$@" "$BASE$path") || STATUS=000
+    BODY=$(cat "$FS_TEST_DIR/body" 2>/dev/null || true)
+}
+header() { tr -d '\r' <"$FS_TEST_DIR/headers" | sed -n "s/^$1: *//Ip" | head -n 1; }
+field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$BODY" | head -n 1; }
+num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" <<<"$BODY" | head -n 1; }
+expect() {
+    fs_assert_eq "$1" "$STATUS" "$3: status"
+    [[ -z "$2" ]] || fs_assert_eq "$2" "$(field error)" "$3: error code"
+    [[ -n "$(header X-Request-Id)" ]] || fs_fail "$3: no X-Request-Id"
+}
+JSON=(-H 'Content-Type: application/json')
+post() { # post KEY PATH BODY [CURL_ARGS...]
+    local key=$1 path=$2 body=$3
+    shift 3
+    http POST "$path" -H "X-API-Key: $key" "${JSON[@]}" --data-binary "$body" "$@"
+}
+pay() { printf '{"user_id":"%s","merchant_id":"m-1","amount":"%s","currency":"EUR","payment_method":"card","country":"DE"%s}' "$1" "$2" "${3:-}"; }
+raw_count() { fs_topic_count raw_payments; }
+
+# --- authentication and scopes -------------------------------------------------------------------
+http POST /api/v1/payments "${JSON[@]}" --data-binary "$(pay u-1 10)"
+expect 401 unauthorized "no key"
+fs_assert_eq Bearer "$(header WWW-Authenticate)" "WWW-Authenticate"
+post "${KEY%?}x" /api/v1/payments "$(pay u-1 10)"
+expect 401 unauthorized "wrong key (right id)"
+post "fsk.nobody.abc" /api/v1/payments "$(pay u-1 10)"
+expect 401 unauthorized "unknown key id"
+post "not-a-key" /api/v1/payments "$(pay u-1 10)"
+expect 401 unauthorized "malformed key"
+post "${KEY%?}x" /api/v1/payments "$(pay u-1 10)"
+expect 401 unauthorized "wrong key again (cached as invalid)"
+http POST /api/v1/payments -H "Authorization: Bearer $KEY" "${JSON[@]}" --data-binary "$(pay u-1 10)"
+expect 202 "" "Authorization: Bearer"
+post "$KEY" /api/v1/payments "$(pay u-1 11)"
+expect 202 "" "X-API-Key"
+post "$READER" /api/v1/payments "$(pay u-1 10)"
+expect 403 forbidden "payments:read key posting"
+[[ "$BODY" == *payments:write* ]] || fs_fail "403 does not name the scope: $BODY"
+http GET /api/v1/payments/00000000-0000-4000-8000-000000000000 -H "X-API-Key: $WRITER"
+expect 403 forbidden "payments:write key reading"
+post "$WRITER" /api/v1/payments/00000000-0000-4000-8000-000000000000/outcome '{"outcome":"chargeback"}'
+expect 403 forbidden "payments:write key posting an outcome"
+for p in /health /ready /metrics; do
+    http GET "$p"
+    fs_assert_eq 200 "$STATUS" "$p needs no key"
+done
+
+# --- idempotency: same key twice -> one payment, one row ----------------------------------------
+post "$KEY" /api/v1/payments "$(pay u-idem 42.00)" -H 'Idempotency-Key: order-9001'
+expect 202 "" "first try"
+pid_idem=$(field payment_id)
+post "$KEY" /api/v1/payments "$(pay u-idem 42.00)" -H 'Idempotency-Key: order-9001'
+expect 202 "" "retry"
+fs_assert_eq "$pid_idem" "$(field payment_id)" "same key -> same payment_id"
+post "$WRITER" /api/v1/payments "$(pay u-idem 42.00)" -H 'Idempotency-Key: order-9001'
+[[ "$(field payment_id)" != "$pid_idem" ]] || fs_fail "another API key's Idempotency-Key gave the same payment"
+echo "ok: Idempotency-Key is per API key"
+fs_wait_for 30 "[[ \$(fs_psql \"SELECT count(*) FROM decisions WHERE payment_id = '$pid_idem'\") == 1 ]]"
+sleep 1 # the duplicate message, had it been stored, would be there by now
+fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM payments WHERE payment_id = '$pid_idem'")" "one row for two posts"
+
+# --- read API ----------------------------------------------------------------------------------
+http GET "/api/v1/payments/$pid_idem" -H "X-API-Key: $KEY"
+expect 200 "" "GET a stored payment"
+fs_assert_eq decided "$(field status)" "status decided"
+[[ "$(field decision)" =~ ^(allow|review|block)$ ]] || fs_fail "no decision in $BODY"
+[[ "$BODY" == *'"score":'* && "$BODY" == *'"reasons":['* && "$BODY" == *'"rules_version":'* ]] ||
+    fs_fail "decision details missing: $BODY"
+http GET /api/v1/payments/6f1c0a9e-0000-4000-8000-00000000abcd -H "X-API-Key: $KEY"
+expect 404 not_found "unknown payment"
+http GET /api/v1/payments/not-a-uuid -H "X-API-Key: $KEY"
+expect 400 invalid_payment_id "malformed id"
+# pending: accepted while no scorer runs
+fs_kill scorer TERM
+fs_wait_exit scorer 30
+post "$KEY" /api/v1/payments "$(pay u-pending 7.00)"
+pid_pending=$(field payment_id)
+http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $KEY"
+expect 200 "" "GET before a scorer stored it"
+fs_assert_eq pending "$(field status)" "accepted, not yet stored -> pending"
+fs_bg scorer env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
+fs_wait_for 60 "[[ \$(curl -s -H 'X-API-Key: $KEY' $BASE/api/v1/payments/$pid_pending) == *'\"status\":\"decided\"'* ]]"
+echo "ok: pending -> decided once a scorer stored it"
+
+# --- rate limit: reader has 3 requests/s ---------------------------------------------------------
+codes=""
+for i in 1 2 3 4 5; do
+    http GET "/api/v1/payments/$pid_idem" -H "X-API-Key: $READER"
+    codes="$codes $STATUS"
+    [[ $STATUS == 429 ]] && break
+done
+[[ "$codes" == *429 ]] || fs_fail "no 429 within 5 quick requests at 3/s: $codes"
+expect 429 rate_limited "over the rate"
+[[ "$(header Retry-After)" =~ ^[1-9][0-9]*$ ]] || fs_fail "429 without Retry-After"
+sleep 1.2
+http GET "/api/v1/payments/$pid_idem" -H "X-API-Key: $READER"
+expect 200 "" "after the bucket refilled"
+
+# --- batch -------------------------------------------------------------------------------------
+before=$(raw_count)
+post "$KEY" /api/v1/payments/batch "[$(pay b-1 1.00),{\"user_id\":\"b-2\",\"amount\":\"-1\"},$(pay b-3 3.00 ',"email":"batch.secret@example.com"')]"
+expect 200 "" "batch with one invalid item"
+fs_assert_eq 2 "$(num accepted)" "accepted"
+fs_assert_eq 1 "$(num rejected)" "rejected"
+results=$(sed 's/"index"/\n"index"/g' <<<"$BODY" | grep '^"index"')
+fs_assert_eq 3 "$(wc -l <<<"$results")" "one result per item"
+[[ "$(sed -n 1p <<<"$results")" == '"index":0,"status":"accepted","payment_id":'* ]] || fs_fail "item 0: $results"
+[[ "$(sed -n 2p <<<"$results")" == '"index":1,"status":"rejected","error":"validation_failed"'* ]] || fs_fail "item 1: $results"
+[[ "$(sed -n 2p <<<"$results")" == *'"field":"merchant_id"'*'"field":"amount"'* ]] || fs_fail "item 1 fields: $results"
+[[ "$(sed -n 3p <<<"$results")" == '"index":2,"status":"accepted"'* ]] || fs_fail "item 2: $results"
+fs_wait_for 20 fs_topic_has raw_payments $((before + 2))
+sleep 0.5
+fs_assert_eq $((before + 2)) "$(raw_count)" "only the accepted items are on raw_payments"
+ndjson=$(printf '%s\n{"broken\n\n%s\n' "$(pay n-1 1.00)" "$(pay n-2 2.00)")
+http POST /api/v1/payments/batch -H "X-API-Key: $KEY" -H 'Content-Type: application/x-ndjson' --data-binary "$ndjson"
+expect 200 "" "NDJSON with a malformed line"
+fs_assert_eq 2 "$(num accepted)" "NDJSON accepted"
+[[ "$BODY" == *'"index":1,"status":"rejected","error":"malformed_json"'* ]] || fs_fail "NDJSON line 2: $BODY"
+post "$KEY" /api/v1/payments/batch "[$(pay i-1 1.00),$(pay i-2 2.00)]" -H 'Idempotency-Key: batch-77'
+first=$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | tr '\n' ' ')
+post "$KEY" /api/v1/payments/batch "[$(pay i-1 1.00),$(pay i-2 2.00)]" -H 'Idempotency-Key: batch-77'
+fs_assert_eq "$first" "$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | tr '\n' ' ')" "batch retry with the same key -> same ids"
+six="[$(pay s 1),$(pay s 1),$(pay s 1),$(pay s 1),$(pay s 1),$(pay s 1)]"
+post "$KEY" /api/v1/payments/batch "$six"
+expect 413 too_many_items "6 items, batch-max 5"
+post "$KEY" /api/v1/payments/batch "[$(pay big 1 ",\"metadata\":{\"pad\":\"$(head -c 9000 /dev/zero | tr '\0' x)\"}")]"
+expect 413 payload_too_large "body over batch-max-body-bytes"
+post "$KEY" /api/v1/payments/batch '[{"user_id":'
+expect 400 malformed_json "malformed array"
+post "$KEY" /api/v1/payments/batch '[]'
+expect 400 empty_batch "empty array"
+post "$KEY" /api/v1/payments/batch "$(pay o 1)"
+expect 400 invalid_body "an object, not an array"
+http POST /api/v1/payments/batch -H "X-API-Key: $KEY" -H 'Content-Type: text/csv' --data-binary 'a,b'
+expect 415 unsupported_media_type "batch as CSV"
+
+# --- outcomes ------------------------------------------------------------------------------------
+post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"confirmed_fraud","reason":"cardholder dispute","known_at":"2026-11-01T10:00:00Z"}' -H 'Idempotency-Key: case-1'
+expect 202 "" "outcome"
+oid=$(field outcome_id)
+fs_assert_eq "$pid_idem" "$(field payment_id)" "outcome payment_id"
+post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"confirmed_fraud","reason":"cardholder dispute","known_at":"2026-11-01T10:00:00Z"}' -H 'Idempotency-Key: case-1'
+fs_assert_eq "$oid" "$(field outcome_id)" "outcome retry -> same outcome_id"
+fs_wait_for 20 fs_topic_has payment_outcomes 1
+line=$(fs_topic_dump payment_outcomes | head -n 1)
+fs_assert_eq "$pid_idem" "$(cut -f3 <<<"$line")" "payment_outcomes key = payment_id"
+[[ ",$(cut -f4 <<<"$line")," == *",schema_version=1,"*",outcome_id=$oid,"* ]] || fs_fail "outcome headers: $line"
+for f in '"outcome":"confirmed_fraud"' '"known_at":"2026-11-01T10:00:00.000Z"' '"reason":"cardholder dispute"' '"source":"full"'; do
+    [[ "$(cut -f5 <<<"$line")" == *"$f"* ]] || fs_fail "outcome message lacks $f: $line"
+done
+echo "ok: outcome message on payment_outcomes"
+post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"stolen","color":"red"}'
+expect 422 validation_failed "bad outcome"
+[[ "$BODY" == *'"field":"outcome"'* && "$BODY" == *'"field":"color"'* ]] || fs_fail "422 fields: $BODY"
+post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"legitimate","known_at":"yesterday"}'
+expect 422 validation_failed "bad known_at"
+post "$KEY" /api/v1/payments/12345/outcome '{"outcome":"legitimate"}'
+expect 400 invalid_payment_id "outcome for a malformed id"
+
+# --- Shopify -----------------------------------------------------------------------------------
+sig=$(openssl dgst -sha256 -hmac "$SHOP_SECRET" -binary "$ORDER" | base64)
+shopify() { http POST /webhooks/orders/create "${JSON[@]}" -H "X-Shopify-Shop-Domain: $SHOP" -H 'X-Shopify-Topic: orders/create' --data-binary @"$ORDER" "$@"; }
+before=$(raw_count)
+shopify -H "X-Shopify-Hmac-Sha256: AAAA${sig:4}"
+expect 401 invalid_signature "wrong signature"
+shopify
+expect 401 invalid_signature "missing signature"
+http POST /webhooks/orders/create "${JSON[@]}" -H "X-Shopify-Shop-Domain: other.myshopify.com" -H "X-Shopify-Hmac-Sha256: $sig" --data-binary @"$ORDER"
+expect 401 invalid_signature "unknown shop"
+sleep 0.5
+fs_assert_eq "$before" "$(raw_count)" "nothing published for a bad signature"
+shopify -H "X-Shopify-Hmac-Sha256: $sig"
+expect 202 "" "signed order"
+shop_pid=$(field payment_id)
+shopify -H "X-Shopify-Hmac-Sha256: $sig"
+fs_assert_eq "$shop_pid" "$(field payment_id)" "a redelivered order is the same payment"
+fs_wait_for 20 fs_topic_has raw_payments $((before + 1))
+order_msg=$(fs_topic_dump raw_payments | grep -F "$shop_pid" | head -n 1)
+for f in '"merchant_id":"example-store.myshopify.com"' '"amount":"164.80"' '"user_id":"shopify:7390192844854"' '"email_digest":"'; do
+    [[ "$order_msg" == *"$f"* ]] || fs_fail "Shopify payment lacks $f"
+done
+if grep -qF 'lena.schmidt@example.de' <<<"$order_msg"; then fs_fail "raw email on the topic"; fi
+echo "ok: Shopify order mapped and pseudonymized"
+
+# --- SIGHUP: new keys take effect, removed ones stop working --------------------------------------
+LATE=$(newkey --id late --scopes payments:write)
+post "$LATE" /api/v1/payments "$(pay u-late 1)"
+expect 401 unauthorized "a key created after start, before SIGHUP"
+fs_kill ingest HUP
+fs_wait_for 10 "grep -q '\"event\":\"reloaded\"' '$FS_TEST_DIR/ingest.log'"
+post "$LATE" /api/v1/payments "$(pay u-late 1)"
+expect 202 "" "the new key after SIGHUP"
+grep -v '^writer ' "$keys" >"$keys.new" && mv "$keys.new" "$keys"
+fs_kill ingest HUP
+fs_wait_for 10 "(( \$(grep -c '\"event\":\"reloaded\"' '$FS_TEST_DIR/ingest.log') >= 2 ))"
+post "$WRITER" /api/v1/payments "$(pay u-w 1)"
+expect 401 unauthorized "a removed key after SIGHUP"
+
+# --- PostgreSQL down -> 503, and back -------------------------------------------------------------
+fs_pg_stop fast
+http GET "/api/v1/payments/$pid_idem" -H "X-API-Key: $KEY"
+expect 503 database_unavailable "PostgreSQL down"
+[[ -n "$(header Retry-After)" ]] || fs_fail "503 without Retry-After"
+fs_pg_restart
+fs_wait_for 30 "[[ \$(curl -s -o /dev/null -w '%{http_code}' -H 'X-API-Key: $KEY' $BASE/api/v1/payments/$pid_idem) == 200 ]]"
+echo "ok: the read pool reconnects"
+
+# --- metrics, logs --------------------------------------------------------------------------------
+http GET /metrics
+for m in 'fs_ingest_requests_total{route="payments",status="202"}' 'fs_ingest_requests_total{route="payments_batch",status="200"}' \
+    'fs_ingest_auth_failures_total{reason="invalid"}' 'fs_ingest_auth_failures_total{reason="missing"}' \
+    'fs_ingest_auth_failures_total{reason="scope"}' 'fs_ingest_auth_failures_total{reason="shopify_signature"}' \
+    'fs_ingest_rate_limited_total' 'fs_ingest_request_duration_seconds_bucket{route="payments",le="0.005"}' \
+    'fs_ingest_requests_in_flight' 'fs_ingest_producer_queue_depth' 'fs_ingest_key_cache_hit_ratio' \
+    'fs_ingest_digest_cache_hit_ratio' 'fs_ingest_digest_cache_misses_total' 'fs_ingest_payments_total{result="accepted"}'; do
+    grep -qF "$m" <<<"$BODY" || fs_fail "/metrics lacks $m"
+done
+echo "ok: /metrics"
+grep -q '"event":"http_request".*"request_id":"[^"]*".*"key_id":"full"' "$FS_TEST_DIR/ingest.log" ||
+    grep -q '"event":"http_request".*"key_id":"full"' "$FS_TEST_DIR/ingest.log" || fs_fail "no per-request log line"
+for raw in batch.secret@example.com lena.schmidt@example.de 203.0.113.77 "${KEY#fsk.full.}"; do
+    if grep -qF "$raw" "$FS_TEST_DIR/ingest.log"; then fs_fail "$raw reached the log"; fi
+done
+echo "ok: no personal data or API key in the log"
+fs_alive ingest || fs_fail "ingest died"
+echo "PASS test_ingest_api"

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Ingest's transport and its limits: the TLS listener (self-signed certificate, reloaded on SIGHUP),
+# the connection limit, a slow client that never completes its request, oversized headers,
+# malformed HTTP, SIGTERM with a batch in flight (every accepted item durable, exit 0), and a broker
+# outage answered 503 by the batch and outcome endpoints.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup ingest_limits
+fs_broker_start 6
+
+INGEST="$BUILD/bin/fraudshield-ingest"
+secret="$FS_TEST_DIR/pii.secret"
+keys="$FS_TEST_DIR/api-keys"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+KEY=$("$INGEST" keys create --keys-file "$keys" --id full --scopes payments:write,payments:read,outcomes:write 2>/dev/null)
+H=(-H "X-API-Key: $KEY" -H 'Content-Type: application/json')
+pay='{"user_id":"u-1","merchant_id":"m-1","amount":"12.50","currency":"EUR","payment_method":"card","country":"DE"}'
+
+# A self-signed certificate for localhost / 127.0.0.1.
+selfsigned() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=$3" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$2" -out "$1" >/dev/null 2>&1 || fs_fail "openssl req failed"
+}
+selfsigned "$FS_TEST_DIR/cert.pem" "$FS_TEST_DIR/key.pem" fraudshield-test-1
+
+port=$(fs_free_port)
+tls_port=$(fs_free_port)
+fs_bg ingest "$INGEST" --listen-port="$port" --tls-port="$tls_port" --tls-cert-file="$FS_TEST_DIR/cert.pem" \
+    --tls-key-file="$FS_TEST_DIR/key.pem" --pii-secret-file="$secret" --keys-file="$keys" \
+    --max-connections=4 --request-timeout-ms=1500 --max-header-bytes=4096 --log-level=debug
+BASE="http://127.0.0.1:$port"
+fs_wait_for 30 curl -sf "$BASE/ready"
+
+# --- TLS ---------------------------------------------------------------------------------------
+TLS="https://localhost:$tls_port"
+fs_assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$FS_TEST_DIR/cert.pem" "$TLS/health")" "GET /health over TLS"
+out=$(curl -s --cacert "$FS_TEST_DIR/cert.pem" "${H[@]}" --data-binary "$pay" "$TLS/api/v1/payments")
+[[ "$out" == *'"status":"accepted"'* ]] || fs_fail "POST over TLS: $out"
+echo "ok: POST over TLS"
+if curl -s -o /dev/null --max-time 3 --cacert "$FS_TEST_DIR/cert.pem" "https://localhost:$port/health"; then
+    fs_fail "the plain port speaks TLS"
+fi
+rc=0
+curl -s -o /dev/null --max-time 3 "$TLS/health" || rc=$?
+[[ $rc != 0 ]] || fs_fail "an untrusted certificate was accepted"
+echo "ok: plain port is plain; the certificate is verified"
+subject() { openssl s_client -connect "127.0.0.1:$tls_port" </dev/null 2>/dev/null | openssl x509 -noout -subject; }
+[[ "$(subject)" == *fraudshield-test-1* ]] || fs_fail "certificate subject: $(subject)"
+selfsigned "$FS_TEST_DIR/cert.pem" "$FS_TEST_DIR/key.pem" fraudshield-test-2
+fs_kill ingest HUP
+fs_wait_for 10 "[[ \"\$(openssl s_client -connect 127.0.0.1:$tls_port </dev/null 2>/dev/null | openssl x509 -noout -subject)\" == *fraudshield-test-2* ]]"
+echo "ok: SIGHUP reloads the certificate"
+
+# --- malformed HTTP, oversized headers ---------------------------------------------------------
+raw_request() { # raw_request BYTES -> prints the status line of the answer ("" when closed)
+    local reply
+    exec 7<>"/dev/tcp/127.0.0.1/$port"
+    printf '%b' "$1" >&7
+    reply=$(timeout 5 head -n 1 <&7 | tr -d '\r') || true
+    exec 7>&-
+    printf '%s' "$reply"
+}
+for junk in 'GARBAGE\r\n\r\n' 'GET /health HTTP/9.9\r\n\r\n' 'POST /api/v1/payments HTTP/1.1\r\nContent-Length: -5\r\n\r\n' \
+    'GET /health HTTP/1.1\r\nNo-Colon-Header\r\n\r\n'; do
+    status=$(raw_request "$junk")
+    [[ -z "$status" || "$status" =~ ^HTTP/1\.[01]\ (400|404|405|413) ]] || fs_fail "malformed request '$junk' answered: $status"
+done
+fs_assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health")" "alive after malformed requests"
+big=$(head -c 6000 /dev/zero | tr '\0' a)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $big" "$BASE/health") || code=000
+[[ "$code" != 200 ]] || fs_fail "a 6000-byte header passed max-header-bytes=4096"
+echo "ok: oversized headers refused ($code)"
+
+# --- a slow client cannot hold a connection ------------------------------------------------------
+exec 5<>"/dev/tcp/127.0.0.1/$port"
+printf 'POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nX-Slow: ' >&5
+( for _ in $(seq 1 40); do printf 'z' || exit 0; sleep 0.2; done ) >&5 2>/dev/null &
+trickler=$!
+start=$(date +%s%N)
+timeout 10 cat <&5 >/dev/null || true
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+kill "$trickler" 2>/dev/null || true
+wait "$trickler" 2>/dev/null || true
+exec 5<&-
+((elapsed_ms >= 1000 && elapsed_ms < 4000)) || fs_fail "a trickling client was closed after ${elapsed_ms} ms (request-timeout-ms=1500)"
+echo "ok: a trickling client was closed after ${elapsed_ms} ms"
+
+# --- the connection limit ------------------------------------------------------------------------
+for fd in 11 12 13 14; do eval "exec $fd<>/dev/tcp/127.0.0.1/$port"; done
+sleep 0.3
+code=$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' "$BASE/health") || code=000
+fs_assert_eq 000 "$code" "a fifth connection waits while 4 are open (max-connections=4)"
+for fd in 11 12 13 14; do eval "exec $fd>&-"; done
+fs_wait_for 5 curl -sf --max-time 1 "$BASE/health"
+echo "ok: accepting resumes once connections close"
+# idle connections are also closed by the deadline, which frees their slots
+for fd in 11 12 13 14; do eval "exec $fd<>/dev/tcp/127.0.0.1/$port"; done
+sleep 2.5
+fs_assert_eq 200 "$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$BASE/health")" "idle connections expire (request-timeout-ms)"
+for fd in 11 12 13 14; do eval "exec $fd>&-"; done
+
+# --- broker down: batch and outcome answer 503 ---------------------------------------------------
+port3=$(fs_free_port)
+fs_bg ingest3 "$INGEST" --listen-port="$port3" --pii-secret-file="$secret" --keys-file="$keys" -X message.timeout.ms=1500
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port3/ready"
+fs_broker_down
+out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,$pay]" "http://127.0.0.1:$port3/api/v1/payments/batch")
+fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "batch with the broker down"
+[[ "$out" == *'"failed":2'* && "$out" == *'"status":"failed","payment_id":"'* ]] || fs_fail "batch 503 body: $out"
+out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary '{"outcome":"chargeback"}' \
+    "http://127.0.0.1:$port3/api/v1/payments/00000000-0000-4000-8000-000000000001/outcome")
+fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "outcome with the broker down"
+[[ "$out" == *broker_unavailable* ]] || fs_fail "outcome 503 body: $out"
+fs_broker_up
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port3/ready"
+out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay]" "http://127.0.0.1:$port3/api/v1/payments/batch")
+fs_assert_eq 200 "$(tail -n 1 <<<"$out")" "batch once the broker is back"
+
+# --- SIGTERM with a batch in flight: answered, durable, exit 0 ------------------------------------
+port2=$(fs_free_port)
+fs_bg ingest2 "$INGEST" --listen-port="$port2" --pii-secret-file="$secret" --keys-file="$keys" -X linger.ms=1500
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port2/ready"
+before=$(fs_topic_count raw_payments)
+curl -s -o "$FS_TEST_DIR/inflight.body" -w '%{http_code}' "${H[@]}" --data-binary "[$pay,$pay,$pay]" \
+    "http://127.0.0.1:$port2/api/v1/payments/batch" >"$FS_TEST_DIR/inflight.status" &
+client=$!
+sleep 0.5
+fs_kill ingest2 TERM
+wait "$client" || true
+fs_assert_eq 200 "$(cat "$FS_TEST_DIR/inflight.status")" "in-flight batch answered during shutdown"
+grep -q '"accepted":3' "$FS_TEST_DIR/inflight.body" || fs_fail "in-flight batch: $(cat "$FS_TEST_DIR/inflight.body")"
+fs_wait_exit ingest2 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "exit status after SIGTERM"
+fs_wait_for 20 fs_topic_has raw_payments $((before + 3))
+echo "ok: the 3 accepted items are on raw_payments"
+
+fs_alive ingest || fs_fail "ingest died"
+echo "PASS test_ingest_limits"

@@ -1,0 +1,128 @@
+/* Unit tests for ingest/batch.c (JSON array and NDJSON splitting, limits) and ingest/recent.c
+ * (the ids that read as "pending"). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "batch.h"
+#include "recent.h"
+
+static void test_format_of(void **state) {
+    (void)state;
+    batch_format f;
+    assert_int_equal(batch_format_of("application/json", &f), 0);
+    assert_int_equal(f, BATCH_JSON_ARRAY);
+    assert_int_equal(batch_format_of("Application/JSON; charset=utf-8", &f), 0);
+    assert_int_equal(batch_format_of("application/x-ndjson", &f), 0);
+    assert_int_equal(f, BATCH_NDJSON);
+    assert_int_equal(batch_format_of("application/jsonl", &f), 0);
+    assert_int_equal(batch_format_of("application/json-seq", &f), -1);
+    assert_int_equal(batch_format_of("text/plain", &f), -1);
+    assert_int_equal(batch_format_of(NULL, &f), -1);
+}
+
+static void test_array(void **state) {
+    (void)state;
+    batch b;
+    char err[256];
+    const char *body = "[{\"a\":1}, 2, {\"b\":[1,2]}]";
+    assert_int_equal(batch_split(body, strlen(body), BATCH_JSON_ARRAY, 10, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(b.n, 3);
+    assert_true(json_is_object(b.items[0].value));
+    assert_true(json_is_integer(b.items[1].value)); /* not an object: the validation says so */
+    assert_int_equal(json_array_size(json_object_get(b.items[2].value, "b")), 2);
+    batch_free(&b);
+
+    static const struct {
+        const char *body;
+        size_t max;
+        batch_error want;
+    } bad[] = {
+        {"[{\"a\":1},", 10, BATCH_MALFORMED},
+        {"{\"a\":1}", 10, BATCH_NOT_ARRAY},
+        {"[]", 10, BATCH_EMPTY},
+        {"[1,2,3]", 2, BATCH_TOO_MANY},
+        {"[{\"a\":1,\"a\":2}]", 10, BATCH_MALFORMED}, /* duplicate keys, as everywhere */
+        {"", 10, BATCH_MALFORMED},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        batch_error e = batch_split(bad[i].body, strlen(bad[i].body), BATCH_JSON_ARRAY, bad[i].max, &b,
+                                    err, sizeof err);
+        if (e != bad[i].want) fail_msg("case %zu: got %d want %d", i, e, bad[i].want);
+        assert_int_equal(b.n, 0);
+        assert_true(err[0] != '\0');
+        batch_free(&b);
+    }
+    assert_string_equal(batch_error_code(BATCH_TOO_MANY), "too_many_items");
+}
+
+static void test_ndjson(void **state) {
+    (void)state;
+    batch b;
+    char err[256];
+    const char *body = "{\"a\":1}\n\n  \r\n{broken\n[1]\r\n{\"c\":3}"; /* no final newline */
+    assert_int_equal(batch_split(body, strlen(body), BATCH_NDJSON, 4, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(b.n, 4); /* blank lines are not items */
+    assert_non_null(b.items[0].value);
+    assert_null(b.items[1].value); /* only this item fails */
+    assert_non_null(strstr(b.items[1].error, "line 2"));
+    assert_true(json_is_array(b.items[2].value));
+    assert_int_equal(json_integer_value(json_object_get(b.items[3].value, "c")), 3);
+    batch_free(&b);
+    assert_int_equal(batch_split(body, strlen(body), BATCH_NDJSON, 3, &b, err, sizeof err), BATCH_TOO_MANY);
+    batch_free(&b);
+    assert_int_equal(batch_split("\n \n", 3, BATCH_NDJSON, 3, &b, err, sizeof err), BATCH_EMPTY);
+    batch_free(&b);
+}
+
+/* 1000 items: the default maximum passes, one more does not. */
+static void test_limit_exact(void **state) {
+    (void)state;
+    batch b;
+    char err[256];
+    size_t cap = 1001 * 12 + 2, n = 0;
+    char *body = malloc(cap);
+    body[n++] = '[';
+    for (int i = 0; i < 1001; i++) n += (size_t)snprintf(body + n, cap - n, "%s{\"i\":%d}", i ? "," : "", i);
+    body[n++] = ']';
+    assert_int_equal(batch_split(body, n, BATCH_JSON_ARRAY, 1001, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(b.n, 1001);
+    assert_int_equal(json_integer_value(json_object_get(b.items[1000].value, "i")), 1000); /* order kept */
+    batch_free(&b);
+    assert_int_equal(batch_split(body, n, BATCH_JSON_ARRAY, 1000, &b, err, sizeof err), BATCH_TOO_MANY);
+    batch_free(&b);
+    free(body);
+}
+
+static void test_recent(void **state) {
+    (void)state;
+    char id[37];
+    recent *r = recent_new(8); /* two generations of 4 */
+    recent_add(r, "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21");
+    assert_true(recent_has(r, "0D5F1E3A-8F4B-4C1D-9A2E-7B6C5D4E3F21"));
+    assert_false(recent_has(r, "1d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21"));
+    assert_false(recent_has(r, "not-a-uuid"));
+    for (int i = 0; i < 8; i++) {
+        snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i + 1);
+        recent_add(r, id);
+    }
+    /* 9 added into 2 x 4: the oldest generation (the first id among them) is gone */
+    assert_false(recent_has(r, "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21"));
+    assert_true(recent_has(r, "00000000-0000-4000-8000-000000000008"));
+    recent_destroy(r);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_of),
+        cmocka_unit_test(test_array),
+        cmocka_unit_test(test_ndjson),
+        cmocka_unit_test(test_limit_exact),
+        cmocka_unit_test(test_recent),
+    };
+    return cmocka_run_group_tests_name("ingest_batch", tests, NULL, NULL);
+}
