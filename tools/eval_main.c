@@ -1,0 +1,253 @@
+/* fraudshield-eval: the handbook's evaluation of the decisions the pipeline stored (docs/detection.md).
+ *
+ *   fraudshield-eval --train 2018-07-25:2018-07-31 --test 2018-08-08:2018-08-14 --model model.json
+ *
+ * Reads every decision from the first training day to the last test day with its final label
+ * (tools/trainset.h), removes from each test day the cards already known compromised then (a fraud
+ * on a day in [first training day, test day - delay - 1]: the handbook's get_train_test_set), and
+ * computes AUC ROC, average precision and card precision@k (tools/evalmetrics.h) for three scores
+ * of the test transactions:
+ *   rules   the summed weights of the rule hits the scorer stored (decisions.reasons)
+ *   model   the model's probability, re-scored from the stored features with the scorer's own
+ *           inference code (model_row_from_json + model_predict)
+ *   blend   the scorer's formula: min(100, round(model * model_weight) + rules)
+ * and prints them beside the handbook's published rows. The last line is
+ *   eval auc=… ap=… cp100=…
+ * for the blend (for the rules when no model is given). */
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "db.h"
+#include "evalmetrics.h"
+#include "log.h"
+#include "model.h"
+#include "trainset.h"
+
+typedef struct eval_opts {
+    char *database_url;
+    char *input;
+    char *train;
+    char *test;
+    int64_t delay_days;
+    char *model;
+    int64_t model_weight;
+    int64_t top_k;
+    char *log_level;
+} eval_opts;
+
+#define O(field) offsetof(eval_opts, field)
+static const cfg_opt eval_options[] = {
+    {"database-url", "FS_DATABASE_URL", CFG_STRING,
+     "postgresql://postgres@127.0.0.1:5432/fraudshield", 1, 4096, O(database_url),
+     "PostgreSQL connection URL (rows are read from there unless input is set)", true},
+    {"input", "FS_INPUT", CFG_STRING, "", 0, 4096, O(input),
+     "read the rows from a psql export of fraudshield-train --print-query (with every label) "
+     "instead", false},
+    {"train", "FS_TRAIN", CFG_STRING, "2018-07-25:2018-07-31", 21, 21, O(train),
+     "training period FROM:TO (days inclusive): its first day starts the known-compromised history",
+     false},
+    {"test", "FS_TEST", CFG_STRING, "2018-08-08:2018-08-14", 21, 21, O(test),
+     "test period FROM:TO (days inclusive, UTC)", false},
+    {"delay-days", "FS_DELAY_DAYS", CFG_INT, "7", 0, 365, O(delay_days),
+     "feedback delay: a card is known compromised on day T after a fraud on or before T - delay - 1",
+     false},
+    {"model", "FS_MODEL", CFG_STRING, "", 0, 4096, O(model),
+     "model file to re-score the test rows with (\"\": rules only)", false},
+    {"model-weight", "FS_MODEL_WEIGHT", CFG_INT, "100", 0, 100, O(model_weight),
+     "points a model probability of 1 adds in the blend (the rules file's blend.model_weight)",
+     false},
+    {"top-k", "FS_TOP_K", CFG_INT, "100", 1, 100000, O(top_k),
+     "k of card precision@k", false},
+    {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
+     "debug, info, warn or error", false},
+    {0},
+};
+#undef O
+
+static const char SUMMARY[] =
+    "FraudShield evaluation: the handbook's AUC ROC, average precision and card precision@100 of "
+    "the rules, the model and their blend over a test period of stored decisions.";
+
+typedef struct metrics3 {
+    double auc, ap, cp;
+} metrics3;
+
+#define DAY_MS 86400000LL
+
+static int32_t day_of(int64_t ms) { return (int32_t)(ms >= 0 ? ms / DAY_MS : (ms - DAY_MS + 1) / DAY_MS); }
+
+static int measure(const evm_item *it, size_t n, size_t k, metrics3 *m, char *errstr, size_t len) {
+    if (evm_auc_roc(it, n, &m->auc, errstr, len) != 0 ||
+        evm_average_precision(it, n, &m->ap, errstr, len) != 0 ||
+        evm_card_precision_at_k(it, n, k, &m->cp, NULL, 0, NULL, errstr, len) != 0)
+        return -1;
+    return 0;
+}
+
+/* The test rows of [from, to) that survive the known-compromised filter, as evm items with the
+ * rules score; idx[i] = the row of item i. Returns the count, or (size_t)-1 with errstr. */
+static size_t test_items(const trs *t, int64_t from, int64_t to, int32_t since, int32_t delay,
+                         evm_item *hist, evm_item *it, size_t *idx, char *errstr, size_t len) {
+    size_t nh = 0, n = 0;
+    for (size_t i = 0; i < trs_count(t); i++) {
+        hist[nh++] = (evm_item){0, trs_label(t, i), day_of(trs_event_ms(t, i)), trs_card(t, i)};
+        if (trs_event_ms(t, i) < from || trs_event_ms(t, i) >= to) continue;
+        /* the row index rides in the score through the filter (exact: far below 2^53) */
+        it[n++] = (evm_item){(double)i, trs_label(t, i), day_of(trs_event_ms(t, i)), trs_card(t, i)};
+    }
+    size_t kept = evm_drop_known_cards(it, n, hist, nh, since, delay, errstr, len);
+    for (size_t i = 0; kept != (size_t)-1 && i < kept; i++) {
+        idx[i] = (size_t)it[i].score;
+        double pts = trs_rules_pts(t, idx[i]);
+        it[i].score = isnan(pts) ? 0 : pts;
+    }
+    return kept;
+}
+
+/* The model's probabilities for the rows idx[0..n) from their stored features. */
+static int rescore(model *m, const trs *t, const size_t *idx, size_t n, float *p, char *errstr,
+                   size_t len) {
+    size_t nf = model_feature_count(m);
+    float *x = malloc((n ? n : 1) * nf * sizeof *x);
+    int rc = -1;
+    if (!x) return snprintf(errstr, len, "out of memory"), -1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *obj = json_loads(trs_features(t, idx[i]), 0, NULL);
+        if (!json_is_object(obj)) {
+            json_decref(obj);
+            snprintf(errstr, len, "a decision's features are not a JSON object");
+            goto done;
+        }
+        model_row_from_json(m, obj, x + i * nf);
+        json_decref(obj);
+    }
+    rc = model_predict(m, x, n, nf, p, errstr, len);
+done:
+    free(x);
+    return rc;
+}
+
+static void print_row(const char *name, const metrics3 *m) {
+    printf("| %-36s | %7.3f | %17.3f | %18.3f |\n", name, m->auc, m->ap, m->cp);
+}
+
+static void print_table(const metrics3 *rules, const metrics3 *mod, const metrics3 *blend,
+                        const eval_opts *o, size_t n, size_t frauds) {
+    static const struct { const char *name; metrics3 m; } handbook[] = {
+        {"handbook: logistic regression", {0.871, 0.606, 0.291}},
+        {"handbook: decision tree, depth 2", {0.763, 0.496, 0.241}},
+        {"handbook: decision tree, unlimited", {0.788, 0.309, 0.243}},
+        {"handbook: random forest", {0.867, 0.658, 0.287}},
+        {"handbook: XGBoost", {0.862, 0.639, 0.273}},
+        {"handbook: random scores", {0.5, 0.007, 0.017}},
+    };
+    char name[64];
+    printf("test %s: %zu transactions, %zu frauds (known compromised cards removed)\n", o->test, n,
+           frauds);
+    printf("| %-36s | AUC ROC | average precision | card precision@%-3d |\n", "scores",
+           (int)o->top_k);
+    printf("|%s|---------|-------------------|--------------------|\n",
+           "--------------------------------------");
+    print_row("FraudShield rules only", rules);
+    if (mod) {
+        print_row("FraudShield model", mod);
+        snprintf(name, sizeof name, "FraudShield blend (model_weight %d)", (int)o->model_weight);
+        print_row(name, blend);
+    }
+    for (size_t i = 0; i < sizeof handbook / sizeof handbook[0]; i++)
+        print_row(handbook[i].name, &handbook[i].m);
+}
+
+/* Everything run() allocates, freed in one place. */
+typedef struct eval_run {
+    trs *rows;
+    evm_item *hist, *it;
+    size_t *idx;
+    float *p;
+    model *m;
+} eval_run;
+
+static void eval_run_free(eval_run *r) {
+    trs_destroy(r->rows);
+    free(r->hist);
+    free(r->it);
+    free(r->idx);
+    free(r->p);
+    model_destroy(r->m);
+}
+
+static int load(const eval_opts *o, const trs_filter *f, trs *t, char *errstr, size_t len) {
+    if (o->input[0]) return trs_load_file(t, o->input, f, errstr, len);
+    PGconn *c = db_connect(o->database_url, "fraudshield-eval", errstr, len);
+    int rc = c ? trs_load_pg(t, c, f, errstr, len) : -1;
+    if (c) PQfinish(c);
+    return rc;
+}
+
+static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
+    int64_t train_from, train_to, test_from, test_to;
+    metrics3 mr, mm, mb;
+    if (trs_parse_period(o->train, &train_from, &train_to) != 0 ||
+        trs_parse_period(o->test, &test_from, &test_to) != 0 || test_from < train_to)
+        return snprintf(errstr, len, "train/test: FROM:TO days expected, the test after the training"), -1;
+    trs_filter f = {train_from, test_to, INT64_MAX, 0};
+    if (o->model[0] && !(r->m = model_load(o->model, 0, errstr, len))) return -1;
+    if (!(r->rows = trs_new()) || load(o, &f, r->rows, errstr, len) != 0) return -1;
+    size_t n = trs_count(r->rows), frauds = 0;
+    if (trs_skipped(r->rows))
+        log_msg(LOG_WARN, "unlabelled_rows", "%zu decisions without a label left out",
+                trs_skipped(r->rows));
+    r->hist = malloc((n ? n : 1) * sizeof *r->hist);
+    r->it = malloc((n ? n : 1) * sizeof *r->it);
+    r->idx = malloc((n ? n : 1) * sizeof *r->idx);
+    r->p = malloc((n ? n : 1) * sizeof *r->p);
+    if (!r->hist || !r->it || !r->idx || !r->p) return snprintf(errstr, len, "out of memory"), -1;
+    size_t nt = test_items(r->rows, test_from, test_to, day_of(train_from), (int32_t)o->delay_days,
+                           r->hist, r->it, r->idx, errstr, len);
+    if (nt == (size_t)-1 || measure(r->it, nt, (size_t)o->top_k, &mr, errstr, len) != 0) return -1;
+    for (size_t i = 0; i < nt; i++) frauds += r->it[i].label != 0;
+    if (r->m) {
+        if (rescore(r->m, r->rows, r->idx, nt, r->p, errstr, len) != 0) return -1;
+        for (size_t i = 0; i < nt; i++) r->hist[i] = r->it[i], r->hist[i].score = r->p[i];
+        if (measure(r->hist, nt, (size_t)o->top_k, &mm, errstr, len) != 0) return -1;
+        for (size_t i = 0; i < nt; i++) /* the scorer's blend (scorer/rules.h) */
+            r->hist[i].score = fmin(100, floor(r->p[i] * (double)o->model_weight + 0.5) + r->it[i].score);
+        if (measure(r->hist, nt, (size_t)o->top_k, &mb, errstr, len) != 0) return -1;
+    }
+    print_table(&mr, r->m ? &mm : NULL, &mb, o, nt, frauds);
+    const metrics3 *last = r->m ? &mb : &mr;
+    printf("eval auc=%.4f ap=%.4f cp100=%.4f\n", last->auc, last->ap, last->cp);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    eval_opts o = {0};
+    cfg_props props = {0};
+    char errstr[1024];
+    log_level level;
+    eval_run r = {0};
+    int rc = 1;
+    log_init("eval", LOG_INFO);
+    cfg_result cr = cfg_parse(eval_options, &o, &props, argc, argv, "fraudshield-eval", SUMMARY,
+                              errstr, sizeof errstr);
+    if (cr == CFG_HELP) {
+        rc = 0;
+    } else if (cr == CFG_ERROR) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
+    } else if (log_level_parse(o.log_level, &level) != 0) {
+        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
+    } else {
+        log_init("eval", level);
+        cfg_log(eval_options, &o, &props);
+        rc = evaluate(&o, &r, errstr, sizeof errstr) == 0 ? 0 : 1;
+        if (rc) log_msg(LOG_ERROR, "eval_failed", "%s", errstr);
+    }
+    eval_run_free(&r);
+    cfg_free(eval_options, &o, &props);
+    return rc;
+}

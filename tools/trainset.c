@@ -1,0 +1,353 @@
+/* trainset: labelled decision rows from PostgreSQL or a psql export (see trainset.h). */
+#include "trainset.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "fsutil.h"
+#include "model.h"
+
+typedef struct trs_row {
+    size_t off;        /* features text at t->text + off, NUL-terminated */
+    int64_t event_ms;
+    uint64_t card;
+    double score, rules_pts;
+    int label;
+} trs_row;
+
+struct trs {
+    char *text;
+    size_t text_len, text_cap;
+    trs_row *rows;
+    size_t n, cap, skipped;
+};
+
+int trs_parse_time(const char *s, int64_t *ms) {
+    char buf[40];
+    int y, m, d, used = 0;
+    if (strlen(s) == 10 && sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &used) == 3 && used == 10) {
+        snprintf(buf, sizeof buf, "%sT00:00:00Z", s);
+        return fs_time_parse_rfc3339(buf, ms);
+    }
+    return fs_time_parse_rfc3339(s, ms);
+}
+
+int trs_parse_period(const char *s, int64_t *from_ms, int64_t *to_ms) {
+    char a[16], b[16];
+    const char *colon = strchr(s, ':');
+    if (!colon || colon - s != 10 || strlen(colon + 1) != 10) return -1;
+    snprintf(a, sizeof a, "%.10s", s);
+    snprintf(b, sizeof b, "%s", colon + 1);
+    if (trs_parse_time(a, from_ms) != 0 || trs_parse_time(b, to_ms) != 0) return -1;
+    *to_ms += 86400000LL;
+    return *to_ms > *from_ms ? 0 : -1;
+}
+
+trs *trs_new(void) { return calloc(1, sizeof(trs)); }
+
+void trs_destroy(trs *t) {
+    if (!t) return;
+    free(t->text);
+    free(t->rows);
+    free(t);
+}
+
+size_t trs_count(const trs *t) { return t->n; }
+size_t trs_skipped(const trs *t) { return t->skipped; }
+const char *trs_features(const trs *t, size_t i) { return t->text + t->rows[i].off; }
+int trs_label(const trs *t, size_t i) { return t->rows[i].label; }
+int64_t trs_event_ms(const trs *t, size_t i) { return t->rows[i].event_ms; }
+uint64_t trs_card(const trs *t, size_t i) { return t->rows[i].card; }
+double trs_score(const trs *t, size_t i) { return t->rows[i].score; }
+double trs_rules_pts(const trs *t, size_t i) { return t->rows[i].rules_pts; }
+
+/* FNV-1a: cards only need to be told apart, and 64 bits make a collision among a few million
+ * customers negligible. */
+static uint64_t card_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    if (!s || !*s) return 0;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int label,
+            int64_t event_ms, const char *user_id, double score, double rules_pts) {
+    if (event_ms < f->from_ms || event_ms >= f->to_ms) return 0;
+    if (label < 0 && !f->unlabelled_legit) {
+        t->skipped++;
+        return 0;
+    }
+    if (grow((void **)&t->text, &t->text_cap, t->text_len + len + 1, 1) != 0 ||
+        grow((void **)&t->rows, &t->cap, t->n + 1, sizeof *t->rows) != 0)
+        return -1;
+    memcpy(t->text + t->text_len, features, len);
+    t->text[t->text_len + len] = '\0';
+    t->rows[t->n++] = (trs_row){t->text_len, event_ms, card_hash(user_id), score, rules_pts,
+                                label > 0};
+    t->text_len += len + 1;
+    return 0;
+}
+
+/* ---- PostgreSQL -------------------------------------------------------------------------------- */
+
+/* $1, $2: the event-time period [from, to); $3: the label cut-off. The latest label known at the
+ * cut-off wins (payment_labels' order). */
+#define TRS_QUERY_FMT                                                                              \
+    "SELECT d.features::text, "                                                                    \
+    "CASE WHEN l.outcome IS NULL THEN NULL "                                                       \
+    "WHEN l.outcome IN ('confirmed_fraud', 'chargeback') THEN 1 ELSE 0 END, "                      \
+    "(extract(epoch FROM p.event_time) * 1000)::bigint, p.user_id, d.score, "                      \
+    "(SELECT coalesce(sum((r->>'weight')::int), 0) FROM jsonb_array_elements(d.reasons) r) "       \
+    "FROM payments p JOIN decisions d USING (payment_id) "                                         \
+    "LEFT JOIN LATERAL (SELECT o.outcome FROM outcomes o WHERE o.payment_id = p.payment_id "       \
+    "AND o.known_at <= %s ORDER BY o.known_at DESC, o.received_at DESC LIMIT 1) l ON true "        \
+    "WHERE p.event_time >= %s AND p.event_time < %s ORDER BY p.event_time, p.payment_id"
+
+/* A bound as a timestamptz literal ('-infinity' / 'infinity' for none). */
+static void ts_literal(int64_t ms, char *out, size_t n) {
+    char t[25];
+    if (ms == INT64_MIN || ms == INT64_MAX) {
+        snprintf(out, n, "'%sinfinity'::timestamptz", ms == INT64_MIN ? "-" : "");
+        return;
+    }
+    fs_time_format_rfc3339(ms, t);
+    snprintf(out, n, "'%s'::timestamptz", t);
+}
+
+int trs_query_text(const trs_filter *f, char *out, size_t out_size) {
+    char from[48], to[48], known[48];
+    ts_literal(f->from_ms, from, sizeof from);
+    ts_literal(f->to_ms, to, sizeof to);
+    ts_literal(f->known_by_ms, known, sizeof known);
+    int n = snprintf(out, out_size, TRS_QUERY_FMT, known, from, to);
+    return n >= 0 && (size_t)n < out_size ? 0 : -1;
+}
+
+static double num_or_nan(const char *s, int isnull) { return isnull ? NAN : strtod(s, NULL); }
+
+static int add_result_row(trs *t, const trs_filter *f, const PGresult *r) {
+    int label = PQgetisnull(r, 0, 1) ? -1 : atoi(PQgetvalue(r, 0, 1));
+    return trs_add(t, f, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), label,
+                   strtoll(PQgetvalue(r, 0, 2), NULL, 10), PQgetvalue(r, 0, 3),
+                   num_or_nan(PQgetvalue(r, 0, 4), PQgetisnull(r, 0, 4)),
+                   num_or_nan(PQgetvalue(r, 0, 5), PQgetisnull(r, 0, 5)));
+}
+
+int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, char *errstr, size_t errstr_size) {
+    char sql[2048];
+    PGresult *r;
+    int rc = 0;
+    if (trs_query_text(f, sql, sizeof sql) != 0 || !PQsendQuery(conn, sql) ||
+        !PQsetSingleRowMode(conn)) {
+        db_error(conn, NULL, errstr, errstr_size);
+        return -1;
+    }
+    while ((r = PQgetResult(conn)) != NULL) { /* drain every result, also after an error */
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE && rc == 0 && add_result_row(t, f, r) != 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            rc = -1;
+        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
+            db_error(conn, r, errstr, errstr_size);
+            rc = -1;
+        }
+        PQclear(r);
+    }
+    return rc;
+}
+
+/* ---- psql text format ------------------------------------------------------------------------- */
+
+/* Undoes COPY's text escapes in place (\\ \t \n \r \b \f \v; \N = NULL is checked before). */
+static void unescape(char *s) {
+    char *w = s;
+    for (; *s; s++) {
+        if (*s != '\\' || !s[1]) {
+            *w++ = *s;
+            continue;
+        }
+        s++;
+        switch (*s) {
+        case 't': *w++ = '\t'; break;
+        case 'n': *w++ = '\n'; break;
+        case 'r': *w++ = '\r'; break;
+        case 'b': *w++ = '\b'; break;
+        case 'f': *w++ = '\f'; break;
+        case 'v': *w++ = '\v'; break;
+        default: *w++ = *s; break;
+        }
+    }
+    *w = '\0';
+}
+
+#define TRS_COLS 6
+
+/* Splits a line at tabs into at most TRS_COLS fields (NULL for \N). Returns the field count. */
+static int split(char *line, char **col) {
+    int n = 0;
+    for (char *c = line; n < TRS_COLS; n++) {
+        size_t len = strcspn(c, "\t");
+        int last = c[len] != '\t';
+        c[len] = '\0';
+        col[n] = strcmp(c, "\\N") == 0 ? NULL : c;
+        if (col[n]) unescape(col[n]);
+        if (last) return n + 1;
+        c += len + 1;
+    }
+    return n;
+}
+
+static int add_line(trs *t, const trs_filter *f, char *line) {
+    char *col[TRS_COLS] = {0};
+    int n = split(line, col);
+    if (n < 2 || !col[0] || (col[1] && strcmp(col[1], "0") && strcmp(col[1], "1"))) return 1;
+    int64_t ev = n > 2 && col[2] ? strtoll(col[2], NULL, 10) : 0;
+    if (n <= 2 && (f->from_ms != INT64_MIN || f->to_ms != INT64_MAX)) return 1; /* no time */
+    return trs_add(t, f, col[0], strlen(col[0]), col[1] ? atoi(col[1]) : -1, ev,
+                   n > 3 ? col[3] : NULL, n > 4 ? num_or_nan(col[4], !col[4]) : NAN,
+                   n > 5 ? num_or_nan(col[5], !col[5]) : NAN) == 0 ? 0 : -1;
+}
+
+int trs_load_file(trs *t, const char *path, const trs_filter *f, char *errstr, size_t errstr_size) {
+    FILE *in = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    ssize_t len;
+    int rc = 0;
+    if (!in) return snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno)), -1;
+    while (rc == 0 && (len = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len == 0) continue;
+        int r = add_line(t, f, line);
+        if (r > 0)
+            snprintf(errstr, errstr_size, "%s:%zu: expected features<TAB>label(0|1|\\N)"
+                     "[<TAB>event_ms<TAB>user_id<TAB>score<TAB>rules_pts]%s", path, lineno,
+                     f->from_ms != INT64_MIN || f->to_ms != INT64_MAX ? " (event_ms is needed "
+                     "with a period)" : "");
+        else if (r < 0)
+            snprintf(errstr, errstr_size, "out of memory");
+        rc = r ? -1 : 0;
+    }
+    free(line);
+    fclose(in);
+    return rc;
+}
+
+/* ---- features ---------------------------------------------------------------------------------- */
+
+void trs_names_free(char **names, size_t n) {
+    for (size_t i = 0; names && i < n; i++) free(names[i]);
+    free(names);
+}
+
+static int excluded(const char *name, const char *exclude) {
+    if (strcmp(name, "model_score") == 0) return 1; /* never learn from an earlier model */
+    for (const char *p = exclude; p && *p;) {
+        size_t len = strcspn(p, ",");
+        if (len && strncmp(name, p, len) == 0) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+/* Adds the numeric keys of one feature object (and derived averages) to set. */
+static void collect_keys(json_t *set, json_t *obj, const char *exclude) {
+    const char *k;
+    json_t *v;
+    char avg[MODEL_NAME_MAX + 8];
+    json_object_foreach(obj, k, v) {
+        if (!json_is_number(v) && !json_is_boolean(v)) continue;
+        if (model_feature_name_valid(k) && !excluded(k, exclude))
+            json_object_set_new(set, k, json_true());
+        const char *s = strstr(k, "_sum_minor_");
+        if (!s || strstr(k, "_delay_")) continue;
+        snprintf(avg, sizeof avg, "%.*s_avg_minor_%s", (int)(s - k), k, s + strlen("_sum_minor_"));
+        if (model_feature_name_valid(avg) && !excluded(avg, exclude))
+            json_object_set_new(set, avg, json_true());
+    }
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *n, char *errstr,
+                      size_t errstr_size) {
+    json_t *set = json_object();
+    size_t i = 0;
+    const char *k;
+    json_t *v;
+    *names = NULL;
+    *n = 0;
+    for (size_t r = 0; set && r < t->n; r++) {
+        json_t *obj = json_loads(trs_features(t, r), 0, NULL);
+        if (json_is_object(obj)) collect_keys(set, obj, exclude);
+        json_decref(obj);
+    }
+    size_t count = set ? json_object_size(set) : 0;
+    if (count == 0 || count > MODEL_MAX_FEATURES) {
+        snprintf(errstr, errstr_size, "%zu numeric features found (1..%d usable)", count,
+                 MODEL_MAX_FEATURES);
+        json_decref(set);
+        return -1;
+    }
+    *names = calloc(count, sizeof **names);
+    json_object_foreach(set, k, v) if (*names) (*names)[i++] = strdup(k);
+    json_decref(set);
+    for (i = 0; *names && i < count && (*names)[i]; i++) {}
+    if (!*names || i < count) {
+        trs_names_free(*names, count);
+        *names = NULL;
+        return snprintf(errstr, errstr_size, "out of memory"), -1;
+    }
+    qsort(*names, count, sizeof **names, cmp_str);
+    *n = count;
+    return 0;
+}
+
+int trs_matrix(const trs *t, size_t begin, size_t end, const char *const *names, size_t n,
+               float **rows, float **labels, char *errstr, size_t errstr_size) {
+    size_t nr = end > begin ? end - begin : 0;
+    *rows = malloc((nr ? nr : 1) * n * sizeof **rows);
+    *labels = malloc((nr ? nr : 1) * sizeof **labels);
+    if (!*rows || !*labels) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto failed;
+    }
+    for (size_t i = 0; i < nr; i++) {
+        json_error_t je;
+        json_t *obj = json_loads(trs_features(t, begin + i), 0, &je);
+        if (!json_is_object(obj)) {
+            json_decref(obj);
+            snprintf(errstr, errstr_size, "row %zu: features are not a JSON object", begin + i);
+            goto failed;
+        }
+        model_features_row(names, n, obj, *rows + i * n);
+        (*labels)[i] = (float)trs_label(t, begin + i);
+        json_decref(obj);
+    }
+    return 0;
+failed:
+    free(*rows);
+    free(*labels);
+    *rows = *labels = NULL;
+    return -1;
+}

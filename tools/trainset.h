@@ -1,0 +1,80 @@
+/* trainset: labelled decision rows for training and evaluation: the feature object the scorer
+ * stored as evidence with each decision (decisions.features), the payment's label as known at a
+ * given time (outcomes), its event time, its card (the customer, user_id) and the rules' score.
+ *
+ * Rows come from PostgreSQL (trs_load_pg, the query below) or from a file that psql exported with
+ * the same query (trs_load_file: `\copy (<trs_query_text(...)>) TO 'rows.tsv'`, psql's default
+ * text format: tab-separated, backslash escapes, \N for NULL), so a model can be trained away from
+ * the database. Columns, in order:
+ *   features   decisions.features as JSON text
+ *   label      1 (confirmed_fraud or chargeback), 0 (legitimate or false_positive), NULL (none
+ *              known at the cut-off)
+ *   event_ms   the payment's event time, ms since the epoch
+ *   user_id    the customer (the handbook's card: CUSTOMER_ID)
+ *   score      the decision's score (rules, plus the model's share when one was configured)
+ *   rules_pts  the summed weights of the rule hits (the score without a model's share, uncapped)
+ * A file may stop after label (no time filter, no card, scores missing). */
+#ifndef FS_TRAINSET_H
+#define FS_TRAINSET_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct trs trs;
+
+/* Which rows to keep. */
+typedef struct trs_filter {
+    int64_t from_ms;       /* event time >= from_ms (INT64_MIN: no bound) */
+    int64_t to_ms;         /* event time < to_ms (INT64_MAX: no bound) */
+    int64_t known_by_ms;   /* labels known at or before this count (INT64_MAX: all); PostgreSQL only */
+    int unlabelled_legit;  /* 1: rows without a label are genuine; 0: they are skipped */
+} trs_filter;
+
+/* "YYYY-MM-DD" (midnight UTC) or an RFC 3339 time, into ms. Returns 0 or -1. */
+int trs_parse_time(const char *s, int64_t *ms);
+
+/* "FROM:TO", two days (inclusive, UTC): [FROM 00:00, the day after TO 00:00). Returns 0 or -1. */
+int trs_parse_period(const char *s, int64_t *from_ms, int64_t *to_ms);
+
+trs *trs_new(void);
+void trs_destroy(trs *t); /* accepts NULL */
+
+/* Appends one row (features is copied; label -1 = unknown, handled per the filter). */
+int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int label,
+            int64_t event_ms, const char *user_id, double score, double rules_pts);
+
+size_t trs_count(const trs *t);
+size_t trs_skipped(const trs *t);         /* unlabelled rows skipped */
+const char *trs_features(const trs *t, size_t i);
+int trs_label(const trs *t, size_t i);    /* 0 or 1 */
+int64_t trs_event_ms(const trs *t, size_t i);
+uint64_t trs_card(const trs *t, size_t i); /* 64-bit hash of user_id (0 when absent) */
+double trs_score(const trs *t, size_t i); /* NAN when absent */
+double trs_rules_pts(const trs *t, size_t i);
+
+/* The query with its parameters written in (for psql \copy), into out. Returns 0, or -1 when out
+ * is too small. */
+int trs_query_text(const trs_filter *f, char *out, size_t out_size);
+
+/* Streams the query's rows into t (single-row mode: memory holds the rows kept, not the result
+ * twice). Returns 0 or -1 with errstr. */
+int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, char *errstr, size_t errstr_size);
+
+/* Reads a psql text-format file of the query's columns. Returns 0 or -1 with errstr (the line). */
+int trs_load_file(trs *t, const char *path, const trs_filter *f, char *errstr, size_t errstr_size);
+
+/* The numeric keys found in the rows' feature objects, plus "<e>_avg_minor_<N>s" for every
+ * "<e>_sum_minor_<N>s", minus "model_score" and any name starting with one of the
+ * comma-separated prefixes in exclude; sorted by name. *names is a malloc'd array of malloc'd
+ * strings (free with trs_names_free). Returns 0 or -1 with errstr. */
+int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *n, char *errstr,
+                      size_t errstr_size);
+void trs_names_free(char **names, size_t n);
+
+/* Rows [begin, end) as a dense matrix in the order of names (model_features_row(): the scorer's
+ * own mapping), into a malloc'd *rows, and their labels into a malloc'd *labels. */
+int trs_matrix(const trs *t, size_t begin, size_t end, const char *const *names, size_t n,
+               float **rows, float **labels, char *errstr, size_t errstr_size);
+
+#endif
