@@ -2,7 +2,7 @@
 # scripts/run-local.sh: the whole pipeline on this machine, in the foreground (what `make run` runs).
 #
 #   PostgreSQL (.run/pg, created once, reused) -> dev broker (mock Kafka, development only)
-#   -> two scorers -> ingest on 127.0.0.1:8000 (FS_LISTEN_PORT to change)
+#   -> two scorers, the alerter -> ingest on 127.0.0.1:8000 (FS_LISTEN_PORT to change)
 #
 # State lives under .run/ (git-ignored): pg/ (database cluster), postgres.url, kafka.bootstrap,
 # pii.secret (generated once), logs/. Ctrl-C or SIGTERM stops everything in order (ingest, scorers,
@@ -19,6 +19,7 @@ RUN="$REPO/.run"
 LOGS="$RUN/logs"
 PGBIN=/usr/lib/postgresql/15/bin
 LISTEN_PORT=${FS_LISTEN_PORT:-8000}
+ALERTER_ADMIN_PORT=${FS_ALERTER_ADMIN_PORT:-9103}
 
 declare -A PIDS=()  # name -> pid of the processes we started (each in its own session)
 ORDER=()            # start order, for the liveness checks (stop order: see stop_all)
@@ -63,7 +64,7 @@ start_bg() {
 # their own sessions, so nothing else stops them). Only our own binaries are touched.
 stop_leftovers() {
     local f pid i name
-    for name in ingest scorer-1 scorer-2 devbroker; do
+    for name in ingest scorer-1 scorer-2 alerter devbroker; do
         f="$RUN/pids/$name.pid"
         [[ -f "$f" ]] || continue
         pid=$(cat "$f")
@@ -101,7 +102,7 @@ stop_one() {
 stop_all() {
     local name
     trap '' INT TERM
-    for name in ingest scorer-1 scorer-2 devbroker; do
+    for name in ingest scorer-1 scorer-2 alerter devbroker; do
         [[ -n "${PIDS[$name]:-}" ]] || continue
         say "stopping $name"
         stop_one "$name"
@@ -254,6 +255,8 @@ services_start() {
     for i in 1 2; do
         start_bg "scorer-$i" env FS_SCORER_ID="scorer-$i" "$BUILD/bin/fraudshield-scorer"
     done
+    start_bg alerter env FS_ADMIN_ADDR=127.0.0.1 FS_ADMIN_PORT="$ALERTER_ADMIN_PORT" \
+        "$BUILD/bin/fraudshield-alerter"
     port_free "$LISTEN_PORT" || die "port $LISTEN_PORT is in use: set FS_LISTEN_PORT to another one"
     start_bg ingest env FS_LISTEN_PORT="$LISTEN_PORT" FS_KEYS_FILE="$RUN/api-keys" "$BUILD/bin/fraudshield-ingest"
     for ((i = 0; i < 600; i++)); do
@@ -288,6 +291,7 @@ FraudShield is running (Ctrl-C stops everything).
   ingest      http://127.0.0.1:$LISTEN_PORT   (GET /health, /ready, /metrics)
   PostgreSQL  $FS_DATABASE_URL   (.run/postgres.url)
   Kafka       $FS_BROKERS   (dev broker, .run/kafka.bootstrap)
+  alerter     http://127.0.0.1:$ALERTER_ADMIN_PORT/metrics   (webhooks: fraudshield-alerter subscriptions add, docs/alerter.md)
   logs        .run/logs/
 
 API key (all scopes, .run/api.key): $(cat "$RUN/api.key")
@@ -314,7 +318,7 @@ main() {
     local f
     for f in "$LOGS"/*.log; do [[ -f "$f" ]] && mv -f "$f" "$f.prev"; done # this run's logs only
     local b
-    for b in ingest scorer devbroker; do
+    for b in ingest scorer alerter devbroker; do
         [[ -x "$BUILD/bin/fraudshield-$b" ]] || { say "ERROR: missing $BUILD/bin/fraudshield-$b (run make)"; exit 1; }
     done
     trap 'STOP=1' INT TERM
