@@ -2,7 +2,7 @@
 # SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
 
 APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
-                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 kcat curl wrk clang
+                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang
 PKGS := rdkafka libevent libevent_openssl jansson libpq libargon2 libcrypto libssl libcurl
 
 ifeq ($(SANITIZE),1)
@@ -18,7 +18,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-          -Wformat=2 -MMD -MP -Icommon -Iscorer -Iingest -Ialerter -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
+          -Wformat=2 -MMD -MP -Icommon -Iscorer -Iingest -Ialerter -Itools -I$(BUILD)/gen $(PKG_CFLAGS) $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS += $(PKG_LIBS) -lpthread -lm
 
@@ -30,12 +30,17 @@ ALERTER_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard alerter/*.c))
 SCORER_LIB := $(filter-out $(BUILD)/scorer/main.o,$(SCORER_OBJ))
 ALERTER_LIB := $(filter-out $(BUILD)/alerter/main.o,$(ALERTER_OBJ))
 INGEST_LIB := $(filter-out $(BUILD)/ingest/main.o,$(INGEST_OBJ))
+# tools/: evaluation, training and replay (issue 5); tools/*_main.c are the programs' mains.
+TOOLS_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out %_main.c,$(wildcard tools/*.c)))
+TOOLS_LIBS := -lxgboost -lz
+.SECONDARY: $(TOOLS_OBJ)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/bin/fraudshield-devbroker \
-       $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter)
+       $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
+       $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))
 
-.PHONY: all deps run test unit integration clean fuzz
+.PHONY: all deps run test unit integration clean fuzz bench-ingest bench-scorer
 all: $(BIN) $(UNIT_BIN)
 
 # Installs the Debian packages the build, `make run` and the tests need (only those missing).
@@ -74,9 +79,32 @@ $(BUILD)/bin/fraudshield-devbroker: $(BUILD)/deploy/devbroker.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB) $(ALERTER_LIB)
+$(BUILD)/bin/fraudshield-%: $(BUILD)/tools/%_main.o $(TOOLS_OBJ) $(SCORER_LIB) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOOLS_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB) $(ALERTER_LIB) $(TOOLS_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOOLS_LIBS) $(shell pkg-config --libs cmocka)
+
+# Benchmark helpers (bench/*.c): the bare libevent baseline and the open-loop latency client.
+$(BUILD)/bin/bare_http: $(BUILD)/bench/bare_http.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/openloop: $(BUILD)/bench/openloop.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Ingest throughput and latency against the bare baseline; results go to BENCHMARKS.md by hand.
+bench-ingest: deps
+	$(MAKE) all $(BUILD)/bin/bare_http $(BUILD)/bin/openloop
+	BUILD=$(BUILD) bash bench/ingest_bench.sh
+
+# The scorer: 500k payments through one and two scorers against a plain COPY (BENCHMARKS.md).
+bench-scorer: deps
+	$(MAKE) all
+	BUILD=$(BUILD) bash bench/scorer_bench.sh
 
 # deps first, in its own make: pkg-config must see the packages it may have just installed.
 run: deps

@@ -81,8 +81,8 @@ int alerter_run(alerter *a, volatile sig_atomic_t *stop) {
         if (a->nitems > 0) alerter_finish_batch(a); /* also when stopping: finish what we hold */
         if (!*stop && fs_mono_us() >= a->next_pump_us) alerter_pump(a);
     }
-    rd_kafka_resp_err_t err = rd_kafka_consumer_close(a->consumer);
-    if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s", rd_kafka_err2str(err));
+    if (a->nitems > 0) alerter_clear_batch(a); /* unfinished: not committed, redelivered */
+    kafka_consumer_close(&a->consumer);
     return a->fatal ? -1 : 0;
 }
 

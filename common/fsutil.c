@@ -152,13 +152,29 @@ int fs_time_parse_rfc3339(const char *s, int64_t *ms_out) {
 }
 
 void fs_time_format_rfc3339(int64_t ms, char out[25]) {
+    /* Every payment formats two times, nearly always in the current second: the date part of the
+     * last second is kept per thread (gmtime_r + strftime + snprintf cost ~1 us). */
+    static _Thread_local time_t last_secs = -1;
+    static _Thread_local char last_date[20];
+    static _Thread_local size_t last_len;
     time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-    int frac = (int)(ms - (int64_t)secs * 1000);
-    struct tm tm;
-    char date[32];
-    gmtime_r(&secs, &tm);
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 25, "%.19s.%03uZ", date, (unsigned)frac % 1000u);
+    unsigned frac = (unsigned)(ms - (int64_t)secs * 1000) % 1000u;
+    if (secs != last_secs || secs < 0) {
+        struct tm tm;
+        char date[32];
+        gmtime_r(&secs, &tm);
+        strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+        last_len = (size_t)snprintf(last_date, sizeof last_date, "%.19s", date);
+        last_secs = secs;
+    }
+    memcpy(out, last_date, last_len); /* 19 bytes but for years before 1000 */
+    char *o = out + last_len;
+    *o++ = '.';
+    *o++ = (char)('0' + frac / 100);
+    *o++ = (char)('0' + frac / 10 % 10);
+    *o++ = (char)('0' + frac % 10);
+    *o++ = 'Z';
+    *o = '\0';
 }
 
 int64_t fs_now_ms(void) {

@@ -1,6 +1,7 @@
 /* kafka: librdkafka client set-up shared by the processes (see kafka.h). */
 #include "kafka.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "log.h"
@@ -115,6 +116,25 @@ int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms,
         waited += 2500;
     }
     return -1;
+}
+
+void kafka_consumer_close(rd_kafka_t **rkp) {
+    rd_kafka_t *rk = *rkp;
+    if (!rk) return;
+    *rkp = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    bool empty = rd_kafka_assignment(rk, &parts) == RD_KAFKA_RESP_ERR_NO_ERROR && parts &&
+                 parts->cnt == 0;
+    if (parts) rd_kafka_topic_partition_list_destroy(parts);
+    if (empty) {
+        log_msg(LOG_WARN, "consumer_abandoned",
+                "%s holds no partitions: left without closing (librdkafka #4312 workaround)",
+                rd_kafka_name(rk));
+        return;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk);
+    if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s: %s", rd_kafka_name(rk), rd_kafka_err2str(err));
+    rd_kafka_destroy(rk);
 }
 
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value) {

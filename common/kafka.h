@@ -42,6 +42,13 @@ rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errst
 int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms, char *errstr,
                       size_t errstr_size);
 
+/* Closes a consumer (leaves the group, commits per its rebalance callback) and destroys it; *rkp is
+ * NULL afterwards. A consumer that holds no partitions yet is abandoned instead (the process is
+ * exiting; the group notices after session.timeout.ms): librdkafka 2.0.2's cooperative-sticky
+ * assignor aborts when a member is closed before its first assignment (librdkafka issue #4312,
+ * fixed after 2.0.2). Nothing is lost either way: a member without partitions has nothing to commit. */
+void kafka_consumer_close(rd_kafka_t **rkp);
+
 /* Adds a header with a NUL-terminated string value. */
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value);
 

@@ -42,6 +42,8 @@ typedef struct pay_payment {
     char country[3];                      /* ISO 3166-1 alpha-2 upper case, "" when absent */
     char billing_country[3];
     char shipping_country[3];
+    char ip_country[3];                   /* country of ip_address, resolved at ingest before the
+                                             address is digested; "" when unknown */
     int64_t event_time_ms;                /* the payment's own time (event time) */
     int64_t ingest_time_ms;               /* when ingest received it */
     json_t *device_info;                  /* owned: device_info without device_id, or NULL */
@@ -74,6 +76,17 @@ typedef struct pay_errors {
  * p must be released with pay_payment_clear() in both cases. */
 int pay_from_request(const json_t *body, int64_t now_ms, const char *default_payment_id,
                      pay_payment *p, pay_pii *pii, pay_errors *errs);
+
+/* pay_from_request() straight from the body's text, without a JSON tree (ingest's hot path): the
+ * same verdict, errors and payment, for the bodies it reads itself. Returns 0 or -1 as
+ * pay_from_request() (p released with pay_payment_clear() in both cases), or 1 when it leaves the
+ * body to the tree path: anything it does not read itself (not a JSON object, malformed, unknown
+ * members, metadata, a non-string where a string is due...), and a payment_id member when
+ * default_payment_id is given (the caller compares the two on the tree). On 1, p, pii and errs hold
+ * nothing: parse the text (jsonfast_loadb) and call pay_from_request(). */
+int pay_from_request_text(const char *text, size_t len, int64_t now_ms,
+                          const char *default_payment_id, pay_payment *p, pay_pii *pii,
+                          pay_errors *errs);
 
 /* {"error":"validation_failed","message":"...","fields":[{"field","code","message"},...]} (new ref) */
 json_t *pay_errors_to_json(const pay_errors *errs);

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "jsonfast.h"
+
 /* True when ct is type (any case), optionally followed by parameters. */
 static bool media_is(const char *ct, const char *type) {
     size_t n = strlen(type);
@@ -42,7 +44,7 @@ const char *batch_error_code(batch_error e) {
 static batch_error split_array(const char *data, size_t len, size_t max_items, batch *out,
                                char *errstr, size_t errstr_size) {
     json_error_t jerr;
-    json_t *arr = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *arr = jsonfast_loadb(data, len, &jerr); /* = json_loadb(JSON_REJECT_DUPLICATES) */
     batch_error rc = BATCH_OK;
     if (!arr) {
         snprintf(errstr, errstr_size, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
@@ -75,6 +77,23 @@ static bool blank(const char *s, size_t n) {
     return true;
 }
 
+/* The array's objects as spans, when the fast parser reads the whole array (else -1: the tree
+ * path, which also words the errors). */
+static int split_array_lazy(const char *data, size_t len, size_t max_items, batch *out) {
+    jsonfast_span *spans = malloc((max_items ? max_items : 1) * sizeof *spans);
+    int n = spans ? jsonfast_array_items(data, len, spans, max_items) : -1;
+    if (n > 0 && (out->items = calloc((size_t)n, sizeof *out->items))) {
+        out->n = (size_t)n;
+        for (size_t i = 0; i < out->n; i++) {
+            out->items[i].text = spans[i].text;
+            out->items[i].text_len = spans[i].len;
+        }
+    }
+    free(spans);
+    return out->n > 0 ? 0 : -1;
+}
+
+/* NDJSON: one item per non-blank line, as text (parsed by batch_item_value). */
 static batch_error split_ndjson(const char *data, size_t len, size_t max_items, batch *out,
                                 char *errstr, size_t errstr_size) {
     size_t lines = 0;
@@ -98,23 +117,40 @@ static batch_error split_ndjson(const char *data, size_t len, size_t max_items, 
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         if (!blank(p, n)) {
-            json_error_t jerr;
             batch_item *it = &out->items[out->n++];
-            it->value = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
-            if (!it->value)
-                snprintf(it->error, sizeof it->error, "line %zu column %d: %.100s", out->n, jerr.column,
-                         jerr.text);
+            it->text = p;
+            it->text_len = n;
         }
         p += n + 1;
     }
     return BATCH_OK;
 }
 
+json_t *batch_item_value(batch *b, size_t i) {
+    batch_item *it = &b->items[i];
+    json_error_t jerr;
+    if (it->value || !it->text) return it->value;
+    it->value = jsonfast_loadb(it->text, it->text_len, &jerr);
+    if (!it->value) /* only NDJSON lines can fail here: arrays were read whole */
+        snprintf(it->error, sizeof it->error, "line %zu column %d: %.100s", i + 1, jerr.column,
+                 jerr.text);
+    it->text = NULL; /* parsed once, right or wrong */
+    return it->value;
+}
+
+batch_error batch_split_lazy(const char *data, size_t len, batch_format fmt, size_t max_items,
+                             batch *out, char *errstr, size_t errstr_size) {
+    memset(out, 0, sizeof *out);
+    if (fmt == BATCH_NDJSON) return split_ndjson(data, len, max_items, out, errstr, errstr_size);
+    if (split_array_lazy(data, len, max_items, out) == 0) return BATCH_OK;
+    return split_array(data, len, max_items, out, errstr, errstr_size);
+}
+
 batch_error batch_split(const char *data, size_t len, batch_format fmt, size_t max_items,
                         batch *out, char *errstr, size_t errstr_size) {
-    memset(out, 0, sizeof *out);
-    if (fmt == BATCH_JSON_ARRAY) return split_array(data, len, max_items, out, errstr, errstr_size);
-    return split_ndjson(data, len, max_items, out, errstr, errstr_size);
+    batch_error rc = batch_split_lazy(data, len, fmt, max_items, out, errstr, errstr_size);
+    for (size_t i = 0; rc == BATCH_OK && i < out->n; i++) batch_item_value(out, i);
+    return rc;
 }
 
 void batch_free(batch *b) {

@@ -23,7 +23,9 @@ typedef enum batch_error {
 } batch_error;
 
 typedef struct batch_item {
-    json_t *value;     /* owned; NULL when the line did not parse */
+    json_t *value;     /* owned; NULL when the line did not parse, or not parsed yet (text) */
+    const char *text;  /* batch_split_lazy(): the item's JSON text, in the caller's body */
+    size_t text_len;
     char error[200];   /* value == NULL: "line 1 column 5: ..." (never quotes the input) */
 } batch_item;
 
@@ -40,6 +42,17 @@ int batch_format_of(const char *content_type, batch_format *out);
  * empty). batch_free(out) in both cases. */
 batch_error batch_split(const char *data, size_t len, batch_format fmt, size_t max_items,
                         batch *out, char *errstr, size_t errstr_size);
+
+/* As batch_split(), but items are left as text (value NULL, text/text_len set, valid while data
+ * is) when that changes no verdict: NDJSON lines, and the objects of an array the fast parser reads
+ * whole (jsonfast_array_items). Ingest validates most items straight from their text; the others
+ * are parsed by batch_item_value(). Same return values and errstr as batch_split(). */
+batch_error batch_split_lazy(const char *data, size_t len, batch_format fmt, size_t max_items,
+                             batch *out, char *errstr, size_t errstr_size);
+
+/* Item i's JSON value (owned by b), parsed from its text on first use; NULL when it is not JSON,
+ * with the reason in b->items[i].error. */
+json_t *batch_item_value(batch *b, size_t i);
 
 void batch_free(batch *b);
 

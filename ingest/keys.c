@@ -4,7 +4,6 @@
 #include <argon2.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -13,6 +12,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "hmac256.h"
 
 #define KEYS_LINE_MAX 1024
 #define KEYS_SECRET_BYTES 32
@@ -46,7 +47,7 @@ typedef struct cache_slot {
 } cache_slot;
 
 struct keys_cache {
-    EVP_MAC_CTX *mac; /* HMAC-SHA256 keyed with a random per-process secret */
+    hmac256 *mac; /* HMAC-SHA256 keyed with a random per-process secret */
     cache_slot *slots;
     size_t mask;
     uint64_t hits, misses;
@@ -265,22 +266,17 @@ bool keys_verify(const char *hash, const char *presented) {
 
 keys_cache *keys_cache_new(size_t slots) {
     unsigned char secret[32];
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
-                           OSSL_PARAM_construct_end()};
     keys_cache *c = calloc(1, sizeof *c);
     size_t n = 16;
     while (n < slots) n *= 2;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (!c || !mac || RAND_bytes(secret, sizeof secret) != 1) goto failed;
-    c->mac = EVP_MAC_CTX_new(mac);
+    if (!c || RAND_bytes(secret, sizeof secret) != 1) goto failed;
+    c->mac = hmac256_new(secret, sizeof secret);
     c->slots = calloc(n, sizeof *c->slots);
     c->mask = n - 1;
-    if (!c->mac || !c->slots || !EVP_MAC_init(c->mac, secret, sizeof secret, params)) goto failed;
-    EVP_MAC_free(mac);
+    if (!c->mac || !c->slots) goto failed;
     OPENSSL_cleanse(secret, sizeof secret);
     return c;
 failed:
-    EVP_MAC_free(mac);
     OPENSSL_cleanse(secret, sizeof secret);
     keys_cache_destroy(c);
     return NULL;
@@ -288,17 +284,13 @@ failed:
 
 void keys_cache_destroy(keys_cache *c) {
     if (!c) return;
-    EVP_MAC_CTX_free(c->mac); /* wipes the key */
+    hmac256_destroy(c->mac); /* wipes the key */
     free(c->slots);
     free(c);
 }
 
 void keys_cache_digest(keys_cache *c, const char *presented, unsigned char digest[32]) {
-    size_t len = 32;
-    if (!EVP_MAC_init(c->mac, NULL, 0, NULL) ||
-        !EVP_MAC_update(c->mac, (const unsigned char *)presented, strlen(presented)) ||
-        !EVP_MAC_final(c->mac, digest, &len, 32))
-        memset(digest, 0, 32); /* cannot happen once keyed; at worst a cache collision */
+    hmac256_digest(c->mac, presented, strlen(presented), digest);
 }
 
 static cache_slot *slot_of(keys_cache *c, const unsigned char digest[32]) {

@@ -78,7 +78,7 @@ void recent_destroy(recent *r) {
 void recent_add(recent *r, const char *uuid) {
     static const unsigned char ZERO[16];
     unsigned char id[16];
-    if (uuid_bin(uuid, id) != 0 || recent_has(r, uuid)) return;
+    if (uuid_bin(uuid, id) != 0 || gen_has(&r->g[0], id) || gen_has(&r->g[1], id)) return;
     gen *g = &r->g[r->cur];
     if (g->used >= g->limit) { /* current full: the older generation goes */
         r->cur ^= 1;

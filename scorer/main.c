@@ -14,10 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "cfg.h"
 #include "fsutil.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
+#include "offline.h"
 #include "rules.h"
 #include "scorer.h"
 #include "store.h"
@@ -31,6 +34,16 @@ typedef struct scorer_opts {
     char *dlq_topic;
     char *database_url;
     char *rules_file;
+    char *feature_windows;
+    char *risk_windows_days;
+    int64_t risk_delay_days;
+    char *outcomes_topic;
+    char *outcomes_group_id;
+    char *admin_addr;
+    int64_t admin_port;
+    int64_t stats_interval_ms;
+    char *offline;
+    char *bulk_write;
     int64_t batch_max;
     int64_t batch_max_ms;
     char *scorer_id;
@@ -60,14 +73,42 @@ static const cfg_opt scorer_options[] = {
      "PostgreSQL connection URL", true},
     {"rules-file", "FS_RULES_FILE", CFG_STRING, "schemas/rules/default.json", 1, 4096,
      O(rules_file), "rules file (reloaded on SIGHUP)", false},
+    {"feature-windows", "FS_FEATURE_WINDOWS", CFG_STRING, "user:1d,7d,30d", 0,
+     1024, O(feature_windows),
+     "extra event-time windows computed and stored with every decision even when no rule reads "
+     "them (ENTITY:DUR,DUR ... with DUR <n>m|h|d; entities user ip card device email merchant)",
+     false},
+    {"risk-windows-days", "FS_RISK_WINDOWS_DAYS", CFG_STRING, "1,7,30", 0, 64,
+     O(risk_windows_days),
+     "merchant (terminal) risk windows in days, delayed by risk-delay-days (\"\": none)", false},
+    {"risk-delay-days", "FS_RISK_DELAY_DAYS", CFG_INT, "7", 0, 30, O(risk_delay_days),
+     "feedback delay of merchant risk: windows (t - delay - n days, t - delay]", false},
+    {"outcomes-topic", "FS_OUTCOMES_TOPIC", CFG_STRING, KAFKA_TOPIC_OUTCOMES, 0, 249,
+     O(outcomes_topic), "topic of outcome labels fed back to the vault (\"\": not consumed)", false},
+    {"outcomes-group-id", "FS_OUTCOMES_GROUP_ID", CFG_STRING, "fraudshield-outcomes", 1, 255,
+     O(outcomes_group_id), "consumer group of the scorer workers on the outcomes topic", false},
+    {"admin-addr", "FS_ADMIN_ADDR", CFG_STRING, "127.0.0.1", 1, 255, O(admin_addr),
+     "address of the /health, /ready and /metrics endpoint", false},
+    {"admin-port", "FS_ADMIN_PORT", CFG_INT, "0", -1, 65535, O(admin_port),
+     "port of /health, /ready, /metrics (0: any free port, logged; -1: no endpoint)", false},
+    {"stats-interval-ms", "FS_STATS_INTERVAL_MS", CFG_INT, "5000", 0, 600000,
+     O(stats_interval_ms), "librdkafka statistics interval (consumer lag metrics; 0: off)", false},
+    {"offline", "FS_OFFLINE", CFG_STRING, "", 0, 4096, O(offline),
+     "compute the features of a file of raw_payments events (one per line) without Kafka or "
+     "PostgreSQL, print one JSON line per payment and exit (replay parity)", false},
+    {"bulk-write", "FS_BULK_WRITE", CFG_STRING, "copy", 1, 8, O(bulk_write),
+     "how batches are written: copy (COPY into temporary tables, then INSERT ... ON CONFLICT) or "
+     "json (one jsonb parameter per statement); see BENCHMARKS.md",
+     false},
     {"batch-max", "FS_BATCH_MAX", CFG_INT, "500", 1, 10000, O(batch_max),
      "messages per batch (one PostgreSQL transaction)", false},
     {"batch-max-ms", "FS_BATCH_MAX_MS", CFG_INT, "50", 1, 60000, O(batch_max_ms),
      "a batch closes this long after its first message", false},
     {"scorer-id", "FS_SCORER_ID", CFG_STRING, "", 0, 128, O(scorer_id),
      "this worker's name in decisions and logs (default: hostname-pid)", false},
-    {"velocity-prune-every", "FS_VELOCITY_PRUNE_EVERY", CFG_INT, "100", 0, 1000000,
-     O(velocity_prune_every), "batches between prunes of old velocity events (0: never)", false},
+    {"velocity-prune-every", "FS_VELOCITY_PRUNE_EVERY", CFG_INT, "20", 0, 1000000,
+     O(velocity_prune_every),
+     "batches between prunes of old exact events and feature buckets (0: never)", false},
     {"velocity-lateness-s", "FS_VELOCITY_LATENESS_S", CFG_INT, "3600", 0, 31536000,
      O(velocity_lateness_s),
      "velocity events are kept this long beyond the largest window (event time); payments later "
@@ -125,6 +166,7 @@ static store *store_open(const scorer_opts *o, const char *app, char *errstr, si
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);
     }
+    store_set_bulk_json(st, strcmp(o->bulk_write, "json") == 0);
     int applied = store_migrate(st, errstr, n);
     if (applied < 0) goto failed;
     log_msg(LOG_INFO, "db_ready", "PostgreSQL connected, %d migration(s) applied", applied);
@@ -160,6 +202,12 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .alerts_topic = o->alerts_topic,
         .dlq_topic = o->dlq_topic,
         .rules_file = o->rules_file,
+        .feature_windows = o->feature_windows,
+        .risk_windows_days = o->risk_windows_days,
+        .risk_delay_days = (int)o->risk_delay_days,
+        .outcomes_topic = o->outcomes_topic,
+        .outcomes_group_id = o->outcomes_group_id,
+        .stats_interval_ms = (int)o->stats_interval_ms,
         .scorer_id = o->scorer_id,
         .batch_max = (int)o->batch_max,
         .batch_max_ms = (int)o->batch_max_ms,
@@ -171,18 +219,57 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
     return c;
 }
 
+/* Ready while the loop runs (the gauge is set by the scorer; metrics are thread-safe). */
+static bool scorer_ready(void *arg, char *why, size_t why_size) {
+    metric *ready = arg;
+    if (metric_value(ready, NULL) > 0) return true;
+    snprintf(why, why_size, "not consuming (starting or stopping)");
+    return false;
+}
+
+/* The admin endpoint, unless admin-port is -1. *m gets the registry (also without endpoint),
+ * *ready the readiness gauge the scorer sets. */
+static admin *admin_open(const scorer_opts *o, metrics **m, metric **ready, char *errstr,
+                         size_t n) {
+    *m = metrics_new();
+    if (!*m) return snprintf(errstr, n, "out of memory"), NULL;
+    *ready = metrics_gauge(*m, "fs_scorer_ready", "1 while the worker consumes", NULL);
+    if (o->admin_port < 0) return NULL;
+    admin *a = admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, *ready, errstr, n);
+    if (a)
+        log_fields(LOG_INFO, "admin_listening",
+                   json_pack("{s:s, s:i}", "addr", o->admin_addr, "port", admin_port(a)),
+                   "/health, /ready, /metrics on %s:%d", o->admin_addr, admin_port(a));
+    return a;
+}
+
+static int run_offline(const scorer_opts *o, const cfg_props *props) {
+    char errstr[1024];
+    scorer_config cfg = scorer_config_from(o, props);
+    rules *r = scorer_rules_load(&cfg, errstr, sizeof errstr);
+    int rc = r && offline_run(o->offline, r, stdout, errstr, sizeof errstr) == 0 ? 0 : 1;
+    if (rc) log_msg(LOG_ERROR, "offline_failed", "%s", errstr);
+    rules_destroy(r);
+    return rc;
+}
+
 /* Start-up, then the loop until a signal. Returns the exit status. */
 static int run(const scorer_opts *o, const cfg_props *props) {
     char errstr[1024], app[160];
     int rc = 1;
     scorer *s = NULL;
+    metrics *m = NULL;
+    admin *a = NULL;
+    scorer_config cfg = scorer_config_from(o, props);
     snprintf(app, sizeof app, "fraudshield-scorer %s", o->scorer_id);
-    rules *r = rules_load(o->rules_file, errstr, sizeof errstr);
+    rules *r = scorer_rules_load(&cfg, errstr, sizeof errstr);
     if (!r) goto failed;
     log_msg(LOG_INFO, "rules_loaded", "rules %s from %s", rules_version(r), o->rules_file);
+    a = admin_open(o, &m, &cfg.ready, errstr, sizeof errstr);
+    if (!m || (!a && o->admin_port >= 0)) goto failed;
+    cfg.metrics = m;
     store *st = store_open(o, app, errstr, sizeof errstr);
     if (!st) goto failed;
-    scorer_config cfg = scorer_config_from(o, props);
     s = scorer_new(&cfg, st, r, errstr, sizeof errstr); /* owns st and r now, also on failure */
     r = NULL;
     if (!s) goto failed;
@@ -191,10 +278,14 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     rc = scorer_run(s, &stop_requested, &reload_requested) == 0 ? 0 : 1;
     log_stats(s);
     scorer_destroy(s);
+    admin_destroy(a); /* before the registry it reads */
+    metrics_destroy(m);
     return rc;
 failed:
     log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
     rules_destroy(r);
+    admin_destroy(a);
+    metrics_destroy(m);
     return rc;
 }
 
@@ -226,12 +317,14 @@ int main(int argc, char **argv) {
         log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
     } else if (log_level_parse(o.log_level, &level) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
+    } else if (strcmp(o.bulk_write, "copy") != 0 && strcmp(o.bulk_write, "json") != 0) {
+        log_msg(LOG_ERROR, "config_invalid", "bulk-write: must be copy or json");
     } else if (default_scorer_id(&o) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
     } else {
         log_init("scorer", level);
         cfg_log(scorer_options, &o, &props);
-        rc = run(&o, &props);
+        rc = o.offline[0] ? run_offline(&o, &props) : run(&o, &props);
     }
     cfg_free(scorer_options, &o, &props);
     return rc;

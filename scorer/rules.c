@@ -30,15 +30,35 @@
 #define RULES_AMOUNT_FRAC_MAX 4 /* largest ISO 4217 minor-unit exponent (CLF, UYW) */
 #define RULES_HASH_HEX 12
 
+#define RULES_VALUES_MAX 64      /* value_in: values per rule */
+#define RULES_VALUES_POOL 16384  /* bytes of all value_in strings of a file */
+#define RULES_RATIO_TEXT_MAX 16
+
 typedef enum pred_kind {
     PRED_AMOUNT_AT_LEAST,
     PRED_COUNTRY_IN,
     PRED_COUNTRY_MISMATCH,
     PRED_COUNT_AT_LEAST,
     PRED_DISTINCT_USERS_AT_LEAST,
+    PRED_DISTINCT_AT_LEAST,
+    PRED_SUM_AT_LEAST,
+    PRED_AVG_AT_LEAST,
+    PRED_VALUE_IN,
+    PRED_TIME_FLAG,
+    PRED_AMOUNT_RATIO,
+    PRED_VAULT_SEEN,
+    PRED_VAULT_NEW,
+    PRED_VAULT_FRAUD,
+    PRED_MERCHANT_RISK,
+    PRED_MODEL_SCORE,
 } pred_kind;
 
-typedef enum country_field { CF_COUNTRY, CF_BILLING, CF_SHIPPING, CF_COUNT } country_field;
+typedef enum country_field { CF_COUNTRY, CF_BILLING, CF_SHIPPING, CF_IP, CF_COUNT } country_field;
+typedef enum value_field {
+    VF_PAYMENT_METHOD, VF_CARD_TYPE, VF_TRANSACTION_TYPE, VF_CURRENCY, VF_MERCHANT, VF_USER,
+    VF_COUNT
+} value_field;
+typedef enum time_flag { TF_WEEKEND, TF_NIGHT, TF_COUNT } time_flag;
 
 typedef struct rule {
     char code[RULES_CODE_MAX + 1];
@@ -52,24 +72,41 @@ typedef struct rule {
     int64_t min_minor[RULES_AMOUNT_FRAC_MAX + 1];
     country_field field[2];                     /* country_in: field[0]; country_mismatch: both */
     unsigned char countries[(26 * 26 + 7) / 8]; /* country_in: bitmap of AA..ZZ */
-    rules_entity entity;                        /* count/distinct: the window's entity */
-    size_t window;                              /* count/distinct: index into rules.window */
-    int64_t count;                              /* count/distinct: threshold */
+    rules_entity entity;                        /* windows and vault: the entity */
+    size_t window;                              /* windows: index into rules.window */
+    int64_t count;                              /* count/distinct/vault: threshold */
+    int64_t ratio_milli;                        /* amount ratio, merchant risk: threshold x 1000 */
+    value_field vfield;                         /* value_in */
+    size_t values_off, nvalues;                 /* value_in: NUL-separated strings in values */
+    time_flag flag;                             /* time_flag */
+    bool with_chargebacks;                      /* vault_fraud_at_least */
+    size_t risk;                                /* merchant_risk_at_least: index into rules.risk */
+    int model_min, model_max;                   /* model_score_between, 0..100 */
 } rule;
 
 struct rules {
     char version[RULES_VERSION_MAX + 1 + RULES_HASH_HEX + 1];
     int review, block;
+    int model_weight; /* points for a model score of 1.0 (0: rules only) */
     size_t nrules;
     rule rule[RULES_MAX];
     size_t nwindows;
-    rules_window window[RULES_MAX_WINDOWS];
+    rules_window window[RULES_MAX_FEATURE_WINDOWS];
+    size_t nrisk;
+    rules_risk risk[RULES_MAX_RISK];
+    size_t values_used;
+    char values[RULES_VALUES_POOL];
 };
 
 static const char *const ENTITY_NAMES[RULES_ENT_COUNT] = {"user",   "ip",    "card",
                                                           "device", "email", "merchant"};
 static const char *const SEVERITIES[] = {"low", "medium", "high", "critical", NULL};
-static const char *const FIELD_NAMES[CF_COUNT] = {"country", "billing_country", "shipping_country"};
+static const char *const FIELD_NAMES[CF_COUNT] = {"country", "billing_country", "shipping_country",
+                                                  "ip_country"};
+static const char *const VALUE_FIELDS[VF_COUNT] = {"payment_method", "card_type",
+                                                   "transaction_type", "currency",
+                                                   "merchant_id", "user_id"};
+static const char *const TIME_FLAGS[TF_COUNT] = {"weekend", "night"};
 
 /* ---- error reporting ------------------------------------------------------------------------ */
 
@@ -184,35 +221,21 @@ static int amount_threshold(const char *text, int exp, int64_t *out) {
     return 0;
 }
 
+static int get_amount(const json_t *pred, const char *path, rule *ru, perr *e);
+
 static int parse_amount(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
     static const char *const keys[] = {"kind", "amount", NULL};
-    char text[RULES_AMOUNT_TEXT_MAX + 1];
-    const char *bad = "must be a decimal string of major units > 0 with at most 4 fraction digits "
-                      "(\"1000\", \"1000.50\")";
     (void)rs;
     if (check_keys(pred, keys, path, e) != 0) return -1;
-    if (!json_is_string(json_object_get(pred, "amount")) && json_object_get(pred, "amount"))
-        return fail(e, path, "amount", "%s", bad);
-    if (get_str(pred, "amount", path, true, 1, RULES_AMOUNT_TEXT_MAX, text, sizeof text, e) != 0)
-        return -1;
-    const char *dot = strchr(text, '.');
-    size_t ilen = dot ? (size_t)(dot - text) : strlen(text);
-    size_t flen = dot ? strlen(dot + 1) : 0;
-    if (ilen == 0 || (dot && (flen == 0 || flen > RULES_AMOUNT_FRAC_MAX)) ||
-        !all_in(dot ? dot + 1 : "", "0123456789") || strspn(text, "0123456789") != ilen ||
-        (ilen > 1 && text[0] == '0') || all_in(text, "0."))
-        return fail(e, path, "amount", "%s", bad);
-    for (int exp = 0; exp <= RULES_AMOUNT_FRAC_MAX; exp++)
-        if (amount_threshold(text, exp, &ru->min_minor[exp]) != 0)
-            return fail(e, path, "amount", "too large");
-    return 0;
+    return get_amount(pred, path, ru, e);
 }
 
 static int get_field(const json_t *v, const char *path, const char *key, country_field *out,
                      perr *e) {
     int i = json_is_string(v) ? name_index(json_string_value(v), FIELD_NAMES, CF_COUNT) : -1;
     if (i < 0)
-        return fail(e, path, key, "must be one of country, billing_country, shipping_country");
+        return fail(e, path, key,
+                    "must be one of country, billing_country, shipping_country, ip_country");
     *out = (country_field)i;
     return 0;
 }
@@ -268,44 +291,247 @@ static int parse_country_mismatch(rules *rs, rule *ru, const json_t *pred, const
     return 0;
 }
 
-/* Index of the (entity, window) pair in rs->window, adding it when new. */
-static int window_index(rules *rs, rules_entity ent, int64_t window_ms, size_t *out) {
+/* Index of the (entity, window, offset) triple in rs->window, adding it when new; limit: how many
+ * windows the set may hold at this point (the rules' own limit, or the extras'). */
+static int window_index(rules *rs, rules_entity ent, int64_t window_ms, int64_t offset_ms,
+                        size_t limit, size_t *out) {
     for (size_t i = 0; i < rs->nwindows; i++) {
-        if (rs->window[i].entity == ent && rs->window[i].window_ms == window_ms) {
+        const rules_window *w = &rs->window[i];
+        if (w->entity == ent && w->window_ms == window_ms && w->offset_ms == offset_ms) {
             *out = i;
             return 0;
         }
     }
-    if (rs->nwindows == RULES_MAX_WINDOWS) return -1;
-    rs->window[rs->nwindows] = (rules_window){.entity = ent, .window_ms = window_ms};
+    if (rs->nwindows >= limit) return -1;
+    rs->window[rs->nwindows] = (rules_window){ent, window_ms, offset_ms};
     *out = rs->nwindows++;
     return 0;
 }
 
-/* count_at_least and distinct_users_at_least: same shape, different feature. */
-static int parse_velocity(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
-    static const char *const keys[] = {"kind", "entity", "window_seconds", "count", NULL};
-    const json_t *ent = json_object_get(pred, "entity");
-    json_int_t secs, count;
+static int get_entity(const json_t *pred, const char *key, const char *path, bool vault,
+                      rules_entity *out, perr *e) {
+    const json_t *ent = json_object_get(pred, key);
     int i;
-    if (check_keys(pred, keys, path, e) != 0) return -1;
-    if (!ent) return fail(e, path, "entity", "required");
+    if (!ent) return fail(e, path, key, "required");
     i = json_is_string(ent) ? name_index(json_string_value(ent), ENTITY_NAMES, RULES_ENT_COUNT)
                             : -1;
+    if (vault && (i < 0 || !rules_vault_entity((rules_entity)i)))
+        return fail(e, path, key, "must be one of card, ip, device, email");
     if (i < 0)
-        return fail(e, path, "entity", "must be one of user, ip, card, device, email, merchant");
-    if (i == RULES_ENT_USER && ru->kind == PRED_DISTINCT_USERS_AT_LEAST)
-        return fail(e, path, "entity", "distinct_users_at_least needs an entity other than user");
-    if (get_int(pred, "window_seconds", path, 1, RULES_WINDOW_SECONDS_MAX, &secs, e) != 0 ||
-        get_int(pred, "count", path, 1, RULES_COUNT_MAX, &count, e) != 0)
+        return fail(e, path, key, "must be one of user, ip, card, device, email, merchant");
+    *out = (rules_entity)i;
+    return 0;
+}
+
+/* "entity" and "window_seconds" of a window predicate; registers the window (enabled rules only:
+ * the scorer should not pay for windows nobody reads). */
+static int get_window(rules *rs, rule *ru, const json_t *pred, const char *path, bool user_only,
+                      perr *e) {
+    json_int_t secs;
+    if (user_only) ru->entity = RULES_ENT_USER;
+    else if (get_entity(pred, "entity", path, false, &ru->entity, e) != 0) return -1;
+    if (get_int(pred, "window_seconds", path, 1, RULES_WINDOW_SECONDS_MAX, &secs, e) != 0)
         return -1;
-    ru->entity = (rules_entity)i;
-    ru->count = count;
-    /* Disabled rules ask for no feature: the scorer should not pay for windows nobody reads. */
-    if (ru->enabled && window_index(rs, ru->entity, (int64_t)secs * 1000, &ru->window) != 0)
+    if (ru->enabled &&
+        window_index(rs, ru->entity, (int64_t)secs * 1000, 0, RULES_MAX_WINDOWS, &ru->window) != 0)
         return fail(e, path, NULL,
                     "more than %d distinct (entity, window_seconds) pairs in the file",
                     RULES_MAX_WINDOWS);
+    return 0;
+}
+
+/* A decimal ratio ("2", "0.05", "1.5") with at most 3 fraction digits, as thousandths. */
+static int get_ratio(const json_t *pred, const char *key, const char *path, int64_t *milli,
+                     perr *e) {
+    const json_t *v = json_object_get(pred, key);
+    const char *bad = "must be a decimal string with at most 3 fraction digits (\"2\", \"0.05\")";
+    if (!v) return fail(e, path, key, "required");
+    const char *t = json_string_value(v);
+    if (!t || !*t || strlen(t) > RULES_RATIO_TEXT_MAX) return fail(e, path, key, "%s", bad);
+    const char *dot = strchr(t, '.');
+    size_t ilen = dot ? (size_t)(dot - t) : strlen(t), flen = dot ? strlen(dot + 1) : 0;
+    if (ilen == 0 || ilen > 9 || strspn(t, "0123456789") != ilen || (dot && (flen == 0 || flen > 3)) ||
+        (dot && strspn(dot + 1, "0123456789") != flen))
+        return fail(e, path, key, "%s", bad);
+    int64_t m = 0;
+    for (size_t i = 0; i < ilen; i++) m = m * 10 + (t[i] - '0');
+    m *= 1000;
+    for (size_t i = 0, scale = 100; i < flen; i++, scale /= 10) m += (dot[1 + i] - '0') * (int64_t)scale;
+    *milli = m;
+    return 0;
+}
+
+/* count_at_least, distinct_users_at_least, distinct_at_least: same shape, different feature. */
+static int parse_velocity(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "entity", "window_seconds", "count", NULL};
+    json_int_t count;
+    if (check_keys(pred, keys, path, e) != 0) return -1;
+    if (get_entity(pred, "entity", path, false, &ru->entity, e) != 0) return -1;
+    if (ru->entity == RULES_ENT_USER && ru->kind == PRED_DISTINCT_USERS_AT_LEAST)
+        return fail(e, path, "entity", "distinct_users_at_least needs an entity other than user");
+    if (get_window(rs, ru, pred, path, false, e) != 0) return -1;
+    json_int_t max = ru->kind == PRED_COUNT_AT_LEAST ? RULES_COUNT_MAX : RULES_DISTINCT_CAP;
+    if (get_int(pred, "count", path, 1, max, &count, e) != 0) return -1;
+    ru->count = count;
+    return 0;
+}
+
+/* The thresholds of an "amount" parameter for every currency exponent (see amount_threshold). */
+static int get_amount(const json_t *pred, const char *path, rule *ru, perr *e) {
+    char text[RULES_AMOUNT_TEXT_MAX + 1];
+    const char *bad = "must be a decimal string of major units > 0 with at most 4 fraction digits "
+                      "(\"1000\", \"1000.50\")";
+    if (!json_is_string(json_object_get(pred, "amount")) && json_object_get(pred, "amount"))
+        return fail(e, path, "amount", "%s", bad);
+    if (get_str(pred, "amount", path, true, 1, RULES_AMOUNT_TEXT_MAX, text, sizeof text, e) != 0)
+        return -1;
+    const char *dot = strchr(text, '.');
+    size_t ilen = dot ? (size_t)(dot - text) : strlen(text);
+    size_t flen = dot ? strlen(dot + 1) : 0;
+    if (ilen == 0 || (dot && (flen == 0 || flen > RULES_AMOUNT_FRAC_MAX)) ||
+        !all_in(dot ? dot + 1 : "", "0123456789") || strspn(text, "0123456789") != ilen ||
+        (ilen > 1 && text[0] == '0') || all_in(text, "0."))
+        return fail(e, path, "amount", "%s", bad);
+    for (int exp = 0; exp <= RULES_AMOUNT_FRAC_MAX; exp++)
+        if (amount_threshold(text, exp, &ru->min_minor[exp]) != 0)
+            return fail(e, path, "amount", "too large");
+    return 0;
+}
+
+/* sum_at_least and avg_at_least {entity, window_seconds, amount}. */
+static int parse_window_amount(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "entity", "window_seconds", "amount", NULL};
+    if (check_keys(pred, keys, path, e) != 0 || get_window(rs, ru, pred, path, false, e) != 0)
+        return -1;
+    return get_amount(pred, path, ru, e);
+}
+
+/* amount_ratio_at_least {window_seconds, ratio, min_history}: the user's own history. */
+static int parse_amount_ratio(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "window_seconds", "ratio", "min_history", NULL};
+    json_int_t minh = 1;
+    if (check_keys(pred, keys, path, e) != 0 || get_window(rs, ru, pred, path, true, e) != 0 ||
+        get_ratio(pred, "ratio", path, &ru->ratio_milli, e) != 0)
+        return -1;
+    if (json_object_get(pred, "min_history") &&
+        get_int(pred, "min_history", path, 1, RULES_COUNT_MAX, &minh, e) != 0)
+        return -1;
+    ru->count = minh;
+    return 0;
+}
+
+/* value_in {field, values}: the strings go to the set's pool. */
+static int parse_value_in(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "field", "values", NULL};
+    const json_t *f = json_object_get(pred, "field"), *list = json_object_get(pred, "values");
+    char key[32];
+    if (check_keys(pred, keys, path, e) != 0) return -1;
+    int i = json_is_string(f) ? name_index(json_string_value(f), VALUE_FIELDS, VF_COUNT) : -1;
+    if (i < 0)
+        return fail(e, path, "field", "must be one of payment_method, card_type, transaction_type, "
+                                      "currency, merchant_id, user_id");
+    ru->vfield = (value_field)i;
+    if (!json_is_array(list) || json_array_size(list) < 1 ||
+        json_array_size(list) > RULES_VALUES_MAX)
+        return fail(e, path, "values", "must be an array of 1..%d strings", RULES_VALUES_MAX);
+    ru->values_off = rs->values_used;
+    ru->nvalues = json_array_size(list);
+    for (size_t k = 0; k < ru->nvalues; k++) {
+        const char *v = json_string_value(json_array_get(list, k));
+        snprintf(key, sizeof key, "values[%zu]", k);
+        if (!v || !*v || strlen(v) > PAY_ID_MAX)
+            return fail(e, path, key, "must be a string of 1..%d bytes", PAY_ID_MAX);
+        if (rs->values_used + strlen(v) + 1 > sizeof rs->values)
+            return fail(e, path, key, "the file's value lists exceed %d bytes", RULES_VALUES_POOL);
+        memcpy(rs->values + rs->values_used, v, strlen(v) + 1);
+        rs->values_used += strlen(v) + 1;
+    }
+    return 0;
+}
+
+static int parse_time_flag(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "flag", NULL};
+    const json_t *f = json_object_get(pred, "flag");
+    (void)rs;
+    if (check_keys(pred, keys, path, e) != 0) return -1;
+    int i = json_is_string(f) ? name_index(json_string_value(f), TIME_FLAGS, TF_COUNT) : -1;
+    if (i < 0) return fail(e, path, "flag", "must be one of weekend, night");
+    ru->flag = (time_flag)i;
+    return 0;
+}
+
+/* vault_seen_at_least {identifier, count}, vault_new {identifier},
+ * vault_fraud_at_least {identifier, count, include_chargebacks}. */
+static int parse_vault(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "identifier", "count", "include_chargebacks", NULL};
+    static const char *const keys_new[] = {"kind", "identifier", NULL};
+    const json_t *cb = json_object_get(pred, "include_chargebacks");
+    json_int_t count = 1;
+    (void)rs;
+    if (check_keys(pred, ru->kind == PRED_VAULT_NEW ? keys_new : keys, path, e) != 0 ||
+        get_entity(pred, "identifier", path, true, &ru->entity, e) != 0)
+        return -1;
+    if (ru->kind != PRED_VAULT_NEW &&
+        get_int(pred, "count", path, 1, RULES_COUNT_MAX, &count, e) != 0)
+        return -1;
+    if (cb && (ru->kind != PRED_VAULT_FRAUD || !json_is_boolean(cb)))
+        return fail(e, path, "include_chargebacks",
+                    ru->kind != PRED_VAULT_FRAUD ? "unknown key" : "must be true or false");
+    ru->with_chargebacks = cb && json_is_true(cb);
+    ru->count = count;
+    return 0;
+}
+
+/* Index of the (window, delay) merchant-risk pair, adding it (and its count window) when new. */
+static int risk_index(rules *rs, int window_days, int delay_days, size_t limit, size_t *out) {
+    for (size_t i = 0; i < rs->nrisk; i++) {
+        if (rs->risk[i].window_days == window_days && rs->risk[i].delay_days == delay_days) {
+            *out = i;
+            return 0;
+        }
+    }
+    if (rs->nrisk == RULES_MAX_RISK) return -1;
+    rules_risk *k = &rs->risk[rs->nrisk];
+    k->window_days = window_days;
+    k->delay_days = delay_days;
+    if (window_index(rs, RULES_ENT_MERCHANT, (int64_t)window_days * 86400000,
+                     (int64_t)delay_days * 86400000, limit, &k->window_index) != 0)
+        return -1;
+    *out = rs->nrisk++;
+    return 0;
+}
+
+/* merchant_risk_at_least {window_days, delay_days, ratio, min_payments}. */
+static int parse_merchant_risk(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "window_days", "delay_days", "ratio",
+                                       "min_payments", NULL};
+    json_int_t wd, dd, minp = 1;
+    if (check_keys(pred, keys, path, e) != 0 ||
+        get_int(pred, "window_days", path, 1, 30, &wd, e) != 0 ||
+        get_int(pred, "delay_days", path, 0, 30, &dd, e) != 0 ||
+        get_ratio(pred, "ratio", path, &ru->ratio_milli, e) != 0)
+        return -1;
+    if (json_object_get(pred, "min_payments") &&
+        get_int(pred, "min_payments", path, 1, RULES_COUNT_MAX, &minp, e) != 0)
+        return -1;
+    ru->count = minp;
+    ru->entity = RULES_ENT_MERCHANT;
+    if (ru->enabled && risk_index(rs, (int)wd, (int)dd, RULES_MAX_WINDOWS, &ru->risk) != 0)
+        return fail(e, path, NULL, "too many distinct windows or merchant-risk pairs in the file");
+    return 0;
+}
+
+/* model_score_between {min, max}: 0..100; never hits without a model. */
+static int parse_model_score(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
+    static const char *const keys[] = {"kind", "min", "max", NULL};
+    json_int_t lo, hi;
+    (void)rs;
+    if (check_keys(pred, keys, path, e) != 0 || get_int(pred, "min", path, 0, 100, &lo, e) != 0 ||
+        get_int(pred, "max", path, 0, 100, &hi, e) != 0)
+        return -1;
+    if (lo > hi) return fail(e, path, NULL, "must satisfy min <= max");
+    ru->model_min = (int)lo;
+    ru->model_max = (int)hi;
     return 0;
 }
 
@@ -321,6 +547,17 @@ static const struct {
     {"country_mismatch", PRED_COUNTRY_MISMATCH, parse_country_mismatch},
     {"count_at_least", PRED_COUNT_AT_LEAST, parse_velocity},
     {"distinct_users_at_least", PRED_DISTINCT_USERS_AT_LEAST, parse_velocity},
+    {"distinct_at_least", PRED_DISTINCT_AT_LEAST, parse_velocity},
+    {"sum_at_least", PRED_SUM_AT_LEAST, parse_window_amount},
+    {"avg_at_least", PRED_AVG_AT_LEAST, parse_window_amount},
+    {"value_in", PRED_VALUE_IN, parse_value_in},
+    {"time_flag", PRED_TIME_FLAG, parse_time_flag},
+    {"amount_ratio_at_least", PRED_AMOUNT_RATIO, parse_amount_ratio},
+    {"vault_seen_at_least", PRED_VAULT_SEEN, parse_vault},
+    {"vault_new", PRED_VAULT_NEW, parse_vault},
+    {"vault_fraud_at_least", PRED_VAULT_FRAUD, parse_vault},
+    {"merchant_risk_at_least", PRED_MERCHANT_RISK, parse_merchant_risk},
+    {"model_score_between", PRED_MODEL_SCORE, parse_model_score},
 };
 
 static int parse_predicate(rules *rs, rule *ru, const json_t *rj, const char *rpath, perr *e) {
@@ -337,8 +574,10 @@ static int parse_predicate(rules *rs, rule *ru, const json_t *rj, const char *rp
         }
     }
     return fail(e, path, "kind",
-                "must be one of amount_at_least, country_in, country_mismatch, count_at_least, "
-                "distinct_users_at_least");
+                "must be one of amount_at_least, country_in, country_mismatch, value_in, "
+                "time_flag, count_at_least, distinct_users_at_least, distinct_at_least, "
+                "sum_at_least, avg_at_least, amount_ratio_at_least, vault_seen_at_least, "
+                "vault_new, vault_fraud_at_least, merchant_risk_at_least, model_score_between");
 }
 
 /* ---- rules and the file ---------------------------------------------------------------------- */
@@ -412,9 +651,23 @@ static int parse_thresholds(rules *rs, const json_t *root, perr *e) {
     return 0;
 }
 
+/* "blend": {"model_weight": 0..100}: points a model score of 1.0 adds (issue 5's model). */
+static int parse_blend(rules *rs, const json_t *root, perr *e) {
+    static const char *const keys[] = {"model_weight", NULL};
+    const json_t *b = json_object_get(root, "blend");
+    json_int_t w = 0;
+    if (!b) return 0;
+    if (!json_is_object(b)) return fail(e, "", "blend", "must be an object");
+    if (check_keys(b, keys, "blend", e) != 0 ||
+        get_int(b, "model_weight", "blend", 0, 100, &w, e) != 0)
+        return -1;
+    rs->model_weight = (int)w;
+    return 0;
+}
+
 static int parse_root(rules *rs, const json_t *root, perr *e) {
-    static const char *const keys[] = {"$schema",    "version", "description",
-                                       "thresholds", "rules",   NULL};
+    static const char *const keys[] = {"$schema", "version", "description", "thresholds",
+                                       "blend",   "rules",   NULL};
     char version[RULES_VERSION_MAX + 1], desc[RULES_DESCRIPTION_MAX + 1], schema[256];
     if (!json_is_object(root)) return fail(e, NULL, NULL, "must be a JSON object");
     if (check_keys(root, keys, "", e) != 0 ||
@@ -426,7 +679,7 @@ static int parse_root(rules *rs, const json_t *root, perr *e) {
         return fail(e, "", "version", "must match [A-Za-z0-9._-]{1,%d}", RULES_VERSION_MAX);
     if (get_str(root, "description", "", false, 0, RULES_DESCRIPTION_MAX, desc, sizeof desc, e) !=
             0 ||
-        parse_thresholds(rs, root, e) != 0 ||
+        parse_thresholds(rs, root, e) != 0 || parse_blend(rs, root, e) != 0 ||
         parse_rules_array(rs, json_object_get(root, "rules"), e) != 0)
         return -1;
     snprintf(rs->version, sizeof rs->version, "%s", version); /* the hash is appended later */
@@ -569,17 +822,85 @@ static const char *country_of(const pay_payment *p, country_field f) {
     case CF_COUNTRY: return p->country;
     case CF_BILLING: return p->billing_country;
     case CF_SHIPPING: return p->shipping_country;
+    case CF_IP: return p->ip_country;
     default: return "";
     }
 }
 
-static bool rule_hits(const rule *ru, const rules_features *f) {
+static const char *value_of(const pay_payment *p, value_field f) {
+    switch (f) {
+    case VF_PAYMENT_METHOD: return p->payment_method;
+    case VF_CARD_TYPE: return p->card_type;
+    case VF_TRANSACTION_TYPE: return p->transaction_type;
+    case VF_CURRENCY: return p->currency;
+    case VF_MERCHANT: return p->merchant_id;
+    case VF_USER: return p->user_id;
+    default: return "";
+    }
+}
+
+static bool value_in(const rules *r, const rule *ru, const char *v) {
+    const char *s = r->values + ru->values_off;
+    if (!v[0]) return false;
+    for (size_t i = 0; i < ru->nvalues; i++, s += strlen(s) + 1)
+        if (strcmp(s, v) == 0) return true;
+    return false;
+}
+
+/* The rule's amount threshold in p's minor units; false when p's exponent is out of range. */
+static bool threshold_of(const rule *ru, const pay_payment *p, int64_t *out) {
+    if (p->currency_exp < 0 || p->currency_exp > RULES_AMOUNT_FRAC_MAX) return false;
+    *out = ru->min_minor[p->currency_exp];
+    return true;
+}
+
+/* amount / (average of the user's EARLIER payments in the window) >= ratio, exactly:
+ * amount * (count - 1) * 1000 >= ratio_milli * (sum - amount). */
+static bool ratio_hits(const rule *ru, const rules_features *f) {
+    int64_t n = f->count[ru->window] - 1, hist = f->sum_minor[ru->window] - f->p->amount_minor;
+    if (n < ru->count || hist <= 0) return false;
+    return (__int128)f->p->amount_minor * n * 1000 >= (__int128)ru->ratio_milli * hist;
+}
+
+static bool window_hits(const rule *ru, const rules_features *f) {
+    const pay_payment *p = f->p;
+    int64_t th, n = f->count[ru->window], sum = f->sum_minor[ru->window];
+    if (!entity_present(p, ru->entity)) return false;
+    switch (ru->kind) {
+    case PRED_COUNT_AT_LEAST: return n >= ru->count;
+    case PRED_DISTINCT_USERS_AT_LEAST:
+    case PRED_DISTINCT_AT_LEAST: return f->distinct_users[ru->window] >= ru->count;
+    case PRED_SUM_AT_LEAST: return threshold_of(ru, p, &th) && sum >= th;
+    case PRED_AVG_AT_LEAST: return n > 0 && threshold_of(ru, p, &th) && (__int128)sum >= (__int128)th * n;
+    case PRED_AMOUNT_RATIO: return ratio_hits(ru, f);
+    default: return false;
+    }
+}
+
+static bool vault_hits(const rule *ru, const rules_features *f) {
+    const rules_vault_info *v = &f->vault[ru->entity];
+    if (!v->present) return false;
+    switch (ru->kind) {
+    case PRED_VAULT_SEEN: return v->times_seen >= ru->count;
+    case PRED_VAULT_NEW: return v->times_seen == 0;
+    case PRED_VAULT_FRAUD:
+        return v->fraud + (ru->with_chargebacks ? v->chargebacks : 0) >= ru->count;
+    default: return false;
+    }
+}
+
+static bool risk_hits(const rules *r, const rule *ru, const rules_features *f) {
+    const rules_risk *k = &r->risk[ru->risk];
+    int64_t n = f->count[k->window_index], frauds = f->risk_frauds[ru->risk];
+    return n >= ru->count && frauds > 0 && frauds * 1000 >= ru->ratio_milli * n;
+}
+
+static bool rule_hits(const rules *r, const rule *ru, const rules_features *f) {
     const pay_payment *p = f->p;
     const char *a, *b;
+    int64_t th;
     switch (ru->kind) {
-    case PRED_AMOUNT_AT_LEAST:
-        return p->currency_exp >= 0 && p->currency_exp <= RULES_AMOUNT_FRAC_MAX &&
-               p->amount_minor >= ru->min_minor[p->currency_exp];
+    case PRED_AMOUNT_AT_LEAST: return threshold_of(ru, p, &th) && p->amount_minor >= th;
     case PRED_COUNTRY_IN:
         a = country_of(p, ru->field[0]);
         if (!is_country_code(a)) return false; /* "" (absent) never hits */
@@ -588,10 +909,21 @@ static bool rule_hits(const rule *ru, const rules_features *f) {
         a = country_of(p, ru->field[0]);
         b = country_of(p, ru->field[1]);
         return a[0] && b[0] && strcmp(a, b) != 0;
+    case PRED_VALUE_IN: return value_in(r, ru, value_of(p, ru->vfield));
+    case PRED_TIME_FLAG: return ru->flag == TF_WEEKEND ? f->weekend : f->night;
     case PRED_COUNT_AT_LEAST:
-        return entity_present(p, ru->entity) && f->count[ru->window] >= ru->count;
     case PRED_DISTINCT_USERS_AT_LEAST:
-        return entity_present(p, ru->entity) && f->distinct_users[ru->window] >= ru->count;
+    case PRED_DISTINCT_AT_LEAST:
+    case PRED_SUM_AT_LEAST:
+    case PRED_AVG_AT_LEAST:
+    case PRED_AMOUNT_RATIO: return window_hits(ru, f);
+    case PRED_VAULT_SEEN:
+    case PRED_VAULT_NEW:
+    case PRED_VAULT_FRAUD: return vault_hits(ru, f);
+    case PRED_MERCHANT_RISK: return risk_hits(r, ru, f);
+    case PRED_MODEL_SCORE:
+        return f->has_model && f->model_score * 100 >= ru->model_min &&
+               f->model_score * 100 <= ru->model_max;
     }
     return false;
 }
@@ -615,10 +947,12 @@ void rules_eval(const rules *r, const rules_features *f, rules_result *out) {
     out->nhits = 0;
     for (size_t i = 0; i < r->nrules; i++) {
         const rule *ru = &r->rule[i];
-        if (!ru->enabled || !rule_hits(ru, f)) continue;
+        if (!ru->enabled || !rule_hits(r, ru, f)) continue;
         hit_insert(out, ru);
         sum += ru->weight; /* at most RULES_MAX * 100: no overflow */
     }
+    if (f->has_model && r->model_weight > 0) /* the model's share (issue 5) */
+        sum += (int)(f->model_score * r->model_weight + 0.5);
     out->score = sum > 100 ? 100 : sum;
     out->decision = out->score >= r->block ? "block" : out->score >= r->review ? "review" : "allow";
 }
@@ -640,41 +974,255 @@ json_t *rules_reasons_json(const rules_result *res) {
     return arr;
 }
 
-static int set_int(json_t *o, const char *key, int64_t v) {
-    return json_object_set_new(o, key, json_integer((json_int_t)v));
+/* The features are written as JSON text directly (one buffer, no object per key): this runs for
+ * every payment. Same bytes as jansson's compact dump of the same object. */
+typedef struct tw {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} tw;
+
+static void tw_raw(tw *w, const char *s, size_t n) {
+    if (w->oom) return;
+    if (w->len + n + 1 > w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 2048;
+        while (cap < w->len + n + 1) cap *= 2;
+        char *p = realloc(w->p, cap);
+        if (!p) {
+            w->oom = true;
+            return;
+        }
+        w->p = p;
+        w->cap = cap;
+    }
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+    w->p[w->len] = '\0';
 }
 
-static int set_window_features(json_t *o, const rules *r, const rules_features *f) {
-    char key[64];
+/* "key": (keys and string values here are plain ASCII: no escaping needed) */
+static void tw_key(tw *w, const char *key) {
+    char buf[128];
+    int n = snprintf(buf, sizeof buf, "%s\"%s\":", w->len > 1 ? "," : "", key);
+    tw_raw(w, buf, (size_t)n);
+}
+
+static void tw_int(tw *w, const char *key, int64_t v) {
+    char buf[24];
+    tw_key(w, key);
+    tw_raw(w, buf, (size_t)snprintf(buf, sizeof buf, "%lld", (long long)v));
+}
+
+static void tw_str(tw *w, const char *key, const char *v) {
+    tw_key(w, key);
+    tw_raw(w, "\"", 1);
+    tw_raw(w, v, strlen(v));
+    tw_raw(w, "\"", 1);
+}
+
+/* As jansson prints a real: %.17g, with ".0" when it would read back as an integer. */
+static void tw_real(tw *w, const char *key, double v) {
+    char buf[40];
+    int n = snprintf(buf, sizeof buf, "%.17g", v);
+    if (!strpbrk(buf, ".eE") && !strstr(buf, "inf") && !strstr(buf, "nan"))
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ".0");
+    tw_key(w, key);
+    tw_raw(w, buf, (size_t)n);
+}
+
+/* Window features: "<entity>_count_<secs>s", "_sum_minor_", "_distinct_users_" (user:
+ * "_distinct_cards_"); delayed windows "<entity>_count_<secs>s_delay_<secs>s"; for user windows
+ * "user_amount_ratio_<secs>s" (amount / average of the earlier payments, when there are any). */
+static void write_windows(tw *w, const rules *r, const rules_features *f) {
+    char key[96];
     for (size_t i = 0; i < r->nwindows; i++) {
-        const char *ent = rules_entity_name(r->window[i].entity);
-        long long secs = (long long)(r->window[i].window_ms / 1000);
+        const rules_window *win = &r->window[i];
+        const char *ent = rules_entity_name(win->entity);
+        long long secs = (long long)(win->window_ms / 1000);
+        if (win->offset_ms) {
+            snprintf(key, sizeof key, "%s_count_%llds_delay_%llds", ent, secs,
+                     (long long)(win->offset_ms / 1000));
+            tw_int(w, key, f->count[i]);
+            continue;
+        }
         snprintf(key, sizeof key, "%s_count_%llds", ent, secs);
-        if (set_int(o, key, f->count[i]) != 0) return -1;
+        tw_int(w, key, f->count[i]);
         snprintf(key, sizeof key, "%s_sum_minor_%llds", ent, secs);
-        if (set_int(o, key, f->sum_minor[i]) != 0) return -1;
-        snprintf(key, sizeof key, "%s_distinct_users_%llds", ent, secs);
-        if (set_int(o, key, f->distinct_users[i]) != 0) return -1;
+        tw_int(w, key, f->sum_minor[i]);
+        snprintf(key, sizeof key, "%s_distinct_%s_%llds", ent,
+                 win->entity == RULES_ENT_USER ? "cards" : "users", secs);
+        tw_int(w, key, f->distinct_users[i]);
+        int64_t hn = f->count[i] - 1, hs = f->sum_minor[i] - f->p->amount_minor;
+        if (win->entity != RULES_ENT_USER || hn <= 0 || hs <= 0) continue;
+        snprintf(key, sizeof key, "user_amount_ratio_%llds", secs);
+        tw_real(w, key, (double)f->p->amount_minor * (double)hn / (double)hs);
+    }
+}
+
+static void write_vault(tw *w, const rules_features *f) {
+    char key[64];
+    for (int e = 0; e < RULES_ENT_COUNT; e++) {
+        const rules_vault_info *v = &f->vault[e];
+        const char *ent = rules_entity_name((rules_entity)e);
+        if (!v->present) continue;
+        snprintf(key, sizeof key, "vault_%s_seen", ent);
+        tw_int(w, key, v->times_seen);
+        snprintf(key, sizeof key, "vault_%s_fraud", ent);
+        tw_int(w, key, v->fraud);
+        snprintf(key, sizeof key, "vault_%s_chargebacks", ent);
+        tw_int(w, key, v->chargebacks);
+        if (!v->times_seen) continue;
+        snprintf(key, sizeof key, "vault_%s_age_s", ent);
+        tw_int(w, key, (f->p->event_time_ms - v->first_seen_ms) / 1000);
+    }
+}
+
+static void write_risk(tw *w, const rules *r, const rules_features *f) {
+    char key[64];
+    for (size_t i = 0; i < r->nrisk; i++) {
+        const rules_risk *k = &r->risk[i];
+        int64_t n = f->count[k->window_index];
+        snprintf(key, sizeof key, "merchant_frauds_%dd_delay_%dd", k->window_days, k->delay_days);
+        tw_int(w, key, f->risk_frauds[i]);
+        snprintf(key, sizeof key, "merchant_risk_%dd_delay_%dd", k->window_days, k->delay_days);
+        tw_real(w, key, n > 0 ? (double)f->risk_frauds[i] / (double)n : 0.0);
+    }
+}
+
+/* Keys in a fixed order, so the same inputs always give the same bytes (replay parity). */
+char *rules_features_text(const rules *r, const rules_features *f, size_t *len) {
+    const pay_payment *p = f->p;
+    tw w = {0};
+    tw_raw(&w, "{", 1);
+    tw_int(&w, "amount_minor", p->amount_minor);
+    tw_str(&w, "currency", p->currency);
+    for (country_field c = CF_COUNTRY; c < CF_COUNT; c++)
+        if (country_of(p, c)[0]) tw_str(&w, FIELD_NAMES[c], country_of(p, c));
+    tw_int(&w, "weekend", f->weekend);
+    tw_int(&w, "night", f->night);
+    write_windows(&w, r, f);
+    write_vault(&w, f);
+    write_risk(&w, r, f);
+    if (f->has_model) tw_real(&w, "model_score", f->model_score);
+    tw_raw(&w, "}", 1);
+    if (w.oom) {
+        free(w.p);
+        return NULL;
+    }
+    if (len) *len = w.len;
+    return w.p;
+}
+
+json_t *rules_features_json(const rules *r, const rules_features *f) {
+    char *text = rules_features_text(r, f, NULL);
+    json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    return o;
+}
+
+/* ---- extra feature windows, accessors ---------------------------------------------------------- */
+
+/* "<n>m" | "<n>h" | "<n>d" -> ms; -1 when invalid or out of 1 min .. 30 days. */
+static int64_t duration_ms(const char *s, size_t len) {
+    char *end;
+    char buf[16];
+    if (len < 2 || len >= sizeof buf) return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    long long n = strtoll(buf, &end, 10);
+    int64_t unit = *end == 'm' ? 60000 : *end == 'h' ? 3600000 : *end == 'd' ? 86400000 : 0;
+    if (!unit || end[1] || n < 1 || end == buf) return -1;
+    int64_t ms = (int64_t)n * unit;
+    return ms <= (int64_t)RULES_WINDOW_SECONDS_MAX * 1000 ? ms : -1;
+}
+
+/* One "ENTITY:DUR,DUR" group. */
+static int add_group(rules *r, const char *g, size_t len, perr *e) {
+    const char *colon = memchr(g, ':', len);
+    char ent[16];
+    size_t elen = colon ? (size_t)(colon - g) : 0, idx;
+    if (!colon || elen == 0 || elen >= sizeof ent)
+        return fail(e, NULL, NULL, "\"%.*s\": expected ENTITY:DURATION[,DURATION...]", (int)len, g);
+    memcpy(ent, g, elen);
+    ent[elen] = '\0';
+    int ei = name_index(ent, ENTITY_NAMES, RULES_ENT_COUNT);
+    if (ei < 0) return fail(e, NULL, NULL, "unknown entity \"%s\"", ent);
+    for (const char *d = colon + 1; d < g + len;) {
+        const char *comma = memchr(d, ',', (size_t)(g + len - d));
+        size_t dlen = comma ? (size_t)(comma - d) : (size_t)(g + len - d);
+        int64_t ms = duration_ms(d, dlen);
+        if (ms < 0)
+            return fail(e, NULL, NULL, "\"%.*s\": a duration is <n>m, <n>h or <n>d, 1m..30d",
+                        (int)dlen, d);
+        if (window_index(r, (rules_entity)ei, ms, 0, RULES_MAX_FEATURE_WINDOWS, &idx) != 0)
+            return fail(e, NULL, NULL, "more than %d feature windows", RULES_MAX_FEATURE_WINDOWS);
+        d += dlen + 1;
     }
     return 0;
 }
 
-/* Keys are inserted in a fixed order (jansson keeps insertion order), so the same inputs always
- * serialize to the same bytes. */
-json_t *rules_features_json(const rules *r, const rules_features *f) {
-    const pay_payment *p = f->p;
-    json_t *o = json_object();
-    if (!o) goto failed;
-    if (set_int(o, "amount_minor", p->amount_minor) != 0 ||
-        json_object_set_new(o, "currency", json_string(p->currency)) != 0)
-        goto failed;
-    for (country_field c = CF_COUNTRY; c < CF_COUNT; c++) {
-        const char *v = country_of(p, c);
-        if (v[0] && json_object_set_new(o, FIELD_NAMES[c], json_string(v)) != 0) goto failed;
+int rules_add_feature_windows(rules *r, const char *spec, const char *risk_days, int delay_days,
+                              char *errstr, size_t errstr_size) {
+    perr e = {errstr, errstr_size, "feature-windows"};
+    size_t idx;
+    for (const char *g = spec; g && *g;) {
+        size_t len = strcspn(g, " ;");
+        if (len && add_group(r, g, len, &e) != 0) return -1;
+        g += len;
+        g += strspn(g, " ;");
     }
-    if (set_window_features(o, r, f) != 0) goto failed;
-    return o;
-failed:
-    json_decref(o);
-    return NULL;
+    e.origin = "risk-windows-days";
+    for (const char *d = risk_days; d && *d;) {
+        char *end;
+        long n = strtol(d, &end, 10);
+        if (end == d || n < 1 || n > 30 || (*end && *end != ','))
+            return fail(&e, NULL, NULL, "expected day counts 1..30 separated by commas");
+        if (delay_days < 0 || delay_days > 30)
+            return fail(&e, NULL, NULL, "the delay must be 0..30 days");
+        if (risk_index(r, (int)n, delay_days, RULES_MAX_FEATURE_WINDOWS, &idx) != 0)
+            return fail(&e, NULL, NULL, "too many feature windows or merchant-risk pairs");
+        d = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+size_t rules_risk_count(const rules *r) { return r->nrisk; }
+
+const rules_risk *rules_risk_at(const rules *r, size_t i) { return i < r->nrisk ? &r->risk[i] : NULL; }
+
+int64_t rules_risk_span_ms(const rules *r) {
+    int64_t max = 0;
+    for (size_t i = 0; i < r->nrisk; i++) {
+        int64_t span = (int64_t)(r->risk[i].window_days + r->risk[i].delay_days) * 86400000;
+        if (span > max) max = span;
+    }
+    return max;
+}
+
+bool rules_vault_entity(rules_entity e) {
+    return e == RULES_ENT_CARD || e == RULES_ENT_IP || e == RULES_ENT_DEVICE || e == RULES_ENT_EMAIL;
+}
+
+const char *rules_vault_key(const pay_payment *p, rules_entity e) {
+    switch (e) {
+    case RULES_ENT_CARD: return p->card_fingerprint_digest;
+    case RULES_ENT_IP: return p->ip_digest;
+    case RULES_ENT_DEVICE: return p->device_id_digest;
+    case RULES_ENT_EMAIL: return p->email_digest;
+    default: return "";
+    }
+}
+
+/* Weekend and night in UTC: event times carry no time zone of the payer (documented). */
+void rules_derive(rules_features *f) {
+    int64_t t = f->p->event_time_ms, day = t >= 0 ? t / 86400000 : (t - 86399999) / 86400000;
+    int64_t hour = (t - day * 86400000) / 3600000;
+    int wday = (int)(((day % 7) + 7 + 4) % 7); /* 1970-01-01 was a Thursday (4); 0 = Sunday */
+    f->weekend = wday == 0 || wday == 6;
+    f->night = hour <= 6;
+}
+
+void rules_counterpart(const pay_payment *p, rules_entity e, char *out, size_t out_size) {
+    if (e == RULES_ENT_USER) rules_entity_key(p, RULES_ENT_CARD, out, out_size);
+    else snprintf(out, out_size, "%s", p->user_id);
 }

@@ -2,21 +2,25 @@
  *
  * A rules file (JSON, schema: schemas/json/rules.v1.json; default: schemas/rules/default.json) lists
  * rules, each a code, description, severity, weight, message and one predicate from a fixed set of
- * typed kinds (no expression language):
- *   amount_at_least          {"amount": "1000"}                       major units, exact decimal
- *   country_in               {"field": "country", "countries": [..]} field: country|billing_country|shipping_country
- *   country_mismatch         {"fields": ["billing_country", "shipping_country"]}  both present and different
- *   count_at_least           {"entity": "user", "window_seconds": 300, "count": 4}
- *   distinct_users_at_least  {"entity": "card", "window_seconds": 1800, "count": 3}
- * plus decision thresholds {"review": 30, "block": 70}. Score = min(100, sum of the weights of the
- * rules that hit); decision = block if score >= block, review if >= review, else allow.
+ * typed kinds (no expression language; the full table with parameters is in docs/rules.md):
+ *   amount_at_least, country_in, country_mismatch, value_in, time_flag        the payment itself
+ *   count_at_least, distinct_users_at_least, distinct_at_least, sum_at_least,
+ *   avg_at_least, amount_ratio_at_least                                       event-time windows
+ *   vault_seen_at_least, vault_new, vault_fraud_at_least                      the risk vault
+ *   merchant_risk_at_least                                                    delayed outcomes
+ *   model_score_between                                                       the model (issue 5)
+ * plus decision thresholds {"review": 30, "block": 70} and an optional model blend
+ * {"model_weight": 0..100}. Score = min(100, round(model_score * model_weight) + sum of the weights
+ * of the rules that hit); decision = block if score >= block, review if >= review, else allow.
  *
- * A loaded rule set is immutable; its version string is the file's "version" plus a hash of its
- * bytes, recorded with every decision. Reload = load a new one, swap pointers, destroy the old. */
+ * A loaded rule set is immutable once the scorer starts using it; its version string is the file's
+ * "version" plus a hash of its bytes, recorded with every decision. Reload = load a new one (and
+ * add the configured extra feature windows), swap pointers, destroy the old. */
 #ifndef FS_RULES_H
 #define FS_RULES_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +28,10 @@
 
 #define RULES_MAX 64          /* rules in one file */
 #define RULES_MAX_WINDOWS 32  /* distinct (entity, window) pairs the rules ask for */
+#define RULES_MAX_FEATURE_WINDOWS 48 /* rule windows + the configured extra feature windows */
+#define RULES_MAX_RISK 8      /* distinct merchant-risk (window, delay) pairs */
+#define RULES_EXACT_WINDOW_MS 3600000LL /* windows up to 1 h: exact event log; longer: buckets */
+#define RULES_DISTINCT_CAP 16 /* distinct counterparts are exact up to this per bucket */
 
 typedef enum rules_entity {
     RULES_ENT_USER = 0, /* user_id */
@@ -31,24 +39,55 @@ typedef enum rules_entity {
     RULES_ENT_CARD,     /* card_fingerprint_digest, else "last4:" + card_last_four (the seed's key) */
     RULES_ENT_DEVICE,   /* device_id_digest */
     RULES_ENT_EMAIL,    /* email_digest */
-    RULES_ENT_MERCHANT, /* merchant_id */
+    RULES_ENT_MERCHANT, /* merchant_id (the terminal) */
     RULES_ENT_COUNT
 } rules_entity;
 
-/* A velocity feature the rule set needs: payments of one entity in the event-time window
- * (t - window_ms, t], the current payment included. */
+/* A window feature the rule set needs: payments of one entity in the event-time window
+ * (t - offset - window, t - offset], the current payment included (offset 0). Windows up to
+ * RULES_EXACT_WINDOW_MS with offset 0 are exact (velocity.h); the others are read from time
+ * buckets (buckets.h: hour buckets up to 1 day, day buckets beyond). */
 typedef struct rules_window {
     rules_entity entity;
     int64_t window_ms;
+    int64_t offset_ms;
 } rules_window;
 
-/* Everything a rule can look at for one payment. The scorer fills count/distinct_users for each
- * window i in [0, rules_window_count()) before rules_eval(). */
+/* Merchant (terminal) risk: share of confirmed fraud among the merchant's payments of the window
+ * (t - delay - window, t - delay], counting only outcomes known at t (the delayed-feedback
+ * setting). window_index: the (merchant, window, delay) window giving the payment count. */
+typedef struct rules_risk {
+    int window_days;
+    int delay_days;
+    size_t window_index;
+} rules_risk;
+
+/* The risk vault of one identifier digest, as known when the payment is scored (the payment itself
+ * excluded). */
+typedef struct rules_vault_info {
+    bool present;          /* the payment has this identifier */
+    int64_t times_seen;    /* earlier payments with it */
+    int64_t first_seen_ms; /* event time of the first one (0: never seen) */
+    int64_t last_seen_ms;
+    int64_t fraud;         /* payments with it labelled confirmed_fraud, label known at t */
+    int64_t chargebacks;   /* ... labelled chargeback, known at t */
+} rules_vault_info;
+
+/* Everything a rule can look at for one payment. The scorer fills the window aggregates for each
+ * window i in [0, rules_window_count()), the vault, the merchant risk and the model score before
+ * rules_eval() (rules_derive() fills the flags from p). */
 typedef struct rules_features {
     const pay_payment *p;
-    int64_t count[RULES_MAX_WINDOWS];
-    int64_t distinct_users[RULES_MAX_WINDOWS];
-    int64_t sum_minor[RULES_MAX_WINDOWS];
+    int64_t count[RULES_MAX_FEATURE_WINDOWS];
+    int64_t distinct_users[RULES_MAX_FEATURE_WINDOWS]; /* distinct counterparts: users; for the
+                                                          user entity: distinct cards */
+    int64_t sum_minor[RULES_MAX_FEATURE_WINDOWS];
+    bool weekend;                                  /* Saturday or Sunday, UTC */
+    bool night;                                    /* 00:00-06:59 UTC (the handbook's hour <= 6) */
+    rules_vault_info vault[RULES_ENT_COUNT];       /* card, ip, device, email */
+    int64_t risk_frauds[RULES_MAX_RISK];           /* per rules_risk_at(i) */
+    bool has_model;                                /* false: rules only (no model configured) */
+    double model_score;                            /* 0..1 when has_model */
 } rules_features;
 
 typedef struct rules_hit {
@@ -79,8 +118,38 @@ void rules_destroy(rules *r); /* accepts NULL */
 /* "<version>+<first 12 hex of sha256 of the file>" */
 const char *rules_version(const rules *r);
 
+/* Windows: those of the rules first (in file order), then the extra ones added below. */
 size_t rules_window_count(const rules *r);
 const rules_window *rules_window_at(const rules *r, size_t i);
+
+/* Adds extra feature windows computed and recorded as evidence even when no rule reads them (for
+ * analysts and model training; scorer option feature-windows), and merchant-risk windows
+ * (risk_days: window lengths in days, delay_days: the feedback delay). spec: space- or
+ * semicolon-separated "ENTITY:DUR[,DUR...]" with DUR = <n>m | <n>h | <n>d, e.g.
+ * "user:1d,7d,30d merchant:1d,7d,30d"; risk_days: "1,7,30" or "". Call before the set is shared.
+ * Returns 0 or -1 with errstr. */
+int rules_add_feature_windows(rules *r, const char *spec, const char *risk_days, int delay_days,
+                              char *errstr, size_t errstr_size);
+
+size_t rules_risk_count(const rules *r);
+const rules_risk *rules_risk_at(const rules *r, size_t i);
+
+/* True for the entities the risk vault keeps (identifier digests: card fingerprint, ip, device,
+ * email); the card's "last4:" fallback key is not an identifier and has no vault entry. */
+bool rules_vault_entity(rules_entity e);
+
+/* The vault key of p for entity e ("" when absent or not a vault entity). */
+const char *rules_vault_key(const pay_payment *p, rules_entity e);
+
+/* Largest merchant-risk span (window + delay) in ms: how far back merchant outcomes are read. */
+int64_t rules_risk_span_ms(const rules *r);
+
+/* Fills the flags derived from f->p alone (weekend, night). */
+void rules_derive(rules_features *f);
+
+/* The counterpart of entity e for distinct counts: the card key for the user entity, else the
+ * user_id. out: "" when absent. */
+void rules_counterpart(const pay_payment *p, rules_entity e, char *out, size_t out_size);
 
 /* Entity key of p for entity e into out ("" when p has no such identifier: no window counts). */
 void rules_entity_key(const pay_payment *p, rules_entity e, char *out, size_t out_size);
@@ -95,5 +164,9 @@ json_t *rules_reasons_json(const rules_result *res);
 /* The feature values the rules saw, as a flat object: {"amount_minor":..., "user_count_300s":...,
  * "card_distinct_users_1800s":...} (new reference). */
 json_t *rules_features_json(const rules *r, const rules_features *f);
+
+/* The same as compact JSON text (malloc'd, caller frees; length in *len when not NULL), written
+ * directly: the scorer's hot path. NULL when out of memory. */
+char *rules_features_text(const rules *r, const rules_features *f, size_t *len);
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fvec.h"
 #include "fsutil.h"
 #include "kafka.h"
 #include "log.h"
@@ -19,7 +20,11 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define PERSIST_ATTEMPTS 3   /* non-transient failures of a whole batch before going row by row */
-#define PRUNE_LIMIT 10000    /* velocity events deleted per prune statement */
+#define PRUNE_LIMIT 50000    /* old feature rows deleted per prune statement */
+#define PRUNE_ROUNDS 10      /* prune statements per table and prune */
+#define OUTCOMES_MAX 500     /* outcome messages per transaction */
+#define HOUR_TIER_KEEP_MS (BUCKETS_DAY_MS + BUCKETS_HOUR_MS)    /* longest hour-bucket window */
+#define DAY_TIER_KEEP_MS (61 * BUCKETS_DAY_MS) /* 30-day window + 30-day delay + its bucket */
 
 /* Delivery state of one output message; the delivery report callback writes it. */
 enum { OUT_NONE = 0, OUT_PENDING, OUT_INFLIGHT, OUT_DONE, OUT_FAILED };
@@ -46,12 +51,22 @@ typedef struct scorer_row {
     store_row sr;            /* sr.p points at p */
     int item;                /* the first message carrying it */
     bool rejected;           /* PostgreSQL refused it: dead-lettered */
-    bool late;               /* older than the velocity retention when decided */
+    bool late;               /* older than the features' retention when decided */
+    bool out_of_order;       /* older than the newest event time this worker persisted */
     int8_t out_processed, out_alert;
     size_t nvev;             /* its velocity events (new payments only) */
     velocity_event vev[RULES_ENT_COUNT];
     char vkeys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
+    char vcps[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
 } scorer_row;
+
+/* The metric families of a worker (NULL handles when there is no registry: no-ops). */
+typedef struct scorer_metrics {
+    metric *messages, *payments, *decisions, *rule_hits, *dead_letters, *batch_size,
+        *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
+        *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
+        *outcomes, *outcomes_pending, *reloads, *ready, *pruned;
+} scorer_metrics;
 
 struct scorer {
     scorer_config cfg;
@@ -60,6 +75,16 @@ struct scorer {
     store *st;
     rules *rules;
     velocity *vel;
+    buckets *bk;
+    vault *vt;
+    rd_kafka_t *outcomes;     /* consumer of payment_outcomes (own group), or NULL */
+    rd_kafka_message_t **omsgs; /* outcome messages in hand (kept until stored) */
+    size_t nomsgs;
+    int outcome_backoff;      /* batches to wait after an outcome failure */
+    int64_t outcomes_pending; /* stored outcomes still waiting for their payment */
+    scorer_metrics m;
+    int64_t rate_t0_us;       /* messages/s gauge: start of the current 10 s period */
+    uint64_t rate_n0;
     volatile sig_atomic_t *stop;
     /* the batch in hand: arrays of cfg.batch_max, reused */
     scorer_item *items;
@@ -127,8 +152,12 @@ static int64_t scorer_late_cutoff(const scorer *s) {
 
 /* ---- the loop ------------------------------------------------------------------------------- */
 
+static void scorer_outcomes(scorer *s);
+static void scorer_rate(scorer *s);
+
 int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload) {
     s->stop = stop;
+    metric_set(s->m.ready, NULL, 1);
     while (!*stop && !s->abandoned && !s->fatal) {
         if (*reload) {
             *reload = 0;
@@ -137,9 +166,22 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
+        scorer_outcomes(s);
+        scorer_rate(s);
     }
+    metric_set(s->m.ready, NULL, 0);
     scorer_close(s);
     return s->fatal ? -1 : 0;
+}
+
+/* messages/s over the last 10 s (a convenience gauge; rate() over the counter is the same). */
+static void scorer_rate(scorer *s) {
+    int64_t now = fs_mono_us();
+    if (!s->rate_t0_us) s->rate_t0_us = now;
+    if (now - s->rate_t0_us < 10000000) return;
+    metric_set(s->m.rate, NULL, (double)(s->stats.messages - s->rate_n0) * 1e6 / (double)(now - s->rate_t0_us));
+    s->rate_t0_us = now;
+    s->rate_n0 = s->stats.messages;
 }
 
 /* Polls until batch_max messages, or batch_max_ms after the first one, or 100 ms of nothing (back
@@ -166,26 +208,41 @@ static void scorer_poll_batch(scorer *s) {
         if (s->nitems == 0) deadline_us = fs_mono_us() + (int64_t)s->cfg.batch_max_ms * 1000;
         s->items[s->nitems++] = (scorer_item){.msg = m, .row = -1}; /* the batch owns m now */
         s->stats.messages++;
+        metric_add(s->m.messages, NULL, 1);
     }
 }
 
 /* Counters and the event-time watermark, once the batch is committed. */
-static void scorer_account_batch(scorer *s) {
-    for (size_t i = 0; i < s->nrows; i++) {
-        const scorer_row *r = &s->rows[i];
-        if (r->rejected) continue;
-        if (!r->sr.is_new) {
-            s->stats.payments_redelivered++;
-            continue;
-        }
-        s->stats.payments_new++;
-        if (r->p.event_time_ms > s->watermark_ms) s->watermark_ms = r->p.event_time_ms;
-        if (!r->late) continue;
-        s->stats.late_events++;
-        log_fields(LOG_DEBUG, "late_event", json_pack("{s:s}", "payment_id", r->p.payment_id),
-                   "event time older than the velocity retention: windows may be incomplete");
+static void scorer_account_row(scorer *s, const scorer_row *r) {
+    if (!r->sr.is_new) {
+        s->stats.payments_redelivered++;
+        metric_add(s->m.payments, "redelivered", 1);
+        return;
     }
+    s->stats.payments_new++;
+    metric_add(s->m.payments, "new", 1);
+    metric_add(s->m.decisions, r->sr.dec.decision, 1);
+    for (size_t k = 0; k < json_array_size(r->sr.dec.reasons); k++)
+        metric_add(s->m.rule_hits,
+                   json_string_value(json_object_get(json_array_get(r->sr.dec.reasons, k), "code")), 1);
+    if (r->p.event_time_ms > s->watermark_ms) s->watermark_ms = r->p.event_time_ms;
+    if (r->out_of_order) {
+        s->stats.out_of_order++;
+        metric_add(s->m.late, "out_of_order", 1);
+    }
+    if (!r->late) return;
+    s->stats.late_events++;
+    metric_add(s->m.late, "too_late", 1);
+    log_fields(LOG_DEBUG, "late_event", json_pack("{s:s}", "payment_id", r->p.payment_id),
+               "event time older than the features' retention: windows may be incomplete");
+}
+
+static void scorer_account_batch(scorer *s, int64_t t0_us) {
+    for (size_t i = 0; i < s->nrows; i++)
+        if (!s->rows[i].rejected) scorer_account_row(s, &s->rows[i]);
     s->stats.batches++;
+    metric_observe(s->m.batch_size, NULL, (double)s->nitems);
+    metric_observe(s->m.batch_seconds, NULL, (double)(fs_mono_us() - t0_us) / 1e6);
 }
 
 /* decode -> persist -> deliver -> commit. Returns 0, or -1 when the batch was abandoned (stopping
@@ -197,14 +254,20 @@ static int scorer_finish_batch(scorer *s) {
     assert(!s->in_batch);
     s->in_batch = true;
     scorer_decode_batch(s);
+    int64_t t1 = fs_mono_us();
     if (scorer_persist_batch(s) != 0) goto done;
+    int64_t t2 = fs_mono_us();
     if (scorer_deliver_batch(s) != 0) goto done;
+    int64_t t3 = fs_mono_us();
     scorer_commit_batch(s);
-    scorer_account_batch(s);
+    scorer_account_batch(s, t0);
     s->batches_since_prune++;
     log_fields(LOG_DEBUG, "batch_done",
-               json_pack("{s:I, s:I, s:I}", "messages", (json_int_t)s->nitems, "payments",
-                         (json_int_t)s->nrows, "duration_us", (json_int_t)(fs_mono_us() - t0)),
+               json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)s->nitems,
+                         "payments", (json_int_t)s->nrows, "duration_us",
+                         (json_int_t)(fs_mono_us() - t0), "decode_us", (json_int_t)(t1 - t0),
+                         "persist_us", (json_int_t)(t2 - t1), "deliver_us", (json_int_t)(t3 - t2),
+                         "commit_us", (json_int_t)(fs_mono_us() - t3)),
                "batch of %zu messages done", s->nitems);
     rc = 0;
 done:
@@ -300,6 +363,7 @@ static int scorer_persist_batch(scorer *s) {
             rc = scorer_persist_one_by_one(s, err, sizeof err);
         if (rc == STORE_OK) return 0;
         s->stats.db_retries++;
+        metric_add(s->m.db_retries, NULL, 1);
         log_fields(LOG_WARN, "db_retry",
                    json_pack("{s:i, s:i, s:b, s:s}", "attempt", attempt, "backoff_ms", backoff,
                              "transient", rc == STORE_TRANSIENT, "error", err),
@@ -321,12 +385,19 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
         rows[i]->has_decision = false;
         rows[i]->alert_id[0] = '\0';
     }
+    int64_t t0 = fs_mono_us();
+    uint64_t calls0, us0, calls1, us1;
+    store_latency(s->st, &calls0, &us0);
     store_rc rc = store_begin(s->st, err, esz);
     if (rc == STORE_OK) rc = store_insert_payments(s->st, rows, n, err, esz);
     if (rc == STORE_OK) rc = store_load_decisions(s->st, rows, n, err, esz);
     if (rc == STORE_OK) rc = scorer_decide(s, rows, n, err, esz);
     if (rc == STORE_OK) rc = store_commit(s->st, err, esz);
     if (rc != STORE_OK) store_rollback(s->st);
+    store_latency(s->st, &calls1, &us1);
+    metric_observe(s->m.db_seconds, "transaction", (double)(fs_mono_us() - t0) / 1e6);
+    metric_observe(s->m.db_seconds, "statements", (double)(us1 - us0) / 1e6);
+    metric_add(s->m.db_calls, NULL, (double)(calls1 - calls0));
     return rc;
 }
 
@@ -351,19 +422,19 @@ static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz) {
 
 /* ---- the decision ----------------------------------------------------------------------------- */
 
-/* Scores one payment from the velocity index: features, rules, reasons; alert id when flagged. */
+/* Scores one payment from the batch's feature state: features, rules, reasons; alert id when
+ * flagged. */
 static void scorer_decide_row(scorer *s, scorer_row *r) {
     int64_t t0 = fs_mono_us();
     rules_features f;
     rules_result res;
-    memset(&f, 0, sizeof f);
-    velocity_features(s->vel, s->rules, &r->p, &f);
+    fvec_compute(s->vel, s->bk, s->vt, s->rules, &r->p, &f);
     rules_eval(s->rules, &f, &res);
     store_decision *d = &r->sr.dec;
     snprintf(d->decision, sizeof d->decision, "%s", res.decision);
     d->score = res.score;
     d->reasons = rules_reasons_json(&res);
-    d->features = rules_features_json(s->rules, &f);
+    d->features_text = rules_features_text(s->rules, &f, NULL);
     snprintf(d->rules_version, sizeof d->rules_version, "%s", rules_version(s->rules));
     d->model_version[0] = '\0';
     d->decided_at_ms = fs_now_ms();
@@ -377,35 +448,81 @@ static scorer_row *row_of(store_row *sr) {
     return (scorer_row *)(void *)((char *)sr - offsetof(scorer_row, sr));
 }
 
-/* The window index for deciding todo: the stored velocity events their windows reach (ONE query)
- * plus the events of the batch's new payments, which are also queued in s->vevents for insertion.
- * Only payments this transaction inserted are added: a redelivered one never counts twice. */
-static store_rc scorer_velocity_index(scorer *s, store_row **todo, size_t n, size_t *nev,
-                                      char *err, size_t esz) {
-    size_t nr;
+/* Earliest event time of the payments, for the merchant links' horizon. */
+static int64_t scorer_min_time(const pay_payment *const *ps, size_t n) {
+    int64_t t = INT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (ps[i]->event_time_ms < t) t = ps[i]->event_time_ms;
+    return t;
+}
+
+/* ONE query for everything the batch's features read (exact events, buckets, vault, links). */
+static store_rc scorer_load_state(scorer *s, size_t n, char *err, size_t esz) {
+    store_feature_query q = {0};
+    velocity_range *vr = velocity_ranges(s->rules, s->ps, n, &q.nvr);
+    buckets_range *br = buckets_ranges(s->rules, s->ps, n, &q.nbr);
+    vault_key *vk = vault_keys(s->ps, n, rules_risk_count(s->rules) > 0, &q.nvk);
+    store_rc rc = STORE_OK;
+    if (q.nvr == SIZE_MAX || q.nbr == SIZE_MAX || q.nvk == SIZE_MAX) {
+        snprintf(err, esz, "feature ranges: out of memory");
+        rc = STORE_FAILED;
+    } else if (q.nvr || q.nbr || q.nvk) {
+        q.vr = vr;
+        q.br = br;
+        q.vk = vk;
+        q.merchant_since_ms = scorer_min_time(s->ps, n) - rules_risk_span_ms(s->rules) - BUCKETS_DAY_MS;
+        rc = store_load_features(s->st, &q, s->vel, s->bk, s->vt, err, esz);
+    }
+    free(vr);
+    free(br);
+    free(vk);
+    return rc;
+}
+
+/* The batch's feature state: what PostgreSQL holds plus the batch's new payments (only those this
+ * transaction inserted: a redelivered payment never counts twice), whose velocity events are also
+ * queued in s->vevents for insertion. */
+static store_rc scorer_feature_state(scorer *s, store_row **todo, size_t n, size_t *nev,
+                                     char *err, size_t esz) {
     *nev = 0;
     for (size_t i = 0; i < n; i++) s->ps[i] = todo[i]->p;
     velocity_reset(s->vel);
-    velocity_range *rg = velocity_ranges(s->rules, s->ps, n, &nr);
-    if (nr == SIZE_MAX) return snprintf(err, esz, "velocity ranges: out of memory"), STORE_FAILED;
-    store_rc rc = store_load_velocity(s->st, rg, nr, s->vel, err, esz);
-    free(rg);
+    buckets_reset(s->bk);
+    vault_reset(s->vt);
+    store_rc rc = scorer_load_state(s, n, err, esz);
     for (size_t i = 0; rc == STORE_OK && i < n; i++) {
         scorer_row *r = row_of(todo[i]);
-        r->nvev = todo[i]->is_new ? velocity_events_of(s->rules, &r->p, r->vev, r->vkeys) : 0;
+        if (!todo[i]->is_new) continue;
+        r->nvev = velocity_events_of(s->rules, &r->p, r->vev, r->vkeys, r->vcps);
         for (size_t k = 0; k < r->nvev; k++) {
             if (velocity_add(s->vel, &r->vev[k]) != 0) rc = STORE_FAILED;
             s->vevents[(*nev)++] = r->vev[k];
         }
+        if (buckets_add_payment(s->bk, s->rules, &r->p) != 0 || vault_add_payment(s->vt, &r->p) != 0)
+            rc = STORE_FAILED;
     }
-    if (rc == STORE_OK && velocity_build(s->vel) != 0) rc = STORE_FAILED;
-    if (rc == STORE_FAILED && !err[0]) snprintf(err, esz, "velocity: out of memory");
+    if (rc == STORE_OK && (velocity_build(s->vel) != 0 || buckets_build(s->bk) != 0 ||
+                           vault_build(s->vt) != 0))
+        rc = STORE_FAILED;
+    if (rc == STORE_FAILED && !err[0]) snprintf(err, esz, "features: out of memory");
+    return rc;
+}
+
+/* Writes the increments of the batch's new payments: exact events, buckets, vault. */
+static store_rc scorer_write_state(scorer *s, size_t nev, char *err, size_t esz) {
+    const buckets_row *bi;
+    const vault_row *vi;
+    ptrdiff_t nb = buckets_increments(s->bk, &bi), nv = vault_increments(s->vt, &vi);
+    if (nb < 0 || nv < 0) return snprintf(err, esz, "increments: out of memory"), STORE_FAILED;
+    store_rc rc = store_insert_velocity(s->st, s->vevents, nev, err, esz);
+    if (rc == STORE_OK) rc = store_write_buckets(s->st, bi, (size_t)nb, err, esz);
+    if (rc == STORE_OK) rc = store_write_vault(s->st, vi, (size_t)nv, err, esz);
     return rc;
 }
 
 /* Decides every row without a stored decision (the new ones) and writes decisions, alerts and
- * velocity events. (A payment stored without a decision cannot happen - both are written in one
- * transaction - but if it did, it is decided now rather than sent on without one.) */
+ * feature increments. (A payment stored without a decision cannot happen - both are written in
+ * one transaction - but if it did, it is decided now rather than sent on without one.) */
 static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz) {
     store_row **todo = s->undecided, **flagged = s->flagged;
     size_t ntodo = 0, nflagged = 0, nev = 0;
@@ -413,7 +530,7 @@ static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, 
         if (!rows[i]->has_decision) todo[ntodo++] = rows[i];
     if (ntodo == 0) return STORE_OK;
     err[0] = '\0';
-    store_rc rc = scorer_velocity_index(s, todo, ntodo, &nev, err, esz);
+    store_rc rc = scorer_feature_state(s, todo, ntodo, &nev, err, esz);
     if (rc != STORE_OK) return rc;
     int64_t late_cutoff = scorer_late_cutoff(s);
     for (size_t i = 0; i < ntodo; i++) {
@@ -421,10 +538,11 @@ static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, 
         scorer_decide_row(s, r);
         if (r->sr.alert_id[0]) flagged[nflagged++] = todo[i];
         r->late = r->p.event_time_ms < late_cutoff;
+        r->out_of_order = r->p.event_time_ms < s->watermark_ms;
     }
     rc = store_insert_decisions(s->st, todo, ntodo, s->cfg.scorer_id, err, esz);
     if (rc == STORE_OK) rc = store_insert_alerts(s->st, flagged, nflagged, err, esz);
-    if (rc == STORE_OK) rc = store_insert_velocity(s->st, s->vevents, nev, err, esz);
+    if (rc == STORE_OK) rc = scorer_write_state(s, nev, err, esz);
     return rc;
 }
 
@@ -437,6 +555,7 @@ static void scorer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaq
     if (state) *state = m->err ? OUT_FAILED : OUT_DONE;
     if (!m->err) return;
     s->stats.delivery_failures++;
+    metric_add(s->m.delivery_failures, NULL, 1);
     log_fields(LOG_WARN, "delivery_failed",
                json_pack("{s:s, s:s}", "topic", rd_kafka_topic_name(m->rkt), "error",
                          rd_kafka_err2str(m->err)),
@@ -612,6 +731,7 @@ static int scorer_deliver_batch(scorer *s) {
         for (size_t i = 0; i < s->nitems; i++) missing += out_needed(s->items[i].out_dlq);
         if (missing == 0) return 0;
         s->stats.produce_retries++;
+        metric_add(s->m.produce_retries, NULL, 1);
         log_fields(LOG_WARN, "produce_retry",
                    json_pack("{s:i, s:I, s:i}", "attempt", attempt, "undelivered",
                              (json_int_t)missing, "backoff_ms", backoff),
@@ -639,6 +759,7 @@ static void scorer_commit_batch(scorer *s) {
     err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         s->stats.commit_failures++;
+        metric_add(s->m.commit_failures, NULL, 1);
         log_fields(LOG_WARN, "commit_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
                    "offset commit failed: the batch will be consumed again and absorbed");
     } else if (log_enabled(LOG_DEBUG)) {
@@ -654,7 +775,10 @@ static void scorer_commit_batch(scorer *s) {
 
 static void scorer_clear_batch(scorer *s) {
     for (size_t i = 0; i < s->nitems; i++) {
-        if (s->items[i].kind == ITEM_DEAD) s->stats.dead_letters += s->items[i].out_dlq == OUT_DONE;
+        if (s->items[i].kind == ITEM_DEAD && s->items[i].out_dlq == OUT_DONE) {
+            s->stats.dead_letters++;
+            metric_add(s->m.dead_letters, s->items[i].dlq_reason, 1);
+        }
         rd_kafka_message_destroy(s->items[i].msg);
     }
     for (size_t i = 0; i < s->nrows; i++) {
@@ -667,32 +791,182 @@ static void scorer_clear_batch(scorer *s) {
     s->nrows = 0;
 }
 
+/* ---- outcomes: labels from payment_outcomes (the scorer's second consumer group) ---------------- */
+
+static const char *const OUTCOME_NAMES[] = {"confirmed_fraud", "false_positive", "chargeback",
+                                            "legitimate", NULL};
+
+/* A payment_outcomes v1 message into a row for store_insert_outcomes (new reference), or NULL
+ * with the reason in err. */
+static json_t *outcome_decode(const rd_kafka_message_t *m, char *err, size_t esz) {
+    json_t *o = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL), *row = NULL;
+    const char *id = json_string_value(json_object_get(o, "payment_id"));
+    const char *oc = json_string_value(json_object_get(o, "outcome"));
+    const char *known = json_string_value(json_object_get(o, "known_at"));
+    const char *oid = json_string_value(json_object_get(o, "outcome_id"));
+    json_t *reason = json_object_get(o, "reason"), *source = json_object_get(o, "source");
+    int64_t known_ms;
+    size_t i = 0;
+    char pid[37];
+    if (!json_is_object(o)) snprintf(err, esz, "not a JSON object");
+    else if (json_integer_value(json_object_get(o, "schema_version")) != 1)
+        snprintf(err, esz, "schema_version: must be 1");
+    else if (!id || !fs_uuid_valid(id)) snprintf(err, esz, "payment_id: must be a UUID");
+    else if (oid && !fs_uuid_valid(oid)) snprintf(err, esz, "outcome_id: must be a UUID");
+    else if (!known || fs_time_parse_rfc3339(known, &known_ms) != 0)
+        snprintf(err, esz, "known_at: must be an RFC 3339 time");
+    else {
+        while (OUTCOME_NAMES[i] && (!oc || strcmp(OUTCOME_NAMES[i], oc) != 0)) i++;
+        if (!OUTCOME_NAMES[i])
+            snprintf(err, esz, "outcome: must be confirmed_fraud, false_positive, chargeback or legitimate");
+        else {
+            snprintf(pid, sizeof pid, "%s", id);
+            fs_uuid_lower(pid);
+            row = json_pack("{s:s, s:s, s:I, s:O?, s:O?, s:s?}", "payment_id", pid, "outcome", oc,
+                            "known_at_ms", (json_int_t)known_ms, "reason",
+                            json_is_string(reason) ? reason : NULL, "source",
+                            json_is_string(source) ? source : NULL, "outcome_id", oid);
+        }
+    }
+    json_decref(o);
+    return row;
+}
+
+/* Stores the outcomes in hand and applies the pending ones, in one transaction. */
+static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
+    json_t *rows = json_array();
+    char why[160];
+    int64_t inserted = 0, applied = 0, pending = 0;
+    for (size_t i = 0; i < s->nomsgs; i++) {
+        json_t *row = outcome_decode(s->omsgs[i], why, sizeof why);
+        if (row) {
+            json_array_append_new(rows, row);
+            continue;
+        }
+        s->stats.outcomes_invalid++;
+        metric_add(s->m.outcomes, "invalid", 1);
+        json_t *f = msg_ctx(s->omsgs[i]);
+        json_object_set_new(f, "error", json_string(why));
+        log_fields(LOG_WARN, "outcome_invalid", f, "outcome message skipped: %s", why);
+    }
+    store_rc rc = store_begin(s->st, err, esz);
+    if (rc == STORE_OK) rc = store_insert_outcomes(s->st, rows, &inserted, err, esz);
+    else json_decref(rows);
+    if (rc == STORE_OK) rc = store_apply_outcomes(s->st, OUTCOMES_MAX * 4, &applied, &pending, err, esz);
+    if (rc == STORE_OK) rc = store_commit(s->st, err, esz);
+    if (rc != STORE_OK) {
+        store_rollback(s->st);
+        return rc;
+    }
+    s->stats.outcomes_stored += (uint64_t)inserted;
+    s->stats.outcomes_applied += (uint64_t)applied;
+    metric_add(s->m.outcomes, "stored", (double)inserted);
+    metric_add(s->m.outcomes, "applied", (double)applied);
+    metric_set(s->m.outcomes_pending, NULL, (double)pending);
+    s->outcomes_pending = pending;
+    return STORE_OK;
+}
+
+/* Polls what payment_outcomes has (without waiting), stores and applies it, then commits the
+ * outcome offsets. On failure the messages stay in hand and are tried again a few batches later;
+ * pending outcomes (their payment was not persisted yet) are re-applied on every round. */
+static void scorer_outcomes(scorer *s) {
+    char err[512];
+    if (!s->outcomes || *s->stop) return;
+    if (s->outcome_backoff > 0) {
+        s->outcome_backoff--;
+        return;
+    }
+    while (s->nomsgs < OUTCOMES_MAX) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->outcomes, 0);
+        if (!m) break;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_msg(LOG_WARN, "outcomes_consumer_error", "%s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        s->omsgs[s->nomsgs++] = m; /* kept until stored */
+    }
+    if (s->nomsgs == 0 && s->outcomes_pending == 0) return;
+    if (!store_connected(s->st) || scorer_store_outcomes(s, err, sizeof err) != STORE_OK) {
+        s->outcome_backoff = 20;
+        log_fields(LOG_WARN, "outcomes_retry", json_pack("{s:s}", "error", store_connected(s->st) ? err : "not connected"),
+                   "storing outcomes failed; retried later");
+        return;
+    }
+    if (s->nomsgs == 0) { /* only re-applied pending ones: no need to do that every loop */
+        s->outcome_backoff = 50;
+        return;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(s->outcomes, NULL, 0);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
+                rd_kafka_err2str(e));
+    for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i]);
+    s->nomsgs = 0;
+}
+
 /* ---- between batches: pruning and rule reloads ----------------------------------------------- */
 
-static void scorer_maybe_prune(scorer *s) {
+/* Deletes what is older than cutoff in slices of PRUNE_LIMIT rows (never one long lock), up to
+ * PRUNE_ROUNDS slices per call, so that pruning keeps up with a replay at full speed. width 0:
+ * velocity_events, else the buckets of that width. Returns the rows deleted, or -1. */
+static int64_t scorer_prune(scorer *s, int64_t width, int64_t cutoff) {
     char err[512];
-    int64_t deleted = 0;
+    int64_t total = 0, deleted = PRUNE_LIMIT;
+    for (int round = 0; round < PRUNE_ROUNDS && deleted == PRUNE_LIMIT; round++) {
+        store_rc rc = width ? store_prune_buckets(s->st, width, cutoff, PRUNE_LIMIT, &deleted, err,
+                                                  sizeof err)
+                            : store_prune_velocity(s->st, cutoff, PRUNE_LIMIT, &deleted, err,
+                                                   sizeof err);
+        if (rc != STORE_OK) {
+            log_fields(LOG_WARN, "prune_failed", json_pack("{s:s}", "error", err),
+                       "pruning old feature rows failed (retried later)");
+            return -1;
+        }
+        total += deleted;
+    }
+    metric_add(s->m.pruned, width ? "feature_buckets" : "velocity_events", (double)total);
+    if (width) s->stats.buckets_pruned += (uint64_t)total;
+    else s->stats.velocity_pruned += (uint64_t)total;
+    return total;
+}
+
+static void scorer_maybe_prune(scorer *s) {
+    /* Buckets: each width keeps its longest possible window (plus delay) and the lateness. */
+    static const int64_t width[2] = {BUCKETS_HOUR_MS, BUCKETS_DAY_MS};
+    static const int64_t keep[2] = {HOUR_TIER_KEEP_MS, DAY_TIER_KEEP_MS};
     if (s->cfg.velocity_prune_every <= 0 || s->batches_since_prune < s->cfg.velocity_prune_every ||
         s->watermark_ms == 0 || !store_connected(s->st))
         return;
     s->batches_since_prune = 0;
-    int64_t cutoff = scorer_late_cutoff(s);
-    if (store_prune_velocity(s->st, cutoff, PRUNE_LIMIT, &deleted, err, sizeof err) != STORE_OK) {
-        log_fields(LOG_WARN, "velocity_prune_failed", json_pack("{s:s}", "error", err),
-                   "pruning old velocity events failed (retried later)");
-        return;
-    }
-    s->stats.velocity_pruned += (uint64_t)deleted;
+    int64_t cutoff = scorer_late_cutoff(s), deleted = scorer_prune(s, 0, cutoff);
+    if (deleted < 0) return;
     log_fields(LOG_DEBUG, "velocity_pruned",
                json_pack("{s:I, s:I}", "deleted", (json_int_t)deleted, "before_ms", (json_int_t)cutoff),
                "pruned %" PRId64 " velocity events", deleted);
+    int64_t now = fs_now_ms(), wm = s->watermark_ms < now ? s->watermark_ms : now;
+    for (int i = 0; i < 2; i++)
+        if (scorer_prune(s, width[i], wm - keep[i] - s->cfg.velocity_lateness_ms) < 0) return;
+}
+
+rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_size) {
+    rules *r = rules_load(cfg->rules_file, errstr, errstr_size);
+    if (r && rules_add_feature_windows(r, cfg->feature_windows, cfg->risk_windows_days,
+                                       cfg->risk_delay_days, errstr, errstr_size) != 0) {
+        rules_destroy(r);
+        return NULL;
+    }
+    return r;
 }
 
 static void scorer_reload_rules(scorer *s) {
     char err[512];
-    rules *r = rules_load(s->cfg.rules_file, err, sizeof err);
+    rules *r = scorer_rules_load(&s->cfg, err, sizeof err);
     if (!r) {
         s->stats.rules_reload_failures++;
+        metric_add(s->m.reloads, "failed", 1);
         log_fields(LOG_ERROR, "rules_reload_failed",
                    json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "error", err, "active",
                              rules_version(s->rules)),
@@ -706,6 +980,7 @@ static void scorer_reload_rules(scorer *s) {
     rules_destroy(s->rules); /* between batches: nothing points into the old set any more */
     s->rules = r;
     s->stats.rules_reloads++;
+    metric_add(s->m.reloads, "ok", 1);
 }
 
 /* ---- consumer events: rebalances, errors, offset resets -------------------------------------- */
@@ -796,6 +1071,8 @@ static void scorer_offset_reset(scorer *s, const rd_kafka_message_t *m) {
         int64_t lost = lo > m->offset ? lo - m->offset : 0;
         s->stats.offsets_out_of_range++;
         s->stats.messages_lost += (uint64_t)lost;
+        metric_add(s->m.offsets_lost, NULL, 1);
+        metric_add(s->m.messages_lost, NULL, (double)lost);
         json_object_set_new(f, "earliest", json_integer(lo));
         json_object_set_new(f, "latest", json_integer(hi));
         json_object_set_new(f, "lost", json_integer(lost));
@@ -843,10 +1120,104 @@ static int scorer_alloc(scorer *s) {
     s->vevents = calloc(n * RULES_ENT_COUNT, sizeof *s->vevents);
     s->dedup = calloc(s->ndedup, sizeof *s->dedup);
     s->vel = velocity_new();
+    s->bk = buckets_new();
+    s->vt = vault_new();
+    s->omsgs = calloc(OUTCOMES_MAX, sizeof *s->omsgs);
     return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
-                   s->dedup && s->vel
+                   s->dedup && s->vel && s->bk && s->vt && s->omsgs
                ? 0
                : -1;
+}
+
+/* librdkafka statistics (every stats_interval_ms, served by consumer_poll on our thread): the
+ * consumer lag per assigned partition, for /metrics. Partitions not assigned to this worker are set
+ * to 0 so that a sum over workers stays right after a rebalance. */
+static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    scorer *s = opaque;
+    json_t *root = json_loadb(json, len, 0, NULL), *topic, *part;
+    const char *tname, *pname;
+    double total = 0;
+    char labels[300];
+    (void)rk;
+    json_object_foreach(json_object_get(root, "topics"), tname, topic) {
+        json_object_foreach(json_object_get(topic, "partitions"), pname, part) {
+            if (strcmp(pname, "-1") == 0) continue;
+            json_int_t lag = json_integer_value(json_object_get(part, "consumer_lag"));
+            bool mine = json_is_true(json_object_get(part, "desired")) && lag >= 0;
+            snprintf(labels, sizeof labels, "%s,%s", tname, pname);
+            metric_set(s->m.lag, labels, mine ? (double)lag : 0);
+            total += mine ? (double)lag : 0;
+        }
+    }
+    metric_set(s->m.lag_total, NULL, total);
+    json_decref(root);
+    return 0; /* librdkafka frees json */
+}
+
+static void scorer_metrics_init(scorer *s) {
+    static const double sizes[] = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+    metrics *m = s->cfg.metrics;
+    scorer_metrics *x = &s->m;
+    x->ready = s->cfg.ready;
+    if (!m) return;
+    x->messages = metrics_counter(m, "fs_scorer_messages_total", "raw_payments messages consumed", NULL);
+    x->payments = metrics_counter(m, "fs_scorer_payments_total", "payments persisted (new) or found persisted (redelivered)", "result");
+    x->decisions = metrics_counter(m, "fs_scorer_decisions_total", "decisions made, by outcome", "decision");
+    x->rule_hits = metrics_counter(m, "fs_scorer_rule_hits_total", "rule hits, by rule code", "code");
+    x->dead_letters = metrics_counter(m, "fs_scorer_dead_letters_total", "messages produced to the DLQ, by reason", "reason");
+    x->batch_size = metrics_histogram(m, "fs_scorer_batch_size", "messages per batch", NULL, sizes, sizeof sizes / sizeof sizes[0]);
+    x->batch_seconds = metrics_histogram(m, "fs_scorer_batch_seconds", "batch duration: decode, persist, produce, commit", NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
+    x->db_seconds = metrics_histogram(m, "fs_scorer_db_seconds", "PostgreSQL time per batch transaction (kind=transaction: wall, statements: round trips)", "kind", METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
+    x->db_calls = metrics_counter(m, "fs_scorer_db_statements_total", "PostgreSQL round trips of batch transactions", NULL);
+    x->db_retries = metrics_counter(m, "fs_scorer_db_retries_total", "batch transactions that failed and were retried", NULL);
+    x->produce_retries = metrics_counter(m, "fs_scorer_produce_retries_total", "delivery rounds with failures", NULL);
+    x->delivery_failures = metrics_counter(m, "fs_scorer_delivery_failures_total", "delivery reports with an error", NULL);
+    x->commit_failures = metrics_counter(m, "fs_scorer_commit_failures_total", "offset commits that failed", NULL);
+    x->offsets_lost = metrics_counter(m, "fs_scorer_offsets_out_of_range_total", "committed offsets no longer on the broker (data lost)", NULL);
+    x->messages_lost = metrics_counter(m, "fs_scorer_messages_lost_total", "messages lost before they were processed (estimate)", NULL);
+    x->late = metrics_counter(m, "fs_scorer_late_events_total", "payments older than the newest event time seen (out_of_order) or than the features' retention (too_late)", "kind");
+    x->lag = metrics_gauge(m, "fs_scorer_consumer_lag", "consumer lag in messages per assigned partition (librdkafka statistics)", "topic,partition");
+    x->lag_total = metrics_gauge(m, "fs_scorer_consumer_lag_total", "sum of this worker's consumer lag", NULL);
+    x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);
+    x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, or invalid", "result");
+    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes whose payment is not persisted yet", NULL);
+    x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
+    x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");
+}
+
+/* The outcome consumer: its own group, so every label reaches exactly one worker; offsets
+ * committed after the labels are stored. */
+static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_size) {
+    const scorer_config *c = &s->cfg;
+    rd_kafka_conf_t *conf = kafka_conf_new(c->brokers, c->props, errstr, errstr_size);
+    if (!conf) return NULL;
+    char cid[160];
+    snprintf(cid, sizeof cid, "%s-outcomes", c->scorer_id);
+    if (kafka_conf_lock(conf, c->props, "enable.auto.commit", "false", errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "group.id", c->outcomes_group_id, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "client.id", cid, errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
+                          errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, c->outcomes_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, t);
+    rd_kafka_topic_partition_list_destroy(t);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe %s: %s", c->outcomes_topic, rd_kafka_err2str(err));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
 }
 
 static rd_kafka_t *scorer_producer_new(scorer *s, char *errstr, size_t errstr_size) {
@@ -876,11 +1247,23 @@ static rd_kafka_t *scorer_consumer_new(scorer *s, char *errstr, size_t errstr_si
         kafka_conf_lock(conf, c->props, "auto.offset.reset", "error", errstr, errstr_size) ||
         kafka_conf_default(conf, c->props, "partition.assignment.strategy", "cooperative-sticky",
                            errstr, errstr_size) ||
-        kafka_conf_default(conf, c->props, "client.id", c->scorer_id, errstr, errstr_size)) {
+        kafka_conf_default(conf, c->props, "client.id", c->scorer_id, errstr, errstr_size) ||
+        /* the prefetch queue is the scorer's largest memory user (64 MB by default): a batch needs
+         * far less, and a backlog waits on the broker just as well */
+        kafka_conf_default(conf, c->props, "queued.max.messages.kbytes", "16384", errstr,
+                           errstr_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char interval[16];
+    snprintf(interval, sizeof interval, "%d", c->stats_interval_ms);
+    if (c->stats_interval_ms > 0 &&
+        kafka_conf_default(conf, c->props, "statistics.interval.ms", interval, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_rebalance_cb(conf, scorer_rebalance_cb);
+    rd_kafka_conf_set_stats_cb(conf, scorer_stats_cb);
     rd_kafka_conf_set_opaque(conf, s);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
     if (!rk) {
@@ -918,10 +1301,17 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, char *errstr,
         goto failed;
     }
     if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
+    scorer_metrics_init(s);
     if (!(s->consumer = scorer_consumer_new(s, errstr, errstr_size))) goto failed;
     if (kafka_wait_topics(s->producer, topics, cfg->startup_timeout_ms, errstr, errstr_size) != 0)
         goto failed;
     if (scorer_subscribe(s, errstr, errstr_size) != 0) goto failed;
+    if (cfg->outcomes_topic && cfg->outcomes_topic[0]) {
+        const char *ot[] = {cfg->outcomes_topic, NULL};
+        if (kafka_wait_topics(s->producer, ot, cfg->startup_timeout_ms, errstr, errstr_size) != 0 ||
+            !(s->outcomes = scorer_outcomes_new(s, errstr, errstr_size)))
+            goto failed;
+    }
     return s;
 failed:
     scorer_destroy(s);
@@ -931,8 +1321,13 @@ failed:
 /* Leaves the group (the revoke callback finishes nothing: the last batch is done or abandoned)
  * and flushes whatever the producer still holds. */
 static void scorer_close(scorer *s) {
-    rd_kafka_resp_err_t err = rd_kafka_consumer_close(s->consumer);
-    if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s", rd_kafka_err2str(err));
+    if (s->outcomes) {
+        for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i]);
+        s->nomsgs = 0; /* not committed: consumed again by whoever owns them next */
+        kafka_consumer_close(&s->outcomes);
+    }
+    if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
+    kafka_consumer_close(&s->consumer);
     if (rd_kafka_flush(s->producer, s->cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_msg(LOG_WARN, "producer_flush_timeout", "%d message(s) not delivered at exit",
                 rd_kafka_outq_len(s->producer));
@@ -943,11 +1338,16 @@ void scorer_stats_get(const scorer *s, scorer_stats *out) { *out = s->stats; }
 void scorer_destroy(scorer *s) {
     if (!s) return;
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
+    for (size_t i = 0; s->omsgs && i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i]);
+    if (s->outcomes) rd_kafka_destroy(s->outcomes);
     if (s->consumer) rd_kafka_destroy(s->consumer);
     if (s->producer) rd_kafka_destroy(s->producer); /* before the batch arrays its reports point into */
     store_destroy(s->st);
     rules_destroy(s->rules);
     velocity_destroy(s->vel);
+    buckets_destroy(s->bk);
+    vault_destroy(s->vt);
+    free(s->omsgs);
     free(s->items);
     free(s->rows);
     free(s->todo);

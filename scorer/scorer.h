@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "metrics.h"
 #include "rules.h"
 #include "store.h"
 
@@ -32,6 +33,14 @@ typedef struct scorer_config {
     const char *alerts_topic;
     const char *dlq_topic;
     const char *rules_file;       /* reloaded on request (SIGHUP) */
+    const char *feature_windows;  /* extra windows recorded as evidence (rules_add_feature_windows) */
+    const char *risk_windows_days;/* merchant-risk windows in days, "" for none */
+    int risk_delay_days;          /* the feedback delay of merchant risk */
+    const char *outcomes_topic;   /* payment_outcomes ("" : not consumed) */
+    const char *outcomes_group_id;/* the scorer's second consumer group */
+    metrics *metrics;             /* borrowed: outlives the scorer; NULL: no metrics */
+    metric *ready;                /* borrowed gauge set to 1 while consuming (/ready), or NULL */
+    int stats_interval_ms;        /* librdkafka statistics (consumer lag) every this long */
     const char *scorer_id;        /* decisions.scorer_id, client.id */
     int batch_max;                /* messages per batch */
     int batch_max_ms;             /* a batch closes this long after its first message */
@@ -56,13 +65,21 @@ typedef struct scorer_stats {
     uint64_t produce_retries;     /* delivery rounds that had failures */
     uint64_t delivery_failures;   /* delivery reports with an error */
     uint64_t commit_failures;
-    uint64_t late_events;         /* payments older than the windows' retention when scored */
+    uint64_t late_events;         /* too late: older than the windows' retention when scored */
+    uint64_t out_of_order;        /* older than this worker's newest event time (counted fine) */
+    uint64_t outcomes_stored;     /* distinct outcome labels stored */
+    uint64_t outcomes_invalid;    /* outcome messages that could not be decoded (skipped) */
+    uint64_t outcomes_applied;    /* labels applied to links and the vault */
+    uint64_t buckets_pruned;
     uint64_t velocity_pruned;     /* velocity events deleted */
     uint64_t rules_reloads;
     uint64_t rules_reload_failures;
 } scorer_stats;
 
 typedef struct scorer scorer;
+
+/* Loads a rules file and adds the configured extra feature windows (also for reloads). */
+rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_size);
 
 /* Creates the producer and the consumer, waits (blocking, start-up only) for the brokers and
  * topics, and subscribes. Takes ownership of st (connected, migrated) and r, also on failure.

@@ -12,6 +12,7 @@
 
 #include "db.h"
 #include "fsutil.h"
+#include "pgcopy.h"
 
 #define EPOCH_MS(x) "(timestamptz 'epoch' + (" x ") * interval '1 millisecond')"
 #define TO_MS(x) "(extract(epoch FROM " x ") * 1000)::bigint"
@@ -20,11 +21,41 @@ struct store {
     char *url;
     char *application_name;
     PGconn *conn;
+    bool bulk_json;           /* bulk writes as one jsonb parameter instead of COPY to temp */
+    pgcopy_buf cb;            /* reused COPY buffer */
+    uint64_t calls, total_us; /* round trips, for /metrics */
 };
+
+void store_set_bulk_json(store *st, bool json) { st->bulk_json = json; }
+
+/* Per-connection staging tables for COPY; emptied at every commit. */
+static const char SQL_TEMP_TABLES[] =
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_payments (payment_id uuid, user_id text,"
+    " merchant_id text, amount_minor bigint, currency text, currency_exp smallint,"
+    " payment_method text, transaction_type text, card_type text, card_last_four text,"
+    " card_fingerprint_digest text, ip_digest text, email_digest text, device_id_digest text,"
+    " country text, billing_country text, shipping_country text, ip_country text, device_info jsonb,"
+    " metadata jsonb, event_time_ms bigint, ingest_time_ms bigint, source_partition integer,"
+    " source_offset bigint) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_decisions (payment_id uuid, decision text, score smallint,"
+    " reasons jsonb, features jsonb, rules_version text, model_version text,"
+    " scoring_latency_us integer, decided_at_ms bigint) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_velocity (k text, e text, t bigint, p uuid, u text,"
+    " a bigint) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_buckets (k text, e text, w integer, s bigint, n bigint,"
+    " a bigint, c bigint[]) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_vault (k text, e text, f bigint, l bigint, n bigint)"
+    " ON COMMIT DELETE ROWS";
+
+void store_latency(const store *st, uint64_t *calls, uint64_t *total_us) {
+    *calls = st->calls;
+    *total_us = st->total_us;
+}
 
 void store_decision_clear(store_decision *d) {
     json_decref(d->reasons);
     json_decref(d->features);
+    free(d->features_text);
     memset(d, 0, sizeof *d);
 }
 
@@ -47,6 +78,7 @@ store *store_new(const char *url, const char *application_name) {
 void store_destroy(store *st) {
     if (!st) return;
     if (st->conn) PQfinish(st->conn);
+    pgcopy_free(&st->cb);
     free(st->url);
     free(st->application_name);
     free(st);
@@ -58,6 +90,10 @@ int store_connect(store *st, char *errstr, size_t errstr_size) {
     if (store_connected(st)) return 0;
     if (st->conn) PQfinish(st->conn); /* broken: libpq will not recover it by itself */
     st->conn = db_connect(st->url, st->application_name, errstr, errstr_size);
+    if (st->conn && db_exec(st->conn, SQL_TEMP_TABLES, errstr, errstr_size) != 0) {
+        PQfinish(st->conn);
+        st->conn = NULL;
+    }
     return st->conn ? 0 : -1;
 }
 
@@ -82,7 +118,11 @@ static PGresult *exec2(store *st, const char *sql, const char *p1, const char *p
     const char *params[2] = {p1, p2};
     int n = p2 ? 2 : p1 ? 1 : 0;
     if (!store_connected(st)) return NULL;
-    return PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+    int64_t t0 = fs_mono_us();
+    PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
+    st->calls++;
+    st->total_us += (uint64_t)(fs_mono_us() - t0);
+    return res;
 }
 
 /* Runs a command whose only parameter is the JSON array rows (and optionally a second text
@@ -102,6 +142,29 @@ static store_rc exec_json(store *st, const char *sql, json_t *rows, const char *
     if (rc == STORE_OK && out) *out = res;
     else PQclear(res);
     return rc;
+}
+
+/* COPYs st->cb into a staging table, then runs the INSERT ... SELECT sql (want: its status; out:
+ * its result when wanted). */
+static store_rc exec_copy(store *st, const char *copy_sql, const char *sql, ExecStatusType want,
+                          const char *what, PGresult **out, char *errstr, size_t errstr_size) {
+    PGresult *res = NULL;
+    if (!store_connected(st)) return result_rc(st, NULL, want, what, errstr, errstr_size);
+    int64_t t0 = fs_mono_us();
+    int rc = pgcopy_send(st->conn, copy_sql, &st->cb, &res, errstr, errstr_size);
+    if (rc != 0) {
+        store_rc r = res ? result_rc(st, res, PGRES_COMMAND_OK, what, errstr, errstr_size)
+                         : STORE_TRANSIENT;
+        PQclear(res);
+        return r;
+    }
+    res = PQexec(st->conn, sql);
+    st->calls += 2;
+    st->total_us += (uint64_t)(fs_mono_us() - t0);
+    store_rc r = result_rc(st, res, want, what, errstr, errstr_size);
+    if (r == STORE_OK && out) *out = res;
+    else PQclear(res);
+    return r;
 }
 
 static store_rc exec_simple(store *st, const char *sql, char *errstr, size_t errstr_size) {
@@ -150,6 +213,7 @@ static json_t *payment_json(const store_row *r) {
     set_str(o, "country", p->country);
     set_str(o, "billing_country", p->billing_country);
     set_str(o, "shipping_country", p->shipping_country);
+    set_str(o, "ip_country", p->ip_country);
     if (p->device_info) json_object_set(o, "device_info", p->device_info);
     if (p->metadata) json_object_set(o, "metadata", p->metadata);
     return o;
@@ -159,17 +223,18 @@ static const char SQL_INSERT_PAYMENTS[] =
     "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
     " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
     " ip_digest, email_digest, device_id_digest, country, billing_country, shipping_country,"
-    " device_info, metadata, event_time, ingest_time, source_partition, source_offset) "
+    " ip_country, device_info, metadata, event_time, ingest_time, source_partition, source_offset) "
     "SELECT x.payment_id, x.user_id, x.merchant_id, x.amount_minor, x.currency, x.currency_exp,"
     " x.payment_method, x.transaction_type, x.card_type, x.card_last_four,"
     " x.card_fingerprint_digest, x.ip_digest, x.email_digest, x.device_id_digest, x.country,"
-    " x.billing_country, x.shipping_country, x.device_info, x.metadata, " EPOCH_MS("x.event_time_ms")
+    " x.billing_country, x.shipping_country, x.ip_country, x.device_info, x.metadata, "
+    EPOCH_MS("x.event_time_ms")
     ", " EPOCH_MS("x.ingest_time_ms") ", x.source_partition, x.source_offset "
     "FROM jsonb_to_recordset($1::jsonb) AS x(payment_id uuid, user_id text, merchant_id text,"
     " amount_minor bigint, currency text, currency_exp smallint, payment_method text,"
     " transaction_type text, card_type text, card_last_four text, card_fingerprint_digest text,"
     " ip_digest text, email_digest text, device_id_digest text, country text,"
-    " billing_country text, shipping_country text, device_info jsonb, metadata jsonb,"
+    " billing_country text, shipping_country text, ip_country text, device_info jsonb, metadata jsonb,"
     " event_time_ms bigint, ingest_time_ms bigint, source_partition integer, source_offset bigint) "
     "ORDER BY x.payment_id "
     "ON CONFLICT (payment_id) DO NOTHING "
@@ -202,16 +267,73 @@ static store_row **rows_sorted(store_row *const *rows, size_t n) {
     return s;
 }
 
+static const char SQL_COPY_PAYMENTS[] =
+    "COPY tmp_payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
+    " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
+    " ip_digest, email_digest, device_id_digest, country, billing_country, shipping_country,"
+    " ip_country, device_info, metadata, event_time_ms, ingest_time_ms, source_partition,"
+    " source_offset) FROM STDIN";
+
+static const char SQL_MOVE_PAYMENTS[] =
+    "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
+    " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
+    " ip_digest, email_digest, device_id_digest, country, billing_country, shipping_country,"
+    " ip_country, device_info, metadata, event_time, ingest_time, source_partition, source_offset) "
+    "SELECT x.payment_id, x.user_id, x.merchant_id, x.amount_minor, x.currency, x.currency_exp,"
+    " x.payment_method, x.transaction_type, x.card_type, x.card_last_four,"
+    " x.card_fingerprint_digest, x.ip_digest, x.email_digest, x.device_id_digest, x.country,"
+    " x.billing_country, x.shipping_country, x.ip_country, x.device_info, x.metadata, "
+    EPOCH_MS("x.event_time_ms") ", " EPOCH_MS("x.ingest_time_ms") ", x.source_partition,"
+    " x.source_offset FROM tmp_payments x ORDER BY x.payment_id "
+    "ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id";
+
+/* A JSON value as COPY text (NULL: SQL NULL). */
+static void copy_json(pgcopy_buf *b, const json_t *v) {
+    char *t = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    if (v && !t) b->oom = true;
+    pgcopy_str(b, t);
+    free(t);
+}
+
+static void copy_payment(pgcopy_buf *b, const store_row *r) {
+    const pay_payment *p = r->p;
+    pgcopy_text(b, p->payment_id);
+    pgcopy_text(b, p->user_id);
+    pgcopy_text(b, p->merchant_id);
+    pgcopy_int(b, p->amount_minor);
+    pgcopy_text(b, p->currency);
+    pgcopy_int(b, p->currency_exp);
+    pgcopy_text(b, p->payment_method);
+    const char *opt[] = {p->transaction_type, p->card_type, p->card_last_four,
+                         p->card_fingerprint_digest, p->ip_digest, p->email_digest,
+                         p->device_id_digest, p->country, p->billing_country, p->shipping_country,
+                         p->ip_country};
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) pgcopy_str(b, opt[i]);
+    copy_json(b, p->device_info);
+    copy_json(b, p->metadata);
+    pgcopy_int(b, p->event_time_ms);
+    pgcopy_int(b, p->ingest_time_ms);
+    pgcopy_int(b, r->partition);
+    pgcopy_int(b, r->offset);
+    pgcopy_end_row(b);
+}
+
 store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                                size_t errstr_size) {
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        rows[i]->is_new = false;
-        json_array_append_new(arr, payment_json(rows[i]));
-    }
     PGresult *res = NULL;
-    store_rc rc = exec_json(st, SQL_INSERT_PAYMENTS, arr, NULL, PGRES_TUPLES_OK, "insert payments",
-                            &res, errstr, errstr_size);
+    store_rc rc;
+    for (size_t i = 0; i < n; i++) rows[i]->is_new = false;
+    if (st->bulk_json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) json_array_append_new(arr, payment_json(rows[i]));
+        rc = exec_json(st, SQL_INSERT_PAYMENTS, arr, NULL, PGRES_TUPLES_OK, "insert payments",
+                       &res, errstr, errstr_size);
+    } else {
+        pgcopy_reset(&st->cb);
+        for (size_t i = 0; i < n; i++) copy_payment(&st->cb, rows[i]);
+        rc = exec_copy(st, SQL_COPY_PAYMENTS, SQL_MOVE_PAYMENTS, PGRES_TUPLES_OK,
+                       "insert payments", &res, errstr, errstr_size);
+    }
     if (rc != STORE_OK) return rc;
     store_row **sorted = rows_sorted(rows, n);
     if (!sorted) {
@@ -309,21 +431,64 @@ static const char SQL_INSERT_DECISIONS[] =
 
 static json_t *decision_json(const store_row *r) {
     const store_decision *d = &r->dec;
+    json_t *parsed = d->features_text ? json_loads(d->features_text, 0, NULL) : NULL;
     json_t *o = json_pack("{s:s, s:s, s:i, s:O, s:O, s:s, s:I, s:I}", "payment_id",
                           r->p->payment_id, "decision", d->decision, "score", d->score, "reasons",
                           d->reasons ? d->reasons : json_null(), "features",
-                          d->features ? d->features : json_null(), "rules_version",
+                          parsed ? parsed : d->features ? d->features : json_null(), "rules_version",
                           d->rules_version, "scoring_latency_us",
                           (json_int_t)(d->scoring_latency_us > INT32_MAX ? INT32_MAX
                                                                          : d->scoring_latency_us),
                           "decided_at_ms", (json_int_t)d->decided_at_ms);
+    json_decref(parsed);
     if (o) set_str(o, "model_version", d->model_version);
     return o;
+}
+
+static const char SQL_COPY_DECISIONS[] =
+    "COPY tmp_decisions (payment_id, decision, score, reasons, features, rules_version,"
+    " model_version, scoring_latency_us, decided_at_ms) FROM STDIN";
+
+static void copy_decision(pgcopy_buf *b, const store_row *r) {
+    const store_decision *d = &r->dec;
+    pgcopy_text(b, r->p->payment_id);
+    pgcopy_text(b, d->decision);
+    pgcopy_int(b, d->score);
+    copy_json(b, d->reasons ? d->reasons : json_null());
+    if (d->features_text) pgcopy_text(b, d->features_text);
+    else copy_json(b, d->features ? d->features : json_null());
+    pgcopy_text(b, d->rules_version);
+    pgcopy_str(b, d->model_version);
+    pgcopy_int(b, d->scoring_latency_us > INT32_MAX ? INT32_MAX : d->scoring_latency_us);
+    pgcopy_int(b, d->decided_at_ms);
+    pgcopy_end_row(b);
+}
+
+/* The scorer id is a literal (escaped by libpq) rather than a parameter: the move is PQexec. */
+static store_rc insert_decisions_copy(store *st, store_row *const *rows, size_t n,
+                                      const char *scorer_id, char *errstr, size_t errstr_size) {
+    char *lit = PQescapeLiteral(st->conn, scorer_id, strlen(scorer_id));
+    char sql[1024];
+    if (!lit) return snprintf(errstr, errstr_size, "escape: out of memory"), STORE_FAILED;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO decisions (payment_id, decision, score, reasons, features, rules_version,"
+             " model_version, scorer_id, scoring_latency_us, decided_at) "
+             "SELECT x.payment_id, x.decision, x.score, x.reasons, x.features, x.rules_version,"
+             " x.model_version, %s, x.scoring_latency_us, " EPOCH_MS("x.decided_at_ms") " "
+             "FROM tmp_decisions x ORDER BY x.payment_id ON CONFLICT (payment_id) DO NOTHING",
+             lit);
+    PQfreemem(lit);
+    pgcopy_reset(&st->cb);
+    for (size_t i = 0; i < n; i++) copy_decision(&st->cb, rows[i]);
+    return exec_copy(st, SQL_COPY_DECISIONS, sql, PGRES_COMMAND_OK, "insert decisions", NULL,
+                     errstr, errstr_size);
 }
 
 store_rc store_insert_decisions(store *st, store_row *const *rows, size_t n, const char *scorer_id,
                                 char *errstr, size_t errstr_size) {
     if (n == 0) return STORE_OK;
+    if (!st->bulk_json && store_connected(st))
+        return insert_decisions_copy(st, rows, n, scorer_id, errstr, errstr_size);
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) json_array_append_new(arr, decision_json(rows[i]));
     return exec_json(st, SQL_INSERT_DECISIONS, arr, scorer_id, PGRES_COMMAND_OK,
@@ -355,12 +520,35 @@ store_rc store_insert_alerts(store *st, store_row *const *rows, size_t n, char *
 
 /* ---- velocity ------------------------------------------------------------------------------- */
 
-/* The primary key index (entity_kind, entity_key, event_time, payment_id) serves each range. */
-static const char SQL_LOAD_VELOCITY[] =
-    "SELECT v.entity_kind, v.entity_key, " TO_MS("v.event_time") ", v.user_id, v.amount_minor "
+/* ONE statement reads what the batch's features need, as rows of one shape:
+ *   src 'v' velocity event: a = event time, b = amount, t = counterpart
+ *   src 'b' feature bucket: a = width ms, b = start, c = n, d = sum, t = cps as '{...}'
+ *   src 'r' vault row:      a = first seen, b = last seen, c = times seen
+ *   src 'l' outcome link:   a = event time, b = known at, c = 1 fraud / 2 chargeback
+ * Each part is served by its table's primary key. */
+static const char SQL_LOAD_FEATURES[] =
+    "SELECT 'v', v.entity_kind, v.entity_key, " TO_MS("v.event_time") ", v.amount_minor, 0::bigint,"
+    " 0::bigint, v.user_id "
     "FROM jsonb_to_recordset($1::jsonb) AS r(k text, e text, lo bigint, hi bigint) "
     "JOIN velocity_events v ON v.entity_kind = r.k AND v.entity_key = r.e"
-    " AND v.event_time > " EPOCH_MS("r.lo") " AND v.event_time <= " EPOCH_MS("r.hi");
+    " AND v.event_time > " EPOCH_MS("r.lo") " AND v.event_time <= " EPOCH_MS("r.hi") " "
+    "UNION ALL "
+    "SELECT 'b', b.entity_kind, b.entity_key, b.width_s::bigint * 1000, " TO_MS("b.bucket_start")
+    ", b.n, b.sum_minor, b.cps::text "
+    "FROM jsonb_to_recordset($2::jsonb) AS r(k text, e text, w integer, lo bigint, hi bigint) "
+    "JOIN feature_buckets b ON b.entity_kind = r.k AND b.entity_key = r.e AND b.width_s = r.w"
+    " AND b.bucket_start >= " EPOCH_MS("r.lo") " AND b.bucket_start <= " EPOCH_MS("r.hi") " "
+    "UNION ALL "
+    "SELECT 'r', g.entity_kind, g.digest, " TO_MS("g.first_seen") ", " TO_MS("g.last_seen")
+    ", g.times_seen, 0::bigint, NULL "
+    "FROM jsonb_to_recordset($3::jsonb) AS r(k text, e text) "
+    "JOIN risk_vault g ON g.entity_kind = r.k AND g.digest = r.e "
+    "UNION ALL "
+    "SELECT 'l', l.entity_kind, l.entity_key, " TO_MS("l.event_time") ", " TO_MS("l.known_at")
+    ", CASE l.outcome WHEN 'confirmed_fraud' THEN 1 ELSE 2 END::bigint, 0::bigint, NULL "
+    "FROM jsonb_to_recordset($3::jsonb) AS r(k text, e text) "
+    "JOIN outcome_links l ON l.entity_kind = r.k AND l.entity_key = r.e"
+    " AND (r.k <> 'merchant' OR l.event_time > " EPOCH_MS("$4::bigint") ")";
 
 static int entity_parse(const char *name, rules_entity *out) {
     for (int e = 0; e < RULES_ENT_COUNT; e++) {
@@ -372,36 +560,308 @@ static int entity_parse(const char *name, rules_entity *out) {
     return -1;
 }
 
-static int velocity_add_rows(velocity *v, const PGresult *res) {
-    for (int i = 0; i < PQntuples(res); i++) {
-        velocity_event e = {0};
-        if (entity_parse(PQgetvalue(res, i, 0), &e.entity) != 0) continue; /* a kind we dropped */
-        e.key = PQgetvalue(res, i, 1);
-        e.time_ms = strtoll(PQgetvalue(res, i, 2), NULL, 10);
-        e.user_id = PQgetvalue(res, i, 3);
-        e.amount_minor = strtoll(PQgetvalue(res, i, 4), NULL, 10);
-        if (velocity_add(v, &e) != 0) return -1; /* copies the strings out of res */
+/* '{1,2,3}' -> r->cps */
+static void cps_parse(const char *text, buckets_row *r) {
+    const char *c = text;
+    r->ncps = 0;
+    while (*c && r->ncps < RULES_DISTINCT_CAP) {
+        while (*c && (*c < '0' || *c > '9') && *c != '-') c++;
+        if (!*c) break;
+        char *end;
+        r->cps[r->ncps++] = strtoll(c, &end, 10);
+        c = end;
+    }
+}
+
+static int64_t ll(const PGresult *res, int i, int col) {
+    return strtoll(PQgetvalue(res, i, col), NULL, 10);
+}
+
+static int feature_row(const PGresult *res, int i, velocity *v, buckets *b, vault *vt) {
+    rules_entity ent;
+    const char *src = PQgetvalue(res, i, 0), *key = PQgetvalue(res, i, 2);
+    if (entity_parse(PQgetvalue(res, i, 1), &ent) != 0) return 0; /* a kind we dropped */
+    switch (src[0]) {
+    case 'v': {
+        velocity_event e = {ent, key, PQgetvalue(res, i, 7), NULL, ll(res, i, 3), ll(res, i, 4)};
+        return velocity_add(v, &e); /* copies the strings out of res */
+    }
+    case 'b': {
+        buckets_row r = {.entity = ent, .key = key, .width_ms = ll(res, i, 3),
+                         .start_ms = ll(res, i, 4), .count = ll(res, i, 5),
+                         .sum_minor = ll(res, i, 6)};
+        cps_parse(PQgetvalue(res, i, 7), &r);
+        return buckets_load(b, &r);
+    }
+    case 'r': {
+        vault_row r = {ent, key, ll(res, i, 3), ll(res, i, 4), ll(res, i, 5)};
+        return vault_load_row(vt, &r);
+    }
+    case 'l': {
+        vault_link l = {ent, key, (vault_outcome)ll(res, i, 5), ll(res, i, 3), ll(res, i, 4)};
+        return vault_load_link(vt, &l);
+    }
     }
     return 0;
 }
 
-store_rc store_load_velocity(store *st, const velocity_range *rg, size_t n, velocity *v,
-                             char *errstr, size_t errstr_size) {
+static char *query_json(const store_feature_query *q, int which) {
+    json_t *arr = json_array();
+    if (which == 0)
+        for (size_t i = 0; i < q->nvr; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "k",
+                                                 rules_entity_name(q->vr[i].entity), "e",
+                                                 q->vr[i].key, "lo", (json_int_t)q->vr[i].from_ms,
+                                                 "hi", (json_int_t)q->vr[i].to_ms));
+    if (which == 1)
+        for (size_t i = 0; i < q->nbr; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:I, s:I}", "k",
+                                                 rules_entity_name(q->br[i].entity), "e",
+                                                 q->br[i].key, "w", (int)(q->br[i].width_ms / 1000),
+                                                 "lo", (json_int_t)q->br[i].from_ms, "hi",
+                                                 (json_int_t)q->br[i].to_ms));
+    if (which == 2)
+        for (size_t i = 0; i < q->nvk; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s}", "k",
+                                                 rules_entity_name(q->vk[i].entity), "e",
+                                                 q->vk[i].key));
+    char *text = arr ? json_dumps(arr, JSON_COMPACT) : NULL;
+    json_decref(arr);
+    return text;
+}
+
+store_rc store_load_features(store *st, const store_feature_query *q, velocity *v, buckets *b,
+                             vault *vt, char *errstr, size_t errstr_size) {
+    char *p1 = query_json(q, 0), *p2 = query_json(q, 1), *p3 = query_json(q, 2), since[24];
+    store_rc rc = STORE_FAILED;
+    snprintf(since, sizeof since, "%lld", (long long)q->merchant_since_ms);
+    if (!p1 || !p2 || !p3) {
+        snprintf(errstr, errstr_size, "load features: out of memory");
+        goto done;
+    }
+    const char *params[4] = {p1, p2, p3, since};
+    int64_t t0 = fs_mono_us();
+    PGresult *res = store_connected(st) ? PQexecParams(st->conn, SQL_LOAD_FEATURES, 4, NULL, params,
+                                                       NULL, NULL, 0)
+                                        : NULL;
+    st->calls++;
+    st->total_us += (uint64_t)(fs_mono_us() - t0);
+    rc = result_rc(st, res, PGRES_TUPLES_OK, "load features", errstr, errstr_size);
+    for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
+        if (feature_row(res, i, v, b, vt) != 0) {
+            snprintf(errstr, errstr_size, "load features: out of memory");
+            rc = STORE_FAILED;
+        }
+    }
+    PQclear(res);
+done:
+    free(p1);
+    free(p2);
+    free(p3);
+    return rc;
+}
+
+static const char SQL_WRITE_BUCKETS[] =
+    "INSERT INTO feature_buckets AS b (entity_kind, entity_key, width_s, bucket_start, n,"
+    " sum_minor, cps) "
+    "SELECT x.k, x.e, x.w, " EPOCH_MS("x.s") ", x.n, x.a, x.c::bigint[] "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(k text, e text, w integer, s bigint, n bigint,"
+    " a bigint, c text) "
+    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\", x.w, x.s "
+    "ON CONFLICT (entity_kind, entity_key, width_s, bucket_start) DO UPDATE SET"
+    " n = b.n + excluded.n, sum_minor = b.sum_minor + excluded.sum_minor,"
+    " cps = fs_cps_merge(b.cps, excluded.cps, 16)";
+
+static void cps_text(const buckets_row *r, char *out, size_t size) {
+    size_t k = (size_t)snprintf(out, size, "{");
+    for (size_t i = 0; i < r->ncps && k < size; i++)
+        k += (size_t)snprintf(out + k, size - k, "%s%lld", i ? "," : "", (long long)r->cps[i]);
+    if (k < size) snprintf(out + k, size - k, "}");
+}
+
+static const char SQL_MOVE_BUCKETS[] =
+    "INSERT INTO feature_buckets AS b (entity_kind, entity_key, width_s, bucket_start, n,"
+    " sum_minor, cps) "
+    "SELECT x.k, x.e, x.w, " EPOCH_MS("x.s") ", x.n, x.a, x.c FROM tmp_buckets x "
+    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\", x.w, x.s "
+    "ON CONFLICT (entity_kind, entity_key, width_s, bucket_start) DO UPDATE SET"
+    " n = b.n + excluded.n, sum_minor = b.sum_minor + excluded.sum_minor,"
+    " cps = fs_cps_merge(b.cps, excluded.cps, 16)";
+
+static void cps_text(const buckets_row *r, char *out, size_t size);
+
+store_rc store_write_buckets(store *st, const buckets_row *rows, size_t n, char *errstr,
+                             size_t errstr_size) {
+    char cps[RULES_DISTINCT_CAP * 21 + 4];
     if (n == 0) return STORE_OK;
+    if (!st->bulk_json) {
+        pgcopy_reset(&st->cb);
+        for (size_t i = 0; i < n; i++) {
+            cps_text(&rows[i], cps, sizeof cps);
+            pgcopy_text(&st->cb, rules_entity_name(rows[i].entity));
+            pgcopy_text(&st->cb, rows[i].key);
+            pgcopy_int(&st->cb, rows[i].width_ms / 1000);
+            pgcopy_int(&st->cb, rows[i].start_ms);
+            pgcopy_int(&st->cb, rows[i].count);
+            pgcopy_int(&st->cb, rows[i].sum_minor);
+            pgcopy_text(&st->cb, cps);
+            pgcopy_end_row(&st->cb);
+        }
+        return exec_copy(st, "COPY tmp_buckets (k, e, w, s, n, a, c) FROM STDIN", SQL_MOVE_BUCKETS,
+                         PGRES_COMMAND_OK, "write buckets", NULL, errstr, errstr_size);
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        cps_text(&rows[i], cps, sizeof cps);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:s}", "k",
+                                             rules_entity_name(rows[i].entity), "e", rows[i].key,
+                                             "w", (int)(rows[i].width_ms / 1000), "s",
+                                             (json_int_t)rows[i].start_ms, "n",
+                                             (json_int_t)rows[i].count, "a",
+                                             (json_int_t)rows[i].sum_minor, "c", cps));
+    }
+    return exec_json(st, SQL_WRITE_BUCKETS, arr, NULL, PGRES_COMMAND_OK, "write buckets", NULL,
+                     errstr, errstr_size);
+}
+
+static const char SQL_WRITE_VAULT[] =
+    "INSERT INTO risk_vault AS v (entity_kind, digest, first_seen, last_seen, times_seen) "
+    "SELECT x.k, x.e, " EPOCH_MS("x.f") ", " EPOCH_MS("x.l") ", x.n "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(k text, e text, f bigint, l bigint, n bigint) "
+    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\" "
+    "ON CONFLICT (entity_kind, digest) DO UPDATE SET"
+    " first_seen = least(v.first_seen, excluded.first_seen),"
+    " last_seen = greatest(v.last_seen, excluded.last_seen),"
+    " times_seen = v.times_seen + excluded.times_seen";
+
+static const char SQL_MOVE_VAULT[] =
+    "INSERT INTO risk_vault AS v (entity_kind, digest, first_seen, last_seen, times_seen) "
+    "SELECT x.k, x.e, " EPOCH_MS("x.f") ", " EPOCH_MS("x.l") ", x.n FROM tmp_vault x "
+    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\" "
+    "ON CONFLICT (entity_kind, digest) DO UPDATE SET"
+    " first_seen = least(v.first_seen, excluded.first_seen),"
+    " last_seen = greatest(v.last_seen, excluded.last_seen),"
+    " times_seen = v.times_seen + excluded.times_seen";
+
+store_rc store_write_vault(store *st, const vault_row *rows, size_t n, char *errstr,
+                           size_t errstr_size) {
+    if (n == 0) return STORE_OK;
+    if (!st->bulk_json) {
+        pgcopy_reset(&st->cb);
+        for (size_t i = 0; i < n; i++) {
+            pgcopy_text(&st->cb, rules_entity_name(rows[i].entity));
+            pgcopy_text(&st->cb, rows[i].key);
+            pgcopy_int(&st->cb, rows[i].first_seen_ms);
+            pgcopy_int(&st->cb, rows[i].last_seen_ms);
+            pgcopy_int(&st->cb, rows[i].times_seen);
+            pgcopy_end_row(&st->cb);
+        }
+        return exec_copy(st, "COPY tmp_vault (k, e, f, l, n) FROM STDIN", SQL_MOVE_VAULT,
+                         PGRES_COMMAND_OK, "write vault", NULL, errstr, errstr_size);
+    }
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "k",
-                                             rules_entity_name(rg[i].entity), "e", rg[i].key, "lo",
-                                             (json_int_t)rg[i].from_ms, "hi",
-                                             (json_int_t)rg[i].to_ms));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I}", "k",
+                                             rules_entity_name(rows[i].entity), "e", rows[i].key,
+                                             "f", (json_int_t)rows[i].first_seen_ms, "l",
+                                             (json_int_t)rows[i].last_seen_ms, "n",
+                                             (json_int_t)rows[i].times_seen));
+    return exec_json(st, SQL_WRITE_VAULT, arr, NULL, PGRES_COMMAND_OK, "write vault", NULL,
+                     errstr, errstr_size);
+}
+
+static const char SQL_PRUNE_BUCKETS[] =
+    "DELETE FROM feature_buckets WHERE ctid = ANY (ARRAY("
+    " SELECT ctid FROM feature_buckets WHERE width_s = $3::integer AND bucket_start < "
+    EPOCH_MS("$1::bigint") " LIMIT $2::integer))";
+
+store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int limit,
+                             int64_t *deleted, char *errstr, size_t errstr_size) {
+    char before[32], lim[16], w[16];
+    snprintf(before, sizeof before, "%lld", (long long)before_ms);
+    snprintf(lim, sizeof lim, "%d", limit);
+    snprintf(w, sizeof w, "%d", (int)(width_ms / 1000));
+    const char *params[3] = {before, lim, w};
+    PGresult *res = store_connected(st) ? PQexecParams(st->conn, SQL_PRUNE_BUCKETS, 3, NULL,
+                                                       params, NULL, NULL, 0)
+                                        : NULL;
+    store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "prune buckets", errstr, errstr_size);
+    *deleted = rc == STORE_OK ? strtoll(PQcmdTuples(res), NULL, 10) : 0;
+    PQclear(res);
+    return rc;
+}
+
+/* ---- outcomes --------------------------------------------------------------------------------- */
+
+static const char SQL_INSERT_OUTCOMES[] =
+    "INSERT INTO outcomes (outcome_id, payment_id, outcome, known_at, reason, source) "
+    "SELECT x.outcome_id, x.payment_id, x.outcome, " EPOCH_MS("x.known_at_ms") ", x.reason, x.source "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(outcome_id uuid, payment_id uuid, outcome text,"
+    " known_at_ms bigint, reason text, source text) "
+    "ORDER BY 2, 3, 4 ON CONFLICT DO NOTHING";
+
+store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, char *errstr,
+                               size_t errstr_size) {
     PGresult *res = NULL;
-    store_rc rc = exec_json(st, SQL_LOAD_VELOCITY, arr, NULL, PGRES_TUPLES_OK, "load velocity",
-                            &res, errstr, errstr_size);
-    if (rc != STORE_OK) return rc;
-    if (velocity_add_rows(v, res) != 0) {
-        snprintf(errstr, errstr_size, "load velocity: out of memory");
-        rc = STORE_FAILED;
+    *inserted = 0;
+    if (json_array_size(outcomes) == 0) {
+        json_decref(outcomes);
+        return STORE_OK;
     }
+    store_rc rc = exec_json(st, SQL_INSERT_OUTCOMES, outcomes, NULL, PGRES_COMMAND_OK,
+                            "insert outcomes", &res, errstr, errstr_size);
+    if (rc == STORE_OK) *inserted = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return rc;
+}
+
+/* Pending outcomes whose payment exists -> links per identifier and merchant (confirmed fraud and
+ * chargebacks only; one per labelled payment, the earliest known_at kept), vault counts for the
+ * links this statement created (so a redelivered outcome never counts twice), applied_at set. */
+static const char SQL_APPLY_OUTCOMES[] =
+    "WITH pend AS ("
+    " SELECT o.payment_id, o.outcome, o.known_at FROM outcomes o"
+    " WHERE o.applied_at IS NULL AND EXISTS (SELECT 1 FROM payments p WHERE p.payment_id = o.payment_id)"
+    " ORDER BY o.payment_id, o.outcome, o.known_at LIMIT $1::integer FOR UPDATE OF o SKIP LOCKED),"
+    " ids AS ("
+    " SELECT DISTINCT ON (v.k, v.key, pend.payment_id, pend.outcome) v.k, v.key, pend.payment_id,"
+    " pend.outcome, p.event_time, pend.known_at"
+    " FROM pend JOIN payments p USING (payment_id)"
+    " CROSS JOIN LATERAL (VALUES ('card', p.card_fingerprint_digest), ('ip', p.ip_digest),"
+    " ('device', p.device_id_digest), ('email', p.email_digest), ('merchant', p.merchant_id)) AS v(k, key)"
+    " WHERE v.key IS NOT NULL AND pend.outcome IN ('confirmed_fraud', 'chargeback')"
+    " ORDER BY v.k, v.key, pend.payment_id, pend.outcome, pend.known_at),"
+    " ins AS ("
+    " INSERT INTO outcome_links AS l (entity_kind, entity_key, payment_id, outcome, event_time, known_at)"
+    " SELECT k, key, payment_id, outcome, event_time, known_at FROM ids"
+    " ORDER BY k COLLATE \"C\", key COLLATE \"C\", payment_id, outcome"
+    " ON CONFLICT (entity_kind, entity_key, payment_id, outcome) DO UPDATE"
+    " SET known_at = least(l.known_at, excluded.known_at)"
+    " RETURNING entity_kind, entity_key, outcome, (xmax = 0) AS inserted),"
+    " vu AS ("
+    " INSERT INTO risk_vault AS r (entity_kind, digest, first_seen, last_seen, times_seen,"
+    " fraud_count, chargeback_count)"
+    " SELECT entity_kind, entity_key, now(), now(), 0,"
+    " count(*) FILTER (WHERE outcome = 'confirmed_fraud'), count(*) FILTER (WHERE outcome = 'chargeback')"
+    " FROM ins WHERE inserted AND entity_kind <> 'merchant' GROUP BY 1, 2"
+    " ORDER BY entity_kind COLLATE \"C\", entity_key COLLATE \"C\""
+    " ON CONFLICT (entity_kind, digest) DO UPDATE SET fraud_count = r.fraud_count + excluded.fraud_count,"
+    " chargeback_count = r.chargeback_count + excluded.chargeback_count RETURNING 1),"
+    " upd AS ("
+    " UPDATE outcomes o SET applied_at = now() FROM pend"
+    " WHERE o.payment_id = pend.payment_id AND o.outcome = pend.outcome AND o.known_at = pend.known_at"
+    " RETURNING 1)"
+    "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM vu),"
+    " (SELECT count(*) FROM outcomes WHERE applied_at IS NULL) - (SELECT count(*) FROM upd)";
+
+store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *pending,
+                              char *errstr, size_t errstr_size) {
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    PGresult *res = exec2(st, SQL_APPLY_OUTCOMES, lim, NULL);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "apply outcomes", errstr, errstr_size);
+    *applied = rc == STORE_OK ? ll(res, 0, 0) : 0;
+    *pending = rc == STORE_OK ? ll(res, 0, 2) : 0;
     PQclear(res);
     return rc;
 }
@@ -414,9 +874,29 @@ static const char SQL_INSERT_VELOCITY[] =
     "ORDER BY 1, 2, 3, 4 "
     "ON CONFLICT DO NOTHING";
 
+static const char SQL_MOVE_VELOCITY[] =
+    "INSERT INTO velocity_events (entity_kind, entity_key, event_time, payment_id, user_id,"
+    " amount_minor) "
+    "SELECT x.k, x.e, " EPOCH_MS("x.t") ", x.p, x.u, x.a FROM tmp_velocity x "
+    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\", x.t, x.p ON CONFLICT DO NOTHING";
+
 store_rc store_insert_velocity(store *st, const velocity_event *ev, size_t n, char *errstr,
                                size_t errstr_size) {
     if (n == 0) return STORE_OK;
+    if (!st->bulk_json) {
+        pgcopy_reset(&st->cb);
+        for (size_t i = 0; i < n; i++) {
+            pgcopy_text(&st->cb, rules_entity_name(ev[i].entity));
+            pgcopy_text(&st->cb, ev[i].key);
+            pgcopy_int(&st->cb, ev[i].time_ms);
+            pgcopy_text(&st->cb, ev[i].payment_id);
+            pgcopy_text(&st->cb, ev[i].user_id);
+            pgcopy_int(&st->cb, ev[i].amount_minor);
+            pgcopy_end_row(&st->cb);
+        }
+        return exec_copy(st, "COPY tmp_velocity (k, e, t, p, u, a) FROM STDIN", SQL_MOVE_VELOCITY,
+                         PGRES_COMMAND_OK, "insert velocity", NULL, errstr, errstr_size);
+    }
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "k",

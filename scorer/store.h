@@ -6,13 +6,17 @@
  *   store_insert_payments    INSERT ... ON CONFLICT DO NOTHING RETURNING: marks the rows this
  *                            transaction inserted (is_new); the others were persisted before
  *   store_load_decisions     the decision persisted the first time, for the redelivered ones
- *   store_load_velocity      ONE read of the velocity events the batch's windows reach
- *   (the scorer decides in memory)
- *   store_insert_decisions, store_insert_alerts, store_insert_velocity
+ *   store_load_features      ONE read of everything the batch's features need: the exact velocity
+ *                            events, the feature buckets, the vault rows and the outcome links
+ *   (the scorer decides in memory, in event order)
+ *   store_insert_decisions, store_insert_alerts, store_insert_velocity,
+ *   store_write_buckets, store_write_vault   (increments of the new payments only, keys sorted)
  *   store_commit             (store_rollback on any failure)
  *
- * Every bulk statement takes ONE parameter, a JSON array (jsonb_to_recordset), and sorts its rows
- * by primary key so that concurrent workers lock in the same order and cannot deadlock.
+ * Every bulk write COPYs the batch's rows into a per-connection temporary table (ON COMMIT DELETE
+ * ROWS) and moves them with one INSERT ... SELECT ... ORDER BY <primary key> ON CONFLICT, so that
+ * concurrent workers lock in the same order and cannot deadlock (store_set_bulk_json: one jsonb
+ * parameter with jsonb_to_recordset instead; reads always use jsonb parameters).
  *
  * Every step returns STORE_OK, STORE_TRANSIENT (connection lost, server restarting, deadlock, a
  * missing table or grant...: roll back, reconnect, retry the same batch; see db_is_data_error) or
@@ -27,7 +31,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buckets.h"
 #include "pay.h"
+#include "vault.h"
 #include "velocity.h"
 
 typedef enum store_rc { STORE_OK = 0, STORE_TRANSIENT = 1, STORE_FAILED = -1 } store_rc;
@@ -38,6 +44,7 @@ typedef struct store_decision {
     int score;               /* 0..100 */
     json_t *reasons;         /* owned: [{code, severity, weight, message}] */
     json_t *features;        /* owned; NULL for a decision loaded back (not needed downstream) */
+    char *features_text;     /* owned: the same as JSON text (used instead of features when set) */
     char rules_version[128];
     char model_version[64];  /* "" = rules only (NULL in SQL) */
     int64_t decided_at_ms;
@@ -68,6 +75,10 @@ typedef struct store store;
 store *store_new(const char *url, const char *application_name);
 void store_destroy(store *st); /* accepts NULL */
 
+/* Bulk writes as one jsonb parameter (jsonb_to_recordset) instead of the default COPY into
+ * per-connection temporary tables (kept for measurement: BENCHMARKS.md). */
+void store_set_bulk_json(store *st, bool json);
+
 /* Connects unless connected (a broken connection is dropped first). Returns 0 or -1 with errstr. */
 int store_connect(store *st, char *errstr, size_t errstr_size);
 bool store_connected(const store *st);
@@ -89,9 +100,47 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
 store_rc store_load_decisions(store *st, store_row *const *rows, size_t n, char *errstr,
                               size_t errstr_size);
 
-/* Adds to v every stored velocity event inside the ranges (one query). */
-store_rc store_load_velocity(store *st, const velocity_range *rg, size_t n, velocity *v,
-                             char *errstr, size_t errstr_size);
+/* What one batch reads: exact-window ranges, bucket ranges, vault/merchant keys (merchant links
+ * only with event time > merchant_since_ms). */
+typedef struct store_feature_query {
+    const velocity_range *vr;
+    size_t nvr;
+    const buckets_range *br;
+    size_t nbr;
+    const vault_key *vk;
+    size_t nvk;
+    int64_t merchant_since_ms;
+} store_feature_query;
+
+/* ONE query; adds every row to v, b and vt. */
+store_rc store_load_features(store *st, const store_feature_query *q, velocity *v, buckets *b,
+                             vault *vt, char *errstr, size_t errstr_size);
+
+/* Upserts bucket increments (count and sum added, counterpart sets merged), sorted by key. */
+store_rc store_write_buckets(store *st, const buckets_row *rows, size_t n, char *errstr,
+                             size_t errstr_size);
+
+/* Upserts vault increments (first/last seen widened, times seen added), sorted by key. */
+store_rc store_write_vault(store *st, const vault_row *rows, size_t n, char *errstr,
+                           size_t errstr_size);
+
+/* Deletes at most limit feature buckets of width_ms starting before before_ms. */
+store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int limit,
+                             int64_t *deleted, char *errstr, size_t errstr_size);
+
+/* Outcomes (labels): stores each distinct one once. outcomes: JSON array of
+ * {outcome_id?, payment_id, outcome, known_at_ms, reason, source}; takes ownership. *inserted: new rows. */
+store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, char *errstr,
+                               size_t errstr_size);
+
+/* Applies up to limit stored outcomes whose payment is persisted: outcome links for its
+ * identifiers and merchant, vault fraud/chargeback counts (each labelled payment once).
+ * *applied: how many; *pending: how many still wait for their payment. */
+store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *pending,
+                              char *errstr, size_t errstr_size);
+
+/* Round trips and their total time since start (for /metrics). */
+void store_latency(const store *st, uint64_t *calls, uint64_t *total_us);
 
 /* Inserts the decisions of the rows (ON CONFLICT DO NOTHING). */
 store_rc store_insert_decisions(store *st, store_row *const *rows, size_t n, const char *scorer_id,

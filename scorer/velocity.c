@@ -255,8 +255,9 @@ void velocity_features(velocity *v, const rules *r, const pay_payment *p, rules_
     char keys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
     bool have[RULES_ENT_COUNT] = {false};
     f->p = p;
-    for (size_t i = 0; i < rules_window_count(r) && i < RULES_MAX_WINDOWS; i++) {
+    for (size_t i = 0; i < rules_window_count(r) && i < RULES_MAX_FEATURE_WINDOWS; i++) {
         const rules_window *w = rules_window_at(r, i);
+        if (!velocity_exact(w)) continue; /* bucket windows: buckets.h */
         if (!have[w->entity]) {
             rules_entity_key(p, w->entity, keys[w->entity], sizeof keys[w->entity]);
             have[w->entity] = true;
@@ -269,10 +270,16 @@ void velocity_features(velocity *v, const rules *r, const pay_payment *p, rules_
     }
 }
 
+bool velocity_exact(const rules_window *w) {
+    return w->offset_ms == 0 && w->window_ms <= RULES_EXACT_WINDOW_MS;
+}
+
 int64_t velocity_max_window_ms(const rules *r) {
     int64_t max = 0;
-    for (size_t i = 0; i < rules_window_count(r); i++)
-        if (rules_window_at(r, i)->window_ms > max) max = rules_window_at(r, i)->window_ms;
+    for (size_t i = 0; i < rules_window_count(r); i++) {
+        const rules_window *w = rules_window_at(r, i);
+        if (velocity_exact(w) && w->window_ms > max) max = w->window_ms;
+    }
     return max;
 }
 
@@ -281,7 +288,7 @@ static void entity_windows(const rules *r, int64_t maxw[RULES_ENT_COUNT]) {
     for (int e = 0; e < RULES_ENT_COUNT; e++) maxw[e] = 0;
     for (size_t i = 0; i < rules_window_count(r); i++) {
         const rules_window *w = rules_window_at(r, i);
-        if (w->window_ms > maxw[w->entity]) maxw[w->entity] = w->window_ms;
+        if (velocity_exact(w) && w->window_ms > maxw[w->entity]) maxw[w->entity] = w->window_ms;
     }
 }
 
@@ -339,7 +346,8 @@ velocity_range *velocity_ranges(const rules *r, const pay_payment *const *ps, si
 }
 
 size_t velocity_events_of(const rules *r, const pay_payment *p, velocity_event out[RULES_ENT_COUNT],
-                          char keybuf[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1]) {
+                          char keybuf[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1],
+                          char cpbuf[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1]) {
     int64_t maxw[RULES_ENT_COUNT];
     entity_windows(r, maxw);
     size_t k = 0;
@@ -347,7 +355,8 @@ size_t velocity_events_of(const rules *r, const pay_payment *p, velocity_event o
         if (maxw[e] == 0) continue;
         rules_entity_key(p, (rules_entity)e, keybuf[k], VELOCITY_KEY_MAX + 1);
         if (!keybuf[k][0]) continue;
-        out[k] = (velocity_event){(rules_entity)e, keybuf[k], p->user_id, p->payment_id,
+        rules_counterpart(p, (rules_entity)e, cpbuf[k], VELOCITY_KEY_MAX + 1);
+        out[k] = (velocity_event){(rules_entity)e, keybuf[k], cpbuf[k], p->payment_id,
                                   p->event_time_ms, p->amount_minor};
         k++;
     }

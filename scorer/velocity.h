@@ -1,4 +1,5 @@
-/* velocity: event-time window features over the events read for one batch.
+/* velocity: exact event-time window features (windows up to 1 hour, RULES_EXACT_WINDOW_MS) over
+ * the events read for one batch. Longer and delayed windows come from buckets (buckets.h).
  *
  * The scorer reads, once per batch, the velocity_events rows that the batch's windows can reach
  * (velocity_ranges() says which), adds the batch's own new payments, and asks, for each payment,
@@ -15,6 +16,7 @@
 #ifndef FS_VELOCITY_H
 #define FS_VELOCITY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,7 +30,8 @@
 typedef struct velocity_event {
     rules_entity entity;
     const char *key;        /* entity key (rules_entity_key), never "" */
-    const char *user_id;    /* counterpart for distinct-user features */
+    const char *user_id;    /* counterpart for distinct features: the user (the card key for
+                               the user entity, see rules_counterpart) */
     const char *payment_id; /* may be NULL (not needed for the window arithmetic) */
     int64_t time_ms;        /* event time */
     int64_t amount_minor;
@@ -77,12 +80,17 @@ void velocity_features(velocity *v, const rules *r, const pay_payment *p, rules_
 velocity_range *velocity_ranges(const rules *r, const pay_payment *const *ps, size_t n,
                                 size_t *nout);
 
-/* The velocity_events rows of payment p for the entities r uses (one per entity that has windows
- * and a non-empty key), into out (room for RULES_ENT_COUNT) with keys in keybuf. Returns the count. */
+/* The velocity_events rows of payment p for the entities r uses (one per entity that has exact
+ * windows and a non-empty key), into out (room for RULES_ENT_COUNT) with keys in keybuf and
+ * counterparts in cpbuf. Returns the count. */
 size_t velocity_events_of(const rules *r, const pay_payment *p, velocity_event out[RULES_ENT_COUNT],
-                          char keybuf[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1]);
+                          char keybuf[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1],
+                          char cpbuf[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1]);
 
-/* Largest window of the rule set in ms (0 when it has none). */
+/* True when window w is computed here (offset 0, at most RULES_EXACT_WINDOW_MS). */
+bool velocity_exact(const rules_window *w);
+
+/* Largest exact window of the rule set in ms (0 when it has none). */
 int64_t velocity_max_window_ms(const rules *r);
 
 #endif

@@ -40,10 +40,55 @@ static json_t *load(const char *text) {
     return j;
 }
 
+/* The text path (pay_from_request_text) declines, or decides exactly as the tree path: same
+ * verdict, errors, payment and raw identifiers. With dflt NULL both draw a random id, the only
+ * thing allowed to differ. Returns whether the text path took it. */
+static bool same_as_tree(const char *text, size_t len, const char *dflt) {
+    static const pay_pii zero_pii;
+    pay_payment a, b;
+    pay_pii pa, pb;
+    pay_errors ea, eb;
+    int rt = pay_from_request_text(text, len, NOW_MS, dflt, &b, &pb, &eb);
+    if (rt == 1) { /* declined: nothing to release */
+        assert_null(b.device_info);
+        assert_memory_equal(&pb, &zero_pii, sizeof pb);
+        return false;
+    }
+    json_t *body = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!body) fail_msg("the text path read what jansson refuses: %.*s", (int)len, text);
+    int rj = pay_from_request(body, NOW_MS, dflt, &a, &pa, &ea);
+    if (rj != rt || ea.n != eb.n) fail_msg("verdicts differ (%d/%d, %d/%d errors): %.*s", rj, rt, ea.n, eb.n, (int)len, text);
+    for (int i = 0; i < ea.n; i++) {
+        assert_string_equal(ea.e[i].field, eb.e[i].field);
+        assert_string_equal(ea.e[i].code, eb.e[i].code);
+        assert_string_equal(ea.e[i].message, eb.e[i].message);
+    }
+    assert_memory_equal(&pa, &pb, sizeof pa);
+    char *da = a.device_info ? json_dumps(a.device_info, JSON_COMPACT) : NULL;
+    char *db = b.device_info ? json_dumps(b.device_info, JSON_COMPACT) : NULL;
+    assert_true(da ? db && strcmp(da, db) == 0 : !db);
+    free(da);
+    free(db);
+    assert_true(a.metadata ? json_equal(a.metadata, b.metadata) : !b.metadata);
+    const json_t *own = json_object_get(body, "payment_id");
+    if (!dflt && rj == 0 && (!own || json_is_null(own))) /* both random */
+        memcpy(b.payment_id, a.payment_id, sizeof a.payment_id);
+    json_t *ja = a.device_info, *jb = b.device_info, *ma = a.metadata, *mb = b.metadata;
+    a.device_info = b.device_info = a.metadata = b.metadata = NULL;
+    assert_memory_equal(&a, &b, sizeof a);
+    a.device_info = ja, b.device_info = jb, a.metadata = ma, b.metadata = mb;
+    pay_payment_clear(&a);
+    pay_payment_clear(&b);
+    json_decref(body);
+    return true;
+}
+
 static int request(const char *text, pay_payment *p, pay_pii *pii, pay_errors *errs) {
     json_t *body = load(text);
     int rc = pay_from_request(body, NOW_MS, NULL, p, pii, errs);
     json_decref(body);
+    same_as_tree(text, strlen(text), NULL); /* every request of these tests checks both paths */
+    same_as_tree(text, strlen(text), "6f1c2b1e-8a4d-4c3b-9f5e-1a2b3c4d5e6f");
     return rc;
 }
 
@@ -329,6 +374,7 @@ static void test_request_error_table(void **state) {
         json_t *body = json_loads(r->body, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (!body) fail_msg("row %zu: test JSON does not parse: %s", i, r->body);
         int rc = pay_from_request(body, NOW_MS, NULL, &p, &pii, &errs);
+        same_as_tree(r->body, strlen(r->body), NULL);
         if (rc != -1 || errs.n != 1 || strcmp(errs.e[0].field, r->field) != 0 ||
             strcmp(errs.e[0].code, r->code) != 0)
             fail_msg("row %zu: %s: want %s/%s, got rc %d, %d error(s), first %s/%s", i, r->body,
@@ -1030,6 +1076,53 @@ static void test_clear_accepts_null(void **state) {
     pay_payment_clear(NULL);
 }
 
+/* The text path on realistic bodies takes them, and on random edits of them never disagrees. */
+static void test_request_text_path(void **state) {
+    (void)state;
+    static const char *const TAKEN[] = {
+        "{" ALL "}",
+        "{" ALL ",\"transaction_type\":\"purchase\",\"card_type\":\"visa\","
+        "\"card_last_four\":\"0035\",\"card_fingerprint\":\"fp_1234abcd\","
+        "\"ip_address\":\"198.51.117.120\",\"email\":\"customer17@example.com\","
+        "\"device_info\":{\"device_id\":\"dev-000013\",\"os\":\"ios\",\"browser\":\"safari\"},"
+        "\"country\":\"DE\",\"billing_country\":\"DE\",\"shipping_country\":\"DE\"}",
+        " {" ALL ",\"timestamp\":\"2025-11-21T09:00:00Z\",\"metadata\":null,\"device_info\":{}}\n",
+        "{\"user_id\":\"caf\\u00e9 \\\"q\\\"\",\"merchant_id\":\"m\\/1\"," A "," C "," PM "}",
+        "{" ALL ",\"device_info\":{\"color\":\"red\",\"os\":\"a\\u0001\"},\"email\":\"x\"}",
+        "{\"user_id\":\"\"," A ",\"currency\":\"xxx\"}", /* invalid: the same errors */
+        "{" ALL ",\"device_info\":\"x\"}" /* declined below: the tree names the type */,
+    };
+    for (size_t i = 0; i < sizeof TAKEN / sizeof TAKEN[0]; i++)
+        assert_int_equal(same_as_tree(TAKEN[i], strlen(TAKEN[i]), NULL), i + 1 < sizeof TAKEN / sizeof TAKEN[0]);
+    /* declined: a number, metadata, an unknown member, malformed, a body id next to a default id */
+    assert_false(same_as_tree(FULL_BODY, strlen(FULL_BODY), NULL));
+    const char *own_id = "{" ALL ",\"payment_id\":\"6f1c2b1e-8a4d-4c3b-9f5e-1a2b3c4d5e6f\"}";
+    assert_true(same_as_tree(own_id, strlen(own_id), NULL));
+    assert_false(same_as_tree(own_id, strlen(own_id), "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21"));
+    assert_false(same_as_tree("{" ALL ",\"x\":\"1\"}", strlen("{" ALL ",\"x\":\"1\"}"), NULL));
+    assert_false(same_as_tree("{" ALL ",}", strlen("{" ALL ",}"), NULL));
+    /* random edits of a realistic body */
+    static const char ALPHABET[] = "{}[]:,\"\\ 0123456789.-aeuxDE@\x01\xc3\xa9";
+    const char *seed = TAKEN[1];
+    size_t seed_len = strlen(seed);
+    char buf[1024];
+    uint32_t r = 7;
+    int taken = 0;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = seed_len;
+        memcpy(buf, seed, len);
+        for (int e = 0; e < 1 + round % 3; e++) {
+            r = r * 1103515245u + 12345u;
+            size_t at = (r >> 8) % len;
+            char c = ALPHABET[(r >> 20) % (sizeof ALPHABET - 1)];
+            if (r & 1) buf[at] = c;
+            else if (len + 1 < sizeof buf) memmove(buf + at + 1, buf + at, len - at), buf[at] = c, len++;
+        }
+        taken += same_as_tree(buf, len, (round & 4) ? "6f1c2b1e-8a4d-4c3b-9f5e-1a2b3c4d5e6f" : NULL);
+    }
+    assert_true(taken > 2000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_minimal),
@@ -1043,6 +1136,7 @@ int main(void) {
         cmocka_unit_test(test_request_nul_in_key),
         cmocka_unit_test(test_request_metadata_size),
         cmocka_unit_test(test_request_not_object),
+        cmocka_unit_test(test_request_text_path),
         cmocka_unit_test(test_errors_to_json),
         cmocka_unit_test(test_request_amount_table),
         cmocka_unit_test(test_amount_parse),

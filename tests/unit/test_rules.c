@@ -396,8 +396,9 @@ static void test_json_evidence(void **state) {
     s = json_dumps(feat, JSON_COMPACT);
     assert_string_equal(
         s, "{\"amount_minor\":1000,\"currency\":\"EUR\",\"country\":\"DE\","
-           "\"shipping_country\":\"FR\",\"user_count_300s\":2,\"user_sum_minor_300s\":2500,"
-           "\"user_distinct_users_300s\":1,\"card_count_1800s\":7,"
+           "\"shipping_country\":\"FR\",\"weekend\":0,\"night\":0,\"user_count_300s\":2,"
+           "\"user_sum_minor_300s\":2500,\"user_distinct_cards_300s\":1,"
+           "\"user_amount_ratio_300s\":0.66666666666666663,\"card_count_1800s\":7,"
            "\"card_sum_minor_1800s\":9000,\"card_distinct_users_1800s\":3}");
     free(s);
     json_decref(feat);
@@ -446,7 +447,7 @@ static void test_default_rules(void **state) {
     rules_result res;
     rules *r = load_default();
     (void)state;
-    assert_int_equal(strncmp(rules_version(r), "2026.11.1+", 10), 0);
+    assert_int_equal(strncmp(rules_version(r), "2026.11.2+", 10), 0);
     assert_int_equal(rules_window_count(r), 3);
     assert_int_equal(rules_window_at(r, 0)->entity, RULES_ENT_USER);
     assert_int_equal(rules_window_at(r, 0)->window_ms, 300000);
@@ -606,7 +607,7 @@ static void test_invalid_files(void **state) {
         {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[]}")),
          "rules[0].predicate.countries: must be an array of 1..250 country codes"},
         {FILE_OF(RULE("C",
-                      "{\"kind\":\"country_in\",\"field\":\"ip_country\",\"countries\":[\"NG\"]}")),
+                      "{\"kind\":\"country_in\",\"field\":\"gps_country\",\"countries\":[\"NG\"]}")),
          "rules[0].predicate.field: must be one of country, billing_country, shipping_country"},
         {FILE_OF(RULE("M", P_MISMATCH("country", "country"))),
          "rules[0].predicate.fields: must be an array of two different fields"},

@@ -170,8 +170,8 @@ static void test_features_db_plus_batch(void **state) {
     const pay_payment *batch[] = {&p2, &p1};
     for (size_t i = 0; i < 2; i++) {
         velocity_event evs[RULES_ENT_COUNT];
-        char keys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
-        size_t n = velocity_events_of(r, batch[i], evs, keys);
+        char keys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1], cps[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
+        size_t n = velocity_events_of(r, batch[i], evs, keys, cps);
         assert_int_equal(n, batch[i] == &p1 ? 3 : 2); /* p2 has no IP: no ip event */
         for (size_t j = 0; j < n; j++) assert_int_equal(velocity_add(v, &evs[j]), 0);
     }

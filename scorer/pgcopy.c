@@ -1,0 +1,102 @@
+/* pgcopy: COPY text-format rows (see pgcopy.h). */
+#include "pgcopy.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool reserve(pgcopy_buf *b, size_t more) {
+    if (b->oom) return false;
+    if (b->len + more + 1 <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + more + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void sep(pgcopy_buf *b) {
+    if (b->row_open && reserve(b, 1)) b->p[b->len++] = '\t';
+    b->row_open = true;
+}
+
+/* Backslash escapes of the text format: \\, \t, \n, \r (everything else is taken literally). */
+void pgcopy_text(pgcopy_buf *b, const char *s) {
+    size_t n = strlen(s);
+    sep(b);
+    if (!reserve(b, 2 * n)) return;
+    for (const char *c = s; *c; c++) {
+        switch (*c) {
+        case '\\': b->p[b->len++] = '\\'; b->p[b->len++] = '\\'; break;
+        case '\t': b->p[b->len++] = '\\'; b->p[b->len++] = 't'; break;
+        case '\n': b->p[b->len++] = '\\'; b->p[b->len++] = 'n'; break;
+        case '\r': b->p[b->len++] = '\\'; b->p[b->len++] = 'r'; break;
+        default: b->p[b->len++] = *c;
+        }
+    }
+}
+
+void pgcopy_str(pgcopy_buf *b, const char *s) {
+    if (!s || !*s) pgcopy_null(b);
+    else pgcopy_text(b, s);
+}
+
+void pgcopy_int(pgcopy_buf *b, int64_t v) {
+    sep(b);
+    if (reserve(b, 24)) b->len += (size_t)snprintf(b->p + b->len, 24, "%" PRId64, v);
+}
+
+void pgcopy_null(pgcopy_buf *b) {
+    sep(b);
+    if (!reserve(b, 2)) return;
+    b->p[b->len++] = '\\';
+    b->p[b->len++] = 'N';
+}
+
+void pgcopy_end_row(pgcopy_buf *b) {
+    if (reserve(b, 1)) b->p[b->len++] = '\n';
+    b->row_open = false;
+    b->rows++;
+}
+
+void pgcopy_reset(pgcopy_buf *b) {
+    b->len = 0;
+    b->oom = false;
+    b->row_open = false;
+    b->rows = 0;
+}
+
+void pgcopy_free(pgcopy_buf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+int pgcopy_send(PGconn *conn, const char *copy_sql, const pgcopy_buf *b, PGresult **res,
+                char *errstr, size_t errstr_size) {
+    *res = NULL;
+    if (b->oom) {
+        snprintf(errstr, errstr_size, "out of memory building COPY rows");
+        return -1;
+    }
+    PGresult *r = PQexec(conn, copy_sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        *res = r; /* the caller maps the failure (connection, missing table...) */
+        return -1;
+    }
+    PQclear(r);
+    int ok = (b->len == 0 || PQputCopyData(conn, b->p, (int)b->len) == 1) &&
+             PQputCopyEnd(conn, NULL) == 1;
+    /* whatever happened, read results until the COPY is over */
+    while ((r = PQgetResult(conn)) != NULL) {
+        if (!*res && PQresultStatus(r) != PGRES_COMMAND_OK) *res = r;
+        else PQclear(r);
+    }
+    if (!ok && !*res) snprintf(errstr, errstr_size, "COPY: %s", PQerrorMessage(conn));
+    return ok && !*res ? 0 : -1;
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The risk vault and outcome feedback: payments sharing a card fingerprint (and email, device)
+# build the vault; a confirmed_fraud label on payment A (payment_outcomes, the scorer's own consumer
+# group) is stored once and applied to the vault and the outcome links of A's identifiers and
+# merchant; a later payment with the same card whose event time is AFTER the label became known is
+# decided differently (CARD_LINKED_TO_FRAUD), one BEFORE it is not (delayed feedback); the same
+# label delivered twice counts once; a label that arrives before its payment is applied once the
+# payment is persisted; an invalid outcome message is skipped and counted.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup scorer_outcomes
+fs_pg_start
+fs_broker_start 6
+admin=$(fs_free_port)
+fs_bg scorer env FS_SCORER_ID=vault FS_ADMIN_PORT="$admin" "$BUILD/bin/fraudshield-scorer"
+
+h() { printf '%064x' "$1"; } # a 64-hex digest
+T=1793613600000              # 2026-11-02T10:00:00Z
+iso() { date -u -d "@$(($1 / 1000))" +%Y-%m-%dT%H:%M:%S.000Z; }
+# event ID USER CARD EMAIL DEVICE T_MS
+event() {
+    printf 'DE:{"schema_version":1,"payment_id":"%s","user_id":"%s","merchant_id":"term-9","amount_minor":2500,"currency":"EUR","payment_method":"card","card_fingerprint_digest":"%s","email_digest":"%s","device_id_digest":"%s","country":"DE","event_time":"%s","ingest_time":"%s"}\n' \
+        "$1" "$2" "$(h "$3")" "$(h "$4")" "$(h "$5")" "$(iso "$6")" "$(iso "$6")"
+}
+outcome() { # outcome PAYMENT_ID OUTCOME KNOWN_MS [OUTCOME_ID]
+    printf '%s:{"schema_version":1,%s"payment_id":"%s","outcome":"%s","reason":"test","known_at":"%s","source":"test"}\n' \
+        "$1" "${4:+\"outcome_id\":\"$4\",}" "$1" "$2" "$(iso "$3")"
+}
+A=aaaaaaaa-0000-4000-8000-000000000001
+B=bbbbbbbb-0000-4000-8000-000000000002
+C=cccccccc-0000-4000-8000-000000000003
+E=eeeeeeee-0000-4000-8000-000000000005
+P=dddddddd-0000-4000-8000-000000000004
+rows() { fs_psql "SELECT count(*) FROM $1"; }
+at_least() { (($(fs_psql "$1") >= $2)); }
+
+# 1. A: the card's first payment; then its label: confirmed fraud, known 1 hour later.
+event "$A" ua 1 11 21 "$T" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM decisions" 1
+outcome "$A" confirmed_fraud $((T + 3600000)) 0f0f0f0f-0000-4000-8000-00000000000a |
+    kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE applied_at IS NOT NULL" 1
+fs_assert_eq "1|0|1" "$(fs_psql "SELECT fraud_count, chargeback_count, times_seen FROM risk_vault WHERE entity_kind = 'card'")" "vault: card fraud count"
+fs_assert_eq "card,device,email,merchant" "$(fs_psql "SELECT string_agg(entity_kind, ',' ORDER BY entity_kind) FROM outcome_links WHERE payment_id = '$A'")" "outcome links of A"
+
+# 2. B at T+30 min (label not known yet at its event time), C at T+2 h (known): same card.
+{ event "$B" ub 1 12 22 $((T + 1800000)); event "$C" uc 1 13 23 $((T + 7200000)); } |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM decisions" 3
+reasons() { fs_psql "SELECT decision || ':' || coalesce((SELECT string_agg(r->>'code', ',') FROM jsonb_array_elements(reasons) r), '') FROM decisions WHERE payment_id = '$1'"; }
+fs_assert_eq "allow:" "$(reasons "$B")" "B: the label was not known at its event time"
+fs_assert_eq "review:CARD_LINKED_TO_FRAUD" "$(reasons "$C")" "C: decided differently after the feedback"
+fs_assert_eq "2|1|0" "$(fs_psql "SELECT (features->>'vault_card_seen') || '|' || (features->>'vault_card_fraud') || '|' || (features->>'vault_email_seen') FROM decisions WHERE payment_id = '$C'")" "C's vault evidence"
+
+# 2b. F: another card, but A's email and device, after the label: both vault rules, block.
+F=ffffffff-0000-4000-8000-000000000006
+event "$F" uf 4 11 21 $((T + 3 * 3600000)) | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$F'" 1
+fs_assert_eq "block:DEVICE_LINKED_TO_FRAUD,EMAIL_LINKED_TO_FRAUD" "$(reasons "$F")" "F: device and email linked to fraud"
+
+# 3. The same label again (a redelivery), a second label for A, an invalid message: A counts once.
+{ outcome "$A" confirmed_fraud $((T + 3600000)) 0f0f0f0f-0000-4000-8000-00000000000a
+  outcome "$A" chargeback $((T + 86400000))
+  echo 'x:{"schema_version":1,"payment_id":"not-a-uuid","outcome":"confirmed_fraud"}'; } |
+    kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE applied_at IS NOT NULL" 2
+fs_assert_eq 2 "$(rows outcomes)" "outcome rows (the duplicate stored once)"
+fs_assert_eq "1|1" "$(fs_psql "SELECT fraud_count, chargeback_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 1)'")" "vault counts after a redelivery"
+fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q 'fs_scorer_outcomes_total{result=\"invalid\"} 1'"
+
+# 4. A label before its payment: pending, then applied when the payment is persisted.
+outcome "$P" confirmed_fraud $((T + 60000)) | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE payment_id = '$P'" 1
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM outcome_links WHERE payment_id = '$P'")" "no links while the payment is unknown"
+event "$P" up 2 14 24 "$T" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM outcome_links WHERE payment_id = '$P'" 4
+fs_assert_eq 1 "$(fs_psql "SELECT fraud_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 2)'")" "late label applied"
+
+# 5. Merchant risk: E, a payment at the same terminal 8 days later, sees the fraud of A in its
+#    delayed (t-14d, t-7d] window: A, B, C, F, P on day T; frauds A and P, known at its time.
+event "$E" ue 3 15 25 $((T + 8 * 86400000)) | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$E'" 1
+fs_assert_eq "2|5" "$(fs_psql "SELECT (features->>'merchant_frauds_7d_delay_7d') || '|' || (features->>'merchant_count_604800s_delay_604800s') FROM decisions WHERE payment_id = '$E'")" "merchant risk: frauds and payments of the delayed window"
+fs_assert_eq t "$(fs_psql "SELECT (features->>'merchant_risk_7d_delay_7d')::float = 0.4 FROM decisions WHERE payment_id = '$E'")" "merchant risk ratio"

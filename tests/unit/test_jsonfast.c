@@ -1,0 +1,332 @@
+/* Unit tests for common/jsonfast.c: the fast parser must build exactly jansson's tree for what it
+ * accepts (else give up), and the writer must print exactly json_dumps(JSON_COMPACT)'s bytes.
+ * Differential: every input goes through both, including thousands of random mutations. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "jsonfast.h"
+
+/* Accepted by the fast parser itself (no fallback), with jansson's exact tree. */
+static const char *const FAST[] = {
+    "{}",
+    "[]",
+    " \t\r\n{ } \n",
+    "{\"a\":1}",
+    "{\"user_id\":\"user-1\",\"amount\":\"12.50\",\"device_info\":{\"os\":\"ios\",\"x\":null}}",
+    "[1,-2,0,-0,123456789012345678,-123456789012345678,true,false,null,\"\",[],{}]",
+    "{\"s\":\"a\\\"b\\\\c\\/d\\be\\ff\\ng\\rh\\ti\"}",
+    "{\"u\":\"\\u0041\\u00e9\\u20AC\\u001f\\u007F\\uFFFF\"}",
+    "{\"\\u00e9t\\u00e9\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\",\"k\\n\":1}",
+    "{\"z\":\"\x7f\"}",
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", /* 30 deep */
+    "{\"a\" : [ 1 , 2 ] , \"b\" : { } }",
+};
+
+/* Left to jansson: reals, huge integers, NUL and surrogate escapes, too deep, or not JSON. */
+static const char *const FALLBACK[] = {
+    "",
+    "   ",
+    "1",
+    "\"s\"",
+    "null",
+    "{\"a\":1.5}",
+    "{\"a\":1e3}",
+    "{\"a\":-1E-3}",
+    "{\"a\":1234567890123456789}",
+    "{\"a\":99999999999999999999}",
+    "{\"a\":01}",
+    "{\"a\":-}",
+    "{\"a\":+1}",
+    "{\"a\":1,\"a\":2}",
+    "{\"a\":1,}",
+    "[1,]",
+    "[1 2]",
+    "{\"a\" 1}",
+    "{a:1}",
+    "{\"a\":1}x",
+    "{\"a\":1}{}",
+    "{\"a\":tru}",
+    "{\"a\":truex}",
+    "{\"a\":nul}",
+    "{\"a\":\"\\u0000\"}",
+    "{\"a\":\"\\ud83d\\ude00\"}",
+    "{\"a\":\"\\ud83d\"}",
+    "{\"a\":\"\\ude00\"}",
+    "{\"a\":\"\\x\"}",
+    "{\"a\":\"\\u12\"}",
+    "{\"a\":\"\\u12g4\"}",
+    "{\"a\":\"tab\there\"}",
+    "{\"a\":\"nl\nhere\"}",
+    "{\"a\":\"\xc3\"}",
+    "{\"a\":\"\xc0\xaf\"}",
+    "{\"a\":\"\xed\xa0\x80\"}",
+    "{\"a\":\"\xf4\x90\x80\x80\"}",
+    "{\"a\":\"\xff\"}",
+    "\xef\xbb\xbf{}",
+    "{\"a\":\"unterminated}",
+    "{\"a\":[1,2}",
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", /* 34 deep */
+};
+
+static char *dump(const json_t *v) { return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY); }
+
+/* fast is either NULL (fallback) or exactly jansson's tree for the same bytes. */
+static void check_same(const char *buf, size_t len, json_t *fast) {
+    json_error_t err;
+    json_t *ref = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    if (fast) {
+        if (!ref) fail_msg("fast accepted what jansson refuses (%s): %.*s", err.text, (int)len, buf);
+        char *a = dump(fast), *b = dump(ref);
+        if (strcmp(a, b) != 0) fail_msg("trees differ: %s vs %s", a, b);
+        free(a);
+        free(b);
+    }
+    json_decref(ref);
+}
+
+static void test_fast_subset(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof FAST / sizeof FAST[0]; i++) {
+        json_t *v = jsonfast_parse(FAST[i], strlen(FAST[i]));
+        if (!v) fail_msg("not parsed: %s", FAST[i]);
+        check_same(FAST[i], strlen(FAST[i]), v);
+        json_decref(v);
+    }
+}
+
+static void test_fallback(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof FALLBACK / sizeof FALLBACK[0]; i++) {
+        json_t *v = jsonfast_parse(FALLBACK[i], strlen(FALLBACK[i]));
+        if (v) fail_msg("should be left to jansson: %s", FALLBACK[i]);
+        /* and jsonfast_loadb() answers as jansson does, error message included */
+        json_error_t e1, e2;
+        json_t *a = jsonfast_loadb(FALLBACK[i], strlen(FALLBACK[i]), &e1);
+        json_t *b = json_loadb(FALLBACK[i], strlen(FALLBACK[i]), JSON_REJECT_DUPLICATES, &e2);
+        assert_int_equal(a != NULL, b != NULL);
+        if (!a) assert_string_equal(e1.text, e2.text);
+        json_decref(a);
+        json_decref(b);
+    }
+    /* a NUL byte inside the buffer (jansson refuses it) */
+    static const char nul[] = "{\"a\":\"x\0y\"}";
+    assert_null(jsonfast_parse(nul, sizeof nul - 1));
+    assert_null(jsonfast_parse("{}\0", 3));
+}
+
+/* A member's value as a tree: its text loaded by jansson (inside an array, as a scalar may be). */
+static json_t *member_tree(const jsonfast_member *m) {
+    char buf[1200];
+    if (m->type == JSONFAST_STRING) return json_stringn(m->str, m->len);
+    snprintf(buf, sizeof buf, "[%.*s]", (int)m->len, m->str);
+    json_t *a = json_loads(buf, JSON_REJECT_DUPLICATES, NULL);
+    json_t *v = json_incref(json_array_get(a, 0));
+    json_decref(a);
+    return v;
+}
+
+/* jsonfast_members() gives up, or agrees with jansson member by member. */
+static void check_members(const char *buf, size_t len) {
+    jsonfast_member m[16];
+    char scratch[1024];
+    int n = jsonfast_members(buf, len, m, 16, scratch, sizeof scratch);
+    if (n < 0) return;
+    json_t *ref = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!ref || !json_is_object(ref) || json_object_size(ref) != (size_t)n)
+        fail_msg("members accepted what jansson reads otherwise: %.*s", (int)len, buf);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(strlen(m[i].key), m[i].key_len);
+        json_t *want = json_object_getn(ref, m[i].key, m[i].key_len), *got = member_tree(&m[i]);
+        assert_non_null(want);
+        assert_int_equal(m[i].type == JSONFAST_NULL, json_is_null(want));
+        assert_int_equal(m[i].type == JSONFAST_OBJECT, json_is_object(want));
+        assert_int_equal(m[i].type == JSONFAST_STRING, json_is_string(want));
+        if (!got || !json_equal(got, want)) fail_msg("member %s differs in %.*s", m[i].key, (int)len, buf);
+        json_decref(got);
+    }
+    json_decref(ref);
+}
+
+/* jsonfast_array_items() gives up, or each span loads alone as jansson's element. */
+static void check_items(const char *buf, size_t len) {
+    jsonfast_span it[40];
+    int n = jsonfast_array_items(buf, len, it, 40);
+    if (n < 0) return;
+    json_t *ref = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!ref || !json_is_array(ref) || json_array_size(ref) != (size_t)n)
+        fail_msg("items accepted what jansson reads otherwise: %.*s", (int)len, buf);
+    for (int i = 0; i < n; i++) {
+        json_t *one = jsonfast_parse(it[i].text, it[i].len);
+        assert_non_null(one);
+        char *a = dump(one), *b = dump(json_array_get(ref, (size_t)i));
+        assert_string_equal(a, b);
+        free(a);
+        free(b);
+        json_decref(one);
+    }
+    json_decref(ref);
+}
+
+static void test_members(void **state) {
+    (void)state;
+    jsonfast_member m[4];
+    char scratch[256];
+    const char *body = " {\"a\":\"x\\u00e9\",\"n\":null,\"o\":{\"k\":[1]},\"b\":true} ";
+    assert_int_equal(jsonfast_members(body, strlen(body), m, 4, scratch, sizeof scratch), 4);
+    assert_string_equal(m[0].key, "a");
+    assert_int_equal(m[0].type, JSONFAST_STRING);
+    assert_string_equal(m[0].str, "x\xc3\xa9");
+    assert_int_equal(m[1].type, JSONFAST_NULL);
+    assert_int_equal(m[2].type, JSONFAST_OBJECT);
+    assert_memory_equal(m[2].str, "{\"k\":[1]}", m[2].len);
+    assert_int_equal(m[3].type, JSONFAST_OTHER);
+    assert_int_equal(jsonfast_members(body, strlen(body), m, 3, scratch, sizeof scratch), -1);
+    assert_int_equal(jsonfast_members(body, strlen(body), m, 4, scratch, 8), -1); /* no room */
+    assert_int_equal(jsonfast_members("{}", 2, m, 4, scratch, sizeof scratch), 0);
+    static const char *const BAD[] = {"[]", "{\"a\":1,}", "{\"a\":1,\"a\":2}", "{\"a\":1} x",
+                                      "{\"a\":1.5}", "{\"a\":\"\\u0000\"}", "{\"a\"}", ""};
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++)
+        assert_int_equal(jsonfast_members(BAD[i], strlen(BAD[i]), m, 4, scratch, sizeof scratch), -1);
+    for (size_t i = 0; i < sizeof FAST / sizeof FAST[0]; i++) check_members(FAST[i], strlen(FAST[i]));
+}
+
+static void test_array_items(void **state) {
+    (void)state;
+    jsonfast_span it[3];
+    const char *body = " [ {\"a\":1} ,{\"b\":{\"c\":[]}}]\n";
+    assert_int_equal(jsonfast_array_items(body, strlen(body), it, 3), 2);
+    assert_int_equal(it[0].len, 7);
+    assert_memory_equal(it[1].text, "{\"b\":{\"c\":[]}}", it[1].len);
+    assert_int_equal(jsonfast_array_items(body, strlen(body), it, 1), -1); /* more than max */
+    static const char *const BAD[] = {"[]", "[1]", "[{},]", "[{}", "[{}] x", "{}", "[{\"a\":1,\"a\":1}]",
+                                      "[{\"\\u0061\":1}]" /* escaped key: left to the tree */, ""};
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++)
+        assert_int_equal(jsonfast_array_items(BAD[i], strlen(BAD[i]), it, 3), -1);
+}
+
+static uint32_t rnd_state = 12345;
+static uint32_t rnd(uint32_t n) {
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 8) % n;
+}
+
+/* Random edits of valid documents: whatever the fast parser accepts, jansson must read the same. */
+static void test_mutations(void **state) {
+    (void)state;
+    static const char ALPHABET[] = "{}[]:,\"\\/ \t\n0123456789-+.eEtrufalsn\x80\xc3\xa9\xff";
+    char buf[512];
+    int accepted = 0;
+    for (int round = 0; round < 40000; round++) {
+        const char *seed = FAST[rnd(sizeof FAST / sizeof FAST[0])];
+        size_t len = strlen(seed);
+        memcpy(buf, seed, len);
+        for (int e = 0, edits = 1 + (int)rnd(3); e < edits; e++) {
+            size_t at = len ? rnd((uint32_t)len) : 0;
+            char c = ALPHABET[rnd(sizeof ALPHABET - 1)];
+            switch (rnd(3)) {
+            case 0: if (len) buf[at] = c; break;
+            case 1: if (len) memmove(buf + at, buf + at + 1, len - at - 1), len--; break;
+            default:
+                if (len + 1 < sizeof buf) memmove(buf + at + 1, buf + at, len - at), buf[at] = c, len++;
+            }
+        }
+        json_t *v = jsonfast_parse(buf, len);
+        accepted += v != NULL;
+        check_same(buf, len, v);
+        json_decref(v);
+        check_members(buf, len);
+        /* and as elements of an array, twice */
+        char arr[1100];
+        int an = snprintf(arr, sizeof arr, "[%.*s,%.*s]", (int)len, buf, (int)len, buf);
+        check_items(arr, (size_t)an);
+    }
+    assert_true(accepted > 1000); /* the edits do not all break the documents */
+}
+
+static void check_dump(const json_t *v) {
+    jsonfast_buf b = {0};
+    size_t len = 0;
+    jsonfast_value(&b, v);
+    char *ours = jsonfast_finish(&b, &len), *ref = dump(v);
+    if (!ref) {
+        assert_null(ours);
+        return;
+    }
+    assert_non_null(ours);
+    assert_string_equal(ours, ref);
+    assert_int_equal(len, strlen(ref));
+    free(ours);
+    free(ref);
+}
+
+static void test_writer(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof FAST / sizeof FAST[0]; i++) {
+        json_t *v = json_loads(FAST[i], 0, NULL);
+        check_dump(v);
+        json_decref(v);
+    }
+    json_t *v = json_pack("{s:f, s:f, s:f, s:I, s:I, s:[f]}", "r", 1.5, "big", 1e300, "whole", 3.0,
+                          "min", (json_int_t)INT64_MIN, "max", (json_int_t)INT64_MAX, "a", 0.1);
+    check_dump(v);
+    json_decref(v);
+    /* every control character, quotes, backslash, slash, DEL, non-ASCII, an embedded NUL */
+    char s[40];
+    for (int i = 0; i < 32; i++) s[i] = (char)i;
+    memcpy(s + 32, "\"\\/\x7f\xc3\xa9z", 7);
+    v = json_object();
+    json_object_set_new(v, "s", json_stringn(s, 39));
+    json_object_set_new(v, "k\x01\"", json_string("v"));
+    check_dump(v);
+    json_decref(v);
+    /* not UTF-8: json_dumps fails, so must we */
+    v = json_pack("{s:o}", "s", json_stringn_nocheck("\xc3(", 2));
+    check_dump(v);
+    json_decref(v);
+}
+
+static void test_writer_parts(void **state) {
+    (void)state;
+    jsonfast_buf b = {0};
+    size_t len;
+    jsonfast_raw(&b, "{", 1);
+    jsonfast_str(&b, "k", 1);
+    jsonfast_raw(&b, ":", 1);
+    jsonfast_int(&b, -42);
+    for (int i = 0; i < 300; i++) jsonfast_raw(&b, ",1", 2); /* grows past the first block */
+    jsonfast_raw(&b, "}", 1);
+    char *out = jsonfast_finish(&b, &len);
+    assert_non_null(out);
+    assert_int_equal(len, strlen(out));
+    assert_int_equal(len, 2 + 4 + 3 + 600);
+    assert_memory_equal(out, "{\"k\":-42,1,1", 12);
+    free(out);
+    assert_null(b.data);
+    char *empty = jsonfast_finish(&b, &len); /* nothing written: "" */
+    assert_non_null(empty);
+    assert_int_equal(len, 0);
+    free(empty);
+    jsonfast_str(&b, "\xff", 1); /* failed: the rest is ignored */
+    jsonfast_raw(&b, "x", 1);
+    assert_null(jsonfast_finish(&b, NULL));
+    jsonfast_discard(&b); /* harmless twice */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fast_subset),
+        cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_members),
+        cmocka_unit_test(test_array_items),
+        cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_writer),
+        cmocka_unit_test(test_writer_parts),
+    };
+    return cmocka_run_group_tests_name("jsonfast", tests, NULL, NULL);
+}
