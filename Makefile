@@ -125,7 +125,7 @@ integration: all
 fuzz:
 	@mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
-	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/fsutil.c $(PKG_LIBS)
+	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/jsonfast.c common/fsutil.c $(PKG_LIBS)
 
 clean:
 	rm -rf build

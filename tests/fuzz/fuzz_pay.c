@@ -4,6 +4,8 @@
  * they parse as JSON, to pay_from_request() (what ingest does with a request body). Beyond "does
  * not crash", it checks two properties: whatever either path accepts encodes to an event that
  * decodes back to the same payment, and a failed request always yields a serializable error body.
+ * Ingest's fast paths are checked against jansson's: jsonfast_parse() builds jansson's tree or
+ * gives up, and pay_from_request_text() decides as pay_from_request() on that tree or declines.
  *
  * Build: make fuzz; run: build/fuzz/fuzz_pay -max_total_time=60 corpus/ */
 #include <stdint.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonfast.h"
 #include "pay.h"
 
 #define NOW_MS 1763719200000LL
@@ -89,8 +92,58 @@ static void fuzz_request(const uint8_t *data, size_t size) {
     json_decref(body);
 }
 
+static int errors_equal(const pay_errors *a, const pay_errors *b) {
+    if (a->n != b->n) return 0;
+    for (int i = 0; i < a->n; i++)
+        if (!str_eq(a->e[i].field, b->e[i].field) || !str_eq(a->e[i].code, b->e[i].code) ||
+            !str_eq(a->e[i].message, b->e[i].message))
+            return 0;
+    return 1;
+}
+
+/* The fast parser builds exactly jansson's tree, or gives up. */
+static void fuzz_jsonfast(const uint8_t *data, size_t size) {
+    json_t *fast = jsonfast_parse((const char *)data, size);
+    if (!fast) return;
+    json_t *ref = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+    char *a = json_dumps(fast, JSON_COMPACT), *b = ref ? json_dumps(ref, JSON_COMPACT) : NULL;
+    if (!a || !b || !str_eq(a, b)) {
+        fprintf(stderr, "jsonfast: trees differ: %s vs %s\n", a ? a : "-", b ? b : "(refused)");
+        abort();
+    }
+    free(a);
+    free(b);
+    json_decref(ref);
+    json_decref(fast);
+}
+
+/* The text path decides as the tree path, or declines. */
+static void fuzz_request_text(const uint8_t *data, size_t size) {
+    pay_payment a, b;
+    pay_pii pa, pb;
+    pay_errors ea, eb;
+    int rt = pay_from_request_text((const char *)data, size, NOW_MS, DEFAULT_ID, &b, &pb, &eb);
+    if (rt == 1) return; /* declined: holds nothing */
+    json_t *body = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, NULL);
+    if (!body) {
+        fprintf(stderr, "request text: accepted what jansson refuses\n");
+        abort();
+    }
+    int rj = pay_from_request(body, NOW_MS, DEFAULT_ID, &a, &pa, &ea);
+    if (rj != rt || !errors_equal(&ea, &eb) || memcmp(&pa, &pb, sizeof pa) != 0 ||
+        !payment_equal(&a, &b) || !str_eq(a.ip_country, b.ip_country)) {
+        fprintf(stderr, "request text: differs from the tree path (%d vs %d)\n", rt, rj);
+        abort();
+    }
+    pay_payment_clear(&a);
+    pay_payment_clear(&b);
+    json_decref(body);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_event(data, size);
     fuzz_request(data, size);
+    fuzz_jsonfast(data, size);
+    fuzz_request_text(data, size);
     return 0;
 }
