@@ -26,8 +26,8 @@ static void uuid_format(const unsigned char b[16], char out[37]) {
 
 static int hexval(int c) {
     if (c >= '0' && c <= '9') return c - '0';
-    c = tolower(c);
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10; /* ASCII only: no locale lookup per digit */
     return -1;
 }
 
@@ -46,7 +46,8 @@ bool fs_uuid_valid(const char *s) {
 }
 
 void fs_uuid_lower(char *s) {
-    for (; *s; s++) *s = (char)tolower((unsigned char)*s);
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a');
 }
 
 static int uuid_parse(const char *s, unsigned char out[16]) {

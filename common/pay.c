@@ -770,7 +770,8 @@ static int text_slots(const jsonfast_member *m, int n, const jsonfast_member **s
     for (int k = 0; k < n; k++) {
         size_t i = next, tries = 0;
         for (; tries < NFIELDS(REQUEST_FIELDS); tries++, i = (i + 1) % NFIELDS(REQUEST_FIELDS))
-            if (strcmp(m[k].key, REQUEST_FIELDS[i].name) == 0) break;
+            if (m[k].key[0] == REQUEST_FIELDS[i].name[0] && strcmp(m[k].key, REQUEST_FIELDS[i].name) == 0)
+                break;
         if (tries == NFIELDS(REQUEST_FIELDS)) return TEXT_NOT_HERE;
         next = (i + 1) % NFIELDS(REQUEST_FIELDS);
         fkind kind = REQUEST_FIELDS[i].kind;
@@ -806,7 +807,7 @@ int pay_from_request_text(const char *text, size_t len, int64_t now_ms,
     int rc = TEXT_NOT_HERE, n;
     memset(p, 0, sizeof *p);
     memset(pii, 0, sizeof *pii);
-    memset(errs, 0, sizeof *errs);
+    errs->n = 0; /* only e[0..n) is ever read: the 8 KiB of entries need no clearing */
     if (half > SIZE_MAX / 2 || (2 * half > sizeof stack && !(scratch = malloc(2 * half))))
         return TEXT_NOT_HERE;
     n = jsonfast_members(text, len, m, NFIELDS(REQUEST_FIELDS), scratch, half);
@@ -816,7 +817,7 @@ int pay_from_request_text(const char *text, size_t len, int64_t now_ms,
     if (text_fields(&c, slot, scratch + half, half) == TEXT_NOT_HERE) {
         pay_payment_clear(p);
         explicit_bzero(pii, sizeof *pii);
-        memset(errs, 0, sizeof *errs);
+        errs->n = 0;
         goto out;
     }
     rc = req_finish(&c, default_payment_id);

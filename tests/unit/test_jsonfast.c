@@ -76,6 +76,8 @@ static const char *const FALLBACK[] = {
 
 static char *dump(const json_t *v) { return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY); }
 
+static void check_dump(const json_t *v);
+
 /* fast is either NULL (fallback) or exactly jansson's tree for the same bytes. */
 static void check_same(const char *buf, size_t len, json_t *fast) {
     json_error_t err;
@@ -210,6 +212,31 @@ static void test_array_items(void **state) {
         assert_int_equal(jsonfast_array_items(BAD[i], strlen(BAD[i]), it, 3), -1);
 }
 
+/* Strings of every length up to 48 with one special byte at every position: the 16-byte scan
+ * must stop exactly there, in the parser and in the writer. */
+static void test_string_positions(void **state) {
+    (void)state;
+    static const char *const SPECIAL[] = {"\\\"", "\\n", "\xc3\xa9", "\x01", "\x7f", "\xff", "/"};
+    char doc[128], raw[64];
+    for (size_t len = 0; len <= 48; len++)
+        for (size_t at = 0; at <= len; at++)
+            for (size_t k = 0; k < sizeof SPECIAL / sizeof SPECIAL[0]; k++) {
+                memset(raw, 'a', len);
+                size_t sl = strlen(SPECIAL[k]);
+                memcpy(raw + at, SPECIAL[k], sl);
+                size_t rl = len + sl;
+                int n = snprintf(doc, sizeof doc, "{\"k\":\"%.*s\"}", (int)rl, raw);
+                json_t *v = jsonfast_parse(doc, (size_t)n);
+                check_same(doc, (size_t)n, v);
+                check_members(doc, (size_t)n);
+                if (v) check_dump(v);
+                json_decref(v);
+                json_t *w = json_pack("{s:o}", "k", json_stringn_nocheck(raw, rl));
+                check_dump(w); /* raw bytes as a value: escapes, or a failure for bad UTF-8 */
+                json_decref(w);
+            }
+}
+
 static uint32_t rnd_state = 12345;
 static uint32_t rnd(uint32_t n) {
     rnd_state = rnd_state * 1103515245u + 12345u;
@@ -324,6 +351,7 @@ int main(void) {
         cmocka_unit_test(test_fallback),
         cmocka_unit_test(test_members),
         cmocka_unit_test(test_array_items),
+        cmocka_unit_test(test_string_positions),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_writer),
         cmocka_unit_test(test_writer_parts),
