@@ -432,12 +432,14 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "keys") == 0) return keys_command(argc, argv);
     log_init("ingest", LOG_INFO);
     signal(SIGPIPE, SIG_IGN); /* a client that vanished must not kill us on write */
-    /* Argon2 allocates its memory (4 MiB per digest, 19 MiB per API key check) on the worker
-     * threads. glibc raises its mmap threshold to the size of the first such block freed, after
-     * which these blocks come from the workers' heaps and stay resident when freed: ~40 MB of RSS
-     * held for nothing (BENCHMARKS.md, memory). A fixed threshold keeps them mmap'd, returned at
-     * free(), for a page-fault cost of ~2% of an Argon2 run. */
-    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+    /* Argon2 allocates its memory on the worker threads: 4 MiB per digest, 19 MiB per API key
+     * check. By default glibc raises its mmap threshold to the size of the first such block freed,
+     * after which the 19 MiB blocks come from the workers' heaps and stay resident: ~40 MB of RSS
+     * held for nothing (BENCHMARKS.md, memory). Fixed thresholds: blocks above 8 MiB are mmap'd
+     * and returned at free(); the 4 MiB ones stay in the heaps for the next digest (mmap'ing them
+     * each time made every Argon2 run ~35% slower: page faults). */
+    mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
     cfg_result r = cfg_parse(ingest_options, &o, &props, argc, argv, "fraudshield-ingest", SUMMARY,
                              errstr, sizeof errstr);
     if (r == CFG_HELP) {

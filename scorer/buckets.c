@@ -210,8 +210,9 @@ static int ev_cmp(const void *a, const void *b) {
 }
 
 int buckets_build(buckets *b) {
-    qsort(b->rows, b->nrows, sizeof *b->rows, row_cmp);
-    qsort(b->ev, b->nev, sizeof *b->ev, ev_cmp);
+    /* qsort's pointer must not be NULL even for 0 elements (UBSan): empty batches skip it */
+    if (b->nrows) qsort(b->rows, b->nrows, sizeof *b->rows, row_cmp);
+    if (b->nev) qsort(b->ev, b->nev, sizeof *b->ev, ev_cmp);
     b->built = true;
     return 0;
 }
