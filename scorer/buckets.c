@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARENA_CHUNK 65536
+#include "arena.h"
 
 typedef struct bk_event { /* one payment of the batch, per (entity, width) */
     rules_entity entity;
@@ -21,12 +21,6 @@ typedef struct bk_event { /* one payment of the batch, per (entity, width) */
     int64_t cp; /* counterpart hash, 0 = none */
 } bk_event;
 
-typedef struct bk_chunk {
-    struct bk_chunk *next;
-    size_t used, size;
-    char data[];
-} bk_chunk;
-
 struct buckets {
     buckets_row *rows; /* stored */
     size_t nrows, caprows;
@@ -34,7 +28,7 @@ struct buckets {
     size_t nev, capev;
     buckets_row *inc;  /* increments, built on demand */
     size_t capinc;
-    bk_chunk *arena;
+    arena *keys;       /* every key string of the batch */
     bool built;
 };
 
@@ -80,19 +74,18 @@ int64_t buckets_max_span_ms(const rules *r, int64_t width_ms) {
 
 /* ---- lifecycle -------------------------------------------------------------------------------- */
 
-buckets *buckets_new(void) { return calloc(1, sizeof(buckets)); }
-
-static void arena_free(bk_chunk *c) {
-    while (c) {
-        bk_chunk *next = c->next;
-        free(c);
-        c = next;
+buckets *buckets_new(void) {
+    buckets *b = calloc(1, sizeof(buckets));
+    if (b && !(b->keys = arena_new())) {
+        free(b);
+        return NULL;
     }
+    return b;
 }
 
 void buckets_destroy(buckets *b) {
     if (!b) return;
-    arena_free(b->arena);
+    arena_destroy(b->keys);
     free(b->rows);
     free(b->ev);
     free(b->inc);
@@ -100,43 +93,10 @@ void buckets_destroy(buckets *b) {
 }
 
 void buckets_reset(buckets *b) {
-    if (b->arena) { /* keep the first chunk: the common batch fits in it */
-        arena_free(b->arena->next);
-        b->arena->next = NULL;
-        b->arena->used = 0;
-    }
+    arena_reset(b->keys);
     b->nrows = 0;
     b->nev = 0;
     b->built = false;
-}
-
-static const char *arena_strdup(buckets *b, const char *s) {
-    size_t len = strlen(s);
-    bk_chunk *c = b->arena;
-    if (!c || c->size - c->used < len + 1) {
-        size_t size = len + 1 > ARENA_CHUNK ? len + 1 : ARENA_CHUNK;
-        bk_chunk *nc = malloc(sizeof *nc + size);
-        if (!nc) return NULL;
-        nc->used = 0;
-        nc->size = size;
-        nc->next = c;
-        b->arena = c = nc;
-    }
-    char *out = c->data + c->used;
-    memcpy(out, s, len + 1);
-    c->used += len + 1;
-    return out;
-}
-
-/* Grows *arr (of elem-size items) to hold one more. */
-static int grow(void **arr, size_t *cap, size_t n, size_t elem) {
-    if (n < *cap) return 0;
-    size_t ncap = *cap ? *cap * 2 : 1024;
-    void *p = realloc(*arr, ncap * elem);
-    if (!p) return -1;
-    *arr = p;
-    *cap = ncap;
-    return 0;
 }
 
 /* ---- input ------------------------------------------------------------------------------------ */
@@ -144,11 +104,11 @@ static int grow(void **arr, size_t *cap, size_t n, size_t elem) {
 int buckets_load(buckets *b, const buckets_row *row) {
     assert(!b->built);
     if (!row->key[0]) return 0;
-    if (grow((void **)&b->rows, &b->caprows, b->nrows, sizeof *b->rows) != 0) return -1;
+    if (fs_grow((void **)&b->rows, &b->caprows, b->nrows, sizeof *b->rows, 1024) != 0) return -1;
     buckets_row *r = &b->rows[b->nrows];
     *r = *row;
     if (r->ncps > RULES_DISTINCT_CAP) r->ncps = RULES_DISTINCT_CAP;
-    if (!(r->key = arena_strdup(b, row->key))) return -1;
+    if (!(r->key = arena_strdup(b->keys, row->key))) return -1;
     b->nrows++;
     return 0;
 }
@@ -178,9 +138,9 @@ int buckets_add_payment(buckets *b, const rules *r, const pay_payment *p) {
         rules_entity_key(p, ent[i], key, sizeof key);
         if (!key[0]) continue;
         rules_counterpart(p, ent[i], cp, sizeof cp);
-        if (grow((void **)&b->ev, &b->capev, b->nev, sizeof *b->ev) != 0) return -1;
+        if (fs_grow((void **)&b->ev, &b->capev, b->nev, sizeof *b->ev, 1024) != 0) return -1;
         bk_event *e = &b->ev[b->nev];
-        *e = (bk_event){ent[i], width[i], arena_strdup(b, key), p->event_time_ms, p->amount_minor,
+        *e = (bk_event){ent[i], width[i], arena_strdup(b->keys, key), p->event_time_ms, p->amount_minor,
                         cp[0] ? buckets_cp_hash(cp) : 0};
         if (!e->key) return -1;
         b->nev++;
@@ -319,7 +279,7 @@ ptrdiff_t buckets_increments(buckets *b, const buckets_row **out) {
         buckets_row *last = n ? &b->inc[n - 1] : NULL;
         if (!last || last->entity != e->entity || last->width_ms != e->width_ms ||
             strcmp(last->key, e->key) != 0 || last->start_ms != start) {
-            if (grow((void **)&b->inc, &b->capinc, n, sizeof *b->inc) != 0) return -1;
+            if (fs_grow((void **)&b->inc, &b->capinc, n, sizeof *b->inc, 1024) != 0) return -1;
             last = &b->inc[n++];
             *last = (buckets_row){.entity = e->entity, .key = e->key, .width_ms = e->width_ms,
                                   .start_ms = start};

@@ -10,8 +10,7 @@
 #include <string.h>
 
 #include "buckets.h"
-
-#define ARENA_CHUNK 65536
+#include "arena.h"
 
 typedef struct vt_event {
     rules_entity entity;
@@ -19,12 +18,6 @@ typedef struct vt_event {
     int64_t time_ms;
     const char *payment_id;
 } vt_event;
-
-typedef struct vt_chunk {
-    struct vt_chunk *next;
-    size_t used, size;
-    char data[];
-} vt_chunk;
 
 struct vault {
     vault_row *rows;
@@ -35,23 +28,22 @@ struct vault {
     size_t nev, capev;
     vault_row *inc;
     size_t capinc;
-    vt_chunk *arena;
+    arena *keys; /* every key and payment id string of the batch */
     bool built;
 };
 
-vault *vault_new(void) { return calloc(1, sizeof(vault)); }
-
-static void arena_free(vt_chunk *c) {
-    while (c) {
-        vt_chunk *next = c->next;
-        free(c);
-        c = next;
+vault *vault_new(void) {
+    vault *v = calloc(1, sizeof(vault));
+    if (v && !(v->keys = arena_new())) {
+        free(v);
+        return NULL;
     }
+    return v;
 }
 
 void vault_destroy(vault *v) {
     if (!v) return;
-    arena_free(v->arena);
+    arena_destroy(v->keys);
     free(v->rows);
     free(v->links);
     free(v->ev);
@@ -60,41 +52,9 @@ void vault_destroy(vault *v) {
 }
 
 void vault_reset(vault *v) {
-    if (v->arena) {
-        arena_free(v->arena->next);
-        v->arena->next = NULL;
-        v->arena->used = 0;
-    }
+    arena_reset(v->keys);
     v->nrows = v->nlinks = v->nev = 0;
     v->built = false;
-}
-
-static const char *arena_strdup(vault *v, const char *s) {
-    size_t len = strlen(s);
-    vt_chunk *c = v->arena;
-    if (!c || c->size - c->used < len + 1) {
-        size_t size = len + 1 > ARENA_CHUNK ? len + 1 : ARENA_CHUNK;
-        vt_chunk *nc = malloc(sizeof *nc + size);
-        if (!nc) return NULL;
-        nc->used = 0;
-        nc->size = size;
-        nc->next = c;
-        v->arena = c = nc;
-    }
-    char *out = c->data + c->used;
-    memcpy(out, s, len + 1);
-    c->used += len + 1;
-    return out;
-}
-
-static int grow(void **arr, size_t *cap, size_t n, size_t elem) {
-    if (n < *cap) return 0;
-    size_t ncap = *cap ? *cap * 2 : 512;
-    void *p = realloc(*arr, ncap * elem);
-    if (!p) return -1;
-    *arr = p;
-    *cap = ncap;
-    return 0;
 }
 
 /* ---- keys ------------------------------------------------------------------------------------- */
@@ -139,18 +99,18 @@ vault_key *vault_keys(const pay_payment *const *ps, size_t n, bool with_merchant
 
 int vault_load_row(vault *v, const vault_row *row) {
     assert(!v->built);
-    if (grow((void **)&v->rows, &v->caprows, v->nrows, sizeof *v->rows) != 0) return -1;
+    if (fs_grow((void **)&v->rows, &v->caprows, v->nrows, sizeof *v->rows, 512) != 0) return -1;
     v->rows[v->nrows] = *row;
-    if (!(v->rows[v->nrows].key = arena_strdup(v, row->key))) return -1;
+    if (!(v->rows[v->nrows].key = arena_strdup(v->keys, row->key))) return -1;
     v->nrows++;
     return 0;
 }
 
 int vault_load_link(vault *v, const vault_link *link) {
     assert(!v->built);
-    if (grow((void **)&v->links, &v->caplinks, v->nlinks, sizeof *v->links) != 0) return -1;
+    if (fs_grow((void **)&v->links, &v->caplinks, v->nlinks, sizeof *v->links, 512) != 0) return -1;
     v->links[v->nlinks] = *link;
-    if (!(v->links[v->nlinks].key = arena_strdup(v, link->key))) return -1;
+    if (!(v->links[v->nlinks].key = arena_strdup(v->keys, link->key))) return -1;
     v->nlinks++;
     return 0;
 }
@@ -160,10 +120,10 @@ int vault_add_payment(vault *v, const pay_payment *p) {
     for (int e = 0; e < RULES_ENT_COUNT; e++) {
         const char *key = rules_vault_key(p, (rules_entity)e);
         if (!key[0]) continue;
-        if (grow((void **)&v->ev, &v->capev, v->nev, sizeof *v->ev) != 0) return -1;
+        if (fs_grow((void **)&v->ev, &v->capev, v->nev, sizeof *v->ev, 512) != 0) return -1;
         vt_event *x = &v->ev[v->nev];
-        *x = (vt_event){(rules_entity)e, arena_strdup(v, key), p->event_time_ms,
-                        arena_strdup(v, p->payment_id)};
+        *x = (vt_event){(rules_entity)e, arena_strdup(v->keys, key), p->event_time_ms,
+                        arena_strdup(v->keys, p->payment_id)};
         if (!x->key || !x->payment_id) return -1;
         v->nev++;
     }
@@ -303,7 +263,7 @@ ptrdiff_t vault_increments(vault *v, const vault_row **out) {
         const vt_event *x = &v->ev[i];
         vault_row *last = n ? &v->inc[n - 1] : NULL;
         if (!last || last->entity != x->entity || strcmp(last->key, x->key) != 0) {
-            if (grow((void **)&v->inc, &v->capinc, n, sizeof *v->inc) != 0) return -1;
+            if (fs_grow((void **)&v->inc, &v->capinc, n, sizeof *v->inc, 512) != 0) return -1;
             last = &v->inc[n++];
             *last = (vault_row){x->entity, x->key, x->time_ms, x->time_ms, 0};
         }

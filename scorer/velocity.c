@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VEL_CHUNK 65536 /* string arena chunk */
+#include "arena.h"
 
 typedef struct vel_event {
     uint32_t entity;
@@ -22,23 +22,17 @@ typedef struct vel_event {
     int64_t amount_minor;
 } vel_event;
 
-typedef struct vel_chunk {
-    struct vel_chunk *next;
-    size_t used, size;
-    char data[];
-} vel_chunk;
-
 struct velocity {
     vel_event *ev;
     size_t n, cap;
     int64_t *prefix; /* prefix[i] = sum of amounts of ev[0..i) after build */
     size_t prefix_cap;
     /* interning: strs[id] -> string in the arena; slots: open addressing, id + 1 (0 = empty) */
-    char **strs;
+    const char **strs;
     size_t nstrs, strs_cap;
     uint32_t *slots;
     size_t nslots;
-    vel_chunk *arena;
+    arena *keys;
     /* distinct-user counting */
     uint32_t *seen;
     size_t seen_cap;
@@ -46,19 +40,18 @@ struct velocity {
     bool built;
 };
 
-velocity *velocity_new(void) { return calloc(1, sizeof(velocity)); }
-
-static void arena_free(vel_chunk *c) {
-    while (c) {
-        vel_chunk *next = c->next;
-        free(c);
-        c = next;
+velocity *velocity_new(void) {
+    velocity *v = calloc(1, sizeof(velocity));
+    if (v && !(v->keys = arena_new())) {
+        free(v);
+        return NULL;
     }
+    return v;
 }
 
 void velocity_destroy(velocity *v) {
     if (!v) return;
-    arena_free(v->arena);
+    arena_destroy(v->keys);
     free(v->ev);
     free(v->prefix);
     free(v->strs);
@@ -69,34 +62,11 @@ void velocity_destroy(velocity *v) {
 
 void velocity_reset(velocity *v) {
     /* Keep the first chunk (the common case fits in it), drop the rest. */
-    if (v->arena) {
-        arena_free(v->arena->next);
-        v->arena->next = NULL;
-        v->arena->used = 0;
-    }
+    arena_reset(v->keys);
     v->n = 0;
     v->nstrs = 0;
     if (v->slots) memset(v->slots, 0, v->nslots * sizeof *v->slots);
     v->built = false;
-}
-
-static char *arena_strdup(velocity *v, const char *s, size_t len) {
-    vel_chunk *c = v->arena;
-    if (!c || c->size - c->used < len + 1) {
-        size_t size = len + 1 > VEL_CHUNK ? len + 1 : VEL_CHUNK;
-        vel_chunk *nc = malloc(sizeof *nc + size);
-        if (!nc) return NULL;
-        nc->used = 0;
-        nc->size = size;
-        nc->next = c;
-        v->arena = nc;
-        c = nc;
-    }
-    char *out = c->data + c->used;
-    memcpy(out, s, len);
-    out[len] = '\0';
-    c->used += len + 1;
-    return out;
 }
 
 static uint64_t hash_str(const char *s, size_t len) { /* FNV-1a */
@@ -136,14 +106,8 @@ static int64_t intern(velocity *v, const char *s) {
     if ((v->nstrs + 1) * 2 > v->nslots && slots_grow(v) != 0) return -1;
     size_t i = slot_find(v, s, len);
     if (v->slots[i]) return v->slots[i] - 1;
-    if (v->nstrs == v->strs_cap) {
-        size_t cap = v->strs_cap ? v->strs_cap * 2 : 1024;
-        char **strs = realloc(v->strs, cap * sizeof *strs);
-        if (!strs) return -1;
-        v->strs = strs;
-        v->strs_cap = cap;
-    }
-    char *copy = arena_strdup(v, s, len);
+    if (fs_grow((void **)&v->strs, &v->strs_cap, v->nstrs, sizeof *v->strs, 1024) != 0) return -1;
+    const char *copy = arena_strndup(v->keys, s, len);
     if (!copy) return -1;
     v->strs[v->nstrs] = copy;
     v->slots[i] = (uint32_t)++v->nstrs;
