@@ -2,7 +2,7 @@
 # SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
 
 APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
-                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang
+                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang gnuplot-nox
 PKGS := rdkafka libevent libevent_openssl jansson libpq libargon2 libcrypto libssl libcurl
 
 ifeq ($(SANITIZE),1)
@@ -32,7 +32,9 @@ ALERTER_LIB := $(filter-out $(BUILD)/alerter/main.o,$(ALERTER_OBJ))
 INGEST_LIB := $(filter-out $(BUILD)/ingest/main.o,$(INGEST_OBJ))
 # tools/: evaluation, training and replay (issue 5); tools/*_main.c are the programs' mains.
 TOOLS_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out %_main.c,$(wildcard tools/*.c)))
-TOOLS_LIBS := -lxgboost -lz
+# scorer/model.c (the fraud model, XGBoost's C API) is linked by the scorer, the tools and the tests.
+MODEL_LIBS := -lxgboost
+TOOLS_LIBS := $(MODEL_LIBS) -lz
 .SECONDARY: $(TOOLS_OBJ)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -40,7 +42,8 @@ BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/
        $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
        $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))
 
-.PHONY: all deps run test unit integration clean fuzz bench-ingest bench-scorer
+.PHONY: all deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e eval \
+        eval-rolling eval-ablation
 all: $(BIN) $(UNIT_BIN)
 
 # Installs the Debian packages the build, `make run` and the tests need (only those missing).
@@ -69,7 +72,7 @@ $(BUILD)/bin/fraudshield-ingest: $(INGEST_OBJ) $(COMMON_OBJ)
 
 $(BUILD)/bin/fraudshield-scorer: $(SCORER_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(MODEL_LIBS)
 
 $(BUILD)/bin/fraudshield-alerter: $(ALERTER_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
@@ -105,6 +108,31 @@ bench-ingest: deps
 bench-scorer: deps
 	$(MAKE) all
 	BUILD=$(BUILD) bash bench/scorer_bench.sh
+
+# The whole pipeline end to end: sustained payments/s, consumer lag, latency at 5,000/s (BENCHMARKS.md).
+bench-e2e: deps
+	$(MAKE) all
+	BUILD=$(BUILD) bash bench/e2e_bench.sh
+
+# Detection quality on the handbook's data through the real pipeline (docs/detection.md section 7):
+# make eval [DATA=file] [TRAIN=FROM:TO] [TEST=FROM:TO] [DELAY=days] [REUSE=1: the last replayed database]
+DATA ?= ../shared/datasets/handbook/dev.csv.gz
+TRAIN ?= 2018-07-25:2018-07-31
+TEST ?= 2018-08-08:2018-08-14
+DELAY ?= 7
+EVAL_ENV = BUILD=$(BUILD) DATA='$(DATA)' TRAIN=$(TRAIN) TEST=$(TEST) DELAY=$(DELAY)
+eval: deps
+	$(MAKE) all
+	$(EVAL_ENV) REUSE=$(or $(REUSE),0) bash scripts/eval.sh
+
+# the rolling protocol and the feature ablation, on the replayed database (replayed first if absent)
+eval-rolling: deps
+	$(MAKE) all
+	$(EVAL_ENV) REUSE=$(or $(REUSE),auto) MODE=rolling bash scripts/eval.sh
+
+eval-ablation: deps
+	$(MAKE) all
+	$(EVAL_ENV) REUSE=$(or $(REUSE),auto) MODE=ablation bash scripts/eval.sh
 
 # deps first, in its own make: pkg-config must see the packages it may have just installed.
 run: deps

@@ -18,6 +18,7 @@
 
 #include "admin.h"
 #include "alerter.h"
+#include "app.h"
 #include "cfg.h"
 #include "db.h"
 #include "dispatch.h"
@@ -136,30 +137,13 @@ static const char SUMMARY[] =
     "properties pass through with -X name=value or KAFKA_NAME=value. Operator commands:\n"
     "`fraudshield-alerter subscriptions|alerts|deliveries ...` (see docs/alerter.md).";
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_stop(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
-static void signals_install(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
 /* Connects (retrying every second until the deadline or a stop), migrates, and mirrors the email
  * configuration into its subscription. */
 static PGconn *db_open(const alerter_opts *o, char *errstr, size_t n) {
     int64_t deadline = fs_mono_us() + o->startup_timeout_ms * 1000;
     PGconn *conn;
     while (!(conn = db_connect(o->database_url, "fraudshield-alerter consume", errstr, n))) {
-        if (stop_requested || fs_mono_us() > deadline) return NULL;
+        if (app_stop_requested || fs_mono_us() > deadline) return NULL;
         log_fields(LOG_WARN, "db_unavailable", json_pack("{s:s}", "error", errstr),
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);
@@ -252,7 +236,7 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     }
     log_msg(LOG_INFO, "started", "alerter %s consuming %s as group %s", o->alerter_id, o->topic,
             o->group_id);
-    rc = alerter_run(a, &stop_requested) == 0 ? 0 : 1;
+    rc = alerter_run(a, &app_stop_requested) == 0 ? 0 : 1;
     errstr[0] = '\0';
 done:
     if (conn) PQfinish(conn);
@@ -315,8 +299,6 @@ done:
 int main(int argc, char **argv) {
     alerter_opts o = {0};
     cfg_props props = {0};
-    char errstr[512];
-    log_level level;
     int rc = 1;
     log_init("alerter", LOG_INFO);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */
@@ -329,21 +311,15 @@ int main(int argc, char **argv) {
         curl_global_cleanup();
         return rc;
     }
-    signals_install();
-    cfg_result r = cfg_parse(alerter_options, &o, &props, argc, argv, "fraudshield-alerter", SUMMARY,
-                             errstr, sizeof errstr);
+    app_signals_install(); /* SIGHUP: nothing to reload (subscriptions refresh from PostgreSQL) */
+    cfg_result r = app_configure("alerter", alerter_options, &o, &props, argc, argv,
+                                 "fraudshield-alerter", SUMMARY);
     if (r == CFG_HELP) {
         if (argc > 1 && strcmp(argv[1], "--help-markdown") != 0) manage_usage(stdout);
         rc = 0;
-    } else if (r == CFG_ERROR) {
-        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
-    } else if (log_level_parse(o.log_level, &level) != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
-    } else if (default_alerter_id(&o) != 0) {
+    } else if (r == CFG_OK && default_alerter_id(&o) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
-    } else {
-        log_init("alerter", level);
-        cfg_log(alerter_options, &o, &props);
+    } else if (r == CFG_OK) {
         rc = run(&o, &props);
     }
     cfg_free(alerter_options, &o, &props);

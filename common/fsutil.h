@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define FS_UUID_STRLEN 36 /* without the terminating NUL */
 
@@ -33,5 +34,11 @@ int64_t fs_mono_us(void);     /* monotonic clock, for durations */
 
 /* Lower-case hex of n bytes; out must hold 2n+1 bytes. */
 void fs_hex(const unsigned char *in, size_t n, char *out);
+
+/* qsort() that accepts (NULL, 0): the C standard leaves qsort(NULL, 0, ...) undefined (UBSan
+ * reports it), and empty arrays are often NULL here. */
+static inline void fs_qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {
+    if (n > 1) qsort(base, n, size, cmp);
+}
 
 #endif

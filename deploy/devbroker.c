@@ -37,6 +37,7 @@ typedef struct devbroker_conf {
     char *topics;
     char *bootstrap_file;
     char *log_level;
+    int64_t commit_errors;
 } devbroker_conf;
 
 /* Not "brokers": FS_BROKERS is every process's bootstrap list, and the tests and `make run` export
@@ -56,6 +57,9 @@ static const cfg_opt devbroker_options[] = {
      "where the bootstrap list is written (atomically; removed on exit)", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 0, 16, offsetof(devbroker_conf, log_level),
      "debug, info, warn or error", false},
+    {"commit-errors", "FS_COMMIT_ERRORS", CFG_INT, "0", 0, 1000,
+     offsetof(devbroker_conf, commit_errors),
+     "fault injection: the first N offset commits fail with REBALANCE_IN_PROGRESS", false},
     {0},
 };
 
@@ -160,6 +164,19 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
             broker_count);
 }
 
+/* The next n OffsetCommit requests (Kafka API key 8) fail with REBALANCE_IN_PROGRESS: what a
+ * consumer meets when a commit races a rebalance (test_scorer_commit_retry). */
+static void inject_commit_errors(rd_kafka_mock_cluster_t *mc, size_t n) {
+    enum { API_OFFSET_COMMIT = 8 };
+    rd_kafka_resp_err_t *errs = n ? calloc(n, sizeof *errs) : NULL;
+    if (!errs) return;
+    for (size_t i = 0; i < n; i++) errs[i] = RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    rd_kafka_mock_push_request_errors_array(mc, API_OFFSET_COMMIT, n, errs);
+    free(errs);
+    log_fields(LOG_WARN, "fault_injected", json_pack("{s:I}", "commit_errors", (json_int_t)n),
+               "the next %zu offset commits will fail (fault injection)", n);
+}
+
 /* Serves until SIGTERM/SIGINT. The mock cluster runs on its own thread; this one only watches flags. */
 static void serve(rd_kafka_mock_cluster_t *mc, int broker_count) {
     const struct timespec tick = {0, 50 * 1000 * 1000};
@@ -218,6 +235,7 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
         goto done;
     }
     if (create_topics(mc, conf, rf, errstr, errstr_size) != 0) goto done;
+    inject_commit_errors(mc, (size_t)conf->commit_errors);
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (write_bootstrap(conf->bootstrap_file, bootstraps, errstr, errstr_size) != 0) goto done;
     printf("%s\n", bootstraps);

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app.h"
 #include "cfg.h"
 #include "ingest.h"
 #include "keys.h"
@@ -426,12 +427,10 @@ static int keys_command(int argc, char **argv) {
 int main(int argc, char **argv) {
     ingest_opts o = {0};
     cfg_props props = {0};
-    char errstr[512];
-    log_level level;
     int rc = 1;
     if (argc >= 2 && strcmp(argv[1], "keys") == 0) return keys_command(argc, argv);
-    log_init("ingest", LOG_INFO);
-    signal(SIGPIPE, SIG_IGN); /* a client that vanished must not kill us on write */
+    signal(SIGPIPE, SIG_IGN); /* a client that vanished must not kill us on write; SIGTERM and
+                               * SIGHUP are the event loop's (run) */
     /* Argon2 allocates its memory on the worker threads: 4 MiB per digest, 19 MiB per API key
      * check. By default glibc raises its mmap threshold to the size of the first such block freed,
      * after which the 19 MiB blocks come from the workers' heaps and stay resident: ~40 MB of RSS
@@ -440,19 +439,10 @@ int main(int argc, char **argv) {
      * each time made every Argon2 run ~35% slower: page faults). */
     mallopt(M_MMAP_THRESHOLD, 8 * 1024 * 1024);
     mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
-    cfg_result r = cfg_parse(ingest_options, &o, &props, argc, argv, "fraudshield-ingest", SUMMARY,
-                             errstr, sizeof errstr);
-    if (r == CFG_HELP) {
-        rc = 0;
-    } else if (r == CFG_ERROR) {
-        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
-    } else if (log_level_parse(o.log_level, &level) != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
-    } else {
-        log_init("ingest", level);
-        cfg_log(ingest_options, &o, &props);
-        rc = run(&o, &props);
-    }
+    cfg_result r = app_configure("ingest", ingest_options, &o, &props, argc, argv,
+                                 "fraudshield-ingest", SUMMARY);
+    if (r == CFG_OK) rc = run(&o, &props);
+    else if (r == CFG_HELP) rc = 0;
     cfg_free(ingest_options, &o, &props);
     return rc;
 }

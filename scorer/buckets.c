@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "fsutil.h"
 
 typedef struct bk_event { /* one payment of the batch, per (entity, width) */
     rules_entity entity;
@@ -170,9 +171,8 @@ static int ev_cmp(const void *a, const void *b) {
 }
 
 int buckets_build(buckets *b) {
-    /* qsort's pointer must not be NULL even for 0 elements (UBSan): empty batches skip it */
-    if (b->nrows) qsort(b->rows, b->nrows, sizeof *b->rows, row_cmp);
-    if (b->nev) qsort(b->ev, b->nev, sizeof *b->ev, ev_cmp);
+    fs_qsort(b->rows, b->nrows, sizeof *b->rows, row_cmp);
+    fs_qsort(b->ev, b->nev, sizeof *b->ev, ev_cmp);
     b->built = true;
     return 0;
 }
@@ -301,7 +301,7 @@ static int range_cmp(const void *a, const void *b) {
 
 static size_t ranges_merge(buckets_range *rg, size_t n) {
     size_t out = 0;
-    qsort(rg, n, sizeof *rg, range_cmp);
+    fs_qsort(rg, n, sizeof *rg, range_cmp);
     for (size_t i = 0; i < n; i++) {
         if (out > 0 && range_cmp(&rg[out - 1], &rg[i]) == 0) {
             if (rg[i].from_ms < rg[out - 1].from_ms) rg[out - 1].from_ms = rg[i].from_ms;

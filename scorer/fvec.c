@@ -7,7 +7,7 @@ void fvec_compute(velocity *v, buckets *b, vault *vt, const rules *r, const pay_
                       rules_features *f) {
     memset(f, 0, sizeof *f);
     f->p = p;
-    f->has_model = false; /* the model hook (issue 5): rules only for now */
+    f->has_model = false; /* the live scorer sets the model's score per batch (scorer_predict) */
     velocity_features(v, r, p, f);
     buckets_features(b, r, p, f);
     vault_features(vt, r, p, f);

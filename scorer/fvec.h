@@ -9,7 +9,8 @@
 #include "vault.h"
 #include "velocity.h"
 
-/* Fills f for p: exact windows, bucket windows, vault, merchant risk, flags; no model (has_model false).
+/* Fills f for p: exact windows, bucket windows, vault, merchant risk, flags; no model score
+ * (has_model false: the scorer adds it per batch, after the features of every payment).
  * The three states must be built. */
 void fvec_compute(velocity *v, buckets *b, vault *vt, const rules *r, const pay_payment *p,
                       rules_features *f);

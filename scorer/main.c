@@ -1,11 +1,13 @@
 /* fraudshield-scorer: configuration, start-up, signals, shutdown. The data path is in scorer.c.
  *
- * Start-up: PostgreSQL (retried until startup-timeout-ms), migrations, the rules file (invalid:
- * exit 1 with the error), Kafka clients, topics, subscription.
+ * Start-up: the rules file and, when model-file is set, the model file (either missing or invalid:
+ * exit 1 with the error naming the file), PostgreSQL (retried until startup-timeout-ms),
+ * migrations, Kafka clients, topics, subscription.
  * Signals (the handlers only set flags; the loop acts between polls and batches):
  *   SIGTERM, SIGINT  stop polling, finish the batch in hand if PostgreSQL is reachable (else
  *                    abandon it uncommitted), leave the group, flush, exit 0
- *   SIGHUP           reload the rules file between batches (invalid: logged, the old rules stay) */
+ *   SIGHUP           reload the rules file and the model file between batches (one that is
+ *                    invalid: logged and counted, its active version stays) */
 #include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "app.h"
 #include "cfg.h"
 #include "fsutil.h"
 #include "kafka.h"
@@ -34,6 +37,7 @@ typedef struct scorer_opts {
     char *dlq_topic;
     char *database_url;
     char *rules_file;
+    char *model_file;
     char *feature_windows;
     char *risk_windows_days;
     int64_t risk_delay_days;
@@ -43,7 +47,6 @@ typedef struct scorer_opts {
     int64_t admin_port;
     int64_t stats_interval_ms;
     char *offline;
-    char *bulk_write;
     int64_t batch_max;
     int64_t batch_max_ms;
     char *scorer_id;
@@ -73,6 +76,11 @@ static const cfg_opt scorer_options[] = {
      "PostgreSQL connection URL", true},
     {"rules-file", "FS_RULES_FILE", CFG_STRING, "schemas/rules/default.json", 1, 4096,
      O(rules_file), "rules file (reloaded on SIGHUP)", false},
+    {"model-file", "FS_MODEL_FILE", CFG_STRING, "", 0, 4096, O(model_file),
+     "model file written by fraudshield-train, scored once per batch and blended into the score "
+     "by the rules' blend.model_weight; missing or invalid: start-up error (reloaded on SIGHUP; "
+     "\"\": rules only)",
+     false},
     {"feature-windows", "FS_FEATURE_WINDOWS", CFG_STRING, "user:1d,7d,30d", 0,
      1024, O(feature_windows),
      "extra event-time windows computed and stored with every decision even when no rule reads "
@@ -96,10 +104,6 @@ static const cfg_opt scorer_options[] = {
     {"offline", "FS_OFFLINE", CFG_STRING, "", 0, 4096, O(offline),
      "compute the features of a file of raw_payments events (one per line) without Kafka or "
      "PostgreSQL, print one JSON line per payment and exit (replay parity)", false},
-    {"bulk-write", "FS_BULK_WRITE", CFG_STRING, "copy", 1, 8, O(bulk_write),
-     "how batches are written: copy (COPY into temporary tables, then INSERT ... ON CONFLICT) or "
-     "json (one jsonb parameter per statement); see BENCHMARKS.md",
-     false},
     {"batch-max", "FS_BATCH_MAX", CFG_INT, "500", 1, 10000, O(batch_max),
      "messages per batch (one PostgreSQL transaction)", false},
     {"batch-max-ms", "FS_BATCH_MAX_MS", CFG_INT, "50", 1, 60000, O(batch_max_ms),
@@ -130,43 +134,17 @@ static const char SUMMARY[] =
     "Start more workers with the same group-id to scale out. librdkafka properties pass through "
     "with -X name=value or KAFKA_NAME=value.";
 
-static volatile sig_atomic_t stop_requested;
-static volatile sig_atomic_t reload_requested;
-
-static void on_stop(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
-static void on_hup(int sig) {
-    (void)sig;
-    reload_requested = 1;
-}
-
-static void signals_install(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = on_hup;
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
 /* Connects (retrying every second until the deadline or a stop) and migrates. */
 static store *store_open(const scorer_opts *o, const char *app, char *errstr, size_t n) {
     store *st = store_new(o->database_url, app);
     if (!st) return snprintf(errstr, n, "out of memory"), NULL;
     int64_t deadline = fs_mono_us() + o->startup_timeout_ms * 1000;
     while (store_connect(st, errstr, n) != 0) {
-        if (stop_requested || fs_mono_us() > deadline) goto failed;
+        if (app_stop_requested || fs_mono_us() > deadline) goto failed;
         log_fields(LOG_WARN, "db_unavailable", json_pack("{s:s}", "error", errstr),
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);
     }
-    store_set_bulk_json(st, strcmp(o->bulk_write, "json") == 0);
     int applied = store_migrate(st, errstr, n);
     if (applied < 0) goto failed;
     log_msg(LOG_INFO, "db_ready", "PostgreSQL connected, %d migration(s) applied", applied);
@@ -202,6 +180,7 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .alerts_topic = o->alerts_topic,
         .dlq_topic = o->dlq_topic,
         .rules_file = o->rules_file,
+        .model_file = o->model_file,
         .feature_windows = o->feature_windows,
         .risk_windows_days = o->risk_windows_days,
         .risk_delay_days = (int)o->risk_delay_days,
@@ -253,6 +232,14 @@ static int run_offline(const scorer_opts *o, const cfg_props *props) {
     return rc;
 }
 
+/* The configured model, or NULL with "model-file: <path>: <why>" in errstr. */
+static model *model_open(const scorer_config *cfg, char *errstr, size_t n) {
+    char why[768];
+    model *m = scorer_model_load(cfg, why, sizeof why);
+    if (!m) snprintf(errstr, n, "model-file: %s", why);
+    return m;
+}
+
 /* Start-up, then the loop until a signal. Returns the exit status. */
 static int run(const scorer_opts *o, const cfg_props *props) {
     char errstr[1024], app[160];
@@ -262,20 +249,23 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     admin *a = NULL;
     scorer_config cfg = scorer_config_from(o, props);
     snprintf(app, sizeof app, "fraudshield-scorer %s", o->scorer_id);
+    model *mdl = NULL;
     rules *r = scorer_rules_load(&cfg, errstr, sizeof errstr);
     if (!r) goto failed;
     log_msg(LOG_INFO, "rules_loaded", "rules %s from %s", rules_version(r), o->rules_file);
+    if (o->model_file[0] && !(mdl = model_open(&cfg, errstr, sizeof errstr))) goto failed;
     a = admin_open(o, &m, &cfg.ready, errstr, sizeof errstr);
     if (!m || (!a && o->admin_port >= 0)) goto failed;
     cfg.metrics = m;
     store *st = store_open(o, app, errstr, sizeof errstr);
     if (!st) goto failed;
-    s = scorer_new(&cfg, st, r, errstr, sizeof errstr); /* owns st and r now, also on failure */
+    s = scorer_new(&cfg, st, r, mdl, errstr, sizeof errstr); /* owns st, r, mdl now, also on failure */
     r = NULL;
+    mdl = NULL;
     if (!s) goto failed;
     log_msg(LOG_INFO, "started", "scorer %s consuming %s as group %s", o->scorer_id, o->topic,
             o->group_id);
-    rc = scorer_run(s, &stop_requested, &reload_requested) == 0 ? 0 : 1;
+    rc = scorer_run(s, &app_stop_requested, &app_reload_requested) == 0 ? 0 : 1;
     log_stats(s);
     scorer_destroy(s);
     admin_destroy(a); /* before the registry it reads */
@@ -284,6 +274,7 @@ static int run(const scorer_opts *o, const cfg_props *props) {
 failed:
     log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
     rules_destroy(r);
+    model_destroy(mdl);
     admin_destroy(a);
     metrics_destroy(m);
     return rc;
@@ -304,26 +295,15 @@ static int default_scorer_id(scorer_opts *o) {
 int main(int argc, char **argv) {
     scorer_opts o = {0};
     cfg_props props = {0};
-    char errstr[512];
-    log_level level;
     int rc = 1;
-    log_init("scorer", LOG_INFO);
-    signals_install();
-    cfg_result r = cfg_parse(scorer_options, &o, &props, argc, argv, "fraudshield-scorer", SUMMARY,
-                             errstr, sizeof errstr);
+    app_signals_install();
+    cfg_result r = app_configure("scorer", scorer_options, &o, &props, argc, argv,
+                                 "fraudshield-scorer", SUMMARY);
     if (r == CFG_HELP) {
         rc = 0;
-    } else if (r == CFG_ERROR) {
-        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
-    } else if (log_level_parse(o.log_level, &level) != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
-    } else if (strcmp(o.bulk_write, "copy") != 0 && strcmp(o.bulk_write, "json") != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "bulk-write: must be copy or json");
-    } else if (default_scorer_id(&o) != 0) {
+    } else if (r == CFG_OK && default_scorer_id(&o) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
-    } else {
-        log_init("scorer", level);
-        cfg_log(scorer_options, &o, &props);
+    } else if (r == CFG_OK) {
         rc = o.offline[0] ? run_offline(&o, &props) : run(&o, &props);
     }
     cfg_free(scorer_options, &o, &props);

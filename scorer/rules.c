@@ -768,6 +768,8 @@ void rules_destroy(rules *r) { free(r); }
 
 const char *rules_version(const rules *r) { return r->version; }
 
+int rules_model_weight(const rules *r) { return r->model_weight; }
+
 size_t rules_window_count(const rules *r) { return r->nwindows; }
 
 const rules_window *rules_window_at(const rules *r, size_t i) {
@@ -1030,80 +1032,161 @@ static void tw_real(tw *w, const char *key, double v) {
     tw_raw(w, buf, (size_t)n);
 }
 
-/* Window features: "<entity>_count_<secs>s", "_sum_minor_", "_distinct_users_" (user:
- * "_distinct_cards_"); delayed windows "<entity>_count_<secs>s_delay_<secs>s"; for user windows
- * "user_amount_ratio_<secs>s" (amount / average of the earlier payments, when there are any). */
-static void write_windows(tw *w, const rules *r, const rules_features *f) {
-    char key[96];
+/* The evidence object, key by key. Every key the features of a rule set can have is a slot: a kind
+ * and an index (window, vault entity, risk pair, country field). The same slots write the evidence
+ * (rules_features_text) and answer single-key reads (rules_feature_find/get, the model's columns),
+ * so a key cannot mean one thing in decisions.features and another thing in a model row.
+ *
+ * Window keys: "<entity>_count_<secs>s", "_sum_minor_", "_distinct_users_" (user:
+ * "_distinct_cards_"); delayed windows "<entity>_count_<secs>s_delay_<secs>s" only; for user
+ * windows "user_amount_ratio_<secs>s" (amount / average of the earlier payments, when there are
+ * any). Vault keys per entity present; merchant risk per (window, delay) pair. */
+typedef enum fkind {
+    FK_NONE = 0,
+    FK_AMOUNT, FK_CURRENCY, FK_COUNTRY, FK_WEEKEND, FK_NIGHT,          /* the payment */
+    FK_COUNT, FK_SUM, FK_DISTINCT, FK_RATIO,                           /* index: window */
+    FK_VAULT_SEEN, FK_VAULT_FRAUD, FK_VAULT_CHARGEBACKS, FK_VAULT_AGE, /* index: entity */
+    FK_RISK_FRAUDS, FK_RISK,                                           /* index: risk pair */
+    FK_MODEL,
+    FK_END
+} fkind;
+
+typedef struct fslot {
+    uint8_t kind;  /* fkind */
+    uint8_t index; /* < RULES_MAX_FEATURE_WINDOWS */
+} fslot;
+
+#define FSLOTS_MAX (2 + CF_COUNT + 2 + 4 * RULES_MAX_FEATURE_WINDOWS + 4 * RULES_ENT_COUNT + \
+                    2 * RULES_MAX_RISK + 1)
+#define FREF(kind, index) ((int)(kind) << 8 | (int)(index)) /* a slot as a public reference */
+
+/* r's slots in the order the evidence is written. */
+static size_t feature_slots(const rules *r, fslot *out) {
+    size_t n = 0;
+    out[n++] = (fslot){FK_AMOUNT, 0};
+    out[n++] = (fslot){FK_CURRENCY, 0};
+    for (int c = CF_COUNTRY; c < CF_COUNT; c++) out[n++] = (fslot){FK_COUNTRY, (uint8_t)c};
+    out[n++] = (fslot){FK_WEEKEND, 0};
+    out[n++] = (fslot){FK_NIGHT, 0};
     for (size_t i = 0; i < r->nwindows; i++) {
-        const rules_window *win = &r->window[i];
-        const char *ent = rules_entity_name(win->entity);
-        long long secs = (long long)(win->window_ms / 1000);
-        if (win->offset_ms) {
-            snprintf(key, sizeof key, "%s_count_%llds_delay_%llds", ent, secs,
-                     (long long)(win->offset_ms / 1000));
-            tw_int(w, key, f->count[i]);
-            continue;
-        }
-        snprintf(key, sizeof key, "%s_count_%llds", ent, secs);
-        tw_int(w, key, f->count[i]);
-        snprintf(key, sizeof key, "%s_sum_minor_%llds", ent, secs);
-        tw_int(w, key, f->sum_minor[i]);
-        snprintf(key, sizeof key, "%s_distinct_%s_%llds", ent,
-                 win->entity == RULES_ENT_USER ? "cards" : "users", secs);
-        tw_int(w, key, f->distinct_users[i]);
-        int64_t hn = f->count[i] - 1, hs = f->sum_minor[i] - f->p->amount_minor;
-        if (win->entity != RULES_ENT_USER || hn <= 0 || hs <= 0) continue;
-        snprintf(key, sizeof key, "user_amount_ratio_%llds", secs);
-        tw_real(w, key, (double)f->p->amount_minor * (double)hn / (double)hs);
+        out[n++] = (fslot){FK_COUNT, (uint8_t)i};
+        if (r->window[i].offset_ms) continue;
+        out[n++] = (fslot){FK_SUM, (uint8_t)i};
+        out[n++] = (fslot){FK_DISTINCT, (uint8_t)i};
+        if (r->window[i].entity == RULES_ENT_USER) out[n++] = (fslot){FK_RATIO, (uint8_t)i};
     }
-}
-
-static void write_vault(tw *w, const rules_features *f) {
-    char key[64];
-    for (int e = 0; e < RULES_ENT_COUNT; e++) {
-        const rules_vault_info *v = &f->vault[e];
-        const char *ent = rules_entity_name((rules_entity)e);
-        if (!v->present) continue;
-        snprintf(key, sizeof key, "vault_%s_seen", ent);
-        tw_int(w, key, v->times_seen);
-        snprintf(key, sizeof key, "vault_%s_fraud", ent);
-        tw_int(w, key, v->fraud);
-        snprintf(key, sizeof key, "vault_%s_chargebacks", ent);
-        tw_int(w, key, v->chargebacks);
-        if (!v->times_seen) continue;
-        snprintf(key, sizeof key, "vault_%s_age_s", ent);
-        tw_int(w, key, (f->p->event_time_ms - v->first_seen_ms) / 1000);
-    }
-}
-
-static void write_risk(tw *w, const rules *r, const rules_features *f) {
-    char key[64];
+    for (int e = 0; e < RULES_ENT_COUNT; e++)
+        for (int k = FK_VAULT_SEEN; k <= FK_VAULT_AGE; k++) out[n++] = (fslot){(uint8_t)k, (uint8_t)e};
     for (size_t i = 0; i < r->nrisk; i++) {
-        const rules_risk *k = &r->risk[i];
-        int64_t n = f->count[k->window_index];
-        snprintf(key, sizeof key, "merchant_frauds_%dd_delay_%dd", k->window_days, k->delay_days);
-        tw_int(w, key, f->risk_frauds[i]);
-        snprintf(key, sizeof key, "merchant_risk_%dd_delay_%dd", k->window_days, k->delay_days);
-        tw_real(w, key, n > 0 ? (double)f->risk_frauds[i] / (double)n : 0.0);
+        out[n++] = (fslot){FK_RISK_FRAUDS, (uint8_t)i};
+        out[n++] = (fslot){FK_RISK, (uint8_t)i};
     }
+    out[n++] = (fslot){FK_MODEL, 0};
+    assert(n <= FSLOTS_MAX);
+    return n;
+}
+
+/* The key of a slot: a static name, or written into buf. */
+static const char *slot_key(const rules *r, fslot s, char *buf, size_t size) {
+    const rules_window *win = s.kind >= FK_COUNT && s.kind <= FK_RATIO ? &r->window[s.index] : NULL;
+    const rules_risk *k = s.kind == FK_RISK_FRAUDS || s.kind == FK_RISK ? &r->risk[s.index] : NULL;
+    const char *ent = rules_entity_name(win ? win->entity : (rules_entity)s.index);
+    long long secs = win ? (long long)(win->window_ms / 1000) : 0;
+    switch ((fkind)s.kind) {
+    case FK_AMOUNT: return "amount_minor";
+    case FK_CURRENCY: return "currency";
+    case FK_COUNTRY: return FIELD_NAMES[s.index];
+    case FK_WEEKEND: return "weekend";
+    case FK_NIGHT: return "night";
+    case FK_MODEL: return "model_score";
+    case FK_COUNT:
+        if (!win->offset_ms) snprintf(buf, size, "%s_count_%llds", ent, secs);
+        else snprintf(buf, size, "%s_count_%llds_delay_%llds", ent, secs, (long long)(win->offset_ms / 1000));
+        return buf;
+    case FK_SUM: snprintf(buf, size, "%s_sum_minor_%llds", ent, secs); return buf;
+    case FK_DISTINCT:
+        snprintf(buf, size, "%s_distinct_%s_%llds", ent,
+                 win->entity == RULES_ENT_USER ? "cards" : "users", secs);
+        return buf;
+    case FK_RATIO: snprintf(buf, size, "user_amount_ratio_%llds", secs); return buf;
+    case FK_VAULT_SEEN: snprintf(buf, size, "vault_%s_seen", ent); return buf;
+    case FK_VAULT_FRAUD: snprintf(buf, size, "vault_%s_fraud", ent); return buf;
+    case FK_VAULT_CHARGEBACKS: snprintf(buf, size, "vault_%s_chargebacks", ent); return buf;
+    case FK_VAULT_AGE: snprintf(buf, size, "vault_%s_age_s", ent); return buf;
+    case FK_RISK_FRAUDS:
+        snprintf(buf, size, "merchant_frauds_%dd_delay_%dd", k->window_days, k->delay_days);
+        return buf;
+    case FK_RISK:
+        snprintf(buf, size, "merchant_risk_%dd_delay_%dd", k->window_days, k->delay_days);
+        return buf;
+    default: return "";
+    }
+}
+
+/* A vault slot's value: absent without the identifier (and the age without an earlier payment). */
+static rules_value vault_value(fslot s, const rules_features *f, int64_t *iv) {
+    const rules_vault_info *v = &f->vault[s.index];
+    if (!v->present || (s.kind == FK_VAULT_AGE && !v->times_seen)) return RULES_VALUE_ABSENT;
+    *iv = s.kind == FK_VAULT_SEEN    ? v->times_seen
+          : s.kind == FK_VAULT_FRAUD ? v->fraud
+          : s.kind == FK_VAULT_CHARGEBACKS ? v->chargebacks
+                                           : (f->p->event_time_ms - v->first_seen_ms) / 1000;
+    return RULES_VALUE_INT;
+}
+
+/* A numeric slot's value for f (the string slots are absent here). */
+static rules_value slot_value(const rules *r, fslot s, const rules_features *f, int64_t *iv,
+                              double *dv) {
+    size_t i = s.index;
+    int64_t hn, hs, n;
+    switch ((fkind)s.kind) {
+    case FK_AMOUNT: *iv = f->p->amount_minor; return RULES_VALUE_INT;
+    case FK_WEEKEND: *iv = f->weekend; return RULES_VALUE_INT;
+    case FK_NIGHT: *iv = f->night; return RULES_VALUE_INT;
+    case FK_COUNT: *iv = f->count[i]; return RULES_VALUE_INT;
+    case FK_SUM: *iv = f->sum_minor[i]; return RULES_VALUE_INT;
+    case FK_DISTINCT: *iv = f->distinct_users[i]; return RULES_VALUE_INT;
+    case FK_RATIO: /* the earlier payments of the window: all but this one */
+        hn = f->count[i] - 1, hs = f->sum_minor[i] - f->p->amount_minor;
+        if (hn <= 0 || hs <= 0) return RULES_VALUE_ABSENT;
+        *dv = (double)f->p->amount_minor * (double)hn / (double)hs;
+        return RULES_VALUE_REAL;
+    case FK_VAULT_SEEN: case FK_VAULT_FRAUD: case FK_VAULT_CHARGEBACKS: case FK_VAULT_AGE:
+        return vault_value(s, f, iv);
+    case FK_RISK_FRAUDS: *iv = f->risk_frauds[i]; return RULES_VALUE_INT;
+    case FK_RISK:
+        n = f->count[r->risk[i].window_index];
+        *dv = n > 0 ? (double)f->risk_frauds[i] / (double)n : 0.0;
+        return RULES_VALUE_REAL;
+    case FK_MODEL:
+        if (!f->has_model) return RULES_VALUE_ABSENT;
+        *dv = f->model_score;
+        return RULES_VALUE_REAL;
+    default: return RULES_VALUE_ABSENT;
+    }
+}
+
+static void write_slot(tw *w, const rules *r, fslot s, const rules_features *f) {
+    char buf[96];
+    int64_t iv = 0;
+    double dv = 0;
+    if (s.kind == FK_CURRENCY || s.kind == FK_COUNTRY) {
+        const char *v = s.kind == FK_CURRENCY ? f->p->currency : country_of(f->p, (country_field)s.index);
+        if (v[0] || s.kind == FK_CURRENCY) tw_str(w, slot_key(r, s, buf, sizeof buf), v);
+        return;
+    }
+    rules_value t = slot_value(r, s, f, &iv, &dv);
+    if (t == RULES_VALUE_INT) tw_int(w, slot_key(r, s, buf, sizeof buf), iv);
+    else if (t == RULES_VALUE_REAL) tw_real(w, slot_key(r, s, buf, sizeof buf), dv);
 }
 
 /* Keys in a fixed order, so the same inputs always give the same bytes (replay parity). */
 char *rules_features_text(const rules *r, const rules_features *f, size_t *len) {
-    const pay_payment *p = f->p;
+    fslot slots[FSLOTS_MAX];
+    size_t n = feature_slots(r, slots);
     tw w = {0};
     tw_raw(&w, "{", 1);
-    tw_int(&w, "amount_minor", p->amount_minor);
-    tw_str(&w, "currency", p->currency);
-    for (country_field c = CF_COUNTRY; c < CF_COUNT; c++)
-        if (country_of(p, c)[0]) tw_str(&w, FIELD_NAMES[c], country_of(p, c));
-    tw_int(&w, "weekend", f->weekend);
-    tw_int(&w, "night", f->night);
-    write_windows(&w, r, f);
-    write_vault(&w, f);
-    write_risk(&w, r, f);
-    if (f->has_model) tw_real(&w, "model_score", f->model_score);
+    for (size_t i = 0; i < n; i++) write_slot(&w, r, slots[i], f);
     tw_raw(&w, "}", 1);
     if (w.oom) {
         free(w.p);
@@ -1118,6 +1201,31 @@ json_t *rules_features_json(const rules *r, const rules_features *f) {
     json_t *o = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
     return o;
+}
+
+/* The last numeric slot with that key: a JSON parser keeps the last of duplicate keys (none are
+ * expected, but the evidence and the reference must agree even then). */
+int rules_feature_find(const rules *r, const char *name) {
+    fslot slots[FSLOTS_MAX];
+    char buf[96];
+    size_t n = feature_slots(r, slots);
+    int found = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (slots[i].kind == FK_CURRENCY || slots[i].kind == FK_COUNTRY) continue;
+        if (strcmp(slot_key(r, slots[i], buf, sizeof buf), name) == 0)
+            found = FREF(slots[i].kind, slots[i].index);
+    }
+    return found;
+}
+
+rules_value rules_feature_get(const rules *r, int ref, const rules_features *f, int64_t *iv,
+                              double *dv) {
+    fslot s = {(uint8_t)(ref >> 8), (uint8_t)(ref & 0xff)};
+    if (ref < 0 || s.kind <= FK_NONE || s.kind >= FK_END) return RULES_VALUE_ABSENT;
+    /* a reference is only ever made by rules_feature_find on this same set */
+    assert((s.kind < FK_COUNT || s.kind > FK_RATIO || s.index < r->nwindows) &&
+           (s.kind < FK_RISK_FRAUDS || s.kind > FK_RISK || s.index < r->nrisk));
+    return slot_value(r, s, f, iv, dv);
 }
 
 /* ---- extra feature windows, accessors ---------------------------------------------------------- */

@@ -118,6 +118,9 @@ void rules_destroy(rules *r); /* accepts NULL */
 /* "<version>+<first 12 hex of sha256 of the file>" */
 const char *rules_version(const rules *r);
 
+/* blend.model_weight: the points a model probability of 1.0 adds (0: the model changes nothing). */
+int rules_model_weight(const rules *r);
+
 /* Windows: those of the rules first (in file order), then the extra ones added below. */
 size_t rules_window_count(const rules *r);
 const rules_window *rules_window_at(const rules *r, size_t i);
@@ -168,5 +171,23 @@ json_t *rules_features_json(const rules *r, const rules_features *f);
 /* The same as compact JSON text (malloc'd, caller frees; length in *len when not NULL), written
  * directly: the scorer's hot path. NULL when out of memory. */
 char *rules_features_text(const rules *r, const rules_features *f, size_t *len);
+
+/* Single numeric keys of that object, for readers of a few named features (the model's columns,
+ * scorer/modelrow.h): the same code writes the object and answers these, so a value read here is
+ * the value the object holds. */
+typedef enum rules_value {
+    RULES_VALUE_ABSENT = 0, /* the object has no such key for this payment */
+    RULES_VALUE_INT,        /* an integer (counts, sums, flags, ages) */
+    RULES_VALUE_REAL,       /* a real (ratios, model_score) */
+} rules_value;
+
+/* A reference to the numeric key name of r's feature object (valid for r only), or -1 when r's
+ * features never have a numeric key of that name (string keys such as "currency" included). */
+int rules_feature_find(const rules *r, const char *name);
+
+/* The value of a found key for f: *iv (INT) or *dv (REAL), or ABSENT (no such identifier, no
+ * earlier payment, no model score...). Pure. */
+rules_value rules_feature_get(const rules *r, int ref, const rules_features *f, int64_t *iv,
+                              double *dv);
 
 #endif

@@ -15,6 +15,7 @@
 #include "fsutil.h"
 #include "kafka.h"
 #include "log.h"
+#include "modelrow.h"
 #include "pay.h"
 
 #define BACKOFF_MIN_MS 100
@@ -54,6 +55,7 @@ typedef struct scorer_row {
     bool late;               /* older than the features' retention when decided */
     bool out_of_order;       /* older than the newest event time this worker persisted */
     int8_t out_processed, out_alert;
+    int64_t features_us;     /* computing its features (part of its scoring latency) */
     size_t nvev;             /* its velocity events (new payments only) */
     velocity_event vev[RULES_ENT_COUNT];
     char vkeys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
@@ -65,7 +67,8 @@ typedef struct scorer_metrics {
     metric *messages, *payments, *decisions, *rule_hits, *dead_letters, *batch_size,
         *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
-        *outcomes, *outcomes_pending, *reloads, *ready, *pruned;
+        *outcomes, *outcomes_pending, *reloads, *ready, *pruned, *model_seconds, *model_reloads,
+        *model_failures, *model_info;
 } scorer_metrics;
 
 struct scorer {
@@ -74,6 +77,8 @@ struct scorer {
     rd_kafka_t *producer;
     store *st;
     rules *rules;
+    model *model;             /* NULL: rules only */
+    modelrow *mrow;           /* the model's columns bound to the rules' features (with model) */
     velocity *vel;
     buckets *bk;
     vault *vt;
@@ -96,10 +101,15 @@ struct scorer {
     store_row **flagged;     /* scratch: decided review/block */
     const pay_payment **ps;  /* scratch: the undecided rows' payments */
     velocity_event *vevents; /* scratch: velocity events to insert */
+    rules_features *feat;    /* scratch: the features of the undecided rows, in their order */
+    float *xrows;            /* scratch: the model's input matrix (xcap floats), row-major */
+    size_t xcap;
+    float *xout;             /* scratch: the model's probabilities, one per undecided row */
     int *dedup;              /* open addressing over rows by payment_id: row + 1, 0 = empty */
     size_t ndedup;
     bool in_batch;           /* re-entrancy guard (the revoke callback finishes batches too) */
     bool abandoned;          /* a batch was dropped unpersisted: consume no further */
+    bool commit_pending;     /* stored offsets whose commit failed: retried until it succeeds */
     bool fatal;
     int64_t watermark_ms;    /* largest event time this worker persisted */
     int batches_since_prune;
@@ -118,8 +128,9 @@ static void scorer_commit_batch(scorer *s);
 static void scorer_clear_batch(scorer *s);
 static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
 static void scorer_maybe_prune(scorer *s);
-static void scorer_reload_rules(scorer *s);
+static void scorer_reload(scorer *s);
 static void scorer_close(scorer *s);
+static void scorer_commit_stored(scorer *s);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -161,8 +172,9 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
     while (!*stop && !s->abandoned && !s->fatal) {
         if (*reload) {
             *reload = 0;
-            scorer_reload_rules(s);
+            scorer_reload(s);
         }
+        if (s->commit_pending) scorer_commit_stored(s);
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
@@ -422,30 +434,89 @@ static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz) {
 
 /* ---- the decision ----------------------------------------------------------------------------- */
 
-/* Scores one payment from the batch's feature state: features, rules, reasons; alert id when
- * flagged. */
-static void scorer_decide_row(scorer *s, scorer_row *r) {
+/* The scorer_row a store_row belongs to (store_row is embedded as scorer_row.sr). */
+static scorer_row *row_of(store_row *sr) {
+    return (scorer_row *)(void *)((char *)sr - offsetof(scorer_row, sr));
+}
+
+/* Decides one payment from its features (the model's score in them when it scored the batch):
+ * rules and blend, reasons, evidence, versions; alert id when flagged. model_us: its share of the
+ * batch's prediction, counted in its scoring latency with its features. */
+static void scorer_decide_row(scorer *s, scorer_row *r, const rules_features *f, int64_t model_us) {
     int64_t t0 = fs_mono_us();
-    rules_features f;
     rules_result res;
-    fvec_compute(s->vel, s->bk, s->vt, s->rules, &r->p, &f);
-    rules_eval(s->rules, &f, &res);
+    rules_eval(s->rules, f, &res);
     store_decision *d = &r->sr.dec;
     snprintf(d->decision, sizeof d->decision, "%s", res.decision);
     d->score = res.score;
     d->reasons = rules_reasons_json(&res);
-    d->features_text = rules_features_text(s->rules, &f, NULL);
+    d->features_text = rules_features_text(s->rules, f, NULL); /* model_score included */
     snprintf(d->rules_version, sizeof d->rules_version, "%s", rules_version(s->rules));
-    d->model_version[0] = '\0';
+    snprintf(d->model_version, sizeof d->model_version, "%s",
+             f->has_model ? model_version(s->model) : ""); /* "": NULL in decisions */
     d->decided_at_ms = fs_now_ms();
-    d->scoring_latency_us = fs_mono_us() - t0;
+    d->scoring_latency_us = r->features_us + model_us + (fs_mono_us() - t0);
     r->sr.has_decision = true;
     if (strcmp(d->decision, "allow") != 0) store_alert_id(r->p.payment_id, r->sr.alert_id);
 }
 
-/* The scorer_row a store_row belongs to (store_row is embedded as scorer_row.sr). */
-static scorer_row *row_of(store_row *sr) {
-    return (scorer_row *)(void *)((char *)sr - offsetof(scorer_row, sr));
+/* (a) The features of every row to decide, from the batch's feature state, into s->feat. */
+static void scorer_features(scorer *s, store_row **todo, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        scorer_row *r = row_of(todo[i]);
+        int64_t t0 = fs_mono_us();
+        fvec_compute(s->vel, s->bk, s->vt, s->rules, &r->p, &s->feat[i]);
+        r->features_us = fs_mono_us() - t0;
+    }
+}
+
+/* Room for the model's input matrix of the batch. */
+static int scorer_grow_rows(scorer *s, size_t need) {
+    if (need <= s->xcap) return 0;
+    float *x = realloc(s->xrows, need * sizeof *x);
+    if (!x) return -1;
+    s->xrows = x;
+    s->xcap = need;
+    return 0;
+}
+
+static void scorer_predict_failed(scorer *s, size_t n, const char *err) {
+    s->stats.model_failures++;
+    metric_add(s->m.model_failures, NULL, 1);
+    log_fields(LOG_ERROR, "model_predict_failed",
+               json_pack("{s:s, s:s, s:I}", "model", model_version(s->model), "error", err,
+                         "payments", (json_int_t)n),
+               "the model could not score the batch: it is decided by the rules alone");
+}
+
+/* (b, c) One row per payment in the model's column order, straight from its features, then ONE
+ * prediction for the whole batch (a call costs far more than a row), whose probabilities go into
+ * the features. Without a model nothing changes; when the prediction fails (logged, counted) the
+ * batch is decided by the rules alone and recorded without a model version. Returns the
+ * prediction time per payment (us). */
+static int64_t scorer_predict(scorer *s, size_t n) {
+    char err[256] = "out of memory";
+    if (!s->model || n == 0) return 0;
+    size_t nc = modelrow_ncols(s->mrow);
+    int64_t t0 = fs_mono_us();
+    if (scorer_grow_rows(s, n * nc) != 0) goto failed;
+    for (size_t i = 0; i < n; i++) modelrow_fill(s->mrow, &s->feat[i], s->xrows + i * nc);
+    if (model_predict(s->model, s->xrows, n, nc, s->xout, err, sizeof err) != 0) goto failed;
+    for (size_t i = 0; i < n; i++) {
+        if (s->xout[i] >= 0 && s->xout[i] <= 1) continue; /* NAN included: never blended */
+        snprintf(err, sizeof err, "probability %g out of [0, 1]", (double)s->xout[i]);
+        goto failed;
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->feat[i].has_model = true;
+        s->feat[i].model_score = s->xout[i];
+    }
+    int64_t us = fs_mono_us() - t0;
+    metric_observe(s->m.model_seconds, NULL, (double)us / 1e6);
+    return us / (int64_t)n;
+failed:
+    scorer_predict_failed(s, n, err);
+    return 0;
 }
 
 /* Earliest event time of the payments, for the merchant links' horizon. */
@@ -521,8 +592,10 @@ static store_rc scorer_write_state(scorer *s, size_t nev, char *err, size_t esz)
 }
 
 /* Decides every row without a stored decision (the new ones) and writes decisions, alerts and
- * feature increments. (A payment stored without a decision cannot happen - both are written in
- * one transaction - but if it did, it is decided now rather than sent on without one.) */
+ * feature increments. In phases over the batch: (a) every row's features, (b, c) one prediction of
+ * the model for all of them, (d) rules and blend per row. (A payment stored without a decision
+ * cannot happen - both are written in one transaction - but if it did, it is decided now rather
+ * than sent on without one.) */
 static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz) {
     store_row **todo = s->undecided, **flagged = s->flagged;
     size_t ntodo = 0, nflagged = 0, nev = 0;
@@ -533,9 +606,11 @@ static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, 
     store_rc rc = scorer_feature_state(s, todo, ntodo, &nev, err, esz);
     if (rc != STORE_OK) return rc;
     int64_t late_cutoff = scorer_late_cutoff(s);
+    scorer_features(s, todo, ntodo);
+    int64_t model_us = scorer_predict(s, ntodo);
     for (size_t i = 0; i < ntodo; i++) {
         scorer_row *r = row_of(todo[i]);
-        scorer_decide_row(s, r);
+        scorer_decide_row(s, r, &s->feat[i], model_us);
         if (r->sr.alert_id[0]) flagged[nflagged++] = todo[i];
         r->late = r->p.event_time_ms < late_cutoff;
         r->out_of_order = r->p.event_time_ms < s->watermark_ms;
@@ -756,21 +831,33 @@ static void scorer_commit_batch(scorer *s) {
     if (err)
         log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
                    "could not store offsets (partition revoked?)");
-    err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    scorer_commit_stored(s);
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+/* Commits every stored offset (synchronously). A failed commit (a rebalance in progress, the
+ * coordinator moving) is retried from the loop, in the revoke callback and at close, so that
+ * persisted work is not redone by the partition's next owner. Offsets of partitions this member
+ * lost are dropped by librdkafka: the retry then finds nothing to commit and stops. */
+static void scorer_commit_stored(scorer *s) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
+    bool failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
+    if (failed) {
         s->stats.commit_failures++;
         metric_add(s->m.commit_failures, NULL, 1);
-        log_fields(LOG_WARN, "commit_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
-                   "offset commit failed: the batch will be consumed again and absorbed");
+        if (!s->commit_pending)
+            log_fields(LOG_WARN, "commit_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
+                       "offset commit failed: retried (if this member loses the partitions "
+                       "first, their next owner consumes the batch again and absorbs it)");
+    } else if (s->commit_pending) {
+        log_fields(LOG_INFO, "commit_retried", json_pack("{s:s}", "result", err ? "nothing to commit"
+                                                                                : "committed"),
+                   "stored offsets %s after a failed commit", err ? "dropped (partitions lost)"
+                                                                   : "committed");
     } else if (log_enabled(LOG_DEBUG)) {
-        json_t *parts = json_array();
-        for (int i = 0; i < offs->cnt; i++)
-            json_array_append_new(parts, json_pack("{s:s, s:i, s:I}", "topic", offs->elems[i].topic,
-                                                   "partition", (int)offs->elems[i].partition,
-                                                   "offset", (json_int_t)offs->elems[i].offset));
-        log_fields(LOG_DEBUG, "committed", json_pack("{s:o}", "offsets", parts), "offsets committed");
+        log_msg(LOG_DEBUG, "committed", "offsets committed");
     }
-    rd_kafka_topic_partition_list_destroy(offs);
+    s->commit_pending = failed;
 }
 
 static void scorer_clear_batch(scorer *s) {
@@ -961,7 +1048,12 @@ rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_s
     return r;
 }
 
-static void scorer_reload_rules(scorer *s) {
+model *scorer_model_load(const scorer_config *cfg, char *errstr, size_t errstr_size) {
+    return model_load(cfg->model_file, SCORER_MODEL_THREADS, errstr, errstr_size);
+}
+
+/* The rules file again: the new set, or NULL (logged, counted) when it does not load. */
+static rules *scorer_reload_rules(scorer *s) {
     char err[512];
     rules *r = scorer_rules_load(&s->cfg, err, sizeof err);
     if (!r) {
@@ -971,16 +1063,98 @@ static void scorer_reload_rules(scorer *s) {
                    json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "error", err, "active",
                              rules_version(s->rules)),
                    "the new rules file is invalid; the active rules stay");
-        return;
+        return NULL;
     }
     log_fields(LOG_INFO, "rules_reloaded",
                json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "previous",
                          rules_version(s->rules), "version", rules_version(r)),
                "rules reloaded");
-    rules_destroy(s->rules); /* between batches: nothing points into the old set any more */
-    s->rules = r;
     s->stats.rules_reloads++;
     metric_add(s->m.reloads, "ok", 1);
+    return r;
+}
+
+/* The model file again: the new model, or NULL (logged, counted) when it does not load. */
+static model *scorer_reload_model(scorer *s) {
+    char err[512];
+    const char *active = s->model ? model_version(s->model) : NULL;
+    model *m = scorer_model_load(&s->cfg, err, sizeof err);
+    if (!m) {
+        s->stats.model_reload_failures++;
+        metric_add(s->m.model_reloads, "failed", 1);
+        log_fields(LOG_ERROR, "model_reload_failed",
+                   json_pack("{s:s, s:s, s:s?}", "file", s->cfg.model_file, "error", err,
+                             "active", active),
+                   "the new model file is invalid; the active model stays");
+        return NULL;
+    }
+    log_fields(LOG_INFO, "model_reloaded",
+               json_pack("{s:s, s:s?, s:s}", "file", s->cfg.model_file, "previous", active,
+                         "version", model_version(m)),
+               "model reloaded");
+    s->stats.model_reloads++;
+    metric_add(s->m.model_reloads, "ok", 1);
+    return m;
+}
+
+/* fs_scorer_model_info{version="..."}: 1 for the model in use, 0 for one replaced. */
+static void scorer_model_info(scorer *s, const model *m, double v) {
+    char label[MODEL_VERSION_MAX];
+    if (!m) return;
+    snprintf(label, sizeof label, "%s", model_version(m));
+    for (char *c = label; *c; c++)
+        if (*c == ',') *c = '_'; /* metrics label values are comma-separated */
+    metric_set(s->m.model_info, label, v);
+}
+
+/* What an operator must know about the model just bound: columns this scorer never computes
+ * (always missing: the model was trained with other windows), and a blend weight of 0. */
+static void scorer_model_warnings(scorer *s) {
+    char names[512];
+    size_t k = modelrow_unbound(s->mrow, names, sizeof names);
+    if (k)
+        log_fields(LOG_WARN, "model_features_missing",
+                   json_pack("{s:s, s:I, s:s}", "version", model_version(s->model), "count",
+                             (json_int_t)k, "features", names),
+                   "%zu model feature(s) are not computed with these rules and feature windows: "
+                   "always missing", k);
+    if (rules_model_weight(s->rules) == 0)
+        log_fields(LOG_WARN, "model_not_blended",
+                   json_pack("{s:s}", "rules", rules_version(s->rules)),
+                   "the rules give the model no weight (blend.model_weight 0): its score is "
+                   "recorded but changes no decision");
+}
+
+/* SIGHUP, between batches: the rules file, and the model file when one is configured, are read
+ * again; one that does not load keeps its active version. The model's columns are bound again
+ * when either changed (the rules' windows decide where each feature is). */
+static void scorer_reload(scorer *s) {
+    char err[256];
+    rules *r = scorer_reload_rules(s);
+    model *m = s->cfg.model_file && s->cfg.model_file[0] ? scorer_reload_model(s) : NULL;
+    const model *bm = m ? m : s->model;
+    modelrow *mr = NULL;
+    if (!r && !m) return;
+    if (bm && !(mr = modelrow_new(bm, r ? r : s->rules, err, sizeof err))) {
+        log_msg(LOG_ERROR, "reload_failed", "%s: the active rules and model stay", err);
+        rules_destroy(r);
+        model_destroy(m);
+        return;
+    }
+    /* between batches: nothing points into the old rules, model or binding any more */
+    modelrow_destroy(s->mrow);
+    s->mrow = mr;
+    if (r) {
+        rules_destroy(s->rules);
+        s->rules = r;
+    }
+    if (m) {
+        scorer_model_info(s, s->model, 0);
+        model_destroy(s->model);
+        s->model = m;
+        scorer_model_info(s, m, 1);
+    }
+    if (s->model) scorer_model_warnings(s);
 }
 
 /* ---- consumer events: rebalances, errors, offset resets -------------------------------------- */
@@ -1021,6 +1195,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
         if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
+        if (s->commit_pending && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s);
         if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
         else rd_kafka_assign(rk, NULL);
         return;
@@ -1118,13 +1293,15 @@ static int scorer_alloc(scorer *s) {
     s->flagged = calloc(n, sizeof *s->flagged);
     s->ps = calloc(n, sizeof *s->ps);
     s->vevents = calloc(n * RULES_ENT_COUNT, sizeof *s->vevents);
+    s->feat = calloc(n, sizeof *s->feat);
+    s->xout = calloc(n, sizeof *s->xout);
     s->dedup = calloc(s->ndedup, sizeof *s->dedup);
     s->vel = velocity_new();
     s->bk = buckets_new();
     s->vt = vault_new();
     s->omsgs = calloc(OUTCOMES_MAX, sizeof *s->omsgs);
     return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
-                   s->dedup && s->vel && s->bk && s->vt && s->omsgs
+                   s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs
                ? 0
                : -1;
 }
@@ -1183,6 +1360,10 @@ static void scorer_metrics_init(scorer *s) {
     x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes whose payment is not persisted yet", NULL);
     x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
     x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");
+    x->model_seconds = metrics_histogram(m, "fs_scorer_model_seconds", "model prediction per batch (one call for all its payments)", NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
+    x->model_reloads = metrics_counter(m, "fs_scorer_model_reloads_total", "model reloads (SIGHUP), by result", "result");
+    x->model_failures = metrics_counter(m, "fs_scorer_model_failures_total", "batches the model could not score (decided by the rules alone)", NULL);
+    x->model_info = metrics_gauge(m, "fs_scorer_model_info", "the model in use: 1 for its version (no series: rules only)", "version");
 }
 
 /* The outcome consumer: its own group, so every label reaches exactly one worker; offsets
@@ -1283,18 +1464,36 @@ static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
     return err ? -1 : 0;
 }
 
-scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, char *errstr,
+/* The model's columns bound to the rules' features, its info metric, and the start-up record. */
+static int scorer_model_start(scorer *s, char *errstr, size_t errstr_size) {
+    if (!s->model) return 0;
+    if (!(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size))) return -1;
+    scorer_model_info(s, s->model, 1);
+    log_fields(LOG_INFO, "model_loaded",
+               json_pack("{s:s, s:s, s:I, s:i}", "file", s->cfg.model_file ? s->cfg.model_file : "",
+                         "version", model_version(s->model), "features",
+                         (json_int_t)model_feature_count(s->model), "model_weight",
+                         rules_model_weight(s->rules)),
+               "model %s (%zu features, blend.model_weight %d)", model_version(s->model),
+               model_feature_count(s->model), rules_model_weight(s->rules));
+    scorer_model_warnings(s);
+    return 0;
+}
+
+scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char *errstr,
                    size_t errstr_size) {
     scorer *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(errstr, errstr_size, "out of memory");
         store_destroy(st);
         rules_destroy(r);
+        model_destroy(m);
         return NULL;
     }
     s->cfg = *cfg;
-    s->st = st; /* st and r belong to s from here on */
+    s->st = st; /* st, r and m belong to s from here on */
     s->rules = r;
+    s->model = m;
     const char *topics[] = {cfg->topic, cfg->processed_topic, cfg->alerts_topic, cfg->dlq_topic, NULL};
     if (scorer_alloc(s) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -1302,6 +1501,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, char *errstr,
     }
     if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
     scorer_metrics_init(s);
+    if (scorer_model_start(s, errstr, errstr_size) != 0) goto failed;
     if (!(s->consumer = scorer_consumer_new(s, errstr, errstr_size))) goto failed;
     if (kafka_wait_topics(s->producer, topics, cfg->startup_timeout_ms, errstr, errstr_size) != 0)
         goto failed;
@@ -1327,6 +1527,7 @@ static void scorer_close(scorer *s) {
         kafka_consumer_close(&s->outcomes);
     }
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
+    if (s->commit_pending && s->consumer) scorer_commit_stored(s);
     kafka_consumer_close(&s->consumer);
     if (rd_kafka_flush(s->producer, s->cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_msg(LOG_WARN, "producer_flush_timeout", "%d message(s) not delivered at exit",
@@ -1343,7 +1544,9 @@ void scorer_destroy(scorer *s) {
     if (s->consumer) rd_kafka_destroy(s->consumer);
     if (s->producer) rd_kafka_destroy(s->producer); /* before the batch arrays its reports point into */
     store_destroy(s->st);
+    modelrow_destroy(s->mrow); /* before the rules and model it borrows */
     rules_destroy(s->rules);
+    model_destroy(s->model);
     velocity_destroy(s->vel);
     buckets_destroy(s->bk);
     vault_destroy(s->vt);
@@ -1355,6 +1558,9 @@ void scorer_destroy(scorer *s) {
     free(s->flagged);
     free(s->ps);
     free(s->vevents);
+    free(s->feat);
+    free(s->xrows);
+    free(s->xout);
     free(s->dedup);
     free(s);
 }

@@ -9,7 +9,9 @@
  *      (dead letters, original bytes and headers plus reason headers), and every delivery report
  *      awaited;
  *   4. committed: the offsets past the batch, only now.
- * A crash anywhere before 4 redelivers the batch, which 2 absorbs. The three outcomes of a message
+ * A crash anywhere before 4 redelivers the batch, which 2 absorbs.
+ * Deciding (in 2) is per batch too: the features of every payment, then ONE prediction of the
+ * model (when one is configured) for all of them, then the rules and the blend per payment. The three outcomes of a message
  * are done, retry (PostgreSQL unreachable: the same batch again, after a backoff) and dead-letter.
  *
  * Message contracts: docs/topics.md and schemas/json/. */
@@ -21,6 +23,7 @@
 
 #include "cfg.h"
 #include "metrics.h"
+#include "model.h"
 #include "rules.h"
 #include "store.h"
 
@@ -33,6 +36,8 @@ typedef struct scorer_config {
     const char *alerts_topic;
     const char *dlq_topic;
     const char *rules_file;       /* reloaded on request (SIGHUP) */
+    const char *model_file;       /* model (model.h) blended into the score; "" : rules only;
+                                     reloaded with the rules */
     const char *feature_windows;  /* extra windows recorded as evidence (rules_add_feature_windows) */
     const char *risk_windows_days;/* merchant-risk windows in days, "" for none */
     int risk_delay_days;          /* the feedback delay of merchant risk */
@@ -74,21 +79,33 @@ typedef struct scorer_stats {
     uint64_t velocity_pruned;     /* velocity events deleted */
     uint64_t rules_reloads;
     uint64_t rules_reload_failures;
+    uint64_t model_reloads;
+    uint64_t model_reload_failures;
+    uint64_t model_failures;      /* batches the model could not score (decided by the rules) */
 } scorer_stats;
+
+/* XGBoost threads per worker: a batch is a few hundred rows, far too little to share out, and the
+ * cores are better spent on more workers (scale out with the consumer group). */
+#define SCORER_MODEL_THREADS 1
 
 typedef struct scorer scorer;
 
 /* Loads a rules file and adds the configured extra feature windows (also for reloads). */
 rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_size);
 
+/* Loads cfg->model_file (which must be set) for prediction (also for reloads). NULL with errstr
+ * naming the file when it is missing or not a FraudShield model. */
+model *scorer_model_load(const scorer_config *cfg, char *errstr, size_t errstr_size);
+
 /* Creates the producer and the consumer, waits (blocking, start-up only) for the brokers and
- * topics, and subscribes. Takes ownership of st (connected, migrated) and r, also on failure.
- * cfg's strings and props must outlive the scorer. Returns NULL with errstr. */
-scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, char *errstr,
+ * topics, and subscribes. Takes ownership of st (connected, migrated), r and m (NULL: rules only),
+ * also on failure. cfg's strings and props must outlive the scorer. Returns NULL with errstr. */
+scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char *errstr,
                    size_t errstr_size);
 
-/* Consumes until *stop is set (from a signal handler), reloading the rules between batches
- * whenever *reload is set (it is cleared). Then finishes or abandons the batch in hand, leaves the
+/* Consumes until *stop is set (from a signal handler), reloading the rules and the model between
+ * batches whenever *reload is set (it is cleared; a file that does not load keeps its active
+ * version). Then finishes or abandons the batch in hand, leaves the
  * group and flushes the producer. Returns 0, or -1 after a fatal consumer error. */
 int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 

@@ -21,12 +21,10 @@ struct store {
     char *url;
     char *application_name;
     PGconn *conn;
-    bool bulk_json;           /* bulk writes as one jsonb parameter instead of COPY to temp */
     pgcopy_buf cb;            /* reused COPY buffer */
     uint64_t calls, total_us; /* round trips, for /metrics */
 };
 
-void store_set_bulk_json(store *st, bool json) { st->bulk_json = json; }
 
 /* Per-connection staging tables for COPY; emptied at every commit. */
 static const char SQL_TEMP_TABLES[] =
@@ -189,57 +187,6 @@ void store_rollback(store *st) {
 
 /* ---- payments ------------------------------------------------------------------------------- */
 
-static void set_str(json_t *o, const char *key, const char *v) {
-    if (v && v[0]) json_object_set_new(o, key, json_string(v)); /* absent = NULL column */
-}
-
-static json_t *payment_json(const store_row *r) {
-    const pay_payment *p = r->p;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:i, s:s, s:I, s:I, s:i, s:I}",
-                          "payment_id", p->payment_id, "user_id", p->user_id, "merchant_id",
-                          p->merchant_id, "amount_minor", (json_int_t)p->amount_minor, "currency",
-                          p->currency, "currency_exp", p->currency_exp, "payment_method",
-                          p->payment_method, "event_time_ms", (json_int_t)p->event_time_ms,
-                          "ingest_time_ms", (json_int_t)p->ingest_time_ms, "source_partition",
-                          (int)r->partition, "source_offset", (json_int_t)r->offset);
-    if (!o) return NULL;
-    set_str(o, "transaction_type", p->transaction_type);
-    set_str(o, "card_type", p->card_type);
-    set_str(o, "card_last_four", p->card_last_four);
-    set_str(o, "card_fingerprint_digest", p->card_fingerprint_digest);
-    set_str(o, "ip_digest", p->ip_digest);
-    set_str(o, "email_digest", p->email_digest);
-    set_str(o, "device_id_digest", p->device_id_digest);
-    set_str(o, "country", p->country);
-    set_str(o, "billing_country", p->billing_country);
-    set_str(o, "shipping_country", p->shipping_country);
-    set_str(o, "ip_country", p->ip_country);
-    if (p->device_info) json_object_set(o, "device_info", p->device_info);
-    if (p->metadata) json_object_set(o, "metadata", p->metadata);
-    return o;
-}
-
-static const char SQL_INSERT_PAYMENTS[] =
-    "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
-    " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
-    " ip_digest, email_digest, device_id_digest, country, billing_country, shipping_country,"
-    " ip_country, device_info, metadata, event_time, ingest_time, source_partition, source_offset) "
-    "SELECT x.payment_id, x.user_id, x.merchant_id, x.amount_minor, x.currency, x.currency_exp,"
-    " x.payment_method, x.transaction_type, x.card_type, x.card_last_four,"
-    " x.card_fingerprint_digest, x.ip_digest, x.email_digest, x.device_id_digest, x.country,"
-    " x.billing_country, x.shipping_country, x.ip_country, x.device_info, x.metadata, "
-    EPOCH_MS("x.event_time_ms")
-    ", " EPOCH_MS("x.ingest_time_ms") ", x.source_partition, x.source_offset "
-    "FROM jsonb_to_recordset($1::jsonb) AS x(payment_id uuid, user_id text, merchant_id text,"
-    " amount_minor bigint, currency text, currency_exp smallint, payment_method text,"
-    " transaction_type text, card_type text, card_last_four text, card_fingerprint_digest text,"
-    " ip_digest text, email_digest text, device_id_digest text, country text,"
-    " billing_country text, shipping_country text, ip_country text, device_info jsonb, metadata jsonb,"
-    " event_time_ms bigint, ingest_time_ms bigint, source_partition integer, source_offset bigint) "
-    "ORDER BY x.payment_id "
-    "ON CONFLICT (payment_id) DO NOTHING "
-    "RETURNING payment_id";
-
 static int row_id_cmp(const void *a, const void *b) {
     const store_row *const *x = a, *const *y = b;
     return strcmp((*x)->p->payment_id, (*y)->p->payment_id);
@@ -263,7 +210,7 @@ static store_row **rows_sorted(store_row *const *rows, size_t n) {
     store_row **s = malloc((n ? n : 1) * sizeof *s);
     if (!s) return NULL;
     memcpy(s, rows, n * sizeof *s);
-    qsort(s, n, sizeof *s, row_id_cmp);
+    fs_qsort(s, n, sizeof *s, row_id_cmp);
     return s;
 }
 
@@ -323,17 +270,10 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
     PGresult *res = NULL;
     store_rc rc;
     for (size_t i = 0; i < n; i++) rows[i]->is_new = false;
-    if (st->bulk_json) {
-        json_t *arr = json_array();
-        for (size_t i = 0; i < n; i++) json_array_append_new(arr, payment_json(rows[i]));
-        rc = exec_json(st, SQL_INSERT_PAYMENTS, arr, NULL, PGRES_TUPLES_OK, "insert payments",
-                       &res, errstr, errstr_size);
-    } else {
-        pgcopy_reset(&st->cb);
-        for (size_t i = 0; i < n; i++) copy_payment(&st->cb, rows[i]);
-        rc = exec_copy(st, SQL_COPY_PAYMENTS, SQL_MOVE_PAYMENTS, PGRES_TUPLES_OK,
-                       "insert payments", &res, errstr, errstr_size);
-    }
+    pgcopy_reset(&st->cb);
+    for (size_t i = 0; i < n; i++) copy_payment(&st->cb, rows[i]);
+    rc = exec_copy(st, SQL_COPY_PAYMENTS, SQL_MOVE_PAYMENTS, PGRES_TUPLES_OK, "insert payments",
+                   &res, errstr, errstr_size);
     if (rc != STORE_OK) return rc;
     store_row **sorted = rows_sorted(rows, n);
     if (!sorted) {
@@ -418,33 +358,6 @@ store_rc store_load_decisions(store *st, store_row *const *rows, size_t n, char 
     return rc;
 }
 
-static const char SQL_INSERT_DECISIONS[] =
-    "INSERT INTO decisions (payment_id, decision, score, reasons, features, rules_version,"
-    " model_version, scorer_id, scoring_latency_us, decided_at) "
-    "SELECT x.payment_id, x.decision, x.score, x.reasons, x.features, x.rules_version,"
-    " x.model_version, $2, x.scoring_latency_us, " EPOCH_MS("x.decided_at_ms") " "
-    "FROM jsonb_to_recordset($1::jsonb) AS x(payment_id uuid, decision text, score smallint,"
-    " reasons jsonb, features jsonb, rules_version text, model_version text,"
-    " scoring_latency_us integer, decided_at_ms bigint) "
-    "ORDER BY x.payment_id "
-    "ON CONFLICT (payment_id) DO NOTHING";
-
-static json_t *decision_json(const store_row *r) {
-    const store_decision *d = &r->dec;
-    json_t *parsed = d->features_text ? json_loads(d->features_text, 0, NULL) : NULL;
-    json_t *o = json_pack("{s:s, s:s, s:i, s:O, s:O, s:s, s:I, s:I}", "payment_id",
-                          r->p->payment_id, "decision", d->decision, "score", d->score, "reasons",
-                          d->reasons ? d->reasons : json_null(), "features",
-                          parsed ? parsed : d->features ? d->features : json_null(), "rules_version",
-                          d->rules_version, "scoring_latency_us",
-                          (json_int_t)(d->scoring_latency_us > INT32_MAX ? INT32_MAX
-                                                                         : d->scoring_latency_us),
-                          "decided_at_ms", (json_int_t)d->decided_at_ms);
-    json_decref(parsed);
-    if (o) set_str(o, "model_version", d->model_version);
-    return o;
-}
-
 static const char SQL_COPY_DECISIONS[] =
     "COPY tmp_decisions (payment_id, decision, score, reasons, features, rules_version,"
     " model_version, scoring_latency_us, decided_at_ms) FROM STDIN";
@@ -487,12 +400,9 @@ static store_rc insert_decisions_copy(store *st, store_row *const *rows, size_t 
 store_rc store_insert_decisions(store *st, store_row *const *rows, size_t n, const char *scorer_id,
                                 char *errstr, size_t errstr_size) {
     if (n == 0) return STORE_OK;
-    if (!st->bulk_json && store_connected(st))
-        return insert_decisions_copy(st, rows, n, scorer_id, errstr, errstr_size);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(arr, decision_json(rows[i]));
-    return exec_json(st, SQL_INSERT_DECISIONS, arr, scorer_id, PGRES_COMMAND_OK,
-                     "insert decisions", NULL, errstr, errstr_size);
+    if (!store_connected(st)) /* the scorer id is escaped on the connection */
+        return result_rc(st, NULL, PGRES_COMMAND_OK, "insert decisions", errstr, errstr_size);
+    return insert_decisions_copy(st, rows, n, scorer_id, errstr, errstr_size);
 }
 
 static const char SQL_INSERT_ALERTS[] =
@@ -661,17 +571,6 @@ done:
     return rc;
 }
 
-static const char SQL_WRITE_BUCKETS[] =
-    "INSERT INTO feature_buckets AS b (entity_kind, entity_key, width_s, bucket_start, n,"
-    " sum_minor, cps) "
-    "SELECT x.k, x.e, x.w, " EPOCH_MS("x.s") ", x.n, x.a, x.c::bigint[] "
-    "FROM jsonb_to_recordset($1::jsonb) AS x(k text, e text, w integer, s bigint, n bigint,"
-    " a bigint, c text) "
-    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\", x.w, x.s "
-    "ON CONFLICT (entity_kind, entity_key, width_s, bucket_start) DO UPDATE SET"
-    " n = b.n + excluded.n, sum_minor = b.sum_minor + excluded.sum_minor,"
-    " cps = fs_cps_merge(b.cps, excluded.cps, 16)";
-
 static void cps_text(const buckets_row *r, char *out, size_t size) {
     size_t k = (size_t)snprintf(out, size, "{");
     for (size_t i = 0; i < r->ncps && k < size; i++)
@@ -694,45 +593,21 @@ store_rc store_write_buckets(store *st, const buckets_row *rows, size_t n, char 
                              size_t errstr_size) {
     char cps[RULES_DISTINCT_CAP * 21 + 4];
     if (n == 0) return STORE_OK;
-    if (!st->bulk_json) {
-        pgcopy_reset(&st->cb);
-        for (size_t i = 0; i < n; i++) {
-            cps_text(&rows[i], cps, sizeof cps);
-            pgcopy_text(&st->cb, rules_entity_name(rows[i].entity));
-            pgcopy_text(&st->cb, rows[i].key);
-            pgcopy_int(&st->cb, rows[i].width_ms / 1000);
-            pgcopy_int(&st->cb, rows[i].start_ms);
-            pgcopy_int(&st->cb, rows[i].count);
-            pgcopy_int(&st->cb, rows[i].sum_minor);
-            pgcopy_text(&st->cb, cps);
-            pgcopy_end_row(&st->cb);
-        }
-        return exec_copy(st, "COPY tmp_buckets (k, e, w, s, n, a, c) FROM STDIN", SQL_MOVE_BUCKETS,
-                         PGRES_COMMAND_OK, "write buckets", NULL, errstr, errstr_size);
-    }
-    json_t *arr = json_array();
+    pgcopy_reset(&st->cb);
     for (size_t i = 0; i < n; i++) {
         cps_text(&rows[i], cps, sizeof cps);
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:s}", "k",
-                                             rules_entity_name(rows[i].entity), "e", rows[i].key,
-                                             "w", (int)(rows[i].width_ms / 1000), "s",
-                                             (json_int_t)rows[i].start_ms, "n",
-                                             (json_int_t)rows[i].count, "a",
-                                             (json_int_t)rows[i].sum_minor, "c", cps));
+        pgcopy_text(&st->cb, rules_entity_name(rows[i].entity));
+        pgcopy_text(&st->cb, rows[i].key);
+        pgcopy_int(&st->cb, rows[i].width_ms / 1000);
+        pgcopy_int(&st->cb, rows[i].start_ms);
+        pgcopy_int(&st->cb, rows[i].count);
+        pgcopy_int(&st->cb, rows[i].sum_minor);
+        pgcopy_text(&st->cb, cps);
+        pgcopy_end_row(&st->cb);
     }
-    return exec_json(st, SQL_WRITE_BUCKETS, arr, NULL, PGRES_COMMAND_OK, "write buckets", NULL,
-                     errstr, errstr_size);
+    return exec_copy(st, "COPY tmp_buckets (k, e, w, s, n, a, c) FROM STDIN", SQL_MOVE_BUCKETS,
+                     PGRES_COMMAND_OK, "write buckets", NULL, errstr, errstr_size);
 }
-
-static const char SQL_WRITE_VAULT[] =
-    "INSERT INTO risk_vault AS v (entity_kind, digest, first_seen, last_seen, times_seen) "
-    "SELECT x.k, x.e, " EPOCH_MS("x.f") ", " EPOCH_MS("x.l") ", x.n "
-    "FROM jsonb_to_recordset($1::jsonb) AS x(k text, e text, f bigint, l bigint, n bigint) "
-    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\" "
-    "ON CONFLICT (entity_kind, digest) DO UPDATE SET"
-    " first_seen = least(v.first_seen, excluded.first_seen),"
-    " last_seen = greatest(v.last_seen, excluded.last_seen),"
-    " times_seen = v.times_seen + excluded.times_seen";
 
 static const char SQL_MOVE_VAULT[] =
     "INSERT INTO risk_vault AS v (entity_kind, digest, first_seen, last_seen, times_seen) "
@@ -746,28 +621,17 @@ static const char SQL_MOVE_VAULT[] =
 store_rc store_write_vault(store *st, const vault_row *rows, size_t n, char *errstr,
                            size_t errstr_size) {
     if (n == 0) return STORE_OK;
-    if (!st->bulk_json) {
-        pgcopy_reset(&st->cb);
-        for (size_t i = 0; i < n; i++) {
-            pgcopy_text(&st->cb, rules_entity_name(rows[i].entity));
-            pgcopy_text(&st->cb, rows[i].key);
-            pgcopy_int(&st->cb, rows[i].first_seen_ms);
-            pgcopy_int(&st->cb, rows[i].last_seen_ms);
-            pgcopy_int(&st->cb, rows[i].times_seen);
-            pgcopy_end_row(&st->cb);
-        }
-        return exec_copy(st, "COPY tmp_vault (k, e, f, l, n) FROM STDIN", SQL_MOVE_VAULT,
-                         PGRES_COMMAND_OK, "write vault", NULL, errstr, errstr_size);
+    pgcopy_reset(&st->cb);
+    for (size_t i = 0; i < n; i++) {
+        pgcopy_text(&st->cb, rules_entity_name(rows[i].entity));
+        pgcopy_text(&st->cb, rows[i].key);
+        pgcopy_int(&st->cb, rows[i].first_seen_ms);
+        pgcopy_int(&st->cb, rows[i].last_seen_ms);
+        pgcopy_int(&st->cb, rows[i].times_seen);
+        pgcopy_end_row(&st->cb);
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I, s:I}", "k",
-                                             rules_entity_name(rows[i].entity), "e", rows[i].key,
-                                             "f", (json_int_t)rows[i].first_seen_ms, "l",
-                                             (json_int_t)rows[i].last_seen_ms, "n",
-                                             (json_int_t)rows[i].times_seen));
-    return exec_json(st, SQL_WRITE_VAULT, arr, NULL, PGRES_COMMAND_OK, "write vault", NULL,
-                     errstr, errstr_size);
+    return exec_copy(st, "COPY tmp_vault (k, e, f, l, n) FROM STDIN", SQL_MOVE_VAULT,
+                     PGRES_COMMAND_OK, "write vault", NULL, errstr, errstr_size);
 }
 
 static const char SQL_PRUNE_BUCKETS[] =
@@ -866,14 +730,6 @@ store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *p
     return rc;
 }
 
-static const char SQL_INSERT_VELOCITY[] =
-    "INSERT INTO velocity_events (entity_kind, entity_key, event_time, payment_id, user_id,"
-    " amount_minor) "
-    "SELECT x.k, x.e, " EPOCH_MS("x.t") ", x.p, x.u, x.a "
-    "FROM jsonb_to_recordset($1::jsonb) AS x(k text, e text, t bigint, p uuid, u text, a bigint) "
-    "ORDER BY 1, 2, 3, 4 "
-    "ON CONFLICT DO NOTHING";
-
 static const char SQL_MOVE_VELOCITY[] =
     "INSERT INTO velocity_events (entity_kind, entity_key, event_time, payment_id, user_id,"
     " amount_minor) "
@@ -883,28 +739,18 @@ static const char SQL_MOVE_VELOCITY[] =
 store_rc store_insert_velocity(store *st, const velocity_event *ev, size_t n, char *errstr,
                                size_t errstr_size) {
     if (n == 0) return STORE_OK;
-    if (!st->bulk_json) {
-        pgcopy_reset(&st->cb);
-        for (size_t i = 0; i < n; i++) {
-            pgcopy_text(&st->cb, rules_entity_name(ev[i].entity));
-            pgcopy_text(&st->cb, ev[i].key);
-            pgcopy_int(&st->cb, ev[i].time_ms);
-            pgcopy_text(&st->cb, ev[i].payment_id);
-            pgcopy_text(&st->cb, ev[i].user_id);
-            pgcopy_int(&st->cb, ev[i].amount_minor);
-            pgcopy_end_row(&st->cb);
-        }
-        return exec_copy(st, "COPY tmp_velocity (k, e, t, p, u, a) FROM STDIN", SQL_MOVE_VELOCITY,
-                         PGRES_COMMAND_OK, "insert velocity", NULL, errstr, errstr_size);
+    pgcopy_reset(&st->cb);
+    for (size_t i = 0; i < n; i++) {
+        pgcopy_text(&st->cb, rules_entity_name(ev[i].entity));
+        pgcopy_text(&st->cb, ev[i].key);
+        pgcopy_int(&st->cb, ev[i].time_ms);
+        pgcopy_text(&st->cb, ev[i].payment_id);
+        pgcopy_text(&st->cb, ev[i].user_id);
+        pgcopy_int(&st->cb, ev[i].amount_minor);
+        pgcopy_end_row(&st->cb);
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "k",
-                                             rules_entity_name(ev[i].entity), "e", ev[i].key, "t",
-                                             (json_int_t)ev[i].time_ms, "p", ev[i].payment_id, "u",
-                                             ev[i].user_id, "a", (json_int_t)ev[i].amount_minor));
-    return exec_json(st, SQL_INSERT_VELOCITY, arr, NULL, PGRES_COMMAND_OK, "insert velocity", NULL,
-                     errstr, errstr_size);
+    return exec_copy(st, "COPY tmp_velocity (k, e, t, p, u, a) FROM STDIN", SQL_MOVE_VELOCITY,
+                     PGRES_COMMAND_OK, "insert velocity", NULL, errstr, errstr_size);
 }
 
 /* Bounded: a huge backlog of old rows is deleted a slice at a time, never in one long lock. */

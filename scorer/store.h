@@ -15,8 +15,9 @@
  *
  * Every bulk write COPYs the batch's rows into a per-connection temporary table (ON COMMIT DELETE
  * ROWS) and moves them with one INSERT ... SELECT ... ORDER BY <primary key> ON CONFLICT, so that
- * concurrent workers lock in the same order and cannot deadlock (store_set_bulk_json: one jsonb
- * parameter with jsonb_to_recordset instead; reads always use jsonb parameters).
+ * concurrent workers lock in the same order and cannot deadlock (BENCHMARKS.md compares this with
+ * jsonb_to_recordset and unnest). Reads and the small writes (alerts, outcomes) pass one jsonb
+ * parameter.
  *
  * Every step returns STORE_OK, STORE_TRANSIENT (connection lost, server restarting, deadlock, a
  * missing table or grant...: roll back, reconnect, retry the same batch; see db_is_data_error) or
@@ -74,10 +75,6 @@ typedef struct store store;
 /* A store for url; not connected yet (store_connect). Returns NULL on allocation failure. */
 store *store_new(const char *url, const char *application_name);
 void store_destroy(store *st); /* accepts NULL */
-
-/* Bulk writes as one jsonb parameter (jsonb_to_recordset) instead of the default COPY into
- * per-connection temporary tables (kept for measurement: BENCHMARKS.md). */
-void store_set_bulk_json(store *st, bool json);
 
 /* Connects unless connected (a broken connection is dropped first). Returns 0 or -1 with errstr. */
 int store_connect(store *st, char *errstr, size_t errstr_size);

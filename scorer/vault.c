@@ -11,6 +11,7 @@
 
 #include "buckets.h"
 #include "arena.h"
+#include "fsutil.h"
 
 typedef struct vt_event {
     rules_entity entity;
@@ -84,7 +85,7 @@ vault_key *vault_keys(const pay_payment *const *ps, size_t n, bool with_merchant
             k++;
         }
     }
-    qsort(keys, k, sizeof *keys, key_cmp);
+    fs_qsort(keys, k, sizeof *keys, key_cmp);
     for (size_t i = 0; i < k; i++)
         if (out == 0 || key_cmp(&keys[out - 1], &keys[i]) != 0) keys[out++] = keys[i];
     if (out == 0) {
@@ -155,9 +156,9 @@ static int ev_cmp(const void *a, const void *b) {
 }
 
 int vault_build(vault *v) {
-    qsort(v->rows, v->nrows, sizeof *v->rows, row_cmp);
-    qsort(v->links, v->nlinks, sizeof *v->links, link_cmp);
-    qsort(v->ev, v->nev, sizeof *v->ev, ev_cmp);
+    fs_qsort(v->rows, v->nrows, sizeof *v->rows, row_cmp);
+    fs_qsort(v->links, v->nlinks, sizeof *v->links, link_cmp);
+    fs_qsort(v->ev, v->nev, sizeof *v->ev, ev_cmp);
     v->built = true;
     return 0;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "fsutil.h"
 
 typedef struct vel_event {
     uint32_t entity;
@@ -151,7 +152,7 @@ static int ev_cmp(const void *a, const void *b) {
 }
 
 int velocity_build(velocity *v) {
-    qsort(v->ev, v->n, sizeof *v->ev, ev_cmp);
+    fs_qsort(v->ev, v->n, sizeof *v->ev, ev_cmp);
     if (v->prefix_cap < v->n + 1) {
         int64_t *p = realloc(v->prefix, (v->n + 1) * sizeof *p);
         if (!p) return -1;
@@ -264,7 +265,7 @@ static int range_cmp(const void *a, const void *b) {
 
 /* Sorts by (entity, key) and merges equal keys into one span. Returns the new length. */
 static size_t ranges_merge(velocity_range *rg, size_t n) {
-    qsort(rg, n, sizeof *rg, range_cmp);
+    fs_qsort(rg, n, sizeof *rg, range_cmp);
     size_t out = 0;
     for (size_t i = 0; i < n; i++) {
         if (out > 0 && range_cmp(&rg[out - 1], &rg[i]) == 0) {

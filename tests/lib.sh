@@ -8,12 +8,20 @@
 #   fs_wait_for 30 fs_topic_has processed_payments 10
 #
 # Functions:
-#   fs_setup NAME            per-test dir $FS_TEST_DIR = $REPO/.test/NAME.$$; EXIT trap -> fs_cleanup
+#   fs_setup NAME [DIR]      per-test dir $FS_TEST_DIR = $REPO/.test/NAME.$$; EXIT trap -> fs_cleanup.
+#                            With DIR: that dir instead, created if needed and never removed (a
+#                            persistent work dir, e.g. .eval/ of `make eval`)
 #   fs_cleanup               stop fs_bg processes + PostgreSQL, print log tails on failure, remove dir
 #                            (kept when FS_KEEP=1); runs from the trap, idempotent
 #   fs_free_port             prints a free TCP port on 127.0.0.1
-#   fs_pg_start              initdb + start PostgreSQL; exports FS_DATABASE_URL, PGHOST, PGPORT, PGUSER,
-#                            PGDATABASE, FS_PG_PORT, FS_PG_DATA
+#   fs_pg_start [DATADIR]    initdb + start PostgreSQL; exports FS_DATABASE_URL, PGHOST, PGPORT, PGUSER,
+#                            PGDATABASE, FS_PG_PORT, FS_PG_DATA. With DATADIR: a persistent cluster
+#                            there (created when empty, else started again on a free port; kept)
+#   fs_pipeline_start N [PARTS]  the pipeline without PostgreSQL (fs_pg_start first): the dev broker
+#                            (PARTS partitions, default 12), N scorers (args from $FS_SCORER_ARGS, admin
+#                            ports in FS_SCORER_ADMIN_PORTS), ingest with an API key (payments:write,
+#                            outcomes:write); exports FS_INGEST_URL, FS_API_KEY_FILE; waits until ready
+#   fs_pipeline_stop         stops ingest, the scorers and the broker fs_pipeline_start started
 #   fs_pg_stop [MODE]        pg_ctl stop (MODE fast|immediate|smart, default fast); data dir kept
 #   fs_pg_restart            start again on the SAME port and data dir (stops first if running)
 #   fs_psql SQL [ARGS...]    psql -At against FS_DATABASE_URL; prints the result
@@ -65,10 +73,17 @@ fs_assert_eq() {
     echo "ok: ${3:-assertion} ($2)"
 }
 
+FS__PERSISTENT=0
+
 fs_setup() {
     local name=${1:?fs_setup NAME}
-    FS_TEST_DIR="$REPO/.test/$name.$$"
-    rm -rf "$FS_TEST_DIR"
+    if [[ -n "${2:-}" ]]; then
+        FS_TEST_DIR=$2
+        FS__PERSISTENT=1
+    else
+        FS_TEST_DIR="$REPO/.test/$name.$$"
+        rm -rf "$FS_TEST_DIR"
+    fi
     mkdir -p "$FS_TEST_DIR"
     chmod 755 "$FS_TEST_DIR"
     export FS_TEST_DIR
@@ -129,7 +144,9 @@ fs_cleanup() {
         if [[ -z "$FS_FAIL_MSG" ]] && ((rc > 128)); then FS_FAIL_MSG="terminated by signal $((rc - 128))"; fi
         echo "FAILED (exit $rc): ${FS_FAIL_MSG:-a command failed}" >&2
     fi
-    if [[ "${FS_KEEP:-0}" == 1 ]]; then
+    if [[ $FS__PERSISTENT == 1 ]]; then
+        rm -f "$FS_TEST_DIR/.ports"
+    elif [[ "${FS_KEEP:-0}" == 1 ]]; then
         echo "FS_KEEP=1: kept $FS_TEST_DIR" >&2
     else
         [[ -n "$FS_TEST_DIR" ]] && rm -rf "$FS_TEST_DIR"
@@ -204,7 +221,11 @@ fs_pg_start() {
     [[ -n "$FS_TEST_DIR" ]] || fs_fail "fs_pg_start: call fs_setup first"
     local port data log
     port=$(fs_free_port)
-    fs__pg_datadir
+    if [[ -n "${1:-}" ]]; then
+        fs__pg_keep "$1" "$port" && return 0
+    else
+        fs__pg_datadir
+    fi
     data=$FS_PG_DATA
     log="$(dirname "$data")/postgres.log" # where the postgres user can write
     : >"$log"
@@ -226,8 +247,38 @@ EOF
     fs__pg_ctl_start
     "$FS_PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres fraudshield ||
         fs_fail "createdb fraudshield failed"
-    export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=fraudshield
-    export FS_DATABASE_URL="postgresql://postgres@127.0.0.1:$port/fraudshield"
+    fs__pg_env
+}
+
+fs__pg_env() {
+    export PGHOST=127.0.0.1 PGPORT=$FS_PG_PORT PGUSER=postgres PGDATABASE=fraudshield
+    export FS_DATABASE_URL="postgresql://postgres@127.0.0.1:$FS_PG_PORT/fraudshield"
+}
+
+# fs_pg_start DATADIR: sets FS_PG_DATA to DATADIR; when a cluster is already there, starts it on
+# PORT (stopping a server an interrupted run left on it) and returns 0; else returns 1 (initdb).
+fs__pg_keep() {
+    local data=$1 port=$2
+    mkdir -p "$data"
+    if [[ $(id -u) == 0 ]]; then
+        runuser -u postgres -- test -x "$(dirname "$data")" ||
+            fs_fail "fs_pg_start: the postgres user cannot reach $(dirname "$data")"
+        chown postgres: "$data"
+    fi
+    chmod 700 "$data"
+    FS_PG_DATA=$data FS_PG_PORT=$port FS_PG_LOG="$(dirname "$data")/postgres.log"
+    export FS_PG_DATA FS_PG_PORT
+    [[ -f "$data/PG_VERSION" ]] || return 1
+    if fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+        fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null ||
+            fs_fail "fs_pg_start: cannot stop the server left running on $data"
+    fi
+    sed -i "s/^port = .*/port = $port/" "$data/postgresql.conf"
+    touch "$FS_PG_LOG"
+    [[ $(id -u) == 0 ]] && chown postgres: "$FS_PG_LOG"
+    fs__pg_ctl_start
+    fs__pg_env
+    return 0
 }
 
 fs__pg_ctl_start() {
@@ -358,4 +409,41 @@ fs_topic_dump() {
 fs_topic_produce() {
     local topic=${1:?fs_topic_produce TOPIC KEY} key=${2:-}
     timeout 60 kcat -b "$FS_BROKERS" -P -t "$topic" ${key:+-k "$key"}
+}
+
+# The pipeline of `make run` (scripts/run-local.sh) on free ports, for benchmarks and evaluations.
+fs_pipeline_start() {
+    local n=${1:-2} parts=${2:-12} i port
+    fs_broker_start "$parts"
+    [[ -s "$FS_TEST_DIR/pii.secret" ]] ||
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$FS_TEST_DIR/pii.secret")
+    rm -f "$FS_TEST_DIR/api-keys"
+    "$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api-keys" --id pipeline \
+        --scopes payments:write,outcomes:write 2>/dev/null >"$FS_TEST_DIR/api.key" ||
+        fs_fail "could not create an API key"
+    FS_API_KEY_FILE="$FS_TEST_DIR/api.key"
+    FS_SCORER_ADMIN_PORTS=()
+    for ((i = 1; i <= n; i++)); do
+        port=$(fs_free_port)
+        FS_SCORER_ADMIN_PORTS+=("$port")
+        # shellcheck disable=SC2086 # FS_SCORER_ARGS: options, split on spaces
+        fs_bg "scorer-$i" env FS_SCORER_ID="scorer-$i" FS_ADMIN_PORT="$port" \
+            "$BUILD/bin/fraudshield-scorer" ${FS_SCORER_ARGS:-}
+    done
+    port=$(fs_free_port)
+    fs_bg ingest env FS_LISTEN_PORT="$port" FS_PII_SECRET_FILE="$FS_TEST_DIR/pii.secret" \
+        FS_KEYS_FILE="$FS_TEST_DIR/api-keys" "$BUILD/bin/fraudshield-ingest"
+    FS_INGEST_URL="http://127.0.0.1:$port"
+    export FS_INGEST_URL FS_API_KEY_FILE
+    fs_wait_for 60 curl -sf "$FS_INGEST_URL/ready"
+    for port in "${FS_SCORER_ADMIN_PORTS[@]}"; do fs_wait_for 90 curl -sf "http://127.0.0.1:$port/ready"; done
+}
+
+fs_pipeline_stop() {
+    local name i
+    for name in ingest $(for ((i = ${#FS_SCORER_ADMIN_PORTS[@]}; i >= 1; i--)); do echo "scorer-$i"; done) devbroker; do
+        fs_alive "$name" || continue
+        fs_kill "$name" TERM
+        fs_wait_exit "$name" 60
+    done
 }

@@ -37,6 +37,9 @@ typedef struct eval_opts {
     char *model;
     int64_t model_weight;
     int64_t top_k;
+    char *unlabelled;
+    char *dump;
+    char *skip_rules;
     char *log_level;
 } eval_opts;
 
@@ -63,6 +66,15 @@ static const cfg_opt eval_options[] = {
      false},
     {"top-k", "FS_TOP_K", CFG_INT, "100", 1, 100000, O(top_k),
      "k of card precision@k", false},
+    {"unlabelled", "FS_UNLABELLED", CFG_STRING, "skip", 4, 5, O(unlabelled),
+     "decisions without a label: skip (left out, with a warning), or legit (genuine: for a replay "
+     "that posted only the frauds, fraudshield-replay --outcomes fraud)", false},
+    {"skip-rules", "FS_SKIP_RULES", CFG_STRING, "", 0, 512, O(skip_rules),
+     "comma-separated rule codes whose points are left out of the rules and blend scores (a "
+     "what-if: the blend as if those rules were disabled; \"\": as the scorer scored)", false},
+    {"dump", "FS_DUMP", CFG_STRING, "", 0, 4096, O(dump),
+     "write the test rows to this file (TSV: day, card hash, label, rules points, model "
+     "probability, blend score) for analysis (\"\": none)", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
      "debug, info, warn or error", false},
     {0},
@@ -149,6 +161,8 @@ static void print_table(const metrics3 *rules, const metrics3 *mod, const metric
     char name[64];
     printf("test %s: %zu transactions, %zu frauds (known compromised cards removed)\n", o->test, n,
            frauds);
+    if (o->skip_rules[0]) printf("what-if: the points of %s left out of the rules and the blend\n",
+                                 o->skip_rules);
     printf("| %-36s | AUC ROC | average precision | card precision@%-3d |\n", "scores",
            (int)o->top_k);
     printf("|%s|---------|-------------------|--------------------|\n",
@@ -181,6 +195,19 @@ static void eval_run_free(eval_run *r) {
     model_destroy(r->m);
 }
 
+/* The test rows with their three scores (r->hist holds the blend when a model is given). */
+static int dump_rows(const char *path, const eval_run *r, size_t n, char *errstr, size_t len) {
+    FILE *f = fopen(path, "w");
+    if (!f) return snprintf(errstr, len, "dump: %s: cannot write", path), -1;
+    fprintf(f, "day\tcard\tlabel\trules\tmodel\tblend\n");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%" PRId32 "\t%016" PRIx64 "\t%d\t%g\t%.9g\t%g\n", r->it[i].day, r->it[i].card,
+                r->it[i].label, r->it[i].score, r->m ? (double)r->p[i] : NAN,
+                r->m ? r->hist[i].score : NAN);
+    if (fclose(f) != 0) return snprintf(errstr, len, "dump: %s: write failed", path), -1;
+    return 0;
+}
+
 static int load(const eval_opts *o, const trs_filter *f, trs *t, char *errstr, size_t len) {
     if (o->input[0]) return trs_load_file(t, o->input, f, errstr, len);
     PGconn *c = db_connect(o->database_url, "fraudshield-eval", errstr, len);
@@ -195,7 +222,12 @@ static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
     if (trs_parse_period(o->train, &train_from, &train_to) != 0 ||
         trs_parse_period(o->test, &test_from, &test_to) != 0 || test_from < train_to)
         return snprintf(errstr, len, "train/test: FROM:TO days expected, the test after the training"), -1;
-    trs_filter f = {train_from, test_to, INT64_MAX, 0};
+    if (strcmp(o->unlabelled, "skip") != 0 && strcmp(o->unlabelled, "legit") != 0)
+        return snprintf(errstr, len, "unlabelled: skip or legit"), -1;
+    if (!trs_rule_codes_valid(o->skip_rules))
+        return snprintf(errstr, len, "skip-rules: rule codes ([A-Za-z0-9_]) separated by commas"), -1;
+    trs_filter f = {train_from, test_to, INT64_MAX, strcmp(o->unlabelled, "legit") == 0,
+                    o->skip_rules};
     if (o->model[0] && !(r->m = model_load(o->model, 0, errstr, len))) return -1;
     if (!(r->rows = trs_new()) || load(o, &f, r->rows, errstr, len) != 0) return -1;
     size_t n = trs_count(r->rows), frauds = 0;
@@ -219,6 +251,7 @@ static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
             r->hist[i].score = fmin(100, floor(r->p[i] * (double)o->model_weight + 0.5) + r->it[i].score);
         if (measure(r->hist, nt, (size_t)o->top_k, &mb, errstr, len) != 0) return -1;
     }
+    if (o->dump[0] && dump_rows(o->dump, r, nt, errstr, len) != 0) return -1;
     print_table(&mr, r->m ? &mm : NULL, &mb, o, nt, frauds);
     const metrics3 *last = r->m ? &mb : &mr;
     printf("eval auc=%.4f ap=%.4f cp100=%.4f\n", last->auc, last->ap, last->cp);

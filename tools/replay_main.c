@@ -57,6 +57,7 @@ typedef struct replay_opts {
     char *brokers;
     char *processed_topic;
     int64_t drain_timeout_s;
+    int64_t max_undecided;
     char *progress;
     char *log_level;
 } replay_opts;
@@ -101,6 +102,9 @@ static const cfg_opt replay_options[] = {
      O(processed_topic), "topic of the decisions", false},
     {"drain-timeout-s", "FS_DRAIN_TIMEOUT_S", CFG_INT, "60", 0, 86400, O(drain_timeout_s),
      "after the last payment, wait at most this long for the remaining decisions", false},
+    {"max-undecided", "FS_MAX_UNDECIDED", CFG_INT, "0", 0, 10000000, O(max_undecided),
+     "with brokers: hold new payments back while this many sent payments have no decision yet "
+     "(closed loop: as fast as the whole pipeline decides; 0: off)", false},
     {"progress", "FS_PROGRESS", CFG_STRING, "auto", 2, 4, O(progress),
      "progress line on stderr: auto (when it is a terminal), on, off", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
@@ -271,6 +275,11 @@ static job *next_job(replay *r, int64_t now_us) {
     /* a request waiting to be sent again holds newer payments back: the stream stays in event
      * order (up to the requests in flight at once) */
     if (!r->has_next || r->retry_head) return NULL;
+    /* closed loop on the decisions: the backlog between ingest and the scorers stays bounded (the
+     * dev broker keeps only 5 MiB per partition, so an unbounded one would lose payments) */
+    if (r->consumer && r->o->max_undecided > 0 && r->pending.n > 0 &&
+        r->pending.n + (size_t)r->o->batch_size > (size_t)r->o->max_undecided)
+        return NULL;
     int64_t allowed = rpl_due(r->rate, r->start_us, now_us) - (int64_t)r->c.sent;
     if (allowed <= 0) return NULL;
     size_t max = (size_t)r->o->batch_size;
@@ -697,6 +706,8 @@ static int parse_opts(replay *r, char *errstr, size_t n) {
     r->outcomes = !strcmp(o->outcomes, "all") ? 2 : !strcmp(o->outcomes, "fraud") ? 1
                 : !strcmp(o->outcomes, "none") ? 0 : -1;
     if (r->outcomes < 0) return snprintf(errstr, n, "outcomes: all, fraud or none"), -1;
+    if (o->max_undecided > 0 && !o->brokers[0])
+        return snprintf(errstr, n, "max-undecided: needs brokers (decisions are seen there)"), -1;
     if (strcmp(o->progress, "auto") && strcmp(o->progress, "on") && strcmp(o->progress, "off"))
         return snprintf(errstr, n, "progress: auto, on or off"), -1;
     r->progress = !strcmp(o->progress, "on") || (!strcmp(o->progress, "auto") && isatty(2));
@@ -763,6 +774,7 @@ static int run(const replay_opts *o, const cfg_props *props) {
         goto done;
     if (!(r.base = event_base_new()) || open_slots(&r, errstr, sizeof errstr) != 0) goto done;
     if (o->brokers[0] && !(r.consumer = consumer_open(o, props, errstr, sizeof errstr))) goto done;
+    errstr[0] = '\0'; /* kafka_wait_topics leaves a message behind even when it succeeds */
     r.tick = event_new(r.base, -1, EV_PERSIST, on_tick, &r);
     if (!r.tick || event_add(r.tick, &every) != 0) goto done;
     r.start_us = r.last_progress_us = fs_mono_us();

@@ -1,6 +1,6 @@
 /* fraudshield-train: trains the fraud model (gradient-boosted trees, XGBoost) from the features the
  * scorer stored with its decisions and the outcomes known for those payments, and writes a
- * versioned model file the scorer loads (tools/model.h; protocol in docs/detection.md).
+ * versioned model file the scorer loads (scorer/model.h; protocol in docs/detection.md).
  *
  *   fraudshield-train --period 2018-07-25:2018-07-31 --output model.json     (from PostgreSQL)
  *   fraudshield-train --input rows.tsv --output model.json                   (from a psql export)
@@ -149,7 +149,7 @@ static int plan_params(const train_opts *o, model_params *p, char *errstr, size_
 
 static int plan_make(const train_opts *o, train_plan *pl, char *errstr, size_t n) {
     trs_filter *f = &pl->filter;
-    *f = (trs_filter){INT64_MIN, INT64_MAX, INT64_MAX, 0};
+    *f = (trs_filter){INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
     if (o->period[0] && trs_parse_period(o->period, &f->from_ms, &f->to_ms) != 0)
         return snprintf(errstr, n, "period: expected YYYY-MM-DD:YYYY-MM-DD, got %s", o->period), -1;
     if (o->labels_known_by[0] && trs_parse_time(o->labels_known_by, &f->known_by_ms) != 0)

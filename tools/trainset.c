@@ -114,7 +114,8 @@ int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int l
     "CASE WHEN l.outcome IS NULL THEN NULL "                                                       \
     "WHEN l.outcome IN ('confirmed_fraud', 'chargeback') THEN 1 ELSE 0 END, "                      \
     "(extract(epoch FROM p.event_time) * 1000)::bigint, p.user_id, d.score, "                      \
-    "(SELECT coalesce(sum((r->>'weight')::int), 0) FROM jsonb_array_elements(d.reasons) r) "       \
+    "(SELECT coalesce(sum((r->>'weight')::int), 0) FROM jsonb_array_elements(d.reasons) r "        \
+    "WHERE r->>'code' <> ALL (%s)) "                                                                \
     "FROM payments p JOIN decisions d USING (payment_id) "                                         \
     "LEFT JOIN LATERAL (SELECT o.outcome FROM outcomes o WHERE o.payment_id = p.payment_id "       \
     "AND o.known_at <= %s ORDER BY o.known_at DESC, o.received_at DESC LIMIT 1) l ON true "        \
@@ -131,12 +132,22 @@ static void ts_literal(int64_t ms, char *out, size_t n) {
     snprintf(out, n, "'%s'::timestamptz", t);
 }
 
+int trs_rule_codes_valid(const char *s) {
+    size_t len = strlen(s);
+    if (len > 512 || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_,") != len)
+        return 0;
+    return len == 0 || (s[0] != ',' && s[len - 1] != ',' && !strstr(s, ",,"));
+}
+
 int trs_query_text(const trs_filter *f, char *out, size_t out_size) {
-    char from[48], to[48], known[48];
+    char from[48], to[48], known[48], skip[560];
+    const char *codes = f->skip_rules ? f->skip_rules : "";
+    if (!trs_rule_codes_valid(codes)) return -1; /* only [A-Za-z0-9_,]: safe inside the literal */
     ts_literal(f->from_ms, from, sizeof from);
     ts_literal(f->to_ms, to, sizeof to);
     ts_literal(f->known_by_ms, known, sizeof known);
-    int n = snprintf(out, out_size, TRS_QUERY_FMT, known, from, to);
+    snprintf(skip, sizeof skip, "'{%s}'::text[]", codes);
+    int n = snprintf(out, out_size, TRS_QUERY_FMT, skip, known, from, to);
     return n >= 0 && (size_t)n < out_size ? 0 : -1;
 }
 

@@ -29,7 +29,12 @@ typedef struct trs_filter {
     int64_t to_ms;         /* event time < to_ms (INT64_MAX: no bound) */
     int64_t known_by_ms;   /* labels known at or before this count (INT64_MAX: all); PostgreSQL only */
     int unlabelled_legit;  /* 1: rows without a label are genuine; 0: they are skipped */
+    const char *skip_rules; /* comma-separated rule codes left out of rules_pts (what-if analyses;
+                             * NULL or "": none); PostgreSQL only */
 } trs_filter;
+
+/* True when s is a list for skip_rules: codes of [A-Za-z0-9_], separated by commas. */
+int trs_rule_codes_valid(const char *s);
 
 /* "YYYY-MM-DD" (midnight UTC) or an RFC 3339 time, into ms. Returns 0 or -1. */
 int trs_parse_time(const char *s, int64_t *ms);
@@ -54,7 +59,7 @@ double trs_score(const trs *t, size_t i); /* NAN when absent */
 double trs_rules_pts(const trs *t, size_t i);
 
 /* The query with its parameters written in (for psql \copy), into out. Returns 0, or -1 when out
- * is too small. */
+ * is too small or skip_rules is not a valid list. */
 int trs_query_text(const trs_filter *f, char *out, size_t out_size);
 
 /* Streams the query's rows into t (single-row mode: memory holds the rows kept, not the result

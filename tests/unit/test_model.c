@@ -1,4 +1,4 @@
-/* Unit tests for tools/model.c: train a tiny model on synthetic data, check that it separates
+/* Unit tests for scorer/model.c: train a tiny model on synthetic data, check that it separates
  * the classes, survives a save/load round trip with its header, and maps feature objects. */
 #include <math.h>
 #include <setjmp.h>

@@ -447,7 +447,8 @@ static void test_default_rules(void **state) {
     rules_result res;
     rules *r = load_default();
     (void)state;
-    assert_int_equal(strncmp(rules_version(r), "2026.11.2+", 10), 0);
+    assert_int_equal(strncmp(rules_version(r), "2026.11.3+", 10), 0);
+    assert_int_equal(rules_model_weight(r), 100); /* the model blend when a model is loaded */
     assert_int_equal(rules_window_count(r), 3);
     assert_int_equal(rules_window_at(r, 0)->entity, RULES_ENT_USER);
     assert_int_equal(rules_window_at(r, 0)->window_ms, 300000);

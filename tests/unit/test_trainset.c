@@ -50,7 +50,7 @@ static void test_file_rows(void **state) {
              "\n",
              T0, T0 + 1000, T0 + 2000, T0 + 7 * 86400000LL);
     write_file(path, text);
-    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 0};
+    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
     assert_int_equal(trs_parse_period("2018-07-25:2018-07-31", &f.from_ms, &f.to_ms), 0);
     trs *t = trs_new();
     assert_int_equal(trs_load_file(t, path, &f, err, sizeof err), 0);
@@ -81,7 +81,7 @@ static void test_file_rows(void **state) {
     trs_destroy(t);
 
     /* unlabelled = legit, no period */
-    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 1};
+    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 1, NULL};
     t = trs_new();
     assert_int_equal(trs_load_file(t, path, &all, err, sizeof err), 0);
     assert_int_equal(trs_count(t), 4);
@@ -94,7 +94,7 @@ static void test_file_errors(void **state) {
     (void)state;
     char path[] = "/tmp/fs_test_trs_XXXXXX", err[256];
     write_file(path, "{\"a\": 1}\t1\n{\"a\": 1}\tyes\n");
-    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0};
+    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
     trs *t = trs_new();
     assert_int_equal(trs_load_file(t, path, &all, err, sizeof err), -1);
     assert_non_null(strstr(err, ":2:")); /* the line */

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# bench/e2e_bench.sh: the whole pipeline end to end (`make bench-e2e`; results in BENCHMARKS.md).
+#
+# ingest + the dev broker + two scorers + PostgreSQL on this machine (tests/lib.sh), driven by
+# fraudshield-replay with the handbook's transactions (DATA):
+#   A. sustained: the whole file as fast as the pipeline takes it: --rate 0 with --max-undecided (a
+#      closed loop on the decisions, which keeps the broker's backlog inside its 5 MiB-per-partition
+#      retention); payments/s from the first send to the last decision persisted in PostgreSQL.
+#      Fraud labels go back with a 7-day delay (--outcomes fraud), as in `make eval`.
+#   B. latency at a fixed RATE (default 5,000/s, open loop) for B_N payments (default 100,000: ~20 s;
+#      more would outgrow the broker's retention when the scorers cannot keep up), then
+#   C. the same at C_RATE (default: 80 % of A's sustained rate) for C_N payments (default 60 s worth):
+#      the latency at a rate the pipeline sustains.
+#   B and C replay the first rows of DATA again moved 153 days later, with new transaction ids (new
+#   payments on top of A's history, so the features see the same state a live system would).
+# Every second a sampler records the decisions persisted (the scorers' fs_scorer_payments_total),
+# the consumer lag (fs_scorer_consumer_lag_total, librdkafka statistics every second) and the CPU
+# time of each process (ingest, each scorer, the broker, PostgreSQL's processes, the replay) into
+# $BENCH_DIR/samples.tsv; gnuplot draws docs/bench-e2e.png from it (when installed).
+# Every phase checks that nothing was lost (rows in PostgreSQL = payments accepted, no offset out of
+# range). Last line: `bench-e2e sustained_pps=… p99_ms_at_5k=… max_lag=…`.
+# Env: BUILD, DATA (../shared/datasets/handbook/dev.csv.gz; absent: skipped), BENCH_DIR (.eval/bench-e2e),
+# RATE, B_N, C_RATE, C_N, MAX_UNDECIDED (20000), PARTITIONS (12), LIMIT (A's rows; 0: all), PLOT
+# (docs/bench-e2e.png; "": none).
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+DATA=${DATA:-../shared/datasets/handbook/dev.csv.gz}
+if [[ ! -f "$DATA" ]]; then
+    echo "bench-e2e: $DATA not found (the handbook data set, see docs/detection.md): skipped"
+    exit 0
+fi
+BENCH_DIR=${BENCH_DIR:-$REPO/.eval/bench-e2e}
+RATE=${RATE:-5000}
+B_N=${B_N:-100000}
+PLOT=${PLOT-$REPO/docs/bench-e2e.png}
+source "$REPO/tests/lib.sh"
+log() { echo "[bench-e2e] $*" >&2; }
+
+mkdir -p "$BENCH_DIR"
+exec 8>"$BENCH_DIR/lock"
+flock -n 8 || { echo "bench-e2e: another run uses $BENCH_DIR" >&2; exit 1; }
+if [[ -f "$BENCH_DIR/pg/PG_VERSION" ]] && fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$BENCH_DIR/pg" status >/dev/null 2>&1; then
+    fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$BENCH_DIR/pg" -m fast -w stop >/dev/null # left by a killed run
+fi
+rm -rf "$BENCH_DIR/pg" "$BENCH_DIR"/*.log "$BENCH_DIR"/*.out "$BENCH_DIR"/*.tsv
+fs_setup bench_e2e "$BENCH_DIR"
+fs_pg_start "$BENCH_DIR/pg"
+FS_SCORER_ARGS="--batch-max=2000 --batch-max-ms=100 --velocity-lateness-s=259200 --stats-interval-ms=1000 ${SCORER_ARGS:-}" \
+    fs_pipeline_start 2 "${PARTITIONS:-12}"
+log "pipeline up: ingest $FS_INGEST_URL, scorers (admin ports ${FS_SCORER_ADMIN_PORTS[*]}), PostgreSQL $FS_PG_PORT; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# ---- the sampler ----------------------------------------------------------------------------------
+
+# CPU time (utime + stime, clock ticks) of a process, all threads; 0 when gone.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# PostgreSQL: the postmaster and its children (the backends of the scorers, ingest, checkpointer...).
+pg_ticks() {
+    local pm sum=0 c
+    pm=$(head -1 "$FS_PG_DATA/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    sum=$(ticks "$pm")
+    for c in $(cat "/proc/$pm/task/$pm/children" 2>/dev/null); do sum=$((sum + $(ticks "$c"))); done
+    echo "$sum"
+}
+
+metric_sum() { # NAME: the sum of a metric over the scorers' /metrics
+    local p
+    for p in "${FS_SCORER_ADMIN_PORTS[@]}"; do curl -sf --max-time 1 "http://127.0.0.1:$p/metrics" || true; done |
+        awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { printf "%d\n", s }'
+}
+
+# One line a second: t phase decided lag ticks(ingest scorer-1 scorer-2 devbroker postgres replay)
+sampler() {
+    local t0=$1 next now replay_pid
+    echo -e "t\tphase\tdecided\tlag\tingest\tscorer1\tscorer2\tbroker\tpostgres\treplay"
+    next=$(date +%s.%N)
+    while :; do
+        replay_pid=$(cat "$BENCH_DIR/replay.pid" 2>/dev/null || echo 0)
+        now=$(date +%s.%N)
+        printf '%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(echo "$now - $t0" | bc)" \
+            "$(cat "$BENCH_DIR/phase" 2>/dev/null)" "$(metric_sum fs_scorer_payments_total)" \
+            "$(metric_sum fs_scorer_consumer_lag_total)" "$(ticks "$(fs_pid ingest)")" \
+            "$(ticks "$(fs_pid scorer-1)")" "$(ticks "$(fs_pid scorer-2)")" "$(ticks "$(fs_pid devbroker)")" \
+            "$(pg_ticks)" "$(ticks "$replay_pid")"
+        next=$(echo "$next + 1" | bc)
+        sleep "$(echo "x = $next - $(date +%s.%N); if (x < 0) x = 0; x" | bc)"
+    done
+}
+
+T0=$(date +%s.%N)
+echo A >"$BENCH_DIR/phase"
+sampler "$T0" >"$BENCH_DIR/samples.tsv" &
+SAMPLER=$!
+FS_ALL_PIDS+=("$SAMPLER")
+
+# ---- phases -------------------------------------------------------------------------------------------
+
+# replay NAME ARGS...: one replay run (its summary in NAME.out); sets ACCEPTED, P50, P99, PPS.
+replay() {
+    local name=$1 out
+    shift
+    "$BUILD/bin/fraudshield-replay" --url "$FS_INGEST_URL" --api-key-file "$FS_API_KEY_FILE" \
+        --brokers "$FS_BROKERS" --delay-days 7 --outcomes fraud --drain-timeout-s 900 \
+        --log-level warn "$@" >"$BENCH_DIR/$name.out" 2>>"$BENCH_DIR/replay.log" &
+    echo $! >"$BENCH_DIR/replay.pid"
+    wait $! || fs_fail "replay $name failed (see $BENCH_DIR/$name.out, replay.log)"
+    rm -f "$BENCH_DIR/replay.pid"
+    out=$(tail -1 "$BENCH_DIR/$name.out")
+    ACCEPTED=$(sed -n 's/.* accepted=\([0-9]*\) .*/\1/p' <<<"$out")
+    P50=$(sed -n 's/.* p50_ms=\([0-9.]*\) .*/\1/p' <<<"$out")
+    P99=$(sed -n 's/.* p99_ms=\([0-9.]*\) .*/\1/p' <<<"$out")
+    PPS=$(sed -n 's/.* pps=\([0-9]*\) .*/\1/p' <<<"$out")
+    sed -n '/end-to-end/p; /throughput/p' "$BENCH_DIR/$name.out" >&2
+}
+
+# Waits until PostgreSQL holds want decisions; prints the time (s since T0) the count was reached.
+wait_decided() {
+    local want=$1 n
+    until n=$(fs_psql "SELECT count(*) FROM decisions") && ((n >= want)); do
+        for s in scorer-1 scorer-2; do fs_alive "$s" || fs_fail "$s died"; done
+        sleep 0.25
+    done
+    echo "$(date +%s.%N) - $T0" | bc
+}
+
+check_lost() {
+    local want=$1 np lost
+    np=$(fs_psql "SELECT count(*) FROM payments")
+    lost=$(metric_sum fs_scorer_messages_lost_total)
+    [[ "$np" == "$want" && "$lost" == 0 ]] || fs_fail "lost payments: $want accepted, $np in PostgreSQL, $lost lost by the broker"
+    log "nothing lost: $np payments in PostgreSQL = accepted"
+}
+
+# A: the whole file, closed loop
+start=$(echo "$(date +%s.%N) - $T0" | bc)
+log "A: the whole of $DATA as fast as the pipeline takes it (max-undecided ${MAX_UNDECIDED:-20000})"
+replay sustained --input "$DATA" --max-undecided "${MAX_UNDECIDED:-20000}" --limit "${LIMIT:-0}"
+end=$(wait_decided "$ACCEPTED")
+check_lost "$ACCEPTED"
+total=$ACCEPTED
+SUSTAINED=$(echo "$ACCEPTED / ($end - $start)" | bc)
+A_P50=$P50 A_P99=$P99 A_END=$end
+log "A: $ACCEPTED payments in $(echo "$end - $start" | bc) s: $SUSTAINED payments/s sustained (send to last decision persisted)"
+
+# B and C: new payments after A's: the first rows of DATA 153 days later, new transaction ids.
+C_RATE=${C_RATE:-$((SUSTAINED * 8 / 10))}
+C_N=${C_N:-$((C_RATE * 60))}
+gzip -cdf "$DATA" | head -n $((B_N + C_N + 1)) | python3 -c '
+import sys, datetime
+b_n, out_b, out_c = int(sys.argv[1]), open(sys.argv[2], "w"), open(sys.argv[3], "w")
+head = sys.stdin.readline()
+out_b.write(head); out_c.write(head)
+for i, line in enumerate(sys.stdin):
+    f = line.split(",")
+    f[0] = str(int(f[0]) + 100000000)
+    t = datetime.datetime.strptime(f[1], "%Y-%m-%d %H:%M:%S") + datetime.timedelta(days=153)
+    f[1] = t.strftime("%Y-%m-%d %H:%M:%S")
+    (out_b if i < b_n else out_c).write(",".join(f))
+' "$B_N" "$BENCH_DIR/b.csv" "$BENCH_DIR/c.csv"
+
+echo B >"$BENCH_DIR/phase"
+log "B: $B_N payments at $RATE/s (open loop)"
+start=$(echo "$(date +%s.%N) - $T0" | bc)
+replay fixed --input "$BENCH_DIR/b.csv" --rate "$RATE"
+B_PPS=$PPS B_P50=$P50 B_P99=$P99
+end=$(wait_decided $((total + ACCEPTED)))
+total=$((total + ACCEPTED))
+check_lost "$total"
+B_DECIDED_PPS=$(echo "$ACCEPTED / ($end - $start)" | bc)
+log "B: sent at $B_PPS/s, decided at $B_DECIDED_PPS/s; end to end p50 $B_P50 ms, p99 $B_P99 ms"
+
+echo C >"$BENCH_DIR/phase"
+log "C: $C_N payments at $C_RATE/s (80 % of A's sustained rate, open loop)"
+start=$(echo "$(date +%s.%N) - $T0" | bc)
+replay sustainable --input "$BENCH_DIR/c.csv" --rate "$C_RATE"
+C_PPS=$PPS C_P50=$P50 C_P99=$P99
+end=$(wait_decided $((total + ACCEPTED)))
+total=$((total + ACCEPTED))
+check_lost "$total"
+log "C: sent at $C_PPS/s; end to end p50 $C_P50 ms, p99 $C_P99 ms"
+echo done >"$BENCH_DIR/phase"
+sleep 2
+kill "$SAMPLER" 2>/dev/null || true
+wait "$SAMPLER" 2>/dev/null || true
+
+# ---- report -------------------------------------------------------------------------------------------
+
+hz=$(getconf CLK_TCK)
+# per phase: mean decisions/s, max lag, CPU share (% of one core) per process
+awk -F'\t' -v hz="$hz" '
+    NR == 1 { for (i = 1; i <= NF; i++) col[i] = $i; next }
+    NR > 2 && $2 == prev_phase {
+        dt = $1 - pt
+        if (dt > 0) for (i = 5; i <= 10; i++) if ($i >= pv[i]) { cpu[$2, i] += ($i - pv[i]) / hz; }
+        span[$2] += dt
+    }
+    { if ($4 > maxlag[$2]) maxlag[$2] = $4; if ($4 > maxlag["all"]) maxlag["all"] = $4
+      pt = $1; prev_phase = $2; for (i = 5; i <= 10; i++) pv[i] = $i; phases[$2] = 1 }
+    END {
+        printf "| phase | seconds | max lag |"
+        for (i = 5; i <= 10; i++) printf " %s CPU %% |", col[i]
+        printf "\n|---|---|---|---|---|---|---|---|---|\n"
+        n = split("A B C", ph, " ")
+        for (k = 1; k <= n; k++) { p = ph[k]; if (!(p in phases) || span[p] <= 0) continue
+            printf "| %s | %.0f | %d |", p, span[p], maxlag[p]
+            for (i = 5; i <= 10; i++) printf " %.0f |", 100 * cpu[p, i] / span[p]
+            printf "\n" }
+        printf "MAXLAG %d\n", maxlag["all"]
+    }' "$BENCH_DIR/samples.tsv" >"$BENCH_DIR/cpu.md"
+max_lag=$(sed -n 's/^MAXLAG //p' "$BENCH_DIR/cpu.md")
+sed -i '/^MAXLAG /d' "$BENCH_DIR/cpu.md"
+cat "$BENCH_DIR/cpu.md" >&2
+
+if [[ -n "$PLOT" ]] && command -v gnuplot >/dev/null; then
+    # decisions/s over 5-second steps (the counters move per batch of up to 2000)
+    awk -F'\t' 'NR > 1 { t[NR] = $1; d[NR] = $3; l[NR] = $4; n = NR }
+        END { for (i = 7; i <= n; i++) printf "%.1f\t%.1f\t%d\n", t[i], (d[i] - d[i-5]) / (t[i] - t[i-5]), l[i] }' \
+        "$BENCH_DIR/samples.tsv" >"$BENCH_DIR/plot.tsv"
+    gnuplot <<EOF
+set terminal pngcairo size 1100,640 font ",10"
+set output "$PLOT"
+set multiplot layout 2,1 title "FraudShield end to end: ingest + dev broker + 2 scorers + PostgreSQL, 2 vCPU (make bench-e2e)"
+set grid
+set xlabel "seconds since the first send"
+set ylabel "decisions persisted / s"
+set arrow from $A_END, graph 0 to $A_END, graph 1 nohead dt 2
+set label "A: closed loop, whole dev set | B: ${RATE}/s | C: ${C_RATE}/s" at graph 0.01, graph 0.93
+plot "$BENCH_DIR/plot.tsv" using 1:2 with lines lw 1.5 title "throughput (5 s steps)"
+set ylabel "consumer lag (messages)"
+plot "$BENCH_DIR/plot.tsv" using 1:3 with lines lw 1.5 lc rgb "#c03030" title "raw\\\\_payments lag, both scorers"
+unset multiplot
+EOF
+    log "plot: $PLOT"
+fi
+
+log "A sustained: $SUSTAINED payments/s (replay p50 $A_P50 ms, p99 $A_P99 ms with up to ${MAX_UNDECIDED:-20000} undecided)"
+log "B at $RATE/s: sent $B_PPS/s, decided $B_DECIDED_PPS/s, p50 $B_P50 ms, p99 $B_P99 ms"
+log "C at $C_RATE/s: sent $C_PPS/s, p50 $C_P50 ms, p99 $C_P99 ms; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench-e2e-sustainable rate=$C_RATE p50_ms=$C_P50 p99_ms=$C_P99"
+echo "bench-e2e sustained_pps=$SUSTAINED p99_ms_at_5k=$B_P99 max_lag=$max_lag"

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The model in the live scorer: a configured but missing or invalid model file stops the start-up
+# with an error naming it; a loaded model scores every payment once per batch, its probability is
+# blended into the score (blend.model_weight of the default rules) and stored with the evidence,
+# and its version is recorded with every decision and on processed_payments; SIGHUP loads a new
+# model file (later decisions carry its version), and a corrupt one is rejected: the active model
+# stays and the failure is counted.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup scorer_model
+scorer="$BUILD/bin/fraudshield-scorer"
+model="$FS_TEST_DIR/model.json"
+rules="$FS_TEST_DIR/rules.json"
+cp "$REPO/schemas/rules/default.json" "$rules"
+weight=$(sed -n 's/.*"blend": *{"model_weight": *\([0-9]*\)}.*/\1/p' "$rules")
+[[ -n "$weight" && "$weight" -gt 0 ]] || fs_fail "the default rules have no model blend"
+
+# train VERSION SEED OUT: a small model from a synthetic export of the training query (psql text
+# format: features, label): fraud = amounts above 120.00, 2 % of the labels flipped (the payments
+# of gen_raw_payments.sh below are 1.00 .. 222.63). Prints the
+# loaded version ("<VERSION>+<hash of the file>"). merchant_count_60s is a feature the scorer does
+# not compute with these rules: the scorer warns that it is always missing.
+train() {
+    awk -v seed="$2" 'BEGIN { srand(seed); for (i = 0; i < 3000; i++) {
+        a = 100 + int(rand() * 30000); c = 1 + int(rand() * 20); s = c * (100 + int(rand() * 30000))
+        l = a > 12000 ? 1 : 0; if (rand() < 0.02) l = 1 - l
+        printf "{\"amount_minor\":%d,\"user_count_86400s\":%d,\"user_sum_minor_86400s\":%d}\t%d\n", a, c, s, l } }' \
+        >"$FS_TEST_DIR/rows-$2.tsv"
+    "$BUILD/bin/fraudshield-train" --input "$FS_TEST_DIR/rows-$2.tsv" --holdout-pct 0 --rounds 30 \
+        --eta 0.3 --threads 1 --features amount_minor,user_count_86400s,user_avg_minor_86400s,vault_card_seen,merchant_count_60s \
+        --version "$1" --output "$3" --log-level warn | sed -n 's/.* version=\([^ ]*\)$/\1/p'
+}
+
+# 1. start-up: a configured model file that is missing, or not a model, is an error naming it
+st=0
+out=$(FS_RULES_FILE="$rules" timeout 30 "$scorer" --model-file "$FS_TEST_DIR/absent.json" 2>&1) || st=$?
+((st != 0)) || fs_fail "a missing model file must stop the scorer"
+grep '"event":"startup_failed"' <<<"$out" | grep -qF "model-file: $FS_TEST_DIR/absent.json: No such file or directory" ||
+    fs_fail "missing model: $out"
+echo "ok: missing model file -> exit $st, error names the file"
+st=0
+out=$(FS_RULES_FILE="$rules" timeout 30 "$scorer" --model-file "$rules" 2>&1) || st=$?
+((st != 0)) || fs_fail "an invalid model file must stop the scorer"
+grep '"event":"startup_failed"' <<<"$out" | grep -qF "model-file: $rules: not an XGBoost model" ||
+    fs_fail "invalid model: $out"
+echo "ok: invalid model file -> exit $st, error names the file"
+
+fs_pg_start
+fs_broker_start 6
+va=$(train test-a 1 "$model")
+[[ $va == test-a+* ]] || fs_fail "training model a: $va"
+admin=$(fs_free_port)
+fs_bg scorer env FS_SCORER_ID=scorer-model FS_RULES_FILE="$rules" FS_MODEL_FILE="$model" \
+    FS_ADMIN_PORT="$admin" "$scorer"
+fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer.log"
+grep '"event":"model_loaded"' "$FS_TEST_DIR/scorer.log" | grep -qF "\"version\":\"$va\"" ||
+    fs_fail "model_loaded with $va"
+grep '"event":"model_features_missing"' "$FS_TEST_DIR/scorer.log" | grep -q 'merchant_count_60s' ||
+    fs_fail "no warning about the feature the scorer does not compute"
+
+decisions() { fs_psql 'SELECT count(*) FROM decisions'; }
+produce() { # RUN N
+    bash "$REPO/tests/integration/gen_raw_payments.sh" "$1" "$2" 50 | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+}
+version_count() { fs_psql "SELECT count(*) FROM decisions WHERE model_version IS NOT DISTINCT FROM $1"; }
+
+# 2. every decision scored by model a, the blend exact, the version on the decision and the topic
+produce 101 600
+fs_wait_for 90 '(( $(decisions) >= 600 ))'
+fs_assert_eq 600 "$(version_count "'$va'")" "decisions with model_version $va"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions WHERE NOT features ? 'model_score'")" \
+    "decisions without model_score in their evidence"
+# score = min(100, round(p x weight) + the weights of the rules that hit), as rules.h says
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions d WHERE d.score <> least(100,
+    floor((d.features->>'model_score')::float8 * $weight + 0.5)::int
+    + coalesce((SELECT sum((x->>'weight')::int) FROM jsonb_array_elements(d.reasons) x), 0))")" \
+    "decisions whose score is not the blend"
+fs_assert_eq t "$(fs_psql "SELECT bool_and(d.score >= round((d.features->>'model_score')::float8 * $weight))
+    FROM decisions d")" "score >= round(model_score x weight)"
+# the model learnt amounts > 120.00: it must tell them apart in the live scorer too
+fs_assert_eq t "$(fs_psql "SELECT avg((d.features->>'model_score')::float8) FILTER (WHERE p.amount_minor > 14000)
+    > 0.8 AND avg((d.features->>'model_score')::float8) FILTER (WHERE p.amount_minor < 10000) < 0.2
+    FROM decisions d JOIN payments p USING (payment_id)")" "the live model separates large amounts"
+fs_wait_for 30 "(( \$(fs_topic_dump processed_payments | grep -cF '\"model_version\":\"$va\"') >= 600 ))"
+echo "ok: processed_payments carry model_version $va"
+metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
+grep -qF "fs_scorer_model_info{version=\"$va\"} 1" <<<"$metrics" || fs_fail "model info metric"
+predictions=$(sed -n 's/^fs_scorer_model_seconds_count \([0-9]*\)$/\1/p' <<<"$metrics")
+batches=$(sed -n 's/^fs_scorer_batch_size_count \([0-9]*\)$/\1/p' <<<"$metrics")
+((predictions >= 1 && predictions <= batches && predictions < 600)) ||
+    fs_fail "one prediction per batch: $predictions predictions, $batches batches, 600 payments"
+echo "ok: $predictions predictions for $batches batches of 600 payments"
+
+# 3. SIGHUP with a new model file (renamed over the configured path, as fraudshield-train does)
+vb=$(train test-b 2 "$FS_TEST_DIR/model-b.json")
+[[ $vb == test-b+* && $vb != "$va" ]] || fs_fail "training model b: $vb"
+cp "$FS_TEST_DIR/model-b.json" "$model.tmp" && mv "$model.tmp" "$model"
+fs_kill scorer HUP
+fs_wait_for 30 grep -q '"event":"model_reloaded"' "$FS_TEST_DIR/scorer.log"
+grep '"event":"model_reloaded"' "$FS_TEST_DIR/scorer.log" | grep -F "\"previous\":\"$va\"" |
+    grep -qF "\"version\":\"$vb\"" || fs_fail "model_reloaded $va -> $vb"
+produce 102 300
+fs_wait_for 90 '(( $(decisions) >= 900 ))'
+fs_assert_eq 300 "$(version_count "'$vb'")" "decisions after the reload with model_version $vb"
+fs_assert_eq 600 "$(version_count "'$va'")" "decisions before it keep $va"
+
+# 4. SIGHUP with a corrupt model file: rejected, the active model stays, the failure is counted
+head -c 200 "$FS_TEST_DIR/model-b.json" >"$model"
+fs_kill scorer HUP
+fs_wait_for 30 grep -q '"event":"model_reload_failed"' "$FS_TEST_DIR/scorer.log"
+grep '"event":"model_reload_failed"' "$FS_TEST_DIR/scorer.log" | grep -F "\"file\":\"$model\"" |
+    grep -qF "\"active\":\"$vb\"" || fs_fail "model_reload_failed names the file and the active model"
+produce 103 200
+fs_wait_for 90 '(( $(decisions) >= 1100 ))'
+fs_assert_eq 500 "$(version_count "'$vb'")" "decisions after the failed reload keep $vb"
+fs_assert_eq 0 "$(version_count NULL)" "decisions without a model"
+metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
+grep -qF 'fs_scorer_model_reloads_total{result="ok"} 1' <<<"$metrics" || fs_fail "model reloads (ok)"
+grep -qF 'fs_scorer_model_reloads_total{result="failed"} 1' <<<"$metrics" || fs_fail "model reloads (failed)"
+grep -qF "fs_scorer_model_info{version=\"$vb\"} 1" <<<"$metrics" || fs_fail "model info: $vb in use"
+grep -qF "fs_scorer_model_info{version=\"$va\"} 0" <<<"$metrics" || fs_fail "model info: $va replaced"
+! grep -qE '^fs_scorer_model_failures_total [1-9]' <<<"$metrics" || fs_fail "prediction failures"
+fs_alive scorer || fs_fail "the scorer died"
+echo "ok"
