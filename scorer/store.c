@@ -36,7 +36,7 @@ static const char SQL_TEMP_TABLES[] =
     " metadata jsonb, event_time_ms bigint, ingest_time_ms bigint, source_partition integer,"
     " source_offset bigint) ON COMMIT DELETE ROWS;"
     "CREATE TEMP TABLE IF NOT EXISTS tmp_decisions (payment_id uuid, decision text, score smallint,"
-    " reasons jsonb, features jsonb, rules_version text, model_version text,"
+    " reasons jsonb, features json, rules_version text, model_version text,"
     " scoring_latency_us integer, decided_at_ms bigint) ON COMMIT DELETE ROWS;"
     "CREATE TEMP TABLE IF NOT EXISTS tmp_velocity (k text, e text, t bigint, p uuid, u text,"
     " a bigint) ON COMMIT DELETE ROWS;"
@@ -734,7 +734,7 @@ static const char SQL_MOVE_VELOCITY[] =
     "INSERT INTO velocity_events (entity_kind, entity_key, event_time, payment_id, user_id,"
     " amount_minor) "
     "SELECT x.k, x.e, " EPOCH_MS("x.t") ", x.p, x.u, x.a FROM tmp_velocity x "
-    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\", x.t, x.p ON CONFLICT DO NOTHING";
+    "ORDER BY x.k COLLATE \"C\", x.e COLLATE \"C\", x.t"; /* new payments only: no conflicts */
 
 store_rc store_insert_velocity(store *st, const velocity_event *ev, size_t n, char *errstr,
                                size_t errstr_size) {

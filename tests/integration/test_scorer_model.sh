@@ -68,7 +68,7 @@ version_count() { fs_psql "SELECT count(*) FROM decisions WHERE model_version IS
 produce 101 600
 fs_wait_for 90 '(( $(decisions) >= 600 ))'
 fs_assert_eq 600 "$(version_count "'$va'")" "decisions with model_version $va"
-fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions WHERE NOT features ? 'model_score'")" \
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions WHERE NOT features::jsonb ? 'model_score'")" \
     "decisions without model_score in their evidence"
 # score = min(100, round(p x weight) + the weights of the rules that hit), as rules.h says
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions d WHERE d.score <> least(100,
