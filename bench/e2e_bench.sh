@@ -45,6 +45,11 @@ if [[ -f "$BENCH_DIR/pg/PG_VERSION" ]] && fs__pg_as "$FS_PG_BIN/pg_ctl" -D "$BEN
 fi
 rm -rf "$BENCH_DIR/pg" "$BENCH_DIR"/*.log "$BENCH_DIR"/*.out "$BENCH_DIR"/*.tsv
 fs_setup bench_e2e "$BENCH_DIR"
+# The dev broker (librdkafka's mock cluster) answers a fetch that finds no data only after the
+# consumer's fetch.wait.max.ms (500 ms by default), even when data arrives meanwhile; real Kafka
+# answers as soon as data arrives. A short wait keeps that artifact (up to 0.5 s per consumer hop:
+# the scorers' and the replay's) out of the end-to-end latency. Producers ignore the property.
+export KAFKA_FETCH_WAIT_MAX_MS=${KAFKA_FETCH_WAIT_MAX_MS:-10}
 fs_pg_start "$BENCH_DIR/pg"
 FS_SCORER_ARGS="--batch-max=2000 --batch-max-ms=100 --velocity-lateness-s=259200 --stats-interval-ms=1000 ${SCORER_ARGS:-}" \
     fs_pipeline_start 2 "${PARTITIONS:-12}"
@@ -114,30 +119,42 @@ replay() {
     sed -n '/end-to-end/p; /throughput/p' "$BENCH_DIR/$name.out" >&2
 }
 
-# Waits until PostgreSQL holds want decisions; prints the time (s since T0) the count was reached.
+# Waits until PostgreSQL holds want decisions (or none came for 120 s: some were lost); prints the
+# time (s since T0) the last one came.
 wait_decided() {
-    local want=$1 n
-    until n=$(fs_psql "SELECT count(*) FROM decisions") && ((n >= want)); do
+    local want=$1 n last=-1 at
+    at=$(date +%s.%N)
+    while n=$(fs_psql "SELECT count(*) FROM decisions") && ((n < want)); do
         for s in scorer-1 scorer-2; do fs_alive "$s" || fs_fail "$s died"; done
+        if ((n != last)); then last=$n; at=$(date +%s.%N); fi
+        (($(echo "$(date +%s.%N) - $at > 120" | bc))) && break
         sleep 0.25
     done
-    echo "$(date +%s.%N) - $T0" | bc
+    ((n >= want)) && at=$(date +%s.%N)
+    echo "$at - $T0" | bc
 }
 
+# check_lost WANT FATAL: payments in PostgreSQL = accepted, and no offset out of range.
 check_lost() {
     local want=$1 np lost
     np=$(fs_psql "SELECT count(*) FROM payments")
     lost=$(metric_sum fs_scorer_messages_lost_total)
-    [[ "$np" == "$want" && "$lost" == 0 ]] || fs_fail "lost payments: $want accepted, $np in PostgreSQL, $lost lost by the broker"
-    log "nothing lost: $np payments in PostgreSQL = accepted"
+    if [[ "$np" == "$want" && "$lost" == 0 ]]; then
+        log "nothing lost: $np payments in PostgreSQL = accepted"
+        return 0
+    fi
+    [[ $2 == 1 ]] && fs_fail "lost payments: $want accepted, $np in PostgreSQL, $lost lost by the broker"
+    log "LOST: $want accepted, $np in PostgreSQL, the scorers counted $lost lost by the broker"
+    LOSS="$((want - np)) lost"
 }
+LOSS="none"
 
 # A: the whole file, closed loop
 start=$(echo "$(date +%s.%N) - $T0" | bc)
 log "A: the whole of $DATA as fast as the pipeline takes it (max-undecided ${MAX_UNDECIDED:-20000})"
 replay sustained --input "$DATA" --max-undecided "${MAX_UNDECIDED:-20000}" --limit "${LIMIT:-0}"
 end=$(wait_decided "$ACCEPTED")
-check_lost "$ACCEPTED"
+check_lost "$ACCEPTED" 1
 total=$ACCEPTED
 SUSTAINED=$(echo "$ACCEPTED / ($end - $start)" | bc)
 A_P50=$P50 A_P99=$P99 A_END=$end
@@ -146,18 +163,23 @@ log "A: $ACCEPTED payments in $(echo "$end - $start" | bc) s: $SUSTAINED payment
 # B and C: new payments after A's: the first rows of DATA 153 days later, new transaction ids.
 C_RATE=${C_RATE:-$((SUSTAINED * 8 / 10))}
 C_N=${C_N:-$((C_RATE * 60))}
-gzip -cdf "$DATA" | head -n $((B_N + C_N + 1)) | python3 -c '
-import sys, datetime
-b_n, out_b, out_c = int(sys.argv[1]), open(sys.argv[2], "w"), open(sys.argv[3], "w")
-head = sys.stdin.readline()
+python3 - "$DATA" "$B_N" "$C_N" "$BENCH_DIR/b.csv" "$BENCH_DIR/c.csv" <<'EOF'
+import datetime, gzip, sys
+path, b_n, c_n, out_b, out_c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), open(sys.argv[4], "w"), open(sys.argv[5], "w")
+with open(path, "rb") as f:
+    gz = f.read(2) == b"\x1f\x8b"
+src = gzip.open(path, "rt") if gz else open(path)
+head = src.readline()
 out_b.write(head); out_c.write(head)
-for i, line in enumerate(sys.stdin):
+for i, line in enumerate(src):
+    if i >= b_n + c_n:
+        break
     f = line.split(",")
     f[0] = str(int(f[0]) + 100000000)
     t = datetime.datetime.strptime(f[1], "%Y-%m-%d %H:%M:%S") + datetime.timedelta(days=153)
     f[1] = t.strftime("%Y-%m-%d %H:%M:%S")
     (out_b if i < b_n else out_c).write(",".join(f))
-' "$B_N" "$BENCH_DIR/b.csv" "$BENCH_DIR/c.csv"
+EOF
 
 echo B >"$BENCH_DIR/phase"
 log "B: $B_N payments at $RATE/s (open loop)"
@@ -166,10 +188,11 @@ replay fixed --input "$BENCH_DIR/b.csv" --rate "$RATE"
 B_PPS=$PPS B_P50=$P50 B_P99=$P99
 end=$(wait_decided $((total + ACCEPTED)))
 total=$((total + ACCEPTED))
-check_lost "$total"
+check_lost "$total" 0
 B_DECIDED_PPS=$(echo "$ACCEPTED / ($end - $start)" | bc)
 log "B: sent at $B_PPS/s, decided at $B_DECIDED_PPS/s; end to end p50 $B_P50 ms, p99 $B_P99 ms"
 
+total=$(fs_psql "SELECT count(*) FROM payments") # what B lost is not waited for
 echo C >"$BENCH_DIR/phase"
 log "C: $C_N payments at $C_RATE/s (80 % of A's sustained rate, open loop)"
 start=$(echo "$(date +%s.%N) - $T0" | bc)
@@ -177,7 +200,7 @@ replay sustainable --input "$BENCH_DIR/c.csv" --rate "$C_RATE"
 C_PPS=$PPS C_P50=$P50 C_P99=$P99
 end=$(wait_decided $((total + ACCEPTED)))
 total=$((total + ACCEPTED))
-check_lost "$total"
+check_lost "$total" 0
 log "C: sent at $C_PPS/s; end to end p50 $C_P50 ms, p99 $C_P99 ms"
 echo done >"$BENCH_DIR/phase"
 sleep 2
@@ -227,6 +250,7 @@ set ylabel "decisions persisted / s"
 set arrow from $A_END, graph 0 to $A_END, graph 1 nohead dt 2
 set label "A: closed loop, whole dev set | B: ${RATE}/s | C: ${C_RATE}/s" at graph 0.01, graph 0.93
 plot "$BENCH_DIR/plot.tsv" using 1:2 with lines lw 1.5 title "throughput (5 s steps)"
+unset label
 set ylabel "consumer lag (messages)"
 plot "$BENCH_DIR/plot.tsv" using 1:3 with lines lw 1.5 lc rgb "#c03030" title "raw\\\\_payments lag, both scorers"
 unset multiplot
@@ -237,5 +261,6 @@ fi
 log "A sustained: $SUSTAINED payments/s (replay p50 $A_P50 ms, p99 $A_P99 ms with up to ${MAX_UNDECIDED:-20000} undecided)"
 log "B at $RATE/s: sent $B_PPS/s, decided $B_DECIDED_PPS/s, p50 $B_P50 ms, p99 $B_P99 ms"
 log "C at $C_RATE/s: sent $C_PPS/s, p50 $C_P50 ms, p99 $C_P99 ms; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+log "payments lost: $LOSS"
 echo "bench-e2e-sustainable rate=$C_RATE p50_ms=$C_P50 p99_ms=$C_P99"
 echo "bench-e2e sustained_pps=$SUSTAINED p99_ms_at_5k=$B_P99 max_lag=$max_lag"

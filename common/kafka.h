@@ -16,6 +16,7 @@
 #define KAFKA_TOPIC_PROCESSED "processed_payments"
 #define KAFKA_TOPIC_ALERTS "fraud_alerts"
 #define KAFKA_TOPIC_DLQ "raw_payments.dlq"
+#define KAFKA_TOPIC_OUTCOMES_DLQ "payment_outcomes.dlq"
 #define KAFKA_TOPIC_OUTCOMES "payment_outcomes"
 
 /* A new conf with brokers, the logger, and then props applied (librdkafka rejects unknown names:

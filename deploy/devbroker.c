@@ -28,7 +28,7 @@
 
 #define DEFAULT_TOPICS                                                                            \
     "raw_payments,processed_payments,fraud_alerts,raw_payments.dlq,fraud_alerts.dlq,"             \
-    "payment_outcomes"
+    "payment_outcomes,payment_outcomes.dlq"
 
 typedef struct devbroker_conf {
     int64_t broker_count;

@@ -42,6 +42,7 @@ typedef struct scorer_opts {
     char *risk_windows_days;
     int64_t risk_delay_days;
     char *outcomes_topic;
+    char *outcomes_dlq_topic;
     char *outcomes_group_id;
     char *admin_addr;
     int64_t admin_port;
@@ -93,6 +94,9 @@ static const cfg_opt scorer_options[] = {
      "feedback delay of merchant risk: windows (t - delay - n days, t - delay]", false},
     {"outcomes-topic", "FS_OUTCOMES_TOPIC", CFG_STRING, KAFKA_TOPIC_OUTCOMES, 0, 249,
      O(outcomes_topic), "topic of outcome labels fed back to the vault (\"\": not consumed)", false},
+    {"outcomes-dlq-topic", "FS_OUTCOMES_DLQ_TOPIC", CFG_STRING, KAFKA_TOPIC_OUTCOMES_DLQ, 1, 249,
+     O(outcomes_dlq_topic), "dead-letter topic for outcome messages that cannot be processed",
+     false},
     {"outcomes-group-id", "FS_OUTCOMES_GROUP_ID", CFG_STRING, "fraudshield-outcomes", 1, 255,
      O(outcomes_group_id), "consumer group of the scorer workers on the outcomes topic", false},
     {"admin-addr", "FS_ADMIN_ADDR", CFG_STRING, "127.0.0.1", 1, 255, O(admin_addr),
@@ -185,6 +189,7 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .risk_windows_days = o->risk_windows_days,
         .risk_delay_days = (int)o->risk_delay_days,
         .outcomes_topic = o->outcomes_topic,
+        .outcomes_dlq_topic = o->outcomes_dlq_topic,
         .outcomes_group_id = o->outcomes_group_id,
         .stats_interval_ms = (int)o->stats_interval_ms,
         .scorer_id = o->scorer_id,

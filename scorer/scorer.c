@@ -85,6 +85,7 @@ struct scorer {
     rd_kafka_t *outcomes;     /* consumer of payment_outcomes (own group), or NULL */
     rd_kafka_message_t **omsgs; /* outcome messages in hand (kept until stored) */
     size_t nomsgs;
+    int8_t *odlq;               /* per outcome message: OUT_NONE (valid) or its dead letter's state */
     int outcome_backoff;      /* batches to wait after an outcome failure */
     int64_t outcomes_pending; /* stored outcomes still waiting for their payment */
     scorer_metrics m;
@@ -747,9 +748,10 @@ static void scorer_produce_row(scorer *s, scorer_row *r) {
     }
 }
 
-/* The original bytes, key and headers, plus why and where from (docs/topics.md). */
-static void scorer_produce_dead_letter(scorer *s, scorer_item *it) {
-    rd_kafka_message_t *m = it->msg;
+/* A dead letter of m to topic: the original bytes, key and headers, plus why and where from
+ * (docs/topics.md). *state follows its delivery. */
+static void scorer_produce_dlq(scorer *s, const char *topic, const rd_kafka_message_t *m,
+                               const char *reason, const char *error, int8_t *state) {
     rd_kafka_headers_t *orig = NULL, *h;
     char part[16], off[24], now[25];
     if (rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -759,14 +761,17 @@ static void scorer_produce_dead_letter(scorer *s, scorer_item *it) {
     snprintf(part, sizeof part, "%" PRId32, m->partition);
     snprintf(off, sizeof off, "%" PRId64, m->offset);
     fs_time_format_rfc3339(fs_now_ms(), now);
-    kafka_header_str(h, "dlq_reason", it->dlq_reason);
-    kafka_header_str(h, "dlq_error", it->dlq_error);
+    kafka_header_str(h, "dlq_reason", reason);
+    kafka_header_str(h, "dlq_error", error);
     kafka_header_str(h, "source_topic", rd_kafka_topic_name(m->rkt));
     kafka_header_str(h, "source_partition", part);
     kafka_header_str(h, "source_offset", off);
     kafka_header_str(h, "dlq_time", now);
-    scorer_produce(s, s->cfg.dlq_topic, m->key, m->key_len, m->payload, m->len, RD_KAFKA_MSG_F_COPY,
-                   h, &it->out_dlq);
+    scorer_produce(s, topic, m->key, m->key_len, m->payload, m->len, RD_KAFKA_MSG_F_COPY, h, state);
+}
+
+static void scorer_produce_dead_letter(scorer *s, scorer_item *it) {
+    scorer_produce_dlq(s, s->cfg.dlq_topic, it->msg, it->dlq_reason, it->dlq_error, &it->out_dlq);
 }
 
 /* Waits until every produced message has its delivery report. When stopping, gives up after
@@ -930,11 +935,15 @@ static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
             json_array_append_new(rows, row);
             continue;
         }
+        if (s->odlq[i] == OUT_DONE) continue; /* dead-lettered on an earlier attempt */
         s->stats.outcomes_invalid++;
         metric_add(s->m.outcomes, "invalid", 1);
         json_t *f = msg_ctx(s->omsgs[i]);
         json_object_set_new(f, "error", json_string(why));
-        log_fields(LOG_WARN, "outcome_invalid", f, "outcome message skipped: %s", why);
+        log_fields(LOG_WARN, "outcome_invalid", f, "outcome message dead-lettered: %s", why);
+        scorer_produce_dlq(s, s->cfg.outcomes_dlq_topic, s->omsgs[i],
+                           strcmp(why, "not a JSON object") == 0 ? "undecodable" : "invalid_outcome",
+                           why, &s->odlq[i]);
     }
     store_rc rc = store_begin(s->st, err, esz);
     if (rc == STORE_OK) rc = store_insert_outcomes(s->st, rows, &inserted, err, esz);
@@ -952,6 +961,14 @@ static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
     metric_set(s->m.outcomes_pending, NULL, (double)pending);
     s->outcomes_pending = pending;
     return STORE_OK;
+}
+
+/* True when every dead letter of the outcomes in hand is delivered (waits for the reports). */
+static bool scorer_outcome_dlq_delivered(scorer *s) {
+    if (scorer_wait_deliveries(s) != 0) return false;
+    for (size_t i = 0; i < s->nomsgs; i++)
+        if (s->odlq[i] != OUT_NONE && s->odlq[i] != OUT_DONE) return false;
+    return true;
 }
 
 /* Polls what payment_outcomes has (without waiting), stores and applies it, then commits the
@@ -986,11 +1003,19 @@ static void scorer_outcomes(scorer *s) {
         s->outcome_backoff = 50;
         return;
     }
+    if (!scorer_outcome_dlq_delivered(s)) {
+        s->outcome_backoff = 20;
+        log_msg(LOG_WARN, "outcomes_retry", "dead letters of invalid outcomes not delivered; retried later");
+        return;
+    }
     rd_kafka_resp_err_t e = rd_kafka_commit(s->outcomes, NULL, 0);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
                 rd_kafka_err2str(e));
-    for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i]);
+    for (size_t i = 0; i < s->nomsgs; i++) {
+        rd_kafka_message_destroy(s->omsgs[i]);
+        s->odlq[i] = OUT_NONE;
+    }
     s->nomsgs = 0;
 }
 
@@ -1300,6 +1325,7 @@ static int scorer_alloc(scorer *s) {
     s->bk = buckets_new();
     s->vt = vault_new();
     s->omsgs = calloc(OUTCOMES_MAX, sizeof *s->omsgs);
+    s->odlq = calloc(OUTCOMES_MAX, sizeof *s->odlq);
     return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
                    s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs
                ? 0
@@ -1551,6 +1577,7 @@ void scorer_destroy(scorer *s) {
     buckets_destroy(s->bk);
     vault_destroy(s->vt);
     free(s->omsgs);
+    free(s->odlq);
     free(s->items);
     free(s->rows);
     free(s->todo);

@@ -35,6 +35,7 @@ typedef struct scorer_config {
     const char *processed_topic;
     const char *alerts_topic;
     const char *dlq_topic;
+    const char *outcomes_dlq_topic; /* invalid payment_outcomes messages */
     const char *rules_file;       /* reloaded on request (SIGHUP) */
     const char *model_file;       /* model (model.h) blended into the score; "" : rules only;
                                      reloaded with the rules */
@@ -73,7 +74,7 @@ typedef struct scorer_stats {
     uint64_t late_events;         /* too late: older than the windows' retention when scored */
     uint64_t out_of_order;        /* older than this worker's newest event time (counted fine) */
     uint64_t outcomes_stored;     /* distinct outcome labels stored */
-    uint64_t outcomes_invalid;    /* outcome messages that could not be decoded (skipped) */
+    uint64_t outcomes_invalid;    /* outcome messages that could not be decoded (dead-lettered) */
     uint64_t outcomes_applied;    /* labels applied to links and the vault */
     uint64_t buckets_pruned;
     uint64_t velocity_pruned;     /* velocity events deleted */

@@ -35,6 +35,10 @@ MODE=${MODE:-protocol}
 EVAL_DIR=${EVAL_DIR:-$REPO/.eval}
 MODEL_WEIGHT=${MODEL_WEIGHT:-100}
 TRAIN_ARGS=${TRAIN_ARGS:-}
+# A what-if table without these rules' points besides the table as scored. CARD_LINKED_TO_FRAUD:
+# the protocol removes every card known compromised from the test days, which is exactly what that
+# rule flags; what it still flags are cards with older frauds (the simulator never reissues a card)
+SKIP_RULES=${SKIP_RULES-CARD_LINKED_TO_FRAUD}
 WARMUP_DAYS=30 # the longest feature window; DELAY days more for the delayed terminal windows
 
 if [[ ! -f "$DATA" ]]; then
@@ -161,9 +165,14 @@ train_eval() {
         --unlabelled legit --holdout-pct 0 --output "$EVAL_DIR/$name.model.json" \
         --log-level warn "$@" $TRAIN_ARGS >"$EVAL_DIR/$name.train" ||
         fs_fail "training failed (see $EVAL_DIR/$name.train)"
-    "$BUILD/bin/fraudshield-eval" --train "$train" --test "$test" --delay-days "$DELAY" \
-        --model "$EVAL_DIR/$name.model.json" --model-weight "$MODEL_WEIGHT" --unlabelled legit \
-        --log-level warn >"$EVAL_DIR/$name.eval" || fs_fail "evaluation failed (see $EVAL_DIR/$name.eval)"
+    local -a ev=("$BUILD/bin/fraudshield-eval" --train "$train" --test "$test" --delay-days "$DELAY"
+        --model "$EVAL_DIR/$name.model.json" --model-weight "$MODEL_WEIGHT" --unlabelled legit
+        --log-level warn)
+    "${ev[@]}" >"$EVAL_DIR/$name.eval" || fs_fail "evaluation failed (see $EVAL_DIR/$name.eval)"
+    if [[ -n "$SKIP_RULES" ]]; then
+        "${ev[@]}" --skip-rules "$SKIP_RULES" >"$EVAL_DIR/$name.whatif.eval" ||
+            fs_fail "evaluation failed (see $EVAL_DIR/$name.whatif.eval)"
+    fi
 }
 
 # row NAME FILE: "auc ap cp" of a table row of fraudshield-eval's output
@@ -172,6 +181,12 @@ row() { awk -F'|' -v n="$1" '$2 ~ n { gsub(/ /, ""); print $3, $4, $5; exit }' "
 protocol() {
     train_eval "$TRAIN" "$TEST" protocol
     tail -1 "$EVAL_DIR/protocol.train" >&2
+    if [[ -n "$SKIP_RULES" ]]; then
+        echo "what-if: the rules without $SKIP_RULES (see docs/detection.md section 7):"
+        sed '$d' "$EVAL_DIR/protocol.whatif.eval"
+        echo
+        echo "as scored (the stored decisions: default rules + model):"
+    fi
     cat "$EVAL_DIR/protocol.eval"
 }
 
@@ -190,37 +205,40 @@ rolling() {
         test="$t0:$(day "$t0 + 6 days")"
         say "fold: train $train, test $test"
         train_eval "$train" "$test" "fold-$t0"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$train" "$test" \
-            "$(row 'rules only' "$EVAL_DIR/fold-$t0.eval")" "$(row 'FraudShield model' "$EVAL_DIR/fold-$t0.eval")" \
-            "$(row 'blend' "$EVAL_DIR/fold-$t0.eval")" \
-            "$(sed -n 's/^test [^:]*:[^:]*: \([0-9]*\) transactions, \([0-9]*\) frauds.*/\1 \2/p' "$EVAL_DIR/fold-$t0.eval")" >>"$out"
+        local f="$EVAL_DIR/fold-$t0.eval" w="$EVAL_DIR/fold-$t0.whatif.eval"
+        [[ -f "$w" ]] || w=$f
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$train" "$test" "$(row 'rules only' "$f")" \
+            "$(row 'FraudShield model' "$f")" "$(row 'FraudShield blend \\(' "$f")" \
+            "$(row 'ties by model' "$w")" \
+            "$(sed -n 's/^test [^:]*:[^:]*: \([0-9]*\) transactions, \([0-9]*\) frauds.*/\1 \2/p' "$f")" >>"$out"
         t0=$(day "$t0 - 7 days")
         k=$((k + 1))
     done
     ((k > 0)) || fs_fail "no fold: the replayed days ($FIRST..$last) are too few"
     sort -o "$out" "$out"
-    awk -F'\t' '
+    awk -F'\t' -v whatif="${SKIP_RULES:-none}" '
         function cell(s, i,   a) { split(s, a, " "); return a[i] }
+        function add(c, i,   v) { v = cell($c, i); printf " | %s", v; s[c, i] += v; q[c, i] += v * v }
+        function stat(c, i, sd,   m, v) {
+            m = s[c, i] / n; v = n > 1 ? (q[c, i] - n * m * m) / (n - 1) : 0
+            printf " | %.3f", sd ? sqrt(v > 0 ? v : 0) : m
+        }
         BEGIN {
-            print "| train | test | test rows | frauds | rules AUC | rules AP | rules CP@100 | model AUC | model AP | model CP@100 | blend AUC | blend AP | blend CP@100 |"
-            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            print "| train | test | test rows | frauds | rules AUC | model AUC | model AP | model CP@100 | blend AUC | blend AP | blend CP@100 | what-if AUC | what-if AP | what-if CP@100 |"
+            print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         }
         {
-            printf "| %s | %s | %s | %s", $1, $2, cell($6, 1), cell($6, 2)
-            for (c = 3; c <= 5; c++) for (i = 1; i <= 3; i++) {
-                v = cell($c, i); printf " | %s", v; s[c, i] += v; q[c, i] += v * v
-            }
+            printf "| %s | %s | %s | %s", $1, $2, cell($7, 1), cell($7, 2)
+            add(3, 1); for (c = 4; c <= 6; c++) for (i = 1; i <= 3; i++) add(c, i)
             printf " |\n"; n++
         }
         END {
-            printf "| **mean** (%d folds) | | | ", n
-            for (c = 3; c <= 5; c++) for (i = 1; i <= 3; i++) printf " | %.3f", s[c, i] / n
-            printf " |\n| **sd** | | | "
-            for (c = 3; c <= 5; c++) for (i = 1; i <= 3; i++) {
-                m = s[c, i] / n; v = n > 1 ? (q[c, i] - n * m * m) / (n - 1) : 0
-                printf " | %.3f", sqrt(v > 0 ? v : 0)
+            for (sd = 0; sd <= 1; sd++) {
+                printf "| **%s** (%d folds) | | |", sd ? "sd" : "mean", n
+                stat(3, 1, sd); for (c = 4; c <= 6; c++) for (i = 1; i <= 3; i++) stat(c, i, sd)
+                printf " |\n"
             }
-            printf " |\n"
+            printf "\nblend: the stored score (default rules + model); what-if: without %s, ties by model\n", whatif
             printf "eval-rolling folds=%d auc=%.4f ap=%.4f cp100=%.4f\n", n, s[5, 1] / n, s[5, 2] / n, s[5, 3] / n
         }' "$out"
 }

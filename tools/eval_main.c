@@ -11,6 +11,8 @@
  *   model   the model's probability, re-scored from the stored features with the scorer's own
  *           inference code (model_row_from_json + model_predict)
  *   blend   the scorer's formula: min(100, round(model * model_weight) + rules)
+ *   blend, ties by model: the same, equal scores ordered by the model's probability (a queue
+ *           sorted by score, then model_score; most payments share a score of 0..100)
  * and prints them beside the handbook's published rows. The last line is
  *   eval auc=… ap=… cp100=…
  * for the blend (for the rules when no model is given). */
@@ -149,7 +151,7 @@ static void print_row(const char *name, const metrics3 *m) {
 }
 
 static void print_table(const metrics3 *rules, const metrics3 *mod, const metrics3 *blend,
-                        const eval_opts *o, size_t n, size_t frauds) {
+                        const metrics3 *ties, const eval_opts *o, size_t n, size_t frauds) {
     static const struct { const char *name; metrics3 m; } handbook[] = {
         {"handbook: logistic regression", {0.871, 0.606, 0.291}},
         {"handbook: decision tree, depth 2", {0.763, 0.496, 0.241}},
@@ -172,6 +174,7 @@ static void print_table(const metrics3 *rules, const metrics3 *mod, const metric
         print_row("FraudShield model", mod);
         snprintf(name, sizeof name, "FraudShield blend (model_weight %d)", (int)o->model_weight);
         print_row(name, blend);
+        print_row("FraudShield blend, ties by model", ties);
     }
     for (size_t i = 0; i < sizeof handbook / sizeof handbook[0]; i++)
         print_row(handbook[i].name, &handbook[i].m);
@@ -218,7 +221,7 @@ static int load(const eval_opts *o, const trs_filter *f, trs *t, char *errstr, s
 
 static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
     int64_t train_from, train_to, test_from, test_to;
-    metrics3 mr, mm, mb;
+    metrics3 mr, mm, mb, mt;
     if (trs_parse_period(o->train, &train_from, &train_to) != 0 ||
         trs_parse_period(o->test, &test_from, &test_to) != 0 || test_from < train_to)
         return snprintf(errstr, len, "train/test: FROM:TO days expected, the test after the training"), -1;
@@ -250,9 +253,14 @@ static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
         for (size_t i = 0; i < nt; i++) /* the scorer's blend (scorer/rules.h) */
             r->hist[i].score = fmin(100, floor(r->p[i] * (double)o->model_weight + 0.5) + r->it[i].score);
         if (measure(r->hist, nt, (size_t)o->top_k, &mb, errstr, len) != 0) return -1;
+        /* the order of a queue sorted by score, then by the model's probability (stored with each
+         * decision as model_score): the integer score leaves most payments tied */
+        for (size_t i = 0; i < nt; i++) r->hist[i].score += 0.5 * r->p[i];
+        if (measure(r->hist, nt, (size_t)o->top_k, &mt, errstr, len) != 0) return -1;
+        for (size_t i = 0; i < nt; i++) r->hist[i].score -= 0.5 * r->p[i];
     }
     if (o->dump[0] && dump_rows(o->dump, r, nt, errstr, len) != 0) return -1;
-    print_table(&mr, r->m ? &mm : NULL, &mb, o, nt, frauds);
+    print_table(&mr, r->m ? &mm : NULL, &mb, &mt, o, nt, frauds);
     const metrics3 *last = r->m ? &mb : &mr;
     printf("eval auc=%.4f ap=%.4f cp100=%.4f\n", last->auc, last->ap, last->cp);
     return 0;

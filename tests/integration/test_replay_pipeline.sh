@@ -39,7 +39,7 @@ awk 'BEGIN {
 frauds=$(awk -F, 'NR > 1 && $8 == 1' "$csv" | wc -l)
 
 out=$("$BUILD/bin/fraudshield-replay" --input "$csv" --url "http://127.0.0.1:$port" \
-      --api-key-file "$FS_TEST_DIR/api.key" --delay-days 1 --batch-size 50 --connections 4 \
+      --api-key-file "$FS_TEST_DIR/api.key" --delay-days 1 --batch-size 50 --connections 4 --max-undecided 200 \
       --brokers "$FS_BROKERS" --drain-timeout-s 60 --progress off --log-level warn)
 echo "$out"
 last=$(tail -1 <<<"$out")

@@ -5,7 +5,7 @@
 # merchant; a later payment with the same card whose event time is AFTER the label became known is
 # decided differently (CARD_LINKED_TO_FRAUD), one BEFORE it is not (delayed feedback); the same
 # label delivered twice counts once; a label that arrives before its payment is applied once the
-# payment is persisted; an invalid outcome message is skipped and counted.
+# payment is persisted; an invalid outcome message is counted and dead-lettered with its reason.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_outcomes
@@ -67,6 +67,12 @@ fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE applied_at IS NOT N
 fs_assert_eq 2 "$(rows outcomes)" "outcome rows (the duplicate stored once)"
 fs_assert_eq "1|1" "$(fs_psql "SELECT fraud_count, chargeback_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 1)'")" "vault counts after a redelivery"
 fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q 'fs_scorer_outcomes_total{result=\"invalid\"} 1'"
+# ... and the invalid message is on payment_outcomes.dlq, unchanged, with its reason
+fs_wait_for 30 fs_topic_has payment_outcomes.dlq 1
+dl=$(fs_topic_dump payment_outcomes.dlq)
+[[ "$dl" == *'"payment_id":"not-a-uuid"'* && "$dl" == *dlq_reason=invalid_outcome* && "$dl" == *'payment_id: must be a UUID'* ]] ||
+    fs_fail "dead letter of the invalid outcome: $dl"
+echo "ok: the invalid outcome was dead-lettered with its reason"
 
 # 4. A label before its payment: pending, then applied when the payment is persisted.
 outcome "$P" confirmed_fraud $((T + 60000)) | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:

@@ -121,11 +121,33 @@ static void test_file_errors(void **state) {
     assert_int_equal(trs_query_text(&period, sql, 10), -1);
 }
 
+/* --skip-rules of fraudshield-eval: codes written into the query as a text[] literal, so only
+ * [A-Za-z0-9_] lists are accepted (nothing else can reach the SQL). */
+static void test_skip_rules(void **state) {
+    (void)state;
+    char sql[4096];
+    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
+    assert_int_equal(trs_query_text(&f, sql, sizeof sql), 0);
+    assert_non_null(strstr(sql, "r->>'code' <> ALL ('{}'::text[])"));
+    f.skip_rules = "CARD_LINKED_TO_FRAUD,HIGH_VALUE";
+    assert_int_equal(trs_query_text(&f, sql, sizeof sql), 0);
+    assert_non_null(strstr(sql, "'{CARD_LINKED_TO_FRAUD,HIGH_VALUE}'::text[]"));
+    assert_true(trs_rule_codes_valid(""));
+    assert_true(trs_rule_codes_valid("A_1"));
+    assert_false(trs_rule_codes_valid("A,"));
+    assert_false(trs_rule_codes_valid(",A"));
+    assert_false(trs_rule_codes_valid("A,,B"));
+    assert_false(trs_rule_codes_valid("A'}') OR true --"));
+    f.skip_rules = "X'";
+    assert_int_equal(trs_query_text(&f, sql, sizeof sql), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_periods),
         cmocka_unit_test(test_file_rows),
         cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_skip_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
