@@ -22,6 +22,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "app.h"
 #include "cfg.h"
 #include "kafka.h"
 #include "log.h"
@@ -258,25 +259,15 @@ int main(int argc, char **argv) {
     devbroker_conf conf;
     cfg_props props;
     char errstr[512];
-    log_level level;
     int rc = 1;
     memset(&conf, 0, sizeof conf);
     memset(&props, 0, sizeof props);
     install_signals();
-    cfg_result r = cfg_parse(devbroker_options, &conf, &props, argc, argv, "fraudshield-devbroker",
-                             "Kafka mock cluster for development and tests only (librdkafka mock).",
-                             errstr, sizeof errstr);
-    if (r == CFG_HELP) {
-        rc = 0;
-        goto done;
-    }
-    if (r == CFG_ERROR || log_level_parse(conf.log_level, &level) != 0) {
-        fprintf(stderr, "fraudshield-devbroker: %s\n",
-                r == CFG_ERROR ? errstr : "log-level must be debug, info, warn or error");
-        goto done;
-    }
-    log_init("devbroker", level);
-    cfg_log(devbroker_options, &conf, &props);
+    cfg_result r = app_configure("devbroker", devbroker_options, &conf, &props, argc, argv,
+                                 "fraudshield-devbroker",
+                                 "Kafka mock cluster for development and tests only (librdkafka mock).");
+    if (r == CFG_HELP) rc = 0;
+    if (r != CFG_OK) goto done;
     if (run(&conf, errstr, sizeof errstr) != 0) {
         log_msg(LOG_ERROR, "devbroker_failed", "%s", errstr);
         goto done;

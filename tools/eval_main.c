@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "cfg.h"
 #include "db.h"
 #include "evalmetrics.h"
@@ -270,21 +271,13 @@ int main(int argc, char **argv) {
     eval_opts o = {0};
     cfg_props props = {0};
     char errstr[1024];
-    log_level level;
     eval_run r = {0};
     int rc = 1;
-    log_init("eval", LOG_INFO);
-    cfg_result cr = cfg_parse(eval_options, &o, &props, argc, argv, "fraudshield-eval", SUMMARY,
-                              errstr, sizeof errstr);
+    cfg_result cr = app_configure("eval", eval_options, &o, &props, argc, argv, "fraudshield-eval",
+                                  SUMMARY);
     if (cr == CFG_HELP) {
         rc = 0;
-    } else if (cr == CFG_ERROR) {
-        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
-    } else if (log_level_parse(o.log_level, &level) != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
-    } else {
-        log_init("eval", level);
-        cfg_log(eval_options, &o, &props);
+    } else if (cr == CFG_OK) {
         rc = evaluate(&o, &r, errstr, sizeof errstr) == 0 ? 0 : 1;
         if (rc) log_msg(LOG_ERROR, "eval_failed", "%s", errstr);
     }

@@ -32,6 +32,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "app.h"
 #include "cfg.h"
 #include "fsutil.h"
 #include "kafka.h"
@@ -794,8 +795,6 @@ done:
 int main(int argc, char **argv) {
     replay_opts o = {0};
     cfg_props props = {0};
-    char errstr[512];
-    log_level level;
     int rc = 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -803,20 +802,10 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    log_init("replay", LOG_INFO);
-    cfg_result cr = cfg_parse(replay_options, &o, &props, argc, argv, "fraudshield-replay",
-                              SUMMARY, errstr, sizeof errstr);
-    if (cr == CFG_HELP) {
-        rc = 0;
-    } else if (cr == CFG_ERROR) {
-        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
-    } else if (log_level_parse(o.log_level, &level) != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
-    } else {
-        log_init("replay", level);
-        cfg_log(replay_options, &o, &props);
-        rc = run(&o, &props);
-    }
+    cfg_result cr = app_configure("replay", replay_options, &o, &props, argc, argv,
+                                  "fraudshield-replay", SUMMARY);
+    if (cr == CFG_OK) rc = run(&o, &props);
+    else if (cr == CFG_HELP) rc = 0;
     cfg_free(replay_options, &o, &props);
     return rc;
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app.h"
 #include "cfg.h"
 #include "db.h"
 #include "evalmetrics.h"
@@ -391,23 +392,11 @@ done:
 int main(int argc, char **argv) {
     train_opts o = {0};
     cfg_props props = {0};
-    char errstr[512];
-    log_level level;
     int rc = 1;
-    log_init("train", LOG_INFO);
-    cfg_result r = cfg_parse(train_options, &o, &props, argc, argv, "fraudshield-train", SUMMARY,
-                             errstr, sizeof errstr);
-    if (r == CFG_HELP) {
-        rc = 0;
-    } else if (r == CFG_ERROR) {
-        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
-    } else if (log_level_parse(o.log_level, &level) != 0) {
-        log_msg(LOG_ERROR, "config_invalid", "log-level: unknown level %s", o.log_level);
-    } else {
-        log_init("train", level);
-        cfg_log(train_options, &o, &props);
-        rc = run(&o);
-    }
+    cfg_result r = app_configure("train", train_options, &o, &props, argc, argv,
+                                 "fraudshield-train", SUMMARY);
+    if (r == CFG_OK) rc = run(&o);
+    else if (r == CFG_HELP) rc = 0;
     cfg_free(train_options, &o, &props);
     return rc;
 }
