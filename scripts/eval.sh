@@ -10,8 +10,8 @@
 #      that nothing was lost. REUSE=1 skips this step and uses the database of an earlier replay
 #      (its parameters are in $EVAL_DIR/replay.env), so re-training / re-evaluating is cheap.
 #   2. MODE=protocol (default): fraudshield-train on TRAIN with the labels known when TEST starts,
-#      fraudshield-eval on TEST (rules only, model, blend, handbook rows). Last line:
-#      `eval auc=… ap=… cp100=…` (the blend).
+#      fraudshield-eval on TEST (rules only, model, blend, handbook rows), as scored and as a what-if
+#      without SKIP_RULES. Last line: `eval auc=… ap=… cp100=…` (the blend as scored).
 #      MODE=rolling: for every test week T of the replayed days whose two training weeks have full
 #      feature history (30-day windows + DELAY): train on [T-21, T-8], test on [T, T+6]; a table per
 #      fold and the mean / standard deviation. Last line: `eval-rolling folds=… auc=… ap=… cp100=…`
@@ -22,7 +22,8 @@
 # (2018-07-25:2018-07-31), TEST (2018-08-08:2018-08-14), DELAY (7), REUSE (0; 1: use the replayed
 # database; auto: reuse it when it covers TEST, else replay), MODE, EVAL_DIR (.eval), BUILD
 # (build/release), MODEL_WEIGHT (blend weight, 100), TRAIN_ARGS (extra fraudshield-train options),
-# MAX_UNDECIDED (20000), PARTITIONS (12).
+# MAX_UNDECIDED (20000), PARTITIONS (12), SKIP_RULES (rules left out of the what-if table, default
+# CARD_LINKED_TO_FRAUD; "": no what-if), SCORER_ARGS (extra scorer options for the replay).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"

@@ -6,7 +6,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "app.h"
 #include "cfg.h"
+#include "log.h"
 #include "fsutil.h"
 #include "metrics.h"
 #include "pii.h"
@@ -76,6 +78,41 @@ static void test_cfg_errors(void **state) {
         if (!strstr(err, rows[i].expect)) fail_msg("row %zu: \"%s\" lacks \"%s\"", i, err, rows[i].expect);
         cfg_free(TEST_OPTS, &c, &p);
     }
+}
+
+/* app_configure: the table's log-level option sets the level; a bad level is a config error. */
+typedef struct app_conf {
+    char *log_level;
+    int64_t n;
+} app_conf;
+
+static const cfg_opt APP_OPTS[] = {
+    {"log-level", "FS_TEST_LOG_LEVEL", CFG_STRING, "info", 1, 16, offsetof(app_conf, log_level),
+     "level", false},
+    {"n", "FS_TEST_N", CFG_INT, "1", 0, 9, offsetof(app_conf, n), "n", false},
+    {0},
+};
+
+static void test_app_configure(void **state) {
+    (void)state;
+    struct { char *arg; cfg_result want; log_level level; } rows[] = {
+        {"--log-level=warn", CFG_OK, LOG_WARN},
+        {"--log-level=debug", CFG_OK, LOG_DEBUG},
+        {"--log-level=loud", CFG_ERROR, LOG_INFO},
+        {"--n=10", CFG_ERROR, LOG_INFO},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        app_conf c = {0};
+        cfg_props p = {0};
+        char *argv[] = {"t", rows[i].arg, NULL};
+        cfg_result r = app_configure("test", APP_OPTS, &c, &p, 2, argv, "t", "test");
+        if (r != rows[i].want) fail_msg("row %zu: result %d, want %d", i, (int)r, (int)rows[i].want);
+        if (r == CFG_OK && !log_enabled(rows[i].level)) fail_msg("row %zu: level not set", i);
+        if (r == CFG_OK && rows[i].level == LOG_WARN && log_enabled(LOG_INFO))
+            fail_msg("row %zu: info still enabled at warn", i);
+        cfg_free(APP_OPTS, &c, &p);
+    }
+    log_init("test", LOG_INFO);
 }
 
 static void test_uuid(void **state) {
@@ -231,6 +268,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
         cmocka_unit_test(test_cfg_errors),
+        cmocka_unit_test(test_app_configure),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_pii_deterministic_and_normalized),
