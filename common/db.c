@@ -1,9 +1,11 @@
 /* db: PostgreSQL connection helpers and embedded schema migrations (see db.h). */
 #include "db.h"
 
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "fsutil.h"
 #include "log.h"
 
 /* Arbitrary constant: the advisory lock key that serializes migrations across processes. */
@@ -51,26 +53,64 @@ bool db_is_data_error(const PGresult *res) {
     return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 }
 
-static int migration_applied(PGconn *conn, const char *name, char *errstr, size_t errstr_size) {
-    const char *params[] = {name};
-    PGresult *res = PQexecParams(conn, "SELECT 1 FROM schema_migrations WHERE name = $1", 1, NULL,
-                                 params, NULL, NULL, 0);
+/* The SHA-256 (hex) of a migration's text, recorded when it is applied. */
+static void migration_sha256(const db_migration *m, char out[2 * SHA256_DIGEST_LENGTH + 1]) {
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)m->sql, strlen(m->sql), md);
+    fs_hex(md, sizeof md, out);
+}
+
+/* 1 when m was applied (its recorded checksum into sum, "" when recorded before checksums), 0
+ * when not, -1 on error. */
+static int migration_applied(PGconn *conn, const db_migration *m, char *sum, size_t sum_size,
+                             char *errstr, size_t errstr_size) {
+    const char *params[] = {m->name};
+    PGresult *res = PQexecParams(conn, "SELECT coalesce(sha256, '') FROM schema_migrations WHERE name = $1",
+                                 1, NULL, params, NULL, NULL, 0);
     int rc = PQresultStatus(res) != PGRES_TUPLES_OK ? -1 : PQntuples(res) > 0;
     if (rc < 0) db_error(conn, res, errstr, errstr_size);
+    if (rc > 0) snprintf(sum, sum_size, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return rc;
 }
 
+/* An applied migration must be the text this build carries: a migration edited after it was
+ * applied leaves databases that ran the old text with a different schema than new ones, which
+ * shows up later as errors no retry can fix. Rows from before checksums adopt the current one. */
+static int migration_verify(PGconn *conn, const db_migration *m, const char *recorded,
+                            char *errstr, size_t errstr_size) {
+    char sum[2 * SHA256_DIGEST_LENGTH + 1];
+    migration_sha256(m, sum);
+    if (recorded[0] && strcmp(recorded, sum) != 0) {
+        snprintf(errstr, errstr_size,
+                 "migration %s was changed after this database applied it (recorded sha256 %.12s, "
+                 "this build %.12s): restore its text and put the change in a new migration "
+                 "(a throwaway development database: drop it and start again)",
+                 m->name, recorded, sum);
+        return -1;
+    }
+    if (recorded[0]) return 0;
+    const char *params[] = {sum, m->name};
+    PGresult *res = PQexecParams(conn, "UPDATE schema_migrations SET sha256 = $1 WHERE name = $2",
+                                 2, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) db_error(conn, res, errstr, errstr_size);
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
 static int migration_apply(PGconn *conn, const db_migration *m, char *errstr, size_t errstr_size) {
     char e[512];
-    const char *params[] = {m->name};
+    char sum[2 * SHA256_DIGEST_LENGTH + 1];
+    migration_sha256(m, sum);
+    const char *params[] = {m->name, sum};
     if (db_exec(conn, "BEGIN", errstr, errstr_size) != 0) return -1;
     if (db_exec(conn, m->sql, e, sizeof e) != 0) {
         snprintf(errstr, errstr_size, "migration %s: %s", m->name, e);
         goto failed;
     }
-    PGresult *res = PQexecParams(conn, "INSERT INTO schema_migrations (name) VALUES ($1)", 1, NULL,
-                                 params, NULL, NULL, 0);
+    PGresult *res = PQexecParams(conn, "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)",
+                                 2, NULL, params, NULL, NULL, 0);
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) db_error(conn, res, errstr, errstr_size);
     PQclear(res);
@@ -91,12 +131,15 @@ int db_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
     if (db_exec(conn, lock, errstr, errstr_size) != 0) return -1;
     if (db_exec(conn,
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now())",
+                "applied_at timestamptz NOT NULL DEFAULT now());"
+                "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS sha256 text",
                 errstr, errstr_size) != 0)
         goto failed;
     for (const db_migration *m = db_migrations; m->name; m++) {
-        int done = migration_applied(conn, m->name, errstr, errstr_size);
+        char recorded[2 * SHA256_DIGEST_LENGTH + 1] = "";
+        int done = migration_applied(conn, m, recorded, sizeof recorded, errstr, errstr_size);
         if (done < 0) goto failed;
+        if (done && migration_verify(conn, m, recorded, errstr, errstr_size) != 0) goto failed;
         if (done) continue;
         if (migration_apply(conn, m, errstr, errstr_size) != 0) goto failed;
         applied++;

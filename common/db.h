@@ -2,8 +2,10 @@
  *
  * Migrations are the numbered files of schemas/sql/, embedded into every binary at build time
  * (db_migrations[], generated). db_migrate() applies each one once, in order, in its own
- * transaction, recorded in schema_migrations; a session advisory lock makes concurrent starts
- * (two scorers at once) safe: the second waits, then finds nothing left to do. */
+ * transaction, recorded in schema_migrations with the SHA-256 of its text; a session advisory
+ * lock makes concurrent starts (two scorers at once) safe: the second waits, then finds nothing
+ * left to do. An applied migration whose text changed since is an error (a migration is never
+ * edited once released: the change goes into a new one). */
 #ifndef FS_DB_H
 #define FS_DB_H
 
@@ -22,7 +24,8 @@ extern const db_migration db_migrations[]; /* ends with {0, 0} */
  * shown in pg_stat_activity. Returns NULL with errstr. */
 PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size);
 
-/* Applies pending migrations. Returns the number applied, or -1 with errstr. */
+/* Verifies the applied migrations and applies the pending ones. Returns the number applied, or -1
+ * with errstr (also when an applied migration's text changed since). */
 int db_migrate(PGconn *conn, char *errstr, size_t errstr_size);
 
 /* Runs a command that returns no rows. Returns 0 or -1 with errstr. */
