@@ -58,14 +58,3 @@ const char *arena_strndup(arena *a, const char *s, size_t len) {
 }
 
 const char *arena_strdup(arena *a, const char *s) { return arena_strndup(a, s, strlen(s)); }
-
-int fs_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first) {
-    if (n < *cap) return 0;
-    size_t ncap = *cap ? *cap * 2 : first;
-    if (ncap <= n) ncap = n + 1;
-    void *p = realloc(*arr, ncap * elem);
-    if (!p) return -1;
-    *arr = p;
-    *cap = ncap;
-    return 0;
-}

@@ -1,9 +1,7 @@
 /* arena: a string arena for per-batch state (scorer/velocity, buckets, vault): copies strings
  * into large chunks so that keys outlive the buffers they came from (a PGresult, a payment) and
  * are freed all at once. arena_reset() keeps the first chunk, so a steady stream of batches of
- * the usual size allocates nothing.
- *
- * Also fs_grow(), the doubling array growth those modules share. */
+ * the usual size allocates nothing. */
 #ifndef FS_ARENA_H
 #define FS_ARENA_H
 
@@ -18,9 +16,5 @@ void arena_reset(arena *a);      /* forgets every string; keeps one chunk */
 /* A copy of s[0..len) plus a NUL, owned by the arena until the next reset. NULL: out of memory. */
 const char *arena_strndup(arena *a, const char *s, size_t len);
 const char *arena_strdup(arena *a, const char *s);
-
-/* Makes room for element n in *arr (capacity *cap, elements of elem bytes): doubles the capacity,
- * starting at first. Returns 0, or -1 out of memory (*arr unchanged). */
-int fs_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first);
 
 #endif

@@ -129,10 +129,15 @@ int db_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
     snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%lld)", DB_MIGRATION_LOCK);
     /* Waits while another process migrates; afterwards it finds the work done. */
     if (db_exec(conn, lock, errstr, errstr_size) != 0) return -1;
+    /* The checksum column came later: added once (ALTER needs the table's owner and a lock, so it
+     * runs only when the column is missing, not on every start). */
     if (db_exec(conn,
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now());"
-                "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS sha256 text",
+                "applied_at timestamptz NOT NULL DEFAULT now(), sha256 text);"
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+                "table_name = 'schema_migrations' AND column_name = 'sha256' AND table_schema = "
+                "current_schema()) THEN ALTER TABLE schema_migrations ADD COLUMN sha256 text; END IF; "
+                "END $$",
                 errstr, errstr_size) != 0)
         goto failed;
     for (const db_migration *m = db_migrations; m->name; m++) {

@@ -189,3 +189,14 @@ int64_t fs_mono_us(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+int fs_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first) {
+    if (n < *cap) return 0;
+    size_t ncap = *cap ? *cap * 2 : first;
+    if (ncap <= n) ncap = n + 1;
+    void *p = realloc(*arr, ncap * elem);
+    if (!p) return -1;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}

@@ -35,6 +35,10 @@ int64_t fs_mono_us(void);     /* monotonic clock, for durations */
 /* Lower-case hex of n bytes; out must hold 2n+1 bytes. */
 void fs_hex(const unsigned char *in, size_t n, char *out);
 
+/* Makes room for element n in *arr (capacity *cap, elements of elem bytes): doubles the capacity,
+ * starting at first. Returns 0, or -1 out of memory (*arr unchanged). */
+int fs_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first);
+
 /* qsort() that accepts (NULL, 0): the C standard leaves qsort(NULL, 0, ...) undefined (UBSan
  * reports it), and empty arrays are often NULL here. */
 static inline void fs_qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {

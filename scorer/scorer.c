@@ -71,6 +71,14 @@ typedef struct scorer_metrics {
         *model_failures, *model_info;
 } scorer_metrics;
 
+/* An outcome message in hand. */
+typedef struct scorer_omsg {
+    rd_kafka_message_t *msg;
+    int8_t dlq;             /* OUT_NONE: not a dead letter (so far); else its dead letter's state */
+    const char *dlq_reason; /* undecodable, invalid_outcome, db_rejected */
+    char dlq_error[192];
+} scorer_omsg;
+
 struct scorer {
     scorer_config cfg;
     rd_kafka_t *consumer;
@@ -83,9 +91,9 @@ struct scorer {
     buckets *bk;
     vault *vt;
     rd_kafka_t *outcomes;     /* consumer of payment_outcomes (own group), or NULL */
-    rd_kafka_message_t **omsgs; /* outcome messages in hand (kept until stored) */
+    scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
-    int8_t *odlq;               /* per outcome message: OUT_NONE (valid) or its dead letter's state */
+    size_t *orow;               /* per row given to store_insert_outcomes: its message's index */
     int outcome_backoff;      /* batches to wait after an outcome failure */
     int64_t outcomes_pending; /* stored outcomes still waiting for their payment */
     scorer_metrics m;
@@ -111,6 +119,8 @@ struct scorer {
     bool in_batch;           /* re-entrancy guard (the revoke callback finishes batches too) */
     bool abandoned;          /* a batch was dropped unpersisted: consume no further */
     bool commit_pending;     /* stored offsets whose commit failed: retried until it succeeds */
+    uint64_t commit_attempts; /* failed attempts since the last successful commit */
+    int64_t commit_logged_us; /* when the last commit_failed line was written */
     bool fatal;
     int64_t watermark_ms;    /* largest event time this worker persisted */
     int batches_since_prune;
@@ -847,18 +857,28 @@ static void scorer_commit_batch(scorer *s) {
 static void scorer_commit_stored(scorer *s) {
     rd_kafka_resp_err_t err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
     bool failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
+    int64_t now = fs_mono_us();
     if (failed) {
         s->stats.commit_failures++;
         metric_add(s->m.commit_failures, NULL, 1);
-        if (!s->commit_pending)
-            log_fields(LOG_WARN, "commit_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
-                       "offset commit failed: retried (if this member loses the partitions "
-                       "first, their next owner consumes the batch again and absorbs it)");
+        s->commit_attempts++;
+        /* the first failure, then every 30 s while it lasts: a permanent one (an ACL) must show */
+        if (s->commit_attempts == 1 || now - s->commit_logged_us >= 30000000) {
+            s->commit_logged_us = now;
+            log_fields(LOG_WARN, "commit_failed",
+                       json_pack("{s:s, s:I}", "error", rd_kafka_err2str(err), "attempts",
+                                 (json_int_t)s->commit_attempts),
+                       "offset commit failed (%" PRIu64 " attempts): retried; if this member loses "
+                       "the partitions first, their next owner consumes the batch again and "
+                       "absorbs it", s->commit_attempts);
+        }
     } else if (s->commit_pending) {
-        log_fields(LOG_INFO, "commit_retried", json_pack("{s:s}", "result", err ? "nothing to commit"
-                                                                                : "committed"),
+        log_fields(LOG_INFO, "commit_retried",
+                   json_pack("{s:s, s:I}", "result", err ? "nothing to commit" : "committed",
+                             "attempts", (json_int_t)s->commit_attempts),
                    "stored offsets %s after a failed commit", err ? "dropped (partitions lost)"
                                                                    : "committed");
+        s->commit_attempts = 0;
     } else if (log_enabled(LOG_DEBUG)) {
         log_msg(LOG_DEBUG, "committed", "offsets committed");
     }
@@ -889,8 +909,8 @@ static const char *const OUTCOME_NAMES[] = {"confirmed_fraud", "false_positive",
                                             "legitimate", NULL};
 
 /* A payment_outcomes v1 message into a row for store_insert_outcomes (new reference), or NULL
- * with the reason in err. */
-static json_t *outcome_decode(const rd_kafka_message_t *m, char *err, size_t esz) {
+ * with the dead-letter reason code in *code and the error in err. */
+static json_t *outcome_decode(const rd_kafka_message_t *m, const char **code, char *err, size_t esz) {
     json_t *o = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL), *row = NULL;
     const char *id = json_string_value(json_object_get(o, "payment_id"));
     const char *oc = json_string_value(json_object_get(o, "outcome"));
@@ -900,7 +920,11 @@ static json_t *outcome_decode(const rd_kafka_message_t *m, char *err, size_t esz
     int64_t known_ms;
     size_t i = 0;
     char pid[37];
-    if (!json_is_object(o)) snprintf(err, esz, "not a JSON object");
+    *code = "invalid_outcome";
+    if (!json_is_object(o)) {
+        *code = "undecodable";
+        snprintf(err, esz, "not a JSON object");
+    }
     else if (json_integer_value(json_object_get(o, "schema_version")) != 1)
         snprintf(err, esz, "schema_version: must be 1");
     else if (!id || !fs_uuid_valid(id)) snprintf(err, esz, "payment_id: must be a UUID");
@@ -924,27 +948,52 @@ static json_t *outcome_decode(const rd_kafka_message_t *m, char *err, size_t esz
     return row;
 }
 
-/* Stores the outcomes in hand and applies the pending ones, in one transaction. */
-static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
-    json_t *rows = json_array();
-    char why[160];
-    int64_t inserted = 0, applied = 0, pending = 0;
-    for (size_t i = 0; i < s->nomsgs; i++) {
-        json_t *row = outcome_decode(s->omsgs[i], why, sizeof why);
-        if (row) {
-            json_array_append_new(rows, row);
-            continue;
-        }
-        if (s->odlq[i] == OUT_DONE) continue; /* dead-lettered on an earlier attempt */
+/* Marks outcome message i for the dead-letter topic (counted and logged once) and produces it
+ * unless already delivered; its delivery is awaited before the outcome offsets are committed. */
+static void scorer_outcome_dead_letter(scorer *s, scorer_omsg *om, const char *code,
+                                       const char *why) {
+    if (om->dlq == OUT_NONE) {
+        om->dlq = OUT_PENDING;
+        om->dlq_reason = code;
+        snprintf(om->dlq_error, sizeof om->dlq_error, "%s", why);
         s->stats.outcomes_invalid++;
         metric_add(s->m.outcomes, "invalid", 1);
-        json_t *f = msg_ctx(s->omsgs[i]);
+        json_t *f = msg_ctx(om->msg);
+        json_object_set_new(f, "reason", json_string(code));
         json_object_set_new(f, "error", json_string(why));
         log_fields(LOG_WARN, "outcome_invalid", f, "outcome message dead-lettered: %s", why);
-        scorer_produce_dlq(s, s->cfg.outcomes_dlq_topic, s->omsgs[i],
-                           strcmp(why, "not a JSON object") == 0 ? "undecodable" : "invalid_outcome",
-                           why, &s->odlq[i]);
     }
+    if (out_needed(om->dlq))
+        scorer_produce_dlq(s, s->cfg.outcomes_dlq_topic, om->msg, om->dlq_reason, om->dlq_error,
+                           &om->dlq);
+}
+
+/* The rows of the outcome messages in hand that are not dead letters (s->orow maps them back);
+ * the undecodable ones are dead-lettered. */
+static json_t *scorer_outcome_rows(scorer *s) {
+    json_t *rows = json_array();
+    char why[160];
+    const char *code;
+    for (size_t i = 0; i < s->nomsgs; i++) {
+        scorer_omsg *om = &s->omsgs[i];
+        if (om->dlq != OUT_NONE) { /* refused earlier: only its dead letter may be pending */
+            scorer_outcome_dead_letter(s, om, om->dlq_reason, om->dlq_error);
+            continue;
+        }
+        json_t *row = outcome_decode(om->msg, &code, why, sizeof why);
+        if (!row) {
+            scorer_outcome_dead_letter(s, om, code, why);
+            continue;
+        }
+        s->orow[json_array_size(rows)] = i;
+        json_array_append_new(rows, row);
+    }
+    return rows;
+}
+
+/* Stores rows (consumed) and applies the pending outcomes, in one transaction. */
+static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, char *err, size_t esz) {
+    int64_t inserted = 0, applied = 0, pending = 0;
     store_rc rc = store_begin(s->st, err, esz);
     if (rc == STORE_OK) rc = store_insert_outcomes(s->st, rows, &inserted, err, esz);
     else json_decref(rows);
@@ -963,11 +1012,36 @@ static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
     return STORE_OK;
 }
 
-/* True when every dead letter of the outcomes in hand is delivered (waits for the reports). */
+/* PostgreSQL refused the outcomes as data (SQLSTATE 22/23): each row alone, so that only the
+ * refused ones are dead-lettered (db_rejected) and the others are stored. */
+static store_rc scorer_store_outcomes_one_by_one(scorer *s, json_t *rows, char *err, size_t esz) {
+    store_rc rc = STORE_OK;
+    for (size_t j = 0; j < json_array_size(rows) && rc != STORE_TRANSIENT; j++) {
+        json_t *one = json_array();
+        json_array_append(one, json_array_get(rows, j));
+        rc = scorer_store_outcome_rows(s, one, err, esz);
+        if (rc == STORE_FAILED) scorer_outcome_dead_letter(s, &s->omsgs[s->orow[j]], "db_rejected", err);
+    }
+    return rc == STORE_TRANSIENT ? rc : STORE_OK;
+}
+
+/* Stores the outcomes in hand and applies the pending ones; the messages that can never be stored
+ * are dead-lettered. */
+static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
+    json_t *rows = scorer_outcome_rows(s);
+    json_incref(rows); /* kept for a row-by-row retry */
+    store_rc rc = scorer_store_outcome_rows(s, rows, err, esz);
+    if (rc == STORE_FAILED) rc = scorer_store_outcomes_one_by_one(s, rows, err, esz);
+    json_decref(rows);
+    return rc;
+}
+
+/* True when every dead letter of the outcomes in hand is delivered. It waits for the producer's
+ * whole queue: called between payment batches, when nothing else is in flight. */
 static bool scorer_outcome_dlq_delivered(scorer *s) {
     if (scorer_wait_deliveries(s) != 0) return false;
     for (size_t i = 0; i < s->nomsgs; i++)
-        if (s->odlq[i] != OUT_NONE && s->odlq[i] != OUT_DONE) return false;
+        if (s->omsgs[i].dlq != OUT_NONE && s->omsgs[i].dlq != OUT_DONE) return false;
     return true;
 }
 
@@ -990,7 +1064,7 @@ static void scorer_outcomes(scorer *s) {
             rd_kafka_message_destroy(m);
             continue;
         }
-        s->omsgs[s->nomsgs++] = m; /* kept until stored */
+        s->omsgs[s->nomsgs++] = (scorer_omsg){.msg = m}; /* kept until stored and committed */
     }
     if (s->nomsgs == 0 && s->outcomes_pending == 0) return;
     if (!store_connected(s->st) || scorer_store_outcomes(s, err, sizeof err) != STORE_OK) {
@@ -1012,10 +1086,7 @@ static void scorer_outcomes(scorer *s) {
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
                 rd_kafka_err2str(e));
-    for (size_t i = 0; i < s->nomsgs; i++) {
-        rd_kafka_message_destroy(s->omsgs[i]);
-        s->odlq[i] = OUT_NONE;
-    }
+    for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i].msg);
     s->nomsgs = 0;
 }
 
@@ -1325,9 +1396,10 @@ static int scorer_alloc(scorer *s) {
     s->bk = buckets_new();
     s->vt = vault_new();
     s->omsgs = calloc(OUTCOMES_MAX, sizeof *s->omsgs);
-    s->odlq = calloc(OUTCOMES_MAX, sizeof *s->odlq);
+    s->orow = calloc(OUTCOMES_MAX, sizeof *s->orow);
     return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
-                   s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs
+                   s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs &&
+                   s->orow
                ? 0
                : -1;
 }
@@ -1375,7 +1447,7 @@ static void scorer_metrics_init(scorer *s) {
     x->db_retries = metrics_counter(m, "fs_scorer_db_retries_total", "batch transactions that failed and were retried", NULL);
     x->produce_retries = metrics_counter(m, "fs_scorer_produce_retries_total", "delivery rounds with failures", NULL);
     x->delivery_failures = metrics_counter(m, "fs_scorer_delivery_failures_total", "delivery reports with an error", NULL);
-    x->commit_failures = metrics_counter(m, "fs_scorer_commit_failures_total", "offset commits that failed", NULL);
+    x->commit_failures = metrics_counter(m, "fs_scorer_commit_failures_total", "failed offset commit attempts (a failed commit is retried until it succeeds)", NULL);
     x->offsets_lost = metrics_counter(m, "fs_scorer_offsets_out_of_range_total", "committed offsets no longer on the broker (data lost)", NULL);
     x->messages_lost = metrics_counter(m, "fs_scorer_messages_lost_total", "messages lost before they were processed (estimate)", NULL);
     x->late = metrics_counter(m, "fs_scorer_late_events_total", "payments older than the newest event time seen (out_of_order) or than the features' retention (too_late)", "kind");
@@ -1533,7 +1605,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
         goto failed;
     if (scorer_subscribe(s, errstr, errstr_size) != 0) goto failed;
     if (cfg->outcomes_topic && cfg->outcomes_topic[0]) {
-        const char *ot[] = {cfg->outcomes_topic, NULL};
+        const char *ot[] = {cfg->outcomes_topic, cfg->outcomes_dlq_topic, NULL};
         if (kafka_wait_topics(s->producer, ot, cfg->startup_timeout_ms, errstr, errstr_size) != 0 ||
             !(s->outcomes = scorer_outcomes_new(s, errstr, errstr_size)))
             goto failed;
@@ -1548,7 +1620,7 @@ failed:
  * and flushes whatever the producer still holds. */
 static void scorer_close(scorer *s) {
     if (s->outcomes) {
-        for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i]);
+        for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i].msg);
         s->nomsgs = 0; /* not committed: consumed again by whoever owns them next */
         kafka_consumer_close(&s->outcomes);
     }
@@ -1565,7 +1637,7 @@ void scorer_stats_get(const scorer *s, scorer_stats *out) { *out = s->stats; }
 void scorer_destroy(scorer *s) {
     if (!s) return;
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
-    for (size_t i = 0; s->omsgs && i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i]);
+    for (size_t i = 0; s->omsgs && i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i].msg);
     if (s->outcomes) rd_kafka_destroy(s->outcomes);
     if (s->consumer) rd_kafka_destroy(s->consumer);
     if (s->producer) rd_kafka_destroy(s->producer); /* before the batch arrays its reports point into */
@@ -1577,7 +1649,7 @@ void scorer_destroy(scorer *s) {
     buckets_destroy(s->bk);
     vault_destroy(s->vt);
     free(s->omsgs);
-    free(s->odlq);
+    free(s->orow);
     free(s->items);
     free(s->rows);
     free(s->todo);

@@ -8,11 +8,13 @@
  *   3. produced: processed_payments (every payment), fraud_alerts (review/block), raw_payments.dlq
  *      (dead letters, original bytes and headers plus reason headers), and every delivery report
  *      awaited;
- *   4. committed: the offsets past the batch, only now.
+ *   4. committed: the offsets past the batch, only now; a failed commit is retried (from the loop,
+ *      before revoked partitions are handed over, and at close) until it succeeds.
  * A crash anywhere before 4 redelivers the batch, which 2 absorbs.
  * Deciding (in 2) is per batch too: the features of every payment, then ONE prediction of the
- * model (when one is configured) for all of them, then the rules and the blend per payment. The three outcomes of a message
- * are done, retry (PostgreSQL unreachable: the same batch again, after a backoff) and dead-letter.
+ * model (when one is configured) for all of them, then the rules and the blend per payment. The
+ * three outcomes of a message are done, retry (PostgreSQL unreachable: the same batch again, after
+ * a backoff) and dead-letter.
  *
  * Message contracts: docs/topics.md and schemas/json/. */
 #ifndef FS_SCORER_H

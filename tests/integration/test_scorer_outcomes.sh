@@ -69,6 +69,8 @@ fs_assert_eq "1|1" "$(fs_psql "SELECT fraud_count, chargeback_count FROM risk_va
 fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q 'fs_scorer_outcomes_total{result=\"invalid\"} 1'"
 # ... and the invalid message is on payment_outcomes.dlq, unchanged, with its reason
 fs_wait_for 30 fs_topic_has payment_outcomes.dlq 1
+sleep 1
+fs_assert_eq 1 "$(fs_topic_count payment_outcomes.dlq)" "dead letters of the invalid outcome"
 dl=$(fs_topic_dump payment_outcomes.dlq)
 [[ "$dl" == *'"payment_id":"not-a-uuid"'* && "$dl" == *dlq_reason=invalid_outcome* && "$dl" == *'payment_id: must be a UUID'* ]] ||
     fs_fail "dead letter of the invalid outcome: $dl"
@@ -88,3 +90,15 @@ event "$E" ue 3 15 25 $((T + 8 * 86400000)) | kcat -b "$FS_BROKERS" -P -t raw_pa
 fs_wait_for 60 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$E'" 1
 fs_assert_eq "2|5" "$(fs_psql "SELECT (features->>'merchant_frauds_7d_delay_7d') || '|' || (features->>'merchant_count_604800s_delay_604800s') FROM decisions WHERE payment_id = '$E'")" "merchant risk: frauds and payments of the delayed window"
 fs_assert_eq t "$(fs_psql "SELECT (features->>'merchant_risk_7d_delay_7d')::float = 0.4 FROM decisions WHERE payment_id = '$E'")" "merchant risk ratio"
+
+# 6. A restart consumes nothing again: the outcome offsets (the invalid message's included) were
+#    committed after its dead letter was delivered, so it is neither stored nor dead-lettered twice.
+fs_kill scorer TERM
+fs_wait_exit scorer 30
+fs_bg scorer2 env FS_SCORER_ID=vault-2 "$BUILD/bin/fraudshield-scorer"
+# a new label after the restart: once it is stored, everything before it was seen by scorer2
+before=$(rows outcomes)
+outcome "$E" legitimate $((T + 9 * 86400000)) | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 90 at_least "SELECT count(*) FROM outcomes" $((before + 1))
+fs_assert_eq 1 "$(fs_topic_count payment_outcomes.dlq)" "dead letters after a restart"
+fs_assert_eq 0 "$(grep -c '"event":"outcome_invalid"' "$FS_TEST_DIR/scorer2.log" || true)" "invalid outcomes seen again after the restart"
