@@ -66,6 +66,7 @@ typedef struct rule {
     const char *severity; /* one of SEVERITIES (static) */
     int weight;
     bool enabled;
+    bool model_covered; /* its signal is a model input: with a model score it explains, adds 0 */
     pred_kind kind;
     /* amount_at_least: the threshold in minor units for each exponent 0..4, rounded up, so that
      * amount_minor >= min_minor[exp] is the exact decimal comparison amount >= threshold. */
@@ -584,9 +585,11 @@ static int parse_predicate(rules *rs, rule *ru, const json_t *rj, const char *rp
 
 static int parse_rule_head(rule *ru, const json_t *rj, const char *path, perr *e) {
     static const char *const keys[] = {"code",    "description", "severity",  "weight",
-                                       "message", "enabled",     "predicate", NULL};
+                                       "message", "enabled",     "predicate", "model_covered",
+                                       NULL};
     char desc[RULES_DESCRIPTION_MAX + 1];
     const json_t *en = json_object_get(rj, "enabled"), *sev = json_object_get(rj, "severity");
+    const json_t *mc = json_object_get(rj, "model_covered");
     json_int_t weight;
     int sev_index;
     if (check_keys(rj, keys, path, e) != 0 ||
@@ -609,6 +612,8 @@ static int parse_rule_head(rule *ru, const json_t *rj, const char *path, perr *e
     ru->weight = (int)weight;
     if (en && !json_is_boolean(en)) return fail(e, path, "enabled", "must be true or false");
     ru->enabled = !en || json_is_true(en);
+    if (mc && !json_is_boolean(mc)) return fail(e, path, "model_covered", "must be true or false");
+    ru->model_covered = json_is_true(mc);
     return 0;
 }
 
@@ -931,15 +936,15 @@ static bool rule_hits(const rules *r, const rule *ru, const rules_features *f) {
 }
 
 /* Inserts ru's hit keeping out->hits sorted by weight descending, then code ascending. */
-static void hit_insert(rules_result *out, const rule *ru) {
+/* Inserts ru's hit with the weight it adds (w), keeping the hits sorted by weight. */
+static void hit_insert(rules_result *out, const rule *ru, int w) {
     int i = out->nhits;
-    while (i > 0 && (out->hits[i - 1].weight < ru->weight ||
-                     (out->hits[i - 1].weight == ru->weight &&
-                      strcmp(out->hits[i - 1].code, ru->code) > 0))) {
+    while (i > 0 && (out->hits[i - 1].weight < w ||
+                     (out->hits[i - 1].weight == w && strcmp(out->hits[i - 1].code, ru->code) > 0))) {
         out->hits[i] = out->hits[i - 1];
         i--;
     }
-    out->hits[i] = (rules_hit){ru->code, ru->severity, ru->message, ru->weight};
+    out->hits[i] = (rules_hit){ru->code, ru->severity, ru->message, w, w != ru->weight};
     out->nhits++;
 }
 
@@ -950,8 +955,10 @@ void rules_eval(const rules *r, const rules_features *f, rules_result *out) {
     for (size_t i = 0; i < r->nrules; i++) {
         const rule *ru = &r->rule[i];
         if (!ru->enabled || !rule_hits(r, ru, f)) continue;
-        hit_insert(out, ru);
-        sum += ru->weight; /* at most RULES_MAX * 100: no overflow */
+        /* A model-covered rule does not count twice: the model's score already weighs its signal */
+        int w = f->has_model && ru->model_covered ? 0 : ru->weight;
+        hit_insert(out, ru, w);
+        sum += w; /* at most RULES_MAX * 100: no overflow */
     }
     if (f->has_model && r->model_weight > 0) /* the model's share (issue 5) */
         sum += (int)(f->model_score * r->model_weight + 0.5);
@@ -968,6 +975,7 @@ json_t *rules_reasons_json(const rules_result *res) {
         const rules_hit *h = &res->hits[i];
         json_t *o = json_pack("{s:s, s:s, s:i, s:s}", "code", h->code, "severity", h->severity,
                               "weight", h->weight, "message", h->message);
+        if (o && h->model_covered) json_object_set_new(o, "model_covered", json_true());
         if (json_array_append_new(arr, o) != 0) { /* steals o, NULL included */
             json_decref(arr);
             return NULL;

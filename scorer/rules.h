@@ -12,6 +12,10 @@
  * plus decision thresholds {"review": 30, "block": 70} and an optional model blend
  * {"model_weight": 0..100}. Score = min(100, round(model_score * model_weight) + sum of the weights
  * of the rules that hit); decision = block if score >= block, review if >= review, else allow.
+ * A rule marked "model_covered": true reads a signal the model also takes as input (the vault's
+ * fraud links): when the model scored the payment, the rule is still listed as a reason (with
+ * "model_covered": true) but adds 0 points, so the signal is not counted twice; without a model it
+ * counts its full weight.
  *
  * A loaded rule set is immutable once the scorer starts using it; its version string is the file's
  * "version" plus a hash of its bytes, recorded with every decision. Reload = load a new one (and
@@ -94,7 +98,8 @@ typedef struct rules_hit {
     const char *code;     /* points into the rule set: valid while it lives */
     const char *severity; /* "low" | "medium" | "high" | "critical" */
     const char *message;
-    int weight;
+    int weight;         /* the points it added to the score */
+    bool model_covered; /* a model-covered rule with a model score: listed, 0 points (see below) */
 } rules_hit;
 
 typedef struct rules_result {

@@ -15,7 +15,8 @@
  *           sorted by score, then model_score; most payments share a score of 0..100)
  * and prints them beside the handbook's published rows. The last line is
  *   eval auc=… ap=… cp100=…
- * for the blend (for the rules when no model is given). */
+ * for the blend as a review queue ranks it: by score, equal scores by the model's probability
+ * (the "ties by model" row; for the rules when no model is given). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
@@ -262,7 +263,7 @@ static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
     }
     if (o->dump[0] && dump_rows(o->dump, r, nt, errstr, len) != 0) return -1;
     print_table(&mr, r->m ? &mm : NULL, &mb, &mt, o, nt, frauds);
-    const metrics3 *last = r->m ? &mb : &mr;
+    const metrics3 *last = r->m ? &mt : &mr;
     printf("eval auc=%.4f ap=%.4f cp100=%.4f\n", last->auc, last->ap, last->cp);
     return 0;
 }

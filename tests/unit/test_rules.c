@@ -200,6 +200,49 @@ static void test_disabled_rule(void **state) {
 
 /* ---- scoring --------------------------------------------------------------------------------- */
 
+/* model_covered: with a model score the rule is listed but adds 0 points (its signal is a model
+ * input); without a model it counts its weight. Table: has_model, expected score, weight listed. */
+static void test_model_covered(void **state) {
+    static const char text[] =
+        "{\"version\":\"1\",\"thresholds\":" TH ",\"blend\":{\"model_weight\":100},\"rules\":["
+        "{\"code\":\"COVERED\",\"severity\":\"high\",\"weight\":60,\"message\":\"m\","
+        "\"model_covered\":true,\"predicate\":" P_AMOUNT("1") "},"
+        RULE_W("PLAIN", 20, P_AMOUNT("1")) "]}";
+    struct { bool has_model; double p; int score; int covered_weight; bool flagged; } rows[] = {
+        {false, 0, 80, 60, false}, /* rules only: 60 + 20 */
+        {true, 0.25, 45, 0, true},  /* 25 from the model + 20; COVERED listed with 0 */
+        {true, 0.0, 20, 0, true},
+    };
+    pay_payment p;
+    rules_result res;
+    rules *r = parse_ok(text);
+    (void)state;
+    pay_init(&p);
+    p.amount_minor = 10000;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        rules_features f = {.p = &p, .has_model = rows[i].has_model, .model_score = rows[i].p};
+        rules_eval(r, &f, &res);
+        assert_int_equal(res.score, rows[i].score);
+        assert_int_equal(res.nhits, 2);
+        const rules_hit *h = &res.hits[res.hits[0].weight == 20 ? 1 : 0];
+        if (!rows[i].flagged) h = &res.hits[0]; /* 60 sorts first without a model */
+        assert_string_equal(h->code, "COVERED");
+        assert_int_equal(h->weight, rows[i].covered_weight);
+        assert_int_equal(h->model_covered, rows[i].flagged);
+        json_t *reasons = rules_reasons_json(&res);
+        json_t *last = json_array_get(reasons, rows[i].flagged ? 1 : 0);
+        assert_int_equal(json_is_true(json_object_get(last, "model_covered")), rows[i].flagged);
+        json_decref(reasons);
+    }
+    static const char bad[] = FILE_OF(
+        "{\"code\":\"X\",\"severity\":\"low\",\"weight\":1,\"message\":\"m\","
+        "\"model_covered\":1,\"predicate\":" P_AMOUNT("1") "}");
+    char err[256] = "";
+    assert_null(rules_parse(bad, strlen(bad), "t", err, sizeof err));
+    if (!strstr(err, "model_covered")) fail_msg("error does not name model_covered: %s", err);
+    rules_destroy(r);
+}
+
 static void test_score_capped(void **state) {
     pay_payment p;
     rules_features f = {.p = &p};
@@ -447,7 +490,7 @@ static void test_default_rules(void **state) {
     rules_result res;
     rules *r = load_default();
     (void)state;
-    assert_int_equal(strncmp(rules_version(r), "2026.11.3+", 10), 0);
+    assert_int_equal(strncmp(rules_version(r), "2026.11.4+", 10), 0);
     assert_int_equal(rules_model_weight(r), 100); /* the model blend when a model is loaded */
     assert_int_equal(rules_window_count(r), 3);
     assert_int_equal(rules_window_at(r, 0)->entity, RULES_ENT_USER);
@@ -712,6 +755,7 @@ int main(void) {
         cmocka_unit_test(test_country_predicates),
         cmocka_unit_test(test_velocity_predicates),
         cmocka_unit_test(test_disabled_rule),
+        cmocka_unit_test(test_model_covered),
         cmocka_unit_test(test_score_capped),
         cmocka_unit_test(test_decision_thresholds),
         cmocka_unit_test(test_hit_order),
