@@ -10,8 +10,10 @@
 #      that nothing was lost. REUSE=1 skips this step and uses the database of an earlier replay
 #      (its parameters are in $EVAL_DIR/replay.env), so re-training / re-evaluating is cheap.
 #   2. MODE=protocol (default): fraudshield-train on TRAIN with the labels known when TEST starts,
-#      fraudshield-eval on TEST (rules only, model, blend, handbook rows), as scored and as a what-if
-#      without SKIP_RULES. Last line: `eval auc=… ap=… cp100=…` (the blend as scored).
+#      fraudshield-eval on TEST (rules only, model, blend, handbook rows), with the stored points and
+#      as the scorer with the model scores (the model_covered rules add 0). Last line:
+#      `eval auc=… ap=… cp100=…`: the blend of the scorer with the model, ranked by score, then by
+#      the model's probability (a review queue's order).
 #      MODE=rolling: for every test week T of the replayed days whose two training weeks have full
 #      feature history (30-day windows + DELAY): train on [T-21, T-8], test on [T, T+6]; a table per
 #      fold and the mean / standard deviation. Last line: `eval-rolling folds=… auc=… ap=… cp100=…`
@@ -36,10 +38,12 @@ MODE=${MODE:-protocol}
 EVAL_DIR=${EVAL_DIR:-$REPO/.eval}
 MODEL_WEIGHT=${MODEL_WEIGHT:-100}
 TRAIN_ARGS=${TRAIN_ARGS:-}
-# A what-if table without these rules' points besides the table as scored. CARD_LINKED_TO_FRAUD:
-# the protocol removes every card known compromised from the test days, which is exactly what that
-# rule flags; what it still flags are cards with older frauds (the simulator never reissues a card)
-SKIP_RULES=${SKIP_RULES-CARD_LINKED_TO_FRAUD}
+# The replay's scorers decide without a model (it is trained afterwards), so the stored reasons
+# count every rule's weight. With the model, the scorer adds 0 points for the rules the rules file
+# marks model_covered (their signal is a model input): the blend of the scorer with the model is
+# therefore the stored points without those rules'. SKIP_RULES: those codes (from the rules file).
+RULES_FILE=${RULES_FILE:-$REPO/schemas/rules/default.json}
+SKIP_RULES=${SKIP_RULES-$(jq -r '[.rules[] | select(.model_covered == true) | .code] | join(",")' "$RULES_FILE")}
 WARMUP_DAYS=30 # the longest feature window; DELAY days more for the delayed terminal windows
 
 if [[ ! -f "$DATA" ]]; then
@@ -182,13 +186,15 @@ row() { awk -F'|' -v n="$1" '$2 ~ n { gsub(/ /, ""); print $3, $4, $5; exit }' "
 protocol() {
     train_eval "$TRAIN" "$TEST" protocol
     tail -1 "$EVAL_DIR/protocol.train" >&2
-    if [[ -n "$SKIP_RULES" ]]; then
-        echo "what-if: the rules without $SKIP_RULES (see docs/detection.md section 7):"
-        sed '$d' "$EVAL_DIR/protocol.whatif.eval"
-        echo
-        echo "as scored (the stored decisions: default rules + model):"
+    if [[ -z "$SKIP_RULES" ]]; then
+        cat "$EVAL_DIR/protocol.eval"
+        return
     fi
-    cat "$EVAL_DIR/protocol.eval"
+    echo "the stored decisions' points (the replay's scorers had no model: every rule counts):"
+    sed '$d' "$EVAL_DIR/protocol.eval"
+    echo
+    echo "the scorer with the model (model_covered rules add 0: $SKIP_RULES; docs/detection.md section 7):"
+    cat "$EVAL_DIR/protocol.whatif.eval"
 }
 
 rolling() {
