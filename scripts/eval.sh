@@ -245,8 +245,9 @@ rolling() {
                 stat(3, 1, sd); for (c = 4; c <= 6; c++) for (i = 1; i <= 3; i++) stat(c, i, sd)
                 printf " |\n"
             }
-            printf "\nblend: the stored score (default rules + model); what-if: without %s, ties by model\n", whatif
-            printf "eval-rolling folds=%d auc=%.4f ap=%.4f cp100=%.4f\n", n, s[5, 1] / n, s[5, 2] / n, s[5, 3] / n
+            printf "\nblend: the stored points (every rule counts: the replay had no model); what-if: the scorer with the model (%s add 0), ranked by score then model\n", whatif
+            c = whatif == "none" ? 5 : 6 # the last line: the scorer with the model, as in protocol mode
+            printf "eval-rolling folds=%d auc=%.4f ap=%.4f cp100=%.4f\n", n, s[c, 1] / n, s[c, 2] / n, s[c, 3] / n
         }' "$out"
 }
 
