@@ -118,8 +118,7 @@ struct scorer {
     size_t ndedup;
     bool in_batch;           /* re-entrancy guard (the revoke callback finishes batches too) */
     bool abandoned;          /* a batch was dropped unpersisted: consume no further */
-    bool commit_pending;     /* stored offsets whose commit failed: retried until it succeeds */
-    uint64_t commit_attempts; /* failed attempts since the last successful commit */
+    uint64_t commit_attempts; /* failed commits since the last success: > 0 = retried until it works */
     int64_t commit_logged_us; /* when the last commit_failed line was written */
     bool fatal;
     int64_t watermark_ms;    /* largest event time this worker persisted */
@@ -185,7 +184,7 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
             *reload = 0;
             scorer_reload(s);
         }
-        if (s->commit_pending) scorer_commit_stored(s);
+        if (s->commit_attempts) scorer_commit_stored(s);
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
@@ -872,7 +871,7 @@ static void scorer_commit_stored(scorer *s) {
                        "the partitions first, their next owner consumes the batch again and "
                        "absorbs it", s->commit_attempts);
         }
-    } else if (s->commit_pending) {
+    } else if (s->commit_attempts) {
         log_fields(LOG_INFO, "commit_retried",
                    json_pack("{s:s, s:I}", "result", err ? "nothing to commit" : "committed",
                              "attempts", (json_int_t)s->commit_attempts),
@@ -882,7 +881,6 @@ static void scorer_commit_stored(scorer *s) {
     } else if (log_enabled(LOG_DEBUG)) {
         log_msg(LOG_DEBUG, "committed", "offsets committed");
     }
-    s->commit_pending = failed;
 }
 
 static void scorer_clear_batch(scorer *s) {
@@ -1291,7 +1289,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
         if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
-        if (s->commit_pending && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s);
+        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s);
         if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
         else rd_kafka_assign(rk, NULL);
         return;
@@ -1625,7 +1623,7 @@ static void scorer_close(scorer *s) {
         kafka_consumer_close(&s->outcomes);
     }
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
-    if (s->commit_pending && s->consumer) scorer_commit_stored(s);
+    if (s->commit_attempts && s->consumer) scorer_commit_stored(s);
     kafka_consumer_close(&s->consumer);
     if (rd_kafka_flush(s->producer, s->cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_msg(LOG_WARN, "producer_flush_timeout", "%d message(s) not delivered at exit",

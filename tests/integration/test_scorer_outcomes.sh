@@ -102,3 +102,20 @@ outcome "$E" legitimate $((T + 9 * 86400000)) | kcat -b "$FS_BROKERS" -P -t paym
 fs_wait_for 90 at_least "SELECT count(*) FROM outcomes" $((before + 1))
 fs_assert_eq 1 "$(fs_topic_count payment_outcomes.dlq)" "dead letters after a restart"
 fs_assert_eq 0 "$(grep -c '"event":"outcome_invalid"' "$FS_TEST_DIR/scorer2.log" || true)" "invalid outcomes seen again after the restart"
+
+# 7. An outcome PostgreSQL refuses as data (here: a CHECK constraint the test adds) is dead-lettered
+#    alone as db_rejected, with the error; the valid label sent with it is still stored, and the
+#    outcome stream goes on (no endless retry of the whole set).
+fs_psql "ALTER TABLE outcomes ADD CONSTRAINT test_refuse CHECK (reason IS DISTINCT FROM 'refuse-me')" >/dev/null
+before=$(rows outcomes)
+{ printf '%s:{"schema_version":1,"payment_id":"%s","outcome":"chargeback","reason":"refuse-me","known_at":"%s","source":"test"}\n' \
+      "$B" "$B" "$(iso $((T + 86400000)))"
+  outcome "$C" false_positive $((T + 86400000)); } | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes" $((before + 1))
+fs_wait_for 30 fs_topic_has payment_outcomes.dlq 2
+fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM outcomes WHERE payment_id = '$C' AND outcome = 'false_positive'")" "the valid label beside the refused one"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM outcomes WHERE reason = 'refuse-me'")" "the refused label stored"
+dl=$(fs_topic_dump payment_outcomes.dlq | grep refuse-me || true)
+[[ "$dl" == *refuse-me* && "$dl" == *dlq_reason=db_rejected* && "$dl" == *test_refuse* ]] ||
+    fs_fail "dead letter of the refused outcome: $dl"
+echo "ok: the refused outcome was dead-lettered as db_rejected"
