@@ -7,10 +7,13 @@
  * real Kafka (docker-compose.yml, deploy/k8s).
  *
  * Signals: SIGTERM/SIGINT stop it (exit 0, bootstrap file removed); SIGUSR1 takes every broker down
- * (connections dropped, new ones refused) and SIGUSR2 brings them back, for fault-injection tests. */
+ * (connections dropped, new ones refused) and SIGUSR2 brings them back; SIGHUP makes every offset
+ * commit fail until the next SIGHUP (or commit-fault-ms). All three are for fault-injection tests. */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@
 
 #include "app.h"
 #include "cfg.h"
+#include "fsutil.h"
 #include "kafka.h"
 #include "log.h"
 
@@ -39,6 +43,7 @@ typedef struct devbroker_conf {
     char *bootstrap_file;
     char *log_level;
     int64_t commit_errors;
+    int64_t commit_fault_ms;
 } devbroker_conf;
 
 /* Not "brokers": FS_BROKERS is every process's bootstrap list, and the tests and `make run` export
@@ -61,14 +66,20 @@ static const cfg_opt devbroker_options[] = {
     {"commit-errors", "FS_COMMIT_ERRORS", CFG_INT, "0", 0, 1000,
      offsetof(devbroker_conf, commit_errors),
      "fault injection: the first N offset commits fail with REBALANCE_IN_PROGRESS", false},
+    {"commit-fault-ms", "FS_COMMIT_FAULT_MS", CFG_INT, "60000", 100, 600000,
+     offsetof(devbroker_conf, commit_fault_ms),
+     "fault injection: SIGHUP makes every offset commit fail with REBALANCE_IN_PROGRESS until the "
+     "next SIGHUP or for this long (then every commit error, --commit-errors' too, is cleared)",
+     false},
     {0},
 };
 
-static volatile sig_atomic_t stop_requested, down_requested, up_requested;
+static volatile sig_atomic_t stop_requested, down_requested, up_requested, fault_requested;
 
 static void on_signal(int sig) {
     if (sig == SIGUSR1) down_requested = 1;
     else if (sig == SIGUSR2) up_requested = 1;
+    else if (sig == SIGHUP) fault_requested = 1;
     else stop_requested = 1;
 }
 
@@ -81,6 +92,7 @@ static void install_signals(void) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 /* Creates the parent directory of path (one level, like the default ".run/"). */
@@ -165,23 +177,45 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
             broker_count);
 }
 
-/* The next n OffsetCommit requests (Kafka API key 8) fail with REBALANCE_IN_PROGRESS: what a
- * consumer meets when a commit races a rebalance (test_scorer_commit_retry). */
+enum { API_OFFSET_COMMIT = 8 }; /* Kafka API key of OffsetCommit requests */
+
+/* The next n OffsetCommit requests fail with REBALANCE_IN_PROGRESS: what a consumer meets when a
+ * commit races a rebalance (test_scorer_commit_retry). */
 static void inject_commit_errors(rd_kafka_mock_cluster_t *mc, size_t n) {
-    enum { API_OFFSET_COMMIT = 8 };
     rd_kafka_resp_err_t *errs = n ? calloc(n, sizeof *errs) : NULL;
     if (!errs) return;
     for (size_t i = 0; i < n; i++) errs[i] = RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
     rd_kafka_mock_push_request_errors_array(mc, API_OFFSET_COMMIT, n, errs);
     free(errs);
-    log_fields(LOG_WARN, "fault_injected", json_pack("{s:I}", "commit_errors", (json_int_t)n),
-               "the next %zu offset commits will fail (fault injection)", n);
+}
+
+/* A commit fault switched on and off by SIGHUP rather than counted: the mock only stacks errors,
+ * so "on" is a stack larger than any test commits meanwhile and "off" clears it (--commit-errors'
+ * errors included); after window_ms it switches off by itself. A consumer's retries then fail
+ * until a moment the test chooses, which lets it pick the code path of the retry that succeeds. */
+static void commit_fault(rd_kafka_mock_cluster_t *mc, int64_t *until_ms, int64_t window_ms) {
+    int64_t now = fs_mono_us() / 1000;
+    bool toggle = fault_requested;
+    fault_requested = 0;
+    if (toggle && !*until_ms) {
+        inject_commit_errors(mc, 100000);
+        *until_ms = now + window_ms;
+        log_fields(LOG_WARN, "fault_injected", json_pack("{s:I}", "commit_fault_ms", (json_int_t)window_ms),
+                   "every offset commit fails until the next SIGHUP (at most %" PRId64 " ms)", window_ms);
+    } else if (*until_ms && (toggle || now >= *until_ms)) {
+        *until_ms = 0;
+        rd_kafka_mock_clear_request_errors(mc, API_OFFSET_COMMIT);
+        log_msg(LOG_WARN, "fault_cleared", "offset commits succeed again (%s)",
+                toggle ? "SIGHUP" : "commit-fault-ms elapsed");
+    }
 }
 
 /* Serves until SIGTERM/SIGINT. The mock cluster runs on its own thread; this one only watches flags. */
-static void serve(rd_kafka_mock_cluster_t *mc, int broker_count) {
+static void serve(rd_kafka_mock_cluster_t *mc, int broker_count, int64_t commit_fault_ms) {
     const struct timespec tick = {0, 50 * 1000 * 1000};
+    int64_t fault_until_ms = 0;
     while (!stop_requested) {
+        commit_fault(mc, &fault_until_ms, commit_fault_ms);
         if (down_requested) {
             down_requested = 0;
             set_all_brokers(mc, broker_count, 0);
@@ -214,6 +248,7 @@ static void mask_signals(int how) {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(how, &set, NULL);
 }
 
@@ -236,7 +271,12 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
         goto done;
     }
     if (create_topics(mc, conf, rf, errstr, errstr_size) != 0) goto done;
-    inject_commit_errors(mc, (size_t)conf->commit_errors);
+    if (conf->commit_errors) {
+        inject_commit_errors(mc, (size_t)conf->commit_errors);
+        log_fields(LOG_WARN, "fault_injected",
+                   json_pack("{s:I}", "commit_errors", (json_int_t)conf->commit_errors),
+                   "the next %" PRId64 " offset commits will fail", conf->commit_errors);
+    }
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (write_bootstrap(conf->bootstrap_file, bootstraps, errstr, errstr_size) != 0) goto done;
     printf("%s\n", bootstraps);
@@ -245,7 +285,7 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
                json_pack("{s:s,s:s,s:i}", "bootstrap", bootstraps, "bootstrap_file",
                          conf->bootstrap_file, "brokers", n),
                "dev broker (development/tests only; keeps ~5 MiB per partition) at %s", bootstraps);
-    serve(mc, n);
+    serve(mc, n, conf->commit_fault_ms);
     unlink(conf->bootstrap_file);
     log_msg(LOG_INFO, "devbroker_stopping", "stopping");
     rc = 0;

@@ -120,6 +120,7 @@ struct scorer {
     bool abandoned;          /* a batch was dropped unpersisted: consume no further */
     uint64_t commit_attempts; /* failed commits since the last success: > 0 = retried until it works */
     int64_t commit_logged_us; /* when the last commit_failed line was written */
+    int64_t commit_retry_us;  /* when the loop retries next (backoff: idle, nothing else commits) */
     bool fatal;
     int64_t watermark_ms;    /* largest event time this worker persisted */
     int batches_since_prune;
@@ -140,7 +141,7 @@ static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
 static void scorer_maybe_prune(scorer *s);
 static void scorer_reload(scorer *s);
 static void scorer_close(scorer *s);
-static void scorer_commit_stored(scorer *s);
+static void scorer_commit_stored(scorer *s, const char *at);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -184,7 +185,7 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
             *reload = 0;
             scorer_reload(s);
         }
-        if (s->commit_attempts) scorer_commit_stored(s);
+        if (s->commit_attempts && fs_mono_us() >= s->commit_retry_us) scorer_commit_stored(s, "loop");
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
@@ -845,15 +846,18 @@ static void scorer_commit_batch(scorer *s) {
     if (err)
         log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
                    "could not store offsets (partition revoked?)");
-    scorer_commit_stored(s);
+    scorer_commit_stored(s, "batch");
     rd_kafka_topic_partition_list_destroy(offs);
 }
 
-/* Commits every stored offset (synchronously). A failed commit (a rebalance in progress, the
- * coordinator moving) is retried from the loop, in the revoke callback and at close, so that
- * persisted work is not redone by the partition's next owner. Offsets of partitions this member
- * lost are dropped by librdkafka: the retry then finds nothing to commit and stops. */
-static void scorer_commit_stored(scorer *s) {
+/* Commits every stored offset (synchronously); `at` names the caller in the logs. A failed commit
+ * (a rebalance in progress, the coordinator moving) is retried by the next batch's commit, from
+ * the idle loop with a backoff (1, 2, 4, 8, 16, then every 30 s: no hammering of a coordinator
+ * that keeps refusing), and always in the revoke callback and at close, the last moments at which
+ * this member can still commit for those partitions, so that persisted work is not redone by
+ * their next owner. Offsets of partitions this member lost are dropped by librdkafka: the retry
+ * then finds nothing to commit and stops. */
+static void scorer_commit_stored(scorer *s, const char *at) {
     rd_kafka_resp_err_t err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
     bool failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
     int64_t now = fs_mono_us();
@@ -861,20 +865,22 @@ static void scorer_commit_stored(scorer *s) {
         s->stats.commit_failures++;
         metric_add(s->m.commit_failures, NULL, 1);
         s->commit_attempts++;
+        s->commit_retry_us = now + (s->commit_attempts > 5 ? 30000000
+                                                           : (int64_t)1000000 << (s->commit_attempts - 1));
         /* the first failure, then every 30 s while it lasts: a permanent one (an ACL) must show */
         if (s->commit_attempts == 1 || now - s->commit_logged_us >= 30000000) {
             s->commit_logged_us = now;
             log_fields(LOG_WARN, "commit_failed",
-                       json_pack("{s:s, s:I}", "error", rd_kafka_err2str(err), "attempts",
-                                 (json_int_t)s->commit_attempts),
+                       json_pack("{s:s, s:I, s:s}", "error", rd_kafka_err2str(err), "attempts",
+                                 (json_int_t)s->commit_attempts, "at", at),
                        "offset commit failed (%" PRIu64 " attempts): retried; if this member loses "
                        "the partitions first, their next owner consumes the batch again and "
                        "absorbs it", s->commit_attempts);
         }
     } else if (s->commit_attempts) {
         log_fields(LOG_INFO, "commit_retried",
-                   json_pack("{s:s, s:I}", "result", err ? "nothing to commit" : "committed",
-                             "attempts", (json_int_t)s->commit_attempts),
+                   json_pack("{s:s, s:I, s:s}", "result", err ? "nothing to commit" : "committed",
+                             "attempts", (json_int_t)s->commit_attempts, "at", at),
                    "stored offsets %s after a failed commit", err ? "dropped (partitions lost)"
                                                                    : "committed");
         s->commit_attempts = 0;
@@ -1289,7 +1295,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
         if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
-        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s);
+        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s, "revoke");
         if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
         else rd_kafka_assign(rk, NULL);
         return;
@@ -1623,7 +1629,7 @@ static void scorer_close(scorer *s) {
         kafka_consumer_close(&s->outcomes);
     }
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
-    if (s->commit_attempts && s->consumer) scorer_commit_stored(s);
+    if (s->commit_attempts && s->consumer) scorer_commit_stored(s, "close");
     kafka_consumer_close(&s->consumer);
     if (rd_kafka_flush(s->producer, s->cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_msg(LOG_WARN, "producer_flush_timeout", "%d message(s) not delivered at exit",

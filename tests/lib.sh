@@ -28,6 +28,7 @@
 #   fs_broker_start [PARTS]  starts the dev broker (default 6 partitions); exports FS_BROKERS, and
 #                            KAFKA_SESSION_TIMEOUT_MS=6000 / KAFKA_HEARTBEAT_INTERVAL_MS=500 unless set
 #   fs_broker_down / fs_broker_up   all mock brokers down (SIGUSR1) / up again (SIGUSR2)
+#   fs_commit_fault          every offset commit fails from now / no longer (a toggle: SIGHUP)
 #   fs_bg NAME CMD...        CMD in the background, output to $FS_TEST_DIR/NAME.log (appended, so a
 #                            restarted NAME keeps one log); fs_pid NAME prints its pid
 #   fs_alive NAME            true while NAME runs
@@ -388,6 +389,7 @@ fs_broker_start() {
 
 fs_broker_down() { fs_kill devbroker USR1; }
 fs_broker_up() { fs_kill devbroker USR2; }
+fs_commit_fault() { fs_kill devbroker HUP; }
 
 fs_topic_count() {
     local topic=${1:?fs_topic_count TOPIC}

@@ -4,6 +4,14 @@
 # N payments, its commit fails, and no further payment arrives to carry a later commit. The scorer
 # must still commit the stored offsets: a second scorer of the same group started after it consumes
 # nothing. (Before the retry existed, the second scorer consumed the whole batch again.)
+#
+# Then the last two chances to commit, with commits failing until the test lets them succeed
+# (fs_commit_fault: the dev broker fails every commit until toggled back), at a moment chosen
+# between two of the idle loop's retries (1, 2, 4, 8, 16 s apart), so that the loop cannot be the
+# one that commits:
+#   2. the scorer is stopped: it commits while closing (nobody consumes the batch again);
+#   3. a new member takes over half the partitions: the old owner commits in its revoke callback,
+#      before they move (the new member consumes nothing again).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_commit_retry
@@ -32,4 +40,58 @@ fs_wait_exit scorer2 30
 stopped=$(grep '"event":"stopped"' "$FS_TEST_DIR/scorer2.log")
 fs_assert_eq 0 "$(echo "$stopped" | jq -r .messages)" "messages the second scorer consumed again"
 fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
+
+# failures NAME: the failed commit attempts NAME's /metrics counts so far
+declare -A admin_port
+failures() {
+    curl -sf "http://127.0.0.1:${admin_port[$1]}/metrics" |
+        awk '$1 == "fs_scorer_commit_failures_total" { print $2; exit }'
+}
+# start_scorer NAME: a scorer of the group with an admin port, once it has its partitions
+start_scorer() {
+    admin_port[$1]=$(fs_free_port)
+    fs_bg "$1" env FS_SCORER_ID="$1" FS_ADMIN_PORT="${admin_port[$1]}" "$BUILD/bin/fraudshield-scorer"
+    fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/$1.log"
+}
+# persist_failing NAME TOTAL ATTEMPTS FAULTS: commits fail from now; a new batch of n is persisted
+# by NAME (TOTAL rows then) and its commit has failed ATTEMPTS times (the batch's, then the loop's);
+# then commits succeed again (the dev broker's FAULTS-th fault_cleared)
+persist_failing() {
+    fs_commit_fault
+    bash "$gen" $((RANDOM + 1000)) "$n" 1000 | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+    fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == '"$2"' ))'
+    fs_wait_for 60 '(( $(failures '"$1"' || echo 0) >= '"$3"' ))'
+    fs_commit_fault # commits succeed again; the loop's next retry is 4 (8, 16) s away
+    fs_wait_for 5 '(( $(grep -c "\"event\":\"fault_cleared\"" "$FS_TEST_DIR/devbroker.log") == '"$4"' ))'
+}
+# retried_at NAME: where NAME's failed commit finally went through (commit_retried's "at")
+retried_at() { grep '"event":"commit_retried"' "$FS_TEST_DIR/$1.log" | tail -1 | jq -r .at; }
+# consumed NAME: messages NAME consumed, from its "stopped" line
+consumed() { grep '"event":"stopped"' "$FS_TEST_DIR/$1.log" | jq -r .messages; }
+
+# 2. stopped while its commit fails: the commit at close goes through.
+start_scorer scorer3
+persist_failing scorer3 $((2 * n)) 3 1
+fs_kill scorer3 TERM
+fs_wait_exit scorer3 30
+at=$(retried_at scorer3)
+[[ $at == close || $at == revoke ]] || fs_fail "scorer3's failed commit went through at '$at', not while closing"
+echo "ok: stopped with a failing commit, committed while closing ($at)"
+
+# 3. partitions move while the commit fails: the old owner commits in its revoke callback.
+start_scorer scorer4
+persist_failing scorer4 $((3 * n)) 5 2 # the loop's next retry is 16 s away: time for a rebalance
+start_scorer scorer5
+fs_wait_for 30 grep -q '"event":"commit_retried"' "$FS_TEST_DIR/scorer4.log"
+fs_assert_eq revoke "$(retried_at scorer4)" "where scorer4's failed commit went through"
+fs_wait_for 30 '(( $(grep -c "\"event\":\"partitions_assigned\"" "$FS_TEST_DIR/scorer5.log") >= 2 ))'
+sleep 3
+for name in scorer5 scorer4; do
+    fs_kill "$name" TERM
+    fs_wait_exit "$name" 30
+done
+fs_assert_eq 0 "$(consumed scorer5)" "messages the new member consumed again"
+fs_assert_eq "$n" "$(consumed scorer4)" "messages scorer4 consumed"
+fs_assert_eq $((3 * n)) "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
+echo "ok: partitions moved with a failing commit, committed in the revoke callback"
 echo "scorer commit retry ok"
