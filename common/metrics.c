@@ -143,6 +143,21 @@ void metric_add(metric *mt, const char *labels, double v) { update(mt, labels, v
 void metric_set(metric *mt, const char *labels, double v) { update(mt, labels, v, 1); }
 void metric_observe(metric *mt, const char *labels, double v) { update(mt, labels, v, 2); }
 
+void metric_remove(metric *mt, const char *labels) {
+    if (!mt) return;
+    pthread_mutex_lock(&mt->reg->lock);
+    for (series **p = &mt->series; *p; p = &(*p)->next) {
+        series *s = *p;
+        if (strcmp(s->labels, labels ? labels : "") != 0) continue;
+        *p = s->next;
+        free(s->labels);
+        free(s->buckets);
+        free(s);
+        break;
+    }
+    pthread_mutex_unlock(&mt->reg->lock);
+}
+
 double metric_value(metric *mt, const char *labels) {
     double v = 0;
     pthread_mutex_lock(&mt->reg->lock);

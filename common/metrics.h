@@ -34,6 +34,9 @@ void metric_add(metric *mt, const char *labels, double v);
 void metric_set(metric *mt, const char *labels, double v);
 /* Histogram observation. */
 void metric_observe(metric *mt, const char *labels, double v);
+/* Removes a series (no-op when absent): an info gauge whose label changed, e.g. a model version
+ * replaced, must stop being exported rather than linger at 0 forever. */
+void metric_remove(metric *mt, const char *labels);
 /* Current value of a counter or gauge series (0 when the series does not exist); for tests. */
 double metric_value(metric *mt, const char *labels);
 

@@ -1197,14 +1197,16 @@ static model *scorer_reload_model(scorer *s) {
     return m;
 }
 
-/* fs_scorer_model_info{version="..."}: 1 for the model in use, 0 for one replaced. */
-static void scorer_model_info(scorer *s, const model *m, double v) {
+/* fs_scorer_model_info{version="..."} = 1 for the model in use (in_use true); a replaced model's
+ * series is removed, so that the family shows only what is in use now. */
+static void scorer_model_info(scorer *s, const model *m, bool in_use) {
     char label[MODEL_VERSION_MAX];
     if (!m) return;
     snprintf(label, sizeof label, "%s", model_version(m));
     for (char *c = label; *c; c++)
         if (*c == ',') *c = '_'; /* metrics label values are comma-separated */
-    metric_set(s->m.model_info, label, v);
+    if (in_use) metric_set(s->m.model_info, label, 1);
+    else metric_remove(s->m.model_info, label);
 }
 
 /* What an operator must know about the model just bound: columns this scorer never computes
@@ -1249,10 +1251,10 @@ static void scorer_reload(scorer *s) {
         s->rules = r;
     }
     if (m) {
-        scorer_model_info(s, s->model, 0);
+        scorer_model_info(s, s->model, false);
         model_destroy(s->model);
         s->model = m;
-        scorer_model_info(s, m, 1);
+        scorer_model_info(s, m, true);
     }
     if (s->model) scorer_model_warnings(s);
 }
@@ -1465,7 +1467,7 @@ static void scorer_metrics_init(scorer *s) {
     x->model_seconds = metrics_histogram(m, "fs_scorer_model_seconds", "model prediction per batch (one call for all its payments)", NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
     x->model_reloads = metrics_counter(m, "fs_scorer_model_reloads_total", "model reloads (SIGHUP), by result", "result");
     x->model_failures = metrics_counter(m, "fs_scorer_model_failures_total", "batches the model could not score (decided by the rules alone)", NULL);
-    x->model_info = metrics_gauge(m, "fs_scorer_model_info", "the model in use: 1 for its version (no series: rules only)", "version");
+    x->model_info = metrics_gauge(m, "fs_scorer_model_info", "the model in use: one series, 1, labelled with its version (none: rules only)", "version");
 }
 
 /* The outcome consumer: its own group, so every label reaches exactly one worker; offsets
@@ -1570,7 +1572,7 @@ static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
 static int scorer_model_start(scorer *s, char *errstr, size_t errstr_size) {
     if (!s->model) return 0;
     if (!(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size))) return -1;
-    scorer_model_info(s, s->model, 1);
+    scorer_model_info(s, s->model, true);
     log_fields(LOG_INFO, "model_loaded",
                json_pack("{s:s, s:s, s:I, s:i}", "file", s->cfg.model_file ? s->cfg.model_file : "",
                          "version", model_version(s->model), "features",

@@ -118,7 +118,7 @@ metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
 grep -qF 'fs_scorer_model_reloads_total{result="ok"} 1' <<<"$metrics" || fs_fail "model reloads (ok)"
 grep -qF 'fs_scorer_model_reloads_total{result="failed"} 1' <<<"$metrics" || fs_fail "model reloads (failed)"
 grep -qF "fs_scorer_model_info{version=\"$vb\"} 1" <<<"$metrics" || fs_fail "model info: $vb in use"
-grep -qF "fs_scorer_model_info{version=\"$va\"} 0" <<<"$metrics" || fs_fail "model info: $va replaced"
+! grep -qF "fs_scorer_model_info{version=\"$va\"}" <<<"$metrics" || fs_fail "model info: replaced $va still exported"
 ! grep -qE '^fs_scorer_model_failures_total [1-9]' <<<"$metrics" || fs_fail "prediction failures"
 fs_alive scorer || fs_fail "the scorer died"
 echo "ok"

@@ -264,6 +264,30 @@ static void test_metrics_render(void **state) {
     metrics_destroy(m);
 }
 
+/* A removed series is no longer rendered, the others stay; removing an absent one is harmless. */
+static void test_metrics_remove(void **state) {
+    (void)state;
+    metrics *m = metrics_new();
+    metric *g = metrics_gauge(m, "fs_model_info", "Model", "version");
+    metric_set(g, "a", 1);
+    metric_set(g, "b", 1);
+    metric_set(g, "c", 1);
+    metric_remove(g, "b");
+    metric_remove(g, "a");
+    metric_remove(g, "zz");
+    metric_remove(NULL, "a");
+    size_t len;
+    char *text = metrics_render(m, &len);
+    assert_non_null(text);
+    assert_null(strstr(text, "version=\"a\""));
+    assert_null(strstr(text, "version=\"b\""));
+    assert_non_null(strstr(text, "fs_model_info{version=\"c\"} 1\n"));
+    free(text);
+    metric_set(g, "a", 1); /* a removed series can come back */
+    assert_true(metric_value(g, "a") == 1);
+    metrics_destroy(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
@@ -275,6 +299,7 @@ int main(void) {
         cmocka_unit_test(test_pii_cache_lru),
         cmocka_unit_test(test_pii_apply_wipes_raw),
         cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_metrics_remove),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
