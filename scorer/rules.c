@@ -775,6 +775,16 @@ const char *rules_version(const rules *r) { return r->version; }
 
 int rules_model_weight(const rules *r) { return r->model_weight; }
 
+size_t rules_model_covered(const rules *r, const char **codes, size_t max) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->nrules; i++) {
+        if (!r->rule[i].model_covered) continue;
+        if (n < max) codes[n] = r->rule[i].code;
+        n++;
+    }
+    return n;
+}
+
 size_t rules_window_count(const rules *r) { return r->nwindows; }
 
 const rules_window *rules_window_at(const rules *r, size_t i) {
@@ -948,6 +958,13 @@ static void hit_insert(rules_result *out, const rule *ru, int w) {
     out->nhits++;
 }
 
+int rules_blend_score(int rule_points, double model_score, int model_weight) {
+    int sum = rule_points;
+    if (model_weight > 0) /* the model's share (issue 5); model_score is 0..1 */
+        sum += (int)(model_score * model_weight + 0.5);
+    return sum > 100 ? 100 : sum;
+}
+
 void rules_eval(const rules *r, const rules_features *f, rules_result *out) {
     int sum = 0;
     assert(r && f && f->p && out);
@@ -960,9 +977,7 @@ void rules_eval(const rules *r, const rules_features *f, rules_result *out) {
         hit_insert(out, ru, w);
         sum += w; /* at most RULES_MAX * 100: no overflow */
     }
-    if (f->has_model && r->model_weight > 0) /* the model's share (issue 5) */
-        sum += (int)(f->model_score * r->model_weight + 0.5);
-    out->score = sum > 100 ? 100 : sum;
+    out->score = rules_blend_score(sum, f->has_model ? f->model_score : 0, r->model_weight);
     out->decision = out->score >= r->block ? "block" : out->score >= r->review ? "review" : "allow";
 }
 

@@ -126,6 +126,16 @@ const char *rules_version(const rules *r);
 /* blend.model_weight: the points a model probability of 1.0 adds (0: the model changes nothing). */
 int rules_model_weight(const rules *r);
 
+/* The score of rule points and a model probability: min(100, rule_points + round(model_score *
+ * model_weight)) (model_score 0: rules only). rules_eval() scores with it; the evaluation
+ * (tools/eval_main.c) re-computes the scorer's blend from stored points with it. Pure. */
+int rules_blend_score(int rule_points, double model_score, int model_weight);
+
+/* The codes of the rules marked "model_covered" (those that add 0 points when the model scored the
+ * payment), in file order: the first max into codes (pointers into r: valid while r lives).
+ * Returns how many there are (may exceed max). */
+size_t rules_model_covered(const rules *r, const char **codes, size_t max);
+
 /* Windows: those of the rules first (in file order), then the extra ones added below. */
 size_t rules_window_count(const rules *r);
 const rules_window *rules_window_at(const rules *r, size_t i);

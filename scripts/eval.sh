@@ -10,8 +10,9 @@
 #      that nothing was lost. REUSE=1 skips this step and uses the database of an earlier replay
 #      (its parameters are in $EVAL_DIR/replay.env), so re-training / re-evaluating is cheap.
 #   2. MODE=protocol (default): fraudshield-train on TRAIN with the labels known when TEST starts,
-#      fraudshield-eval on TEST (rules only, model, blend, handbook rows), with the stored points and
-#      as the scorer with the model scores (the model_covered rules add 0). Last line:
+#      fraudshield-eval --rules-file RULES_FILE on TEST: the rules only (the stored points: the
+#      replay's scorers had no model), the model, the blend the scorer with the model scores (the
+#      rules file's model_covered rules add 0), the handbook rows. Last line:
 #      `eval auc=… ap=… cp100=…`: the blend of the scorer with the model, ranked by score, then by
 #      the model's probability (a review queue's order).
 #      MODE=rolling: for every test week T of the replayed days whose two training weeks have full
@@ -23,9 +24,10 @@
 # Env: DATA (default ../shared/datasets/handbook/dev.csv.gz; absent: skipped), TRAIN
 # (2018-07-25:2018-07-31), TEST (2018-08-08:2018-08-14), DELAY (7), REUSE (0; 1: use the replayed
 # database; auto: reuse it when it covers TEST, else replay), MODE, EVAL_DIR (.eval), BUILD
-# (build/release), MODEL_WEIGHT (blend weight, 100), TRAIN_ARGS (extra fraudshield-train options),
-# MAX_UNDECIDED (20000), PARTITIONS (12), SKIP_RULES (rules left out of the what-if table, default
-# CARD_LINKED_TO_FRAUD; "": no what-if), SCORER_ARGS (extra scorer options for the replay).
+# (build/release), RULES_FILE (the rules of the evaluated blend: its model_covered rules and
+# blend.model_weight; default schemas/rules/default.json, the replay's scorers' rules), MODEL_WEIGHT
+# (blend weight; default: the rules file's), TRAIN_ARGS (extra fraudshield-train options),
+# MAX_UNDECIDED (20000), PARTITIONS (12), SCORER_ARGS (extra scorer options for the replay).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -36,14 +38,13 @@ DELAY=${DELAY:-7}
 REUSE=${REUSE:-0}
 MODE=${MODE:-protocol}
 EVAL_DIR=${EVAL_DIR:-$REPO/.eval}
-MODEL_WEIGHT=${MODEL_WEIGHT:-100}
+MODEL_WEIGHT=${MODEL_WEIGHT:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 # The replay's scorers decide without a model (it is trained afterwards), so the stored reasons
 # count every rule's weight. With the model, the scorer adds 0 points for the rules the rules file
-# marks model_covered (their signal is a model input): the blend of the scorer with the model is
-# therefore the stored points without those rules'. SKIP_RULES: those codes (from the rules file).
+# marks model_covered (their signal is a model input): fraudshield-eval reads them from this file
+# and leaves their stored points out of the blend (not out of the rules-only score).
 RULES_FILE=${RULES_FILE:-$REPO/schemas/rules/default.json}
-SKIP_RULES=${SKIP_RULES-$(jq -r '[.rules[] | select(.model_covered == true) | .code] | join(",")' "$RULES_FILE")}
 WARMUP_DAYS=30 # the longest feature window; DELAY days more for the delayed terminal windows
 
 if [[ ! -f "$DATA" ]]; then
@@ -170,14 +171,10 @@ train_eval() {
         --unlabelled legit --holdout-pct 0 --output "$EVAL_DIR/$name.model.json" \
         --log-level warn "$@" $TRAIN_ARGS >"$EVAL_DIR/$name.train" ||
         fs_fail "training failed (see $EVAL_DIR/$name.train)"
-    local -a ev=("$BUILD/bin/fraudshield-eval" --train "$train" --test "$test" --delay-days "$DELAY"
-        --model "$EVAL_DIR/$name.model.json" --model-weight "$MODEL_WEIGHT" --unlabelled legit
-        --log-level warn)
-    "${ev[@]}" >"$EVAL_DIR/$name.eval" || fs_fail "evaluation failed (see $EVAL_DIR/$name.eval)"
-    if [[ -n "$SKIP_RULES" ]]; then
-        "${ev[@]}" --skip-rules "$SKIP_RULES" >"$EVAL_DIR/$name.whatif.eval" ||
-            fs_fail "evaluation failed (see $EVAL_DIR/$name.whatif.eval)"
-    fi
+    "$BUILD/bin/fraudshield-eval" --train "$train" --test "$test" --delay-days "$DELAY" \
+        --model "$EVAL_DIR/$name.model.json" --rules-file "$RULES_FILE" \
+        ${MODEL_WEIGHT:+--model-weight "$MODEL_WEIGHT"} --unlabelled legit --log-level warn \
+        >"$EVAL_DIR/$name.eval" || fs_fail "evaluation failed (see $EVAL_DIR/$name.eval)"
 }
 
 # row NAME FILE: "auc ap cp" of a table row of fraudshield-eval's output
@@ -186,15 +183,7 @@ row() { awk -F'|' -v n="$1" '$2 ~ n { gsub(/ /, ""); print $3, $4, $5; exit }' "
 protocol() {
     train_eval "$TRAIN" "$TEST" protocol
     tail -1 "$EVAL_DIR/protocol.train" >&2
-    if [[ -z "$SKIP_RULES" ]]; then
-        cat "$EVAL_DIR/protocol.eval"
-        return
-    fi
-    echo "the stored decisions' points (the replay's scorers had no model: every rule counts):"
-    sed '$d' "$EVAL_DIR/protocol.eval"
-    echo
-    echo "the scorer with the model (model_covered rules add 0: $SKIP_RULES; docs/detection.md section 7):"
-    cat "$EVAL_DIR/protocol.whatif.eval"
+    cat "$EVAL_DIR/protocol.eval"
 }
 
 rolling() {
@@ -212,18 +201,17 @@ rolling() {
         test="$t0:$(day "$t0 + 6 days")"
         say "fold: train $train, test $test"
         train_eval "$train" "$test" "fold-$t0"
-        local f="$EVAL_DIR/fold-$t0.eval" w="$EVAL_DIR/fold-$t0.whatif.eval"
-        [[ -f "$w" ]] || w=$f
+        local f="$EVAL_DIR/fold-$t0.eval"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$train" "$test" "$(row 'rules only' "$f")" \
             "$(row 'FraudShield model' "$f")" "$(row 'FraudShield blend \\(' "$f")" \
-            "$(row 'ties by model' "$w")" \
+            "$(row 'ties by model' "$f")" \
             "$(sed -n 's/^test [^:]*:[^:]*: \([0-9]*\) transactions, \([0-9]*\) frauds.*/\1 \2/p' "$f")" >>"$out"
         t0=$(day "$t0 - 7 days")
         k=$((k + 1))
     done
     ((k > 0)) || fs_fail "no fold: the replayed days ($FIRST..$last) are too few"
     sort -o "$out" "$out"
-    awk -F'\t' -v whatif="${SKIP_RULES:-none}" '
+    awk -F'\t' '
         function cell(s, i,   a) { split(s, a, " "); return a[i] }
         function add(c, i,   v) { v = cell($c, i); printf " | %s", v; s[c, i] += v; q[c, i] += v * v }
         function stat(c, i, sd,   m, v) {
@@ -231,7 +219,7 @@ rolling() {
             printf " | %.3f", sd ? sqrt(v > 0 ? v : 0) : m
         }
         BEGIN {
-            print "| train | test | test rows | frauds | rules AUC | model AUC | model AP | model CP@100 | blend AUC | blend AP | blend CP@100 | what-if AUC | what-if AP | what-if CP@100 |"
+            print "| train | test | test rows | frauds | rules AUC | model AUC | model AP | model CP@100 | blend AUC | blend AP | blend CP@100 | ties AUC | ties AP | ties CP@100 |"
             print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         }
         {
@@ -245,8 +233,8 @@ rolling() {
                 stat(3, 1, sd); for (c = 4; c <= 6; c++) for (i = 1; i <= 3; i++) stat(c, i, sd)
                 printf " |\n"
             }
-            printf "\nblend: the stored points (every rule counts: the replay had no model); what-if: the scorer with the model (%s add 0), ranked by score then model\n", whatif
-            c = whatif == "none" ? 5 : 6 # the last line: the scorer with the model, as in protocol mode
+            printf "\nrules: the stored points (the replay had no model); blend: the scorer with the model (model_covered rules add 0) by the integer score; ties: the same blend, equal scores by the model (the last line, as in protocol mode)\n"
+            c = 6
             printf "eval-rolling folds=%d auc=%.4f ap=%.4f cp100=%.4f\n", n, s[c, 1] / n, s[c, 2] / n, s[c, 3] / n
         }' "$out"
 }

@@ -7,10 +7,13 @@
  * on a day in [first training day, test day - delay - 1]: the handbook's get_train_test_set), and
  * computes AUC ROC, average precision and card precision@k (tools/evalmetrics.h) for three scores
  * of the test transactions:
- *   rules   the summed weights of the rule hits the scorer stored (decisions.reasons)
+ *   rules   the summed weights of the rule hits the scorer stored (decisions.reasons): what a
+ *           scorer without a model scores
  *   model   the model's probability, re-scored from the stored features with the scorer's own
  *           inference code (model_row_from_json + model_predict)
- *   blend   the scorer's formula: min(100, round(model * model_weight) + rules)
+ *   blend   what the scorer with that model scores (rules_blend_score): the rules file's
+ *           model_covered rules add 0 (their signal is a model input), the other rules' points
+ *           plus round(model * model_weight), capped at 100
  *   blend, ties by model: the same, equal scores ordered by the model's probability (a queue
  *           sorted by score, then model_score; most payments share a score of 0..100)
  * and prints them beside the handbook's published rows. The last line is
@@ -30,6 +33,7 @@
 #include "evalmetrics.h"
 #include "log.h"
 #include "model.h"
+#include "rules.h"
 #include "trainset.h"
 
 typedef struct eval_opts {
@@ -43,7 +47,7 @@ typedef struct eval_opts {
     int64_t top_k;
     char *unlabelled;
     char *dump;
-    char *skip_rules;
+    char *rules_file;
     char *log_level;
 } eval_opts;
 
@@ -65,20 +69,21 @@ static const cfg_opt eval_options[] = {
      false},
     {"model", "FS_MODEL", CFG_STRING, "", 0, 4096, O(model),
      "model file to re-score the test rows with (\"\": rules only)", false},
-    {"model-weight", "FS_MODEL_WEIGHT", CFG_INT, "100", 0, 100, O(model_weight),
-     "points a model probability of 1 adds in the blend (the rules file's blend.model_weight)",
+    {"model-weight", "FS_MODEL_WEIGHT", CFG_INT, "-1", -1, 100, O(model_weight),
+     "points a model probability of 1 adds in the blend (-1: the rules file's blend.model_weight)",
      false},
+    {"rules-file", "FS_RULES_FILE", CFG_STRING, "schemas/rules/default.json", 1, 4096,
+     O(rules_file), "the scorer's rules file: its model_covered rules count in the rules-only "
+     "score and add 0 to the blend, as the scorer with a model scores", false},
     {"top-k", "FS_TOP_K", CFG_INT, "100", 1, 100000, O(top_k),
      "k of card precision@k", false},
     {"unlabelled", "FS_UNLABELLED", CFG_STRING, "skip", 4, 5, O(unlabelled),
      "decisions without a label: skip (left out, with a warning), or legit (genuine: for a replay "
      "that posted only the frauds, fraudshield-replay --outcomes fraud)", false},
-    {"skip-rules", "FS_SKIP_RULES", CFG_STRING, "", 0, 512, O(skip_rules),
-     "comma-separated rule codes whose points are left out of the rules and blend scores (a "
-     "what-if: the blend as if those rules were disabled; \"\": as the scorer scored)", false},
     {"dump", "FS_DUMP", CFG_STRING, "", 0, 4096, O(dump),
-     "write the test rows to this file (TSV: day, card hash, label, rules points, model "
-     "probability, blend score) for analysis (\"\": none)", false},
+     "write the test rows to this file (TSV: day, card hash, label, rules points, the "
+     "model_covered rules' share of them, model probability, blend score) for analysis (\"\": "
+     "none)", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
      "debug, info, warn or error", false},
     {0},
@@ -152,8 +157,38 @@ static void print_row(const char *name, const metrics3 *m) {
     printf("| %-36s | %7.3f | %17.3f | %18.3f |\n", name, m->auc, m->ap, m->cp);
 }
 
-static void print_table(const metrics3 *rules, const metrics3 *mod, const metrics3 *blend,
-                        const metrics3 *ties, const eval_opts *o, size_t n, size_t frauds) {
+/* Everything run() allocates, freed in one place. */
+typedef struct eval_run {
+    rules *rules;
+    const char *covered[RULES_MAX]; /* its model_covered codes (pointers into rules) */
+    size_t ncovered;
+    int model_weight; /* the blend's: the option, else the rules file's */
+    trs *rows;
+    evm_item *hist, *it;
+    size_t *idx;
+    float *p;
+    model *m;
+} eval_run;
+
+static void eval_run_free(eval_run *r) {
+    rules_destroy(r->rules);
+    trs_destroy(r->rows);
+    free(r->hist);
+    free(r->it);
+    free(r->idx);
+    free(r->p);
+    model_destroy(r->m);
+}
+
+static void print_covered(const eval_run *r) {
+    printf("model_covered rules (counted in the rules only, 0 in the blend as with a model):");
+    for (size_t i = 0; i < r->ncovered; i++) printf("%s%s", i ? "," : " ", r->covered[i]);
+    printf("\n");
+}
+
+static void print_table(const metrics3 *rules_only, const metrics3 *mod, const metrics3 *blend,
+                        const metrics3 *ties, const eval_opts *o, const eval_run *r, size_t n,
+                        size_t frauds) {
     static const struct { const char *name; metrics3 m; } handbook[] = {
         {"handbook: logistic regression", {0.871, 0.606, 0.291}},
         {"handbook: decision tree, depth 2", {0.763, 0.496, 0.241}},
@@ -165,16 +200,15 @@ static void print_table(const metrics3 *rules, const metrics3 *mod, const metric
     char name[64];
     printf("test %s: %zu transactions, %zu frauds (known compromised cards removed)\n", o->test, n,
            frauds);
-    if (o->skip_rules[0]) printf("what-if: the points of %s left out of the rules and the blend\n",
-                                 o->skip_rules);
+    if (mod && r->ncovered) print_covered(r);
     printf("| %-36s | AUC ROC | average precision | card precision@%-3d |\n", "scores",
            (int)o->top_k);
     printf("|%s|---------|-------------------|--------------------|\n",
            "--------------------------------------");
-    print_row("FraudShield rules only", rules);
+    print_row("FraudShield rules only", rules_only);
     if (mod) {
         print_row("FraudShield model", mod);
-        snprintf(name, sizeof name, "FraudShield blend (model_weight %d)", (int)o->model_weight);
+        snprintf(name, sizeof name, "FraudShield blend (model_weight %d)", r->model_weight);
         print_row(name, blend);
         print_row("FraudShield blend, ties by model", ties);
     }
@@ -182,33 +216,15 @@ static void print_table(const metrics3 *rules, const metrics3 *mod, const metric
         print_row(handbook[i].name, &handbook[i].m);
 }
 
-/* Everything run() allocates, freed in one place. */
-typedef struct eval_run {
-    trs *rows;
-    evm_item *hist, *it;
-    size_t *idx;
-    float *p;
-    model *m;
-} eval_run;
-
-static void eval_run_free(eval_run *r) {
-    trs_destroy(r->rows);
-    free(r->hist);
-    free(r->it);
-    free(r->idx);
-    free(r->p);
-    model_destroy(r->m);
-}
-
-/* The test rows with their three scores (r->hist holds the blend when a model is given). */
+/* The test rows with their scores (r->hist holds the blend when a model is given). */
 static int dump_rows(const char *path, const eval_run *r, size_t n, char *errstr, size_t len) {
     FILE *f = fopen(path, "w");
     if (!f) return snprintf(errstr, len, "dump: %s: cannot write", path), -1;
-    fprintf(f, "day\tcard\tlabel\trules\tmodel\tblend\n");
+    fprintf(f, "day\tcard\tlabel\trules\tcovered\tmodel\tblend\n");
     for (size_t i = 0; i < n; i++)
-        fprintf(f, "%" PRId32 "\t%016" PRIx64 "\t%d\t%g\t%.9g\t%g\n", r->it[i].day, r->it[i].card,
-                r->it[i].label, r->it[i].score, r->m ? (double)r->p[i] : NAN,
-                r->m ? r->hist[i].score : NAN);
+        fprintf(f, "%" PRId32 "\t%016" PRIx64 "\t%d\t%g\t%g\t%.9g\t%g\n", r->it[i].day,
+                r->it[i].card, r->it[i].label, r->it[i].score, trs_covered_pts(r->rows, r->idx[i]),
+                r->m ? (double)r->p[i] : NAN, r->m ? r->hist[i].score : NAN);
     if (fclose(f) != 0) return snprintf(errstr, len, "dump: %s: write failed", path), -1;
     return 0;
 }
@@ -221,48 +237,71 @@ static int load(const eval_opts *o, const trs_filter *f, trs *t, char *errstr, s
     return rc;
 }
 
-static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
-    int64_t train_from, train_to, test_from, test_to;
-    metrics3 mr, mm, mb, mt;
+/* The rules file (its model_covered codes, its model weight), the model, the rows of the train
+ * and test periods into r; the test period into *test_from, *test_to, the training's first day
+ * into *since. */
+static int setup(const eval_opts *o, eval_run *r, int64_t *test_from, int64_t *test_to,
+                 int32_t *since, char *errstr, size_t len) {
+    int64_t train_from, train_to;
     if (trs_parse_period(o->train, &train_from, &train_to) != 0 ||
-        trs_parse_period(o->test, &test_from, &test_to) != 0 || test_from < train_to)
+        trs_parse_period(o->test, test_from, test_to) != 0 || *test_from < train_to)
         return snprintf(errstr, len, "train/test: FROM:TO days expected, the test after the training"), -1;
     if (strcmp(o->unlabelled, "skip") != 0 && strcmp(o->unlabelled, "legit") != 0)
         return snprintf(errstr, len, "unlabelled: skip or legit"), -1;
-    if (!trs_rule_codes_valid(o->skip_rules))
-        return snprintf(errstr, len, "skip-rules: rule codes ([A-Za-z0-9_]) separated by commas"), -1;
-    trs_filter f = {train_from, test_to, INT64_MAX, strcmp(o->unlabelled, "legit") == 0,
-                    o->skip_rules};
+    if (!(r->rules = rules_load(o->rules_file, errstr, len))) return -1; /* errstr names the file */
+    r->ncovered = rules_model_covered(r->rules, r->covered, RULES_MAX);
+    r->model_weight = o->model_weight >= 0 ? (int)o->model_weight : rules_model_weight(r->rules);
+    trs_filter f = {train_from, *test_to, INT64_MAX, strcmp(o->unlabelled, "legit") == 0,
+                    r->covered, r->ncovered};
     if (o->model[0] && !(r->m = model_load(o->model, 0, errstr, len))) return -1;
     if (!(r->rows = trs_new()) || load(o, &f, r->rows, errstr, len) != 0) return -1;
-    size_t n = trs_count(r->rows), frauds = 0;
     if (trs_skipped(r->rows))
         log_msg(LOG_WARN, "unlabelled_rows", "%zu decisions without a label left out",
                 trs_skipped(r->rows));
+    *since = day_of(train_from);
+    size_t n = trs_count(r->rows);
     r->hist = malloc((n ? n : 1) * sizeof *r->hist);
     r->it = malloc((n ? n : 1) * sizeof *r->it);
     r->idx = malloc((n ? n : 1) * sizeof *r->idx);
     r->p = malloc((n ? n : 1) * sizeof *r->p);
     if (!r->hist || !r->it || !r->idx || !r->p) return snprintf(errstr, len, "out of memory"), -1;
-    size_t nt = test_items(r->rows, test_from, test_to, day_of(train_from), (int32_t)o->delay_days,
-                           r->hist, r->it, r->idx, errstr, len);
+    return 0;
+}
+
+/* The model (mm), the blend by score (mb) and by score then model (mt) of the nt test items. */
+static int measure_model(const eval_opts *o, eval_run *r, size_t nt, metrics3 *mm, metrics3 *mb,
+                         metrics3 *mt, char *errstr, size_t len) {
+    size_t k = (size_t)o->top_k;
+    if (rescore(r->m, r->rows, r->idx, nt, r->p, errstr, len) != 0) return -1;
+    for (size_t i = 0; i < nt; i++) r->hist[i] = r->it[i], r->hist[i].score = r->p[i];
+    if (measure(r->hist, nt, k, mm, errstr, len) != 0) return -1;
+    for (size_t i = 0; i < nt; i++) { /* the scorer's own blend, model_covered rules adding 0 */
+        double covered = trs_covered_pts(r->rows, r->idx[i]);
+        int pts = (int)(r->it[i].score - covered);
+        r->hist[i].score = rules_blend_score(pts, r->p[i], r->model_weight);
+    }
+    if (measure(r->hist, nt, k, mb, errstr, len) != 0) return -1;
+    /* the order of a queue sorted by score, then by the model's probability (stored with each
+     * decision as model_score): the integer score leaves most payments tied */
+    for (size_t i = 0; i < nt; i++) r->hist[i].score += 0.5 * r->p[i];
+    if (measure(r->hist, nt, k, mt, errstr, len) != 0) return -1;
+    for (size_t i = 0; i < nt; i++) r->hist[i].score -= 0.5 * r->p[i];
+    return 0;
+}
+
+static int evaluate(const eval_opts *o, eval_run *r, char *errstr, size_t len) {
+    int64_t test_from, test_to;
+    int32_t since;
+    metrics3 mr, mm, mb, mt;
+    size_t frauds = 0;
+    if (setup(o, r, &test_from, &test_to, &since, errstr, len) != 0) return -1;
+    size_t nt = test_items(r->rows, test_from, test_to, since, (int32_t)o->delay_days, r->hist,
+                           r->it, r->idx, errstr, len);
     if (nt == (size_t)-1 || measure(r->it, nt, (size_t)o->top_k, &mr, errstr, len) != 0) return -1;
     for (size_t i = 0; i < nt; i++) frauds += r->it[i].label != 0;
-    if (r->m) {
-        if (rescore(r->m, r->rows, r->idx, nt, r->p, errstr, len) != 0) return -1;
-        for (size_t i = 0; i < nt; i++) r->hist[i] = r->it[i], r->hist[i].score = r->p[i];
-        if (measure(r->hist, nt, (size_t)o->top_k, &mm, errstr, len) != 0) return -1;
-        for (size_t i = 0; i < nt; i++) /* the scorer's blend (scorer/rules.h) */
-            r->hist[i].score = fmin(100, floor(r->p[i] * (double)o->model_weight + 0.5) + r->it[i].score);
-        if (measure(r->hist, nt, (size_t)o->top_k, &mb, errstr, len) != 0) return -1;
-        /* the order of a queue sorted by score, then by the model's probability (stored with each
-         * decision as model_score): the integer score leaves most payments tied */
-        for (size_t i = 0; i < nt; i++) r->hist[i].score += 0.5 * r->p[i];
-        if (measure(r->hist, nt, (size_t)o->top_k, &mt, errstr, len) != 0) return -1;
-        for (size_t i = 0; i < nt; i++) r->hist[i].score -= 0.5 * r->p[i];
-    }
+    if (r->m && measure_model(o, r, nt, &mm, &mb, &mt, errstr, len) != 0) return -1;
     if (o->dump[0] && dump_rows(o->dump, r, nt, errstr, len) != 0) return -1;
-    print_table(&mr, r->m ? &mm : NULL, &mb, &mt, o, nt, frauds);
+    print_table(&mr, r->m ? &mm : NULL, &mb, &mt, o, r, nt, frauds);
     const metrics3 *last = r->m ? &mt : &mr;
     printf("eval auc=%.4f ap=%.4f cp100=%.4f\n", last->auc, last->ap, last->cp);
     return 0;

@@ -150,7 +150,7 @@ static int plan_params(const train_opts *o, model_params *p, char *errstr, size_
 
 static int plan_make(const train_opts *o, train_plan *pl, char *errstr, size_t n) {
     trs_filter *f = &pl->filter;
-    *f = (trs_filter){INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
+    *f = (trs_filter){INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL, 0};
     if (o->period[0] && trs_parse_period(o->period, &f->from_ms, &f->to_ms) != 0)
         return snprintf(errstr, n, "period: expected YYYY-MM-DD:YYYY-MM-DD, got %s", o->period), -1;
     if (o->labels_known_by[0] && trs_parse_time(o->labels_known_by, &f->known_by_ms) != 0)

@@ -17,7 +17,7 @@ typedef struct trs_row {
     size_t off;        /* features text at t->text + off, NUL-terminated */
     int64_t event_ms;
     uint64_t card;
-    double score, rules_pts;
+    double score, rules_pts, covered_pts;
     int label;
 } trs_row;
 
@@ -66,6 +66,7 @@ int64_t trs_event_ms(const trs *t, size_t i) { return t->rows[i].event_ms; }
 uint64_t trs_card(const trs *t, size_t i) { return t->rows[i].card; }
 double trs_score(const trs *t, size_t i) { return t->rows[i].score; }
 double trs_rules_pts(const trs *t, size_t i) { return t->rows[i].rules_pts; }
+double trs_covered_pts(const trs *t, size_t i) { return t->rows[i].covered_pts; }
 
 /* FNV-1a: cards only need to be told apart, and 64 bits make a collision among a few million
  * customers negligible. */
@@ -87,8 +88,25 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
+int trs_covered_points(const trs_filter *f, const char *hits, double *pts) {
+    *pts = 0;
+    if (!hits || f->ncovered == 0) return 0; /* training: nothing to tell apart, nothing parsed */
+    json_t *obj = json_loads(hits, 0, NULL);
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        return -1;
+    }
+    for (size_t i = 0; i < f->ncovered; i++) {
+        json_t *v = json_object_get(obj, f->covered[i]);
+        if (json_is_number(v)) *pts += json_number_value(v);
+    }
+    json_decref(obj);
+    return 0;
+}
+
 int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int label,
-            int64_t event_ms, const char *user_id, double score, double rules_pts) {
+            int64_t event_ms, const char *user_id, double score, double rules_pts,
+            double covered_pts) {
     if (event_ms < f->from_ms || event_ms >= f->to_ms) return 0;
     if (label < 0 && !f->unlabelled_legit) {
         t->skipped++;
@@ -100,23 +118,25 @@ int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int l
     memcpy(t->text + t->text_len, features, len);
     t->text[t->text_len + len] = '\0';
     t->rows[t->n++] = (trs_row){t->text_len, event_ms, card_hash(user_id), score, rules_pts,
-                                label > 0};
+                                covered_pts, label > 0};
     t->text_len += len + 1;
     return 0;
 }
 
 /* ---- PostgreSQL -------------------------------------------------------------------------------- */
 
-/* $1, $2: the event-time period [from, to); $3: the label cut-off. The latest label known at the
- * cut-off wins (payment_labels' order). */
+/* The label cut-off, then the event-time period [from, to). The latest label known at the
+ * cut-off wins (payment_labels' order). The hits' points by code are returned whole rather than
+ * summed for given codes here: a psql export of the query then serves any covered set. */
 #define TRS_QUERY_FMT                                                                              \
     "SELECT d.features::text, "                                                                    \
     "CASE WHEN l.outcome IS NULL THEN NULL "                                                       \
     "WHEN l.outcome IN ('confirmed_fraud', 'chargeback') THEN 1 ELSE 0 END, "                      \
-    "(extract(epoch FROM p.event_time) * 1000)::bigint, p.user_id, d.score, "                      \
-    "(SELECT coalesce(sum((r->>'weight')::int), 0) FROM jsonb_array_elements(d.reasons) r "        \
-    "WHERE r->>'code' <> ALL (%s)) "                                                                \
+    "(extract(epoch FROM p.event_time) * 1000)::bigint, p.user_id, d.score, h.pts, h.hits::text "  \
     "FROM payments p JOIN decisions d USING (payment_id) "                                         \
+    "CROSS JOIN LATERAL (SELECT coalesce(sum((r->>'weight')::int), 0) AS pts, "                    \
+    "coalesce(jsonb_object_agg(r->>'code', (r->>'weight')::int) FILTER (WHERE r ? 'code'), "       \
+    "'{}') AS hits FROM jsonb_array_elements(d.reasons) r) h "                                     \
     "LEFT JOIN LATERAL (SELECT o.outcome FROM outcomes o WHERE o.payment_id = p.payment_id "       \
     "AND o.known_at <= %s ORDER BY o.known_at DESC, o.received_at DESC LIMIT 1) l ON true "        \
     "WHERE p.event_time >= %s AND p.event_time < %s ORDER BY p.event_time, p.payment_id"
@@ -132,33 +152,27 @@ static void ts_literal(int64_t ms, char *out, size_t n) {
     snprintf(out, n, "'%s'::timestamptz", t);
 }
 
-int trs_rule_codes_valid(const char *s) {
-    size_t len = strlen(s);
-    if (len > 512 || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_,") != len)
-        return 0;
-    return len == 0 || (s[0] != ',' && s[len - 1] != ',' && !strstr(s, ",,"));
-}
-
 int trs_query_text(const trs_filter *f, char *out, size_t out_size) {
-    char from[48], to[48], known[48], skip[560];
-    const char *codes = f->skip_rules ? f->skip_rules : "";
-    if (!trs_rule_codes_valid(codes)) return -1; /* only [A-Za-z0-9_,]: safe inside the literal */
+    char from[48], to[48], known[48];
     ts_literal(f->from_ms, from, sizeof from);
     ts_literal(f->to_ms, to, sizeof to);
     ts_literal(f->known_by_ms, known, sizeof known);
-    snprintf(skip, sizeof skip, "'{%s}'::text[]", codes);
-    int n = snprintf(out, out_size, TRS_QUERY_FMT, skip, known, from, to);
+    int n = snprintf(out, out_size, TRS_QUERY_FMT, known, from, to);
     return n >= 0 && (size_t)n < out_size ? 0 : -1;
 }
 
 static double num_or_nan(const char *s, int isnull) { return isnull ? NAN : strtod(s, NULL); }
 
+/* Returns 0, -1 (out of memory) or 1 (a hits column that is not a JSON object). */
 static int add_result_row(trs *t, const trs_filter *f, const PGresult *r) {
     int label = PQgetisnull(r, 0, 1) ? -1 : atoi(PQgetvalue(r, 0, 1));
+    double covered;
+    if (trs_covered_points(f, PQgetisnull(r, 0, 6) ? NULL : PQgetvalue(r, 0, 6), &covered) != 0)
+        return 1;
     return trs_add(t, f, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), label,
                    strtoll(PQgetvalue(r, 0, 2), NULL, 10), PQgetvalue(r, 0, 3),
                    num_or_nan(PQgetvalue(r, 0, 4), PQgetisnull(r, 0, 4)),
-                   num_or_nan(PQgetvalue(r, 0, 5), PQgetisnull(r, 0, 5)));
+                   num_or_nan(PQgetvalue(r, 0, 5), PQgetisnull(r, 0, 5)), covered);
 }
 
 int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, char *errstr, size_t errstr_size) {
@@ -172,8 +186,10 @@ int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, char *errstr, size_t 
     }
     while ((r = PQgetResult(conn)) != NULL) { /* drain every result, also after an error */
         ExecStatusType st = PQresultStatus(r);
-        if (st == PGRES_SINGLE_TUPLE && rc == 0 && add_result_row(t, f, r) != 0) {
-            snprintf(errstr, errstr_size, "out of memory");
+        int added = st == PGRES_SINGLE_TUPLE && rc == 0 ? add_result_row(t, f, r) : 0;
+        if (added != 0) {
+            snprintf(errstr, errstr_size, added > 0 ? "a decision's rule hits are not a JSON object"
+                                                    : "out of memory");
             rc = -1;
         } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
             db_error(conn, r, errstr, errstr_size);
@@ -208,7 +224,7 @@ static void unescape(char *s) {
     *w = '\0';
 }
 
-#define TRS_COLS 6
+#define TRS_COLS 7
 
 /* Splits a line at tabs into at most TRS_COLS fields (NULL for \N). Returns the field count. */
 static int split(char *line, char **col) {
@@ -231,9 +247,11 @@ static int add_line(trs *t, const trs_filter *f, char *line) {
     if (n < 2 || !col[0] || (col[1] && strcmp(col[1], "0") && strcmp(col[1], "1"))) return 1;
     int64_t ev = n > 2 && col[2] ? strtoll(col[2], NULL, 10) : 0;
     if (n <= 2 && (f->from_ms != INT64_MIN || f->to_ms != INT64_MAX)) return 1; /* no time */
+    double covered;
+    if (trs_covered_points(f, n > 6 ? col[6] : NULL, &covered) != 0) return 1;
     return trs_add(t, f, col[0], strlen(col[0]), col[1] ? atoi(col[1]) : -1, ev,
                    n > 3 ? col[3] : NULL, n > 4 ? num_or_nan(col[4], !col[4]) : NAN,
-                   n > 5 ? num_or_nan(col[5], !col[5]) : NAN) == 0 ? 0 : -1;
+                   n > 5 ? num_or_nan(col[5], !col[5]) : NAN, covered) == 0 ? 0 : -1;
 }
 
 int trs_load_file(trs *t, const char *path, const trs_filter *f, char *errstr, size_t errstr_size) {
@@ -250,7 +268,7 @@ int trs_load_file(trs *t, const char *path, const trs_filter *f, char *errstr, s
         int r = add_line(t, f, line);
         if (r > 0)
             snprintf(errstr, errstr_size, "%s:%zu: expected features<TAB>label(0|1|\\N)"
-                     "[<TAB>event_ms<TAB>user_id<TAB>score<TAB>rules_pts]%s", path, lineno,
+                     "[<TAB>event_ms<TAB>user_id<TAB>score<TAB>rules_pts<TAB>hits]%s", path, lineno,
                      f->from_ms != INT64_MIN || f->to_ms != INT64_MAX ? " (event_ms is needed "
                      "with a period)" : "");
         else if (r < 0)

@@ -1,6 +1,6 @@
 /* trainset: labelled decision rows for training and evaluation: the feature object the scorer
  * stored as evidence with each decision (decisions.features), the payment's label as known at a
- * given time (outcomes), its event time, its card (the customer, user_id) and the rules' score.
+ * given time (outcomes), its event time, its card (the customer, user_id) and the rules' points.
  *
  * Rows come from PostgreSQL (trs_load_pg, the query below) or from a file that psql exported with
  * the same query (trs_load_file: `\copy (<trs_query_text(...)>) TO 'rows.tsv'`, psql's default
@@ -13,7 +13,11 @@
  *   user_id    the customer (the handbook's card: CUSTOMER_ID)
  *   score      the decision's score (rules, plus the model's share when one was configured)
  *   rules_pts  the summed weights of the rule hits (the score without a model's share, uncapped)
- * A file may stop after label (no time filter, no card, scores missing). */
+ *   hits       the rule hits' points by code, JSON text: {"CARD_LINKED_TO_FRAUD": 60, ...}
+ *              (decisions.reasons), so that the points of any set of rules can be told apart
+ *              (trs_filter.covered) from the database and from a file alike
+ * A file may stop after label (no time filter, no card, scores missing) or before hits (no
+ * covered points). */
 #ifndef FS_TRAINSET_H
 #define FS_TRAINSET_H
 
@@ -29,12 +33,12 @@ typedef struct trs_filter {
     int64_t to_ms;         /* event time < to_ms (INT64_MAX: no bound) */
     int64_t known_by_ms;   /* labels known at or before this count (INT64_MAX: all); PostgreSQL only */
     int unlabelled_legit;  /* 1: rows without a label are genuine; 0: they are skipped */
-    const char *skip_rules; /* comma-separated rule codes left out of rules_pts (what-if analyses;
-                             * NULL or "": none); PostgreSQL only */
+    /* Rule codes whose points are also counted apart in trs_covered_pts: the rules file's
+     * model_covered rules (rules_model_covered()), which a scorer with a model counts 0. The
+     * strings stay the caller's; NULL: none. */
+    const char *const *covered;
+    size_t ncovered;
 } trs_filter;
-
-/* True when s is a list for skip_rules: codes of [A-Za-z0-9_], separated by commas. */
-int trs_rule_codes_valid(const char *s);
 
 /* "YYYY-MM-DD" (midnight UTC) or an RFC 3339 time, into ms. Returns 0 or -1. */
 int trs_parse_time(const char *s, int64_t *ms);
@@ -45,9 +49,15 @@ int trs_parse_period(const char *s, int64_t *from_ms, int64_t *to_ms);
 trs *trs_new(void);
 void trs_destroy(trs *t); /* accepts NULL */
 
-/* Appends one row (features is copied; label -1 = unknown, handled per the filter). */
+/* The points of f's covered rules in hits (the hits column) into *pts: 0 when f has none or hits
+ * is NULL. Returns 0, or -1 when hits is not a JSON object. */
+int trs_covered_points(const trs_filter *f, const char *hits, double *pts);
+
+/* Appends one row (features is copied; label -1 = unknown, handled per the filter). covered_pts:
+ * the part of rules_pts of f's covered rules (trs_covered_points()). */
 int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int label,
-            int64_t event_ms, const char *user_id, double score, double rules_pts);
+            int64_t event_ms, const char *user_id, double score, double rules_pts,
+            double covered_pts);
 
 size_t trs_count(const trs *t);
 size_t trs_skipped(const trs *t);         /* unlabelled rows skipped */
@@ -56,10 +66,11 @@ int trs_label(const trs *t, size_t i);    /* 0 or 1 */
 int64_t trs_event_ms(const trs *t, size_t i);
 uint64_t trs_card(const trs *t, size_t i); /* 64-bit hash of user_id (0 when absent) */
 double trs_score(const trs *t, size_t i); /* NAN when absent */
-double trs_rules_pts(const trs *t, size_t i);
+double trs_rules_pts(const trs *t, size_t i);   /* every hit's points (NAN when absent) */
+double trs_covered_pts(const trs *t, size_t i); /* the covered rules' share of them */
 
 /* The query with its parameters written in (for psql \copy), into out. Returns 0, or -1 when out
- * is too small or skip_rules is not a valid list. */
+ * is too small. */
 int trs_query_text(const trs_filter *f, char *out, size_t out_size);
 
 /* Streams the query's rows into t (single-row mode: memory holds the rows kept, not the result

@@ -243,6 +243,59 @@ static void test_model_covered(void **state) {
     rules_destroy(r);
 }
 
+static rules *load_default(void);
+
+/* rules_model_covered lists the codes the scorer with a model counts 0, and the blend re-computed
+ * from the other rules' points (what fraudshield-eval does with stored points) is rules_eval's score
+ * with a model. Table: model probability, model_weight, rule points, covered points, score. */
+static void test_model_covered_blend(void **state) {
+    static const char text[] =
+        "{\"version\":\"1\",\"thresholds\":" TH ",\"blend\":{\"model_weight\":80},\"rules\":["
+        RULE_W("PLAIN", 20, P_AMOUNT("1")) ","
+        "{\"code\":\"COVERED_B\",\"severity\":\"high\",\"weight\":60,\"message\":\"m\","
+        "\"model_covered\":true,\"predicate\":" P_AMOUNT("1") "},"
+        "{\"code\":\"COVERED_A\",\"severity\":\"high\",\"weight\":30,\"message\":\"m\","
+        "\"model_covered\":true,\"enabled\":false,\"predicate\":" P_AMOUNT("1") "}]}";
+    const char *codes[4] = {NULL, NULL, NULL, NULL};
+    rules *r = parse_ok(text);
+    (void)state;
+    assert_int_equal(rules_model_covered(r, codes, 4), 2); /* file order, disabled included */
+    assert_string_equal(codes[0], "COVERED_B");
+    assert_string_equal(codes[1], "COVERED_A");
+    assert_null(codes[2]);
+    codes[0] = NULL;
+    assert_int_equal(rules_model_covered(r, codes, 0), 2); /* the count, nothing written */
+    assert_null(codes[0]);
+    /* the scorer with a model: PLAIN 20 + round(0.5 * 80), COVERED_B listed with 0 */
+    pay_payment p;
+    rules_result res;
+    pay_init(&p);
+    p.amount_minor = 10000;
+    rules_features f = {.p = &p, .has_model = true, .model_score = 0.5};
+    rules_eval(r, &f, &res);
+    assert_int_equal(res.score, 60);
+    assert_int_equal(rules_blend_score(20 + 60 - 60, 0.5, rules_model_weight(r)), res.score);
+    rules_destroy(r);
+
+    struct { double p; int weight, points, score; } rows[] = {
+        {0, 100, 25, 25},      {0.004, 100, 0, 0},    {0.006, 100, 0, 1},  {0.994, 100, 5, 100},
+        {0.5, 0, 40, 40},      {1, 100, 0, 100},      {0.3, 50, 90, 100},  {0.25, 80, 10, 30},
+        {0.126, 100, 200, 100}
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        assert_int_equal(rules_blend_score(rows[i].points, rows[i].p, rows[i].weight), rows[i].score);
+
+    rules *none = parse_ok(FILE_OF(RULE_W("A", 60, P_AMOUNT("1"))));
+    assert_int_equal(rules_model_covered(none, codes, 4), 0);
+    rules_destroy(none);
+    rules *def = load_default(); /* the vault's fraud links (docs/rules.md) */
+    assert_int_equal(rules_model_covered(def, codes, 4), 3);
+    assert_string_equal(codes[0], "CARD_LINKED_TO_FRAUD");
+    assert_string_equal(codes[1], "DEVICE_LINKED_TO_FRAUD");
+    assert_string_equal(codes[2], "EMAIL_LINKED_TO_FRAUD");
+    rules_destroy(def);
+}
+
 static void test_score_capped(void **state) {
     pay_payment p;
     rules_features f = {.p = &p};
@@ -756,6 +809,7 @@ int main(void) {
         cmocka_unit_test(test_velocity_predicates),
         cmocka_unit_test(test_disabled_rule),
         cmocka_unit_test(test_model_covered),
+        cmocka_unit_test(test_model_covered_blend),
         cmocka_unit_test(test_score_capped),
         cmocka_unit_test(test_decision_thresholds),
         cmocka_unit_test(test_hit_order),

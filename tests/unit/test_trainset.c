@@ -50,7 +50,7 @@ static void test_file_rows(void **state) {
              "\n",
              T0, T0 + 1000, T0 + 2000, T0 + 7 * 86400000LL);
     write_file(path, text);
-    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
+    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL, 0};
     assert_int_equal(trs_parse_period("2018-07-25:2018-07-31", &f.from_ms, &f.to_ms), 0);
     trs *t = trs_new();
     assert_int_equal(trs_load_file(t, path, &f, err, sizeof err), 0);
@@ -81,7 +81,7 @@ static void test_file_rows(void **state) {
     trs_destroy(t);
 
     /* unlabelled = legit, no period */
-    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 1, NULL};
+    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 1, NULL, 0};
     t = trs_new();
     assert_int_equal(trs_load_file(t, path, &all, err, sizeof err), 0);
     assert_int_equal(trs_count(t), 4);
@@ -94,7 +94,7 @@ static void test_file_errors(void **state) {
     (void)state;
     char path[] = "/tmp/fs_test_trs_XXXXXX", err[256];
     write_file(path, "{\"a\": 1}\t1\n{\"a\": 1}\tyes\n");
-    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
+    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL, 0};
     trs *t = trs_new();
     assert_int_equal(trs_load_file(t, path, &all, err, sizeof err), -1);
     assert_non_null(strstr(err, ":2:")); /* the line */
@@ -121,25 +121,65 @@ static void test_file_errors(void **state) {
     assert_int_equal(trs_query_text(&period, sql, 10), -1);
 }
 
-/* --skip-rules of fraudshield-eval: codes written into the query as a text[] literal, so only
- * [A-Za-z0-9_] lists are accepted (nothing else can reach the SQL). */
-static void test_skip_rules(void **state) {
+/* The covered rules' points (fraudshield-eval: the rules file's model_covered rules, which the
+ * scorer with a model counts 0) come from the hits column, from a file as from the database. */
+static void test_covered_points(void **state) {
     (void)state;
-    char sql[4096];
-    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL};
+    static const char *const covered[] = {"CARD_LINKED_TO_FRAUD", "EMAIL_LINKED_TO_FRAUD"};
+    trs_filter f = {INT64_MIN, INT64_MAX, INT64_MAX, 1, covered, 2};
+    double pts = -1;
+    assert_int_equal(trs_covered_points(&f, "{\"CARD_LINKED_TO_FRAUD\": 60, \"HIGH_VALUE\": 25}",
+                                        &pts), 0);
+    assert_true(pts == 60);
+    assert_int_equal(trs_covered_points(&f, "{\"CARD_LINKED_TO_FRAUD\": 60, "
+                                        "\"EMAIL_LINKED_TO_FRAUD\": 40}", &pts), 0);
+    assert_true(pts == 100);
+    assert_int_equal(trs_covered_points(&f, "{\"HIGH_VALUE\": 25}", &pts), 0);
+    assert_true(pts == 0);
+    assert_int_equal(trs_covered_points(&f, NULL, &pts), 0); /* a file without the column */
+    assert_true(pts == 0);
+    assert_int_equal(trs_covered_points(&f, "[60]", &pts), -1);
+    assert_int_equal(trs_covered_points(&f, "{\"CARD", &pts), -1);
+    trs_filter none = {INT64_MIN, INT64_MAX, INT64_MAX, 1, NULL, 0};
+    assert_int_equal(trs_covered_points(&none, "{\"CARD_LINKED_TO_FRAUD\": 60}", &pts), 0);
+    assert_true(pts == 0);
+
+    /* rows: every hit's points in rules_pts, the covered ones' also in covered_pts */
+    char path[] = "/tmp/fs_test_trs_XXXXXX", err[256], text[1024];
+    snprintf(text, sizeof text,
+             "{\"a\": 1}\t1\t%lld\tc1\t100\t85\t{\"CARD_LINKED_TO_FRAUD\": 60, \"HIGH_VALUE\": 25}\n"
+             "{\"a\": 2}\t0\t%lld\tc2\t25\t25\t{\"HIGH_VALUE\": 25}\n"
+             "{\"a\": 3}\t0\t%lld\tc3\t0\t0\t{}\n"
+             "{\"a\": 4}\t0\t%lld\tc4\t60\t60\n", /* an export without the hits column */
+             T0, T0 + 1, T0 + 2, T0 + 3);
+    write_file(path, text);
+    trs *t = trs_new();
+    assert_int_equal(trs_load_file(t, path, &f, err, sizeof err), 0);
+    assert_int_equal(trs_count(t), 4);
+    const double rules_pts[] = {85, 25, 0, 60}, covered_pts[] = {60, 0, 0, 0};
+    for (size_t i = 0; i < 4; i++) {
+        assert_true(trs_rules_pts(t, i) == rules_pts[i]);
+        assert_true(trs_covered_pts(t, i) == covered_pts[i]);
+    }
+    trs_destroy(t);
+    t = trs_new(); /* without covered codes (training) nothing is told apart */
+    assert_int_equal(trs_load_file(t, path, &none, err, sizeof err), 0);
+    assert_true(trs_rules_pts(t, 0) == 85 && trs_covered_pts(t, 0) == 0);
+    trs_destroy(t);
+    unlink(path);
+
+    char bad[] = "/tmp/fs_test_trs_XXXXXX";
+    write_file(bad, "{\"a\": 1}\t1\t1\tc1\t100\t85\tCARD_LINKED_TO_FRAUD=60\n");
+    t = trs_new();
+    assert_int_equal(trs_load_file(t, bad, &f, err, sizeof err), -1);
+    assert_non_null(strstr(err, ":1:"));
+    trs_destroy(t);
+    unlink(bad);
+
+    char sql[4096]; /* the query returns the hits whole: one export serves any covered set */
     assert_int_equal(trs_query_text(&f, sql, sizeof sql), 0);
-    assert_non_null(strstr(sql, "r->>'code' <> ALL ('{}'::text[])"));
-    f.skip_rules = "CARD_LINKED_TO_FRAUD,HIGH_VALUE";
-    assert_int_equal(trs_query_text(&f, sql, sizeof sql), 0);
-    assert_non_null(strstr(sql, "'{CARD_LINKED_TO_FRAUD,HIGH_VALUE}'::text[]"));
-    assert_true(trs_rule_codes_valid(""));
-    assert_true(trs_rule_codes_valid("A_1"));
-    assert_false(trs_rule_codes_valid("A,"));
-    assert_false(trs_rule_codes_valid(",A"));
-    assert_false(trs_rule_codes_valid("A,,B"));
-    assert_false(trs_rule_codes_valid("A'}') OR true --"));
-    f.skip_rules = "X'";
-    assert_int_equal(trs_query_text(&f, sql, sizeof sql), -1);
+    assert_non_null(strstr(sql, "jsonb_object_agg(r->>'code', (r->>'weight')::int)"));
+    assert_null(strstr(sql, "CARD_LINKED_TO_FRAUD"));
 }
 
 int main(void) {
@@ -147,7 +187,7 @@ int main(void) {
         cmocka_unit_test(test_periods),
         cmocka_unit_test(test_file_rows),
         cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_skip_rules),
+        cmocka_unit_test(test_covered_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
