@@ -11,10 +11,26 @@
 /* Arbitrary constant: the advisory lock key that serializes migrations across processes. */
 #define DB_MIGRATION_LOCK 0x46534D4947LL /* "FSMIG" */
 
+/* A statement's error: its severity and primary message, then SQLSTATE, constraint and column
+ * when PostgreSQL names them. Never DETAIL or CONTEXT: they quote the row ("Failing row contains
+ * (...)", "Key (...)=(...)"), and these messages go to logs and to dead letters' dlq_error. */
+static void db_result_error(const PGresult *res, char *errstr, size_t errstr_size) {
+    char *m = PQresultVerboseErrorMessage(res, PQERRORS_TERSE, PQSHOW_CONTEXT_NEVER);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *cons = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+    const char *col = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+    int n = snprintf(errstr, errstr_size, "%s", m ? m : "unknown error");
+    if (m) PQfreemem(m);
+    if (n < 0 || (size_t)n >= errstr_size) return;
+    while (n > 0 && (errstr[n - 1] == '\n' || errstr[n - 1] == ' ')) errstr[--n] = '\0';
+    snprintf(errstr + n, errstr_size - (size_t)n, " (SQLSTATE %s%s%s%s%s)", state ? state : "?",
+             cons ? ", constraint " : "", cons ? cons : "", col ? ", column " : "", col ? col : "");
+}
+
 void db_error(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size) {
     const char *m = res ? PQresultErrorMessage(res) : NULL;
-    if (!m || !*m) m = conn ? PQerrorMessage(conn) : "no connection";
-    snprintf(errstr, errstr_size, "%s", m);
+    if (m && *m) db_result_error(res, errstr, errstr_size);
+    else snprintf(errstr, errstr_size, "%s", conn ? PQerrorMessage(conn) : "no connection");
     for (char *p = errstr; *p; p++) /* one log line per error */
         if (*p == '\n' || *p == '\r') *p = ' ';
     size_t n = strlen(errstr);

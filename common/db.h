@@ -37,7 +37,8 @@ int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
  * table or a revoked permission) is an operational problem: pause and retry, never skip data. */
 bool db_is_data_error(const PGresult *res);
 
-/* Copies PQerrorMessage / the result's message, on one line, into errstr. */
+/* The error on one line into errstr: the connection's, or the statement's severity and primary
+ * message with its SQLSTATE, constraint and column; never DETAIL or CONTEXT (they quote rows). */
 void db_error(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_size);
 
 #endif

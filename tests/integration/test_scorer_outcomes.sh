@@ -118,4 +118,9 @@ fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM outcomes WHERE reason = 'refuse-
 dl=$(fs_topic_dump payment_outcomes.dlq | grep refuse-me || true)
 [[ "$dl" == *refuse-me* && "$dl" == *dlq_reason=db_rejected* && "$dl" == *test_refuse* ]] ||
     fs_fail "dead letter of the refused outcome: $dl"
+# dlq_error names the constraint, never the row's values (PostgreSQL's DETAIL quotes the row)
+hdrs=$(cut -f4 <<<"$dl")
+[[ "$hdrs" == *"constraint test_refuse"* && "$hdrs" != *refuse-me* ]] ||
+    fs_fail "dlq_error must name the constraint without quoting the row: $hdrs"
+! grep -q 'refuse-me' "$FS_TEST_DIR"/scorer*.log || fs_fail "a log line quotes the refused row"
 echo "ok: the refused outcome was dead-lettered as db_rejected"
