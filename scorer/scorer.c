@@ -68,7 +68,7 @@ typedef struct scorer_metrics {
         *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
         *outcomes, *outcomes_pending, *reloads, *ready, *pruned, *model_seconds, *model_reloads,
-        *model_failures, *model_info;
+        *model_failures, *model_info, *rules_info, *e2e_seconds;
 } scorer_metrics;
 
 /* An outcome message in hand. */
@@ -236,7 +236,7 @@ static void scorer_poll_batch(scorer *s) {
 }
 
 /* Counters and the event-time watermark, once the batch is committed. */
-static void scorer_account_row(scorer *s, const scorer_row *r) {
+static void scorer_account_row(scorer *s, const scorer_row *r, int64_t now_ms) {
     if (!r->sr.is_new) {
         s->stats.payments_redelivered++;
         metric_add(s->m.payments, "redelivered", 1);
@@ -244,6 +244,8 @@ static void scorer_account_row(scorer *s, const scorer_row *r) {
     }
     s->stats.payments_new++;
     metric_add(s->m.payments, "new", 1);
+    if (r->p.ingest_time_ms > 0)
+        metric_observe(s->m.e2e_seconds, NULL, (double)(now_ms - r->p.ingest_time_ms) / 1e3);
     metric_add(s->m.decisions, r->sr.dec.decision, 1);
     for (size_t k = 0; k < json_array_size(r->sr.dec.reasons); k++)
         metric_add(s->m.rule_hits,
@@ -261,8 +263,9 @@ static void scorer_account_row(scorer *s, const scorer_row *r) {
 }
 
 static void scorer_account_batch(scorer *s, int64_t t0_us) {
+    int64_t now_ms = fs_now_ms(); /* wall clock: ingest_ts is another process's wall clock */
     for (size_t i = 0; i < s->nrows; i++)
-        if (!s->rows[i].rejected) scorer_account_row(s, &s->rows[i]);
+        if (!s->rows[i].rejected) scorer_account_row(s, &s->rows[i], now_ms);
     s->stats.batches++;
     metric_observe(s->m.batch_size, NULL, (double)s->nitems);
     metric_observe(s->m.batch_seconds, NULL, (double)(fs_mono_us() - t0_us) / 1e6);
@@ -1152,7 +1155,8 @@ model *scorer_model_load(const scorer_config *cfg, char *errstr, size_t errstr_s
     return model_load(cfg->model_file, SCORER_MODEL_THREADS, errstr, errstr_size);
 }
 
-/* The rules file again: the new set, or NULL (logged, counted) when it does not load. */
+/* The rules file again: the new set, or NULL (logged, counted) when it does not load. Success is
+ * counted by scorer_reload() once the set is also bound to the model. */
 static rules *scorer_reload_rules(scorer *s) {
     char err[512];
     rules *r = scorer_rules_load(&s->cfg, err, sizeof err);
@@ -1163,50 +1167,69 @@ static rules *scorer_reload_rules(scorer *s) {
                    json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "error", err, "active",
                              rules_version(s->rules)),
                    "the new rules file is invalid; the active rules stay");
-        return NULL;
     }
-    log_fields(LOG_INFO, "rules_reloaded",
-               json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "previous",
-                         rules_version(s->rules), "version", rules_version(r)),
-               "rules reloaded");
-    s->stats.rules_reloads++;
-    metric_add(s->m.reloads, "ok", 1);
     return r;
 }
 
-/* The model file again: the new model, or NULL (logged, counted) when it does not load. */
+/* The model file again, like scorer_reload_rules(). */
 static model *scorer_reload_model(scorer *s) {
     char err[512];
-    const char *active = s->model ? model_version(s->model) : NULL;
     model *m = scorer_model_load(&s->cfg, err, sizeof err);
     if (!m) {
         s->stats.model_reload_failures++;
         metric_add(s->m.model_reloads, "failed", 1);
         log_fields(LOG_ERROR, "model_reload_failed",
                    json_pack("{s:s, s:s, s:s?}", "file", s->cfg.model_file, "error", err,
-                             "active", active),
+                             "active", s->model ? model_version(s->model) : NULL),
                    "the new model file is invalid; the active model stays");
-        return NULL;
     }
-    log_fields(LOG_INFO, "model_reloaded",
-               json_pack("{s:s, s:s?, s:s}", "file", s->cfg.model_file, "previous", active,
-                         "version", model_version(m)),
-               "model reloaded");
-    s->stats.model_reloads++;
-    metric_add(s->m.model_reloads, "ok", 1);
     return m;
 }
 
-/* fs_scorer_model_info{version="..."} = 1 for the model in use (in_use true); a replaced model's
- * series is removed, so that the family shows only what is in use now. */
-static void scorer_model_info(scorer *s, const model *m, bool in_use) {
-    char label[MODEL_VERSION_MAX];
-    if (!m) return;
-    snprintf(label, sizeof label, "%s", model_version(m));
+/* A reload that loaded r and/or m but could not bind them together counts as failed for both. */
+static void scorer_reload_refused(scorer *s, const rules *r, const model *m) {
+    if (r) {
+        s->stats.rules_reload_failures++;
+        metric_add(s->m.reloads, "failed", 1);
+    }
+    if (m) {
+        s->stats.model_reload_failures++;
+        metric_add(s->m.model_reloads, "failed", 1);
+    }
+}
+
+/* Logged and counted just before r and/or m replace the active ones. */
+static void scorer_reload_accepted(scorer *s, const rules *r, const model *m) {
+    if (r) {
+        log_fields(LOG_INFO, "rules_reloaded",
+                   json_pack("{s:s, s:s, s:s}", "file", s->cfg.rules_file, "previous",
+                             rules_version(s->rules), "version", rules_version(r)),
+                   "rules reloaded");
+        s->stats.rules_reloads++;
+        metric_add(s->m.reloads, "ok", 1);
+    }
+    if (m) {
+        log_fields(LOG_INFO, "model_reloaded",
+                   json_pack("{s:s, s:s?, s:s}", "file", s->cfg.model_file, "previous",
+                             s->model ? model_version(s->model) : NULL, "version",
+                             model_version(m)),
+                   "model reloaded");
+        s->stats.model_reloads++;
+        metric_add(s->m.model_reloads, "ok", 1);
+    }
+}
+
+/* An info gauge (fs_scorer_model_info, fs_scorer_rules_info): {version="..."} = 1 while that
+ * version is in use (in_use true); a replaced version's series is removed, so that the family
+ * shows only what is in use now. version NULL: nothing. */
+static void scorer_version_info(metric *mt, const char *version, bool in_use) {
+    char label[128];
+    if (!version) return;
+    snprintf(label, sizeof label, "%s", version);
     for (char *c = label; *c; c++)
         if (*c == ',') *c = '_'; /* metrics label values are comma-separated */
-    if (in_use) metric_set(s->m.model_info, label, 1);
-    else metric_remove(s->m.model_info, label);
+    if (in_use) metric_set(mt, label, 1);
+    else metric_remove(mt, label);
 }
 
 /* What an operator must know about the model just bound: columns this scorer never computes
@@ -1239,22 +1262,26 @@ static void scorer_reload(scorer *s) {
     if (!r && !m) return;
     if (bm && !(mr = modelrow_new(bm, r ? r : s->rules, err, sizeof err))) {
         log_msg(LOG_ERROR, "reload_failed", "%s: the active rules and model stay", err);
+        scorer_reload_refused(s, r, m);
         rules_destroy(r);
         model_destroy(m);
         return;
     }
+    scorer_reload_accepted(s, r, m);
     /* between batches: nothing points into the old rules, model or binding any more */
     modelrow_destroy(s->mrow);
     s->mrow = mr;
     if (r) {
+        scorer_version_info(s->m.rules_info, rules_version(s->rules), false);
         rules_destroy(s->rules);
         s->rules = r;
+        scorer_version_info(s->m.rules_info, rules_version(r), true);
     }
     if (m) {
-        scorer_model_info(s, s->model, false);
+        scorer_version_info(s->m.model_info, s->model ? model_version(s->model) : NULL, false);
         model_destroy(s->model);
         s->model = m;
-        scorer_model_info(s, m, true);
+        scorer_version_info(s->m.model_info, model_version(m), true);
     }
     if (s->model) scorer_model_warnings(s);
 }
@@ -1435,8 +1462,35 @@ static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     return 0; /* librdkafka frees json */
 }
 
+/* Every series whose labels are known up front exists from the start at 0: a counter that
+ * appears only at its first increment hides that increment from rate() and increase(), which is
+ * exactly the first data loss or dead letter an alert must see. */
+static void scorer_metrics_zero(scorer_metrics *x) {
+    metric *plain[] = {x->messages, x->db_calls, x->db_retries, x->produce_retries,
+                       x->delivery_failures, x->commit_failures, x->offsets_lost,
+                       x->messages_lost, x->model_failures};
+    static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected"};
+    static const char *const results[] = {"ok", "failed"};
+    static const char *const decisions[] = {"allow", "review", "block"};
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);
+    for (size_t i = 0; i < 3; i++) metric_add(x->dead_letters, dlq[i], 0);
+    for (size_t i = 0; i < 2; i++) metric_add(x->reloads, results[i], 0);
+    for (size_t i = 0; i < 2; i++) metric_add(x->model_reloads, results[i], 0);
+    for (size_t i = 0; i < 3; i++) metric_add(x->decisions, decisions[i], 0);
+    metric_add(x->payments, "new", 0);
+    metric_add(x->payments, "redelivered", 0);
+    metric_add(x->late, "out_of_order", 0);
+    metric_add(x->late, "too_late", 0);
+    metric_add(x->outcomes, "stored", 0);
+    metric_add(x->outcomes, "applied", 0);
+    metric_add(x->outcomes, "invalid", 0);
+}
+
 static void scorer_metrics_init(scorer *s) {
     static const double sizes[] = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+    /* end to end: a healthy pipeline is in the first buckets; a backlog shows in the last ones */
+    static const double e2e[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                 2.5,   5,    10,    30,   60,  300, 900};
     metrics *m = s->cfg.metrics;
     scorer_metrics *x = &s->m;
     x->ready = s->cfg.ready;
@@ -1468,6 +1522,9 @@ static void scorer_metrics_init(scorer *s) {
     x->model_reloads = metrics_counter(m, "fs_scorer_model_reloads_total", "model reloads (SIGHUP), by result", "result");
     x->model_failures = metrics_counter(m, "fs_scorer_model_failures_total", "batches the model could not score (decided by the rules alone)", NULL);
     x->model_info = metrics_gauge(m, "fs_scorer_model_info", "the model in use: one series, 1, labelled with its version (none: rules only)", "version");
+    x->rules_info = metrics_gauge(m, "fs_scorer_rules_info", "the rules in use: one series, 1, labelled with their version", "version");
+    x->e2e_seconds = metrics_histogram(m, "fs_scorer_e2e_latency_seconds", "from ingest accepting a payment (its ingest_ts) to its decision persisted and produced by this worker; includes the clock skew between their hosts", NULL, e2e, sizeof e2e / sizeof e2e[0]);
+    scorer_metrics_zero(x);
 }
 
 /* The outcome consumer: its own group, so every label reaches exactly one worker; offsets
@@ -1572,7 +1629,7 @@ static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
 static int scorer_model_start(scorer *s, char *errstr, size_t errstr_size) {
     if (!s->model) return 0;
     if (!(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size))) return -1;
-    scorer_model_info(s, s->model, true);
+    scorer_version_info(s->m.model_info, model_version(s->model), true);
     log_fields(LOG_INFO, "model_loaded",
                json_pack("{s:s, s:s, s:I, s:i}", "file", s->cfg.model_file ? s->cfg.model_file : "",
                          "version", model_version(s->model), "features",
@@ -1605,6 +1662,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
     }
     if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
     scorer_metrics_init(s);
+    scorer_version_info(s->m.rules_info, rules_version(s->rules), true);
     if (scorer_model_start(s, errstr, errstr_size) != 0) goto failed;
     if (!(s->consumer = scorer_consumer_new(s, errstr, errstr_size))) goto failed;
     if (kafka_wait_topics(s->producer, topics, cfg->startup_timeout_ms, errstr, errstr_size) != 0)

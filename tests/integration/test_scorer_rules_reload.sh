@@ -57,4 +57,9 @@ fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions d JOIN payments p USIN
 metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
 grep -qF 'fs_scorer_rules_reloads_total{result="ok"} 1' <<<"$metrics" || fs_fail "reload metric (ok)"
 grep -qF 'fs_scorer_rules_reloads_total{result="failed"} 1' <<<"$metrics" || fs_fail "reload metric (failed)"
+# the rules in use, and only those (a fleet running mixed versions shows as several series)
+grep -qF "fs_scorer_rules_info{version=\"$v2\"} 1" <<<"$metrics" || fs_fail "rules info: $v2 in use"
+! grep -qF "fs_scorer_rules_info{version=\"$v1\"}" <<<"$metrics" || fs_fail "rules info: replaced $v1 still exported"
+# end-to-end latency of every new decision (ingest_ts -> persisted and produced)
+fs_assert_eq "$n" "$(awk '$1 == "fs_scorer_e2e_latency_seconds_count" { print $2 }' <<<"$metrics")" "end-to-end latency observations"
 fs_alive scorer || fs_fail "the scorer died"
