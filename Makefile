@@ -2,7 +2,7 @@
 # SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
 
 APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
-                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang gnuplot-nox jq
+                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang gnuplot-nox jq python3 python3-yaml
 PKGS := rdkafka libevent libevent_openssl jansson libpq libargon2 libcrypto libssl libcurl
 
 ifeq ($(SANITIZE),1)
