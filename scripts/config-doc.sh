@@ -5,7 +5,7 @@
 set -eu
 build=${1:-build/release}
 tables=$(mktemp)
-for bin in ingest scorer alerter devbroker; do
+for bin in ingest scorer alerter devbroker redrive; do
     printf '### fraudshield-%s\n\n' "$bin"
     "$build/bin/fraudshield-$bin" --help-markdown
     printf '\n'

@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 missing=0
-for bin in ingest scorer alerter devbroker; do
+for bin in ingest scorer alerter devbroker redrive; do
     help=$("$BUILD/bin/fraudshield-$bin" --help) || fs_fail "fraudshield-$bin --help failed"
     for opt in $(grep -oE '^  --[a-z0-9-]+' <<<"$help" | sed 's/^  //'); do
         if ! grep -qF -- "$opt" "$REPO/README.md"; then
