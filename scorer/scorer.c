@@ -68,7 +68,8 @@ typedef struct scorer_metrics {
         *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
         *outcomes, *outcomes_pending, *reloads, *ready, *pruned, *model_seconds, *model_reloads,
-        *model_failures, *model_info, *rules_info, *e2e_seconds;
+        *model_failures, *model_info, *rules_info, *e2e_seconds, *consumer_errors,
+        *outcomes_commit_failures;
 } scorer_metrics;
 
 /* An outcome message in hand. */
@@ -1090,9 +1091,11 @@ static void scorer_outcomes(scorer *s) {
         return;
     }
     rd_kafka_resp_err_t e = rd_kafka_commit(s->outcomes, NULL, 0);
-    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        metric_add(s->m.outcomes_commit_failures, NULL, 1);
         log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
                 rd_kafka_err2str(e));
+    }
     for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i].msg);
     s->nomsgs = 0;
 }
@@ -1396,6 +1399,7 @@ static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m) {
     }
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
     s->stats.consumer_errors++;
+    metric_add(s->m.consumer_errors, NULL, 1);
     json_t *f = msg_ctx(m);
     json_object_set_new(f, "error", json_string(rd_kafka_message_errstr(m)));
     if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
@@ -1437,27 +1441,31 @@ static int scorer_alloc(scorer *s) {
                : -1;
 }
 
-/* librdkafka statistics (every stats_interval_ms, served by consumer_poll on our thread): the
- * consumer lag per assigned partition, for /metrics. Partitions not assigned to this worker are set
- * to 0 so that a sum over workers stays right after a rebalance. */
+/* librdkafka statistics (every stats_interval_ms, served by consumer_poll on our thread) of both
+ * consumers: the lag per assigned partition of raw_payments and of payment_outcomes, for /metrics;
+ * the total is raw_payments' alone. Partitions not assigned to this worker are set to 0 so that a
+ * sum over workers stays right after a rebalance. */
 static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     scorer *s = opaque;
     json_t *root = json_loadb(json, len, 0, NULL), *topic, *part;
     const char *tname, *pname;
     double total = 0;
+    bool payments = false; /* the statistics of the raw_payments consumer */
     char labels[300];
     (void)rk;
     json_object_foreach(json_object_get(root, "topics"), tname, topic) {
+        bool main_topic = strcmp(tname, s->cfg.topic) == 0;
+        payments |= main_topic;
         json_object_foreach(json_object_get(topic, "partitions"), pname, part) {
             if (strcmp(pname, "-1") == 0) continue;
             json_int_t lag = json_integer_value(json_object_get(part, "consumer_lag"));
             bool mine = json_is_true(json_object_get(part, "desired")) && lag >= 0;
             snprintf(labels, sizeof labels, "%s,%s", tname, pname);
             metric_set(s->m.lag, labels, mine ? (double)lag : 0);
-            total += mine ? (double)lag : 0;
+            if (main_topic) total += mine ? (double)lag : 0;
         }
     }
-    metric_set(s->m.lag_total, NULL, total);
+    if (payments) metric_set(s->m.lag_total, NULL, total);
     json_decref(root);
     return 0; /* librdkafka frees json */
 }
@@ -1468,7 +1476,8 @@ static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 static void scorer_metrics_zero(scorer_metrics *x) {
     metric *plain[] = {x->messages, x->db_calls, x->db_retries, x->produce_retries,
                        x->delivery_failures, x->commit_failures, x->offsets_lost,
-                       x->messages_lost, x->model_failures};
+                       x->messages_lost, x->model_failures, x->consumer_errors,
+                       x->outcomes_commit_failures};
     static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
@@ -1511,8 +1520,10 @@ static void scorer_metrics_init(scorer *s) {
     x->offsets_lost = metrics_counter(m, "fs_scorer_offsets_out_of_range_total", "committed offsets no longer on the broker (data lost)", NULL);
     x->messages_lost = metrics_counter(m, "fs_scorer_messages_lost_total", "messages lost before they were processed (estimate)", NULL);
     x->late = metrics_counter(m, "fs_scorer_late_events_total", "payments older than the newest event time seen (out_of_order) or than the features' retention (too_late)", "kind");
-    x->lag = metrics_gauge(m, "fs_scorer_consumer_lag", "consumer lag in messages per assigned partition (librdkafka statistics)", "topic,partition");
-    x->lag_total = metrics_gauge(m, "fs_scorer_consumer_lag_total", "sum of this worker's consumer lag", NULL);
+    x->lag = metrics_gauge(m, "fs_scorer_consumer_lag", "consumer lag in messages per assigned partition of raw_payments and payment_outcomes (librdkafka statistics)", "topic,partition");
+    x->lag_total = metrics_gauge(m, "fs_scorer_consumer_lag_total", "sum of this worker's consumer lag on raw_payments", NULL);
+    x->consumer_errors = metrics_counter(m, "fs_scorer_consumer_errors_total", "errors the raw_payments consumer reported (logged as consumer_error; librdkafka retries them)", NULL);
+    x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);
     x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);
     x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, or invalid", "result");
     x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes whose payment is not persisted yet", NULL);
@@ -1525,6 +1536,20 @@ static void scorer_metrics_init(scorer *s) {
     x->rules_info = metrics_gauge(m, "fs_scorer_rules_info", "the rules in use: one series, 1, labelled with their version", "version");
     x->e2e_seconds = metrics_histogram(m, "fs_scorer_e2e_latency_seconds", "from ingest accepting a payment (its ingest_ts) to its decision persisted and produced by this worker; includes the clock skew between their hosts", NULL, e2e, sizeof e2e / sizeof e2e[0]);
     scorer_metrics_zero(x);
+}
+
+/* Statistics every stats_interval_ms into scorer_stats_cb (the lag metrics); also sets s as the
+ * opaque of the handle. Returns 0 or -1 (errstr). */
+static int scorer_conf_stats(scorer *s, rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+    char interval[16];
+    snprintf(interval, sizeof interval, "%d", s->cfg.stats_interval_ms);
+    if (s->cfg.stats_interval_ms > 0 &&
+        kafka_conf_default(conf, s->cfg.props, "statistics.interval.ms", interval, errstr,
+                           errstr_size))
+        return -1;
+    rd_kafka_conf_set_stats_cb(conf, scorer_stats_cb);
+    rd_kafka_conf_set_opaque(conf, s);
+    return 0;
 }
 
 /* The outcome consumer: its own group, so every label reaches exactly one worker; offsets
@@ -1540,7 +1565,8 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
         rd_kafka_conf_set(conf, "group.id", c->outcomes_group_id, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "client.id", cid, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
-                          errstr_size)) {
+                          errstr_size) ||
+        scorer_conf_stats(s, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -1593,20 +1619,12 @@ static rd_kafka_t *scorer_consumer_new(scorer *s, char *errstr, size_t errstr_si
         /* the prefetch queue is the scorer's largest memory user (64 MB by default): a batch needs
          * far less, and a backlog waits on the broker just as well */
         kafka_conf_default(conf, c->props, "queued.max.messages.kbytes", "16384", errstr,
-                           errstr_size)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    char interval[16];
-    snprintf(interval, sizeof interval, "%d", c->stats_interval_ms);
-    if (c->stats_interval_ms > 0 &&
-        kafka_conf_default(conf, c->props, "statistics.interval.ms", interval, errstr, errstr_size)) {
+                           errstr_size) ||
+        scorer_conf_stats(s, conf, errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_rebalance_cb(conf, scorer_rebalance_cb);
-    rd_kafka_conf_set_stats_cb(conf, scorer_stats_cb);
-    rd_kafka_conf_set_opaque(conf, s);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
     if (!rk) {
         rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */

@@ -12,7 +12,7 @@ fs_setup scorer_outcomes
 fs_pg_start
 fs_broker_start 6
 admin=$(fs_free_port)
-fs_bg scorer env FS_SCORER_ID=vault FS_ADMIN_PORT="$admin" "$BUILD/bin/fraudshield-scorer"
+fs_bg scorer env FS_SCORER_ID=vault FS_ADMIN_PORT="$admin" FS_STATS_INTERVAL_MS=500 "$BUILD/bin/fraudshield-scorer"
 
 h() { printf '%064x' "$1"; } # a 64-hex digest
 T=1793613600000              # 2026-11-02T10:00:00Z
@@ -67,6 +67,8 @@ fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE applied_at IS NOT N
 fs_assert_eq 2 "$(rows outcomes)" "outcome rows (the duplicate stored once)"
 fs_assert_eq "1|1" "$(fs_psql "SELECT fraud_count, chargeback_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 1)'")" "vault counts after a redelivery"
 fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q 'fs_scorer_outcomes_total{result=\"invalid\"} 1'"
+# the outcomes consumer's lag is exported beside raw_payments' (every label consumed: 0)
+fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q '^fs_scorer_consumer_lag{topic=\"payment_outcomes\",partition=\"[0-9]*\"} 0'"
 # ... and the invalid message is on payment_outcomes.dlq, unchanged, with its reason
 fs_wait_for 30 fs_topic_has payment_outcomes.dlq 1
 sleep 1
