@@ -40,7 +40,7 @@ struct alerter {
     size_t nitems;
     bool in_batch, abandoned, fatal;
     int64_t next_pump_us;
-    atomic_bool assigned, db_ok;
+    atomic_bool assigned, db_ok, consuming; /* read by alerter_ready() on the admin thread */
     metric *m_messages, *m_lag, *m_db_errors, *m_batches;
 };
 
@@ -76,11 +76,13 @@ static int alerter_sleep(alerter *a, int ms) {
 
 int alerter_run(alerter *a, volatile sig_atomic_t *stop) {
     a->stop = stop;
+    atomic_store(&a->consuming, true);
     while (!*stop && !a->abandoned && !a->fatal) {
         alerter_poll_batch(a);
         if (a->nitems > 0) alerter_finish_batch(a); /* also when stopping: finish what we hold */
         if (!*stop && fs_mono_us() >= a->next_pump_us) alerter_pump(a);
     }
+    atomic_store(&a->consuming, false); /* not ready from here on: shutting down */
     if (a->nitems > 0) alerter_clear_batch(a); /* unfinished: not committed, redelivered */
     kafka_consumer_close(&a->consumer);
     return a->fatal ? -1 : 0;
@@ -438,7 +440,10 @@ static void alerter_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     else rd_kafka_assign(rk, NULL);
 }
 
-/* librdkafka statistics (statistics.interval.ms): consumer_lag per assigned partition. */
+/* librdkafka statistics (statistics.interval.ms): consumer_lag per assigned partition. The
+ * statistics keep reporting a partition after it was revoked, with its last lag: as the scorer,
+ * partitions not assigned to this alerter (not "desired") are set to 0, so that only the owner
+ * exports a partition's lag. */
 static int alerter_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     alerter *a = opaque;
     (void)rk;
@@ -446,12 +451,13 @@ static int alerter_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque
     const char *tname, *pname;
     json_object_foreach(json_object_get(root, "topics"), tname, t) {
         json_object_foreach(json_object_get(t, "partitions"), pname, p) {
-            json_int_t lag = json_integer_value(json_object_get(p, "consumer_lag"));
-            if (atoi(pname) < 0 || !json_is_integer(json_object_get(p, "consumer_lag")) || lag < 0)
-                continue;
+            if (atoi(pname) < 0) continue; /* librdkafka's internal "-1" partition */
+            json_t *jlag = json_object_get(p, "consumer_lag");
+            json_int_t lag = json_integer_value(jlag);
+            bool mine = json_is_true(json_object_get(p, "desired")) && json_is_integer(jlag) && lag >= 0;
             char labels[300];
             snprintf(labels, sizeof labels, "%s,%s", tname, pname);
-            metric_set(a->m_lag, labels, (double)lag);
+            metric_set(a->m_lag, labels, mine ? (double)lag : 0);
         }
     }
     json_decref(root);
@@ -472,7 +478,8 @@ static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m) {
 
 bool alerter_ready(void *arg, char *why, size_t why_size) {
     alerter *a = arg;
-    const char *no = !atomic_load(&a->assigned)   ? "consumer has no assignment yet"
+    const char *no = !atomic_load(&a->consuming)  ? "not consuming (starting or stopping)"
+                     : !atomic_load(&a->assigned) ? "consumer has no assignment yet"
                      : !atomic_load(&a->db_ok)    ? "PostgreSQL unreachable (consumer)"
                      : a->cfg.dispatch && !dispatch_db_ok(a->cfg.dispatch) ? "PostgreSQL unreachable (dispatcher)"
                                                                          : NULL;
@@ -534,14 +541,20 @@ static int alerter_subscribe(alerter *a, char *errstr, size_t errstr_size) {
     return err ? -1 : 0;
 }
 
+/* The counters exist from the start at 0 (every result): a series that appears only at its
+ * first increment hides that increment from increase(), e.g. the first dead letter. */
 static void alerter_metrics(alerter *a, metrics *m) {
+    static const char *const results[] = {"new", "duplicate", "dead_letter"};
     if (!m) return;
     a->m_messages = metrics_counter(m, "fs_alerter_messages_total",
                                     "fraud_alerts messages by result (new alert, duplicate, dead_letter)",
                                     "result");
     a->m_batches = metrics_counter(m, "fs_alerter_batches_total", "Batches recorded and committed", NULL);
     a->m_lag = metrics_gauge(m, "fs_alerter_consumer_lag",
-                             "Consumer lag per partition (librdkafka statistics)", "topic,partition");
+                             "Consumer lag per assigned partition, 0 for the others (librdkafka statistics)",
+                             "topic,partition");
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) metric_add(a->m_messages, results[i], 0);
+    metric_add(a->m_batches, NULL, 0);
 }
 
 alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size_t errstr_size) {

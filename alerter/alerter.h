@@ -57,8 +57,9 @@ int alerter_run(alerter *a, volatile sig_atomic_t *stop);
  * now rather than at the next start). Stops at the first error. */
 void alerter_drain_outbox(alerter *a);
 
-/* admin_ready_fn (arg: the alerter): the consumer has joined the group and got its assignment,
- * and both PostgreSQL connections work. Any thread. */
+/* admin_ready_fn (arg: the alerter): alerter_run() is in its loop (not starting, not stopping),
+ * the consumer has joined the group and got its assignment, and both PostgreSQL connections work.
+ * Any thread. */
 bool alerter_ready(void *arg, char *why, size_t why_size);
 
 void alerter_destroy(alerter *a); /* accepts NULL */

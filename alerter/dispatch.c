@@ -429,6 +429,19 @@ static void dispatch_record_all(dispatch *d) {
 
 /* ---- subscriptions, gauges, notifications ------------------------------------------------------ */
 
+/* A subscription new to this alerter: its breaker closed, and its counters at 0 for every result,
+ * so that its first failure is visible to increase() once a scrape has seen the zeros. */
+static void dispatch_metrics_sub(dispatch *d, const char *name) {
+    static const char *const results[] = {"delivered", "retry", "rejected", "exhausted"};
+    char labels[SUBS_NAME_MAX + 16];
+    metric_set(d->m_breaker, name, BREAKER_CLOSED);
+    metric_add(d->m_breaker_opened, name, 0);
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
+        snprintf(labels, sizeof labels, "%s,%s", name, results[i]);
+        metric_add(d->m_deliveries, labels, 0);
+    }
+}
+
 /* Reloads the active subscriptions; breakers and transfer counts carry over by id. */
 static void dispatch_refresh_subs(dispatch *d) {
     char err[512];
@@ -450,7 +463,7 @@ static void dispatch_refresh_subs(dispatch *d) {
         next[i].in_flight = old ? old->in_flight : 0;
         next[i].more_due = old ? old->more_due : true; /* new: look at once */
         if (old) old->b = NULL;
-        if (!old) metric_set(d->m_breaker, next[i].s.name, BREAKER_CLOSED);
+        if (!old) dispatch_metrics_sub(d, next[i].s.name);
     }
     for (size_t i = 0; i < d->nsubs; i++) {
         breaker_destroy(d->subs[i].b); /* NULL when it moved to next */

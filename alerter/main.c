@@ -210,6 +210,31 @@ static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props
     return c;
 }
 
+/* The metrics of the whole process, at 0 from the start (a first error must be visible to
+ * increase()): PostgreSQL errors by side (shared by the consume and dispatch sides) and readiness. */
+static void process_metrics(metrics *m, metric **db_errors, metric **ready) {
+    static const char *const sides[] = {"consume", "outbox", "dispatch"};
+    *db_errors = m ? metrics_counter(m, "fs_alerter_db_errors_total", "PostgreSQL errors", "side") : NULL;
+    *ready = m ? metrics_gauge(m, "fs_alerter_ready", "1 while /ready answers 200: consuming, with an "
+                               "assignment, both PostgreSQL connections up", NULL) : NULL;
+    for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) metric_add(*db_errors, sides[i], 0);
+    metric_set(*ready, NULL, 0);
+}
+
+/* /ready's answer (alerter_ready) is also fs_alerter_ready: admin asks before each /metrics render
+ * too, so the gauge and /ready never disagree. */
+typedef struct readiness {
+    alerter *a;
+    metric *gauge;
+} readiness;
+
+static bool ready_exported(void *arg, char *why, size_t why_size) {
+    readiness *r = arg;
+    bool ok = alerter_ready(r->a, why, why_size);
+    metric_set(r->gauge, NULL, ok ? 1 : 0);
+    return ok;
+}
+
 /* Start-up, the consumer loop until a signal, shutdown. Returns the exit status. */
 static int run(const alerter_opts *o, const cfg_props *props) {
     char errstr[1024];
@@ -218,7 +243,8 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     alerter *a = NULL;
     admin *adm = NULL;
     metrics *m = metrics_new();
-    metric *db_errors = m ? metrics_counter(m, "fs_alerter_db_errors_total", "PostgreSQL errors", "side") : NULL;
+    metric *db_errors, *ready;
+    process_metrics(m, &db_errors, &ready);
     PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
     if (!m) snprintf(errstr, sizeof errstr, "out of memory");
     if (!conn) goto done;
@@ -228,8 +254,9 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
     conn = NULL;
     if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) goto done;
+    readiness rd = {a, ready}; /* outlives adm: both are run()'s */
     if (o->admin_port >= 0) {
-        if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, alerter_ready, a, errstr, sizeof errstr)))
+        if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
             goto done;
         log_fields(LOG_INFO, "admin_listening", json_pack("{s:s, s:i}", "addr", o->admin_addr, "port", admin_port(adm)),
                    "admin endpoint on %s:%d", o->admin_addr, admin_port(adm));

@@ -34,6 +34,10 @@ outbox *outbox_new(rd_kafka_t *producer, const char *dlq_topic, const char *outc
         o->failures = metrics_counter(m, "fs_alerter_outbox_failures_total",
                                       "Outbox messages whose delivery failed (produced again later)",
                                       NULL);
+        /* at 0 from the start: a first failure must be visible to increase() */
+        metric_add(o->produced, "dlq", 0);
+        metric_add(o->produced, "outcome", 0);
+        metric_add(o->failures, NULL, 0);
     }
     if (!o->dlq_topic || !o->outcomes_topic) {
         outbox_destroy(o);

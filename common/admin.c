@@ -60,7 +60,9 @@ static void on_request(struct evhttp_request *req, void *arg) {
         if (ok) reply_json(req, 200, "OK", "ready", NULL);
         else reply_json(req, 503, "Service Unavailable", "not_ready", why);
     } else if (path && strcmp(path, "/metrics") == 0) {
+        char why[200];
         size_t len = 0;
+        if (a->ready) a->ready(a->arg, why, sizeof why); /* a readiness gauge it sets is current */
         char *text = metrics_render(a->m, &len);
         if (text) reply(req, 200, "OK", "text/plain; version=0.0.4", text, len);
         else reply_json(req, 500, "Internal Server Error", "out_of_memory", NULL);

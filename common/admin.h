@@ -3,7 +3,9 @@
  * worker blocked in PostgreSQL or Kafka still answers probes and scrapes.
  *
  * ready_fn is called on the admin thread: it must only read state that is safe to read from
- * another thread (atomics, or a metrics gauge). */
+ * another thread (atomics, or a metrics gauge). It is called for /ready and also before each
+ * /metrics render, so a process may export its answer as a gauge set there: one function then
+ * decides both, and a scrape never disagrees with /ready. */
 #ifndef FS_ADMIN_H
 #define FS_ADMIN_H
 

@@ -74,7 +74,7 @@ typedef struct ingest_metrics {
     metrics *reg;
     metric *requests, *latency, *in_flight, *queue_depth, *delivery_failures, *auth_failures,
         *rate_limited, *payments, *connections, *digest_hits, *digest_misses, *digest_ratio,
-        *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections;
+        *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections, *ready;
     uint64_t last_digest_hits, last_digest_misses, last_key_hits, last_key_misses;
     uint64_t last_accepted, last_rejected, last_failed;
 } ingest_metrics;
@@ -695,15 +695,19 @@ static void handle_health(ingest *ing, ingest_ctx *ctx) {
     reply_json(ing, ctx, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* Why the instance is not ready, or NULL when it is: /ready answers from it and fs_ingest_ready
+ * is set from it at every scrape, so the two never disagree. */
+static const char *readiness_why(const ingest *ing) {
+    if (ing->fatal) return "the Kafka producer hit a fatal error";
+    if (ing->draining) return "shutting down";
+    if (!ing->ready) return "no connection to the Kafka brokers";
+    return NULL;
+}
+
 static void handle_ready(ingest *ing, ingest_ctx *ctx) {
-    if (ing->fatal)
-        reply_error(ing, ctx, 503, "not_ready", "the Kafka producer hit a fatal error");
-    else if (ing->draining)
-        reply_error(ing, ctx, 503, "not_ready", "shutting down");
-    else if (!ing->ready)
-        reply_error(ing, ctx, 503, "not_ready", "no connection to the Kafka brokers");
-    else
-        reply_json(ing, ctx, 200, json_pack("{s:s}", "status", "ready"));
+    const char *why = readiness_why(ing);
+    if (why) reply_error(ing, ctx, 503, "not_ready", "%s", why);
+    else reply_json(ing, ctx, 200, json_pack("{s:s}", "status", "ready"));
 }
 
 /* Counters kept elsewhere (caches) become Prometheus counters by adding what grew since. */
@@ -730,6 +734,7 @@ static void metrics_refresh(ingest *ing) {
     metric_set(m->connections, NULL, (double)conns_count(ing->conns));
     metric_set(m->workers_pending, NULL, (double)workers_pending(ing->workers));
     metric_set(m->read_connections, NULL, (double)pgread_connected(ing->pgread));
+    metric_set(m->ready, NULL, readiness_why(ing) ? 0 : 1);
 }
 
 static void handle_metrics(ingest *ing, ingest_ctx *ctx) {
@@ -1636,6 +1641,21 @@ static int kafka_events_setup(ingest *ing, char *errstr, size_t errstr_size) {
     return 0;
 }
 
+/* Every counter series whose labels are known up front exists from the start at 0: a series
+ * that appears only at its first increment hides that increment from rate() and increase() (the
+ * first delivery failure, refused key or 429 an alert must see). Routes x statuses stay lazy:
+ * which ones occur depends on the traffic. */
+static void metrics_zero(ingest_metrics *m) {
+    metric *plain[] = {m->delivery_failures, m->rate_limited, m->digest_hits, m->digest_misses,
+                       m->key_hits, m->key_misses};
+    static const char *const auth[] = {"missing", "malformed", "invalid", "scope",
+                                       "shopify_signature"};
+    static const char *const results[] = {"accepted", "rejected", "failed"};
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);
+    for (size_t i = 0; i < sizeof auth / sizeof auth[0]; i++) metric_add(m->auth_failures, auth[i], 0);
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) metric_add(m->payments, results[i], 0);
+}
+
 static int metrics_setup(ingest *ing) {
     ingest_metrics *m = &ing->m;
     const double *lat = METRICS_LATENCY_BUCKETS;
@@ -1660,9 +1680,12 @@ static int metrics_setup(ingest *ing) {
         C(key_misses, "fs_ingest_key_cache_misses_total", "API key cache misses (Argon2)", NULL) &&
         G(key_ratio, "fs_ingest_key_cache_hit_ratio", "hits / lookups of the API key cache since start") &&
         G(workers_pending, "fs_ingest_argon2_tasks_pending", "Argon2 tasks queued or running") &&
-        G(read_connections, "fs_ingest_read_connections_up", "PostgreSQL read connections up");
+        G(read_connections, "fs_ingest_read_connections_up", "PostgreSQL read connections up") &&
+        G(ready, "fs_ingest_ready", "1 while /ready answers 200: a broker connection is up, no "
+                                    "fatal producer error, not shutting down");
 #undef C
 #undef G
+    if (ok) metrics_zero(m);
     return ok ? 0 : -1;
 }
 

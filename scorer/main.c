@@ -218,6 +218,7 @@ static admin *admin_open(const scorer_opts *o, metrics **m, metric **ready, char
     *m = metrics_new();
     if (!*m) return snprintf(errstr, n, "out of memory"), NULL;
     *ready = metrics_gauge(*m, "fs_scorer_ready", "1 while the worker consumes", NULL);
+    metric_set(*ready, NULL, 0); /* a series from the start: a worker stuck starting shows as 0 */
     if (o->admin_port < 0) return NULL;
     admin *a = admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, *ready, errstr, n);
     if (a)

@@ -14,11 +14,19 @@ exits 1 when there is any:
 - every recorded series used in an expression (a name with ':') is defined by a `record` rule;
 - every fs_* metric an expression uses is a `# TYPE` of some scrape (a histogram through its
   _bucket, _sum or _count series only); the label names its matchers and `by (...)` use exist on
-  its scraped series (checked when it has series: a family without any is listed as unchecked).
+  its scraped series (checked when it has series: a family without any is listed as unchecked);
+- the section "## Metrics reference" of RUNBOOK (one table per `### fraudshield-<process>`, rows
+  `| `fs_name` | type | `label`, `label` or - | meaning |`) lists exactly the fs_* families the
+  scrapes export: none missing, none extra, each under the process its name starts with
+  (fs_<process>_), with the scraped type and, when it has series, the scraped label names.
+  common/metrics.c renders a family's `# HELP` / `# TYPE` even before it has any series, so every
+  family a process registers is in each of its scrapes, whatever the traffic (e.g. the model
+  metrics of a scorer without a model): the reference needs no "sometimes absent" entries.
 
 Uses PyYAML when it is installed; otherwise a small line parser that understands the layout of
 this one file (the test must not need a new package).
 """
+import os
 import re
 import sys
 
@@ -91,19 +99,71 @@ def github_anchor(heading):
 
 
 def parse_scrapes(paths):
-    """{family: type}, {series name: set of label names}."""
-    types, labels = {}, {}
+    """{family: type}, {series name: set of label names}, {family: set of scrape paths}."""
+    types, labels, origins = {}, {}, {}
     for p in paths:
         for line in open(p, encoding="utf-8"):
             m = re.match(r"^# TYPE (\S+) (\S+)", line)
             if m:
                 types[m.group(1)] = m.group(2)
+                origins.setdefault(m.group(1), set()).add(p)
                 continue
             m = re.match(r"^([A-Za-z_:][\w:]*)(\{[^}]*\})?\s", line)
             if m and not line.startswith("#"):
                 names = set(re.findall(r'(\w+)="', m.group(2) or ""))
                 labels.setdefault(m.group(1), set()).update(names)
-    return types, labels
+    return types, labels, origins
+
+
+def parse_reference(runbook, problems):
+    """{metric: (process, type, label names)} from the "## Metrics reference" section; None when
+    RUNBOOK has no such section."""
+    m = re.search(r"^## Metrics reference\s*$(.*?)(?=^## |\Z)", runbook, re.M | re.S)
+    if not m:
+        return None
+    ref, process = {}, None
+    for line in m.group(1).splitlines():
+        h = re.match(r"^### fraudshield-(\w+)\s*$", line)
+        if h:
+            process = h.group(1)
+            continue
+        if not line.startswith("| `fs_"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = re.match(r"^`(fs_\w+)`$", cells[0])
+        if len(cells) < 4 or not name or process is None:
+            problems.append("Metrics reference: cannot read row: " + line)
+            continue
+        if name.group(1) in ref:
+            problems.append("Metrics reference: %s is listed twice" % name.group(1))
+        ref[name.group(1)] = (process, cells[1], set(re.findall(r"`(\w+)`", cells[2])))
+    return ref
+
+
+def check_reference(ref, types, series_labels, origins, problems, notes):
+    """The reference against the scraped families (see the module's docstring)."""
+    exported = {f for f in types if f.startswith("fs_")}
+    for f in sorted(exported - set(ref)):
+        where = ", ".join(sorted(os.path.basename(p) for p in origins.get(f, ())))
+        problems.append("%s is exported (%s) but the Metrics reference does not list it" % (f, where))
+    for f in sorted(set(ref) - exported):
+        problems.append("the Metrics reference lists %s, which no process exports" % f)
+    for f in sorted(exported & set(ref)):
+        process, typ, documented = ref[f]
+        if not f.startswith("fs_%s_" % process):
+            problems.append("Metrics reference: %s is listed under fraudshield-%s" % (f, process))
+        if typ != types[f]:
+            problems.append("Metrics reference: %s is a %s, not a %s" % (f, types[f], typ))
+        mine = [ls for s, ls in series_labels.items()
+                if s == f or (types[f] == "histogram" and s in [f + x for x in HIST_SUFFIXES])]
+        if not mine:
+            notes.append("Metrics reference: %s has no series in the scrapes: labels unchecked" % f)
+            continue
+        have = set().union(*mine) - STANDARD_LABELS
+        if have != documented:
+            problems.append("Metrics reference: %s has labels %s, the reference says %s"
+                            % (f, ", ".join(sorted(have)) or "none",
+                               ", ".join(sorted(documented)) or "none"))
 
 
 def family_of(name, types):
@@ -160,7 +220,12 @@ def main():
             continue
         rules += g["rules"]
     records = {r["record"] for r in rules if "record" in r}
-    types, series_labels = parse_scrapes(scrapes)
+    types, series_labels, origins = parse_scrapes(scrapes)
+    reference = parse_reference(runbook, problems)
+    if reference is None:
+        problems.append("%s has no section '## Metrics reference'" % runbook_path)
+    elif scrapes:
+        check_reference(reference, types, series_labels, origins, problems, notes)
     alerts = 0
     for r in rules:
         name = r.get("alert") or r.get("record")
@@ -210,8 +275,9 @@ def main():
             problems.append("%s has a section for %s, which is no alert" % (runbook_path, h))
     for n in sorted(set(notes)):
         print("note: " + n)
-    print("%d rules (%d alerts, %d recording), %d fs_* families scraped"
-          % (len(rules), alerts, len(records), sum(1 for t in types if t.startswith("fs_"))))
+    print("%d rules (%d alerts, %d recording), %d fs_* families scraped, %d in the reference"
+          % (len(rules), alerts, len(records), sum(1 for t in types if t.startswith("fs_")),
+             len(reference or {})))
     for p in problems:
         print("PROBLEM: " + p)
     return 1 if problems else 0

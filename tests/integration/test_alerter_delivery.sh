@@ -144,6 +144,9 @@ grep -qE '^fs_alerter_breaker_state\{subscription="ok"\} 0$' <<<"$metrics" || fs
 grep -qE '^fs_alerter_breaker_opened_total\{subscription="hang"\} [1-9]' <<<"$metrics" || fs_fail "metrics: breaker opened"
 grep -qE '^fs_alerter_delivery_duration_seconds_count\{subscription="ok"\} '"$n"'$' <<<"$metrics" || fs_fail "metrics: latency histogram"
 grep -qE '^fs_alerter_retries_pending 0$' <<<"$metrics" || fs_fail "metrics: retries pending"
+grep -qE '^fs_alerter_ready 1$' <<<"$metrics" || fs_fail "metrics: ready"
+grep -qE '^fs_alerter_deliveries_total\{subscription="ok",result="exhausted"\} 0$' <<<"$metrics" ||
+    fs_fail "metrics: a result that never happened is not at 0"
 grep -qE '^fs_alerter_messages_total\{result="duplicate"\} '"$n"'$' <<<"$metrics" || fs_fail "metrics: duplicates"
 fs_wait_for 15 "curl -fsS http://127.0.0.1:${AL_ADMIN[alerter]}/metrics | grep -qE '^fs_alerter_consumer_lag\\{topic=\"fraud_alerts\",partition=\"[0-9]+\"\\} 0$'"
 echo "ok: metrics"

@@ -255,7 +255,8 @@ for m in 'fs_ingest_requests_total{route="payments",status="202"}' 'fs_ingest_re
     'fs_ingest_auth_failures_total{reason="scope"}' 'fs_ingest_auth_failures_total{reason="shopify_signature"}' \
     'fs_ingest_rate_limited_total' 'fs_ingest_request_duration_seconds_bucket{route="payments",le="0.005"}' \
     'fs_ingest_requests_in_flight' 'fs_ingest_producer_queue_depth' 'fs_ingest_key_cache_hit_ratio' \
-    'fs_ingest_digest_cache_hit_ratio' 'fs_ingest_digest_cache_misses_total' 'fs_ingest_payments_total{result="accepted"}'; do
+    'fs_ingest_digest_cache_hit_ratio' 'fs_ingest_digest_cache_misses_total' 'fs_ingest_payments_total{result="accepted"}' \
+    'fs_ingest_ready 1' 'fs_ingest_delivery_failures_total 0'; do
     grep -qF "$m" <<<"$BODY" || fs_fail "/metrics lacks $m"
 done
 echo "ok: /metrics"

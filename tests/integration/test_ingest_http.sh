@@ -149,6 +149,7 @@ expect 503 broker_unavailable "broker down"
 fs_assert_eq 1 "$(header Retry-After)" "Retry-After"
 fs_wait_for 10 '[[ $(curl -s -o /dev/null -w "%{http_code}" "$BASE/ready") == 503 ]]'
 echo "ok: /ready is 503 while the brokers are down"
+curl -fsS "$BASE/metrics" | grep -qx 'fs_ingest_ready 0' || fs_fail "fs_ingest_ready is not 0 while /ready is 503"
 http GET /health
 expect 200 "" "/health while the brokers are down"
 # A client that gives up before its delivery report must not disturb ingest.
@@ -157,6 +158,7 @@ curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' --data-b
 fs_broker_up
 fs_wait_for 20 curl -sf "$BASE/ready"
 echo "ok: /ready is 200 again"
+curl -fsS "$BASE/metrics" | grep -qx 'fs_ingest_ready 1' || fs_fail "fs_ingest_ready is not 1 while /ready is 200"
 post "$valid" -H 'Idempotency-Key: during-outage'
 expect 202 "" "broker up again"
 fs_alive ingest || fs_fail "ingest died"

@@ -9,7 +9,10 @@
 #      a batch, an outcome, refused credentials, a dead letter on each DLQ, a failing webhook, a
 #      rules reload), every fs_* metric an expression uses is a `# TYPE` of some process's
 #      /metrics (histograms through _bucket/_sum/_count), and the label names its matchers and
-#      `by (...)` use exist on its series.
+#      `by (...)` use exist on its series;
+#   4. the "Metrics reference" of docs/operations.md lists exactly the fs_* families the processes
+#      export (every family is rendered from the start, even without series), each under its
+#      process, with the scraped type and label names.
 # The checks are tests/integration/promrules_check.py. FS_PROM_RULES / FS_RUNBOOK point the test
 # at other files (e.g. a copy with a renamed metric, to see it fail).
 set -euo pipefail
