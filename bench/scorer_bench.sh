@@ -101,11 +101,15 @@ profile() { # perf over 20 s of the single worker and of PostgreSQL, for BENCHMA
     command -v perf >/dev/null || { log "perf not installed: no profile"; return; }
     sleep 5
     be=$(fs_psql "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'fraudshield-scorer%' LIMIT 1")
-    perf record -F 499 -g -o "$FS_TEST_DIR/perf-scorer.data" -p "$pid" -- sleep 20 >/dev/null 2>&1 &
+    # dwarf call graphs: the binaries keep no frame pointers (-O2), so -g alone loses the callers
+    perf record -F 499 --call-graph dwarf,16384 -o "$FS_TEST_DIR/perf-scorer.data" -p "$pid" -- sleep 20 >/dev/null 2>&1 &
     perf record -F 499 -g -o "$FS_TEST_DIR/perf-pg.data" -p "$be" -- sleep 20 >/dev/null 2>&1
     wait
     perf report -i "$FS_TEST_DIR/perf-scorer.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null |
         grep -E '^ +[0-9]' >"$FS_TEST_DIR/profile-scorer.txt" || true
+    # inclusive time of the scorer's own functions: which step the library time above belongs to
+    perf report -i "$FS_TEST_DIR/perf-scorer.data" --children --percent-limit 1 --stdio 2>/dev/null |
+        grep -E '^ +[0-9].*fraudshield-scorer +\[\.\]' >"$FS_TEST_DIR/profile-scorer-inclusive.txt" || true
     perf report -i "$FS_TEST_DIR/perf-pg.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null |
         grep -E '^ +[0-9]' >"$FS_TEST_DIR/profile-pg.txt" || true
     log "profiles: $FS_TEST_DIR/profile-scorer.txt, profile-pg.txt"
