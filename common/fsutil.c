@@ -200,3 +200,15 @@ int fs_grow(void **arr, size_t *cap, size_t n, size_t elem, size_t first) {
     *cap = ncap;
     return 0;
 }
+
+size_t fs_int_format(int64_t v, char out[21]) {
+    char buf[20], *q = buf + sizeof buf;
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do *--q = (char)('0' + m % 10);
+    while (m /= 10);
+    size_t n = (size_t)(buf + sizeof buf - q), k = 0;
+    if (v < 0) out[k++] = '-';
+    memcpy(out + k, q, n);
+    out[k + n] = '\0';
+    return k + n;
+}

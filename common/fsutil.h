@@ -29,6 +29,10 @@ int fs_time_parse_rfc3339(const char *s, int64_t *ms_out);
 /* Formats ms since the epoch as "YYYY-MM-DDTHH:MM:SS.mmmZ"; out must hold 25 bytes. */
 void fs_time_format_rfc3339(int64_t ms, char out[25]);
 
+/* v in decimal, NUL-terminated, into out (21 bytes: INT64_MIN's 20 characters + NUL); returns the
+ * length. printf's speed is the format parsing, and hot paths write millions of these. */
+size_t fs_int_format(int64_t v, char out[21]);
+
 int64_t fs_now_ms(void);      /* wall clock */
 int64_t fs_mono_us(void);     /* monotonic clock, for durations */
 

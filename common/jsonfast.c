@@ -13,6 +13,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "fsutil.h"
+
 #define JF_MAX_DEPTH 32        /* deeper documents go to jansson (its own limit is 2048) */
 #define JF_ESC_MAX 1024        /* decoded bytes of a string with escapes; longer: jansson */
 #define JF_KEY_ESC_MAX 256     /* same, for an object key with escapes */
@@ -517,12 +519,8 @@ void jsonfast_str(jsonfast_buf *b, const char *s, size_t n) {
 }
 
 void jsonfast_int(jsonfast_buf *b, int64_t v) {
-    char buf[24], *q = buf + sizeof buf;
-    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do *--q = (char)('0' + m % 10);
-    while (m /= 10);
-    if (v < 0) *--q = '-';
-    jsonfast_raw(b, q, (size_t)(buf + sizeof buf - q));
+    char buf[21];
+    jsonfast_raw(b, buf, fs_int_format(v, buf));
 }
 
 static void jb_value(jsonfast_buf *b, const json_t *v, int depth) {

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsutil.h"
+
 static bool reserve(pgcopy_buf *b, size_t more) {
     if (b->oom) return false;
     if (b->len + more + 1 <= b->cap) return true;
@@ -49,7 +51,7 @@ void pgcopy_str(pgcopy_buf *b, const char *s) {
 
 void pgcopy_int(pgcopy_buf *b, int64_t v) {
     sep(b);
-    if (reserve(b, 24)) b->len += (size_t)snprintf(b->p + b->len, 24, "%" PRId64, v);
+    if (reserve(b, 24)) b->len += fs_int_format(v, b->p + b->len);
 }
 
 void pgcopy_null(pgcopy_buf *b) {

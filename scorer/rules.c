@@ -1027,15 +1027,16 @@ static void tw_raw(tw *w, const char *s, size_t n) {
 
 /* "key": (keys and string values here are plain ASCII: no escaping needed) */
 static void tw_key(tw *w, const char *key) {
-    char buf[128];
-    int n = snprintf(buf, sizeof buf, "%s\"%s\":", w->len > 1 ? "," : "", key);
-    tw_raw(w, buf, (size_t)n);
+    if (w->len > 1) tw_raw(w, ",\"", 2);
+    else tw_raw(w, "\"", 1);
+    tw_raw(w, key, strlen(key));
+    tw_raw(w, "\":", 2);
 }
 
 static void tw_int(tw *w, const char *key, int64_t v) {
-    char buf[24];
+    char buf[21];
     tw_key(w, key);
-    tw_raw(w, buf, (size_t)snprintf(buf, sizeof buf, "%lld", (long long)v));
+    tw_raw(w, buf, fs_int_format(v, buf));
 }
 
 static void tw_str(tw *w, const char *key, const char *v) {

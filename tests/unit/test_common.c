@@ -1,7 +1,9 @@
 /* Unit tests for the small common modules: cfg, fsutil, pii. */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -264,6 +266,30 @@ static void test_metrics_render(void **state) {
     metrics_destroy(m);
 }
 
+/* fs_int_format writes what printf("%" PRId64) writes, at the edges and around every power of 10. */
+static void test_int_format(void **state) {
+    (void)state;
+    int64_t cases[64 + 4];
+    size_t n = 0;
+    cases[n++] = 0;
+    cases[n++] = INT64_MAX;
+    cases[n++] = INT64_MIN;
+    cases[n++] = INT64_MIN + 1;
+    for (int64_t p = 1; p <= INT64_MAX / 10 && n + 4 <= sizeof cases / sizeof cases[0]; p *= 10) {
+        cases[n++] = p;
+        cases[n++] = p - 1;
+        cases[n++] = -p;
+        cases[n++] = -(p + 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char got[21], want[32];
+        size_t len = fs_int_format(cases[i], got);
+        snprintf(want, sizeof want, "%" PRId64, cases[i]);
+        assert_string_equal(got, want);
+        assert_int_equal(len, strlen(want));
+    }
+}
+
 /* A removed series is no longer rendered, the others stay; removing an absent one is harmless. */
 static void test_metrics_remove(void **state) {
     (void)state;
@@ -300,6 +326,7 @@ int main(void) {
         cmocka_unit_test(test_pii_apply_wipes_raw),
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_remove),
+        cmocka_unit_test(test_int_format),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
