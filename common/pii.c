@@ -19,6 +19,8 @@
 /* Fixed per-kind salts: deterministic digests (repeats match), different kinds never collide. */
 static const char *const PII_SALT[PII_KIND_COUNT] = {
     "fraudshield/email/v1", "fraudshield/ip/v1", "fraudshield/card/v1", "fraudshield/device/v1"};
+/* The key id's salt: apart from every kind's, so a key id is never the digest of an identifier. */
+static const char PII_KEY_ID_SALT[] = "fraudshield/key-id/v1";
 
 typedef struct pii_entry {
     unsigned char key[32];             /* HMAC-SHA256(secret, kind || value): never the raw value */
@@ -41,6 +43,7 @@ struct pii {
      * costs ~3.5 us and a re-initialised EVP_MAC ~0.6 us); the cache keys are on the hot path of
      * every payment, four times. */
     hmac256 *mac;
+    char key_id[PII_KEY_ID_HEX + 1]; /* pii_key_id() */
 };
 
 static int mac_init(pii *pi) {
@@ -48,22 +51,32 @@ static int mac_init(pii *pi) {
     return pi->mac ? 0 : -1;
 }
 
-pii *pii_new(const void *secret, size_t secret_len, const pii_params *params, char *errstr,
-             size_t errstr_size) {
+/* The bounds on the secret and the Argon2 parameters (pii_new(), pii_key_id_of()). */
+static int params_check(size_t secret_len, const pii_params *params, char *errstr,
+                        size_t errstr_size) {
     if (secret_len < PII_SECRET_MIN || secret_len > sizeof(((pii *)0)->secret)) {
         snprintf(errstr, errstr_size, "pii secret must be %d..256 bytes", PII_SECRET_MIN);
-        return NULL;
+        return -1;
     }
     if (params->t_cost < 1 || params->m_cost_kib < 8) {
         snprintf(errstr, errstr_size, "argon2 parameters: t_cost >= 1, m_cost >= 8 KiB");
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+pii *pii_new(const void *secret, size_t secret_len, const pii_params *params, char *errstr,
+             size_t errstr_size) {
+    char key_id[PII_KEY_ID_HEX + 1];
+    /* checks the bounds too; one Argon2 run, at start-up or reload only */
+    if (pii_key_id_of(secret, secret_len, params, key_id, errstr, errstr_size) != 0) return NULL;
     pii *pi = calloc(1, sizeof *pi);
     if (!pi) goto failed;
     memcpy(pi->secret, secret, secret_len);
     pi->secret_len = secret_len;
     pi->params = *params;
     pi->head = pi->tail = -1;
+    memcpy(pi->key_id, key_id, sizeof key_id);
     if (mac_init(pi) != 0) goto failed;
     if (params->cache_entries > 0) {
         for (pi->nbuckets = 16; pi->nbuckets < params->cache_entries * 2; pi->nbuckets *= 2) {}
@@ -87,6 +100,8 @@ void pii_destroy(pii *pi) {
     free(pi->buckets);
     free(pi);
 }
+
+const char *pii_key_id(const pii *pi) { return pi->key_id; }
 
 void pii_stats(const pii *pi, uint64_t *hits, uint64_t *misses) {
     *hits = pi->hits;
@@ -180,18 +195,21 @@ static void cache_put(pii *pi, const unsigned char key[32], const char *digest) 
     lru_push_front(pi, i);
 }
 
-static int argon2_digest(const pii *pi, pii_kind kind, const char *norm, char *out, char *errstr,
-                         size_t errstr_size) {
-    unsigned char hash[32], pwd[PII_RAW_MAX], secret[256], salt[64];
-    size_t n = strlen(norm), slen = strlen(PII_SALT[kind]);
-    memcpy(pwd, norm, n);
-    memcpy(secret, pi->secret, pi->secret_len);
-    memcpy(salt, PII_SALT[kind], slen);
+/* Argon2id(pwd, salt, secret) with params into hash. Copies the inputs to local buffers (wiped
+ * after) because libargon2 takes non-const pointers. 0, or -1 with errstr. */
+static int argon2id_run(const unsigned char *secret_in, size_t secret_len, const pii_params *params,
+                       const char *salt_in, const char *pwd_in, size_t n, unsigned char hash[32],
+                       char *errstr, size_t errstr_size) {
+    unsigned char pwd[PII_RAW_MAX], secret[256], salt[64];
+    size_t slen = strlen(salt_in);
+    memcpy(pwd, pwd_in, n);
+    memcpy(secret, secret_in, secret_len);
+    memcpy(salt, salt_in, slen);
     argon2_context ctx = {
-        .out = hash, .outlen = sizeof hash, .pwd = pwd, .pwdlen = (uint32_t)n,
+        .out = hash, .outlen = 32, .pwd = pwd, .pwdlen = (uint32_t)n,
         .salt = salt, .saltlen = (uint32_t)slen, .secret = secret,
-        .secretlen = (uint32_t)pi->secret_len, .t_cost = pi->params.t_cost,
-        .m_cost = pi->params.m_cost_kib, .lanes = 1, .threads = 1,
+        .secretlen = (uint32_t)secret_len, .t_cost = params->t_cost,
+        .m_cost = params->m_cost_kib, .lanes = 1, .threads = 1,
         .version = ARGON2_VERSION_13, .flags = ARGON2_DEFAULT_FLAGS};
     int rc = argon2id_ctx(&ctx);
     OPENSSL_cleanse(pwd, sizeof pwd);
@@ -200,7 +218,27 @@ static int argon2_digest(const pii *pi, pii_kind kind, const char *norm, char *o
         snprintf(errstr, errstr_size, "argon2id: %s", argon2_error_message(rc));
         return -1;
     }
+    return 0;
+}
+
+static int argon2_digest(const pii *pi, pii_kind kind, const char *norm, char *out, char *errstr,
+                         size_t errstr_size) {
+    unsigned char hash[32];
+    if (argon2id_run(pi->secret, pi->secret_len, &pi->params, PII_SALT[kind], norm, strlen(norm),
+                    hash, errstr, errstr_size) != 0)
+        return -1;
     fs_hex(hash, sizeof hash, out);
+    return 0;
+}
+
+int pii_key_id_of(const void *secret, size_t secret_len, const pii_params *params,
+                  char out[PII_KEY_ID_HEX + 1], char *errstr, size_t errstr_size) {
+    unsigned char hash[32];
+    if (params_check(secret_len, params, errstr, errstr_size) != 0 ||
+        argon2id_run(secret, secret_len, params, PII_KEY_ID_SALT, PII_KEY_ID_LABEL,
+                    strlen(PII_KEY_ID_LABEL), hash, errstr, errstr_size) != 0)
+        return -1;
+    fs_hex(hash, PII_KEY_ID_HEX / 2, out); /* fs_hex writes the NUL */
     return 0;
 }
 

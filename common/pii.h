@@ -22,6 +22,16 @@ typedef enum pii_kind { PII_EMAIL = 0, PII_IP, PII_CARD, PII_DEVICE, PII_KIND_CO
 
 typedef struct pii pii;
 
+/* Key id: a public fingerprint of the pseudonymization key, to tell which key made a digest
+ * without revealing it: the first 8 bytes, in hex, of Argon2id(password = PII_KEY_ID_LABEL, salt =
+ * a fixed one of its own, secret = the secret), with the Argon2 parameters of the digests. So it
+ * depends on exactly what every digest depends on (the secret and t_cost/m_cost: a pod with another
+ * secret or other parameters, whose digests would never match, shows another id), and testing a
+ * guess of the secret against it costs an Argon2 run, as against any digest (a plain HMAC would be
+ * a fast oracle for a weak secret). Safe to log, to put in message headers and metric labels. */
+#define PII_KEY_ID_HEX 16
+#define PII_KEY_ID_LABEL "fraudshield pii key id v1"
+
 typedef struct pii_params {
     uint32_t t_cost;      /* Argon2 passes */
     uint32_t m_cost_kib;  /* Argon2 memory, KiB */
@@ -32,6 +42,16 @@ typedef struct pii_params {
 pii *pii_new(const void *secret, size_t secret_len, const pii_params *params, char *errstr,
              size_t errstr_size);
 void pii_destroy(pii *pi); /* accepts NULL; wipes the secret */
+
+/* The key id of pi (PII_KEY_ID_HEX lower-case hex chars), computed once by pii_new(); valid as
+ * long as pi. */
+const char *pii_key_id(const pii *pi);
+
+/* The key id of a secret and parameters without making a pii (one Argon2 run; e.g. to see
+ * whether a reloaded secret differs). Returns 0, or -1 with errstr (secret or parameters out of
+ * pii_new()'s bounds, Argon2 failure). */
+int pii_key_id_of(const void *secret, size_t secret_len, const pii_params *params,
+                  char out[PII_KEY_ID_HEX + 1], char *errstr, size_t errstr_size);
 
 /* Digest of one raw identifier into out (64 hex chars + NUL). Returns 0, or -1 with errstr. */
 int pii_digest(pii *pi, pii_kind kind, const char *raw, char out[PAY_DIGEST_HEX + 1], char *errstr,

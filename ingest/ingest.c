@@ -74,10 +74,21 @@ typedef struct ingest_metrics {
     metrics *reg;
     metric *requests, *latency, *in_flight, *queue_depth, *delivery_failures, *auth_failures,
         *rate_limited, *payments, *connections, *digest_hits, *digest_misses, *digest_ratio,
-        *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections, *ready;
+        *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections, *ready,
+        *pii_key_info;
     uint64_t last_digest_hits, last_digest_misses, last_key_hits, last_key_misses;
+    uint64_t retired_digest_hits, retired_digest_misses; /* of pseudonymizers replaced by SIGHUP */
     uint64_t last_accepted, last_rejected, last_failed;
 } ingest_metrics;
+
+/* The pseudonymizer in force. A SIGHUP with a new secret replaces it while digest tasks submitted
+ * before still compute with the old one on the workers: each generation lives until its last task
+ * is back on the loop, and those payments are produced with the digests and the key id of the
+ * generation that made them (never a mix). refs: loop thread only. */
+typedef struct pii_gen {
+    pii *pii;
+    unsigned refs; /* 1 while in force + 1 per digest task in flight */
+} pii_gen;
 
 struct ingest {
     struct event_base *base; /* borrowed from main */
@@ -90,7 +101,8 @@ struct ingest {
     int kafka_pipe[2];       /* librdkafka writes [1] when mainq turns non-empty */
     struct event *kafka_ev;  /* EV_READ on kafka_pipe[0] */
     struct event *drain_timer;
-    pii *pii;
+    pii_gen *gen;         /* the pseudonymizer in force (pii_gen) */
+    pii_params pii_params; /* for a new secret on SIGHUP */
     struct auth_wait *auth_pending; /* API key checks running on a worker (auth_submit) */
     geoip *geo;       /* IP -> country before the IP is digested (issue 4); "" without a database */
     workers *workers;
@@ -178,6 +190,7 @@ struct ingest_job {
 /* A payment whose digests are not all cached: handed to a worker whole. */
 typedef struct digest_task {
     ingest *ing;
+    pii_gen *gen; /* a reference: the generation the cached digests came from */
     ingest_item *item;
     pay_payment p;
     pay_pii raw;
@@ -714,7 +727,9 @@ static void handle_ready(ingest *ing, ingest_ctx *ctx) {
 static void metrics_refresh(ingest *ing) {
     ingest_metrics *m = &ing->m;
     uint64_t dh, dm, kh, km;
-    pii_stats(ing->pii, &dh, &dm);
+    pii_stats(ing->gen->pii, &dh, &dm);
+    dh += m->retired_digest_hits;
+    dm += m->retired_digest_misses;
     keys_cache_stats(ing->key_cache, &kh, &km);
     metric_add(m->digest_hits, NULL, (double)(dh - m->last_digest_hits));
     metric_add(m->digest_misses, NULL, (double)(dm - m->last_digest_misses));
@@ -923,8 +938,9 @@ static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, co
     it->state = ITEM_PRODUCING;
 }
 
-/* Encodes and produces a pseudonymized payment. */
-static void payment_produce(ingest *ing, ingest_item *it, const pay_payment *p) {
+/* Encodes and produces a pseudonymized payment, whose digests gen made: its key id goes in the
+ * pii_key_id header (consumers see which key made the digests, and a skew between instances). */
+static void payment_produce(ingest *ing, ingest_item *it, const pay_payment *p, const pii_gen *gen) {
     char key[4];
     size_t len = 0;
     char *event = pay_event_encode(p, &len);
@@ -934,7 +950,7 @@ static void payment_produce(ingest *ing, ingest_item *it, const pay_payment *p) 
         return;
     }
     pay_partition_key(p, key);
-    item_produce(ing, it, ing->rkt, key, event, len, NULL, NULL);
+    item_produce(ing, it, ing->rkt, key, event, len, "pii_key_id", pii_key_id(gen->pii));
 }
 
 /* The raw identifiers of a payment, by pii_kind. */
@@ -956,15 +972,35 @@ static char *digest_of(pay_payment *p, pii_kind kind) {
     }
 }
 
+/* A generation in force (refs 1) around a new pii (taken). NULL on allocation failure (pi freed). */
+static pii_gen *pii_gen_new(pii *pi) {
+    pii_gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        pii_destroy(pi);
+        return NULL;
+    }
+    g->pii = pi;
+    g->refs = 1;
+    return g;
+}
+
+/* Drops one reference; the last one wipes the secret and frees. Loop thread only. Accepts NULL. */
+static void pii_gen_release(pii_gen *g) {
+    if (!g || --g->refs > 0) return;
+    pii_destroy(g->pii);
+    free(g);
+}
+
 static void digest_run(void *arg) {
     digest_task *t = arg;
     for (int k = 0; k < PII_KIND_COUNT && t->rc == 0; k++)
         if (t->miss[k])
-            t->rc = pii_compute(t->ing->pii, (pii_kind)k, raw_of(&t->raw, (pii_kind)k), t->digest[k],
+            t->rc = pii_compute(t->gen->pii, (pii_kind)k, raw_of(&t->raw, (pii_kind)k), t->digest[k],
                                 t->errstr, sizeof t->errstr);
 }
 
 static void digest_task_free(digest_task *t) {
+    pii_gen_release(t->gen);
     pay_payment_clear(&t->p);
     OPENSSL_cleanse(t, sizeof *t); /* raw values end here */
     free(t);
@@ -988,10 +1024,11 @@ static void digest_done(void *arg, bool cancelled) {
     }
     for (int k = 0; k < PII_KIND_COUNT; k++) {
         if (!t->miss[k]) continue;
-        pii_store(ing->pii, (pii_kind)k, raw_of(&t->raw, (pii_kind)k), t->digest[k]);
+        if (t->gen == ing->gen) /* a replaced key's digests must not enter the new cache */
+            pii_store(ing->gen->pii, (pii_kind)k, raw_of(&t->raw, (pii_kind)k), t->digest[k]);
         memcpy(digest_of(&t->p, (pii_kind)k), t->digest[k], PAY_DIGEST_HEX + 1);
     }
-    payment_produce(ing, it, &t->p); /* DIGESTING -> PRODUCING: still waiting */
+    payment_produce(ing, it, &t->p, t->gen); /* DIGESTING -> PRODUCING: still waiting */
     digest_task_free(t);
     if (it->state != ITEM_PRODUCING) item_finish(it, it->state, NULL);
 }
@@ -1006,7 +1043,7 @@ static int item_pseudonymize(ingest *ing, ingest_item *it, pay_payment *p, pay_p
     for (int k = 0; k < PII_KIND_COUNT; k++) {
         const char *v = raw_of(raw, (pii_kind)k);
         if (!v[0]) continue;
-        int rc = pii_lookup(ing->pii, (pii_kind)k, v, digest_of(p, (pii_kind)k));
+        int rc = pii_lookup(ing->gen->pii, (pii_kind)k, v, digest_of(p, (pii_kind)k));
         if (rc < 0) { /* validation accepted it, so this cannot happen; fail loudly if it does */
             it->state = ITEM_FAILED;
             it->error = failure("internal_error", "could not pseudonymize the payment");
@@ -1022,6 +1059,7 @@ static int item_pseudonymize(ingest *ing, ingest_item *it, pay_payment *p, pay_p
         return -1;
     }
     t->ing = ing;
+    t->gen = ing->gen; /* the worker reads it: set before the submit */
     t->item = it;
     t->p = *p; /* ownership of p's json members moves to t */
     memset(p, 0, sizeof *p);
@@ -1035,6 +1073,7 @@ static int item_pseudonymize(ingest *ing, ingest_item *it, pay_payment *p, pay_p
         it->error = failure("overloaded", "too many new identifiers to pseudonymize; retry");
         return -1;
     }
+    t->gen->refs++; /* released by digest_task_free(), on the loop like this */
     it->state = ITEM_DIGESTING;
     return 1;
 }
@@ -1051,7 +1090,7 @@ static void item_continue(ingest *ing, ingest_item *it, int rc, pay_payment *p, 
     }
     memcpy(it->payment_id, p->payment_id, sizeof it->payment_id);
     geoip_country(ing->geo, raw->ip_address, p->ip_country); /* the last moment the raw IP exists */
-    if (item_pseudonymize(ing, it, p, raw) == 0) payment_produce(ing, it, p);
+    if (item_pseudonymize(ing, it, p, raw) == 0) payment_produce(ing, it, p, ing->gen);
     if (it->state == ITEM_DIGESTING || it->state == ITEM_PRODUCING) it->job->waiting++;
 done:
     OPENSSL_cleanse(raw, sizeof *raw);
@@ -1682,7 +1721,10 @@ static int metrics_setup(ingest *ing) {
         G(workers_pending, "fs_ingest_argon2_tasks_pending", "Argon2 tasks queued or running") &&
         G(read_connections, "fs_ingest_read_connections_up", "PostgreSQL read connections up") &&
         G(ready, "fs_ingest_ready", "1 while /ready answers 200: a broker connection is up, no "
-                                    "fatal producer error, not shutting down");
+                                    "fatal producer error, not shutting down") &&
+        (m->pii_key_info = metrics_gauge(m->reg, "fs_ingest_pii_key_info", "the pseudonymization "
+                                         "key in use: one series, 1, labelled with its key id "
+                                         "(the pii_key_id header of raw_payments)", "key_id"));
 #undef C
 #undef G
     if (ok) metrics_zero(m);
@@ -1742,17 +1784,23 @@ static int http_setup(ingest *ing, const ingest_config *cfg, char *errstr, size_
 
 /* The helpers: workers, caches, the read pool. */
 static int helpers_setup(ingest *ing, const ingest_config *cfg, char *errstr, size_t errstr_size) {
-    ing->pii = pii_new(cfg->pii_secret, cfg->pii_secret_len, &cfg->pii, errstr, errstr_size);
-    if (!ing->pii) return -1;
+    pii *pi = pii_new(cfg->pii_secret, cfg->pii_secret_len, &cfg->pii, errstr, errstr_size);
+    if (!pi) return -1;
+    ing->pii_params = cfg->pii;
+    ing->gen = pii_gen_new(pi); /* takes pi */
     ing->workers = workers_new(ing->base, cfg->worker_threads, cfg->worker_queue, errstr, errstr_size);
     ing->key_cache = keys_cache_new(cfg->key_cache_slots);
     ing->ratelimit = ratelimit_new();
     ing->recent = recent_new(cfg->recent_ids);
     if (!ing->workers) return -1;
-    if (!ing->key_cache || !ing->ratelimit || !ing->recent || metrics_setup(ing) != 0) {
+    if (!ing->gen || !ing->key_cache || !ing->ratelimit || !ing->recent || metrics_setup(ing) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
+    const char *id = pii_key_id(ing->gen->pii);
+    metric_set(ing->m.pii_key_info, id, 1);
+    log_fields(LOG_INFO, "pii_key_loaded", json_pack("{s:s}", "pii_key_id", id),
+               "pseudonymization key %s (its id, not the secret)", id);
     if (cfg->database_url && cfg->database_url[0]) {
         ing->pgread = pgread_new(ing->base, cfg->database_url, cfg->read_pool_size,
                                  cfg->read_timeout_ms, errstr, errstr_size);
@@ -1820,6 +1868,38 @@ int ingest_reload(ingest *ing, keys *k, shopify *s, char *errstr, size_t errstr_
     log_msg(LOG_INFO, "reloaded", "%zu API keys, %zu Shopify shops%s", keys_count(ing->keys),
             shopify_count(ing->shopify), rc ? " (TLS files NOT reloaded)" : "");
     return rc;
+}
+
+int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errstr,
+                 size_t errstr_size) {
+    pii *pi = pii_new(secret, secret_len, &ing->pii_params, errstr, errstr_size);
+    if (!pi) return -1;
+    char old[PII_KEY_ID_HEX + 1];
+    snprintf(old, sizeof old, "%s", pii_key_id(ing->gen->pii));
+    if (strcmp(old, pii_key_id(pi)) == 0) { /* the same secret: keep the warm cache */
+        pii_destroy(pi);
+        return 0;
+    }
+    pii_gen *g = pii_gen_new(pi); /* takes pi */
+    if (!g) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    ingest_metrics *m = &ing->m;
+    uint64_t hits, misses;
+    pii_stats(ing->gen->pii, &hits, &misses); /* the counters go on from the old one's totals */
+    m->retired_digest_hits += hits;
+    m->retired_digest_misses += misses;
+    pii_gen_release(ing->gen); /* tasks in flight keep the old one until they are done */
+    ing->gen = g;
+    const char *id = pii_key_id(g->pii);
+    metric_remove(m->pii_key_info, old);
+    metric_set(m->pii_key_info, id, 1);
+    log_fields(LOG_WARN, "pii_key_changed", json_pack("{s:s, s:s}", "old_pii_key_id", old,
+                                                      "new_pii_key_id", id),
+               "pseudonymization key %s replaced by %s: digests of the same email, IP, card or "
+               "device differ from now on (every ingest instance must use the same key)", old, id);
+    return 0;
 }
 
 /* Ends the loop after a short grace, so the last replies are written before evhttp_free(). */
@@ -1898,7 +1978,7 @@ void ingest_destroy(ingest *ing) {
     if (ing->kafka_ev) event_free(ing->kafka_ev);
     for (int i = 0; i < 2; i++)
         if (ing->kafka_pipe[i] >= 0) close(ing->kafka_pipe[i]);
-    pii_destroy(ing->pii);
+    pii_gen_release(ing->gen); /* the tasks released theirs in workers_destroy() */
     geoip_destroy(ing->geo);
     keys_destroy(ing->keys);
     keys_cache_destroy(ing->key_cache);

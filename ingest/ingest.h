@@ -54,7 +54,7 @@ typedef struct ingest_config {
     int retry_after_seconds;  /* Retry-After on 503 */
     int startup_timeout_ms;   /* brokers must answer and the topics exist within this */
     int shutdown_timeout_ms;  /* in-flight requests get their delivery reports within this */
-    const void *pii_secret;   /* copied by ingest_new() */
+    const void *pii_secret;   /* copied by ingest_new(); SIGHUP: ingest_rekey() */
     size_t pii_secret_len;
     pii_params pii;
     int worker_threads;       /* Argon2 work (cache misses) */
@@ -89,6 +89,14 @@ ingest *ingest_new(struct event_base *base, const ingest_config *cfg, char *errs
  * certificate and key re-read from their files. The key cache is emptied (keys may have been
  * revoked). Returns 0, or -1 with errstr when the TLS files cannot be loaded (the old ones stay). */
 int ingest_reload(ingest *ing, keys *k, shopify *s, char *errstr, size_t errstr_size);
+
+/* SIGHUP: the pseudonymization secret again (copied). When its key id (pii.h) differs from the
+ * one in force, a new pseudonymizer (with an empty digest cache) replaces it for every payment from
+ * now on, the fs_ingest_pii_key_info series and the pii_key_id header change, and pii_key_changed
+ * is logged (warn); the same key changes nothing. Returns 0, or -1 with errstr (the current key
+ * stays). */
+int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errstr,
+                 size_t errstr_size);
 
 /* Graceful shutdown: closes the listening socket, answers new requests on open connections with
  * 503, and ends the event loop (event_base_loopexit) once every in-flight request has its answer,

@@ -3,9 +3,10 @@
  * Signals (handled in the event loop by libevent, never in a raw handler):
  *   SIGTERM, SIGINT  graceful: stop accepting connections, let in-flight requests get their delivery
  *                    reports (up to shutdown-timeout-ms), exit 0. A second one exits at once.
- *   SIGHUP           reloads the API keys file, the Shopify secrets and the TLS certificate; a file
- *                    that does not load is logged and the previous version stays in force. (The
- *                    PII secret is not reloaded: a new one would change every digest.)
+ *   SIGHUP           reloads the API keys file, the Shopify secrets, the TLS certificate and the
+ *                    PII secret; a file that does not load is logged and the previous version stays
+ *                    in force. A new PII secret changes every digest from then on (a rotation,
+ *                    docs/operations.md): it is logged as pii_key_changed with both key ids.
  *
  * Subcommand: `fraudshield-ingest keys create --id ID --scopes a,b [--rate N] [--keys-file PATH]`
  * appends a new API key's hashed entry to the keys file and prints the key, once. */
@@ -140,7 +141,8 @@ static const cfg_opt ingest_options[] = {
      O(shutdown_timeout_ms), "on SIGTERM, how long in-flight requests may wait for the broker",
      false},
     {"pii-secret-file", "FS_PII_SECRET_FILE", CFG_STRING, "", 0, 4096, O(pii_secret_file),
-     "file holding the pseudonymization secret (>= 16 bytes; trailing newlines ignored)", false},
+     "file holding the pseudonymization secret (>= 16 bytes; trailing newlines ignored; reloaded "
+     "on SIGHUP: a new secret is a rotation, docs/operations.md)", false},
     {"pii-secret", "FS_PII_SECRET", CFG_STRING, "", 0, PII_SECRET_MAX, O(pii_secret),
      "pseudonymization secret itself (>= 16 bytes); prefer pii-secret-file", true},
     {"dev-insecure-pii-secret", "FS_DEV_INSECURE_PII_SECRET", CFG_BOOL, "false", 0, 0,
@@ -233,9 +235,22 @@ static keys *keys_from(const ingest_opts *o, char *errstr, size_t n) {
     return keys_load_text("", errstr, n);
 }
 
+/* SIGHUP: the PII secret again (a rotation, when it changed). */
+static void reload_pii(signal_ctx *sc) {
+    char errstr[512];
+    size_t len = 0;
+    unsigned char *secret = pii_secret_load(sc->opts, &len, errstr, sizeof errstr);
+    if (!secret || ingest_rekey(sc->ing, secret, len, errstr, sizeof errstr) != 0)
+        log_msg(LOG_ERROR, "reload_failed", "PII secret not reloaded (the current one stays): %s",
+                errstr);
+    if (secret) explicit_bzero(secret, len);
+    free(secret);
+}
+
 /* SIGHUP: everything loads, or the failing part is logged and keeps its current version. */
 static void reload(signal_ctx *sc) {
     char errstr[512];
+    reload_pii(sc);
     keys *k = keys_from(sc->opts, errstr, sizeof errstr);
     if (!k) log_msg(LOG_ERROR, "reload_failed", "API keys not reloaded: %s", errstr);
     shopify *s = shopify_load(sc->opts->shopify_secrets_file, sc->opts->shopify_secrets, errstr,
@@ -249,7 +264,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     signal_ctx *sc = arg;
     (void)what;
     if (sig == SIGHUP) {
-        log_msg(LOG_INFO, "sighup", "reloading API keys, Shopify secrets and TLS files");
+        log_msg(LOG_INFO, "sighup",
+                "reloading the PII secret, API keys, Shopify secrets and TLS files");
         reload(sc);
         return;
     }
@@ -370,6 +386,9 @@ static int run(const ingest_opts *o, const cfg_props *props) {
         goto failed;
     }
     sc.ing = ingest_new(sc.base, &cfg, errstr, sizeof errstr); /* copies the secret, takes keys */
+    explicit_bzero(secret, secret_len); /* ingest has its copy; after a rotation (SIGHUP) the old */
+    free(secret);                       /* secret must not linger here */
+    secret = NULL;
     if (!sc.ing) goto failed;
     for (int i = 0; i < 3; i++) {
         sigev[i] = evsignal_new(sc.base, SIGNALS[i], on_signal, &sc);

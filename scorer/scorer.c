@@ -17,6 +17,7 @@
 #include "log.h"
 #include "modelrow.h"
 #include "pay.h"
+#include "pii.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -24,6 +25,7 @@
 #define PRUNE_LIMIT 50000    /* old feature rows deleted per prune statement */
 #define PRUNE_ROUNDS 10      /* prune statements per table and prune */
 #define OUTCOMES_MAX 500     /* outcome messages per transaction */
+#define PII_KEY_LOG_US 60000000 /* at most one pii_key_changed line a minute (flapping: counted) */
 #define HOUR_TIER_KEEP_MS (BUCKETS_DAY_MS + BUCKETS_HOUR_MS)    /* longest hour-bucket window */
 #define DAY_TIER_KEEP_MS (61 * BUCKETS_DAY_MS) /* 30-day window + 30-day delay + its bucket */
 
@@ -69,7 +71,7 @@ typedef struct scorer_metrics {
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
         *outcomes, *outcomes_pending, *reloads, *ready, *pruned, *model_seconds, *model_reloads,
         *model_failures, *model_info, *rules_info, *e2e_seconds, *consumer_errors,
-        *outcomes_commit_failures;
+        *outcomes_commit_failures, *pii_key_info;
 } scorer_metrics;
 
 /* An outcome message in hand. */
@@ -126,6 +128,9 @@ struct scorer {
     int64_t watermark_ms;    /* largest event time this worker persisted */
     int batches_since_prune;
     scorer_stats stats;
+    char pii_key_id[PII_KEY_ID_HEX + 1]; /* of the last raw_payments message with one ("": none) */
+    uint64_t pii_key_changes;            /* changes since the last pii_key_changed line */
+    int64_t pii_key_logged_us;           /* when that line was written (0: never) */
 };
 
 static void scorer_poll_batch(scorer *s);
@@ -208,6 +213,45 @@ static void scorer_rate(scorer *s) {
     s->rate_n0 = s->stats.messages;
 }
 
+/* The pii_key_id header of a raw_payments message: the id of the key ingest made its digests with
+ * (pii.h). When it changes, digests of the same email, IP, card or device change with it and the
+ * features keyed by them stop matching their history: logged (warn; at most once a minute, with
+ * the number of changes since the last line: more than one means instances with different keys),
+ * and exported as fs_scorer_pii_key_info. Messages without it (older ingest, re-driven by hand)
+ * change nothing. */
+static void scorer_pii_key(scorer *s, rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *val = NULL;
+    size_t size = 0;
+    char id[PII_KEY_ID_HEX + 1];
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, "pii_key_id", &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !val || size != PII_KEY_ID_HEX)
+        return;
+    memcpy(id, val, size);
+    id[size] = '\0';
+    if (strspn(id, "0123456789abcdef") != PII_KEY_ID_HEX || strcmp(id, s->pii_key_id) == 0) return;
+    int64_t now = fs_mono_us();
+    if (!s->pii_key_id[0])
+        log_fields(LOG_INFO, "pii_key_seen", json_pack("{s:s}", "pii_key_id", id),
+                   "payments pseudonymized with key %s", id);
+    else
+        s->pii_key_changes++;
+    if (s->pii_key_changes > 0 &&
+        (s->pii_key_logged_us == 0 || now - s->pii_key_logged_us >= PII_KEY_LOG_US)) {
+        log_fields(LOG_WARN, "pii_key_changed",
+                   json_pack("{s:s, s:s, s:I}", "old_pii_key_id", s->pii_key_id,
+                             "new_pii_key_id", id, "changes", (json_int_t)s->pii_key_changes),
+                   "payments pseudonymized with key %s after %s: identifier features restart", id,
+                   s->pii_key_id);
+        s->pii_key_changes = 0;
+        s->pii_key_logged_us = now;
+    }
+    if (s->pii_key_id[0]) metric_remove(s->m.pii_key_info, s->pii_key_id);
+    metric_set(s->m.pii_key_info, id, 1);
+    memcpy(s->pii_key_id, id, sizeof id);
+}
+
 /* Polls until batch_max messages, or batch_max_ms after the first one, or 100 ms of nothing (back
  * to the loop for reloads and pruning). The revoke callback may finish the batch meanwhile. */
 static void scorer_poll_batch(scorer *s) {
@@ -233,6 +277,7 @@ static void scorer_poll_batch(scorer *s) {
         s->items[s->nitems++] = (scorer_item){.msg = m, .row = -1}; /* the batch owns m now */
         s->stats.messages++;
         metric_add(s->m.messages, NULL, 1);
+        scorer_pii_key(s, m);
     }
 }
 
@@ -1534,6 +1579,7 @@ static void scorer_metrics_init(scorer *s) {
     x->model_failures = metrics_counter(m, "fs_scorer_model_failures_total", "batches the model could not score (decided by the rules alone)", NULL);
     x->model_info = metrics_gauge(m, "fs_scorer_model_info", "the model in use: one series, 1, labelled with its version (none: rules only)", "version");
     x->rules_info = metrics_gauge(m, "fs_scorer_rules_info", "the rules in use: one series, 1, labelled with their version", "version");
+    x->pii_key_info = metrics_gauge(m, "fs_scorer_pii_key_info", "the pii_key_id of the last raw_payments message that had one: one series, 1", "key_id");
     x->e2e_seconds = metrics_histogram(m, "fs_scorer_e2e_latency_seconds", "from ingest accepting a payment (its ingest_ts) to its decision persisted and produced by this worker; includes the clock skew between their hosts", NULL, e2e, sizeof e2e / sizeof e2e[0]);
     scorer_metrics_zero(x);
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Ingest's HTTP contract against the dev broker: 202 only after the broker has the payment (key =
-# country, the three headers, no raw personal data anywhere in the topic or the log), every error
-# status as JSON (400, 413, 415, 404, 405, 422 naming each bad field), idempotency keys, /health and
-# /ready, broker down -> 503 + Retry-After and back, a client leaving early, SIGTERM with a request in
-# flight, and start-up failures. Ingest runs with auth=false here (API keys, scopes, rate limits and
-# the other issue-3 routes are in test_ingest_api.sh).
+# country, the headers, no raw personal data anywhere in the topic or the log), the pseudonymization
+# key id (pii_key_id header, fs_ingest_pii_key_info, pii_key_loaded; a new secret on SIGHUP changes
+# it, pii_key_changed), every error status as JSON (400, 413, 415, 404, 405, 422 naming each bad
+# field), idempotency keys, /health and /ready, broker down -> 503 + Retry-After and back, a client
+# leaving early, SIGTERM with a request in flight, and start-up failures. Ingest runs with
+# auth=false here (API keys, scopes, rate limits and the other issue-3 routes are in
+# test_ingest_api.sh).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_http
@@ -90,6 +92,108 @@ for raw in Alice.Secret@Example.com 198.51.100.77 fp-raw-SECRET-4242 dev-raw-SEC
     if grep -qiF "$raw" "$FS_TEST_DIR/ingest.log"; then fs_fail "raw value $raw reached the log"; fi
 done
 echo "ok: no raw email/IP/card fingerprint/device id in the topic bytes or the log"
+
+# --- the pseudonymization key id: header, metric, log; a new secret on SIGHUP ------------------------
+# jfield EVENT FIELD: the string FIELD of the last EVENT line of the log.
+jfield() { grep "\"event\":\"$1\"" "$FS_TEST_DIR/ingest.log" | sed -n "s/.*\"$2\":\"\([^\"]*\)\".*/\1/p" | tail -n 1; }
+# key_series: the fs_ingest_pii_key_info series of a scrape, one per line.
+key_series() { curl -fsS "$BASE/metrics" | grep '^fs_ingest_pii_key_info{' || true; }
+# digest_of PAYMENT_ID: pii_key_id header and email digest of that payment on raw_payments.
+digest_of() {
+    fs_topic_dump raw_payments | grep -F "$1" | head -n 1 |
+        sed -n 's/.*pii_key_id=\([0-9a-f]*\).*"email_digest":"\([0-9a-f]*\)".*/\1 \2/p'
+}
+kid=$(jfield pii_key_loaded pii_key_id)
+[[ "$kid" =~ ^[0-9a-f]{16}$ ]] || fs_fail "no pii_key_loaded line with a 16-hex-digit key id: '$kid'"
+grep -qF "$kid" "$secret" && fs_fail "the key id $kid is a piece of the secret"
+[[ ",$hdrs," == *",pii_key_id=$kid,"* ]] || fs_fail "header pii_key_id=$kid missing in: $hdrs"
+fs_assert_eq "fs_ingest_pii_key_info{key_id=\"$kid\"} 1" "$(key_series)" "the key id series"
+read -r kid_msg digest1 <<<"$(digest_of "$pid_pii")"
+fs_assert_eq "$kid" "$kid_msg" "pii_key_id of the first payment"
+# The same secret again: nothing changes (the cache stays warm).
+fs_kill ingest HUP
+fs_wait_for 10 grep -q '"event":"reloaded"' "$FS_TEST_DIR/ingest.log"
+grep -q '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log" && fs_fail "SIGHUP with the same secret changed the key"
+fs_assert_eq "fs_ingest_pii_key_info{key_id=\"$kid\"} 1" "$(key_series)" "the key id series after a SIGHUP with the same secret"
+# A rotation: a new secret in the file, SIGHUP.
+old_secret=$(cat "$secret")
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret.new"
+chmod 600 "$secret.new"
+mv "$secret.new" "$secret"
+fs_kill ingest HUP
+fs_wait_for 10 grep -q '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log"
+kid2=$(jfield pii_key_changed new_pii_key_id)
+fs_assert_eq "$kid" "$(jfield pii_key_changed old_pii_key_id)" "pii_key_changed: old key id"
+[[ "$kid2" =~ ^[0-9a-f]{16}$ && "$kid2" != "$kid" ]] || fs_fail "pii_key_changed: new key id '$kid2'"
+grep '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log" | grep -q '"level":"warn"' || fs_fail "pii_key_changed is not a warning"
+fs_assert_eq "fs_ingest_pii_key_info{key_id=\"$kid2\"} 1" "$(key_series)" "the key id series after the rotation (the old one removed)"
+new_secret=$(cat "$secret")
+post "$with_pii" -H 'X-Request-Id: req-pii-2'
+expect 202 "" "payment with personal data after the rotation"
+pid_pii2=$(field payment_id)
+fs_wait_for 20 '[[ -n "$(digest_of "$pid_pii2")" ]]'
+read -r kid_msg digest2 <<<"$(digest_of "$pid_pii2")"
+fs_assert_eq "$kid2" "$kid_msg" "pii_key_id of a payment after the rotation"
+[[ "$digest2" =~ ^[0-9a-f]{64}$ && "$digest2" != "$digest1" ]] ||
+    fs_fail "the same email must get another digest under the new key ($digest1 / $digest2)"
+echo "ok: after the rotation the same email has another digest"
+# A secret that does not load: the current key stays.
+echo short >"$secret"
+fs_kill ingest HUP
+fs_wait_for 10 grep -q '"event":"reload_failed".*PII secret not reloaded' "$FS_TEST_DIR/ingest.log"
+fs_assert_eq "fs_ingest_pii_key_info{key_id=\"$kid2\"} 1" "$(key_series)" "the key id series after a failed reload"
+fs_assert_eq 1 "$(grep -c '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log")" "pii_key_changed lines"
+for s in "$old_secret" "$new_secret"; do
+    grep -qF "$s" "$FS_TEST_DIR/ingest.log" && fs_fail "a secret reached the log"
+done
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret" # for the instances started below
+echo "ok: pii key id in the header, the metric and the log; rotated on SIGHUP"
+
+# A rotation while a worker computes a digest: that payment is produced with the old key's digests
+# and the old key id (never a mix), and its digest does not enter the new key's cache.
+# pii-t-cost=64, 16 MiB: one Argon2 takes about a second, so the SIGHUP lands during it.
+port3=$(fs_free_port)
+fs_bg ingest3 "$INGEST" --listen-port="$port3" --pii-secret-file="$secret" --auth=false \
+    --log-level=debug --pii-t-cost=64 --pii-m-cost-kib=16384
+fs_wait_for 60 curl -sf "http://127.0.0.1:$port3/ready"
+slow='{"user_id":"u-slow","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card","email":"slow@example.com"}'
+post3() {
+    curl -s -H 'Content-Type: application/json' --data-binary "$slow" "http://127.0.0.1:$port3/api/v1/payments" |
+        sed -n 's/.*"payment_id":"\([^"]*\)".*/\1/p'
+}
+# true once a digest task is queued or running (submitted with the key in force then)
+digesting3() {
+    curl -fsS "http://127.0.0.1:$port3/metrics" |
+        awk '$1 == "fs_ingest_argon2_tasks_pending" { found = 1; busy = $2 >= 1 } END { exit !(found && busy) }'
+}
+post3 >"$FS_TEST_DIR/slow.pid" &
+client=$!
+fs_wait_for 10 digesting3
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_kill ingest3 HUP
+wait "$client"
+pid_slow=$(cat "$FS_TEST_DIR/slow.pid")
+[[ -n "$pid_slow" ]] || fs_fail "the payment posted during the rotation was not accepted"
+log3="$FS_TEST_DIR/ingest3.log"
+changed_at=$(grep -n '"event":"pii_key_changed"' "$log3" | cut -d: -f1)
+answered_at=$(grep -n "\"event\":\"http_request\".*\"payment_id\":\"$pid_slow\"" "$log3" | cut -d: -f1)
+if [[ -z "$changed_at" || -z "$answered_at" ]] || ((changed_at > answered_at)); then
+    fs_fail "the rotation did not happen while the payment was being digested (lines '$changed_at' '$answered_at'): inconclusive"
+fi
+k_old=$(grep '"event":"pii_key_changed"' "$log3" | sed -n 's/.*"old_pii_key_id":"\([0-9a-f]*\)".*/\1/p')
+k_new=$(grep '"event":"pii_key_changed"' "$log3" | sed -n 's/.*"new_pii_key_id":"\([0-9a-f]*\)".*/\1/p')
+fs_wait_for 20 '[[ -n "$(digest_of "$pid_slow")" ]]'
+read -r kid_msg d_old <<<"$(digest_of "$pid_slow")"
+fs_assert_eq "$k_old" "$kid_msg" "a payment digested during the rotation carries the old key id"
+pid_slow2=$(post3)
+fs_wait_for 20 '[[ -n "$(digest_of "$pid_slow2")" ]]'
+read -r kid_msg d_new <<<"$(digest_of "$pid_slow2")"
+fs_assert_eq "$k_new" "$kid_msg" "the same payment after the rotation carries the new key id"
+[[ "$d_new" != "$d_old" ]] || fs_fail "the old key's digest was served from the new key's cache"
+echo "ok: a digest in flight during a rotation stays with its key"
+fs_kill ingest3 TERM
+fs_wait_exit ingest3 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest3 exit status"
 
 # --- client errors -------------------------------------------------------------------------------
 post '{"user_id":'

@@ -7,6 +7,8 @@
 # headers plus dlq_reason/dlq_error/source_topic/source_partition/source_offset/dlq_time; every
 # valid one must be in payments and decisions and on processed_payments (the stream goes on after
 # the bad ones); a restarted scorer must not process anything again (the offsets were committed).
+# The valid events carry a pii_key_id header that changes half-way, then flaps: one pii_key_changed
+# line and fs_scorer_pii_key_info showing the last key.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_dlq
@@ -19,25 +21,38 @@ run=$((RANDOM + 1000))
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
 
 # The scorer starts first (a new group begins at the earliest offset either way).
+admin=$(fs_free_port)
 fs_bg scorer env FS_SCORER_ID=scorer-dlq FS_RULES_FILE="$REPO/schemas/rules/default.json" \
-    "$BUILD/bin/fraudshield-scorer"
+    FS_ADMIN_PORT="$admin" "$BUILD/bin/fraudshield-scorer"
 
 bash "$gen" "$run" 40 1000 DE >"$FS_TEST_DIR/valid.txt"
 # A payment valid on the wire that the database refuses: merchant m-reject.
 fs_wait_for 60 grep -q '"event":"started"' "$FS_TEST_DIR/scorer.log" # tables exist
 fs_psql "ALTER TABLE payments ADD CONSTRAINT test_reject CHECK (merchant_id <> 'm-reject')"
+# The valid ones carry ingest's pseudonymization key id: key A for the first 21, then key B (a
+# rotation, or two ingest instances with different secrets); one bad one a malformed id.
+key_a=aaaaaaaaaaaaaaaa key_b=0123456789abcdef
 # the first payment twice (a producer retry): one row, never counted twice
 { head -n 20 "$FS_TEST_DIR/valid.txt"; head -n 1 "$FS_TEST_DIR/valid.txt"; } |
-    kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H pii_key_id=$key_a
 printf 'DE:this is not json {\n' |
-    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test -H ingest_ts=1
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test -H ingest_ts=1 -H pii_key_id=NOT-A-KEY-ID-XYZ
 head -n 1 "$FS_TEST_DIR/valid.txt" |
     sed -e 's/"amount_minor":[0-9]*/"amount_minor":0/' -e 's/-8000-0000/-8000-9999/' |
     kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
 head -n 1 "$FS_TEST_DIR/valid.txt" |
     sed -e 's/"merchant_id":"[^"]*"/"merchant_id":"m-reject"/' -e 's/-8000-0000/-8000-8888/' |
     kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
-tail -n 20 "$FS_TEST_DIR/valid.txt" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+# key B for 10, then A and B alternating (instances with different keys): one pii_key_changed line
+# (A -> B), the flapping only counted (at most one line a minute), B last.
+tail -n 20 "$FS_TEST_DIR/valid.txt" | head -n 10 | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H pii_key_id=$key_b
+i=0
+tail -n 10 "$FS_TEST_DIR/valid.txt" | while IFS= read -r line; do
+    i=$((i + 1))
+    k=$key_b
+    ((i % 2 == 0)) || k=$key_a
+    printf '%s\n' "$line" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H pii_key_id=$k
+done
 n=40
 
 # (a function: fs_wait_for re-runs it; a $(...) argument would be evaluated only once)
@@ -91,6 +106,17 @@ grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" || fs_fail "the refused b
 grep -F 'dlq_reason=invalid_payment' "$FS_TEST_DIR/dlq.tsv" | grep -qF 'amount_minor' ||
     fs_fail "the invalid_payment dead letter does not name the field"
 grep -q '"event":"dead_letter"' "$FS_TEST_DIR/scorer.log" || fs_fail "no dead_letter log line"
+
+# The key id change: logged once (warn, both ids), and the info gauge shows the last key only.
+grep -q "\"event\":\"pii_key_seen\".*\"pii_key_id\":\"$key_a\"" "$FS_TEST_DIR/scorer.log" ||
+    fs_fail "no pii_key_seen line for the first key"
+fs_assert_eq 1 "$(grep -c '"event":"pii_key_changed"' "$FS_TEST_DIR/scorer.log")" "pii_key_changed lines"
+grep '"event":"pii_key_changed"' "$FS_TEST_DIR/scorer.log" |
+    grep "\"level\":\"warn\"" | grep "\"old_pii_key_id\":\"$key_a\"" | grep -q "\"new_pii_key_id\":\"$key_b\"" ||
+    fs_fail "pii_key_changed: $(grep '"event":"pii_key_changed"' "$FS_TEST_DIR/scorer.log")"
+fs_assert_eq "fs_scorer_pii_key_info{key_id=\"$key_b\"} 1" \
+    "$(curl -fsS "http://127.0.0.1:$admin/metrics" | grep '^fs_scorer_pii_key_info{' || true)" \
+    "the key id series (the last key only; a malformed id ignored)"
 
 # Output contract: key = payment_id, headers schema_version/payment_id/ingest_ts, JSON v1.
 fs_topic_dump processed_payments >"$FS_TEST_DIR/processed.tsv"
