@@ -14,6 +14,7 @@
 #include "fvec.h"
 #include "fsutil.h"
 #include "kafka.h"
+#include "jsonfast.h"
 #include "log.h"
 #include "modelrow.h"
 #include "pay.h"
@@ -757,6 +758,15 @@ static json_t *output_common(const scorer_row *r) {
                      p->currency_exp, "country", p->country[0] ? p->country : NULL, "event_time", et);
 }
 
+/* o as compact JSON (malloc'd; NULL on OOM), then o released. jsonfast writes json_dumps()'s
+ * bytes without its per-character callbacks: the outputs' encoding was ~15 % of the scorer's CPU. */
+static char *output_dump(json_t *o, size_t *len) {
+    jsonfast_buf b = {0};
+    jsonfast_value(&b, o);
+    json_decref(o);
+    return jsonfast_finish(&b, len);
+}
+
 /* processed_payments v1 (schemas/json/processed-payment.v1.json); malloc'd, NULL on OOM. */
 static char *processed_json(const scorer_row *r, size_t *len) {
     char it[25], da[25];
@@ -767,10 +777,7 @@ static char *processed_json(const scorer_row *r, size_t *len) {
     json_object_set_new(o, "ingest_time", json_string(it));
     json_object_set_new(o, "decided_at", json_string(da));
     json_object_set_new(o, "alert_id", r->sr.alert_id[0] ? json_string(r->sr.alert_id) : json_null());
-    char *out = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (out) *len = strlen(out);
-    return out;
+    return output_dump(o, len);
 }
 
 /* fraud_alerts v1 (schemas/json/fraud-alert.v1.json); malloc'd, NULL on OOM. */
@@ -781,10 +788,7 @@ static char *alert_json(const scorer_row *r, size_t *len) {
     if (!o) return NULL;
     json_object_set_new(o, "alert_id", json_string(r->sr.alert_id));
     json_object_set_new(o, "created_at", json_string(ca));
-    char *out = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (out) *len = strlen(out);
-    return out;
+    return output_dump(o, len);
 }
 
 static bool out_needed(int8_t state) { return state == OUT_PENDING || state == OUT_FAILED; }
