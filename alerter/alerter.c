@@ -332,13 +332,7 @@ static int alerter_persist_batch(alerter *a, persist_counts *n) {
 
 static void alerter_commit_batch(alerter *a) {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
-    for (size_t i = 0; i < a->nitems; i++) {
-        const rd_kafka_message_t *m = a->items[i].msg;
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(offs, topic, m->partition);
-        if (!p) p = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
-        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
-    }
+    for (size_t i = 0; i < a->nitems; i++) kafka_offsets_add(offs, a->items[i].msg);
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(a->consumer, offs);
     if (err)
         log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
@@ -523,13 +517,7 @@ static rd_kafka_t *alerter_consumer_new(alerter *a, char *errstr, size_t errstr_
     rd_kafka_conf_set_rebalance_cb(conf, alerter_rebalance_cb);
     rd_kafka_conf_set_stats_cb(conf, alerter_stats_cb);
     rd_kafka_conf_set_opaque(conf, a);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return kafka_consumer_new(conf, errstr, errstr_size);
 }
 
 static int alerter_subscribe(alerter *a, char *errstr, size_t errstr_size) {

@@ -81,6 +81,25 @@ rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errst
     return rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size); /* conf owned by rk now */
 }
 
+rd_kafka_t *kafka_consumer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk); /* one queue: messages, errors and rebalances */
+    return rk;
+}
+
+int kafka_offsets_add(rd_kafka_topic_partition_list_t *offs, const rd_kafka_message_t *m) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(offs, topic, m->partition);
+    if (!p) p = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
+    if (!p) return -1;
+    if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
+    return 0;
+}
+
 static int topics_present(const rd_kafka_metadata_t *md, const char *const *topics, char *errstr,
                           size_t errstr_size) {
     for (const char *const *t = topics; *t; t++) {

@@ -38,6 +38,14 @@ int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *n
  * failure). Returns NULL with errstr. */
 rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
 
+/* A consumer whose messages, errors and rebalances all come through rd_kafka_consumer_poll() (its
+ * main queue redirected). Takes ownership of conf (also on failure). Returns NULL with errstr. */
+rd_kafka_t *kafka_consumer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* Adds to offs (topic, partition) -> the offset after m, or raises it: the commit that says every
+ * message up to m is done. Returns -1 when the list could not grow. */
+int kafka_offsets_add(rd_kafka_topic_partition_list_t *offs, const rd_kafka_message_t *m);
+
 /* Waits up to timeout_ms for the brokers to answer a metadata request and for every named topic to
  * exist (NULL-terminated list). Returns 0 or -1 with errstr. Blocking: start-up only. */
 int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms, char *errstr,

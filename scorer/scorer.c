@@ -888,13 +888,7 @@ static int scorer_deliver_batch(scorer *s) {
 
 static void scorer_commit_batch(scorer *s) {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
-    for (size_t i = 0; i < s->nitems; i++) {
-        const rd_kafka_message_t *m = s->items[i].msg;
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(offs, topic, m->partition);
-        if (!p) p = rd_kafka_topic_partition_list_add(offs, topic, m->partition);
-        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
-    }
+    for (size_t i = 0; i < s->nitems; i++) kafka_offsets_add(offs, s->items[i].msg);
     rd_kafka_resp_err_t err = rd_kafka_offsets_store(s->consumer, offs);
     if (err)
         log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
@@ -1620,12 +1614,8 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_t *rk = kafka_consumer_new(conf, errstr, errstr_size);
+    if (!rk) return NULL;
     rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(t, c->outcomes_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, t);
@@ -1675,13 +1665,7 @@ static rd_kafka_t *scorer_consumer_new(scorer *s, char *errstr, size_t errstr_si
         return NULL;
     }
     rd_kafka_conf_set_rebalance_cb(conf, scorer_rebalance_cb);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk); /* one queue: messages, errors and rebalances */
-    return rk;
+    return kafka_consumer_new(conf, errstr, errstr_size);
 }
 
 static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {

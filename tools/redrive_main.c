@@ -354,13 +354,7 @@ static int produce_batch(run *r, char *errstr, size_t len) {
 static int commit_batch(run *r, char *errstr, size_t len) {
     rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(8);
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    for (size_t i = 0; i < r->n; i++) {
-        const rd_kafka_message_t *m = r->items[i].msg;
-        const char *t = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(offs, t, m->partition);
-        if (!tp) tp = rd_kafka_topic_partition_list_add(offs, t, m->partition);
-        if (m->offset + 1 > tp->offset) tp->offset = m->offset + 1;
-    }
+    for (size_t i = 0; i < r->n; i++) kafka_offsets_add(offs, r->items[i].msg);
     for (int attempt = 1; attempt <= 3; attempt++) {
         if (!(err = rd_kafka_commit(r->consumer, offs, 0 /* synchronous */))) break;
         log_msg(LOG_WARN, "commit_failed", "attempt %d: %s", attempt, rd_kafka_err2str(err));
@@ -418,13 +412,7 @@ static rd_kafka_t *consumer_new(run *r, const cfg_props *props, char *errstr, si
     }
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_opaque(conf, r);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, len);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf); /* rd_kafka_new() takes conf only on success */
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk); /* one queue: messages, errors and rebalances */
-    return rk;
+    return kafka_consumer_new(conf, errstr, len);
 }
 
 static rd_kafka_t *producer_new(run *r, const cfg_props *props, char *errstr, size_t len) {

@@ -507,12 +507,8 @@ static rd_kafka_t *consumer_open(const replay_opts *o, const cfg_props *props, c
         if (conf) rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, n); /* owns conf if it works */
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_t *rk = kafka_consumer_new(conf, errstr, n);
+    if (!rk) return NULL;
     rd_kafka_topic_t *t = NULL;
     if (kafka_wait_topics(rk, topics, 30000, errstr, n) != 0 ||
         !(t = rd_kafka_topic_new(rk, o->processed_topic, NULL)) ||
