@@ -158,6 +158,20 @@ void metric_remove(metric *mt, const char *labels) {
     pthread_mutex_unlock(&mt->reg->lock);
 }
 
+/* v with its commas as '_' into out (truncated to size). */
+static const char *one_label(const char *v, char *out, size_t size) {
+    snprintf(out, size, "%s", v);
+    for (char *c = out; *c; c++)
+        if (*c == ',') *c = '_';
+    return out;
+}
+
+void metric_info_swap(metric *mt, const char *old, const char *now) {
+    char a[128], b[128];
+    if (old && (!now || strcmp(old, now) != 0)) metric_remove(mt, one_label(old, a, sizeof a));
+    if (now) metric_set(mt, one_label(now, b, sizeof b), 1);
+}
+
 double metric_value(metric *mt, const char *labels) {
     double v = 0;
     pthread_mutex_lock(&mt->reg->lock);

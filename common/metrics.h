@@ -37,6 +37,10 @@ void metric_observe(metric *mt, const char *labels, double v);
 /* Removes a series (no-op when absent): an info gauge whose label changed, e.g. a model version
  * replaced, must stop being exported rather than linger at 0 forever. */
 void metric_remove(metric *mt, const char *labels);
+/* An info gauge of one label (a version, a key id): the series `now` becomes 1 and the series
+ * `old` is removed, so the family shows only what is in use. Either may be NULL (nothing to set /
+ * to remove); commas in the values become '_' (label values are comma-separated here). */
+void metric_info_swap(metric *mt, const char *old, const char *now);
 /* Current value of a counter or gauge series (0 when the series does not exist); for tests. */
 double metric_value(metric *mt, const char *labels);
 

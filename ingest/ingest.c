@@ -1798,7 +1798,7 @@ static int helpers_setup(ingest *ing, const ingest_config *cfg, char *errstr, si
         return -1;
     }
     const char *id = pii_key_id(ing->gen->pii);
-    metric_set(ing->m.pii_key_info, id, 1);
+    metric_info_swap(ing->m.pii_key_info, NULL, id);
     log_fields(LOG_INFO, "pii_key_loaded", json_pack("{s:s}", "pii_key_id", id),
                "pseudonymization key %s (its id, not the secret)", id);
     if (cfg->database_url && cfg->database_url[0]) {
@@ -1893,8 +1893,7 @@ int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errst
     pii_gen_release(ing->gen); /* tasks in flight keep the old one until they are done */
     ing->gen = g;
     const char *id = pii_key_id(g->pii);
-    metric_remove(m->pii_key_info, old);
-    metric_set(m->pii_key_info, id, 1);
+    metric_info_swap(m->pii_key_info, old, id);
     log_fields(LOG_WARN, "pii_key_changed", json_pack("{s:s, s:s}", "old_pii_key_id", old,
                                                       "new_pii_key_id", id),
                "pseudonymization key %s replaced by %s: digests of the same email, IP, card or "

@@ -248,8 +248,7 @@ static void scorer_pii_key(scorer *s, rd_kafka_message_t *m) {
         s->pii_key_changes = 0;
         s->pii_key_logged_us = now;
     }
-    if (s->pii_key_id[0]) metric_remove(s->m.pii_key_info, s->pii_key_id);
-    metric_set(s->m.pii_key_info, id, 1);
+    metric_info_swap(s->m.pii_key_info, s->pii_key_id[0] ? s->pii_key_id : NULL, id);
     memcpy(s->pii_key_id, id, sizeof id);
 }
 
@@ -1265,19 +1264,6 @@ static void scorer_reload_accepted(scorer *s, const rules *r, const model *m) {
     }
 }
 
-/* An info gauge (fs_scorer_model_info, fs_scorer_rules_info): {version="..."} = 1 while that
- * version is in use (in_use true); a replaced version's series is removed, so that the family
- * shows only what is in use now. version NULL: nothing. */
-static void scorer_version_info(metric *mt, const char *version, bool in_use) {
-    char label[128];
-    if (!version) return;
-    snprintf(label, sizeof label, "%s", version);
-    for (char *c = label; *c; c++)
-        if (*c == ',') *c = '_'; /* metrics label values are comma-separated */
-    if (in_use) metric_set(mt, label, 1);
-    else metric_remove(mt, label);
-}
-
 /* What an operator must know about the model just bound: columns this scorer never computes
  * (always missing: the model was trained with other windows), and a blend weight of 0. */
 static void scorer_model_warnings(scorer *s) {
@@ -1318,16 +1304,15 @@ static void scorer_reload(scorer *s) {
     modelrow_destroy(s->mrow);
     s->mrow = mr;
     if (r) {
-        scorer_version_info(s->m.rules_info, rules_version(s->rules), false);
+        metric_info_swap(s->m.rules_info, rules_version(s->rules), rules_version(r));
         rules_destroy(s->rules);
         s->rules = r;
-        scorer_version_info(s->m.rules_info, rules_version(r), true);
     }
     if (m) {
-        scorer_version_info(s->m.model_info, s->model ? model_version(s->model) : NULL, false);
+        metric_info_swap(s->m.model_info, s->model ? model_version(s->model) : NULL,
+                         model_version(m));
         model_destroy(s->model);
         s->model = m;
-        scorer_version_info(s->m.model_info, model_version(m), true);
     }
     if (s->model) scorer_model_warnings(s);
 }
@@ -1681,7 +1666,7 @@ static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
 static int scorer_model_start(scorer *s, char *errstr, size_t errstr_size) {
     if (!s->model) return 0;
     if (!(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size))) return -1;
-    scorer_version_info(s->m.model_info, model_version(s->model), true);
+    metric_info_swap(s->m.model_info, NULL, model_version(s->model));
     log_fields(LOG_INFO, "model_loaded",
                json_pack("{s:s, s:s, s:I, s:i}", "file", s->cfg.model_file ? s->cfg.model_file : "",
                          "version", model_version(s->model), "features",
@@ -1714,7 +1699,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
     }
     if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
     scorer_metrics_init(s);
-    scorer_version_info(s->m.rules_info, rules_version(s->rules), true);
+    metric_info_swap(s->m.rules_info, NULL, rules_version(s->rules));
     if (scorer_model_start(s, errstr, errstr_size) != 0) goto failed;
     if (!(s->consumer = scorer_consumer_new(s, errstr, errstr_size))) goto failed;
     if (kafka_wait_topics(s->producer, topics, cfg->startup_timeout_ms, errstr, errstr_size) != 0)

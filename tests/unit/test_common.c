@@ -311,6 +311,16 @@ static void test_metrics_remove(void **state) {
     free(text);
     metric_set(g, "a", 1); /* a removed series can come back */
     assert_true(metric_value(g, "a") == 1);
+    /* info swaps: the old series goes, the new one is 1; commas cannot split a label value */
+    metric_info_swap(g, "a", "v1,x");
+    assert_true(metric_value(g, "a") == 0 && metric_value(g, "v1_x") == 1);
+    metric_info_swap(g, "v1,x", "v1,x"); /* the same version again: still there */
+    assert_true(metric_value(g, "v1_x") == 1);
+    metric_info_swap(g, NULL, NULL);
+    text = metrics_render(m, &len);
+    assert_non_null(strstr(text, "fs_model_info{version=\"v1_x\"} 1\n"));
+    assert_null(strstr(text, "version=\"a\""));
+    free(text);
     metrics_destroy(m);
 }
 
