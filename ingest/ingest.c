@@ -72,7 +72,7 @@
 
 typedef struct ingest_metrics {
     metrics *reg;
-    metric *requests, *latency, *in_flight, *queue_depth, *delivery_failures, *auth_failures,
+    metric *requests, *latency, *delivery_latency, *in_flight, *queue_depth, *delivery_failures, *auth_failures,
         *rate_limited, *payments, *connections, *digest_hits, *digest_misses, *digest_ratio,
         *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections, *ready,
         *pii_key_info;
@@ -1499,6 +1499,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     ingest *ing = opaque;
     ingest_item *it = m->_private; /* ours again: the message is done with it */
     (void)rk;
+    /* produce -> broker acknowledgement (acks=all): the durable write's share of a request's time */
+    metric_observe(ing->m.delivery_latency, NULL, (double)rd_kafka_message_latency(m) / 1e6);
     if (m->err) {
         ing->n.delivery_failures++;
         metric_add(ing->m.delivery_failures, NULL, 1);
@@ -1705,6 +1707,9 @@ static int metrics_setup(ingest *ing) {
     bool ok = C(requests, "fs_ingest_requests_total", "HTTP requests answered", "route,status") &&
         (m->latency = metrics_histogram(m->reg, "fs_ingest_request_duration_seconds",
                                         "time from a complete request to its answer", "route", lat, nlat)) &&
+        (m->delivery_latency = metrics_histogram(m->reg, "fs_ingest_delivery_duration_seconds",
+                                                 "time from producing a message to the broker's "
+                                                 "acknowledgement (or its failure)", NULL, lat, nlat)) &&
         G(in_flight, "fs_ingest_requests_in_flight", "requests received and not yet answered") &&
         G(queue_depth, "fs_ingest_producer_queue_depth", "messages in the producer not yet delivered") &&
         C(delivery_failures, "fs_ingest_delivery_failures_total", "messages the broker did not take", NULL) &&
