@@ -1695,6 +1695,15 @@ static void metrics_zero(ingest_metrics *m) {
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);
     for (size_t i = 0; i < sizeof auth / sizeof auth[0]; i++) metric_add(m->auth_failures, auth[i], 0);
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) metric_add(m->payments, results[i], 0);
+    /* The 5xx an alert fires on exist from the start: increase() over a series whose first sample
+     * is already 1 sees no increase, so a route's first 500 would go unnoticed. */
+    for (const ingest_route *r = ROUTES; r->path; r++) {
+        char labels[64];
+        for (int status = 500; status <= 503; status += 3) {
+            snprintf(labels, sizeof labels, "%s,%d", r->name, status);
+            metric_add(m->requests, labels, 0);
+        }
+    }
 }
 
 static int metrics_setup(ingest *ing) {

@@ -256,9 +256,15 @@ for m in 'fs_ingest_requests_total{route="payments",status="202"}' 'fs_ingest_re
     'fs_ingest_rate_limited_total' 'fs_ingest_request_duration_seconds_bucket{route="payments",le="0.005"}' \
     'fs_ingest_requests_in_flight' 'fs_ingest_producer_queue_depth' 'fs_ingest_key_cache_hit_ratio' \
     'fs_ingest_digest_cache_hit_ratio' 'fs_ingest_digest_cache_misses_total' 'fs_ingest_payments_total{result="accepted"}' \
-    'fs_ingest_ready 1' 'fs_ingest_delivery_failures_total 0'; do
+    'fs_ingest_ready 1' 'fs_ingest_delivery_failures_total 0' \
+    'fs_ingest_requests_total{route="payments",status="500"} 0' \
+    'fs_ingest_requests_total{route="shopify_orders_create",status="500"} 0' \
+    'fs_ingest_delivery_duration_seconds_bucket{le="0.005"}'; do
     grep -qF "$m" <<<"$BODY" || fs_fail "/metrics lacks $m"
 done
+# Every delivery is timed: as many observations as messages the broker took (payments, outcomes).
+delivered=$(sed -n 's/^fs_ingest_delivery_duration_seconds_count \([0-9]*\)$/\1/p' <<<"$BODY")
+[[ ${delivered:-0} -gt 0 ]] || fs_fail "fs_ingest_delivery_duration_seconds observed no delivery"
 echo "ok: /metrics"
 grep -q '"event":"http_request".*"request_id":"[^"]*".*"key_id":"full"' "$FS_TEST_DIR/ingest.log" ||
     grep -q '"event":"http_request".*"key_id":"full"' "$FS_TEST_DIR/ingest.log" || fs_fail "no per-request log line"
