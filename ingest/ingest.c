@@ -103,6 +103,7 @@ struct ingest {
     struct event *drain_timer;
     pii_gen *gen;         /* the pseudonymizer in force (pii_gen) */
     pii_params pii_params; /* for a new secret on SIGHUP */
+    unsigned rekey_seq;    /* SIGHUPs with a secret so far (rekey_task) */
     struct auth_wait *auth_pending; /* API key checks running on a worker (auth_submit) */
     geoip *geo;       /* IP -> country before the IP is digested (issue 4); "" without a database */
     workers *workers;
@@ -1884,20 +1885,44 @@ int ingest_reload(ingest *ing, keys *k, shopify *s, char *errstr, size_t errstr_
     return rc;
 }
 
-int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errstr,
-                 size_t errstr_size) {
-    pii *pi = pii_new(secret, secret_len, &ing->pii_params, errstr, errstr_size);
-    if (!pi) return -1;
+/* A SIGHUP's secret on its way to a pseudonymizer: pii_new() runs Argon2 once (the key id), tens
+ * to hundreds of milliseconds the loop must not stall for, so it runs on a worker. seq: the
+ * rekey_seq of its SIGHUP; a newer SIGHUP's result wins whatever order the workers finish in. */
+typedef struct rekey_task {
+    ingest *ing;
+    unsigned seq;
+    pii_params params;
+    unsigned char *secret; /* a copy, wiped and freed with the task */
+    size_t secret_len;
+    pii *pi; /* run's result, or NULL with errstr */
+    char errstr[256];
+} rekey_task;
+
+static void rekey_free(rekey_task *t) {
+    if (t->secret) OPENSSL_cleanse(t->secret, t->secret_len);
+    free(t->secret);
+    free(t);
+}
+
+static void rekey_run(void *arg) {
+    rekey_task *t = arg;
+    t->pi = pii_new(t->secret, t->secret_len, &t->params, t->errstr, sizeof t->errstr);
+}
+
+/* Replaces the pseudonymizer in force by pi (taken). */
+static void rekey_apply(ingest *ing, pii *pi) {
     char old[PII_KEY_ID_HEX + 1];
     snprintf(old, sizeof old, "%s", pii_key_id(ing->gen->pii));
     if (strcmp(old, pii_key_id(pi)) == 0) { /* the same secret: keep the warm cache */
         pii_destroy(pi);
-        return 0;
+        log_msg(LOG_INFO, "pii_key_reloaded", "pseudonymization key %s unchanged", old);
+        return;
     }
     pii_gen *g = pii_gen_new(pi); /* takes pi */
     if (!g) {
-        snprintf(errstr, errstr_size, "out of memory");
-        return -1;
+        log_msg(LOG_ERROR, "reload_failed", "PII secret not reloaded (the current one stays): out "
+                "of memory");
+        return;
     }
     ingest_metrics *m = &ing->m;
     uint64_t hits, misses;
@@ -1912,6 +1937,41 @@ int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errst
                                                       "new_pii_key_id", id),
                "pseudonymization key %s replaced by %s: digests of the same email, IP, card or "
                "device differ from now on (every ingest instance must use the same key)", old, id);
+}
+
+static void rekey_done(void *arg, bool cancelled) {
+    rekey_task *t = arg;
+    ingest *ing = t->ing;
+    if (cancelled || !t->pi) {
+        if (!cancelled)
+            log_msg(LOG_ERROR, "reload_failed", "PII secret not reloaded (the current one stays): "
+                    "%s", t->errstr);
+    } else if (t->seq != ing->rekey_seq) { /* a later SIGHUP's secret is on its way */
+        pii_destroy(t->pi);
+    } else {
+        rekey_apply(ing, t->pi);
+    }
+    rekey_free(t);
+}
+
+int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errstr,
+                 size_t errstr_size) {
+    rekey_task *t = calloc(1, sizeof *t);
+    if (!t || !(t->secret = malloc(secret_len ? secret_len : 1))) {
+        free(t);
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    t->ing = ing;
+    t->seq = ++ing->rekey_seq;
+    t->params = ing->pii_params;
+    memcpy(t->secret, secret, secret_len);
+    t->secret_len = secret_len;
+    if (workers_submit(ing->workers, rekey_run, rekey_done, t) != 0) { /* t stays ours */
+        rekey_free(t);
+        snprintf(errstr, errstr_size, "the Argon2 workers are saturated; send SIGHUP again later");
+        return -1;
+    }
     return 0;
 }
 

@@ -90,11 +90,13 @@ ingest *ingest_new(struct event_base *base, const ingest_config *cfg, char *errs
  * revoked). Returns 0, or -1 with errstr when the TLS files cannot be loaded (the old ones stay). */
 int ingest_reload(ingest *ing, keys *k, shopify *s, char *errstr, size_t errstr_size);
 
-/* SIGHUP: the pseudonymization secret again (copied). When its key id (pii.h) differs from the
- * one in force, a new pseudonymizer (with an empty digest cache) replaces it for every payment from
- * now on, the fs_ingest_pii_key_info series and the pii_key_id header change, and pii_key_changed
- * is logged (warn); the same key changes nothing. Returns 0, or -1 with errstr (the current key
- * stays). */
+/* SIGHUP: the pseudonymization secret again (copied). Its key id (pii.h) costs one Argon2 run, done
+ * on a worker thread; then, on the loop: when it differs from the one in force, a new pseudonymizer
+ * (with an empty digest cache) replaces it for every payment from then on, the
+ * fs_ingest_pii_key_info series and the pii_key_id header change, and pii_key_changed is logged
+ * (warn); the same key changes nothing (pii_key_reloaded, info); a bad secret logs reload_failed
+ * and the current key stays. Of several SIGHUPs in a row, the last one's secret wins. Returns 0
+ * (submitted), or -1 with errstr (nothing will happen; the current key stays). */
 int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errstr,
                  size_t errstr_size);
 

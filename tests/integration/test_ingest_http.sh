@@ -112,7 +112,8 @@ read -r kid_msg digest1 <<<"$(digest_of "$pid_pii")"
 fs_assert_eq "$kid" "$kid_msg" "pii_key_id of the first payment"
 # The same secret again: nothing changes (the cache stays warm).
 fs_kill ingest HUP
-fs_wait_for 10 grep -q '"event":"reloaded"' "$FS_TEST_DIR/ingest.log"
+# The key id's Argon2 runs on a worker (the loop must not stall): its verdict comes when done.
+fs_wait_for 10 grep -q '"event":"pii_key_reloaded"' "$FS_TEST_DIR/ingest.log"
 grep -q '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log" && fs_fail "SIGHUP with the same secret changed the key"
 fs_assert_eq "fs_ingest_pii_key_info{key_id=\"$kid\"} 1" "$(key_series)" "the key id series after a SIGHUP with the same secret"
 # A rotation: a new secret in the file, SIGHUP.
@@ -151,12 +152,14 @@ echo "ok: pii key id in the header, the metric and the log; rotated on SIGHUP"
 
 # A rotation while a worker computes a digest: that payment is produced with the old key's digests
 # and the old key id (never a mix), and its digest does not enter the new key's cache.
-# pii-t-cost=64, 16 MiB: one Argon2 takes about a second, so the SIGHUP lands during it.
+# pii-t-cost=64, 16 MiB: one Argon2 takes about a second. The payment carries four identifiers,
+# digested one after the other by one task (~4 s); the SIGHUP's own Argon2 (the new key id, ~1 s)
+# runs on the second worker thread, so the new key comes into force while that task still runs.
 port3=$(fs_free_port)
 fs_bg ingest3 "$INGEST" --listen-port="$port3" --pii-secret-file="$secret" --auth=false \
-    --log-level=debug --pii-t-cost=64 --pii-m-cost-kib=16384
+    --log-level=debug --pii-t-cost=64 --pii-m-cost-kib=16384 --worker-threads=2
 fs_wait_for 60 curl -sf "http://127.0.0.1:$port3/ready"
-slow='{"user_id":"u-slow","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card","email":"slow@example.com"}'
+slow='{"user_id":"u-slow","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card","email":"slow@example.com","ip_address":"198.51.100.23","card_fingerprint":"fp-slow-1","device_info":{"device_id":"dev-slow-1"}}'
 post3() {
     curl -s -H 'Content-Type: application/json' --data-binary "$slow" "http://127.0.0.1:$port3/api/v1/payments" |
         sed -n 's/.*"payment_id":"\([^"]*\)".*/\1/p'
@@ -171,6 +174,9 @@ client=$!
 fs_wait_for 10 digesting3
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
 fs_kill ingest3 HUP
+# The loop serves others while the new key id is computed: /health is answered (logged) before the
+# rotation is (a synchronous Argon2 on the loop would answer it only after pii_key_changed).
+curl -fsS -o /dev/null -H 'X-Request-Id: health-during-rekey' "http://127.0.0.1:$port3/health"
 wait "$client"
 pid_slow=$(cat "$FS_TEST_DIR/slow.pid")
 [[ -n "$pid_slow" ]] || fs_fail "the payment posted during the rotation was not accepted"
@@ -180,6 +186,9 @@ answered_at=$(grep -n "\"event\":\"http_request\".*\"payment_id\":\"$pid_slow\""
 if [[ -z "$changed_at" || -z "$answered_at" ]] || ((changed_at > answered_at)); then
     fs_fail "the rotation did not happen while the payment was being digested (lines '$changed_at' '$answered_at'): inconclusive"
 fi
+health_at=$(grep -n '"event":"http_request".*"request_id":"health-during-rekey"' "$log3" | cut -d: -f1)
+[[ -n "$health_at" ]] && ((health_at < changed_at)) ||
+    fs_fail "/health was answered only after the rekey (lines '$health_at' '$changed_at'): SIGHUP stalled the loop"
 k_old=$(grep '"event":"pii_key_changed"' "$log3" | sed -n 's/.*"old_pii_key_id":"\([0-9a-f]*\)".*/\1/p')
 k_new=$(grep '"event":"pii_key_changed"' "$log3" | sed -n 's/.*"new_pii_key_id":"\([0-9a-f]*\)".*/\1/p')
 fs_wait_for 20 '[[ -n "$(digest_of "$pid_slow")" ]]'
