@@ -356,6 +356,12 @@ json_t *jsonfast_loadb(const char *buf, size_t len, json_error_t *err) {
     return v ? v : json_loadb(buf, len, JSON_REJECT_DUPLICATES, err);
 }
 
+const char *jsonfast_error_text(json_error_t *err) {
+    char *near = strstr(err->text, " near ");
+    if (near) *near = '\0';
+    return err->text;
+}
+
 int jsonfast_array_items(const char *buf, size_t len, jsonfast_span *items, size_t max) {
     jf j;
     size_t n = 0;

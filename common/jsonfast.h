@@ -22,6 +22,10 @@
  * (err may be NULL). */
 json_t *jsonfast_loadb(const char *buf, size_t len, json_error_t *err);
 
+/* jansson's error message without the input it quotes (" near '...'", which may be a piece of an
+ * email or a card fingerprint): cut in place; returns err->text. Use it on untrusted input. */
+const char *jsonfast_error_text(json_error_t *err);
+
 /* Only the fast parser: NULL when buf is outside its subset or not JSON (no error details). For
  * tests, which compare it with jansson. */
 json_t *jsonfast_parse(const char *buf, size_t len);

@@ -19,8 +19,8 @@
 
 #define TEXT_SHORT_MAX 256       /* device_info strings, card fingerprint, device id */
 #define AMOUNT_TEXT_MAX 64       /* longer decimal strings are not amounts */
-#define FUTURE_SKEW_MS (24 * 3600 * 1000LL)
-#define TIME_MAX_MS 253402300800000LL /* 10000-01-01: RFC 3339 has four-digit years */
+#define FUTURE_SKEW_MS PAY_FUTURE_SKEW_MS
+#define TIME_MAX_MS PAY_TIME_MAX_MS
 
 /* ---------------------------------------------------------------- reference tables */
 
@@ -1012,10 +1012,8 @@ int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr,
     }
     root = jsonfast_loadb(buf, len, &jerr); /* = json_loadb(.., JSON_REJECT_DUPLICATES, ..), faster */
     if (!root) {
-        /* jansson quotes the offending token ("near '...'"): cut it, events are untrusted */
-        char *near = strstr(jerr.text, " near ");
-        if (near) *near = '\0';
-        snprintf(errstr, errstr_size, "event: not JSON: %s at byte %d", jerr.text, jerr.position);
+        snprintf(errstr, errstr_size, "event: not JSON: %s at byte %d", jsonfast_error_text(&jerr),
+                 jerr.position); /* events are untrusted: no quoted input */
         goto out;
     }
     if (!json_is_object(root)) {

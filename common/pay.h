@@ -17,6 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Bounds of every time a client gives (payment timestamp, outcome known_at): 1970 up to
+ * 10000-01-01 excluded (RFC 3339 has four-digit years), and at most 24 hours ahead of the clock. */
+#define PAY_TIME_MAX_MS 253402300800000LL
+#define PAY_FUTURE_SKEW_MS (24 * 3600 * 1000LL)
 #define PAY_SCHEMA_VERSION 1
 #define PAY_ID_MAX 128        /* user_id, merchant_id: bytes */
 #define PAY_SHORT_MAX 32      /* payment_method, transaction_type, card_type */

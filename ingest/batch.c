@@ -1,6 +1,7 @@
 /* batch: JSON array / NDJSON splitting (see batch.h). */
 #include "batch.h"
 
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,8 @@ static batch_error split_array(const char *data, size_t len, size_t max_items, b
     json_t *arr = jsonfast_loadb(data, len, &jerr); /* = json_loadb(JSON_REJECT_DUPLICATES) */
     batch_error rc = BATCH_OK;
     if (!arr) {
-        snprintf(errstr, errstr_size, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        snprintf(errstr, errstr_size, "line %d column %d: %s", jerr.line, jerr.column,
+                 jsonfast_error_text(&jerr));
         return BATCH_MALFORMED;
     }
     if (!json_is_array(arr)) {
@@ -113,13 +115,16 @@ static batch_error split_ndjson(const char *data, size_t len, size_t max_items, 
         snprintf(errstr, errstr_size, "out of memory");
         return BATCH_MALFORMED;
     }
+    unsigned line = 0;
     for (const char *p = data; p < end;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        line++;
         if (!blank(p, n)) {
             batch_item *it = &out->items[out->n++];
             it->text = p;
             it->text_len = n;
+            it->line = line;
         }
         p += n + 1;
     }
@@ -132,8 +137,8 @@ json_t *batch_item_value(batch *b, size_t i) {
     if (it->value || !it->text) return it->value;
     it->value = jsonfast_loadb(it->text, it->text_len, &jerr);
     if (!it->value) /* only NDJSON lines can fail here: arrays were read whole */
-        snprintf(it->error, sizeof it->error, "line %zu column %d: %.100s", i + 1, jerr.column,
-                 jerr.text);
+        snprintf(it->error, sizeof it->error, "line %u column %d: %.100s", it->line, jerr.column,
+                 jsonfast_error_text(&jerr));
     it->text = NULL; /* parsed once, right or wrong */
     return it->value;
 }
@@ -150,6 +155,39 @@ batch_error batch_split(const char *data, size_t len, batch_format fmt, size_t m
                         batch *out, char *errstr, size_t errstr_size) {
     batch_error rc = batch_split_lazy(data, len, fmt, max_items, out, errstr, errstr_size);
     for (size_t i = 0; rc == BATCH_OK && i < out->n; i++) batch_item_value(out, i);
+    return rc;
+}
+
+/* SHA-256 of text minus the whitespace outside strings. 0, or -1 (out of memory). */
+static int hash_compact(const char *text, size_t len, unsigned char out[32]) {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    const char *run = text, *end = text + len;
+    bool in_string = false;
+    unsigned int n = 0;
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    for (const char *p = text; ok && p < end; p++) {
+        if (in_string) {
+            if (*p == '\\' && p + 1 < end) p++;
+            else if (*p == '"') in_string = false;
+        } else if (*p == '"') {
+            in_string = true;
+        } else if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
+            ok = EVP_DigestUpdate(c, run, (size_t)(p - run));
+            run = p + 1;
+        }
+    }
+    ok = ok && EVP_DigestUpdate(c, run, (size_t)(end - run)) && EVP_DigestFinal_ex(c, out, &n);
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : -1;
+}
+
+int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]) {
+    const batch_item *it = &b->items[i];
+    if (it->text) return hash_compact(it->text, it->text_len, out);
+    if (!it->value) return -1;
+    char *s = json_dumps(it->value, JSON_COMPACT | JSON_ENCODE_ANY);
+    int rc = s ? hash_compact(s, strlen(s), out) : -1;
+    free(s);
     return rc;
 }
 

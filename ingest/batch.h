@@ -26,6 +26,7 @@ typedef struct batch_item {
     json_t *value;     /* owned; NULL when the line did not parse, or not parsed yet (text) */
     const char *text;  /* batch_split_lazy(): the item's JSON text, in the caller's body */
     size_t text_len;
+    unsigned line;     /* NDJSON: the item's line in the body (blank lines count), from 1 */
     char error[200];   /* value == NULL: "line 1 column 5: ..." (never quotes the input) */
 } batch_item;
 
@@ -53,6 +54,13 @@ batch_error batch_split_lazy(const char *data, size_t len, batch_format fmt, siz
 /* Item i's JSON value (owned by b), parsed from its text on first use; NULL when it is not JSON,
  * with the reason in b->items[i].error. */
 json_t *batch_item_value(batch *b, size_t i);
+
+/* What item i says, for deriving its payment_id from an Idempotency-Key (ingest.c): SHA-256 of its
+ * JSON text with the whitespace outside strings removed, so that a client re-indenting its JSON
+ * keeps the ids; another member order, escape or number spelling makes another fingerprint. Items
+ * parsed whole (value set, no text) hash their compact serialization. Returns 0, or -1 for an item
+ * that is not JSON. */
+int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]);
 
 void batch_free(batch *b);
 

@@ -829,7 +829,9 @@ static void reply_batch(ingest *ing, ingest_job *job) {
     int count[ITEM_SKIPPED + 1] = {0};
     struct evbuffer *out = evhttp_request_get_output_buffer(job->ctx.req);
     for (uint32_t i = 0; i < job->n; i++) count[job->items[i].state]++;
-    bool all_failed = count[ITEM_FAILED] == (int)job->n;
+    /* Nothing stored, and not only because of the items themselves: the broker (or an overload)
+     * failed the others, so the whole batch is a 503 to retry, even next to rejected items. */
+    bool all_failed = count[ITEM_ACCEPTED] == 0 && count[ITEM_FAILED] > 0;
     evbuffer_add_printf(out, "{\"accepted\":%d,\"rejected\":%d,\"failed\":%d,\"results\":[",
                         count[ITEM_ACCEPTED], count[ITEM_REJECTED], count[ITEM_FAILED]);
     for (uint32_t i = 0; i < job->n; i++) {
@@ -851,7 +853,8 @@ static void reply_batch(ingest *ing, ingest_job *job) {
             json_decref(r);
         }
     }
-    /* Only when nothing at all could be stored is the whole batch a 503: retry it as it is. */
+    /* Only when nothing at all could be stored is the whole batch a 503: retry it (the rejected
+     * items fixed or left out; the ids stay, see batch_item_id). */
     evbuffer_add_printf(out, "]%s}", all_failed ? ",\"error\":\"broker_unavailable\"" : "");
     if (all_failed) add_retry_after(ing, &job->ctx, 0);
     reply_send(ing, &job->ctx, all_failed ? 503 : 200, all_failed ? "broker_unavailable" : NULL);
@@ -1100,8 +1103,10 @@ done:
 
 /* One payment object: validated (else REJECTED with every bad field), pseudonymized, produced.
  * idem_id: the id derived from an Idempotency-Key, or NULL (then a random one, unless the body
- * has its own). */
-static void item_start(ingest *ing, ingest_item *it, const json_t *body, const char *idem_id) {
+ * has its own). own_id_wins: a body payment_id other than idem_id is taken as it is (batch items:
+ * the documented retry of failed items adds their payment_id), else it is a 422. */
+static void item_start(ingest *ing, ingest_item *it, const json_t *body, const char *idem_id,
+                       bool own_id_wins) {
     pay_payment p;
     pay_pii raw;
     pay_errors errs;
@@ -1112,8 +1117,8 @@ static void item_start(ingest *ing, ingest_item *it, const json_t *body, const c
     const char *own_id = json_string_value(json_object_get(body, "payment_id"));
     /* A body's own (valid) payment_id wins over the key's, unless they disagree: then the client is
      * confused about which payment this is, and guessing could merge two payments into one. */
-    if (idem_id && own_id && fs_uuid_valid(own_id) && strcasecmp(own_id, idem_id) != 0 &&
-        errs.n < PAY_ERRORS_MAX) {
+    if (idem_id && !own_id_wins && own_id && fs_uuid_valid(own_id) &&
+        strcasecmp(own_id, idem_id) != 0 && errs.n < PAY_ERRORS_MAX) {
         pay_error *e = &errs.e[errs.n++];
         snprintf(e->field, sizeof e->field, "payment_id");
         snprintf(e->code, sizeof e->code, "idempotency_conflict");
@@ -1154,7 +1159,7 @@ static bool content_type_is_json(const char *ct) {
 /* UUIDv5(namespace, caller ":" key [suffix]): the same key from the same caller always names the
  * same payment, so a retry cannot create a second one. Returns -1 for an invalid key. */
 static int idempotency_id(const char *caller, const char *key, const char *suffix, char out[37]) {
-    char name[KEYS_ID_MAX + 1 + INGEST_IDEMPOTENCY_KEY_MAX + 32];
+    char name[KEYS_ID_MAX + 1 + INGEST_IDEMPOTENCY_KEY_MAX + 48];
     size_t n = strlen(key);
     if (n == 0 || n > INGEST_IDEMPOTENCY_KEY_MAX) return -1;
     for (size_t i = 0; i < n; i++)
@@ -1162,6 +1167,24 @@ static int idempotency_id(const char *caller, const char *key, const char *suffi
     int len = snprintf(name, sizeof name, "%s:%s%s", caller, key, suffix ? suffix : "");
     if (len < 0 || (size_t)len >= sizeof name) return -1;
     return fs_uuid_v5(INGEST_IDEMPOTENCY_NS, name, (size_t)len, out);
+}
+
+/* A batch item's payment_id under an Idempotency-Key: UUIDv5 of the key and the item's content
+ * (batch_item_fingerprint), plus ".k" for the k-th repeat of the same content in the batch. From
+ * the content, not the position: a retry of only the failed items, or of the items in another
+ * order, gets the ids they had; a position would hand a resent item the id of another, already
+ * stored, payment, and the scorer would drop it as that one's duplicate. prints[0..i-1] hold the
+ * earlier items' fingerprints (zeros for items that are not JSON); prints[i] is set here. */
+static int batch_item_id(const char *caller, const char *key, const batch *b, uint32_t i,
+                         unsigned char (*prints)[32], char out[37]) {
+    char suffix[48];
+    unsigned repeat = 0;
+    if (batch_item_fingerprint(b, i, prints[i]) != 0) return -1; /* rejected anyway */
+    for (uint32_t j = 0; j < i; j++) repeat += memcmp(prints[j], prints[i], 32) == 0;
+    int n = snprintf(suffix, sizeof suffix, "#");
+    for (int k = 0; k < 16; k++) n += snprintf(suffix + n, sizeof suffix - (size_t)n, "%02x", prints[i][k]);
+    if (repeat) snprintf(suffix + n, sizeof suffix - (size_t)n, ".%u", repeat);
+    return idempotency_id(caller, key, suffix, out);
 }
 
 /* The checks every write shares: draining, fatal producer, content type, size, Idempotency-Key.
@@ -1199,7 +1222,7 @@ static json_t *body_object(ingest *ing, ingest_ctx *ctx) {
     json_t *body = jsonfast_loadb(data, len, &jerr); /* = json_loadb(JSON_REJECT_DUPLICATES) */
     if (!body) {
         reply_error(ing, ctx, 400, "malformed_json", "line %d column %d: %s", jerr.line,
-                    jerr.column, jerr.text);
+                    jerr.column, jsonfast_error_text(&jerr));
         return NULL;
     }
     if (!json_is_object(body)) {
@@ -1225,7 +1248,7 @@ static void single_payment(ingest *ing, ingest_ctx *ctx, const json_t *body, con
         reply_error(ing, ctx, 500, "internal_error", "out of memory");
         return;
     }
-    item_start(ing, &job->items[0], body, default_id);
+    item_start(ing, &job->items[0], body, default_id, false);
     single_started(ctx, job);
 }
 
@@ -1280,15 +1303,20 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
         batch_free(&b);
         return;
     }
+    const char *idem_key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
+    unsigned char (*prints)[32] = has_idem ? calloc(b.n, 32) : NULL;
+    if (has_idem && !prints) {
+        job_free(job); /* nothing started */
+        batch_free(&b);
+        reply_error(ing, ctx, 500, "internal_error", "out of memory");
+        return;
+    }
     ctx->req = NULL; /* the job's ctx answers from now on */
     job->waiting++;  /* holds the job while the items start (some may settle at once) */
     for (uint32_t i = 0; i < job->n; i++) {
         ingest_item *it = &job->items[i];
-        char item_id[37], suffix[16];
-        snprintf(suffix, sizeof suffix, "#%u", i);
-        bool derived = has_idem && idempotency_id(job->ctx.caller,
-            evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key"), suffix,
-            item_id) == 0;
+        char item_id[37];
+        bool derived = has_idem && batch_item_id(job->ctx.caller, idem_key, &b, i, prints, item_id) == 0;
         const batch_item *bi = &b.items[i];
         if (bi->text && item_start_text(ing, it, bi->text, bi->text_len, derived ? item_id : NULL))
             continue;
@@ -1296,9 +1324,10 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
             it->state = ITEM_REJECTED;
             it->error = failure("malformed_json", bi->error);
         } else {
-            item_start(ing, it, bi->value, derived ? item_id : NULL);
+            item_start(ing, it, bi->value, derived ? item_id : NULL, true);
         }
     }
+    free(prints);
     batch_free(&b);
     ctx_park(&job->ctx);
     job->waiting--;
@@ -1371,6 +1400,10 @@ static json_t *outcome_check(const json_t *body, int64_t now_ms, int64_t *known_
     if (known && !json_is_null(known) &&
         (!json_is_string(known) || fs_time_parse_rfc3339(json_string_value(known), known_ms) != 0))
         field_error(fields, "known_at", "invalid", "must be an RFC 3339 timestamp");
+    else if (*known_ms < 0 || *known_ms >= PAY_TIME_MAX_MS) /* the scorer could not read it back */
+        field_error(fields, "known_at", "out_of_range", "must be between 1970 and 9999");
+    else if (*known_ms > now_ms + PAY_FUTURE_SKEW_MS)
+        field_error(fields, "known_at", "in_future", "is more than 24 hours in the future");
     json_object_foreach((json_t *)body, key, v) {
         if (strcmp(key, "outcome") && strcmp(key, "reason") && strcmp(key, "known_at"))
             field_error(fields, key, "unknown_field", "is not a field of the outcome contract");
@@ -1963,7 +1996,7 @@ int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errst
         return -1;
     }
     t->ing = ing;
-    t->seq = ++ing->rekey_seq;
+    t->seq = ing->rekey_seq + 1; /* counted once submitted: a refused one supersedes nothing */
     t->params = ing->pii_params;
     memcpy(t->secret, secret, secret_len);
     t->secret_len = secret_len;
@@ -1972,6 +2005,7 @@ int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errst
         snprintf(errstr, errstr_size, "the Argon2 workers are saturated; send SIGHUP again later");
         return -1;
     }
+    ing->rekey_seq = t->seq; /* rekey_done runs on this thread, never before this line */
     return 0;
 }
 

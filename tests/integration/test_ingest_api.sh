@@ -159,10 +159,41 @@ http POST /api/v1/payments/batch -H "X-API-Key: $KEY" -H 'Content-Type: applicat
 expect 200 "" "NDJSON with a malformed line"
 fs_assert_eq 2 "$(num accepted)" "NDJSON accepted"
 [[ "$BODY" == *'"index":1,"status":"rejected","error":"malformed_json"'* ]] || fs_fail "NDJSON line 2: $BODY"
+# Errors name the body's line (blank lines count) and never quote the input (it may be personal).
+ndjson=$(printf '%s\n\n\n{"email":"alice.sec\xff@example.com"}\n' "$(pay n-3 1.00)")
+http POST /api/v1/payments/batch -H "X-API-Key: $KEY" -H 'Content-Type: application/x-ndjson' --data-binary "$ndjson"
+expect 200 "" "NDJSON with invalid UTF-8 on line 4"
+[[ "$BODY" == *'"index":1,"status":"rejected","error":"malformed_json","message":"line 4 '* ]] || fs_fail "NDJSON line number: $BODY"
+[[ "$BODY" != *alice* ]] || fs_fail "the error quotes the input: $BODY"
+post "$KEY" /api/v1/payments '{"user_id":"u","email":"bob.sec'$'\xff''@example.com"}'
+expect 400 malformed_json "invalid UTF-8"
+[[ "$BODY" != *bob* ]] || fs_fail "the error quotes the input: $BODY"
 post "$KEY" /api/v1/payments/batch "[$(pay i-1 1.00),$(pay i-2 2.00)]" -H 'Idempotency-Key: batch-77'
 first=$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | tr '\n' ' ')
 post "$KEY" /api/v1/payments/batch "[$(pay i-1 1.00),$(pay i-2 2.00)]" -H 'Idempotency-Key: batch-77'
 fs_assert_eq "$first" "$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | tr '\n' ' ')" "batch retry with the same key -> same ids"
+# Ids follow the items, not their positions: resending only the second item (say it had failed),
+# or the two in another order, or re-indented, gives each the id it had; never another item's id
+# (the scorer would drop the resent payment as that one's duplicate).
+id1=$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | sed -n 1p)
+id2=$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | sed -n 2p)
+post "$KEY" /api/v1/payments/batch "[$(pay i-2 2.00)]" -H 'Idempotency-Key: batch-77'
+fs_assert_eq "$id2" "$(grep -o '"payment_id":"[^"]*"' <<<"$BODY")" "the second item resent alone keeps its id"
+post "$KEY" /api/v1/payments/batch "[ $(pay i-2 2.00) ,
+  $(pay i-1 1.00) ]" -H 'Idempotency-Key: batch-77'
+fs_assert_eq "$id2 $id1 " "$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | tr '\n' ' ')" "reordered and re-indented: the same ids"
+post "$KEY" /api/v1/payments/batch "[$(pay i-3 3.00)]" -H 'Idempotency-Key: batch-77'
+new_id=$(grep -o '"payment_id":"[^"]*"' <<<"$BODY")
+[[ -n "$new_id" && "$new_id" != "$id1" && "$new_id" != "$id2" ]] || fs_fail "another payment under the same key got an existing id: $new_id"
+# The documented retry of a failed item: resent with its payment_id (and the same key): accepted.
+pid2=$(sed 's/"payment_id":"\(.*\)"/\1/' <<<"$id2")
+post "$KEY" /api/v1/payments/batch "[$(pay i-2 2.00 ",\"payment_id\":\"$pid2\"")]" -H 'Idempotency-Key: batch-77'
+fs_assert_eq "$id2" "$(grep -o '"payment_id":"[^"]*"' <<<"$BODY")" "an item resent with its payment_id"
+# Two identical items are two payments (the second gets its own id), the same on a retry.
+post "$KEY" /api/v1/payments/batch "[$(pay twin 5.00),$(pay twin 5.00)]" -H 'Idempotency-Key: twins-1'
+twins=$(grep -o '"payment_id":"[^"]*"' <<<"$BODY" | sort -u | wc -l)
+fs_assert_eq 2 "$twins" "identical items in one batch get distinct ids"
+echo "ok: batch ids follow the items' content"
 six="[$(pay s 1),$(pay s 1),$(pay s 1),$(pay s 1),$(pay s 1),$(pay s 1)]"
 post "$KEY" /api/v1/payments/batch "$six"
 expect 413 too_many_items "6 items, batch-max 5"
@@ -197,6 +228,13 @@ expect 422 validation_failed "bad outcome"
 [[ "$BODY" == *'"field":"outcome"'* && "$BODY" == *'"field":"color"'* ]] || fs_fail "422 fields: $BODY"
 post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"legitimate","known_at":"yesterday"}'
 expect 422 validation_failed "bad known_at"
+# Times the scorer could not read back (year 0, past 9999) or labels from the future: 422, not a
+# 202 for a message bound for the dead-letter topic.
+for t in 0000-01-01T00:00:00Z 9999-12-31T23:59:59-23:59 2999-01-01T00:00:00Z; do
+    post "$KEY" "/api/v1/payments/$pid_idem/outcome" "{\"outcome\":\"legitimate\",\"known_at\":\"$t\"}"
+    expect 422 validation_failed "known_at $t"
+    [[ "$BODY" == *'"field":"known_at"'* ]] || fs_fail "known_at $t: $BODY"
+done
 post "$KEY" /api/v1/payments/12345/outcome '{"outcome":"legitimate"}'
 expect 400 invalid_payment_id "outcome for a malformed id"
 

@@ -69,7 +69,8 @@ static void test_ndjson(void **state) {
     assert_int_equal(b.n, 4); /* blank lines are not items */
     assert_non_null(b.items[0].value);
     assert_null(b.items[1].value); /* only this item fails */
-    assert_non_null(strstr(b.items[1].error, "line 2"));
+    assert_non_null(strstr(b.items[1].error, "line 4")); /* the body's line: blank ones count */
+    assert_null(strstr(b.items[1].error, "broken"));      /* never the input itself */
     assert_true(json_is_array(b.items[2].value));
     assert_int_equal(json_integer_value(json_object_get(b.items[3].value, "c")), 3);
     batch_free(&b);
@@ -77,6 +78,34 @@ static void test_ndjson(void **state) {
     batch_free(&b);
     assert_int_equal(batch_split("\n \n", 3, BATCH_NDJSON, 3, &b, err, sizeof err), BATCH_EMPTY);
     batch_free(&b);
+}
+
+/* Fingerprints: the same content whatever the whitespace outside strings, the lazy (text) and the
+ * tree paths alike; any change inside a string or a member is another fingerprint. */
+static void test_fingerprint(void **state) {
+    (void)state;
+    batch b;
+    char err[256];
+    unsigned char f[6][32];
+    const char *a = "[{\"u\":\"x y\",\"n\":1}, {\"u\":\"x  y\",\"n\":1},\n {\"n\":1,\"u\":\"x y\"}]";
+    assert_int_equal(batch_split_lazy(a, strlen(a), BATCH_JSON_ARRAY, 10, &b, err, sizeof err), BATCH_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(batch_item_fingerprint(&b, (size_t)i, f[i]), 0);
+    batch_free(&b);
+    const char *nd = "  { \"u\" : \"x y\" ,\t\"n\":1 }\r\n{\"u\":\"x \\\" y\",\"n\":1}\n{nope\n";
+    assert_int_equal(batch_split_lazy(nd, strlen(nd), BATCH_NDJSON, 10, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(batch_item_fingerprint(&b, 0, f[3]), 0);
+    assert_int_equal(batch_item_fingerprint(&b, 1, f[4]), 0);
+    batch_free(&b);
+    const char *tree = "[{\"u\":\"x y\",\"n\":1}]"; /* batch_split: parsed whole, no text */
+    assert_int_equal(batch_split(tree, strlen(tree), BATCH_JSON_ARRAY, 10, &b, err, sizeof err), BATCH_OK);
+    assert_null(b.items[0].text);
+    assert_int_equal(batch_item_fingerprint(&b, 0, f[5]), 0);
+    batch_free(&b);
+    assert_memory_equal(f[0], f[3], 32); /* re-indented */
+    assert_memory_equal(f[0], f[5], 32); /* text and tree paths */
+    assert_memory_not_equal(f[0], f[1], 32); /* a space inside a string counts */
+    assert_memory_not_equal(f[0], f[2], 32); /* member order counts */
+    assert_memory_not_equal(f[0], f[4], 32); /* an escaped quote is inside the string */
 }
 
 /* 1000 items: the default maximum passes, one more does not. */
@@ -121,6 +150,7 @@ int main(void) {
         cmocka_unit_test(test_format_of),
         cmocka_unit_test(test_array),
         cmocka_unit_test(test_ndjson),
+        cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_limit_exact),
         cmocka_unit_test(test_recent),
     };
