@@ -2,6 +2,7 @@
 #include "kafka.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -154,6 +155,19 @@ void kafka_consumer_close(rd_kafka_t **rkp) {
     rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk);
     if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s: %s", rd_kafka_name(rk), rd_kafka_err2str(err));
     rd_kafka_destroy(rk);
+}
+
+bool kafka_err_too_big(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE ||
+           err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE;
+}
+
+size_t kafka_max_message_bytes(rd_kafka_t *rk) {
+    char buf[32];
+    size_t n = sizeof buf;
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), "message.max.bytes", buf, &n) != RD_KAFKA_CONF_OK)
+        return 1000000; /* librdkafka's default */
+    return (size_t)strtoull(buf, NULL, 10);
 }
 
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value) {

@@ -8,6 +8,8 @@
 #define FS_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "cfg.h"
 
@@ -57,6 +59,13 @@ int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms,
  * assignor aborts when a member is closed before its first assignment (librdkafka issue #4312,
  * fixed after 2.0.2). Nothing is lost either way: a member without partitions has nothing to commit. */
 void kafka_consumer_close(rd_kafka_t **rkp);
+
+/* True for the errors a message gets for its size (the client's message.max.bytes, or the broker's
+ * limit): producing the same bytes again can never succeed. */
+bool kafka_err_too_big(rd_kafka_resp_err_t err);
+
+/* The producer's message.max.bytes (librdkafka refuses larger messages before sending them). */
+size_t kafka_max_message_bytes(rd_kafka_t *rk);
 
 /* Adds a header with a NUL-terminated string value. */
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value);

@@ -31,7 +31,12 @@
 #define DAY_TIER_KEEP_MS (61 * BUCKETS_DAY_MS) /* 30-day window + 30-day delay + its bucket */
 
 /* Delivery state of one output message; the delivery report callback writes it. */
-enum { OUT_NONE = 0, OUT_PENDING, OUT_INFLIGHT, OUT_DONE, OUT_FAILED };
+/* OUT_TOO_BIG: failed because the message is over a size limit (the producer's message.max.bytes,
+ * or the broker's): a dead letter is then produced again without its value (scorer_produce_dlq),
+ * since the same bytes would fail forever and stall every partition of the worker. */
+enum { OUT_NONE = 0, OUT_PENDING, OUT_INFLIGHT, OUT_DONE, OUT_FAILED, OUT_TOO_BIG };
+/* Room kept for the dead-letter headers and the record framing under message.max.bytes. */
+#define DLQ_HEADROOM 4096
 
 typedef enum item_kind {
     ITEM_VALID,     /* a payment: its row holds it */
@@ -87,6 +92,7 @@ struct scorer {
     scorer_config cfg;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
+    size_t max_message_bytes; /* the producer's message.max.bytes */
     store *st;
     rules *rules;
     model *model;             /* NULL: rules only */
@@ -687,7 +693,7 @@ static void scorer_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaq
     scorer *s = opaque;
     int8_t *state = m->_private; /* points into the batch, which outlives every report */
     (void)rk;
-    if (state) *state = m->err ? OUT_FAILED : OUT_DONE;
+    if (state) *state = !m->err ? OUT_DONE : kafka_err_too_big(m->err) ? OUT_TOO_BIG : OUT_FAILED;
     if (!m->err) return;
     s->stats.delivery_failures++;
     metric_add(s->m.delivery_failures, NULL, 1);
@@ -713,7 +719,7 @@ static void scorer_produce(scorer *s, const char *topic, const void *key, size_t
         *state = OUT_INFLIGHT;
         return;
     }
-    *state = OUT_FAILED; /* on failure librdkafka took nothing */
+    *state = kafka_err_too_big(err) ? OUT_TOO_BIG : OUT_FAILED; /* librdkafka took nothing */
     rd_kafka_headers_destroy(hdrs);
     if (flags & RD_KAFKA_MSG_F_FREE) free(payload);
     log_fields(LOG_WARN, "produce_failed",
@@ -790,7 +796,9 @@ static char *alert_json(const scorer_row *r, size_t *len) {
     return output_dump(o, len);
 }
 
-static bool out_needed(int8_t state) { return state == OUT_PENDING || state == OUT_FAILED; }
+static bool out_needed(int8_t state) {
+    return state == OUT_PENDING || state == OUT_FAILED || state == OUT_TOO_BIG;
+}
 
 static void scorer_produce_row(scorer *s, scorer_row *r) {
     rd_kafka_message_t *in = s->items[r->item].msg;
@@ -829,7 +837,25 @@ static void scorer_produce_dlq(scorer *s, const char *topic, const rd_kafka_mess
     kafka_header_str(h, "source_partition", part);
     kafka_header_str(h, "source_offset", off);
     kafka_header_str(h, "dlq_time", now);
-    scorer_produce(s, topic, m->key, m->key_len, m->payload, m->len, RD_KAFKA_MSG_F_COPY, h, state);
+    const void *key = m->key, *value = m->payload;
+    size_t key_len = m->key_len, len = m->len;
+    if (*state == OUT_TOO_BIG || key_len + len + DLQ_HEADROOM > s->max_message_bytes) {
+        /* The original stays readable at source_topic/partition/offset while retained. */
+        char n[24];
+        snprintf(n, sizeof n, "%zu", len);
+        kafka_header_str(h, "dlq_value_omitted", n);
+        value = NULL, len = 0;
+        if (key_len > DLQ_HEADROOM) {
+            snprintf(n, sizeof n, "%zu", key_len);
+            kafka_header_str(h, "dlq_key_omitted", n);
+            key = NULL, key_len = 0;
+        }
+        log_fields(LOG_WARN, "dead_letter_value_omitted",
+                   json_pack("{s:s, s:s, s:s, s:I}", "topic", topic, "source_partition", part,
+                             "source_offset", off, "bytes", (json_int_t)m->len),
+                   "the dead letter would exceed the message size limit: produced without its value");
+    }
+    scorer_produce(s, topic, key, key_len, (void *)value, len, RD_KAFKA_MSG_F_COPY, h, state);
 }
 
 static void scorer_produce_dead_letter(scorer *s, scorer_item *it) {
@@ -1698,6 +1724,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
         goto failed;
     }
     if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
+    s->max_message_bytes = kafka_max_message_bytes(s->producer);
     scorer_metrics_init(s);
     metric_info_swap(s->m.rules_info, NULL, rules_version(s->rules));
     if (scorer_model_start(s, errstr, errstr_size) != 0) goto failed;

@@ -31,6 +31,7 @@ const char *redrive_verdict_name(redrive_verdict v) {
     case REDRIVE_FILTERED: return "filtered";
     case REDRIVE_NO_SOURCE: return "no_source";
     case REDRIVE_MAX_REDRIVES: return "max_redrives";
+    case REDRIVE_NO_VALUE: return "no_value";
     }
     return "?";
 }
@@ -164,6 +165,7 @@ void redrive_decide(const redrive_plan *p, const rd_kafka_headers_t *hdrs, redri
     if (!reason_selected(p, v, n, present)) d->verdict = REDRIVE_FILTERED;
     else if (!d->target[0]) d->verdict = REDRIVE_NO_SOURCE;
     else if (d->redrive_count >= p->max_redrives) d->verdict = REDRIVE_MAX_REDRIVES;
+    else if (header_get(hdrs, "dlq_value_omitted", &src, &sn)) d->verdict = REDRIVE_NO_VALUE;
     else d->verdict = REDRIVE_PRODUCE;
 }
 
@@ -273,9 +275,10 @@ void redrive_tally_print(const redrive_tally *t, bool dry_run, FILE *out) {
     fprintf(out, "redrive read=%" PRIu64 " produced=%" PRIu64 " skipped=%" PRIu64, read,
             dry_run ? 0 : produce, read - produce);
     if (dry_run) fprintf(out, " would_produce=%" PRIu64, produce);
-    fprintf(out, " filtered=%" PRIu64 " no_source=%" PRIu64 " max_redrives=%" PRIu64,
+    fprintf(out, " filtered=%" PRIu64 " no_source=%" PRIu64 " max_redrives=%" PRIu64
+            " no_value=%" PRIu64,
             redrive_tally_count(t, REDRIVE_FILTERED), redrive_tally_count(t, REDRIVE_NO_SOURCE),
-            redrive_tally_count(t, REDRIVE_MAX_REDRIVES));
+            redrive_tally_count(t, REDRIVE_MAX_REDRIVES), redrive_tally_count(t, REDRIVE_NO_VALUE));
     print_reasons(rows, t->n, out);
     fprintf(out, "%s\n", dry_run ? " dry_run=true" : "");
     free(rows);

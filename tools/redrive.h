@@ -25,9 +25,10 @@ typedef enum redrive_verdict {
     REDRIVE_FILTERED,     /* its dlq_reason is not one of --reason */
     REDRIVE_NO_SOURCE,    /* no --to and no usable source_topic header */
     REDRIVE_MAX_REDRIVES, /* redrive_count reached --max-redrives: a poison message stops here */
+    REDRIVE_NO_VALUE,     /* dlq_value_omitted: the dead letter was too large to carry the message */
 } redrive_verdict;
 
-/* "produce", "filtered", "no_source", "max_redrives": the names of the summary. */
+/* "produce", "filtered", "no_source", "max_redrives", "no_value": the names of the summary. */
 const char *redrive_verdict_name(redrive_verdict v);
 
 typedef struct redrive_decision {

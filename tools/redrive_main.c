@@ -247,6 +247,10 @@ static void decide_batch(run *r) {
         else if (it->d.verdict == REDRIVE_NO_SOURCE)
             log_skipped(it, LOG_WARN, "redrive_no_source",
                         "no usable source_topic header and no --to: skipped");
+        else if (it->d.verdict == REDRIVE_NO_VALUE)
+            log_skipped(it, LOG_WARN, "redrive_no_value", "the dead letter does not carry the "
+                        "message (dlq_value_omitted: it was too large); read it from source_topic "
+                        "at source_offset while retained: skipped");
         else if (it->d.verdict == REDRIVE_FILTERED)
             log_skipped(it, LOG_DEBUG, "redrive_filtered", "dlq_reason not selected: skipped");
     }

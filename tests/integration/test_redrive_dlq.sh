@@ -62,7 +62,7 @@ fs_psql "ALTER TABLE payments DROP CONSTRAINT test_redrive"
 # 1. A dry run shows what would go, and changes nothing.
 redrive dry --dry-run --reason db_rejected
 fs_assert_eq 0 "$rc" "dry run exit status"
-fs_assert_eq "redrive read=6 produced=0 skipped=2 would_produce=4 filtered=2 no_source=0 max_redrives=0 reason:db_rejected=4 reason:invalid_payment=2 dry_run=true" \
+fs_assert_eq "redrive read=6 produced=0 skipped=2 would_produce=4 filtered=2 no_source=0 max_redrives=0 no_value=0 reason:db_rejected=4 reason:invalid_payment=2 dry_run=true" \
     "$(summary dry)" "dry run summary"
 grep -qE '^db_rejected +raw_payments +would_produce +4$' "$FS_TEST_DIR/dry.out" ||
     fs_fail "dry run: no 'db_rejected raw_payments would_produce 4' row in: $(cat "$FS_TEST_DIR/dry.out")"
@@ -77,13 +77,13 @@ fs_assert_eq $((n - refused)) "$(fs_psql 'SELECT count(*) FROM payments')" "paym
 redrive failing --reason db_rejected -X message.timeout.ms=1 -X linger.ms=0
 fs_assert_eq 1 "$rc" "exit status when deliveries fail"
 grep -q '"event":"delivery_failed"' "$FS_TEST_DIR/failing.log" || fs_fail "no delivery_failed logged"
-fs_assert_eq "redrive read=0 produced=0 skipped=0 filtered=0 no_source=0 max_redrives=0" \
+fs_assert_eq "redrive read=0 produced=0 skipped=0 filtered=0 no_source=0 max_redrives=0 no_value=0" \
     "$(summary failing)" "summary of the failed run (nothing committed)"
 
 # 3. The re-drive.
 redrive run1 --reason db_rejected
 fs_assert_eq 0 "$rc" "re-drive exit status"
-fs_assert_eq "redrive read=6 produced=4 skipped=2 filtered=2 no_source=0 max_redrives=0 reason:db_rejected=4 reason:invalid_payment=2" \
+fs_assert_eq "redrive read=6 produced=4 skipped=2 filtered=2 no_source=0 max_redrives=0 no_value=0 reason:db_rejected=4 reason:invalid_payment=2" \
     "$(summary run1)" "re-drive summary (all six read: neither the dry run nor the failed run committed)"
 fs_wait_for 60 rows_at_least payments "$n"
 sleep 2 # a duplicate row or a new dead letter would show by now
@@ -124,7 +124,7 @@ fi
 raw1=$(raw)
 redrive run2 --reason db_rejected
 fs_assert_eq 0 "$rc" "second run exit status"
-fs_assert_eq "redrive read=0 produced=0 skipped=0 filtered=0 no_source=0 max_redrives=0" "$(summary run2)" "second run summary"
+fs_assert_eq "redrive read=0 produced=0 skipped=0 filtered=0 no_source=0 max_redrives=0 no_value=0" "$(summary run2)" "second run summary"
 sleep 1
 fs_assert_eq "$raw1" "$(raw)" "raw_payments after the second run"
 
@@ -136,7 +136,7 @@ printf 'DE:{"orphan":"value-marker-7f3a"}\n' |
     kcat -b "$FS_BROKERS" -P -t raw_payments.dlq -K: -H dlq_reason=undecodable
 redrive run3
 fs_assert_eq 0 "$rc" "third run exit status"
-fs_assert_eq "redrive read=2 produced=0 skipped=2 filtered=0 no_source=1 max_redrives=1 reason:db_rejected=1 reason:undecodable=1" \
+fs_assert_eq "redrive read=2 produced=0 skipped=2 filtered=0 no_source=1 max_redrives=1 no_value=0 reason:db_rejected=1 reason:undecodable=1" \
     "$(summary run3)" "poison and source-less dead letters"
 grep -q '"event":"redrive_limit".*"payment_id":"aaaaaaaa-0000-4000-8000-00000000beef"' "$FS_TEST_DIR/run3.log" ||
     fs_fail "the poison message was not logged"

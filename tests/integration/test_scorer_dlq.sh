@@ -152,4 +152,22 @@ fs_kill scorer2 HUP
 fs_wait_for 10 grep -q '"event":"rules_reloaded".*"version":"reloaded-1+' "$FS_TEST_DIR/scorer2.log"
 fs_alive scorer2 || fs_fail "the scorer died on a rules reload"
 echo "ok: rules reload (bad file refused, good file active)"
+
+# A message just under message.max.bytes that is not a payment: its dead letter (the same bytes plus
+# the dlq_* headers) is over the limit. It must not stall the worker (every retry would fail the
+# same way): the dead letter goes without its value, marked dlq_value_omitted, and the payment
+# behind it on the same partition is scored.
+head -c 999800 /dev/zero | tr '\0' x >"$FS_TEST_DIR/big"
+kcat -b "$FS_BROKERS" -P -t raw_payments -k DE "$FS_TEST_DIR/big"
+bash "$gen" "$((run + 1))" 1 1000 DE | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+after_big=$(bash "$gen" "$((run + 1))" 1 1000 DE | sed 's/.*"payment_id":"\([^"]*\)".*/\1/')
+decided() { [[ $(fs_psql "SELECT count(*) FROM decisions WHERE payment_id = '$after_big'") == 1 ]]; }
+fs_wait_for 60 decided
+fs_wait_for 30 fs_topic_has raw_payments.dlq 4
+big_dl=$(fs_topic_dump raw_payments.dlq | grep 'dlq_value_omitted=' || true)
+[[ "$big_dl" == *dlq_value_omitted=999800* && "$big_dl" == *dlq_reason=undecodable* ]] ||
+    fs_fail "the oversized dead letter: $(cut -c1-300 <<<"$big_dl")"
+fs_assert_eq "" "$(cut -f5 <<<"$big_dl")" "the oversized dead letter's value"
+grep -q '"event":"dead_letter_value_omitted"' "$FS_TEST_DIR/scorer2.log" || fs_fail "no dead_letter_value_omitted line"
+echo "ok: an oversized dead letter goes without its value; the partition goes on"
 echo "scorer dlq ok"

@@ -139,6 +139,9 @@ static void test_decide(void **state) {
         {"", "", 3, false, {{"redrive_count", "1"}, DLQ_HEADERS("db_rejected", "raw_payments"),
                             {"redrive_count", "4"}},
          REDRIVE_MAX_REDRIVES, "db_rejected", "raw_payments", 4},
+        /* a dead letter without its value (it was too large) cannot be re-driven */
+        {"", "", 3, false, {DLQ_HEADERS("undecodable", "raw_payments"), {"dlq_value_omitted", "999800"}},
+         REDRIVE_NO_VALUE, "undecodable", "raw_payments", 0},
         {"", "", 3, false, {DLQ_HEADERS("db_rejected", "raw_payments"), {"redrive_count", "x9"}},
          REDRIVE_PRODUCE, "db_rejected", "raw_payments", 0},
         {"", "", 3, false, {DLQ_HEADERS("db_rejected", "raw_payments"), {"redrive_count", "-4"}},
@@ -250,7 +253,7 @@ static void test_tally(void **state) {
     assert_non_null(t);
     char *out = print_tally(t, false);
     assert_string_equal(out, "dlq_reason           target                   action         messages\n"
-                             "redrive read=0 produced=0 skipped=0 filtered=0 no_source=0 max_redrives=0\n");
+                             "redrive read=0 produced=0 skipped=0 filtered=0 no_source=0 max_redrives=0 no_value=0\n");
     free(out);
     for (size_t i = 0; i < sizeof adds / sizeof adds[0]; i++)
         assert_int_equal(redrive_tally_add(t, &adds[i].d, adds[i].n), 0);
@@ -266,13 +269,13 @@ static void test_tally(void **state) {
         "db_rejected          raw_payments             produced       3\n"
         "db_rejected          raw_payments             max_redrives   1\n"
         "invalid_payment      raw_payments             filtered       1\n"
-        "redrive read=7 produced=4 skipped=3 filtered=1 no_source=1 max_redrives=1 reason:-=1 "
+        "redrive read=7 produced=4 skipped=3 filtered=1 no_source=1 max_redrives=1 no_value=0 reason:-=1 "
         "reason:db_rejected=5 reason:invalid_payment=1\n");
     free(out);
     out = print_tally(t, true);
     assert_non_null(strstr(out, "db_rejected          raw_payments             would_produce  3\n"));
     assert_non_null(strstr(out, "redrive read=7 produced=0 skipped=3 would_produce=4 filtered=1 "
-                                "no_source=1 max_redrives=1 reason:-=1 reason:db_rejected=5 "
+                                "no_source=1 max_redrives=1 no_value=0 reason:-=1 reason:db_rejected=5 "
                                 "reason:invalid_payment=1 dry_run=true\n"));
     free(out);
     redrive_tally_destroy(t);
