@@ -105,7 +105,9 @@ struct scorer {
     size_t nomsgs;
     size_t *orow;               /* per row given to store_insert_outcomes: its message's index */
     int outcome_backoff;      /* batches to wait after an outcome failure */
-    int64_t outcomes_pending; /* stored outcomes still waiting for their payment */
+    int64_t outcomes_pending; /* stored outcomes still waiting for their payment; -1 at start:
+                               * unknown (another process may have stored them), so the first
+                               * round asks PostgreSQL */
     scorer_metrics m;
     int64_t rate_t0_us;       /* messages/s gauge: start of the current 10 s period */
     uint64_t rate_n0;
@@ -1714,6 +1716,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
         model_destroy(m);
         return NULL;
     }
+    s->outcomes_pending = -1; /* unknown until the first outcome round asks PostgreSQL */
     s->cfg = *cfg;
     s->st = st; /* st, r and m belong to s from here on */
     s->rules = r;

@@ -95,9 +95,20 @@ fs_assert_eq t "$(fs_psql "SELECT (features->>'merchant_risk_7d_delay_7d')::floa
 
 # 6. A restart consumes nothing again: the outcome offsets (the invalid message's included) were
 #    committed after its dead letter was delivered, so it is neither stored nor dead-lettered twice.
+#    And a label stored before the restart whose payment comes after it (Q) is applied by the
+#    new worker once Q is persisted, before any new label arrives (it knows of no pending one in
+#    memory: it must ask PostgreSQL).
+Q=dddddddd-0000-4000-8000-0000000000aa
+outcome "$Q" confirmed_fraud $((T + 60000)) | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE payment_id = '$Q'" 1
 fs_kill scorer TERM
 fs_wait_exit scorer 30
 fs_bg scorer2 env FS_SCORER_ID=vault-2 "$BUILD/bin/fraudshield-scorer"
+event "$Q" uq 7 17 27 "$T" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 90 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$Q'" 1
+fs_wait_for 30 at_least "SELECT count(*) FROM outcome_links WHERE payment_id = '$Q'" 4
+fs_assert_eq 1 "$(fs_psql "SELECT fraud_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 7)'")" "a pending label applied after a restart"
+echo "ok: a label pending across a restart is applied once its payment is persisted"
 # a new label after the restart: once it is stored, everything before it was seen by scorer2
 before=$(rows outcomes)
 outcome "$E" legitimate $((T + 9 * 86400000)) | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
