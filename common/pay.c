@@ -122,7 +122,7 @@ static amt_rc amount_scan(const char *s, size_t len, int exp, int64_t *minor) {
         if (v > INT64_MAX / 10) overflow = true;
         else v *= 10;
     }
-    if (overflow) return AMT_RANGE;
+    if (overflow || v > PAY_AMOUNT_MAX_MINOR) return AMT_RANGE;
     if (v == 0) return AMT_NOT_POSITIVE;
     *minor = v;
     return AMT_OK;
@@ -572,7 +572,8 @@ static int req_amount_scan(req_ctx *c, const char *s, size_t len) {
     case AMT_TOO_PRECISE:
         return err_add(c->errs, "amount", "too_precise", "has more decimals than the currency");
     case AMT_NOT_POSITIVE: return err_add(c->errs, "amount", "not_positive", "must be > 0");
-    case AMT_RANGE: return err_add(c->errs, "amount", "out_of_range", "is too large");
+    case AMT_RANGE:
+        return err_add(c->errs, "amount", "out_of_range", "is too large (at most 10^13 minor units)");
     }
     return -1;
 }
@@ -954,6 +955,8 @@ static int event_amount(const json_t *root, pay_payment *p, char *errstr, size_t
             return decode_fail(errstr, errstr_size, "amount_minor", "must be an integer");
         if (json_integer_value(minor) <= 0)
             return decode_fail(errstr, errstr_size, "amount_minor", "must be > 0");
+        if (json_integer_value(minor) > PAY_AMOUNT_MAX_MINOR)
+            return decode_fail(errstr, errstr_size, "amount_minor", "must be at most 10^13");
         p->amount_minor = json_integer_value(minor);
     }
     if (amount && !json_is_null(amount)) {

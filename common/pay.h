@@ -20,6 +20,10 @@
 /* Bounds of every time a client gives (payment timestamp, outcome known_at): 1970 up to
  * 10000-01-01 excluded (RFC 3339 has four-digit years), and at most 24 hours ahead of the clock. */
 #define PAY_TIME_MAX_MS 253402300800000LL
+/* The largest amount in minor units (10^13: 100 billion EUR, 10 trillion JPY). Window sums add up
+ * amounts in 64 bits: this bound keeps ~900,000 maximal payments of one entity in one bucket from
+ * overflowing, where INT64_MAX per payment overflowed with the second. */
+#define PAY_AMOUNT_MAX_MINOR 10000000000000LL
 #define PAY_FUTURE_SKEW_MS (24 * 3600 * 1000LL)
 #define PAY_SCHEMA_VERSION 1
 #define PAY_ID_MAX 128        /* user_id, merchant_id: bytes */

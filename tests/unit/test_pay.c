@@ -624,16 +624,21 @@ static const amount_row AMOUNT_ROWS[] = {
     {"true", "EUR", 0, "invalid_type"},
     {"{}", "EUR", 0, "invalid_type"},
     {"[1]", "EUR", 0, "invalid_type"},
-    {"\"92233720368547758.07\"", "EUR", INT64_MAX, NULL},
-    {"\"92233720368547758.08\"", "EUR", 0, "out_of_range"},
-    {"\"9223372036854775807\"", "JPY", INT64_MAX, NULL},
+    /* PAY_AMOUNT_MAX_MINOR = 10^13 minor units: window sums stay far from int64 overflow */
+    {"\"100000000000.00\"", "EUR", 10000000000000, NULL},
+    {"\"100000000000.01\"", "EUR", 0, "out_of_range"},
+    {"\"10000000000000\"", "JPY", 10000000000000, NULL},
+    {"\"10000000000001\"", "JPY", 0, "out_of_range"},
+    {"\"92233720368547758.07\"", "EUR", 0, "out_of_range"},
     {"\"9223372036854775808\"", "JPY", 0, "out_of_range"},
     {"9223372036854775807", "EUR", 0, "out_of_range"},
-    {"92233720368547758", "EUR", 9223372036854775800, NULL},
+    {"92233720368547758", "EUR", 0, "out_of_range"},
+    {"100000000000", "EUR", 10000000000000, NULL},
     {"\"99999999999999999999999999\"", "EUR", 0, "out_of_range"},
     {"0.30000000000000004", "EUR", 0, "invalid"}, /* needs 17 significant digits */
     {"123456789012345.6", "EUR", 0, "invalid"},    /* 16 */
-    {"1234567890123.45", "EUR", 123456789012345, NULL}, /* 15 */
+    {"1234567890123.45", "EUR", 0, "out_of_range"}, /* 15 digits are read, then over 10^13 */
+    {"12345678901.23", "EUR", 1234567890123, NULL},
     {"\"100\"", "JPY", 100, NULL},
     {"100", "JPY", 100, NULL},
     {"100.0", "JPY", 100, NULL},
@@ -687,8 +692,11 @@ static const parse_row PARSE_ROWS[] = {
     {"00012.50", 2, 0, 1250},
     {"1", 0, 0, 1},
     {"1.234", 3, 0, 1234},
-    {"9223372036854775807", 0, 0, INT64_MAX},
-    {"92233720368547758.07", 2, 0, INT64_MAX},
+    {"10000000000000", 0, 0, 10000000000000},
+    {"100000000000.00", 2, 0, 10000000000000},
+    {"10000000000001", 0, -1, 0},
+    {"9223372036854775807", 0, -1, 0},
+    {"92233720368547758.07", 2, -1, 0},
     {"0.000000000000000001", 18, 0, 1},
     {"9223372036854775808", 0, -1, 0},
     {"92233720368547758.08", 2, -1, 0},
@@ -738,7 +746,7 @@ static void test_amount_format(void **state) {
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         pay_amount_format(rows[i].minor, rows[i].exp, out, sizeof out);
         assert_string_equal(out, rows[i].want);
-        if (rows[i].minor > 0) { /* format and parse are inverses */
+        if (rows[i].minor > 0 && rows[i].minor <= PAY_AMOUNT_MAX_MINOR) { /* inverses */
             int64_t back;
             assert_int_equal(pay_amount_parse(out, rows[i].exp, &back), 0);
             assert_int_equal(back, rows[i].minor);
@@ -970,6 +978,8 @@ static const decode_row DECODE_ROWS[] = {
      ",\"event_time\":\"2025-11-21T10:00:00Z\"}", "ingest_time: required"},
     {EV_HEAD EV_ID ",\"amount_minor\":0," EV_CUR "," EV_REST "}", "amount_minor: must be > 0"},
     {EV_HEAD EV_ID ",\"amount_minor\":-5," EV_CUR "," EV_REST "}", "amount_minor: must be > 0"},
+    {EV_HEAD EV_ID ",\"amount_minor\":10000000000001," EV_CUR "," EV_REST "}",
+     "amount_minor: must be at most 10^13"}, /* window sums would overflow */
     {EV_HEAD EV_ID ",\"amount_minor\":\"1250\"," EV_CUR "," EV_REST "}",
      "amount_minor: must be an integer"},
     {EV_HEAD EV_ID ",\"amount_minor\":1250,\"amount\":\"12.51\"," EV_CUR "," EV_REST "}",
