@@ -1123,8 +1123,6 @@ static bool scorer_outcome_dlq_delivered(scorer *s) {
     return true;
 }
 
-static void scorer_offset_reset(scorer *s, rd_kafka_t *rk, const rd_kafka_message_t *m);
-
 /* Polls what payment_outcomes has (without waiting), stores and applies it, then commits the
  * outcome offsets. On failure the messages stay in hand and are tried again a few batches later;
  * pending outcomes (their payment was not persisted yet) are re-applied on every round. */
@@ -1139,9 +1137,7 @@ static void scorer_outcomes(scorer *s) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->outcomes, 0);
         if (!m) break;
         if (m->err) {
-            if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) /* labels lost, or a new group */
-                scorer_offset_reset(s, s->outcomes, m);
-            else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_msg(LOG_WARN, "outcomes_consumer_error", "%s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             continue;
@@ -1400,21 +1396,21 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* Restarts fetching one partition at its earliest available offset. A partition whose offset
  * reset failed stays stopped in librdkafka (seek() is refused in that state), so it is
  * unassigned and assigned again with an explicit start offset. */
-static void scorer_restart_partition(rd_kafka_t *rk, const char *topic, int32_t partition) {
+static void scorer_restart_partition(scorer *s, const char *topic, int32_t partition) {
     rd_kafka_topic_partition_list_t *cur = NULL, *one = NULL;
-    if (rd_kafka_assignment(rk, &cur) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+    if (rd_kafka_assignment(s->consumer, &cur) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         !rd_kafka_topic_partition_list_find(cur, topic, partition))
         goto done; /* revoked meanwhile: the next owner deals with it */
-    if (cooperative(rk)) {
+    if (cooperative(s->consumer)) {
         one = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(one, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
-        log_rebalance_error(rd_kafka_incremental_unassign(rk, one), "incremental_unassign");
-        log_rebalance_error(rd_kafka_incremental_assign(rk, one), "incremental_assign");
+        log_rebalance_error(rd_kafka_incremental_unassign(s->consumer, one), "incremental_unassign");
+        log_rebalance_error(rd_kafka_incremental_assign(s->consumer, one), "incremental_assign");
     } else {
         /* eager: the whole assignment again, the others at their current position */
-        rd_kafka_position(rk, cur);
+        rd_kafka_position(s->consumer, cur);
         rd_kafka_topic_partition_list_find(cur, topic, partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_assign(rk, cur);
+        rd_kafka_assign(s->consumer, cur);
     }
 done:
     if (cur) rd_kafka_topic_partition_list_destroy(cur);
@@ -1425,9 +1421,8 @@ done:
  * whose start offset is unusable. offset < 0: the group never committed one (a new group, or a
  * new partition): start at the earliest offset, as the contract says. offset >= 0: the committed
  * offset is no longer on the broker (retention deleted it before we processed it, or the log was
- * truncated): data was lost. Logged as an error and counted; then the earliest offset too.
- * rk: the consumer that reported it (raw_payments' or payment_outcomes'). */
-static void scorer_offset_reset(scorer *s, rd_kafka_t *rk, const rd_kafka_message_t *m) {
+ * truncated): data was lost. Logged as an error and counted; then the earliest offset too. */
+static void scorer_offset_reset(scorer *s, const rd_kafka_message_t *m) {
     const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : s->cfg.topic;
     json_t *f = msg_ctx(m);
     if (m->offset < 0) {
@@ -1435,7 +1430,7 @@ static void scorer_offset_reset(scorer *s, rd_kafka_t *rk, const rd_kafka_messag
                    "no committed offset for this group: starting at the earliest offset");
     } else {
         int64_t lo = -1, hi = -1;
-        rd_kafka_query_watermark_offsets(rk, topic, m->partition, &lo, &hi, 2000);
+        rd_kafka_query_watermark_offsets(s->consumer, topic, m->partition, &lo, &hi, 2000);
         int64_t lost = lo > m->offset ? lo - m->offset : 0;
         s->stats.offsets_out_of_range++;
         s->stats.messages_lost += (uint64_t)lost;
@@ -1450,12 +1445,12 @@ static void scorer_offset_reset(scorer *s, rd_kafka_t *rk, const rd_kafka_messag
                    "%" PRId64 " message(s) were lost before they were processed; resuming at the "
                    "earliest available offset", m->offset, topic, m->partition, lost);
     }
-    scorer_restart_partition(rk, topic, m->partition);
+    scorer_restart_partition(s, topic, m->partition);
 }
 
 static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m) {
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
-        scorer_offset_reset(s, s->consumer, m);
+        scorer_offset_reset(s, m);
         return;
     }
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
@@ -1622,12 +1617,8 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
     if (!conf) return NULL;
     char cid[160];
     snprintf(cid, sizeof cid, "%s-outcomes", c->scorer_id);
-    /* Set over the shared -X properties (they are the raw_payments consumer's): offsets stored as
-     * messages are polled and committed by scorer_outcomes() once they are stored; labels lost to
-     * retention reported like lost payments (scorer_offset_reset), never skipped silently. */
     if (kafka_conf_lock(conf, c->props, "enable.auto.commit", "false", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "enable.auto.offset.store", "true", errstr, errstr_size) ||
-        rd_kafka_conf_set(conf, "auto.offset.reset", "error", errstr, errstr_size) ||
+        kafka_conf_default(conf, c->props, "auto.offset.reset", "earliest", errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.id", c->outcomes_group_id, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "client.id", cid, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
