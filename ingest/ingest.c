@@ -1334,6 +1334,17 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
     job_settle(job);
 }
 
+/* A free order: nothing to score, nothing published; logged with its payment id. */
+static void shopify_ignore_free(ingest *ing, ingest_ctx *ctx, const json_t *req) {
+    const char *pid = json_string_value(json_object_get(req, "payment_id"));
+    struct evbuffer *out = evhttp_request_get_output_buffer(ctx->req);
+    log_msg(LOG_INFO, "shopify_free_order", "request %s: order of %s with total 0 (payment id %s) "
+            "ignored", ctx->request_id, ctx->caller, pid ? pid : "-");
+    evbuffer_add_printf(out, "{\"status\":\"ignored\",\"reason\":\"free_order\",\"message\":"
+                        "\"an order with a total of 0 is not a payment; nothing was published\"}");
+    reply_send(ing, ctx, 200, NULL);
+}
+
 static void handle_shopify(ingest *ing, ingest_ctx *ctx) {
     char idem_id[37], errstr[128];
     bool has_idem;
@@ -1360,6 +1371,7 @@ static void handle_shopify(ingest *ing, ingest_ctx *ctx) {
     if (!order) return;
     json_t *body = shopify_order_to_request(order, shop, errstr, sizeof errstr);
     if (!body) reply_error(ing, ctx, 422, "invalid_order", "%s", errstr);
+    else if (shopify_request_is_free(body)) shopify_ignore_free(ing, ctx, body);
     else single_payment(ing, ctx, body, NULL);
     json_decref(body);
     json_decref(order);
@@ -1443,7 +1455,11 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
         reply_error(ing, ctx, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
     }
-    if (write_precheck(ing, ctx, ing->max_body_bytes, ":outcome", idem_id, &has_idem) != 0) return;
+    /* The payment is part of the outcome's identity: one key reused for labels of two payments
+     * must not make the second a duplicate of the first (the scorer stores a label once by id). */
+    char suffix[16 + INGEST_PATH_ID_MAX];
+    snprintf(suffix, sizeof suffix, ":outcome:%s", ctx->path_id);
+    if (write_precheck(ing, ctx, ing->max_body_bytes, suffix, idem_id, &has_idem) != 0) return;
     json_t *body = body_object(ing, ctx);
     if (!body) return;
     json_t *fields = outcome_check(body, ctx->received_ms, &known_ms);

@@ -210,6 +210,24 @@ static void set_str(json_t *o, const char *key, const char *v) {
     if (v) json_object_set_new(o, key, json_string(v));
 }
 
+/* Shopify writes prices with two decimals whatever the currency ("1000.00" JPY, "12.50" EUR): the
+ * zeros past the last significant decimal go, so that the payment validation's "at most the
+ * currency's decimals" refuses only amounts that really have more. */
+static json_t *price_string(const char *s) {
+    char buf[64];
+    size_t n = strlen(s);
+    if (n >= sizeof buf || !strchr(s, '.')) return json_string(s);
+    memcpy(buf, s, n + 1);
+    while (n > 0 && buf[n - 1] == '0') buf[--n] = '\0';
+    if (n > 0 && buf[n - 1] == '.') buf[--n] = '\0';
+    return json_string(n ? buf : s);
+}
+
+bool shopify_request_is_free(const json_t *req) {
+    const char *a = json_string_value(json_object_get(req, "amount"));
+    return a && a[0] && strspn(a, "0.") == strlen(a) && strchr(a, '0');
+}
+
 /* Amount, currency, method, card: what the customer paid with. */
 static void map_payment(const json_t *order, json_t *req) {
     char method[PAY_SHORT_MAX + 1] = "shopify", card_type[PAY_SHORT_MAX + 1];
@@ -218,7 +236,7 @@ static void map_payment(const json_t *order, json_t *req) {
     const char *total = str_at(order, "total_price");
     const char *number = str_at(pd, "credit_card_number"); /* "•••• •••• •••• 4242" */
     if (json_string_value(gw) && json_string_value(gw)[0]) tokenize(json_string_value(gw), method);
-    if (total) json_object_set_new(req, "amount", json_string(total));
+    if (total) json_object_set_new(req, "amount", price_string(total));
     else json_object_set(req, "amount", json_object_get(order, "total_price")); /* left to validation */
     set_str(req, "currency", str_at(order, "currency"));
     json_object_set_new(req, "payment_method", json_string(method));

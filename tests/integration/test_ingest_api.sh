@@ -215,8 +215,12 @@ oid=$(field outcome_id)
 fs_assert_eq "$pid_idem" "$(field payment_id)" "outcome payment_id"
 post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"confirmed_fraud","reason":"cardholder dispute","known_at":"2026-11-01T10:00:00Z"}' -H 'Idempotency-Key: case-1'
 fs_assert_eq "$oid" "$(field outcome_id)" "outcome retry -> same outcome_id"
+# the same key for another payment's label: another label (never a duplicate of the first)
+post "$KEY" "/api/v1/payments/0b0b0b0b-0000-4000-8000-000000000001/outcome" '{"outcome":"chargeback"}' -H 'Idempotency-Key: case-1'
+expect 202 "" "outcome of another payment, same key"
+[[ "$(field outcome_id)" != "$oid" ]] || fs_fail "one Idempotency-Key gave two payments' labels the same outcome_id"
 fs_wait_for 20 fs_topic_has payment_outcomes 1
-line=$(fs_topic_dump payment_outcomes | head -n 1)
+line=$(fs_topic_dump payment_outcomes | grep -F "$pid_idem" | head -n 1)
 fs_assert_eq "$pid_idem" "$(cut -f3 <<<"$line")" "payment_outcomes key = payment_id"
 [[ ",$(cut -f4 <<<"$line")," == *",schema_version=1,"*",outcome_id=$oid,"* ]] || fs_fail "outcome headers: $line"
 for f in '"outcome":"confirmed_fraud"' '"known_at":"2026-11-01T10:00:00.000Z"' '"reason":"cardholder dispute"' '"source":"full"'; do
@@ -262,6 +266,19 @@ for f in '"merchant_id":"example-store.myshopify.com"' '"amount":"164.80"' '"use
 done
 if grep -qF 'lena.schmidt@example.de' <<<"$order_msg"; then fs_fail "raw email on the topic"; fi
 echo "ok: Shopify order mapped and pseudonymized"
+# A free order (total 0): 200 "ignored", nothing published (a 422 would be retried by Shopify for
+# hours and count against the webhook subscription).
+sed -e 's/"total_price": "164.80"/"total_price": "0.00"/' -e 's/"id": 5704781545782/"id": 5704781545799/' \
+    "$ORDER" >"$FS_TEST_DIR/free-order.json"
+grep -q '"total_price": "0.00"' "$FS_TEST_DIR/free-order.json" || fs_fail "the free order fixture was not made"
+free_sig=$(openssl dgst -sha256 -hmac "$SHOP_SECRET" -binary "$FS_TEST_DIR/free-order.json" | base64)
+before=$(raw_count)
+http POST /webhooks/orders/create "${JSON[@]}" -H "X-Shopify-Shop-Domain: $SHOP" -H 'X-Shopify-Topic: orders/create' \
+    -H "X-Shopify-Hmac-Sha256: $free_sig" --data-binary @"$FS_TEST_DIR/free-order.json"
+expect 200 "" "free order"
+fs_assert_eq ignored "$(field status)" "free order status"
+sleep 0.5
+fs_assert_eq "$before" "$(raw_count)" "nothing published for a free order"
 
 # --- SIGHUP: new keys take effect, removed ones stop working --------------------------------------
 LATE=$(newkey --id late --scopes payments:write)

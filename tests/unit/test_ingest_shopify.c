@@ -123,6 +123,31 @@ static void test_order_mapping(void **state) {
     pay_payment_clear(&p);
     json_decref(req);
 
+    /* Shopify's two decimals whatever the currency: "1000.00" JPY is 1000 yen, not too precise */
+    static const struct {
+        const char *total, *currency;
+        int64_t minor;
+        bool free;
+    } prices[] = {
+        {"1000.00", "JPY", 1000, false}, {"12.50", "EUR", 1250, false}, {"7.000", "KWD", 7000, false},
+        {"100", "EUR", 10000, false},     {"0.00", "EUR", 0, true},     {"0", "JPY", 0, true},
+    };
+    for (size_t i = 0; i < sizeof prices / sizeof prices[0]; i++) {
+        json_object_set_new(order, "total_price", json_string(prices[i].total));
+        json_object_set_new(order, "currency", json_string(prices[i].currency));
+        req = shopify_order_to_request(order, SHOP, err, sizeof err);
+        assert_int_equal(shopify_request_is_free(req), prices[i].free);
+        if (!prices[i].free) {
+            if (pay_from_request(req, 1795300000000, NULL, &p, &raw, &errs) != 0)
+                fail_msg("%s %s: %s %s", prices[i].total, prices[i].currency, errs.e[0].field,
+                         errs.e[0].message);
+            assert_int_equal(p.amount_minor, prices[i].minor);
+            pay_payment_clear(&p);
+        }
+        json_decref(req);
+    }
+    json_object_set_new(order, "currency", json_string("EUR"));
+
     /* without an id there is no payment */
     json_object_del(order, "id");
     assert_null(shopify_order_to_request(order, SHOP, err, sizeof err));
