@@ -45,7 +45,7 @@ head -n 1 "$FS_TEST_DIR/valid.txt" |
     kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
 # key B for 10, then A and B alternating (instances with different keys): one pii_key_changed line
 # (A -> B), the flapping only counted (at most one line a minute), B last.
-tail -n 20 "$FS_TEST_DIR/valid.txt" | head -n 10 | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H pii_key_id=$key_b
+tail -n 20 "$FS_TEST_DIR/valid.txt" | sed -n 1,10p | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H pii_key_id=$key_b
 i=0
 tail -n 10 "$FS_TEST_DIR/valid.txt" | while IFS= read -r line; do
     i=$((i + 1))
