@@ -19,8 +19,6 @@
 
 #define TEXT_SHORT_MAX 256       /* device_info strings, card fingerprint, device id */
 #define AMOUNT_TEXT_MAX 64       /* longer decimal strings are not amounts */
-#define FUTURE_SKEW_MS PAY_FUTURE_SKEW_MS
-#define TIME_MAX_MS PAY_TIME_MAX_MS
 
 /* ---------------------------------------------------------------- reference tables */
 
@@ -350,10 +348,22 @@ static int check_time(const char *s, size_t len, int64_t *dst, fail *f) {
     if (len == 0) return failed(f, "empty", "must not be empty");
     if (len > 40 || fs_time_parse_rfc3339(s, &ms) != 0)
         return failed(f, "invalid", "must be an RFC 3339 timestamp");
-    if (ms < 0 || ms >= TIME_MAX_MS)
+    if (ms < 0 || ms >= PAY_TIME_MAX_MS)
         return failed(f, "out_of_range", "must be between 1970 and 9999");
     *dst = ms;
     return 0;
+}
+
+int pay_time_check(const char *s, int64_t now_ms, int64_t *ms, const char **code, char *msg,
+                   size_t msg_size) {
+    fail f = {0};
+    if (check_time(s, strlen(s), ms, &f) == 0 && *ms > now_ms + PAY_FUTURE_SKEW_MS)
+        failed(&f, "in_future", "is more than 24 hours in the future");
+    else if (f.code == NULL)
+        return 0;
+    *code = f.code;
+    snprintf(msg, msg_size, "%s", f.msg);
+    return -1;
 }
 
 /* A small object, kept as a deep copy (the caller's tree may change or go away). */
@@ -630,7 +640,7 @@ static int req_field(req_ctx *c, const field_spec *fs, const json_t *v) {
     char *base = fs->in_pii ? (char *)c->pii : (char *)c->p;
     if (check_value(fs->kind, v, base + fs->off, fs->size, &f))
         return err_fail(c->errs, fs->name, &f);
-    if (fs->kind == F_TIME && c->p->event_time_ms > c->now_ms + FUTURE_SKEW_MS)
+    if (fs->kind == F_TIME && c->p->event_time_ms > c->now_ms + PAY_FUTURE_SKEW_MS)
         return err_add(c->errs, fs->name, "in_future", "is more than 24 hours in the future");
     return 0;
 }
@@ -757,7 +767,7 @@ static int text_field(req_ctx *c, const field_spec *fs, const jsonfast_member *v
     char *base = fs->in_pii ? (char *)c->pii : (char *)c->p;
     if (check_str(fs->kind, v->str, v->len, base + fs->off, fs->size, &f))
         return err_fail(c->errs, fs->name, &f);
-    if (fs->kind == F_TIME && c->p->event_time_ms > c->now_ms + FUTURE_SKEW_MS)
+    if (fs->kind == F_TIME && c->p->event_time_ms > c->now_ms + PAY_FUTURE_SKEW_MS)
         return err_add(c->errs, fs->name, "in_future", "is more than 24 hours in the future");
     return 0;
 }

@@ -20,11 +20,11 @@
 /* Bounds of every time a client gives (payment timestamp, outcome known_at): 1970 up to
  * 10000-01-01 excluded (RFC 3339 has four-digit years), and at most 24 hours ahead of the clock. */
 #define PAY_TIME_MAX_MS 253402300800000LL
+#define PAY_FUTURE_SKEW_MS (24 * 3600 * 1000LL)
 /* The largest amount in minor units (10^13: 100 billion EUR, 10 trillion JPY). Window sums add up
  * amounts in 64 bits: this bound keeps ~900,000 maximal payments of one entity in one bucket from
  * overflowing, where INT64_MAX per payment overflowed with the second. */
 #define PAY_AMOUNT_MAX_MINOR 10000000000000LL
-#define PAY_FUTURE_SKEW_MS (24 * 3600 * 1000LL)
 #define PAY_SCHEMA_VERSION 1
 #define PAY_ID_MAX 128        /* user_id, merchant_id: bytes */
 #define PAY_SHORT_MAX 32      /* payment_method, transaction_type, card_type */
@@ -122,5 +122,11 @@ int pay_amount_parse(const char *s, int exp, int64_t *minor);
 
 /* Formats minor units as a decimal string with exp fraction digits ("12.50"). */
 void pay_amount_format(int64_t minor, int exp, char *out, size_t out_size);
+
+/* A time a client gives (outcome known_at; the payment timestamp is checked the same way inside
+ * pay_from_request): RFC 3339, within PAY_TIME_MAX_MS, at most PAY_FUTURE_SKEW_MS after now_ms.
+ * Returns 0 with *ms, or -1 with the error's code (a static string) and message in msg. */
+int pay_time_check(const char *s, int64_t now_ms, int64_t *ms, const char **code, char *msg,
+                   size_t msg_size);
 
 #endif

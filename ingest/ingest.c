@@ -831,7 +831,7 @@ static void reply_batch(ingest *ing, ingest_job *job) {
     for (uint32_t i = 0; i < job->n; i++) count[job->items[i].state]++;
     /* Nothing stored, and not only because of the items themselves: the broker (or an overload)
      * failed the others, so the whole batch is a 503 to retry, even next to rejected items. */
-    bool all_failed = count[ITEM_ACCEPTED] == 0 && count[ITEM_FAILED] > 0;
+    bool nothing_stored = count[ITEM_ACCEPTED] == 0 && count[ITEM_FAILED] > 0;
     evbuffer_add_printf(out, "{\"accepted\":%d,\"rejected\":%d,\"failed\":%d,\"results\":[",
                         count[ITEM_ACCEPTED], count[ITEM_REJECTED], count[ITEM_FAILED]);
     for (uint32_t i = 0; i < job->n; i++) {
@@ -855,9 +855,9 @@ static void reply_batch(ingest *ing, ingest_job *job) {
     }
     /* Only when nothing at all could be stored is the whole batch a 503: retry it (the rejected
      * items fixed or left out; the ids stay, see batch_item_id). */
-    evbuffer_add_printf(out, "]%s}", all_failed ? ",\"error\":\"broker_unavailable\"" : "");
-    if (all_failed) add_retry_after(ing, &job->ctx, 0);
-    reply_send(ing, &job->ctx, all_failed ? 503 : 200, all_failed ? "broker_unavailable" : NULL);
+    evbuffer_add_printf(out, "]%s}", nothing_stored ? ",\"error\":\"broker_unavailable\"" : "");
+    if (nothing_stored) add_retry_after(ing, &job->ctx, 0);
+    reply_send(ing, &job->ctx, nothing_stored ? 503 : 200, nothing_stored ? "broker_unavailable" : NULL);
 }
 
 static void reply_single(ingest *ing, ingest_job *job) {
@@ -1177,13 +1177,12 @@ static int idempotency_id(const char *caller, const char *key, const char *suffi
  * earlier items' fingerprints (zeros for items that are not JSON); prints[i] is set here. */
 static int batch_item_id(const char *caller, const char *key, const batch *b, uint32_t i,
                          unsigned char (*prints)[32], char out[37]) {
-    char suffix[48];
+    char suffix[48] = "#";
     unsigned repeat = 0;
     if (batch_item_fingerprint(b, i, prints[i]) != 0) return -1; /* rejected anyway */
     for (uint32_t j = 0; j < i; j++) repeat += memcmp(prints[j], prints[i], 32) == 0;
-    int n = snprintf(suffix, sizeof suffix, "#");
-    for (int k = 0; k < 16; k++) n += snprintf(suffix + n, sizeof suffix - (size_t)n, "%02x", prints[i][k]);
-    if (repeat) snprintf(suffix + n, sizeof suffix - (size_t)n, ".%u", repeat);
+    fs_hex(prints[i], 16, suffix + 1);
+    if (repeat) snprintf(suffix + 33, sizeof suffix - 33, ".%u", repeat);
     return idempotency_id(caller, key, suffix, out);
 }
 
@@ -1409,13 +1408,12 @@ static json_t *outcome_check(const json_t *body, int64_t now_ms, int64_t *known_
     if (reason && !json_is_null(reason) &&
         (!json_is_string(reason) || json_string_length(reason) > INGEST_REASON_MAX))
         field_error(fields, "reason", "invalid", "must be a string of at most 500 bytes");
+    const char *code = "invalid"; /* the payment timestamp's bounds: the scorer reads no other */
+    char msg[120] = "must be an RFC 3339 timestamp";
     if (known && !json_is_null(known) &&
-        (!json_is_string(known) || fs_time_parse_rfc3339(json_string_value(known), known_ms) != 0))
-        field_error(fields, "known_at", "invalid", "must be an RFC 3339 timestamp");
-    else if (*known_ms < 0 || *known_ms >= PAY_TIME_MAX_MS) /* the scorer could not read it back */
-        field_error(fields, "known_at", "out_of_range", "must be between 1970 and 9999");
-    else if (*known_ms > now_ms + PAY_FUTURE_SKEW_MS)
-        field_error(fields, "known_at", "in_future", "is more than 24 hours in the future");
+        (!json_is_string(known) ||
+         pay_time_check(json_string_value(known), now_ms, known_ms, &code, msg, sizeof msg) != 0))
+        field_error(fields, "known_at", code, msg);
     json_object_foreach((json_t *)body, key, v) {
         if (strcmp(key, "outcome") && strcmp(key, "reason") && strcmp(key, "known_at"))
             field_error(fields, key, "unknown_field", "is not a field of the outcome contract");
@@ -1747,10 +1745,11 @@ static void metrics_zero(ingest_metrics *m) {
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) metric_add(m->payments, results[i], 0);
     /* The 5xx an alert fires on exist from the start: increase() over a series whose first sample
      * is already 1 sees no increase, so a route's first 500 would go unnoticed. */
+    static const int server_errors[] = {500, 503};
     for (const ingest_route *r = ROUTES; r->path; r++) {
-        char labels[64];
-        for (int status = 500; status <= 503; status += 3) {
-            snprintf(labels, sizeof labels, "%s,%d", r->name, status);
+        for (size_t i = 0; i < sizeof server_errors / sizeof server_errors[0]; i++) {
+            char labels[64];
+            snprintf(labels, sizeof labels, "%s,%d", r->name, server_errors[i]);
             metric_add(m->requests, labels, 0);
         }
     }

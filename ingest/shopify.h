@@ -43,14 +43,14 @@ int shopify_verify(const shopify *s, const char *shop_domain, const char *hmac_b
 /* base64(HMAC-SHA256(secret, body)) into out (45 bytes). For tests and tools. */
 void shopify_sign(const char *secret, const void *body, size_t len, char out[45]);
 
-/* A v1 payment request body (new reference) for a Shopify order. NULL with errstr when the order
- * lacks what every payment needs (its id). Other problems (an odd currency...) are left to the
- * payment validation, which names the field. */
 /* True when the mapped request's amount is zero: a free order (a gift card redeemed in full, a
  * 100 % discount) is not a payment. Ingest answers it 200 "ignored" rather than 422, which Shopify
  * would retry for hours and count against the webhook subscription. */
 bool shopify_request_is_free(const json_t *req);
 
+/* A v1 payment request body (new reference) for a Shopify order. NULL with errstr when the order
+ * lacks what every payment needs (its id). Other problems (an odd currency...) are left to the
+ * payment validation, which names the field. */
 json_t *shopify_order_to_request(const json_t *order, const char *shop_domain, char *errstr,
                                  size_t errstr_size);
 

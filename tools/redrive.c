@@ -149,8 +149,8 @@ static void reason_text(const char *v, size_t n, bool present, char out[REDRIVE_
 }
 
 void redrive_decide(const redrive_plan *p, const rd_kafka_headers_t *hdrs, redrive_decision *d) {
-    const char *v = NULL, *src = NULL;
-    size_t n = 0, sn = 0;
+    const char *v = NULL, *src = NULL, *omitted = NULL;
+    size_t n = 0, sn = 0, on = 0;
     bool present = header_get(hdrs, "dlq_reason", &v, &n);
     memset(d, 0, sizeof *d);
     reason_text(v, n, present, d->reason);
@@ -165,7 +165,7 @@ void redrive_decide(const redrive_plan *p, const rd_kafka_headers_t *hdrs, redri
     if (!reason_selected(p, v, n, present)) d->verdict = REDRIVE_FILTERED;
     else if (!d->target[0]) d->verdict = REDRIVE_NO_SOURCE;
     else if (d->redrive_count >= p->max_redrives) d->verdict = REDRIVE_MAX_REDRIVES;
-    else if (header_get(hdrs, "dlq_value_omitted", &src, &sn)) d->verdict = REDRIVE_NO_VALUE;
+    else if (header_get(hdrs, "dlq_value_omitted", &omitted, &on)) d->verdict = REDRIVE_NO_VALUE;
     else d->verdict = REDRIVE_PRODUCE;
 }
 

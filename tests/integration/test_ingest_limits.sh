@@ -108,6 +108,12 @@ fs_broker_down
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,$pay]" "http://127.0.0.1:$port3/api/v1/payments/batch")
 fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "batch with the broker down"
 [[ "$out" == *'"failed":2'* && "$out" == *'"status":"failed","payment_id":"'* ]] || fs_fail "batch 503 body: $out"
+# nothing stored next to a rejected item is still a 503 with Retry-After (never a 200 to move on from)
+out=$(curl -s -D "$FS_TEST_DIR/h503" -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,{\"user_id\":\"x\"}]" \
+    "http://127.0.0.1:$port3/api/v1/payments/batch")
+fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "batch of a failed and a rejected item with the broker down"
+[[ "$out" == *'"accepted":0,"rejected":1,"failed":1'* ]] || fs_fail "batch 503 body: $out"
+grep -qi '^Retry-After: [1-9]' "$FS_TEST_DIR/h503" || fs_fail "batch 503 without Retry-After"
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary '{"outcome":"chargeback"}' \
     "http://127.0.0.1:$port3/api/v1/payments/00000000-0000-4000-8000-000000000001/outcome")
 fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "outcome with the broker down"

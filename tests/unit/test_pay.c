@@ -1133,6 +1133,34 @@ static void test_request_text_path(void **state) {
     assert_true(taken > 2000);
 }
 
+/* pay_time_check: the bounds of every client time (outcome known_at), table-driven. */
+static void test_time_check(void **state) {
+    (void)state;
+    const int64_t now = 1795255200000; /* 2026-11-21T10:00:00Z */
+    static const struct {
+        const char *s, *code; /* code NULL: accepted */
+    } rows[] = {
+        {"2026-11-01T10:00:00Z", NULL},
+        {"2026-11-21T09:00:00Z", NULL},             /* less than 24 h ahead */
+        {"1970-01-01T00:00:00Z", NULL},
+        {"2026-11-22T10:00:00Z", NULL},             /* exactly 24 h ahead */
+        {"2026-11-22T10:00:01Z", "in_future"},
+        {"2999-01-01T00:00:00Z", "in_future"},
+        {"0000-01-01T00:00:00Z", "out_of_range"},   /* before 1970 */
+        {"9999-12-31T23:59:59-23:59", "out_of_range"}, /* 10000-01-01 in UTC */
+        {"yesterday", "invalid"},
+        {"", "empty"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *code = NULL;
+        char msg[120] = "";
+        int64_t ms = 0;
+        int rc = pay_time_check(rows[i].s, now, &ms, &code, msg, sizeof msg);
+        if (rows[i].code ? rc != -1 || strcmp(code, rows[i].code) != 0 : rc != 0)
+            fail_msg("%s: rc %d code %s (%s)", rows[i].s, rc, code ? code : "-", msg);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_minimal),
@@ -1159,6 +1187,7 @@ int main(void) {
         cmocka_unit_test(test_event_decode_values),
         cmocka_unit_test(test_partition_key),
         cmocka_unit_test(test_clear_accepts_null),
+        cmocka_unit_test(test_time_check),
     };
     return cmocka_run_group_tests_name("pay", tests, NULL, NULL);
 }
