@@ -104,6 +104,9 @@ struct scorer {
     scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
     size_t *orow;               /* per row given to store_insert_outcomes: its message's index */
+    int64_t *onext;             /* per outcome partition: the offset expected next (-1: unknown),
+                                 * from the committed offset at assignment, then each message */
+    size_t nonext;
     int outcome_backoff;      /* batches to wait after an outcome failure */
     int64_t outcomes_pending; /* stored outcomes still waiting for their payment; -1 at start:
                                * unknown (another process may have stored them), so the first
@@ -153,6 +156,8 @@ static int scorer_deliver_batch(scorer *s);
 static void scorer_commit_batch(scorer *s);
 static void scorer_clear_batch(scorer *s);
 static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
+static void scorer_report_loss(scorer *s, const char *topic, int32_t partition, int64_t from,
+                               int64_t lo, int64_t hi, const char *why);
 static void scorer_maybe_prune(scorer *s);
 static void scorer_reload(scorer *s);
 static void scorer_close(scorer *s);
@@ -1123,6 +1128,77 @@ static bool scorer_outcome_dlq_delivered(scorer *s) {
     return true;
 }
 
+/* The offset expected next on outcome partition p (the table grows on first sight); NULL when
+ * out of memory (no check then). */
+static int64_t *scorer_onext(scorer *s, int32_t p) {
+    if (p < 0) return NULL;
+    if ((size_t)p >= s->nonext) {
+        int64_t *t = realloc(s->onext, ((size_t)p + 1) * sizeof *t);
+        if (!t) return NULL;
+        for (size_t i = s->nonext; i <= (size_t)p; i++) t[i] = -1;
+        s->onext = t;
+        s->nonext = (size_t)p + 1;
+    }
+    return &s->onext[p];
+}
+
+/* payment_outcomes resets to the earliest offset when its position is gone (a new group must start
+ * there, and the error policy would stop fetching the partition), so a loss shows as a message
+ * beyond the offset expected next. The log's start confirms it: offsets of a plain topic are
+ * contiguous, but a transactional producer's markers or compaction leave gaps that lose nothing. */
+static void scorer_outcome_check_offset(scorer *s, const rd_kafka_message_t *m) {
+    int64_t *next = scorer_onext(s, m->partition);
+    if (!next) return;
+    if (*next >= 0 && m->offset > *next) {
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_query_watermark_offsets(s->outcomes, topic, m->partition, &lo, &hi, 2000) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR && lo > *next)
+            scorer_report_loss(s, topic, m->partition, *next, lo, hi,
+                               "the next message is beyond the committed offset: reset to the earliest");
+    }
+    *next = m->offset + 1;
+}
+
+/* The outcome consumer's rebalances: the committed offsets of the assigned partitions become the
+ * offsets expected next (what scorer_outcome_check_offset compares with). */
+static void scorer_outcomes_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    scorer *s = opaque;
+    for (size_t i = 0; i < s->nonext; i++) s->onext[i] = -1;
+    if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, NULL);
+        return;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 10000);
+    for (int i = 0; i < parts->cnt; i++) {
+        int64_t *next = e ? NULL : scorer_onext(s, parts->elems[i].partition);
+        if (next && !parts->elems[i].err && parts->elems[i].offset >= 0) *next = parts->elems[i].offset;
+        parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID; /* librdkafka fetches the committed one */
+    }
+    if (e)
+        log_msg(LOG_WARN, "outcomes_committed_unknown",
+                "committed offsets of %s not read (%s): a loss to retention goes unnoticed on this "
+                "assignment", s->cfg.outcomes_topic, rd_kafka_err2str(e));
+    rd_kafka_assign(rk, parts);
+}
+
+/* Commits the offsets after the outcome messages in hand, named explicitly: the consumer's offset
+ * store follows the shared -X properties, which may turn automatic storing off. */
+static rd_kafka_resp_err_t scorer_outcomes_commit(scorer *s) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)s->nomsgs);
+    for (size_t i = 0; i < s->nomsgs; i++) {
+        const rd_kafka_message_t *m = s->omsgs[i].msg;
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, topic, m->partition);
+        if (!p) p = rd_kafka_topic_partition_list_add(l, topic, m->partition);
+        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(s->outcomes, l, 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    return e;
+}
+
 /* Polls what payment_outcomes has (without waiting), stores and applies it, then commits the
  * outcome offsets. On failure the messages stay in hand and are tried again a few batches later;
  * pending outcomes (their payment was not persisted yet) are re-applied on every round. */
@@ -1142,6 +1218,7 @@ static void scorer_outcomes(scorer *s) {
             rd_kafka_message_destroy(m);
             continue;
         }
+        scorer_outcome_check_offset(s, m);
         s->omsgs[s->nomsgs++] = (scorer_omsg){.msg = m}; /* kept until stored and committed */
     }
     if (s->nomsgs == 0 && s->outcomes_pending == 0) return;
@@ -1160,8 +1237,8 @@ static void scorer_outcomes(scorer *s) {
         log_msg(LOG_WARN, "outcomes_retry", "dead letters of invalid outcomes not delivered; retried later");
         return;
     }
-    rd_kafka_resp_err_t e = rd_kafka_commit(s->outcomes, NULL, 0);
-    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    rd_kafka_resp_err_t e = scorer_outcomes_commit(s);
+    if (e) {
         metric_add(s->m.outcomes_commit_failures, NULL, 1);
         log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
                 rd_kafka_err2str(e));
@@ -1417,6 +1494,25 @@ done:
     if (one) rd_kafka_topic_partition_list_destroy(one);
 }
 
+/* Data lost before it was processed: offset `from` of topic [partition] was committed (or
+ * expected next) but the broker's log now starts at `lo`. Logged as an error and counted, for
+ * raw_payments and payment_outcomes alike (BRIEF.md 6: never silently skipped). */
+static void scorer_report_loss(scorer *s, const char *topic, int32_t partition, int64_t from,
+                               int64_t lo, int64_t hi, const char *why) {
+    int64_t lost = lo > from ? lo - from : 0;
+    s->stats.offsets_out_of_range++;
+    s->stats.messages_lost += (uint64_t)lost;
+    metric_add(s->m.offsets_lost, NULL, 1);
+    metric_add(s->m.messages_lost, NULL, (double)lost);
+    log_fields(LOG_ERROR, "offset_out_of_range",
+               json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:s}", "topic", topic, "partition",
+                         (int)partition, "offset", (json_int_t)from, "earliest", (json_int_t)lo,
+                         "latest", (json_int_t)hi, "lost", (json_int_t)lost, "error", why),
+               "committed offset %" PRId64 " of %s [%" PRId32 "] is no longer on the broker: "
+               "%" PRId64 " message(s) were lost before they were processed; resuming at the "
+               "earliest available offset", from, topic, partition, lost);
+}
+
 /* auto.offset.reset=error makes librdkafka report, instead of silently skipping, every partition
  * whose start offset is unusable. offset < 0: the group never committed one (a new group, or a
  * new partition): start at the earliest offset, as the contract says. offset >= 0: the committed
@@ -1424,26 +1520,13 @@ done:
  * truncated): data was lost. Logged as an error and counted; then the earliest offset too. */
 static void scorer_offset_reset(scorer *s, const rd_kafka_message_t *m) {
     const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : s->cfg.topic;
-    json_t *f = msg_ctx(m);
     if (m->offset < 0) {
-        log_fields(LOG_INFO, "partition_start_earliest", f,
+        log_fields(LOG_INFO, "partition_start_earliest", msg_ctx(m),
                    "no committed offset for this group: starting at the earliest offset");
     } else {
         int64_t lo = -1, hi = -1;
         rd_kafka_query_watermark_offsets(s->consumer, topic, m->partition, &lo, &hi, 2000);
-        int64_t lost = lo > m->offset ? lo - m->offset : 0;
-        s->stats.offsets_out_of_range++;
-        s->stats.messages_lost += (uint64_t)lost;
-        metric_add(s->m.offsets_lost, NULL, 1);
-        metric_add(s->m.messages_lost, NULL, (double)lost);
-        json_object_set_new(f, "earliest", json_integer(lo));
-        json_object_set_new(f, "latest", json_integer(hi));
-        json_object_set_new(f, "lost", json_integer(lost));
-        json_object_set_new(f, "error", json_string(rd_kafka_message_errstr(m)));
-        log_fields(LOG_ERROR, "offset_out_of_range", f,
-                   "committed offset %" PRId64 " of %s [%" PRId32 "] is no longer on the broker: "
-                   "%" PRId64 " message(s) were lost before they were processed; resuming at the "
-                   "earliest available offset", m->offset, topic, m->partition, lost);
+        scorer_report_loss(s, topic, m->partition, m->offset, lo, hi, rd_kafka_message_errstr(m));
     }
     scorer_restart_partition(s, topic, m->partition);
 }
@@ -1617,8 +1700,10 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
     if (!conf) return NULL;
     char cid[160];
     snprintf(cid, sizeof cid, "%s-outcomes", c->scorer_id);
+    /* earliest over the shared -X properties (the raw consumer's "error" would stop a new group's
+     * partitions); a loss is reported by scorer_outcome_check_offset instead */
     if (kafka_conf_lock(conf, c->props, "enable.auto.commit", "false", errstr, errstr_size) ||
-        kafka_conf_default(conf, c->props, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "group.id", c->outcomes_group_id, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "client.id", cid, errstr, errstr_size) ||
         rd_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr,
@@ -1627,6 +1712,7 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    rd_kafka_conf_set_rebalance_cb(conf, scorer_outcomes_rebalance_cb);
     rd_kafka_t *rk = kafka_consumer_new(conf, errstr, errstr_size);
     if (!rk) return NULL;
     rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
@@ -1781,6 +1867,7 @@ void scorer_destroy(scorer *s) {
     vault_destroy(s->vt);
     free(s->omsgs);
     free(s->orow);
+    free(s->onext);
     free(s->items);
     free(s->rows);
     free(s->todo);
