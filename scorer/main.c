@@ -53,6 +53,7 @@ typedef struct scorer_opts {
     char *scorer_id;
     int64_t velocity_prune_every;
     int64_t velocity_lateness_s;
+    int64_t velocity_watermark_liveness_s;
     int64_t startup_timeout_ms;
     int64_t shutdown_timeout_ms;
     char *log_level;
@@ -121,6 +122,12 @@ static const cfg_opt scorer_options[] = {
      O(velocity_lateness_s),
      "velocity events are kept this long beyond the largest window (event time); payments later "
      "than that are scored with incomplete windows and counted as late",
+     false},
+    {"velocity-watermark-liveness-s", "FS_VELOCITY_WATERMARK_LIVENESS_S", CFG_INT, "600", 10,
+     86400, O(velocity_watermark_liveness_s),
+     "a worker's published watermark holds back the other workers' pruning while it was refreshed "
+     "within this long (workers refresh it every velocity-prune-every batches; a dead or idle one "
+     "stops holding pruning back after this)",
      false},
     {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "60000", 100, 3600000,
      O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",
@@ -197,6 +204,7 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .batch_max_ms = (int)o->batch_max_ms,
         .velocity_prune_every = (int)o->velocity_prune_every,
         .velocity_lateness_ms = o->velocity_lateness_s * 1000,
+        .watermark_liveness_ms = o->velocity_watermark_liveness_s * 1000,
         .startup_timeout_ms = (int)o->startup_timeout_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
     };

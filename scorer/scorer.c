@@ -19,6 +19,7 @@
 #include "modelrow.h"
 #include "pay.h"
 #include "pii.h"
+#include "prune.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -27,8 +28,6 @@
 #define PRUNE_ROUNDS 10      /* prune statements per table and prune */
 #define OUTCOMES_MAX 500     /* outcome messages per transaction */
 #define PII_KEY_LOG_US 60000000 /* at most one pii_key_changed line a minute (flapping: counted) */
-#define HOUR_TIER_KEEP_MS (BUCKETS_DAY_MS + BUCKETS_HOUR_MS)    /* longest hour-bucket window */
-#define DAY_TIER_KEEP_MS (61 * BUCKETS_DAY_MS) /* 30-day window + 30-day delay + its bucket */
 
 /* Delivery state of one output message; the delivery report callback writes it. */
 /* OUT_TOO_BIG: failed because the message is over a size limit (the producer's message.max.bytes,
@@ -60,7 +59,7 @@ typedef struct scorer_row {
     store_row sr;            /* sr.p points at p */
     int item;                /* the first message carrying it */
     bool rejected;           /* PostgreSQL refused it: dead-lettered */
-    bool late;               /* older than the features' retention when decided */
+    bool late;               /* its windows may reach below pruned rows (prune.h) when decided */
     bool out_of_order;       /* older than the newest event time this worker persisted */
     int8_t out_processed, out_alert;
     int64_t features_us;     /* computing its features (part of its scoring latency) */
@@ -139,6 +138,9 @@ struct scorer {
     bool fatal;
     int64_t watermark_ms;    /* largest event time this worker persisted */
     int batches_since_prune;
+    int batches_since_sync;  /* batches since the watermark was last published */
+    int64_t synced_us;       /* when the last sync that published it started (0: never) */
+    int64_t horizon_ms[PRUNE_SETS]; /* the shared prune horizons as last read (prune.h) */
     scorer_stats stats;
     char pii_key_id[PII_KEY_ID_HEX + 1]; /* of the last raw_payments message with one ("": none) */
     uint64_t pii_key_changes;            /* changes since the last pii_key_changed line */
@@ -183,13 +185,27 @@ static int scorer_sleep(scorer *s, int ms) {
 
 static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
 
-/* Events older than this (by event time) may already be pruned from velocity_events, so their
- * windows are incomplete. The watermark is capped at the wall clock so that one payment dated in
- * the future cannot make the pruner delete what current payments still need; a replay of old
- * history (event times far behind the clock) still prunes relative to its own progress. */
+/* The event time from which this worker needs complete windows: its watermark capped at the wall
+ * clock (one payment dated in the future cannot make the pruner delete what current payments still
+ * need; a replay of old history still prunes relative to its own progress) minus the lateness. */
+static int64_t scorer_needed_from(const scorer *s) {
+    return prune_needed_from(s->watermark_ms, fs_now_ms(), s->cfg.velocity_lateness_ms);
+}
+
+/* While its published watermark is fresh, no other worker prunes what this one needs. Fresh: the
+ * sync that published it started within half the liveness (the other half is a margin for the
+ * clocks and for the next batch). Before its first sync and after its row aged out, every batch
+ * reads the prune horizons after loading its features instead. */
+static bool scorer_protected(const scorer *s) {
+    return s->synced_us && fs_mono_us() - s->synced_us < s->cfg.watermark_liveness_ms * 500;
+}
+
+/* Payments older than this (by event time) may have windows that reach below rows already pruned
+ * (by this worker, or by any worker: the shared horizons), so their features may be incomplete. */
 static int64_t scorer_late_cutoff(const scorer *s) {
-    int64_t now = fs_now_ms(), wm = s->watermark_ms < now ? s->watermark_ms : now;
-    return wm - velocity_max_window_ms(s->rules) - s->cfg.velocity_lateness_ms;
+    int64_t reach[PRUNE_SETS];
+    prune_reach(velocity_max_window_ms(s->rules), reach);
+    return prune_late_before(scorer_needed_from(s), s->horizon_ms, reach);
 }
 
 /* ---- the loop ------------------------------------------------------------------------------- */
@@ -347,6 +363,7 @@ static int scorer_finish_batch(scorer *s) {
     scorer_commit_batch(s);
     scorer_account_batch(s, t0);
     s->batches_since_prune++;
+    s->batches_since_sync++;
     log_fields(LOG_DEBUG, "batch_done",
                json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "messages", (json_int_t)s->nitems,
                          "payments", (json_int_t)s->nrows, "duration_us",
@@ -677,6 +694,9 @@ static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, 
     if (ntodo == 0) return STORE_OK;
     err[0] = '\0';
     store_rc rc = scorer_feature_state(s, todo, ntodo, &nev, err, esz);
+    /* Read after the features: a prune whose deletions they missed recorded its horizon before. */
+    if (rc == STORE_OK && !scorer_protected(s))
+        rc = store_read_horizons(s->st, s->horizon_ms, err, esz);
     if (rc != STORE_OK) return rc;
     int64_t late_cutoff = scorer_late_cutoff(s);
     scorer_features(s, todo, ntodo);
@@ -1273,22 +1293,62 @@ static int64_t scorer_prune(scorer *s, int64_t width, int64_t cutoff) {
     return total;
 }
 
+/* One sync, in one transaction (store.h): publishes the watermark, reads the other live workers'
+ * needed-from and the horizons; with cutoff (a prune), computes this prune's cutoffs and raises the
+ * horizons to them before anything is deleted, and *held_back_ms gets how far the other workers
+ * held it back. Returns 0, or -1 (logged; tried after the next batch). */
+static int scorer_sync(scorer *s, int64_t cutoff[PRUNE_SETS], int64_t *held_back_ms) {
+    char err[512];
+    int64_t t0 = fs_mono_us(), now = fs_now_ms(), own = scorer_needed_from(s), others = PRUNE_NONE;
+    int64_t wm = s->watermark_ms < now ? s->watermark_ms : now;
+    int64_t horizon[PRUNE_SETS], reach[PRUNE_SETS];
+    store_rc rc = store_begin(s->st, err, sizeof err);
+    if (rc == STORE_OK)
+        rc = store_prune_sync(s->st, s->cfg.scorer_id, wm, own, s->cfg.watermark_liveness_ms,
+                              &others, horizon, err, sizeof err);
+    if (rc == STORE_OK && cutoff) {
+        prune_reach(velocity_max_window_ms(s->rules), reach);
+        prune_cutoffs(own, others, reach, cutoff);
+        *held_back_ms = own - (cutoff[PRUNE_VELOCITY] + reach[PRUNE_VELOCITY]);
+        rc = store_prune_record(s->st, cutoff, err, sizeof err);
+        for (int i = 0; i < PRUNE_SETS; i++)
+            if (cutoff[i] > horizon[i]) horizon[i] = cutoff[i];
+    }
+    if (rc == STORE_OK) rc = store_commit(s->st, err, sizeof err);
+    if (rc != STORE_OK) {
+        store_rollback(s->st);
+        log_fields(LOG_WARN, "watermark_sync_failed", json_pack("{s:s}", "error", err),
+                   "publishing the watermark failed (retried after the next batch)");
+        return -1;
+    }
+    memcpy(s->horizon_ms, horizon, sizeof horizon);
+    s->synced_us = t0;
+    return 0;
+}
+
+/* Every velocity-prune-every batches: a sync, then the prune. Also a sync alone right after a
+ * batch while this worker is not protected (its first batch, or its row aged out), so that the
+ * others stop pruning what it needs. Only after batches: an idle worker's row ages out and stops
+ * holding pruning back. */
 static void scorer_maybe_prune(scorer *s) {
-    /* Buckets: each width keeps its longest possible window (plus delay) and the lateness. */
-    static const int64_t width[2] = {BUCKETS_HOUR_MS, BUCKETS_DAY_MS};
-    static const int64_t keep[2] = {HOUR_TIER_KEEP_MS, DAY_TIER_KEEP_MS};
-    if (s->cfg.velocity_prune_every <= 0 || s->batches_since_prune < s->cfg.velocity_prune_every ||
-        s->watermark_ms == 0 || !store_connected(s->st))
+    bool prune = s->cfg.velocity_prune_every > 0 &&
+                 s->batches_since_prune >= s->cfg.velocity_prune_every;
+    if (s->watermark_ms == 0 || s->batches_since_sync == 0 || !store_connected(s->st) ||
+        (!prune && scorer_protected(s)))
         return;
-    s->batches_since_prune = 0;
-    int64_t cutoff = scorer_late_cutoff(s), deleted = scorer_prune(s, 0, cutoff);
+    s->batches_since_sync = 0;
+    if (prune) s->batches_since_prune = 0;
+    int64_t cutoff[PRUNE_SETS], held_back = 0;
+    if (scorer_sync(s, prune ? cutoff : NULL, &held_back) != 0 || !prune) return;
+    int64_t deleted = scorer_prune(s, 0, cutoff[PRUNE_VELOCITY]);
     if (deleted < 0) return;
     log_fields(LOG_DEBUG, "velocity_pruned",
-               json_pack("{s:I, s:I}", "deleted", (json_int_t)deleted, "before_ms", (json_int_t)cutoff),
+               json_pack("{s:I, s:I, s:I, s:I}", "deleted", (json_int_t)deleted, "before_ms",
+                         (json_int_t)cutoff[PRUNE_VELOCITY], "watermark_ms",
+                         (json_int_t)s->watermark_ms, "held_back_ms", (json_int_t)held_back),
                "pruned %" PRId64 " velocity events", deleted);
-    int64_t now = fs_now_ms(), wm = s->watermark_ms < now ? s->watermark_ms : now;
-    for (int i = 0; i < 2; i++)
-        if (scorer_prune(s, width[i], wm - keep[i] - s->cfg.velocity_lateness_ms) < 0) return;
+    if (scorer_prune(s, BUCKETS_HOUR_MS, cutoff[PRUNE_HOUR]) < 0) return;
+    (void)scorer_prune(s, BUCKETS_DAY_MS, cutoff[PRUNE_DAY]);
 }
 
 rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_size) {
@@ -1804,6 +1864,7 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
     }
     s->outcomes_pending = -1; /* unknown until the first outcome round asks PostgreSQL */
     s->cfg = *cfg;
+    for (int i = 0; i < PRUNE_SETS; i++) s->horizon_ms[i] = PRUNE_NONE;
     s->st = st; /* st, r and m belong to s from here on */
     s->rules = r;
     s->model = m;
@@ -1844,6 +1905,11 @@ static void scorer_close(scorer *s) {
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
     if (s->commit_attempts && s->consumer) scorer_commit_stored(s, "close");
     kafka_consumer_close(&s->consumer);
+    char err[512]; /* best effort: a dead worker's row ages out */
+    if (store_connected(s->st) &&
+        store_drop_watermark(s->st, s->cfg.scorer_id, err, sizeof err) != STORE_OK)
+        log_fields(LOG_WARN, "watermark_drop_failed", json_pack("{s:s}", "error", err),
+                   "this worker's watermark holds pruning back until it ages out");
     if (rd_kafka_flush(s->producer, s->cfg.shutdown_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
         log_msg(LOG_WARN, "producer_flush_timeout", "%d message(s) not delivered at exit",
                 rd_kafka_outq_len(s->producer));

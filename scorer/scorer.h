@@ -54,6 +54,8 @@ typedef struct scorer_config {
     int batch_max_ms;             /* a batch closes this long after its first message */
     int velocity_prune_every;     /* batches between prunes of old velocity events (0: never) */
     int64_t velocity_lateness_ms; /* how late an event may be and still see complete windows */
+    int64_t watermark_liveness_ms;/* other workers' published watermarks older than this no longer
+                                     hold pruning back (prune.h) */
     int startup_timeout_ms;       /* brokers must answer and the topics exist within this */
     int shutdown_timeout_ms;      /* on stop: how long the last batch may wait for the brokers */
 } scorer_config;
@@ -73,7 +75,7 @@ typedef struct scorer_stats {
     uint64_t produce_retries;     /* delivery rounds that had failures */
     uint64_t delivery_failures;   /* delivery reports with an error */
     uint64_t commit_failures;
-    uint64_t late_events;         /* too late: older than the windows' retention when scored */
+    uint64_t late_events;         /* too late: windows may reach below pruned rows (prune.h) */
     uint64_t out_of_order;        /* older than this worker's newest event time (counted fine) */
     uint64_t outcomes_stored;     /* distinct outcome labels stored */
     uint64_t outcomes_invalid;    /* outcome messages that could not be decoded (dead-lettered) */

@@ -112,16 +112,20 @@ static store_rc result_rc(store *st, const PGresult *res, ExecStatusType want, c
     return db_is_data_error(res) ? STORE_FAILED : STORE_TRANSIENT;
 }
 
-/* Runs sql with up to two text parameters. NULL result only when not connected. */
-static PGresult *exec2(store *st, const char *sql, const char *p1, const char *p2) {
-    const char *params[2] = {p1, p2};
-    int n = p2 ? 2 : p1 ? 1 : 0;
+/* Runs sql with n text parameters. NULL result only when not connected. */
+static PGresult *execn(store *st, const char *sql, int n, const char *const *params) {
     if (!store_connected(st)) return NULL;
     int64_t t0 = fs_mono_us();
     PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
     st->calls++;
     st->total_us += (uint64_t)(fs_mono_us() - t0);
     return res;
+}
+
+/* Runs sql with up to two text parameters. NULL result only when not connected. */
+static PGresult *exec2(store *st, const char *sql, const char *p1, const char *p2) {
+    const char *params[2] = {p1, p2};
+    return execn(st, sql, p2 ? 2 : p1 ? 1 : 0, params);
 }
 
 /* Runs a command whose only parameter is the JSON array rows (and optionally a second text
@@ -788,6 +792,102 @@ store_rc store_prune_velocity(store *st, int64_t before_ms, int limit, int64_t *
     PGresult *res = exec2(st, SQL_PRUNE_VELOCITY, before, lim);
     store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "prune velocity", errstr, errstr_size);
     *deleted = rc == STORE_OK ? strtoll(PQcmdTuples(res), NULL, 10) : 0;
+    PQclear(res);
+    return rc;
+}
+
+/* ---- shared pruning (prune.h) ----------------------------------------------------------------- */
+
+/* Arbitrary constant: the advisory lock key that serializes the workers' prune syncs. */
+#define STORE_PRUNE_LOCK 0x4653505255LL /* "FSPRU" */
+
+/* The rows of prune_horizons, in prune_set order. */
+#define HORIZONS_SELECT                                                                           \
+    " (SELECT " TO_MS("horizon") " FROM prune_horizons WHERE pruned = 'velocity_events'),"       \
+    " (SELECT " TO_MS("horizon") " FROM prune_horizons WHERE pruned = 'feature_buckets_hour'),"  \
+    " (SELECT " TO_MS("horizon") " FROM prune_horizons WHERE pruned = 'feature_buckets_day')"
+
+/* Upserts this worker's row (unless $2 is 0: no watermark yet); the least needed-from of the OTHER
+ * workers refreshed within the liveness ($4 ms; this statement's snapshot does not see its own
+ * upsert, and the caller knows its own value), and the horizons. */
+static const char SQL_PRUNE_SYNC[] =
+    "WITH me AS ("
+    " INSERT INTO scorer_watermarks AS w (scorer_id, watermark, needed_from, updated_at)"
+    " SELECT $1::text, " EPOCH_MS("$2::bigint") ", " EPOCH_MS("$3::bigint") ", now()"
+    " WHERE $2::bigint <> 0"
+    " ON CONFLICT (scorer_id) DO UPDATE SET watermark = excluded.watermark,"
+    " needed_from = excluded.needed_from, updated_at = excluded.updated_at RETURNING 1) "
+    "SELECT (SELECT " TO_MS("min(needed_from)") " FROM scorer_watermarks WHERE scorer_id <> $1::text"
+    " AND updated_at > now() - $4::bigint * interval '1 millisecond'),"
+    HORIZONS_SELECT;
+
+static const char SQL_READ_HORIZONS[] = "SELECT" HORIZONS_SELECT;
+
+/* Never lowers a horizon: a worker held back by a lagging one prunes below what was pruned before. */
+static const char SQL_RECORD_HORIZONS[] =
+    "INSERT INTO prune_horizons AS h (pruned, horizon, updated_at) VALUES"
+    " ('velocity_events', " EPOCH_MS("$1::bigint") ", now()),"
+    " ('feature_buckets_hour', " EPOCH_MS("$2::bigint") ", now()),"
+    " ('feature_buckets_day', " EPOCH_MS("$3::bigint") ", now())"
+    " ON CONFLICT (pruned) DO UPDATE SET horizon = excluded.horizon, updated_at = now()"
+    " WHERE excluded.horizon > h.horizon";
+
+static const char SQL_DROP_WATERMARK[] = "DELETE FROM scorer_watermarks WHERE scorer_id = $1::text";
+
+static int64_t ll_or_none(const PGresult *res, int col) {
+    return PQgetisnull(res, 0, col) ? PRUNE_NONE : ll(res, 0, col);
+}
+
+store_rc store_prune_sync(store *st, const char *scorer_id, int64_t watermark_ms,
+                          int64_t needed_ms, int64_t liveness_ms, int64_t *others,
+                          int64_t horizon[PRUNE_SETS], char *errstr, size_t errstr_size) {
+    char lock[64], wm[32], needed[32], live[32];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%lld)", (long long)STORE_PRUNE_LOCK);
+    snprintf(wm, sizeof wm, "%lld", (long long)watermark_ms);
+    snprintf(needed, sizeof needed, "%lld", (long long)(watermark_ms ? needed_ms : 0));
+    snprintf(live, sizeof live, "%lld", (long long)liveness_ms);
+    PGresult *res = exec2(st, lock, NULL, NULL);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "prune lock", errstr, errstr_size);
+    PQclear(res);
+    if (rc != STORE_OK) return rc;
+    const char *params[4] = {scorer_id, wm, needed, live};
+    res = execn(st, SQL_PRUNE_SYNC, 4, params);
+    rc = result_rc(st, res, PGRES_TUPLES_OK, "publish watermark", errstr, errstr_size);
+    if (rc == STORE_OK) {
+        *others = ll_or_none(res, 0);
+        for (int i = 0; i < PRUNE_SETS; i++) horizon[i] = ll_or_none(res, 1 + i);
+    }
+    PQclear(res);
+    return rc;
+}
+
+store_rc store_prune_record(store *st, const int64_t cutoff[PRUNE_SETS], char *errstr,
+                            size_t errstr_size) {
+    char c[PRUNE_SETS][32];
+    const char *params[PRUNE_SETS];
+    for (int i = 0; i < PRUNE_SETS; i++) {
+        snprintf(c[i], sizeof c[i], "%lld", (long long)cutoff[i]);
+        params[i] = c[i];
+    }
+    PGresult *res = execn(st, SQL_RECORD_HORIZONS, PRUNE_SETS, params);
+    store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "record prune horizons", errstr, errstr_size);
+    PQclear(res);
+    return rc;
+}
+
+store_rc store_read_horizons(store *st, int64_t horizon[PRUNE_SETS], char *errstr,
+                             size_t errstr_size) {
+    PGresult *res = exec2(st, SQL_READ_HORIZONS, NULL, NULL);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "read prune horizons", errstr, errstr_size);
+    if (rc == STORE_OK)
+        for (int i = 0; i < PRUNE_SETS; i++) horizon[i] = ll_or_none(res, i);
+    PQclear(res);
+    return rc;
+}
+
+store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, size_t errstr_size) {
+    PGresult *res = exec2(st, SQL_DROP_WATERMARK, scorer_id, NULL);
+    store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "drop watermark", errstr, errstr_size);
     PQclear(res);
     return rc;
 }

@@ -34,6 +34,7 @@
 
 #include "buckets.h"
 #include "pay.h"
+#include "prune.h"
 #include "vault.h"
 #include "velocity.h"
 
@@ -155,5 +156,30 @@ store_rc store_insert_velocity(store *st, const velocity_event *ev, size_t n, ch
  * any batch transaction). *deleted gets the count. */
 store_rc store_prune_velocity(store *st, int64_t before_ms, int limit, int64_t *deleted,
                               char *errstr, size_t errstr_size);
+
+/* Shared pruning (prune.h). One transaction, opened by store_begin and ended by store_commit:
+ *
+ *   store_prune_sync     waits for the other workers' syncs (an advisory transaction lock, so that
+ *                        a prune either sees a worker's published watermark or that worker reads
+ *                        the horizon the prune recorded), publishes this worker's watermark
+ *                        (capped) and needed-from unless watermark_ms is 0, and reads *others (the
+ *                        least needed-from of the other workers refreshed within liveness_ms, or
+ *                        PRUNE_NONE) and the horizons (PRUNE_NONE: never pruned)
+ *   store_prune_record   when pruning: raises the horizons to the cutoffs (never lowers them),
+ *                        BEFORE any row is deleted
+ *
+ * then the deletions, each its own statement (store_prune_velocity, store_prune_buckets). */
+store_rc store_prune_sync(store *st, const char *scorer_id, int64_t watermark_ms,
+                          int64_t needed_ms, int64_t liveness_ms, int64_t *others,
+                          int64_t horizon[PRUNE_SETS], char *errstr, size_t errstr_size);
+store_rc store_prune_record(store *st, const int64_t cutoff[PRUNE_SETS], char *errstr,
+                            size_t errstr_size);
+
+/* The horizons alone (inside or outside a transaction). */
+store_rc store_read_horizons(store *st, int64_t horizon[PRUNE_SETS], char *errstr,
+                             size_t errstr_size);
+
+/* Deletes this worker's published watermark (a clean stop: it no longer holds pruning back). */
+store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, size_t errstr_size);
 
 #endif
