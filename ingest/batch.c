@@ -158,13 +158,12 @@ batch_error batch_split(const char *data, size_t len, batch_format fmt, size_t m
     return rc;
 }
 
-/* SHA-256 of text minus the whitespace outside strings. 0, or -1 (out of memory). */
-static int hash_compact(const char *text, size_t len, unsigned char out[32]) {
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
+/* SHA-256 of text minus the whitespace outside strings, with c (reset here). 0, or -1. */
+static int hash_compact(EVP_MD_CTX *c, const char *text, size_t len, unsigned char out[32]) {
     const char *run = text, *end = text + len;
     bool in_string = false;
     unsigned int n = 0;
-    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    int ok = EVP_DigestInit_ex(c, EVP_sha256(), NULL);
     for (const char *p = text; ok && p < end; p++) {
         if (in_string) {
             if (*p == '\\' && p + 1 < end) p++;
@@ -177,17 +176,52 @@ static int hash_compact(const char *text, size_t len, unsigned char out[32]) {
         }
     }
     ok = ok && EVP_DigestUpdate(c, run, (size_t)(end - run)) && EVP_DigestFinal_ex(c, out, &n);
-    EVP_MD_CTX_free(c);
     return ok ? 0 : -1;
 }
 
-int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]) {
+/* Item i's fingerprint with c. 0, or -1 (not JSON, out of memory). */
+static int item_fingerprint(EVP_MD_CTX *c, const batch *b, size_t i, unsigned char out[32]) {
     const batch_item *it = &b->items[i];
-    if (it->text) return hash_compact(it->text, it->text_len, out);
+    if (it->text) return hash_compact(c, it->text, it->text_len, out);
     if (!it->value) return -1;
     char *s = json_dumps(it->value, JSON_COMPACT | JSON_ENCODE_ANY);
-    int rc = s ? hash_compact(s, strlen(s), out) : -1;
+    int rc = s ? hash_compact(c, s, strlen(s), out) : -1;
     free(s);
+    return rc;
+}
+
+int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]) {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    int rc = c ? item_fingerprint(c, b, i, out) : -1;
+    EVP_MD_CTX_free(c);
+    return rc;
+}
+
+/* qsort order of batch_print pointers: by fingerprint, then by position (the array's order). */
+static int print_cmp(const void *a, const void *b) {
+    const batch_print *x = *(batch_print *const *)a, *y = *(batch_print *const *)b;
+    int d = memcmp(x->sha, y->sha, sizeof x->sha);
+    return d ? d : (x > y) - (x < y);
+}
+
+int batch_fingerprints(const batch *b, batch_print *out) {
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    batch_print **order = malloc((b->n ? b->n : 1) * sizeof *order);
+    size_t m = 0;
+    int rc = c && order ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < b->n; i++) {
+        out[i].repeat = item_fingerprint(c, b, i, out[i].sha) == 0 ? 0 : -1;
+        if (out[i].repeat == 0) order[m++] = &out[i];
+    }
+    if (rc == 0) {
+        /* equal fingerprints end up side by side, in their order in the batch: O(n log n) */
+        qsort(order, m, sizeof *order, print_cmp);
+        for (size_t k = 1; k < m; k++)
+            if (memcmp(order[k]->sha, order[k - 1]->sha, sizeof order[k]->sha) == 0)
+                order[k]->repeat = order[k - 1]->repeat + 1;
+    }
+    free(order);
+    EVP_MD_CTX_free(c);
     return rc;
 }
 

@@ -62,6 +62,18 @@ json_t *batch_item_value(batch *b, size_t i);
  * that is not JSON. */
 int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]);
 
+/* An item's fingerprint and how many earlier items of the batch have the same one (0 for the
+ * first of its content; -1: the item is not JSON, sha unset). */
+typedef struct batch_print {
+    unsigned char sha[32];
+    int repeat;
+} batch_print;
+
+/* Every item's batch_print into out[0..b->n): one digest context for the batch, repeats counted by
+ * sorting the fingerprints (O(n log n)); the same values as batch_item_fingerprint() and comparing
+ * each item with all the earlier ones. Returns 0, or -1 (out of memory). */
+int batch_fingerprints(const batch *b, batch_print *out);
+
 void batch_free(batch *b);
 
 /* The stable error code of a batch_error ("malformed_json", "invalid_body", "empty_batch",

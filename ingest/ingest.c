@@ -1173,16 +1173,14 @@ static int idempotency_id(const char *caller, const char *key, const char *suffi
  * (batch_item_fingerprint), plus ".k" for the k-th repeat of the same content in the batch. From
  * the content, not the position: a retry of only the failed items, or of the items in another
  * order, gets the ids they had; a position would hand a resent item the id of another, already
- * stored, payment, and the scorer would drop it as that one's duplicate. prints[0..i-1] hold the
- * earlier items' fingerprints (zeros for items that are not JSON); prints[i] is set here. */
-static int batch_item_id(const char *caller, const char *key, const batch *b, uint32_t i,
-                         unsigned char (*prints)[32], char out[37]) {
+ * stored, payment, and the scorer would drop it as that one's duplicate. print: the item's
+ * (batch_fingerprints). Existing clients' retries depend on these ids: they never change. */
+static int batch_item_id(const char *caller, const char *key, const batch_print *print,
+                         char out[37]) {
     char suffix[48] = "#";
-    unsigned repeat = 0;
-    if (batch_item_fingerprint(b, i, prints[i]) != 0) return -1; /* rejected anyway */
-    for (uint32_t j = 0; j < i; j++) repeat += memcmp(prints[j], prints[i], 32) == 0;
-    fs_hex(prints[i], 16, suffix + 1);
-    if (repeat) snprintf(suffix + 33, sizeof suffix - 33, ".%u", repeat);
+    if (print->repeat < 0) return -1; /* not JSON: rejected anyway */
+    fs_hex(print->sha, 16, suffix + 1);
+    if (print->repeat) snprintf(suffix + 33, sizeof suffix - 33, ".%d", print->repeat);
     return idempotency_id(caller, key, suffix, out);
 }
 
@@ -1303,8 +1301,9 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
         return;
     }
     const char *idem_key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
-    unsigned char (*prints)[32] = has_idem ? calloc(b.n, 32) : NULL;
-    if (has_idem && !prints) {
+    batch_print *prints = has_idem ? malloc(b.n * sizeof *prints) : NULL;
+    if (has_idem && (!prints || batch_fingerprints(&b, prints) != 0)) {
+        free(prints);
         job_free(job); /* nothing started */
         batch_free(&b);
         reply_error(ing, ctx, 500, "internal_error", "out of memory");
@@ -1315,7 +1314,7 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
     for (uint32_t i = 0; i < job->n; i++) {
         ingest_item *it = &job->items[i];
         char item_id[37];
-        bool derived = has_idem && batch_item_id(job->ctx.caller, idem_key, &b, i, prints, item_id) == 0;
+        bool derived = has_idem && batch_item_id(job->ctx.caller, idem_key, &prints[i], item_id) == 0;
         const batch_item *bi = &b.items[i];
         if (bi->text && item_start_text(ing, it, bi->text, bi->text_len, derived ? item_id : NULL))
             continue;

@@ -253,6 +253,31 @@ expect 422 validation_failed "body payment_id disagrees with the key"
 post "$valid" -H "Idempotency-Key: $(printf 'k%.0s' {1..300})"
 expect 400 invalid_idempotency_key "key too long"
 
+# Batch ids under an Idempotency-Key, pinned: these are the ids the code before batch_fingerprints()
+# (O(n^2) repeat counting, a digest context per item) gave (caller "anonymous": auth=false). A
+# client retrying an old batch must get the same ids, whatever the implementation.
+batch_ids() { grep -o '"payment_id":"[^"]*"' <<<"$BODY" | sed 's/.*:"\(.*\)"/\1/' | tr '\n' ' '; }
+pA='{"user_id":"u-pin","merchant_id":"m-1","amount":"10.00","currency":"EUR","payment_method":"card"}'
+pB='{"user_id":"u-pin2","merchant_id":"m-1","amount":"20.00","currency":"EUR","payment_method":"card","country":"DE"}'
+pA2='{ "user_id" : "u-pin", "merchant_id":"m-1",
+ "amount":"10.00","currency":"EUR","payment_method":"card" }'
+pR='{"user_id":"u-pin3","merchant_id":"m-1","amount":5.5,"currency":"EUR","payment_method":"card"}'
+http POST /api/v1/payments/batch -H 'Content-Type: application/json' -H 'Idempotency-Key: pin-1' \
+    --data-binary "[$pA,$pB,$pA,$pA2]"
+fs_assert_eq "31d43c99-d3a3-5f8f-a22f-bf5407f81a27 6eeba2bb-d5b7-54b0-98c6-cec7d8270292 665546bf-d88a-5e81-8fb0-1e067c978b96 b1c6dd56-c481-5cbd-bac2-43ae3a3e64c7 " \
+    "$(batch_ids)" "pinned batch ids (array read as text, repeats)"
+http POST /api/v1/payments/batch -H 'Content-Type: application/json' -H 'Idempotency-Key: pin-1' \
+    --data-binary "[$pA,$pR,$pB,$pA]"
+fs_assert_eq "31d43c99-d3a3-5f8f-a22f-bf5407f81a27 c7135071-c368-587f-87f7-9c425180c827 6eeba2bb-d5b7-54b0-98c6-cec7d8270292 665546bf-d88a-5e81-8fb0-1e067c978b96 " \
+    "$(batch_ids)" "pinned batch ids (array parsed whole)"
+http POST /api/v1/payments/batch -H 'Content-Type: application/x-ndjson' -H 'Idempotency-Key: pin-2' \
+    --data-binary "$pB
+$pA
+
+$pB"
+fs_assert_eq "9ebcdfe2-3986-5371-9444-76ee2f31e41b 977965f0-ca26-5ea1-8872-9308b6dbb9c1 4e123c14-5035-567e-b94a-2c4010a4cafb " \
+    "$(batch_ids)" "pinned batch ids (NDJSON)"
+
 # --- broker down -> 503 + Retry-After, then back --------------------------------------------------
 fs_broker_down
 start=$SECONDS

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "batch.h"
+#include "fsutil.h"
 #include "recent.h"
 
 static void test_format_of(void **state) {
@@ -108,6 +109,76 @@ static void test_fingerprint(void **state) {
     assert_memory_not_equal(f[0], f[4], 32); /* an escaped quote is inside the string */
 }
 
+/* The fingerprints and repeat counts behind the batch ids under an Idempotency-Key, as the code
+ * before batch_fingerprints() computed them (a new digest context per item, each item compared with
+ * every earlier one): clients' retries depend on the ids, so these values never change. */
+static void test_fingerprints_pinned(void **state) {
+    (void)state;
+    static const char A[] = "015abd7f5cc57a2dd94b7590f04ad8084273905ee33ec5cebeae62276a97f862",
+                      B[] = "c12d6459774fd2e83db8fa6c85e80993b21cdec5d6c1dabb8dfb7a0d2bffd2f5",
+                      R[] = "3b1cb40b22933d83e9242f8ac724f114d812ddd49909917b365375c24b69a455",
+                      NOPE[] = "26b8317cfd9d065b7325a6ff3e6260dc62890ecf626448028a14a23fd6c1e04c",
+                      ONE[] = "080a9ed428559ef602668b4c00f114f1a11c3f6b02a435f0bdc154578e4d7f22";
+    static const struct {
+        const char *body;
+        batch_format fmt;
+        bool lazy;
+        size_t n;
+        const char *sha[5];
+        int repeat[5];
+    } cases[] = {
+        {"[{\"a\":1}, {\"b\":\"x y\"},{ \"a\" : 1 },\n{\"a\":1}]", BATCH_JSON_ARRAY, true, 4,
+         {A, B, A, A}, {0, 0, 1, 2}},
+        /* a real: the array is parsed whole (no text), items hash their serialization */
+        {"[{\"a\":1}, {\"b\":\"x y\"},{ \"a\" : 1 },\n{\"a\":1.5}, {\"a\":1}]", BATCH_JSON_ARRAY, true, 5,
+         {A, B, A, R, A}, {0, 0, 1, 0, 2}},
+        {"{\"a\":1}\n{nope\n {\"a\" :1}\n[1]\n{\"a\":1}", BATCH_NDJSON, true, 5,
+         {A, NOPE, A, ONE, A}, {0, 0, 1, 0, 2}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        batch b;
+        char err[256], hex[65];
+        batch_print pr[5];
+        unsigned char one[32];
+        const char *body = cases[c].body;
+        assert_int_equal(batch_split_lazy(body, strlen(body), cases[c].fmt, 10, &b, err, sizeof err), BATCH_OK);
+        assert_int_equal(b.n, cases[c].n);
+        assert_int_equal(batch_fingerprints(&b, pr), 0);
+        for (size_t i = 0; i < b.n; i++) {
+            fs_hex(pr[i].sha, 32, hex);
+            if (strcmp(hex, cases[c].sha[i]) || pr[i].repeat != cases[c].repeat[i])
+                fail_msg("case %zu item %zu: %s repeat %d", c, i, hex, pr[i].repeat);
+            assert_int_equal(batch_item_fingerprint(&b, i, one), 0);
+            assert_memory_equal(one, pr[i].sha, 32);
+        }
+        batch_free(&b);
+    }
+}
+
+/* A big batch with many repeats: the same counts as comparing each item with all earlier ones. */
+static void test_fingerprints_repeats(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    batch b;
+    char err[256];
+    size_t cap = N * 16 + 2, n = 0;
+    char *body = malloc(cap);
+    batch_print *pr = malloc(N * sizeof *pr);
+    body[n++] = '[';
+    for (int i = 0; i < N; i++) n += (size_t)snprintf(body + n, cap - n, "%s{\"i\":%d}", i ? "," : "", (i * 7) % 13);
+    body[n++] = ']';
+    assert_int_equal(batch_split_lazy(body, n, BATCH_JSON_ARRAY, N, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(batch_fingerprints(&b, pr), 0);
+    for (size_t i = 0; i < N; i++) {
+        int want = 0;
+        for (size_t j = 0; j < i; j++) want += memcmp(pr[j].sha, pr[i].sha, 32) == 0;
+        assert_int_equal(pr[i].repeat, want);
+    }
+    batch_free(&b);
+    free(pr);
+    free(body);
+}
+
 /* 1000 items: the default maximum passes, one more does not. */
 static void test_limit_exact(void **state) {
     (void)state;
@@ -148,6 +219,8 @@ static void test_recent(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_of),
+        cmocka_unit_test(test_fingerprints_pinned),
+        cmocka_unit_test(test_fingerprints_repeats),
         cmocka_unit_test(test_array),
         cmocka_unit_test(test_ndjson),
         cmocka_unit_test(test_fingerprint),
