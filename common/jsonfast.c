@@ -6,6 +6,9 @@
  * way jansson would (tests/unit/test_jsonfast.c compares the two on valid and broken inputs). */
 #include "jsonfast.h"
 
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,6 +357,147 @@ json_t *jsonfast_parse(const char *buf, size_t len) {
 json_t *jsonfast_loadb(const char *buf, size_t len, json_error_t *err) {
     json_t *v = jsonfast_parse(buf, len);
     return v ? v : json_loadb(buf, len, JSON_REJECT_DUPLICATES, err);
+}
+
+/* --------------------------------------------------------------------- numbers beyond jansson */
+
+static bool jf_digit(char c) { return c >= '0' && c <= '9'; }
+
+static bool jf_number_char(char c) {
+    return jf_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+/* Whether s[0..n) is a JSON number (RFC 8259 grammar) that jansson refuses as too large: an integer
+ * strtoll cannot hold, a real strtod overflows (jansson's own tests: underflow is accepted). */
+static bool jf_number_overflows(const char *s, size_t n) {
+    size_t i = s[0] == '-';
+    bool real = false;
+    if (i >= n || !jf_digit(s[i])) return false;
+    if (s[i] == '0') i++;
+    else
+        while (i < n && jf_digit(s[i])) i++;
+    if (i < n && s[i] == '.') {
+        real = true;
+        if (++i >= n || !jf_digit(s[i])) return false;
+        while (i < n && jf_digit(s[i])) i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        real = true;
+        if (++i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= n || !jf_digit(s[i])) return false;
+        while (i < n && jf_digit(s[i])) i++;
+    }
+    char *t = i == n ? strndup(s, n) : NULL;
+    bool over = false;
+    if (t) {
+        errno = 0;
+        if (real) {
+            double d = strtod(t, NULL);
+            over = errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL);
+        } else {
+            (void)strtoll(t, NULL, 10);
+            over = errno == ERANGE;
+        }
+    }
+    free(t);
+    return over;
+}
+
+/* Replaces, in the JSON text s, every number jansson refuses by 1e99 or -1e99 padded with spaces
+ * (a too large number is at least 5 characters: "1e309"), noting the first max places. Returns how
+ * many were replaced. The text is only scanned (strings skipped, containers counted): jansson
+ * decides afterwards whether it is JSON. */
+static size_t jf_big_replace(char *s, size_t len, jsonfast_big *big, size_t max) {
+    size_t at[JSONFAST_BIG_DEPTH], depth = 0, n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '"') { /* a string: to its closing quote */
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\') i++;
+        } else if (c == '{' || c == '[') {
+            if (depth < JSONFAST_BIG_DEPTH) at[depth] = 0;
+            depth++;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+        } else if (c == ',' && depth > 0 && depth <= JSONFAST_BIG_DEPTH) {
+            at[depth - 1]++;
+        } else if (c == '-' || jf_digit(c)) {
+            size_t e = i;
+            while (e < len && jf_number_char(s[e])) e++;
+            const char *repl = c == '-' ? "-1e99" : "1e99";
+            size_t rn = strlen(repl);
+            if (e - i >= rn && jf_number_overflows(s + i, e - i)) {
+                if (n < max) {
+                    jsonfast_big *b = &big[n];
+                    memset(b, 0, sizeof *b);
+                    b->negative = c == '-';
+                    b->depth = depth < JSONFAST_BIG_DEPTH ? depth : JSONFAST_BIG_DEPTH;
+                    memcpy(b->at, at, b->depth * sizeof at[0]);
+                }
+                n++;
+                memcpy(s + i, repl, rn);
+                memset(s + i + rn, ' ', e - i - rn);
+            }
+            i = e - 1;
+        }
+    }
+    return n;
+}
+
+/* Appends to out (size bytes, used *o) printf-style, cutting at the end. */
+static void jf_append(char *out, size_t size, size_t *o, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void jf_append(char *out, size_t size, size_t *o, const char *fmt, ...) {
+    va_list ap;
+    if (*o + 1 >= size) return;
+    va_start(ap, fmt);
+    int w = vsnprintf(out + *o, size - *o, fmt, ap);
+    va_end(ap);
+    if (w > 0) *o = *o + (size_t)w < size ? *o + (size_t)w : size - 1;
+}
+
+/* b's member and path, by following its indexes down the parsed tree (jansson keeps an object's
+ * members in document order). */
+static void jf_big_name(const json_t *root, jsonfast_big *b) {
+    const json_t *v = root;
+    size_t o = 0, member_level = json_is_array(root) ? 1 : 0;
+    b->top = b->depth ? b->at[0] : 0;
+    for (size_t k = 0; k < b->depth && v; k++) {
+        if (json_is_object(v)) {
+            void *it = json_object_iter((json_t *)v); /* not modified */
+            for (size_t i = 0; it && i < b->at[k]; i++) it = json_object_iter_next((json_t *)v, it);
+            if (!it) break;
+            const char *key = json_object_iter_key(it);
+            if (k == member_level) snprintf(b->member, sizeof b->member, "%s", key);
+            jf_append(b->path, sizeof b->path, &o, "%s%s", o ? "." : "", key);
+            v = json_object_iter_value(it);
+        } else if (json_is_array(v)) {
+            if (k > 0 || !json_is_array(root)) jf_append(b->path, sizeof b->path, &o, "[%zu]", b->at[k]);
+            v = json_array_get(v, b->at[k]);
+        } else {
+            break;
+        }
+    }
+}
+
+json_t *jsonfast_loadb_big(const char *buf, size_t len, json_error_t *err, jsonfast_big *big,
+                           size_t max, size_t *nbig) {
+    json_error_t again;
+    *nbig = 0;
+    json_t *v = jsonfast_loadb(buf, len, err);
+    if (v || !err || json_error_code(err) != json_error_numeric_overflow) return v;
+    char *copy = malloc(len ? len : 1);
+    if (!copy) return NULL; /* err: the overflow */
+    memcpy(copy, buf, len);
+    size_t n = jf_big_replace(copy, len, big, max);
+    if (n > 0 && n <= max) {
+        v = json_loadb(copy, len, JSON_REJECT_DUPLICATES, &again);
+        if (!v) *err = again; /* a later error: the same positions (lengths kept) */
+    }
+    for (size_t i = 0; v && i < n; i++) jf_big_name(v, &big[i]);
+    if (v) *nbig = n;
+    free(copy);
+    return v;
 }
 
 const char *jsonfast_error_text(json_error_t *err) {

@@ -22,6 +22,30 @@
  * (err may be NULL). */
 json_t *jsonfast_loadb(const char *buf, size_t len, json_error_t *err);
 
+/* Numbers jansson cannot hold. RFC 8259 sets no limit on a number's size, but jansson refuses an
+ * integer beyond int64 and a real beyond double (json_error_numeric_overflow): such a body is valid
+ * JSON whose client deserves a field error (422), not "malformed JSON" (400). */
+#define JSONFAST_BIG_DEPTH 8 /* container levels a place is followed down (deeper: cut there) */
+typedef struct jsonfast_big {
+    size_t top;       /* the root's member (object) or element (array) that holds the number */
+    char member[64];  /* the key of the member holding it: of the root (object root), or of the
+                       * element top (array root); "" when there is none */
+    char path[128];   /* its place, keys joined by '.' and "[i]" for array elements, from the root
+                       * (object root) or from element top (array root): "amount", "metadata.n" */
+    bool negative;
+    size_t at[JSONFAST_BIG_DEPTH]; /* the index in each container from the root down */
+    size_t depth;
+} jsonfast_big;
+
+/* As jsonfast_loadb(), but numbers too large for jansson do not fail the parse: each is read as
+ * 1e99 (-1e99 when negative), a real no field accepts as it is (an amount is then out of range),
+ * and its place is reported in big[0..*nbig). The caller must refuse such a body (the value is not
+ * the client's): a field error for each place whose member has none yet. More than max such numbers
+ * fail as jsonfast_loadb() does. Error positions stay the input's (the text replaced keeps its
+ * length). */
+json_t *jsonfast_loadb_big(const char *buf, size_t len, json_error_t *err, jsonfast_big *big,
+                           size_t max, size_t *nbig);
+
 /* jansson's error message without the input it quotes (" near '...'", which may be a piece of an
  * email or a card fingerprint): cut in place; returns err->text. Use it on untrusted input. */
 const char *jsonfast_error_text(json_error_t *err);

@@ -42,10 +42,24 @@ const char *batch_error_code(batch_error e) {
     return "invalid_body";
 }
 
+/* The places of numbers too large for jansson (jsonfast_loadb_big) to the items holding them. */
+static int give_big(batch *out, const jsonfast_big *big, size_t nbig) {
+    for (size_t k = 0; k < nbig; k++) {
+        batch_item *it = big[k].top < out->n ? &out->items[big[k].top] : NULL;
+        jsonfast_big *grown = it ? realloc(it->big, (it->nbig + 1) * sizeof *grown) : NULL;
+        if (!grown) return -1;
+        it->big = grown;
+        it->big[it->nbig++] = big[k];
+    }
+    return 0;
+}
+
 static batch_error split_array(const char *data, size_t len, size_t max_items, batch *out,
                                char *errstr, size_t errstr_size) {
     json_error_t jerr;
-    json_t *arr = jsonfast_loadb(data, len, &jerr); /* = json_loadb(JSON_REJECT_DUPLICATES) */
+    jsonfast_big big[BATCH_BIG_MAX];
+    size_t nbig = 0;
+    json_t *arr = jsonfast_loadb_big(data, len, &jerr, big, BATCH_BIG_MAX, &nbig);
     batch_error rc = BATCH_OK;
     if (!arr) {
         snprintf(errstr, errstr_size, "line %d column %d: %s", jerr.line, jerr.column,
@@ -68,6 +82,11 @@ static batch_error split_array(const char *data, size_t len, size_t max_items, b
     } else {
         out->n = json_array_size(arr);
         for (size_t i = 0; i < out->n; i++) out->items[i].value = json_incref(json_array_get(arr, i));
+        if (give_big(out, big, nbig) != 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            batch_free(out);
+            rc = BATCH_MALFORMED;
+        }
     }
     json_decref(arr);
     return rc;
@@ -134,11 +153,21 @@ static batch_error split_ndjson(const char *data, size_t len, size_t max_items, 
 json_t *batch_item_value(batch *b, size_t i) {
     batch_item *it = &b->items[i];
     json_error_t jerr;
+    jsonfast_big big[BATCH_BIG_MAX];
+    size_t nbig = 0;
     if (it->value || !it->text) return it->value;
-    it->value = jsonfast_loadb(it->text, it->text_len, &jerr);
-    if (!it->value) /* only NDJSON lines can fail here: arrays were read whole */
+    it->value = jsonfast_loadb_big(it->text, it->text_len, &jerr, big, BATCH_BIG_MAX, &nbig);
+    if (nbig && (it->big = malloc(nbig * sizeof *it->big))) {
+        memcpy(it->big, big, nbig * sizeof *it->big);
+        it->nbig = nbig;
+    } else if (nbig) { /* out of memory: refused whole rather than taken with a stand-in value */
+        json_decref(it->value);
+        it->value = NULL;
+        snprintf(it->error, sizeof it->error, "line %u: out of memory", it->line);
+    } else if (!it->value) { /* only NDJSON lines can fail here: arrays were read whole */
         snprintf(it->error, sizeof it->error, "line %u column %d: %.100s", it->line, jerr.column,
                  jsonfast_error_text(&jerr));
+    }
     it->text = NULL; /* parsed once, right or wrong */
     return it->value;
 }
@@ -226,7 +255,10 @@ int batch_fingerprints(const batch *b, batch_print *out) {
 }
 
 void batch_free(batch *b) {
-    for (size_t i = 0; i < b->n; i++) json_decref(b->items[i].value);
+    for (size_t i = 0; i < b->n; i++) {
+        json_decref(b->items[i].value);
+        free(b->items[i].big);
+    }
     free(b->items);
     memset(b, 0, sizeof *b);
 }

@@ -12,6 +12,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "jsonfast.h"
+
+#define BATCH_BIG_MAX 32 /* numbers too large for jansson in one body (jsonfast_loadb_big) */
+
 typedef enum batch_format { BATCH_JSON_ARRAY, BATCH_NDJSON } batch_format;
 
 typedef enum batch_error {
@@ -28,6 +32,9 @@ typedef struct batch_item {
     size_t text_len;
     unsigned line;     /* NDJSON: the item's line in the body (blank lines count), from 1 */
     char error[200];   /* value == NULL: "line 1 column 5: ..." (never quotes the input) */
+    jsonfast_big *big; /* owned: numbers too large for jansson in value, read as +-1e99 (the
+                        * validation must refuse the item: their places need field errors) */
+    size_t nbig;
 } batch_item;
 
 typedef struct batch {

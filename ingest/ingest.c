@@ -66,6 +66,7 @@
 #define INGEST_ALL_METHODS 0x1ff /* every EVHTTP_REQ_*: unknown methods get our JSON 405 */
 #define INGEST_DRAIN_GRACE_US 100000 /* lets the last replies leave the socket buffers */
 #define INGEST_REASON_MAX 500        /* outcome reason, bytes */
+#define INGEST_BIG_MAX 16            /* numbers too large for jansson in one body; more: 400 */
 #define OUTCOME_SCHEMA_VERSION 1
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -1101,12 +1102,38 @@ done:
     pay_payment_clear(p);
 }
 
+/* Whether an error on field names b's member ("" as member: any error does). */
+static bool big_named_by(const jsonfast_big *b, const char *field) {
+    size_t n = strlen(b->member);
+    return n == 0 || (field && strncmp(field, b->member, n) == 0 &&
+                      (field[n] == '\0' || field[n] == '.' || field[n] == '['));
+}
+
+/* Numbers too large to read (jsonfast_loadb_big) hold a stand-in value: the payment is refused,
+ * and each one's member named (out_of_range) unless its validation already named it (the amount
+ * stood in by 1e99 is out of range, or not positive, like any other bad amount). Returns -1 when
+ * there were such numbers, else rc. */
+static int big_errors(pay_errors *errs, const jsonfast_big *big, size_t nbig, int rc) {
+    for (size_t k = 0; k < nbig; k++) {
+        bool named = false;
+        for (int i = 0; i < errs->n && !named; i++) named = big_named_by(&big[k], errs->e[i].field);
+        if (!named && errs->n < PAY_ERRORS_MAX) {
+            pay_error *e = &errs->e[errs->n++];
+            snprintf(e->field, sizeof e->field, "%s", big[k].path);
+            snprintf(e->code, sizeof e->code, "out_of_range");
+            snprintf(e->message, sizeof e->message, "is a number too large to represent");
+        }
+    }
+    return nbig ? -1 : rc;
+}
+
 /* One payment object: validated (else REJECTED with every bad field), pseudonymized, produced.
  * idem_id: the id derived from an Idempotency-Key, or NULL (then a random one, unless the body
  * has its own). own_id_wins: a body payment_id other than idem_id is taken as it is (batch items:
- * the documented retry of failed items adds their payment_id), else it is a 422. */
+ * the documented retry of failed items adds their payment_id), else it is a 422. big[0..nbig):
+ * numbers too large to read in body (big_errors). */
 static void item_start(ingest *ing, ingest_item *it, const json_t *body, const char *idem_id,
-                       bool own_id_wins) {
+                       bool own_id_wins, const jsonfast_big *big, size_t nbig) {
     pay_payment p;
     pay_pii raw;
     pay_errors errs;
@@ -1126,6 +1153,7 @@ static void item_start(ingest *ing, ingest_item *it, const json_t *body, const c
                  "differs from the payment_id derived from the Idempotency-Key header");
         rc = -1;
     }
+    rc = big_errors(&errs, big, nbig, rc);
     item_continue(ing, it, rc, &p, &raw, &errs);
 }
 
@@ -1210,13 +1238,15 @@ static int write_precheck(ingest *ing, ingest_ctx *ctx, size_t max_body, const c
     return -1;
 }
 
-/* Parses the body as one JSON object; on failure replies 400 and returns NULL. New reference. */
-static json_t *body_object(ingest *ing, ingest_ctx *ctx) {
+/* Parses the body as one JSON object; on failure replies 400 and returns NULL. New reference.
+ * Numbers too large to read are in big[0..*nbig) (jsonfast_loadb_big): the caller refuses them. */
+static json_t *body_object(ingest *ing, ingest_ctx *ctx, jsonfast_big big[INGEST_BIG_MAX],
+                           size_t *nbig) {
     json_error_t jerr;
     struct evbuffer *in = evhttp_request_get_input_buffer(ctx->req);
     size_t len = evbuffer_get_length(in);
     const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
-    json_t *body = jsonfast_loadb(data, len, &jerr); /* = json_loadb(JSON_REJECT_DUPLICATES) */
+    json_t *body = jsonfast_loadb_big(data, len, &jerr, big, INGEST_BIG_MAX, nbig);
     if (!body) {
         reply_error(ing, ctx, 400, "malformed_json", "line %d column %d: %s", jerr.line,
                     jerr.column, jsonfast_error_text(&jerr));
@@ -1239,13 +1269,14 @@ static void single_started(ingest_ctx *ctx, ingest_job *job) {
 }
 
 /* Runs a one-payment job for body and parks or answers the request. */
-static void single_payment(ingest *ing, ingest_ctx *ctx, const json_t *body, const char *default_id) {
+static void single_payment(ingest *ing, ingest_ctx *ctx, const json_t *body, const char *default_id,
+                           const jsonfast_big *big, size_t nbig) {
     ingest_job *job = job_new(ing, ctx, JOB_PAYMENT, 1);
     if (!job) {
         reply_error(ing, ctx, 500, "internal_error", "out of memory");
         return;
     }
-    item_start(ing, &job->items[0], body, default_id, false);
+    item_start(ing, &job->items[0], body, default_id, false, big, nbig);
     single_started(ctx, job);
 }
 
@@ -1271,8 +1302,10 @@ static void handle_post_payment(ingest *ing, ingest_ctx *ctx) {
         return;
     }
     job_free(job); /* nothing started: the tree path, which also answers malformed JSON */
-    json_t *body = body_object(ing, ctx);
-    if (body) single_payment(ing, ctx, body, has_idem ? idem_id : NULL);
+    jsonfast_big big[INGEST_BIG_MAX];
+    size_t nbig = 0;
+    json_t *body = body_object(ing, ctx, big, &nbig);
+    if (body) single_payment(ing, ctx, body, has_idem ? idem_id : NULL, big, nbig);
     json_decref(body);
 }
 
@@ -1322,7 +1355,7 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
             it->state = ITEM_REJECTED;
             it->error = failure("malformed_json", bi->error);
         } else {
-            item_start(ing, it, bi->value, derived ? item_id : NULL, true);
+            item_start(ing, it, bi->value, derived ? item_id : NULL, true, bi->big, bi->nbig);
         }
     }
     free(prints);
@@ -1365,12 +1398,16 @@ static void handle_shopify(ingest *ing, ingest_ctx *ctx) {
         reply_error(ing, ctx, 400, "unsupported_topic", "only orders/create is accepted here");
         return;
     }
-    json_t *order = body_object(ing, ctx);
+    jsonfast_big big[INGEST_BIG_MAX];
+    size_t nbig = 0;
+    json_t *order = body_object(ing, ctx, big, &nbig);
     if (!order) return;
-    json_t *body = shopify_order_to_request(order, shop, errstr, sizeof errstr);
-    if (!body) reply_error(ing, ctx, 422, "invalid_order", "%s", errstr);
+    json_t *body = nbig ? NULL : shopify_order_to_request(order, shop, errstr, sizeof errstr);
+    if (nbig) reply_error(ing, ctx, 422, "invalid_order", "%s: a number too large to represent",
+                          big[0].path);
+    else if (!body) reply_error(ing, ctx, 422, "invalid_order", "%s", errstr);
     else if (shopify_request_is_free(body)) shopify_ignore_free(ing, ctx, body);
-    else single_payment(ing, ctx, body, NULL);
+    else single_payment(ing, ctx, body, NULL, NULL, 0);
     json_decref(body);
     json_decref(order);
 }
@@ -1420,6 +1457,19 @@ static json_t *outcome_check(const json_t *body, int64_t now_ms, int64_t *known_
     return fields;
 }
 
+/* As big_errors(), for the outcome's field list: every number too large to read is a bad field
+ * (none of the outcome's fields is a number, so the members are mostly named already). */
+static void outcome_big_errors(json_t *fields, const jsonfast_big *big, size_t nbig) {
+    for (size_t k = 0; k < nbig; k++) {
+        size_t i;
+        json_t *f;
+        bool named = false;
+        json_array_foreach(fields, i, f)
+            named = named || big_named_by(&big[k], json_string_value(json_object_get(f, "field")));
+        if (!named) field_error(fields, big[k].path, "out_of_range", "is a number too large to represent");
+    }
+}
+
 /* The payment_outcomes message (schemas/json/payment-outcome.v1.json). */
 static char *outcome_encode(const ingest_job *job, const json_t *body, int64_t known_ms) {
     char known[25], received[25];
@@ -1457,9 +1507,12 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
     char suffix[16 + INGEST_PATH_ID_MAX];
     snprintf(suffix, sizeof suffix, ":outcome:%s", ctx->path_id);
     if (write_precheck(ing, ctx, ing->max_body_bytes, suffix, idem_id, &has_idem) != 0) return;
-    json_t *body = body_object(ing, ctx);
+    jsonfast_big big[INGEST_BIG_MAX];
+    size_t nbig = 0;
+    json_t *body = body_object(ing, ctx, big, &nbig);
     if (!body) return;
     json_t *fields = outcome_check(body, ctx->received_ms, &known_ms);
+    outcome_big_errors(fields, big, nbig);
     ingest_job *job = json_array_size(fields) ? NULL : job_new(ing, ctx, JOB_OUTCOME, 1);
     if (!job) {
         if (json_array_size(fields))

@@ -117,6 +117,23 @@ static void fuzz_jsonfast(const uint8_t *data, size_t size) {
     json_decref(fast);
 }
 
+/* Numbers too large for jansson: jsonfast_loadb_big() reads what jansson reads unchanged, and
+ * reads more only when jansson refused a number as too large. */
+static void fuzz_big(const uint8_t *data, size_t size) {
+    json_error_t e1, e2;
+    jsonfast_big big[4];
+    size_t n = 0;
+    json_t *ref = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &e1);
+    json_t *v = jsonfast_loadb_big((const char *)data, size, &e2, big, 4, &n);
+    if (ref ? !v || !json_equal(ref, v) || n != 0
+            : v && (n == 0 || json_error_code(&e1) != json_error_numeric_overflow)) {
+        fprintf(stderr, "jsonfast_loadb_big: differs from jansson (%zu big)\n", n);
+        abort();
+    }
+    json_decref(ref);
+    json_decref(v);
+}
+
 /* The text path decides as the tree path, or declines. */
 static void fuzz_request_text(const uint8_t *data, size_t size) {
     pay_payment a, b;
@@ -144,6 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fuzz_event(data, size);
     fuzz_request(data, size);
     fuzz_jsonfast(data, size);
+    fuzz_big(data, size);
     fuzz_request_text(data, size);
     return 0;
 }

@@ -253,6 +253,34 @@ expect 422 validation_failed "body payment_id disagrees with the key"
 post "$valid" -H "Idempotency-Key: $(printf 'k%.0s' {1..300})"
 expect 400 invalid_idempotency_key "key too long"
 
+# --- numbers too large for jansson: valid JSON (RFC 8259 sets no limit), a 422 naming the field -----
+big_body() { printf '{"user_id":"u-big","merchant_id":"m-1","amount":%s,"currency":"EUR","payment_method":"card"%s}' "$1" "${2:-}"; }
+for amt in 123456789012345678901234567890 1e400 1E+999; do
+    post "$(big_body "$amt")"
+    expect 422 validation_failed "amount $amt"
+    [[ "$BODY" == *'"field":"amount","code":"out_of_range"'* ]] || fs_fail "amount $amt: $BODY"
+done
+post "$(big_body -1e400)"
+expect 422 validation_failed "amount -1e400"
+[[ "$BODY" == *'"field":"amount","code":"not_positive"'* ]] || fs_fail "amount -1e400: $BODY"
+post "$(big_body '"1.00"' ',"metadata":{"order":{"n":99999999999999999999999}}')"
+expect 422 validation_failed "a huge number in metadata"
+[[ "$BODY" == *'"field":"metadata.order.n","code":"out_of_range"'* ]] || fs_fail "metadata: $BODY"
+post "$(big_body 1e400 ',"user_id":"dup"')"
+expect 400 malformed_json "a huge number does not hide a duplicate key"
+http POST /api/v1/payments/batch -H 'Content-Type: application/json' \
+    --data-binary "[$valid,$(big_body 1e400)]"
+expect 200 "" "batch (array) with a huge amount in one item"
+[[ "$BODY" == *'"accepted":1,"rejected":1'*'"index":1,"status":"rejected"'*'"field":"amount","code":"out_of_range"'* ]] ||
+    fs_fail "batch array: $BODY"
+http POST /api/v1/payments/batch -H 'Content-Type: application/x-ndjson' \
+    --data-binary "$(big_body 123456789012345678901234567890)
+$valid"
+expect 200 "" "batch (NDJSON) with a huge amount on one line"
+[[ "$BODY" == *'"accepted":1,"rejected":1'*'"index":0,"status":"rejected"'*'"field":"amount","code":"out_of_range"'* ]] ||
+    fs_fail "batch NDJSON: $BODY"
+echo "ok: huge numbers are field errors (422), per item in batches"
+
 # Batch ids under an Idempotency-Key, pinned: these are the ids the code before batch_fingerprints()
 # (O(n^2) repeat counting, a digest context per item) gave (caller "anonymous": auth=false). A
 # client retrying an old batch must get the same ids, whatever the implementation.

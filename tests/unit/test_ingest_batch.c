@@ -179,6 +179,34 @@ static void test_fingerprints_repeats(void **state) {
     free(body);
 }
 
+/* Numbers too large for jansson: the item holding one is read (the place noted, for the
+ * validation to name), in an array parsed whole and on an NDJSON line alike. */
+static void test_big_numbers(void **state) {
+    (void)state;
+    batch b;
+    char err[256];
+    const char *arr = "[{\"a\":1},{\"x\":\"y\",\"amount\":1e400},{\"m\":{\"n\":-123456789012345678901234567890}}]";
+    assert_int_equal(batch_split_lazy(arr, strlen(arr), BATCH_JSON_ARRAY, 10, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.items[0].nbig, 0);
+    assert_int_equal(b.items[1].nbig, 1);
+    assert_string_equal(b.items[1].big[0].path, "amount");
+    assert_string_equal(b.items[1].big[0].member, "amount");
+    assert_int_equal(b.items[2].nbig, 1);
+    assert_string_equal(b.items[2].big[0].path, "m.n");
+    assert_true(b.items[2].big[0].negative);
+    batch_free(&b);
+    const char *nd = "{\"a\":1}\n{\"amount\":123456789012345678901234567890}\n{\"amount\":1e400,}";
+    assert_int_equal(batch_split(nd, strlen(nd), BATCH_NDJSON, 10, &b, err, sizeof err), BATCH_OK);
+    assert_non_null(b.items[1].value);
+    assert_int_equal(b.items[1].nbig, 1);
+    assert_string_equal(b.items[1].big[0].path, "amount");
+    assert_null(b.items[2].value); /* malformed for another reason: still malformed */
+    assert_int_equal(b.items[2].nbig, 0);
+    assert_non_null(strstr(b.items[2].error, "line 3"));
+    batch_free(&b);
+}
+
 /* 1000 items: the default maximum passes, one more does not. */
 static void test_limit_exact(void **state) {
     (void)state;
@@ -221,6 +249,7 @@ int main(void) {
         cmocka_unit_test(test_format_of),
         cmocka_unit_test(test_fingerprints_pinned),
         cmocka_unit_test(test_fingerprints_repeats),
+        cmocka_unit_test(test_big_numbers),
         cmocka_unit_test(test_array),
         cmocka_unit_test(test_ndjson),
         cmocka_unit_test(test_fingerprint),

@@ -345,6 +345,87 @@ static void test_writer_parts(void **state) {
     jsonfast_discard(&b); /* harmless twice */
 }
 
+/* Numbers too large for jansson: read as +-1e99, their places named; everything else exactly as
+ * jsonfast_loadb() (and so json_loadb) decides. */
+static void test_big_numbers(void **state) {
+    (void)state;
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *path[2], *member[2];
+        size_t top[2];
+        bool negative[2];
+    } ok[] = {
+        {"{\"user_id\":\"u\",\"amount\": 123456789012345678901234567890}", 1, {"amount"}, {"amount"}, {1}, {false}},
+        {"{\"z\":0,\"amount\":1e400 }", 1, {"amount"}, {"amount"}, {1}, {false}},
+        {"{\"amount\":-1E+400,\"s\":\"1e400\"}", 1, {"amount"}, {"amount"}, {0}, {true}},
+        {"{\"m\":{\"a\":[1,2,{\"b\":9e999}]},\"k\":-99999999999999999999}", 2, {"m.a[2].b", "k"},
+         {"m", "k"}, {0, 1}, {false, true}},
+        {"[{\"a\":1},{\"x\":1,\"amount\":1e400}]", 1, {"amount"}, {"amount"}, {1}, {false}},
+        {"[1,[2,1e309]]", 1, {"[1]"}, {""}, {1}, {false}},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        jsonfast_big big[4];
+        size_t n = 99;
+        json_error_t err;
+        json_t *v = jsonfast_loadb_big(ok[i].in, strlen(ok[i].in), &err, big, 4, &n);
+        if (!v) fail_msg("case %zu: %s", i, err.text);
+        assert_int_equal(n, ok[i].n);
+        for (size_t k = 0; k < n; k++) {
+            assert_string_equal(big[k].path, ok[i].path[k]);
+            assert_string_equal(big[k].member, ok[i].member[k]);
+            assert_int_equal(big[k].top, ok[i].top[k]);
+            assert_int_equal(big[k].negative, ok[i].negative[k]);
+        }
+        json_decref(v);
+    }
+    /* the value read in its place */
+    jsonfast_big big[2];
+    size_t n;
+    json_error_t err;
+    json_t *v = jsonfast_loadb_big("{\"a\":-123456789012345678901234567890,\"b\":\"x\"}", 45, &err, big, 2, &n);
+    assert_non_null(v);
+    assert_true(json_is_real(json_object_get(v, "a")));
+    assert_true(json_real_value(json_object_get(v, "a")) == -1e99);
+    assert_string_equal(json_string_value(json_object_get(v, "b")), "x");
+    json_decref(v);
+    /* what jansson reads, or refuses for another reason, is unchanged */
+    static const char *const same[] = {
+        "{\"a\":1e-400}", "{\"a\":9223372036854775807}", "{\"a\":-9223372036854775808}",
+        "{\"a\":1.5e308}", "{\"a\":123456789012345678901234567890", "{\"a\":1e400,}",
+        "{\"a\":1e400,\"a\":1}", "{\"a\":01e400}", "1e400", "{\"a\":\"1e400\"}", "{\"a\":1e400x}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        json_error_t e1;
+        size_t len = strlen(same[i]);
+        json_t *want = json_loadb(same[i], len, JSON_REJECT_DUPLICATES, &e1);
+        n = 99;
+        v = jsonfast_loadb_big(same[i], len, &err, big, 2, &n);
+        if (want && !(v && json_equal(v, want) && n == 0)) fail_msg("case %s: changed", same[i]);
+        if (!want && !v && json_error_code(&e1) != json_error_numeric_overflow &&
+            (err.position != e1.position || strcmp(err.text, e1.text) != 0))
+            fail_msg("case %s: error %s at %d, jansson %s at %d", same[i], err.text, err.position,
+                     e1.text, e1.position);
+        if (!want && v) {
+            /* only a too large number may turn into a value, and nothing else in the text */
+            if (json_error_code(&e1) != json_error_numeric_overflow) fail_msg("case %s: accepted", same[i]);
+        }
+        json_decref(want);
+        json_decref(v);
+    }
+    /* the positions of a later error are the input's */
+    json_error_t e2;
+    assert_null(json_loadb("{\"a\":12345, \"b\":tru}", 20, JSON_REJECT_DUPLICATES, &e2));
+    v = jsonfast_loadb_big("{\"a\":1e400, \"b\":tru}", 20, &err, big, 2, &n);
+    assert_null(v);
+    assert_int_equal(err.column, e2.column);
+    assert_int_equal(err.position, e2.position);
+    /* more than max: refused as jansson refuses it */
+    v = jsonfast_loadb_big("[1e400,2e400,3e400]", 19, &err, big, 2, &n);
+    assert_null(v);
+    assert_int_equal(json_error_code(&err), json_error_numeric_overflow);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_subset),
@@ -355,6 +436,7 @@ int main(void) {
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_writer),
         cmocka_unit_test(test_writer_parts),
+        cmocka_unit_test(test_big_numbers),
     };
     return cmocka_run_group_tests_name("jsonfast", tests, NULL, NULL);
 }
