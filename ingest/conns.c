@@ -278,6 +278,17 @@ void **conns_on_request(conns *c, struct evhttp_request *req) {
 
 size_t conns_count(const conns *c) { return c->count; }
 
+int conns_foreach_user(conns *c, conns_close_fn fn, void *arg) {
+    size_t n = 0;
+    void **users = malloc((c->count ? c->count : 1) * sizeof *users);
+    if (!users) return -1;
+    for (conn *k = c->all; k && n < c->count; k = k->next_all)
+        if (k->user) users[n++] = k->user;
+    for (size_t i = 0; i < n; i++) fn(users[i], arg);
+    free(users);
+    return 0;
+}
+
 SSL_CTX *conns_tls_load(const char *cert_file, const char *key_file, char *errstr,
                         size_t errstr_size) {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());

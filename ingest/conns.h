@@ -48,6 +48,11 @@ void **conns_on_request(conns *c, struct evhttp_request *req);
 
 size_t conns_count(const conns *c);
 
+/* Calls fn(user, arg) for every connection whose user slot is set (a request waiting), from a
+ * snapshot taken first: fn may answer the request (clear the slot). Returns -1 when out of memory
+ * (nothing called), else 0. */
+int conns_foreach_user(conns *c, conns_close_fn fn, void *arg);
+
 /* A TLS server context from PEM files (certificate chain, private key). NULL with errstr. */
 SSL_CTX *conns_tls_load(const char *cert_file, const char *key_file, char *errstr,
                         size_t errstr_size);

@@ -67,6 +67,12 @@
 #define INGEST_DRAIN_GRACE_US 100000 /* lets the last replies leave the socket buffers */
 #define INGEST_REASON_MAX 500        /* outcome reason, bytes */
 #define INGEST_BIG_MAX 16            /* numbers too large for jansson in one body; more: 400 */
+/* The 503 shutting_down messages of what the drain timeout cut short (drain_answer). */
+#define DRAIN_NOT_SENT "this instance shut down before the payment was stored; retry with the same " \
+                       "Idempotency-Key or payment_id"
+#define DRAIN_UNKNOWN "this instance shut down before the broker confirmed the payment, which may or " \
+                      "may not be stored: retry with the same Idempotency-Key or payment_id (a " \
+                      "duplicate is absorbed)"
 #define OUTCOME_SCHEMA_VERSION 1
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -131,6 +137,14 @@ struct ingest {
     size_t rand_pos;
 };
 
+/* What a parked request waits in (ctx_park): a drain timeout answers each kind its own way. */
+typedef enum ctx_wait {
+    CTX_WAIT_NONE,
+    CTX_WAIT_AUTH, /* an auth_wait: its API key's Argon2 */
+    CTX_WAIT_JOB,  /* an ingest_job: digests, delivery reports */
+    CTX_WAIT_READ, /* a read_wait: PostgreSQL */
+} ctx_wait;
+
 /* One request while we work on it. Copied into whatever waits for something, so it holds copies,
  * not pointers into libevent's request (except req itself). */
 typedef struct ingest_ctx {
@@ -145,6 +159,7 @@ typedef struct ingest_ctx {
     char caller[KEYS_ID_MAX + 1]; /* API key id, "anonymous" with auth off, "" before auth */
     int64_t received_ms; /* wall clock, the payment's ingest time */
     int64_t start_us;    /* monotonic, for latency */
+    ctx_wait waits;      /* set by ctx_park(): the struct ctx is a member of */
 } ingest_ctx;
 
 typedef void (*ingest_handler)(ingest *ing, ingest_ctx *ctx);
@@ -322,8 +337,10 @@ static void ctx_close(ingest *ing, ingest_ctx *ctx) {
     drain_check(ing);
 }
 
-/* The request waits for something: its connection's closing must reach it (ctx must not move). */
-static void ctx_park(ingest_ctx *ctx) {
+/* The request waits for something: its connection's closing must reach it (ctx must not move),
+ * and so must a drain timeout (drain_answer). waits: the struct ctx is a member of. */
+static void ctx_park(ingest_ctx *ctx, ctx_wait waits) {
+    ctx->waits = waits;
     if (ctx->slot) *ctx->slot = ctx;
 }
 
@@ -605,7 +622,7 @@ static int auth_follow(ingest *ing, auth_wait *aw) {
         OPENSSL_cleanse(aw->presented, sizeof aw->presented); /* the leader has it */
         aw->next = l->followers; /* ownership: l's, settled in auth_done(l) */
         l->followers = aw;
-        ctx_park(&aw->ctx);
+        ctx_park(&aw->ctx, CTX_WAIT_AUTH);
         return 1;
     }
     return 0;
@@ -634,7 +651,7 @@ static int auth_submit(ingest *ing, ingest_ctx *ctx, const ingest_route *route,
     }
     aw->next = ing->auth_pending; /* the worker pool's until auth_done; listed for followers */
     ing->auth_pending = aw;
-    ctx_park(&aw->ctx);
+    ctx_park(&aw->ctx, CTX_WAIT_AUTH);
     return 1;
 }
 
@@ -824,12 +841,21 @@ static size_t format_u32(char *out, uint32_t v) {
     return n;
 }
 
+static bool item_error_is(const ingest_item *it, const char *code) {
+    const char *e = json_string_value(json_object_get(it->error, "error"));
+    return e && strcmp(e, code) == 0;
+}
+
 /* The per-item results, written straight into the reply (accepted items, the common case, without
  * building JSON values: a batch of 1000 answers in microseconds). */
 static void reply_batch(ingest *ing, ingest_job *job) {
+    const char *unavailable = "broker_unavailable"; /* the code of a whole-batch 503 */
     int count[ITEM_SKIPPED + 1] = {0};
     struct evbuffer *out = evhttp_request_get_output_buffer(job->ctx.req);
-    for (uint32_t i = 0; i < job->n; i++) count[job->items[i].state]++;
+    for (uint32_t i = 0; i < job->n; i++) {
+        count[job->items[i].state]++;
+        if (item_error_is(&job->items[i], "shutting_down")) unavailable = "shutting_down";
+    }
     /* Nothing stored, and not only because of the items themselves: the broker (or an overload)
      * failed the others, so the whole batch is a 503 to retry, even next to rejected items. */
     bool nothing_stored = count[ITEM_ACCEPTED] == 0 && count[ITEM_FAILED] > 0;
@@ -856,9 +882,10 @@ static void reply_batch(ingest *ing, ingest_job *job) {
     }
     /* Only when nothing at all could be stored is the whole batch a 503: retry it (the rejected
      * items fixed or left out; the ids stay, see batch_item_id). */
-    evbuffer_add_printf(out, "]%s}", nothing_stored ? ",\"error\":\"broker_unavailable\"" : "");
+    if (nothing_stored) evbuffer_add_printf(out, "],\"error\":\"%s\"}", unavailable);
+    else evbuffer_add(out, "]}", 2);
     if (nothing_stored) add_retry_after(ing, &job->ctx, 0);
-    reply_send(ing, &job->ctx, nothing_stored ? 503 : 200, nothing_stored ? "broker_unavailable" : NULL);
+    reply_send(ing, &job->ctx, nothing_stored ? 503 : 200, nothing_stored ? unavailable : NULL);
 }
 
 static void reply_single(ingest *ing, ingest_job *job) {
@@ -1264,7 +1291,7 @@ static json_t *body_object(ingest *ing, ingest_ctx *ctx, jsonfast_big big[INGEST
 static void single_started(ingest_ctx *ctx, ingest_job *job) {
     ctx->req = NULL; /* the job's ctx answers from now on */
     memcpy(job->ctx.payment_id, job->items[0].payment_id, sizeof job->ctx.payment_id);
-    ctx_park(&job->ctx);
+    ctx_park(&job->ctx, CTX_WAIT_JOB);
     job_settle(job);
 }
 
@@ -1360,7 +1387,7 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
     }
     free(prints);
     batch_free(&b);
-    ctx_park(&job->ctx);
+    ctx_park(&job->ctx, CTX_WAIT_JOB);
     job->waiting--;
     job_settle(job);
 }
@@ -1534,7 +1561,7 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
             it->state = ITEM_FAILED;
             it->error = failure("internal_error", "could not encode the outcome");
         }
-        ctx_park(&job->ctx);
+        ctx_park(&job->ctx, CTX_WAIT_JOB);
         job_settle(job);
     }
     json_decref(fields);
@@ -1587,7 +1614,7 @@ static void handle_get_payment(ingest *ing, ingest_ctx *ctx) {
         reply_unavailable(ing, ctx, "database_unavailable", "PostgreSQL cannot answer now; retry");
         return;
     }
-    ctx_park(&rw->ctx); /* rw is pgread's until on_read */
+    ctx_park(&rw->ctx, CTX_WAIT_READ); /* rw is pgread's until on_read */
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1607,9 +1634,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         ing->payments_failed++;
         log_msg(LOG_WARN, "delivery_failed", "payment %s (request %s): %s", it->payment_id,
                 it->job->ctx.request_id, rd_kafka_err2str(m->err));
-        item_finish(it, ITEM_FAILED,
-                    failure("broker_unavailable", "the payment could not be stored durably; retry "
-                            "with the same Idempotency-Key or payment_id"));
+        if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE) /* the drain timeout: never sent */
+            item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_NOT_SENT));
+        else if (m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) /* sent, the answer never read */
+            item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_UNKNOWN));
+        else
+            item_finish(it, ITEM_FAILED,
+                        failure("broker_unavailable", "the payment could not be stored durably; "
+                                "retry with the same Idempotency-Key or payment_id"));
         return;
     }
     if (!ing->fatal) ing->ready = true;
@@ -2088,17 +2120,51 @@ static void drain_check(ingest *ing) {
     if (ing->draining && ing->n.in_flight == 0) drain_finish(ing);
 }
 
+/* A job cut short by the drain timeout: its items still digesting (never produced: digest_done
+ * skips them once the request is answered) or producing (outcome unknown: the delivery report, if
+ * it ever comes, finds nobody to tell) fail with shutting_down, and the request is answered now.
+ * The job lives on until those items are back (job_settle frees it). */
+static void job_cut_short(ingest *ing, ingest_job *job) {
+    for (uint32_t i = 0; i < job->n; i++) {
+        ingest_item *it = &job->items[i];
+        if (it->state != ITEM_DIGESTING && it->state != ITEM_PRODUCING) continue;
+        json_decref(it->error);
+        bool digesting = it->state == ITEM_DIGESTING;
+        it->error = failure("shutting_down", digesting ? DRAIN_NOT_SENT : DRAIN_UNKNOWN);
+        if (digesting) ing->payments_failed++; /* a producing one: its late report counts it */
+        it->state = ITEM_FAILED;
+    }
+    if (job->kind == JOB_BATCH) reply_batch(ing, job);
+    else reply_single(ing, job);
+}
+
+/* conns_foreach_user(): a request still waiting when the drain timeout ran out gets its 503 now,
+ * before the process exits (closing it without an answer would leave the client guessing). */
+static void drain_answer(void *user, void *arg) {
+    ingest *ing = arg;
+    ingest_ctx *ctx = user;
+    if (!ctx->req) return;
+    evhttp_add_header(evhttp_request_get_output_headers(ctx->req), "Connection", "close");
+    if (ctx->waits == CTX_WAIT_JOB)
+        job_cut_short(ing, (ingest_job *)((char *)ctx - offsetof(ingest_job, ctx)));
+    else /* an API key check or a read: nothing was stored */
+        reply_unavailable(ing, ctx, "shutting_down", "this instance shut down before answering; retry");
+}
+
 /* shutdown_timeout_ms passed with requests outstanding: purge the deliveries, so their clients get
- * 503 (never a 202 for a message that may be dropped), then finish. */
+ * 503 (never a 202 for a message that may be dropped), answer every other waiting request 503,
+ * then finish. */
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg) {
     ingest *ing = arg;
     (void)fd;
     (void)what;
-    log_msg(LOG_WARN, "drain_timeout", "%" PRIu64 " requests still outstanding; purging deliveries",
-            ing->n.in_flight);
+    log_msg(LOG_WARN, "drain_timeout", "%" PRIu64 " requests still outstanding; purging deliveries "
+            "and answering 503", ing->n.in_flight);
     rd_kafka_purge(ing->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (rd_kafka_poll(ing->rk, 0) > 0) {
     }
+    if (conns_foreach_user(ing->conns, drain_answer, ing) != 0)
+        log_msg(LOG_ERROR, "drain_timeout", "out of memory: waiting requests closed unanswered");
     drain_finish(ing);
 }
 

@@ -2,7 +2,8 @@
  *
  * Signals (handled in the event loop by libevent, never in a raw handler):
  *   SIGTERM, SIGINT  graceful: stop accepting connections, let in-flight requests get their delivery
- *                    reports (up to shutdown-timeout-ms), exit 0. A second one exits at once.
+ *                    reports (up to shutdown-timeout-ms; those still waiting then get 503, see
+ *                    on_drain_timeout in ingest.c), exit 0. A second one exits at once.
  *   SIGHUP           reloads the API keys file, the Shopify secrets, the TLS certificate and the
  *                    PII secret; a file that does not load is logged and the previous version stays
  *                    in force. A new PII secret changes every digest from then on (a rotation,
@@ -138,7 +139,8 @@ static const cfg_opt ingest_options[] = {
      O(startup_timeout_ms), "brokers must answer and the topic exist within this at start-up",
      false},
     {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "10000", 0, 600000,
-     O(shutdown_timeout_ms), "on SIGTERM, how long in-flight requests may wait for the broker",
+     O(shutdown_timeout_ms), "on SIGTERM, how long in-flight requests may wait (Argon2, "
+     "PostgreSQL, the broker); those still waiting then get 503",
      false},
     {"pii-secret-file", "FS_PII_SECRET_FILE", CFG_STRING, "", 0, 4096, O(pii_secret_file),
      "file holding the pseudonymization secret (>= 16 bytes; trailing newlines ignored; reloaded "
