@@ -76,7 +76,7 @@ typedef struct scorer_metrics {
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
         *outcomes, *outcomes_pending, *reloads, *ready, *pruned, *model_seconds, *model_reloads,
         *model_failures, *model_info, *rules_info, *e2e_seconds, *consumer_errors,
-        *outcomes_commit_failures, *pii_key_info;
+        *outcomes_commit_failures, *pii_key_info, *prune_held_back;
 } scorer_metrics;
 
 /* An outcome message in hand. */
@@ -1340,6 +1340,7 @@ static void scorer_maybe_prune(scorer *s) {
     if (prune) s->batches_since_prune = 0;
     int64_t cutoff[PRUNE_SETS], held_back = 0;
     if (scorer_sync(s, prune ? cutoff : NULL, &held_back) != 0 || !prune) return;
+    metric_set(s->m.prune_held_back, NULL, (double)held_back / 1000.0);
     int64_t deleted = scorer_prune(s, 0, cutoff[PRUNE_VELOCITY]);
     if (deleted < 0) return;
     log_fields(LOG_DEBUG, "velocity_pruned",
@@ -1728,6 +1729,7 @@ static void scorer_metrics_init(scorer *s) {
     x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes whose payment is not persisted yet", NULL);
     x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
     x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");
+    x->prune_held_back = metrics_gauge(m, "fs_scorer_prune_held_back_seconds", "event time by which other workers' watermarks held this worker's last prune back (a lagging worker keeps old feature rows for everyone)", NULL);
     x->model_seconds = metrics_histogram(m, "fs_scorer_model_seconds", "model prediction per batch (one call for all its payments)", NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
     x->model_reloads = metrics_counter(m, "fs_scorer_model_reloads_total", "model reloads (SIGHUP), by result", "result");
     x->model_failures = metrics_counter(m, "fs_scorer_model_failures_total", "batches the model could not score (decided by the rules alone)", NULL);

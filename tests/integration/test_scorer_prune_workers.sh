@@ -43,7 +43,8 @@ old_s=$(date -u -d "${old_at}:00Z" +%s)
 now_s=$(date -u -d "${now_at}:00Z" +%s)
 
 # 1. A lagging worker, live: it needs complete windows from 10 minutes after old_at on.
-fs_bg fast env FS_SCORER_ID=fast "$BUILD/bin/fraudshield-scorer"
+admin=$(fs_free_port)
+fs_bg fast env FS_SCORER_ID=fast FS_ADMIN_PORT="$admin" "$BUILD/bin/fraudshield-scorer"
 fs_wait_for 60 grep -q '"event":"db_ready"' "$FS_TEST_DIR/fast.log"
 fs_psql "INSERT INTO scorer_watermarks (scorer_id, watermark, needed_from, updated_at)
          VALUES ('lagging', to_timestamp($old_s + 600), to_timestamp($old_s + 600), now())" >/dev/null
@@ -59,6 +60,9 @@ fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM scorer_watermarks WHERE scorer_i
     AND watermark >= to_timestamp($now_s) AND needed_from = watermark")" "the fast worker's published watermark"
 grep '"event":"velocity_pruned"' "$FS_TEST_DIR/fast.log" | tail -n 1 | grep -q '"held_back_ms":[1-9]' ||
     fs_fail "the last prune does not say it was held back"
+held=$(curl -fsS "http://127.0.0.1:$admin/metrics" | sed -n 's/^fs_scorer_prune_held_back_seconds //p')
+[[ "$held" =~ ^[0-9.e+]+$ ]] && awk -v h="$held" 'BEGIN { exit !(h > 3600) }' ||
+    fs_fail "fs_scorer_prune_held_back_seconds is '$held', not the ~3 h the lagging worker holds back"
 
 # 2. The lagging worker's row ages out (default liveness: 10 minutes): the next prune deletes the old
 # events and records its cutoff as the horizon.
