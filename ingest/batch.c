@@ -208,7 +208,7 @@ static int hash_compact(EVP_MD_CTX *c, const char *text, size_t len, unsigned ch
     return ok ? 0 : -1;
 }
 
-/* Item i's fingerprint with c. 0, or -1 (not JSON, out of memory). */
+/* Item i's fingerprint with c. 0, or -1 (neither text nor value, out of memory). */
 static int item_fingerprint(EVP_MD_CTX *c, const batch *b, size_t i, unsigned char out[32]) {
     const batch_item *it = &b->items[i];
     if (it->text) return hash_compact(c, it->text, it->text_len, out);

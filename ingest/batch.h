@@ -65,12 +65,12 @@ json_t *batch_item_value(batch *b, size_t i);
 /* What item i says, for deriving its payment_id from an Idempotency-Key (ingest.c): SHA-256 of its
  * JSON text with the whitespace outside strings removed, so that a client re-indenting its JSON
  * keeps the ids; another member order, escape or number spelling makes another fingerprint. Items
- * parsed whole (value set, no text) hash their compact serialization. Returns 0, or -1 for an item
- * that is not JSON. */
+ * parsed whole (value set, no text) hash their compact serialization; an item's text is hashed
+ * even when it is not JSON. Returns 0, or -1 (neither text nor value, or out of memory). */
 int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]);
 
 /* An item's fingerprint and how many earlier items of the batch have the same one (0 for the
- * first of its content; -1: the item is not JSON, sha unset). */
+ * first of its content; -1: no fingerprint (batch_item_fingerprint), sha unset). */
 typedef struct batch_print {
     unsigned char sha[32];
     int repeat;

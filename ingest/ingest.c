@@ -68,10 +68,10 @@
 #define INGEST_REASON_MAX 500        /* outcome reason, bytes */
 #define INGEST_BIG_MAX 16            /* numbers too large for jansson in one body; more: 400 */
 /* The 503 shutting_down messages of what the drain timeout cut short (drain_answer). */
-#define DRAIN_NOT_SENT "this instance shut down before the payment was stored; retry with the same " \
-                       "Idempotency-Key or payment_id"
-#define DRAIN_UNKNOWN "this instance shut down before the broker confirmed the payment, which may or " \
-                      "may not be stored: retry with the same Idempotency-Key or payment_id (a " \
+#define DRAIN_NOT_SENT "this instance shut down before the message was stored; retry with the same " \
+                       "Idempotency-Key (or payment_id)"
+#define DRAIN_UNKNOWN "this instance shut down before the broker confirmed the message, which may or " \
+                      "may not be stored: retry with the same Idempotency-Key (or payment_id; a " \
                       "duplicate is absorbed)"
 #define OUTCOME_SCHEMA_VERSION 1
 #define STR_(x) #x

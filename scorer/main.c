@@ -120,8 +120,9 @@ static const cfg_opt scorer_options[] = {
      "batches between prunes of old exact events and feature buckets (0: never)", false},
     {"velocity-lateness-s", "FS_VELOCITY_LATENESS_S", CFG_INT, "3600", 0, 31536000,
      O(velocity_lateness_s),
-     "velocity events are kept this long beyond the largest window (event time); payments later "
-     "than that are scored with incomplete windows and counted as late",
+     "how far behind its newest event time a worker still needs complete windows: feature rows are "
+     "kept this long beyond the largest window; payments older than that (or whose windows reach "
+     "below what any worker pruned) are counted as late (too_late)",
      false},
     {"velocity-watermark-liveness-s", "FS_VELOCITY_WATERMARK_LIVENESS_S", CFG_INT, "600", 10,
      86400, O(velocity_watermark_liveness_s),

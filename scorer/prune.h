@@ -42,7 +42,7 @@ void prune_cutoffs(int64_t own, int64_t others, const int64_t reach[PRUNE_SETS],
 
 /* Payments with an event time before this may have been scored with incomplete windows. own: this
  * worker's needed-from (PRUNE_NONE before its first batch); horizon: the recorded largest cutoffs
- * (PRUNE_NONE: never pruned). PRUNE_NONE when nothing was pruned anywhere. */
+ * (PRUNE_NONE: never pruned). PRUNE_NONE only when both are. */
 int64_t prune_late_before(int64_t own, const int64_t horizon[PRUNE_SETS],
                           const int64_t reach[PRUNE_SETS]);
 

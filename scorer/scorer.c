@@ -1172,12 +1172,20 @@ static void scorer_outcome_check_offset(scorer *s, const rd_kafka_message_t *m) 
     if (*next >= 0 && m->offset > *next) {
         const char *topic = rd_kafka_topic_name(m->rkt);
         int64_t lo = -1, hi = -1;
+        /* lo may have moved past this message since it was fetched: it was not lost */
         if (rd_kafka_query_watermark_offsets(s->outcomes, topic, m->partition, &lo, &hi, 2000) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR && lo > *next)
-            scorer_report_loss(s, topic, m->partition, *next, lo, hi,
+            scorer_report_loss(s, topic, m->partition, *next, lo < m->offset ? lo : m->offset, hi,
                                "the next message is beyond the committed offset: reset to the earliest");
     }
     *next = m->offset + 1;
+}
+
+static void scorer_outcomes_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+    if (e)
+        log_msg(LOG_ERROR, "rebalance_error", "outcomes %s: %s", parts ? "assign" : "unassign",
+                rd_kafka_err2str(e));
 }
 
 /* The outcome consumer's rebalances: the committed offsets of the assigned partitions become the
@@ -1187,7 +1195,7 @@ static void scorer_outcomes_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err
     scorer *s = opaque;
     for (size_t i = 0; i < s->nonext; i++) s->onext[i] = -1;
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        rd_kafka_assign(rk, NULL);
+        scorer_outcomes_assign(rk, NULL);
         return;
     }
     rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 10000);
@@ -1200,22 +1208,33 @@ static void scorer_outcomes_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err
         log_msg(LOG_WARN, "outcomes_committed_unknown",
                 "committed offsets of %s not read (%s): a loss to retention goes unnoticed on this "
                 "assignment", s->cfg.outcomes_topic, rd_kafka_err2str(e));
-    rd_kafka_assign(rk, parts);
+    scorer_outcomes_assign(rk, parts);
 }
 
 /* Commits the offsets after the outcome messages in hand, named explicitly: the consumer's offset
- * store follows the shared -X properties, which may turn automatic storing off. */
+ * store follows the shared -X properties, which may turn automatic storing off. Only for
+ * partitions still assigned: a revoked one's new owner has its own position (committing ours could
+ * move it back; its labels are stored again, idempotently, by whoever consumes them next). */
 static rd_kafka_resp_err_t scorer_outcomes_commit(scorer *s) {
+    rd_kafka_topic_partition_list_t *mine = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_assignment(s->outcomes, &mine);
+    if (e) return e;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)s->nomsgs);
     for (size_t i = 0; i < s->nomsgs; i++) {
         const rd_kafka_message_t *m = s->omsgs[i].msg;
         const char *topic = rd_kafka_topic_name(m->rkt);
+        if (!rd_kafka_topic_partition_list_find(mine, topic, m->partition)) continue;
         rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, topic, m->partition);
         if (!p) p = rd_kafka_topic_partition_list_add(l, topic, m->partition);
         if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
     }
-    rd_kafka_resp_err_t e = rd_kafka_commit(s->outcomes, l, 0);
+    e = l->cnt ? rd_kafka_commit(s->outcomes, l, 0) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!e)
+        log_fields(LOG_DEBUG, "outcomes_committed",
+                   json_pack("{s:I, s:i}", "messages", (json_int_t)s->nomsgs, "partitions", l->cnt),
+                   "outcome offsets committed");
     rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_topic_partition_list_destroy(mine);
     return e;
 }
 
@@ -1569,7 +1588,7 @@ static void scorer_report_loss(scorer *s, const char *topic, int32_t partition, 
                json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:s}", "topic", topic, "partition",
                          (int)partition, "offset", (json_int_t)from, "earliest", (json_int_t)lo,
                          "latest", (json_int_t)hi, "lost", (json_int_t)lost, "error", why),
-               "committed offset %" PRId64 " of %s [%" PRId32 "] is no longer on the broker: "
+               "offset %" PRId64 " of %s [%" PRId32 "] (the next to process) is no longer on the broker: "
                "%" PRId64 " message(s) were lost before they were processed; resuming at the "
                "earliest available offset", from, topic, partition, lost);
 }

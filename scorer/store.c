@@ -816,7 +816,11 @@ static const char SQL_PRUNE_SYNC[] =
     " SELECT $1::text, " EPOCH_MS("$2::bigint") ", " EPOCH_MS("$3::bigint") ", now()"
     " WHERE $2::bigint <> 0"
     " ON CONFLICT (scorer_id) DO UPDATE SET watermark = excluded.watermark,"
-    " needed_from = excluded.needed_from, updated_at = excluded.updated_at RETURNING 1) "
+    " needed_from = excluded.needed_from, updated_at = excluded.updated_at RETURNING 1), "
+    /* rows of workers gone for 6 liveness periods (killed ones; the default id is host-pid, so
+     * nobody overwrites them): ignored long since, kept that long for an operator to see */
+    "gone AS (DELETE FROM scorer_watermarks WHERE scorer_id <> $1::text"
+    " AND updated_at < now() - 6 * $4::bigint * interval '1 millisecond') "
     "SELECT (SELECT " TO_MS("min(needed_from)") " FROM scorer_watermarks WHERE scorer_id <> $1::text"
     " AND updated_at > now() - $4::bigint * interval '1 millisecond'),"
     HORIZONS_SELECT;
@@ -841,8 +845,13 @@ static int64_t ll_or_none(const PGresult *res, int col) {
 store_rc store_prune_sync(store *st, const char *scorer_id, int64_t watermark_ms,
                           int64_t needed_ms, int64_t liveness_ms, int64_t *others,
                           int64_t horizon[PRUNE_SETS], char *errstr, size_t errstr_size) {
-    char lock[64], wm[32], needed[32], live[32];
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%lld)", (long long)STORE_PRUNE_LOCK);
+    char lock[128], wm[32], needed[32], live[32];
+    /* lock_timeout: a worker stalled inside its sync (a paused VM, a partition) holds the lock
+     * until PostgreSQL notices; the others give up this sync (retried after their next batch)
+     * instead of blocking their main loop and dropping out of the consumer group */
+    snprintf(lock, sizeof lock,
+             "SELECT set_config('lock_timeout', '5s', true), pg_advisory_xact_lock(%lld)",
+             (long long)STORE_PRUNE_LOCK);
     snprintf(wm, sizeof wm, "%lld", (long long)watermark_ms);
     snprintf(needed, sizeof needed, "%lld", (long long)(watermark_ms ? needed_ms : 0));
     snprintf(live, sizeof live, "%lld", (long long)liveness_ms);

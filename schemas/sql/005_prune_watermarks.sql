@@ -5,7 +5,7 @@
 -- times advance at different speeds. Each worker publishes here how far back it still needs
 -- complete windows; a prune deletes only what no worker refreshed within
 -- velocity-watermark-liveness-s still needs. A worker that stops cleanly deletes its row; a dead
--- one ages out (its row stays, ignored, until a worker with the same scorer_id starts).
+-- one ages out (its row stays, ignored, and is deleted by the next sync after 6 liveness periods).
 CREATE TABLE scorer_watermarks (
     scorer_id   text PRIMARY KEY,         -- scorer-id (FS_SCORER_ID)
     watermark   timestamptz NOT NULL,     -- the newest event time it persisted, capped at its clock

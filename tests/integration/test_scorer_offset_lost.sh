@@ -21,18 +21,24 @@ rows() { fs_psql "SELECT count(*) FROM $1"; }
 rows_at_least() { (($(rows "$1") >= $2)); }
 first_offset() { timeout 30 kcat -b "$FS_BROKERS" -C -t raw_payments -p 0 -o beginning -c 1 -e -q -f '%o\n'; }
 
+# labels_committed N: the first scorer logged outcome commits covering N label messages
+labels_committed() {
+    (($(grep '"event":"outcomes_committed"' "$FS_TEST_DIR/scorer.log" |
+        grep -o '"messages":[0-9]*' | cut -d: -f2 | awk '{ n += $1 } END { print n + 0 }') >= $1))
+}
+
 # outcome N: a label for a payment nobody sent (stored, pending), N in the id
 outcome() {
     printf 'k:{"schema_version":1,"payment_id":"0000%04d-0000-4000-8000-000000000000","outcome":"chargeback","known_at":"2026-11-02T10:00:00Z","source":"test"}\n' "$1"
 }
 
 # 1. Ten payments and two labels processed and committed, then a clean stop.
-fs_bg scorer env FS_SCORER_ID=scorer-a "$BUILD/bin/fraudshield-scorer"
+fs_bg scorer env FS_SCORER_ID=scorer-a FS_LOG_LEVEL=debug "$BUILD/bin/fraudshield-scorer"
 bash "$gen" "$run" 10 | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
 { outcome 1; outcome 2; } | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K: -p 0
 fs_wait_for 60 rows_at_least decisions 10
 fs_wait_for 60 rows_at_least outcomes 2
-sleep 1 # the outcome offsets are committed right after the labels are stored
+fs_wait_for 30 labels_committed 2 # their offsets are committed right after they are stored
 fs_kill scorer TERM
 fs_wait_exit scorer 30
 
