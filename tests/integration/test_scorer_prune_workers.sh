@@ -6,6 +6,8 @@
 # with incomplete windows.
 #   1. a row in scorer_watermarks stands in for a live lagging worker (needs events from 4 h ago):
 #      a worker pruning after every batch with no lateness leaves the old exact events in place;
+#   1b. another session holds the prune lock: the worker's sync gives up (lock timeout), scoring
+#      goes on;
 #   2. the row ages out (updated_at older than velocity-watermark-liveness-s): the next prune
 #      deletes them and records its cutoff in prune_horizons; the worker's row goes at a clean stop;
 #   3. a fresh worker (no watermark of its own) gets payments from below the horizon: counted late.
@@ -29,11 +31,13 @@ produce() {
         sed -E "s/\"event_time\":\"[0-9-]+T[0-9]{2}:[0-9]{2}/\"event_time\":\"$4/" |
         kcat -b "$FS_BROKERS" -P -t raw_payments -K:
 }
-# every batch of worker NAME is followed by its prune (velocity-prune-every 1): wait for them
+# every batch of worker NAME is followed by its prune (velocity-prune-every 1), or by a failed
+# sync (no prune): wait for them
 pruned_all() {
     local log="$FS_TEST_DIR/$1.log"
     (($(grep -c '"event":"batch_done"' "$log") > 0)) &&
-        (($(grep -c '"event":"velocity_pruned"' "$log") >= $(grep -c '"event":"batch_done"' "$log")))
+        (($(grep -c '"event":"velocity_pruned"\|"event":"watermark_sync_failed"' "$log") >=
+          $(grep -c '"event":"batch_done"' "$log")))
 }
 old_exact() { fs_psql "SELECT count(*) FROM velocity_events WHERE event_time < to_timestamp($old_s + 3600)"; }
 
@@ -64,11 +68,22 @@ held=$(curl -fsS "http://127.0.0.1:$admin/metrics" | sed -n 's/^fs_scorer_prune_
 [[ "$held" =~ ^[0-9.e+]+$ ]] && awk -v h="$held" 'BEGIN { exit !(h > 3600) }' ||
     fs_fail "fs_scorer_prune_held_back_seconds is '$held', not the ~3 h the lagging worker holds back"
 
+# 1b. Another session holds the prune lock (a worker stalled inside its sync): this worker's sync
+# gives up after the lock timeout and it goes on scoring instead of blocking its main loop.
+fs_psql "SELECT pg_advisory_lock($((0x4653505255))), pg_sleep(12)" >/dev/null &
+holder=$!
+sleep 1
+produce $((run + 5)) 5 0 "$now_at"
+fs_wait_for 30 grep -q '"event":"watermark_sync_failed".*lock timeout' "$FS_TEST_DIR/fast.log"
+fs_wait_for 30 rows_at_least decisions 45
+wait "$holder"
+echo "ok: a held prune lock fails the sync, scoring goes on"
+
 # 2. The lagging worker's row ages out (default liveness: 10 minutes): the next prune deletes the old
 # events and records its cutoff as the horizon.
 fs_psql "UPDATE scorer_watermarks SET updated_at = now() - interval '11 minutes' WHERE scorer_id = 'lagging'" >/dev/null
 produce $((run + 2)) 30 25 "$now_at"       # 00:25 .. 00:29, after everything so far
-fs_wait_for 60 rows_at_least decisions 45
+fs_wait_for 60 rows_at_least decisions 50
 fs_wait_for 30 pruned_all fast
 fs_assert_eq 0 "$(old_exact)" "old exact events once the lagging worker's row is stale"
 horizon=$(fs_psql "SELECT extract(epoch FROM horizon)::bigint FROM prune_horizons WHERE pruned = 'velocity_events'")
@@ -83,9 +98,9 @@ fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM scorer_watermarks WHERE scorer_i
 # windows miss pruned events), then 3 current ones (after the horizon: on time).
 fs_bg late env FS_SCORER_ID=late "$BUILD/bin/fraudshield-scorer"
 produce $((run + 3)) 10 0 "$(date -u -d "@$((old_s + 1800))" +%Y-%m-%dT%H:%M)"
-fs_wait_for 60 rows_at_least decisions 55
+fs_wait_for 60 rows_at_least decisions 60
 produce $((run + 4)) 43 40 "$now_at"       # 00:40 .. 00:42
-fs_wait_for 60 rows_at_least decisions 58
+fs_wait_for 60 rows_at_least decisions 63
 fs_kill late TERM
 fs_wait_exit late 30
 fs_assert_eq 0 "$FS_EXIT_STATUS" "late worker exit status"
