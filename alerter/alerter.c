@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,19 +208,34 @@ static persist_rc result_rc(PGconn *conn, PGresult *res, ExecStatusType want, ch
     return db_is_data_error(res) ? P_DATA : P_TRANSIENT;
 }
 
-/* The original message, key and headers, plus why and where from (docs/alerter.md). */
-static persist_rc insert_dead_letter(alerter *a, const al_item *it, char *err, size_t esz) {
+/* A header value as a JSON outbox pair: [name, "text"] when it is UTF-8 text without NUL (what
+ * jsonb can hold), else [name, "<base64>", "base64"] (outbox.c decodes it: the dead letter carries
+ * the original bytes). A name that is not UTF-8 gives NULL (the header is dropped, see the note). */
+static json_t *header_pair(const char *name, const void *val, size_t size) {
+    json_t *v = val && !memchr(val, '\0', size) ? json_stringn(val, size) : val ? NULL : json_string("");
+    if (v) return json_pack("[s, o]", name, v); /* NULL if name is not UTF-8: v is released */
+    char *b64 = malloc(4 * ((size + 2) / 3) + 1);
+    if (!b64) return NULL;
+    EVP_EncodeBlock((unsigned char *)b64, val, (int)size);
+    json_t *pair = json_pack("[s, s, s]", name, b64, "base64");
+    free(b64);
+    return pair;
+}
+
+/* The dead letter's headers: the original ones (with_original), then why and where from. */
+static char *dead_letter_headers(const al_item *it, bool with_original) {
     const rd_kafka_message_t *m = it->msg;
     rd_kafka_headers_t *hdrs = NULL;
     json_t *h = json_array();
     char part[16], off[24], now[25];
     const char *name;
     const void *val;
-    size_t size;
+    size_t size, dropped = 0;
     if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
         for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == 0; i++) {
-            json_t *v = json_stringn(val ? val : "", val ? size : 0); /* NULL if not UTF-8: skipped */
-            if (v) json_array_append_new(h, json_pack("[s, o]", name, v));
+            json_t *pair = with_original ? header_pair(name, val, size) : NULL;
+            if (pair) json_array_append_new(h, pair);
+            else dropped++;
         }
     snprintf(part, sizeof part, "%" PRId32, m->partition);
     snprintf(off, sizeof off, "%" PRId64, m->offset);
@@ -229,18 +245,61 @@ static persist_rc insert_dead_letter(alerter *a, const al_item *it, char *err, s
                             {"source_offset", off}, {"dlq_time", now}};
     for (size_t i = 0; i < sizeof add / sizeof *add; i++)
         json_array_append_new(h, json_pack("[s, s]", add[i][0], add[i][1]));
+    if (dropped) {
+        char note[96];
+        snprintf(note, sizeof note, "%zu original header(s) dropped: %s", dropped,
+                 with_original ? "name not UTF-8" : "PostgreSQL refused them");
+        json_array_append_new(h, json_pack("[s, s]", "dlq_headers_dropped", note));
+    }
     char *hs = json_dumps(h, JSON_COMPACT);
     json_decref(h);
+    return hs;
+}
+
+static persist_rc insert_outbox_dlq(alerter *a, const al_item *it, bool with_original, char *err,
+                                    size_t esz) {
+    const rd_kafka_message_t *m = it->msg;
+    char *hs = dead_letter_headers(it, with_original);
+    if (!hs) return snprintf(err, esz, "out of memory"), P_TRANSIENT;
     const char *params[3] = {m->key ? m->key : NULL, m->payload ? m->payload : "", hs};
     int lens[3] = {(int)m->key_len, (int)m->len, 0}, fmts[3] = {1, 1, 0};
     PGresult *res = PQexecParams(a->conn,
                                  "INSERT INTO outbox (kind, msg_key, msg_value, headers) "
                                  "VALUES ('dlq', $1, $2, $3::jsonb)",
                                  3, NULL, params, lens, fmts, 0);
-    persist_rc rc = hs ? result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz) : P_TRANSIENT;
+    persist_rc rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
     PQclear(res);
     free(hs);
     return rc;
+}
+
+static persist_rc exec_rc(alerter *a, const char *sql, char *err, size_t esz) {
+    PGresult *res = PQexec(a->conn, sql);
+    persist_rc rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
+    PQclear(res);
+    return rc;
+}
+
+/* The original message, key and headers, plus why and where from (docs/alerter.md). A row
+ * PostgreSQL refuses as data is never retried as it is (the batch would fail forever and stall
+ * its partition): within a savepoint, the dead letter is written again without the original
+ * headers; refused even then, it is logged and skipped (its offset is committed with the batch). */
+static persist_rc insert_dead_letter(alerter *a, const al_item *it, char *err, size_t esz) {
+    char e[512];
+    persist_rc rc = exec_rc(a, "SAVEPOINT dead_letter", err, esz);
+    if (rc == P_OK) rc = insert_outbox_dlq(a, it, true, err, esz);
+    for (int bare = 1; rc == P_DATA && bare >= 0; bare--) {
+        json_t *f = msg_ctx(it->msg);
+        json_object_set_new(f, "error", json_string(err));
+        log_fields(LOG_ERROR, bare ? "dead_letter_headers_refused" : "dead_letter_refused", f,
+                   bare ? "PostgreSQL refused a dead letter's headers: stored without them"
+                        : "PostgreSQL refused a dead letter even without its headers: skipped, it "
+                          "stays only on the source topic");
+        if ((rc = exec_rc(a, "ROLLBACK TO SAVEPOINT dead_letter", e, sizeof e)) != P_OK)
+            return snprintf(err, esz, "%s", e), P_TRANSIENT;
+        rc = bare ? insert_outbox_dlq(a, it, false, err, esz) : P_OK;
+    }
+    return rc == P_OK ? exec_rc(a, "RELEASE SAVEPOINT dead_letter", err, esz) : rc;
 }
 
 /* items[from, to) in one transaction (to - from = 1: isolating a row PostgreSQL refuses). */

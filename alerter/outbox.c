@@ -2,6 +2,7 @@
 #include "outbox.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,19 @@ void outbox_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
                    "an outbox message was not delivered; it stays pending");
 }
 
-/* [[name, value], ...] -> Kafka headers (new; the caller hands them to the message). */
+/* One [name, value, "base64"] header (a value that was not text, alerter.c): its bytes. */
+static void header_base64(rd_kafka_headers_t *h, const char *k, const char *b64) {
+    size_t len = strlen(b64);
+    unsigned char *raw = malloc(len / 4 * 3 + 3);
+    int n = raw ? EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)len) : -1;
+    if (n >= 0) /* EVP_DecodeBlock counts the padding as zero bytes */
+        n -= (len > 0 && b64[len - 1] == '=') + (len > 1 && b64[len - 2] == '=');
+    if (n >= 0) rd_kafka_header_add(h, k, -1, raw, n);
+    free(raw);
+}
+
+/* [[name, value], ...] -> Kafka headers (new; the caller hands them to the message). A third
+ * element "base64": the value is base64 of the original bytes. */
 static rd_kafka_headers_t *headers_from(const char *json) {
     json_t *a = json_loads(json, 0, NULL);
     rd_kafka_headers_t *h = rd_kafka_headers_new(json_array_size(a) + 1);
@@ -74,7 +87,9 @@ static rd_kafka_headers_t *headers_from(const char *json) {
     json_array_foreach(a, i, pair) {
         const char *k = json_string_value(json_array_get(pair, 0));
         const char *v = json_string_value(json_array_get(pair, 1));
-        if (k && v) kafka_header_str(h, k, v);
+        const char *enc = json_string_value(json_array_get(pair, 2));
+        if (k && v && enc && strcmp(enc, "base64") == 0) header_base64(h, k, v);
+        else if (k && v) kafka_header_str(h, k, v);
     }
     json_decref(a);
     return h;
