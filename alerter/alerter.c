@@ -42,6 +42,7 @@ struct alerter {
     bool in_batch, abandoned, fatal;
     int64_t next_pump_us;
     atomic_bool assigned, db_ok, consuming; /* read by alerter_ready() on the admin thread */
+    _Atomic int64_t db_answered_us;         /* last successful round trip (monotonic), ditto */
     metric *m_messages, *m_lag, *m_db_errors, *m_batches;
 };
 
@@ -263,10 +264,10 @@ static persist_rc insert_outbox_dlq(alerter *a, const al_item *it, bool with_ori
     if (!hs) return snprintf(err, esz, "out of memory"), P_TRANSIENT;
     const char *params[3] = {m->key ? m->key : NULL, m->payload ? m->payload : "", hs};
     int lens[3] = {(int)m->key_len, (int)m->len, 0}, fmts[3] = {1, 1, 0};
-    PGresult *res = PQexecParams(a->conn,
-                                 "INSERT INTO outbox (kind, msg_key, msg_value, headers) "
-                                 "VALUES ('dlq', $1, $2, $3::jsonb)",
-                                 3, NULL, params, lens, fmts, 0);
+    PGresult *res = db_query(a->conn, a->cfg.db_timeout_ms,
+                             "INSERT INTO outbox (kind, msg_key, msg_value, headers) "
+                             "VALUES ('dlq', $1, $2, $3::jsonb)",
+                             3, params, lens, fmts);
     persist_rc rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
     PQclear(res);
     free(hs);
@@ -274,7 +275,7 @@ static persist_rc insert_outbox_dlq(alerter *a, const al_item *it, bool with_ori
 }
 
 static persist_rc exec_rc(alerter *a, const char *sql, char *err, size_t esz) {
-    PGresult *res = PQexec(a->conn, sql);
+    PGresult *res = db_query(a->conn, a->cfg.db_timeout_ms, sql, 0, NULL, NULL, NULL);
     persist_rc rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
     PQclear(res);
     return rc;
@@ -312,13 +313,12 @@ static persist_rc persist_range(alerter *a, size_t from, size_t to, persist_coun
     char *param = json_dumps(recs, JSON_COMPACT);
     json_decref(recs);
     if (!param) return snprintf(err, esz, "out of memory"), P_TRANSIENT;
-    PGresult *res = PQexec(a->conn, "BEGIN");
-    persist_rc rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
-    PQclear(res);
+    persist_rc rc = exec_rc(a, "BEGIN", err, esz);
     const char *params[1] = {param};
-    res = rc == P_OK ? PQexecParams(a->conn, "SELECT * FROM alerter_record_alerts($1::jsonb)", 1,
-                                    NULL, params, NULL, NULL, 0)
-                     : NULL;
+    PGresult *res = rc == P_OK ? db_query(a->conn, a->cfg.db_timeout_ms,
+                                          "SELECT * FROM alerter_record_alerts($1::jsonb)", 1,
+                                          params, NULL, NULL)
+                               : NULL;
     if (rc == P_OK && (rc = result_rc(a->conn, res, PGRES_TUPLES_OK, err, esz)) == P_OK) {
         n->events += atoi(PQgetvalue(res, 0, 0));
         n->deliveries += atoi(PQgetvalue(res, 0, 1));
@@ -326,12 +326,9 @@ static persist_rc persist_range(alerter *a, size_t from, size_t to, persist_coun
     PQclear(res);
     for (size_t i = from; rc == P_OK && i < to; i++)
         if (!a->items[i].rec) rc = insert_dead_letter(a, &a->items[i], err, esz);
-    if (rc == P_OK) {
-        res = PQexec(a->conn, "COMMIT");
-        rc = result_rc(a->conn, res, PGRES_COMMAND_OK, err, esz);
-        PQclear(res);
-    }
-    if (rc != P_OK) db_exec(a->conn, "ROLLBACK", e, sizeof e);
+    if (rc == P_OK) rc = exec_rc(a, "COMMIT", err, esz);
+    if (rc != P_OK && PQstatus(a->conn) == CONNECTION_OK)
+        db_exec_within(a->conn, a->cfg.db_timeout_ms, "ROLLBACK", e, sizeof e);
     free(param);
     return rc;
 }
@@ -369,6 +366,7 @@ static int alerter_persist_batch(alerter *a, persist_counts *n) {
         persist_rc rc = a->conn ? persist_range(a, 0, a->nitems, n, err, sizeof err) : P_TRANSIENT;
         if (rc == P_OK) {
             atomic_store(&a->db_ok, true);
+            atomic_store(&a->db_answered_us, fs_mono_us());
             count_messages(a, n->events);
             return 0;
         }
@@ -422,7 +420,8 @@ static void alerter_pump(alerter *a) {
     a->next_pump_us = fs_mono_us() + (int64_t)a->cfg.outbox_interval_ms * 1000;
     if (!a->conn && alerter_reconnect(a, err, sizeof err) != 0) return;
     for (int round = 0; round < 10 && !*a->stop; round++) {
-        int n = outbox_pump(a->ob, a->conn, OUTBOX_BATCH, OUTBOX_WAIT_MS, err, sizeof err);
+        int n = outbox_pump(a->ob, a->conn, a->cfg.db_timeout_ms, OUTBOX_BATCH, OUTBOX_WAIT_MS, err,
+                            sizeof err);
         if (n < 0) {
             metric_add(a->m_db_errors, "outbox", 1);
             log_fields(LOG_WARN, "outbox_failed", json_pack("{s:s}", "error", err),
@@ -430,6 +429,7 @@ static void alerter_pump(alerter *a) {
             if (PQstatus(a->conn) != CONNECTION_OK) alerter_reconnect(a, err, sizeof err);
             return;
         }
+        atomic_store(&a->db_answered_us, fs_mono_us());
         if (n < OUTBOX_BATCH) return;
     }
 }
@@ -529,13 +529,25 @@ static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m) {
     log_fields(LOG_WARN, "consumer_error", f, "consumer error: %s", rd_kafka_err2str(m->err));
 }
 
+int64_t alerter_db_age_ms(alerter *a) { return (fs_mono_us() - atomic_load(&a->db_answered_us)) / 1000; }
+
+/* A side whose last successful round trip is older than its longest healthy gap (the statement
+ * deadline plus its own interval) is stuck on a PostgreSQL that does not answer: not ready, even
+ * while its connection still looks up. */
 bool alerter_ready(void *arg, char *why, size_t why_size) {
     alerter *a = arg;
+    dispatch *d = a->cfg.dispatch;
+    const alerter_config *c = &a->cfg;
+    int64_t stale_ms = c->db_timeout_ms + 1000;
     const char *no = !atomic_load(&a->consuming)  ? "not consuming (starting or stopping)"
                      : !atomic_load(&a->assigned) ? "consumer has no assignment yet"
                      : !atomic_load(&a->db_ok)    ? "PostgreSQL unreachable (consumer)"
-                     : a->cfg.dispatch && !dispatch_db_ok(a->cfg.dispatch) ? "PostgreSQL unreachable (dispatcher)"
-                                                                         : NULL;
+                     : d && !dispatch_db_ok(d)    ? "PostgreSQL unreachable (dispatcher)"
+                     : alerter_db_age_ms(a) > stale_ms + c->outbox_interval_ms + c->batch_max_ms
+                         ? "PostgreSQL not answering (consumer: no successful round trip lately)"
+                     : d && dispatch_db_age_ms(d) > stale_ms + c->dispatch_poll_interval_ms + 2000
+                         ? "PostgreSQL not answering (dispatcher: no successful round trip lately)"
+                         : NULL;
     if (no) snprintf(why, why_size, "%s", no);
     return no == NULL;
 }
@@ -613,6 +625,7 @@ alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size
     a->cfg = *cfg;
     a->conn = conn; /* ours from here on */
     atomic_store(&a->db_ok, true);
+    atomic_store(&a->db_answered_us, fs_mono_us()); /* conn was just used for the migrations */
     a->m_db_errors = cfg->db_errors;
     alerter_metrics(a, cfg->metrics);
     const char *topics[] = {cfg->topic, cfg->dlq_topic, cfg->outcomes_topic, NULL};

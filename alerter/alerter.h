@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cfg.h"
 #include "dispatch.h"
@@ -37,6 +38,8 @@ typedef struct alerter_config {
     int outbox_interval_ms;
     int startup_timeout_ms;
     int shutdown_timeout_ms;
+    int db_timeout_ms;           /* a statement not answered by then drops the connection */
+    int dispatch_poll_interval_ms; /* the dispatcher's longest healthy gap between round trips */
     metrics *metrics;            /* borrowed, may be NULL */
     metric *db_errors;           /* fs_alerter_db_errors_total{side}, shared with the dispatcher */
     dispatch *dispatch;          /* borrowed, may be NULL: woken when deliveries were created */
@@ -58,9 +61,13 @@ int alerter_run(alerter *a, volatile sig_atomic_t *stop);
 void alerter_drain_outbox(alerter *a);
 
 /* admin_ready_fn (arg: the alerter): alerter_run() is in its loop (not starting, not stopping),
- * the consumer has joined the group and got its assignment, and both PostgreSQL connections work.
- * Any thread. */
+ * the consumer has joined the group and got its assignment, and both PostgreSQL connections work
+ * and answered lately (a server that stops answering leaves connections that look up). Any thread. */
 bool alerter_ready(void *arg, char *why, size_t why_size);
+
+/* Milliseconds since the consume side's last successful PostgreSQL round trip (a batch recorded,
+ * an outbox round: at least every outbox_interval_ms when healthy). Any thread. */
+int64_t alerter_db_age_ms(alerter *a);
 
 void alerter_destroy(alerter *a); /* accepts NULL */
 

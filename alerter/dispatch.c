@@ -70,6 +70,7 @@ struct dispatch {
     pthread_t thread;
     bool started;
     atomic_bool stop, wake, db_ok;
+    _Atomic int64_t db_answered_us; /* last successful round trip (monotonic), for /ready */
     metric *m_deliveries, *m_latency, *m_breaker, *m_breaker_opened, *m_retries_pending,
         *m_pending, *m_in_flight, *m_db_errors;
 };
@@ -87,6 +88,8 @@ static void dispatch_gauges(dispatch *d);
 static void dispatch_notifications(dispatch *d);
 
 static int64_t now_ms(void) { return fs_mono_us() / 1000; }
+
+static void dispatch_db_answered(dispatch *d) { atomic_store(&d->db_answered_us, fs_mono_us()); }
 
 static sub_state *sub_find(dispatch *d, int64_t id) {
     for (size_t i = 0; i < d->nsubs; i++)
@@ -223,13 +226,15 @@ static int dispatch_claim_rows(dispatch *d, const size_t *idx, const int *caps, 
     snprintf(lease, sizeof lease, "%ld", d->cfg.http.timeout_ms + LEASE_MARGIN_MS);
     const char *params[4] = {ids_s, caps_s, d->alerter_id, lease};
     if (!ids_s || !caps_s) goto done;
-    res = PQexecParams(d->conn, "SELECT * FROM alerter_claim($1::bigint[], $2::int[], $3, $4::bigint)",
-                       4, NULL, params, NULL, NULL, 0);
+    res = db_query(d->conn, d->cfg.db_timeout_ms,
+                   "SELECT * FROM alerter_claim($1::bigint[], $2::int[], $3, $4::bigint)", 4, params,
+                   NULL, NULL);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         db_error(d->conn, res, err, sizeof err);
         dispatch_db_failed(d, "claim", err);
         goto done;
     }
+    dispatch_db_answered(d);
     rows = PQntuples(res);
     for (int i = 0; i < rows; i++) {
         job *j = job_from_row(res, i);
@@ -398,10 +403,10 @@ static int dispatch_record(dispatch *d, const job *j) {
                              j->res.error[0] ? j->res.error : NULL, latency,
                              strcmp(j->outcome, "retry") == 0 ? retry_in : NULL, j->failure_reason,
                              d->alerter_id};
-    PGresult *res = PQexecParams(d->conn,
-                                 "SELECT alerter_delivery_result($1, $2::int, $3, $4::int, $5, "
-                                 "$6::int, $7::bigint, $8, $9)",
-                                 9, NULL, params, NULL, NULL, 0);
+    PGresult *res = db_query(d->conn, d->cfg.db_timeout_ms,
+                             "SELECT alerter_delivery_result($1, $2::int, $3, $4::int, $5, "
+                             "$6::int, $7::bigint, $8, $9)",
+                             9, params, NULL, NULL);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         db_error(d->conn, res, err, sizeof err);
@@ -409,7 +414,7 @@ static int dispatch_record(dispatch *d, const job *j) {
         else log_fields(LOG_ERROR, "result_rejected", json_pack("{s:s, s:s}", "delivery_id", j->delivery_id, "error", err),
                         "PostgreSQL refused a delivery result; the delivery is retried when its lease ends");
         if (rc) dispatch_db_failed(d, "record", err);
-    } else if (PQgetvalue(res, 0, 0)[0] != 't') {
+    } else if (dispatch_db_answered(d), PQgetvalue(res, 0, 0)[0] != 't') {
         log_fields(LOG_WARN, "lease_lost", json_pack("{s:s, s:i}", "delivery_id", j->delivery_id, "attempt", j->attempt),
                    "the delivery's lease had run out and another attempt owns it: result not recorded");
     }
@@ -447,10 +452,11 @@ static void dispatch_refresh_subs(dispatch *d) {
     char err[512];
     subs_set set = {0};
     d->next_refresh_us = fs_mono_us() + (int64_t)d->cfg.subs_refresh_ms * 1000;
-    if (subs_load(d->conn, &set, err, sizeof err) != 0) {
+    if (subs_load(d->conn, d->cfg.db_timeout_ms, &set, err, sizeof err) != 0) {
         dispatch_db_failed(d, "subscriptions", err);
         return;
     }
+    dispatch_db_answered(d);
     sub_state *next = calloc(set.n ? set.n : 1, sizeof *next);
     if (!next) {
         subs_set_clear(&set);
@@ -479,10 +485,12 @@ static void dispatch_gauges(dispatch *d) {
     char err[512];
     d->next_gauges_us = fs_mono_us() + GAUGES_EVERY_US;
     metric_set(d->m_in_flight, NULL, (double)delivery_in_flight(d->eng));
-    PGresult *res = PQexec(d->conn,
-                           "SELECT count(*) FILTER (WHERE attempts > attempt_base AND state = 'pending'), "
-                           "       count(*) FROM deliveries WHERE state IN ('pending', 'in_flight')");
+    PGresult *res = db_query(d->conn, d->cfg.db_timeout_ms,
+                             "SELECT count(*) FILTER (WHERE attempts > attempt_base AND state = 'pending'), "
+                             "       count(*) FROM deliveries WHERE state IN ('pending', 'in_flight')",
+                             0, NULL, NULL, NULL);
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        dispatch_db_answered(d);
         metric_set(d->m_retries_pending, NULL, strtod(PQgetvalue(res, 0, 0), NULL));
         metric_set(d->m_pending, NULL, strtod(PQgetvalue(res, 0, 1), NULL));
     } else {
@@ -510,7 +518,8 @@ static void dispatch_notifications(dispatch *d) {
 static void dispatch_connect(dispatch *d) {
     char err[512];
     d->conn = db_connect(d->database_url, "fraudshield-alerter dispatch", err, sizeof err);
-    if (d->conn && db_exec(d->conn, "LISTEN fraudshield_deliveries", err, sizeof err) != 0) {
+    if (d->conn && db_exec_within(d->conn, d->cfg.db_timeout_ms, "LISTEN fraudshield_deliveries", err,
+                                  sizeof err) != 0) {
         PQfinish(d->conn);
         d->conn = NULL;
     }
@@ -524,6 +533,7 @@ static void dispatch_connect(dispatch *d) {
     }
     d->connect_backoff_us = 0;
     atomic_store(&d->db_ok, true);
+    dispatch_db_answered(d);
     d->next_refresh_us = 0; /* reload subscriptions and claim at once */
     d->next_claim_us = 0;
     log_msg(LOG_INFO, "db_connected", "dispatcher connected to PostgreSQL");
@@ -575,6 +585,7 @@ dispatch *dispatch_new(const dispatch_config *cfg, char *errstr, size_t errstr_s
     d->cooldown_ms = cfg->breaker_cooldown_ms /
                      (cfg->retry.time_compression > 1 ? cfg->retry.time_compression : 1);
     d->seed = (unsigned int)(fs_now_ms() ^ ((int64_t)getpid() << 16));
+    dispatch_db_answered(d); /* not connected yet: the age counts from the start */
     if (!d->database_url || !d->alerter_id || !d->smtp_from) {
         snprintf(errstr, errstr_size, "out of memory");
         goto failed;
@@ -606,6 +617,8 @@ void dispatch_wake(dispatch *d) {
 }
 
 bool dispatch_db_ok(const dispatch *d) { return atomic_load(&d->db_ok); }
+
+int64_t dispatch_db_age_ms(dispatch *d) { return (fs_mono_us() - atomic_load(&d->db_answered_us)) / 1000; }
 
 void dispatch_destroy(dispatch *d) {
     if (!d) return;

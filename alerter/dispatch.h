@@ -35,6 +35,7 @@ typedef struct dispatch_config {
     int poll_interval_ms;          /* look for due deliveries at least this often */
     int subs_refresh_ms;           /* reload subscriptions this often */
     int shutdown_timeout_ms;       /* on stop: how long running transfers may finish */
+    int db_timeout_ms;             /* a statement not answered by then drops the connection */
     metrics *metrics;              /* borrowed, may be NULL */
     metric *db_errors;             /* fs_alerter_db_errors_total{side}, shared with the consumer */
 } dispatch_config;
@@ -52,6 +53,10 @@ void dispatch_wake(dispatch *d);
 
 /* True while the thread's PostgreSQL connection works (any thread: an atomic). */
 bool dispatch_db_ok(const dispatch *d);
+
+/* Milliseconds since the thread's last successful PostgreSQL round trip (any thread). A healthy
+ * dispatcher has one at least every poll_interval_ms + 2 s (claims, gauges). */
+int64_t dispatch_db_age_ms(dispatch *d);
 
 /* Stops claiming, lets running transfers finish up to shutdown_timeout_ms, records their results
  * (the rest are released for a retry), joins the thread and frees. Accepts NULL. */

@@ -42,7 +42,7 @@ typedef struct alerter_opts {
     int64_t breaker_threshold, breaker_cooldown_ms;
     int64_t poll_interval_ms, subscriptions_refresh_ms, outbox_interval_ms;
     char *smtp_url, *smtp_from, *smtp_to, *smtp_user, *smtp_password, *smtp_min_decision;
-    int64_t startup_timeout_ms, shutdown_timeout_ms;
+    int64_t startup_timeout_ms, shutdown_timeout_ms, db_timeout_ms;
     char *log_level;
 } alerter_opts;
 
@@ -123,6 +123,9 @@ static const cfg_opt alerter_options[] = {
     {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "60000", 100, 3600000,
      O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",
      false},
+    {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "30000", 1000, 600000, O(db_timeout_ms),
+     "a PostgreSQL statement not answered within this drops its connection (reconnected); /ready "
+     "fails when a side has had no successful round trip for about as long", false},
     {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "5000", 0, 600000,
      O(shutdown_timeout_ms), "on SIGTERM, how long running deliveries may finish", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
@@ -181,6 +184,7 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
         .poll_interval_ms = (int)o->poll_interval_ms,
         .subs_refresh_ms = (int)o->subscriptions_refresh_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
+        .db_timeout_ms = (int)o->db_timeout_ms,
         .metrics = m,
         .db_errors = db_errors,
     };
@@ -203,6 +207,8 @@ static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props
         .outbox_interval_ms = (int)o->outbox_interval_ms,
         .startup_timeout_ms = (int)o->startup_timeout_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
+        .db_timeout_ms = (int)o->db_timeout_ms,
+        .dispatch_poll_interval_ms = (int)o->poll_interval_ms,
         .metrics = m,
         .db_errors = db_errors,
         .dispatch = d,
@@ -211,10 +217,14 @@ static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props
 }
 
 /* The metrics of the whole process, at 0 from the start (a first error must be visible to
- * increase()): PostgreSQL errors by side (shared by the consume and dispatch sides) and readiness. */
-static void process_metrics(metrics *m, metric **db_errors, metric **ready) {
+ * increase()): PostgreSQL errors by side (shared by the consume and dispatch sides), readiness and
+ * the age of each side's last successful PostgreSQL round trip. */
+static void process_metrics(metrics *m, metric **db_errors, metric **ready, metric **db_age) {
     static const char *const sides[] = {"consume", "outbox", "dispatch"};
     *db_errors = m ? metrics_counter(m, "fs_alerter_db_errors_total", "PostgreSQL errors", "side") : NULL;
+    *db_age = m ? metrics_gauge(m, "fs_alerter_db_last_success_age_seconds",
+                                "Seconds since the last successful PostgreSQL round trip: consume "
+                                "(batches, outbox), dispatch", "side") : NULL;
     *ready = m ? metrics_gauge(m, "fs_alerter_ready", "1 while /ready answers 200: consuming, with an "
                                "assignment, both PostgreSQL connections up", NULL) : NULL;
     for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) metric_add(*db_errors, sides[i], 0);
@@ -225,13 +235,16 @@ static void process_metrics(metrics *m, metric **db_errors, metric **ready) {
  * too, so the gauge and /ready never disagree. */
 typedef struct readiness {
     alerter *a;
-    metric *gauge;
+    dispatch *d;
+    metric *gauge, *db_age;
 } readiness;
 
 static bool ready_exported(void *arg, char *why, size_t why_size) {
     readiness *r = arg;
     bool ok = alerter_ready(r->a, why, why_size);
     metric_set(r->gauge, NULL, ok ? 1 : 0);
+    metric_set(r->db_age, "consume", (double)alerter_db_age_ms(r->a) / 1000.0);
+    metric_set(r->db_age, "dispatch", (double)dispatch_db_age_ms(r->d) / 1000.0);
     return ok;
 }
 
@@ -243,8 +256,8 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     alerter *a = NULL;
     admin *adm = NULL;
     metrics *m = metrics_new();
-    metric *db_errors, *ready;
-    process_metrics(m, &db_errors, &ready);
+    metric *db_errors, *ready, *db_age;
+    process_metrics(m, &db_errors, &ready, &db_age);
     PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
     if (!m) snprintf(errstr, sizeof errstr, "out of memory");
     if (!conn) goto done;
@@ -254,7 +267,7 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
     conn = NULL;
     if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) goto done;
-    readiness rd = {a, ready}; /* outlives adm: both are run()'s */
+    readiness rd = {a, d, ready, db_age}; /* outlives adm: both are run()'s */
     if (o->admin_port >= 0) {
         if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
             goto done;

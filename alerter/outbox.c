@@ -148,8 +148,8 @@ static int await_reports(outbox *o, const int8_t *states, int n, int wait_ms) {
 }
 
 /* UPDATE ... produced_at for the rows delivered; "{1,2,3}" array literal of their ids. */
-static int mark_produced(outbox *o, PGconn *conn, PGresult *rows, const int8_t *states, int n,
-                         int *count, char *errstr, size_t errstr_size) {
+static int mark_produced(outbox *o, PGconn *conn, int timeout_ms, PGresult *rows,
+                         const int8_t *states, int n, int *count, char *errstr, size_t errstr_size) {
     size_t cap = (size_t)n * 21 + 3, len = 0;
     char *ids = malloc(cap);
     if (!ids) return snprintf(errstr, errstr_size, "out of memory"), -1;
@@ -166,8 +166,9 @@ static int mark_produced(outbox *o, PGconn *conn, PGresult *rows, const int8_t *
     }
     snprintf(ids + len, cap - len, "}");
     const char *params[1] = {ids};
-    PGresult *res = PQexecParams(conn, "UPDATE outbox SET produced_at = now() WHERE outbox_id = ANY ($1::bigint[])",
-                                 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = db_query(conn, timeout_ms,
+                             "UPDATE outbox SET produced_at = now() WHERE outbox_id = ANY ($1::bigint[])",
+                             1, params, NULL, NULL);
     int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : -1;
     if (rc) db_error(conn, res, errstr, errstr_size);
     PQclear(res);
@@ -175,19 +176,20 @@ static int mark_produced(outbox *o, PGconn *conn, PGresult *rows, const int8_t *
     return rc;
 }
 
-int outbox_pump(outbox *o, PGconn *conn, int limit, int wait_ms, char *errstr, size_t errstr_size) {
+int outbox_pump(outbox *o, PGconn *conn, int db_timeout_ms, int limit, int wait_ms, char *errstr,
+                size_t errstr_size) {
     char lim[16], e[256];
     int8_t *states = NULL;
     int produced = -1;
     PGresult *rows = NULL;
     snprintf(lim, sizeof lim, "%d", limit);
     const char *params[1] = {lim};
-    if (db_exec(conn, "BEGIN", errstr, errstr_size) != 0) return -1;
-    rows = PQexecParams(conn,
-                        "SELECT outbox_id, kind, msg_key, msg_value, headers::text FROM outbox "
-                        "WHERE produced_at IS NULL ORDER BY outbox_id LIMIT $1::int "
-                        "FOR UPDATE SKIP LOCKED",
-                        1, NULL, params, NULL, NULL, 0);
+    if (db_exec_within(conn, db_timeout_ms, "BEGIN", errstr, errstr_size) != 0) return -1;
+    rows = db_query(conn, db_timeout_ms,
+                    "SELECT outbox_id, kind, msg_key, msg_value, headers::text FROM outbox "
+                    "WHERE produced_at IS NULL ORDER BY outbox_id LIMIT $1::int "
+                    "FOR UPDATE SKIP LOCKED",
+                    1, params, NULL, NULL);
     if (PQresultStatus(rows) != PGRES_TUPLES_OK) {
         db_error(conn, rows, errstr, errstr_size);
         goto done;
@@ -205,11 +207,13 @@ int outbox_pump(outbox *o, PGconn *conn, int limit, int wait_ms, char *errstr, s
         snprintf(errstr, errstr_size, "delivery reports did not arrive");
         goto done;
     }
-    if (n && mark_produced(o, conn, rows, states, n, &produced, errstr, errstr_size) != 0) goto done;
+    if (n && mark_produced(o, conn, db_timeout_ms, rows, states, n, &produced, errstr, errstr_size) != 0)
+        goto done;
     if (!n) produced = 0;
-    if (db_exec(conn, "COMMIT", errstr, errstr_size) != 0) produced = -1;
+    if (db_exec_within(conn, db_timeout_ms, "COMMIT", errstr, errstr_size) != 0) produced = -1;
 done:
-    if (produced < 0) db_exec(conn, "ROLLBACK", e, sizeof e);
+    if (produced < 0 && PQstatus(conn) == CONNECTION_OK)
+        db_exec_within(conn, db_timeout_ms, "ROLLBACK", e, sizeof e);
     free(states);
     PQclear(rows);
     return produced;

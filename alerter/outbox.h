@@ -25,8 +25,10 @@ void outbox_destroy(outbox *o); /* accepts NULL */
 
 /* Produces up to limit pending rows in one transaction on conn, waiting up to wait_ms for their
  * delivery reports. Returns the number produced (and marked), or -1 with errstr (database error:
- * the transaction is rolled back, nothing is marked). */
-int outbox_pump(outbox *o, PGconn *conn, int limit, int wait_ms, char *errstr, size_t errstr_size);
+ * the transaction is rolled back, nothing is marked; a statement not answered within
+ * db_timeout_ms drops the connection, see db_query). */
+int outbox_pump(outbox *o, PGconn *conn, int db_timeout_ms, int limit, int wait_ms, char *errstr,
+                size_t errstr_size);
 
 /* The producer's delivery-report callback (rd_kafka_conf_set_dr_msg_cb). */
 void outbox_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);

@@ -65,9 +65,9 @@ static int sub_from_row(subs_sub *s, PGresult *res, int row) {
     return sub_parse_to(s, PQgetvalue(res, row, 6));
 }
 
-int subs_load(PGconn *conn, subs_set *out, char *errstr, size_t errstr_size) {
+int subs_load(PGconn *conn, int timeout_ms, subs_set *out, char *errstr, size_t errstr_size) {
     subs_set_clear(out);
-    PGresult *res = PQexec(conn, SQL_LOAD);
+    PGresult *res = db_query(conn, timeout_ms, SQL_LOAD, 0, NULL, NULL, NULL);
     int rc = -1;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         db_error(conn, res, errstr, errstr_size);

@@ -35,8 +35,8 @@ typedef struct subs_set {
 } subs_set;
 
 /* Replaces *out (cleared first) with the active subscriptions, by id. Returns 0 or -1 with errstr
- * (then *out is empty). */
-int subs_load(PGconn *conn, subs_set *out, char *errstr, size_t errstr_size);
+ * (then *out is empty). No answer within timeout_ms drops the connection (db_query). */
+int subs_load(PGconn *conn, int timeout_ms, subs_set *out, char *errstr, size_t errstr_size);
 void subs_set_clear(subs_set *s);
 void subs_sub_clear(subs_sub *s); /* frees one entry's strings (not the entry) */
 

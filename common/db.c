@@ -1,9 +1,14 @@
 /* db: PostgreSQL connection helpers and embedded schema migrations (see db.h). */
 #include "db.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <openssl/sha.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "fsutil.h"
 #include "log.h"
@@ -43,9 +48,16 @@ static void db_notice(void *arg, const char *message) {
     log_msg(LOG_DEBUG, "pg_notice", "%.*s", (int)strcspn(message, "\n"), message);
 }
 
+/* TCP defaults, placed BEFORE dbname so that the URL (expanded from dbname) overrides them: a
+ * PostgreSQL host that vanishes (crash, partition, failover) without closing the connection would
+ * otherwise leave a statement waiting for the kernel's defaults (hours). Keepalives probe an idle
+ * connection after 30 s (then every 10 s, 3 probes); tcp_user_timeout bounds unacknowledged data
+ * to 30 s. Neither helps when the host's kernel still acknowledges but the server does not answer
+ * (a stopped process): db_query()'s deadline covers that. */
 PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size) {
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *vals[] = {url, application_name, "5", NULL};
+    const char *keys[] = {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", "dbname", "application_name", "connect_timeout", NULL};
+    const char *vals[] = {"1", "30", "10", "3", "30000", url, application_name, "5", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1 /* expand dbname as a URL */);
     if (!conn || PQstatus(conn) != CONNECTION_OK) {
         db_error(conn, NULL, errstr, errstr_size);
@@ -54,6 +66,73 @@ PGconn *db_connect(const char *url, const char *application_name, char *errstr, 
     }
     PQsetNoticeProcessor(conn, db_notice, NULL);
     return conn;
+}
+
+/* Waits until conn's socket is ready for events or the deadline (monotonic us). 1 ready, 0 time up,
+ * -1 error. */
+static int db_wait(PGconn *conn, short events, int64_t deadline_us) {
+    for (;;) {
+        int64_t left_ms = (deadline_us - fs_mono_us() + 999) / 1000;
+        if (left_ms <= 0) return 0;
+        struct pollfd p = {.fd = PQsocket(conn), .events = events};
+        int n = poll(&p, 1, left_ms > INT_MAX ? INT_MAX : (int)left_ms);
+        if (n > 0) return 1;
+        if (n < 0 && errno != EINTR) return -1;
+    }
+}
+
+/* No answer in time: the connection is closed under libpq (it sees end of file and marks the
+ * connection bad; callers reconnect). A cancel request is no use here: it needs a new connection
+ * to the same server that does not answer. */
+static void db_abandon(PGconn *conn, int timeout_ms) {
+    log_fields(LOG_WARN, "db_timeout", json_pack("{s:i}", "timeout_ms", timeout_ms),
+               "PostgreSQL did not answer within %d ms: connection dropped", timeout_ms);
+    shutdown(PQsocket(conn), SHUT_RDWR);
+    PQconsumeInput(conn);
+}
+
+/* Sends the query and flushes it, within the deadline. 0, or -1 (time up: abandoned; or error). */
+static int db_send(PGconn *conn, int64_t deadline_us, int timeout_ms, const char *sql, int nparams,
+                   const char *const *params, const int *lens, const int *fmts) {
+    int ok = nparams ? PQsendQueryParams(conn, sql, nparams, NULL, params, lens, fmts, 0)
+                     : PQsendQuery(conn, sql);
+    if (!ok) return -1;
+    for (int f; (f = PQflush(conn)) != 0;) {
+        if (f < 0) return -1;
+        int w = db_wait(conn, POLLIN | POLLOUT, deadline_us);
+        if (w <= 0) return w == 0 ? db_abandon(conn, timeout_ms), -1 : -1;
+        if (!PQconsumeInput(conn)) return -1;
+    }
+    return 0;
+}
+
+PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
+                   const char *const *params, const int *lens, const int *fmts) {
+    int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
+    PGresult *last = NULL, *r;
+    if (!conn || PQstatus(conn) != CONNECTION_OK) return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    if (db_send(conn, deadline_us, timeout_ms, sql, nparams, params, lens, fmts) == 0) {
+        while (PQisBusy(conn)) {
+            int w = db_wait(conn, POLLIN, deadline_us);
+            if (w == 0) db_abandon(conn, timeout_ms);
+            if (w <= 0 || !PQconsumeInput(conn)) break;
+        }
+    }
+    /* as PQexec: the last result (after an abandon, libpq's error for the lost connection) */
+    while ((r = PQgetResult(conn))) {
+        PQclear(last);
+        last = r;
+        if (PQstatus(conn) == CONNECTION_BAD) break;
+    }
+    return last ? last : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+}
+
+int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, size_t errstr_size) {
+    PGresult *res = db_query(conn, timeout_ms, sql, 0, NULL, NULL, NULL);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) db_error(conn, res, errstr, errstr_size);
+    PQclear(res);
+    return ok ? 0 : -1;
 }
 
 int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) {

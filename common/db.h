@@ -31,6 +31,17 @@ int db_migrate(PGconn *conn, char *errstr, size_t errstr_size);
 /* Runs a command that returns no rows. Returns 0 or -1 with errstr. */
 int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
 
+/* PQexecParams (nparams > 0; text results) or PQexec (nparams 0: several statements allowed) with
+ * a client-side deadline: a server that accepted the connection but does not answer within
+ * timeout_ms (a stopped process, a half-open TCP path that still acknowledges) makes the call
+ * drop the connection (PQstatus then CONNECTION_BAD: reconnect) and return an error result.
+ * Never NULL; PQclear it. Not for connections in COPY or pipeline mode. */
+PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
+                   const char *const *params, const int *lens, const int *fmts);
+
+/* db_exec with db_query's deadline. */
+int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, size_t errstr_size);
+
 /* True when a failed result is about the data itself (SQLSTATE class 22 data exception or 23
  * integrity constraint violation): retrying the same rows cannot succeed, so they may be
  * dead-lettered. Everything else (connection lost, server restarting, deadlock, but also a missing
