@@ -216,7 +216,7 @@ static CURLcode setup_webhook(delivery_engine *e, transfer *t, const delivery_re
     HDR("X-FraudShield-Signature: %s", sig);
 #undef HDR
     if (!t->headers) return CURLE_OUT_OF_MEMORY;
-    CURLcode rc = curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode rc = curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, e->cfg.allow_http ? "http,https" : "https");
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->body);

@@ -4,7 +4,7 @@
  * until its timeout and never delays the others. Every transfer has a connect and a total
  * timeout; TLS peers are always verified (the system CA store, or a CA file: the engine's
  * default or the request's own); redirects are never followed (a signed alert goes only where
- * the subscription says); only http/https (webhooks) or smtp/smtps (email) URLs are accepted.
+ * the subscription says); only https (http too with allow_http) for webhooks, smtp/smtps for email.
  *
  * A webhook request is a POST of the event's JSON with these headers:
  *   X-FraudShield-Event      event type (alert.created, alert.resolved)
@@ -33,6 +33,7 @@ typedef struct delivery_config {
     const char *smtp_from;     /* email: envelope and From: address */
     const char *smtp_user;     /* email: "" = no authentication */
     const char *smtp_password;
+    bool allow_http;           /* webhooks in clear text (allow-insecure-http); else https only */
 } delivery_config;
 
 typedef struct delivery_request {

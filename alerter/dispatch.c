@@ -66,6 +66,7 @@ struct dispatch {
     job *unrecorded, *unrecorded_tail;
     bool aborting;             /* results now come from delivery_abort_all() */
     int64_t next_claim_us, next_refresh_us, next_gauges_us, next_connect_us, connect_backoff_us;
+    int64_t next_insecure_log_us;  /* subscription_insecure lines: at most one a minute */
     unsigned int seed;
     pthread_t thread;
     bool started;
@@ -447,6 +448,29 @@ static void dispatch_metrics_sub(dispatch *d, const char *name) {
     }
 }
 
+/* http:// subscriptions without allow-insecure-http are not delivered to: dropped from the set
+ * (their deliveries wait, as a disabled subscription's, until the URL is https:// or the option is
+ * set), with an error line at most once a minute. */
+static void dispatch_drop_insecure(dispatch *d, subs_set *set) {
+    size_t keep = 0, dropped = 0;
+    char first[SUBS_NAME_MAX + 1] = "";
+    for (size_t i = 0; i < set->n; i++) {
+        if (d->cfg.http.allow_http || set->v[i].email || !subs_url_insecure(set->v[i].url)) {
+            set->v[keep++] = set->v[i];
+            continue;
+        }
+        if (!dropped++) snprintf(first, sizeof first, "%s", set->v[i].name);
+        subs_sub_clear(&set->v[i]);
+    }
+    set->n = keep;
+    if (!dropped || fs_mono_us() < d->next_insecure_log_us) return;
+    d->next_insecure_log_us = fs_mono_us() + 60 * 1000000LL;
+    log_fields(LOG_ERROR, "subscription_insecure",
+               json_pack("{s:s, s:i}", "subscription", first, "count", (int)dropped),
+               "%zu subscription(s) (%s...) have an http:// URL: not delivered to (their deliveries "
+               "wait) until the URL is https:// or allow-insecure-http is set", dropped, first);
+}
+
 /* Reloads the active subscriptions; breakers and transfer counts carry over by id. */
 static void dispatch_refresh_subs(dispatch *d) {
     char err[512];
@@ -457,6 +481,7 @@ static void dispatch_refresh_subs(dispatch *d) {
         return;
     }
     dispatch_db_answered(d);
+    dispatch_drop_insecure(d, &set);
     sub_state *next = calloc(set.n ? set.n : 1, sizeof *next);
     if (!next) {
         subs_set_clear(&set);

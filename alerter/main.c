@@ -44,6 +44,7 @@ typedef struct alerter_opts {
     char *smtp_url, *smtp_from, *smtp_to, *smtp_user, *smtp_password, *smtp_min_decision;
     int64_t startup_timeout_ms, shutdown_timeout_ms, db_timeout_ms;
     char *log_level;
+    bool allow_insecure_http;
 } alerter_opts;
 
 #define O(field) offsetof(alerter_opts, field)
@@ -76,6 +77,9 @@ static const cfg_opt alerter_options[] = {
      O(http_connect_timeout_ms), "connect timeout of a delivery (TCP + TLS handshake)", false},
     {"http-timeout-ms", "FS_HTTP_TIMEOUT_MS", CFG_INT, "10000", 100, 600000, O(http_timeout_ms),
      "whole-delivery timeout: a subscriber that has not answered by then is retried", false},
+    {"allow-insecure-http", "FS_ALLOW_INSECURE_HTTP", CFG_BOOL, "false", 0, 0, O(allow_insecure_http),
+     "accept http:// subscriber URLs (signed alerts in clear text: tests and local development "
+     "only; logged as a warning at start). Off: https:// only", false},
     {"tls-ca-file", "FS_TLS_CA_FILE", CFG_STRING, "", 0, 4096, O(tls_ca_file),
      "PEM CA bundle to verify subscribers' certificates (default: the system store; a "
      "subscription's own ca_file wins)", false},
@@ -170,7 +174,8 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
                  .ca_file = o->tls_ca_file,
                  .smtp_from = o->smtp_from,
                  .smtp_user = o->smtp_user,
-                 .smtp_password = o->smtp_password},
+                 .smtp_password = o->smtp_password,
+                 .allow_http = o->allow_insecure_http},
         .retry = {.base_ms = o->retry_base_ms,
                   .max_delay_ms = o->retry_max_delay_ms,
                   .max_age_ms = o->retry_max_age_ms,
@@ -258,6 +263,10 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     metrics *m = metrics_new();
     metric *db_errors, *ready, *db_age;
     process_metrics(m, &db_errors, &ready, &db_age);
+    if (o->allow_insecure_http)
+        log_msg(LOG_WARN, "insecure_http_allowed",
+                "allow-insecure-http is on: http:// subscribers get signed alerts IN CLEAR TEXT "
+                "(tests and local development only)");
     PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
     if (!m) snprintf(errstr, sizeof errstr, "out of memory");
     if (!conn) goto done;
@@ -327,7 +336,7 @@ static int run_command(int argc, char **argv) {
     cfg_result r = cfg_parse(alerter_options, &o, &props, ncfg, cfg_argv, "fraudshield-alerter",
                              SUMMARY, errstr, sizeof errstr);
     if (r == CFG_ERROR) fprintf(stderr, "%s\n", errstr);
-    else if (r == CFG_OK) rc = manage_main(ncmd, cmd_argv, o.database_url);
+    else if (r == CFG_OK) rc = manage_main(ncmd, cmd_argv, o.database_url, o.allow_insecure_http);
     else rc = 0;
 done:
     cfg_free(alerter_options, &o, &props);

@@ -18,6 +18,7 @@ typedef struct args {
     const char *values[MAX_FLAGS];
     const char *pos[MAX_POS];
     int npos;
+    bool allow_http; /* allow-insecure-http, from the configuration */
 } args;
 
 typedef struct command {
@@ -117,7 +118,8 @@ static int sub_add(PGconn *conn, const args *a) {
     int64_t id = 0;
     subs_spec s = {.name = arg(a, "name"), .url = arg(a, "url"), .secret = arg(a, "secret"),
                    .events = arg(a, "events"), .min_decision = arg(a, "min-decision"),
-                   .countries = arg(a, "countries"), .ca_file = arg(a, "ca-file")};
+                   .countries = arg(a, "countries"), .ca_file = arg(a, "ca-file"),
+                   .allow_http = a->allow_http};
     if (subs_add(conn, &s, &id, secret, sizeof secret, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -248,7 +250,7 @@ void manage_usage(FILE *out) {
             "  deliveries redeliver DELIVERY_ID\n");
 }
 
-int manage_main(int argc, char **argv, const char *database_url) {
+int manage_main(int argc, char **argv, const char *database_url, bool allow_http) {
     char err[512];
     args a;
     const command *c = NULL;
@@ -259,6 +261,7 @@ int manage_main(int argc, char **argv, const char *database_url) {
         return 2;
     }
     if (parse(c, argc - 2, argv + 2, &a) != 0) return 2;
+    a.allow_http = allow_http;
     PGconn *conn = db_connect(database_url, "fraudshield-alerter cli", err, sizeof err);
     if (!conn || db_migrate(conn, err, sizeof err) < 0) {
         fprintf(stderr, "PostgreSQL: %s\n", err);

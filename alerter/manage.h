@@ -22,7 +22,7 @@
 bool manage_is_command(const char *arg);
 
 /* argv[0] is the command. Returns the exit status: 0 done, 1 failed, 2 usage error. */
-int manage_main(int argc, char **argv, const char *database_url);
+int manage_main(int argc, char **argv, const char *database_url, bool allow_http);
 
 void manage_usage(FILE *out);
 

@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -157,8 +158,10 @@ static bool email_ok(const char *s) {
 
 static bool decision_ok(const char *s) { return strcmp(s, "review") == 0 || strcmp(s, "block") == 0; }
 
+bool subs_url_insecure(const char *url) { return url && strncasecmp(url, "http://", 7) == 0; }
+
 static bool url_ok(const char *url) {
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) return false;
+    if (!subs_url_insecure(url) && strncasecmp(url, "https://", 8) != 0) return false;
     for (const char *p = url; *p; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f) return false;
     return strlen(url) > 8;
@@ -172,7 +175,10 @@ static int spec_check(const subs_spec *s, char *errstr, size_t errstr_size) {
         return snprintf(errstr, errstr_size, "--name: \"%s\" is reserved for the smtp-* settings",
                         SUBS_EMAIL_NAME), -1;
     if (!s->url || !url_ok(s->url))
-        return snprintf(errstr, errstr_size, "--url: an http:// or https:// URL is required"), -1;
+        return snprintf(errstr, errstr_size, "--url: an https:// URL is required"), -1;
+    if (subs_url_insecure(s->url) && !s->allow_http)
+        return snprintf(errstr, errstr_size, "--url: http:// sends signed alerts in clear text; "
+                        "use https://, or set allow-insecure-http (tests and local development only)"), -1;
     if (s->secret && strlen(s->secret) < SUBS_SECRET_MIN)
         return snprintf(errstr, errstr_size, "--secret: at least %d characters", SUBS_SECRET_MIN), -1;
     if (s->min_decision && *s->min_decision && !decision_ok(s->min_decision))

@@ -37,18 +37,22 @@ typedef struct subs_set {
 /* Replaces *out (cleared first) with the active subscriptions, by id. Returns 0 or -1 with errstr
  * (then *out is empty). No answer within timeout_ms drops the connection (db_query). */
 int subs_load(PGconn *conn, int timeout_ms, subs_set *out, char *errstr, size_t errstr_size);
+
+/* True for a webhook URL in clear text (http://, any case): refused unless allow-insecure-http. */
+bool subs_url_insecure(const char *url);
 void subs_set_clear(subs_set *s);
 void subs_sub_clear(subs_sub *s); /* frees one entry's strings (not the entry) */
 
 /* What `subscriptions add` takes. Comma-separated lists; NULL or "" = the default. */
 typedef struct subs_spec {
     const char *name;
-    const char *url;          /* http:// or https:// */
+    const char *url;          /* https:// (http:// only with allow_http) */
     const char *secret;       /* NULL: a random one is generated (and returned) */
     const char *events;       /* default "alert.created" */
     const char *min_decision; /* review (default) or block */
     const char *countries;    /* "DE,FR"; default: every country */
     const char *ca_file;      /* PEM CA bundle for this subscriber's certificate */
+    bool allow_http;          /* accept an http:// url (allow-insecure-http); else https:// only */
 } subs_spec;
 
 /* Validates and inserts. The secret (given or generated) is copied to secret_out (>= 65 bytes).

@@ -10,6 +10,8 @@
 #   al_alert_id RUN I        the alert_id of message I of RUN
 #   al_start NAME [ENV=V...] starts the alerter as fs_bg NAME with the test's defaults + ENV
 #   al_cli ARGS...           the alerter's operator commands against the test database
+#   (al_start and al_cli set allow-insecure-http: the test receivers speak plain HTTP; pass
+#   FS_ALLOW_INSECURE_HTTP=false to test the default)
 #   al_requests NAME [JQ-ish python filter]   count of requests NAME received matching a condition
 #   al_metric NAME SERIES    value of a /metrics series of alerter NAME (its admin port: AL_ADMIN[NAME])
 #   al_sql_int SQL           an integer from PostgreSQL (0 when empty)
@@ -55,7 +57,8 @@ al_start() {
     fs_bg "$name" env FS_ALERTER_ID="$name" FS_ADMIN_ADDR=127.0.0.1 FS_ADMIN_PORT="$admin" \
         FS_POLL_INTERVAL_MS="${FS_POLL_INTERVAL_MS:-50}" FS_SUBSCRIPTIONS_REFRESH_MS=500 \
         FS_OUTBOX_INTERVAL_MS=100 FS_HTTP_TIMEOUT_MS="${FS_HTTP_TIMEOUT_MS:-2000}" \
-        FS_HTTP_CONNECT_TIMEOUT_MS=1000 FS_SHUTDOWN_TIMEOUT_MS=1000 "$@" "$ALERTER"
+        FS_HTTP_CONNECT_TIMEOUT_MS=1000 FS_SHUTDOWN_TIMEOUT_MS=1000 \
+        FS_ALLOW_INSECURE_HTTP="${FS_ALLOW_INSECURE_HTTP:-true}" "$@" "$ALERTER"
 }
 
 al_wait_assigned() {
@@ -63,7 +66,7 @@ al_wait_assigned() {
     fs_wait_for 30 "curl -fsS http://127.0.0.1:${AL_ADMIN[$1]}/ready"
 }
 
-al_cli() { "$ALERTER" "$@"; }
+al_cli() { FS_ALLOW_INSECURE_HTTP="${FS_ALLOW_INSECURE_HTTP:-true}" "$ALERTER" "$@"; }
 
 # al_requests NAME 'python expression over r' -> count of logged requests where it is true
 al_requests() {
