@@ -10,10 +10,13 @@
  * stops claiming, lets running transfers finish for up to shutdown-timeout-ms, records results and
  * releases the rest for a retry; exit 0. */
 #include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -143,6 +146,29 @@ static const char SUMMARY[] =
     "log in PostgreSQL. Start more instances with the same group-id to scale out. librdkafka\n"
     "properties pass through with -X name=value or KAFKA_NAME=value. Operator commands:\n"
     "`fraudshield-alerter subscriptions|alerts|deliveries ...` (see docs/alerter.md).";
+
+/* Settings that are wrong alone or together, found before anything connects (else they show up
+ * late: a CA file at the first delivery, an SMTP scheme as a database constraint error). The
+ * message names the option. Returns 0 or -1 with errstr. */
+static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
+    const char *u = o->smtp_url;
+    if (o->tls_ca_file[0] && access(o->tls_ca_file, R_OK) != 0)
+        return snprintf(errstr, n, "tls-ca-file: cannot read %s: %s", o->tls_ca_file, strerror(errno)), -1;
+    if (u[0] && strncasecmp(u, "smtp://", 7) != 0 && strncasecmp(u, "smtps://", 8) != 0)
+        return snprintf(errstr, n, "smtp-url: smtp://host:587 or smtps://host:465 expected, not %.*s://...",
+                        strstr(u, "://") ? (int)(strstr(u, "://") - u) : 0, u), -1;
+    if (u[0] && !o->smtp_to[0])
+        return snprintf(errstr, n, "smtp-url is set but smtp-to is empty: no recipient"), -1;
+    if (strcmp(o->smtp_min_decision, "review") != 0 && strcmp(o->smtp_min_decision, "block") != 0)
+        return snprintf(errstr, n, "smtp-min-decision: review or block, not %s", o->smtp_min_decision), -1;
+    if (o->retry_base_ms > o->retry_max_delay_ms)
+        return snprintf(errstr, n, "retry-base-ms (%" PRId64 ") is larger than retry-max-delay-ms (%" PRId64
+                        "), the longest delay between two attempts", o->retry_base_ms, o->retry_max_delay_ms), -1;
+    if (o->http_connect_timeout_ms > o->http_timeout_ms)
+        return snprintf(errstr, n, "http-connect-timeout-ms (%" PRId64 ") is larger than http-timeout-ms (%" PRId64
+                        "), the whole delivery's timeout", o->http_connect_timeout_ms, o->http_timeout_ms), -1;
+    return 0;
+}
 
 /* Connects (retrying every second until the deadline or a stop), migrates, and mirrors the email
  * configuration into its subscription. */
@@ -348,6 +374,7 @@ done:
 int main(int argc, char **argv) {
     alerter_opts o = {0};
     cfg_props props = {0};
+    char errstr[512];
     int rc = 1;
     log_init("alerter", LOG_INFO);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */
@@ -368,6 +395,8 @@ int main(int argc, char **argv) {
         rc = 0;
     } else if (r == CFG_OK && default_alerter_id(&o) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
+    } else if (r == CFG_OK && opts_check(&o, errstr, sizeof errstr) != 0) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
     } else if (r == CFG_OK) {
         rc = run(&o, &props);
     }
