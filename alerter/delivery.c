@@ -45,24 +45,44 @@ struct delivery_engine {
 
 /* ---- signatures ------------------------------------------------------------------------------ */
 
-void delivery_sign(const char *secret, const char *timestamp, const void *body, size_t len,
-                   char out[DELIVERY_SIG_LEN + 1]) {
+/* prefix + lower-case hex of HMAC-SHA256(secret, parts joined by "."); an unverifiable all-zero
+ * signature when out of memory (the receiver rejects it) rather than a crash. */
+static void sign_parts(const char *secret, const char *prefix, const char *const *parts,
+                       const size_t *lens, size_t nparts, char *out) {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
-    size_t tlen = strlen(timestamp);
-    unsigned char *msg = malloc(tlen + 1 + len + 1);
-    memcpy(out, "sha256=", 8);
-    if (!msg) { /* an unverifiable signature rather than a crash; the receiver rejects it */
-        memset(out + 7, '0', 64);
-        out[DELIVERY_SIG_LEN] = '\0';
+    size_t plen = strlen(prefix), total = 0, at = 0;
+    for (size_t i = 0; i < nparts; i++) total += lens[i] + 1;
+    unsigned char *msg = malloc(total + 1);
+    memcpy(out, prefix, plen + 1);
+    if (!msg) {
+        memset(out + plen, '0', 64);
+        out[plen + 64] = '\0';
         return;
     }
-    memcpy(msg, timestamp, tlen);
-    msg[tlen] = '.';
-    if (len) memcpy(msg + tlen + 1, body, len);
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), msg, tlen + 1 + len, mac, &mac_len);
+    for (size_t i = 0; i < nparts; i++) {
+        if (i) msg[at++] = '.';
+        if (lens[i]) memcpy(msg + at, parts[i], lens[i]);
+        at += lens[i];
+    }
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), msg, at, mac, &mac_len);
     free(msg);
-    fs_hex(mac, mac_len, out + 7);
+    fs_hex(mac, mac_len, out + plen);
+}
+
+void delivery_sign(const char *secret, const char *timestamp, const void *body, size_t len,
+                   char out[DELIVERY_SIG_LEN + 1]) {
+    const char *parts[] = {timestamp, body};
+    size_t lens[] = {strlen(timestamp), len};
+    sign_parts(secret, "sha256=", parts, lens, 2, out);
+}
+
+void delivery_sign_v2(const char *secret, const char *timestamp, const char *delivery_id,
+                      const char *event_type, const void *body, size_t len,
+                      char out[DELIVERY_SIG_V2_LEN + 1]) {
+    const char *parts[] = {timestamp, delivery_id, event_type, body};
+    size_t lens[] = {strlen(timestamp), strlen(delivery_id), strlen(event_type), len};
+    sign_parts(secret, "v2=", parts, lens, 4, out);
 }
 
 /* ---- the engine -------------------------------------------------------------------------------- */
@@ -202,9 +222,11 @@ static CURLcode setup_common(delivery_engine *e, transfer *t, const delivery_req
 }
 
 static CURLcode setup_webhook(delivery_engine *e, transfer *t, const delivery_request *req) {
-    char ts[24], sig[DELIVERY_SIG_LEN + 1], h[256];
+    char ts[24], sig[DELIVERY_SIG_LEN + 1], sig2[DELIVERY_SIG_V2_LEN + 1], h[256];
+    const char *secret = req->secret ? req->secret : "";
     snprintf(ts, sizeof ts, "%lld", (long long)(fs_now_ms() / 1000));
-    delivery_sign(req->secret ? req->secret : "", ts, t->body, t->len, sig);
+    delivery_sign(secret, ts, t->body, t->len, sig);
+    delivery_sign_v2(secret, ts, req->delivery_id, req->event_type, t->body, t->len, sig2);
     const char *fixed[] = {"Content-Type: application/json", "Expect:", NULL};
     for (const char **f = fixed; *f; f++) t->headers = curl_slist_append(t->headers, *f);
 #define HDR(...) (snprintf(h, sizeof h, __VA_ARGS__), t->headers = curl_slist_append(t->headers, h))
@@ -214,6 +236,7 @@ static CURLcode setup_webhook(delivery_engine *e, transfer *t, const delivery_re
     HDR("X-FraudShield-Attempt: %d", req->attempt);
     HDR("X-FraudShield-Timestamp: %s", ts);
     HDR("X-FraudShield-Signature: %s", sig);
+    HDR("X-FraudShield-Signature-V2: %s", sig2);
 #undef HDR
     if (!t->headers) return CURLE_OUT_OF_MEMORY;
     CURLcode rc = curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, e->cfg.allow_http ? "http,https" : "https");

@@ -12,7 +12,8 @@
  *   X-FraudShield-Alert      alert id: the same on every retry and every event of one alert
  *   X-FraudShield-Attempt    1, 2, ...
  *   X-FraudShield-Timestamp  Unix seconds when this attempt was signed
- *   X-FraudShield-Signature  sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+ *   X-FraudShield-Signature  sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>  (v1)
+ *   X-FraudShield-Signature-V2  v2=<hex HMAC-SHA256(secret, timestamp "." delivery "." event "." body)>
  *
  * Not thread-safe except delivery_wakeup(): one thread (the dispatcher) owns the engine.
  * curl_global_init() must have been called (main does, before any thread starts). */
@@ -23,7 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DELIVERY_SIG_LEN (7 + 64) /* "sha256=" + hex, without the NUL */
+#define DELIVERY_SIG_LEN (7 + 64)    /* "sha256=" + hex, without the NUL */
+#define DELIVERY_SIG_V2_LEN (3 + 64) /* "v2=" + hex, without the NUL */
 
 typedef struct delivery_config {
     long connect_timeout_ms;
@@ -89,5 +91,12 @@ void delivery_wakeup(delivery_engine *e);
 /* "sha256=<hex>" of HMAC-SHA256(secret, timestamp "." body) into out (DELIVERY_SIG_LEN + 1). */
 void delivery_sign(const char *secret, const char *timestamp, const void *body, size_t len,
                    char out[DELIVERY_SIG_LEN + 1]);
+
+/* "v2=<hex>" of HMAC-SHA256(secret, timestamp "." delivery_id "." event_type "." body) into out
+ * (DELIVERY_SIG_V2_LEN + 1): also binds the delivery id and the event type, so that a captured
+ * request cannot be replayed within the timestamp window as a "new" delivery or another event. */
+void delivery_sign_v2(const char *secret, const char *timestamp, const char *delivery_id,
+                      const char *event_type, const void *body, size_t len,
+                      char out[DELIVERY_SIG_V2_LEN + 1]);
 
 #endif

@@ -4,8 +4,8 @@
  *   cc -o webhook_receiver webhook_receiver.c $(pkg-config --cflags --libs libevent libcrypto)
  *   FS_WEBHOOK_SECRET='the subscription secret' ./webhook_receiver 8080
  *
- * Answers 200 to a correctly signed request with a fresh timestamp (and prints its event, alert
- * id and delivery id), 401 to anything else. A real receiver also remembers the delivery ids it
+ * Answers 200 to a request with a correct v2 signature and a fresh timestamp (and prints its event,
+ * alert id and delivery id), 401 to anything else. A real receiver also remembers the delivery ids it
  * has processed (retries after a lost answer repeat them) before acting on an alert. */
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -22,21 +22,23 @@
 
 static const char *secret;
 
-/* X-FraudShield-Signature must be "sha256=" + hex HMAC-SHA256(secret, timestamp "." body). */
-static int signature_ok(const char *ts, const char *sig, const unsigned char *body, size_t len) {
+/* X-FraudShield-Signature-V2 must be "v2=" + hex HMAC-SHA256(secret, timestamp "." delivery id "."
+ * event type "." body): the delivery id and the event type are signed too, so a captured request
+ * cannot come back as a "new" delivery within the timestamp window. */
+static int signature_ok(const char *ts, const char *delivery, const char *event, const char *sig,
+                        const unsigned char *body, size_t len) {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
-    char want[7 + 2 * EVP_MAX_MD_SIZE + 1] = "sha256=";
-    if (!ts || !sig || labs((long)time(NULL) - atol(ts)) > TOLERANCE_S) return 0;
-    size_t tlen = strlen(ts);
-    unsigned char *msg = malloc(tlen + 1 + len);
+    char want[3 + 2 * EVP_MAX_MD_SIZE + 1] = "v2=";
+    if (!ts || !delivery || !event || !sig || labs((long)time(NULL) - atol(ts)) > TOLERANCE_S) return 0;
+    size_t hlen = strlen(ts) + strlen(delivery) + strlen(event) + 3;
+    unsigned char *msg = malloc(hlen + len + 1);
     if (!msg) return 0;
-    memcpy(msg, ts, tlen);
-    msg[tlen] = '.';
-    memcpy(msg + tlen + 1, body, len);
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), msg, tlen + 1 + len, mac, &mac_len);
+    snprintf((char *)msg, hlen + 1, "%s.%s.%s.", ts, delivery, event);
+    memcpy(msg + hlen, body, len);
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), msg, hlen + len, mac, &mac_len);
     free(msg);
-    for (unsigned int i = 0; i < mac_len; i++) snprintf(want + 7 + 2 * i, 3, "%02x", mac[i]);
+    for (unsigned int i = 0; i < mac_len; i++) snprintf(want + 3 + 2 * i, 3, "%02x", mac[i]);
     /* constant time: a timing difference would let an attacker guess the signature bytewise */
     return strlen(sig) == strlen(want) && CRYPTO_memcmp(sig, want, strlen(want)) == 0;
 }
@@ -48,15 +50,15 @@ static void on_request(struct evhttp_request *req, void *arg) {
     size_t len = evbuffer_get_length(in);
     const unsigned char *body = evbuffer_pullup(in, -1);
     const char *ts = evhttp_find_header(h, "X-FraudShield-Timestamp");
-    const char *sig = evhttp_find_header(h, "X-FraudShield-Signature");
+    const char *delivery = evhttp_find_header(h, "X-FraudShield-Delivery");
+    const char *event = evhttp_find_header(h, "X-FraudShield-Event");
+    const char *sig = evhttp_find_header(h, "X-FraudShield-Signature-V2");
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST ||
-        !signature_ok(ts, sig, body ? body : (const unsigned char *)"", len)) {
+        !signature_ok(ts, delivery, event, sig, body ? body : (const unsigned char *)"", len)) {
         evhttp_send_reply(req, 401, "Unauthorized", NULL);
         return;
     }
-    printf("%s alert=%s delivery=%s\n", evhttp_find_header(h, "X-FraudShield-Event"),
-           evhttp_find_header(h, "X-FraudShield-Alert"),
-           evhttp_find_header(h, "X-FraudShield-Delivery"));
+    printf("%s alert=%s delivery=%s\n", event, evhttp_find_header(h, "X-FraudShield-Alert"), delivery);
     fflush(stdout);
     evhttp_send_reply(req, 200, "OK", NULL); /* answer fast: slow work goes to a queue */
 }

@@ -11,8 +11,8 @@ MODE:
   status:CODE      always CODE (e.g. 410)
 
 Every request is appended to FILE as one JSON line: time, method, path, the X-FraudShield-*
-headers, whether the signature verifies (HMAC-SHA256 over timestamp + "." + body, compared in
-constant time) and the timestamp is fresh (+- 300 s), the alert_id inside the body, and the status
+headers, whether the signatures verify (v1: HMAC-SHA256 over timestamp + "." + body; v2: over
+timestamp "." delivery id "." event type "." body; both compared in constant time) and the timestamp is fresh (+- 300 s), the alert_id inside the body, and the status
 answered (null while hanging). Writes FILE.ready once it listens.
 """
 import argparse
@@ -29,11 +29,15 @@ ATTEMPTS = {}
 
 
 def verify(secret, headers, body):
+    """Both signatures must verify: v1 (timestamp.body) and v2 (timestamp.delivery.event.body)."""
     ts = headers.get("X-FraudShield-Timestamp", "")
     sig = headers.get("X-FraudShield-Signature", "")
     want = "sha256=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    msg2 = ".".join([ts, headers.get("X-FraudShield-Delivery", ""), headers.get("X-FraudShield-Event", "")])
+    want2 = "v2=" + hmac.new(secret.encode(), msg2.encode() + b"." + body, hashlib.sha256).hexdigest()
+    sig2 = headers.get("X-FraudShield-Signature-V2", "")
     fresh = ts.isdigit() and abs(time.time() - int(ts)) <= 300
-    return hmac.compare_digest(want, sig), fresh
+    return hmac.compare_digest(want, sig) and hmac.compare_digest(want2, sig2), fresh
 
 
 def make_handler(args):

@@ -47,6 +47,42 @@ static void test_signature_depends_on_every_input(void **state) {
     assert_string_not_equal(a, b);
 }
 
+/* v2 binds the delivery id and the event type too. Vectors computed independently:
+ *   printf '%s' "$ts.$delivery.$event.$body" | openssl dgst -sha256 -hmac "$secret" -hex */
+static void test_signature_v2_known_vectors(void **state) {
+    (void)state;
+    static const struct {
+        const char *secret, *ts, *delivery, *event, *body, *want;
+    } cases[] = {
+        {"whsec_test_secret_123", "1700000000", "6f1c2b1e-8a4d-4c3b-9f5e-1a2b3c4d5e6f", "alert.created",
+         "{\"alert_id\":\"0b8f6f2e-5a3c-5d7e-9a1b-2c3d4e5f6a7b\",\"score\":70}",
+         "v2=13a3cb483d71fd31615e19e12a0c9980a516fb00feb92e4f5d80c0627dcb3f4a"},
+        {"key", "1", "d", "alert.resolved", "",
+         "v2=c645b6dfc0c236587f8464b8765a71ba082702a828e0f4ecb12e53fc5f62e437"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char sig[DELIVERY_SIG_V2_LEN + 1];
+        delivery_sign_v2(cases[i].secret, cases[i].ts, cases[i].delivery, cases[i].event,
+                         cases[i].body, strlen(cases[i].body), sig);
+        assert_string_equal(cases[i].want, sig);
+        assert_int_equal(DELIVERY_SIG_V2_LEN, strlen(sig));
+    }
+}
+
+/* The replay v1 allows within the timestamp window (same timestamp and body, another delivery id
+ * or event type) does not verify under v2. */
+static void test_signature_v2_binds_delivery_and_event(void **state) {
+    (void)state;
+    char a[DELIVERY_SIG_V2_LEN + 1], b[DELIVERY_SIG_V2_LEN + 1];
+    delivery_sign_v2("secret-0123456789", "100", "d-1", "alert.created", "{}", 2, a);
+    delivery_sign_v2("secret-0123456789", "100", "d-2", "alert.created", "{}", 2, b);
+    assert_string_not_equal(a, b);
+    delivery_sign_v2("secret-0123456789", "100", "d-1", "alert.resolved", "{}", 2, b);
+    assert_string_not_equal(a, b);
+    delivery_sign_v2("secret-0123456789", "101", "d-1", "alert.created", "{}", 2, b);
+    assert_string_not_equal(a, b);
+}
+
 /* ---- the retry schedule ------------------------------------------------------------------------ */
 
 static const retry_policy DEFAULTS = {.base_ms = 30000, .max_delay_ms = 7200000,
@@ -258,6 +294,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signature_known_vectors),
         cmocka_unit_test(test_signature_depends_on_every_input),
+        cmocka_unit_test(test_signature_v2_known_vectors),
+        cmocka_unit_test(test_signature_v2_binds_delivery_and_event),
         cmocka_unit_test(test_backoff_schedule_table),
         cmocka_unit_test(test_backoff_default_covers_a_day),
         cmocka_unit_test(test_backoff_jitter_bounds),
