@@ -83,10 +83,11 @@ static int db_wait(PGconn *conn, short events, int64_t deadline_us) {
 
 /* No answer in time: the connection is closed under libpq (it sees end of file and marks the
  * connection bad; callers reconnect). A cancel request is no use here: it needs a new connection
- * to the same server that does not answer. */
+ * to the same server that does not answer. timeout_ms < 0: poll() failed, no log line. */
 static void db_abandon(PGconn *conn, int timeout_ms) {
-    log_fields(LOG_WARN, "db_timeout", json_pack("{s:i}", "timeout_ms", timeout_ms),
-               "PostgreSQL did not answer within %d ms: connection dropped", timeout_ms);
+    if (timeout_ms >= 0) /* else poll() itself failed: dropped too, libpq reports the lost connection */
+        log_fields(LOG_WARN, "db_timeout", json_pack("{s:i}", "timeout_ms", timeout_ms),
+                   "PostgreSQL did not answer within %d ms: connection dropped", timeout_ms);
     shutdown(PQsocket(conn), SHUT_RDWR);
     PQconsumeInput(conn);
 }
@@ -111,15 +112,17 @@ PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
     int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
     PGresult *last = NULL, *r;
     if (!conn || PQstatus(conn) != CONNECTION_OK) return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
-    if (db_send(conn, deadline_us, timeout_ms, sql, nparams, params, lens, fmts) == 0) {
-        while (PQisBusy(conn)) {
+    if (db_send(conn, deadline_us, timeout_ms, sql, nparams, params, lens, fmts) != 0)
+        return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    /* as PQexec: the last result. Each PQgetResult only once it cannot block (several statements
+     * give several results); after an abandon, libpq's error for the lost connection. */
+    for (;;) {
+        while (PQstatus(conn) == CONNECTION_OK && PQisBusy(conn)) {
             int w = db_wait(conn, POLLIN, deadline_us);
-            if (w == 0) db_abandon(conn, timeout_ms);
+            if (w <= 0) db_abandon(conn, w == 0 ? timeout_ms : -1);
             if (w <= 0 || !PQconsumeInput(conn)) break;
         }
-    }
-    /* as PQexec: the last result (after an abandon, libpq's error for the lost connection) */
-    while ((r = PQgetResult(conn))) {
+        if (!(r = PQgetResult(conn))) break;
         PQclear(last);
         last = r;
         if (PQstatus(conn) == CONNECTION_BAD) break;
