@@ -17,6 +17,7 @@
 #include "fsutil.h"
 #include "log.h"
 #include "mail.h"
+#include "retention.h"
 #include "subs.h"
 
 /* A claimed row's lease: the transfer timeout plus this margin for recording the result. If the
@@ -27,6 +28,9 @@
 #define GAUGES_EVERY_US 2000000
 #define RECONNECT_MIN_US 200000
 #define RECONNECT_MAX_US 5000000
+/* Longest a prune keeps the loop from claiming and recording, per turn (a round goes on at the
+ * next turn). */
+#define PRUNE_BUDGET_MS 200
 
 /* One claimed delivery, from its claim until its result is recorded. */
 typedef struct job {
@@ -61,6 +65,7 @@ struct dispatch {
     int64_t cooldown_ms;       /* breaker cool-down, time compression applied */
     PGconn *conn;
     delivery_engine *eng;
+    retention *ret;
     sub_state *subs;
     size_t nsubs, rr;          /* rr: where the next claim starts handing out capacity (fairness) */
     job *unrecorded, *unrecorded_tail;
@@ -87,6 +92,7 @@ static void dispatch_connect(dispatch *d);
 static void dispatch_db_failed(dispatch *d, const char *what, const char *err);
 static void dispatch_gauges(dispatch *d);
 static void dispatch_notifications(dispatch *d);
+static void dispatch_prune(dispatch *d);
 
 static int64_t now_ms(void) { return fs_mono_us() / 1000; }
 
@@ -132,7 +138,10 @@ static void dispatch_tick(dispatch *d) {
     if (d->conn && (woken || now >= d->next_claim_us || dispatch_more_due(d, now_ms())))
         dispatch_claim(d);
     if (d->conn && now >= d->next_gauges_us) dispatch_gauges(d);
+    if (d->conn && fs_mono_us() >= retention_due_us(d->ret)) dispatch_prune(d);
     int64_t wait_ms = (d->next_claim_us - fs_mono_us()) / 1000;
+    int64_t prune_ms = (retention_due_us(d->ret) - fs_mono_us()) / 1000;
+    if (d->conn && prune_ms < wait_ms) wait_ms = prune_ms;
     if (wait_ms < 0 || (d->conn && dispatch_more_due(d, now_ms()))) wait_ms = 0;
     if (wait_ms > d->cfg.poll_interval_ms) wait_ms = d->cfg.poll_interval_ms;
     if (!d->conn && wait_ms > 100) wait_ms = 100;
@@ -538,6 +547,16 @@ static void dispatch_notifications(dispatch *d) {
     }
 }
 
+/* Part of a retention round (retention.h): at most PRUNE_BUDGET_MS, then back to the loop. */
+static void dispatch_prune(dispatch *d) {
+    char err[512];
+    if (retention_run(d->ret, d->conn, d->cfg.db_timeout_ms, PRUNE_BUDGET_MS, err, sizeof err) != 0) {
+        dispatch_db_failed(d, "retention", err);
+        return;
+    }
+    dispatch_db_answered(d);
+}
+
 /* ---- the connection ------------------------------------------------------------------------ */
 
 static void dispatch_connect(dispatch *d) {
@@ -623,6 +642,10 @@ dispatch *dispatch_new(const dispatch_config *cfg, char *errstr, size_t errstr_s
     d->cfg.http.smtp_user = d->cfg.http.smtp_password = NULL;
     d->m_db_errors = cfg->db_errors;
     dispatch_metrics(d, cfg->metrics);
+    if (!(d->ret = retention_new(cfg->retention_days, cfg->retention_interval_s, cfg->metrics))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto failed;
+    }
     return d;
 failed:
     dispatch_destroy(d);
@@ -653,6 +676,7 @@ void dispatch_destroy(dispatch *d) {
         pthread_join(d->thread, NULL);
     }
     delivery_destroy(d->eng);
+    retention_destroy(d->ret);
     while (d->unrecorded) {
         job *j = d->unrecorded;
         d->unrecorded = j->next;

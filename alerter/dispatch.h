@@ -10,6 +10,9 @@
  * circuit breaker per subscriber (breaker.h): while it is open none of its deliveries are claimed
  * (they keep their place, their attempts are not used up), then a single probe tests it.
  *
+ * The same thread prunes the history older than retention_days (retention.h), a slice at a time
+ * between claims.
+ *
  * New deliveries are noticed at once (dispatch_wake() from the consumer in this process, LISTEN
  * fraudshield_deliveries for rows made elsewhere, e.g. an analyst's resolve in psql), and due
  * retries within poll_interval_ms. */
@@ -36,6 +39,8 @@ typedef struct dispatch_config {
     int subs_refresh_ms;           /* reload subscriptions this often */
     int shutdown_timeout_ms;       /* on stop: how long running transfers may finish */
     int db_timeout_ms;             /* a statement not answered by then drops the connection */
+    int retention_days;            /* prune history older than this (retention.h); 0: never */
+    int retention_interval_s;      /* between the starts of two prune rounds */
     metrics *metrics;              /* borrowed, may be NULL */
     metric *db_errors;             /* fs_alerter_db_errors_total{side}, shared with the consumer */
 } dispatch_config;

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "manage.h"
 #include "metrics.h"
+#include "retention.h"
 #include "subs.h"
 
 typedef struct alerter_opts {
@@ -46,6 +47,7 @@ typedef struct alerter_opts {
     int64_t poll_interval_ms, subscriptions_refresh_ms, outbox_interval_ms;
     char *smtp_url, *smtp_from, *smtp_to, *smtp_user, *smtp_password, *smtp_min_decision;
     int64_t startup_timeout_ms, shutdown_timeout_ms, db_timeout_ms;
+    int64_t retention_days, retention_interval_s;
     char *log_level;
     bool allow_insecure_http;
 } alerter_opts;
@@ -135,6 +137,12 @@ static const cfg_opt alerter_options[] = {
      "fails when a side has had no successful round trip for about as long", false},
     {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "5000", 0, 600000,
      O(shutdown_timeout_ms), "on SIGTERM, how long running deliveries may finish", false},
+    {"retention-days", "FS_RETENTION_DAYS", CFG_INT, "30", 0, 3650, O(retention_days),
+     "finished deliveries (with their attempts), alert events without deliveries and produced "
+     "outbox rows older than this are deleted (0: kept forever; else at least 8: more than the "
+     "fraud_alerts topic's retention, see docs/alerter.md)", false},
+    {"retention-interval-s", "FS_RETENTION_INTERVAL_S", CFG_INT, "300", 1, 86400,
+     O(retention_interval_s), "a retention prune round starts this often (lower in tests)", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
      "debug, info, warn or error (info: one line per delivery)", false},
     {0},
@@ -167,7 +175,7 @@ static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
     if (o->http_connect_timeout_ms > o->http_timeout_ms)
         return snprintf(errstr, n, "http-connect-timeout-ms (%" PRId64 ") is larger than http-timeout-ms (%" PRId64
                         "), the whole delivery's timeout", o->http_connect_timeout_ms, o->http_timeout_ms), -1;
-    return 0;
+    return retention_check_days(o->retention_days, errstr, n);
 }
 
 /* Connects (retrying every second until the deadline or a stop), migrates, and mirrors the email
@@ -216,6 +224,8 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
         .subs_refresh_ms = (int)o->subscriptions_refresh_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
         .db_timeout_ms = (int)o->db_timeout_ms,
+        .retention_days = (int)o->retention_days,
+        .retention_interval_s = (int)o->retention_interval_s,
         .metrics = m,
         .db_errors = db_errors,
     };

@@ -1,5 +1,5 @@
 /* Unit tests for the alerter's pure parts: signatures, the retry schedule, Retry-After, the
- * circuit breaker, result classification, the email form. */
+ * circuit breaker, result classification, the email form, retention's bounds and phases. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include "breaker.h"
 #include "delivery.h"
 #include "mail.h"
+#include "retention.h"
 #include "retry.h"
 
 /* ---- signatures -------------------------------------------------------------------------------- */
@@ -290,6 +291,56 @@ static void test_mail_format(void **state) {
     assert_null(mail_format("a@b", to, 1, "alert.created", "d", "nope", 4, 0, &len));
 }
 
+/* ---- retention ------------------------------------------------------------------------------- */
+
+static void test_retention_days_bounds(void **state) {
+    (void)state;
+    static const struct {
+        int64_t days;
+        int rc;
+    } cases[] = {{0, 0}, {1, -1}, {7, -1}, {RETENTION_MIN_DAYS, 0}, {30, 0}, {3650, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[512] = "";
+        assert_int_equal(cases[i].rc, retention_check_days(cases[i].days, err, sizeof err));
+        if (cases[i].rc == 0) assert_string_equal("", err);
+        else assert_non_null(strstr(err, "retention-days")); /* names the option */
+    }
+}
+
+/* A full slice stays in its phase (more may be waiting), a short one moves on; in order. */
+static void test_retention_phases(void **state) {
+    (void)state;
+    static const struct {
+        retention_phase p;
+        int64_t deleted;
+        retention_phase want;
+    } cases[] = {
+        {RETENTION_DELIVERIES, 500, RETENTION_DELIVERIES},
+        {RETENTION_DELIVERIES, 499, RETENTION_EVENTS},
+        {RETENTION_DELIVERIES, 0, RETENTION_EVENTS},
+        {RETENTION_EVENTS, 500, RETENTION_EVENTS},
+        {RETENTION_EVENTS, 3, RETENTION_OUTBOX},
+        {RETENTION_OUTBOX, 500, RETENTION_OUTBOX},
+        {RETENTION_OUTBOX, 0, RETENTION_DONE},
+        {RETENTION_DONE, 500, RETENTION_DONE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        assert_int_equal(cases[i].want, retention_next_phase(cases[i].p, cases[i].deleted, 500));
+}
+
+/* Off (0 days): never due; on: due at once (the first round right after start). */
+static void test_retention_due(void **state) {
+    (void)state;
+    retention *off = retention_new(0, 300, NULL), *on = retention_new(30, 300, NULL);
+    assert_non_null(off);
+    assert_non_null(on);
+    assert_int_equal(INT64_MAX, retention_due_us(off));
+    assert_true(retention_due_us(on) < INT64_MAX);
+    retention_destroy(off);
+    retention_destroy(on);
+    retention_destroy(NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signature_known_vectors),
@@ -305,6 +356,9 @@ int main(void) {
         cmocka_unit_test(test_breaker_state_machine),
         cmocka_unit_test(test_breaker_starts_only_when_permitted),
         cmocka_unit_test(test_mail_format),
+        cmocka_unit_test(test_retention_days_bounds),
+        cmocka_unit_test(test_retention_phases),
+        cmocka_unit_test(test_retention_due),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
