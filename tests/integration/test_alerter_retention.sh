@@ -6,7 +6,8 @@
 #   deliveries' finished_at, their events' created_at, their dead letters' produced_at), a fifth
 #   alert's event too (its deliveries stay recent), and rows are added that must survive: an old
 #   event with a pending delivery, one with an in_flight delivery (another instance's lease), an
-#   old unproduced outbox row.
+#   old unproduced outbox row; and a backlog of 1100 old delivered events (more than two slices of
+#   500 per table: full slices, rounds over several turns of the dispatcher loop).
 #   Two alerters prune at once (retention-interval-s 1, retention-days 30 by default): between them
 #   they delete exactly the old finished deliveries with their attempts, the events left without
 #   deliveries and the old produced outbox rows; fs_alerter_retention_deleted_total{table} counts
@@ -40,7 +41,7 @@ fs_assert_eq $((2 * n)) "$(al_sql_int 'SELECT count(*) FROM delivery_attempts')"
 old=()
 for i in 0 1 2 3; do old+=("'$(al_alert_id "$run" "$i")'"); done
 old_ids="ARRAY[$(IFS=,; echo "${old[*]}")]::uuid[]"
-pend=$(al_alert_id "$run" 100) infl=$(al_alert_id "$run" 101)
+pend=$(al_alert_id "$run" 100) infl=$(al_alert_id "$run" 101) bulk=1100
 fs_psql "
 UPDATE deliveries SET finished_at = now() - interval '40 days' WHERE alert_id = ANY ($old_ids);
 UPDATE alert_events SET created_at = now() - interval '40 days'
@@ -62,19 +63,33 @@ SELECT '$infl'::uuid, '$infl'::uuid, subscription_id, 'in_flight', 1, now() + in
        now() - interval '40 days' FROM subscriptions WHERE name = 'ok';
 INSERT INTO outbox (kind, msg_key, msg_value, created_at)
 VALUES ('dlq', convert_to('unproduced', 'UTF8'), convert_to('{}', 'UTF8'), now() - interval '40 days');
+-- a backlog of $bulk more than two slices (500) per table: old events delivered long ago
+INSERT INTO alert_events (event_id, alert_id, payment_id, event_type, decision, score, body, created_at)
+SELECT g, g, g, 'alert.created', 'review', -1, '{}', now() - interval '40 days'
+FROM (SELECT gen_random_uuid() AS g FROM generate_series(1, $bulk)) x;
+INSERT INTO deliveries (event_id, alert_id, subscription_id, state, attempts, created_at,
+                        delivered_at, finished_at)
+SELECT e.event_id, e.alert_id, s.subscription_id, 'delivered', 1, e.created_at, e.created_at, e.created_at
+FROM alert_events e, subscriptions s WHERE e.score = -1 AND s.name = 'ok';
+INSERT INTO delivery_attempts (delivery_id, attempt, started_at, finished_at, outcome, status)
+SELECT d.delivery_id, 1, d.created_at, d.created_at, 'delivered', 200
+FROM deliveries d JOIN alert_events e USING (event_id) WHERE e.score = -1;
+INSERT INTO outbox (kind, msg_value, created_at, produced_at)
+SELECT 'dlq', convert_to('{}', 'UTF8'), now() - interval '41 days', now() - interval '40 days'
+FROM generate_series(1, $bulk);
 "
-[[ $(fs_psql "SELECT count(*) FROM outbox WHERE produced_at < now() - interval '30 days'") == 4 ]] ||
+[[ $(fs_psql "SELECT count(*) FROM outbox WHERE produced_at < now() - interval '30 days'") == $((4 + bulk)) ]] ||
     fs_fail "the test did not age 4 dead letters: $(fs_psql 'SELECT headers FROM outbox')"
 
 deleted() { echo $(($(al_metric a1 "fs_alerter_retention_deleted_total{table=\"$1\"}") + $(al_metric a2 "fs_alerter_retention_deleted_total{table=\"$1\"}"))); }
-fs_wait_for 30 "(( \$(deleted outbox) >= 4 && \$(deleted alert_events) >= 4 ))" # the old code: never
+fs_wait_for 60 "(( \$(deleted outbox) >= 4 + bulk && \$(deleted alert_events) >= 4 + bulk ))" # the old code: never
 sleep 3 # further rounds must find nothing more
 fs_psql "SELECT 'left: ' || e.alert_id || ' ' || coalesce(string_agg(d.state, ','), '-') FROM alert_events e LEFT JOIN deliveries d USING (event_id) GROUP BY e.alert_id ORDER BY 1"
 
-fs_assert_eq 8 "$(deleted deliveries)" "deliveries deleted (metric)"
-fs_assert_eq 8 "$(deleted delivery_attempts)" "attempts deleted (metric)"
-fs_assert_eq 4 "$(deleted alert_events)" "alert events deleted (metric)"
-fs_assert_eq 4 "$(deleted outbox)" "outbox rows deleted (metric)"
+fs_assert_eq $((8 + bulk)) "$(deleted deliveries)" "deliveries deleted (metric)"
+fs_assert_eq $((8 + bulk)) "$(deleted delivery_attempts)" "attempts deleted (metric)"
+fs_assert_eq $((4 + bulk)) "$(deleted alert_events)" "alert events deleted (metric)"
+fs_assert_eq $((4 + bulk)) "$(deleted outbox)" "outbox rows deleted (metric)"
 fs_assert_eq 0 "$(al_sql_int "SELECT count(*) FROM deliveries WHERE alert_id = ANY ($old_ids)")" "old deliveries left"
 fs_assert_eq 0 "$(al_sql_int "SELECT count(*) FROM alert_events WHERE alert_id = ANY ($old_ids)")" "old events left"
 fs_assert_eq $((2 * (n - 4) + 2)) "$(al_sql_int 'SELECT count(*) FROM deliveries')" "deliveries kept (recent + pending + in_flight)"
