@@ -298,8 +298,13 @@ static void dispatch_start_job(dispatch *d, sub_state *ss, job *j) {
     if (ss->s.email) {
         mail = mail_format(d->smtp_from, req.email_to, req.n_email_to, j->event_type,
                            j->delivery_id, j->body, req.body_len, fs_now_ms(), &mail_len);
-        req.body = mail ? mail : "";
-        req.body_len = mail ? mail_len : 0;
+        req.body = mail;
+        req.body_len = mail_len;
+        if (!mail) { /* never an empty email: the lease expires and the delivery is tried again */
+            log_msg(LOG_ERROR, "delivery_start_failed", "formatting the email failed (out of memory, or the event body is not a JSON object)");
+            job_free(j);
+            return;
+        }
     }
     breaker_on_start(ss->b, now_ms());
     ss->in_flight++;
