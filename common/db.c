@@ -86,7 +86,7 @@ static int db_wait(PGconn *conn, short events, int64_t deadline_us) {
  * to the same server that does not answer. timeout_ms < 0: poll() failed, no log line. */
 static void db_abandon(PGconn *conn, int timeout_ms) {
     if (timeout_ms >= 0) /* else poll() itself failed: dropped too, libpq reports the lost connection */
-        log_fields(LOG_WARN, "db_timeout", json_pack("{s:i}", "timeout_ms", timeout_ms),
+        log_fields(LOG_ERROR, "db_timeout", json_pack("{s:i}", "timeout_ms", timeout_ms),
                    "PostgreSQL did not answer within %d ms: connection dropped", timeout_ms);
     shutdown(PQsocket(conn), SHUT_RDWR);
     PQconsumeInput(conn);
@@ -107,6 +107,17 @@ static int db_send(PGconn *conn, int64_t deadline_us, int timeout_ms, const char
     return 0;
 }
 
+/* Waits (within the deadline) until a result can be taken without blocking. 0, or -1 (time up:
+ * abandoned; or the connection failed: PQgetResult then reports it). */
+static int db_await_result(PGconn *conn, int64_t deadline_us, int timeout_ms) {
+    while (PQstatus(conn) == CONNECTION_OK && PQisBusy(conn)) {
+        int w = db_wait(conn, POLLIN, deadline_us);
+        if (w <= 0) db_abandon(conn, w == 0 ? timeout_ms : -1);
+        if (w <= 0 || !PQconsumeInput(conn)) return -1;
+    }
+    return 0;
+}
+
 PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
                    const char *const *params, const int *lens, const int *fmts) {
     int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
@@ -117,15 +128,80 @@ PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
     /* as PQexec: the last result. Each PQgetResult only once it cannot block (several statements
      * give several results); after an abandon, libpq's error for the lost connection. */
     for (;;) {
-        while (PQstatus(conn) == CONNECTION_OK && PQisBusy(conn)) {
-            int w = db_wait(conn, POLLIN, deadline_us);
-            if (w <= 0) db_abandon(conn, w == 0 ? timeout_ms : -1);
-            if (w <= 0 || !PQconsumeInput(conn)) break;
-        }
+        (void)db_await_result(conn, deadline_us, timeout_ms);
         if (!(r = PQgetResult(conn))) break;
         PQclear(last);
         last = r;
         if (PQstatus(conn) == CONNECTION_BAD) break;
+    }
+    return last ? last : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+}
+
+/* Flushes what libpq holds for the server (non-blocking connection), within the deadline; input
+ * is consumed meanwhile, as libpq asks (the server may be sending an error). 0 or -1. */
+static int db_flush_within(PGconn *conn, int64_t deadline_us, int timeout_ms) {
+    for (int f; (f = PQflush(conn)) != 0;) {
+        if (f < 0) return -1;
+        int w = db_wait(conn, POLLIN | POLLOUT, deadline_us);
+        if (w <= 0) return db_abandon(conn, w == 0 ? timeout_ms : -1), -1;
+        if (!PQconsumeInput(conn)) return -1;
+    }
+    return 0;
+}
+
+/* Sends the COPY data and its end on a connection in COPY IN state (non-blocking while it does:
+ * a server that stops reading fills the socket buffer, and a blocking PQputCopyData would wait
+ * there forever). 0, or -1 (abandoned, or an error libpq reports through PQgetResult). */
+static int db_copy_data(PGconn *conn, int64_t deadline_us, int timeout_ms, const char *data,
+                        size_t len) {
+    if (PQsetnonblocking(conn, 1) != 0) return -1;
+    int rc = -1;
+    for (size_t off = 0; off < len;) { /* PQputCopyData takes an int length */
+        int n = len - off > (1 << 20) ? (1 << 20) : (int)(len - off);
+        int put = PQputCopyData(conn, data + off, n);
+        if (put < 0 || (put == 0 && db_flush_within(conn, deadline_us, timeout_ms) != 0)) goto done;
+        if (put == 1) off += (size_t)n;
+    }
+    for (int end; (end = PQputCopyEnd(conn, NULL)) != 1;)
+        if (end < 0 || db_flush_within(conn, deadline_us, timeout_ms) != 0) goto done;
+    rc = db_flush_within(conn, deadline_us, timeout_ms);
+done:
+    if (PQstatus(conn) == CONNECTION_OK) PQsetnonblocking(conn, 0); /* flushed: cannot block */
+    return rc;
+}
+
+PGresult *db_copy_in(PGconn *conn, int timeout_ms, const char *copy_sql, const char *data,
+                     size_t len) {
+    int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
+    PGresult *last = NULL, *r;
+    if (!conn || PQstatus(conn) != CONNECTION_OK) return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    if (db_send(conn, deadline_us, timeout_ms, copy_sql, 0, NULL, NULL, NULL) != 0)
+        return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+    bool sent = false;
+    /* COPY_IN first (then the data; then the COPY's own result), or an error result at once */
+    for (;;) {
+        (void)db_await_result(conn, deadline_us, timeout_ms);
+        if (!(r = PQgetResult(conn))) break;
+        if (PQresultStatus(r) == PGRES_COPY_IN) {
+            PQclear(r);
+            /* once; data that could not be sent leaves the connection mid-COPY: dropped too */
+            if ((sent || db_copy_data(conn, deadline_us, timeout_ms, data, len) != 0) &&
+                PQstatus(conn) == CONNECTION_OK)
+                db_abandon(conn, -1);
+            sent = true;
+            continue;
+        }
+        if (!last || PQresultStatus(last) == PGRES_COMMAND_OK) {
+            PQclear(last);
+            last = r; /* the first failure wins */
+        } else {
+            PQclear(r);
+        }
+        if (PQstatus(conn) == CONNECTION_BAD) break;
+    }
+    if (PQstatus(conn) == CONNECTION_BAD && last && PQresultStatus(last) == PGRES_COMMAND_OK) {
+        PQclear(last); /* the connection failed after the COPY said done: not done for us */
+        last = NULL;
     }
     return last ? last : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
 }

@@ -39,6 +39,14 @@ int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
 PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
                    const char *const *params, const int *lens, const int *fmts);
 
+/* COPY ... FROM STDIN (text or csv, as copy_sql says) of data[0..len) with db_query's deadline
+ * covering the whole exchange: the statement, the data (sent on a connection made non-blocking
+ * for the while: a server that stops reading would otherwise block PQputCopyData), its end and
+ * the results. Returns the COPY's result (PGRES_COMMAND_OK) or the first failure (the statement's,
+ * e.g. a missing table, or the lost or abandoned connection's). Never NULL; PQclear it. */
+PGresult *db_copy_in(PGconn *conn, int timeout_ms, const char *copy_sql, const char *data,
+                     size_t len);
+
 /* db_exec with db_query's deadline. */
 int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, size_t errstr_size);
 

@@ -10,6 +10,7 @@
  *                    invalid: logged and counted, its active version stays) */
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ typedef struct scorer_opts {
     int64_t velocity_watermark_liveness_s;
     int64_t startup_timeout_ms;
     int64_t shutdown_timeout_ms;
+    int64_t db_timeout_ms;
     char *log_level;
 } scorer_opts;
 
@@ -135,6 +137,11 @@ static const cfg_opt scorer_options[] = {
      false},
     {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "5000", 0, 600000,
      O(shutdown_timeout_ms), "on SIGTERM, how long the last batch may wait for the brokers", false},
+    {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "60000", 1000, 600000, O(db_timeout_ms),
+     "a PostgreSQL round trip (statement, COPY, commit) not answered within this drops its "
+     "connection: the batch is rolled back and retried after reconnecting (never skipped); /ready "
+     "fails while PostgreSQL has not answered for longer than this",
+     false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
      "debug, info, warn or error (debug: one line per batch and commit)", false},
     {0},
@@ -148,7 +155,7 @@ static const char SUMMARY[] =
 
 /* Connects (retrying every second until the deadline or a stop) and migrates. */
 static store *store_open(const scorer_opts *o, const char *app, char *errstr, size_t n) {
-    store *st = store_new(o->database_url, app);
+    store *st = store_new(o->database_url, app, (int)o->db_timeout_ms);
     if (!st) return snprintf(errstr, n, "out of memory"), NULL;
     int64_t deadline = fs_mono_us() + o->startup_timeout_ms * 1000;
     while (store_connect(st, errstr, n) != 0) {
@@ -212,24 +219,41 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
     return c;
 }
 
-/* Ready while the loop runs (the gauge is set by the scorer; metrics are thread-safe). */
+/* /ready's answer, also exported as fs_scorer_ready (admin asks before each /metrics render, so the
+ * two never disagree): the worker is in its consume loop (the flag the scorer sets) and PostgreSQL
+ * answers (store_db_stuck: no answer for longer than db-timeout-ms while the worker waits for one).
+ * st is set once the scorer owns it and cleared before the scorer is destroyed. */
+typedef struct readiness {
+    atomic_int consuming;
+    _Atomic(store *) st;
+    metric *gauge, *db_age;
+} readiness;
+
 static bool scorer_ready(void *arg, char *why, size_t why_size) {
-    metric *ready = arg;
-    if (metric_value(ready, NULL) > 0) return true;
-    snprintf(why, why_size, "not consuming (starting or stopping)");
-    return false;
+    readiness *r = arg;
+    store *st = atomic_load(&r->st);
+    const char *no = !atomic_load(&r->consuming) || !st ? "not consuming (starting or stopping)"
+                     : store_db_stuck(st) ? "PostgreSQL not answering (no successful round trip "
+                                            "for longer than db-timeout-ms)"
+                                          : NULL;
+    if (st) metric_set(r->db_age, NULL, (double)store_db_age_ms(st) / 1000.0);
+    metric_set(r->gauge, NULL, no ? 0 : 1);
+    if (no) snprintf(why, why_size, "%s", no);
+    return no == NULL;
 }
 
-/* The admin endpoint, unless admin-port is -1. *m gets the registry (also without endpoint),
- * *ready the readiness gauge the scorer sets. */
-static admin *admin_open(const scorer_opts *o, metrics **m, metric **ready, char *errstr,
-                         size_t n) {
+/* The admin endpoint, unless admin-port is -1. *m gets the registry (also without endpoint), r
+ * its readiness gauges. */
+static admin *admin_open(const scorer_opts *o, metrics **m, readiness *r, char *errstr, size_t n) {
     *m = metrics_new();
     if (!*m) return snprintf(errstr, n, "out of memory"), NULL;
-    *ready = metrics_gauge(*m, "fs_scorer_ready", "1 while the worker consumes", NULL);
-    metric_set(*ready, NULL, 0); /* a series from the start: a worker stuck starting shows as 0 */
+    r->gauge = metrics_gauge(*m, "fs_scorer_ready",
+                             "1 while /ready answers 200: consuming, PostgreSQL answering", NULL);
+    r->db_age = metrics_gauge(*m, "fs_scorer_db_last_success_age_seconds",
+                              "Seconds since PostgreSQL last answered this worker", NULL);
+    metric_set(r->gauge, NULL, 0); /* a series from the start: a worker stuck starting shows as 0 */
     if (o->admin_port < 0) return NULL;
-    admin *a = admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, *ready, errstr, n);
+    admin *a = admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, r, errstr, n);
     if (a)
         log_fields(LOG_INFO, "admin_listening",
                    json_pack("{s:s, s:i}", "addr", o->admin_addr, "port", admin_port(a)),
@@ -262,6 +286,7 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     scorer *s = NULL;
     metrics *m = NULL;
     admin *a = NULL;
+    static readiness ready; /* read by the admin thread until admin_destroy */
     scorer_config cfg = scorer_config_from(o, props);
     snprintf(app, sizeof app, "fraudshield-scorer %s", o->scorer_id);
     model *mdl = NULL;
@@ -269,7 +294,8 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     if (!r) goto failed;
     log_msg(LOG_INFO, "rules_loaded", "rules %s from %s", rules_version(r), o->rules_file);
     if (o->model_file[0] && !(mdl = model_open(&cfg, errstr, sizeof errstr))) goto failed;
-    a = admin_open(o, &m, &cfg.ready, errstr, sizeof errstr);
+    a = admin_open(o, &m, &ready, errstr, sizeof errstr);
+    cfg.consuming = &ready.consuming;
     if (!m || (!a && o->admin_port >= 0)) goto failed;
     cfg.metrics = m;
     store *st = store_open(o, app, errstr, sizeof errstr);
@@ -278,12 +304,15 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     r = NULL;
     mdl = NULL;
     if (!s) goto failed;
+    atomic_store(&ready.st, st); /* the scorer's now: valid until scorer_destroy */
     log_msg(LOG_INFO, "started", "scorer %s consuming %s as group %s", o->scorer_id, o->topic,
             o->group_id);
     rc = scorer_run(s, &app_stop_requested, &app_reload_requested) == 0 ? 0 : 1;
     log_stats(s);
+    /* the admin thread reads the store (readiness) and the registry: it goes first */
+    atomic_store(&ready.st, NULL);
+    admin_destroy(a);
     scorer_destroy(s);
-    admin_destroy(a); /* before the registry it reads */
     metrics_destroy(m);
     return rc;
 failed:

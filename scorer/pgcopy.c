@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "fsutil.h"
 
 static bool reserve(pgcopy_buf *b, size_t more) {
@@ -79,26 +80,18 @@ void pgcopy_free(pgcopy_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
-int pgcopy_send(PGconn *conn, const char *copy_sql, const pgcopy_buf *b, PGresult **res,
-                char *errstr, size_t errstr_size) {
+int pgcopy_send(PGconn *conn, int timeout_ms, const char *copy_sql, const pgcopy_buf *b,
+                PGresult **res, char *errstr, size_t errstr_size) {
     *res = NULL;
     if (b->oom) {
         snprintf(errstr, errstr_size, "out of memory building COPY rows");
         return -1;
     }
-    PGresult *r = PQexec(conn, copy_sql);
-    if (PQresultStatus(r) != PGRES_COPY_IN) {
-        *res = r; /* the caller maps the failure (connection, missing table...) */
-        return -1;
+    PGresult *r = db_copy_in(conn, timeout_ms, copy_sql, b->p ? b->p : "", b->len);
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return 0;
     }
-    PQclear(r);
-    int ok = (b->len == 0 || PQputCopyData(conn, b->p, (int)b->len) == 1) &&
-             PQputCopyEnd(conn, NULL) == 1;
-    /* whatever happened, read results until the COPY is over */
-    while ((r = PQgetResult(conn)) != NULL) {
-        if (!*res && PQresultStatus(r) != PGRES_COMMAND_OK) *res = r;
-        else PQclear(r);
-    }
-    if (!ok && !*res) snprintf(errstr, errstr_size, "COPY: %s", PQerrorMessage(conn));
-    return ok && !*res ? 0 : -1;
+    *res = r; /* the caller maps the failure (connection, timeout, missing table, bad row...) */
+    return -1;
 }

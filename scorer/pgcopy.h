@@ -7,7 +7,7 @@
  *
  *   pgcopy_buf b = {0};
  *   pgcopy_str(&b, "user-1"); pgcopy_int(&b, 42); pgcopy_null(&b); pgcopy_end_row(&b);
- *   pgcopy_send(conn, "COPY tmp (a, b, c) FROM STDIN", &b, errstr, sizeof errstr);
+ *   pgcopy_send(conn, timeout_ms, "COPY tmp (a, b, c) FROM STDIN", &b, &res, errstr, sizeof errstr);
  *   pgcopy_free(&b);
  * Field separators are added automatically. Allocation failures are sticky (b.oom): checked once
  * by pgcopy_send. */
@@ -35,10 +35,11 @@ void pgcopy_end_row(pgcopy_buf *b);
 void pgcopy_reset(pgcopy_buf *b);                 /* keeps the memory */
 void pgcopy_free(pgcopy_buf *b);
 
-/* Runs copy_sql (COPY ... FROM STDIN, text format) with b's rows. Returns the failed PGresult's
- * status through *res (NULL when the copy itself succeeded: *res is then the final result, which
- * the caller must PQclear). Returns 0 or -1 with errstr. */
-int pgcopy_send(PGconn *conn, const char *copy_sql, const pgcopy_buf *b, PGresult **res,
-                char *errstr, size_t errstr_size);
+/* Runs copy_sql (COPY ... FROM STDIN, text format) with b's rows, the whole exchange within
+ * timeout_ms (db_copy_in: not answered by then, the connection is dropped). Returns 0, or -1 with
+ * either *res, the failed result (the caller maps it and PQclears it), or errstr (the rows could
+ * not be built: *res NULL). */
+int pgcopy_send(PGconn *conn, int timeout_ms, const char *copy_sql, const pgcopy_buf *b,
+                PGresult **res, char *errstr, size_t errstr_size);
 
 #endif

@@ -23,6 +23,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define DB_PING_MS 5000      /* an idle worker checks PostgreSQL this often (scorer_db_check) */
 #define PERSIST_ATTEMPTS 3   /* non-transient failures of a whole batch before going row by row */
 #define PRUNE_LIMIT 50000    /* old feature rows deleted per prune statement */
 #define PRUNE_ROUNDS 10      /* prune statements per table and prune */
@@ -74,9 +75,9 @@ typedef struct scorer_metrics {
     metric *messages, *payments, *decisions, *rule_hits, *dead_letters, *batch_size,
         *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
-        *outcomes, *outcomes_pending, *reloads, *ready, *pruned, *model_seconds, *model_reloads,
+        *outcomes, *outcomes_pending, *reloads, *pruned, *model_seconds, *model_reloads,
         *model_failures, *model_info, *rules_info, *e2e_seconds, *consumer_errors,
-        *outcomes_commit_failures, *pii_key_info, *prune_held_back;
+        *outcomes_commit_failures, *pii_key_info, *prune_held_back, *db_timeouts;
 } scorer_metrics;
 
 /* An outcome message in hand. */
@@ -113,6 +114,7 @@ struct scorer {
     scorer_metrics m;
     int64_t rate_t0_us;       /* messages/s gauge: start of the current 10 s period */
     uint64_t rate_n0;
+    uint64_t db_timeouts_seen; /* store_timeouts() already in fs_scorer_db_timeouts_total */
     volatile sig_atomic_t *stop;
     /* the batch in hand: arrays of cfg.batch_max, reused */
     scorer_item *items;
@@ -212,10 +214,11 @@ static int64_t scorer_late_cutoff(const scorer *s) {
 
 static void scorer_outcomes(scorer *s);
 static void scorer_rate(scorer *s);
+static void scorer_db_check(scorer *s);
 
 int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload) {
     s->stop = stop;
-    metric_set(s->m.ready, NULL, 1);
+    if (s->cfg.consuming) atomic_store(s->cfg.consuming, 1);
     while (!*stop && !s->abandoned && !s->fatal) {
         if (*reload) {
             *reload = 0;
@@ -227,10 +230,34 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
         scorer_maybe_prune(s);
         scorer_outcomes(s);
         scorer_rate(s);
+        scorer_db_check(s);
     }
-    metric_set(s->m.ready, NULL, 0);
+    if (s->cfg.consuming) atomic_store(s->cfg.consuming, 0);
     scorer_close(s);
     return s->fatal ? -1 : 0;
+}
+
+/* Round trips abandoned at the deadline since the last call, into fs_scorer_db_timeouts_total. */
+static void scorer_count_timeouts(scorer *s) {
+    uint64_t t = store_timeouts(s->st);
+    metric_add(s->m.db_timeouts, NULL, (double)(t - s->db_timeouts_seen));
+    s->db_timeouts_seen = t;
+}
+
+/* Between batches, a worker that has not talked to PostgreSQL for DB_PING_MS asks it something
+ * (reconnecting first when a failure dropped the connection): a server that stopped answering
+ * while the stream was quiet shows in /ready (store_db_stuck) before a batch needs it, and the
+ * connection is made again ahead of the next batch. Each call is bounded by db-timeout-ms. */
+static void scorer_db_check(scorer *s) {
+    char err[512];
+    scorer_count_timeouts(s); /* also those of outcomes, prunes and syncs */
+    if (*s->stop || store_idle_ms(s->st) < DB_PING_MS) return;
+    bool was_connected = store_connected(s->st);
+    if (store_connect(s->st, err, sizeof err) != 0 || store_ping(s->st, err, sizeof err) != STORE_OK)
+        log_fields(LOG_WARN, "db_check_failed", json_pack("{s:s}", "error", err),
+                   "PostgreSQL does not answer between batches (checked again in %d ms)", DB_PING_MS);
+    else if (!was_connected)
+        log_msg(LOG_INFO, "db_reconnected", "PostgreSQL answers again");
 }
 
 /* messages/s over the last 10 s (a convenience gauge; rate() over the counter is the same). */
@@ -466,6 +493,7 @@ static int scorer_persist_batch(scorer *s) {
         if (rc == STORE_OK) return 0;
         s->stats.db_retries++;
         metric_add(s->m.db_retries, NULL, 1);
+        scorer_count_timeouts(s);
         log_fields(LOG_WARN, "db_retry",
                    json_pack("{s:i, s:i, s:b, s:s}", "attempt", attempt, "backoff_ms", backoff,
                              "transient", rc == STORE_TRANSIENT, "error", err),
@@ -1696,7 +1724,7 @@ static void scorer_metrics_zero(scorer_metrics *x) {
     metric *plain[] = {x->messages, x->db_calls, x->db_retries, x->produce_retries,
                        x->delivery_failures, x->commit_failures, x->offsets_lost,
                        x->messages_lost, x->model_failures, x->consumer_errors,
-                       x->outcomes_commit_failures};
+                       x->outcomes_commit_failures, x->db_timeouts};
     static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
@@ -1721,7 +1749,6 @@ static void scorer_metrics_init(scorer *s) {
                                  2.5,   5,    10,    30,   60,  300, 900};
     metrics *m = s->cfg.metrics;
     scorer_metrics *x = &s->m;
-    x->ready = s->cfg.ready;
     if (!m) return;
     x->messages = metrics_counter(m, "fs_scorer_messages_total", "raw_payments messages consumed", NULL);
     x->payments = metrics_counter(m, "fs_scorer_payments_total", "payments persisted (new) or found persisted (redelivered)", "result");
@@ -1733,6 +1760,7 @@ static void scorer_metrics_init(scorer *s) {
     x->db_seconds = metrics_histogram(m, "fs_scorer_db_seconds", "PostgreSQL time per batch transaction (kind=transaction: wall, statements: round trips)", "kind", METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
     x->db_calls = metrics_counter(m, "fs_scorer_db_statements_total", "PostgreSQL round trips of batch transactions", NULL);
     x->db_retries = metrics_counter(m, "fs_scorer_db_retries_total", "batch transactions that failed and were retried", NULL);
+    x->db_timeouts = metrics_counter(m, "fs_scorer_db_timeouts_total", "PostgreSQL round trips not answered within db-timeout-ms (connection dropped, work retried)", NULL);
     x->produce_retries = metrics_counter(m, "fs_scorer_produce_retries_total", "delivery rounds with failures", NULL);
     x->delivery_failures = metrics_counter(m, "fs_scorer_delivery_failures_total", "delivery reports with an error", NULL);
     x->commit_failures = metrics_counter(m, "fs_scorer_commit_failures_total", "failed offset commit attempts (a failed commit is retried until it succeeds)", NULL);

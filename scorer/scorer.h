@@ -21,6 +21,7 @@
 #define FS_SCORER_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "cfg.h"
@@ -47,7 +48,7 @@ typedef struct scorer_config {
     const char *outcomes_topic;   /* payment_outcomes ("" : not consumed) */
     const char *outcomes_group_id;/* the scorer's second consumer group */
     metrics *metrics;             /* borrowed: outlives the scorer; NULL: no metrics */
-    metric *ready;                /* borrowed gauge set to 1 while consuming (/ready), or NULL */
+    atomic_int *consuming;        /* borrowed: set to 1 while in the consume loop (/ready), or NULL */
     int stats_interval_ms;        /* librdkafka statistics (consumer lag) every this long */
     const char *scorer_id;        /* decisions.scorer_id, client.id */
     int batch_max;                /* messages per batch */

@@ -6,6 +6,7 @@
  * trip per statement whatever the batch size, and no per-row parameter lists to build. */
 #include "store.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +22,17 @@
 struct store {
     char *url;
     char *application_name;
+    int timeout_ms;           /* every round trip's deadline (db_query) */
     PGconn *conn;
     pgcopy_buf cb;            /* reused COPY buffer */
     uint64_t calls, total_us; /* round trips, for /metrics */
+    uint64_t timeouts;        /* round trips abandoned at the deadline */
+    bool timed_out;           /* the last round trip was */
+    int64_t last_trip_us;     /* when the last round trip (or connection attempt) ended */
+    /* read by store_db_stuck() and store_db_age_ms() on the admin thread */
+    _Atomic int64_t ok_us;    /* when the server last answered */
+    _Atomic int64_t busy_us;  /* when the round trip in flight started; 0: none */
+    atomic_bool failing;      /* the last round trip or connection attempt failed */
 };
 
 
@@ -51,6 +60,43 @@ void store_latency(const store *st, uint64_t *calls, uint64_t *total_us) {
     *total_us = st->total_us;
 }
 
+uint64_t store_timeouts(const store *st) { return st->timeouts; }
+
+int64_t store_db_age_ms(const store *st) {
+    return (fs_mono_us() - atomic_load(&st->ok_us)) / 1000;
+}
+
+bool store_db_stuck(const store *st) {
+    bool waiting = atomic_load(&st->failing) || atomic_load(&st->busy_us) != 0;
+    return waiting && store_db_age_ms(st) > st->timeout_ms;
+}
+
+int64_t store_idle_ms(const store *st) { return (fs_mono_us() - st->last_trip_us) / 1000; }
+
+/* A round trip starts: in flight from now (for store_db_stuck). Returns the start time. */
+static int64_t trip_start(store *st) {
+    int64_t t0 = fs_mono_us();
+    st->timed_out = false;
+    atomic_store(&st->busy_us, t0);
+    return t0;
+}
+
+/* A round trip ended: latency counters and health. The server answered when the connection is
+ * still up (an error result is an answer too); a connection dropped once the deadline had passed
+ * is a timeout (db_query closes it only then). */
+static void trip_end(store *st, int64_t t0, int calls) {
+    int64_t now = fs_mono_us();
+    bool answered = st->conn && PQstatus(st->conn) == CONNECTION_OK;
+    st->calls += (uint64_t)calls;
+    st->total_us += (uint64_t)(now - t0);
+    st->last_trip_us = now;
+    if (answered) atomic_store(&st->ok_us, now);
+    atomic_store(&st->failing, !answered);
+    atomic_store(&st->busy_us, 0);
+    st->timed_out = !answered && now - t0 >= (int64_t)st->timeout_ms * 1000;
+    if (st->timed_out) st->timeouts++;
+}
+
 void store_decision_clear(store_decision *d) {
     json_decref(d->reasons);
     json_decref(d->features);
@@ -62,9 +108,12 @@ int store_alert_id(const char *payment_id, char out[37]) {
     return fs_uuid_v5(payment_id, "alert", 5, out);
 }
 
-store *store_new(const char *url, const char *application_name) {
+store *store_new(const char *url, const char *application_name, int timeout_ms) {
     store *st = calloc(1, sizeof *st);
     if (!st) return NULL;
+    st->timeout_ms = timeout_ms;
+    st->last_trip_us = fs_mono_us();
+    atomic_store(&st->ok_us, st->last_trip_us);
     st->url = strdup(url);
     st->application_name = strdup(application_name);
     if (!st->url || !st->application_name) {
@@ -88,11 +137,14 @@ bool store_connected(const store *st) { return st->conn && PQstatus(st->conn) ==
 int store_connect(store *st, char *errstr, size_t errstr_size) {
     if (store_connected(st)) return 0;
     if (st->conn) PQfinish(st->conn); /* broken: libpq will not recover it by itself */
+    int64_t t0 = trip_start(st);
     st->conn = db_connect(st->url, st->application_name, errstr, errstr_size);
-    if (st->conn && db_exec(st->conn, SQL_TEMP_TABLES, errstr, errstr_size) != 0) {
+    if (st->conn &&
+        db_exec_within(st->conn, st->timeout_ms, SQL_TEMP_TABLES, errstr, errstr_size) != 0) {
         PQfinish(st->conn);
         st->conn = NULL;
     }
+    trip_end(st, t0, 0);
     return st->conn ? 0 : -1;
 }
 
@@ -105,6 +157,12 @@ static store_rc result_rc(store *st, const PGresult *res, ExecStatusType want, c
                           char *errstr, size_t errstr_size) {
     if (res && PQresultStatus(res) == want) return STORE_OK;
     char e[512];
+    if (res && st->timed_out) { /* (no result: not connected, no round trip made) */
+        snprintf(errstr, errstr_size,
+                 "%s: PostgreSQL did not answer within %d ms (db-timeout-ms): connection dropped",
+                 what, st->timeout_ms);
+        return STORE_TRANSIENT;
+    }
     db_error(st->conn, res, e, sizeof e);
     snprintf(errstr, errstr_size, "%s: %s", what, e);
     /* Only errors about the rows themselves may end in the DLQ; a lost connection, a missing table
@@ -112,13 +170,13 @@ static store_rc result_rc(store *st, const PGresult *res, ExecStatusType want, c
     return db_is_data_error(res) ? STORE_FAILED : STORE_TRANSIENT;
 }
 
-/* Runs sql with n text parameters. NULL result only when not connected. */
+/* Runs sql with n text parameters (n 0: PQexec, several statements allowed) within the deadline.
+ * NULL result only when not connected. */
 static PGresult *execn(store *st, const char *sql, int n, const char *const *params) {
     if (!store_connected(st)) return NULL;
-    int64_t t0 = fs_mono_us();
-    PGresult *res = PQexecParams(st->conn, sql, n, NULL, params, NULL, NULL, 0);
-    st->calls++;
-    st->total_us += (uint64_t)(fs_mono_us() - t0);
+    int64_t t0 = trip_start(st);
+    PGresult *res = db_query(st->conn, st->timeout_ms, sql, n, params, NULL, NULL);
+    trip_end(st, t0, 1);
     return res;
 }
 
@@ -153,17 +211,16 @@ static store_rc exec_copy(store *st, const char *copy_sql, const char *sql, Exec
                           const char *what, PGresult **out, char *errstr, size_t errstr_size) {
     PGresult *res = NULL;
     if (!store_connected(st)) return result_rc(st, NULL, want, what, errstr, errstr_size);
-    int64_t t0 = fs_mono_us();
-    int rc = pgcopy_send(st->conn, copy_sql, &st->cb, &res, errstr, errstr_size);
+    int64_t t0 = trip_start(st);
+    int rc = pgcopy_send(st->conn, st->timeout_ms, copy_sql, &st->cb, &res, errstr, errstr_size);
+    trip_end(st, t0, 1);
     if (rc != 0) {
         store_rc r = res ? result_rc(st, res, PGRES_COMMAND_OK, what, errstr, errstr_size)
                          : STORE_TRANSIENT;
         PQclear(res);
         return r;
     }
-    res = PQexec(st->conn, sql);
-    st->calls += 2;
-    st->total_us += (uint64_t)(fs_mono_us() - t0);
+    res = execn(st, sql, 0, NULL);
     store_rc r = result_rc(st, res, want, what, errstr, errstr_size);
     if (r == STORE_OK && out) *out = res;
     else PQclear(res);
@@ -173,6 +230,13 @@ static store_rc exec_copy(store *st, const char *copy_sql, const char *sql, Exec
 static store_rc exec_simple(store *st, const char *sql, char *errstr, size_t errstr_size) {
     PGresult *res = exec2(st, sql, NULL, NULL);
     store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, sql, errstr, errstr_size);
+    PQclear(res);
+    return rc;
+}
+
+store_rc store_ping(store *st, char *errstr, size_t errstr_size) {
+    PGresult *res = exec2(st, "SELECT 1", NULL, NULL);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "ping", errstr, errstr_size);
     PQclear(res);
     return rc;
 }
@@ -575,12 +639,7 @@ store_rc store_load_features(store *st, const store_feature_query *q, velocity *
         goto done;
     }
     const char *params[4] = {p1, p2, p3, since};
-    int64_t t0 = fs_mono_us();
-    PGresult *res = store_connected(st) ? PQexecParams(st->conn, SQL_LOAD_FEATURES, 4, NULL, params,
-                                                       NULL, NULL, 0)
-                                        : NULL;
-    st->calls++;
-    st->total_us += (uint64_t)(fs_mono_us() - t0);
+    PGresult *res = execn(st, SQL_LOAD_FEATURES, 4, params);
     rc = result_rc(st, res, PGRES_TUPLES_OK, "load features", errstr, errstr_size);
     for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
         if (feature_row(res, i, v, b, vt) != 0) {
@@ -671,9 +730,7 @@ store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int
     snprintf(lim, sizeof lim, "%d", limit);
     snprintf(w, sizeof w, "%d", (int)(width_ms / 1000));
     const char *params[3] = {before, lim, w};
-    PGresult *res = store_connected(st) ? PQexecParams(st->conn, SQL_PRUNE_BUCKETS, 3, NULL,
-                                                       params, NULL, NULL, 0)
-                                        : NULL;
+    PGresult *res = execn(st, SQL_PRUNE_BUCKETS, 3, params);
     store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "prune buckets", errstr, errstr_size);
     *deleted = rc == STORE_OK ? strtoll(PQcmdTuples(res), NULL, 10) : 0;
     PQclear(res);

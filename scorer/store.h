@@ -23,7 +23,12 @@
  * missing table or grant...: roll back, reconnect, retry the same batch; see db_is_data_error) or
  * STORE_FAILED (data PostgreSQL rejects, SQLSTATE class 22/23: retrying the same rows will fail the
  * same way), with the reason in errstr.
- * Blocking libpq calls: the scorer's own thread only. */
+ * Every round trip has a client-side deadline (store_new's timeout_ms, db_query/db_copy_in): a
+ * server that does not answer by then (a stopped process, a hung failover, a half-open path) gets
+ * its connection dropped and the step returns STORE_TRANSIENT ("did not answer within"), so the
+ * caller rolls back, reconnects and retries instead of waiting forever.
+ * Blocking libpq calls (each bounded so): the scorer's own thread only; store_db_age_ms and
+ * store_db_stuck may be called from any thread. */
 #ifndef FS_STORE_H
 #define FS_STORE_H
 
@@ -73,13 +78,30 @@ int store_alert_id(const char *payment_id, char out[37]);
 
 typedef struct store store;
 
-/* A store for url; not connected yet (store_connect). Returns NULL on allocation failure. */
-store *store_new(const char *url, const char *application_name);
+/* A store for url whose round trips are abandoned after timeout_ms; not connected yet
+ * (store_connect). Returns NULL on allocation failure. */
+store *store_new(const char *url, const char *application_name, int timeout_ms);
 void store_destroy(store *st); /* accepts NULL */
 
 /* Connects unless connected (a broken connection is dropped first). Returns 0 or -1 with errstr. */
 int store_connect(store *st, char *errstr, size_t errstr_size);
 bool store_connected(const store *st);
+
+/* One round trip (SELECT 1): an idle worker checks that the server still answers. */
+store_rc store_ping(store *st, char *errstr, size_t errstr_size);
+
+/* Milliseconds since the server last answered (a statement, an error, a connection). Any thread. */
+int64_t store_db_age_ms(const store *st);
+
+/* True while a round trip is in flight or the last one failed, and the server has not answered for
+ * longer than the deadline: it stopped answering, or is unreachable. Any thread. */
+bool store_db_stuck(const store *st);
+
+/* Milliseconds since the last round trip or connection attempt ended (the owner's thread). */
+int64_t store_idle_ms(const store *st);
+
+/* Round trips abandoned at the deadline since start (for /metrics). */
+uint64_t store_timeouts(const store *st);
 
 /* Applies pending migrations (db_migrate). Returns the number applied or -1 with errstr. */
 int store_migrate(store *st, char *errstr, size_t errstr_size);
