@@ -156,10 +156,12 @@ static int db_copy_data(PGconn *conn, int64_t deadline_us, int timeout_ms, const
                         size_t len) {
     if (PQsetnonblocking(conn, 1) != 0) return -1;
     int rc = -1;
-    for (size_t off = 0; off < len;) { /* PQputCopyData takes an int length */
+    /* a slice at a time (PQputCopyData takes an int length), each flushed before the next: libpq's
+     * buffer stays small, as with a blocking connection */
+    for (size_t off = 0; off < len;) {
         int n = len - off > (1 << 20) ? (1 << 20) : (int)(len - off);
         int put = PQputCopyData(conn, data + off, n);
-        if (put < 0 || (put == 0 && db_flush_within(conn, deadline_us, timeout_ms) != 0)) goto done;
+        if (put < 0 || db_flush_within(conn, deadline_us, timeout_ms) != 0) goto done;
         if (put == 1) off += (size_t)n;
     }
     for (int end; (end = PQputCopyEnd(conn, NULL)) != 1;)
