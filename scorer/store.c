@@ -66,9 +66,13 @@ int64_t store_db_age_ms(const store *st) {
     return (fs_mono_us() - atomic_load(&st->ok_us)) / 1000;
 }
 
+/* A round trip in flight for longer than the deadline (a connection attempt, whose own timeout is
+ * libpq's connect_timeout), or failures with no answer for longer than it (the usual case: the
+ * deadline fired). Not merely an old answer: an idle worker's check has an old one too. */
 bool store_db_stuck(const store *st) {
-    bool waiting = atomic_load(&st->failing) || atomic_load(&st->busy_us) != 0;
-    return waiting && store_db_age_ms(st) > st->timeout_ms;
+    int64_t busy = atomic_load(&st->busy_us), limit_us = (int64_t)st->timeout_ms * 1000;
+    if (busy && fs_mono_us() - busy > limit_us) return true;
+    return atomic_load(&st->failing) && store_db_age_ms(st) > st->timeout_ms;
 }
 
 int64_t store_idle_ms(const store *st) { return (fs_mono_us() - st->last_trip_us) / 1000; }

@@ -93,8 +93,9 @@ store_rc store_ping(store *st, char *errstr, size_t errstr_size);
 /* Milliseconds since the server last answered (a statement, an error, a connection). Any thread. */
 int64_t store_db_age_ms(const store *st);
 
-/* True while a round trip is in flight or the last one failed, and the server has not answered for
- * longer than the deadline: it stopped answering, or is unreachable. Any thread. */
+/* True when the server has not answered for longer than the deadline while the worker waits for
+ * it: the last round trip failed (or one has been in flight that long). It stopped answering, or
+ * is unreachable. Any thread. */
 bool store_db_stuck(const store *st);
 
 /* Milliseconds since the last round trip or connection attempt ended (the owner's thread). */

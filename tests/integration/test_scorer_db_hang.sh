@@ -7,7 +7,9 @@
 #     fs_scorer_db_last_success_age_seconds grows (the old code: blocked in libpq forever, /ready
 #     200, nothing logged)
 #   - the batch is retried, never skipped nor dead-lettered: once the proxy answers again (SIGCONT)
-#     every payment is in PostgreSQL exactly once, /ready answers 200 again, and SIGTERM exits 0
+#     every payment is in PostgreSQL exactly once, /ready answers 200 again
+#   - a freeze while the stream is idle shows too (the worker asks PostgreSQL every 5 s), and the
+#     worker recovers by itself; SIGTERM exits 0
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_db_hang
@@ -85,6 +87,18 @@ fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 fs_wait_for 60 fs_topic_has processed_payments "$n"
 age=$(metric fs_scorer_db_last_success_age_seconds)
 python3 -c "import sys; sys.exit(0 if float('$age') < 10 else 1)" || fs_fail "still stale after the freeze: ${age}s"
+
+
+# A freeze while no payments arrive: the idle worker's check (every 5 s) notices it too.
+checks=$(grep -c '"event":"db_timeout"' "$FS_TEST_DIR/scorer.log")
+kill -STOP "$(fs_pid proxy)"
+stopped=$SECONDS
+fs_wait_for 20 '[[ $(ready) == 503 ]]'
+echo "idle: /ready 503 after $((SECONDS - stopped)) s"
+fs_wait_for 10 "(( \$(grep -c '\"event\":\"db_timeout\"' '$FS_TEST_DIR/scorer.log') > checks ))"
+kill -CONT "$(fs_pid proxy)"
+fs_wait_for 30 '[[ $(ready) == 200 ]]'
+fs_assert_eq "$n" "$(rows payments)" "payments rows after the idle freeze"
 
 fs_kill scorer TERM
 fs_wait_exit scorer 30
