@@ -43,8 +43,7 @@ struct alerter {
     int64_t next_pump_us;
     atomic_bool assigned, db_ok, consuming; /* read by alerter_ready() on the admin thread */
     _Atomic int64_t db_answered_us;         /* last successful round trip (monotonic), ditto */
-    int64_t *next;       /* per partition: the offset expected next (-1: unknown), see check_offset */
-    size_t nnext;
+    kafka_gaps *gaps;    /* the offsets expected next: alerts lost to retention (check_offset) */
     metric *m_messages, *m_lag, *m_db_errors, *m_batches, *m_offsets_lost, *m_messages_lost;
 };
 
@@ -473,67 +472,37 @@ static void log_rebalance_error(rd_kafka_error_t *e, const char *what) {
 
 /* ---- alerts lost to retention ---------------------------------------------------------------- */
 
-/* The offset expected next on partition p (the table grows on first sight); NULL when out of
- * memory (no check then). */
-static int64_t *alerter_next(alerter *a, int32_t p) {
-    if (p < 0) return NULL;
-    if ((size_t)p >= a->nnext) {
-        int64_t *t = realloc(a->next, ((size_t)p + 1) * sizeof *t);
-        if (!t) return NULL;
-        for (size_t i = a->nnext; i <= (size_t)p; i++) t[i] = -1;
-        a->next = t;
-        a->nnext = (size_t)p + 1;
-    }
-    return &a->next[p];
-}
-
-/* Alerts lost before they were recorded: offset `from` of [partition] was committed (or expected
- * next) but the broker's log now starts at `lo`. Logged as an error and counted, never skipped
- * silently (as the scorer, scorer_report_loss). */
-static void alerter_report_loss(alerter *a, const char *topic, int32_t partition, int64_t from,
-                                int64_t lo, int64_t hi) {
-    int64_t lost = lo > from ? lo - from : 0;
+/* Alerts lost before they were recorded (kafka_gaps_check found l): logged as an error and
+ * counted, never skipped silently (as the scorer, scorer_report_loss). */
+static void alerter_report_loss(alerter *a, const rd_kafka_message_t *m, const kafka_loss *l) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
     metric_add(a->m_offsets_lost, NULL, 1);
-    metric_add(a->m_messages_lost, NULL, (double)lost);
+    metric_add(a->m_messages_lost, NULL, (double)l->lost);
     log_fields(LOG_ERROR, "offset_out_of_range",
-               json_pack("{s:s, s:i, s:I, s:I, s:I, s:I}", "topic", topic, "partition", (int)partition,
-                         "offset", (json_int_t)from, "earliest", (json_int_t)lo, "latest",
-                         (json_int_t)hi, "lost", (json_int_t)lost),
-               "committed offset %" PRId64 " of %s [%" PRId32 "] is no longer on the broker: %" PRId64
-               " alert(s) were lost before they were recorded; resuming at the earliest available offset",
-               from, topic, partition, lost);
+               json_pack("{s:s, s:i, s:I, s:I, s:I, s:I}", "topic", topic, "partition",
+                         (int)m->partition, "offset", (json_int_t)l->from, "earliest",
+                         (json_int_t)l->earliest, "latest", (json_int_t)l->latest, "lost",
+                         (json_int_t)l->lost),
+               "offset %" PRId64 " of %s [%" PRId32 "] (the next to record) is no longer on the "
+               "broker: %" PRId64 " alert(s) were lost before they were recorded; resuming at the "
+               "earliest available offset", l->from, topic, m->partition, l->lost);
 }
 
-/* fraud_alerts resets to the earliest offset when its position is gone (auto.offset.reset), so a
- * loss shows as a message beyond the offset expected next. The log's start confirms it: a
- * transactional producer's markers or compaction leave gaps that lose nothing. */
+/* fraud_alerts resets to the earliest offset when its position is gone: an alert lost that way
+ * shows as a gap (kafka.h kafka_gaps). */
 static void alerter_check_offset(alerter *a, const rd_kafka_message_t *m) {
-    int64_t *next = alerter_next(a, m->partition);
-    if (!next) return;
-    if (*next >= 0 && m->offset > *next) {
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        int64_t lo = -1, hi = -1;
-        if (rd_kafka_query_watermark_offsets(a->consumer, topic, m->partition, &lo, &hi, 2000) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR && lo > *next)
-            alerter_report_loss(a, topic, m->partition, *next, lo, hi);
-    }
-    *next = m->offset + 1;
+    kafka_loss l;
+    if (kafka_gaps_check(a->gaps, a->consumer, m, &l))
+        alerter_report_loss(a, m, &l);
 }
 
-/* Newly assigned partitions: their committed offsets become the offsets expected next (read on a
- * copy: the assignment itself keeps RD_KAFKA_OFFSET_INVALID, "start at the committed one"). */
+/* Newly assigned partitions: their committed offsets become the offsets expected next. */
 static void alerter_read_committed(alerter *a, rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts) {
-    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, c, 10000);
-    for (int i = 0; i < c->cnt; i++) {
-        int64_t *next = alerter_next(a, c->elems[i].partition);
-        if (next) *next = !e && !c->elems[i].err && c->elems[i].offset >= 0 ? c->elems[i].offset : -1;
-    }
+    rd_kafka_resp_err_t e = kafka_gaps_assigned(a->gaps, rk, parts);
     if (e)
         log_fields(LOG_WARN, "committed_unknown", json_pack("{s:s}", "error", rd_kafka_err2str(e)),
                    "committed offsets of %s not read: a loss to retention goes unnoticed on this "
                    "assignment", a->cfg.topic);
-    rd_kafka_topic_partition_list_destroy(c);
 }
 
 /* As the scorer: the batch in hand is recorded and committed before partitions are released. */
@@ -553,10 +522,9 @@ static void alerter_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     log_fields(err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? LOG_INFO : LOG_ERROR, "partitions_revoked",
                f, "revoking %d partition(s): %s", parts->cnt, rd_kafka_err2str(err));
     if (a->nitems > 0 && !a->in_batch) alerter_finish_batch(a);
-    for (int i = 0; i < parts->cnt; i++) { /* no longer ours: no lag to report, no offset expected */
+    kafka_gaps_revoked(a->gaps, parts); /* no longer ours: no offset expected, no lag to report */
+    for (int i = 0; i < parts->cnt; i++) {
         char labels[300];
-        int64_t *next = alerter_next(a, parts->elems[i].partition);
-        if (next) *next = -1;
         snprintf(labels, sizeof labels, "%s,%d", parts->elems[i].topic, (int)parts->elems[i].partition);
         metric_set(a->m_lag, labels, 0);
     }
@@ -709,7 +677,7 @@ alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size
     a->m_db_errors = cfg->db_errors;
     alerter_metrics(a, cfg->metrics);
     const char *topics[] = {cfg->topic, cfg->dlq_topic, cfg->outcomes_topic, NULL};
-    if (!(a->items = calloc((size_t)cfg->batch_max, sizeof *a->items))) {
+    if (!(a->items = calloc((size_t)cfg->batch_max, sizeof *a->items)) || !(a->gaps = kafka_gaps_new())) {
         snprintf(errstr, errstr_size, "out of memory");
         goto failed;
     }
@@ -739,6 +707,6 @@ void alerter_destroy(alerter *a) {
     outbox_destroy(a->ob);
     if (a->conn) PQfinish(a->conn);
     free(a->items);
-    free(a->next);
+    kafka_gaps_destroy(a->gaps);
     free(a);
 }

@@ -173,3 +173,69 @@ size_t kafka_max_message_bytes(rd_kafka_t *rk) {
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value) {
     rd_kafka_header_add(hdrs, name, -1, value, -1);
 }
+
+/* ---- messages lost to retention (kafka_gaps) -------------------------------------------------- */
+
+struct kafka_gaps {
+    int64_t *next; /* per partition: the offset expected next, -1 unknown */
+    size_t n;
+};
+
+kafka_gaps *kafka_gaps_new(void) { return calloc(1, sizeof(kafka_gaps)); }
+
+void kafka_gaps_destroy(kafka_gaps *g) {
+    if (!g) return;
+    free(g->next);
+    free(g);
+}
+
+/* The offset expected next on partition p (the table grows on first sight); NULL when out of
+ * memory (no check then). */
+static int64_t *gaps_next(kafka_gaps *g, int32_t p) {
+    if (p < 0) return NULL;
+    if ((size_t)p >= g->n) {
+        int64_t *t = realloc(g->next, ((size_t)p + 1) * sizeof *t);
+        if (!t) return NULL;
+        for (size_t i = g->n; i <= (size_t)p; i++) t[i] = -1;
+        g->next = t;
+        g->n = (size_t)p + 1;
+    }
+    return &g->next[p];
+}
+
+rd_kafka_resp_err_t kafka_gaps_assigned(kafka_gaps *g, rd_kafka_t *rk,
+                                        const rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, c, 10000);
+    for (int i = 0; i < c->cnt; i++) {
+        int64_t *next = gaps_next(g, c->elems[i].partition);
+        if (next) *next = !e && !c->elems[i].err && c->elems[i].offset >= 0 ? c->elems[i].offset : -1;
+    }
+    rd_kafka_topic_partition_list_destroy(c);
+    return e;
+}
+
+void kafka_gaps_revoked(kafka_gaps *g, const rd_kafka_topic_partition_list_t *parts) {
+    if (!parts) {
+        for (size_t i = 0; i < g->n; i++) g->next[i] = -1;
+        return;
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (p >= 0 && (size_t)p < g->n) g->next[p] = -1;
+    }
+}
+
+bool kafka_gaps_check(kafka_gaps *g, rd_kafka_t *rk, const rd_kafka_message_t *m, kafka_loss *loss) {
+    int64_t *next = gaps_next(g, m->partition);
+    if (!next) return false;
+    int64_t from = *next, lo = -1, hi = -1;
+    *next = m->offset + 1;
+    if (from < 0 || m->offset <= from) return false;
+    if (rd_kafka_query_watermark_offsets(rk, rd_kafka_topic_name(m->rkt), m->partition, &lo, &hi,
+                                         2000) != RD_KAFKA_RESP_ERR_NO_ERROR || lo <= from)
+        return false;
+    if (lo > m->offset) lo = m->offset; /* retention moved on since the fetch: this one is here */
+    *loss = (kafka_loss){.from = from, .earliest = lo, .latest = hi, .lost = lo - from};
+    return true;
+}

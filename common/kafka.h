@@ -67,6 +67,38 @@ bool kafka_err_too_big(rd_kafka_resp_err_t err);
 /* The producer's message.max.bytes (librdkafka refuses larger messages before sending them). */
 size_t kafka_max_message_bytes(rd_kafka_t *rk);
 
+/* Messages lost to retention on a consumer whose auto.offset.reset is earliest (a new group must
+ * start there; the error policy would stop fetching the partition): the reset skips them without a
+ * word, so the loss shows only as a message beyond the offset expected next. The offsets expected
+ * next of one topic's partitions start at the committed ones (read at each assignment) and follow
+ * every message; a gap counts as a loss only when the log's start is beyond it too (a transactional
+ * producer's markers or compaction leave gaps that lose nothing). */
+typedef struct kafka_gaps kafka_gaps;
+
+typedef struct kafka_loss {
+    int64_t from;     /* the offset expected next (committed, or after the last message) */
+    int64_t earliest; /* the log's start, at most the message in hand (it was not lost) */
+    int64_t latest;   /* the log's end */
+    int64_t lost;     /* earliest - from */
+} kafka_loss;
+
+kafka_gaps *kafka_gaps_new(void); /* NULL when out of memory */
+void kafka_gaps_destroy(kafka_gaps *g);
+
+/* Partitions assigned: their committed offsets become the offsets expected next (read with
+ * rd_kafka_committed on a copy: parts keeps its own offsets). Blocking (up to 10 s): rebalance
+ * callbacks only. Returns the read's error; those partitions are then unchecked until their next
+ * assignment. */
+rd_kafka_resp_err_t kafka_gaps_assigned(kafka_gaps *g, rd_kafka_t *rk,
+                                        const rd_kafka_topic_partition_list_t *parts);
+
+/* Partitions revoked (NULL: all): no offset expected any more. */
+void kafka_gaps_revoked(kafka_gaps *g, const rd_kafka_topic_partition_list_t *parts);
+
+/* A message consumed from rk. True when messages before it were lost (*loss says which); a gap
+ * costs one watermark query (blocking, up to 2 s), an unbroken sequence nothing. */
+bool kafka_gaps_check(kafka_gaps *g, rd_kafka_t *rk, const rd_kafka_message_t *m, kafka_loss *loss);
+
 /* Adds a header with a NUL-terminated string value. */
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value);
 

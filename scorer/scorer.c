@@ -104,9 +104,7 @@ struct scorer {
     scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
     size_t *orow;               /* per row given to store_insert_outcomes: its message's index */
-    int64_t *onext;             /* per outcome partition: the offset expected next (-1: unknown),
-                                 * from the committed offset at assignment, then each message */
-    size_t nonext;
+    kafka_gaps *ogaps;          /* payment_outcomes' offsets expected next (labels lost) */
     int outcome_backoff;      /* batches to wait after an outcome failure */
     int64_t outcomes_pending; /* stored outcomes still waiting for their payment; -1 at start:
                                * unknown (another process may have stored them), so the first
@@ -1176,37 +1174,13 @@ static bool scorer_outcome_dlq_delivered(scorer *s) {
     return true;
 }
 
-/* The offset expected next on outcome partition p (the table grows on first sight); NULL when
- * out of memory (no check then). */
-static int64_t *scorer_onext(scorer *s, int32_t p) {
-    if (p < 0) return NULL;
-    if ((size_t)p >= s->nonext) {
-        int64_t *t = realloc(s->onext, ((size_t)p + 1) * sizeof *t);
-        if (!t) return NULL;
-        for (size_t i = s->nonext; i <= (size_t)p; i++) t[i] = -1;
-        s->onext = t;
-        s->nonext = (size_t)p + 1;
-    }
-    return &s->onext[p];
-}
-
-/* payment_outcomes resets to the earliest offset when its position is gone (a new group must start
- * there, and the error policy would stop fetching the partition), so a loss shows as a message
- * beyond the offset expected next. The log's start confirms it: offsets of a plain topic are
- * contiguous, but a transactional producer's markers or compaction leave gaps that lose nothing. */
+/* A label lost to retention before it was stored (kafka.h kafka_gaps) is reported like a lost
+ * payment. */
 static void scorer_outcome_check_offset(scorer *s, const rd_kafka_message_t *m) {
-    int64_t *next = scorer_onext(s, m->partition);
-    if (!next) return;
-    if (*next >= 0 && m->offset > *next) {
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        int64_t lo = -1, hi = -1;
-        /* lo may have moved past this message since it was fetched: it was not lost */
-        if (rd_kafka_query_watermark_offsets(s->outcomes, topic, m->partition, &lo, &hi, 2000) ==
-                RD_KAFKA_RESP_ERR_NO_ERROR && lo > *next)
-            scorer_report_loss(s, topic, m->partition, *next, lo < m->offset ? lo : m->offset, hi,
-                               "the next message is beyond the committed offset: reset to the earliest");
-    }
-    *next = m->offset + 1;
+    kafka_loss l;
+    if (kafka_gaps_check(s->ogaps, s->outcomes, m, &l))
+        scorer_report_loss(s, rd_kafka_topic_name(m->rkt), m->partition, l.from, l.earliest,
+                           l.latest, "the next message is beyond the committed offset: reset to the earliest");
 }
 
 static void scorer_outcomes_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
@@ -1221,17 +1195,12 @@ static void scorer_outcomes_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list
 static void scorer_outcomes_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     scorer *s = opaque;
-    for (size_t i = 0; i < s->nonext; i++) s->onext[i] = -1;
+    kafka_gaps_revoked(s->ogaps, NULL); /* eager: every rebalance starts afresh */
     if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         scorer_outcomes_assign(rk, NULL);
         return;
     }
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, parts, 10000);
-    for (int i = 0; i < parts->cnt; i++) {
-        int64_t *next = e ? NULL : scorer_onext(s, parts->elems[i].partition);
-        if (next && !parts->elems[i].err && parts->elems[i].offset >= 0) *next = parts->elems[i].offset;
-        parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID; /* librdkafka fetches the committed one */
-    }
+    rd_kafka_resp_err_t e = kafka_gaps_assigned(s->ogaps, rk, parts);
     if (e)
         log_msg(LOG_WARN, "outcomes_committed_unknown",
                 "committed offsets of %s not read (%s): a loss to retention goes unnoticed on this "
@@ -1251,10 +1220,7 @@ static rd_kafka_resp_err_t scorer_outcomes_commit(scorer *s) {
     for (size_t i = 0; i < s->nomsgs; i++) {
         const rd_kafka_message_t *m = s->omsgs[i].msg;
         const char *topic = rd_kafka_topic_name(m->rkt);
-        if (!rd_kafka_topic_partition_list_find(mine, topic, m->partition)) continue;
-        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, topic, m->partition);
-        if (!p) p = rd_kafka_topic_partition_list_add(l, topic, m->partition);
-        if (m->offset + 1 > p->offset) p->offset = m->offset + 1;
+        if (rd_kafka_topic_partition_list_find(mine, topic, m->partition)) kafka_offsets_add(l, m);
     }
     e = l->cnt ? rd_kafka_commit(s->outcomes, l, 0) : RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!e)
@@ -1933,6 +1899,10 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
     if (scorer_subscribe(s, errstr, errstr_size) != 0) goto failed;
     if (cfg->outcomes_topic && cfg->outcomes_topic[0]) {
         const char *ot[] = {cfg->outcomes_topic, cfg->outcomes_dlq_topic, NULL};
+        if (!(s->ogaps = kafka_gaps_new())) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto failed;
+        }
         if (kafka_wait_topics(s->producer, ot, cfg->startup_timeout_ms, errstr, errstr_size) != 0 ||
             !(s->outcomes = scorer_outcomes_new(s, errstr, errstr_size)))
             goto failed;
@@ -1982,7 +1952,7 @@ void scorer_destroy(scorer *s) {
     vault_destroy(s->vt);
     free(s->omsgs);
     free(s->orow);
-    free(s->onext);
+    kafka_gaps_destroy(s->ogaps);
     free(s->items);
     free(s->rows);
     free(s->todo);
