@@ -47,7 +47,7 @@ struct conns {
     struct event_base *base;
     size_t max_conns, count;
     struct timeval deadline;
-    conns_close_fn on_close;
+    conns_user_fn on_close;
     void *arg;
     SSL_CTX *tls;
     conn **hash; /* by evcon pointer */
@@ -200,7 +200,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     }
 }
 
-conns *conns_new(struct event_base *base, size_t max_conns, int deadline_ms, conns_close_fn on_close,
+conns *conns_new(struct event_base *base, size_t max_conns, int deadline_ms, conns_user_fn on_close,
                  void *arg, char *errstr, size_t errstr_size) {
     struct timeval sweep_tv = {0, CONNS_SWEEP_US};
     conns *c = calloc(1, sizeof *c);
@@ -278,7 +278,7 @@ void **conns_on_request(conns *c, struct evhttp_request *req) {
 
 size_t conns_count(const conns *c) { return c->count; }
 
-int conns_foreach_user(conns *c, conns_close_fn fn, void *arg) {
+int conns_foreach_user(conns *c, conns_user_fn fn, void *arg) {
     size_t n = 0;
     void **users = malloc((c->count ? c->count : 1) * sizeof *users);
     if (!users) return -1;

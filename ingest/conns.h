@@ -23,10 +23,11 @@
 
 typedef struct conns conns;
 
-/* Called when a connection closes while its user slot is set (the slot's value is passed). */
-typedef void (*conns_close_fn)(void *user, void *arg);
+/* Called with a connection's user slot value (set: a request waiting): on_close when its
+ * connection closes, conns_foreach_user for each. */
+typedef void (*conns_user_fn)(void *user, void *arg);
 
-conns *conns_new(struct event_base *base, size_t max_conns, int deadline_ms, conns_close_fn on_close,
+conns *conns_new(struct event_base *base, size_t max_conns, int deadline_ms, conns_user_fn on_close,
                  void *arg, char *errstr, size_t errstr_size);
 /* Frees the bookkeeping; call after evhttp_free() of every attached server. Accepts NULL. */
 void conns_destroy(conns *c);
@@ -51,7 +52,7 @@ size_t conns_count(const conns *c);
 /* Calls fn(user, arg) for every connection whose user slot is set (a request waiting), from a
  * snapshot taken first: fn may answer the request (clear the slot). Returns -1 when out of memory
  * (nothing called), else 0. */
-int conns_foreach_user(conns *c, conns_close_fn fn, void *arg);
+int conns_foreach_user(conns *c, conns_user_fn fn, void *arg);
 
 /* A TLS server context from PEM files (certificate chain, private key). NULL with errstr. */
 SSL_CTX *conns_tls_load(const char *cert_file, const char *key_file, char *errstr,
