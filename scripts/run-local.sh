@@ -8,6 +8,7 @@
 # pii.secret (generated once), logs/. Ctrl-C or SIGTERM stops everything in order (ingest, scorers,
 # broker, PostgreSQL) and exits 0; a process dying on its own stops everything with exit 1.
 # Delete .run/ to start from an empty database. The dev broker keeps nothing across runs.
+# FS_RUN_DIR puts that state elsewhere (tests/integration/test_make_run.sh runs it in its own dir).
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@" # `make run` calls it with sh
 set -euo pipefail
 
@@ -15,7 +16,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 BUILD=${BUILD:-build/release}
 case $BUILD in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
-RUN="$REPO/.run"
+RUN=${FS_RUN_DIR:-$REPO/.run}
+case $RUN in /*) ;; *) RUN="$REPO/$RUN" ;; esac
 LOGS="$RUN/logs"
 PGBIN=/usr/lib/postgresql/15/bin
 LISTEN_PORT=${FS_LISTEN_PORT:-8000}
@@ -143,7 +145,7 @@ pg_datadir() {
         return 0
     fi
     if [[ $(id -u) == 0 ]] && ! runuser -u postgres -- test -x "$RUN"; then
-        alt="/var/tmp/fraudshield-$(printf '%s' "$REPO" | md5sum | cut -c1-12)/pg"
+        alt="/var/tmp/fraudshield-$(printf '%s' "$RUN" | md5sum | cut -c1-12)/pg"
         mkdir -p "$alt"
         chmod 755 "$(dirname "$alt")"
         ln -sfn "$alt" "$d"
