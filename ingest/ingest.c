@@ -99,8 +99,10 @@ typedef struct pii_gen {
 
 struct ingest {
     struct event_base *base; /* borrowed from main */
-    struct evhttp *http, *https;
+    struct evhttp *http, *https, *admin_http;
     struct evhttp_bound_socket *listener, *tls_listener; /* NULL once draining */
+    bool ops_apart; /* admin-port set: /health, /ready, /metrics only on admin_http, kept open
+                     * while draining (so /ready says 503 until the end) */
     conns *conns;
     rd_kafka_t *rk;
     rd_kafka_topic_t *rkt, *outcomes_rkt;
@@ -171,6 +173,7 @@ typedef struct ingest_route {
     uint16_t methods;    /* EVHTTP_REQ_* mask */
     unsigned scope;      /* keys_scope needed; 0: no API key (public, or a signature of its own) */
     ingest_handler handler;
+    bool ops;            /* /health, /ready, /metrics: on the admin listener when there is one */
 } ingest_route;
 
 typedef enum item_state {
@@ -251,18 +254,18 @@ static void drain_check(ingest *ing);
 /* Every endpoint. Several rows may share a path (one per method set); 405 lists their methods. */
 static const ingest_route ROUTES[] = {
     {"payments", "/api/v1/payments", true, EVHTTP_REQ_POST, KEYS_SCOPE_PAYMENTS_WRITE,
-     handle_post_payment},
+     handle_post_payment, false},
     {"payments_batch", "/api/v1/payments/batch", true, EVHTTP_REQ_POST, KEYS_SCOPE_PAYMENTS_WRITE,
-     handle_post_batch},
+     handle_post_batch, false},
     {"payment_outcome", "/api/v1/payments/{id}/outcome", true, EVHTTP_REQ_POST,
-     KEYS_SCOPE_OUTCOMES_WRITE, handle_post_outcome},
+     KEYS_SCOPE_OUTCOMES_WRITE, handle_post_outcome, false},
     {"payment_get", "/api/v1/payments/{id}", true, EVHTTP_REQ_GET, KEYS_SCOPE_PAYMENTS_READ,
-     handle_get_payment},
-    {"shopify_orders_create", "/webhooks/orders/create", true, EVHTTP_REQ_POST, 0, handle_shopify},
-    {"health", "/health", false, EVHTTP_REQ_GET, 0, handle_health},
-    {"ready", "/ready", false, EVHTTP_REQ_GET, 0, handle_ready},
-    {"metrics", "/metrics", false, EVHTTP_REQ_GET, 0, handle_metrics},
-    {NULL, NULL, false, 0, 0, NULL},
+     handle_get_payment, false},
+    {"shopify_orders_create", "/webhooks/orders/create", true, EVHTTP_REQ_POST, 0, handle_shopify, false},
+    {"health", "/health", false, EVHTTP_REQ_GET, 0, handle_health, true},
+    {"ready", "/ready", false, EVHTTP_REQ_GET, 0, handle_ready, true},
+    {"metrics", "/metrics", false, EVHTTP_REQ_GET, 0, handle_metrics, true},
+    {NULL, NULL, false, 0, 0, NULL, false},
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -502,11 +505,17 @@ static bool route_path_match(const ingest_route *r, const char *path, char id[IN
 }
 
 /* The route for path and method; NULL with *allowed = the methods path has (0: unknown path). */
-static const ingest_route *route_find(ingest_ctx *ctx, const char *path, enum evhttp_cmd_type cmd,
-                                      uint16_t *allowed) {
+/* The routes a listener serves: with an admin listener, it has the ops routes and the API ports
+ * the rest; without one, the API ports have them all. */
+static bool route_served(const ingest *ing, const ingest_route *r, bool admin) {
+    return admin ? r->ops : !(r->ops && ing->ops_apart);
+}
+
+static const ingest_route *route_find(const ingest *ing, ingest_ctx *ctx, const char *path,
+                                      enum evhttp_cmd_type cmd, bool admin, uint16_t *allowed) {
     *allowed = 0;
     for (const ingest_route *r = ROUTES; r->path; r++) {
-        if (!route_path_match(r, path, ctx->path_id)) continue;
+        if (!route_served(ing, r, admin) || !route_path_match(r, path, ctx->path_id)) continue;
         if (r->methods & cmd) return r;
         *allowed |= r->methods;
     }
@@ -686,14 +695,13 @@ static int authenticate(ingest *ing, ingest_ctx *ctx, const ingest_route *route)
     return auth_submit(ing, ctx, route, presented, e, digest);
 }
 
-/* evhttp's callback for every request: the top of the data path. */
-static void on_request(struct evhttp_request *req, void *arg) {
-    ingest *ing = arg;
+/* Every request, from either kind of listener: the top of the data path. */
+static void route_request(ingest *ing, struct evhttp_request *req, bool admin) {
     ingest_ctx ctx;
     uint16_t allowed;
     ctx_init(ing, &ctx, req);
-    const ingest_route *route = route_find(&ctx, request_path(req), evhttp_request_get_command(req),
-                                           &allowed);
+    const ingest_route *route = route_find(ing, &ctx, request_path(req),
+                                           evhttp_request_get_command(req), admin, &allowed);
     if (!route && !allowed) {
         reply_error(ing, &ctx, 404, "not_found", "no endpoint at this path");
         return;
@@ -706,6 +714,11 @@ static void on_request(struct evhttp_request *req, void *arg) {
     if (authenticate(ing, &ctx, route) != 0) return;
     route->handler(ing, &ctx);
 }
+
+/* evhttp's callbacks: the API ports (plain and TLS), and the admin listener. */
+static void on_request(struct evhttp_request *req, void *arg) { route_request(arg, req, false); }
+
+static void on_admin_request(struct evhttp_request *req, void *arg) { route_request(arg, req, true); }
 
 /* conns.c: a connection closed while one of its requests waited (user = its parked ctx). */
 static void on_client_gone(void *user, void *arg) {
@@ -1878,20 +1891,23 @@ static int metrics_setup(ingest *ing) {
     return ok ? 0 : -1;
 }
 
-static void log_listening(struct evhttp_bound_socket *bound, const char *addr, const char *scheme) {
+static void log_listening(struct evhttp_bound_socket *bound, const char *addr, const char *scheme,
+                          bool admin) {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     int port = 0;
     if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sl) == 0)
         port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                               : ((struct sockaddr_in *)&ss)->sin_port);
-    log_fields(LOG_INFO, "listening", json_pack("{s:s, s:i, s:s}", "addr", addr, "port", port,
-                                                "scheme", scheme),
-               "listening on %s://%s:%d", scheme, addr, port);
+    log_fields(LOG_INFO, "listening", json_pack("{s:s, s:i, s:s, s:s}", "addr", addr, "port", port,
+                                                "scheme", scheme, "serves", admin ? "admin" : "api"),
+               "listening on %s://%s:%d (%s)", scheme, addr, port,
+               admin ? "admin: /health, /ready, /metrics" : "API");
 }
 
-/* One evhttp (plain or TLS) with the limits, bound to addr:port. */
-static struct evhttp *http_server(ingest *ing, const ingest_config *cfg, SSL_CTX *tls, int port,
+/* One evhttp (plain or TLS) with the limits, bound to addr:port, requests to cb. */
+static struct evhttp *http_server(ingest *ing, const ingest_config *cfg, SSL_CTX *tls,
+                                  const char *addr, int port, void (*cb)(struct evhttp_request *, void *),
                                   struct evhttp_bound_socket **bound, char *errstr, size_t errstr_size) {
     struct timeval io = {cfg->io_timeout_ms / 1000, (cfg->io_timeout_ms % 1000) * 1000};
     size_t biggest = cfg->max_body_bytes > cfg->batch_max_body_bytes ? cfg->max_body_bytes
@@ -1902,31 +1918,43 @@ static struct evhttp *http_server(ingest *ing, const ingest_config *cfg, SSL_CTX
         return NULL;
     }
     conns_attach(ing->conns, http, tls);
-    evhttp_set_gencb(http, on_request, ing);
+    evhttp_set_gencb(http, cb, ing);
     evhttp_set_allowed_methods(http, INGEST_ALL_METHODS);
     evhttp_set_max_headers_size(http, (ev_ssize_t)cfg->max_header_bytes);
     evhttp_set_max_body_size(http, (ev_ssize_t)(biggest * INGEST_HARD_BODY_FACTOR));
     evhttp_set_timeout_tv(http, &io);
-    *bound = evhttp_bind_socket_with_handle(http, cfg->listen_addr, (ev_uint16_t)port);
+    *bound = evhttp_bind_socket_with_handle(http, addr, (ev_uint16_t)port);
     if (!*bound) {
-        snprintf(errstr, errstr_size, "cannot listen on %s:%d: %s", cfg->listen_addr, port,
-                 strerror(errno));
+        snprintf(errstr, errstr_size, "cannot listen on %s:%d: %s", addr, port, strerror(errno));
         return http;
     }
-    conns_add_listener(ing->conns, *bound);
-    log_listening(*bound, cfg->listen_addr, tls ? "https" : "http");
+    log_listening(*bound, addr, tls ? "https" : "http", cb == on_admin_request);
     return http;
 }
 
+/* The admin listener is not paused with the API ports at max-connections: a scrape or a probe
+ * still gets through a flood (its few connections do count towards the limit). */
 static int http_setup(ingest *ing, const ingest_config *cfg, char *errstr, size_t errstr_size) {
-    ing->http = http_server(ing, cfg, NULL, cfg->listen_port, &ing->listener, errstr, errstr_size);
+    struct evhttp_bound_socket *admin = NULL;
+    ing->http = http_server(ing, cfg, NULL, cfg->listen_addr, cfg->listen_port, on_request,
+                            &ing->listener, errstr, errstr_size);
     if (!ing->listener) return -1;
+    conns_add_listener(ing->conns, ing->listener);
+    if (cfg->admin_port >= 0) {
+        ing->ops_apart = true;
+        ing->admin_http = http_server(ing, cfg, NULL, cfg->admin_addr, cfg->admin_port,
+                                      on_admin_request, &admin, errstr, errstr_size);
+        if (!admin) return -1;
+    }
     if (cfg->tls_port < 0) return 0;
     SSL_CTX *tls = conns_tls_load(cfg->tls_cert_file, cfg->tls_key_file, errstr, errstr_size);
     if (!tls) return -1;
-    ing->https = http_server(ing, cfg, tls, cfg->tls_port, &ing->tls_listener, errstr, errstr_size);
+    ing->https = http_server(ing, cfg, tls, cfg->listen_addr, cfg->tls_port, on_request,
+                             &ing->tls_listener, errstr, errstr_size);
     SSL_CTX_free(tls); /* conns holds its own reference */
-    return ing->tls_listener ? 0 : -1;
+    if (!ing->tls_listener) return -1;
+    conns_add_listener(ing->conns, ing->tls_listener);
+    return 0;
 }
 
 /* The helpers: workers, caches, the read pool. */
@@ -2211,6 +2239,7 @@ void ingest_destroy(ingest *ing) {
      * below (Argon2 tasks, reads, deliveries) frees its work without replying. */
     if (ing->http) evhttp_free(ing->http);
     if (ing->https) evhttp_free(ing->https);
+    if (ing->admin_http) evhttp_free(ing->admin_http);
     workers_destroy(ing->workers);
     pgread_destroy(ing->pgread);
     if (ing->rk) producer_close(ing);

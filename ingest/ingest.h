@@ -39,6 +39,8 @@ typedef struct ingest_config {
     const char *listen_addr;
     int listen_port;          /* 0 picks a free port (logged) */
     int tls_port;             /* -1: no TLS listener; 0: any free port (logged) */
+    const char *admin_addr;   /* the admin listener's address */
+    int admin_port;           /* /health, /ready, /metrics only there; -1: on the API ports */
     const char *tls_cert_file, *tls_key_file; /* PEM; required with a TLS listener */
     const char *brokers;
     const char *topic;

@@ -40,6 +40,8 @@ typedef struct ingest_opts {
     char *listen_addr;
     int64_t listen_port;
     int64_t tls_port;
+    char *admin_addr;
+    int64_t admin_port;
     char *tls_cert_file;
     char *tls_key_file;
     char *brokers;
@@ -83,6 +85,11 @@ static const cfg_opt ingest_options[] = {
      "HTTP listen port (0: any free port, logged)", false},
     {"tls-port", "FS_TLS_PORT", CFG_INT, "-1", -1, 65535, O(tls_port),
      "HTTPS listen port on listen-addr (-1: no TLS listener; 0: any free port, logged)", false},
+    {"admin-addr", "FS_ADMIN_ADDR", CFG_STRING, "127.0.0.1", 1, 255, O(admin_addr),
+     "address of the admin listener (admin-port)", false},
+    {"admin-port", "FS_ADMIN_PORT", CFG_INT, "-1", -1, 65535, O(admin_port),
+     "port of a separate admin listener for /health, /ready and /metrics, which the API ports then "
+     "answer with 404 (-1: served on the API ports; 0: any free port, logged)", false},
     {"tls-cert-file", "FS_TLS_CERT_FILE", CFG_STRING, "", 0, 4096, O(tls_cert_file),
      "PEM certificate chain of the TLS listener (reloaded on SIGHUP)", false},
     {"tls-key-file", "FS_TLS_KEY_FILE", CFG_STRING, "", 0, 4096, O(tls_key_file),
@@ -299,6 +306,8 @@ static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *p
         .listen_addr = o->listen_addr,
         .listen_port = (int)o->listen_port,
         .tls_port = (int)o->tls_port,
+        .admin_addr = o->admin_addr,
+        .admin_port = (int)o->admin_port,
         .tls_cert_file = o->tls_cert_file,
         .tls_key_file = o->tls_key_file,
         .brokers = o->brokers,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Ingest's transport and its limits: the TLS listener (self-signed certificate, reloaded on SIGHUP),
 # the connection limit, a slow client that never completes its request, oversized headers,
-# malformed HTTP, SIGTERM with a batch in flight (every accepted item durable, exit 0), and a broker
-# outage answered 503 by the batch and outcome endpoints.
+# malformed HTTP, SIGTERM with a batch in flight (every accepted item durable, exit 0), the admin
+# listener (admin-port), and a broker outage answered 503 by the batch and outcome endpoints.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_limits
@@ -99,6 +99,30 @@ for fd in 11 12 13 14; do eval "exec $fd<>/dev/tcp/127.0.0.1/$port"; done
 sleep 2.5
 fs_assert_eq 200 "$(curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$BASE/health")" "idle connections expire (request-timeout-ms)"
 for fd in 11 12 13 14; do eval "exec $fd>&-"; done
+
+# --- admin-port: /health, /ready, /metrics on their own listener, not on the API port -----------
+port4=$(fs_free_port)
+admin4=$(fs_free_port)
+fs_bg ingest4 "$INGEST" --listen-port="$port4" --admin-port="$admin4" --pii-secret-file="$secret" \
+    --keys-file="$keys" --max-connections=2 --request-timeout-ms=3000
+ADMIN="http://127.0.0.1:$admin4"
+fs_wait_for 30 curl -sf "$ADMIN/ready"
+code() { curl -s -o /dev/null --max-time 2 -w '%{http_code}' "$@" || true; } # 000: no answer
+for path in /health /ready /metrics; do
+    fs_assert_eq 404 "$(code "http://127.0.0.1:$port4$path")" "GET $path on the API port with admin-port set"
+    fs_assert_eq 200 "$(code "$ADMIN$path")" "GET $path on the admin port"
+done
+fs_assert_eq 404 "$(code "${H[@]}" --data-binary "$pay" "$ADMIN/api/v1/payments")" "POST a payment to the admin port"
+fs_assert_eq 202 "$(code "${H[@]}" --data-binary "$pay" "http://127.0.0.1:$port4/api/v1/payments")" "POST a payment to the API port"
+curl -s "$ADMIN/metrics" | grep -q 'fs_ingest_requests_total{route="payments",status="202"} 1' ||
+    fs_fail "the admin port's metrics do not count the payment"
+# The API port full (max-connections=2, both held idle): a scrape still gets through.
+for fd in 11 12; do eval "exec $fd<>/dev/tcp/127.0.0.1/$port4"; done
+sleep 0.3
+fs_assert_eq 000 "$(code "${H[@]}" --data-binary "$pay" "http://127.0.0.1:$port4/api/v1/payments")" "the API port waits while full"
+fs_assert_eq 200 "$(code "$ADMIN/metrics")" "GET /metrics on the admin port while the API port is full"
+for fd in 11 12; do eval "exec $fd>&-"; done
+echo "ok: admin-port"
 
 # --- broker down: batch and outcome answer 503 ---------------------------------------------------
 port3=$(fs_free_port)
