@@ -43,6 +43,7 @@ struct alerter {
     int64_t next_pump_us;
     atomic_bool assigned, db_ok, consuming; /* read by alerter_ready() on the admin thread */
     _Atomic int64_t db_answered_us;         /* last successful round trip (monotonic), ditto */
+    kafka_poll_clock polled;                /* the loop's last poll, ditto (/metrics) */
     kafka_gaps *gaps;    /* the offsets expected next: alerts lost to retention (check_offset) */
     metric *m_messages, *m_lag, *m_db_errors, *m_batches, *m_offsets_lost, *m_messages_lost;
 };
@@ -80,6 +81,7 @@ static int alerter_sleep(alerter *a, int ms) {
 
 int alerter_run(alerter *a, volatile sig_atomic_t *stop) {
     a->stop = stop;
+    kafka_poll_clock_start(&a->polled);
     atomic_store(&a->consuming, true);
     while (!*stop && !a->abandoned && !a->fatal) {
         alerter_poll_batch(a);
@@ -102,7 +104,7 @@ static void alerter_poll_batch(alerter *a) {
             if (left_ms <= 0) break;
             timeout_ms = (int)left_ms;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(a->consumer, timeout_ms);
+        rd_kafka_message_t *m = kafka_consumer_poll(a->consumer, timeout_ms, &a->polled);
         if (!m) {
             if (a->nitems == 0) break;
             continue;
@@ -536,7 +538,8 @@ static void alerter_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* librdkafka statistics (statistics.interval.ms): consumer_lag per assigned partition. The
  * statistics keep reporting a partition after it was revoked, with its last lag: as the scorer,
  * partitions not assigned to this alerter (not "desired") are set to 0, so that only the owner
- * exports a partition's lag. */
+ * exports a partition's lag. Served by the loop's poll only: while the loop is stuck (a batch that
+ * cannot be recorded) the lag keeps its last value; alerter_poll_age_seconds() keeps growing. */
 static int alerter_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     alerter *a = opaque;
     (void)rk;
@@ -570,6 +573,8 @@ static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m) {
 }
 
 int64_t alerter_db_age_ms(alerter *a) { return (fs_mono_us() - atomic_load(&a->db_answered_us)) / 1000; }
+
+double alerter_poll_age_seconds(alerter *a) { return kafka_poll_age_seconds(&a->polled); }
 
 /* A side whose last successful round trip is older than its longest healthy gap (the statement
  * deadline plus its own interval) is stuck on a PostgreSQL that does not answer: not ready, even
@@ -656,7 +661,9 @@ static void alerter_metrics(alerter *a, metrics *m) {
                                          "fraud_alerts messages lost before they were recorded (estimate)",
                                          NULL);
     a->m_lag = metrics_gauge(m, "fs_alerter_consumer_lag",
-                             "Consumer lag per assigned partition, 0 for the others (librdkafka statistics)",
+                             "Consumer lag per assigned partition, 0 for the others (librdkafka "
+                             "statistics, served by the consumer loop's poll: frozen while it is stuck, "
+                             "see fs_alerter_consumer_last_poll_age_seconds)",
                              "topic,partition");
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) metric_add(a->m_messages, results[i], 0);
     metric_add(a->m_batches, NULL, 0);

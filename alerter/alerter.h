@@ -10,7 +10,9 @@
  * backoff, uncommitted, for as long as it takes.
  *
  * Between batches the same thread runs the outbox pump (outbox.h), and serves librdkafka's
- * statistics (consumer lag per partition -> /metrics). */
+ * statistics (consumer lag per partition -> /metrics) in its polls: while it is stuck (a batch
+ * retried until PostgreSQL records it, a statement waiting on a lock) no statistics arrive and the
+ * lag keeps its last value; the age of its last poll (alerter_poll_age_seconds) shows the stall. */
 #ifndef FS_ALERTER_H
 #define FS_ALERTER_H
 
@@ -68,6 +70,10 @@ bool alerter_ready(void *arg, char *why, size_t why_size);
 /* Milliseconds since the consume side's last successful PostgreSQL round trip (a batch recorded,
  * an outbox round: at least every outbox_interval_ms when healthy). Any thread. */
 int64_t alerter_db_age_ms(alerter *a);
+
+/* Seconds since the consumer loop last returned from polling fraud_alerts (0 before
+ * alerter_run()): below a second while it consumes, growing while it is stuck. Any thread. */
+double alerter_poll_age_seconds(alerter *a);
 
 void alerter_destroy(alerter *a); /* accepts NULL */
 

@@ -258,9 +258,10 @@ static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props
 }
 
 /* The metrics of the whole process, at 0 from the start (a first error must be visible to
- * increase()): PostgreSQL errors by side (shared by the consume and dispatch sides), readiness and
- * the age of each side's last successful PostgreSQL round trip. */
-static void process_metrics(metrics *m, metric **db_errors, metric **ready, metric **db_age) {
+ * increase()): PostgreSQL errors by side (shared by the consume and dispatch sides), readiness,
+ * the age of each side's last successful PostgreSQL round trip and of the consumer's last poll. */
+static void process_metrics(metrics *m, metric **db_errors, metric **ready, metric **db_age,
+                            metric **poll_age) {
     static const char *const sides[] = {"consume", "outbox", "dispatch"};
     *db_errors = m ? metrics_counter(m, "fs_alerter_db_errors_total", "PostgreSQL errors", "side") : NULL;
     *db_age = m ? metrics_gauge(m, "fs_alerter_db_last_success_age_seconds",
@@ -268,16 +269,21 @@ static void process_metrics(metrics *m, metric **db_errors, metric **ready, metr
                                 "(batches, outbox), dispatch", "side") : NULL;
     *ready = m ? metrics_gauge(m, "fs_alerter_ready", "1 while /ready answers 200: consuming, with an "
                                "assignment, both PostgreSQL connections up", NULL) : NULL;
+    *poll_age = m ? metrics_gauge(m, "fs_alerter_consumer_last_poll_age_seconds",
+                                  "Seconds since the consumer loop last returned from polling "
+                                  "fraud_alerts (grows while it is stuck; fs_alerter_consumer_lag is "
+                                  "then frozen)", NULL) : NULL;
     for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) metric_add(*db_errors, sides[i], 0);
     metric_set(*ready, NULL, 0);
+    metric_set(*poll_age, NULL, 0);
 }
 
 /* /ready's answer (alerter_ready) is also fs_alerter_ready: admin asks before each /metrics render
- * too, so the gauge and /ready never disagree. */
+ * too, so the gauge and /ready never disagree, and the ages are computed at each scrape. */
 typedef struct readiness {
     alerter *a;
     dispatch *d;
-    metric *gauge, *db_age;
+    metric *gauge, *db_age, *poll_age;
 } readiness;
 
 static bool ready_exported(void *arg, char *why, size_t why_size) {
@@ -286,6 +292,7 @@ static bool ready_exported(void *arg, char *why, size_t why_size) {
     metric_set(r->gauge, NULL, ok ? 1 : 0);
     metric_set(r->db_age, "consume", (double)alerter_db_age_ms(r->a) / 1000.0);
     metric_set(r->db_age, "dispatch", (double)dispatch_db_age_ms(r->d) / 1000.0);
+    metric_set(r->poll_age, NULL, alerter_poll_age_seconds(r->a));
     return ok;
 }
 
@@ -297,8 +304,8 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     alerter *a = NULL;
     admin *adm = NULL;
     metrics *m = metrics_new();
-    metric *db_errors, *ready, *db_age;
-    process_metrics(m, &db_errors, &ready, &db_age);
+    metric *db_errors, *ready, *db_age, *poll_age;
+    process_metrics(m, &db_errors, &ready, &db_age, &poll_age);
     if (o->allow_insecure_http)
         log_msg(LOG_WARN, "insecure_http_allowed",
                 "allow-insecure-http is on: http:// subscribers get signed alerts IN CLEAR TEXT "
@@ -312,7 +319,7 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
     conn = NULL;
     if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) goto done;
-    readiness rd = {a, d, ready, db_age}; /* outlives adm: both are run()'s */
+    readiness rd = {a, d, ready, db_age, poll_age}; /* outlives adm: both are run()'s */
     if (o->admin_port >= 0) {
         if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
             goto done;

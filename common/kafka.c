@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fsutil.h"
 #include "log.h"
 
 /* librdkafka's syslog levels (0 emerg .. 7 debug) mapped onto ours. */
@@ -172,6 +173,23 @@ size_t kafka_max_message_bytes(rd_kafka_t *rk) {
 
 void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *value) {
     rd_kafka_header_add(hdrs, name, -1, value, -1);
+}
+
+/* ---- the age of the last poll ---------------------------------------------------------------- */
+
+void kafka_poll_clock_start(kafka_poll_clock *clock) {
+    if (clock) atomic_store(&clock->returned_us, fs_mono_us());
+}
+
+rd_kafka_message_t *kafka_consumer_poll(rd_kafka_t *rk, int timeout_ms, kafka_poll_clock *clock) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, timeout_ms);
+    kafka_poll_clock_start(clock);
+    return m;
+}
+
+double kafka_poll_age_seconds(const kafka_poll_clock *clock) {
+    int64_t t = atomic_load(&clock->returned_us);
+    return t ? (double)(fs_mono_us() - t) / 1e6 : 0;
 }
 
 /* ---- messages lost to retention (kafka_gaps) -------------------------------------------------- */

@@ -8,8 +8,10 @@
 #define FS_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cfg.h"
 
@@ -43,6 +45,27 @@ rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errst
 /* A consumer whose messages, errors and rebalances all come through rd_kafka_consumer_poll() (its
  * main queue redirected). Takes ownership of conf (also on failure). Returns NULL with errstr. */
 rd_kafka_t *kafka_consumer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
+
+/* How long ago a consumer loop last came back from rd_kafka_consumer_poll, for /metrics.
+ * librdkafka serves the statistics callback (the consumer lag gauges) only from that poll, on the
+ * loop's own thread: a loop stuck anywhere else (a batch retried while PostgreSQL is down, a
+ * statement waiting on a lock, a synchronous commit) keeps exporting its last lag however the
+ * backlog grows, while the age of its last poll keeps growing. The loop stamps the clock
+ * (kafka_poll_clock_start, kafka_consumer_poll); any thread reads it (an atomic). A zeroed clock
+ * is a loop that has not started. */
+typedef struct kafka_poll_clock {
+    _Atomic int64_t returned_us; /* fs_mono_us() of the last return from poll; 0: not started */
+} kafka_poll_clock;
+
+/* The loop starts: its first poll is due now (a loop stuck in its first poll shows too). */
+void kafka_poll_clock_start(kafka_poll_clock *clock);
+
+/* rd_kafka_consumer_poll(rk, timeout_ms), then stamps clock (NULL: none). The rebalance and
+ * statistics callbacks run inside: a callback that blocks counts as time without a poll. */
+rd_kafka_message_t *kafka_consumer_poll(rd_kafka_t *rk, int timeout_ms, kafka_poll_clock *clock);
+
+/* Seconds since the loop last returned from poll (or started); 0 before it started. Any thread. */
+double kafka_poll_age_seconds(const kafka_poll_clock *clock);
 
 /* Adds to offs (topic, partition) -> the offset after m, or raises it: the commit that says every
  * message up to m is done. Returns -1 when the list could not grow. */

@@ -226,7 +226,8 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
 typedef struct readiness {
     atomic_int consuming;
     _Atomic(store *) st;
-    metric *gauge, *db_age;
+    kafka_poll_clock polled; /* the consume loop's last poll of raw_payments */
+    metric *gauge, *db_age, *poll_age;
 } readiness;
 
 static bool scorer_ready(void *arg, char *why, size_t why_size) {
@@ -237,6 +238,7 @@ static bool scorer_ready(void *arg, char *why, size_t why_size) {
                                             "for longer than db-timeout-ms)"
                                           : NULL;
     if (st) metric_set(r->db_age, NULL, (double)store_db_age_ms(st) / 1000.0);
+    metric_set(r->poll_age, NULL, kafka_poll_age_seconds(&r->polled));
     metric_set(r->gauge, NULL, no ? 0 : 1);
     if (no) snprintf(why, why_size, "%s", no);
     return no == NULL;
@@ -251,7 +253,12 @@ static admin *admin_open(const scorer_opts *o, metrics **m, readiness *r, char *
                              "1 while /ready answers 200: consuming, PostgreSQL answering", NULL);
     r->db_age = metrics_gauge(*m, "fs_scorer_db_last_success_age_seconds",
                               "Seconds since PostgreSQL last answered this worker", NULL);
+    r->poll_age = metrics_gauge(*m, "fs_scorer_consumer_last_poll_age_seconds",
+                                "Seconds since the consume loop last returned from polling "
+                                "raw_payments (grows while it is stuck; fs_scorer_consumer_lag is "
+                                "then frozen)", NULL);
     metric_set(r->gauge, NULL, 0); /* a series from the start: a worker stuck starting shows as 0 */
+    metric_set(r->poll_age, NULL, 0);
     if (o->admin_port < 0) return NULL;
     admin *a = admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, r, errstr, n);
     if (a)
@@ -296,6 +303,7 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     if (o->model_file[0] && !(mdl = model_open(&cfg, errstr, sizeof errstr))) goto failed;
     a = admin_open(o, &m, &ready, errstr, sizeof errstr);
     cfg.consuming = &ready.consuming;
+    cfg.polled = &ready.polled;
     if (!m || (!a && o->admin_port >= 0)) goto failed;
     cfg.metrics = m;
     store *st = store_open(o, app, errstr, sizeof errstr);

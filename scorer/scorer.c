@@ -216,6 +216,7 @@ static void scorer_db_check(scorer *s);
 
 int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload) {
     s->stop = stop;
+    kafka_poll_clock_start(s->cfg.polled);
     if (s->cfg.consuming) atomic_store(s->cfg.consuming, 1);
     while (!*stop && !s->abandoned && !s->fatal) {
         if (*reload) {
@@ -317,7 +318,7 @@ static void scorer_poll_batch(scorer *s) {
             if (left_ms <= 0) break;
             timeout_ms = (int)left_ms;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, timeout_ms);
+        rd_kafka_message_t *m = kafka_consumer_poll(s->consumer, timeout_ms, s->cfg.polled);
         if (!m) {
             if (s->nitems == 0) break;
             continue;
@@ -1657,7 +1658,8 @@ static int scorer_alloc(scorer *s) {
 /* librdkafka statistics (every stats_interval_ms, served by consumer_poll on our thread) of both
  * consumers: the lag per assigned partition of raw_payments and of payment_outcomes, for /metrics;
  * the total is raw_payments' alone. Partitions not assigned to this worker are set to 0 so that a
- * sum over workers stays right after a rebalance. */
+ * sum over workers stays right after a rebalance. While the loop does not poll (a batch retried
+ * until PostgreSQL takes it) none arrive and the lag keeps its last value: cfg.polled shows it. */
 static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     scorer *s = opaque;
     json_t *root = json_loadb(json, len, 0, NULL), *topic, *part;
@@ -1733,7 +1735,7 @@ static void scorer_metrics_init(scorer *s) {
     x->offsets_lost = metrics_counter(m, "fs_scorer_offsets_out_of_range_total", "committed offsets no longer on the broker (data lost)", NULL);
     x->messages_lost = metrics_counter(m, "fs_scorer_messages_lost_total", "messages lost before they were processed (estimate)", NULL);
     x->late = metrics_counter(m, "fs_scorer_late_events_total", "payments older than the newest event time seen (out_of_order) or than the features' retention (too_late)", "kind");
-    x->lag = metrics_gauge(m, "fs_scorer_consumer_lag", "consumer lag in messages per assigned partition of raw_payments and payment_outcomes (librdkafka statistics)", "topic,partition");
+    x->lag = metrics_gauge(m, "fs_scorer_consumer_lag", "consumer lag in messages per assigned partition of raw_payments and payment_outcomes (librdkafka statistics, served by the consume loop's poll: frozen while it is stuck, see fs_scorer_consumer_last_poll_age_seconds)", "topic,partition");
     x->lag_total = metrics_gauge(m, "fs_scorer_consumer_lag_total", "sum of this worker's consumer lag on raw_payments", NULL);
     x->consumer_errors = metrics_counter(m, "fs_scorer_consumer_errors_total", "errors the raw_payments consumer reported (logged as consumer_error; librdkafka retries them)", NULL);
     x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);

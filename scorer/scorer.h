@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "kafka.h"
 #include "metrics.h"
 #include "model.h"
 #include "rules.h"
@@ -49,6 +50,7 @@ typedef struct scorer_config {
     const char *outcomes_group_id;/* the scorer's second consumer group */
     metrics *metrics;             /* borrowed: outlives the scorer; NULL: no metrics */
     atomic_int *consuming;        /* borrowed: set to 1 while in the consume loop (/ready), or NULL */
+    kafka_poll_clock *polled;     /* borrowed: stamped by each poll of raw_payments (/metrics), or NULL */
     int stats_interval_ms;        /* librdkafka statistics (consumer lag) every this long */
     const char *scorer_id;        /* decisions.scorer_id, client.id */
     int batch_max;                /* messages per batch */

@@ -6,8 +6,10 @@
 #     fs_scorer_db_timeouts_total counts it, /ready answers 503 and fs_scorer_ready is 0, and
 #     fs_scorer_db_last_success_age_seconds grows (the old code: blocked in libpq forever, /ready
 #     200, nothing logged)
+#   - the consume loop, retrying the batch, does not poll raw_payments (so the lag gauges keep their
+#     last value): fs_scorer_consumer_last_poll_age_seconds grows (the old code: no such series)
 #   - the batch is retried, never skipped nor dead-lettered: once the proxy answers again (SIGCONT)
-#     every payment is in PostgreSQL exactly once, /ready answers 200 again
+#     every payment is in PostgreSQL exactly once, /ready answers 200 again, the loop polls again
 #   - a freeze while the stream is idle shows too (the worker asks PostgreSQL every 5 s), and the
 #     worker recovers by itself; SIGTERM exits 0
 set -euo pipefail
@@ -23,6 +25,7 @@ rows() { fs_psql "SELECT count(*) FROM $1"; }
 rows_at_least() { (($(rows "$1") >= $2)); }
 ready() { curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/ready"; }
 metric() { curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
+below() { python3 -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
 
 pport=$(fs_free_port)
 fs_bg proxy python3 "$REPO/tests/integration/tcp_proxy.py" "$pport" "$FS_PG_PORT"
@@ -69,6 +72,10 @@ sleep 4 # still frozen: the scorer keeps retrying (reconnects cannot complete ei
 fs_alive scorer || fs_fail "the scorer exited while PostgreSQL did not answer"
 fs_assert_eq 503 "$(ready)" "/ready while still frozen"
 grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" || fs_fail "the batch was not retried"
+poll_age=$(metric fs_scorer_consumer_last_poll_age_seconds)
+echo "last poll of raw_payments ${poll_age}s ago"
+python3 -c "import sys; sys.exit(0 if float('$poll_age') >= 5 else 1)" ||
+    fs_fail "fs_scorer_consumer_last_poll_age_seconds did not grow while the batch was retried: '$poll_age'"
 
 kill -CONT "$(fs_pid proxy)"
 echo "proxy continued"
@@ -87,6 +94,7 @@ fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 fs_wait_for 60 fs_topic_has processed_payments "$n"
 age=$(metric fs_scorer_db_last_success_age_seconds)
 python3 -c "import sys; sys.exit(0 if float('$age') < 10 else 1)" || fs_fail "still stale after the freeze: ${age}s"
+fs_wait_for 10 'below "$(metric fs_scorer_consumer_last_poll_age_seconds)" 2' # polling again
 
 
 # A freeze while no payments arrive: the idle worker's check (every 5 s) notices it too.

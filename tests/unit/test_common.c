@@ -1,4 +1,4 @@
-/* Unit tests for the small common modules: cfg, fsutil, pii. */
+/* Unit tests for the small common modules: cfg, fsutil, pii, metrics, kafka's poll clock. */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "app.h"
 #include "cfg.h"
 #include "log.h"
 #include "fsutil.h"
+#include "kafka.h"
 #include "metrics.h"
 #include "pii.h"
 
@@ -324,6 +326,28 @@ static void test_metrics_remove(void **state) {
     metrics_destroy(m);
 }
 
+/* The age of a consumer loop's last poll: 0 before the loop starts, then the time since the last
+ * stamp, which every kafka_consumer_poll renews (also when it returns no message). */
+static void test_kafka_poll_clock(void **state) {
+    (void)state;
+    kafka_poll_clock c = {0};
+    char err[256];
+    assert_true(kafka_poll_age_seconds(&c) == 0);
+    kafka_poll_clock_start(&c);
+    nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
+    double before = kafka_poll_age_seconds(&c);
+    assert_true(before >= 0.2 && before < 10);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new(); /* no brokers: polls return nothing */
+    assert_int_equal(rd_kafka_conf_set(conf, "group.id", "unit", err, sizeof err), RD_KAFKA_CONF_OK);
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    assert_non_null(rk);
+    assert_null(kafka_consumer_poll(rk, 0, &c));
+    assert_true(kafka_poll_age_seconds(&c) < before);
+    assert_null(kafka_consumer_poll(rk, 0, NULL)); /* no clock: a plain poll */
+    rd_kafka_destroy(rk);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
@@ -337,6 +361,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_remove),
         cmocka_unit_test(test_int_format),
+        cmocka_unit_test(test_kafka_poll_clock),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
