@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "db.h"
+#include "dbhealth.h"
 #include "fsutil.h"
 #include "kafka.h"
 #include "log.h"
@@ -41,8 +42,7 @@ struct alerter {
     size_t nitems;
     bool in_batch, abandoned, fatal;
     int64_t next_pump_us;
-    atomic_bool assigned, db_ok, consuming; /* read by alerter_ready() on the admin thread */
-    _Atomic int64_t db_answered_us;         /* last successful round trip (monotonic), ditto */
+    atomic_bool assigned, consuming;        /* read by alerter_ready() on the admin thread */
     kafka_poll_clock polled;                /* the loop's last poll, ditto (/metrics) */
     kafka_gaps *gaps;    /* the offsets expected next: alerts lost to retention (check_offset) */
     metric *m_messages, *m_lag, *m_db_errors, *m_batches, *m_offsets_lost, *m_messages_lost;
@@ -370,12 +370,11 @@ static int alerter_persist_batch(alerter *a, persist_counts *n) {
         *n = (persist_counts){0};
         persist_rc rc = a->conn ? persist_range(a, 0, a->nitems, n, err, sizeof err) : P_TRANSIENT;
         if (rc == P_OK) {
-            atomic_store(&a->db_ok, true);
-            atomic_store(&a->db_answered_us, fs_mono_us());
+            dbhealth_trip_end(a->cfg.db, fs_mono_us(), true);
             count_messages(a, n->events);
             return 0;
         }
-        atomic_store(&a->db_ok, a->conn && PQstatus(a->conn) == CONNECTION_OK);
+        dbhealth_set_up(a->cfg.db, a->conn && PQstatus(a->conn) == CONNECTION_OK);
         if (rc == P_DATA && !isolated) {
             isolated = true;
             if (isolate_rejected(a, err, sizeof err) == P_OK) continue;
@@ -434,7 +433,7 @@ static void alerter_pump(alerter *a) {
             if (PQstatus(a->conn) != CONNECTION_OK) alerter_reconnect(a, err, sizeof err);
             return;
         }
-        atomic_store(&a->db_answered_us, fs_mono_us());
+        dbhealth_answered(a->cfg.db, fs_mono_us());
         if (n < OUTBOX_BATCH) return;
     }
 }
@@ -450,7 +449,7 @@ static int alerter_reconnect(alerter *a, char *err, size_t esz) {
     if (a->conn && PQstatus(a->conn) == CONNECTION_OK) return 0;
     if (a->conn) PQfinish(a->conn);
     a->conn = db_connect(a->cfg.database_url, "fraudshield-alerter consume", err, esz);
-    atomic_store(&a->db_ok, a->conn != NULL);
+    dbhealth_set_up(a->cfg.db, a->conn != NULL);
     if (!a->conn)
         log_fields(LOG_WARN, "db_reconnect_failed", json_pack("{s:s}", "error", err),
                    "cannot reconnect to PostgreSQL yet");
@@ -572,8 +571,6 @@ static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m) {
     log_fields(LOG_WARN, "consumer_error", f, "consumer error: %s", rd_kafka_err2str(m->err));
 }
 
-int64_t alerter_db_age_ms(alerter *a) { return (fs_mono_us() - atomic_load(&a->db_answered_us)) / 1000; }
-
 double alerter_poll_age_seconds(alerter *a) { return kafka_poll_age_seconds(&a->polled); }
 
 /* A side whose last successful round trip is older than its longest healthy gap (the statement
@@ -581,16 +578,16 @@ double alerter_poll_age_seconds(alerter *a) { return kafka_poll_age_seconds(&a->
  * while its connection still looks up. */
 bool alerter_ready(void *arg, char *why, size_t why_size) {
     alerter *a = arg;
-    dispatch *d = a->cfg.dispatch;
     const alerter_config *c = &a->cfg;
-    int64_t stale_ms = c->db_timeout_ms + 1000;
+    const dbhealth *dd = c->dispatch_db;
+    int64_t stale_ms = c->db_timeout_ms + 1000, now = fs_mono_us();
     const char *no = !atomic_load(&a->consuming)  ? "not consuming (starting or stopping)"
                      : !atomic_load(&a->assigned) ? "consumer has no assignment yet"
-                     : !atomic_load(&a->db_ok)    ? "PostgreSQL unreachable (consumer)"
-                     : d && !dispatch_db_ok(d)    ? "PostgreSQL unreachable (dispatcher)"
-                     : alerter_db_age_ms(a) > stale_ms + c->outbox_interval_ms + c->batch_max_ms
+                     : !dbhealth_up(c->db)        ? "PostgreSQL unreachable (consumer)"
+                     : dd && !dbhealth_up(dd)     ? "PostgreSQL unreachable (dispatcher)"
+                     : dbhealth_age_ms(c->db, now) > stale_ms + c->outbox_interval_ms + c->batch_max_ms
                          ? "PostgreSQL not answering (consumer: no successful round trip lately)"
-                     : d && dispatch_db_age_ms(d) > stale_ms + c->dispatch_poll_interval_ms + 2000
+                     : dd && dbhealth_age_ms(dd, now) > stale_ms + c->dispatch_poll_interval_ms + 2000
                          ? "PostgreSQL not answering (dispatcher: no successful round trip lately)"
                          : NULL;
     if (no) snprintf(why, why_size, "%s", no);
@@ -679,8 +676,6 @@ alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size
     }
     a->cfg = *cfg;
     a->conn = conn; /* ours from here on */
-    atomic_store(&a->db_ok, true);
-    atomic_store(&a->db_answered_us, fs_mono_us()); /* conn was just used for the migrations */
     a->m_db_errors = cfg->db_errors;
     alerter_metrics(a, cfg->metrics);
     const char *topics[] = {cfg->topic, cfg->dlq_topic, cfg->outcomes_topic, NULL};

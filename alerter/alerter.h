@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "cfg.h"
+#include "dbhealth.h"
 #include "dispatch.h"
 #include "metrics.h"
 
@@ -45,6 +46,11 @@ typedef struct alerter_config {
     metrics *metrics;            /* borrowed, may be NULL */
     metric *db_errors;           /* fs_alerter_db_errors_total{side}, shared with the dispatcher */
     dispatch *dispatch;          /* borrowed, may be NULL: woken when deliveries were created */
+    dbhealth *db;                /* borrowed, outlives the alerter and every alerter_ready() call:
+                                    the consume side's connection (up; last successful round trip:
+                                    a batch recorded, an outbox round, at least every
+                                    outbox_interval_ms when healthy), written by alerter_run() */
+    const dbhealth *dispatch_db; /* borrowed, may be NULL: the dispatcher's, for alerter_ready() */
 } alerter_config;
 
 typedef struct alerter alerter;
@@ -66,10 +72,6 @@ void alerter_drain_outbox(alerter *a);
  * the consumer has joined the group and got its assignment, and both PostgreSQL connections work
  * and answered lately (a server that stops answering leaves connections that look up). Any thread. */
 bool alerter_ready(void *arg, char *why, size_t why_size);
-
-/* Milliseconds since the consume side's last successful PostgreSQL round trip (a batch recorded,
- * an outbox round: at least every outbox_interval_ms when healthy). Any thread. */
-int64_t alerter_db_age_ms(alerter *a);
 
 /* Seconds since the consumer loop last returned from polling fraud_alerts (0 before
  * alerter_run()): below a second while it consumes, growing while it is stuck. Any thread. */

@@ -14,6 +14,7 @@
 
 #include "breaker.h"
 #include "db.h"
+#include "dbhealth.h"
 #include "fsutil.h"
 #include "log.h"
 #include "mail.h"
@@ -75,8 +76,7 @@ struct dispatch {
     unsigned int seed;
     pthread_t thread;
     bool started;
-    atomic_bool stop, wake, db_ok;
-    _Atomic int64_t db_answered_us; /* last successful round trip (monotonic), for /ready */
+    atomic_bool stop, wake;
     metric *m_deliveries, *m_latency, *m_breaker, *m_breaker_opened, *m_retries_pending,
         *m_pending, *m_in_flight, *m_db_errors;
 };
@@ -96,7 +96,7 @@ static void dispatch_prune(dispatch *d);
 
 static int64_t now_ms(void) { return fs_mono_us() / 1000; }
 
-static void dispatch_db_answered(dispatch *d) { atomic_store(&d->db_answered_us, fs_mono_us()); }
+static void dispatch_db_answered(dispatch *d) { dbhealth_answered(d->cfg.db, fs_mono_us()); }
 
 static sub_state *sub_find(dispatch *d, int64_t id) {
     for (size_t i = 0; i < d->nsubs; i++)
@@ -581,8 +581,7 @@ static void dispatch_connect(dispatch *d) {
         return;
     }
     d->connect_backoff_us = 0;
-    atomic_store(&d->db_ok, true);
-    dispatch_db_answered(d);
+    dbhealth_trip_end(d->cfg.db, fs_mono_us(), true); /* up, and it answered */
     d->next_refresh_us = 0; /* reload subscriptions and claim at once */
     d->next_claim_us = 0;
     log_msg(LOG_INFO, "db_connected", "dispatcher connected to PostgreSQL");
@@ -596,7 +595,7 @@ static void dispatch_db_failed(dispatch *d, const char *what, const char *err) {
     if (PQstatus(d->conn) == CONNECTION_OK) return;
     PQfinish(d->conn);
     d->conn = NULL;
-    atomic_store(&d->db_ok, false);
+    dbhealth_set_up(d->cfg.db, false);
     d->next_connect_us = fs_mono_us() + RECONNECT_MIN_US;
 }
 
@@ -634,7 +633,6 @@ dispatch *dispatch_new(const dispatch_config *cfg, char *errstr, size_t errstr_s
     d->cooldown_ms = cfg->breaker_cooldown_ms /
                      (cfg->retry.time_compression > 1 ? cfg->retry.time_compression : 1);
     d->seed = (unsigned int)(fs_now_ms() ^ ((int64_t)getpid() << 16));
-    dispatch_db_answered(d); /* not connected yet: the age counts from the start */
     if (!d->database_url || !d->alerter_id || !d->smtp_from) {
         snprintf(errstr, errstr_size, "out of memory");
         goto failed;
@@ -668,10 +666,6 @@ void dispatch_wake(dispatch *d) {
     atomic_store(&d->wake, true);
     delivery_wakeup(d->eng);
 }
-
-bool dispatch_db_ok(const dispatch *d) { return atomic_load(&d->db_ok); }
-
-int64_t dispatch_db_age_ms(dispatch *d) { return (fs_mono_us() - atomic_load(&d->db_answered_us)) / 1000; }
 
 void dispatch_destroy(dispatch *d) {
     if (!d) return;

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dbhealth.h"
 #include "delivery.h"
 #include "metrics.h"
 #include "retry.h"
@@ -43,6 +44,9 @@ typedef struct dispatch_config {
     int retention_interval_s;      /* between the starts of two prune rounds */
     metrics *metrics;              /* borrowed, may be NULL */
     metric *db_errors;             /* fs_alerter_db_errors_total{side}, shared with the consumer */
+    dbhealth *db;                  /* borrowed, outlives the dispatcher: its connection (up; last
+                                      successful round trip: claims, gauges, at least every
+                                      poll_interval_ms + 2 s when healthy), for /ready */
 } dispatch_config;
 
 typedef struct dispatch dispatch;
@@ -55,13 +59,6 @@ int dispatch_start(dispatch *d, char *errstr, size_t errstr_size);
 
 /* New deliveries may be due: claim now (any thread). */
 void dispatch_wake(dispatch *d);
-
-/* True while the thread's PostgreSQL connection works (any thread: an atomic). */
-bool dispatch_db_ok(const dispatch *d);
-
-/* Milliseconds since the thread's last successful PostgreSQL round trip (any thread). A healthy
- * dispatcher has one at least every poll_interval_ms + 2 s (claims, gauges). */
-int64_t dispatch_db_age_ms(dispatch *d);
 
 /* Stops claiming, lets running transfers finish up to shutdown_timeout_ms, records their results
  * (the rest are released for a retry), joins the thread and frees. Accepts NULL. */

@@ -199,7 +199,8 @@ static PGconn *db_open(const alerter_opts *o, char *errstr, size_t n) {
     return conn;
 }
 
-static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, metric *db_errors) {
+static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, metric *db_errors,
+                                            dbhealth *db) {
     dispatch_config c = {
         .database_url = o->database_url,
         .alerter_id = o->alerter_id,
@@ -228,12 +229,14 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
         .retention_interval_s = (int)o->retention_interval_s,
         .metrics = m,
         .db_errors = db_errors,
+        .db = db,
     };
     return c;
 }
 
 static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props *props,
-                                          metrics *m, metric *db_errors, dispatch *d) {
+                                          metrics *m, metric *db_errors, dispatch *d,
+                                          dbhealth *db, const dbhealth *dispatch_db) {
     alerter_config c = {
         .brokers = o->brokers,
         .props = props,
@@ -253,6 +256,8 @@ static alerter_config alerter_config_from(const alerter_opts *o, const cfg_props
         .metrics = m,
         .db_errors = db_errors,
         .dispatch = d,
+        .db = db,
+        .dispatch_db = dispatch_db,
     };
     return c;
 }
@@ -282,16 +287,17 @@ static void process_metrics(metrics *m, metric **db_errors, metric **ready, metr
  * too, so the gauge and /ready never disagree, and the ages are computed at each scrape. */
 typedef struct readiness {
     alerter *a;
-    dispatch *d;
+    const dbhealth *consume_db, *dispatch_db;
     metric *gauge, *db_age, *poll_age;
 } readiness;
 
 static bool ready_exported(void *arg, char *why, size_t why_size) {
     readiness *r = arg;
     bool ok = alerter_ready(r->a, why, why_size);
+    int64_t now = fs_mono_us();
     metric_set(r->gauge, NULL, ok ? 1 : 0);
-    metric_set(r->db_age, "consume", (double)alerter_db_age_ms(r->a) / 1000.0);
-    metric_set(r->db_age, "dispatch", (double)dispatch_db_age_ms(r->d) / 1000.0);
+    metric_set(r->db_age, "consume", (double)dbhealth_age_ms(r->consume_db, now) / 1000.0);
+    metric_set(r->db_age, "dispatch", (double)dbhealth_age_ms(r->dispatch_db, now) / 1000.0);
     metric_set(r->poll_age, NULL, alerter_poll_age_seconds(r->a));
     return ok;
 }
@@ -303,6 +309,7 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     dispatch *d = NULL;
     alerter *a = NULL;
     admin *adm = NULL;
+    dbhealth *consume_db = NULL, *dispatch_db = NULL; /* run()'s: they outlive every reader */
     metrics *m = metrics_new();
     metric *db_errors, *ready, *db_age, *poll_age;
     process_metrics(m, &db_errors, &ready, &db_age, &poll_age);
@@ -313,13 +320,21 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
     if (!m) snprintf(errstr, sizeof errstr, "out of memory");
     if (!conn) goto done;
-    dispatch_config dc = dispatch_config_from(o, m, db_errors);
+    /* each side's PostgreSQL health; the consume side's conn just answered (the migrations), the
+     * dispatcher is not connected yet: its age counts from now */
+    consume_db = dbhealth_new(fs_mono_us(), true);
+    dispatch_db = dbhealth_new(fs_mono_us(), false);
+    if (!consume_db || !dispatch_db) {
+        snprintf(errstr, sizeof errstr, "out of memory");
+        goto done;
+    }
+    dispatch_config dc = dispatch_config_from(o, m, db_errors, dispatch_db);
     if (!(d = dispatch_new(&dc, errstr, sizeof errstr))) goto done;
-    alerter_config ac = alerter_config_from(o, props, m, db_errors, d);
+    alerter_config ac = alerter_config_from(o, props, m, db_errors, d, consume_db, dispatch_db);
     a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
     conn = NULL;
     if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) goto done;
-    readiness rd = {a, d, ready, db_age, poll_age}; /* outlives adm: both are run()'s */
+    readiness rd = {a, consume_db, dispatch_db, ready, db_age, poll_age}; /* outlives adm: both are run()'s */
     if (o->admin_port >= 0) {
         if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
             goto done;
@@ -337,6 +352,8 @@ done:
     if (a && rc == 0) alerter_drain_outbox(a); /* ... and their dead letters go out now */
     admin_destroy(adm);
     alerter_destroy(a);
+    dbhealth_destroy(consume_db);
+    dbhealth_destroy(dispatch_db);
     metrics_destroy(m);
     log_msg(LOG_INFO, "stopped", "alerter stopped");
     return rc;

@@ -6,12 +6,12 @@
  * trip per statement whatever the batch size, and no per-row parameter lists to build. */
 #include "store.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
+#include "dbhealth.h"
 #include "fsutil.h"
 #include "jsonfast.h"
 #include "pgcopy.h"
@@ -29,10 +29,8 @@ struct store {
     uint64_t timeouts;        /* round trips abandoned at the deadline */
     bool timed_out;           /* the last round trip was */
     int64_t last_trip_us;     /* when the last round trip (or connection attempt) ended */
-    /* read by store_db_stuck() and store_db_age_ms() on the admin thread */
-    _Atomic int64_t ok_us;    /* when the server last answered */
-    _Atomic int64_t busy_us;  /* when the round trip in flight started; 0: none */
-    atomic_bool failing;      /* the last round trip or connection attempt failed */
+    dbhealth *health;         /* any answer on a connection still up counts; read by
+                                 store_db_stuck() and store_db_age_ms() on the admin thread */
 };
 
 
@@ -62,18 +60,12 @@ void store_latency(const store *st, uint64_t *calls, uint64_t *total_us) {
 
 uint64_t store_timeouts(const store *st) { return st->timeouts; }
 
-int64_t store_db_age_ms(const store *st) {
-    return (fs_mono_us() - atomic_load(&st->ok_us)) / 1000;
-}
+int64_t store_db_age_ms(const store *st) { return dbhealth_age_ms(st->health, fs_mono_us()); }
 
 /* A round trip in flight for longer than the deadline (a connection attempt, whose own timeout is
  * libpq's connect_timeout), or failures with no answer for longer than it (the usual case: the
  * deadline fired). Not merely an old answer: an idle worker's check has an old one too. */
-bool store_db_stuck(const store *st) {
-    int64_t busy = atomic_load(&st->busy_us), limit_us = (int64_t)st->timeout_ms * 1000;
-    if (busy && fs_mono_us() - busy > limit_us) return true;
-    return atomic_load(&st->failing) && store_db_age_ms(st) > st->timeout_ms;
-}
+bool store_db_stuck(const store *st) { return dbhealth_stuck(st->health, fs_mono_us(), st->timeout_ms); }
 
 int64_t store_idle_ms(const store *st) { return (fs_mono_us() - st->last_trip_us) / 1000; }
 
@@ -81,7 +73,7 @@ int64_t store_idle_ms(const store *st) { return (fs_mono_us() - st->last_trip_us
 static int64_t trip_start(store *st) {
     int64_t t0 = fs_mono_us();
     st->timed_out = false;
-    atomic_store(&st->busy_us, t0);
+    dbhealth_trip_start(st->health, t0);
     return t0;
 }
 
@@ -94,9 +86,7 @@ static void trip_end(store *st, int64_t t0, int calls) {
     st->calls += (uint64_t)calls;
     st->total_us += (uint64_t)(now - t0);
     st->last_trip_us = now;
-    if (answered) atomic_store(&st->ok_us, now);
-    atomic_store(&st->failing, !answered);
-    atomic_store(&st->busy_us, 0);
+    dbhealth_trip_end(st->health, now, answered);
     st->timed_out = !answered && now - t0 >= (int64_t)st->timeout_ms * 1000;
     if (st->timed_out) st->timeouts++;
 }
@@ -117,10 +107,10 @@ store *store_new(const char *url, const char *application_name, int timeout_ms) 
     if (!st) return NULL;
     st->timeout_ms = timeout_ms;
     st->last_trip_us = fs_mono_us();
-    atomic_store(&st->ok_us, st->last_trip_us);
+    st->health = dbhealth_new(st->last_trip_us, true);
     st->url = strdup(url);
     st->application_name = strdup(application_name);
-    if (!st->url || !st->application_name) {
+    if (!st->health || !st->url || !st->application_name) {
         store_destroy(st);
         return NULL;
     }
@@ -133,6 +123,7 @@ void store_destroy(store *st) {
     pgcopy_free(&st->cb);
     free(st->url);
     free(st->application_name);
+    dbhealth_destroy(st->health);
     free(st);
 }
 
