@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The analyst's and the reviewer's PostgreSQL roles (migrations 003, 007; docs/analyst.md "Roles"):
+# - an analyst login cannot read subscriptions.secret (the webhooks' HMAC keys) nor the url (it may
+#   carry credentials), reads the other columns, subscription_overview and every view;
+# - nothing is granted by default any more: a new table is not readable until a migration grants
+#   it, and every relation is either granted or deliberately withheld (a new migration must decide);
+# - the views' days are UTC days whatever the session's TimeZone (rows at 00:30 and 23:30 UTC on
+#   one day, read from New York and Tokyo);
+# - a reviewer login acknowledges and resolves alerts through reviewer_acknowledge/_resolve only,
+#   recorded under its own login name; an analyst cannot call them, a reviewer cannot UPDATE alerts.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup db_analyst
+fs_pg_start
+# A scorer migrates first and then gives up on an unreachable broker: enough to apply the schema.
+fs_bg migrate env FS_BROKERS=127.0.0.1:1 FS_STARTUP_TIMEOUT_MS=1500 "$BUILD/bin/fraudshield-scorer"
+fs_wait_exit migrate 60
+grep -q '"event":"db_ready"' "$FS_TEST_DIR/migrate.log" || fs_fail "the scorer did not migrate"
+
+# as LOGIN SQL: runs SQL as that login (trust authentication in the test cluster).
+as() {
+    psql "postgresql://$1@127.0.0.1:$FS_PG_PORT/fraudshield" -X -q -At -v ON_ERROR_STOP=1 -c "$2"
+}
+# denied LOGIN SQL: SQL must fail with "permission denied".
+denied() {
+    local out
+    if out=$(as "$1" "$2" 2>&1); then fs_fail "$1 was allowed: $2 -> $out"; fi
+    [[ "$out" == *"permission denied"* ]] || fs_fail "$1: $2 failed, not with permission denied: $out"
+    echo "ok: $1 denied: $2"
+}
+
+fs_psql "CREATE ROLE alice LOGIN IN ROLE fraudshield_analyst;
+         CREATE ROLE rita LOGIN IN ROLE fraudshield_reviewer;" >/dev/null
+# Two payments on 2024-03-10 UTC, at 00:30 and 23:30 (in New York the first is on the 9th, in Tokyo
+# the second is on the 11th), both flagged by one rule and alerted; a webhook subscription whose url
+# carries credentials.
+fs_psql "
+INSERT INTO subscriptions (name, url, secret, event_types)
+VALUES ('soc', 'https://user:pw@hooks.example.com:8443/fraud?token=abc', 'very-secret-hmac-key-0123456789',
+        '{alert.created,alert.resolved}');
+INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,
+                      payment_method, country, event_time, ingest_time, source_partition, source_offset)
+SELECT md5(i::text)::uuid, 'u1', 'm1', 600000, 'EUR', 2, 'card', 'DE', t, t, 0, i
+FROM (VALUES (1, timestamptz '2024-03-10 00:30:00+00'), (2, timestamptz '2024-03-10 23:30:00+00')) v(i, t);
+INSERT INTO decisions (payment_id, decision, score, reasons, features, rules_version, scorer_id,
+                       scoring_latency_us, decided_at)
+SELECT payment_id, 'block', 75, '[{\"code\":\"VERY_HIGH_VALUE\",\"severity\":\"high\",\"weight\":75,\"message\":\"m\"}]',
+       '{}', 'v1+test', 'scorer-1', 100, event_time FROM payments;
+INSERT INTO alerts (alert_id, payment_id, decision, score, created_at)
+SELECT payment_id, payment_id, 'block', 75, event_time FROM payments;" >/dev/null
+a1=$(fs_psql "SELECT md5('1')::uuid")
+a2=$(fs_psql "SELECT md5('2')::uuid")
+
+# ---- secrets ------------------------------------------------------------------------------------
+denied alice "SELECT secret FROM subscriptions"
+denied alice "SELECT * FROM subscriptions"
+denied alice "SELECT url FROM subscriptions"
+fs_assert_eq "soc|webhook|t" "$(as alice "SELECT name, kind, active FROM subscriptions")" "analyst reads the other subscription columns"
+fs_assert_eq "soc|https://hooks.example.com:8443" "$(as alice "SELECT name, endpoint FROM subscription_overview")" \
+    "subscription_overview: scheme://host:port only"
+# No column named like a credential is readable by the analyst, in any table or view.
+fs_assert_eq "" "$(fs_psql "SELECT string_agg(c.relname || '.' || a.attname, ', ')
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attname ~* '(secret|password|passwd|token|api_?key|private)'
+      AND has_column_privilege('fraudshield_analyst', c.oid, a.attnum, 'SELECT')")" \
+    "credential-like columns readable by the analyst"
+
+# ---- the privilege rule: explicit grants only -------------------------------------------------------
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_default_acl WHERE defaclacl::text LIKE '%fraudshield_analyst=%'")" \
+    "default privileges granting the analyst"
+fs_psql "CREATE TABLE later_secrets (k text)" >/dev/null
+denied alice "SELECT k FROM later_secrets"
+fs_psql "DROP TABLE later_secrets" >/dev/null
+# Every table and view is granted to the analyst, or withheld on purpose (only these: a new
+# relation needs a GRANT in its migration, or a line here saying why not).
+withheld="subscriptions" # the secret and the url: columns granted, not the table (007)
+fs_assert_eq "$withheld" "$(fs_psql "SELECT string_agg(relname, ' ' ORDER BY relname) FROM pg_class
+    WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v', 'm', 'p', 'f')
+      AND NOT has_table_privilege('fraudshield_analyst', oid, 'SELECT')")" \
+    "relations the analyst cannot SELECT as a whole"
+
+# ---- UTC days ---------------------------------------------------------------------------------------
+for tz in UTC America/New_York Asia/Tokyo; do
+    set_tz="SET TimeZone = '$tz';"
+    utc_day="to_char(min(day) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
+    fs_assert_eq "1|2024-03-10 00:00|2|2" "$(as alice "$set_tz
+        SELECT count(*), $utc_day, sum(payments), sum(blocked) FROM fraud_rate_by_day_country")" \
+        "fraud_rate_by_day_country in $tz: one day (count, day in UTC, payments, blocked)"
+    fs_assert_eq "1|2024-03-10 00:00|2|1.000000" "$(as alice "$set_tz
+        SELECT count(*), $utc_day, sum(hits), min(hit_rate) FROM rule_hit_rates")" "rule_hit_rates in $tz"
+    fs_assert_eq "1|2024-03-10 00:00|2" "$(as alice "$set_tz
+        SELECT count(*), $utc_day, sum(decisions) FROM score_distribution")" "score_distribution in $tz"
+    fs_assert_eq "1|2024-03-10 00:00|2" "$(as alice "$set_tz
+        SELECT count(*), $utc_day, sum(alerts) FROM alert_precision")" "alert_precision in $tz"
+    fs_assert_eq "2024-03-10 2024-03-10 2024-03-10 2024-03-10" "$(as alice "$set_tz
+        SELECT concat_ws(' ', (SELECT min(utc_date) FROM fraud_rate_by_day_country),
+                              (SELECT min(utc_date) FROM rule_hit_rates),
+                              (SELECT min(utc_date) FROM score_distribution),
+                              (SELECT min(utc_date) FROM alert_precision))")" "utc_date of the four views in $tz"
+done
+for v in decision_explained payment_labels alert_overview; do
+    as alice "SELECT count(*) FROM $v" >/dev/null || fs_fail "the analyst cannot read $v"
+done
+
+# ---- the reviewer -----------------------------------------------------------------------------------
+denied alice "SELECT reviewer_acknowledge('$a1')"
+denied alice "SELECT alert_acknowledge('$a1', 'alice')"
+denied rita "SELECT alert_acknowledge('$a1', 'mallory')"
+denied rita "UPDATE alerts SET status = 'acknowledged', status_by = 'mallory' WHERE alert_id = '$a1'"
+denied rita "SELECT secret FROM subscriptions"
+fs_assert_eq "acknowledged|rita" "$(as rita "SELECT status, status_by FROM reviewer_acknowledge('$a1')")" \
+    "reviewer_acknowledge records the login"
+fs_assert_eq "resolved|confirmed_fraud|rita" \
+    "$(as rita "SELECT status, resolution, status_by FROM reviewer_resolve('$a2', 'confirmed_fraud', 'card reported stolen')")" \
+    "reviewer_resolve records the login"
+fs_assert_eq "rita" "$(fs_psql "SELECT string_agg(DISTINCT changed_by, ',') FROM alert_history")" "alert_history.changed_by"
+fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM outbox WHERE kind = 'outcome'")" "the resolution is published (outbox)"
+fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM deliveries d JOIN alert_events e USING (event_id)
+                           WHERE e.event_type = 'alert.resolved'")" "alert.resolved delivery queued"
+if out=$(as rita "SELECT reviewer_resolve('$a1', 'maybe')" 2>&1); then fs_fail "a bad resolution was accepted"; fi
+[[ "$out" == *"resolution must be confirmed_fraud or false_positive"* ]] || fs_fail "bad resolution: $out"
+fs_assert_eq "2" "$(as rita "SELECT sum(alerts) FROM alert_precision")" "the reviewer reads the views"
+echo "db analyst ok"
