@@ -55,7 +55,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-$(BUILD)/gen/migrations.c: $(sort $(wildcard schemas/sql/*.sql)) scripts/embed-sql.sh
+$(BUILD)/gen/migrations.c: $(sort $(wildcard schemas/sql/*.sql)) schemas/sql scripts/embed-sql.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed-sql.sh $(sort $(wildcard schemas/sql/*.sql)) > $@
 
