@@ -42,9 +42,12 @@ BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/
        $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
        $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))
 
-.PHONY: all deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e eval \
+.PHONY: all programs deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e eval \
         eval-rolling eval-ablation
 all: $(BIN) $(UNIT_BIN)
+
+# The programs without the unit tests (no cmocka needed): what deploy/Dockerfile builds.
+programs: $(BIN)
 
 # Installs the Debian packages the build, `make run` and the tests need (only those missing).
 deps:
