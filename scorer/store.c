@@ -51,7 +51,9 @@ static const char SQL_TEMP_TABLES[] =
     "CREATE TEMP TABLE IF NOT EXISTS tmp_buckets (k text, e text, w integer, s bigint, n bigint,"
     " a bigint, c bigint[]) ON COMMIT DELETE ROWS;"
     "CREATE TEMP TABLE IF NOT EXISTS tmp_vault (k text, e text, f bigint, l bigint, n bigint)"
-    " ON COMMIT DELETE ROWS";
+    " ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_outcomes (payment_id uuid, outcome text,"
+    " known_at timestamptz) ON COMMIT DELETE ROWS";
 
 void store_latency(const store *st, uint64_t *calls, uint64_t *total_us) {
     *calls = st->calls;
@@ -498,7 +500,8 @@ store_rc store_insert_alerts(store *st, store_row *const *rows, size_t n, char *
  *   src 'v' velocity event: a = event time, b = amount, t = counterpart
  *   src 'b' feature bucket: a = width ms, b = start, c = n, d = sum, t = cps as '{...}'
  *   src 'r' vault row:      a = first seen, b = last seen, c = times seen
- *   src 'l' outcome link:   a = event time, b = known at, c = 1 fraud / 2 chargeback
+ *   src 'l' outcome link:   a = event time, b = known at, c = fs_label_rank (vault_outcome),
+ *                           t = the labelled payment
  * Each part is served by its table's primary key. */
 static const char SQL_LOAD_FEATURES[] =
     "SELECT 'v', v.entity_kind, v.entity_key, " TO_MS("v.event_time") ", v.amount_minor, 0::bigint,"
@@ -519,7 +522,7 @@ static const char SQL_LOAD_FEATURES[] =
     "JOIN risk_vault g ON g.entity_kind = r.k AND g.digest = r.e "
     "UNION ALL "
     "SELECT 'l', l.entity_kind, l.entity_key, " TO_MS("l.event_time") ", " TO_MS("l.known_at")
-    ", CASE l.outcome WHEN 'confirmed_fraud' THEN 1 ELSE 2 END::bigint, 0::bigint, NULL "
+    ", fs_label_rank(l.outcome)::bigint, 0::bigint, l.payment_id::text "
     "FROM jsonb_to_recordset($3::jsonb) AS r(k text, e text) "
     "JOIN outcome_links l ON l.entity_kind = r.k AND l.entity_key = r.e"
     " AND (r.k <> 'merchant' OR l.event_time > " EPOCH_MS("$4::bigint") ")";
@@ -572,7 +575,8 @@ static int feature_row(const PGresult *res, int i, velocity *v, buckets *b, vaul
         return vault_load_row(vt, &r);
     }
     case 'l': {
-        vault_link l = {ent, key, (vault_outcome)ll(res, i, 5), ll(res, i, 3), ll(res, i, 4)};
+        vault_link l = {ent, key, (vault_outcome)ll(res, i, 5), ll(res, i, 3), ll(res, i, 4),
+                        PQgetvalue(res, i, 7)};
         return vault_load_link(vt, &l);
     }
     }
@@ -756,41 +760,88 @@ store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, c
     return rc;
 }
 
-/* Pending outcomes whose payment exists -> links per identifier and merchant (confirmed fraud and
- * chargebacks only; one per labelled payment, the earliest known_at kept), vault counts for the
- * links this statement created (so a redelivered outcome never counts twice), applied_at set. */
-static const char SQL_APPLY_OUTCOMES[] =
+/* Applying labels takes two statements, so that the second one reads every label of its payments
+ * (READ COMMITTED: each statement reads what was committed when it started).
+ *
+ * 1. Claim: pending outcomes whose payment exists, into tmp_outcomes, each row locked and its
+ *    payment row locked too (FOR NO KEY UPDATE: the foreign keys' FOR KEY SHARE of the batches
+ *    and their INSERT ... ON CONFLICT DO NOTHING are not held up). SKIP LOCKED: a label whose
+ *    payment another worker is applying stays pending for a later round instead of waiting, so
+ *    the claim never waits and cannot deadlock. Holding its payments' rows, a worker is the only
+ *    one changing their links and vault counts until it commits. */
+static const char SQL_CLAIM_OUTCOMES[] =
     "WITH pend AS ("
-    " SELECT o.payment_id, o.outcome, o.known_at FROM outcomes o"
-    " WHERE o.applied_at IS NULL AND EXISTS (SELECT 1 FROM payments p WHERE p.payment_id = o.payment_id)"
-    " ORDER BY o.payment_id, o.outcome, o.known_at LIMIT $1::integer FOR UPDATE OF o SKIP LOCKED),"
-    " ids AS ("
-    " SELECT DISTINCT ON (v.k, v.key, pend.payment_id, pend.outcome) v.k, v.key, pend.payment_id,"
-    " pend.outcome, p.event_time, pend.known_at"
-    " FROM pend JOIN payments p USING (payment_id)"
+    " SELECT o.payment_id, o.outcome, o.known_at FROM outcomes o JOIN payments p USING (payment_id)"
+    " WHERE o.applied_at IS NULL"
+    " ORDER BY o.payment_id, o.outcome, o.known_at LIMIT $1::integer"
+    " FOR UPDATE OF o SKIP LOCKED FOR NO KEY UPDATE OF p SKIP LOCKED)"
+    "INSERT INTO tmp_outcomes (payment_id, outcome, known_at)"
+    " SELECT payment_id, outcome, known_at FROM pend";
+
+/* 2. Apply, from a snapshot taken after the claim: every label of the claimed payments that
+ *    counts from now on (applied before, or claimed) gives
+ *    - the links (outcome_links, migration 008): per identifier and merchant, a row for each
+ *      fraud label and for each false_positive/legitimate label known at or after one, inserted
+ *      unless present (the set only grows with the labels: a label applied again adds nothing);
+ *    - the vault counts: a payment counts as confirmed fraud (chargeback) when such a label is
+ *      known at or after its latest false_positive/legitimate label (at equal known_at the fraud
+ *      label wins, fs_label_rank). Per payment whose counts changed, the difference (-1, 0, +1)
+ *      between before and after, summed per identifier and added in key order (the batches'
+ *      vault writes' order: no deadlock);
+ *    - applied_at set on the claimed rows.
+ *    Result: applied, vault rows changed, still pending. */
+static const char SQL_APPLY_OUTCOMES[] =
+    "WITH pay AS (SELECT DISTINCT payment_id FROM tmp_outcomes),"
+    " labels AS ("
+    " SELECT o.payment_id, o.outcome, o.known_at, o.applied_at IS NOT NULL AS before,"
+    " o.outcome IN ('false_positive', 'legitimate') AS genuine"
+    " FROM outcomes o JOIN pay USING (payment_id)"
+    " LEFT JOIN tmp_outcomes t"
+    " ON t.payment_id = o.payment_id AND t.outcome = o.outcome AND t.known_at = o.known_at"
+    " WHERE o.applied_at IS NOT NULL OR t.payment_id IS NOT NULL),"
+    /* per payment: its last genuine label before and after, its first fraud label */
+    " per AS ("
+    " SELECT payment_id,"
+    " coalesce(max(known_at) FILTER (WHERE genuine AND before), '-infinity') AS g_was,"
+    " coalesce(max(known_at) FILTER (WHERE genuine), '-infinity') AS g_now,"
+    " min(known_at) FILTER (WHERE NOT genuine) AS first_fraud"
+    " FROM labels GROUP BY payment_id),"
+    " cur AS ("
+    " SELECT payment_id,"
+    " bool_or(before AND outcome = 'confirmed_fraud' AND known_at >= g_was) AS f_was,"
+    " bool_or(outcome = 'confirmed_fraud' AND known_at >= g_now) AS f_now,"
+    " bool_or(before AND outcome = 'chargeback' AND known_at >= g_was) AS c_was,"
+    " bool_or(outcome = 'chargeback' AND known_at >= g_now) AS c_now"
+    " FROM labels JOIN per USING (payment_id) GROUP BY payment_id),"
+    " keep AS ("
+    " SELECT l.payment_id, l.outcome, l.known_at FROM labels l JOIN per USING (payment_id)"
+    " WHERE NOT l.genuine OR l.known_at >= per.first_fraud),"
+    " ins AS ("
+    " INSERT INTO outcome_links (entity_kind, entity_key, payment_id, outcome, event_time, known_at)"
+    " SELECT v.k, v.key, k.payment_id, k.outcome, p.event_time, k.known_at"
+    " FROM keep k JOIN payments p USING (payment_id)"
     " CROSS JOIN LATERAL (VALUES ('card', p.card_fingerprint_digest), ('ip', p.ip_digest),"
     " ('device', p.device_id_digest), ('email', p.email_digest), ('merchant', p.merchant_id)) AS v(k, key)"
-    " WHERE v.key IS NOT NULL AND pend.outcome IN ('confirmed_fraud', 'chargeback')"
-    " ORDER BY v.k, v.key, pend.payment_id, pend.outcome, pend.known_at),"
-    " ins AS ("
-    " INSERT INTO outcome_links AS l (entity_kind, entity_key, payment_id, outcome, event_time, known_at)"
-    " SELECT k, key, payment_id, outcome, event_time, known_at FROM ids"
-    " ORDER BY k COLLATE \"C\", key COLLATE \"C\", payment_id, outcome"
-    " ON CONFLICT (entity_kind, entity_key, payment_id, outcome) DO UPDATE"
-    " SET known_at = least(l.known_at, excluded.known_at)"
-    " RETURNING entity_kind, entity_key, outcome, (xmax = 0) AS inserted),"
+    " WHERE v.key IS NOT NULL"
+    " ORDER BY v.k COLLATE \"C\", v.key COLLATE \"C\", k.payment_id, k.known_at, k.outcome"
+    " ON CONFLICT DO NOTHING),"
+    " delta AS ("
+    " SELECT v.k, v.key, sum(c.f_now::int - c.f_was::int) AS f, sum(c.c_now::int - c.c_was::int) AS cb"
+    " FROM cur c JOIN payments p USING (payment_id)"
+    " CROSS JOIN LATERAL (VALUES ('card', p.card_fingerprint_digest), ('ip', p.ip_digest),"
+    " ('device', p.device_id_digest), ('email', p.email_digest)) AS v(k, key)"
+    " WHERE v.key IS NOT NULL AND (c.f_was, c.c_was) IS DISTINCT FROM (c.f_now, c.c_now)"
+    " GROUP BY 1, 2),"
     " vu AS ("
     " INSERT INTO risk_vault AS r (entity_kind, digest, first_seen, last_seen, times_seen,"
     " fraud_count, chargeback_count)"
-    " SELECT entity_kind, entity_key, now(), now(), 0,"
-    " count(*) FILTER (WHERE outcome = 'confirmed_fraud'), count(*) FILTER (WHERE outcome = 'chargeback')"
-    " FROM ins WHERE inserted AND entity_kind <> 'merchant' GROUP BY 1, 2"
-    " ORDER BY entity_kind COLLATE \"C\", entity_key COLLATE \"C\""
+    " SELECT k, key, now(), now(), 0, f, cb FROM delta WHERE f <> 0 OR cb <> 0"
+    " ORDER BY k COLLATE \"C\", key COLLATE \"C\""
     " ON CONFLICT (entity_kind, digest) DO UPDATE SET fraud_count = r.fraud_count + excluded.fraud_count,"
     " chargeback_count = r.chargeback_count + excluded.chargeback_count RETURNING 1),"
     " upd AS ("
-    " UPDATE outcomes o SET applied_at = now() FROM pend"
-    " WHERE o.payment_id = pend.payment_id AND o.outcome = pend.outcome AND o.known_at = pend.known_at"
+    " UPDATE outcomes o SET applied_at = now() FROM tmp_outcomes t"
+    " WHERE o.payment_id = t.payment_id AND o.outcome = t.outcome AND o.known_at = t.known_at"
     " RETURNING 1)"
     "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM vu),"
     " (SELECT count(*) FROM outcomes WHERE applied_at IS NULL) - (SELECT count(*) FROM upd)";
@@ -798,9 +849,14 @@ static const char SQL_APPLY_OUTCOMES[] =
 store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *pending,
                               char *errstr, size_t errstr_size) {
     char lim[16];
+    *applied = *pending = 0;
     snprintf(lim, sizeof lim, "%d", limit);
-    PGresult *res = exec2(st, SQL_APPLY_OUTCOMES, lim, NULL);
-    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "apply outcomes", errstr, errstr_size);
+    PGresult *res = exec2(st, SQL_CLAIM_OUTCOMES, lim, NULL);
+    store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "claim outcomes", errstr, errstr_size);
+    PQclear(res);
+    if (rc != STORE_OK) return rc;
+    res = exec2(st, SQL_APPLY_OUTCOMES, NULL, NULL);
+    rc = result_rc(st, res, PGRES_TUPLES_OK, "apply outcomes", errstr, errstr_size);
     *applied = rc == STORE_OK ? ll(res, 0, 0) : 0;
     *pending = rc == STORE_OK ? ll(res, 0, 2) : 0;
     PQclear(res);

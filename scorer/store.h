@@ -154,9 +154,13 @@ store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int
 store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, char *errstr,
                                size_t errstr_size);
 
-/* Applies up to limit stored outcomes whose payment is persisted: outcome links for its
- * identifiers and merchant, vault fraud/chargeback counts (each labelled payment once).
- * *applied: how many; *pending: how many still wait for their payment. */
+/* Applies up to limit stored outcomes whose payment is persisted, inside the caller's transaction
+ * (READ COMMITTED; two statements): outcome links for its identifiers and merchant, and the vault
+ * fraud/chargeback counts of each payment's current label (the latest known_at; a correction
+ * moves the payment's count from the old label to the new one). Idempotent: what a label changes
+ * is derived from the set of the payment's applied labels, never counted per message.
+ * *applied: how many; *pending: how many still wait (for their payment, or for another worker
+ * applying labels of the same payment). */
 store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *pending,
                               char *errstr, size_t errstr_size);
 

@@ -1,7 +1,8 @@
 /* vault: the risk vault and outcome links of one batch (see vault.h).
  *
- * Three sorted arrays: stored rows by (entity, key), links by (entity, key), and the batch's
- * payment occurrences by (entity, key, time, payment_id). Lookups are binary searches. */
+ * Three sorted arrays: stored rows by (entity, key), links by (entity, key, payment_id, known_ms,
+ * outcome), and the batch's payment occurrences by (entity, key, time, payment_id). Lookups are
+ * binary searches. */
 #include "vault.h"
 
 #include <assert.h>
@@ -109,9 +110,13 @@ int vault_load_row(vault *v, const vault_row *row) {
 
 int vault_load_link(vault *v, const vault_link *link) {
     assert(!v->built);
+    assert(link->payment_id);
     if (fs_grow((void **)&v->links, &v->caplinks, v->nlinks, sizeof *v->links, 512) != 0) return -1;
-    v->links[v->nlinks] = *link;
-    if (!(v->links[v->nlinks].key = arena_strdup(v->keys, link->key))) return -1;
+    vault_link *l = &v->links[v->nlinks];
+    *l = *link;
+    if (!(l->key = arena_strdup(v->keys, link->key)) ||
+        !(l->payment_id = arena_strdup(v->keys, link->payment_id)))
+        return -1;
     v->nlinks++;
     return 0;
 }
@@ -141,9 +146,20 @@ static int row_cmp(const void *a, const void *b) {
     return ek_cmp(x->entity, x->key, y->entity, y->key);
 }
 
+/* (entity, key, payment_id): one labelled payment of a key. */
+static int link_payment_cmp(const vault_link *x, const vault_link *y) {
+    int c = ek_cmp(x->entity, x->key, y->entity, y->key);
+    return c ? c : strcmp(x->payment_id, y->payment_id);
+}
+
+/* (entity, key, payment_id, known_ms, outcome): a payment's labels in the order they supersede
+ * each other. */
 static int link_cmp(const void *a, const void *b) {
     const vault_link *x = a, *y = b;
-    return ek_cmp(x->entity, x->key, y->entity, y->key);
+    int c = link_payment_cmp(x, y);
+    if (c) return c;
+    if (x->known_ms != y->known_ms) return x->known_ms < y->known_ms ? -1 : 1;
+    return x->outcome < y->outcome ? -1 : x->outcome > y->outcome;
 }
 
 /* (entity, key, time, payment_id): event order within a key. */
@@ -197,6 +213,29 @@ static size_t ev_lower(const vault *v, rules_entity e, const char *key) {
     return lo;
 }
 
+/* The end of the links of the payment whose first link is at i (same entity, key, payment). */
+static size_t link_payment_end(const vault *v, size_t i) {
+    size_t j = i + 1;
+    while (j < v->nlinks && link_payment_cmp(&v->links[i], &v->links[j]) == 0) j++;
+    return j;
+}
+
+/* What the payment with links [i, end) counts as at t: confirmed fraud (chargeback) when such a
+ * label known at t comes after its last false_positive/legitimate label known at t (the links are
+ * in superseding order: known_ms, then precedence, so a fraud label wins a tie). */
+static void link_counts_at(const vault *v, size_t i, size_t end, int64_t t, bool *fraud,
+                           bool *chargeback) {
+    *fraud = *chargeback = false;
+    for (; i < end && v->links[i].known_ms <= t; i++) {
+        switch (v->links[i].outcome) {
+        case VAULT_FRAUD: *fraud = true; break;
+        case VAULT_CHARGEBACK: *chargeback = true; break;
+        case VAULT_LEGITIMATE:
+        case VAULT_FALSE_POSITIVE: *fraud = *chargeback = false; break;
+        }
+    }
+}
+
 /* The batch's occurrences of (e, key) before p in event order. */
 static void batch_before(const vault *v, rules_entity e, const char *key, const pay_payment *p,
                          rules_vault_info *out) {
@@ -224,12 +263,13 @@ static void vault_info(const vault *v, rules_entity e, const pay_payment *p, rul
         out->last_seen_ms = row->last_seen_ms;
     }
     batch_before(v, e, key, p, out);
-    for (size_t i = link_lower(v, e, key); i < v->nlinks; i++) {
-        const vault_link *l = &v->links[i];
-        if (l->entity != e || strcmp(l->key, key) != 0) break;
-        if (l->known_ms > p->event_time_ms) continue; /* not known yet at t */
-        if (l->outcome == VAULT_FRAUD) out->fraud++;
-        else if (l->outcome == VAULT_CHARGEBACK) out->chargebacks++;
+    for (size_t i = link_lower(v, e, key), end; i < v->nlinks; i = end) {
+        if (v->links[i].entity != e || strcmp(v->links[i].key, key) != 0) break;
+        end = link_payment_end(v, i);
+        bool fraud, chargeback;
+        link_counts_at(v, i, end, p->event_time_ms, &fraud, &chargeback);
+        out->fraud += fraud;
+        out->chargebacks += chargeback;
     }
 }
 
@@ -237,12 +277,14 @@ static void vault_info(const vault *v, rules_entity e, const pay_payment *p, rul
 static int64_t merchant_frauds(const vault *v, const rules_window *w, const pay_payment *p) {
     int64_t first, last, n = 0, width = buckets_width_ms(w);
     buckets_span(w, p->event_time_ms, &first, &last);
-    for (size_t i = link_lower(v, RULES_ENT_MERCHANT, p->merchant_id); i < v->nlinks; i++) {
-        const vault_link *l = &v->links[i];
-        if (l->entity != RULES_ENT_MERCHANT || strcmp(l->key, p->merchant_id) != 0) break;
-        int64_t b = buckets_start(l->event_ms, width);
-        if (l->outcome == VAULT_FRAUD && l->known_ms <= p->event_time_ms && b >= first && b <= last)
-            n++;
+    for (size_t i = link_lower(v, RULES_ENT_MERCHANT, p->merchant_id), end; i < v->nlinks; i = end) {
+        if (v->links[i].entity != RULES_ENT_MERCHANT || strcmp(v->links[i].key, p->merchant_id) != 0)
+            break;
+        end = link_payment_end(v, i);
+        bool fraud, chargeback;
+        link_counts_at(v, i, end, p->event_time_ms, &fraud, &chargeback);
+        int64_t b = buckets_start(v->links[i].event_ms, width);
+        if (fraud && b >= first && b <= last) n++;
     }
     return n;
 }

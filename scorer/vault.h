@@ -3,11 +3,17 @@
  * The vault (risk_vault in PostgreSQL) keeps, per identifier digest (card fingerprint, ip, device,
  * email): first seen, last seen (event time) and times seen, over every payment ever persisted,
  * plus the confirmed-fraud and chargeback counts the outcome consumer maintains (outcomes.h).
- * For scoring, the fraud counts are taken from the outcome links instead (outcome_links: one row
- * per labelled payment and identifier, with the label's known_at), so that a payment at event time
- * t only sees labels known at t: the delayed-feedback setting, and what makes a replay of history
- * give the same values as live traffic. The same links, for merchants, give the merchant
- * (terminal) risk: confirmed frauds among the merchant's payments of a delayed window.
+ * For scoring, the fraud counts are taken from the outcome links instead (outcome_links: per
+ * identifier and labelled payment, its fraud labels and the later labels that supersede them, each
+ * with its known_at), so that a payment at event time t only sees labels known at t: the
+ * delayed-feedback setting, and what makes a replay of history give the same values as live
+ * traffic. A labelled payment counts by its labels known at t: as confirmed fraud (chargeback)
+ * when such a label comes after its last false_positive/legitimate label, in known_at order (at
+ * equal known_at the higher vault_outcome comes last). So a false_positive known at T2 ends the
+ * count of a confirmed_fraud for the payments from T2 on, a confirmed_fraud after it counts again
+ * (once), and a chargeback after a confirmed_fraud keeps both (docs/topics.md). The same links,
+ * for merchants, give the merchant (terminal) risk: confirmed frauds among the merchant's payments
+ * of a delayed window.
  *
  * "Times seen" counts the payments before this one: those persisted earlier (any event time) plus
  * those of the batch that come first in event order (time, then payment_id).
@@ -25,7 +31,13 @@
 #include "rules.h"
 #include "velocity.h"
 
-typedef enum vault_outcome { VAULT_FRAUD = 1, VAULT_CHARGEBACK = 2 } vault_outcome;
+/* The labels, in their precedence at equal known_at (PostgreSQL's fs_label_rank, migration 008). */
+typedef enum vault_outcome {
+    VAULT_LEGITIMATE = 1,
+    VAULT_FALSE_POSITIVE = 2,
+    VAULT_FRAUD = 3,     /* confirmed_fraud */
+    VAULT_CHARGEBACK = 4
+} vault_outcome;
 
 /* A risk_vault row, or the batch's increment of one (times_seen = payments added). */
 typedef struct vault_row {
@@ -36,13 +48,14 @@ typedef struct vault_row {
     int64_t times_seen;
 } vault_row;
 
-/* An outcome_links row: a labelled payment of this identifier or merchant. */
+/* An outcome_links row: a label of a payment of this identifier or merchant. */
 typedef struct vault_link {
     rules_entity entity;
     const char *key;
     vault_outcome outcome;
-    int64_t event_ms; /* the labelled payment's event time */
-    int64_t known_ms; /* when the label became known */
+    int64_t event_ms;       /* the labelled payment's event time */
+    int64_t known_ms;       /* when the label became known */
+    const char *payment_id; /* the labelled payment: its links make its label history */
 } vault_link;
 
 typedef struct vault_key {

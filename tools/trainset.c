@@ -126,8 +126,9 @@ int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int l
 /* ---- PostgreSQL -------------------------------------------------------------------------------- */
 
 /* The label cut-off, then the event-time period [from, to). The latest label known at the
- * cut-off wins (payment_labels' order). The hits' points by code are returned whole rather than
- * summed for given codes here: a psql export of the query then serves any covered set. */
+ * cut-off wins; at equal known_at the higher fs_label_rank (payment_labels' order, migration 008:
+ * the fraud label). The hits' points by code are returned whole rather than summed for given
+ * codes here: a psql export of the query then serves any covered set. */
 #define TRS_QUERY_FMT                                                                              \
     "SELECT d.features::text, "                                                                    \
     "CASE WHEN l.outcome IS NULL THEN NULL "                                                       \
@@ -138,7 +139,8 @@ int trs_add(trs *t, const trs_filter *f, const char *features, size_t len, int l
     "coalesce(jsonb_object_agg(r->>'code', (r->>'weight')::int) FILTER (WHERE r ? 'code'), "       \
     "'{}') AS hits FROM jsonb_array_elements(d.reasons) r) h "                                     \
     "LEFT JOIN LATERAL (SELECT o.outcome FROM outcomes o WHERE o.payment_id = p.payment_id "       \
-    "AND o.known_at <= %s ORDER BY o.known_at DESC, o.received_at DESC LIMIT 1) l ON true "        \
+    "AND o.known_at <= %s ORDER BY o.known_at DESC, fs_label_rank(o.outcome) DESC LIMIT 1) "       \
+    "l ON true "                                                                                   \
     "WHERE p.event_time >= %s AND p.event_time < %s ORDER BY p.event_time, p.payment_id"
 
 /* A bound as a timestamptz literal ('-infinity' / 'infinity' for none). */

@@ -214,13 +214,13 @@ static void test_vault(void **state) {
     vault_row row = {RULES_ENT_CARD, "fp", 150 * D, 199 * D, 4};
     assert_int_equal(vault_load_row(v, &row), 0);
     /* labels of earlier payments with this card: one known before t, one known after t */
-    vault_link l1 = {RULES_ENT_CARD, "fp", VAULT_FRAUD, 190 * D, t - 1};
-    vault_link l2 = {RULES_ENT_CARD, "fp", VAULT_FRAUD, 191 * D, t + 1};
-    vault_link l3 = {RULES_ENT_CARD, "fp", VAULT_CHARGEBACK, 180 * D, t};
+    vault_link l1 = {RULES_ENT_CARD, "fp", VAULT_FRAUD, 190 * D, t - 1, "p1"};
+    vault_link l2 = {RULES_ENT_CARD, "fp", VAULT_FRAUD, 191 * D, t + 1, "p2"};
+    vault_link l3 = {RULES_ENT_CARD, "fp", VAULT_CHARGEBACK, 180 * D, t, "p3"};
     /* merchant m1: a fraud in the delayed window (t-14d, t-7d], known; one too recent; one unknown */
-    vault_link m1 = {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, t - 10 * D, t - 2 * D};
-    vault_link m2 = {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, t - 3 * D, t - D};
-    vault_link m3 = {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, t - 9 * D, t + D};
+    vault_link m1 = {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, t - 10 * D, t - 2 * D, "p4"};
+    vault_link m2 = {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, t - 3 * D, t - D, "p5"};
+    vault_link m3 = {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, t - 9 * D, t + D, "p6"};
     const vault_link *links[] = {&l1, &l2, &l3, &m1, &m2, &m3};
     for (size_t i = 0; i < 6; i++) assert_int_equal(vault_load_link(v, links[i]), 0);
     pay_init(&a, "aaaaaaaa-1111-4111-8111-111111111111", "u1", t, 100);
@@ -259,6 +259,72 @@ static void test_vault(void **state) {
     assert_int_equal(nk, 3); /* card fp, email, merchant m1 (deduplicated) */
     free(keys);
     vault_destroy(v);
+    rules_destroy(r);
+}
+
+/* Corrected labels: a payment counts as confirmed fraud (chargeback) at t when such a label known
+ * at t comes after its last false_positive/legitimate label known at t (at equal known_at the
+ * fraud label wins), for the vault counts and the merchant risk alike. */
+typedef struct label_case {
+    const char *name;
+    int64_t after;                    /* the scored payment's event time: K + after (ms) */
+    int64_t fraud, chargebacks, risk; /* expected card counts and merchant frauds */
+} label_case;
+
+static void test_vault_corrections(void **state) {
+    rules *r = parse_ok(RULES_RISK);
+    const int64_t e = 100 * D + 12 * H; /* the labelled payments' event time */
+    const int64_t K = e + 8 * D;        /* labels known from then on: e is in the delayed window */
+    (void)state;
+    /* pa: confirmed_fraud at +1h, false_positive at +2h, confirmed_fraud again at +3h.
+     * pb: chargeback at +1h, legitimate at +4h. pc: legitimate and confirmed_fraud both at +2h
+     * (a tie: the fraud label wins). pd: a false_positive at +1h without an earlier fraud label.
+     * pe: confirmed_fraud at +5h, then a chargeback at +6h: both count.
+     * Loaded out of order: the order is the vault's business. */
+    const vault_link links[] = {
+        {RULES_ENT_CARD, "fp", VAULT_FALSE_POSITIVE, e, K + 2 * H, "pa"},
+        {RULES_ENT_CARD, "fp", VAULT_FRAUD, e, K + 3 * H, "pa"},
+        {RULES_ENT_CARD, "fp", VAULT_FRAUD, e, K + 1 * H, "pa"},
+        {RULES_ENT_CARD, "fp", VAULT_LEGITIMATE, e, K + 4 * H, "pb"},
+        {RULES_ENT_CARD, "fp", VAULT_CHARGEBACK, e, K + 1 * H, "pb"},
+        {RULES_ENT_CARD, "fp", VAULT_FRAUD, e, K + 2 * H, "pc"},
+        {RULES_ENT_CARD, "fp", VAULT_LEGITIMATE, e, K + 2 * H, "pc"},
+        {RULES_ENT_CARD, "fp", VAULT_FALSE_POSITIVE, e, K + 1 * H, "pd"},
+        {RULES_ENT_CARD, "fp", VAULT_CHARGEBACK, e, K + 6 * H, "pe"},
+        {RULES_ENT_CARD, "fp", VAULT_FRAUD, e, K + 5 * H, "pe"},
+        {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, e, K + 3 * H, "pa"},
+        {RULES_ENT_MERCHANT, "m1", VAULT_FALSE_POSITIVE, e, K + 2 * H, "pa"},
+        {RULES_ENT_MERCHANT, "m1", VAULT_FRAUD, e, K + 1 * H, "pa"},
+    };
+    static const label_case cases[] = {
+        {"before any label is known", H - 1, 0, 0, 0},
+        {"pa fraud, pb chargeback (known exactly at t)", H, 1, 1, 1},
+        {"pa corrected to false_positive, pc fraud (a tie)", 2 * H, 1, 1, 0},
+        {"just before pa's second correction", 3 * H - 1, 1, 1, 0},
+        {"pa fraud again", 3 * H, 2, 1, 1},
+        {"pb corrected to legitimate", 4 * H, 2, 0, 1},
+        {"pe fraud", 5 * H, 3, 0, 1},
+        {"pe charged back: still a confirmed fraud", 6 * H, 3, 1, 1},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        vault *v = vault_new();
+        pay_payment p;
+        rules_features f;
+        for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+            assert_int_equal(vault_load_link(v, &links[i]), 0);
+        pay_init(&p, "ffffffff-1111-4111-8111-111111111111", "u", K + cases[k].after, 100);
+        strcpy(p.card_fingerprint_digest, "fp");
+        strcpy(p.merchant_id, "m1");
+        assert_int_equal(vault_build(v), 0);
+        memset(&f, 0, sizeof f);
+        f.p = &p;
+        vault_features(v, r, &p, &f);
+        print_message("case: %s\n", cases[k].name);
+        assert_int_equal(f.vault[RULES_ENT_CARD].fraud, cases[k].fraud);
+        assert_int_equal(f.vault[RULES_ENT_CARD].chargebacks, cases[k].chargebacks);
+        assert_int_equal(f.risk_frauds[0], cases[k].risk);
+        vault_destroy(v);
+    }
     rules_destroy(r);
 }
 
@@ -518,6 +584,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bucket_arithmetic), cmocka_unit_test(test_bucket_windows),
         cmocka_unit_test(test_distinct_cap),      cmocka_unit_test(test_vault),
+        cmocka_unit_test(test_vault_corrections),
         cmocka_unit_test(test_predicates),        cmocka_unit_test(test_invalid_new_kinds),
         cmocka_unit_test(test_feature_windows_option), cmocka_unit_test(test_fvec),
         cmocka_unit_test(test_pgcopy),            cmocka_unit_test(test_features_text),
