@@ -47,6 +47,7 @@ typedef struct alerter_opts {
     int64_t poll_interval_ms, subscriptions_refresh_ms, outbox_interval_ms;
     char *smtp_url, *smtp_from, *smtp_to, *smtp_user, *smtp_password, *smtp_min_decision;
     int64_t startup_timeout_ms, shutdown_timeout_ms, db_timeout_ms;
+    int64_t db_migrate_timeout_ms, db_migrate_lock_timeout_ms;
     int64_t retention_days, retention_interval_s;
     char *log_level;
     bool allow_insecure_http;
@@ -135,6 +136,18 @@ static const cfg_opt alerter_options[] = {
     {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "30000", 1000, 600000, O(db_timeout_ms),
      "a PostgreSQL statement not answered within this drops its connection (reconnected); /ready "
      "fails when a side has had no successful round trip for about as long", false},
+    {"db-migrate-timeout-ms", "FS_DB_MIGRATE_TIMEOUT_MS", CFG_INT, "600000", 0,
+     86400000, O(db_migrate_timeout_ms),
+     "start-up migrations (and those of the operator commands): each one (and each of its statements) must finish within this, and "
+     "another process's migration (the migration lock) is waited for at most this long; longer: "
+     "start-up error naming the cause (0: no limit)",
+     false},
+    {"db-migrate-lock-timeout-ms", "FS_DB_MIGRATE_LOCK_TIMEOUT_MS", CFG_INT, "10000", 0,
+     86400000, O(db_migrate_lock_timeout_ms),
+     "start-up migrations (and those of the operator commands): a lock held by another session (an open transaction) is waited for at "
+     "most this long, then start-up error naming the sessions (0: no limit; while it waits, "
+     "other writers of that table wait behind it)",
+     false},
     {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "5000", 0, 600000,
      O(shutdown_timeout_ms), "on SIGTERM, how long running deliveries may finish", false},
     {"retention-days", "FS_RETENTION_DAYS", CFG_INT, "30", 0, 3650, O(retention_days),
@@ -189,7 +202,8 @@ static PGconn *db_open(const alerter_opts *o, char *errstr, size_t n) {
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);
     }
-    int applied = db_migrate(conn, errstr, n);
+    int applied = db_migrate(conn, (int)o->db_migrate_timeout_ms,
+                             (int)o->db_migrate_lock_timeout_ms, errstr, n);
     if (applied < 0 ||
         subs_sync_email(conn, o->smtp_url, o->smtp_to, o->smtp_min_decision, errstr, n) != 0) {
         PQfinish(conn);
@@ -396,7 +410,11 @@ static int run_command(int argc, char **argv) {
     cfg_result r = cfg_parse(alerter_options, &o, &props, ncfg, cfg_argv, "fraudshield-alerter",
                              SUMMARY, errstr, sizeof errstr);
     if (r == CFG_ERROR) fprintf(stderr, "%s\n", errstr);
-    else if (r == CFG_OK) rc = manage_main(ncmd, cmd_argv, o.database_url, o.allow_insecure_http);
+    else if (r == CFG_OK) {
+        manage_db db = {o.database_url, (int)o.db_migrate_timeout_ms,
+                        (int)o.db_migrate_lock_timeout_ms};
+        rc = manage_main(ncmd, cmd_argv, &db, o.allow_insecure_http);
+    }
     else rc = 0;
 done:
     cfg_free(alerter_options, &o, &props);

@@ -250,7 +250,7 @@ void manage_usage(FILE *out) {
             "  deliveries redeliver DELIVERY_ID\n");
 }
 
-int manage_main(int argc, char **argv, const char *database_url, bool allow_http) {
+int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
     char err[512];
     args a;
     const command *c = NULL;
@@ -262,8 +262,9 @@ int manage_main(int argc, char **argv, const char *database_url, bool allow_http
     }
     if (parse(c, argc - 2, argv + 2, &a) != 0) return 2;
     a.allow_http = allow_http;
-    PGconn *conn = db_connect(database_url, "fraudshield-alerter cli", err, sizeof err);
-    if (!conn || db_migrate(conn, err, sizeof err) < 0) {
+    PGconn *conn = db_connect(db->url, "fraudshield-alerter cli", err, sizeof err);
+    if (!conn ||
+        db_migrate(conn, db->migrate_timeout_ms, db->migrate_lock_timeout_ms, err, sizeof err) < 0) {
         fprintf(stderr, "PostgreSQL: %s\n", err);
         PQfinish(conn);
         return 1;

@@ -21,8 +21,14 @@
 /* True when arg names a command ("subscriptions", "alerts", "deliveries"). */
 bool manage_is_command(const char *arg);
 
+/* How the commands reach PostgreSQL: the alerter's configuration. */
+typedef struct manage_db {
+    const char *url;
+    int migrate_timeout_ms, migrate_lock_timeout_ms; /* db_migrate's bounds (0: none) */
+} manage_db;
+
 /* argv[0] is the command. Returns the exit status: 0 done, 1 failed, 2 usage error. */
-int manage_main(int argc, char **argv, const char *database_url, bool allow_http);
+int manage_main(int argc, char **argv, const manage_db *db, bool allow_http);
 
 void manage_usage(FILE *out);
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "fsutil.h"
 #include "log.h"
@@ -92,19 +93,30 @@ static void db_abandon(PGconn *conn, int timeout_ms) {
     PQconsumeInput(conn);
 }
 
-/* Sends the query and flushes it, within the deadline. 0, or -1 (time up: abandoned; or error). */
-static int db_send(PGconn *conn, int64_t deadline_us, int timeout_ms, const char *sql, int nparams,
-                   const char *const *params, const int *lens, const int *fmts) {
-    int ok = nparams ? PQsendQueryParams(conn, sql, nparams, NULL, params, lens, fmts, 0)
-                     : PQsendQuery(conn, sql);
-    if (!ok) return -1;
+/* Flushes what libpq holds for the server, within the deadline (only a non-blocking connection
+ * holds any: a blocking one flushed in the call that queued it); input is consumed meanwhile, as
+ * libpq asks (the server may be sending an error). 0 or -1. */
+static int db_flush_within(PGconn *conn, int64_t deadline_us, int timeout_ms) {
     for (int f; (f = PQflush(conn)) != 0;) {
         if (f < 0) return -1;
         int w = db_wait(conn, POLLIN | POLLOUT, deadline_us);
-        if (w <= 0) return w == 0 ? db_abandon(conn, timeout_ms), -1 : -1;
+        if (w <= 0) return db_abandon(conn, w == 0 ? timeout_ms : -1), -1;
         if (!PQconsumeInput(conn)) return -1;
     }
     return 0;
+}
+
+/* Sends the query and flushes it, within the deadline (single_row: libpq's single-row mode, which
+ * must be asked for before anything else happens on the connection; refused only when misused, and
+ * the rows then come in one result, which callers take the same way). 0, or -1 (time up:
+ * abandoned; or error). */
+static int db_send(PGconn *conn, int64_t deadline_us, int timeout_ms, const char *sql, int nparams,
+                   const char *const *params, const int *lens, const int *fmts, bool single_row) {
+    int ok = nparams ? PQsendQueryParams(conn, sql, nparams, NULL, params, lens, fmts, 0)
+                     : PQsendQuery(conn, sql);
+    if (!ok) return -1;
+    if (single_row) (void)PQsetSingleRowMode(conn);
+    return db_flush_within(conn, deadline_us, timeout_ms);
 }
 
 /* Waits (within the deadline) until a result can be taken without blocking. 0, or -1 (time up:
@@ -123,7 +135,7 @@ PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
     int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
     PGresult *last = NULL, *r;
     if (!conn || PQstatus(conn) != CONNECTION_OK) return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
-    if (db_send(conn, deadline_us, timeout_ms, sql, nparams, params, lens, fmts) != 0)
+    if (db_send(conn, deadline_us, timeout_ms, sql, nparams, params, lens, fmts, false) != 0)
         return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
     /* as PQexec: the last result. Each PQgetResult only once it cannot block (several statements
      * give several results); after an abandon, libpq's error for the lost connection. */
@@ -137,16 +149,47 @@ PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
     return last ? last : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
 }
 
-/* Flushes what libpq holds for the server (non-blocking connection), within the deadline; input
- * is consumed meanwhile, as libpq asks (the server may be sending an error). 0 or -1. */
-static int db_flush_within(PGconn *conn, int64_t deadline_us, int timeout_ms) {
-    for (int f; (f = PQflush(conn)) != 0;) {
-        if (f < 0) return -1;
-        int w = db_wait(conn, POLLIN | POLLOUT, deadline_us);
-        if (w <= 0) return db_abandon(conn, w == 0 ? timeout_ms : -1), -1;
-        if (!PQconsumeInput(conn)) return -1;
+/* A connection dropped once the deadline had passed: db_abandon's doing (it drops only then). */
+static bool db_timed_out(const PGconn *conn, int64_t deadline_us) {
+    return PQstatus(conn) == CONNECTION_BAD && fs_mono_us() >= deadline_us;
+}
+
+/* errstr for a failed round trip: DB_TIMED_OUT (abandoned at the deadline) or -1 (res's error, or
+ * the connection's). */
+static int db_failed(PGconn *conn, const PGresult *res, int64_t deadline_us, int timeout_ms,
+                     char *errstr, size_t errstr_size) {
+    if (db_timed_out(conn, deadline_us)) {
+        snprintf(errstr, errstr_size, "PostgreSQL did not answer within %d ms: connection dropped",
+                 timeout_ms);
+        return DB_TIMED_OUT;
     }
-    return 0;
+    db_error(conn, res, errstr, errstr_size);
+    return -1;
+}
+
+int db_query_rows(PGconn *conn, int timeout_ms, const char *sql, db_row_fn *row_fn, void *arg,
+                  char *errstr, size_t errstr_size) {
+    int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
+    int rc = 0;
+    PGresult *r;
+    if (!conn || PQstatus(conn) != CONNECTION_OK ||
+        db_send(conn, deadline_us, timeout_ms, sql, 0, NULL, NULL, NULL, true) != 0)
+        return db_failed(conn, NULL, deadline_us, timeout_ms, errstr, errstr_size);
+    /* every result, also after an error or a stop (the rest is dropped): the connection ends idle */
+    for (;;) {
+        (void)db_await_result(conn, deadline_us, timeout_ms);
+        if (!(r = PQgetResult(conn))) break;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK)
+            for (int i = 0; rc == 0 && i < PQntuples(r); i++) rc = row_fn(arg, r, i);
+        else if (rc == 0)
+            rc = db_failed(conn, r, deadline_us, timeout_ms, errstr, errstr_size);
+        PQclear(r);
+        if (PQstatus(conn) == CONNECTION_BAD) break;
+    }
+    if (rc == 0 && PQstatus(conn) == CONNECTION_BAD) /* lost after the last row it sent */
+        rc = db_failed(conn, NULL, deadline_us, timeout_ms, errstr, errstr_size);
+    return rc;
 }
 
 /* Sends the COPY data and its end on a connection in COPY IN state (non-blocking while it does:
@@ -177,7 +220,7 @@ PGresult *db_copy_in(PGconn *conn, int timeout_ms, const char *copy_sql, const c
     int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
     PGresult *last = NULL, *r;
     if (!conn || PQstatus(conn) != CONNECTION_OK) return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
-    if (db_send(conn, deadline_us, timeout_ms, copy_sql, 0, NULL, NULL, NULL) != 0)
+    if (db_send(conn, deadline_us, timeout_ms, copy_sql, 0, NULL, NULL, NULL, false) != 0)
         return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
     bool sent = false;
     /* COPY_IN first (then the data; then the COPY's own result), or an error result at once */
@@ -229,6 +272,153 @@ bool db_is_data_error(const PGresult *res) {
     return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 }
 
+/* ---- migrations ------------------------------------------------------------------------------ */
+
+/* The client gives up on a migration round trip this long after db_migrate's timeout_ms, at which
+ * PostgreSQL cancels the statement itself (statement_timeout: the work stops and its locks go at
+ * once, with a clear error). The client's own deadline is for a server that does not answer at
+ * all. */
+#define DB_MIGRATE_GRACE_MS 2000
+/* Between two tries of the advisory lock while another process migrates. */
+#define DB_MIGRATE_POLL_NS 200000000L
+
+/* One db_migrate call: its connection, limits and error buffer. */
+typedef struct migrate_run {
+    PGconn *conn;
+    int timeout_ms, lock_timeout_ms; /* db_migrate's (0: none) */
+    int trip_ms;                     /* each round trip's client-side deadline */
+    char *errstr;
+    size_t errstr_size;
+} migrate_run;
+
+/* Sessions of this database other than ours in a transaction opened more than %d ms ago: those
+ * that can hold the lock a migration waited for, oldest first. */
+static const char SQL_LOCK_SUSPECTS[] =
+    "SELECT string_agg(format('pid %%s (%%s, %%s, in a transaction for %%s s)', pid, "
+    "coalesce(nullif(application_name, ''), 'no application_name'), coalesce(state, '?'), "
+    "extract(epoch FROM now() - xact_start)::bigint), '; ' ORDER BY xact_start) "
+    "FROM (SELECT * FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND xact_start < now() - %d * interval '1 millisecond' "
+    "ORDER BY xact_start LIMIT 5) s";
+
+/* The session holding the advisory lock %u/%u (a bigint key shows as its high and low halves). */
+static const char SQL_LOCK_HOLDER[] =
+    "SELECT format('pid %%s (%%s, %%s, connected %%s s ago)', a.pid, "
+    "coalesce(nullif(a.application_name, ''), 'no application_name'), coalesce(a.state, '?'), "
+    "extract(epoch FROM now() - a.backend_start)::bigint) "
+    "FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND "
+    "l.granted AND l.classid = %u AND l.objid = %u AND l.objsubid = 1 AND "
+    "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+/* The first text cell of sql's result into out (unchanged when there is none). */
+static void mig_text(migrate_run *r, const char *sql, char *out, size_t out_size) {
+    PGresult *res = db_query(r->conn, r->trip_ms, sql, 0, NULL, NULL, NULL);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+        snprintf(out, out_size, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+/* A lock another session holds was not granted within lock_timeout: nothing of the transaction
+ * stays (rolled back here, so that the sessions can be looked up), and the likely holders are
+ * named with what to do. */
+static void mig_lock_timeout(migrate_run *r, const char *what, const char *e) {
+    char sql[sizeof SQL_LOCK_SUSPECTS + 16], who[512] = "none left (the lock may be free now)";
+    char ignored[256];
+    db_exec_within(r->conn, r->trip_ms, "ROLLBACK", ignored, sizeof ignored);
+    snprintf(sql, sizeof sql, SQL_LOCK_SUSPECTS, r->lock_timeout_ms);
+    mig_text(r, sql, who, sizeof who);
+    snprintf(r->errstr, r->errstr_size,
+             "%s: waited longer than db-migrate-lock-timeout-ms (%d ms) for a lock another session "
+             "holds (%s); nothing of it was applied. Sessions in a transaction for longer than that: "
+             "%s. End that transaction (or SELECT pg_terminate_backend(pid)) and start again, or "
+             "raise db-migrate-lock-timeout-ms",
+             what, r->lock_timeout_ms, e, who);
+}
+
+/* errstr for a failed migration round trip that started at t0_us: "<what>: <why>", and what to do
+ * for the deadlines' failures. */
+static void mig_explain(migrate_run *r, const char *what, const PGresult *res, int64_t t0_us) {
+    char e[512];
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    int64_t ms = (fs_mono_us() - t0_us) / 1000;
+    if (db_timed_out(r->conn, t0_us + (int64_t)r->trip_ms * 1000)) {
+        snprintf(r->errstr, r->errstr_size,
+                 "%s: PostgreSQL did not answer within %d ms (db-migrate-timeout-ms + %d ms): "
+                 "connection dropped; is the server stopped or overloaded?",
+                 what, r->trip_ms, DB_MIGRATE_GRACE_MS);
+        return;
+    }
+    db_error(r->conn, res, e, sizeof e);
+    if (state && strcmp(state, "55P03") == 0)
+        mig_lock_timeout(r, what, e);
+    else if (state && strcmp(state, "57014") == 0 && r->timeout_ms > 0 && ms >= r->timeout_ms)
+        snprintf(r->errstr, r->errstr_size,
+                 "%s: ran longer than db-migrate-timeout-ms (%d ms) and was cancelled (%s); nothing "
+                 "of it was applied. Raise db-migrate-timeout-ms (0: no limit) if it is merely slow",
+                 what, r->timeout_ms, e);
+    else
+        snprintf(r->errstr, r->errstr_size, "%s: %s", what, e);
+}
+
+/* Runs sql (nparams text parameters) within the run's deadline. 0 with the result in *out (NULL:
+ * cleared), or -1 with errstr (mig_explain). */
+static int mig_exec(migrate_run *r, const char *what, const char *sql, int nparams,
+                    const char *const *params, PGresult **out) {
+    int64_t t0 = fs_mono_us();
+    PGresult *res = db_query(r->conn, r->trip_ms, sql, nparams, params, NULL, NULL);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (out) *out = res;
+        else PQclear(res);
+        return 0;
+    }
+    mig_explain(r, what, res, t0);
+    PQclear(res);
+    return -1;
+}
+
+/* Who holds the migration lock, into out. */
+static void mig_lock_holder(migrate_run *r, char *out, size_t out_size) {
+    char sql[sizeof SQL_LOCK_HOLDER + 32];
+    snprintf(out, out_size, "unknown (released meanwhile)");
+    snprintf(sql, sizeof sql, SQL_LOCK_HOLDER, (unsigned)((uint64_t)DB_MIGRATION_LOCK >> 32),
+             (unsigned)((uint64_t)DB_MIGRATION_LOCK & 0xffffffffu));
+    mig_text(r, sql, out, out_size);
+}
+
+/* Takes the advisory lock that serializes migrations. While another process holds it (it is
+ * migrating, or hangs), tries again every 200 ms for at most timeout_ms (0: for ever), then fails
+ * naming the holder. 0 or -1 with errstr. */
+static int mig_lock(migrate_run *r) {
+    char sql[64], holder[512];
+    int64_t t0 = fs_mono_us();
+    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", DB_MIGRATION_LOCK);
+    for (bool logged = false;;) {
+        PGresult *res;
+        if (mig_exec(r, "the migration lock", sql, 0, NULL, &res) != 0) return -1;
+        bool got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (got) return 0;
+        bool late = r->timeout_ms > 0 && fs_mono_us() - t0 >= (int64_t)r->timeout_ms * 1000;
+        if (!logged || late) mig_lock_holder(r, holder, sizeof holder);
+        if (!logged)
+            log_fields(LOG_WARN, "migration_lock_wait", json_pack("{s:s}", "holder", holder),
+                       "another process holds the migration lock: waiting for it (at most "
+                       "db-migrate-timeout-ms, %d ms; 0: no limit)", r->timeout_ms);
+        logged = true;
+        if (late) {
+            snprintf(r->errstr, r->errstr_size,
+                     "another process has held the migration lock for longer than "
+                     "db-migrate-timeout-ms (%d ms): %s. If it is migrating (its log names the "
+                     "migration), start again once it is done or raise db-migrate-timeout-ms; if "
+                     "it hangs, end its session (SELECT pg_terminate_backend(pid))",
+                     r->timeout_ms, holder);
+            return -1;
+        }
+        nanosleep(&(struct timespec){0, DB_MIGRATE_POLL_NS}, NULL);
+    }
+}
+
 /* The SHA-256 (hex) of a migration's text, recorded when it is applied. */
 static void migration_sha256(const db_migration *m, char out[2 * SHA256_DIGEST_LENGTH + 1]) {
     unsigned char md[SHA256_DIGEST_LENGTH];
@@ -238,14 +428,15 @@ static void migration_sha256(const db_migration *m, char out[2 * SHA256_DIGEST_L
 
 /* 1 when m was applied (its recorded checksum into sum, "" when recorded before checksums), 0
  * when not, -1 on error. */
-static int migration_applied(PGconn *conn, const db_migration *m, char *sum, size_t sum_size,
-                             char *errstr, size_t errstr_size) {
+static int migration_applied(migrate_run *r, const db_migration *m, char *sum, size_t sum_size) {
     const char *params[] = {m->name};
-    PGresult *res = PQexecParams(conn, "SELECT coalesce(sha256, '') FROM schema_migrations WHERE name = $1",
-                                 1, NULL, params, NULL, NULL, 0);
-    int rc = PQresultStatus(res) != PGRES_TUPLES_OK ? -1 : PQntuples(res) > 0;
-    if (rc < 0) db_error(conn, res, errstr, errstr_size);
-    if (rc > 0) snprintf(sum, sum_size, "%s", PQgetvalue(res, 0, 0));
+    PGresult *res;
+    if (mig_exec(r, "schema_migrations",
+                 "SELECT coalesce(sha256, '') FROM schema_migrations WHERE name = $1", 1, params,
+                 &res) != 0)
+        return -1;
+    int rc = PQntuples(res) > 0;
+    if (rc) snprintf(sum, sum_size, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return rc;
 }
@@ -253,12 +444,11 @@ static int migration_applied(PGconn *conn, const db_migration *m, char *sum, siz
 /* An applied migration must be the text this build carries: a migration edited after it was
  * applied leaves databases that ran the old text with a different schema than new ones, which
  * shows up later as errors no retry can fix. Rows from before checksums adopt the current one. */
-static int migration_verify(PGconn *conn, const db_migration *m, const char *recorded,
-                            char *errstr, size_t errstr_size) {
+static int migration_verify(migrate_run *r, const db_migration *m, const char *recorded) {
     char sum[2 * SHA256_DIGEST_LENGTH + 1];
     migration_sha256(m, sum);
     if (recorded[0] && strcmp(recorded, sum) != 0) {
-        snprintf(errstr, errstr_size,
+        snprintf(r->errstr, r->errstr_size,
                  "migration %s was changed after this database applied it (recorded sha256 %.12s, "
                  "this build %.12s): restore its text and put the change in a new migration "
                  "(a throwaway development database: drop it and start again)",
@@ -267,67 +457,79 @@ static int migration_verify(PGconn *conn, const db_migration *m, const char *rec
     }
     if (recorded[0]) return 0;
     const char *params[] = {sum, m->name};
-    PGresult *res = PQexecParams(conn, "UPDATE schema_migrations SET sha256 = $1 WHERE name = $2",
-                                 2, NULL, params, NULL, NULL, 0);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) db_error(conn, res, errstr, errstr_size);
-    PQclear(res);
-    return ok ? 0 : -1;
+    return mig_exec(r, "schema_migrations", "UPDATE schema_migrations SET sha256 = $1 WHERE name = $2",
+                    2, params, NULL);
 }
 
-static int migration_apply(PGconn *conn, const db_migration *m, char *errstr, size_t errstr_size) {
-    char e[512];
+/* m's text and its schema_migrations row, in one transaction. */
+static int migration_apply(migrate_run *r, const db_migration *m) {
+    char e[256], what[96];
     char sum[2 * SHA256_DIGEST_LENGTH + 1];
+    int64_t t0 = fs_mono_us();
     migration_sha256(m, sum);
     const char *params[] = {m->name, sum};
-    if (db_exec(conn, "BEGIN", errstr, errstr_size) != 0) return -1;
-    if (db_exec(conn, m->sql, e, sizeof e) != 0) {
-        snprintf(errstr, errstr_size, "migration %s: %s", m->name, e);
-        goto failed;
+    snprintf(what, sizeof what, "migration %s", m->name);
+    if (mig_exec(r, what, "BEGIN", 0, NULL, NULL) != 0) return -1;
+    if (mig_exec(r, what, m->sql, 0, NULL, NULL) != 0 ||
+        mig_exec(r, what, "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)", 2, params,
+                 NULL) != 0 ||
+        mig_exec(r, what, "COMMIT", 0, NULL, NULL) != 0) {
+        db_exec_within(r->conn, r->trip_ms, "ROLLBACK", e, sizeof e);
+        return -1;
     }
-    PGresult *res = PQexecParams(conn, "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)",
-                                 2, NULL, params, NULL, NULL, 0);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) db_error(conn, res, errstr, errstr_size);
-    PQclear(res);
-    if (!ok || db_exec(conn, "COMMIT", errstr, errstr_size) != 0) goto failed;
-    log_msg(LOG_INFO, "migration_applied", "applied migration %s", m->name);
+    log_msg(LOG_INFO, "migration_applied", "applied migration %s in %.1f s", m->name,
+            (double)(fs_mono_us() - t0) / 1e6);
     return 0;
-failed:
-    db_exec(conn, "ROLLBACK", e, sizeof e);
-    return -1;
 }
 
-int db_migrate(PGconn *conn, char *errstr, size_t errstr_size) {
-    char lock[128], unlock[128], e[256];
+/* Under the migration lock: verifies the applied migrations, applies the others. The number
+ * applied, or -1 with errstr. */
+static int migrate_pending(migrate_run *r) {
     int applied = 0;
-    snprintf(lock, sizeof lock, "SELECT pg_advisory_lock(%lld)", DB_MIGRATION_LOCK);
-    snprintf(unlock, sizeof unlock, "SELECT pg_advisory_unlock(%lld)", DB_MIGRATION_LOCK);
-    /* Waits while another process migrates; afterwards it finds the work done. */
-    if (db_exec(conn, lock, errstr, errstr_size) != 0) return -1;
     /* The checksum column came later: added once (ALTER needs the table's owner and a lock, so it
      * runs only when the column is missing, not on every start). */
-    if (db_exec(conn,
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now(), sha256 text);"
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
-                "table_name = 'schema_migrations' AND column_name = 'sha256' AND table_schema = "
-                "current_schema()) THEN ALTER TABLE schema_migrations ADD COLUMN sha256 text; END IF; "
-                "END $$",
-                errstr, errstr_size) != 0)
-        goto failed;
+    if (mig_exec(r, "schema_migrations",
+                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                 "applied_at timestamptz NOT NULL DEFAULT now(), sha256 text);"
+                 "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+                 "table_name = 'schema_migrations' AND column_name = 'sha256' AND table_schema = "
+                 "current_schema()) THEN ALTER TABLE schema_migrations ADD COLUMN sha256 text; "
+                 "END IF; END $$",
+                 0, NULL, NULL) != 0)
+        return -1;
     for (const db_migration *m = db_migrations; m->name; m++) {
         char recorded[2 * SHA256_DIGEST_LENGTH + 1] = "";
-        int done = migration_applied(conn, m, recorded, sizeof recorded, errstr, errstr_size);
-        if (done < 0) goto failed;
-        if (done && migration_verify(conn, m, recorded, errstr, errstr_size) != 0) goto failed;
+        int done = migration_applied(r, m, recorded, sizeof recorded);
+        if (done < 0) return -1;
+        if (done && migration_verify(r, m, recorded) != 0) return -1;
         if (done) continue;
-        if (migration_apply(conn, m, errstr, errstr_size) != 0) goto failed;
+        if (migration_apply(r, m) != 0) return -1;
         applied++;
     }
-    db_exec(conn, unlock, e, sizeof e);
     return applied;
-failed:
-    db_exec(conn, unlock, e, sizeof e);
-    return -1;
+}
+
+int db_migrate(PGconn *conn, int timeout_ms, int lock_timeout_ms, char *errstr,
+               size_t errstr_size) {
+    migrate_run r = {conn, timeout_ms, lock_timeout_ms,
+                     timeout_ms > 0 && timeout_ms <= INT_MAX - DB_MIGRATE_GRACE_MS
+                         ? timeout_ms + DB_MIGRATE_GRACE_MS
+                         : INT_MAX, /* about 24 days: no deadline */
+                     errstr, errstr_size};
+    char sql[128], e[256];
+    int applied = -1;
+    snprintf(sql, sizeof sql, "SET statement_timeout = %d; SET lock_timeout = %d", timeout_ms,
+             lock_timeout_ms);
+    if (mig_exec(&r, "migration settings", sql, 0, NULL, NULL) == 0 && mig_lock(&r) == 0) {
+        applied = migrate_pending(&r);
+        snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%lld)", DB_MIGRATION_LOCK);
+        db_exec_within(conn, r.trip_ms, sql, e, sizeof e);
+    }
+    /* the session's own values again: the scorer and the alerter go on with this connection */
+    if (db_exec_within(conn, r.trip_ms, "RESET statement_timeout; RESET lock_timeout", e,
+                       sizeof e) != 0 && applied >= 0) {
+        snprintf(errstr, errstr_size, "migration settings: %s", e);
+        applied = -1;
+    }
+    return applied;
 }

@@ -5,7 +5,8 @@
  * transaction, recorded in schema_migrations with the SHA-256 of its text; a session advisory
  * lock makes concurrent starts (two scorers at once) safe: the second waits, then finds nothing
  * left to do. An applied migration whose text changed since is an error (a migration is never
- * edited once released: the change goes into a new one). */
+ * edited once released: the change goes into a new one). Every wait of a migration is bounded
+ * (db_migrate's timeouts), so a start-up fails with the reason instead of hanging. */
 #ifndef FS_DB_H
 #define FS_DB_H
 
@@ -24,9 +25,22 @@ extern const db_migration db_migrations[]; /* ends with {0, 0} */
  * shown in pg_stat_activity. Returns NULL with errstr. */
 PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size);
 
-/* Verifies the applied migrations and applies the pending ones. Returns the number applied, or -1
- * with errstr (also when an applied migration's text changed since). */
-int db_migrate(PGconn *conn, char *errstr, size_t errstr_size);
+/* Verifies the applied migrations and applies the pending ones. Bounded by (0: no bound)
+ *   timeout_ms       each migration round trip (a migration's text, each bookkeeping statement):
+ *                    PostgreSQL cancels a statement running longer (statement_timeout; the
+ *                    migration's transaction is rolled back), and a server that does not answer at
+ *                    all is given up 2 s later (the connection dropped, as db_query does). Also the
+ *                    longest wait for the advisory lock while another process migrates; the error
+ *                    then names the session holding it.
+ *   lock_timeout_ms  the longest wait for a lock another session holds (lock_timeout): behind an
+ *                    open transaction the migration fails, rolled back, naming the sessions that
+ *                    were in a transaction for that long, instead of waiting for ever (and making
+ *                    every later writer of the table queue behind it).
+ * Both are set on the session for the migration only, then RESET to the session's own values.
+ * Returns the number applied, or -1 with errstr (also when an applied migration's text changed
+ * since); the errors of the bounds say what to do. */
+int db_migrate(PGconn *conn, int timeout_ms, int lock_timeout_ms, char *errstr,
+               size_t errstr_size);
 
 /* Runs a command that returns no rows. Returns 0 or -1 with errstr. */
 int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
@@ -46,6 +60,21 @@ PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
  * e.g. a missing table, or the lost or abandoned connection's). Never NULL; PQclear it. */
 PGresult *db_copy_in(PGconn *conn, int timeout_ms, const char *copy_sql, const char *data,
                      size_t len);
+
+/* A row of db_query_rows: row `row` of res (neither kept after the call). Returns 0 to go on, or a
+ * positive value to stop taking rows. */
+typedef int db_row_fn(void *arg, const PGresult *res, int row);
+
+/* db_query_rows: no answer within the deadline (the connection was dropped, as db_query drops it). */
+#define DB_TIMED_OUT (-2)
+
+/* A query (no parameters) whose rows are handed to row_fn one at a time as they arrive (libpq's
+ * single-row mode: memory holds one row, not the whole result), with db_query's deadline covering
+ * the whole exchange: the query, every row and its end. Returns 0 (every row taken), row_fn's
+ * positive value (the rest of the rows were read and dropped), -1 with errstr (the query failed,
+ * the connection was lost) or DB_TIMED_OUT with errstr. */
+int db_query_rows(PGconn *conn, int timeout_ms, const char *sql, db_row_fn *row_fn, void *arg,
+                  char *errstr, size_t errstr_size);
 
 /* db_exec with db_query's deadline. */
 int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, size_t errstr_size);

@@ -58,6 +58,8 @@ typedef struct scorer_opts {
     int64_t startup_timeout_ms;
     int64_t shutdown_timeout_ms;
     int64_t db_timeout_ms;
+    int64_t db_migrate_timeout_ms;
+    int64_t db_migrate_lock_timeout_ms;
     char *log_level;
 } scorer_opts;
 
@@ -142,6 +144,18 @@ static const cfg_opt scorer_options[] = {
      "connection: the batch is rolled back and retried after reconnecting (never skipped); /ready "
      "fails while PostgreSQL has not answered for longer than this",
      false},
+    {"db-migrate-timeout-ms", "FS_DB_MIGRATE_TIMEOUT_MS", CFG_INT, "600000", 0,
+     86400000, O(db_migrate_timeout_ms),
+     "start-up migrations: each one (and each of its statements) must finish within this, and "
+     "another process's migration (the migration lock) is waited for at most this long; longer: "
+     "start-up error naming the cause (0: no limit)",
+     false},
+    {"db-migrate-lock-timeout-ms", "FS_DB_MIGRATE_LOCK_TIMEOUT_MS", CFG_INT, "10000", 0,
+     86400000, O(db_migrate_lock_timeout_ms),
+     "start-up migrations: a lock held by another session (an open transaction) is waited for at "
+     "most this long, then start-up error naming the sessions (0: no limit; while it waits, "
+     "other writers of that table wait behind it)",
+     false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
      "debug, info, warn or error (debug: one line per batch and commit)", false},
     {0},
@@ -164,7 +178,8 @@ static store *store_open(const scorer_opts *o, const char *app, char *errstr, si
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);
     }
-    int applied = store_migrate(st, errstr, n);
+    int applied = store_migrate(st, (int)o->db_migrate_timeout_ms,
+                                (int)o->db_migrate_lock_timeout_ms, errstr, n);
     if (applied < 0) goto failed;
     log_msg(LOG_INFO, "db_ready", "PostgreSQL connected, %d migration(s) applied", applied);
     return st;

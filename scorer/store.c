@@ -145,8 +145,9 @@ int store_connect(store *st, char *errstr, size_t errstr_size) {
     return st->conn ? 0 : -1;
 }
 
-int store_migrate(store *st, char *errstr, size_t errstr_size) {
-    return db_migrate(st->conn, errstr, errstr_size);
+int store_migrate(store *st, int timeout_ms, int lock_timeout_ms, char *errstr,
+                  size_t errstr_size) {
+    return db_migrate(st->conn, timeout_ms, lock_timeout_ms, errstr, errstr_size);
 }
 
 /* Maps a result onto the three outcomes; errstr gets "what: server message". */

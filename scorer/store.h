@@ -104,8 +104,10 @@ int64_t store_idle_ms(const store *st);
 /* Round trips abandoned at the deadline since start (for /metrics). */
 uint64_t store_timeouts(const store *st);
 
-/* Applies pending migrations (db_migrate). Returns the number applied or -1 with errstr. */
-int store_migrate(store *st, char *errstr, size_t errstr_size);
+/* Applies pending migrations (db_migrate, with its timeout_ms and lock_timeout_ms; 0: none).
+ * Returns the number applied or -1 with errstr. */
+int store_migrate(store *st, int timeout_ms, int lock_timeout_ms, char *errstr,
+                  size_t errstr_size);
 
 store_rc store_begin(store *st, char *errstr, size_t errstr_size);
 store_rc store_commit(store *st, char *errstr, size_t errstr_size);

@@ -1,7 +1,8 @@
-/* Unit tests for db_query's and db_copy_in's deadlines, against a fake PostgreSQL server on a
- * thread: it speaks just enough of the protocol (startup, then one message) and then answers
- * nothing (hang), or stops reading in the middle of a COPY (the socket buffers fill and a blocking
- * PQputCopyData would wait forever), or takes the COPY and answers it (ok). */
+/* Unit tests for the deadlines of db_query, db_copy_in, db_query_rows and db_migrate, against a
+ * fake PostgreSQL server on a thread: it speaks just enough of the protocol (startup, then one
+ * message) and then answers nothing (hang), or stops reading in the middle of a COPY (the socket
+ * buffers fill and a blocking PQputCopyData would wait forever), or takes the COPY and answers it
+ * (ok), or sends three rows of a query and then nothing more (rows stall) or its end (rows ok). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -19,7 +20,7 @@
 #include "db.h"
 #include "fsutil.h"
 
-typedef enum fake_mode { FAKE_HANG, FAKE_COPY_STALL, FAKE_COPY_OK } fake_mode;
+typedef enum fake_mode { FAKE_HANG, FAKE_COPY_STALL, FAKE_COPY_OK, FAKE_ROWS_STALL, FAKE_ROWS_OK } fake_mode;
 
 typedef struct fake {
     fake_mode mode;
@@ -72,13 +73,31 @@ static int fake_startup(int fd) {
     }
 }
 
+/* A one-column text result of three rows ("a", "b", "c"); with its end (CommandComplete and
+ * ReadyForQuery) when done. Returns 0 or -1. */
+static int fake_rows(int fd, bool done) {
+    static const unsigned char desc[] = {'T', 0, 0, 0, 26, 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0,
+                                         0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0};
+    static const unsigned char end[] = {'C', 0, 0, 0, 13, 'S', 'E', 'L', 'E', 'C', 'T', ' ', '3',
+                                        0, 'Z', 0, 0, 0, 5, 'I'};
+    if (write(fd, desc, sizeof desc) != (ssize_t)sizeof desc) return -1;
+    for (char v = 'a'; v <= 'c'; v++) {
+        unsigned char row[] = {'D', 0, 0, 0, 11, 0, 1, 0, 0, 0, 1, (unsigned char)v};
+        if (write(fd, row, sizeof row) != (ssize_t)sizeof row) return -1;
+    }
+    return !done || write(fd, end, sizeof end) == (ssize_t)sizeof end ? 0 : -1;
+}
+
 static void *fake_main(void *arg) {
     fake *f = arg;
     char c;
     size_t n;
     int fd = accept(f->listen_fd, NULL, NULL);
     if (fd < 0 || fake_startup(fd) != 0 || read_message(fd, &n) != 'Q') goto done;
-    if (f->mode != FAKE_HANG) {
+    if ((f->mode == FAKE_ROWS_STALL || f->mode == FAKE_ROWS_OK) &&
+        fake_rows(fd, f->mode == FAKE_ROWS_OK) != 0)
+        goto done;
+    if (f->mode == FAKE_COPY_STALL || f->mode == FAKE_COPY_OK) {
         static const unsigned char copy_in[] = {'G', 0, 0, 0, 7, 0, 0, 0};
         if (write(fd, copy_in, sizeof copy_in) != (ssize_t)sizeof copy_in) goto done;
     }
@@ -191,11 +210,85 @@ static void test_copy_ok(void **state) {
     free(data);
 }
 
+/* Collects the rows of db_query_rows; stops (returns 7) after stop_after rows when set. */
+typedef struct rows_seen {
+    char text[8];
+    int n, stop_after;
+} rows_seen;
+
+static int take_row(void *arg, const PGresult *res, int row) {
+    rows_seen *s = arg;
+    s->text[s->n++] = PQgetvalue(res, row, 0)[0];
+    return s->stop_after && s->n == s->stop_after ? 7 : 0;
+}
+
+/* Rows arrive, then nothing more: the rows are taken as they come, and the deadline covers the
+ * whole exchange (DB_TIMED_OUT at about timeout_ms, the connection dropped). */
+static void test_rows_deadline(void **state) {
+    (void)state;
+    char err[256];
+    rows_seen seen = {0};
+    fake f;
+    fake_start(&f, FAKE_ROWS_STALL);
+    PGconn *conn = fake_connect(&f);
+    int64_t t0 = fs_mono_us();
+    int rc = db_query_rows(conn, 400, "SELECT x", take_row, &seen, err, sizeof err);
+    int64_t ms = (fs_mono_us() - t0) / 1000;
+    assert_int_equal(rc, DB_TIMED_OUT);
+    assert_string_equal(seen.text, "abc");
+    assert_int_equal(PQstatus(conn), CONNECTION_BAD);
+    assert_true(ms >= 390 && ms < 3000);
+    assert_string_equal(err, "PostgreSQL did not answer within 400 ms: connection dropped");
+    PQfinish(conn);
+    fake_stop(&f);
+}
+
+/* A query answered to its end: every row, 0, the connection idle; a row function that stops gets
+ * its value back, the rest is read (the connection still usable). */
+static void test_rows_ok(void **state) {
+    (void)state;
+    char err[256];
+    for (int stop = 0; stop <= 1; stop++) {
+        rows_seen seen = {.stop_after = stop};
+        fake f;
+        fake_start(&f, FAKE_ROWS_OK);
+        PGconn *conn = fake_connect(&f);
+        int rc = db_query_rows(conn, 5000, "SELECT x", take_row, &seen, err, sizeof err);
+        assert_int_equal(rc, stop ? 7 : 0);
+        assert_string_equal(seen.text, stop ? "a" : "abc");
+        assert_int_equal(PQstatus(conn), CONNECTION_OK);
+        assert_int_equal(PQtransactionStatus(conn), PQTRANS_IDLE);
+        PQfinish(conn);
+        fake_stop(&f);
+    }
+}
+
+/* A server that stops answering during the migrations: db_migrate fails after its timeout plus
+ * the 2 s in which the server would have cancelled the statement itself, naming the deadline. */
+static void test_migrate_deadline(void **state) {
+    (void)state;
+    char err[512];
+    fake f;
+    fake_start(&f, FAKE_HANG);
+    PGconn *conn = fake_connect(&f);
+    int64_t t0 = fs_mono_us();
+    int rc = db_migrate(conn, 300, 1000, err, sizeof err);
+    int64_t ms = (fs_mono_us() - t0) / 1000;
+    assert_int_equal(rc, -1);
+    assert_true(ms >= 2290 && ms < 6000);
+    assert_non_null(strstr(err, "PostgreSQL did not answer within 2300 ms (db-migrate-timeout-ms"));
+    PQfinish(conn);
+    fake_stop(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_query_deadline),
         cmocka_unit_test(test_copy_deadline),
         cmocka_unit_test(test_copy_ok),
+        cmocka_unit_test(test_rows_deadline),
+        cmocka_unit_test(test_rows_ok),
+        cmocka_unit_test(test_migrate_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
