@@ -38,6 +38,7 @@
 
 typedef struct eval_opts {
     char *database_url;
+    int64_t db_timeout_ms;
     char *input;
     char *train;
     char *test;
@@ -56,6 +57,11 @@ static const cfg_opt eval_options[] = {
     {"database-url", "FS_DATABASE_URL", CFG_STRING,
      "postgresql://postgres@127.0.0.1:5432/fraudshield", 1, 4096, O(database_url),
      "PostgreSQL connection URL (rows are read from there unless input is set)", true},
+    {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "1800000", 1000, 86400000, O(db_timeout_ms),
+     "the rows query (every decision from the first training day to the last test day: sent, "
+     "every row read) must be done within this: PostgreSQL cancels it then (a server that does "
+     "not answer is given up 2 s later) and the run fails (30 min: periods of many millions of "
+     "decisions may need more)", false},
     {"input", "FS_INPUT", CFG_STRING, "", 0, 4096, O(input),
      "read the rows from a psql export of fraudshield-train --print-query (with every label) "
      "instead", false},
@@ -232,7 +238,7 @@ static int dump_rows(const char *path, const eval_run *r, size_t n, char *errstr
 static int load(const eval_opts *o, const trs_filter *f, trs *t, char *errstr, size_t len) {
     if (o->input[0]) return trs_load_file(t, o->input, f, errstr, len);
     PGconn *c = db_connect(o->database_url, "fraudshield-eval", errstr, len);
-    int rc = c ? trs_load_pg(t, c, f, errstr, len) : -1;
+    int rc = c ? trs_load_pg(t, c, f, (int)o->db_timeout_ms, errstr, len) : -1;
     if (c) PQfinish(c);
     return rc;
 }

@@ -29,6 +29,7 @@
 
 typedef struct train_opts {
     char *database_url;
+    int64_t db_timeout_ms;
     char *input;
     char *period;
     char *labels_known_by;
@@ -57,6 +58,11 @@ static const cfg_opt train_options[] = {
     {"database-url", "FS_DATABASE_URL", CFG_STRING,
      "postgresql://postgres@127.0.0.1:5432/fraudshield", 1, 4096, O(database_url),
      "PostgreSQL connection URL (rows are read from there unless input is set)", true},
+    {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "1800000", 1000, 86400000, O(db_timeout_ms),
+     "the rows query (sent, every row read) must be done within this: PostgreSQL cancels it then "
+     "(a server that does not answer is given up 2 s later) and the run fails, so a lock held for "
+     "ever or a hung database ends in an error, not a wait (30 min: a period of many millions of "
+     "decisions may need more)", false},
     {"input", "FS_INPUT", CFG_STRING, "", 0, 4096, O(input),
      "read the rows from this psql text-format export of the training query instead "
      "(see --print-query)", false},
@@ -174,7 +180,7 @@ static int load_rows(const train_opts *o, const train_plan *pl, trs *t, char *er
     if (o->input[0]) return trs_load_file(t, o->input, &pl->filter, errstr, n);
     PGconn *c = db_connect(o->database_url, "fraudshield-train", errstr, n);
     if (!c) return -1;
-    int rc = trs_load_pg(t, c, &pl->filter, errstr, n);
+    int rc = trs_load_pg(t, c, &pl->filter, (int)o->db_timeout_ms, errstr, n);
     PQfinish(c);
     return rc;
 }

@@ -165,41 +165,66 @@ int trs_query_text(const trs_filter *f, char *out, size_t out_size) {
 
 static double num_or_nan(const char *s, int isnull) { return isnull ? NAN : strtod(s, NULL); }
 
-/* Returns 0, -1 (out of memory) or 1 (a hits column that is not a JSON object). */
-static int add_result_row(trs *t, const trs_filter *f, const PGresult *r) {
-    int label = PQgetisnull(r, 0, 1) ? -1 : atoi(PQgetvalue(r, 0, 1));
+/* Where the rows of trs_load_pg go. */
+typedef struct pg_rows {
+    trs *t;
+    const trs_filter *f;
+} pg_rows;
+
+/* A row of the query (db_row_fn). Returns 0, 1 (a hits column that is not a JSON object) or 2 (out
+ * of memory). */
+static int add_result_row(void *arg, const PGresult *r, int i) {
+    pg_rows *p = arg;
+    int label = PQgetisnull(r, i, 1) ? -1 : atoi(PQgetvalue(r, i, 1));
     double covered;
-    if (trs_covered_points(f, PQgetisnull(r, 0, 6) ? NULL : PQgetvalue(r, 0, 6), &covered) != 0)
+    if (trs_covered_points(p->f, PQgetisnull(r, i, 6) ? NULL : PQgetvalue(r, i, 6), &covered) != 0)
         return 1;
-    return trs_add(t, f, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), label,
-                   strtoll(PQgetvalue(r, 0, 2), NULL, 10), PQgetvalue(r, 0, 3),
-                   num_or_nan(PQgetvalue(r, 0, 4), PQgetisnull(r, 0, 4)),
-                   num_or_nan(PQgetvalue(r, 0, 5), PQgetisnull(r, 0, 5)), covered);
+    return trs_add(p->t, p->f, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0), label,
+                   strtoll(PQgetvalue(r, i, 2), NULL, 10), PQgetvalue(r, i, 3),
+                   num_or_nan(PQgetvalue(r, i, 4), PQgetisnull(r, i, 4)),
+                   num_or_nan(PQgetvalue(r, i, 5), PQgetisnull(r, i, 5)), covered) == 0 ? 0 : 2;
 }
 
-int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, char *errstr, size_t errstr_size) {
-    char sql[2048];
-    PGresult *r;
-    int rc = 0;
-    if (trs_query_text(f, sql, sizeof sql) != 0 || !PQsendQuery(conn, sql) ||
-        !PQsetSingleRowMode(conn)) {
-        db_error(conn, NULL, errstr, errstr_size);
-        return -1;
-    }
-    while ((r = PQgetResult(conn)) != NULL) { /* drain every result, also after an error */
-        ExecStatusType st = PQresultStatus(r);
-        int added = st == PGRES_SINGLE_TUPLE && rc == 0 ? add_result_row(t, f, r) : 0;
-        if (added != 0) {
-            snprintf(errstr, errstr_size, added > 0 ? "a decision's rule hits are not a JSON object"
-                                                    : "out of memory");
-            rc = -1;
-        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
-            db_error(conn, r, errstr, errstr_size);
-            rc = -1;
-        }
-        PQclear(r);
-    }
-    return rc;
+/* The client gives up on the rows query this long after the server cancels it (statement_timeout
+ * = timeout_ms): the client's deadline is for a server that does not answer at all. */
+#define TRS_GRACE_MS 2000
+
+/* errstr for db_query_rows' failure rc (e: its message, after ms), naming the tools' option. */
+static void load_error(int rc, const char *e, int64_t ms, int timeout_ms, char *errstr,
+                       size_t errstr_size) {
+    if (rc == DB_TIMED_OUT)
+        snprintf(errstr, errstr_size, "the rows query: %s (db-timeout-ms + %d ms); is the server "
+                 "stopped or overloaded?", e, TRS_GRACE_MS);
+    else if (rc < 0 && strstr(e, "(SQLSTATE 57014") && ms >= timeout_ms) /* statement_timeout */
+        snprintf(errstr, errstr_size, "the rows query ran longer than db-timeout-ms (%d ms) and "
+                 "PostgreSQL cancelled it (%s): raise db-timeout-ms if the database is merely "
+                 "slow; a lock held on decisions, payments or outcomes shows in pg_locks",
+                 timeout_ms, e);
+    else if (rc < 0)
+        snprintf(errstr, errstr_size, "the rows query: %s", e);
+    else
+        snprintf(errstr, errstr_size, rc == 1 ? "a decision's rule hits are not a JSON object"
+                                              : "out of memory");
+}
+
+int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, int timeout_ms, char *errstr,
+                size_t errstr_size) {
+    char sql[2048], e[512];
+    pg_rows p = {t, f};
+    int rc;
+    if (trs_query_text(f, sql, sizeof sql) != 0)
+        return snprintf(errstr, errstr_size, "the rows query does not fit"), -1;
+    /* the server stops the query at the deadline too: abandoned, it would otherwise run on (and
+     * keep its locks) until it next wrote to the connection */
+    char set[64];
+    int64_t t0 = fs_mono_us();
+    snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms);
+    if (db_exec_within(conn, timeout_ms, set, e, sizeof e) != 0)
+        rc = -1;
+    else
+        rc = db_query_rows(conn, timeout_ms + TRS_GRACE_MS, sql, add_result_row, &p, e, sizeof e);
+    if (rc != 0) load_error(rc, e, (fs_mono_us() - t0) / 1000, timeout_ms, errstr, errstr_size);
+    return rc ? -1 : 0;
 }
 
 /* ---- psql text format ------------------------------------------------------------------------- */

@@ -74,8 +74,12 @@ double trs_covered_pts(const trs *t, size_t i); /* the covered rules' share of t
 int trs_query_text(const trs_filter *f, char *out, size_t out_size);
 
 /* Streams the query's rows into t (single-row mode: memory holds the rows kept, not the result
- * twice). Returns 0 or -1 with errstr. */
-int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, char *errstr, size_t errstr_size);
+ * twice), the whole query within timeout_ms: PostgreSQL cancels it then (statement_timeout, set on
+ * the session), and a server that does not answer at all is given up 2 s later (db_query_rows: the
+ * connection is dropped). errstr then names db-timeout-ms, the option of the tools that read rows.
+ * Returns 0 or -1 with errstr. */
+int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, int timeout_ms, char *errstr,
+                size_t errstr_size);
 
 /* Reads a psql text-format file of the query's columns. Returns 0 or -1 with errstr (the line). */
 int trs_load_file(trs *t, const char *path, const trs_filter *f, char *errstr, size_t errstr_size);

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Every option in every process's config table is documented in README.md (pgbouncer's habit: the
-# docs cannot silently fall behind the code), and --help exits 0.
+# Every option in every process's config table is documented (pgbouncer's habit: the docs cannot
+# silently fall behind the code), and --help exits 0: the services and fraudshield-redrive in
+# README.md (scripts/config-doc.sh), the detection tools in docs/detection.md section 8.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 missing=0
-for bin in ingest scorer alerter devbroker redrive; do
+for bin in ingest scorer alerter devbroker redrive train eval replay; do
+    case $bin in
+    train | eval | replay) doc=docs/detection.md ;;
+    *) doc=README.md ;;
+    esac
     help=$("$BUILD/bin/fraudshield-$bin" --help) || fs_fail "fraudshield-$bin --help failed"
     for opt in $(grep -oE '^  --[a-z0-9-]+' <<<"$help" | sed 's/^  //'); do
-        if ! grep -qF -- "$opt" "$REPO/README.md"; then
-            echo "fraudshield-$bin: $opt is not documented in README.md"
+        if ! grep -qF -- "$opt" "$REPO/$doc"; then
+            echo "fraudshield-$bin: $opt is not documented in $doc"
             missing=$((missing + 1))
         fi
     done
