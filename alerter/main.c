@@ -134,8 +134,9 @@ static const cfg_opt alerter_options[] = {
      O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",
      false},
     {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "30000", 1000, 600000, O(db_timeout_ms),
-     "a PostgreSQL statement not answered within this drops its connection (reconnected); /ready "
-     "fails when a side has had no successful round trip for about as long", false},
+     "a PostgreSQL statement not answered within this drops its connection (reconnected; an "
+     "operator command exits 1); /ready fails when a side has had no successful round trip for "
+     "about as long", false},
     {"db-migrate-timeout-ms", "FS_DB_MIGRATE_TIMEOUT_MS", CFG_INT, "600000", 0,
      86400000, O(db_migrate_timeout_ms),
      "start-up migrations (and those of the operator commands): each one (and each of its statements) must finish within this, and "
@@ -205,7 +206,7 @@ static PGconn *db_open(const alerter_opts *o, char *errstr, size_t n) {
     int applied = db_migrate(conn, (int)o->db_migrate_timeout_ms,
                              (int)o->db_migrate_lock_timeout_ms, errstr, n);
     if (applied < 0 ||
-        subs_sync_email(conn, o->smtp_url, o->smtp_to, o->smtp_min_decision, errstr, n) != 0) {
+        subs_sync_email(conn, (int)o->db_timeout_ms, o->smtp_url, o->smtp_to, o->smtp_min_decision, errstr, n) != 0) {
         PQfinish(conn);
         return NULL;
     }
@@ -411,7 +412,7 @@ static int run_command(int argc, char **argv) {
                              SUMMARY, errstr, sizeof errstr);
     if (r == CFG_ERROR) fprintf(stderr, "%s\n", errstr);
     else if (r == CFG_OK) {
-        manage_db db = {o.database_url, (int)o.db_migrate_timeout_ms,
+        manage_db db = {o.database_url, (int)o.db_timeout_ms, (int)o.db_migrate_timeout_ms,
                         (int)o.db_migrate_lock_timeout_ms};
         rc = manage_main(ncmd, cmd_argv, &db, o.allow_insecure_http);
     }

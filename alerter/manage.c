@@ -19,6 +19,7 @@ typedef struct args {
     const char *pos[MAX_POS];
     int npos;
     bool allow_http; /* allow-insecure-http, from the configuration */
+    int timeout_ms;  /* each statement's deadline (db-timeout-ms, db_query) */
 } args;
 
 typedef struct command {
@@ -74,9 +75,10 @@ static void print_error(PGconn *conn, const PGresult *res) {
     else fprintf(stderr, "%s", PQerrorMessage(conn));
 }
 
-/* Runs a query with text parameters and prints the rows as an aligned table. */
-static int print_query(PGconn *conn, const char *sql, int nparams, const char *const *params) {
-    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+/* Runs a query with text parameters within timeout_ms and prints the rows as an aligned table. */
+static int print_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
+                       const char *const *params) {
+    PGresult *res = db_query(conn, timeout_ms, sql, nparams, params, NULL, NULL);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         print_error(conn, res);
         PQclear(res);
@@ -96,10 +98,11 @@ static int print_query(PGconn *conn, const char *sql, int nparams, const char *c
     return 0;
 }
 
-/* Runs a statement returning one row; prints "<what>: <first column>" or the error. */
-static int exec_one(PGconn *conn, const char *sql, int nparams, const char *const *params,
-                    const char *what) {
-    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+/* Runs a statement returning one row within timeout_ms; prints "<what>: <first column>" or the
+ * error. */
+static int exec_one(PGconn *conn, int timeout_ms, const char *sql, int nparams,
+                    const char *const *params, const char *what) {
+    PGresult *res = db_query(conn, timeout_ms, sql, nparams, params, NULL, NULL);
     int rc = 1;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         print_error(conn, res);
@@ -120,7 +123,7 @@ static int sub_add(PGconn *conn, const args *a) {
                    .events = arg(a, "events"), .min_decision = arg(a, "min-decision"),
                    .countries = arg(a, "countries"), .ca_file = arg(a, "ca-file"),
                    .allow_http = a->allow_http};
-    if (subs_add(conn, &s, &id, secret, sizeof secret, err, sizeof err) != 0) {
+    if (subs_add(conn, a->timeout_ms, &s, &id, secret, sizeof secret, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -131,14 +134,14 @@ static int sub_add(PGconn *conn, const args *a) {
 
 static int sub_list(PGconn *conn, const args *a) {
     char err[512];
-    if (subs_print(conn, stdout, arg(a, "all") != NULL, err, sizeof err) == 0) return 0;
+    if (subs_print(conn, a->timeout_ms, stdout, arg(a, "all") != NULL, err, sizeof err) == 0) return 0;
     fprintf(stderr, "%s\n", err);
     return 1;
 }
 
 static int sub_active(PGconn *conn, const args *a, bool active) {
     char err[512];
-    if (subs_set_active(conn, a->pos[0], active, err, sizeof err) != 0) {
+    if (subs_set_active(conn, a->timeout_ms, a->pos[0], active, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -153,7 +156,7 @@ static int sub_enable(PGconn *conn, const args *a) { return sub_active(conn, a, 
 
 static int alert_list(PGconn *conn, const args *a) {
     const char *params[2] = {arg(a, "status"), arg(a, "limit") ? arg(a, "limit") : "50"};
-    return print_query(conn,
+    return print_query(conn, a->timeout_ms,
                        "SELECT alert_id, payment_id, decision, score, status, "
                        "       coalesce(status_by, '') AS status_by, "
                        "       coalesce(to_char(status_at, 'YYYY-MM-DD HH24:MI:SS'), '') AS status_at, "
@@ -176,7 +179,7 @@ static int alert_ack(PGconn *conn, const args *a) {
     if (uuid_arg(a, "alert id") != 0) return 2;
     if (!arg(a, "by")) return fprintf(stderr, "--by ANALYST is required\n"), 2;
     const char *params[2] = {a->pos[0], arg(a, "by")};
-    return exec_one(conn, "SELECT status FROM alert_acknowledge($1::uuid, $2)", 2, params, a->pos[0]);
+    return exec_one(conn, a->timeout_ms, "SELECT status FROM alert_acknowledge($1::uuid, $2)", 2, params, a->pos[0]);
 }
 
 static int alert_resolve(PGconn *conn, const args *a) {
@@ -184,7 +187,7 @@ static int alert_resolve(PGconn *conn, const args *a) {
     if (!arg(a, "by") || !arg(a, "resolution"))
         return fprintf(stderr, "--by ANALYST and --resolution confirmed_fraud|false_positive are required\n"), 2;
     const char *params[4] = {a->pos[0], arg(a, "by"), arg(a, "resolution"), arg(a, "reason")};
-    return exec_one(conn, "SELECT status || ' ' || resolution FROM alert_resolve($1::uuid, $2, $3, $4)",
+    return exec_one(conn, a->timeout_ms, "SELECT status || ' ' || resolution FROM alert_resolve($1::uuid, $2, $3, $4)",
                     4, params, a->pos[0]);
 }
 
@@ -193,7 +196,7 @@ static int alert_resolve(PGconn *conn, const args *a) {
 static int delivery_list(PGconn *conn, const args *a) {
     const char *params[3] = {arg(a, "alert"), arg(a, "state"), arg(a, "limit") ? arg(a, "limit") : "50"};
     if (params[0] && !fs_uuid_valid(params[0])) return fprintf(stderr, "--alert: not a UUID\n"), 2;
-    return print_query(conn,
+    return print_query(conn, a->timeout_ms,
                        "SELECT d.delivery_id, d.alert_id, s.name AS subscription, e.event_type, d.state, "
                        "       d.attempts, coalesce(d.last_status::text, '') AS last_status, "
                        "       CASE WHEN d.state = 'pending' "
@@ -210,7 +213,7 @@ static int delivery_list(PGconn *conn, const args *a) {
 static int delivery_redeliver(PGconn *conn, const args *a) {
     if (uuid_arg(a, "delivery id") != 0) return 2;
     const char *params[1] = {a->pos[0]};
-    return exec_one(conn,
+    return exec_one(conn, a->timeout_ms,
                     "SELECT CASE WHEN alerter_redeliver($1::uuid) THEN 'pending again' "
                     "ELSE 'not a failed delivery: unchanged' END",
                     1, params, a->pos[0]);
@@ -262,6 +265,7 @@ int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
     }
     if (parse(c, argc - 2, argv + 2, &a) != 0) return 2;
     a.allow_http = allow_http;
+    a.timeout_ms = db->timeout_ms;
     PGconn *conn = db_connect(db->url, "fraudshield-alerter cli", err, sizeof err);
     if (!conn ||
         db_migrate(conn, db->migrate_timeout_ms, db->migrate_lock_timeout_ms, err, sizeof err) < 0) {
@@ -270,6 +274,9 @@ int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
         return 1;
     }
     int rc = c->run(conn, &a);
+    if (rc != 0 && PQstatus(conn) == CONNECTION_BAD) /* libpq's words for a dropped connection mislead */
+        fprintf(stderr, "PostgreSQL: the connection was lost, or dropped after no answer within "
+                "db-timeout-ms (%d ms)\n", db->timeout_ms);
     PQfinish(conn);
     return rc;
 }

@@ -11,7 +11,9 @@
  *   deliveries redeliver DELIVERY_ID
  *
  * Each connects to PostgreSQL (database-url), applies pending migrations (so they work before the
- * alerter ever ran) and prints its result on stdout, errors on stderr. */
+ * alerter ever ran) and prints its result on stdout, errors on stderr. Every round trip is
+ * bounded as in the alerter (db-timeout-ms; db-migrate-timeout-ms and db-migrate-lock-timeout-ms
+ * for the migrations): a database that does not answer ends the command with an error. */
 #ifndef FS_MANAGE_H
 #define FS_MANAGE_H
 
@@ -24,6 +26,7 @@ bool manage_is_command(const char *arg);
 /* How the commands reach PostgreSQL: the alerter's configuration. */
 typedef struct manage_db {
     const char *url;
+    int timeout_ms;                                  /* each statement (db-timeout-ms, db_query) */
     int migrate_timeout_ms, migrate_lock_timeout_ms; /* db_migrate's bounds (0: none) */
 } manage_db;
 

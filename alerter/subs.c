@@ -197,12 +197,13 @@ static const char SQL_ADD[] =
     "             ELSE ARRAY(SELECT jsonb_array_elements_text($6::jsonb)) END, $7) "
     "RETURNING subscription_id";
 
-static int exec_add(PGconn *conn, const subs_spec *s, const char *secret, const char *events,
-                    const char *countries, int64_t *id_out, char *errstr, size_t errstr_size) {
+static int exec_add(PGconn *conn, int timeout_ms, const subs_spec *s, const char *secret,
+                    const char *events, const char *countries, int64_t *id_out, char *errstr,
+                    size_t errstr_size) {
     const char *params[7] = {s->name, s->url, secret, events,
                              s->min_decision && *s->min_decision ? s->min_decision : "review",
                              countries, s->ca_file && *s->ca_file ? s->ca_file : NULL};
-    PGresult *res = PQexecParams(conn, SQL_ADD, 7, NULL, params, NULL, NULL, 0);
+    PGresult *res = db_query(conn, timeout_ms, SQL_ADD, 7, params, NULL, NULL);
     int ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     if (ok) *id_out = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -213,7 +214,7 @@ static int exec_add(PGconn *conn, const subs_spec *s, const char *secret, const 
     return ok ? 0 : -1;
 }
 
-int subs_add(PGconn *conn, const subs_spec *spec, int64_t *id_out, char *secret_out,
+int subs_add(PGconn *conn, int timeout_ms, const subs_spec *spec, int64_t *id_out, char *secret_out,
              size_t secret_size, char *errstr, size_t errstr_size) {
     char secret[65];
     char *events = NULL, *countries = NULL;
@@ -238,7 +239,7 @@ int subs_add(PGconn *conn, const subs_spec *spec, int64_t *id_out, char *secret_
         snprintf(errstr, errstr_size, "out of memory");
         goto done;
     }
-    rc = exec_add(conn, spec, spec->secret ? spec->secret : secret, events, countries, id_out,
+    rc = exec_add(conn, timeout_ms, spec, spec->secret ? spec->secret : secret, events, countries, id_out,
                   errstr, errstr_size);
     if (rc == 0) snprintf(secret_out, secret_size, "%s", spec->secret ? spec->secret : secret);
 done:
@@ -260,9 +261,10 @@ static const char SQL_LIST[] =
     "FROM subscriptions s LEFT JOIN deliveries d USING (subscription_id) "
     "WHERE $1 OR s.active GROUP BY s.subscription_id ORDER BY s.subscription_id";
 
-int subs_print(PGconn *conn, FILE *out, bool all, char *errstr, size_t errstr_size) {
+int subs_print(PGconn *conn, int timeout_ms, FILE *out, bool all, char *errstr,
+               size_t errstr_size) {
     const char *params[1] = {all ? "true" : "false"};
-    PGresult *res = PQexecParams(conn, SQL_LIST, 1, NULL, params, NULL, NULL, 0);
+    PGresult *res = db_query(conn, timeout_ms, SQL_LIST, 1, params, NULL, NULL);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         db_error(conn, res, errstr, errstr_size);
         PQclear(res);
@@ -280,14 +282,15 @@ int subs_print(PGconn *conn, FILE *out, bool all, char *errstr, size_t errstr_si
     return 0;
 }
 
-int subs_set_active(PGconn *conn, const char *which, bool active, char *errstr, size_t errstr_size) {
+int subs_set_active(PGconn *conn, int timeout_ms, const char *which, bool active, char *errstr,
+                    size_t errstr_size) {
     const char *params[2] = {which, active ? "true" : "false"};
-    PGresult *res = PQexecParams(
-        conn,
+    PGresult *res = db_query(
+        conn, timeout_ms,
         "UPDATE subscriptions SET active = $2, updated_at = now() "
         "WHERE (name = $1 OR subscription_id::text = $1) AND name <> '" SUBS_EMAIL_NAME "' "
         "RETURNING subscription_id",
-        2, NULL, params, NULL, NULL, 0);
+        2, params, NULL, NULL);
     int rc = -1;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) db_error(conn, res, errstr, errstr_size);
     else if (PQntuples(res) == 0)
@@ -305,10 +308,10 @@ static const char SQL_EMAIL_UPSERT[] =
     "    min_decision = EXCLUDED.min_decision, active = true, updated_at = now() "
     "WHERE subscriptions.kind = 'email'";
 
-int subs_sync_email(PGconn *conn, const char *url, const char *to, const char *min_decision,
-                    char *errstr, size_t errstr_size) {
+int subs_sync_email(PGconn *conn, int timeout_ms, const char *url, const char *to,
+                    const char *min_decision, char *errstr, size_t errstr_size) {
     if (!url || !*url)
-        return db_exec(conn,
+        return db_exec_within(conn, timeout_ms,
                        "UPDATE subscriptions SET active = false, updated_at = now() "
                        "WHERE name = '" SUBS_EMAIL_NAME "' AND kind = 'email' AND active",
                        errstr, errstr_size);
@@ -320,7 +323,7 @@ int subs_sync_email(PGconn *conn, const char *url, const char *to, const char *m
     json_decref(a);
     if (!tos) return -1;
     const char *params[3] = {url, tos, min_decision};
-    PGresult *res = PQexecParams(conn, SQL_EMAIL_UPSERT, 3, NULL, params, NULL, NULL, 0);
+    PGresult *res = db_query(conn, timeout_ms, SQL_EMAIL_UPSERT, 3, params, NULL, NULL);
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) db_error(conn, res, errstr, errstr_size);
     else if (strcmp(PQcmdTuples(res), "0") == 0) {

@@ -55,24 +55,29 @@ typedef struct subs_spec {
     bool allow_http;          /* accept an http:// url (allow-insecure-http); else https:// only */
 } subs_spec;
 
+/* The operations below run their statement within timeout_ms (db_query: not answered by then, the
+ * connection is dropped and they fail). */
+
 /* Validates and inserts. The secret (given or generated) is copied to secret_out (>= 65 bytes).
  * Returns 0, or -1 with errstr naming the bad field or the database error. */
-int subs_add(PGconn *conn, const subs_spec *spec, int64_t *id_out, char *secret_out,
-             size_t secret_size, char *errstr, size_t errstr_size);
+int subs_add(PGconn *conn, int timeout_ms, const subs_spec *spec, int64_t *id_out,
+             char *secret_out, size_t secret_size, char *errstr, size_t errstr_size);
 
 /* Prints the subscriptions (inactive ones too when all) with their delivery counts; never the
  * secrets. Returns 0 or -1 with errstr. */
-int subs_print(PGconn *conn, FILE *out, bool all, char *errstr, size_t errstr_size);
+int subs_print(PGconn *conn, int timeout_ms, FILE *out, bool all, char *errstr,
+               size_t errstr_size);
 
 /* Enables or disables the subscription named (or numbered) which. Disabling stops new deliveries
  * and pauses the pending ones (they resume when it is enabled again). Returns 0, or -1 with errstr
  * (also when there is no such subscription). */
-int subs_set_active(PGconn *conn, const char *which, bool active, char *errstr, size_t errstr_size);
+int subs_set_active(PGconn *conn, int timeout_ms, const char *which, bool active, char *errstr,
+                    size_t errstr_size);
 
 /* Mirrors the email configuration: url "" disables the email subscription (if any); otherwise it
  * is created or updated (recipients: comma-separated to). Returns 0 or -1 with errstr. */
-int subs_sync_email(PGconn *conn, const char *url, const char *to, const char *min_decision,
-                    char *errstr, size_t errstr_size);
+int subs_sync_email(PGconn *conn, int timeout_ms, const char *url, const char *to,
+                    const char *min_decision, char *errstr, size_t errstr_size);
 
 /* 32 random bytes as 64 hex digits. Returns 0 or -1. */
 int subs_new_secret(char out[65]);

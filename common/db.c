@@ -259,14 +259,6 @@ int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, 
     return ok ? 0 : -1;
 }
 
-int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size) {
-    PGresult *res = PQexec(conn, sql);
-    int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok) db_error(conn, res, errstr, errstr_size);
-    PQclear(res);
-    return ok ? 0 : -1;
-}
-
 bool db_is_data_error(const PGresult *res) {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);

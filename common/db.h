@@ -42,9 +42,6 @@ PGconn *db_connect(const char *url, const char *application_name, char *errstr, 
 int db_migrate(PGconn *conn, int timeout_ms, int lock_timeout_ms, char *errstr,
                size_t errstr_size);
 
-/* Runs a command that returns no rows. Returns 0 or -1 with errstr. */
-int db_exec(PGconn *conn, const char *sql, char *errstr, size_t errstr_size);
-
 /* PQexecParams (nparams > 0; text results) or PQexec (nparams 0: several statements allowed) with
  * a client-side deadline: a server that accepted the connection but does not answer within
  * timeout_ms (a stopped process, a half-open TCP path that still acknowledges) makes the call

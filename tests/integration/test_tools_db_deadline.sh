@@ -7,6 +7,8 @@
 #     so the abandoned query does not linger on the server either
 #   - a server that stops answering (a SIGSTOPped TCP proxy in front of it: the connection stays
 #     open, nothing comes back): the client gives up 2 s after the deadline (db_query_rows)
+#   - the alerter's operator commands (subscriptions list behind a lock on subscriptions): each
+#     statement within the alerter's db-timeout-ms
 # fraudshield-redrive and fraudshield-replay do not talk to PostgreSQL.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -62,6 +64,21 @@ run_tool train "$proxied" \
 wait "$stopper" || fs_fail "stopping the proxy failed"
 kill -CONT "$(fs_pid proxy)"
 fs_psql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'" >/dev/null
+
+echo "--- the alerter's operator commands"
+fs_bg sublocker psql -X -q -d "$FS_DATABASE_URL?application_name=sublocker" \
+    -c "BEGIN; LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)"
+fs_wait_for 10 "[[ \$(fs_psql \"SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'sublocker' AND l.mode = 'AccessExclusiveLock' AND l.granted\") == 1 ]]"
+t0=$(now_ms)
+rc=0
+out=$(FS_DB_TIMEOUT_MS=2000 timeout 30 "$BUILD/bin/fraudshield-alerter" subscriptions list 2>&1) || rc=$?
+ms=$(($(now_ms) - t0))
+echo "$out" | tail -2
+fs_assert_eq 1 "$rc" "alerter subscriptions list exit status"
+((ms >= 2000 && ms <= 12000)) || fs_fail "the alerter command exited after $ms ms"
+grep -qF 'dropped after no answer within db-timeout-ms (2000 ms)' <<<"$out" || fs_fail "alerter command: $out"
+fs_psql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sublocker'" >/dev/null
+"$BUILD/bin/fraudshield-alerter" subscriptions list >/dev/null || fs_fail "subscriptions list after the lock"
 
 echo "--- an answering database: the rows are read as before"
 out=$("$BUILD/bin/fraudshield-train" "${train[@]}" 2>&1) && fs_fail "training on no rows must fail"
