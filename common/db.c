@@ -43,10 +43,16 @@ void db_error(PGconn *conn, const PGresult *res, char *errstr, size_t errstr_siz
     while (n > 0 && errstr[n - 1] == ' ') errstr[--n] = '\0';
 }
 
-/* Notices (e.g. "relation already exists, skipping") go to our logger, not libpq's stderr print. */
-static void db_notice(void *arg, const char *message) {
+/* Notices go to our logger, not libpq's stderr print: NOTICE and below ("relation already exists,
+ * skipping") at debug, a WARNING (a migration that could not do everything, e.g. create a role)
+ * at warn, where an operator sees it. */
+static void db_notice(void *arg, const PGresult *res) {
     (void)arg;
-    log_msg(LOG_DEBUG, "pg_notice", "%.*s", (int)strcspn(message, "\n"), message);
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *message = PQresultErrorMessage(res);
+    bool warning = severity && strcmp(severity, "WARNING") == 0;
+    log_msg(warning ? LOG_WARN : LOG_DEBUG, warning ? "pg_warning" : "pg_notice", "%.*s",
+            (int)strcspn(message, "\n"), message);
 }
 
 /* TCP defaults, placed BEFORE dbname so that the URL (expanded from dbname) overrides them: a
@@ -65,7 +71,7 @@ PGconn *db_connect(const char *url, const char *application_name, char *errstr, 
         PQfinish(conn);
         return NULL;
     }
-    PQsetNoticeProcessor(conn, db_notice, NULL);
+    PQsetNoticeReceiver(conn, db_notice, NULL);
     return conn;
 }
 

@@ -1,6 +1,6 @@
 -- The login of ingest's read API (GET /api/v1/payments/{id}): fraudshield_ingest, read-only as a
--- member of fraudshield_analyst (migration 003_features grants that role SELECT on every table and
--- view, and nothing else). Ingest only reads payments and decisions; it never needs the service
+-- member of fraudshield_analyst (SELECT on what each migration grants it, payments and decisions
+-- among them, and nothing else; docs/analyst.md). Ingest only reads payments and decisions; it never needs the service
 -- role, which owns the schema and writes everything.
 --
 --   psql -v ON_ERROR_STOP=1 -v pw="$INGEST_PGPASSWORD" -f deploy/postgres/ingest-role.sql

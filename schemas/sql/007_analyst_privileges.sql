@@ -5,7 +5,7 @@
 -- 003 granted fraudshield_analyst SELECT on every table, and by default on every table created
 -- later, so subscriptions.secret (the webhooks' HMAC keys, 002) became readable and anyone with the
 -- role could sign alerts. The rule from now on: nothing is granted by default; each migration that
--- creates a table or view grants the analyst what it may read, explicitly (test_db_migrations
+-- creates a table or view grants the analyst what it may read, explicitly (test_db_analyst
 -- fails on a relation that is neither granted nor listed as withheld). The default privilege is
 -- revoked for every role that holds one (003 set it for the role that ran it, which may not be
 -- the one running this).
@@ -110,28 +110,52 @@ GROUP BY (a.created_at AT TIME ZONE 'UTC')::date, 2;
 -- another's name. SECURITY DEFINER: they run with their owner's (the migrating role's) privileges,
 -- with a fixed search_path; alert_acknowledge / alert_resolve keep their free-text p_by for the
 -- service (`fraudshield-alerter alerts ack --by`).
+--
+-- Roles are an administrator's business where the service login may not create roles (a managed
+-- PostgreSQL; deploy/postgres/roles.sql creates them beforehand): without that right this only
+-- warns, and the functions are installed anyway, callable by the service alone until an
+-- administrator runs roles.sql. A start-up must never fail on it.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fraudshield_reviewer') THEN
-        CREATE ROLE fraudshield_reviewer NOLOGIN;
+        BEGIN
+            CREATE ROLE fraudshield_reviewer NOLOGIN;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'role fraudshield_reviewer not created (this login may not create roles): '
+                          'run deploy/postgres/roles.sql as an administrator';
+            RETURN;
+        END;
+    END IF;
+    IF NOT pg_has_role('fraudshield_reviewer', 'fraudshield_analyst', 'MEMBER') THEN
+        BEGIN
+            GRANT fraudshield_analyst TO fraudshield_reviewer;
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'fraudshield_reviewer is not a member of fraudshield_analyst (this login '
+                          'may not grant it): run deploy/postgres/roles.sql as an administrator';
+        END;
     END IF;
 END
 $$;
-GRANT fraudshield_analyst TO fraudshield_reviewer;
 
 CREATE FUNCTION reviewer_acknowledge(p_alert uuid) RETURNS alerts
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
-    RETURN alert_acknowledge(p_alert, session_user::text);
+    RETURN public.alert_acknowledge(p_alert, session_user::text);
 END $$;
 
 CREATE FUNCTION reviewer_resolve(p_alert uuid, p_resolution text, p_note text DEFAULT NULL)
 RETURNS alerts
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
-    RETURN alert_resolve(p_alert, session_user::text, p_resolution, p_note);
+    RETURN public.alert_resolve(p_alert, session_user::text, p_resolution, p_note);
 END $$;
 
 REVOKE EXECUTE ON FUNCTION reviewer_acknowledge(uuid), reviewer_resolve(uuid, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION reviewer_acknowledge(uuid), reviewer_resolve(uuid, text, text)
-    TO fraudshield_reviewer;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fraudshield_reviewer') THEN
+        GRANT EXECUTE ON FUNCTION reviewer_acknowledge(uuid), reviewer_resolve(uuid, text, text)
+            TO fraudshield_reviewer;
+    END IF;
+END
+$$;
