@@ -201,9 +201,9 @@ pg_start() {
     fi
     touch "$log"
     [[ $(id -u) == 0 ]] && chown postgres: "$log"
+    PG_STARTED=1 # before: a signal that kills pg_ctl -w does not stop the server it started
     as_postgres "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$log" -o "-p $port" -w -t 60 start >/dev/null 9>&- ||
         { tail_log postgres; die "PostgreSQL did not start"; }
-    PG_STARTED=1
     db=$(psql -X -h 127.0.0.1 -p "$port" -U postgres -d postgres -Atc \
         "SELECT 1 FROM pg_database WHERE datname = 'fraudshield'") || die "psql failed"
     if [[ "$db" != 1 ]]; then
@@ -255,12 +255,14 @@ services_start() {
     local i
     export FS_BROKERS FS_DATABASE_URL FS_PII_SECRET_FILE="$RUN/pii.secret"
     for i in 1 2; do
-        start_bg "scorer-$i" env FS_SCORER_ID="scorer-$i" "$BUILD/bin/fraudshield-scorer"
+        start_bg "scorer-$i" env FS_SCORER_ID="scorer-$i" FS_ADMIN_PORT=0 "$BUILD/bin/fraudshield-scorer"
     done
     start_bg alerter env FS_ADMIN_ADDR=127.0.0.1 FS_ADMIN_PORT="$ALERTER_ADMIN_PORT" \
         "$BUILD/bin/fraudshield-alerter"
     port_free "$LISTEN_PORT" || die "port $LISTEN_PORT is in use: set FS_LISTEN_PORT to another one"
-    start_bg ingest env FS_LISTEN_PORT="$LISTEN_PORT" FS_KEYS_FILE="$RUN/api-keys" "$BUILD/bin/fraudshield-ingest"
+    # FS_ADMIN_PORT set here, not inherited: an exported one would move /ready off the API port
+    start_bg ingest env FS_LISTEN_PORT="$LISTEN_PORT" FS_ADMIN_PORT=-1 FS_KEYS_FILE="$RUN/api-keys" \
+        "$BUILD/bin/fraudshield-ingest"
     for ((i = 0; i < 600; i++)); do
         curl -sf -o /dev/null "http://127.0.0.1:$LISTEN_PORT/ready" && return 0
         check_children

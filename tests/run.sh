@@ -42,11 +42,17 @@ clean_stale() {
         [[ -d "$d" ]] || continue
         pid=${d##*.}
         kill -0 "$pid" 2>/dev/null && continue
-        if [[ -f "$d/pg/postmaster.pid" ]]; then
-            runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$d/pg" -m immediate stop \
-                >/dev/null 2>&1 || /usr/lib/postgresql/15/bin/pg_ctl -D "$d/pg" -m immediate stop \
-                >/dev/null 2>&1 || true
-        fi
+        local data real
+        for data in "$d/pg" "$d/run/pg"; do # a test's cluster, or test_make_run's run-local.sh one
+            [[ -e "$data" ]] || continue
+            real=$(readlink -f "$data") # a link to /var/tmp where postgres cannot reach .test
+            if [[ -f "$real/postmaster.pid" ]]; then
+                runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$real" -m immediate stop \
+                    >/dev/null 2>&1 || /usr/lib/postgresql/15/bin/pg_ctl -D "$real" -m immediate stop \
+                    >/dev/null 2>&1 || true
+            fi
+            [[ "$real" == /var/tmp/fraudshield-*/pg ]] && rm -rf "$(dirname "$real")"
+        done
         rm -rf "$d"
     done
 }

@@ -42,7 +42,7 @@ GRANT SELECT (subscription_id, name, kind, event_types, min_decision, countries,
 CREATE VIEW subscription_overview AS
 SELECT s.subscription_id, s.name, s.kind,
        (SELECT m[1] || m[2]
-        FROM regexp_match(s.url, '^([A-Za-z][A-Za-z0-9+.-]*://)(?:.*@)?([^/?#@]*)') AS r(m))
+        FROM regexp_match(s.url, '^([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/?#]*@)?([^/?#@]*)') AS r(m))
            AS endpoint,
        s.event_types, s.min_decision, s.countries, s.email_to, s.active, s.created_at, s.updated_at
 FROM subscriptions s;

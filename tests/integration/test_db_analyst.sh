@@ -58,6 +58,12 @@ denied alice "SELECT url FROM subscriptions"
 fs_assert_eq "soc|webhook|t" "$(as alice "SELECT name, kind, active FROM subscriptions")" "analyst reads the other subscription columns"
 fs_assert_eq "soc|https://hooks.example.com:8443" "$(as alice "SELECT name, endpoint FROM subscription_overview")" \
     "subscription_overview: scheme://host:port only"
+# an '@' after the host (a query parameter) is not userinfo: the host stays the endpoint
+fs_psql "INSERT INTO subscriptions (name, url, secret, event_types)
+         VALUES ('q', 'https://hooks.example.com/x?email=a@b.example', 'another-secret-0123456789', '{alert.created}')" >/dev/null
+fs_assert_eq "https://hooks.example.com" "$(as alice "SELECT endpoint FROM subscription_overview WHERE name = 'q'")" \
+    "subscription_overview with an '@' in the query"
+fs_psql "DELETE FROM subscriptions WHERE name = 'q'" >/dev/null
 # No column named like a credential is readable by the analyst, in any table or view.
 fs_assert_eq "" "$(fs_psql "SELECT string_agg(c.relname || '.' || a.attname, ', ')
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid

@@ -13,13 +13,23 @@ port=$(fs_free_port)
 admin_port=$(fs_free_port)
 export FS_RUN_DIR=$RUN FS_LISTEN_PORT=$port FS_ALERTER_ADMIN_PORT=$admin_port
 
+# Where run-local.sh puts the cluster when the postgres user cannot reach $RUN (its pg_datadir):
+# removed at cleanup, also when the test fails before the pipeline is up.
+FS__PG_TMPDIR="/var/tmp/fraudshield-$(printf '%s' "$RUN" | md5sum | cut -c1-12)"
+
 start_pipeline() { # $1: the name of its log
     fs_bg "$1" bash "$REPO/scripts/run-local.sh"
     fs_wait_for 120 "grep -q 'FraudShield is running' '$FS_TEST_DIR/$1.log'"
-    # The cluster may live outside the test dir (root: /var/tmp/fraudshield-*): removed at cleanup.
-    local pg
-    pg=$(readlink -f "$RUN/pg")
-    [[ "$pg" == "$RUN/pg" ]] || FS__PG_TMPDIR=$(dirname "$pg")
+}
+
+pg_running() {
+    local data
+    data=$(readlink -f "$RUN/pg")
+    if [[ $(id -u) == 0 ]]; then
+        runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$data" status >/dev/null 2>&1
+    else
+        /usr/lib/postgresql/15/bin/pg_ctl -D "$data" status >/dev/null 2>&1
+    fi
 }
 
 # Stops run-local.sh like Ctrl-C would, checks exit 0 and that none of its processes is left.
@@ -32,10 +42,7 @@ stop_pipeline() { # $1: the name given to start_pipeline
     for pid in $pids; do
         if kill -0 "$pid" 2>/dev/null; then fs_fail "process $pid is still running after the stop"; fi
     done
-    if runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$(readlink -f "$RUN/pg")" status \
-        >/dev/null 2>&1; then
-        fs_fail "PostgreSQL still runs after the stop"
-    fi
+    if pg_running; then fs_fail "PostgreSQL still runs after the stop"; fi
     echo "ok: everything stopped"
 }
 
