@@ -124,7 +124,8 @@ static const cfg_opt scorer_options[] = {
      "batches between prunes of old exact events and feature buckets (0: never)", false},
     {"velocity-lateness-s", "FS_VELOCITY_LATENESS_S", CFG_INT, "3600", 0, 31536000,
      O(velocity_lateness_s),
-     "how far behind its newest event time a worker still needs complete windows: feature rows are "
+     "how far behind its slowest active partition's newest event time a worker still needs "
+     "complete windows: feature rows are "
      "kept this long beyond the largest window; payments older than that (or whose windows reach "
      "below what any worker pruned) are counted as late (too_late)",
      false},
@@ -132,7 +133,8 @@ static const cfg_opt scorer_options[] = {
      86400, O(velocity_watermark_liveness_s),
      "a worker's published watermark holds back the other workers' pruning while it was refreshed "
      "within this long (workers refresh it every velocity-prune-every batches; a dead or idle one "
-     "stops holding pruning back after this)",
+     "stops holding pruning back after this); likewise a worker's own partition that delivered "
+     "nothing for this long no longer holds its pruning back",
      false},
     {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "60000", 100, 3600000,
      O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",

@@ -31,3 +31,32 @@ int64_t prune_late_before(int64_t own, const int64_t horizon[PRUNE_SETS],
             before = horizon[i] + reach[i];
     return before;
 }
+
+void prune_part_seen(prune_part *parts, size_t *n, size_t cap, int32_t partition,
+                     int64_t event_ms, int64_t now_ms) {
+    size_t i = 0;
+    while (i < *n && parts[i].partition != partition) i++;
+    if (i == *n) {
+        if (*n == cap) return;
+        parts[(*n)++] = (prune_part){.partition = partition, .max_event_ms = event_ms};
+    }
+    if (event_ms > parts[i].max_event_ms) parts[i].max_event_ms = event_ms;
+    parts[i].seen_ms = now_ms;
+}
+
+void prune_part_forget(prune_part *parts, size_t *n, int32_t partition) {
+    for (size_t i = 0; i < *n; i++)
+        if (parts[i].partition == partition) {
+            parts[i] = parts[--*n];
+            return;
+        }
+}
+
+int64_t prune_watermark(const prune_part *parts, size_t n, int64_t now_ms, int64_t idle_ms,
+                        int64_t fallback) {
+    int64_t least = INT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (now_ms - parts[i].seen_ms <= idle_ms && parts[i].max_event_ms < least)
+            least = parts[i].max_event_ms;
+    return least == INT64_MAX ? fallback : least;
+}

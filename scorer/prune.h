@@ -18,6 +18,7 @@
 #ifndef FS_PRUNE_H
 #define FS_PRUNE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* The pruned sets: exact events, hour buckets, day buckets. */
@@ -45,5 +46,29 @@ void prune_cutoffs(int64_t own, int64_t others, const int64_t reach[PRUNE_SETS],
  * (PRUNE_NONE: never pruned). PRUNE_NONE only when both are. */
 int64_t prune_late_before(int64_t own, const int64_t horizon[PRUNE_SETS],
                           const int64_t reach[PRUNE_SETS]);
+
+/* A worker's event-time progress per assigned partition. raw_payments partitions advance at their
+ * own speeds (a backlog on one, live traffic on another): the worker's needed-from must follow its
+ * slowest active partition, not its newest event, or a prune driven by the fast partition deletes
+ * what the slow one's payments still need. Active: a message persisted within idle_ms (wall
+ * clock); an idle partition (a quiet country) does not hold pruning back forever. */
+typedef struct prune_part {
+    int32_t partition;
+    int64_t max_event_ms; /* newest event time persisted from it */
+    int64_t seen_ms;      /* wall clock of its last persisted message */
+} prune_part;
+
+/* Records a persisted payment of a partition in parts[0..*n) (at most cap entries; a new partition
+ * beyond cap is not tracked and then counts only through the fallback of prune_watermark). */
+void prune_part_seen(prune_part *parts, size_t *n, size_t cap, int32_t partition,
+                     int64_t event_ms, int64_t now_ms);
+
+/* Forgets a partition (revoked). */
+void prune_part_forget(prune_part *parts, size_t *n, int32_t partition);
+
+/* The watermark pruning may follow: the least max_event_ms over the partitions active at now_ms,
+ * or fallback (the worker's newest event time) when none is. */
+int64_t prune_watermark(const prune_part *parts, size_t n, int64_t now_ms, int64_t idle_ms,
+                        int64_t fallback);
 
 #endif

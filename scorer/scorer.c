@@ -27,6 +27,7 @@
 #define PERSIST_ATTEMPTS 3   /* non-transient failures of a whole batch before going row by row */
 #define PRUNE_LIMIT 50000    /* old feature rows deleted per prune statement */
 #define PRUNE_ROUNDS 10      /* prune statements per table and prune */
+#define SCORER_MAX_PARTS 1024 /* raw_payments partitions whose progress is tracked (prune_part) */
 #define OUTCOMES_MAX 500     /* outcome messages per transaction */
 #define PII_KEY_LOG_US 60000000 /* at most one pii_key_changed line a minute (flapping: counted) */
 
@@ -137,6 +138,8 @@ struct scorer {
     int64_t commit_retry_us;  /* when the loop retries next (backoff: idle, nothing else commits) */
     bool fatal;
     int64_t watermark_ms;    /* largest event time this worker persisted */
+    prune_part parts[SCORER_MAX_PARTS]; /* event-time progress per assigned raw_payments partition */
+    size_t nparts;
     int batches_since_prune;
     int batches_since_sync;  /* batches since the watermark was last published */
     int64_t synced_us;       /* when the last sync that published it started (0: never) */
@@ -185,11 +188,16 @@ static int scorer_sleep(scorer *s, int ms) {
 
 static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
 
-/* The event time from which this worker needs complete windows: its watermark capped at the wall
- * clock (one payment dated in the future cannot make the pruner delete what current payments still
- * need; a replay of old history still prunes relative to its own progress) minus the lateness. */
+/* The event time from which this worker needs complete windows: the progress of its slowest active
+ * partition (prune.h prune_watermark: a backlog on one partition is not pruned away by live traffic
+ * on another), capped at the wall clock (one payment dated in the future cannot make the pruner
+ * delete what current payments still need; a replay of old history still prunes relative to its
+ * own progress), minus the lateness. */
 static int64_t scorer_needed_from(const scorer *s) {
-    return prune_needed_from(s->watermark_ms, fs_now_ms(), s->cfg.velocity_lateness_ms);
+    int64_t now = fs_now_ms();
+    int64_t wm = prune_watermark(s->parts, s->nparts, now, s->cfg.watermark_liveness_ms,
+                                 s->watermark_ms);
+    return prune_needed_from(wm, now, s->cfg.velocity_lateness_ms);
 }
 
 /* While its published watermark is fresh, no other worker prunes what this one needs. Fresh: the
@@ -338,6 +346,7 @@ static void scorer_poll_batch(scorer *s) {
 
 /* Counters and the event-time watermark, once the batch is committed. */
 static void scorer_account_row(scorer *s, const scorer_row *r, int64_t now_ms) {
+    prune_part_seen(s->parts, &s->nparts, SCORER_MAX_PARTS, r->sr.partition, r->p.event_time_ms, now_ms);
     if (!r->sr.is_new) {
         s->stats.payments_redelivered++;
         metric_add(s->m.payments, "redelivered", 1);
@@ -1535,6 +1544,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
         if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
+        for (int i = 0; i < parts->cnt; i++) prune_part_forget(s->parts, &s->nparts, parts->elems[i].partition);
         if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s, "revoke");
         if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
         else rd_kafka_assign(rk, NULL);
@@ -1542,6 +1552,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     log_fields(LOG_ERROR, "rebalance_failed", f, "rebalance error: %s", rd_kafka_err2str(err));
     if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
+    s->nparts = 0;
     rd_kafka_assign(rk, NULL); /* back to a known state; the group will rebalance again */
 }
 

@@ -99,8 +99,63 @@ static void test_late_before(void **state) {
     assert_true(prune_late_before(N, cutoff, reach) == T0 - 3 * H);
 }
 
+/* The watermark pruning follows: the slowest partition that is still active. A step is a persisted
+ * payment (partition >= 0) or a revocation (partition < 0 forgets -partition - 1). */
+typedef struct part_step {
+    int32_t partition;
+    int64_t event_ms, now_ms;
+} part_step;
+
+typedef struct part_case {
+    const char *name;
+    part_step steps[6];
+    size_t nsteps;
+    int64_t now_ms, want;
+} part_case;
+
+#define IDLE (10 * MIN)
+#define FALLBACK (T0 + 99 * H) /* the worker's newest event time */
+
+static const part_case PART_CASES[] = {
+    {"no partition yet: the fallback", {{0}}, 0, T0, FALLBACK},
+    {"one partition: its newest event", {{0, T0 - H, T0}, {0, T0 - 2 * H, T0}}, 2, T0, T0 - H},
+    /* a backlog on partition 1 (a day behind) and live traffic on partition 0 */
+    {"the slowest active partition", {{0, T0, T0}, {1, T0 - 24 * H, T0}, {0, T0 + H, T0}}, 3, T0,
+     T0 - 24 * H},
+    {"an idle partition no longer holds back", {{1, T0 - 24 * H, T0 - IDLE - 1}, {0, T0, T0}}, 2,
+     T0, T0},
+    {"idle exactly at the bound still counts", {{1, T0 - 24 * H, T0 - IDLE}, {0, T0, T0}}, 2, T0,
+     T0 - 24 * H},
+    {"a revoked partition is forgotten", {{0, T0, T0}, {1, T0 - 24 * H, T0}, {-2, 0, 0}}, 3, T0, T0},
+    {"all idle: the fallback", {{0, T0, T0 - IDLE - 1}, {1, T0 - H, T0 - IDLE - 1}}, 2, T0, FALLBACK},
+};
+
+static void test_partition_watermark(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof PART_CASES / sizeof PART_CASES[0]; i++) {
+        const part_case *c = &PART_CASES[i];
+        prune_part parts[4];
+        size_t n = 0;
+        for (size_t k = 0; k < c->nsteps; k++) {
+            const part_step *st = &c->steps[k];
+            if (st->partition < 0) prune_part_forget(parts, &n, -st->partition - 1);
+            else prune_part_seen(parts, &n, 4, st->partition, st->event_ms, st->now_ms);
+        }
+        int64_t got = prune_watermark(parts, n, c->now_ms, IDLE, FALLBACK);
+        if (got != c->want) fail_msg("%s: %lld, want %lld", c->name, (long long)got, (long long)c->want);
+    }
+    /* beyond the capacity a partition is not tracked (the others still are) */
+    prune_part parts[1];
+    size_t n = 0;
+    prune_part_seen(parts, &n, 1, 0, T0, T0);
+    prune_part_seen(parts, &n, 1, 1, T0 - H, T0);
+    assert_int_equal(n, 1);
+    assert_true(prune_watermark(parts, n, T0, IDLE, FALLBACK) == T0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_partition_watermark),
         cmocka_unit_test(test_needed_from),
         cmocka_unit_test(test_cutoffs),
         cmocka_unit_test(test_late_before),
