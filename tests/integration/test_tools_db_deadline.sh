@@ -66,6 +66,7 @@ kill -CONT "$(fs_pid proxy)"
 fs_psql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'locker'" >/dev/null
 
 echo "--- the alerter's operator commands"
+"$BUILD/bin/fraudshield-alerter" subscriptions add --name hook1 --url https://hooks.example.com/h >/dev/null
 fs_bg sublocker psql -X -q -d "$FS_DATABASE_URL?application_name=sublocker" \
     -c "BEGIN; LOCK TABLE subscriptions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)"
 fs_wait_for 10 "[[ \$(fs_psql \"SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'sublocker' AND l.mode = 'AccessExclusiveLock' AND l.granted\") == 1 ]]"
@@ -76,9 +77,17 @@ ms=$(($(now_ms) - t0))
 echo "$out" | tail -2
 fs_assert_eq 1 "$rc" "alerter subscriptions list exit status"
 ((ms >= 2000 && ms <= 12000)) || fs_fail "the alerter command exited after $ms ms"
-grep -qF 'dropped after no answer within db-timeout-ms (2000 ms)' <<<"$out" || fs_fail "alerter command: $out"
+grep -qF 'statement timeout' <<<"$out" || fs_fail "alerter command: $out"
+# a write that gave up must not take effect once the lock goes: the server cancelled it
+rc=0
+out=$(FS_DB_TIMEOUT_MS=2000 timeout 30 "$BUILD/bin/fraudshield-alerter" subscriptions disable hook1 2>&1) || rc=$?
+fs_assert_eq 1 "$rc" "alerter subscriptions disable behind the lock"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fraudshield-alerter cli'")" \
+    "no command statement left waiting on the server"
 fs_psql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sublocker'" >/dev/null
 "$BUILD/bin/fraudshield-alerter" subscriptions list >/dev/null || fs_fail "subscriptions list after the lock"
+sleep 1
+fs_assert_eq t "$(fs_psql "SELECT active FROM subscriptions WHERE name = 'hook1'")" "the abandoned disable did not take effect"
 
 echo "--- an answering database: the rows are read as before"
 out=$("$BUILD/bin/fraudshield-train" "${train[@]}" 2>&1) && fs_fail "training on no rows must fail"
