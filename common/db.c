@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <openssl/sha.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -125,19 +126,77 @@ static int db_send(PGconn *conn, int64_t deadline_us, int timeout_ms, const char
     return db_flush_within(conn, deadline_us, timeout_ms);
 }
 
-/* Waits (within the deadline) until a result can be taken without blocking. 0, or -1 (time up:
- * abandoned; or the connection failed: PQgetResult then reports it). */
-static int db_await_result(PGconn *conn, int64_t deadline_us, int timeout_ms) {
+/* Waits (within the deadline) until a result can be taken without blocking. 0 (also when the
+ * connection failed: PQgetResult then reports it), 1 time up, -1 poll() failed. */
+static int db_ready_within(PGconn *conn, int64_t deadline_us) {
     while (PQstatus(conn) == CONNECTION_OK && PQisBusy(conn)) {
         int w = db_wait(conn, POLLIN, deadline_us);
-        if (w <= 0) db_abandon(conn, w == 0 ? timeout_ms : -1);
-        if (w <= 0 || !PQconsumeInput(conn)) return -1;
+        if (w <= 0) return w == 0 ? 1 : -1;
+        if (!PQconsumeInput(conn)) return 0;
     }
     return 0;
 }
 
-PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
-                   const char *const *params, const int *lens, const int *fmts) {
+/* db_ready_within, abandoning the connection when the time is up or poll() failed. 0 or -1. */
+static int db_await_result(PGconn *conn, int64_t deadline_us, int timeout_ms) {
+    int w = db_ready_within(conn, deadline_us);
+    if (w != 0) db_abandon(conn, w == 1 ? timeout_ms : -1);
+    return w == 0 ? 0 : -1;
+}
+
+static void *db_cancel_main(void *arg) {
+    char e[256];
+    PGcancel *c = arg;
+    if (!PQcancel(c, e, sizeof e))
+        log_msg(LOG_WARN, "db_cancel_failed", "cancel request not sent: %.*s", (int)strcspn(e, "\n"), e);
+    PQfreeCancel(c);
+    return NULL;
+}
+
+/* Asks the server to cancel conn's statement, without waiting for it: PQcancel opens a new
+ * connection and waits until the server closes it, with no timeout of its own (libpq 15 has no
+ * non-blocking cancel), so on a server that does not answer it would never return. It runs on a
+ * detached thread, which owns the PGcancel; the caller waits for the statement's answer on conn,
+ * within its own deadline. false: no cancel sent (no thread, no memory). */
+static bool db_cancel_async(PGconn *conn) {
+    PGcancel *c = PQgetCancel(conn);
+    pthread_attr_t a;
+    pthread_t t;
+    bool ok = false;
+    if (!c || pthread_attr_init(&a) != 0) goto done;
+    if (pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
+        pthread_create(&t, &a, db_cancel_main, c) == 0) {
+        c = NULL; /* the thread's now */
+        ok = true;
+    }
+    pthread_attr_destroy(&a);
+done:
+    if (c) PQfreeCancel(c);
+    return ok;
+}
+
+/* db_await_result for a statement PostgreSQL is to stop at the deadline: then a cancel request,
+ * and its answer (the statement's error, or its result if it finished meanwhile) is waited for
+ * grace_ms more; a server that answers neither is abandoned then (reported as not answering
+ * within timeout_ms + grace_ms). *cancelled: whether the cancel was sent. */
+static int db_await_or_cancel(PGconn *conn, int64_t deadline_us, int timeout_ms, int grace_ms,
+                              bool *cancelled) {
+    if (!*cancelled) {
+        int w = db_ready_within(conn, deadline_us);
+        if (w < 0) db_abandon(conn, -1);
+        if (w != 1) return w == 0 ? 0 : -1;
+        *cancelled = true; /* also when no cancel could be sent: the grace is waited all the same */
+        if (!db_cancel_async(conn))
+            log_msg(LOG_WARN, "db_cancel_failed", "could not start the cancel request");
+    }
+    return db_await_result(conn, deadline_us + (int64_t)grace_ms * 1000, timeout_ms + grace_ms);
+}
+
+/* db_query; with cancelled (not NULL), the statement is cancelled at the deadline and its answer
+ * waited for grace_ms more (db_await_or_cancel). */
+static PGresult *db_query_cancel(PGconn *conn, int timeout_ms, int grace_ms, bool *cancelled,
+                                 const char *sql, int nparams, const char *const *params,
+                                 const int *lens, const int *fmts) {
     int64_t deadline_us = fs_mono_us() + (int64_t)timeout_ms * 1000;
     PGresult *last = NULL, *r;
     if (!conn || PQstatus(conn) != CONNECTION_OK) return PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
@@ -146,13 +205,19 @@ PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
     /* as PQexec: the last result. Each PQgetResult only once it cannot block (several statements
      * give several results); after an abandon, libpq's error for the lost connection. */
     for (;;) {
-        (void)db_await_result(conn, deadline_us, timeout_ms);
+        if (cancelled) (void)db_await_or_cancel(conn, deadline_us, timeout_ms, grace_ms, cancelled);
+        else (void)db_await_result(conn, deadline_us, timeout_ms);
         if (!(r = PQgetResult(conn))) break;
         PQclear(last);
         last = r;
         if (PQstatus(conn) == CONNECTION_BAD) break;
     }
     return last ? last : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+}
+
+PGresult *db_query(PGconn *conn, int timeout_ms, const char *sql, int nparams,
+                   const char *const *params, const int *lens, const int *fmts) {
+    return db_query_cancel(conn, timeout_ms, 0, NULL, sql, nparams, params, lens, fmts);
 }
 
 /* A connection dropped once the deadline had passed: db_abandon's doing (it drops only then). */
@@ -272,10 +337,12 @@ bool db_is_data_error(const PGresult *res) {
 
 /* ---- migrations ------------------------------------------------------------------------------ */
 
-/* The client gives up on a migration round trip this long after db_migrate's timeout_ms, at which
- * PostgreSQL cancels the statement itself (statement_timeout: the work stops and its locks go at
- * once, with a clear error). The client's own deadline is for a server that does not answer at
- * all. */
+/* A migration round trip (a whole migration's text is one) still running at db_migrate's
+ * timeout_ms is cancelled by the client (a cancel request: the work stops, is rolled back and its
+ * locks go at once). statement_timeout, also set, times each statement alone (PostgreSQL 13+ even
+ * within one query string): it stops a single long statement, not a migration of many shorter
+ * ones. The cancel's answer is waited for this long; a server that does not answer it either is
+ * abandoned (the connection dropped). */
 #define DB_MIGRATE_GRACE_MS 2000
 /* Between two tries of the advisory lock while another process migrates. */
 #define DB_MIGRATE_POLL_NS 200000000L
@@ -284,7 +351,8 @@ bool db_is_data_error(const PGresult *res) {
 typedef struct migrate_run {
     PGconn *conn;
     int timeout_ms, lock_timeout_ms; /* db_migrate's (0: none) */
-    int trip_ms;                     /* each round trip's client-side deadline */
+    int cancel_ms, grace_ms;         /* a round trip is cancelled at cancel_ms, dropped grace_ms later */
+    int trip_ms;                     /* cancel_ms + grace_ms: the client-side deadline */
     char *errstr;
     size_t errstr_size;
 } migrate_run;
@@ -308,6 +376,15 @@ static const char SQL_LOCK_HOLDER[] =
     "l.granted AND l.classid = %u AND l.objid = %u AND l.objsubid = 1 AND "
     "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
+/* Rolls back the transaction the migration opened, if it is still open: a second ROLLBACK would
+ * draw the WARNING "there is no transaction in progress". */
+static void mig_rollback(migrate_run *r) {
+    char ignored[256];
+    PGTransactionStatusType ts = PQtransactionStatus(r->conn);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+        db_exec_within(r->conn, r->trip_ms, "ROLLBACK", ignored, sizeof ignored);
+}
+
 /* The first text cell of sql's result into out (unchanged when there is none). */
 static void mig_text(migrate_run *r, const char *sql, char *out, size_t out_size) {
     PGresult *res = db_query(r->conn, r->trip_ms, sql, 0, NULL, NULL, NULL);
@@ -321,8 +398,7 @@ static void mig_text(migrate_run *r, const char *sql, char *out, size_t out_size
  * named with what to do. */
 static void mig_lock_timeout(migrate_run *r, const char *what, const char *e) {
     char sql[sizeof SQL_LOCK_SUSPECTS + 16], who[512] = "none left (the lock may be free now)";
-    char ignored[256];
-    db_exec_within(r->conn, r->trip_ms, "ROLLBACK", ignored, sizeof ignored);
+    mig_rollback(r);
     snprintf(sql, sizeof sql, SQL_LOCK_SUSPECTS, r->lock_timeout_ms);
     mig_text(r, sql, who, sizeof who);
     snprintf(r->errstr, r->errstr_size,
@@ -333,9 +409,10 @@ static void mig_lock_timeout(migrate_run *r, const char *what, const char *e) {
              what, r->lock_timeout_ms, e, who);
 }
 
-/* errstr for a failed migration round trip that started at t0_us: "<what>: <why>", and what to do
- * for the deadlines' failures. */
-static void mig_explain(migrate_run *r, const char *what, const PGresult *res, int64_t t0_us) {
+/* errstr for a failed migration round trip that started at t0_us (cancelled: by us, at the
+ * deadline): "<what>: <why>", and what to do for the deadlines' failures. */
+static void mig_explain(migrate_run *r, const char *what, const PGresult *res, int64_t t0_us,
+                        bool cancelled) {
     char e[512];
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     int64_t ms = (fs_mono_us() - t0_us) / 1000;
@@ -349,28 +426,31 @@ static void mig_explain(migrate_run *r, const char *what, const PGresult *res, i
     db_error(r->conn, res, e, sizeof e);
     if (state && strcmp(state, "55P03") == 0)
         mig_lock_timeout(r, what, e);
-    else if (state && strcmp(state, "57014") == 0 && r->timeout_ms > 0 && ms >= r->timeout_ms)
+    else if (state && strcmp(state, "57014") == 0 && r->timeout_ms > 0 &&
+             (cancelled || ms >= r->timeout_ms)) /* our cancel, or statement_timeout */
         snprintf(r->errstr, r->errstr_size,
-                 "%s: ran longer than db-migrate-timeout-ms (%d ms) and was cancelled (%s); nothing "
-                 "of it was applied. Raise db-migrate-timeout-ms (0: no limit) if it is merely slow",
+                 "%s ran longer than db-migrate-timeout-ms (%d ms): cancelled and rolled back; "
+                 "raise db-migrate-timeout-ms (0: no limit) and start again (%s)",
                  what, r->timeout_ms, e);
     else
         snprintf(r->errstr, r->errstr_size, "%s: %s", what, e);
 }
 
-/* Runs sql (nparams text parameters) within the run's deadline. 0 with the result in *out (NULL:
- * cleared), or -1 with errstr (mig_explain). */
+/* Runs sql (nparams text parameters) within the run's deadline (cancelled at cancel_ms). 0 with
+ * the result in *out (NULL: cleared), or -1 with errstr (mig_explain). */
 static int mig_exec(migrate_run *r, const char *what, const char *sql, int nparams,
                     const char *const *params, PGresult **out) {
     int64_t t0 = fs_mono_us();
-    PGresult *res = db_query(r->conn, r->trip_ms, sql, nparams, params, NULL, NULL);
+    bool cancelled = false;
+    PGresult *res = db_query_cancel(r->conn, r->cancel_ms, r->grace_ms, &cancelled, sql, nparams,
+                                    params, NULL, NULL);
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
         if (out) *out = res;
         else PQclear(res);
         return 0;
     }
-    mig_explain(r, what, res, t0);
+    mig_explain(r, what, res, t0, cancelled);
     PQclear(res);
     return -1;
 }
@@ -461,7 +541,7 @@ static int migration_verify(migrate_run *r, const db_migration *m, const char *r
 
 /* m's text and its schema_migrations row, in one transaction. */
 static int migration_apply(migrate_run *r, const db_migration *m) {
-    char e[256], what[96];
+    char what[96];
     char sum[2 * SHA256_DIGEST_LENGTH + 1];
     int64_t t0 = fs_mono_us();
     migration_sha256(m, sum);
@@ -472,7 +552,7 @@ static int migration_apply(migrate_run *r, const db_migration *m) {
         mig_exec(r, what, "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)", 2, params,
                  NULL) != 0 ||
         mig_exec(r, what, "COMMIT", 0, NULL, NULL) != 0) {
-        db_exec_within(r->conn, r->trip_ms, "ROLLBACK", e, sizeof e);
+        mig_rollback(r); /* unless done already (mig_lock_timeout), or the connection is lost */
         return -1;
     }
     log_msg(LOG_INFO, "migration_applied", "applied migration %s in %.1f s", m->name,
@@ -509,10 +589,11 @@ static int migrate_pending(migrate_run *r) {
 
 int db_migrate(PGconn *conn, int timeout_ms, int lock_timeout_ms, char *errstr,
                size_t errstr_size) {
+    bool limited = timeout_ms > 0 && timeout_ms <= INT_MAX - DB_MIGRATE_GRACE_MS;
     migrate_run r = {conn, timeout_ms, lock_timeout_ms,
-                     timeout_ms > 0 && timeout_ms <= INT_MAX - DB_MIGRATE_GRACE_MS
-                         ? timeout_ms + DB_MIGRATE_GRACE_MS
-                         : INT_MAX, /* about 24 days: no deadline */
+                     limited ? timeout_ms : INT_MAX, /* about 24 days: no deadline */
+                     limited ? DB_MIGRATE_GRACE_MS : 0,
+                     limited ? timeout_ms + DB_MIGRATE_GRACE_MS : INT_MAX,
                      errstr, errstr_size};
     char sql[128], e[256];
     int applied = -1;

@@ -249,7 +249,11 @@ store_rc store_commit(store *st, char *errstr, size_t errstr_size) {
 
 void store_rollback(store *st) {
     char e[256];
-    if (store_connected(st)) (void)exec_simple(st, "ROLLBACK", e, sizeof e);
+    if (!store_connected(st)) return;
+    /* only an open transaction: after a failed COMMIT there is none, and a ROLLBACK would draw the
+     * WARNING "there is no transaction in progress" (logged as pg_warning) */
+    PGTransactionStatusType ts = PQtransactionStatus(st->conn);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) (void)exec_simple(st, "ROLLBACK", e, sizeof e);
 }
 
 /* ---- payments ------------------------------------------------------------------------------- */

@@ -7,10 +7,12 @@
 #     operator commands alike. A holder that lets go in time is still waited for.
 #   - a table lock a pending migration needs, held by an open transaction: given up after
 #     db-migrate-lock-timeout-ms, nothing applied, the session named; applied once it is gone.
-#   - without a lock timeout, the migration statement is cancelled by the server at
-#     db-migrate-timeout-ms (statement_timeout).
+#   - without a lock timeout, the migration statement is cancelled at db-migrate-timeout-ms
+#     (statement_timeout, or the client's cancel request, whichever comes first).
 #   - a server that stops answering mid-migration (a SIGSTOPped TCP proxy in front of it): given up
-#     by the client at db-migrate-timeout-ms + 2 s.
+#     by the client at db-migrate-timeout-ms + 2 s (its cancel request gets no answer either).
+#   - a migration whose statements each stay under db-migrate-timeout-ms but not their sum: the
+#     client cancels it at the limit; nothing applied, no server session left at work.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup migrate_deadline
@@ -90,11 +92,11 @@ fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM schema_migrations WHERE name = '
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_indexes WHERE indexname = 'alert_events_created_idx'")" "006's index not built"
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")" "the migration lock released"
 
-echo "--- no lock timeout: the server cancels the statement at db-migrate-timeout-ms"
+echo "--- no lock timeout: the statement is cancelled at db-migrate-timeout-ms"
 t0=$(now_ms)
 scorer s_stmt FS_DB_MIGRATE_LOCK_TIMEOUT_MS=0 FS_DB_MIGRATE_TIMEOUT_MS=1500
 failed_within s_stmt 1500 9000 "$t0"
-expect_log s_stmt "migration 006_alerter_retention: ran longer than db-migrate-timeout-ms (1500 ms) and was cancelled"
+expect_log s_stmt "migration 006_alerter_retention ran longer than db-migrate-timeout-ms (1500 ms): cancelled and rolled back"
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM schema_migrations WHERE name = '006_alerter_retention'")" "006 still not recorded"
 
 echo "--- a server that stops answering mid-migration"
@@ -118,5 +120,32 @@ scorer s_ok
 fs_wait_exit s_ok 60
 expect_log s_ok '"event":"db_ready"'
 expect_log s_ok 'applied migration 006_alerter_retention'
+fs_assert_eq "$n" "$(fs_psql "SELECT count(*) FROM schema_migrations")" "every migration applied"
+
+echo "--- a migration of several statements, none over the limit alone, longer than it in total"
+# 006's two CREATE INDEX statements wait for a table lock each (alert_events, then outbox), held
+# until 3.5 s and 7 s after the start: about 3.5 s per statement, under db-migrate-timeout-ms
+# (4 s), so statement_timeout (per statement) never fires; the client cancels the migration at
+# 4 s. Before, the client dropped the connection at 6 s ("did not answer") while the server
+# session went on waiting, holding the migration lock.
+undo_006
+hold h_events "BEGIN; LOCK TABLE alert_events IN ROW EXCLUSIVE MODE"
+hold h_outbox "BEGIN; LOCK TABLE outbox IN ROW EXCLUSIVE MODE"
+release_both() { sleep 3.5; release h_events; sleep 3.5; release h_outbox; }
+t0=$(now_ms)
+scorer s_total FS_DB_MIGRATE_LOCK_TIMEOUT_MS=0 FS_DB_MIGRATE_TIMEOUT_MS=4000
+fs_bg releaser release_both
+failed_within s_total 4000 5800 "$t0"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fraudshield-scorer%' AND state <> 'idle'")" "a scorer session still at work after its exit"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")" "the migration lock released"
+expect_log s_total "migration 006_alerter_retention ran longer than db-migrate-timeout-ms (4000 ms): cancelled and rolled back; raise db-migrate-timeout-ms (0: no limit) and start again"
+! grep -q '"event":"db_timeout"' "$FS_TEST_DIR/s_total.log" || fs_fail "s_total: the connection was dropped, not the migration cancelled"
+! grep -q 'no transaction in progress' "$FS_TEST_DIR/s_total.log" || fs_fail "s_total: rolled back twice"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM schema_migrations WHERE name = '006_alerter_retention'")" "006 not recorded"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_indexes WHERE indexname = 'alert_events_created_idx'")" "006's first index rolled back"
+fs_wait_exit releaser 20
+scorer s_ok2
+fs_wait_exit s_ok2 60
+expect_log s_ok2 'applied migration 006_alerter_retention'
 fs_assert_eq "$n" "$(fs_psql "SELECT count(*) FROM schema_migrations")" "every migration applied"
 echo "migrate deadlines ok"
