@@ -39,10 +39,11 @@ ORDER BY payment_id, known_at DESC, fs_label_rank(outcome) DESC;
 ALTER TABLE outcome_links DROP CONSTRAINT outcome_links_pkey,
     DROP CONSTRAINT outcome_links_outcome_check;
 TRUNCATE outcome_links;
+-- The new key is added after the links are loaded (one index build instead of 1.5M insertions
+-- into it: a third of the time on 400k labels).
 ALTER TABLE outcome_links
     ADD CONSTRAINT outcome_links_outcome_check
-        CHECK (outcome IN ('confirmed_fraud', 'false_positive', 'chargeback', 'legitimate')),
-    ADD PRIMARY KEY (entity_kind, entity_key, payment_id, known_at, outcome);
+        CHECK (outcome IN ('confirmed_fraud', 'false_positive', 'chargeback', 'legitimate'));
 COMMENT ON TABLE outcome_links IS 'Per identifier and merchant of a labelled payment: its fraud labels and the later labels that supersede them, with known_at (scorer-owned).';
 
 -- The links of the applied labels (what the scorer writes, store.c SQL_APPLY_OUTCOMES).
@@ -62,6 +63,7 @@ FROM fs_labels l JOIN fs_label_ends e USING (payment_id) JOIN payments p USING (
 CROSS JOIN LATERAL (VALUES ('card', p.card_fingerprint_digest), ('ip', p.ip_digest),
     ('device', p.device_id_digest), ('email', p.email_digest), ('merchant', p.merchant_id)) AS v(k, key)
 WHERE v.key IS NOT NULL AND (NOT l.genuine OR l.known_at >= e.first_fraud);
+ALTER TABLE outcome_links ADD PRIMARY KEY (entity_kind, entity_key, payment_id, known_at, outcome);
 
 -- The vault's counts from the applied labels.
 CREATE TEMP TABLE fs_label_counts ON COMMIT DROP AS

@@ -63,4 +63,7 @@ fs_assert_eq "card:c1:1:confirmed_fraud,card:c1:1:false_positive,card:c1:2:charg
     "$(fs_psql "SELECT string_agg(entity_kind || ':' || entity_key || ':' || right(payment_id::text, 1) || ':' || outcome, ',' ORDER BY entity_kind, entity_key, payment_id, outcome) FROM outcome_links")" \
     "outcome links rebuilt as the labels' history (the pending label left for the scorer)"
 fs_assert_eq "false_positive" "$(fs_psql "SELECT outcome FROM payment_labels WHERE payment_id = '11111111-0000-4000-8000-000000000001'")" "P1's current label"
+fs_assert_eq "outcome_links_pkey:PRIMARY KEY (entity_kind, entity_key, payment_id, known_at, outcome)" \
+    "$(fs_psql "SELECT conname || ':' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'outcome_links'::regclass AND contype = 'p'")" \
+    "outcome_links' key (built after the links are loaded)"
 echo "ok: migration 008 recounted the labels"
