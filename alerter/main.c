@@ -139,9 +139,10 @@ static const cfg_opt alerter_options[] = {
      "about as long", false},
     {"db-migrate-timeout-ms", "FS_DB_MIGRATE_TIMEOUT_MS", CFG_INT, "600000", 0,
      86400000, O(db_migrate_timeout_ms),
-     "start-up migrations (and those of the operator commands): each one (and each of its statements) must finish within this, and "
-     "another process's migration (the migration lock) is waited for at most this long; longer: "
-     "start-up error naming the cause (0: no limit)",
+     "start-up migrations (and those of the operator commands): each one (its whole text; also "
+     "each bookkeeping statement) must finish within this, else it is cancelled and rolled back, "
+     "and another process's migration (the migration lock) is waited for at most this long; "
+     "longer: start-up error naming the cause (0: no limit)",
      false},
     {"db-migrate-lock-timeout-ms", "FS_DB_MIGRATE_LOCK_TIMEOUT_MS", CFG_INT, "10000", 0,
      86400000, O(db_migrate_lock_timeout_ms),

@@ -90,8 +90,9 @@ static int db_wait(PGconn *conn, short events, int64_t deadline_us) {
 }
 
 /* No answer in time: the connection is closed under libpq (it sees end of file and marks the
- * connection bad; callers reconnect). A cancel request is no use here: it needs a new connection
- * to the same server that does not answer. timeout_ms < 0: poll() failed, no log line. */
+ * connection bad; callers reconnect). db_query sends no cancel request first: it needs a new
+ * connection to the same server that may not answer, and PQcancel has no timeout (migrations do,
+ * from a thread: db_await_or_cancel). timeout_ms < 0: poll() failed, no log line. */
 static void db_abandon(PGconn *conn, int timeout_ms) {
     if (timeout_ms >= 0) /* else poll() itself failed: dropped too, libpq reports the lost connection */
         log_fields(LOG_ERROR, "db_timeout", json_pack("{s:i}", "timeout_ms", timeout_ms),

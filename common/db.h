@@ -26,12 +26,13 @@ extern const db_migration db_migrations[]; /* ends with {0, 0} */
 PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size);
 
 /* Verifies the applied migrations and applies the pending ones. Bounded by (0: no bound)
- *   timeout_ms       each migration round trip (a migration's text, each bookkeeping statement):
- *                    PostgreSQL cancels a statement running longer (statement_timeout; the
- *                    migration's transaction is rolled back), and a server that does not answer at
- *                    all is given up 2 s later (the connection dropped, as db_query does). Also the
- *                    longest wait for the advisory lock while another process migrates; the error
- *                    then names the session holding it.
+ *   timeout_ms       each migration round trip (a migration's whole text, each bookkeeping
+ *                    statement): one still running then is cancelled (a cancel request; also
+ *                    statement_timeout, which times each statement alone) and its transaction
+ *                    rolled back; a server that answers not even the cancel within 2 s more is
+ *                    given up (the connection dropped, as db_query does). Also the longest wait for
+ *                    the advisory lock while another process migrates; the error then names the
+ *                    session holding it.
  *   lock_timeout_ms  the longest wait for a lock another session holds (lock_timeout): behind an
  *                    open transaction the migration fails, rolled back, naming the sessions that
  *                    were in a transaction for that long, instead of waiting for ever (and making
