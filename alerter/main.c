@@ -135,8 +135,9 @@ static const cfg_opt alerter_options[] = {
      false},
     {"db-timeout-ms", "FS_DB_TIMEOUT_MS", CFG_INT, "30000", 1000, 600000, O(db_timeout_ms),
      "a PostgreSQL statement not answered within this drops its connection (reconnected; an "
-     "operator command exits 1); /ready fails when a side has had no successful round trip for "
-     "about as long", false},
+     "operator command's statement is cancelled by PostgreSQL at this, statement_timeout, and it "
+     "exits 1); /ready fails when a side has had no successful round trip for about as long",
+     false},
     {"db-migrate-timeout-ms", "FS_DB_MIGRATE_TIMEOUT_MS", CFG_INT, "600000", 0,
      86400000, O(db_migrate_timeout_ms),
      "start-up migrations (and those of the operator commands): each one (its whole text; also "
@@ -146,9 +147,9 @@ static const cfg_opt alerter_options[] = {
      false},
     {"db-migrate-lock-timeout-ms", "FS_DB_MIGRATE_LOCK_TIMEOUT_MS", CFG_INT, "10000", 0,
      86400000, O(db_migrate_lock_timeout_ms),
-     "start-up migrations (and those of the operator commands): a lock held by another session (an open transaction) is waited for at "
-     "most this long, then start-up error naming the sessions (0: no limit; while it waits, "
-     "other writers of that table wait behind it)",
+     "start-up migrations (and those of the operator commands): a lock held by another session "
+     "(an open transaction) is waited for at most this long, then start-up error naming the "
+     "sessions (0: no limit; while it waits, other writers of that table wait behind it)",
      false},
     {"shutdown-timeout-ms", "FS_SHUTDOWN_TIMEOUT_MS", CFG_INT, "5000", 0, 600000,
      O(shutdown_timeout_ms), "on SIGTERM, how long running deliveries may finish", false},

@@ -11,7 +11,6 @@
 
 #define MAX_FLAGS 8
 #define MAX_POS 4
-#define MANAGE_GRACE_MS 2000 /* beyond statement_timeout: time for the server's cancellation to arrive */
 
 /* A command's parsed arguments: --flags by name, and positional words. */
 typedef struct args {
@@ -266,16 +265,12 @@ int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
     }
     if (parse(c, argc - 2, argv + 2, &a) != 0) return 2;
     a.allow_http = allow_http;
-    /* The server cancels a statement at db-timeout-ms (statement_timeout: a command that gave up
-     * must not take effect later, once a lock it waited for is released); the client waits a
-     * grace beyond that for the cancellation, and drops the connection only if none comes. */
-    a.timeout_ms = db->timeout_ms + MANAGE_GRACE_MS;
-    char set[64];
-    snprintf(set, sizeof set, "SET statement_timeout = %d", db->timeout_ms);
+    /* a command that gave up must not take effect later, once a lock it waited for goes: the
+     * server cancels it at db-timeout-ms (db_server_timeout) */
     PGconn *conn = db_connect(db->url, "fraudshield-alerter cli", err, sizeof err);
     if (!conn ||
         db_migrate(conn, db->migrate_timeout_ms, db->migrate_lock_timeout_ms, err, sizeof err) < 0 ||
-        db_exec_within(conn, a.timeout_ms, set, err, sizeof err) != 0) {
+        (a.timeout_ms = db_server_timeout(conn, db->timeout_ms, err, sizeof err)) < 0) {
         fprintf(stderr, "PostgreSQL: %s\n", err);
         PQfinish(conn);
         return 1;
@@ -284,7 +279,7 @@ int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
     if (rc != 0 && PQstatus(conn) == CONNECTION_BAD) /* libpq's words for a dropped connection mislead */
         fprintf(stderr, "PostgreSQL: the connection was lost, or dropped after no answer within "
                 "db-timeout-ms (%d ms) + %d ms: the command may or may not have taken effect; check "
-                "with the matching list command before repeating it\n", db->timeout_ms, MANAGE_GRACE_MS);
+                "with the matching list command before repeating it\n", db->timeout_ms, DB_CANCEL_GRACE_MS);
     PQfinish(conn);
     return rc;
 }

@@ -331,6 +331,13 @@ int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, 
     return ok ? 0 : -1;
 }
 
+int db_server_timeout(PGconn *conn, int timeout_ms, char *errstr, size_t errstr_size) {
+    char set[64];
+    snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms);
+    if (db_exec_within(conn, timeout_ms, set, errstr, errstr_size) != 0) return -1;
+    return timeout_ms + DB_CANCEL_GRACE_MS;
+}
+
 bool db_is_data_error(const PGresult *res) {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
@@ -342,9 +349,8 @@ bool db_is_data_error(const PGresult *res) {
  * timeout_ms is cancelled by the client (a cancel request: the work stops, is rolled back and its
  * locks go at once). statement_timeout, also set, times each statement alone (PostgreSQL 13+ even
  * within one query string): it stops a single long statement, not a migration of many shorter
- * ones. The cancel's answer is waited for this long; a server that does not answer it either is
- * abandoned (the connection dropped). */
-#define DB_MIGRATE_GRACE_MS 2000
+ * ones. The cancel's answer is waited for DB_CANCEL_GRACE_MS; a server that does not answer it
+ * either is abandoned (the connection dropped). */
 /* Between two tries of the advisory lock while another process migrates. */
 #define DB_MIGRATE_POLL_NS 200000000L
 
@@ -421,7 +427,7 @@ static void mig_explain(migrate_run *r, const char *what, const PGresult *res, i
         snprintf(r->errstr, r->errstr_size,
                  "%s: PostgreSQL did not answer within %d ms (db-migrate-timeout-ms + %d ms): "
                  "connection dropped; is the server stopped or overloaded?",
-                 what, r->trip_ms, DB_MIGRATE_GRACE_MS);
+                 what, r->trip_ms, DB_CANCEL_GRACE_MS);
         return;
     }
     db_error(r->conn, res, e, sizeof e);
@@ -590,11 +596,11 @@ static int migrate_pending(migrate_run *r) {
 
 int db_migrate(PGconn *conn, int timeout_ms, int lock_timeout_ms, char *errstr,
                size_t errstr_size) {
-    bool limited = timeout_ms > 0 && timeout_ms <= INT_MAX - DB_MIGRATE_GRACE_MS;
+    bool limited = timeout_ms > 0 && timeout_ms <= INT_MAX - DB_CANCEL_GRACE_MS;
     migrate_run r = {conn, timeout_ms, lock_timeout_ms,
                      limited ? timeout_ms : INT_MAX, /* about 24 days: no deadline */
-                     limited ? DB_MIGRATE_GRACE_MS : 0,
-                     limited ? timeout_ms + DB_MIGRATE_GRACE_MS : INT_MAX,
+                     limited ? DB_CANCEL_GRACE_MS : 0,
+                     limited ? timeout_ms + DB_CANCEL_GRACE_MS : INT_MAX,
                      errstr, errstr_size};
     char sql[128], e[256];
     int applied = -1;

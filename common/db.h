@@ -74,6 +74,16 @@ typedef int db_row_fn(void *arg, const PGresult *res, int row);
 int db_query_rows(PGconn *conn, int timeout_ms, const char *sql, db_row_fn *row_fn, void *arg,
                   char *errstr, size_t errstr_size);
 
+/* How long a client waits beyond a server-side bound (statement_timeout, a cancel request) for the
+ * server's own error, before it gives up on a server that does not answer at all. */
+#define DB_CANCEL_GRACE_MS 2000
+
+/* Sets statement_timeout = timeout_ms on the session, so that PostgreSQL itself stops a statement
+ * the client gives up on: abandoned, it would run on, keep its locks and take effect later (an
+ * operator command that "failed", a tool's query). Returns the client-side deadline for the
+ * session's statements (timeout_ms + DB_CANCEL_GRACE_MS), or -1 with errstr. */
+int db_server_timeout(PGconn *conn, int timeout_ms, char *errstr, size_t errstr_size);
+
 /* db_exec with db_query's deadline. */
 int db_exec_within(PGconn *conn, int timeout_ms, const char *sql, char *errstr, size_t errstr_size);
 

@@ -185,16 +185,12 @@ static int add_result_row(void *arg, const PGresult *r, int i) {
                    num_or_nan(PQgetvalue(r, i, 5), PQgetisnull(r, i, 5)), covered) == 0 ? 0 : 2;
 }
 
-/* The client gives up on the rows query this long after the server cancels it (statement_timeout
- * = timeout_ms): the client's deadline is for a server that does not answer at all. */
-#define TRS_GRACE_MS 2000
-
 /* errstr for db_query_rows' failure rc (e: its message, after ms), naming the tools' option. */
 static void load_error(int rc, const char *e, int64_t ms, int timeout_ms, char *errstr,
                        size_t errstr_size) {
     if (rc == DB_TIMED_OUT)
         snprintf(errstr, errstr_size, "the rows query: %s (db-timeout-ms + %d ms); is the server "
-                 "stopped or overloaded?", e, TRS_GRACE_MS);
+                 "stopped or overloaded?", e, DB_CANCEL_GRACE_MS);
     else if (rc < 0 && strstr(e, "(SQLSTATE 57014") && ms >= timeout_ms) /* statement_timeout */
         snprintf(errstr, errstr_size, "the rows query ran longer than db-timeout-ms (%d ms) and "
                  "PostgreSQL cancelled it (%s): raise db-timeout-ms if the database is merely "
@@ -214,15 +210,10 @@ int trs_load_pg(trs *t, PGconn *conn, const trs_filter *f, int timeout_ms, char 
     int rc;
     if (trs_query_text(f, sql, sizeof sql) != 0)
         return snprintf(errstr, errstr_size, "the rows query does not fit"), -1;
-    /* the server stops the query at the deadline too: abandoned, it would otherwise run on (and
-     * keep its locks) until it next wrote to the connection */
-    char set[64];
+    /* the server stops the query at the deadline too (db_server_timeout) */
     int64_t t0 = fs_mono_us();
-    snprintf(set, sizeof set, "SET statement_timeout = %d", timeout_ms);
-    if (db_exec_within(conn, timeout_ms, set, e, sizeof e) != 0)
-        rc = -1;
-    else
-        rc = db_query_rows(conn, timeout_ms + TRS_GRACE_MS, sql, add_result_row, &p, e, sizeof e);
+    int client_ms = db_server_timeout(conn, timeout_ms, e, sizeof e);
+    rc = client_ms < 0 ? -1 : db_query_rows(conn, client_ms, sql, add_result_row, &p, e, sizeof e);
     if (rc != 0) load_error(rc, e, (fs_mono_us() - t0) / 1000, timeout_ms, errstr, errstr_size);
     return rc ? -1 : 0;
 }
