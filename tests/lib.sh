@@ -310,6 +310,19 @@ fs_psql() {
     psql "$FS_DATABASE_URL" -X -q -At -v ON_ERROR_STOP=1 "$@" -c "$sql"
 }
 
+# fs_rows TABLE: its row count. fs_rows_at_least TABLE N: a condition for fs_wait_for.
+fs_rows() { fs_psql "SELECT count(*) FROM ${1:?fs_rows TABLE}"; }
+fs_rows_at_least() { (($(fs_rows "${1:?fs_rows_at_least TABLE N}") >= ${2:?fs_rows_at_least TABLE N})); }
+
+# fs_produce_at RUN N FROM AT [PARTITION]: events FROM..N-1 of tests/integration/gen_raw_payments.sh
+# RUN N onto raw_payments (PARTITION, else by key), their event times moved into the minute AT
+# (YYYY-mm-ddTHH:MM; the generator's seconds kept): traffic at a chosen point in event time.
+fs_produce_at() {
+    bash "$REPO/tests/integration/gen_raw_payments.sh" "$1" "$2" | sed -n "$(($3 + 1)),\$p" |
+        sed -E "s/\"event_time\":\"[0-9-]+T[0-9]{2}:[0-9]{2}/\"event_time\":\"$4/" |
+        kcat -b "$FS_BROKERS" -P -t raw_payments -K: ${5:+-p "$5"}
+}
+
 fs_bg() {
     local name=${1:?fs_bg NAME CMD...}
     shift

@@ -19,7 +19,6 @@ fs_broker_start 3
 gen="$REPO/tests/integration/gen_raw_payments.sh"
 run=$((RANDOM + 1000))
 raw() { fs_topic_count raw_payments; }
-rows_at_least() { (($(fs_psql "SELECT count(*) FROM $1") >= $2)); }
 
 # redrive NAME ARGS...: one run of the tool; stdout in NAME.out, logs in NAME.log, status in $rc.
 redrive() {
@@ -47,7 +46,7 @@ kcat -b "$FS_BROKERS" -P -t raw_payments -K: -X partitioner=murmur2_random \
 head -n 2 "$FS_TEST_DIR/valid.txt" |
     sed -e 's/"amount_minor":[0-9]*/"amount_minor":0/' -e 's/-8000-0000/-8000-9999/' |
     kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=redrive-test
-fs_wait_for 90 rows_at_least decisions $((n - refused))
+fs_wait_for 90 fs_rows_at_least decisions $((n - refused))
 fs_wait_for 60 fs_topic_has raw_payments.dlq $((refused + 2))
 sleep 1
 fs_assert_eq $((n - refused)) "$(fs_psql 'SELECT count(*) FROM payments')" "payments stored before the fix"
@@ -85,7 +84,7 @@ redrive run1 --reason db_rejected
 fs_assert_eq 0 "$rc" "re-drive exit status"
 fs_assert_eq "redrive read=6 produced=4 skipped=2 filtered=2 no_source=0 max_redrives=0 no_value=0 reason:db_rejected=4 reason:invalid_payment=2" \
     "$(summary run1)" "re-drive summary (all six read: neither the dry run nor the failed run committed)"
-fs_wait_for 60 rows_at_least payments "$n"
+fs_wait_for 60 fs_rows_at_least payments "$n"
 sleep 2 # a duplicate row or a new dead letter would show by now
 fs_assert_eq "$n|$n" "$(fs_psql 'SELECT count(*), count(DISTINCT payment_id) FROM payments')" "payments rows (each once)"
 fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM decisions')" "decisions rows"

@@ -18,8 +18,6 @@ n=${FS_CRASH_N:-5000}
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
 export FS_RULES_FILE="$REPO/schemas/rules/default.json"
 
-rows() { fs_psql "SELECT count(*) FROM $1"; }
-rows_at_least() { (($(rows "$1") >= $2)); }
 
 fs_bg scorer1 env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
 fs_bg scorer2 env FS_SCORER_ID=scorer-2 "$BUILD/bin/fraudshield-scorer"
@@ -38,28 +36,28 @@ bash "$gen" "$run" "$n" 1000 >"$FS_TEST_DIR/payments.txt"
 producer=$!
 
 # Mid-stream: SIGKILL one scorer, restart it a little later.
-fs_wait_for 60 rows_at_least decisions $((n / 4))
+fs_wait_for 60 fs_rows_at_least decisions $((n / 4))
 fs_kill scorer1 KILL
 fs_wait_exit scorer1 10
-killed_at=$(rows decisions)
+killed_at=$(fs_rows decisions)
 echo "killed scorer-1 with $killed_at of $n decisions persisted"
 ((killed_at < n)) || fs_fail "the stream was over before the kill: nothing was tested"
 sleep 3
 fs_bg scorer1 env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
 
 wait "$producer" || fs_fail "producing the stream failed"
-fs_wait_for 180 rows_at_least decisions "$n"
+fs_wait_for 180 fs_rows_at_least decisions "$n"
 sleep 2 # a duplicate row would show up now
 
-fs_assert_eq "$n" "$(rows payments)" "payments rows"
-fs_assert_eq "$n" "$(rows decisions)" "decisions rows"
+fs_assert_eq "$n" "$(fs_rows payments)" "payments rows"
+fs_assert_eq "$n" "$(fs_rows decisions)" "decisions rows"
 expected=$(sed 's/.*"payment_id":"\([^"]*\)".*/\1/' "$FS_TEST_DIR/payments.txt" | sort)
 actual=$(fs_psql 'SELECT payment_id FROM payments ORDER BY 1')
 [[ "$expected" == "$actual" ]] || fs_fail "payment ids differ: $(diff <(echo "$expected") <(echo "$actual") | head -5)"
 echo "ok: the persisted payment ids are exactly the produced ones"
 fs_assert_eq 0 "$(fs_psql 'SELECT count(*) FROM payments p LEFT JOIN decisions d USING (payment_id) WHERE d.payment_id IS NULL')" "payments without decision"
 # The default rules count per user and per card (these events have no IP): two rows per payment.
-fs_assert_eq $((2 * n)) "$(rows velocity_events)" "velocity events"
+fs_assert_eq $((2 * n)) "$(fs_rows velocity_events)" "velocity events"
 fs_assert_eq 0 "$(fs_psql 'SELECT count(*) FROM (SELECT 1 FROM velocity_events GROUP BY entity_kind, payment_id HAVING count(*) <> 1) x')" "(entity, payment) pairs counted other than once"
 fs_assert_eq "$n" "$(fs_psql 'SELECT count(DISTINCT payment_id) FROM velocity_events')" "payments in velocity events"
 
@@ -72,7 +70,7 @@ fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 # payment's alert, produced again, keeps its id).
 flagged=$(fs_psql "SELECT count(*) FROM decisions WHERE decision <> 'allow'")
 ((flagged > 0)) || fs_fail "no flagged payments: the alert path was not exercised"
-fs_assert_eq "$flagged" "$(rows alerts)" "alerts rows"
+fs_assert_eq "$flagged" "$(fs_rows alerts)" "alerts rows"
 fs_wait_for 60 fs_topic_has fraud_alerts "$flagged"
 topic_ids=$(timeout 60 kcat -b "$FS_BROKERS" -C -t fraud_alerts -o beginning -e -q -f '%s\n' |
     sed 's/.*"alert_id":"\([^"]*\)".*/\1/' | sort -u)

@@ -21,8 +21,6 @@ gen="$REPO/tests/integration/gen_raw_payments.sh"
 run=$((RANDOM + 1000))
 n=${FS_DB_HANG_N:-2000}
 
-rows() { fs_psql "SELECT count(*) FROM $1"; }
-rows_at_least() { (($(rows "$1") >= $2)); }
 ready() { curl -s -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/ready"; }
 metric() { curl -s -m 5 "http://127.0.0.1:$admin/metrics" | awk -v k="$1" '$1 == k { print $2 }'; }
 below() { python3 -c "import sys; sys.exit(0 if float('$1') < float('$2') else 1)"; }
@@ -48,7 +46,7 @@ bash "$gen" "$run" "$n" 500 >"$FS_TEST_DIR/payments.txt"
 ) | kcat -b "$FS_BROKERS" -P -t raw_payments -K: &
 producer=$!
 
-fs_wait_for 60 rows_at_least decisions $((n / 5))
+fs_wait_for 60 fs_rows_at_least decisions $((n / 5))
 fs_assert_eq 200 "$(ready)" "/ready before the freeze"
 fs_assert_eq 1 "$(metric fs_scorer_ready)" "fs_scorer_ready before the freeze"
 
@@ -80,16 +78,16 @@ python3 -c "import sys; sys.exit(0 if float('$poll_age') >= 5 else 1)" ||
 kill -CONT "$(fs_pid proxy)"
 echo "proxy continued"
 wait "$producer" || fs_fail "producing the stream failed"
-fs_wait_for 120 rows_at_least decisions "$n"
+fs_wait_for 120 fs_rows_at_least decisions "$n"
 fs_wait_for 30 '[[ $(ready) == 200 ]]'
 sleep 2
 
-fs_assert_eq "$n" "$(rows payments)" "payments rows"
-fs_assert_eq "$n" "$(rows decisions)" "decisions rows"
+fs_assert_eq "$n" "$(fs_rows payments)" "payments rows"
+fs_assert_eq "$n" "$(fs_rows decisions)" "decisions rows"
 expected=$(sed 's/.*"payment_id":"\([^"]*\)".*/\1/' "$FS_TEST_DIR/payments.txt" | sort)
 [[ "$expected" == "$(fs_psql 'SELECT payment_id FROM payments ORDER BY 1')" ]] ||
     fs_fail "the persisted payment ids differ from the produced ones"
-fs_assert_eq $((2 * n)) "$(rows velocity_events)" "velocity events (user + card per payment)"
+fs_assert_eq $((2 * n)) "$(fs_rows velocity_events)" "velocity events (user + card per payment)"
 fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 fs_wait_for 60 fs_topic_has processed_payments "$n"
 age=$(metric fs_scorer_db_last_success_age_seconds)
@@ -106,7 +104,7 @@ echo "idle: /ready 503 after $((SECONDS - stopped)) s"
 fs_wait_for 10 "(( \$(grep -c '\"event\":\"db_timeout\"' '$FS_TEST_DIR/scorer.log') > checks ))"
 kill -CONT "$(fs_pid proxy)"
 fs_wait_for 30 '[[ $(ready) == 200 ]]'
-fs_assert_eq "$n" "$(rows payments)" "payments rows after the idle freeze"
+fs_assert_eq "$n" "$(fs_rows payments)" "payments rows after the idle freeze"
 
 fs_kill scorer TERM
 fs_wait_exit scorer 30

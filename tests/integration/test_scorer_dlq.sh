@@ -56,8 +56,7 @@ done
 n=40
 
 # (a function: fs_wait_for re-runs it; a $(...) argument would be evaluated only once)
-rows_at_least() { (($(fs_psql "SELECT count(*) FROM $1") >= $2)); }
-fs_wait_for 60 rows_at_least decisions "$n"
+fs_wait_for 60 fs_rows_at_least decisions "$n"
 fs_wait_for 30 fs_topic_has raw_payments.dlq 3
 fs_wait_for 30 fs_topic_has processed_payments "$n"
 sleep 1 # anything extra (a duplicate, a third dead letter) would show by now

@@ -17,8 +17,6 @@ run=$((RANDOM + 1000))
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
 export FS_RULES_FILE="$REPO/schemas/rules/default.json"
 
-rows() { fs_psql "SELECT count(*) FROM $1"; }
-rows_at_least() { (($(rows "$1") >= $2)); }
 first_offset() { timeout 30 kcat -b "$FS_BROKERS" -C -t raw_payments -p 0 -o beginning -c 1 -e -q -f '%o\n'; }
 
 # labels_committed N: the first scorer logged outcome commits covering N label messages
@@ -36,8 +34,8 @@ outcome() {
 fs_bg scorer env FS_SCORER_ID=scorer-a FS_LOG_LEVEL=debug "$BUILD/bin/fraudshield-scorer"
 bash "$gen" "$run" 10 | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
 { outcome 1; outcome 2; } | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K: -p 0
-fs_wait_for 60 rows_at_least decisions 10
-fs_wait_for 60 rows_at_least outcomes 2
+fs_wait_for 60 fs_rows_at_least decisions 10
+fs_wait_for 60 fs_rows_at_least outcomes 2
 fs_wait_for 30 labels_committed 2 # their offsets are committed right after they are stored
 fs_kill scorer TERM
 fs_wait_exit scorer 30
@@ -74,11 +72,11 @@ fs_wait_for 60 grep -q '"event":"offset_out_of_range".*"topic":"payment_outcomes
 o_line=$(grep '"event":"offset_out_of_range".*"topic":"payment_outcomes"' "$FS_TEST_DIR/scorer2.log" | head -n 1)
 [[ "$o_line" == *'"offset":2,'* && "$o_line" == *"\"lost\":$((o_earliest - 2))"* ]] ||
     fs_fail "the outcomes' offset_out_of_range line: $o_line"
-fs_wait_for 60 rows_at_least outcomes 3
+fs_wait_for 60 fs_rows_at_least outcomes 3
 total=$((10 + 2010 - earliest))
-fs_wait_for 120 rows_at_least decisions "$total"
+fs_wait_for 120 fs_rows_at_least decisions "$total"
 sleep 1
-fs_assert_eq "$total" "$(rows payments)" "payments: the first ten plus everything still on the broker"
+fs_assert_eq "$total" "$(fs_rows payments)" "payments: the first ten plus everything still on the broker"
 grep -q '"event":"velocity_pruned".*"deleted":[1-9]' "$FS_TEST_DIR/scorer2.log" ||
     fs_fail "no velocity events were pruned"
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM velocity_events WHERE event_time < (SELECT max(event_time) FROM velocity_events) - interval '30 minutes'")" "velocity events older than the retention"

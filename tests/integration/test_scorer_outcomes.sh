@@ -31,7 +31,6 @@ B=bbbbbbbb-0000-4000-8000-000000000002
 C=cccccccc-0000-4000-8000-000000000003
 E=eeeeeeee-0000-4000-8000-000000000005
 P=dddddddd-0000-4000-8000-000000000004
-rows() { fs_psql "SELECT count(*) FROM $1"; }
 at_least() { (($(fs_psql "$1") >= $2)); }
 
 # 1. A: the card's first payment; then its label: confirmed fraud, known 1 hour later.
@@ -64,7 +63,7 @@ fs_assert_eq "block:DEVICE_LINKED_TO_FRAUD,EMAIL_LINKED_TO_FRAUD" "$(reasons "$F
   echo 'x:{"schema_version":1,"payment_id":"not-a-uuid","outcome":"confirmed_fraud"}'; } |
     kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
 fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE applied_at IS NOT NULL" 2
-fs_assert_eq 2 "$(rows outcomes)" "outcome rows (the duplicate stored once)"
+fs_assert_eq 2 "$(fs_rows outcomes)" "outcome rows (the duplicate stored once)"
 fs_assert_eq "1|1" "$(fs_psql "SELECT fraud_count, chargeback_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 1)'")" "vault counts after a redelivery"
 fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q 'fs_scorer_outcomes_total{result=\"invalid\"} 1'"
 # the outcomes consumer's lag is exported beside raw_payments' (every label consumed: 0)
@@ -110,7 +109,7 @@ fs_wait_for 30 at_least "SELECT count(*) FROM outcome_links WHERE payment_id = '
 fs_assert_eq 1 "$(fs_psql "SELECT fraud_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 7)'")" "a pending label applied after a restart"
 echo "ok: a label pending across a restart is applied once its payment is persisted"
 # a new label after the restart: once it is stored, everything before it was seen by scorer2
-before=$(rows outcomes)
+before=$(fs_rows outcomes)
 outcome "$E" legitimate $((T + 9 * 86400000)) | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
 fs_wait_for 90 at_least "SELECT count(*) FROM outcomes" $((before + 1))
 fs_assert_eq 1 "$(fs_topic_count payment_outcomes.dlq)" "dead letters after a restart"
@@ -120,7 +119,7 @@ fs_assert_eq 0 "$(grep -c '"event":"outcome_invalid"' "$FS_TEST_DIR/scorer2.log"
 #    alone as db_rejected, with the error; the valid label sent with it is still stored, and the
 #    outcome stream goes on (no endless retry of the whole set).
 fs_psql "ALTER TABLE outcomes ADD CONSTRAINT test_refuse CHECK (reason IS DISTINCT FROM 'refuse-me')" >/dev/null
-before=$(rows outcomes)
+before=$(fs_rows outcomes)
 { printf '%s:{"schema_version":1,"payment_id":"%s","outcome":"chargeback","reason":"refuse-me","known_at":"%s","source":"test"}\n' \
       "$B" "$B" "$(iso $((T + 86400000)))"
   outcome "$C" false_positive $((T + 86400000)); } | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:

@@ -14,8 +14,6 @@ run=$((RANDOM + 1000))
 n=${FS_OUTAGE_N:-3000}
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500 # quick rejoin (dev broker)
 
-rows() { fs_psql "SELECT count(*) FROM $1"; }
-rows_at_least() { (($(rows "$1") >= $2)); }
 
 fs_bg scorer env FS_SCORER_ID=scorer-outage FS_RULES_FILE="$REPO/schemas/rules/default.json" \
     "$BUILD/bin/fraudshield-scorer"
@@ -31,7 +29,7 @@ bash "$gen" "$run" "$n" 500 >"$FS_TEST_DIR/payments.txt"
 ) | kcat -b "$FS_BROKERS" -P -t raw_payments -K: &
 producer=$!
 
-fs_wait_for 60 rows_at_least decisions $((n / 5))
+fs_wait_for 60 fs_rows_at_least decisions $((n / 5))
 fs_pg_stop fast
 echo "PostgreSQL stopped"
 sleep 5
@@ -40,16 +38,16 @@ fs_pg_restart
 echo "PostgreSQL started again"
 
 wait "$producer" || fs_fail "producing the stream failed"
-fs_wait_for 120 rows_at_least decisions "$n"
+fs_wait_for 120 fs_rows_at_least decisions "$n"
 sleep 2
 
-fs_assert_eq "$n" "$(rows payments)" "payments rows"
-fs_assert_eq "$n" "$(rows decisions)" "decisions rows"
+fs_assert_eq "$n" "$(fs_rows payments)" "payments rows"
+fs_assert_eq "$n" "$(fs_rows decisions)" "decisions rows"
 expected=$(sed 's/.*"payment_id":"\([^"]*\)".*/\1/' "$FS_TEST_DIR/payments.txt" | sort)
 [[ "$expected" == "$(fs_psql 'SELECT payment_id FROM payments ORDER BY 1')" ]] ||
     fs_fail "the persisted payment ids differ from the produced ones"
 echo "ok: the persisted payment ids are exactly the produced ones"
-fs_assert_eq $((2 * n)) "$(rows velocity_events)" "velocity events (user + card per payment)"
+fs_assert_eq $((2 * n)) "$(fs_rows velocity_events)" "velocity events (user + card per payment)"
 fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 fs_wait_for 60 fs_topic_has processed_payments "$n"
 grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" ||
@@ -70,9 +68,9 @@ grep -q '"event":"batch_abandoned"' "$FS_TEST_DIR/scorer.log" || fs_fail "no bat
 fs_pg_restart
 fs_bg scorer2 env FS_SCORER_ID=scorer-outage-2 FS_RULES_FILE="$REPO/schemas/rules/default.json" \
     "$BUILD/bin/fraudshield-scorer"
-fs_wait_for 120 rows_at_least decisions $((n + 100))
+fs_wait_for 120 fs_rows_at_least decisions $((n + 100))
 sleep 1
-fs_assert_eq $((n + 100)) "$(rows payments)" "payments after the abandoned batch was consumed again"
+fs_assert_eq $((n + 100)) "$(fs_rows payments)" "payments after the abandoned batch was consumed again"
 fs_assert_eq 0 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 fs_kill scorer2 TERM
 fs_wait_exit scorer2 30

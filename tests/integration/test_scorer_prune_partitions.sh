@@ -10,20 +10,10 @@ source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_prune_partitions
 fs_pg_start
 fs_broker_start 2
-gen="$REPO/tests/integration/gen_raw_payments.sh"
 run=$((RANDOM + 1000))
-export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
 export FS_RULES_FILE="$REPO/schemas/rules/default.json"
 export FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_LATENESS_S=0 FS_LOG_LEVEL=debug
 
-rows_at_least() { (($(fs_psql "SELECT count(*) FROM $1") >= $2)); }
-# produce RUN N FROM AT PARTITION: payments FROM..N-1 of gen_raw_payments RUN, event times moved
-# to AT:MM:SS (the generator's minutes and seconds kept), onto PARTITION
-produce() {
-    bash "$gen" "$1" "$2" | sed -n "$(($3 + 1)),\$p" |
-        sed -E "s/\"event_time\":\"[0-9-]+T[0-9]{2}:[0-9]{2}/\"event_time\":\"$4/" |
-        kcat -b "$FS_BROKERS" -P -t raw_payments -K: -p "$5"
-}
 pruned_all() { # every batch followed by its prune
     local log="$FS_TEST_DIR/w.log"
     (($(grep -c '"event":"batch_done"' "$log") > 0)) &&
@@ -37,18 +27,18 @@ old_exact() { fs_psql "SELECT count(*) FROM velocity_events WHERE event_time < t
 
 fs_bg w env FS_SCORER_ID=w "$BUILD/bin/fraudshield-scorer"
 fs_wait_for 60 grep -q '"event":"db_ready"' "$FS_TEST_DIR/w.log"
-produce "$run" 20 0 "$old_at" 0
-fs_wait_for 60 rows_at_least decisions 20
-produce $((run + 1)) 20 0 "$now_at" 1
-fs_wait_for 60 rows_at_least decisions 40
+fs_produce_at "$run" 20 0 "$old_at" 0
+fs_wait_for 60 fs_rows_at_least decisions 20
+fs_produce_at $((run + 1)) 20 0 "$now_at" 1
+fs_wait_for 60 fs_rows_at_least decisions 40
 fs_wait_for 30 pruned_all
 n_old=$(old_exact)
 ((n_old > 0)) || fs_fail "the current partition's prune deleted the exact events of the backlog partition"
 echo "ok: $n_old exact events of the backlog kept"
 
 # the backlog goes on (00:30 .. 00:39 of its hour): on time, its windows complete
-produce $((run + 2)) 40 30 "$old_at" 0
-fs_wait_for 60 rows_at_least decisions 50
+fs_produce_at $((run + 2)) 40 30 "$old_at" 0
+fs_wait_for 60 fs_rows_at_least decisions 50
 fs_wait_for 30 pruned_all
 fs_kill w TERM
 fs_wait_exit w 30

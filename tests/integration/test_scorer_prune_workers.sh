@@ -16,21 +16,11 @@ source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_prune_workers
 fs_pg_start
 fs_broker_start 1
-gen="$REPO/tests/integration/gen_raw_payments.sh"
 run=$((RANDOM + 1000))
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
 export FS_RULES_FILE="$REPO/schemas/rules/default.json"
 export FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_LATENESS_S=0 FS_LOG_LEVEL=debug
 
-rows() { fs_psql "SELECT count(*) FROM $1"; }
-rows_at_least() { (($(rows "$1") >= $2)); }
-# produce RUN N FROM [TO] AT: payments FROM..TO-1 of gen_raw_payments RUN, their event times moved
-# to AT:MM:SS (AT = YYYY-mm-ddTHH:MM, the generator's seconds kept), on the single partition
-produce() {
-    bash "$gen" "$1" "$2" | sed -n "$(($3 + 1)),\$p" |
-        sed -E "s/\"event_time\":\"[0-9-]+T[0-9]{2}:[0-9]{2}/\"event_time\":\"$4/" |
-        kcat -b "$FS_BROKERS" -P -t raw_payments -K:
-}
 # every batch of worker NAME is followed by its prune (velocity-prune-every 1), or by a failed
 # sync (no prune): wait for them
 pruned_all() {
@@ -52,10 +42,10 @@ fs_bg fast env FS_SCORER_ID=fast FS_ADMIN_PORT="$admin" "$BUILD/bin/fraudshield-
 fs_wait_for 60 grep -q '"event":"db_ready"' "$FS_TEST_DIR/fast.log"
 fs_psql "INSERT INTO scorer_watermarks (scorer_id, watermark, needed_from, updated_at)
          VALUES ('lagging', to_timestamp($old_s + 600), to_timestamp($old_s + 600), now())" >/dev/null
-produce "$run" 20 0 "$old_at"              # the events the lagging worker's windows need
-fs_wait_for 60 rows_at_least decisions 20
-produce $((run + 1)) 20 0 "$now_at"        # the fast worker's own partitions, 4 h ahead
-fs_wait_for 60 rows_at_least decisions 40
+fs_produce_at "$run" 20 0 "$old_at"              # the events the lagging worker's windows need
+fs_wait_for 60 fs_rows_at_least decisions 20
+fs_produce_at $((run + 1)) 20 0 "$now_at"        # the fast worker's own partitions, 4 h ahead
+fs_wait_for 60 fs_rows_at_least decisions 40
 fs_wait_for 30 pruned_all fast
 n_old=$(old_exact)
 ((n_old > 0)) || fs_fail "the fast worker pruned the exact events a live lagging worker needs"
@@ -73,22 +63,22 @@ held=$(curl -fsS "http://127.0.0.1:$admin/metrics" | sed -n 's/^fs_scorer_prune_
 fs_psql "SELECT pg_advisory_lock($((0x4653505255))), pg_sleep(12)" >/dev/null &
 holder=$!
 sleep 1
-produce $((run + 5)) 5 0 "$now_at"
+fs_produce_at $((run + 5)) 5 0 "$now_at"
 fs_wait_for 30 grep -q '"event":"watermark_sync_failed".*lock timeout' "$FS_TEST_DIR/fast.log"
-fs_wait_for 30 rows_at_least decisions 45
+fs_wait_for 30 fs_rows_at_least decisions 45
 wait "$holder"
 echo "ok: a held prune lock fails the sync, scoring goes on"
 
 # 2. The lagging worker's row ages out (default liveness: 10 minutes): the next prune deletes the old
 # events and records its cutoff as the horizon.
 fs_psql "UPDATE scorer_watermarks SET updated_at = now() - interval '11 minutes' WHERE scorer_id = 'lagging'" >/dev/null
-produce $((run + 2)) 30 25 "$now_at"       # 00:25 .. 00:29, after everything so far
-fs_wait_for 60 rows_at_least decisions 50
+fs_produce_at $((run + 2)) 30 25 "$now_at"       # 00:25 .. 00:29, after everything so far
+fs_wait_for 60 fs_rows_at_least decisions 50
 fs_wait_for 30 pruned_all fast
 fs_assert_eq 0 "$(old_exact)" "old exact events once the lagging worker's row is stale"
 horizon=$(fs_psql "SELECT extract(epoch FROM horizon)::bigint FROM prune_horizons WHERE pruned = 'velocity_events'")
 ((horizon > old_s + 3600)) || fs_fail "velocity_events horizon $horizon not above the old events ($old_s)"
-fs_assert_eq 3 "$(rows prune_horizons)" "horizons recorded (exact events, hour and day buckets)"
+fs_assert_eq 3 "$(fs_rows prune_horizons)" "horizons recorded (exact events, hour and day buckets)"
 fs_kill fast TERM
 fs_wait_exit fast 30
 fs_assert_eq 0 "$FS_EXIT_STATUS" "fast worker exit status"
@@ -97,10 +87,10 @@ fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM scorer_watermarks WHERE scorer_i
 # 3. A worker without a watermark of its own gets 10 payments from below the horizon (late: their
 # windows miss pruned events), then 3 current ones (after the horizon: on time).
 fs_bg late env FS_SCORER_ID=late "$BUILD/bin/fraudshield-scorer"
-produce $((run + 3)) 10 0 "$(date -u -d "@$((old_s + 1800))" +%Y-%m-%dT%H:%M)"
-fs_wait_for 60 rows_at_least decisions 60
-produce $((run + 4)) 43 40 "$now_at"       # 00:40 .. 00:42
-fs_wait_for 60 rows_at_least decisions 63
+fs_produce_at $((run + 3)) 10 0 "$(date -u -d "@$((old_s + 1800))" +%Y-%m-%dT%H:%M)"
+fs_wait_for 60 fs_rows_at_least decisions 60
+fs_produce_at $((run + 4)) 43 40 "$now_at"       # 00:40 .. 00:42
+fs_wait_for 60 fs_rows_at_least decisions 63
 fs_kill late TERM
 fs_wait_exit late 30
 fs_assert_eq 0 "$FS_EXIT_STATUS" "late worker exit status"
