@@ -1,28 +1,47 @@
-"""tcp_proxy.py LISTEN_PORT TARGET_PORT: forwards TCP connections on 127.0.0.1 (for fault tests).
+"""tcp_proxy.py LISTEN_PORT TARGET_PORT [HOLD_AFTER]: forwards TCP connections on 127.0.0.1 (for
+fault tests).
 
 SIGSTOP it to get a server that stops answering while its connections stay open (the kernel
-still accepts and acknowledges: no error, no reset, keepalives answered); SIGCONT resumes."""
+still accepts and acknowledges: no error, no reset, keepalives answered); SIGCONT resumes.
+
+HOLD_AFTER (a string): once a client has sent it on a connection (a statement's text, say), that
+connection's replies are held back for ever while its requests still pass: the server gets the
+statement (and a cancel request on a new connection) and answers, the client never hears. Unlike
+SIGSTOP this needs no timing from the test: the statement that hangs is the one named."""
 import socket
 import sys
 import threading
 
 lport, dport = int(sys.argv[1]), int(sys.argv[2])
+hold_after = sys.argv[3].encode() if len(sys.argv) > 3 else None
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", lport))
 s.listen(50)
 
 
-def pipe(a, b):
+def pipe(a, b, conn, upstream):
+    """Copies a -> b. upstream: client -> server (watches for hold_after); else server -> client
+    (stops forwarding once conn["held"])."""
+    seen = b""
     try:
         while True:
             d = a.recv(65536)
             if not d:
                 break
+            if upstream and hold_after and not conn["held"]:
+                seen = (seen + d)[-(len(hold_after) + 65536):]
+                if hold_after in seen:
+                    conn["held"] = True
+                    print("holding replies", flush=True)
+            if not upstream and conn["held"]:
+                continue  # swallowed: the client waits for an answer that never comes
             b.sendall(d)
     except OSError:
         pass
     finally:
+        if conn["held"] and not upstream:
+            return  # the server's end closed: keep the client's open, it must give up by itself
         for x in (a, b):
             try:
                 x.shutdown(socket.SHUT_RDWR)
@@ -38,5 +57,6 @@ while True:
     except OSError:
         c.close()
         continue
-    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
-    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+    conn = {"held": False}
+    threading.Thread(target=pipe, args=(c, u, conn, True), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c, conn, False), daemon=True).start()
