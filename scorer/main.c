@@ -49,6 +49,7 @@ typedef struct scorer_opts {
     int64_t admin_port;
     int64_t stats_interval_ms;
     char *offline;
+    char *offline_outcomes;
     int64_t batch_max;
     int64_t batch_max_ms;
     char *scorer_id;
@@ -113,6 +114,12 @@ static const cfg_opt scorer_options[] = {
     {"offline", "FS_OFFLINE", CFG_STRING, "", 0, 4096, O(offline),
      "compute the features of a file of raw_payments events (one per line) without Kafka or "
      "PostgreSQL, print one JSON line per payment and exit (replay parity)", false},
+    {"offline-outcomes", "FS_OFFLINE_OUTCOMES", CFG_STRING, "", 0, 4096, O(offline_outcomes),
+     "with offline: a file of labels, payment_outcomes messages as produced to the topic (one "
+     "per line, a \"KEY:\" prefix ignored); each payment's vault fraud/chargeback counts and "
+     "merchant risk count the labels known at its event time, with corrections, as the scorer "
+     "applies them (\"\": no labels, those features 0)",
+     false},
     {"batch-max", "FS_BATCH_MAX", CFG_INT, "500", 1, 10000, O(batch_max),
      "messages per batch (one PostgreSQL transaction)", false},
     {"batch-max-ms", "FS_BATCH_MAX_MS", CFG_INT, "50", 1, 60000, O(batch_max_ms),
@@ -290,7 +297,8 @@ static int run_offline(const scorer_opts *o, const cfg_props *props) {
     char errstr[1024];
     scorer_config cfg = scorer_config_from(o, props);
     rules *r = scorer_rules_load(&cfg, errstr, sizeof errstr);
-    int rc = r && offline_run(o->offline, r, stdout, errstr, sizeof errstr) == 0 ? 0 : 1;
+    int rc = 1;
+    if (r && offline_run(o->offline, o->offline_outcomes, r, stdout, errstr, sizeof errstr) == 0) rc = 0;
     if (rc) log_msg(LOG_ERROR, "offline_failed", "%s", errstr);
     rules_destroy(r);
     return rc;
@@ -373,6 +381,8 @@ int main(int argc, char **argv) {
         rc = 0;
     } else if (r == CFG_OK && default_scorer_id(&o) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
+    } else if (r == CFG_OK && o.offline_outcomes[0] && !o.offline[0]) {
+        log_msg(LOG_ERROR, "config_invalid", "offline-outcomes is only read with offline");
     } else if (r == CFG_OK) {
         rc = o.offline[0] ? run_offline(&o, &props) : run(&o, &props);
     }

@@ -5,9 +5,19 @@
 #include <string.h>
 
 #include "buckets.h"
+#include "fsutil.h"
 #include "fvec.h"
+#include "log.h"
+#include "outcome.h"
 #include "vault.h"
 #include "velocity.h"
+
+/* A label of the outcomes file. */
+typedef struct offline_label {
+    char payment_id[37];
+    vault_label l;
+    bool loaded; /* its payment's labels are in the vault (a payment repeated in the file once) */
+} offline_label;
 
 typedef struct offline_state {
     velocity *v;
@@ -15,40 +25,105 @@ typedef struct offline_state {
     vault *vt;
     pay_payment *ps;
     size_t n, cap;
+    offline_label *labels;
+    size_t nlabels, caplabels;
 } offline_state;
 
-/* Reads and decodes every event of the file into st->ps. */
-static int offline_read(const char *path, offline_state *st, char *errstr, size_t errstr_size) {
+/* One line's JSON (from its first '{') into st; 0, or -1 with err. */
+typedef int (*offline_line_fn)(const char *json, offline_state *st, char *err, size_t esz);
+
+static int offline_event(const char *json, offline_state *st, char *err, size_t esz) {
+    if (fs_grow((void **)&st->ps, &st->cap, st->n, sizeof *st->ps, 1024) != 0)
+        return snprintf(err, esz, "out of memory"), -1;
+    if (pay_event_decode(json, strlen(json), &st->ps[st->n], err, esz) != 0) {
+        pay_payment_clear(&st->ps[st->n]);
+        return -1;
+    }
+    st->n++;
+    return 0;
+}
+
+/* A payment_outcomes message, checked as the scorer's outcome consumer checks it. */
+static int offline_outcome(const char *json, offline_state *st, char *err, size_t esz) {
+    const char *code;
+    json_t *row = outcome_decode(json, strlen(json), &code, err, esz);
+    if (!row) return -1;
+    int rc = fs_grow((void **)&st->labels, &st->caplabels, st->nlabels, sizeof *st->labels, 256);
+    if (rc == 0) {
+        offline_label *x = &st->labels[st->nlabels++];
+        snprintf(x->payment_id, sizeof x->payment_id, "%s",
+                 json_string_value(json_object_get(row, "payment_id")));
+        x->l.outcome = (vault_outcome)outcome_rank(json_string_value(json_object_get(row, "outcome")));
+        x->l.known_ms = json_integer_value(json_object_get(row, "known_at_ms"));
+        x->loaded = false;
+    } else {
+        snprintf(err, esz, "out of memory");
+    }
+    json_decref(row);
+    return rc;
+}
+
+/* Every line of path with a '{' through fn; "path:line: why" in errstr on failure. */
+static int offline_read(const char *path, offline_line_fn fn, offline_state *st, char *errstr,
+                        size_t errstr_size) {
     FILE *f = fopen(path, "r");
     char *line = NULL, err[256];
     size_t linecap = 0;
-    int rc = -1, lineno = 0;
+    int rc = 0, lineno = 0;
     if (!f) {
         snprintf(errstr, errstr_size, "%s: cannot open", path);
         return -1;
     }
-    while (getline(&line, &linecap, f) >= 0) {
+    while (rc == 0 && getline(&line, &linecap, f) >= 0) {
         const char *json = strchr(line, '{');
         lineno++;
-        if (!json) continue;
-        if (st->n == st->cap) {
-            size_t cap = st->cap ? st->cap * 2 : 1024;
-            pay_payment *ps = realloc(st->ps, cap * sizeof *ps);
-            if (!ps) goto done;
-            st->ps = ps;
-            st->cap = cap;
-        }
-        if (pay_event_decode(json, strlen(json), &st->ps[st->n], err, sizeof err) != 0) {
-            pay_payment_clear(&st->ps[st->n]);
+        if (json && (rc = fn(json, st, err, sizeof err)) != 0)
             snprintf(errstr, errstr_size, "%s:%d: %s", path, lineno, err);
-            goto done;
-        }
-        st->n++;
     }
-    rc = 0;
-done:
     free(line);
     fclose(f);
+    return rc;
+}
+
+static int label_cmp(const void *a, const void *b) {
+    return strcmp(((const offline_label *)a)->payment_id, ((const offline_label *)b)->payment_id);
+}
+
+/* The first label of payment_id in the sorted labels (nlabels when it has none). */
+static size_t label_lower(const offline_state *st, const char *payment_id) {
+    size_t lo = 0, hi = st->nlabels;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(st->labels[mid].payment_id, payment_id) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < st->nlabels && strcmp(st->labels[lo].payment_id, payment_id) == 0 ? lo : st->nlabels;
+}
+
+/* The links of each payment's labels, as the outcome consumer writes them once the payment is
+ * persisted; labels of payments not in the file stay out (the consumer keeps them pending). */
+static int offline_links(offline_state *st) {
+    vault_label *ls = NULL;
+    size_t capls = 0, used = 0;
+    int rc = 0;
+    if (st->nlabels == 0) return 0;
+    fs_qsort(st->labels, st->nlabels, sizeof *st->labels, label_cmp);
+    for (size_t i = 0; i < st->n && rc == 0; i++) {
+        size_t lo = label_lower(st, st->ps[i].payment_id), k = 0;
+        if (lo == st->nlabels || st->labels[lo].loaded) continue;
+        for (; lo + k < st->nlabels && rc == 0; k++) {
+            offline_label *x = &st->labels[lo + k];
+            if (strcmp(x->payment_id, st->ps[i].payment_id) != 0) break;
+            x->loaded = true;
+            if ((rc = fs_grow((void **)&ls, &capls, k, sizeof *ls, 8)) == 0) ls[k] = x->l;
+        }
+        if (rc == 0) rc = vault_load_labels(st->vt, &st->ps[i], ls, k);
+        used += k;
+    }
+    free(ls);
+    if (rc == 0)
+        log_msg(LOG_INFO, "offline_labels", "%zu labels, %zu of them of payments not in the file "
+                "(ignored: the scorer keeps them pending)", st->nlabels, st->nlabels - used);
     return rc;
 }
 
@@ -63,6 +138,7 @@ static int offline_add(const rules *r, offline_state *st) {
         if (buckets_add_payment(st->b, r, &st->ps[i]) != 0 || vault_add_payment(st->vt, &st->ps[i]) != 0)
             return -1;
     }
+    if (offline_links(st) != 0) return -1;
     return velocity_build(st->v) || buckets_build(st->b) || vault_build(st->vt) ? -1 : 0;
 }
 
@@ -82,14 +158,18 @@ static void offline_print(const rules *r, offline_state *st, FILE *out) {
     }
 }
 
-int offline_run(const char *path, const rules *r, FILE *out, char *errstr, size_t errstr_size) {
-    offline_state st = {velocity_new(), buckets_new(), vault_new(), NULL, 0, 0};
+int offline_run(const char *path, const char *outcomes_path, const rules *r, FILE *out,
+                char *errstr, size_t errstr_size) {
+    offline_state st = {velocity_new(), buckets_new(), vault_new(), NULL, 0, 0, NULL, 0, 0};
     int rc = -1;
     if (!st.v || !st.b || !st.vt) {
         snprintf(errstr, errstr_size, "out of memory");
         goto done;
     }
-    if (offline_read(path, &st, errstr, errstr_size) != 0) goto done;
+    if (offline_read(path, offline_event, &st, errstr, errstr_size) != 0) goto done;
+    if (outcomes_path && outcomes_path[0] &&
+        offline_read(outcomes_path, offline_outcome, &st, errstr, errstr_size) != 0)
+        goto done;
     if (offline_add(r, &st) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         goto done;
@@ -99,6 +179,7 @@ int offline_run(const char *path, const rules *r, FILE *out, char *errstr, size_
 done:
     for (size_t i = 0; i < st.n; i++) pay_payment_clear(&st.ps[i]);
     free(st.ps);
+    free(st.labels);
     velocity_destroy(st.v);
     buckets_destroy(st.b);
     vault_destroy(st.vt);

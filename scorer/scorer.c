@@ -17,6 +17,7 @@
 #include "jsonfast.h"
 #include "log.h"
 #include "modelrow.h"
+#include "outcome.h"
 #include "pay.h"
 #include "pii.h"
 #include "prune.h"
@@ -1044,49 +1045,6 @@ static void scorer_clear_batch(scorer *s) {
 
 /* ---- outcomes: labels from payment_outcomes (the scorer's second consumer group) ---------------- */
 
-static const char *const OUTCOME_NAMES[] = {"confirmed_fraud", "false_positive", "chargeback",
-                                            "legitimate", NULL};
-
-/* A payment_outcomes v1 message into a row for store_insert_outcomes (new reference), or NULL
- * with the dead-letter reason code in *code and the error in err. */
-static json_t *outcome_decode(const rd_kafka_message_t *m, const char **code, char *err, size_t esz) {
-    json_t *o = json_loadb(m->payload ? m->payload : "", m->len, 0, NULL), *row = NULL;
-    const char *id = json_string_value(json_object_get(o, "payment_id"));
-    const char *oc = json_string_value(json_object_get(o, "outcome"));
-    const char *known = json_string_value(json_object_get(o, "known_at"));
-    const char *oid = json_string_value(json_object_get(o, "outcome_id"));
-    json_t *reason = json_object_get(o, "reason"), *source = json_object_get(o, "source");
-    int64_t known_ms;
-    size_t i = 0;
-    char pid[37];
-    *code = "invalid_outcome";
-    if (!json_is_object(o)) {
-        *code = "undecodable";
-        snprintf(err, esz, "not a JSON object");
-    }
-    else if (json_integer_value(json_object_get(o, "schema_version")) != 1)
-        snprintf(err, esz, "schema_version: must be 1");
-    else if (!id || !fs_uuid_valid(id)) snprintf(err, esz, "payment_id: must be a UUID");
-    else if (oid && !fs_uuid_valid(oid)) snprintf(err, esz, "outcome_id: must be a UUID");
-    else if (!known || fs_time_parse_rfc3339(known, &known_ms) != 0)
-        snprintf(err, esz, "known_at: must be an RFC 3339 time");
-    else {
-        while (OUTCOME_NAMES[i] && (!oc || strcmp(OUTCOME_NAMES[i], oc) != 0)) i++;
-        if (!OUTCOME_NAMES[i])
-            snprintf(err, esz, "outcome: must be confirmed_fraud, false_positive, chargeback or legitimate");
-        else {
-            snprintf(pid, sizeof pid, "%s", id);
-            fs_uuid_lower(pid);
-            row = json_pack("{s:s, s:s, s:I, s:O?, s:O?, s:s?}", "payment_id", pid, "outcome", oc,
-                            "known_at_ms", (json_int_t)known_ms, "reason",
-                            json_is_string(reason) ? reason : NULL, "source",
-                            json_is_string(source) ? source : NULL, "outcome_id", oid);
-        }
-    }
-    json_decref(o);
-    return row;
-}
-
 /* Marks outcome message i for the dead-letter topic (counted and logged once) and produces it
  * unless already delivered; its delivery is awaited before the outcome offsets are committed. */
 static void scorer_outcome_dead_letter(scorer *s, scorer_omsg *om, const char *code,
@@ -1119,7 +1077,7 @@ static json_t *scorer_outcome_rows(scorer *s) {
             scorer_outcome_dead_letter(s, om, om->dlq_reason, om->dlq_error);
             continue;
         }
-        json_t *row = outcome_decode(om->msg, &code, why, sizeof why);
+        json_t *row = outcome_decode(om->msg->payload, om->msg->len, &code, why, sizeof why);
         if (!row) {
             scorer_outcome_dead_letter(s, om, code, why);
             continue;

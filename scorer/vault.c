@@ -136,6 +136,27 @@ int vault_add_payment(vault *v, const pay_payment *p) {
     return 0;
 }
 
+static bool genuine(vault_outcome o) { return o == VAULT_LEGITIMATE || o == VAULT_FALSE_POSITIVE; }
+
+int vault_load_labels(vault *v, const pay_payment *p, const vault_label *labels, size_t n) {
+    int64_t first_fraud = INT64_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (!genuine(labels[i].outcome) && labels[i].known_ms < first_fraud)
+            first_fraud = labels[i].known_ms;
+    for (size_t i = 0; i < n; i++) {
+        if (genuine(labels[i].outcome) && labels[i].known_ms < first_fraud) continue; /* ends nothing */
+        for (int e = 0; e < RULES_ENT_COUNT; e++) {
+            const char *key = e == RULES_ENT_MERCHANT ? p->merchant_id
+                                                      : rules_vault_key(p, (rules_entity)e);
+            if (!key[0]) continue;
+            vault_link l = {(rules_entity)e, key, labels[i].outcome, p->event_time_ms,
+                            labels[i].known_ms, p->payment_id};
+            if (vault_load_link(v, &l) != 0) return -1;
+        }
+    }
+    return 0;
+}
+
 static int ek_cmp(rules_entity ea, const char *ka, rules_entity eb, const char *kb) {
     if (ea != eb) return ea < eb ? -1 : 1;
     return strcmp(ka, kb);

@@ -19,7 +19,8 @@
  * those of the batch that come first in event order (time, then payment_id).
  *
  * Usage per batch: vault_reset(); vault_keys() -> one query -> vault_load_row()/vault_load_link();
- * vault_add_payment() for each new payment; vault_build(); vault_features(); vault_increments(). */
+ * vault_add_payment() for each new payment; vault_build(); vault_features(); vault_increments().
+ * Without PostgreSQL (offline.h), vault_load_labels() makes the links of a payment's labels. */
 #ifndef FS_VAULT_H
 #define FS_VAULT_H
 
@@ -58,6 +59,12 @@ typedef struct vault_link {
     const char *payment_id; /* the labelled payment: its links make its label history */
 } vault_link;
 
+/* A label of a payment: what vault_load_labels() makes its links of. */
+typedef struct vault_label {
+    vault_outcome outcome;
+    int64_t known_ms;
+} vault_label;
+
 typedef struct vault_key {
     rules_entity entity; /* a vault entity, or RULES_ENT_MERCHANT (links only) */
     char key[VELOCITY_KEY_MAX + 1];
@@ -78,6 +85,13 @@ vault_key *vault_keys(const pay_payment *const *ps, size_t n, bool with_merchant
 int vault_load_row(vault *v, const vault_row *row);
 int vault_load_link(vault *v, const vault_link *link);
 int vault_add_payment(vault *v, const pay_payment *p);
+
+/* The outcome_links rows that the scorer's outcome consumer writes for p's labels (all of them, in
+ * any order), loaded as vault_load_link() does (store.c SQL_APPLY_OUTCOMES, migration 008): per
+ * identifier (card, ip, device, email) and merchant of p, a link for each confirmed_fraud and
+ * chargeback label, and for each false_positive/legitimate label known at or after the first of
+ * them. For callers without PostgreSQL (offline.c). Returns 0 or -1 (out of memory). */
+int vault_load_labels(vault *v, const pay_payment *p, const vault_label *labels, size_t n);
 
 int vault_build(vault *v);
 

@@ -328,6 +328,56 @@ static void test_vault_corrections(void **state) {
     rules_destroy(r);
 }
 
+/* vault_load_labels (offline: no PostgreSQL) makes the links of each payment's labels that the
+ * outcome consumer writes: the same counts as test_vault_corrections, and every labelled payment is
+ * at merchant m1, so the merchant frauds equal the card's confirmed frauds. */
+static void test_vault_labels(void **state) {
+    rules *r = parse_ok(RULES_RISK);
+    const int64_t e = 100 * D + 12 * H, K = e + 8 * D;
+    (void)state;
+    static const char *const ids[] = {"pa", "pb", "pc", "pd", "pe"};
+    const vault_label labels[][3] = {
+        {{VAULT_FALSE_POSITIVE, K + 2 * H}, {VAULT_FRAUD, K + 3 * H}, {VAULT_FRAUD, K + H}},
+        {{VAULT_LEGITIMATE, K + 4 * H}, {VAULT_CHARGEBACK, K + H}},
+        {{VAULT_FRAUD, K + 2 * H}, {VAULT_LEGITIMATE, K + 2 * H}},
+        {{VAULT_FALSE_POSITIVE, K + H}},
+        {{VAULT_CHARGEBACK, K + 6 * H}, {VAULT_FRAUD, K + 5 * H}},
+    };
+    static const size_t nlabels[] = {3, 2, 2, 1, 2};
+    static const label_case cases[] = {
+        {"before any label is known", H - 1, 0, 0, 0},
+        {"pa fraud, pb chargeback", H, 1, 1, 1},
+        {"pa corrected, pc fraud (a tie)", 2 * H, 1, 1, 1},
+        {"pa fraud again", 3 * H, 2, 1, 2},
+        {"pb corrected to legitimate", 4 * H, 2, 0, 2},
+        {"pe fraud, then charged back", 6 * H, 3, 1, 3},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        vault *v = vault_new();
+        pay_payment p, labelled;
+        rules_features f;
+        for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+            pay_init(&labelled, ids[i], "u0", e, 100);
+            strcpy(labelled.card_fingerprint_digest, "fp");
+            strcpy(labelled.merchant_id, "m1");
+            assert_int_equal(vault_load_labels(v, &labelled, labels[i], nlabels[i]), 0);
+        }
+        pay_init(&p, "ffffffff-1111-4111-8111-111111111111", "u", K + cases[k].after, 100);
+        strcpy(p.card_fingerprint_digest, "fp");
+        strcpy(p.merchant_id, "m1");
+        assert_int_equal(vault_build(v), 0);
+        memset(&f, 0, sizeof f);
+        f.p = &p;
+        vault_features(v, r, &p, &f);
+        print_message("case: %s\n", cases[k].name);
+        assert_int_equal(f.vault[RULES_ENT_CARD].fraud, cases[k].fraud);
+        assert_int_equal(f.vault[RULES_ENT_CARD].chargebacks, cases[k].chargebacks);
+        assert_int_equal(f.risk_frauds[0], cases[k].risk);
+        vault_destroy(v);
+    }
+    rules_destroy(r);
+}
+
 /* ---- predicates ------------------------------------------------------------------------------- */
 
 #define FILE1(pred)                                                                                \
@@ -584,7 +634,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bucket_arithmetic), cmocka_unit_test(test_bucket_windows),
         cmocka_unit_test(test_distinct_cap),      cmocka_unit_test(test_vault),
-        cmocka_unit_test(test_vault_corrections),
+        cmocka_unit_test(test_vault_corrections), cmocka_unit_test(test_vault_labels),
         cmocka_unit_test(test_predicates),        cmocka_unit_test(test_invalid_new_kinds),
         cmocka_unit_test(test_feature_windows_option), cmocka_unit_test(test_fvec),
         cmocka_unit_test(test_pgcopy),            cmocka_unit_test(test_features_text),
