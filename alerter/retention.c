@@ -1,4 +1,5 @@
-/* retention: prune rounds over the alerter's tables (see retention.h). */
+/* retention: prune rounds over the alerter's tables (see retention.h); the rounds themselves are
+ * common/sweep.c. */
 #include "retention.h"
 
 #include <inttypes.h>
@@ -6,8 +7,7 @@
 #include <stdlib.h>
 
 #include "db.h"
-#include "fsutil.h"
-#include "log.h"
+#include "sweep.h"
 
 /* The tables, in the order of fs_alerter_retention_deleted_total's series and of counts[]. */
 enum { T_DELIVERIES, T_ATTEMPTS, T_EVENTS, T_OUTBOX, T_COUNT };
@@ -49,16 +49,36 @@ static const char SQL_OUTBOX[] =
     "x AS (DELETE FROM outbox t USING v WHERE t.outbox_id = v.outbox_id RETURNING 1) "
     "SELECT count(*) FROM x";
 
-struct retention {
-    int days;
-    int64_t interval_us;
-    int64_t due_us;
-    bool in_round;
-    retention_phase phase;
-    int64_t round_start_us;
-    int64_t counts[T_COUNT];  /* this round's */
-    metric *m_deleted;
+/* Phase -> its statement and its counts (sweep.h). */
+static const char *const SQL[] = {
+    [RETENTION_DELIVERIES] = SQL_DELIVERIES,
+    [RETENTION_EVENTS] = SQL_EVENTS,
+    [RETENTION_OUTBOX] = SQL_OUTBOX,
 };
+static const sweep_phase PHASES[] = {
+    [RETENTION_DELIVERIES] = {T_DELIVERIES, 2},
+    [RETENTION_EVENTS] = {T_EVENTS, 1},
+    [RETENTION_OUTBOX] = {T_OUTBOX, 1},
+};
+static const sweep_spec SPEC = {
+    .metric = "fs_alerter_retention_deleted_total",
+    .help = "Rows deleted by retention (older than retention-days), by table",
+    .tables = TABLES,
+    .ntables = T_COUNT,
+    .phases = PHASES,
+    .nphases = RETENTION_DONE,
+    .slice = RETENTION_SLICE,
+};
+
+struct retention {
+    sweep *sw;
+};
+
+/* A slice's statement on the dispatcher's connection. */
+typedef struct slice_conn {
+    PGconn *conn;
+    int timeout_ms;
+} slice_conn;
 
 int retention_check_days(int64_t days, char *errstr, size_t errstr_size) {
     if (days == 0 || days >= RETENTION_MIN_DAYS) return 0;
@@ -71,95 +91,48 @@ int retention_check_days(int64_t days, char *errstr, size_t errstr_size) {
 }
 
 retention_phase retention_next_phase(retention_phase p, int64_t deleted, int64_t slice) {
-    if (p >= RETENTION_DONE) return RETENTION_DONE;
-    return deleted >= slice ? p : (retention_phase)(p + 1);
+    return (retention_phase)sweep_next_phase(p, RETENTION_DONE, deleted, slice);
 }
 
 retention *retention_new(int days, int interval_s, metrics *m) {
     retention *r = calloc(1, sizeof *r);
-    if (!r) return NULL;
-    r->days = days;
-    r->interval_us = (int64_t)interval_s * 1000000;
-    r->due_us = days > 0 ? fs_mono_us() : INT64_MAX;
-    r->phase = RETENTION_DONE;
-    if (m) {
-        r->m_deleted = metrics_counter(m, "fs_alerter_retention_deleted_total",
-                                       "Rows deleted by retention (older than retention-days), by table",
-                                       "table");
-        for (int t = 0; t < T_COUNT; t++) metric_add(r->m_deleted, TABLES[t], 0);
+    if (r && !(r->sw = sweep_new(&SPEC, days, interval_s, m))) {
+        free(r);
+        return NULL;
     }
     return r;
 }
 
-int64_t retention_due_us(const retention *r) { return r->due_us; }
+int64_t retention_due_us(const retention *r) { return sweep_due_us(r->sw); }
 
-/* One slice of the current phase: adds to the round's counts and the metric. Returns the rows
- * deleted from the phase's main table, or -1 with errstr. */
-static int64_t retention_slice(retention *r, PGconn *conn, int timeout_ms, char *errstr, size_t n) {
-    static const struct { const char *sql; int first, ncols; } phases[] = {
-        [RETENTION_DELIVERIES] = {SQL_DELIVERIES, T_DELIVERIES, 2},
-        [RETENTION_EVENTS] = {SQL_EVENTS, T_EVENTS, 1},
-        [RETENTION_OUTBOX] = {SQL_OUTBOX, T_OUTBOX, 1},
-    };
-    char days[16], slice[16];
-    snprintf(days, sizeof days, "%d", r->days);
-    snprintf(slice, sizeof slice, "%d", RETENTION_SLICE);
-    const char *params[2] = {days, slice};
-    PGresult *res = db_query(conn, timeout_ms, phases[r->phase].sql, 2, params, NULL, NULL);
+/* The rows of the phase's main table it deleted decide whether it goes on (sweep.h). */
+static int64_t retention_slice(void *arg, int phase, int days, int slice, int64_t *counts,
+                               char *errstr, size_t n) {
+    const slice_conn *c = arg;
+    char d[16], l[16];
+    snprintf(d, sizeof d, "%d", days);
+    snprintf(l, sizeof l, "%d", slice);
+    const char *params[2] = {d, l};
+    PGresult *res = db_query(c->conn, c->timeout_ms, SQL[phase], 2, params, NULL, NULL);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        db_error(conn, res, errstr, n);
+        db_error(c->conn, res, errstr, n);
         PQclear(res);
         return -1;
     }
-    int64_t main_rows = 0;
-    for (int c = 0; c < phases[r->phase].ncols; c++) {
-        int t = phases[r->phase].first + c;
-        int64_t v = strtoll(PQgetvalue(res, 0, c), NULL, 10);
-        if (c == 0) main_rows = v;
-        r->counts[t] += v;
-        metric_add(r->m_deleted, TABLES[t], (double)v);
-    }
+    for (int col = 0; col < PHASES[phase].ncols; col++)
+        counts[col] = strtoll(PQgetvalue(res, 0, col), NULL, 10);
     PQclear(res);
-    return main_rows;
-}
-
-static void retention_round_done(retention *r) {
-    int64_t total = 0;
-    for (int t = 0; t < T_COUNT; t++) total += r->counts[t];
-    r->in_round = false;
-    r->due_us = r->round_start_us + r->interval_us;
-    if (total == 0) return;
-    log_fields(LOG_INFO, "retention_pruned",
-               json_pack("{s:I, s:I, s:I, s:I, s:i, s:I}", "deliveries", (json_int_t)r->counts[T_DELIVERIES],
-                         "delivery_attempts", (json_int_t)r->counts[T_ATTEMPTS], "alert_events",
-                         (json_int_t)r->counts[T_EVENTS], "outbox", (json_int_t)r->counts[T_OUTBOX],
-                         "retention_days", r->days,
-                         "duration_ms", (json_int_t)((fs_mono_us() - r->round_start_us) / 1000)),
-               "retention: deleted %" PRId64 " row(s) older than %d days", total, r->days);
+    return counts[0];
 }
 
 int retention_run(retention *r, PGconn *conn, int timeout_ms, int budget_ms, char *errstr,
                   size_t errstr_size) {
-    int64_t now = fs_mono_us(), until = now + (int64_t)budget_ms * 1000;
-    if (r->days <= 0 || now < r->due_us) return 0;
-    if (!r->in_round) {
-        r->in_round = true;
-        r->phase = RETENTION_DELIVERIES;
-        r->round_start_us = now;
-        for (int t = 0; t < T_COUNT; t++) r->counts[t] = 0;
-    }
-    while (r->phase != RETENTION_DONE && fs_mono_us() < until) {
-        int64_t deleted = retention_slice(r, conn, timeout_ms, errstr, errstr_size);
-        if (deleted < 0) { /* abandoned; what it deleted so far is counted */
-            r->in_round = false;
-            r->due_us = fs_mono_us() + r->interval_us;
-            return -1;
-        }
-        r->phase = retention_next_phase(r->phase, deleted, RETENTION_SLICE);
-    }
-    if (r->phase == RETENTION_DONE) retention_round_done(r);
-    else r->due_us = fs_mono_us(); /* more to do: at the next call, after the loop's other work */
-    return 0;
+    slice_conn c = {conn, timeout_ms};
+    return sweep_run(r->sw, retention_slice, &c, budget_ms, errstr, errstr_size);
 }
 
-void retention_destroy(retention *r) { free(r); }
+void retention_destroy(retention *r) {
+    if (!r) return;
+    sweep_destroy(r->sw);
+    free(r);
+}

@@ -18,7 +18,9 @@
  * RETENTION_MIN_DAYS (Kafka's default retention is 7 days).
  *
  * The round runs on the dispatcher thread (dispatch.c), for at most a time budget per call, so
- * claims and results are never held up for long; a round in hand resumes at the next call. */
+ * claims and results are never held up for long; a round in hand resumes at the next call. The
+ * rounds, the log line and the counter are common/sweep.h's (shared with the scorer's retention);
+ * this module holds the alerter's tables, statements and bound. */
 #ifndef FS_RETENTION_H
 #define FS_RETENTION_H
 

@@ -1,4 +1,5 @@
-/* Unit tests for the small common modules: cfg, fsutil, pii, metrics, kafka's poll clock. */
+/* Unit tests for the small common modules: cfg, fsutil, pii, metrics, kafka's poll clock, the
+ * retention rounds (sweep). */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,7 @@
 #include "kafka.h"
 #include "metrics.h"
 #include "pii.h"
+#include "sweep.h"
 
 typedef struct test_conf {
     char *name;
@@ -348,6 +350,123 @@ static void test_kafka_poll_clock(void **state) {
     rd_kafka_destroy(rk);
 }
 
+
+/* ---- sweep: retention rounds ----------------------------------------------------------------- */
+
+/* Two phases: phase 0 counts tables a and b, phase 1 table b again (sweep.h). */
+static const char *const SW_TABLES[] = {"a", "b"};
+static const sweep_phase SW_PHASES[] = {{0, 2}, {1, 1}};
+static const sweep_spec SW_SPEC = {"fs_test_deleted_total", "test", SW_TABLES, 2, SW_PHASES, 2, 10};
+
+/* A fake database: rows waiting per phase, each slice takes up to the slice (b: 2 per a row in
+ * phase 0); fail_at: the call that fails (0: none); sleep_us per call. */
+typedef struct sw_fake {
+    int64_t left[2];
+    int calls, fail_at, phases_seen[2];
+    long sleep_us;
+} sw_fake;
+
+static int64_t sw_slice(void *arg, int phase, int days, int slice, int64_t *counts, char *err, size_t n) {
+    sw_fake *f = arg;
+    assert_int_equal(30, days);
+    assert_int_equal(10, slice);
+    f->calls++;
+    f->phases_seen[phase]++;
+    if (f->sleep_us) {
+        struct timespec ts = {0, f->sleep_us * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (f->calls == f->fail_at) return snprintf(err, n, "boom"), -1;
+    int64_t took = f->left[phase] < slice ? f->left[phase] : slice;
+    f->left[phase] -= took;
+    counts[0] = took;
+    if (phase == 0) counts[1] = 2 * took;
+    return took;
+}
+
+/* The series fs_test_deleted_total{table="<table>"} of m, as rendered ("" when absent). */
+static bool sw_counted(metrics *m, const char *table, const char *value) {
+    size_t len;
+    char *text = metrics_render(m, &len), want[128];
+    snprintf(want, sizeof want, "fs_test_deleted_total{table=\"%s\"} %s\n", table, value);
+    bool ok = text && strstr(text, want);
+    if (!ok) print_message("missing %s in:\n%s", want, text ? text : "(null)");
+    free(text);
+    return ok;
+}
+
+/* A full slice stays in its phase (more may be waiting), a short one moves on, in order. */
+static void test_sweep_phases(void **state) {
+    (void)state;
+    static const struct { int p; int64_t taken; int want; } cases[] = {
+        {0, 10, 0}, {0, 9, 1}, {0, 0, 1}, {1, 10, 1}, {1, 3, 2}, {2, 10, 2}, {5, 0, 2}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        assert_int_equal(cases[i].want, sweep_next_phase(cases[i].p, 2, cases[i].taken, 10));
+}
+
+/* A round takes every phase to its end in one call (enough budget), counts per table, and the
+ * next one is due an interval after this one started; retention-days 0 never runs. */
+static void test_sweep_round(void **state) {
+    (void)state;
+    metrics *m = metrics_new();
+    sweep *off = sweep_new(&SW_SPEC, 0, 300, NULL), *s = sweep_new(&SW_SPEC, 30, 300, m);
+    char err[64] = "";
+    sw_fake f = {.left = {25, 7}};
+    assert_int_equal(INT64_MAX, sweep_due_us(off));
+    assert_int_equal(0, sweep_run(off, sw_slice, &f, 1000, err, sizeof err));
+    assert_int_equal(0, f.calls);
+    assert_true(sw_counted(m, "a", "0") && sw_counted(m, "b", "0")); /* series from the start */
+    int64_t t0 = fs_mono_us();
+    assert_true(sweep_due_us(s) <= t0);
+    assert_int_equal(0, sweep_run(s, sw_slice, &f, 10000, err, sizeof err));
+    assert_int_equal(3, f.phases_seen[0]); /* 10, 10, 5 */
+    assert_int_equal(1, f.phases_seen[1]); /* 7 */
+    assert_true(sw_counted(m, "a", "25"));
+    assert_true(sw_counted(m, "b", "57")); /* 2 per a row, and phase 1's */
+    int64_t due = sweep_due_us(s);
+    assert_true(due >= t0 + 300 * 1000000LL && due <= fs_mono_us() + 300 * 1000000LL);
+    assert_int_equal(0, sweep_run(s, sw_slice, &f, 10000, err, sizeof err)); /* not due: nothing */
+    assert_int_equal(4, f.calls);
+    sweep_destroy(off);
+    sweep_destroy(s);
+    metrics_destroy(m);
+}
+
+/* The budget ends a call between slices; the round resumes (due at once) where it was. */
+static void test_sweep_budget(void **state) {
+    (void)state;
+    sweep *s = sweep_new(&SW_SPEC, 30, 300, NULL);
+    char err[64] = "";
+    sw_fake f = {.left = {1000000, 0}, .sleep_us = 2000};
+    assert_int_equal(0, sweep_run(s, sw_slice, &f, 20, err, sizeof err));
+    assert_true(f.calls >= 1 && f.calls <= 15); /* about 10 slices of 2 ms */
+    assert_true(sweep_due_us(s) <= fs_mono_us()); /* more to do */
+    int before = f.calls;
+    f.left[0] = 5; /* the rest of the backlog: the phase ends, then phase 1 (nothing), round done */
+    assert_int_equal(0, sweep_run(s, sw_slice, &f, 1000, err, sizeof err));
+    assert_int_equal(before + 2, f.calls);
+    assert_int_equal(0, f.phases_seen[1] - 1);
+    assert_true(sweep_due_us(s) > fs_mono_us());
+    sweep_destroy(s);
+}
+
+/* A failed slice abandons the round: -1 with the slice's error, what it deleted before is counted,
+ * the next round is due an interval later and starts again at the first phase. */
+static void test_sweep_failure(void **state) {
+    (void)state;
+    metrics *m = metrics_new();
+    sweep *s = sweep_new(&SW_SPEC, 30, 1, m);
+    char err[64] = "";
+    sw_fake f = {.left = {25, 0}, .fail_at = 2};
+    assert_int_equal(-1, sweep_run(s, sw_slice, &f, 1000, err, sizeof err));
+    assert_string_equal("boom", err);
+    assert_true(sw_counted(m, "a", "10"));
+    assert_true(sweep_due_us(s) > fs_mono_us() + 500000);
+    assert_int_equal(2, f.phases_seen[0]);
+    sweep_destroy(s);
+    metrics_destroy(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
@@ -362,6 +481,10 @@ int main(void) {
         cmocka_unit_test(test_metrics_remove),
         cmocka_unit_test(test_int_format),
         cmocka_unit_test(test_kafka_poll_clock),
+        cmocka_unit_test(test_sweep_phases),
+        cmocka_unit_test(test_sweep_round),
+        cmocka_unit_test(test_sweep_budget),
+        cmocka_unit_test(test_sweep_failure),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
