@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "app.h"
 #include "cfg.h"
+#include "expire.h"
 #include "fsutil.h"
 #include "kafka.h"
 #include "log.h"
@@ -56,6 +57,8 @@ typedef struct scorer_opts {
     int64_t velocity_prune_every;
     int64_t velocity_lateness_s;
     int64_t velocity_watermark_liveness_s;
+    int64_t retention_days;
+    int64_t retention_interval_s;
     int64_t startup_timeout_ms;
     int64_t shutdown_timeout_ms;
     int64_t db_timeout_ms;
@@ -143,6 +146,16 @@ static const cfg_opt scorer_options[] = {
      "stops holding pruning back after this); likewise a worker's own partition that delivered "
      "nothing for this long no longer holds its pruning back",
      false},
+    {"retention-days", "FS_RETENTION_DAYS", CFG_INT, "0", 0, 3650, O(retention_days),
+     "payments decided longer ago than this are deleted with their decision, alert (and its "
+     "history) and labels, and so are labels that found no payment within it (0: kept forever; "
+     "else at least 30: far beyond raw_payments' retention, 7 days by default, whose messages "
+     "would store a deleted payment again, and beyond the first weeks in which labels arrive; a "
+     "label for a payment already deleted is never applied, so set it above your chargeback "
+     "window; outcome_links and risk_vault are kept; docs/operations.md)",
+     false},
+    {"retention-interval-s", "FS_RETENTION_INTERVAL_S", CFG_INT, "300", 1, 86400,
+     O(retention_interval_s), "a retention round starts this often (lower in tests)", false},
     {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "60000", 100, 3600000,
      O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",
      false},
@@ -238,6 +251,8 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .velocity_prune_every = (int)o->velocity_prune_every,
         .velocity_lateness_ms = o->velocity_lateness_s * 1000,
         .watermark_liveness_ms = o->velocity_watermark_liveness_s * 1000,
+        .retention_days = (int)o->retention_days,
+        .retention_interval_s = (int)o->retention_interval_s,
         .startup_timeout_ms = (int)o->startup_timeout_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
     };
@@ -374,6 +389,7 @@ int main(int argc, char **argv) {
     scorer_opts o = {0};
     cfg_props props = {0};
     int rc = 1;
+    char errstr[512];
     app_signals_install();
     cfg_result r = app_configure("scorer", scorer_options, &o, &props, argc, argv,
                                  "fraudshield-scorer", SUMMARY);
@@ -383,6 +399,8 @@ int main(int argc, char **argv) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
     } else if (r == CFG_OK && o.offline_outcomes[0] && !o.offline[0]) {
         log_msg(LOG_ERROR, "config_invalid", "offline-outcomes is only read with offline");
+    } else if (r == CFG_OK && expire_check_days(o.retention_days, errstr, sizeof errstr) != 0) {
+        log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
     } else if (r == CFG_OK) {
         rc = o.offline[0] ? run_offline(&o, &props) : run(&o, &props);
     }

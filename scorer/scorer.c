@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "expire.h"
 #include "fvec.h"
 #include "fsutil.h"
 #include "kafka.h"
@@ -28,6 +29,7 @@
 #define PERSIST_ATTEMPTS 3   /* non-transient failures of a whole batch before going row by row */
 #define PRUNE_LIMIT 50000    /* old feature rows deleted per prune statement */
 #define PRUNE_ROUNDS 10      /* prune statements per table and prune */
+#define RETENTION_BUDGET_MS 100 /* retention slices per loop turn, at most this long (expire.h) */
 #define SCORER_MAX_PARTS 1024 /* raw_payments partitions whose progress is tracked (prune_part) */
 #define OUTCOMES_MAX 500     /* outcome messages per transaction */
 #define PII_KEY_LOG_US 60000000 /* at most one pii_key_changed line a minute (flapping: counted) */
@@ -102,6 +104,7 @@ struct scorer {
     velocity *vel;
     buckets *bk;
     vault *vt;
+    expire *exp;              /* retention rounds (retention-days) */
     rd_kafka_t *outcomes;     /* consumer of payment_outcomes (own group), or NULL */
     scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
@@ -165,6 +168,7 @@ static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
 static void scorer_report_loss(scorer *s, const char *topic, int32_t partition, int64_t from,
                                int64_t lo, int64_t hi, const char *why);
 static void scorer_maybe_prune(scorer *s);
+static void scorer_retention(scorer *s);
 static void scorer_reload(scorer *s);
 static void scorer_close(scorer *s);
 static void scorer_commit_stored(scorer *s, const char *at);
@@ -236,6 +240,7 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
+        scorer_retention(s);
         scorer_outcomes(s);
         scorer_rate(s);
         scorer_db_check(s);
@@ -1248,7 +1253,7 @@ static void scorer_outcomes(scorer *s) {
     s->nomsgs = 0;
 }
 
-/* ---- between batches: pruning and rule reloads ----------------------------------------------- */
+/* ---- between batches: pruning, retention and rule reloads ----------------------------------- */
 
 /* Deletes what is older than cutoff in slices of PRUNE_LIMIT rows (never one long lock), up to
  * PRUNE_ROUNDS slices per call, so that pruning keeps up with a replay at full speed. width 0:
@@ -1331,6 +1336,22 @@ static void scorer_maybe_prune(scorer *s) {
                "pruned %" PRId64 " velocity events", deleted);
     if (scorer_prune(s, BUCKETS_HOUR_MS, cutoff[PRUNE_HOUR]) < 0) return;
     (void)scorer_prune(s, BUCKETS_DAY_MS, cutoff[PRUNE_DAY]);
+}
+
+/* Part of a retention round (expire.h), at most RETENTION_BUDGET_MS: between batches, on the
+ * batches' connection, each slice its own short transaction. A failure is logged like a prune's
+ * and the round tried again an interval later; a connection it lost is made again by
+ * scorer_db_check (or the next batch). */
+static void scorer_retention(scorer *s) {
+    char err[512];
+    int64_t expired = 0;
+    if (*s->stop || fs_mono_us() < expire_due_us(s->exp) || !store_connected(s->st)) return;
+    int rc = expire_run(s->exp, s->st, RETENTION_BUDGET_MS, &expired, err, sizeof err);
+    metric_add(s->m.outcomes, "expired", (double)expired);
+    if (rc != 0)
+        log_fields(LOG_WARN, "retention_failed", json_pack("{s:s}", "error", err),
+                   "deleting payment data older than retention-days failed (retried at the next "
+                   "round)");
 }
 
 rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_size) {
@@ -1677,6 +1698,7 @@ static void scorer_metrics_zero(scorer_metrics *x) {
     metric_add(x->outcomes, "stored", 0);
     metric_add(x->outcomes, "applied", 0);
     metric_add(x->outcomes, "invalid", 0);
+    metric_add(x->outcomes, "expired", 0);
 }
 
 static void scorer_metrics_init(scorer *s) {
@@ -1709,8 +1731,8 @@ static void scorer_metrics_init(scorer *s) {
     x->consumer_errors = metrics_counter(m, "fs_scorer_consumer_errors_total", "errors the raw_payments consumer reported (logged as consumer_error; librdkafka retries them)", NULL);
     x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);
     x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);
-    x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, or invalid", "result");
-    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes whose payment is not persisted yet", NULL);
+    x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, invalid, or expired (deleted by retention without their payment)", "result");
+    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes not applied yet: their payment is not persisted (yet), or was deleted by retention (then they expire retention-days after they arrived)", NULL);
     x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
     x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");
     x->prune_held_back = metrics_gauge(m, "fs_scorer_prune_held_back_seconds", "event time by which other workers' watermarks held this worker's last prune back (a lagging worker keeps old feature rows for everyone)", NULL);
@@ -1862,6 +1884,10 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
     if (!(s->producer = scorer_producer_new(s, errstr, errstr_size))) goto failed;
     s->max_message_bytes = kafka_max_message_bytes(s->producer);
     scorer_metrics_init(s);
+    if (!(s->exp = expire_new(cfg->retention_days, cfg->retention_interval_s, cfg->metrics))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto failed;
+    }
     metric_info_swap(s->m.rules_info, NULL, rules_version(s->rules));
     if (scorer_model_start(s, errstr, errstr_size) != 0) goto failed;
     if (!(s->consumer = scorer_consumer_new(s, errstr, errstr_size))) goto failed;
@@ -1921,6 +1947,7 @@ void scorer_destroy(scorer *s) {
     velocity_destroy(s->vel);
     buckets_destroy(s->bk);
     vault_destroy(s->vt);
+    expire_destroy(s->exp);
     free(s->omsgs);
     free(s->orow);
     kafka_gaps_destroy(s->ogaps);

@@ -59,6 +59,8 @@ typedef struct scorer_config {
     int64_t velocity_lateness_ms; /* how late an event may be and still see complete windows */
     int64_t watermark_liveness_ms;/* other workers' published watermarks older than this no longer
                                      hold pruning back (prune.h) */
+    int retention_days;           /* payment data decided longer ago is deleted (expire.h; 0: kept) */
+    int retention_interval_s;     /* a retention round starts this often */
     int startup_timeout_ms;       /* brokers must answer and the topics exist within this */
     int shutdown_timeout_ms;      /* on stop: how long the last batch may wait for the brokers */
 } scorer_config;

@@ -1013,3 +1013,90 @@ store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, si
     PQclear(res);
     return rc;
 }
+
+/* ---- retention (expire.h) --------------------------------------------------------------------- */
+
+/* Why deleting never races with scoring: a payment is scored once, in the batch transaction that
+ * inserts it, and only a redelivery of its raw_payments message could make a batch touch its rows
+ * again (ON CONFLICT DO NOTHING, then its stored decision read back). Only payments decided more
+ * than retention-days (at least EXPIRE_MIN_DAYS, 30) ago are deleted, far beyond the topic's
+ * retention (7 days by default): their message is gone, no batch can meet them again. What may
+ * still meet an old payment is a late label (outcome apply, which locks the payment row: then it
+ * is skipped here, and the label applied first) and an analyst working its alert (the alert row
+ * locked: skipped too). A deleted payment's velocity events are long pruned (feature windows reach
+ * back hours; the day buckets hold no payment ids).
+ *
+ * c: the oldest decided payments (decisions_decided_at_idx), decision and payment locked;
+ * la: their alerts, locked; a payment whose alert another transaction holds drops out of v.
+ * The NOT EXISTS is a per-row probe of the alerts' payment_id index (OFFSET 0 keeps it one
+ * instead of an anti join that may hash the whole table). Every DELETE joins a CTE of at most
+ * $2 rows through an index. The foreign keys (decisions, alerts -> payments) are checked at the
+ * end of the statement, when all five deletions are done. No ORDER BY: any old rows will do. The
+ * last column, c's size, tells whether more may be waiting: a payment left for its locked alert
+ * (the oldest, met first by every slice) must not make each slice look like the last one. */
+static const char SQL_EXPIRE_PAYMENTS[] =
+    "WITH c AS (SELECT d.payment_id FROM decisions d JOIN payments p USING (payment_id)"
+    " WHERE d.decided_at < now() - $1::int * interval '1 day'"
+    " LIMIT $2::int FOR UPDATE OF d, p SKIP LOCKED),"
+    " la AS (SELECT a.alert_id, a.payment_id FROM c JOIN alerts a USING (payment_id)"
+    " FOR UPDATE OF a SKIP LOCKED),"
+    " v AS (SELECT c.payment_id FROM c WHERE NOT EXISTS"
+    " (SELECT 1 FROM alerts a WHERE a.payment_id = c.payment_id OFFSET 0)"
+    " UNION ALL SELECT payment_id FROM la),"
+    " h AS (DELETE FROM alert_history t USING la WHERE t.alert_id = la.alert_id RETURNING 1),"
+    " a AS (DELETE FROM alerts t USING la WHERE t.alert_id = la.alert_id RETURNING 1),"
+    " o AS (DELETE FROM outcomes t USING v WHERE t.payment_id = v.payment_id RETURNING 1),"
+    " d AS (DELETE FROM decisions t USING v WHERE t.payment_id = v.payment_id RETURNING 1),"
+    " p AS (DELETE FROM payments t USING v WHERE t.payment_id = v.payment_id RETURNING 1) "
+    "SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM d), (SELECT count(*) FROM a),"
+    " (SELECT count(*) FROM h), (SELECT count(*) FROM o), (SELECT count(*) FROM c)";
+
+/* Pending labels older than the retention without a payment: outcomes_pending_idx (received_at,
+ * applied_at IS NULL) finds them; the payment probe is per row (OFFSET 0, as above). A label
+ * whose payment exists is left to the outcome consumer, which applies it. */
+static const char SQL_EXPIRE_LABELS[] =
+    "WITH v AS (SELECT o.payment_id, o.outcome, o.known_at FROM outcomes o"
+    " WHERE o.applied_at IS NULL AND o.received_at < now() - $1::int * interval '1 day'"
+    " AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.payment_id = o.payment_id OFFSET 0)"
+    " LIMIT $2::int FOR UPDATE OF o SKIP LOCKED),"
+    " x AS (DELETE FROM outcomes t USING v WHERE t.payment_id = v.payment_id"
+    " AND t.outcome = v.outcome AND t.known_at = v.known_at RETURNING 1) "
+    "SELECT count(*) FROM x";
+
+/* One retention statement in its own transaction, waiting at most STORE_EXPIRE_LOCK_TIMEOUT_MS
+ * for a lock SKIP LOCKED does not cover (a label being applied, a hand-made lock): the scorer's
+ * loop is never held up behind someone else's transaction. counts[0 .. ncols) from its one row. */
+static store_rc expire_exec(store *st, const char *sql, const char *what, int days, int limit,
+                            int64_t *counts, int ncols, char *errstr, size_t errstr_size) {
+    char d[16], l[16], lock[96];
+    snprintf(d, sizeof d, "%d", days);
+    snprintf(l, sizeof l, "%d", limit);
+    snprintf(lock, sizeof lock, "BEGIN; SET LOCAL lock_timeout = %d", STORE_EXPIRE_LOCK_TIMEOUT_MS);
+    store_rc rc = exec_simple(st, lock, errstr, errstr_size);
+    if (rc != STORE_OK) return rc;
+    PGresult *res = exec2(st, sql, d, l);
+    rc = result_rc(st, res, PGRES_TUPLES_OK, what, errstr, errstr_size);
+    for (int c = 0; rc == STORE_OK && c < ncols; c++) counts[c] = ll(res, 0, c);
+    PQclear(res);
+    if (rc == STORE_OK) rc = store_commit(st, errstr, errstr_size);
+    if (rc != STORE_OK) store_rollback(st);
+    return rc;
+}
+
+store_rc store_expire_payments(store *st, int days, int limit, int64_t counts[STORE_EXPIRE_TABLES],
+                               int64_t *taken, char *errstr, size_t errstr_size) {
+    int64_t c[STORE_EXPIRE_TABLES + 1];
+    store_rc rc = expire_exec(st, SQL_EXPIRE_PAYMENTS, "retention (payments)", days, limit, c,
+                              STORE_EXPIRE_TABLES + 1, errstr, errstr_size);
+    if (rc == STORE_OK) {
+        memcpy(counts, c, STORE_EXPIRE_TABLES * sizeof *c);
+        *taken = c[STORE_EXPIRE_TABLES];
+    }
+    return rc;
+}
+
+store_rc store_expire_labels(store *st, int days, int limit, int64_t *deleted, char *errstr,
+                             size_t errstr_size) {
+    return expire_exec(st, SQL_EXPIRE_LABELS, "retention (labels)", days, limit, deleted, 1, errstr,
+                       errstr_size);
+}

@@ -211,4 +211,33 @@ store_rc store_read_horizons(store *st, int64_t horizon[PRUNE_SETS], char *errst
 /* Deletes this worker's published watermark (a clean stop: it no longer holds pruning back). */
 store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, size_t errstr_size);
 
+/* Retention (expire.h): each call deletes one slice in its own short transaction (outside any
+ * batch), skipping rows another transaction holds (FOR UPDATE SKIP LOCKED) and waiting at most
+ * STORE_EXPIRE_LOCK_TIMEOUT_MS for any other lock (then STORE_TRANSIENT: "lock timeout").
+ *
+ * store_expire_payments: at most limit payments whose decision was made (decided_at) more than
+ * days ago, with their decision, their alert and its alert_history, and their outcomes; a payment
+ * whose alert is locked (an analyst working it) is left for a later slice. counts[] gets the rows
+ * deleted per table, in the STORE_EXPIRE_* order, *taken the payments the slice locked (those
+ * deleted and those left for their alert: limit of them means more may be waiting).
+ * outcome_links and risk_vault are not touched.
+ *
+ * store_expire_labels: at most limit outcomes still not applied, received more than days ago,
+ * whose payment is not in payments: labels that never found their payment within the retention
+ * (it was deleted before they arrived, or never persisted). *deleted gets the count. */
+enum {
+    STORE_EXPIRE_PAYMENTS,
+    STORE_EXPIRE_DECISIONS,
+    STORE_EXPIRE_ALERTS,
+    STORE_EXPIRE_ALERT_HISTORY,
+    STORE_EXPIRE_OUTCOMES,
+    STORE_EXPIRE_TABLES
+};
+#define STORE_EXPIRE_LOCK_TIMEOUT_MS 1000
+
+store_rc store_expire_payments(store *st, int days, int limit, int64_t counts[STORE_EXPIRE_TABLES],
+                               int64_t *taken, char *errstr, size_t errstr_size);
+store_rc store_expire_labels(store *st, int days, int limit, int64_t *deleted, char *errstr,
+                             size_t errstr_size);
+
 #endif

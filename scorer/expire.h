@@ -1,0 +1,63 @@
+/* expire: the scorer's retention of payment data (docs/operations.md "The scorer's retention").
+ *
+ * With retention-days set, every retention-interval-s a round deletes, in slices of EXPIRE_SLICE
+ * rows (store.h store_expire_payments, store_expire_labels; the rounds are common/sweep.h's):
+ *   1. payments whose decision was made (decided_at) more than retention-days ago, with their
+ *      decision (the evidence), their alert and its alert_history, and their outcomes;
+ *   2. labels (outcomes) still not applied, received more than retention-days ago, whose payment is
+ *      not there: it was deleted before they arrived, or never reached PostgreSQL. They would wait
+ *      (fs_scorer_outcomes_pending) forever; they are counted as outcomes{result="expired"}.
+ * outcome_links (per identifier digest or merchant: the labelled payment's id, label, event time)
+ * and risk_vault (per identifier digest: counts) are kept: they are the vault's memory of
+ * confirmed fraud, hold digests and ids but no payment data, and scoring reads them without the
+ * payment row. A label (or a correction) that arrives after its payment was deleted is not applied.
+ *
+ * Every worker prunes (SKIP LOCKED: disjoint slices, nobody waits), between batches, for at most a
+ * time budget per call. retention-days is 0 (keep forever: the default) or at least
+ * EXPIRE_MIN_DAYS: a deleted payment whose raw_payments message is consumed again (the topic keeps
+ * 7 days by default) would be inserted and counted in the features again, and labels arrive weeks
+ * after the payment. */
+#ifndef FS_EXPIRE_H
+#define FS_EXPIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics.h"
+#include "store.h"
+
+#define EXPIRE_MIN_DAYS 30
+#define EXPIRE_SLICE 500
+
+/* The phases of a round, in order. */
+typedef enum expire_phase {
+    EXPIRE_PAYMENTS, /* payments, decisions, alerts, alert_history, outcomes */
+    EXPIRE_LABELS,   /* outcomes that never found their payment */
+    EXPIRE_DONE,
+} expire_phase;
+
+/* retention-days is 0 or at least EXPIRE_MIN_DAYS. Returns 0, or -1 with errstr naming the
+ * option and why. */
+int expire_check_days(int64_t days, char *errstr, size_t errstr_size);
+
+typedef struct expire expire;
+
+/* days: retention-days (0: never runs; expire_due_us() is then INT64_MAX), interval_s: between
+ * the starts of two rounds, the first one at once. Registers
+ * fs_scorer_retention_deleted_total{table} at 0 for each table (m may be NULL). NULL: out of
+ * memory. */
+expire *expire_new(int days, int interval_s, metrics *m);
+
+/* When expire_run() has work (monotonic microseconds). */
+int64_t expire_due_us(const expire *e);
+
+/* Runs slices of the current round on st (connected, no transaction open) until it is done or
+ * budget_ms has passed; *labels_expired gets the labels of phase 2 deleted by this call (also on
+ * failure). Returns 0, or -1 with errstr: the round is abandoned, the next one is due an interval
+ * later. */
+int expire_run(expire *e, store *st, int budget_ms, int64_t *labels_expired, char *errstr,
+               size_t errstr_size);
+
+void expire_destroy(expire *e); /* accepts NULL */
+
+#endif

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The scorer's settings that are wrong even within their range are refused at start-up, before it
+# connects to anything: exit 1 at once with a config_invalid line naming the option and why. No
+# PostgreSQL or broker runs here.
+#   retention-days 1..29 (scorer/expire.h): a deleted payment whose raw_payments message is
+#   consumed again would be stored again, and labels arrive weeks later; 0 and 30 pass.
+# The code without the check starts with retention-days=29 (then waits for PostgreSQL).
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup scorer_config
+SCORER="$BUILD/bin/fraudshield-scorer"
+nobody=$(fs_free_port) # nothing listens there
+export FS_DATABASE_URL="postgresql://postgres@127.0.0.1:$nobody/fraudshield" FS_BROKERS="127.0.0.1:$nobody"
+export FS_ADMIN_PORT=-1 FS_STARTUP_TIMEOUT_MS=2000
+
+# expect_invalid OPTION-IN-MESSAGE WHY-IN-MESSAGE [ENV=VALUE | --option=value]...: exits 1 within
+# 2 s with a config_invalid line saying both
+expect_invalid() {
+    local want=$1 why=$2 rc=0 start=$SECONDS line a
+    local -a envs=() args=()
+    shift 2
+    for a in "$@"; do
+        if [[ $a == --* ]]; then args+=("$a"); else envs+=("$a"); fi
+    done
+    env "${envs[@]}" timeout 20 "$SCORER" "${args[@]}" >"$FS_TEST_DIR/out.log" 2>&1 || rc=$?
+    line=$(grep '"event":"config_invalid"' "$FS_TEST_DIR/out.log" | head -n 1 || true)
+    echo "$* -> rc $rc: ${line:0:400}"
+    [[ $rc == 1 ]] || fs_fail "$*: exit status $rc, expected 1"
+    [[ -n "$line" ]] || fs_fail "$*: no config_invalid line"
+    grep -qF -- "$want" <<<"$line" || fs_fail "$*: the message does not name $want"
+    grep -qF -- "$why" <<<"$line" || fs_fail "$*: the message does not say $why"
+    ! grep -q '"event":"db_unavailable"' "$FS_TEST_DIR/out.log" || fs_fail "$*: it tried PostgreSQL first"
+    ((SECONDS - start <= 2)) || fs_fail "$*: took $((SECONDS - start)) s: it did not stop before connecting"
+}
+
+for days in 1 7 29; do
+    expect_invalid retention-days "at least 30" FS_RETENTION_DAYS=$days
+done
+expect_invalid retention-days "at least 30" --retention-days=15 # the command line too
+
+# 0 (the default) and 30 pass the check, and the scorer goes on to PostgreSQL.
+for days in 0 30; do
+    rc=0
+    FS_RETENTION_DAYS=$days timeout 20 "$SCORER" >"$FS_TEST_DIR/ok.log" 2>&1 || rc=$?
+    ! grep -q '"event":"config_invalid"' "$FS_TEST_DIR/ok.log" || fs_fail "retention-days=$days was refused"
+    grep -q '"event":"db_unavailable"' "$FS_TEST_DIR/ok.log" || fs_fail "retention-days=$days did not get to PostgreSQL"
+    fs_assert_eq 1 "$rc" "retention-days=$days: exit status without PostgreSQL"
+done
+echo PASS
