@@ -21,7 +21,7 @@ static const sweep_phase PHASES[] = {
 };
 static const sweep_spec SPEC = {
     .metric = "fs_scorer_retention_deleted_total",
-    .help = "Rows deleted by retention (payments decided more than retention-days ago, with "
+    .help = "Rows deleted by retention (payments decided more than payment-retention-days ago, with "
             "everything about them; labels that never found their payment), by table",
     .tables = TABLES,
     .ntables = STORE_EXPIRE_TABLES,
@@ -43,7 +43,7 @@ typedef struct expire_call {
 int expire_check_days(int64_t days, char *errstr, size_t errstr_size) {
     if (days == 0 || days >= EXPIRE_MIN_DAYS) return 0;
     snprintf(errstr, errstr_size,
-             "retention-days: 0 (keep forever) or at least %d, not %" PRId64 ": a deleted payment "
+             "payment-retention-days: 0 (keep forever) or at least %d, not %" PRId64 ": a deleted payment "
              "whose raw_payments message is consumed again (the topic keeps 7 days by default) "
              "would be stored and counted in the features again, and labels (chargebacks) arrive "
              "weeks after their payment",

@@ -1,10 +1,10 @@
 /* expire: the scorer's retention of payment data (docs/operations.md "The scorer's retention").
  *
- * With retention-days set, every retention-interval-s a round deletes, in slices of EXPIRE_SLICE
+ * With payment-retention-days set, every payment-retention-interval-s a round deletes, in slices of EXPIRE_SLICE
  * rows (store.h store_expire_payments, store_expire_labels; the rounds are common/sweep.h's):
- *   1. payments whose decision was made (decided_at) more than retention-days ago, with their
+ *   1. payments whose decision was made (decided_at) more than payment-retention-days ago, with their
  *      decision (the evidence), their alert and its alert_history, and their outcomes;
- *   2. labels (outcomes) still not applied, received more than retention-days ago, whose payment is
+ *   2. labels (outcomes) still not applied, received more than payment-retention-days ago, whose payment is
  *      not there: it was deleted before they arrived, or never reached PostgreSQL. They would wait
  *      (fs_scorer_outcomes_pending) forever; they are counted as outcomes{result="expired"}.
  * outcome_links (per identifier digest or merchant: the labelled payment's id, label, event time)
@@ -13,7 +13,7 @@
  * payment row. A label (or a correction) that arrives after its payment was deleted is not applied.
  *
  * Every worker prunes (SKIP LOCKED: disjoint slices, nobody waits), between batches, for at most a
- * time budget per call. retention-days is 0 (keep forever: the default) or at least
+ * time budget per call. payment-retention-days is 0 (keep forever: the default) or at least
  * EXPIRE_MIN_DAYS: a deleted payment whose raw_payments message is consumed again (the topic keeps
  * 7 days by default) would be inserted and counted in the features again, and labels arrive weeks
  * after the payment. */
@@ -36,13 +36,13 @@ typedef enum expire_phase {
     EXPIRE_DONE,
 } expire_phase;
 
-/* retention-days is 0 or at least EXPIRE_MIN_DAYS. Returns 0, or -1 with errstr naming the
+/* payment-retention-days is 0 or at least EXPIRE_MIN_DAYS. Returns 0, or -1 with errstr naming the
  * option and why. */
 int expire_check_days(int64_t days, char *errstr, size_t errstr_size);
 
 typedef struct expire expire;
 
-/* days: retention-days (0: never runs; expire_due_us() is then INT64_MAX), interval_s: between
+/* days: payment-retention-days (0: never runs; expire_due_us() is then INT64_MAX), interval_s: between
  * the starts of two rounds, the first one at once. Registers
  * fs_scorer_retention_deleted_total{table} at 0 for each table (m may be NULL). NULL: out of
  * memory. */

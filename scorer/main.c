@@ -146,7 +146,7 @@ static const cfg_opt scorer_options[] = {
      "stops holding pruning back after this); likewise a worker's own partition that delivered "
      "nothing for this long no longer holds its pruning back",
      false},
-    {"retention-days", "FS_RETENTION_DAYS", CFG_INT, "0", 0, 3650, O(retention_days),
+    {"payment-retention-days", "FS_PAYMENT_RETENTION_DAYS", CFG_INT, "0", 0, 3650, O(retention_days),
      "payments decided longer ago than this are deleted with their decision, alert (and its "
      "history) and labels, and so are labels that found no payment within it (0: kept forever; "
      "else at least 30: far beyond raw_payments' retention, 7 days by default, whose messages "
@@ -154,7 +154,7 @@ static const cfg_opt scorer_options[] = {
      "label for a payment already deleted is never applied, so set it above your chargeback "
      "window; outcome_links and risk_vault are kept; docs/operations.md)",
      false},
-    {"retention-interval-s", "FS_RETENTION_INTERVAL_S", CFG_INT, "300", 1, 86400,
+    {"payment-retention-interval-s", "FS_PAYMENT_RETENTION_INTERVAL_S", CFG_INT, "300", 1, 86400,
      O(retention_interval_s), "a retention round starts this often (lower in tests)", false},
     {"startup-timeout-ms", "FS_STARTUP_TIMEOUT_MS", CFG_INT, "60000", 100, 3600000,
      O(startup_timeout_ms), "PostgreSQL and the brokers must be reachable within this at start-up",

@@ -104,7 +104,7 @@ struct scorer {
     velocity *vel;
     buckets *bk;
     vault *vt;
-    expire *exp;              /* retention rounds (retention-days) */
+    expire *exp;              /* retention rounds (payment-retention-days) */
     rd_kafka_t *outcomes;     /* consumer of payment_outcomes (own group), or NULL */
     scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
@@ -1350,7 +1350,7 @@ static void scorer_retention(scorer *s) {
     metric_add(s->m.outcomes, "expired", (double)expired);
     if (rc != 0)
         log_fields(LOG_WARN, "retention_failed", json_pack("{s:s}", "error", err),
-                   "deleting payment data older than retention-days failed (retried at the next "
+                   "deleting payment data older than payment-retention-days failed (retried at the next "
                    "round)");
 }
 
@@ -1732,7 +1732,7 @@ static void scorer_metrics_init(scorer *s) {
     x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);
     x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);
     x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, invalid, or expired (deleted by retention without their payment)", "result");
-    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes not applied yet: their payment is not persisted (yet), or was deleted by retention (then they expire retention-days after they arrived)", NULL);
+    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes not applied yet: their payment is not persisted (yet), or was deleted by retention (then they expire payment-retention-days after they arrived)", NULL);
     x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
     x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");
     x->prune_held_back = metrics_gauge(m, "fs_scorer_prune_held_back_seconds", "event time by which other workers' watermarks held this worker's last prune back (a lagging worker keeps old feature rows for everyone)", NULL);

@@ -1019,7 +1019,7 @@ store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, si
 /* Why deleting never races with scoring: a payment is scored once, in the batch transaction that
  * inserts it, and only a redelivery of its raw_payments message could make a batch touch its rows
  * again (ON CONFLICT DO NOTHING, then its stored decision read back). Only payments decided more
- * than retention-days (at least EXPIRE_MIN_DAYS, 30) ago are deleted, far beyond the topic's
+ * than payment-retention-days (at least EXPIRE_MIN_DAYS, 30) ago are deleted, far beyond the topic's
  * retention (7 days by default): their message is gone, no batch can meet them again. What may
  * still meet an old payment is a late label (outcome apply, which locks the payment row: then it
  * is skipped here, and the label applied first) and an analyst working its alert (the alert row

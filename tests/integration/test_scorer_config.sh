@@ -2,9 +2,9 @@
 # The scorer's settings that are wrong even within their range are refused at start-up, before it
 # connects to anything: exit 1 at once with a config_invalid line naming the option and why. No
 # PostgreSQL or broker runs here.
-#   retention-days 1..29 (scorer/expire.h): a deleted payment whose raw_payments message is
+#   payment-retention-days 1..29 (scorer/expire.h): a deleted payment whose raw_payments message is
 #   consumed again would be stored again, and labels arrive weeks later; 0 and 30 pass.
-# The code without the check starts with retention-days=29 (then waits for PostgreSQL).
+# The code without the check starts with payment-retention-days=29 (then waits for PostgreSQL).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_config
@@ -34,16 +34,16 @@ expect_invalid() {
 }
 
 for days in 1 7 29; do
-    expect_invalid retention-days "at least 30" FS_RETENTION_DAYS=$days
+    expect_invalid payment-retention-days "at least 30" FS_PAYMENT_RETENTION_DAYS=$days
 done
-expect_invalid retention-days "at least 30" --retention-days=15 # the command line too
+expect_invalid payment-retention-days "at least 30" --payment-retention-days=15 # the command line too
 
 # 0 (the default) and 30 pass the check, and the scorer goes on to PostgreSQL.
 for days in 0 30; do
     rc=0
-    FS_RETENTION_DAYS=$days timeout 20 "$SCORER" >"$FS_TEST_DIR/ok.log" 2>&1 || rc=$?
-    ! grep -q '"event":"config_invalid"' "$FS_TEST_DIR/ok.log" || fs_fail "retention-days=$days was refused"
-    grep -q '"event":"db_unavailable"' "$FS_TEST_DIR/ok.log" || fs_fail "retention-days=$days did not get to PostgreSQL"
-    fs_assert_eq 1 "$rc" "retention-days=$days: exit status without PostgreSQL"
+    FS_PAYMENT_RETENTION_DAYS=$days timeout 20 "$SCORER" >"$FS_TEST_DIR/ok.log" 2>&1 || rc=$?
+    ! grep -q '"event":"config_invalid"' "$FS_TEST_DIR/ok.log" || fs_fail "payment-retention-days=$days was refused"
+    grep -q '"event":"db_unavailable"' "$FS_TEST_DIR/ok.log" || fs_fail "payment-retention-days=$days did not get to PostgreSQL"
+    fs_assert_eq 1 "$rc" "payment-retention-days=$days: exit status without PostgreSQL"
 done
 echo PASS

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Retention of payment data (scorer/expire.h, docs/operations.md "The scorer's retention"):
-#   1. a scorer with retention-days=0 (the default; retention-interval-s 1) scores six payments
+#   1. a scorer with payment-retention-days=0 (the default; payment-retention-interval-s 1) scores six payments
 #      (three flagged: alerts), labels are applied (links and vault), an analyst resolves one
 #      alert (alert_history); then three payments are made 40 days old (decided_at), one 29 days,
 #      and two labels without a payment are stored (one received 40 days ago, one now): in 4 s
 #      that scorer deletes nothing, its counters stay 0;
 #   2. a background session holds one old alert locked (an analyst inside a transaction); two
-#      scorers with retention-days=30 start, and a backlog of 6000 old payments (with decisions,
+#      scorers with payment-retention-days=30 start, and a backlog of 6000 old payments (with decisions,
 #      2000 alerts, 1000 alert_history rows, 1200 outcomes) appears: between them they delete
 #      exactly the old payments and everything about them (their counters summed equal the rows
 #      that were there: each row once), skip the locked one without waiting or failing, and take
@@ -47,7 +47,7 @@ scorer() {
     shift
     port=$(fs_free_port)
     ADMIN[$name]=$port
-    fs_bg "$name" env FS_SCORER_ID="$name" FS_ADMIN_PORT="$port" FS_RETENTION_INTERVAL_S=1 "$@" \
+    fs_bg "$name" env FS_SCORER_ID="$name" FS_ADMIN_PORT="$port" FS_PAYMENT_RETENTION_INTERVAL_S=1 "$@" \
         "$BUILD/bin/fraudshield-scorer"
     fs_wait_for 60 curl -sf "http://127.0.0.1:$port/ready"
 }
@@ -93,12 +93,12 @@ VALUES ('$OX', 'chargeback', now() - interval '40 days', now() - interval '40 da
 before=$(counts) links=$(links_sum) vault=$(vault_sum)
 echo "rows (payments decisions alerts alert_history outcomes): $before; links $links; vault $vault"
 fs_assert_eq "6 6 3 1 5" "$before" "rows before"
-sleep 4 # four rounds' time: retention-days=0 runs none
-fs_assert_eq "$before" "$(counts)" "rows after 4 s with retention-days=0"
+sleep 4 # four rounds' time: payment-retention-days=0 runs none
+fs_assert_eq "$before" "$(counts)" "rows after 4 s with payment-retention-days=0"
 for t in $TABLES; do
     fs_assert_eq 0 "$(metric keep "fs_scorer_retention_deleted_total{table=\"$t\"}")" "keep: $t deleted"
 done
-! grep -q '"event":"retention_pruned"' "$FS_TEST_DIR/keep.log" || fs_fail "retention-days=0 pruned"
+! grep -q '"event":"retention_pruned"' "$FS_TEST_DIR/keep.log" || fs_fail "payment-retention-days=0 pruned"
 fs_kill keep TERM
 fs_wait_exit keep 30
 
@@ -106,8 +106,8 @@ fs_wait_exit keep 30
 fs_bg lock env PGAPPNAME=retention-test-lock psql "$FS_DATABASE_URL" -X -q -c \
     "BEGIN; SELECT 1 FROM alerts WHERE alert_id = '$a3' FOR UPDATE; SELECT pg_sleep(300); COMMIT;"
 fs_wait_for 20 at_least "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-test-lock' AND wait_event = 'PgSleep'" 1
-scorer r1 FS_RETENTION_DAYS=30
-scorer r2 FS_RETENTION_DAYS=30
+scorer r1 FS_PAYMENT_RETENTION_DAYS=30
+scorer r2 FS_PAYMENT_RETENTION_DAYS=30
 bulk=6000
 fs_psql "
 INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,

@@ -1,4 +1,4 @@
-/* Unit tests for scorer/expire: the bound of retention-days and when a round is due. The rounds
+/* Unit tests for scorer/expire: the bound of payment-retention-days and when a round is due. The rounds
  * themselves are common/sweep's (test_common), their SQL is exercised against PostgreSQL by
  * tests/integration/test_scorer_retention.sh. */
 #include <setjmp.h>
@@ -28,7 +28,7 @@ static void test_expire_days_bounds(void **state) {
         if (cases[i].rc == 0) {
             assert_string_equal("", err);
         } else {
-            assert_non_null(strstr(err, "retention-days"));
+            assert_non_null(strstr(err, "payment-retention-days"));
             assert_non_null(strstr(err, "at least 30"));
             assert_non_null(strstr(err, "raw_payments"));  /* why: redelivery */
             assert_non_null(strstr(err, "chargebacks"));   /* why: late labels */
