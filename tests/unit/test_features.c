@@ -271,6 +271,25 @@ typedef struct label_case {
     int64_t fraud, chargebacks, risk; /* expected card counts and merchant frauds */
 } label_case;
 
+/* Scores a payment with card "fp" at merchant m1 at K + c->after against the links loaded into v
+ * and checks c's counts; destroys v. */
+static void label_case_check(vault *v, const rules *r, int64_t K, const label_case *c) {
+    pay_payment p;
+    rules_features f;
+    pay_init(&p, "ffffffff-1111-4111-8111-111111111111", "u", K + c->after, 100);
+    strcpy(p.card_fingerprint_digest, "fp");
+    strcpy(p.merchant_id, "m1");
+    assert_int_equal(vault_build(v), 0);
+    memset(&f, 0, sizeof f);
+    f.p = &p;
+    vault_features(v, r, &p, &f);
+    print_message("case: %s\n", c->name);
+    assert_int_equal(f.vault[RULES_ENT_CARD].fraud, c->fraud);
+    assert_int_equal(f.vault[RULES_ENT_CARD].chargebacks, c->chargebacks);
+    assert_int_equal(f.risk_frauds[0], c->risk);
+    vault_destroy(v);
+}
+
 static void test_vault_corrections(void **state) {
     rules *r = parse_ok(RULES_RISK);
     const int64_t e = 100 * D + 12 * H; /* the labelled payments' event time */
@@ -308,22 +327,9 @@ static void test_vault_corrections(void **state) {
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         vault *v = vault_new();
-        pay_payment p;
-        rules_features f;
         for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
             assert_int_equal(vault_load_link(v, &links[i]), 0);
-        pay_init(&p, "ffffffff-1111-4111-8111-111111111111", "u", K + cases[k].after, 100);
-        strcpy(p.card_fingerprint_digest, "fp");
-        strcpy(p.merchant_id, "m1");
-        assert_int_equal(vault_build(v), 0);
-        memset(&f, 0, sizeof f);
-        f.p = &p;
-        vault_features(v, r, &p, &f);
-        print_message("case: %s\n", cases[k].name);
-        assert_int_equal(f.vault[RULES_ENT_CARD].fraud, cases[k].fraud);
-        assert_int_equal(f.vault[RULES_ENT_CARD].chargebacks, cases[k].chargebacks);
-        assert_int_equal(f.risk_frauds[0], cases[k].risk);
-        vault_destroy(v);
+        label_case_check(v, r, K, &cases[k]);
     }
     rules_destroy(r);
 }
@@ -354,26 +360,14 @@ static void test_vault_labels(void **state) {
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         vault *v = vault_new();
-        pay_payment p, labelled;
-        rules_features f;
+        pay_payment labelled;
         for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
             pay_init(&labelled, ids[i], "u0", e, 100);
             strcpy(labelled.card_fingerprint_digest, "fp");
             strcpy(labelled.merchant_id, "m1");
             assert_int_equal(vault_load_labels(v, &labelled, labels[i], nlabels[i]), 0);
         }
-        pay_init(&p, "ffffffff-1111-4111-8111-111111111111", "u", K + cases[k].after, 100);
-        strcpy(p.card_fingerprint_digest, "fp");
-        strcpy(p.merchant_id, "m1");
-        assert_int_equal(vault_build(v), 0);
-        memset(&f, 0, sizeof f);
-        f.p = &p;
-        vault_features(v, r, &p, &f);
-        print_message("case: %s\n", cases[k].name);
-        assert_int_equal(f.vault[RULES_ENT_CARD].fraud, cases[k].fraud);
-        assert_int_equal(f.vault[RULES_ENT_CARD].chargebacks, cases[k].chargebacks);
-        assert_int_equal(f.risk_frauds[0], cases[k].risk);
-        vault_destroy(v);
+        label_case_check(v, r, K, &cases[k]);
     }
     rules_destroy(r);
 }
