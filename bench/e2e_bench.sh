@@ -52,7 +52,9 @@ fs_setup bench_e2e "$BENCH_DIR"
 # answers as soon as data arrives. A short wait keeps that artifact (up to 0.5 s per consumer hop:
 # the scorers' and the replay's) out of the end-to-end latency. Producers ignore the property.
 export KAFKA_FETCH_WAIT_MAX_MS=${KAFKA_FETCH_WAIT_MAX_MS:-10}
-fs_pg_start "$BENCH_DIR/pg"
+# PostgreSQL as deploy/postgres/fraudshield.conf sizes it, as in bench-scorer (BENCH_PG_CONF= :
+# PostgreSQL's defaults)
+FS_PG_CONF=${BENCH_PG_CONF-"include '$REPO/deploy/postgres/fraudshield.conf'"} fs_pg_start "$BENCH_DIR/pg"
 # Scorers: batches of up to 2000 (as bench-scorer), closed 50 ms after their first message (the
 # default); lateness as in make eval (scripts/eval.sh); statistics (the lag) every second.
 FS_SCORER_ARGS="--batch-max=2000 --velocity-lateness-s=259200 --stats-interval-ms=1000 ${SCORER_ARGS:-}" \

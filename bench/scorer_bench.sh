@@ -12,8 +12,11 @@
 #  4. the same backlog again (a new consumer group, emptied tables) with two scorers.
 # The last line is `bench-scorer copy_rps=... scorer_pps=... ratio=... two_workers_pps=... rss_mb=...`.
 # Also (BENCH_BULK=1, the default) bench/bulk_insert.c: the three idempotent bulk-insert methods.
+# PostgreSQL runs with deploy/postgres/fraudshield.conf (the settings compose uses: shared_buffers,
+# WAL pacing) and the test clusters' fsync=off.
 # Env: BUILD (default build/release), BENCH_N (500000), BENCH_PARTITIONS (64), BENCH_BATCH_MAX
-# (2000), BENCH_PROFILE=1 records `perf` profiles of the scorer and its PostgreSQL backend into
+# (2000), BENCH_PG_CONF (postgresql.conf lines instead of that include; empty: PostgreSQL's
+# defaults), BENCH_PROFILE=1 records `perf` profiles of the scorer and its PostgreSQL backend into
 # the work dir (kept with FS_KEEP=1).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +25,8 @@ n=${BENCH_N:-500000}
 parts=${BENCH_PARTITIONS:-64}
 batch=${BENCH_BATCH_MAX:-2000}
 fs_setup bench_scorer
-fs_pg_start
+# PostgreSQL as deploy/postgres/fraudshield.conf sizes it (BENCH_PG_CONF= : PostgreSQL's defaults)
+FS_PG_CONF=${BENCH_PG_CONF-"include '$REPO/deploy/postgres/fraudshield.conf'"} fs_pg_start
 fs_broker_start "$parts"
 export FS_ADMIN_PORT=-1 FS_BATCH_MAX="$batch" FS_BATCH_MAX_MS=100
 log() { echo "[bench] $*" >&2; }
@@ -127,6 +131,9 @@ fs_assert_eq "$n" "$processed" "distinct payments on processed_payments" >&2
 log "one scorer: $one_pps payments/s, peak RSS $rss_mb MB"
 log "state: $(fs_psql "SELECT (SELECT count(*) FROM feature_buckets) || ' buckets, ' || (SELECT count(*) FROM risk_vault) || ' vault rows, ' || (SELECT count(*) FROM velocity_events) || ' exact events, ' || (SELECT count(*) FROM alerts) || ' alerts'")"
 
+# how the state tables were written: inserts, updates, and how many updates were HOT (no index
+# entry, the new version on the same page)
+log "writes: $(fs_psql "SELECT string_agg(relname || ' ins ' || n_tup_ins || ' upd ' || n_tup_upd || ' hot ' || n_tup_hot_upd || ' del ' || n_tup_del, '; ' ORDER BY relname) FROM pg_stat_user_tables WHERE relname IN ('feature_buckets', 'risk_vault', 'velocity_events', 'payments', 'decisions')")"
 fs_psql "TRUNCATE payments, decisions, alerts, velocity_events, feature_buckets, risk_vault, outcome_links CASCADE" >/dev/null
 read -r two_pps rss2 <<<"$(run_scorers bench-two 2)"
 check_outputs

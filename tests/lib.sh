@@ -243,6 +243,8 @@ synchronous_commit = off
 full_page_writes = off
 max_connections = 100
 EOF
+    # FS_PG_CONF: more settings for this cluster, one per line (benchmarks: memory sizing)
+    [[ -z "${FS_PG_CONF:-}" ]] || printf '%s\n' "$FS_PG_CONF" >>"$data/postgresql.conf"
     FS_PG_DATA=$data FS_PG_PORT=$port FS_PG_LOG=$log
     export FS_PG_DATA FS_PG_PORT
     fs__pg_ctl_start
