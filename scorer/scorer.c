@@ -171,7 +171,7 @@ static void scorer_maybe_prune(scorer *s);
 static void scorer_retention(scorer *s);
 static void scorer_reload(scorer *s);
 static void scorer_close(scorer *s);
-static void scorer_commit_stored(scorer *s, const char *at);
+static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, const char *at);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -236,7 +236,8 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
             *reload = 0;
             scorer_reload(s);
         }
-        if (s->commit_attempts && fs_mono_us() >= s->commit_retry_us) scorer_commit_stored(s, "loop");
+        if (s->commit_attempts && fs_mono_us() >= s->commit_retry_us)
+            scorer_commit_stored(s, s->consumer, "loop");
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
@@ -987,7 +988,7 @@ static void scorer_commit_batch(scorer *s) {
     if (err)
         log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
                    "could not store offsets (partition revoked?)");
-    scorer_commit_stored(s, "batch");
+    scorer_commit_stored(s, s->consumer, "batch");
     rd_kafka_topic_partition_list_destroy(offs);
 }
 
@@ -997,9 +998,10 @@ static void scorer_commit_batch(scorer *s) {
  * that keeps refusing), and always in the revoke callback and at close, the last moments at which
  * this member can still commit for those partitions, so that persisted work is not redone by
  * their next owner. Offsets of partitions this member lost are dropped by librdkafka: the retry
- * then finds nothing to commit and stops. */
-static void scorer_commit_stored(scorer *s, const char *at) {
-    rd_kafka_resp_err_t err = rd_kafka_commit(s->consumer, NULL, 0 /* synchronous */);
+ * then finds nothing to commit and stops. rk: the consumer, passed in because the revoke callback
+ * of the close runs when s->consumer is already NULL (kafka_consumer_close). */
+static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, const char *at) {
+    rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0 /* synchronous */);
     bool failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
     int64_t now = fs_mono_us();
     if (failed) {
@@ -1524,7 +1526,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
         if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
         for (int i = 0; i < parts->cnt; i++) prune_part_forget(s->parts, &s->nparts, parts->elems[i].partition);
-        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s, "revoke");
+        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s, rk, "revoke");
         if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
         else rd_kafka_assign(rk, NULL);
         return;
@@ -1919,7 +1921,7 @@ static void scorer_close(scorer *s) {
         kafka_consumer_close(&s->outcomes);
     }
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
-    if (s->commit_attempts && s->consumer) scorer_commit_stored(s, "close");
+    if (s->commit_attempts && s->consumer) scorer_commit_stored(s, s->consumer, "close");
     kafka_consumer_close(&s->consumer);
     char err[512]; /* best effort: a dead worker's row ages out */
     if (store_connected(s->st) &&

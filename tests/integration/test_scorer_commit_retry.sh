@@ -11,7 +11,10 @@
 # one that commits:
 #   2. the scorer is stopped: it commits while closing (nobody consumes the batch again);
 #   3. a new member takes over half the partitions: the old owner commits in its revoke callback,
-#      before they move (the new member consumes nothing again).
+#      before they move (the new member consumes nothing again);
+#   4. the scorer is stopped while every commit still fails: its commit at close fails, and so does
+#      the one in the revoke callback its own close runs; it exits cleanly (status 0). (It crashed
+#      there: the callback committed on the consumer handle the close had already cleared.)
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_commit_retry
@@ -94,4 +97,17 @@ fs_assert_eq 0 "$(consumed scorer5)" "messages the new member consumed again"
 fs_assert_eq "$n" "$(consumed scorer4)" "messages scorer4 consumed"
 fs_assert_eq $((3 * n)) "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
 echo "ok: partitions moved with a failing commit, committed in the revoke callback"
+
+# 4. stopped while commits keep failing: both last chances fail, and it still exits cleanly.
+start_scorer scorer6
+fs_commit_fault
+fs_wait_for 5 '(( $(grep -c "\"event\":\"fault_injected\"" "$FS_TEST_DIR/devbroker.log") == 4 ))'
+bash "$gen" $((RANDOM + 1000)) "$n" 1000 | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == '"$((4 * n))"' ))'
+fs_wait_for 60 '(( $(failures scorer6 || echo 0) >= 1 ))' # so it commits at close, then in the revoke
+fs_kill scorer6 TERM
+fs_wait_exit scorer6 30
+fs_assert_eq 0 "$FS_EXIT_STATUS" "scorer6's exit status (commits failing at close and revoke)"
+fs_commit_fault
+echo "ok: stopped while every commit fails: exited cleanly"
 echo "scorer commit retry ok"
