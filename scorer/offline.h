@@ -18,10 +18,9 @@
  * them pending). Without LABELS those features are 0.
  *
  * Parity holds when every label was applied by the pipeline before it scored the first payment
- * with event time >= the label's known_at. A label that arrives before its payment is applied at
- * the consumer's next round after the payment is persisted (between batches, up to ~50 batches
- * later: docs/topics.md), so a replay at full speed with the labels stored beforehand can score
- * some payments before their labels count. And a label known before its own payment's event time
+ * with event time >= the label's known_at. A label that arrives before its payment is applied
+ * right after the batch that persists the payment (docs/topics.md), so a replay at full speed with
+ * the labels stored beforehand can score payments of that same batch before their labels count. And a label known before its own payment's event time
  * counts here from known_at on, in the pipeline only once the payment is persisted. */
 #ifndef FS_OFFLINE_H
 #define FS_OFFLINE_H

@@ -20,6 +20,7 @@
 #include "modelrow.h"
 #include "outcome.h"
 #include "pay.h"
+#include "pending.h"
 #include "pii.h"
 #include "prune.h"
 
@@ -32,6 +33,8 @@
 #define RETENTION_BUDGET_MS 100 /* retention slices per loop turn, at most this long (expire.h) */
 #define SCORER_MAX_PARTS 1024 /* raw_payments partitions whose progress is tracked (prune_part) */
 #define OUTCOMES_MAX 500     /* outcome messages per transaction */
+#define OUTCOMES_CLAIM 2000  /* labels applied per transaction */
+#define LABELLED_MAX 2000    /* persisted payments with pending labels remembered until applied */
 #define PII_KEY_LOG_US 60000000 /* at most one pii_key_changed line a minute (flapping: counted) */
 
 /* Delivery state of one output message; the delivery report callback writes it. */
@@ -111,9 +114,10 @@ struct scorer {
     size_t *orow;               /* per row given to store_insert_outcomes: its message's index */
     kafka_gaps *ogaps;          /* payment_outcomes' offsets expected next (labels lost) */
     int outcome_backoff;      /* batches to wait after an outcome failure */
-    int64_t outcomes_pending; /* stored outcomes still waiting for their payment; -1 at start:
-                               * unknown (another process may have stored them), so the first
-                               * round asks PostgreSQL */
+    pending *pend;            /* re-try rounds of the pending labels (pending.h) */
+    char (*labelled)[FS_UUID_STRLEN + 1]; /* payments persisted with pending labels (store.h
+                                           * labels_pending), to apply at the next outcome turn */
+    size_t nlabelled;
     scorer_metrics m;
     int64_t rate_t0_us;       /* messages/s gauge: start of the current 10 s period */
     uint64_t rate_n0;
@@ -351,6 +355,18 @@ static void scorer_poll_batch(scorer *s) {
     }
 }
 
+/* A payment persisted (committed) with labels stored before it: they are applied at the next
+ * outcome turn (scorer_outcomes). More than LABELLED_MAX waiting (outcome failures): the others are
+ * left to the next re-try round, brought forward. */
+static void scorer_labelled(scorer *s, const char *payment_id) {
+    if (!s->outcomes) return; /* labels not consumed here: another worker's rounds apply them */
+    if (s->nlabelled == LABELLED_MAX) {
+        pending_kick(s->pend, fs_mono_us());
+        return;
+    }
+    memcpy(s->labelled[s->nlabelled++], payment_id, FS_UUID_STRLEN + 1);
+}
+
 /* Counters and the event-time watermark, once the batch is committed. */
 static void scorer_account_row(scorer *s, const scorer_row *r, int64_t now_ms) {
     prune_part_seen(s->parts, &s->nparts, SCORER_MAX_PARTS, r->sr.partition, r->p.event_time_ms, now_ms);
@@ -361,6 +377,7 @@ static void scorer_account_row(scorer *s, const scorer_row *r, int64_t now_ms) {
     }
     s->stats.payments_new++;
     metric_add(s->m.payments, "new", 1);
+    if (r->sr.labels_pending) scorer_labelled(s, r->p.payment_id);
     if (r->p.ingest_time_ms > 0)
         metric_observe(s->m.e2e_seconds, NULL, (double)(now_ms - r->p.ingest_time_ms) / 1e3);
     metric_add(s->m.decisions, r->sr.dec.decision, 1);
@@ -1095,24 +1112,53 @@ static json_t *scorer_outcome_rows(scorer *s) {
     return rows;
 }
 
-/* Stores rows (consumed) and applies the pending outcomes, in one transaction. */
+/* "{id,...}": the payments of rows and those persisted with pending labels (s->labelled), as a
+ * PostgreSQL array literal (caller frees); NULL when out of memory. */
+static char *scorer_label_ids(const scorer *s, const json_t *rows) {
+    size_t n = json_array_size(rows) + s->nlabelled, k = 0;
+    char *ids = malloc(n * (FS_UUID_STRLEN + 1) + 3);
+    if (!ids) return NULL;
+    ids[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        const char *id = i < s->nlabelled ? s->labelled[i]
+                                          : json_string_value(json_object_get(
+                                                json_array_get(rows, i - s->nlabelled), "payment_id"));
+        if (!id || strlen(id) != FS_UUID_STRLEN) continue; /* (outcome_decode checked it) */
+        if (k > 1) ids[k++] = ',';
+        memcpy(ids + k, id, FS_UUID_STRLEN);
+        k += FS_UUID_STRLEN;
+    }
+    ids[k++] = '}';
+    ids[k] = '\0';
+    return ids;
+}
+
+/* Stores rows (consumed) and applies the pending labels of their payments and of the payments
+ * persisted with pending labels, in one transaction: probes of those payments' labels only,
+ * however many others are pending (those wait for the re-try rounds, scorer_outcomes_retry). */
 static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, char *err, size_t esz) {
-    int64_t inserted = 0, applied = 0, pending = 0;
+    int64_t inserted = 0, applied = 0;
+    char *ids = scorer_label_ids(s, rows);
+    if (!ids) {
+        json_decref(rows);
+        snprintf(err, esz, "outcomes: out of memory");
+        return STORE_TRANSIENT; /* (not the rows' fault: never dead-lettered for it) */
+    }
     store_rc rc = store_begin(s->st, err, esz);
     if (rc == STORE_OK) rc = store_insert_outcomes(s->st, rows, &inserted, err, esz);
     else json_decref(rows);
-    if (rc == STORE_OK) rc = store_apply_outcomes(s->st, OUTCOMES_MAX * 4, &applied, &pending, err, esz);
+    if (rc == STORE_OK) rc = store_apply_outcomes_of(s->st, ids, OUTCOMES_CLAIM, &applied, err, esz);
+    free(ids);
     if (rc == STORE_OK) rc = store_commit(s->st, err, esz);
     if (rc != STORE_OK) {
         store_rollback(s->st);
         return rc;
     }
+    s->nlabelled = 0; /* applied (or left to the re-try rounds: their payment row was held) */
     s->stats.outcomes_stored += (uint64_t)inserted;
     s->stats.outcomes_applied += (uint64_t)applied;
     metric_add(s->m.outcomes, "stored", (double)inserted);
     metric_add(s->m.outcomes, "applied", (double)applied);
-    metric_set(s->m.outcomes_pending, NULL, (double)pending);
-    s->outcomes_pending = pending;
     return STORE_OK;
 }
 
@@ -1129,8 +1175,9 @@ static store_rc scorer_store_outcomes_one_by_one(scorer *s, json_t *rows, char *
     return rc == STORE_TRANSIENT ? rc : STORE_OK;
 }
 
-/* Stores the outcomes in hand and applies the pending ones; the messages that can never be stored
- * are dead-lettered. */
+/* Stores the outcomes in hand and applies the pending labels of their payments (and of the
+ * payments persisted with pending labels); the messages that can never be stored are
+ * dead-lettered. */
 static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
     json_t *rows = scorer_outcome_rows(s);
     json_incref(rows); /* kept for a row-by-row retry */
@@ -1207,11 +1254,68 @@ static rd_kafka_resp_err_t scorer_outcomes_commit(scorer *s) {
     return e;
 }
 
-/* Polls what payment_outcomes has (without waiting), stores and applies it, then commits the
- * outcome offsets. On failure the messages stay in hand and are tried again a few batches later;
- * pending outcomes (their payment was not persisted yet) are re-applied on every round. */
-static void scorer_outcomes(scorer *s) {
+/* One step of a re-try round of the pending labels (pending.h), in its own transaction. */
+static void scorer_outcomes_retry(scorer *s) {
+    char err[512], next[PENDING_CURSOR_MAX];
+    int64_t t0 = fs_mono_us(), examined = 0, applied = 0, left = 0, round_applied = 0;
+    store_rc rc = store_begin(s->st, err, sizeof err);
+    if (rc == STORE_OK)
+        rc = store_retry_outcomes(s->st, pending_cursor(s->pend), PENDING_SCAN, &examined, &applied,
+                                  next, sizeof next, err, sizeof err);
+    if (rc == STORE_OK) rc = store_commit(s->st, err, sizeof err);
+    if (rc != STORE_OK) {
+        store_rollback(s->st);
+        s->outcome_backoff = 20; /* the round goes on from the same place */
+        log_fields(LOG_WARN, "outcomes_retry", json_pack("{s:s}", "error", err),
+                   "re-trying pending outcomes failed; retried later");
+        return;
+    }
+    s->stats.outcomes_applied += (uint64_t)applied;
+    metric_add(s->m.outcomes, "applied", (double)applied);
+    int64_t now = fs_mono_us();
+    if (!pending_step_done(s->pend, now, now - t0, examined, applied, next, &left, &round_applied))
+        return;
+    metric_set(s->m.outcomes_pending, NULL, (double)left);
+    log_fields(LOG_DEBUG, "outcomes_round",
+               json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)round_applied, "pending",
+                         (json_int_t)left, "next_round_ms",
+                         (json_int_t)((pending_due_us(s->pend) - now) / 1000)),
+               "pending outcomes re-tried: %" PRId64 " applied, %" PRId64 " still pending",
+               round_applied, left);
+}
+
+/* Stores the outcome messages in hand and applies the labels of their payments (and of the
+ * payments persisted with pending labels), then commits the outcome offsets. On failure the
+ * messages stay in hand and are tried again a few batches later. */
+static void scorer_outcomes_store(scorer *s) {
     char err[512];
+    if (!store_connected(s->st) || scorer_store_outcomes(s, err, sizeof err) != STORE_OK) {
+        s->outcome_backoff = 20;
+        log_fields(LOG_WARN, "outcomes_retry", json_pack("{s:s}", "error", store_connected(s->st) ? err : "not connected"),
+                   "storing outcomes failed; retried later");
+        return;
+    }
+    if (s->nomsgs == 0) return; /* only labels of persisted payments applied */
+    if (!scorer_outcome_dlq_delivered(s)) {
+        s->outcome_backoff = 20;
+        log_msg(LOG_WARN, "outcomes_retry", "dead letters of invalid outcomes not delivered; retried later");
+        return;
+    }
+    rd_kafka_resp_err_t e = scorer_outcomes_commit(s);
+    if (e) {
+        metric_add(s->m.outcomes_commit_failures, NULL, 1);
+        log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
+                rd_kafka_err2str(e));
+    }
+    for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i].msg);
+    s->nomsgs = 0;
+}
+
+/* Between batches: polls what payment_outcomes has (without waiting) and stores it, applying the
+ * labels of its payments and of the payments just persisted with pending labels; then, when one
+ * is due, a step of the re-try round of all pending labels (pending.h; also while labels keep
+ * coming, so that a steady stream of them cannot hold the rounds off). */
+static void scorer_outcomes(scorer *s) {
     if (!s->outcomes || *s->stop) return;
     if (s->outcome_backoff > 0) {
         s->outcome_backoff--;
@@ -1229,30 +1333,9 @@ static void scorer_outcomes(scorer *s) {
         scorer_outcome_check_offset(s, m);
         s->omsgs[s->nomsgs++] = (scorer_omsg){.msg = m}; /* kept until stored and committed */
     }
-    if (s->nomsgs == 0 && s->outcomes_pending == 0) return;
-    if (!store_connected(s->st) || scorer_store_outcomes(s, err, sizeof err) != STORE_OK) {
-        s->outcome_backoff = 20;
-        log_fields(LOG_WARN, "outcomes_retry", json_pack("{s:s}", "error", store_connected(s->st) ? err : "not connected"),
-                   "storing outcomes failed; retried later");
-        return;
-    }
-    if (s->nomsgs == 0) { /* only re-applied pending ones: no need to do that every loop */
-        s->outcome_backoff = 50;
-        return;
-    }
-    if (!scorer_outcome_dlq_delivered(s)) {
-        s->outcome_backoff = 20;
-        log_msg(LOG_WARN, "outcomes_retry", "dead letters of invalid outcomes not delivered; retried later");
-        return;
-    }
-    rd_kafka_resp_err_t e = scorer_outcomes_commit(s);
-    if (e) {
-        metric_add(s->m.outcomes_commit_failures, NULL, 1);
-        log_msg(LOG_WARN, "outcomes_commit_failed", "%s (they will be stored again: idempotent)",
-                rd_kafka_err2str(e));
-    }
-    for (size_t i = 0; i < s->nomsgs; i++) rd_kafka_message_destroy(s->omsgs[i].msg);
-    s->nomsgs = 0;
+    if (s->nomsgs > 0 || s->nlabelled > 0) scorer_outcomes_store(s);
+    if (s->outcome_backoff == 0 && store_connected(s->st) && fs_mono_us() >= pending_due_us(s->pend))
+        scorer_outcomes_retry(s);
 }
 
 /* ---- between batches: pruning, retention and rule reloads ----------------------------------- */
@@ -1640,9 +1723,11 @@ static int scorer_alloc(scorer *s) {
     s->vt = vault_new();
     s->omsgs = calloc(OUTCOMES_MAX, sizeof *s->omsgs);
     s->orow = calloc(OUTCOMES_MAX, sizeof *s->orow);
+    s->labelled = calloc(LABELLED_MAX, sizeof *s->labelled);
+    s->pend = pending_new(fs_mono_us());
     return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
                    s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs &&
-                   s->orow
+                   s->orow && s->labelled && s->pend
                ? 0
                : -1;
 }
@@ -1734,7 +1819,7 @@ static void scorer_metrics_init(scorer *s) {
     x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);
     x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);
     x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, invalid, or expired (deleted by retention without their payment)", "result");
-    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes not applied yet: their payment is not persisted (yet), or was deleted by retention (then they expire payment-retention-days after they arrived)", NULL);
+    x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes not applied yet: their payment is not persisted (yet), was deleted by retention (then they expire payment-retention-days after they arrived), or never comes; counted by this worker's re-try rounds of the pending labels, refreshed at the end of each (0 until the first one ends)", NULL);
     x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
     x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");
     x->prune_held_back = metrics_gauge(m, "fs_scorer_prune_held_back_seconds", "event time by which other workers' watermarks held this worker's last prune back (a lagging worker keeps old feature rows for everyone)", NULL);
@@ -1872,7 +1957,6 @@ scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char
         model_destroy(m);
         return NULL;
     }
-    s->outcomes_pending = -1; /* unknown until the first outcome round asks PostgreSQL */
     s->cfg = *cfg;
     for (int i = 0; i < PRUNE_SETS; i++) s->horizon_ms[i] = PRUNE_NONE;
     s->st = st; /* st, r and m belong to s from here on */
@@ -1952,6 +2036,8 @@ void scorer_destroy(scorer *s) {
     expire_destroy(s->exp);
     free(s->omsgs);
     free(s->orow);
+    free(s->labelled);
+    pending_destroy(s->pend);
     kafka_gaps_destroy(s->ogaps);
     free(s->items);
     free(s->rows);

@@ -292,6 +292,13 @@ static const char SQL_COPY_PAYMENTS[] =
     " ip_country, device_info, metadata, event_time_ms, ingest_time_ms, source_partition,"
     " source_offset) FROM STDIN";
 
+/* "Not applied yet", where the rows are found by payment_id (the primary key): written so that
+ * it does not match outcomes_pending_idx's predicate (applied_at IS NULL), which would let the
+ * planner read that whole index too (a BitmapAnd with the primary key, or the index alone when
+ * its statistics are from before the pending labels came): every pending label, orphans
+ * included, for each probe. */
+#define PENDING_ONLY(o) "(" o ".applied_at IS NULL) IS TRUE"
+
 static const char SQL_MOVE_PAYMENTS[] =
     "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
     " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
@@ -303,7 +310,14 @@ static const char SQL_MOVE_PAYMENTS[] =
     " x.billing_country, x.shipping_country, x.ip_country, x.device_info, x.metadata, "
     EPOCH_MS("x.event_time_ms") ", " EPOCH_MS("x.ingest_time_ms") ", x.source_partition,"
     " x.source_offset FROM tmp_payments x ORDER BY x.payment_id "
-    "ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id";
+    "ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id, "
+    /* labels_pending (store.h): one look at outcomes_pending_idx per statement (ORDER BY
+     * received_at LIMIT 1: the index, never a scan of outcomes for its first pending row), and
+     * only when a label is pending at all, a probe of the outcomes primary key per new payment
+     * (OFFSET 0: a probe, never a hash of every pending label; PENDING_ONLY, above) */
+    "(SELECT received_at FROM outcomes WHERE applied_at IS NULL ORDER BY received_at LIMIT 1)"
+    " IS NOT NULL AND EXISTS (SELECT 1 FROM outcomes o WHERE o.payment_id = payments.payment_id"
+    " AND " PENDING_ONLY("o") " OFFSET 0)";
 
 /* A JSON value as COPY text (NULL: SQL NULL). */
 static void copy_json(pgcopy_buf *b, const json_t *v) {
@@ -340,7 +354,7 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
                                size_t errstr_size) {
     PGresult *res = NULL;
     store_rc rc;
-    for (size_t i = 0; i < n; i++) rows[i]->is_new = false;
+    for (size_t i = 0; i < n; i++) rows[i]->is_new = rows[i]->labels_pending = false;
     pgcopy_reset(&st->cb);
     for (size_t i = 0; i < n; i++) copy_payment(&st->cb, rows[i]);
     rc = exec_copy(st, SQL_COPY_PAYMENTS, SQL_MOVE_PAYMENTS, PGRES_TUPLES_OK, "insert payments",
@@ -354,7 +368,9 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
     }
     for (int i = 0; i < PQntuples(res); i++) {
         store_row *r = row_find(sorted, n, PQgetvalue(res, i, 0));
-        if (r) r->is_new = true;
+        if (!r) continue;
+        r->is_new = true;
+        r->labels_pending = PQgetvalue(res, i, 1)[0] == 't';
     }
     free(sorted);
     PQclear(res);
@@ -773,15 +789,46 @@ store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, c
  *    and their INSERT ... ON CONFLICT DO NOTHING are not held up). SKIP LOCKED: a label whose
  *    payment another worker is applying stays pending for a later round instead of waiting, so
  *    the claim never waits and cannot deadlock. Holding its payments' rows, a worker is the only
- *    one changing their links and vault counts until it commits. */
-static const char SQL_CLAIM_OUTCOMES[] =
+ *    one changing their links and vault counts until it commits. Which labels, in two ways (never
+ *    all the pending ones at once: most of them may be orphans, whose payment never comes):
+ *    - of given payments ($1, an array literal): the outcomes primary key starts with payment_id
+ *      (PENDING_ONLY keeps outcomes_pending_idx out of it);
+ *    - a re-try step (pending.h): the next labels of outcomes_pending_idx after a received_at
+ *      ($1), $2 of them and those tying with the last one (WITH TIES: a whole group of labels
+ *      stored by one transaction, so that the cursor moves by received_at alone and no sort is
+ *      needed), each with one probe of payments (OFFSET 0: a probe, never a hash of payments);
+ *      the step's size, and its last received_at, come back. Its plan must read the index in
+ *      order and stop at the limit: with statistics from before the pending labels piled up, the
+ *      planner prefers a bitmap scan of all of them and a sort, so both are turned off for the
+ *      claim (RETRY_PLAN, SET LOCAL) and back on for the apply (RETRY_PLAN_END). */
+static const char SQL_CLAIM_OUTCOMES_OF[] =
     "WITH pend AS ("
     " SELECT o.payment_id, o.outcome, o.known_at FROM outcomes o JOIN payments p USING (payment_id)"
-    " WHERE o.applied_at IS NULL"
-    " ORDER BY o.payment_id, o.outcome, o.known_at LIMIT $1::integer"
+    " WHERE o.payment_id = ANY ($1::uuid[]) AND " PENDING_ONLY("o")
+    " ORDER BY o.payment_id, o.outcome, o.known_at LIMIT $2::integer"
     " FOR UPDATE OF o SKIP LOCKED FOR NO KEY UPDATE OF p SKIP LOCKED)"
     "INSERT INTO tmp_outcomes (payment_id, outcome, known_at)"
     " SELECT payment_id, outcome, known_at FROM pend";
+
+static const char RETRY_PLAN[] = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off";
+static const char RETRY_PLAN_END[] =
+    "SET LOCAL enable_bitmapscan TO DEFAULT; SET LOCAL enable_sort TO DEFAULT";
+
+static const char SQL_CLAIM_OUTCOMES_STEP[] =
+    "WITH scan AS MATERIALIZED ("
+    " SELECT o.received_at, o.payment_id, o.outcome, o.known_at,"
+    " EXISTS (SELECT 1 FROM payments p WHERE p.payment_id = o.payment_id OFFSET 0) AS paid"
+    " FROM outcomes o WHERE o.applied_at IS NULL AND o.received_at > $1::timestamptz"
+    " ORDER BY o.received_at FETCH FIRST ($2::integer) ROWS WITH TIES),"
+    " pend AS ("
+    " SELECT o.payment_id, o.outcome, o.known_at FROM scan s"
+    " JOIN outcomes o USING (payment_id, outcome, known_at) JOIN payments p USING (payment_id)"
+    " WHERE s.paid AND " PENDING_ONLY("o")
+    " FOR UPDATE OF o SKIP LOCKED FOR NO KEY UPDATE OF p SKIP LOCKED),"
+    " ins AS (INSERT INTO tmp_outcomes (payment_id, outcome, known_at)"
+    " SELECT payment_id, outcome, known_at FROM pend RETURNING 1) "
+    "SELECT (SELECT count(*) FROM scan), (SELECT count(*) FROM ins),"
+    " coalesce((SELECT max(received_at)::text FROM scan), '')";
 
 /* 2. Apply, from a snapshot taken after the claim: every label of the claimed payments that
  *    counts from now on (applied before, or claimed) gives
@@ -794,16 +841,22 @@ static const char SQL_CLAIM_OUTCOMES[] =
  *      between before and after, summed per identifier and added in key order (the batches'
  *      vault writes' order: no deadlock);
  *    - applied_at set on the claimed rows.
- *    Result: applied, vault rows changed, still pending. */
+ *    The labels are read by their payments' ids, as an array (CLAIMED_PAYMENTS): an index scan of
+ *    the primary key. Joined with tmp_outcomes instead, which has no statistics (the planner
+ *    guesses ~1000 rows), outcomes was read whole, twice, for every apply: a cost growing with
+ *    every label ever stored, orphans included.
+ *    Result: applied, vault rows changed. (No count of the pending labels: that would read every
+ *    one of them; the re-try rounds count them as they go, pending.h.) */
+#define CLAIMED_PAYMENTS "ARRAY(SELECT payment_id FROM pay)"
 static const char SQL_APPLY_OUTCOMES[] =
     "WITH pay AS (SELECT DISTINCT payment_id FROM tmp_outcomes),"
     " labels AS ("
     " SELECT o.payment_id, o.outcome, o.known_at, o.applied_at IS NOT NULL AS before,"
     " o.outcome IN ('false_positive', 'legitimate') AS genuine"
-    " FROM outcomes o JOIN pay USING (payment_id)"
-    " LEFT JOIN tmp_outcomes t"
+    " FROM outcomes o LEFT JOIN tmp_outcomes t"
     " ON t.payment_id = o.payment_id AND t.outcome = o.outcome AND t.known_at = o.known_at"
-    " WHERE o.applied_at IS NOT NULL OR t.payment_id IS NOT NULL),"
+    " WHERE o.payment_id = ANY (" CLAIMED_PAYMENTS ")"
+    " AND (o.applied_at IS NOT NULL OR t.payment_id IS NOT NULL)),"
     /* per payment: its last genuine label before and after, its first fraud label */
     " per AS ("
     " SELECT payment_id,"
@@ -846,26 +899,54 @@ static const char SQL_APPLY_OUTCOMES[] =
     " chargeback_count = r.chargeback_count + excluded.chargeback_count RETURNING 1),"
     " upd AS ("
     " UPDATE outcomes o SET applied_at = now() FROM tmp_outcomes t"
-    " WHERE o.payment_id = t.payment_id AND o.outcome = t.outcome AND o.known_at = t.known_at"
-    " RETURNING 1)"
-    "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM vu),"
-    " (SELECT count(*) FROM outcomes WHERE applied_at IS NULL) - (SELECT count(*) FROM upd)";
+    " WHERE o.payment_id = ANY (" CLAIMED_PAYMENTS ") AND o.payment_id = t.payment_id"
+    " AND o.outcome = t.outcome AND o.known_at = t.known_at RETURNING 1)"
+    "SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM vu)";
 
-store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *pending,
-                              char *errstr, size_t errstr_size) {
-    char lim[16];
-    *applied = *pending = 0;
-    snprintf(lim, sizeof lim, "%d", limit);
-    PGresult *res = exec2(st, SQL_CLAIM_OUTCOMES, lim, NULL);
-    store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "claim outcomes", errstr, errstr_size);
-    PQclear(res);
-    if (rc != STORE_OK) return rc;
-    res = exec2(st, SQL_APPLY_OUTCOMES, NULL, NULL);
-    rc = result_rc(st, res, PGRES_TUPLES_OK, "apply outcomes", errstr, errstr_size);
-    *applied = rc == STORE_OK ? ll(res, 0, 0) : 0;
-    *pending = rc == STORE_OK ? ll(res, 0, 2) : 0;
+/* Applies the claimed labels in tmp_outcomes (none: no round trip). */
+static store_rc apply_claimed(store *st, int64_t claimed, int64_t *applied, char *errstr,
+                              size_t errstr_size) {
+    if (claimed == 0) return STORE_OK;
+    PGresult *res = exec2(st, SQL_APPLY_OUTCOMES, NULL, NULL);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "apply outcomes", errstr, errstr_size);
+    if (rc == STORE_OK) *applied = ll(res, 0, 0);
     PQclear(res);
     return rc;
+}
+
+store_rc store_apply_outcomes_of(store *st, const char *ids, int limit, int64_t *applied,
+                                 char *errstr, size_t errstr_size) {
+    char lim[16];
+    *applied = 0;
+    snprintf(lim, sizeof lim, "%d", limit);
+    PGresult *res = exec2(st, SQL_CLAIM_OUTCOMES_OF, ids, lim);
+    store_rc rc = result_rc(st, res, PGRES_COMMAND_OK, "claim outcomes", errstr, errstr_size);
+    int64_t claimed = rc == STORE_OK ? strtoll(PQcmdTuples(res), NULL, 10) : 0;
+    PQclear(res);
+    return rc == STORE_OK ? apply_claimed(st, claimed, applied, errstr, errstr_size) : rc;
+}
+
+store_rc store_retry_outcomes(store *st, const char *cursor, int scan, int64_t *examined,
+                              int64_t *applied, char *next, size_t next_size, char *errstr,
+                              size_t errstr_size) {
+    char n[16];
+    *examined = *applied = 0;
+    next[0] = '\0';
+    snprintf(n, sizeof n, "%d", scan);
+    store_rc rc = exec_simple(st, RETRY_PLAN, errstr, errstr_size);
+    if (rc != STORE_OK) return rc;
+    PGresult *res = exec2(st, SQL_CLAIM_OUTCOMES_STEP, cursor, n);
+    rc = result_rc(st, res, PGRES_TUPLES_OK, "claim pending outcomes", errstr, errstr_size);
+    int64_t claimed = 0;
+    if (rc == STORE_OK) {
+        *examined = ll(res, 0, 0);
+        claimed = ll(res, 0, 1);
+        snprintf(next, next_size, "%s", PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    /* the apply plans as usual (its sorts, disabled, would cost so much that JIT compiles it) */
+    if (rc == STORE_OK && claimed > 0) rc = exec_simple(st, RETRY_PLAN_END, errstr, errstr_size);
+    return rc == STORE_OK ? apply_claimed(st, claimed, applied, errstr, errstr_size) : rc;
 }
 
 static const char SQL_MOVE_VELOCITY[] =

@@ -64,6 +64,8 @@ typedef struct store_row {
     int32_t partition;       /* where it was read (payments.source_partition/offset) */
     int64_t offset;
     bool is_new;             /* out of store_insert_payments: this transaction inserted it */
+    bool labels_pending;     /* ... and labels of it were stored before, still pending (seen
+                                from this statement's snapshot) */
     bool has_decision;       /* a decision is in dec (loaded, or made by the scorer) */
     store_decision dec;
     char alert_id[37];       /* store_alert_id() when the decision is review/block */
@@ -114,8 +116,10 @@ store_rc store_commit(store *st, char *errstr, size_t errstr_size);
 /* Best effort; a lost connection is simply dropped (the server rolls back). */
 void store_rollback(store *st);
 
-/* Inserts the payments; sets rows[i]->is_new for those this transaction inserted. payment_ids
- * must be distinct within the call. */
+/* Inserts the payments; sets rows[i]->is_new for those this transaction inserted, and
+ * labels_pending for those of them with labels stored before (pending: to be applied by
+ * store_apply_outcomes_of once this transaction is committed). payment_ids must be distinct
+ * within the call. */
 store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                                size_t errstr_size);
 
@@ -156,15 +160,27 @@ store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int
 store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, char *errstr,
                                size_t errstr_size);
 
-/* Applies up to limit stored outcomes whose payment is persisted, inside the caller's transaction
- * (READ COMMITTED; two statements): outcome links for its identifiers and merchant, and the vault
- * fraud/chargeback counts of each payment's current label (the latest known_at; a correction
- * moves the payment's count from the old label to the new one). Idempotent: what a label changes
- * is derived from the set of the payment's applied labels, never counted per message.
- * *applied: how many; *pending: how many still wait (for their payment, or for another worker
- * applying labels of the same payment). */
-store_rc store_apply_outcomes(store *st, int limit, int64_t *applied, int64_t *pending,
-                              char *errstr, size_t errstr_size);
+/* Applying labels (outcomes), inside the caller's transaction (READ COMMITTED; two statements
+ * each: a claim of pending labels whose payment is persisted, then the apply): outcome links for
+ * the payment's identifiers and merchant, and the vault fraud/chargeback counts of each payment's
+ * current label (the latest known_at; a correction moves the payment's count from the old label
+ * to the new one). Idempotent: what a label changes is derived from the set of the payment's
+ * applied labels, never counted per message. A label whose payment another worker is applying
+ * stays pending (SKIP LOCKED). *applied: how many were applied.
+ *
+ * store_apply_outcomes_of: the pending labels of the payments in ids (a PostgreSQL array literal
+ * "{uuid,...}"), at most limit: probes of the outcomes primary key, whatever else is pending.
+ *
+ * store_retry_outcomes: one step of a re-try round (pending.h): the next pending labels in
+ * received_at order (outcomes_pending_idx) after cursor (a received_at as PostgreSQL printed it;
+ * "-infinity": from the start), at least scan of them when there are that many (those sharing the
+ * last one's received_at too), and applies those whose payment is persisted. *examined gets how
+ * many it read, next (PENDING_CURSOR_MAX bytes) the last received_at ("" when none). */
+store_rc store_apply_outcomes_of(store *st, const char *ids, int limit, int64_t *applied,
+                                 char *errstr, size_t errstr_size);
+store_rc store_retry_outcomes(store *st, const char *cursor, int scan, int64_t *examined,
+                              int64_t *applied, char *next, size_t next_size, char *errstr,
+                              size_t errstr_size);
 
 /* Round trips and their total time since start (for /metrics). */
 void store_latency(const store *st, uint64_t *calls, uint64_t *total_us);

@@ -13,8 +13,8 @@
 # payments see the labelled day-1 payments known at their event time) must be equal too.
 # The stream is replayed in three parts cut at 12 h and 24 h, each at full speed, waiting between
 # them until the labels of the persisted payments are applied: a label stored before its payment is
-# applied at the outcome consumer's next round (up to ~50 batches later, offline.h), and every
-# label is known at least at the next cut after its payment.
+# applied after the batch that persists the payment, not within it (offline.h), and every label is
+# known at least at the next cut after its payment.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_replay_parity
