@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "fsutil.h"
 #include "sweep.h"
 
 /* In store.h's STORE_EXPIRE_* order: fs_scorer_retention_deleted_total's series, the log fields. */
@@ -32,21 +33,23 @@ static const sweep_spec SPEC = {
 
 struct expire {
     sweep *sw;
+    bool behind;       /* the last turn's batch was full */
+    int64_t credit_us; /* while behind: what the batches earned, less what retention took */
 };
 
 /* What one expire_run() call runs its slices on. */
 typedef struct expire_call {
     store *st;
-    int64_t labels; /* phase 2's deletions so far */
+    int64_t labels; /* pending labels deleted so far (of deleted payments, and phase 2's) */
 } expire_call;
 
 int expire_check_days(int64_t days, char *errstr, size_t errstr_size) {
     if (days == 0 || days >= EXPIRE_MIN_DAYS) return 0;
     snprintf(errstr, errstr_size,
              "payment-retention-days: 0 (keep forever) or at least %d, not %" PRId64 ": a deleted payment "
-             "whose raw_payments message is consumed again (the topic keeps 7 days by default) "
-             "would be stored and counted in the features again, and labels (chargebacks) arrive "
-             "weeks after their payment",
+             "whose raw_payments message is consumed again (the topic keeps 7 days by default; "
+             "keep payment-retention-days well above its retention.ms) would be stored and counted "
+             "in the features again, and labels (chargebacks) arrive weeks after their payment",
              EXPIRE_MIN_DAYS, days);
     return -1;
 }
@@ -62,26 +65,50 @@ expire *expire_new(int days, int interval_s, metrics *m) {
 
 int64_t expire_due_us(const expire *e) { return sweep_due_us(e->sw); }
 
-/* Payments: the rows the slice locked decide whether the phase goes on; labels: those deleted. */
+void expire_turn(expire *e, int64_t batch_us, bool full) {
+    e->behind = full;
+    if (!full) {
+        e->credit_us = 0;
+        return;
+    }
+    e->credit_us += batch_us * EXPIRE_SHARE_PCT / 100;
+    if (e->credit_us > (int64_t)EXPIRE_BUDGET_MS * 1000) e->credit_us = (int64_t)EXPIRE_BUDGET_MS * 1000;
+}
+
+int expire_budget_ms(const expire *e) {
+    if (!e->behind) return EXPIRE_BUDGET_MS;
+    if (e->credit_us <= 0) return 0;
+    return e->credit_us < 1000 ? 1 : (int)(e->credit_us / 1000);
+}
+
+void expire_spent(expire *e, int64_t us) {
+    if (e->behind) e->credit_us -= us;
+}
+
+/* Payments: the rows the slice locked decide whether the phase goes on; labels: those deleted.
+ * The payments' cutoff is this scorer's clock, like their decided_at (store.c). */
 static int64_t expire_slice(void *arg, int phase, int days, int slice, int64_t *counts,
                             char *errstr, size_t n) {
     expire_call *c = arg;
-    int64_t taken = 0;
+    int64_t taken = 0, expired = 0;
     store_rc rc = phase == EXPIRE_PAYMENTS
-                      ? store_expire_payments(c->st, days, slice, counts, &taken, errstr, n)
+                      ? store_expire_payments(c->st, fs_now_ms() - (int64_t)days * 86400000, slice,
+                                              counts, &expired, &taken, errstr, n)
                       : store_expire_labels(c->st, days, slice, &taken, errstr, n);
     if (rc != STORE_OK) return -1;
-    if (phase == EXPIRE_LABELS) {
-        counts[0] = taken;
-        c->labels += taken;
-    }
+    if (phase == EXPIRE_LABELS) counts[0] = expired = taken;
+    c->labels += expired;
     return taken;
 }
 
-int expire_run(expire *e, store *st, int budget_ms, int64_t *labels_expired, char *errstr,
-               size_t errstr_size) {
+int expire_run(expire *e, store *st, int64_t *labels_expired, char *errstr, size_t errstr_size) {
     expire_call c = {st, 0};
-    int rc = sweep_run(e->sw, expire_slice, &c, budget_ms, errstr, errstr_size);
+    int budget = expire_budget_ms(e), rc = 0;
+    *labels_expired = 0;
+    if (budget == 0 || fs_mono_us() < sweep_due_us(e->sw)) return 0;
+    int64_t t0 = fs_mono_us();
+    rc = sweep_run(e->sw, expire_slice, &c, budget, errstr, errstr_size);
+    expire_spent(e, fs_mono_us() - t0);
     *labels_expired = c.labels;
     return rc;
 }

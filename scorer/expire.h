@@ -12,14 +12,24 @@
  * confirmed fraud, hold digests and ids but no payment data, and scoring reads them without the
  * payment row. A label (or a correction) that arrives after its payment was deleted is not applied.
  *
+ * Labels of phase 1 still pending when their payment goes are counted as expired too.
+ *
  * Every worker prunes (SKIP LOCKED: disjoint slices, nobody waits), between batches, for at most a
- * time budget per call. payment-retention-days is 0 (keep forever: the default) or at least
- * EXPIRE_MIN_DAYS: a deleted payment whose raw_payments message is consumed again (the topic keeps
- * 7 days by default) would be inserted and counted in the features again, and labels arrive weeks
- * after the payment. */
+ * time budget per loop turn (expire_turn): EXPIRE_BUDGET_MS while the consumer keeps up; while it
+ * is behind (its last batch was full: more messages are waiting), at most EXPIRE_SHARE_PCT % of
+ * the batches' time, so that a backlog of old rows (the first rounds after retention is enabled on
+ * a large database) does not slow scoring down by more than that, and still shrinks under
+ * sustained load. A slice is never cut short: one longer than the budget is paid back by the
+ * following batches before the next one runs.
+ *
+ * payment-retention-days is 0 (keep forever: the default) or at least EXPIRE_MIN_DAYS: a deleted
+ * payment whose raw_payments message is consumed again (the topic keeps 7 days by default; it
+ * must stay well below payment-retention-days) would be inserted and counted in the features
+ * again, and labels arrive weeks after the payment. */
 #ifndef FS_EXPIRE_H
 #define FS_EXPIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +38,8 @@
 
 #define EXPIRE_MIN_DAYS 30
 #define EXPIRE_SLICE 500
+#define EXPIRE_BUDGET_MS 100 /* per loop turn while the consumer keeps up */
+#define EXPIRE_SHARE_PCT 10  /* of the batches' time while it is behind */
 
 /* The phases of a round, in order. */
 typedef enum expire_phase {
@@ -51,12 +63,25 @@ expire *expire_new(int days, int interval_s, metrics *m);
 /* When expire_run() has work (monotonic microseconds). */
 int64_t expire_due_us(const expire *e);
 
-/* Runs slices of the current round on st (connected, no transaction open) until it is done or
- * budget_ms has passed; *labels_expired gets the labels of phase 2 deleted by this call (also on
- * failure). Returns 0, or -1 with errstr: the round is abandoned, the next one is due an interval
- * later. */
-int expire_run(expire *e, store *st, int budget_ms, int64_t *labels_expired, char *errstr,
-               size_t errstr_size);
+/* A turn of the consume loop: its batch took batch_us (0: there was none) and was full (batch-max
+ * messages: the consumer is behind). While behind, each batch earns retention EXPIRE_SHARE_PCT %
+ * of its time (at most EXPIRE_BUDGET_MS banked); otherwise retention has EXPIRE_BUDGET_MS per turn
+ * (and owes nothing). */
+void expire_turn(expire *e, int64_t batch_us, bool full);
+
+/* How long expire_run() may run slices now (ms): EXPIRE_BUDGET_MS while the consumer keeps up,
+ * else what the batches earned (at least 1: one slice), 0 while that is used up (or in debt). */
+int expire_budget_ms(const expire *e);
+
+/* expire_run() took us: while the consumer is behind, taken from what the batches earned. */
+void expire_spent(expire *e, int64_t us);
+
+/* Runs slices of the current round on st (connected, no transaction open) for at most
+ * expire_budget_ms() (nothing when that is 0), and counts the time spent (expire_spent);
+ * *labels_expired gets the pending labels this call deleted (those of deleted payments, and those
+ * of phase 2; also on failure). Returns 0, or -1 with errstr: the round is abandoned, the next one
+ * is due an interval later. */
+int expire_run(expire *e, store *st, int64_t *labels_expired, char *errstr, size_t errstr_size);
 
 void expire_destroy(expire *e); /* accepts NULL */
 

@@ -30,7 +30,6 @@
 #define PERSIST_ATTEMPTS 3   /* non-transient failures of a whole batch before going row by row */
 #define PRUNE_LIMIT 50000    /* old feature rows deleted per prune statement */
 #define PRUNE_ROUNDS 10      /* prune statements per table and prune */
-#define RETENTION_BUDGET_MS 100 /* retention slices per loop turn, at most this long (expire.h) */
 #define SCORER_MAX_PARTS 1024 /* raw_payments partitions whose progress is tracked (prune_part) */
 #define OUTCOMES_MAX 500     /* outcome messages per transaction */
 #define OUTCOMES_CLAIM 2000  /* labels applied per transaction */
@@ -108,6 +107,8 @@ struct scorer {
     buckets *bk;
     vault *vt;
     expire *exp;              /* retention rounds (payment-retention-days) */
+    int64_t turn_batch_us;    /* this loop turn's batch took (0: none), for expire_turn */
+    bool turn_full;           /* ... and had batch-max messages: the consumer is behind */
     rd_kafka_t *outcomes;     /* consumer of payment_outcomes (own group), or NULL */
     scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
@@ -242,6 +243,8 @@ int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *re
         }
         if (s->commit_attempts && fs_mono_us() >= s->commit_retry_us)
             scorer_commit_stored(s, s->consumer, "loop");
+        s->turn_batch_us = 0;
+        s->turn_full = false;
         scorer_poll_batch(s);
         if (s->nitems > 0) scorer_finish_batch(s); /* also when stopping: finish what we hold */
         scorer_maybe_prune(s);
@@ -421,6 +424,8 @@ static int scorer_finish_batch(scorer *s) {
     int64_t t3 = fs_mono_us();
     scorer_commit_batch(s);
     scorer_account_batch(s, t0);
+    s->turn_batch_us = fs_mono_us() - t0;
+    s->turn_full = s->nitems >= (size_t)s->cfg.batch_max;
     s->batches_since_prune++;
     s->batches_since_sync++;
     log_fields(LOG_DEBUG, "batch_done",
@@ -1423,15 +1428,17 @@ static void scorer_maybe_prune(scorer *s) {
     (void)scorer_prune(s, BUCKETS_DAY_MS, cutoff[PRUNE_DAY]);
 }
 
-/* Part of a retention round (expire.h), at most RETENTION_BUDGET_MS: between batches, on the
- * batches' connection, each slice its own short transaction. A failure is logged like a prune's
- * and the round tried again an interval later; a connection it lost is made again by
+/* Part of a retention round (expire.h): between batches, on the batches' connection, each slice
+ * its own short transaction, for at most EXPIRE_BUDGET_MS per loop turn, or EXPIRE_SHARE_PCT % of
+ * the batches' time while the consumer is behind (its batch was full). A failure is logged like a
+ * prune's and the round tried again an interval later; a connection it lost is made again by
  * scorer_db_check (or the next batch). */
 static void scorer_retention(scorer *s) {
     char err[512];
     int64_t expired = 0;
+    expire_turn(s->exp, s->turn_batch_us, s->turn_full);
     if (*s->stop || fs_mono_us() < expire_due_us(s->exp) || !store_connected(s->st)) return;
-    int rc = expire_run(s->exp, s->st, RETENTION_BUDGET_MS, &expired, err, sizeof err);
+    int rc = expire_run(s->exp, s->st, &expired, err, sizeof err);
     metric_add(s->m.outcomes, "expired", (double)expired);
     if (rc != 0)
         log_fields(LOG_WARN, "retention_failed", json_pack("{s:s}", "error", err),
@@ -1818,7 +1825,7 @@ static void scorer_metrics_init(scorer *s) {
     x->consumer_errors = metrics_counter(m, "fs_scorer_consumer_errors_total", "errors the raw_payments consumer reported (logged as consumer_error; librdkafka retries them)", NULL);
     x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);
     x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);
-    x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, invalid, or expired (deleted by retention without their payment)", "result");
+    x->outcomes = metrics_counter(m, "fs_scorer_outcomes_total", "outcome labels stored, applied, invalid, or expired (deleted by retention without being applied: no payment within payment-retention-days, or still pending when their payment was deleted)", "result");
     x->outcomes_pending = metrics_gauge(m, "fs_scorer_outcomes_pending", "stored outcomes not applied yet: their payment is not persisted (yet), was deleted by retention (then they expire payment-retention-days after they arrived), or never comes; counted by this worker's re-try rounds of the pending labels, refreshed at the end of each (0 until the first one ends)", NULL);
     x->reloads = metrics_counter(m, "fs_scorer_rules_reloads_total", "rules reloads (SIGHUP), by result", "result");
     x->pruned = metrics_counter(m, "fs_scorer_pruned_total", "old feature rows deleted", "table");

@@ -1107,34 +1107,52 @@ store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, si
  * locked: skipped too). A deleted payment's velocity events are long pruned (feature windows reach
  * back hours; the day buckets hold no payment ids).
  *
+ * The cutoff ($1, ms since the epoch) comes from the scorer: decided_at is written from the
+ * scorers' clocks (fs_now_ms when the decision is made), not the database's, so comparing it with
+ * the database's now() would move every deletion by the difference between the two clocks. The
+ * scorers' hosts differ from each other by what NTP leaves (far below the days this is counted in).
+ *
  * c: the oldest decided payments (decisions_decided_at_idx), decision and payment locked;
  * la: their alerts, locked; a payment whose alert another transaction holds drops out of v.
  * The NOT EXISTS is a per-row probe of the alerts' payment_id index (OFFSET 0 keeps it one
  * instead of an anti join that may hash the whole table). Every DELETE joins a CTE of at most
  * $2 rows through an index. The foreign keys (decisions, alerts -> payments) are checked at the
- * end of the statement, when all five deletions are done. No ORDER BY: any old rows will do. The
- * last column, c's size, tells whether more may be waiting: a payment left for its locked alert
- * (the oldest, met first by every slice) must not make each slice look like the last one. */
+ * end of the statement, when all four deletions are done. No ORDER BY: any old rows will do.
+ * Results: the rows deleted per table; of the outcomes those still pending (labels that never
+ * found their payment before it went: counted as expired); c's size, which tells whether more may
+ * be waiting (a payment left for its locked alert, the oldest, met first by every slice, must not
+ * make each slice look like the last one); the deleted alerts' ids, for SQL_EXPIRE_ALERT_HISTORY. */
 static const char SQL_EXPIRE_PAYMENTS[] =
     "WITH c AS (SELECT d.payment_id FROM decisions d JOIN payments p USING (payment_id)"
-    " WHERE d.decided_at < now() - $1::int * interval '1 day'"
+    " WHERE d.decided_at < " EPOCH_MS("$1::bigint")
     " LIMIT $2::int FOR UPDATE OF d, p SKIP LOCKED),"
     " la AS (SELECT a.alert_id, a.payment_id FROM c JOIN alerts a USING (payment_id)"
     " FOR UPDATE OF a SKIP LOCKED),"
     " v AS (SELECT c.payment_id FROM c WHERE NOT EXISTS"
     " (SELECT 1 FROM alerts a WHERE a.payment_id = c.payment_id OFFSET 0)"
     " UNION ALL SELECT payment_id FROM la),"
-    " h AS (DELETE FROM alert_history t USING la WHERE t.alert_id = la.alert_id RETURNING 1),"
-    " a AS (DELETE FROM alerts t USING la WHERE t.alert_id = la.alert_id RETURNING 1),"
-    " o AS (DELETE FROM outcomes t USING v WHERE t.payment_id = v.payment_id RETURNING 1),"
+    " a AS (DELETE FROM alerts t USING la WHERE t.alert_id = la.alert_id RETURNING t.alert_id),"
+    " o AS (DELETE FROM outcomes t USING v WHERE t.payment_id = v.payment_id"
+    " RETURNING t.applied_at IS NULL AS pending),"
     " d AS (DELETE FROM decisions t USING v WHERE t.payment_id = v.payment_id RETURNING 1),"
     " p AS (DELETE FROM payments t USING v WHERE t.payment_id = v.payment_id RETURNING 1) "
     "SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM d), (SELECT count(*) FROM a),"
-    " (SELECT count(*) FROM h), (SELECT count(*) FROM o), (SELECT count(*) FROM c)";
+    " (SELECT count(*) FROM o), (SELECT count(*) FROM o WHERE pending), (SELECT count(*) FROM c),"
+    " (SELECT coalesce(array_agg(alert_id), '{}') FROM a)::text";
+
+/* The history of the alerts the slice deleted, by a second statement in the same transaction:
+ * its snapshot is taken after the first one's, so it also sees a history row an analyst committed
+ * after the first statement started but before it locked the alert (the first statement's
+ * snapshot does not: the row would stay, an orphan). The alerts are deleted and stay locked until
+ * the commit: no history can be added to them any more. alert_history (alert_id, changed_at). */
+static const char SQL_EXPIRE_ALERT_HISTORY[] =
+    "WITH h AS (DELETE FROM alert_history WHERE alert_id = ANY ($1::uuid[]) RETURNING 1) "
+    "SELECT count(*) FROM h";
 
 /* Pending labels older than the retention without a payment: outcomes_pending_idx (received_at,
  * applied_at IS NULL) finds them; the payment probe is per row (OFFSET 0, as above). A label
- * whose payment exists is left to the outcome consumer, which applies it. */
+ * whose payment exists is left to the outcome consumer, which applies it. received_at is written
+ * by the database (DEFAULT now()), so its cutoff is the database's clock too. */
 static const char SQL_EXPIRE_LABELS[] =
     "WITH v AS (SELECT o.payment_id, o.outcome, o.known_at FROM outcomes o"
     " WHERE o.applied_at IS NULL AND o.received_at < now() - $1::int * interval '1 day'"
@@ -1144,40 +1162,77 @@ static const char SQL_EXPIRE_LABELS[] =
     " AND t.outcome = v.outcome AND t.known_at = v.known_at RETURNING 1) "
     "SELECT count(*) FROM x";
 
-/* One retention statement in its own transaction, waiting at most STORE_EXPIRE_LOCK_TIMEOUT_MS
- * for a lock SKIP LOCKED does not cover (a label being applied, a hand-made lock): the scorer's
- * loop is never held up behind someone else's transaction. counts[0 .. ncols) from its one row. */
-static store_rc expire_exec(store *st, const char *sql, const char *what, int days, int limit,
-                            int64_t *counts, int ncols, char *errstr, size_t errstr_size) {
-    char d[16], l[16], lock[96];
-    snprintf(d, sizeof d, "%d", days);
-    snprintf(l, sizeof l, "%d", limit);
-    snprintf(lock, sizeof lock, "BEGIN; SET LOCAL lock_timeout = %d", STORE_EXPIRE_LOCK_TIMEOUT_MS);
-    store_rc rc = exec_simple(st, lock, errstr, errstr_size);
-    if (rc != STORE_OK) return rc;
-    PGresult *res = exec2(st, sql, d, l);
-    rc = result_rc(st, res, PGRES_TUPLES_OK, what, errstr, errstr_size);
-    for (int c = 0; rc == STORE_OK && c < ncols; c++) counts[c] = ll(res, 0, c);
-    PQclear(res);
+/* A retention slice is its own transaction, waiting at most STORE_EXPIRE_LOCK_TIMEOUT_MS for a
+ * lock SKIP LOCKED does not cover (a label being applied, a hand-made lock): the scorer's loop is
+ * never held up behind someone else's transaction. */
+static store_rc expire_begin(store *st, char *errstr, size_t errstr_size) {
+    char sql[96];
+    snprintf(sql, sizeof sql, "BEGIN; SET LOCAL lock_timeout = %d", STORE_EXPIRE_LOCK_TIMEOUT_MS);
+    return exec_simple(st, sql, errstr, errstr_size);
+}
+
+/* Ends a slice's transaction: committed when rc is STORE_OK, else rolled back (also when
+ * expire_begin failed after its BEGIN: the connection is never left in an aborted transaction). */
+static store_rc expire_end(store *st, store_rc rc, char *errstr, size_t errstr_size) {
     if (rc == STORE_OK) rc = store_commit(st, errstr, errstr_size);
     if (rc != STORE_OK) store_rollback(st);
     return rc;
 }
 
-store_rc store_expire_payments(store *st, int days, int limit, int64_t counts[STORE_EXPIRE_TABLES],
-                               int64_t *taken, char *errstr, size_t errstr_size) {
-    int64_t c[STORE_EXPIRE_TABLES + 1];
-    store_rc rc = expire_exec(st, SQL_EXPIRE_PAYMENTS, "retention (payments)", days, limit, c,
-                              STORE_EXPIRE_TABLES + 1, errstr, errstr_size);
-    if (rc == STORE_OK) {
-        memcpy(counts, c, STORE_EXPIRE_TABLES * sizeof *c);
-        *taken = c[STORE_EXPIRE_TABLES];
+/* Runs sql (parameters p1, p2) and reads counts[0 .. ncols) from its one row; *text, when not
+ * NULL, gets a copy of column ncols (caller frees). */
+static store_rc expire_exec(store *st, const char *sql, const char *what, const char *p1,
+                            const char *p2, int64_t *counts, int ncols, char **text,
+                            char *errstr, size_t errstr_size) {
+    PGresult *res = exec2(st, sql, p1, p2);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, what, errstr, errstr_size);
+    for (int c = 0; rc == STORE_OK && c < ncols; c++) counts[c] = ll(res, 0, c);
+    if (rc == STORE_OK && text && !(*text = strdup(PQgetvalue(res, 0, ncols)))) {
+        snprintf(errstr, errstr_size, "%s: out of memory", what);
+        rc = STORE_TRANSIENT;
     }
+    PQclear(res);
     return rc;
+}
+
+/* The columns of SQL_EXPIRE_PAYMENTS before the alert ids. */
+enum { XP_PAYMENTS, XP_DECISIONS, XP_ALERTS, XP_OUTCOMES, XP_PENDING, XP_LOCKED, XP_COLS };
+
+store_rc store_expire_payments(store *st, int64_t cutoff_ms, int limit,
+                               int64_t counts[STORE_EXPIRE_TABLES], int64_t *labels_expired,
+                               int64_t *taken, char *errstr, size_t errstr_size) {
+    char cut[32], lim[16], *alert_ids = NULL;
+    int64_t c[XP_COLS], history = 0;
+    snprintf(cut, sizeof cut, "%lld", (long long)cutoff_ms);
+    snprintf(lim, sizeof lim, "%d", limit);
+    store_rc rc = expire_begin(st, errstr, errstr_size);
+    if (rc == STORE_OK)
+        rc = expire_exec(st, SQL_EXPIRE_PAYMENTS, "retention (payments)", cut, lim, c, XP_COLS,
+                         &alert_ids, errstr, errstr_size);
+    if (rc == STORE_OK)
+        rc = expire_exec(st, SQL_EXPIRE_ALERT_HISTORY, "retention (alert_history)", alert_ids,
+                         NULL, &history, 1, NULL, errstr, errstr_size);
+    free(alert_ids);
+    rc = expire_end(st, rc, errstr, errstr_size);
+    if (rc != STORE_OK) return rc;
+    counts[STORE_EXPIRE_PAYMENTS] = c[XP_PAYMENTS];
+    counts[STORE_EXPIRE_DECISIONS] = c[XP_DECISIONS];
+    counts[STORE_EXPIRE_ALERTS] = c[XP_ALERTS];
+    counts[STORE_EXPIRE_ALERT_HISTORY] = history;
+    counts[STORE_EXPIRE_OUTCOMES] = c[XP_OUTCOMES];
+    *labels_expired = c[XP_PENDING];
+    *taken = c[XP_LOCKED];
+    return STORE_OK;
 }
 
 store_rc store_expire_labels(store *st, int days, int limit, int64_t *deleted, char *errstr,
                              size_t errstr_size) {
-    return expire_exec(st, SQL_EXPIRE_LABELS, "retention (labels)", days, limit, deleted, 1, errstr,
-                       errstr_size);
+    char d[16], lim[16];
+    snprintf(d, sizeof d, "%d", days);
+    snprintf(lim, sizeof lim, "%d", limit);
+    store_rc rc = expire_begin(st, errstr, errstr_size);
+    if (rc == STORE_OK)
+        rc = expire_exec(st, SQL_EXPIRE_LABELS, "retention (labels)", d, lim, deleted, 1, NULL,
+                         errstr, errstr_size);
+    return expire_end(st, rc, errstr, errstr_size);
 }

@@ -229,18 +229,22 @@ store_rc store_drop_watermark(store *st, const char *scorer_id, char *errstr, si
 
 /* Retention (expire.h): each call deletes one slice in its own short transaction (outside any
  * batch), skipping rows another transaction holds (FOR UPDATE SKIP LOCKED) and waiting at most
- * STORE_EXPIRE_LOCK_TIMEOUT_MS for any other lock (then STORE_TRANSIENT: "lock timeout").
+ * STORE_EXPIRE_LOCK_TIMEOUT_MS for any other lock (then STORE_TRANSIENT: "lock timeout"). On any
+ * failure the transaction is rolled back.
  *
- * store_expire_payments: at most limit payments whose decision was made (decided_at) more than
- * days ago, with their decision, their alert and its alert_history, and their outcomes; a payment
+ * store_expire_payments: at most limit payments whose decision was made (decided_at) before
+ * cutoff_ms (ms since the epoch, from the scorer's clock, which wrote decided_at), with their
+ * decision, their alert and its alert_history (a second statement), and their outcomes; a payment
  * whose alert is locked (an analyst working it) is left for a later slice. counts[] gets the rows
- * deleted per table, in the STORE_EXPIRE_* order, *taken the payments the slice locked (those
- * deleted and those left for their alert: limit of them means more may be waiting).
- * outcome_links and risk_vault are not touched.
+ * deleted per table, in the STORE_EXPIRE_* order, *labels_expired how many of those outcomes were
+ * still pending (never applied), *taken the payments the slice locked (those deleted and those
+ * left for their alert: limit of them means more may be waiting). outcome_links and risk_vault are
+ * not touched.
  *
- * store_expire_labels: at most limit outcomes still not applied, received more than days ago,
- * whose payment is not in payments: labels that never found their payment within the retention
- * (it was deleted before they arrived, or never persisted). *deleted gets the count. */
+ * store_expire_labels: at most limit outcomes still not applied, received more than days ago
+ * (by the database's clock, which wrote received_at), whose payment is not in payments: labels
+ * that never found their payment within the retention (it was deleted before they arrived, or
+ * never persisted). *deleted gets the count. */
 enum {
     STORE_EXPIRE_PAYMENTS,
     STORE_EXPIRE_DECISIONS,
@@ -251,7 +255,8 @@ enum {
 };
 #define STORE_EXPIRE_LOCK_TIMEOUT_MS 1000
 
-store_rc store_expire_payments(store *st, int days, int limit, int64_t counts[STORE_EXPIRE_TABLES],
+store_rc store_expire_payments(store *st, int64_t cutoff_ms, int limit,
+                               int64_t counts[STORE_EXPIRE_TABLES], int64_t *labels_expired,
                                int64_t *taken, char *errstr, size_t errstr_size);
 store_rc store_expire_labels(store *st, int days, int limit, int64_t *deleted, char *errstr,
                              size_t errstr_size);

@@ -6,17 +6,24 @@
 #      and two labels without a payment are stored (one received 40 days ago, one now): in 4 s
 #      that scorer deletes nothing, its counters stay 0;
 #   2. a background session holds one old alert locked (an analyst inside a transaction); two
-#      scorers with payment-retention-days=30 start, and a backlog of 6000 old payments (with decisions,
-#      2000 alerts, 1000 alert_history rows, 1200 outcomes) appears: between them they delete
-#      exactly the old payments and everything about them (their counters summed equal the rows
-#      that were there: each row once), skip the locked one without waiting or failing, and take
-#      it once the lock is gone; the label received 40 days ago without a payment expires
+#      scorers with payment-retention-days=30 start (without the outcome consumer, so that nothing
+#      applies the old payments' pending labels before retention meets them), and a backlog of 6000
+#      old payments (with decisions, 2000 alerts, 1000 alert_history rows, 1200 applied outcomes and
+#      857 pending ones) appears: between them they delete exactly the old payments and everything
+#      about them (their counters summed equal the rows that were there: each row once), skip the
+#      locked one without waiting or failing, and take it once the lock is gone; the pending labels
+#      of the deleted payments and the label received 40 days ago without a payment expire
 #      (fs_scorer_outcomes_total{result="expired"}), the recent one stays pending; the payments
 #      decided 29 days ago and today are untouched, with their alerts and labels; outcome_links and
 #      risk_vault are unchanged; retention_pruned lines, no retention_failed;
-#   3. scoring goes on: a new payment with the card of a deleted payment labelled confirmed_fraud is
-#      still linked to that fraud (the links outlive the payment); a label for a deleted payment
-#      waits (pending) without holding up other labels; resolving a deleted alert says "no alert".
+#   3. scoring goes on (a third scorer consumes the labels): a new payment with the card of a
+#      deleted payment labelled confirmed_fraud is still linked to that fraud (the links outlive the
+#      payment); a label for a deleted payment waits (pending) without holding up other labels;
+#      resolving a deleted alert says "no alert";
+#   4. a failure: a session holds the labels row of a payment made 40 days old FOR UPDATE (DELETE
+#      is not SKIP LOCKED): the slices fail on their lock timeout, retention_failed is logged (with
+#      "lock timeout"), the connection is usable (a new payment is scored meanwhile), and the
+#      payment is deleted with its label once the lock is released.
 # Fails without the retention code (no fs_scorer_retention_deleted_total; nothing deleted), and on
 # each of these breakages (tried): a slice that keeps alert_history, alerts locked without SKIP
 # LOCKED (the slices wait for the analyst and fail on the lock timeout), a cutoff of 28 days.
@@ -69,6 +76,7 @@ N1=00000004-0000-4000-8000-0000000000b1 # today, flagged, labelled chargeback
 N2=00000005-0000-4000-8000-0000000000b2 # today, allowed
 K29=00000006-0000-4000-8000-0000000000c1 # decided 29 days ago: kept
 N3=00000007-0000-4000-8000-0000000000b3 # after the deletion, with O1's card
+N4=0000000a-0000-4000-8000-0000000000b4 # scored while retention fails on a lock
 OX=00000008-0000-4000-8000-0000000000d1 # a label received 40 days ago, no payment: expires
 OY=00000009-0000-4000-8000-0000000000d2 # a label received now, no payment: waits
 
@@ -106,8 +114,8 @@ fs_wait_exit keep 30
 fs_bg lock env PGAPPNAME=retention-test-lock psql "$FS_DATABASE_URL" -X -q -c \
     "BEGIN; SELECT 1 FROM alerts WHERE alert_id = '$a3' FOR UPDATE; SELECT pg_sleep(300); COMMIT;"
 fs_wait_for 20 at_least "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-test-lock' AND wait_event = 'PgSleep'" 1
-scorer r1 FS_PAYMENT_RETENTION_DAYS=30
-scorer r2 FS_PAYMENT_RETENTION_DAYS=30
+scorer r1 FS_PAYMENT_RETENTION_DAYS=30 FS_OUTCOMES_TOPIC=
+scorer r2 FS_PAYMENT_RETENTION_DAYS=30 FS_OUTCOMES_TOPIC=
 bulk=6000
 fs_psql "
 INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,
@@ -125,10 +133,14 @@ INSERT INTO alert_history (alert_id, status, changed_by)
 SELECT md5('alert' || g)::uuid, 'acknowledged', 'ana' FROM generate_series(1, $bulk) g WHERE g % 6 = 0;
 INSERT INTO outcomes (payment_id, outcome, known_at, applied_at)
 SELECT md5('bulk' || g)::uuid, 'legitimate', now() - interval '39 days', now() - interval '39 days'
-FROM generate_series(1, $bulk) g WHERE g % 5 = 0;" >/dev/null
+FROM generate_series(1, $bulk) g WHERE g % 5 = 0;
+INSERT INTO outcomes (payment_id, outcome, known_at)
+SELECT md5('bulk' || g)::uuid, 'chargeback', now() - interval '38 days'
+FROM generate_series(1, $bulk) g WHERE g % 7 = 0;" >/dev/null
 # O1..O3 with O3 locked, and the backlog: everything but O3 and its alert, history and label-less
-# rows; OX expires
-want_p=$((2 + bulk)) want_a=$((1 + bulk / 3)) want_h=$((bulk / 6)) want_o=$((2 + bulk / 5 + 1))
+# rows; OX and the backlog's pending labels expire
+want_p=$((2 + bulk)) want_a=$((1 + bulk / 3)) want_h=$((bulk / 6)) want_x=$((1 + bulk / 7))
+want_o=$((2 + bulk / 5 + want_x))
 fs_wait_for 90 "(( \$(deleted payments) >= want_p && \$(deleted outcomes) >= want_o ))" # the old code: never
 sleep 3 # the locked one is skipped round after round, without an error
 fs_assert_eq "$want_p" "$(deleted payments)" "payments deleted while O3's alert is locked"
@@ -147,7 +159,8 @@ fs_assert_eq $((want_p + 1)) "$(deleted decisions)" "decisions deleted (each onc
 fs_assert_eq $((want_a + 1)) "$(deleted alerts)" "alerts deleted (each once)"
 fs_assert_eq $((want_h + 1)) "$(deleted alert_history)" "alert_history deleted (each once)"
 fs_assert_eq "$want_o" "$(deleted outcomes)" "outcomes deleted (each once)"
-fs_assert_eq 1 "$(($(metric r1 'fs_scorer_outcomes_total{result="expired"}') + $(metric r2 'fs_scorer_outcomes_total{result="expired"}')))" "labels expired"
+expired() { echo $(($(metric r1 'fs_scorer_outcomes_total{result="expired"}') + $(metric r2 'fs_scorer_outcomes_total{result="expired"}'))); }
+fs_assert_eq "$want_x" "$(expired)" "labels expired (pending ones of deleted payments, OX)"
 fs_assert_eq "3 3 1 0 2" "$(counts)" "rows left: N1, N2, K29 with N1's alert and label, OY"
 fs_assert_eq "$N1 $N2 $K29" "$(fs_psql "SELECT string_agg(payment_id::text, ' ' ORDER BY payment_id) FROM payments JOIN decisions USING (payment_id)")" "payments kept"
 fs_assert_eq "$N1:chargeback $OY:chargeback" "$(fs_psql "SELECT string_agg(payment_id || ':' || outcome, ' ' ORDER BY payment_id) FROM outcomes")" "labels kept"
@@ -164,6 +177,7 @@ done
     fs_fail "errors while pruning"
 
 # 3. Scoring goes on, the vault remembers O1's fraud, labels of deleted payments wait.
+scorer lab
 event "$N3" 1 2500 $((T + 5400000)) | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
 fs_wait_for 60 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$N3'" 1
 fs_assert_eq "1|true" "$(fs_psql "SELECT (features->>'vault_card_fraud') || '|' || (reasons @> '[{\"code\":\"CARD_LINKED_TO_FRAUD\"}]') FROM decisions WHERE payment_id = '$N3'")" \
@@ -179,8 +193,30 @@ fs_assert_eq 1 "$rc" "resolving a deleted alert: exit status"
 grep -q "no alert $a3" "$FS_TEST_DIR/resolve.out" || fs_fail "resolving a deleted alert: $(cat "$FS_TEST_DIR/resolve.out")"
 fs_assert_eq "$N1 $N3" "$(fs_psql "SELECT string_agg(payment_id::text, ' ' ORDER BY payment_id) FROM alert_overview")" "alert_overview (N1, and N3 flagged for the linked fraud)"
 
-for r in r1 r2; do fs_kill $r TERM; done
-for r in r1 r2; do
+# 4. A lock retention cannot skip: the slices fail on their lock timeout, and are retried.
+fs_psql "INSERT INTO outcomes (payment_id, outcome, known_at, applied_at) VALUES ('$K29', 'legitimate', now(), now())" >/dev/null
+fs_bg lock2 env PGAPPNAME=retention-test-lock2 psql "$FS_DATABASE_URL" -X -q -c \
+    "BEGIN; SELECT 1 FROM outcomes WHERE payment_id = '$K29' FOR UPDATE; SELECT pg_sleep(300); COMMIT;"
+fs_wait_for 20 at_least "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-test-lock2' AND wait_event = 'PgSleep'" 1
+before_p=$(deleted payments) before_o=$(deleted outcomes)
+fs_psql "UPDATE decisions SET decided_at = now() - interval '40 days' WHERE payment_id = '$K29'" >/dev/null
+failed() { grep -h '"event":"retention_failed"' "$FS_TEST_DIR/r1.log" "$FS_TEST_DIR/r2.log" | grep -c 'lock timeout'; }
+fs_wait_for 60 "(( \$(failed) >= 2 ))" # each failed round is retried an interval later
+grep -h '"event":"retention_failed"' "$FS_TEST_DIR/r1.log" "$FS_TEST_DIR/r2.log" | head -n 1
+line=$(grep -h '"event":"retention_failed"' "$FS_TEST_DIR/r1.log" "$FS_TEST_DIR/r2.log" | head -n 1)
+[[ "$line" == *'"level":"warn"'* && "$line" == *'retention (payments)'* ]] || fs_fail "retention_failed line: $line"
+event "$N4" 7 2500 $((T + 6000000)) | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$N4'" 1
+fs_assert_eq "1 1" "$(fs_psql "SELECT (SELECT count(*) FROM payments WHERE payment_id = '$K29') || ' ' || (SELECT count(*) FROM outcomes WHERE payment_id = '$K29')")" "K29 and its label while the label is locked"
+fs_assert_eq "$before_p" "$(deleted payments)" "payments deleted while the label is locked"
+fs_psql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'retention-test-lock2'" >/dev/null
+fs_wait_for 60 "(( \$(deleted payments) == before_p + 1 ))"
+fs_assert_eq $((before_o + 1)) "$(deleted outcomes)" "K29's label deleted with it"
+fs_assert_eq "0 0" "$(fs_psql "SELECT (SELECT count(*) FROM payments WHERE payment_id = '$K29') || ' ' || (SELECT count(*) FROM outcomes WHERE payment_id = '$K29')")" "K29 and its label after the lock"
+! grep -h '"level":"error"' "$FS_TEST_DIR/r1.log" "$FS_TEST_DIR/r2.log" || fs_fail "errors while pruning"
+
+for r in r1 r2 lab; do fs_kill $r TERM; done
+for r in r1 r2 lab; do
     fs_wait_exit $r 30
     fs_assert_eq 0 "$FS_EXIT_STATUS" "$r: exit status"
 done
