@@ -1,6 +1,7 @@
 /* sweep: retention rounds in slices (see sweep.h). */
 #include "sweep.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -26,7 +27,12 @@ int sweep_next_phase(int phase, int nphases, int64_t taken, int64_t slice) {
 }
 
 sweep *sweep_new(const sweep_spec *spec, int days, int interval_s, metrics *m) {
-    if (spec->ntables < 1 || spec->ntables > SWEEP_MAX_TABLES) return NULL;
+    /* the spec is the caller's static table: an invalid one is a programming error */
+    assert(spec->ntables >= 1 && spec->ntables <= SWEEP_MAX_TABLES);
+    assert(spec->nphases >= 1 && spec->slice >= 1);
+    for (int i = 0; i < spec->nphases; i++)
+        assert(spec->phases[i].first >= 0 && spec->phases[i].ncols >= 1 &&
+               spec->phases[i].first + spec->phases[i].ncols <= spec->ntables);
     sweep *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->spec = spec;

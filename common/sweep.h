@@ -56,8 +56,9 @@ typedef struct sweep sweep;
 
 /* spec (borrowed: it must outlive the sweep, normally a static), days: retention-days (0: never
  * runs; sweep_due_us() is then INT64_MAX), interval_s: between the starts of two rounds; the first
- * is due at once. Registers spec->metric at 0 for each table (m may be NULL). NULL: out of memory
- * or a spec beyond SWEEP_MAX_TABLES. */
+ * is due at once. Registers spec->metric at 0 for each table (m may be NULL). NULL: out of memory.
+ * An invalid spec (no table or more than SWEEP_MAX_TABLES, no phase, a phase counting tables the
+ * spec does not have) is a programming error: an assertion. */
 sweep *sweep_new(const sweep_spec *spec, int days, int interval_s, metrics *m);
 
 /* When sweep_run() has work (monotonic microseconds, fs_mono_us()). */
