@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -48,6 +49,22 @@ bool fs_uuid_valid(const char *s) {
 void fs_uuid_lower(char *s) {
     for (; *s; s++)
         if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a');
+}
+
+char *fs_uuid_array_literal(const char *const *ids, size_t n) {
+    size_t k = 0;
+    char *s = malloc(n * (FS_UUID_STRLEN + 1) + 3);
+    if (!s) return NULL;
+    s[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (!ids[i] || strlen(ids[i]) != FS_UUID_STRLEN) continue;
+        if (k > 1) s[k++] = ',';
+        memcpy(s + k, ids[i], FS_UUID_STRLEN);
+        k += FS_UUID_STRLEN;
+    }
+    s[k++] = '}';
+    s[k] = '\0';
+    return s;
 }
 
 static int uuid_parse(const char *s, unsigned char out[16]) {

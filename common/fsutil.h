@@ -22,6 +22,11 @@ bool fs_uuid_valid(const char *s);
 /* Lower-cases a UUID in place (stored form). */
 void fs_uuid_lower(char *s);
 
+/* "{id,id,...}": the n UUIDs of ids as a PostgreSQL array literal (for a $1::uuid[] parameter);
+ * NULL entries and strings that are not FS_UUID_STRLEN long are left out. Caller frees; NULL when
+ * out of memory. */
+char *fs_uuid_array_literal(const char *const *ids, size_t n);
+
 /* Parses an RFC 3339 timestamp ("2026-11-21T10:00:00Z", fractional seconds and numeric offsets
  * allowed) into milliseconds since the epoch. Returns 0 or -1. */
 int fs_time_parse_rfc3339(const char *s, int64_t *ms_out);

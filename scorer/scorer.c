@@ -1120,22 +1120,16 @@ static json_t *scorer_outcome_rows(scorer *s) {
 /* "{id,...}": the payments of rows and those persisted with pending labels (s->labelled), as a
  * PostgreSQL array literal (caller frees); NULL when out of memory. */
 static char *scorer_label_ids(const scorer *s, const json_t *rows) {
-    size_t n = json_array_size(rows) + s->nlabelled, k = 0;
-    char *ids = malloc(n * (FS_UUID_STRLEN + 1) + 3);
+    size_t n = json_array_size(rows) + s->nlabelled;
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
     if (!ids) return NULL;
-    ids[k++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        const char *id = i < s->nlabelled ? s->labelled[i]
-                                          : json_string_value(json_object_get(
-                                                json_array_get(rows, i - s->nlabelled), "payment_id"));
-        if (!id || strlen(id) != FS_UUID_STRLEN) continue; /* (outcome_decode checked it) */
-        if (k > 1) ids[k++] = ',';
-        memcpy(ids + k, id, FS_UUID_STRLEN);
-        k += FS_UUID_STRLEN;
-    }
-    ids[k++] = '}';
-    ids[k] = '\0';
-    return ids;
+    for (size_t i = 0; i < n; i++) /* (outcome_decode checked the rows' ids) */
+        ids[i] = i < s->nlabelled ? s->labelled[i]
+                                  : json_string_value(json_object_get(
+                                        json_array_get(rows, i - s->nlabelled), "payment_id"));
+    char *lit = fs_uuid_array_literal(ids, n);
+    free(ids);
+    return lit;
 }
 
 /* Stores rows (consumed) and applies the pending labels of their payments and of the payments

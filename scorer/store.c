@@ -386,19 +386,11 @@ static const char SQL_LOAD_DECISIONS[] =
 
 /* "{id,id,...}" of the rows that are not new (caller frees); NULL when out of memory. */
 static char *old_ids_literal(store_row *const *rows, size_t n) {
-    size_t len = 3, k = 0;
-    for (size_t i = 0; i < n; i++) len += rows[i]->is_new ? 0 : FS_UUID_STRLEN + 1;
-    char *s = malloc(len);
-    if (!s) return NULL;
-    s[k++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (rows[i]->is_new) continue;
-        if (k > 1) s[k++] = ',';
-        memcpy(s + k, rows[i]->p->payment_id, FS_UUID_STRLEN);
-        k += FS_UUID_STRLEN;
-    }
-    s[k++] = '}';
-    s[k] = '\0';
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) return NULL;
+    for (size_t i = 0; i < n; i++) ids[i] = rows[i]->is_new ? NULL : rows[i]->p->payment_id;
+    char *s = fs_uuid_array_literal(ids, n);
+    free(ids);
     return s;
 }
 

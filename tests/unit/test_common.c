@@ -121,6 +121,28 @@ static void test_app_configure(void **state) {
     log_init("test", LOG_INFO);
 }
 
+/* The array literal of a $1::uuid[] parameter: NULLs and wrong lengths left out, {} when empty. */
+static void test_uuid_array_literal(void **state) {
+    (void)state;
+    const char *a = "6f1c2d3e-4b5a-4c6d-8e7f-000000000001", *b = "6f1c2d3e-4b5a-4c6d-8e7f-000000000002";
+    const char *ids[] = {a, NULL, "short", b};
+    const struct {
+        size_t n;
+        const char *want;
+    } cases[] = {
+        {0, "{}"},
+        {1, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001}"},
+        {3, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001}"},
+        {4, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001,6f1c2d3e-4b5a-4c6d-8e7f-000000000002}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = fs_uuid_array_literal(ids, cases[i].n);
+        assert_non_null(got);
+        assert_string_equal(got, cases[i].want);
+        free(got);
+    }
+}
+
 static void test_uuid(void **state) {
     (void)state;
     char a[37], b[37];
@@ -473,6 +495,7 @@ int main(void) {
         cmocka_unit_test(test_cfg_errors),
         cmocka_unit_test(test_app_configure),
         cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_uuid_array_literal),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_pii_deterministic_and_normalized),
         cmocka_unit_test(test_pii_cache_lru),
