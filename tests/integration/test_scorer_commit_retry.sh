@@ -87,7 +87,9 @@ persist_failing scorer4 $((3 * n)) 5 2 # the loop's next retry is 16 s away: tim
 start_scorer scorer5
 fs_wait_for 30 grep -q '"event":"commit_retried"' "$FS_TEST_DIR/scorer4.log"
 fs_assert_eq revoke "$(retried_at scorer4)" "where scorer4's failed commit went through"
-fs_wait_for 30 '(( $(grep -c "\"event\":\"partitions_assigned\"" "$FS_TEST_DIR/scorer5.log") >= 2 ))'
+# scorer5 holds a partition (cooperative: usually its second assignment, the first one empty while
+# scorer4 gives the partition up; under load the first can already carry it)
+fs_wait_for 30 'grep "\"event\":\"partitions_assigned\"" "$FS_TEST_DIR/scorer5.log" | grep -qv "\"partitions\":\[\]"'
 sleep 3
 for name in scorer5 scorer4; do
     fs_kill "$name" TERM
