@@ -46,10 +46,9 @@ typedef struct expire_call {
 int expire_check_days(int64_t days, char *errstr, size_t errstr_size) {
     if (days == 0 || days >= EXPIRE_MIN_DAYS) return 0;
     snprintf(errstr, errstr_size,
-             "payment-retention-days: 0 (keep forever) or at least %d, not %" PRId64 ": a deleted payment "
-             "whose raw_payments message is consumed again (the topic keeps 7 days by default; "
-             "keep payment-retention-days well above its retention.ms) would be stored and counted "
-             "in the features again, and labels (chargebacks) arrive weeks after their payment",
+             "payment-retention-days: 0 (keep forever) or at least %d, not %" PRId64 ": labels "
+             "(chargebacks) arrive weeks after their payment, and raw_payments messages ingested "
+             "longer ago than payment-retention-days are dead-lettered (expired) instead of scored",
              EXPIRE_MIN_DAYS, days);
     return -1;
 }

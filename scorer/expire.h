@@ -22,10 +22,14 @@
  * sustained load. A slice is never cut short: one longer than the budget is paid back by the
  * following batches before the next one runs.
  *
- * payment-retention-days is 0 (keep forever: the default) or at least EXPIRE_MIN_DAYS: a deleted
- * payment whose raw_payments message is consumed again (the topic keeps 7 days by default; it
- * must stay well below payment-retention-days) would be inserted and counted in the features
- * again, and labels arrive weeks after the payment. */
+ * A deleted payment whose raw_payments message is consumed again (an offset reset; a topic that
+ * keeps messages longer than payment-retention-days) is not stored again: the scorer dead-letters
+ * messages ingested longer ago than payment-retention-days whose payment is not in PostgreSQL
+ * ("expired", scorer.c scorer_reject_expired).
+ *
+ * payment-retention-days is 0 (keep forever: the default) or at least EXPIRE_MIN_DAYS: labels
+ * arrive weeks after the payment, and the raw_payments backlog of a scorer that was down for days
+ * (the topic keeps 7 days by default) must still be scored, not dead-lettered. */
 #ifndef FS_EXPIRE_H
 #define FS_EXPIRE_H
 

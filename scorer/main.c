@@ -149,10 +149,10 @@ static const cfg_opt scorer_options[] = {
     {"payment-retention-days", "FS_PAYMENT_RETENTION_DAYS", CFG_INT, "0", 0, 3650, O(retention_days),
      "payments decided longer ago than this are deleted with their decision, alert (open or not, "
      "with its history) and labels, and so are labels that found no payment within it (0: kept "
-     "forever; else at least 30, and keep it well above the retention.ms of the raw_payments "
-     "topic, 7 days by default: a consumer reset to the earliest offset would store deleted "
-     "payments again; a label for a payment already deleted is never applied, so set it above "
-     "your chargeback window; outcome_links and risk_vault are kept; docs/operations.md)",
+     "forever; else at least 30; a raw_payments message ingested longer ago whose payment is not "
+     "stored (deleted, e.g. consumed again after an offset reset) is dead-lettered as expired, "
+     "never stored twice; a label for a payment already deleted is never applied, so set it "
+     "above your chargeback window; outcome_links and risk_vault are kept; docs/operations.md)",
      false},
     {"payment-retention-interval-s", "FS_PAYMENT_RETENTION_INTERVAL_S", CFG_INT, "300", 1, 86400,
      O(retention_interval_s), "a retention round starts this often (lower in tests)", false},

@@ -130,6 +130,8 @@ struct scorer {
     scorer_row *rows;
     size_t nrows;
     store_row **todo;        /* scratch: rows of one transaction */
+    bool *missing;           /* scratch: store_missing_payments' answer */
+    bool expiry_checked;     /* the batch's payments older than the retention were looked up */
     store_row **undecided;   /* scratch: rows the transaction must decide */
     store_row **flagged;     /* scratch: decided review/block */
     const pay_payment **ps;  /* scratch: the undecided rows' payments */
@@ -512,6 +514,45 @@ static size_t scorer_live_rows(scorer *s) {
     return n;
 }
 
+/* The scorer_row a store_row belongs to (store_row is embedded as scorer_row.sr). */
+static scorer_row *row_of(store_row *sr) {
+    return (scorer_row *)(void *)((char *)sr - offsetof(scorer_row, sr));
+}
+
+/* Row i and every message of the batch that carried it go to the dead-letter topic. */
+static void scorer_reject_row(scorer *s, size_t i, const char *reason, const char *err) {
+    s->rows[i].rejected = true;
+    for (size_t j = 0; j < s->nitems; j++)
+        if (s->items[j].kind != ITEM_DEAD && s->items[j].row == (int)i)
+            scorer_dead_letter(&s->items[j], reason, err);
+}
+
+/* Payments ingested longer ago than payment-retention-days: retention may have deleted them since
+ * (expire.h), and such a message consumed again (an offset reset, a new group, a topic that keeps
+ * messages longer than the payments are kept) would be stored as a new payment: decided, alerted
+ * and counted in the features a second time. Those that payments does not hold are dead-lettered
+ * ("expired": deleted, or never processed within the retention; the two cannot be told apart, and
+ * neither should be scored now); those it holds are redeliveries as usual. A batch without such a
+ * payment costs no round trip. (Retention deleting one of them between this read and the insert
+ * would need its decision to be exactly payment-retention-days old at that moment.) */
+static store_rc scorer_reject_expired(scorer *s, char *err, size_t esz) {
+    if (s->expiry_checked) return STORE_OK;
+    int64_t cutoff = fs_now_ms() - (int64_t)s->cfg.retention_days * 86400000;
+    size_t n = 0;
+    for (size_t i = 0; s->cfg.retention_days > 0 && i < s->nrows; i++)
+        if (!s->rows[i].rejected && s->rows[i].p.ingest_time_ms < cutoff) s->todo[n++] = &s->rows[i].sr;
+    store_rc rc = n ? store_missing_payments(s->st, s->todo, n, s->missing, err, esz) : STORE_OK;
+    if (rc != STORE_OK) return rc;
+    for (size_t k = 0; k < n; k++)
+        if (s->missing[k])
+            scorer_reject_row(s, (size_t)(row_of(s->todo[k]) - s->rows), "expired",
+                              "ingested longer ago than payment-retention-days and not in "
+                              "PostgreSQL: deleted by retention, or never processed in time; "
+                              "storing it now would count it as a new payment");
+    s->expiry_checked = true;
+    return STORE_OK;
+}
+
 /* Transient failures (connection lost, server restarting, deadlock) retry the same batch forever
  * with backoff: nothing is committed meanwhile, so nothing is lost, and nothing goes to the DLQ.
  * (The consumer is not polled while we wait: an outage longer than max.poll.interval.ms costs us
@@ -523,9 +564,10 @@ static int scorer_persist_batch(scorer *s) {
     int failures = 0, backoff = BACKOFF_MIN_MS;
     bool last_try = false;
     for (int attempt = 1;; attempt++) {
-        size_t n = scorer_live_rows(s);
-        store_rc rc = n ? scorer_persist_rows(s, s->todo, n, err, sizeof err) : STORE_OK;
-        if (rc == STORE_FAILED && ++failures >= PERSIST_ATTEMPTS)
+        store_rc rc = scorer_reject_expired(s, err, sizeof err);
+        size_t n = rc == STORE_OK ? scorer_live_rows(s) : 0;
+        if (rc == STORE_OK && n) rc = scorer_persist_rows(s, s->todo, n, err, sizeof err);
+        if (rc == STORE_FAILED && s->expiry_checked && ++failures >= PERSIST_ATTEMPTS)
             rc = scorer_persist_one_by_one(s, err, sizeof err);
         if (rc == STORE_OK) return 0;
         s->stats.db_retries++;
@@ -578,21 +620,13 @@ static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz) {
         store_rc rc = scorer_persist_rows(s, &one, 1, err, esz);
         if (rc == STORE_TRANSIENT) return rc; /* back to the batch retry loop */
         if (rc == STORE_OK) continue;
-        r->rejected = true;
         s->stats.db_rejected++;
-        for (size_t j = 0; j < s->nitems; j++)
-            if (s->items[j].kind != ITEM_DEAD && s->items[j].row == (int)i)
-                scorer_dead_letter(&s->items[j], "db_rejected", err);
+        scorer_reject_row(s, i, "db_rejected", err);
     }
     return STORE_OK;
 }
 
 /* ---- the decision ----------------------------------------------------------------------------- */
-
-/* The scorer_row a store_row belongs to (store_row is embedded as scorer_row.sr). */
-static scorer_row *row_of(store_row *sr) {
-    return (scorer_row *)(void *)((char *)sr - offsetof(scorer_row, sr));
-}
 
 /* Decides one payment from its features (the model's score in them when it scored the batch):
  * rules and blend, reasons, evidence, versions; alert id when flagged. model_us: its share of the
@@ -1070,6 +1104,7 @@ static void scorer_clear_batch(scorer *s) {
     }
     s->nitems = 0;
     s->nrows = 0;
+    s->expiry_checked = false;
 }
 
 /* ---- outcomes: labels from payment_outcomes (the scorer's second consumer group) ---------------- */
@@ -1712,6 +1747,7 @@ static int scorer_alloc(scorer *s) {
     s->items = calloc(n, sizeof *s->items);
     s->rows = calloc(n, sizeof *s->rows);
     s->todo = calloc(n, sizeof *s->todo);
+    s->missing = calloc(n, sizeof *s->missing);
     s->undecided = calloc(n, sizeof *s->undecided);
     s->flagged = calloc(n, sizeof *s->flagged);
     s->ps = calloc(n, sizeof *s->ps);
@@ -1726,7 +1762,7 @@ static int scorer_alloc(scorer *s) {
     s->orow = calloc(OUTCOMES_MAX, sizeof *s->orow);
     s->labelled = calloc(LABELLED_MAX, sizeof *s->labelled);
     s->pend = pending_new(fs_mono_us());
-    return s->items && s->rows && s->todo && s->undecided && s->flagged && s->ps && s->vevents &&
+    return s->items && s->rows && s->todo && s->missing && s->undecided && s->flagged && s->ps && s->vevents &&
                    s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs &&
                    s->orow && s->labelled && s->pend
                ? 0
@@ -2043,6 +2079,7 @@ void scorer_destroy(scorer *s) {
     free(s->items);
     free(s->rows);
     free(s->todo);
+    free(s->missing);
     free(s->undecided);
     free(s->flagged);
     free(s->ps);

@@ -377,6 +377,34 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
     return STORE_OK;
 }
 
+/* The positions (1-based) of the ids that payments does not hold: a LEFT JOIN of the array with
+ * its ordinality, so that each id is one primary-key probe. */
+static const char SQL_MISSING_PAYMENTS[] =
+    "SELECT u.i FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i) "
+    "LEFT JOIN payments p ON p.payment_id = u.id WHERE p.payment_id IS NULL";
+
+store_rc store_missing_payments(store *st, store_row *const *rows, size_t n, bool *missing,
+                                char *errstr, size_t errstr_size) {
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    char *lit = NULL;
+    if (ids) {
+        for (size_t i = 0; i < n; i++) ids[i] = rows[i]->p->payment_id;
+        lit = fs_uuid_array_literal(ids, n);
+    }
+    free(ids);
+    if (!lit) return snprintf(errstr, errstr_size, "find payments: out of memory"), STORE_FAILED;
+    PGresult *res = exec2(st, SQL_MISSING_PAYMENTS, lit, NULL);
+    free(lit);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "find payments", errstr, errstr_size);
+    for (size_t i = 0; i < n; i++) missing[i] = false;
+    for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
+        long k = strtol(PQgetvalue(res, i, 0), NULL, 10);
+        if (k >= 1 && (size_t)k <= n) missing[k - 1] = true;
+    }
+    PQclear(res);
+    return rc;
+}
+
 /* ---- decisions ------------------------------------------------------------------------------ */
 
 static const char SQL_LOAD_DECISIONS[] =

@@ -123,6 +123,11 @@ void store_rollback(store *st);
 store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                                size_t errstr_size);
 
+/* missing[i] (n entries): rows[i]'s payment is not in payments (the payment ids are valid UUIDs,
+ * as decoded). Outside the batch's transaction or in it; a read only. */
+store_rc store_missing_payments(store *st, store_row *const *rows, size_t n, bool *missing,
+                                char *errstr, size_t errstr_size);
+
 /* For rows that are not new: loads their stored decision (has_decision set when one exists). */
 store_rc store_load_decisions(store *st, store_row *const *rows, size_t n, char *errstr,
                               size_t errstr_size);

@@ -24,6 +24,8 @@
 #      is not SKIP LOCKED): the slices fail on their lock timeout, retention_failed is logged (with
 #      "lock timeout"), the connection is usable (a new payment is scored meanwhile), and the
 #      payment is deleted with its label once the lock is released.
+#   5. raw_payments messages ingested more than 30 days ago consumed again: a deleted payment is
+#      dead-lettered "expired", not stored and counted again; a stored one is a redelivery.
 # Fails without the retention code (no fs_scorer_retention_deleted_total; nothing deleted), and on
 # each of these breakages (tried): a slice that keeps alert_history, alerts locked without SKIP
 # LOCKED (the slices wait for the analyst and fail on the lock timeout), a cutoff of 28 days.
@@ -215,8 +217,34 @@ fs_assert_eq $((before_o + 1)) "$(deleted outcomes)" "K29's label deleted with i
 fs_assert_eq "0 0" "$(fs_psql "SELECT (SELECT count(*) FROM payments WHERE payment_id = '$K29') || ' ' || (SELECT count(*) FROM outcomes WHERE payment_id = '$K29')")" "K29 and its label after the lock"
 ! grep -h '"level":"error"' "$FS_TEST_DIR/r1.log" "$FS_TEST_DIR/r2.log" || fs_fail "errors while pruning"
 
-for r in r1 r2 lab; do fs_kill $r TERM; done
-for r in r1 r2 lab; do
+# 5. Old raw_payments messages consumed again (an offset reset; a topic keeping more than 30 days):
+#    O1 (deleted in 2.) is not stored again but dead-lettered "expired"; N1, ingested as long ago
+#    but still stored, is a redelivery (its decision again on processed_payments, no dead letter);
+#    N5, ingested 10 days ago, is scored. lab (retention off) leaves first: r1 and r2 get the message.
+fs_kill lab TERM
+fs_wait_exit lab 30
+fs_assert_eq 0 "$FS_EXIT_STATUS" "lab: exit status"
+N5=0000000b-0000-4000-8000-0000000000b5
+NOW=$(($(date +%s) * 1000))
+rows0=$(fs_psql "SELECT count(*) FROM payments") vel0=$(fs_psql "SELECT count(*) FROM velocity_events")
+dlq() { echo $(($(metric r1 'fs_scorer_dead_letters_total{reason="expired"}' | sed 's/missing/0/') + $(metric r2 'fs_scorer_dead_letters_total{reason="expired"}' | sed 's/missing/0/'))); }
+n1_out() { timeout 60 kcat -b "$FS_BROKERS" -C -t processed_payments -o beginning -e -q -f '%k\n' | grep -c "^$N1\$"; }
+n1_before=$(n1_out)
+{ event "$O1" 1 150000 $((NOW - 40 * 86400000)); event "$N1" 3 150000 $((NOW - 40 * 86400000))
+  event "$N5" 8 2500 $((NOW - 10 * 86400000)); } | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+fs_wait_for 60 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$N5'" 1
+fs_wait_for 60 "(( \$(dlq) >= 1 && \$(n1_out) > n1_before ))" # the old code: O1 stored again, no dead letter
+fs_assert_eq 1 "$(dlq)" "dead letters expired (O1)"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM payments WHERE payment_id = '$O1'")" "O1 not stored again"
+fs_assert_eq $((rows0 + 1)) "$(fs_psql "SELECT count(*) FROM payments")" "payments: N5 only"
+fs_assert_eq $((vel0 + 2)) "$(fs_psql "SELECT count(*) FROM velocity_events")" "velocity events: N5's user and card only"
+fs_topic_dump raw_payments.dlq >"$FS_TEST_DIR/dlq.tsv"
+grep -F "$O1" "$FS_TEST_DIR/dlq.tsv" | grep -qF 'dlq_reason=expired,' ||
+    fs_fail "O1's dead letter: $(cat "$FS_TEST_DIR/dlq.tsv")"
+fs_assert_eq 1 "$(grep -c . "$FS_TEST_DIR/dlq.tsv")" "dead letters on raw_payments.dlq"
+
+for r in r1 r2; do fs_kill $r TERM; done
+for r in r1 r2; do
     fs_wait_exit $r 30
     fs_assert_eq 0 "$FS_EXIT_STATUS" "$r: exit status"
 done
