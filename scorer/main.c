@@ -53,6 +53,7 @@ typedef struct scorer_opts {
     char *offline_outcomes;
     int64_t batch_max;
     int64_t batch_max_ms;
+    int64_t batch_linger_ms;
     char *scorer_id;
     int64_t velocity_prune_every;
     int64_t velocity_lateness_s;
@@ -127,6 +128,11 @@ static const cfg_opt scorer_options[] = {
      "messages per batch (one PostgreSQL transaction)", false},
     {"batch-max-ms", "FS_BATCH_MAX_MS", CFG_INT, "50", 1, 60000, O(batch_max_ms),
      "a batch closes this long after its first message", false},
+    {"batch-linger-ms", "FS_BATCH_LINGER_MS", CFG_INT, "5", 0, 60000, O(batch_linger_ms),
+     "a batch also closes once no message came for this long: under light load a payment is "
+     "scored at once instead of waiting batch-max-ms, under a backlog batches still fill up to "
+     "batch-max (0: as soon as none is queued; batch-max-ms or more: always wait batch-max-ms)",
+     false},
     {"scorer-id", "FS_SCORER_ID", CFG_STRING, "", 0, 128, O(scorer_id),
      "this worker's name in decisions and logs (default: hostname-pid)", false},
     {"velocity-prune-every", "FS_VELOCITY_PRUNE_EVERY", CFG_INT, "20", 0, 1000000,
@@ -248,6 +254,7 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .scorer_id = o->scorer_id,
         .batch_max = (int)o->batch_max,
         .batch_max_ms = (int)o->batch_max_ms,
+        .batch_linger_ms = (int)o->batch_linger_ms,
         .velocity_prune_every = (int)o->velocity_prune_every,
         .velocity_lateness_ms = o->velocity_lateness_s * 1000,
         .watermark_liveness_ms = o->velocity_watermark_liveness_s * 1000,

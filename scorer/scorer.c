@@ -331,20 +331,26 @@ static void scorer_pii_key(scorer *s, rd_kafka_message_t *m) {
     memcpy(s->pii_key_id, id, sizeof id);
 }
 
-/* Polls until batch_max messages, or batch_max_ms after the first one, or 100 ms of nothing (back
- * to the loop for reloads and pruning). The revoke callback may finish the batch meanwhile. */
+/* Polls until batch_max messages, or batch_max_ms after the first one, or batch_linger_ms without
+ * a new one, or 100 ms of nothing (back to the loop for reloads and pruning). The linger is what
+ * keeps latency low under light load (a lone payment does not wait batch_max_ms for company) while
+ * batches still fill under load: messages arriving while one batch is persisted are queued by
+ * librdkafka, and the next poll takes them at once. The revoke callback may finish the batch
+ * meanwhile. */
 static void scorer_poll_batch(scorer *s) {
-    int64_t deadline_us = 0;
+    int64_t deadline_us = 0, last_us = 0;
     while (s->nitems < (size_t)s->cfg.batch_max && !*s->stop && !s->abandoned && !s->fatal) {
         int timeout_ms = 100;
         if (s->nitems > 0) {
             int64_t left_ms = (deadline_us - fs_mono_us()) / 1000;
             if (left_ms <= 0) break;
-            timeout_ms = (int)left_ms;
+            timeout_ms = (int)(left_ms < s->cfg.batch_linger_ms ? left_ms : s->cfg.batch_linger_ms);
         }
         rd_kafka_message_t *m = kafka_consumer_poll(s->consumer, timeout_ms, s->cfg.polled);
         if (!m) {
             if (s->nitems == 0) break;
+            /* a poll can also return early, having served a callback: the quiet time decides */
+            if (fs_mono_us() - last_us >= (int64_t)s->cfg.batch_linger_ms * 1000) break;
             continue;
         }
         if (m->err) {
@@ -352,7 +358,8 @@ static void scorer_poll_batch(scorer *s) {
             rd_kafka_message_destroy(m);
             continue;
         }
-        if (s->nitems == 0) deadline_us = fs_mono_us() + (int64_t)s->cfg.batch_max_ms * 1000;
+        last_us = fs_mono_us();
+        if (s->nitems == 0) deadline_us = last_us + (int64_t)s->cfg.batch_max_ms * 1000;
         s->items[s->nitems++] = (scorer_item){.msg = m, .row = -1}; /* the batch owns m now */
         s->stats.messages++;
         metric_add(s->m.messages, NULL, 1);

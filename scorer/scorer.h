@@ -55,6 +55,7 @@ typedef struct scorer_config {
     const char *scorer_id;        /* decisions.scorer_id, client.id */
     int batch_max;                /* messages per batch */
     int batch_max_ms;             /* a batch closes this long after its first message */
+    int batch_linger_ms;          /* ... or once no message came for this long (0: none queued) */
     int velocity_prune_every;     /* batches between prunes of old velocity events (0: never) */
     int64_t velocity_lateness_ms; /* how late an event may be and still see complete windows */
     int64_t watermark_liveness_ms;/* other workers' published watermarks older than this no longer

@@ -2,8 +2,8 @@
 # The scorer's settings that are wrong even within their range are refused at start-up, before it
 # connects to anything: exit 1 at once with a config_invalid line naming the option and why. No
 # PostgreSQL or broker runs here.
-#   payment-retention-days 1..29 (scorer/expire.h): a deleted payment whose raw_payments message is
-#   consumed again would be stored again, and labels arrive weeks later; 0 and 30 pass.
+#   payment-retention-days 1..29 (scorer/expire.h): labels arrive weeks later, and a backlog older
+#   than the retention would be dead-lettered (expired) instead of scored; 0 and 30 pass.
 # The code without the check starts with payment-retention-days=29 (then waits for PostgreSQL).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
