@@ -24,8 +24,9 @@
  *
  * A deleted payment whose raw_payments message is consumed again (an offset reset; a topic that
  * keeps messages longer than payment-retention-days) is not stored again: the scorer dead-letters
- * messages ingested longer ago than payment-retention-days whose payment is not in PostgreSQL
- * ("expired", scorer.c scorer_reject_expired).
+ * messages ingested longer ago than payment-retention-days (less EXPIRE_CLOCK_MARGIN_MS) whose
+ * payment is not in PostgreSQL ("expired", scorer.c scorer_reject_expired), and locks those it
+ * finds until its transaction commits (the slices skip locked rows).
  *
  * payment-retention-days is 0 (keep forever: the default) or at least EXPIRE_MIN_DAYS: labels
  * arrive weeks after the payment, and the raw_payments backlog of a scorer that was down for days
@@ -44,6 +45,9 @@
 #define EXPIRE_SLICE 500
 #define EXPIRE_BUDGET_MS 100 /* per loop turn while the consumer keeps up */
 #define EXPIRE_SHARE_PCT 10  /* of the batches' time while it is behind */
+/* The scorer's "expired" check looks up payments ingested this much less than
+ * payment-retention-days ago too: ingest_time is ingest's clock, decided_at a scorer's. */
+#define EXPIRE_CLOCK_MARGIN_MS 86400000
 
 /* The phases of a round, in order. */
 typedef enum expire_phase {

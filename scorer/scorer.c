@@ -130,8 +130,7 @@ struct scorer {
     scorer_row *rows;
     size_t nrows;
     store_row **todo;        /* scratch: rows of one transaction */
-    bool *missing;           /* scratch: store_missing_payments' answer */
-    bool expiry_checked;     /* the batch's payments older than the retention were looked up */
+    store_row **old;         /* scratch: rows ingested longer ago than the retention */
     store_row **undecided;   /* scratch: rows the transaction must decide */
     store_row **flagged;     /* scratch: decided review/block */
     const pay_payment **ps;  /* scratch: the undecided rows' payments */
@@ -338,19 +337,20 @@ static void scorer_pii_key(scorer *s, rd_kafka_message_t *m) {
  * librdkafka, and the next poll takes them at once. The revoke callback may finish the batch
  * meanwhile. */
 static void scorer_poll_batch(scorer *s) {
-    int64_t deadline_us = 0, last_us = 0;
+    int64_t deadline_us = 0, last_us = 0, linger_us = (int64_t)s->cfg.batch_linger_ms * 1000;
     while (s->nitems < (size_t)s->cfg.batch_max && !*s->stop && !s->abandoned && !s->fatal) {
         int timeout_ms = 100;
         if (s->nitems > 0) {
-            int64_t left_ms = (deadline_us - fs_mono_us()) / 1000;
-            if (left_ms <= 0) break;
-            timeout_ms = (int)(left_ms < s->cfg.batch_linger_ms ? left_ms : s->cfg.batch_linger_ms);
+            int64_t now = fs_mono_us(), end = last_us + linger_us;
+            if (now >= deadline_us) break;
+            if (end > deadline_us) end = deadline_us;
+            timeout_ms = end > now ? (int)((end - now + 999) / 1000) : 0; /* 0: what is queued */
         }
         rd_kafka_message_t *m = kafka_consumer_poll(s->consumer, timeout_ms, s->cfg.polled);
         if (!m) {
             if (s->nitems == 0) break;
             /* a poll can also return early, having served a callback: the quiet time decides */
-            if (fs_mono_us() - last_us >= (int64_t)s->cfg.batch_linger_ms * 1000) break;
+            if (fs_mono_us() - last_us >= linger_us) break;
             continue;
         }
         if (m->err) {
@@ -537,26 +537,32 @@ static void scorer_reject_row(scorer *s, size_t i, const char *reason, const cha
 /* Payments ingested longer ago than payment-retention-days: retention may have deleted them since
  * (expire.h), and such a message consumed again (an offset reset, a new group, a topic that keeps
  * messages longer than the payments are kept) would be stored as a new payment: decided, alerted
- * and counted in the features a second time. Those that payments does not hold are dead-lettered
- * ("expired": deleted, or never processed within the retention; the two cannot be told apart, and
- * neither should be scored now); those it holds are redeliveries as usual. A batch without such a
- * payment costs no round trip. (Retention deleting one of them between this read and the insert
- * would need its decision to be exactly payment-retention-days old at that moment.) */
-static store_rc scorer_reject_expired(scorer *s, char *err, size_t esz) {
-    if (s->expiry_checked) return STORE_OK;
-    int64_t cutoff = fs_now_ms() - (int64_t)s->cfg.retention_days * 86400000;
-    size_t n = 0;
-    for (size_t i = 0; s->cfg.retention_days > 0 && i < s->nrows; i++)
-        if (!s->rows[i].rejected && s->rows[i].p.ingest_time_ms < cutoff) s->todo[n++] = &s->rows[i].sr;
-    store_rc rc = n ? store_missing_payments(s->st, s->todo, n, s->missing, err, esz) : STORE_OK;
+ * and counted in the features a second time. In the batch's transaction, those that payments does
+ * not hold are dead-lettered ("expired": deleted, or never processed within the retention; the two
+ * cannot be told apart, and neither should be scored now) and dropped from rows (*n shrinks);
+ * those it holds stay locked until the commit, so retention cannot delete them meanwhile, and are
+ * redeliveries as usual. The cutoff is a day later than retention's: ingest_time is ingest's clock,
+ * decided_at a scorer's. A batch without such a payment costs no round trip. */
+static store_rc scorer_reject_expired(scorer *s, store_row **rows, size_t *n, char *err, size_t esz) {
+    if (s->cfg.retention_days == 0) return STORE_OK;
+    int64_t cutoff = fs_now_ms() - (int64_t)s->cfg.retention_days * 86400000 + EXPIRE_CLOCK_MARGIN_MS;
+    size_t nold = 0, kept = 0;
+    for (size_t i = 0; i < *n; i++)
+        if (rows[i]->p->ingest_time_ms < cutoff) s->old[nold++] = rows[i];
+    if (nold == 0) return STORE_OK;
+    store_rc rc = store_lock_payments(s->st, s->old, nold, err, esz);
     if (rc != STORE_OK) return rc;
-    for (size_t k = 0; k < n; k++)
-        if (s->missing[k])
-            scorer_reject_row(s, (size_t)(row_of(s->todo[k]) - s->rows), "expired",
-                              "ingested longer ago than payment-retention-days and not in "
-                              "PostgreSQL: deleted by retention, or never processed in time; "
-                              "storing it now would count it as a new payment");
-    s->expiry_checked = true;
+    for (size_t i = 0; i < *n; i++) {
+        if (!rows[i]->gone) {
+            rows[kept++] = rows[i];
+            continue;
+        }
+        scorer_reject_row(s, (size_t)(row_of(rows[i]) - s->rows), "expired",
+                          "ingested longer ago than payment-retention-days and not in PostgreSQL: "
+                          "deleted by retention, or never processed in time; storing it now would "
+                          "count it as a new payment");
+    }
+    *n = kept;
     return STORE_OK;
 }
 
@@ -571,10 +577,9 @@ static int scorer_persist_batch(scorer *s) {
     int failures = 0, backoff = BACKOFF_MIN_MS;
     bool last_try = false;
     for (int attempt = 1;; attempt++) {
-        store_rc rc = scorer_reject_expired(s, err, sizeof err);
-        size_t n = rc == STORE_OK ? scorer_live_rows(s) : 0;
-        if (rc == STORE_OK && n) rc = scorer_persist_rows(s, s->todo, n, err, sizeof err);
-        if (rc == STORE_FAILED && s->expiry_checked && ++failures >= PERSIST_ATTEMPTS)
+        size_t n = scorer_live_rows(s);
+        store_rc rc = n ? scorer_persist_rows(s, s->todo, n, err, sizeof err) : STORE_OK;
+        if (rc == STORE_FAILED && ++failures >= PERSIST_ATTEMPTS)
             rc = scorer_persist_one_by_one(s, err, sizeof err);
         if (rc == STORE_OK) return 0;
         s->stats.db_retries++;
@@ -605,9 +610,10 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
     uint64_t calls0, us0, calls1, us1;
     store_latency(s->st, &calls0, &us0);
     store_rc rc = store_begin(s->st, err, esz);
-    if (rc == STORE_OK) rc = store_insert_payments(s->st, rows, n, err, esz);
-    if (rc == STORE_OK) rc = store_load_decisions(s->st, rows, n, err, esz);
-    if (rc == STORE_OK) rc = scorer_decide(s, rows, n, err, esz);
+    if (rc == STORE_OK) rc = scorer_reject_expired(s, rows, &n, err, esz);
+    if (rc == STORE_OK && n) rc = store_insert_payments(s->st, rows, n, err, esz);
+    if (rc == STORE_OK && n) rc = store_load_decisions(s->st, rows, n, err, esz);
+    if (rc == STORE_OK && n) rc = scorer_decide(s, rows, n, err, esz);
     if (rc == STORE_OK) rc = store_commit(s->st, err, esz);
     if (rc != STORE_OK) store_rollback(s->st);
     store_latency(s->st, &calls1, &us1);
@@ -1111,7 +1117,6 @@ static void scorer_clear_batch(scorer *s) {
     }
     s->nitems = 0;
     s->nrows = 0;
-    s->expiry_checked = false;
 }
 
 /* ---- outcomes: labels from payment_outcomes (the scorer's second consumer group) ---------------- */
@@ -1754,7 +1759,7 @@ static int scorer_alloc(scorer *s) {
     s->items = calloc(n, sizeof *s->items);
     s->rows = calloc(n, sizeof *s->rows);
     s->todo = calloc(n, sizeof *s->todo);
-    s->missing = calloc(n, sizeof *s->missing);
+    s->old = calloc(n, sizeof *s->old);
     s->undecided = calloc(n, sizeof *s->undecided);
     s->flagged = calloc(n, sizeof *s->flagged);
     s->ps = calloc(n, sizeof *s->ps);
@@ -1769,7 +1774,7 @@ static int scorer_alloc(scorer *s) {
     s->orow = calloc(OUTCOMES_MAX, sizeof *s->orow);
     s->labelled = calloc(LABELLED_MAX, sizeof *s->labelled);
     s->pend = pending_new(fs_mono_us());
-    return s->items && s->rows && s->todo && s->missing && s->undecided && s->flagged && s->ps && s->vevents &&
+    return s->items && s->rows && s->todo && s->old && s->undecided && s->flagged && s->ps && s->vevents &&
                    s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs &&
                    s->orow && s->labelled && s->pend
                ? 0
@@ -1814,11 +1819,11 @@ static void scorer_metrics_zero(scorer_metrics *x) {
                        x->delivery_failures, x->commit_failures, x->offsets_lost,
                        x->messages_lost, x->model_failures, x->consumer_errors,
                        x->outcomes_commit_failures, x->db_timeouts};
-    static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected"};
+    static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected", "expired"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);
-    for (size_t i = 0; i < 3; i++) metric_add(x->dead_letters, dlq[i], 0);
+    for (size_t i = 0; i < sizeof dlq / sizeof dlq[0]; i++) metric_add(x->dead_letters, dlq[i], 0);
     for (size_t i = 0; i < 2; i++) metric_add(x->reloads, results[i], 0);
     for (size_t i = 0; i < 2; i++) metric_add(x->model_reloads, results[i], 0);
     for (size_t i = 0; i < 3; i++) metric_add(x->decisions, decisions[i], 0);
@@ -2086,7 +2091,7 @@ void scorer_destroy(scorer *s) {
     free(s->items);
     free(s->rows);
     free(s->todo);
-    free(s->missing);
+    free(s->old);
     free(s->undecided);
     free(s->flagged);
     free(s->ps);

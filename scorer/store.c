@@ -377,30 +377,39 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
     return STORE_OK;
 }
 
-/* The positions (1-based) of the ids that payments does not hold: a LEFT JOIN of the array with
- * its ordinality, so that each id is one primary-key probe. */
-static const char SQL_MISSING_PAYMENTS[] =
-    "SELECT u.i FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i) "
-    "LEFT JOIN payments p ON p.payment_id = u.id WHERE p.payment_id IS NULL";
+/* The ids of $1 that payments does not hold; those it holds are locked FOR KEY SHARE until the
+ * transaction ends (retention's FOR UPDATE SKIP LOCKED then leaves them alone). One primary-key
+ * probe per id. */
+static const char SQL_LOCK_PAYMENTS[] =
+    "WITH held AS MATERIALIZED (SELECT payment_id FROM payments WHERE payment_id = ANY ($1::uuid[])"
+    " FOR KEY SHARE) "
+    "SELECT u.id::text FROM unnest($1::uuid[]) AS u(id)"
+    " WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.payment_id = u.id)";
 
-store_rc store_missing_payments(store *st, store_row *const *rows, size_t n, bool *missing,
-                                char *errstr, size_t errstr_size) {
+store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *errstr,
+                             size_t errstr_size) {
     const char **ids = calloc(n ? n : 1, sizeof *ids);
+    store_row **sorted = rows_sorted(rows, n);
     char *lit = NULL;
-    if (ids) {
-        for (size_t i = 0; i < n; i++) ids[i] = rows[i]->p->payment_id;
-        lit = fs_uuid_array_literal(ids, n);
+    store_rc rc = STORE_FAILED;
+    for (size_t i = 0; ids && i < n; i++) {
+        ids[i] = rows[i]->p->payment_id;
+        rows[i]->gone = false;
     }
+    if (ids && sorted) lit = fs_uuid_array_literal(ids, n);
     free(ids);
-    if (!lit) return snprintf(errstr, errstr_size, "find payments: out of memory"), STORE_FAILED;
-    PGresult *res = exec2(st, SQL_MISSING_PAYMENTS, lit, NULL);
-    free(lit);
-    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "find payments", errstr, errstr_size);
-    for (size_t i = 0; i < n; i++) missing[i] = false;
-    for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
-        long k = strtol(PQgetvalue(res, i, 0), NULL, 10);
-        if (k >= 1 && (size_t)k <= n) missing[k - 1] = true;
+    if (!lit) {
+        free(sorted);
+        return snprintf(errstr, errstr_size, "lock payments: out of memory"), STORE_FAILED;
     }
+    PGresult *res = exec2(st, SQL_LOCK_PAYMENTS, lit, NULL);
+    free(lit);
+    rc = result_rc(st, res, PGRES_TUPLES_OK, "lock payments", errstr, errstr_size);
+    for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
+        store_row *r = row_find(sorted, n, PQgetvalue(res, i, 0));
+        if (r) r->gone = true;
+    }
+    free(sorted);
     PQclear(res);
     return rc;
 }

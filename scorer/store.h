@@ -3,6 +3,7 @@
  * The scorer drives the transaction step by step (scorer.c reads top to bottom):
  *
  *   store_begin
+ *   store_lock_payments      (only payments ingested longer ago than the retention: are they there?)
  *   store_insert_payments    INSERT ... ON CONFLICT DO NOTHING RETURNING: marks the rows this
  *                            transaction inserted (is_new); the others were persisted before
  *   store_load_decisions     the decision persisted the first time, for the redelivered ones
@@ -64,6 +65,7 @@ typedef struct store_row {
     int32_t partition;       /* where it was read (payments.source_partition/offset) */
     int64_t offset;
     bool is_new;             /* out of store_insert_payments: this transaction inserted it */
+    bool gone;               /* out of store_lock_payments: not in payments */
     bool labels_pending;     /* ... and labels of it were stored before, still pending (seen
                                 from this statement's snapshot) */
     bool has_decision;       /* a decision is in dec (loaded, or made by the scorer) */
@@ -123,10 +125,11 @@ void store_rollback(store *st);
 store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                                size_t errstr_size);
 
-/* missing[i] (n entries): rows[i]'s payment is not in payments (the payment ids are valid UUIDs,
- * as decoded). Outside the batch's transaction or in it; a read only. */
-store_rc store_missing_payments(store *st, store_row *const *rows, size_t n, bool *missing,
-                                char *errstr, size_t errstr_size);
+/* In the batch's transaction, before store_insert_payments: sets rows[i]->gone for the rows whose
+ * payment is not in payments, and locks the others FOR KEY SHARE until the transaction ends, so
+ * that retention (which skips locked rows) cannot delete them before the insert sees them. */
+store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *errstr,
+                             size_t errstr_size);
 
 /* For rows that are not new: loads their stored decision (has_decision set when one exists). */
 store_rc store_load_decisions(store *st, store_row *const *rows, size_t n, char *errstr,

@@ -14,8 +14,12 @@
  * silently move the group past the whole DLQ. */
 static const char *const KNOWN_REASONS[] = {
     "undecodable",     "invalid_payment",   "invalid_outcome",    "db_rejected",
-    "invalid_alert",   "delivery_rejected", "delivery_exhausted", NULL,
+    "invalid_alert",   "delivery_rejected", "delivery_exhausted", "expired", NULL,
 };
+
+/* Skipped unless named: the scorer dead-letters these again as long as payment-retention-days has
+ * not been raised above their age (scorer.c scorer_reject_expired). */
+#define REASON_EXPIRED "expired"
 
 struct redrive_plan {
     size_t nreasons; /* 0: every reason */
@@ -63,7 +67,7 @@ static int parse_reasons(redrive_plan *p, const char *list, char *errstr, size_t
         if (!reason_known(item, n)) {
             snprintf(errstr, errstr_size, "reason: '%.*s' is not a dlq_reason (undecodable, "
                      "invalid_payment, invalid_outcome, db_rejected, invalid_alert, "
-                     "delivery_rejected, delivery_exhausted)", (int)(n < 64 ? n : 64), item);
+                     "delivery_rejected, delivery_exhausted, expired)", (int)(n < 64 ? n : 64), item);
             return -1;
         }
         if (p->nreasons == REDRIVE_MAX_REASONS)
@@ -134,7 +138,8 @@ static int64_t redrive_count_of(const rd_kafka_headers_t *hdrs) {
 }
 
 static bool reason_selected(const redrive_plan *p, const char *v, size_t n, bool present) {
-    if (p->nreasons == 0) return true;
+    if (p->nreasons == 0)
+        return !present || n != strlen(REASON_EXPIRED) || memcmp(v, REASON_EXPIRED, n) != 0;
     for (size_t i = 0; present && i < p->nreasons; i++)
         if (strlen(p->reasons[i]) == n && memcmp(p->reasons[i], v, n) == 0) return true;
     return false;

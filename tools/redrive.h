@@ -38,7 +38,7 @@ typedef struct redrive_decision {
     int64_t redrive_count;           /* redrive_count so far (0 when absent or not a number) */
 } redrive_decision;
 
-/* What to re-drive: reasons is the comma-separated --reason ("" = every reason; each must be a
+/* What to re-drive: reasons is the comma-separated --reason ("" = every reason but expired; each must be a
  * dlq_reason the project writes, so a typo cannot skip the whole DLQ), to the target topic ("" =
  * each message's source_topic), dlq_topic the topic being read (never a target: that would loop),
  * max_redrives >= 1. Returns NULL with errstr. */

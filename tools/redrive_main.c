@@ -54,8 +54,8 @@ static const cfg_opt redrive_options[] = {
      "target topic (\"\": each message's source_topic header; messages without one are skipped "
      "as no_source)", false},
     {"reason", "FS_REASON", CFG_STRING, "", 0, 1024, O(reason),
-     "comma-separated dlq_reason values to re-drive (\"\": all); the others are skipped and "
-     "committed past", false},
+     "comma-separated dlq_reason values to re-drive (\"\": all but expired, which the scorer "
+     "would dead-letter again); the others are skipped and committed past", false},
     {"max-redrives", "FS_MAX_REDRIVES", CFG_INT, "3", 1, 1000, O(max_redrives),
      "a message whose redrive_count header has reached this is not produced again (a poison "
      "message cannot loop)", false},

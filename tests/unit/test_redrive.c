@@ -109,6 +109,13 @@ static void test_decide(void **state) {
          REDRIVE_FILTERED, "db_rej", "raw_payments", 0},
         {"db_rejected", "", 3, false, {{"source_topic", "raw_payments"}},
          REDRIVE_FILTERED, "-", "raw_payments", 0},
+        /* expired: only when named (it would be dead-lettered again) */
+        {"", "", 3, false, {DLQ_HEADERS("expired", "raw_payments")},
+         REDRIVE_FILTERED, "expired", "raw_payments", 0},
+        {"expired", "", 3, false, {DLQ_HEADERS("expired", "raw_payments")},
+         REDRIVE_PRODUCE, "expired", "raw_payments", 0},
+        {"", "", 3, false, {DLQ_HEADERS("expire", "raw_payments")},
+         REDRIVE_PRODUCE, "expire", "raw_payments", 0},
         {"db_rejected", "", 3, false, {{"dlq_reason", NULL}, {"source_topic", "raw_payments"}},
          REDRIVE_FILTERED, "-", "raw_payments", 0},
         /* the target: --to wins; without it source_topic must be a usable topic */
