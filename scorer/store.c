@@ -377,24 +377,22 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
     return STORE_OK;
 }
 
-/* The ids of $1 that payments does not hold; those it holds are locked FOR KEY SHARE until the
- * transaction ends (retention's FOR UPDATE SKIP LOCKED then leaves them alone). One primary-key
- * probe per id. */
+/* The ids of $1 that payments holds, locked FOR KEY SHARE until the transaction ends (retention's
+ * FOR UPDATE SKIP LOCKED then leaves them alone; one retention is deleting meanwhile is waited for
+ * and not returned). One primary-key probe per id. The comment names the statement in
+ * pg_stat_activity (and for test_scorer_retention_race's proxy). */
 static const char SQL_LOCK_PAYMENTS[] =
-    "WITH held AS MATERIALIZED (SELECT payment_id FROM payments WHERE payment_id = ANY ($1::uuid[])"
-    " FOR KEY SHARE) "
-    "SELECT u.id::text FROM unnest($1::uuid[]) AS u(id)"
-    " WHERE NOT EXISTS (SELECT 1 FROM held h WHERE h.payment_id = u.id)";
+    "/* expired look-up */ SELECT payment_id::text FROM payments"
+    " WHERE payment_id = ANY ($1::uuid[]) FOR KEY SHARE";
 
 store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                              size_t errstr_size) {
     const char **ids = calloc(n ? n : 1, sizeof *ids);
     store_row **sorted = rows_sorted(rows, n);
     char *lit = NULL;
-    store_rc rc = STORE_FAILED;
     for (size_t i = 0; ids && i < n; i++) {
         ids[i] = rows[i]->p->payment_id;
-        rows[i]->gone = false;
+        rows[i]->gone = true; /* until found: an id that matched nothing is not stored again */
     }
     if (ids && sorted) lit = fs_uuid_array_literal(ids, n);
     free(ids);
@@ -404,10 +402,10 @@ store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *
     }
     PGresult *res = exec2(st, SQL_LOCK_PAYMENTS, lit, NULL);
     free(lit);
-    rc = result_rc(st, res, PGRES_TUPLES_OK, "lock payments", errstr, errstr_size);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "lock payments", errstr, errstr_size);
     for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
         store_row *r = row_find(sorted, n, PQgetvalue(res, i, 0));
-        if (r) r->gone = true;
+        if (r) r->gone = false;
     }
     free(sorted);
     PQclear(res);

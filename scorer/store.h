@@ -125,9 +125,9 @@ void store_rollback(store *st);
 store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                                size_t errstr_size);
 
-/* In the batch's transaction, before store_insert_payments: sets rows[i]->gone for the rows whose
- * payment is not in payments, and locks the others FOR KEY SHARE until the transaction ends, so
- * that retention (which skips locked rows) cannot delete them before the insert sees them. */
+/* In the batch's transaction, before store_insert_payments: locks the rows' payments that are in
+ * payments FOR KEY SHARE until the transaction ends, so that retention (which skips locked rows)
+ * cannot delete them before the insert sees them, and sets rows[i]->gone for all the others. */
 store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                              size_t errstr_size);
 

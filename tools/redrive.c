@@ -18,11 +18,12 @@ static const char *const KNOWN_REASONS[] = {
 };
 
 /* Skipped unless named: the scorer dead-letters these again as long as payment-retention-days has
- * not been raised above their age (scorer.c scorer_reject_expired). */
+ * not been raised above their age (scorer.c scorer_reject_expired), and once it has, it would store
+ * the ones retention had deleted as new payments (docs/topics.md). */
 #define REASON_EXPIRED "expired"
 
 struct redrive_plan {
-    size_t nreasons; /* 0: every reason */
+    size_t nreasons; /* 0: every reason but expired */
     char reasons[REDRIVE_MAX_REASONS][REDRIVE_REASON_MAX];
     char to[REDRIVE_TOPIC_MAX];
     char dlq_topic[REDRIVE_TOPIC_MAX];

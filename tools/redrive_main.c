@@ -55,7 +55,8 @@ static const cfg_opt redrive_options[] = {
      "as no_source)", false},
     {"reason", "FS_REASON", CFG_STRING, "", 0, 1024, O(reason),
      "comma-separated dlq_reason values to re-drive (\"\": all but expired, which the scorer "
-     "would dead-letter again); the others are skipped and committed past", false},
+     "would dead-letter again, or store twice if payment-retention-days was raised: name it only "
+     "for payments never decided); the others are skipped and committed past", false},
     {"max-redrives", "FS_MAX_REDRIVES", CFG_INT, "3", 1, 1000, O(max_redrives),
      "a message whose redrive_count header has reached this is not produced again (a poison "
      "message cannot loop)", false},

@@ -42,17 +42,19 @@ def pipe(a, b, conn, upstream):
             d = a.recv(65536)
             if not d:
                 break
+            announce = False
             if upstream and hold_after and not conn["held"] and not conn["passed"]:
                 seen = (seen + d)[-(len(hold_after) + 65536):]
                 if hold_after in seen:
                     if take_hold():
-                        conn["held"] = True
-                        print("holding replies", flush=True)
+                        conn["held"] = announce = True
                     else:
                         conn["passed"] = True
             if not upstream and conn["held"]:
                 continue  # swallowed: the client waits for an answer that never comes
             b.sendall(d)
+            if announce:  # after the statement went on to the server
+                print("holding replies", flush=True)
     except OSError:
         pass
     finally:
