@@ -330,18 +330,40 @@ static void scorer_pii_key(scorer *s, rd_kafka_message_t *m) {
     memcpy(s->pii_key_id, id, sizeof id);
 }
 
+/* Whether this worker has consumed everything its partitions held at their last fetch (each
+ * position at or past librdkafka's cached high watermark: no broker round trip). Only then may the
+ * linger close a batch early: messages still at the brokers (a backlog the fetches have not brought
+ * in yet) must make batches larger, not more frequent. */
+static bool scorer_caught_up(scorer *s) {
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    bool caught_up = true;
+    if (rd_kafka_assignment(s->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR) return true;
+    rd_kafka_position(s->consumer, parts);
+    for (int i = 0; caught_up && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t lo, hi;
+        if (p->offset < 0 || rd_kafka_get_watermark_offsets(s->consumer, p->topic, p->partition,
+                                                            &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue; /* nothing consumed or fetched yet: no evidence of a backlog */
+        caught_up = hi < 0 || p->offset >= hi;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return caught_up;
+}
+
 /* Polls until batch_max messages, or batch_max_ms after the first one, or batch_linger_ms without
- * a new one, or 100 ms of nothing (back to the loop for reloads and pruning). The linger is what
- * keeps latency low under light load (a lone payment does not wait batch_max_ms for company) while
- * batches still fill under load: messages arriving while one batch is persisted are queued by
- * librdkafka, and the next poll takes them at once. The revoke callback may finish the batch
- * meanwhile. */
+ * a new one while caught up (scorer_caught_up), or 100 ms of nothing (back to the loop for reloads
+ * and pruning). The linger is what keeps latency low under light load (a lone payment does not
+ * wait batch_max_ms for company); under load batches still fill: what arrives while one batch is
+ * persisted is queued by librdkafka and taken at once, and what is still at the brokers is waited
+ * for. The revoke callback may finish the batch meanwhile. */
 static void scorer_poll_batch(scorer *s) {
     int64_t deadline_us = 0, last_us = 0, linger_us = (int64_t)s->cfg.batch_linger_ms * 1000;
+    bool lingering = true; /* false: behind, the batch waits for the deadline or the next message */
     while (s->nitems < (size_t)s->cfg.batch_max && !*s->stop && !s->abandoned && !s->fatal) {
         int timeout_ms = 100;
         if (s->nitems > 0) {
-            int64_t now = fs_mono_us(), end = last_us + linger_us;
+            int64_t now = fs_mono_us(), end = lingering ? last_us + linger_us : deadline_us;
             if (now >= deadline_us) break;
             if (end > deadline_us) end = deadline_us;
             timeout_ms = end > now ? (int)((end - now + 999) / 1000) : 0; /* 0: what is queued */
@@ -350,7 +372,10 @@ static void scorer_poll_batch(scorer *s) {
         if (!m) {
             if (s->nitems == 0) break;
             /* a poll can also return early, having served a callback: the quiet time decides */
-            if (fs_mono_us() - last_us >= linger_us) break;
+            if (lingering && fs_mono_us() - last_us >= linger_us) {
+                if (scorer_caught_up(s)) break;
+                lingering = false;
+            }
             continue;
         }
         if (m->err) {
@@ -359,6 +384,7 @@ static void scorer_poll_batch(scorer *s) {
             continue;
         }
         last_us = fs_mono_us();
+        lingering = true;
         if (s->nitems == 0) deadline_us = last_us + (int64_t)s->cfg.batch_max_ms * 1000;
         s->items[s->nitems++] = (scorer_item){.msg = m, .row = -1}; /* the batch owns m now */
         s->stats.messages++;

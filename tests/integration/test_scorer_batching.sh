@@ -8,7 +8,11 @@
 #   3. a backlog still fills batches with linger 0 (close as soon as none is queued): 3000 payments
 #      waiting, batch-max 500: at most 20 batches, 150 payments on average (6 when all are full;
 #      the first few can be small while librdkafka's first fetches come in).
-# The three scorers run one after the other in one group; each checks its own payments' rows.
+#   4. a backlog the consumer fetches in small pieces (librdkafka told to prefetch only 5 messages,
+#      4 KB per partition and fetch) still fills batches with linger 0: the batch is closed early only when the
+#      worker has caught up with the partitions' high watermarks (scorer_caught_up); 1000
+#      payments, batch-max 500: at most 10 batches (without the check: one per fetch, ~100s).
+# The scorers run one after the other in one group; each checks its own payments' rows.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_batching
@@ -17,7 +21,7 @@ fs_broker_start 3
 gen="$REPO/tests/integration/gen_raw_payments.sh"
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500 # quick rebalances (the mock)
 run=$((RANDOM + 1000))
-bash "$gen" "$run" 3006 1000 DE >"$FS_TEST_DIR/events.txt"
+bash "$gen" "$run" 4006 1000 DE >"$FS_TEST_DIR/events.txt"
 decided() { fs_psql "SELECT count(*) FROM decisions"; }
 # scorer NAME ENV...: started, and assigned its partitions (so that what is produced next is consumed)
 scorer() {
@@ -56,4 +60,14 @@ stop backlog
 batches=$(grep '"event":"stopped"' "$FS_TEST_DIR/backlog.log" | grep -o '"batches":[0-9]*' | cut -d: -f2)
 echo "3000 payments in $batches batches of at most 500"
 ((batches >= 6 && batches <= 20)) || fs_fail "3000 payments in $batches batches (6..20 expected)"
+
+# 4. A backlog fetched in small pieces: the batches wait for what the brokers still hold.
+sed -n '3005,$p' "$FS_TEST_DIR/events.txt" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+scorer trickle FS_BATCH_MAX=500 FS_BATCH_MAX_MS=20000 FS_BATCH_LINGER_MS=0 KAFKA_QUEUED_MIN_MESSAGES=5 \
+    KAFKA_MAX_PARTITION_FETCH_BYTES=4096
+fs_wait_for 120 '(( $(decided) == 4004 ))'
+stop trickle
+batches=$(grep '"event":"stopped"' "$FS_TEST_DIR/trickle.log" | grep -o '"batches":[0-9]*' | cut -d: -f2)
+echo "1000 payments fetched in small pieces: $batches batches of at most 500"
+((batches >= 2 && batches <= 10)) || fs_fail "1000 payments in $batches batches (2..10 expected)"
 echo PASS
