@@ -569,9 +569,11 @@ static void scorer_reject_row(scorer *s, size_t i, const char *reason, const cha
  * those it holds stay locked until the commit, so retention cannot delete them meanwhile, and are
  * redeliveries as usual. The cutoff is a day later than retention's: ingest_time is ingest's clock,
  * decided_at a scorer's. A batch without such a payment costs no round trip. */
-static store_rc scorer_reject_expired(scorer *s, store_row **rows, size_t *n, char *err, size_t esz) {
+static store_rc scorer_reject_expired(scorer *s, store_row **rows, size_t *n, char *err,
+                                      size_t esz) {
     if (s->cfg.retention_days == 0) return STORE_OK;
-    int64_t cutoff = fs_now_ms() - (int64_t)s->cfg.retention_days * 86400000 + EXPIRE_CLOCK_MARGIN_MS;
+    int64_t cutoff =
+        fs_now_ms() - (int64_t)s->cfg.retention_days * 86400000 + EXPIRE_CLOCK_MARGIN_MS;
     size_t nold = 0, kept = 0;
     for (size_t i = 0; i < *n; i++)
         if (rows[i]->p->ingest_time_ms < cutoff) s->old[nold++] = rows[i];
@@ -1800,9 +1802,9 @@ static int scorer_alloc(scorer *s) {
     s->orow = calloc(OUTCOMES_MAX, sizeof *s->orow);
     s->labelled = calloc(LABELLED_MAX, sizeof *s->labelled);
     s->pend = pending_new(fs_mono_us());
-    return s->items && s->rows && s->todo && s->old && s->undecided && s->flagged && s->ps && s->vevents &&
-                   s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt && s->omsgs &&
-                   s->orow && s->labelled && s->pend
+    return s->items && s->rows && s->todo && s->old && s->undecided && s->flagged && s->ps &&
+                   s->vevents && s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt &&
+                   s->omsgs && s->orow && s->labelled && s->pend
                ? 0
                : -1;
 }
