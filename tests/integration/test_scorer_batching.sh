@@ -21,7 +21,7 @@ fs_broker_start 3
 gen="$REPO/tests/integration/gen_raw_payments.sh"
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500 # quick rebalances (the mock)
 run=$((RANDOM + 1000))
-bash "$gen" "$run" 4006 1000 DE >"$FS_TEST_DIR/events.txt"
+bash "$gen" "$run" 4004 1000 DE >"$FS_TEST_DIR/events.txt"
 decided() { fs_psql "SELECT count(*) FROM decisions"; }
 # scorer NAME ENV...: started, and assigned its partitions (so that what is produced next is consumed)
 scorer() {
@@ -62,7 +62,7 @@ echo "3000 payments in $batches batches of at most 500"
 ((batches >= 6 && batches <= 20)) || fs_fail "3000 payments in $batches batches (6..20 expected)"
 
 # 4. A backlog fetched in small pieces: the batches wait for what the brokers still hold.
-sed -n '3005,$p' "$FS_TEST_DIR/events.txt" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
+sed -n '3005,4004p' "$FS_TEST_DIR/events.txt" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
 scorer trickle FS_BATCH_MAX=500 FS_BATCH_MAX_MS=20000 FS_BATCH_LINGER_MS=0 KAFKA_QUEUED_MIN_MESSAGES=5 \
     KAFKA_MAX_PARTITION_FETCH_BYTES=4096
 fs_wait_for 120 '(( $(decided) == 4004 ))'
