@@ -285,6 +285,18 @@ static store_row **rows_sorted(store_row *const *rows, size_t n) {
     return s;
 }
 
+/* "{id,id,...}" of the rows (only those that are not new: old_only) for a uuid[] parameter (caller
+ * frees); NULL when out of memory. */
+static char *rows_ids_literal(store_row *const *rows, size_t n, bool old_only) {
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) return NULL;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = old_only && rows[i]->is_new ? NULL : rows[i]->p->payment_id;
+    char *s = fs_uuid_array_literal(ids, n);
+    free(ids);
+    return s;
+}
+
 static const char SQL_COPY_PAYMENTS[] =
     "COPY tmp_payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
     " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
@@ -387,15 +399,10 @@ static const char SQL_LOCK_PAYMENTS[] =
 
 store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *errstr,
                              size_t errstr_size) {
-    const char **ids = calloc(n ? n : 1, sizeof *ids);
     store_row **sorted = rows_sorted(rows, n);
-    char *lit = NULL;
-    for (size_t i = 0; ids && i < n; i++) {
-        ids[i] = rows[i]->p->payment_id;
+    char *lit = sorted ? rows_ids_literal(rows, n, false) : NULL;
+    for (size_t i = 0; i < n; i++)
         rows[i]->gone = true; /* until found: an id that matched nothing is not stored again */
-    }
-    if (ids && sorted) lit = fs_uuid_array_literal(ids, n);
-    free(ids);
     if (!lit) {
         free(sorted);
         return snprintf(errstr, errstr_size, "lock payments: out of memory"), STORE_FAILED;
@@ -419,16 +426,6 @@ static const char SQL_LOAD_DECISIONS[] =
     TO_MS("decided_at") ", scoring_latency_us "
     "FROM decisions WHERE payment_id = ANY ($1::uuid[])";
 
-/* "{id,id,...}" of the rows that are not new (caller frees); NULL when out of memory. */
-static char *old_ids_literal(store_row *const *rows, size_t n) {
-    const char **ids = malloc((n ? n : 1) * sizeof *ids);
-    if (!ids) return NULL;
-    for (size_t i = 0; i < n; i++) ids[i] = rows[i]->is_new ? NULL : rows[i]->p->payment_id;
-    char *s = fs_uuid_array_literal(ids, n);
-    free(ids);
-    return s;
-}
-
 static void decision_from_result(store_decision *d, const PGresult *res, int i) {
     store_decision_clear(d);
     snprintf(d->decision, sizeof d->decision, "%s", PQgetvalue(res, i, 1));
@@ -446,7 +443,7 @@ store_rc store_load_decisions(store *st, store_row *const *rows, size_t n, char 
     size_t old = 0;
     for (size_t i = 0; i < n; i++) old += !rows[i]->is_new;
     if (old == 0) return STORE_OK;
-    char *ids = old_ids_literal(rows, n);
+    char *ids = rows_ids_literal(rows, n, true);
     if (!ids) {
         snprintf(errstr, errstr_size, "load decisions: out of memory");
         return STORE_FAILED;
