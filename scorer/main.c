@@ -56,6 +56,7 @@ typedef struct scorer_opts {
     int64_t batch_linger_ms;
     char *scorer_id;
     int64_t velocity_prune_every;
+    int64_t velocity_prune_min_interval_ms;
     int64_t velocity_lateness_s;
     int64_t velocity_watermark_liveness_s;
     int64_t retention_days;
@@ -138,6 +139,11 @@ static const cfg_opt scorer_options[] = {
     {"velocity-prune-every", "FS_VELOCITY_PRUNE_EVERY", CFG_INT, "20", 0, 1000000,
      O(velocity_prune_every),
      "batches between prunes of old exact events and feature buckets (0: never)", false},
+    {"velocity-prune-min-interval-ms", "FS_VELOCITY_PRUNE_MIN_INTERVAL_MS", CFG_INT, "5000", 0,
+     3600000, O(velocity_prune_min_interval_ms),
+     "and at least this long between two prunes: under light load batches are small (batch-linger-ms) "
+     "and velocity-prune-every of them pass in moments, while there is little to delete",
+     false},
     {"velocity-lateness-s", "FS_VELOCITY_LATENESS_S", CFG_INT, "3600", 0, 31536000,
      O(velocity_lateness_s),
      "how far behind its slowest active partition's newest event time a worker still needs "
@@ -148,7 +154,8 @@ static const cfg_opt scorer_options[] = {
     {"velocity-watermark-liveness-s", "FS_VELOCITY_WATERMARK_LIVENESS_S", CFG_INT, "600", 10,
      86400, O(velocity_watermark_liveness_s),
      "a worker's published watermark holds back the other workers' pruning while it was refreshed "
-     "within this long (workers refresh it every velocity-prune-every batches; a dead or idle one "
+     "within this long (workers refresh it with each prune, or sooner when it is about to age "
+     "out; a dead or idle one "
      "stops holding pruning back after this); likewise a worker's own partition that delivered "
      "nothing for this long no longer holds its pruning back",
      false},
@@ -256,6 +263,7 @@ static scorer_config scorer_config_from(const scorer_opts *o, const cfg_props *p
         .batch_max_ms = (int)o->batch_max_ms,
         .batch_linger_ms = (int)o->batch_linger_ms,
         .velocity_prune_every = (int)o->velocity_prune_every,
+        .velocity_prune_min_interval_ms = (int)o->velocity_prune_min_interval_ms,
         .velocity_lateness_ms = o->velocity_lateness_s * 1000,
         .watermark_liveness_ms = o->velocity_watermark_liveness_s * 1000,
         .retention_days = (int)o->retention_days,

@@ -151,6 +151,7 @@ struct scorer {
     prune_part parts[SCORER_MAX_PARTS]; /* event-time progress per assigned raw_payments partition */
     size_t nparts;
     int batches_since_prune;
+    int64_t pruned_us;       /* when the last prune started (0: never) */
     int batches_since_sync;  /* batches since the watermark was last published */
     int64_t synced_us;       /* when the last sync that published it started (0: never) */
     int64_t horizon_ms[PRUNE_SETS]; /* the shared prune horizons as last read (prune.h) */
@@ -1471,18 +1472,25 @@ static int scorer_sync(scorer *s, int64_t cutoff[PRUNE_SETS], int64_t *held_back
     return 0;
 }
 
-/* Every velocity-prune-every batches: a sync, then the prune. Also a sync alone right after a
- * batch while this worker is not protected (its first batch, or its row aged out), so that the
- * others stop pruning what it needs. Only after batches: an idle worker's row ages out and stops
- * holding pruning back. */
+/* Every velocity-prune-every batches, but not sooner than velocity-prune-min-interval-ms after the
+ * last one (a batch closed by the linger may hold one payment): a sync, then the prune. Also a sync
+ * alone right after a batch while this worker is not protected (its first batch, or its row aged
+ * out), so that the others stop pruning what it needs. Only after batches: an idle worker's row
+ * ages out and stops holding pruning back. */
 static void scorer_maybe_prune(scorer *s) {
+    int64_t now_us = fs_mono_us();
     bool prune = s->cfg.velocity_prune_every > 0 &&
-                 s->batches_since_prune >= s->cfg.velocity_prune_every;
+                 s->batches_since_prune >= s->cfg.velocity_prune_every &&
+                 (s->pruned_us == 0 ||
+                  now_us - s->pruned_us >= (int64_t)s->cfg.velocity_prune_min_interval_ms * 1000);
     if (s->watermark_ms == 0 || s->batches_since_sync == 0 || !store_connected(s->st) ||
         (!prune && scorer_protected(s)))
         return;
     s->batches_since_sync = 0;
-    if (prune) s->batches_since_prune = 0;
+    if (prune) {
+        s->batches_since_prune = 0;
+        s->pruned_us = now_us;
+    }
     int64_t cutoff[PRUNE_SETS], held_back = 0;
     if (scorer_sync(s, prune ? cutoff : NULL, &held_back) != 0 || !prune) return;
     metric_set(s->m.prune_held_back, NULL, (double)held_back / 1000.0);

@@ -57,6 +57,7 @@ typedef struct scorer_config {
     int batch_max_ms;             /* a batch closes this long after its first message */
     int batch_linger_ms;          /* ... or once no message came for this long (0: none queued) */
     int velocity_prune_every;     /* batches between prunes of old velocity events (0: never) */
+    int velocity_prune_min_interval_ms; /* ... and at least this long between two prunes */
     int64_t velocity_lateness_ms; /* how late an event may be and still see complete windows */
     int64_t watermark_liveness_ms;/* other workers' published watermarks older than this no longer
                                      hold pruning back (prune.h) */

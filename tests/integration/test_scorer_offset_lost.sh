@@ -58,7 +58,7 @@ o_earliest=$(timeout 30 kcat -b "$FS_BROKERS" -C -t payment_outcomes -p 0 -o beg
 ((o_earliest > 2)) || fs_fail "the broker kept outcome offset 2 (earliest $o_earliest): nothing was lost"
 
 # 3. The scorer comes back: an error naming the loss, then everything still there is processed.
-fs_bg scorer2 env FS_SCORER_ID=scorer-b FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_LATENESS_S=0 \
+fs_bg scorer2 env FS_SCORER_ID=scorer-b FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_PRUNE_MIN_INTERVAL_MS=0 FS_VELOCITY_LATENESS_S=0 \
     FS_LOG_LEVEL=debug "$BUILD/bin/fraudshield-scorer"
 fs_wait_for 60 grep -q '"event":"offset_out_of_range"' "$FS_TEST_DIR/scorer2.log"
 line=$(grep '"event":"offset_out_of_range"' "$FS_TEST_DIR/scorer2.log" | head -n 1)

@@ -12,7 +12,7 @@ fs_pg_start
 fs_broker_start 2
 run=$((RANDOM + 1000))
 export FS_RULES_FILE="$REPO/schemas/rules/default.json"
-export FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_LATENESS_S=0 FS_LOG_LEVEL=debug
+export FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_PRUNE_MIN_INTERVAL_MS=0 FS_VELOCITY_LATENESS_S=0 FS_LOG_LEVEL=debug
 
 pruned_all() { # every batch followed by its prune
     local log="$FS_TEST_DIR/w.log"

@@ -19,7 +19,7 @@ fs_broker_start 1
 run=$((RANDOM + 1000))
 export KAFKA_SESSION_TIMEOUT_MS=6000 KAFKA_HEARTBEAT_INTERVAL_MS=500
 export FS_RULES_FILE="$REPO/schemas/rules/default.json"
-export FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_LATENESS_S=0 FS_LOG_LEVEL=debug
+export FS_VELOCITY_PRUNE_EVERY=1 FS_VELOCITY_PRUNE_MIN_INTERVAL_MS=0 FS_VELOCITY_LATENESS_S=0 FS_LOG_LEVEL=debug
 
 # every batch of worker NAME is followed by its prune (velocity-prune-every 1), or by a failed
 # sync (no prune): wait for them
