@@ -339,13 +339,13 @@ static persist_rc persist_range(alerter *a, size_t from, size_t to, persist_coun
 }
 
 /* PostgreSQL refused the batch's data: each alert alone, the ones it still refuses become dead
- * letters (db_rejected). The others are recorded now, idempotently, and again with the batch. */
-static persist_rc isolate_rejected(alerter *a, char *err, size_t esz) {
-    persist_counts ignored = {0};
+ * letters (db_rejected). The others are recorded now, idempotently, and again with the batch (where
+ * they are no longer new: what they created is added to *n here). */
+static persist_rc isolate_rejected(alerter *a, persist_counts *n, char *err, size_t esz) {
     char e[512];
     for (size_t i = 0; i < a->nitems; i++) {
         if (!a->items[i].rec) continue;
-        persist_rc rc = persist_range(a, i, i + 1, &ignored, e, sizeof e);
+        persist_rc rc = persist_range(a, i, i + 1, n, e, sizeof e);
         if (rc == P_TRANSIENT) return snprintf(err, esz, "%s", e), rc;
         if (rc == P_DATA) dead_letter(&a->items[i], "db_rejected", e);
     }
@@ -361,23 +361,30 @@ static void count_messages(alerter *a, int new_events) {
     metric_add(a->m_messages, "dead_letter", dead);
 }
 
-/* Retries the same batch with backoff while PostgreSQL is unreachable; never skips. */
+/* Retries the same batch with backoff while PostgreSQL is unreachable; never skips. A data error
+ * isolates the rejected alerts once; an isolation cut short by a transient error is done again on
+ * the next data error (else the batch would fail as data for ever and stall its partition). */
 static int alerter_persist_batch(alerter *a, persist_counts *n) {
     char err[512] = "no connection";
     int backoff = BACKOFF_MIN_MS;
     bool isolated = false, last_try = false;
+    persist_counts iso = {0}; /* what the isolation's own transactions created */
     for (int attempt = 1;; attempt++) {
         *n = (persist_counts){0};
         persist_rc rc = a->conn ? persist_range(a, 0, a->nitems, n, err, sizeof err) : P_TRANSIENT;
         if (rc == P_OK) {
             dbhealth_trip_end(a->cfg.db, fs_mono_us(), true);
+            n->events += iso.events;
+            n->deliveries += iso.deliveries;
             count_messages(a, n->events);
             return 0;
         }
         dbhealth_set_up(a->cfg.db, a->conn && PQstatus(a->conn) == CONNECTION_OK);
         if (rc == P_DATA && !isolated) {
-            isolated = true;
-            if (isolate_rejected(a, err, sizeof err) == P_OK) continue;
+            if (isolate_rejected(a, &iso, err, sizeof err) == P_OK) {
+                isolated = true;
+                continue;
+            }
         }
         metric_add(a->m_db_errors, "consume", 1);
         log_fields(LOG_WARN, "db_retry", json_pack("{s:i, s:i, s:s}", "attempt", attempt, "backoff_ms", backoff, "error", err),
