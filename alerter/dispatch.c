@@ -4,6 +4,7 @@
  * breaker, metrics), recording, then subscriptions, the connection, and set-up/teardown. */
 #include "dispatch.h"
 
+#include <limits.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -60,6 +61,14 @@ typedef struct sub_state {
     bool more_due;  /* its last claim got all it asked for: more rows may be due now */
 } sub_state;
 
+/* A subscription that left the active set (disabled, deleted, made insecure) while transfers to it
+ * were running: their count, so that it is not forgotten if the subscription comes back before
+ * they end (its limit would be exceeded by that many, for good). */
+typedef struct gone_sub {
+    int64_t id;
+    int in_flight;
+} gone_sub;
+
 struct dispatch {
     dispatch_config cfg;
     char *database_url, *alerter_id, *smtp_from;
@@ -68,6 +77,8 @@ struct dispatch {
     delivery_engine *eng;
     retention *ret;
     sub_state *subs;
+    gone_sub *gone;            /* ngone of them, each with in_flight > 0 */
+    size_t ngone;
     size_t nsubs, rr;          /* rr: where the next claim starts handing out capacity (fairness) */
     job *unrecorded, *unrecorded_tail;
     bool aborting;             /* results now come from delivery_abort_all() */
@@ -102,6 +113,23 @@ static sub_state *sub_find(dispatch *d, int64_t id) {
     for (size_t i = 0; i < d->nsubs; i++)
         if (d->subs[i].s.id == id) return &d->subs[i];
     return NULL;
+}
+
+/* Adds delta to the running transfers of gone subscription id; an entry at 0 is removed. Returns
+ * its count before (0: none). Out of memory: the count is lost (the limit may be exceeded). */
+static int gone_add(dispatch *d, int64_t id, int delta) {
+    size_t i = 0;
+    while (i < d->ngone && d->gone[i].id != id) i++;
+    int before = i < d->ngone ? d->gone[i].in_flight : 0;
+    if (i == d->ngone) {
+        gone_sub *g = delta > 0 ? realloc(d->gone, (d->ngone + 1) * sizeof *g) : NULL;
+        if (!g) return before;
+        d->gone = g;
+        d->gone[d->ngone++] = (gone_sub){id, 0};
+    }
+    d->gone[i].in_flight += delta;
+    if (d->gone[i].in_flight <= 0) d->gone[i] = d->gone[--d->ngone];
+    return before;
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
@@ -222,6 +250,7 @@ static void job_free(job *j) {
 }
 
 static void dispatch_start_job(dispatch *d, sub_state *ss, job *j);
+static void dispatch_breaker_note(dispatch *d, sub_state *ss, breaker_state before);
 
 /* Runs alerter_claim() with the capacities; starts a transfer per claimed row; got[k] counts
  * them per subscriber. Returns the number of rows, or -1 (database error). */
@@ -306,7 +335,9 @@ static void dispatch_start_job(dispatch *d, sub_state *ss, job *j) {
             return;
         }
     }
+    breaker_state before = breaker_get_state(ss->b);
     breaker_on_start(ss->b, now_ms());
+    dispatch_breaker_note(d, ss, before);
     ss->in_flight++;
     if (delivery_start(d->eng, &req) != 0) { /* out of memory: give the slot back; the lease expires */
         ss->in_flight--;
@@ -325,11 +356,17 @@ static retry_class classify(const sub_state *ss, const delivery_result *r) {
     return retry_classify(r->answered, r->status);
 }
 
-/* The breaker learns from the result; its state goes to the gauge and, when it changed, the log. */
+/* The breaker learns from the result. */
 static void dispatch_breaker(dispatch *d, sub_state *ss, retry_class c) {
     breaker_state before = breaker_get_state(ss->b);
     if (c == RETRY_AGAIN) breaker_on_failure(ss->b, now_ms());
     else breaker_on_success(ss->b);
+    dispatch_breaker_note(d, ss, before);
+}
+
+/* The breaker's state goes to the gauge and, when it changed (a result, or a probe that made an open
+ * breaker half-open), the log. */
+static void dispatch_breaker_note(dispatch *d, sub_state *ss, breaker_state before) {
     breaker_state after = breaker_get_state(ss->b);
     metric_set(d->m_breaker, ss->s.name, (double)after);
     if (after == before) return;
@@ -387,6 +424,8 @@ static void dispatch_on_result(dispatch *d, const delivery_result *r) {
     if (ss) {
         ss->in_flight--;
         if (!(d->aborting && !r->answered)) dispatch_breaker(d, ss, c);
+    } else {
+        gone_add(d, j->sub_id, -1);
     }
     char labels[SUBS_NAME_MAX + 16];
     snprintf(labels, sizeof labels, "%s,%s", j->sub_name,
@@ -505,12 +544,14 @@ static void dispatch_refresh_subs(dispatch *d) {
         sub_state *old = sub_find(d, set.v[i].id);
         next[i].s = set.v[i]; /* moved: set.v's pointers now belong to next[i] */
         next[i].b = old ? old->b : breaker_new(d->cfg.breaker_threshold, d->cooldown_ms);
-        next[i].in_flight = old ? old->in_flight : 0;
+        next[i].in_flight = old ? old->in_flight : gone_add(d, set.v[i].id, -INT_MAX);
         next[i].more_due = old ? old->more_due : true; /* new: look at once */
         if (old) old->b = NULL;
         if (!old) dispatch_metrics_sub(d, next[i].s.name);
     }
     for (size_t i = 0; i < d->nsubs; i++) {
+        if (d->subs[i].b && d->subs[i].in_flight > 0) /* left the set: its transfers still run */
+            gone_add(d, d->subs[i].s.id, d->subs[i].in_flight);
         breaker_destroy(d->subs[i].b); /* NULL when it moved to next */
         subs_sub_clear(&d->subs[i].s);
     }
@@ -686,6 +727,7 @@ void dispatch_destroy(dispatch *d) {
         subs_sub_clear(&d->subs[i].s);
     }
     free(d->subs);
+    free(d->gone);
     if (d->conn) PQfinish(d->conn);
     free(d->database_url);
     free(d->alerter_id);
