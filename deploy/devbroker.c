@@ -8,7 +8,8 @@
  *
  * Signals: SIGTERM/SIGINT stop it (exit 0, bootstrap file removed); SIGUSR1 takes every broker down
  * (connections dropped, new ones refused) and SIGUSR2 brings them back; SIGHUP makes every offset
- * commit fail until the next SIGHUP (or commit-fault-ms). All three are for fault-injection tests. */
+ * commit fail until the next SIGHUP (or commit-fault-ms). All three are for fault-injection tests,
+ * like --commit-errors and --pid-errors. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -44,6 +45,7 @@ typedef struct devbroker_conf {
     char *log_level;
     int64_t commit_errors;
     int64_t commit_fault_ms;
+    int64_t pid_errors;
 } devbroker_conf;
 
 /* Not "brokers": FS_BROKERS is every process's bootstrap list, and the tests and `make run` export
@@ -70,6 +72,10 @@ static const cfg_opt devbroker_options[] = {
      offsetof(devbroker_conf, commit_fault_ms),
      "fault injection: SIGHUP makes every offset commit fail with REBALANCE_IN_PROGRESS until the "
      "next SIGHUP or for this long (then every commit error, --commit-errors' too, is cleared)",
+     false},
+    {"pid-errors", "FS_PID_ERRORS", CFG_INT, "0", 0, 1000, offsetof(devbroker_conf, pid_errors),
+     "fault injection: the first N InitProducerId requests (an idempotent producer's start) fail "
+     "with INVALID_PRODUCER_EPOCH, a fatal error for the producer",
      false},
     {0},
 };
@@ -177,7 +183,7 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
             broker_count);
 }
 
-enum { API_OFFSET_COMMIT = 8 }; /* Kafka API key of OffsetCommit requests */
+enum { API_OFFSET_COMMIT = 8, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
 
 /* The next n OffsetCommit requests fail with REBALANCE_IN_PROGRESS: what a consumer meets when a
  * commit races a rebalance (test_scorer_commit_retry). */
@@ -276,6 +282,14 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
         log_fields(LOG_WARN, "fault_injected",
                    json_pack("{s:I}", "commit_errors", (json_int_t)conf->commit_errors),
                    "the next %" PRId64 " offset commits will fail", conf->commit_errors);
+    }
+    if (conf->pid_errors) {
+        for (int64_t i = 0; i < conf->pid_errors; i++)
+            rd_kafka_mock_push_request_errors(mc, API_INIT_PRODUCER_ID, 1,
+                                              RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH);
+        log_fields(LOG_WARN, "fault_injected",
+                   json_pack("{s:I}", "pid_errors", (json_int_t)conf->pid_errors),
+                   "the next %" PRId64 " producer id requests will fail (fatal)", conf->pid_errors);
     }
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (write_bootstrap(conf->bootstrap_file, bootstraps, errstr, errstr_size) != 0) goto done;

@@ -169,6 +169,7 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
 static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz);
 static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
 static int scorer_deliver_batch(scorer *s);
+static bool scorer_producer_fatal(scorer *s, rd_kafka_t *rk);
 static void scorer_commit_batch(scorer *s);
 static void scorer_clear_batch(scorer *s);
 static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
@@ -1060,7 +1061,7 @@ static int scorer_deliver_batch(scorer *s) {
         for (size_t i = 0; i < s->nitems; i++)
             if (s->items[i].kind == ITEM_DEAD && out_needed(s->items[i].out_dlq))
                 scorer_produce_dead_letter(s, &s->items[i]);
-        if (scorer_wait_deliveries(s) != 0) return -1;
+        if (scorer_wait_deliveries(s) != 0 || scorer_producer_fatal(s, s->producer)) return -1;
         size_t missing = 0;
         for (size_t i = 0; i < s->nrows; i++)
             missing += out_needed(s->rows[i].out_processed) + out_needed(s->rows[i].out_alert);
@@ -1967,6 +1968,27 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
     return rk;
 }
 
+/* A fatal error leaves the idempotent producer unusable: every later produce fails, so a batch's
+ * outputs would be retried for ever while the consumer stops polling. The worker stops instead
+ * (exit 1, nothing of the batch committed) and is restarted with a new producer. Served from
+ * rd_kafka_flush/poll on the loop thread. */
+/* Whether the producer had a fatal error (logged once). */
+static bool scorer_producer_fatal(scorer *s, rd_kafka_t *rk) {
+    char fatal[512];
+    if (s->fatal || !rd_kafka_fatal_error(rk, fatal, sizeof fatal)) return s->fatal;
+    s->fatal = true;
+    log_fields(LOG_ERROR, "producer_fatal", json_pack("{s:s}", "error", fatal),
+               "fatal producer error: stopping (the batch in hand is not committed)");
+    return true;
+}
+
+static void scorer_producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    if (err == RD_KAFKA_RESP_ERR__FATAL && scorer_producer_fatal(opaque, rk)) return;
+    log_fields(LOG_WARN, "producer_error",
+               json_pack("{s:s, s:s}", "error", rd_kafka_err2name(err), "reason", reason),
+               "producer error: %s", reason);
+}
+
 static rd_kafka_t *scorer_producer_new(scorer *s, char *errstr, size_t errstr_size) {
     const scorer_config *c = &s->cfg;
     rd_kafka_conf_t *conf = kafka_conf_new(c->brokers, c->props, errstr, errstr_size);
@@ -1978,6 +2000,7 @@ static rd_kafka_t *scorer_producer_new(scorer *s, char *errstr, size_t errstr_si
         return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, scorer_dr_cb);
+    rd_kafka_conf_set_error_cb(conf, scorer_producer_error_cb);
     rd_kafka_conf_set_opaque(conf, s);
     return kafka_producer_new(conf, errstr, errstr_size); /* owns conf, also on failure */
 }
