@@ -43,13 +43,19 @@ struct keys {
 typedef struct cache_slot {
     unsigned char digest[32];
     char id[KEYS_ID_MAX + 1]; /* "" = a key known to be wrong */
-    bool used;
+    uint64_t used_at;         /* the cache's clock at the last get or put; 0: empty */
 } cache_slot;
+
+/* KEYS_CACHE_WAYS slots per set. When it was direct-mapped, two valid keys whose digests met in one slot (1 in
+ * slots for a pair, likely among dozens of keys) evicted each other on every request, each time one
+ * more Argon2 run (~30 ms, 19 MiB); and a client sending random wrong keys evicted valid ones. */
+#define KEYS_CACHE_WAYS 4
 
 struct keys_cache {
     hmac256 *mac; /* HMAC-SHA256 keyed with a random per-process secret */
     cache_slot *slots;
-    size_t mask;
+    size_t set_mask; /* sets - 1 */
+    uint64_t clock;
     uint64_t hits, misses;
 };
 
@@ -272,7 +278,7 @@ keys_cache *keys_cache_new(size_t slots) {
     if (!c || RAND_bytes(secret, sizeof secret) != 1) goto failed;
     c->mac = hmac256_new(secret, sizeof secret);
     c->slots = calloc(n, sizeof *c->slots);
-    c->mask = n - 1;
+    c->set_mask = n / KEYS_CACHE_WAYS - 1;
     if (!c->mac || !c->slots) goto failed;
     OPENSSL_cleanse(secret, sizeof secret);
     return c;
@@ -293,32 +299,55 @@ void keys_cache_digest(keys_cache *c, const char *presented, unsigned char diges
     hmac256_digest(c->mac, presented, strlen(presented), digest);
 }
 
-static cache_slot *slot_of(keys_cache *c, const unsigned char digest[32]) {
+static cache_slot *set_of(keys_cache *c, const unsigned char digest[32]) {
     size_t h;
     memcpy(&h, digest, sizeof h); /* already uniformly distributed */
-    return &c->slots[h & c->mask];
+    return &c->slots[(h & c->set_mask) * KEYS_CACHE_WAYS];
+}
+
+static cache_slot *find_in_set(cache_slot *set, const unsigned char digest[32]) {
+    for (int w = 0; w < KEYS_CACHE_WAYS; w++)
+        if (set[w].used_at && CRYPTO_memcmp(set[w].digest, digest, 32) == 0) return &set[w];
+    return NULL;
 }
 
 int keys_cache_get(keys_cache *c, const unsigned char digest[32], char id[KEYS_ID_MAX + 1]) {
-    cache_slot *s = slot_of(c, digest);
-    if (!s->used || CRYPTO_memcmp(s->digest, digest, 32) != 0) {
+    cache_slot *s = find_in_set(set_of(c, digest), digest);
+    if (!s) {
         c->misses++;
         return -1;
     }
     c->hits++;
+    s->used_at = ++c->clock;
     memcpy(id, s->id, sizeof s->id);
     return id[0] ? 1 : 0;
 }
 
-/* Direct-mapped: a colliding key just evicts the other (it costs one more Argon2 later). */
-void keys_cache_put(keys_cache *c, const unsigned char digest[32], const char *id) {
-    cache_slot *s = slot_of(c, digest);
-    memcpy(s->digest, digest, 32);
-    snprintf(s->id, sizeof s->id, "%s", id ? id : "");
-    s->used = true;
+/* Where a new entry goes: an empty slot, else the least recently used wrong key, else (for a valid
+ * key only) the least recently used valid one. NULL: a wrong key finds only valid ones, and is not
+ * cached (wrong keys never evict valid keys). */
+static cache_slot *victim(cache_slot *set, bool valid) {
+    cache_slot *wrong = NULL, *any = NULL;
+    for (int w = 0; w < KEYS_CACHE_WAYS; w++) {
+        cache_slot *s = &set[w];
+        if (!s->used_at) return s;
+        if (!s->id[0] && (!wrong || s->used_at < wrong->used_at)) wrong = s;
+        if (!any || s->used_at < any->used_at) any = s;
+    }
+    return wrong ? wrong : valid ? any : NULL;
 }
 
-void keys_cache_clear(keys_cache *c) { memset(c->slots, 0, (c->mask + 1) * sizeof *c->slots); }
+void keys_cache_put(keys_cache *c, const unsigned char digest[32], const char *id) {
+    cache_slot *set = set_of(c, digest), *s = find_in_set(set, digest);
+    if (!s && !(s = victim(set, id != NULL))) return;
+    memcpy(s->digest, digest, 32);
+    snprintf(s->id, sizeof s->id, "%s", id ? id : "");
+    s->used_at = ++c->clock;
+}
+
+void keys_cache_clear(keys_cache *c) {
+    memset(c->slots, 0, (c->set_mask + 1) * KEYS_CACHE_WAYS * sizeof *c->slots);
+}
 
 void keys_cache_stats(const keys_cache *c, uint64_t *hits, uint64_t *misses) {
     *hits = c->hits;

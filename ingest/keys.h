@@ -69,7 +69,9 @@ int keys_presented_id(const char *presented, char id[KEYS_ID_MAX + 1]);
  * thread-safe: run it on a worker thread. */
 bool keys_verify(const char *hash, const char *presented);
 
-/* The verification cache (owned by one thread). slots: rounded up to a power of two. */
+/* The verification cache (owned by one thread). slots: rounded up to a power of two, in sets of 4
+ * by digest; a full set evicts its least recently used wrong key, else (for a valid key) its least
+ * recently used valid one: a wrong key is never cached at the cost of a valid one. */
 keys_cache *keys_cache_new(size_t slots);
 void keys_cache_destroy(keys_cache *c); /* accepts NULL; wipes the secret */
 /* The keyed digest of a presented key (the cache's lookup key). */

@@ -148,6 +148,62 @@ static void test_create_verify_and_cache(void **state) {
     unlink(path);
 }
 
+/* A digest in set `set` of a 64-slot cache (16 sets of 4), told apart by n. */
+static void set_digest(unsigned char d[32], unsigned set, unsigned n) {
+    memset(d, 0, 32);
+    d[0] = (unsigned char)set; /* the low bits of the first word pick the set */
+    d[8] = (unsigned char)n;
+}
+
+/* The cache's eviction, one set at a time (digests made up: the cache takes any 32 bytes). Each row
+ * puts its keys in order ('v' valid, 'w' wrong; one letter per key n = 0, 1, ...), touches (gets)
+ * the keys listed, then puts one more key of the kind given, and expects which of the earlier keys
+ * are still cached. */
+static void test_cache_eviction(void **state) {
+    (void)state;
+    static const struct {
+        const char *keys, *touch;
+        char extra;
+        const char *kept; /* per earlier key: '1' cached, '0' evicted */
+    } rows[] = {
+        {"vvvv", "", 'v', "0111"},    /* full of valid keys: the oldest goes */
+        {"vvvv", "0", 'v', "1011"},   /* ... the least recently used one */
+        {"vvvv", "", 'w', "1111"},    /* a wrong key never evicts a valid one */
+        {"vwvv", "", 'v', "1011"},    /* a valid key evicts a wrong one first */
+        {"wvvw", "0", 'v', "1110"},   /* ... the least recently used wrong one */
+        {"vwvw", "", 'w', "1011"},    /* a wrong key evicts the oldest wrong one */
+        {"vvv", "", 'v', "111"},      /* room left: nothing goes */
+    };
+    char id[KEYS_ID_MAX + 1];
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        keys_cache *c = keys_cache_new(64);
+        unsigned char d[32], other[32];
+        size_t n = strlen(rows[r].keys);
+        set_digest(other, 5, 99); /* another set, never disturbed */
+        keys_cache_put(c, other, "x");
+        for (size_t i = 0; i < n; i++) {
+            set_digest(d, 3, (unsigned)i);
+            keys_cache_put(c, d, rows[r].keys[i] == 'v' ? "svc" : NULL);
+        }
+        for (const char *t = rows[r].touch; *t; t++) {
+            set_digest(d, 3, (unsigned)(*t - '0'));
+            assert_true(keys_cache_get(c, d, id) >= 0);
+        }
+        set_digest(d, 3, 50);
+        keys_cache_put(c, d, rows[r].extra == 'v' ? "svc" : NULL);
+        for (size_t i = 0; i < n; i++) {
+            set_digest(d, 3, (unsigned)i);
+            int got = keys_cache_get(c, d, id);
+            if ((got >= 0) != (rows[r].kept[i] == '1'))
+                fail_msg("row %zu key %zu: expected %s, got %d", r, i,
+                         rows[r].kept[i] == '1' ? "cached" : "evicted", got);
+            if (got >= 0) assert_int_equal(got, rows[r].keys[i] == 'v');
+        }
+        assert_int_equal(keys_cache_get(c, other, id), 1);
+        keys_cache_destroy(c);
+    }
+}
+
 /* lookup / compute / store give what pii_digest gives, and count hits and misses. */
 static void test_pii_split_api(void **state) {
     (void)state;
@@ -179,6 +235,7 @@ int main(void) {
         cmocka_unit_test(test_scopes_format),
         cmocka_unit_test(test_presented_id),
         cmocka_unit_test(test_create_verify_and_cache),
+        cmocka_unit_test(test_cache_eviction),
         cmocka_unit_test(test_pii_split_api),
     };
     return cmocka_run_group_tests_name("ingest_keys", tests, NULL, NULL);
