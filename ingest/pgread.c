@@ -60,6 +60,7 @@ struct pgread {
     pgconn_slot pool[PGREAD_MAX_POOL];
     pgread_op *qhead, *qtail;
     size_t queued;
+    struct event *kick; /* starts queued lookups from the loop (pgread_payment) */
 };
 
 static void slot_connect(pgconn_slot *s);
@@ -294,6 +295,12 @@ static void on_op_timeout(evutil_socket_t fd, short what, void *arg) {
 
 /* --------------------------------------------------------------------------------- API */
 
+static void on_kick(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    slot_dispatch(arg);
+}
+
 pgread *pgread_new(struct event_base *base, const char *url, int pool_size, int query_timeout_ms,
                    char *errstr, size_t errstr_size) {
     pgread *pr = calloc(1, sizeof *pr);
@@ -305,6 +312,11 @@ pgread *pgread_new(struct event_base *base, const char *url, int pool_size, int 
     }
     pr->base = base;
     pr->npool = pool_size;
+    if (!(pr->kick = event_new(base, -1, 0, on_kick, pr))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        pgread_destroy(pr);
+        return NULL;
+    }
     pr->query_timeout.tv_sec = query_timeout_ms / 1000;
     pr->query_timeout.tv_usec = (query_timeout_ms % 1000) * 1000;
     for (int i = 0; i < pool_size; i++) {
@@ -338,6 +350,7 @@ void pgread_destroy(pgread *pr) {
         PQclear(s->res);
         if (s->conn) PQfinish(s->conn);
     }
+    if (pr->kick) event_free(pr->kick);
     free(pr->url);
     free(pr);
 }
@@ -370,7 +383,9 @@ pgread_op *pgread_payment(pgread *pr, const char *payment_id, pgread_cb cb, void
     else pr->qhead = op;
     pr->qtail = op;
     pr->queued++;
-    slot_dispatch(pr);
+    /* Not slot_dispatch() here: a send that fails at once would call cb (which may free what the
+     * caller still uses) before this returns; the loop starts it on its next turn instead. */
+    event_active(pr->kick, 0, 0);
     return op;
 }
 
