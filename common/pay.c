@@ -525,6 +525,10 @@ static int err_add(pay_errors *errs, const char *field, const char *code, const 
     return -1;
 }
 
+int pay_error_add(pay_errors *errs, const char *field, const char *code, const char *msg) {
+    return err_add(errs, field, code, msg);
+}
+
 static int err_fail(pay_errors *errs, const char *field, const fail *f) {
     return err_add(errs, field, f->code, f->msg);
 }

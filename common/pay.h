@@ -96,6 +96,10 @@ int pay_from_request_text(const char *text, size_t len, int64_t now_ms,
                           const char *default_payment_id, pay_payment *p, pay_pii *pii,
                           pay_errors *errs);
 
+/* Adds a problem to errs (the first PAY_ERRORS_MAX are kept), each string cut to its buffer without
+ * cutting a UTF-8 character (field may hold a client's key). Returns -1. */
+int pay_error_add(pay_errors *errs, const char *field, const char *code, const char *msg);
+
 /* {"error":"validation_failed","message":"...","fields":[{"field","code","message"},...]} (new ref) */
 json_t *pay_errors_to_json(const pay_errors *errs);
 

@@ -1157,12 +1157,7 @@ static int big_errors(pay_errors *errs, const jsonfast_big *big, size_t nbig, in
     for (size_t k = 0; k < nbig; k++) {
         bool named = false;
         for (int i = 0; i < errs->n && !named; i++) named = big_named_by(&big[k], errs->e[i].field);
-        if (!named && errs->n < PAY_ERRORS_MAX) {
-            pay_error *e = &errs->e[errs->n++];
-            snprintf(e->field, sizeof e->field, "%s", big[k].path);
-            snprintf(e->code, sizeof e->code, "out_of_range");
-            snprintf(e->message, sizeof e->message, "is a number too large to represent");
-        }
+        if (!named) pay_error_add(errs, big[k].path, "out_of_range", "is a number too large to represent");
     }
     return nbig ? -1 : rc;
 }

@@ -266,6 +266,13 @@ expect 422 validation_failed "amount -1e400"
 post "$(big_body '"1.00"' ',"metadata":{"order":{"n":99999999999999999999999}}')"
 expect 422 validation_failed "a huge number in metadata"
 [[ "$BODY" == *'"field":"metadata.order.n","code":"out_of_range"'* ]] || fs_fail "metadata: $BODY"
+# a long non-ASCII key: the field named is cut to 64 bytes between characters (was: 500)
+long_key="a$(printf '\xc3\xa9%.0s' {1..40})"
+post "$(big_body '"1.00"' ",\"metadata\":{\"$long_key\":1e400}")"
+expect 422 validation_failed "a huge number under a long non-ASCII key"
+[[ "$BODY" == *'"field":"metadata.a'*'","code":"out_of_range"'* ]] || fs_fail "long key: $BODY"
+python3 -c 'import json,sys; f=json.loads(sys.argv[1])["fields"][0]["field"]; assert len(f.encode()) <= 63, f' "$BODY" ||
+    fs_fail "long key: field not cut: $BODY"
 post "$(big_body 1e400 ',"user_id":"dup"')"
 expect 400 malformed_json "a huge number does not hide a duplicate key"
 http POST /api/v1/payments/batch -H 'Content-Type: application/json' \

@@ -424,6 +424,24 @@ static void test_big_numbers(void **state) {
     v = jsonfast_loadb_big("[1e400,2e400,3e400]", 19, &err, big, 2, &n);
     assert_null(v);
     assert_int_equal(json_error_code(&err), json_error_numeric_overflow);
+    /* a name cut to its buffer (member 64, path 128 bytes) is cut between characters: at every
+     * length of a non-ASCII key ("\u00e9" is 2 bytes, "\u20ac" 3), both stay valid UTF-8 */
+    for (size_t chars = 20; chars < 70; chars++) {
+        for (int three = 0; three < 4; three++) { /* 0/1: nested, 2/3: a root member */
+            char doc[512], key[300] = "a";
+            for (size_t c = 0; c < chars; c++) strcat(key, three % 2 ? "\xe2\x82\xac" : "\xc3\xa9");
+            int len = three < 2 ? snprintf(doc, sizeof doc, "{\"m\":{\"%s\":1e400}}", key)
+                                : snprintf(doc, sizeof doc, "{\"%s\":1e400}", key);
+            v = jsonfast_loadb_big(doc, (size_t)len, &err, big, 2, &n);
+            assert_non_null(v);
+            assert_int_equal(n, 1);
+            json_t *s1 = json_string(big[0].member), *s2 = json_string(big[0].path);
+            if (!s1 || !s2) fail_msg("%zu characters: a name cut inside a character", chars);
+            json_decref(s1);
+            json_decref(s2);
+            json_decref(v);
+        }
+    }
 }
 
 int main(void) {
