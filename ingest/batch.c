@@ -54,6 +54,37 @@ static int give_big(batch *out, const jsonfast_big *big, size_t nbig) {
     return 0;
 }
 
+/* The texts of the elements of the JSON array in data (valid JSON: jansson read it) into the items'
+ * src, so that their fingerprints are those of the fast path (split_array_lazy). */
+static void array_sources(const char *data, size_t len, batch *out) {
+    size_t i = strspn(data, " \t\r\n");
+    if (i >= len || data[i++] != '[') return;
+    for (size_t k = 0; k < out->n; k++) {
+        while (i < len && strchr(" \t\r\n", data[i])) i++;
+        size_t start = i, depth = 0;
+        bool in_string = false;
+        for (; i < len; i++) {
+            char c = data[i];
+            if (in_string) {
+                if (c == '\\') i++;
+                else if (c == '"') in_string = false;
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '[' || c == '{') {
+                depth++;
+            } else if (c == ']' || c == '}' || c == ',') {
+                if (depth == 0) break;
+                if (c != ',') depth--;
+            }
+        }
+        size_t end = i;
+        while (end > start && strchr(" \t\r\n", data[end - 1])) end--;
+        out->items[k].src = data + start;
+        out->items[k].src_len = end - start;
+        i++; /* past the ',' (or the closing ']') */
+    }
+}
+
 static batch_error split_array(const char *data, size_t len, size_t max_items, batch *out,
                                char *errstr, size_t errstr_size) {
     json_error_t jerr;
@@ -82,6 +113,7 @@ static batch_error split_array(const char *data, size_t len, size_t max_items, b
     } else {
         out->n = json_array_size(arr);
         for (size_t i = 0; i < out->n; i++) out->items[i].value = json_incref(json_array_get(arr, i));
+        array_sources(data, len, out);
         if (give_big(out, big, nbig) != 0) {
             snprintf(errstr, errstr_size, "out of memory");
             batch_free(out);
@@ -106,8 +138,8 @@ static int split_array_lazy(const char *data, size_t len, size_t max_items, batc
     if (n > 0 && (out->items = calloc((size_t)n, sizeof *out->items))) {
         out->n = (size_t)n;
         for (size_t i = 0; i < out->n; i++) {
-            out->items[i].text = spans[i].text;
-            out->items[i].text_len = spans[i].len;
+            out->items[i].text = out->items[i].src = spans[i].text;
+            out->items[i].text_len = out->items[i].src_len = spans[i].len;
         }
     }
     free(spans);
@@ -141,8 +173,8 @@ static batch_error split_ndjson(const char *data, size_t len, size_t max_items, 
         line++;
         if (!blank(p, n)) {
             batch_item *it = &out->items[out->n++];
-            it->text = p;
-            it->text_len = n;
+            it->text = it->src = p;
+            it->text_len = it->src_len = n;
             it->line = line;
         }
         p += n + 1;
@@ -211,7 +243,7 @@ static int hash_compact(EVP_MD_CTX *c, const char *text, size_t len, unsigned ch
 /* Item i's fingerprint with c. 0, or -1 (neither text nor value, out of memory). */
 static int item_fingerprint(EVP_MD_CTX *c, const batch *b, size_t i, unsigned char out[32]) {
     const batch_item *it = &b->items[i];
-    if (it->text) return hash_compact(c, it->text, it->text_len, out);
+    if (it->src) return hash_compact(c, it->src, it->src_len, out);
     if (!it->value) return -1;
     char *s = json_dumps(it->value, JSON_COMPACT | JSON_ENCODE_ANY);
     int rc = s ? hash_compact(c, s, strlen(s), out) : -1;

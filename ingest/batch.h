@@ -30,6 +30,8 @@ typedef struct batch_item {
     json_t *value;     /* owned; NULL when the line did not parse, or not parsed yet (text) */
     const char *text;  /* batch_split_lazy(): the item's JSON text, in the caller's body */
     size_t text_len;
+    const char *src;   /* the item's text in the body, kept once parsed: its fingerprint */
+    size_t src_len;
     unsigned line;     /* NDJSON: the item's line in the body (blank lines count), from 1 */
     char error[200];   /* value == NULL: "line 1 column 5: ..." (never quotes the input) */
     jsonfast_big *big; /* owned: numbers too large for jansson in value, read as +-1e99 (the
@@ -64,9 +66,10 @@ json_t *batch_item_value(batch *b, size_t i);
 
 /* What item i says, for deriving its payment_id from an Idempotency-Key (ingest.c): SHA-256 of its
  * JSON text with the whitespace outside strings removed, so that a client re-indenting its JSON
- * keeps the ids; another member order, escape or number spelling makes another fingerprint. Items
- * parsed whole (value set, no text) hash their compact serialization; an item's text is hashed
- * even when it is not JSON. Returns 0, or -1 (neither text nor value, or out of memory). */
+ * keeps the ids; another member order, escape or number spelling makes another fingerprint. The
+ * same for an item whichever path split the batch (an array the fast parser declines is parsed
+ * whole, and its items' texts found in the body); an item's text is hashed even when it is not
+ * JSON. Returns 0, or -1 (neither text nor value, or out of memory). */
 int batch_item_fingerprint(const batch *b, size_t i, unsigned char out[32]);
 
 /* An item's fingerprint and how many earlier items of the batch have the same one (0 for the

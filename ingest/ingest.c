@@ -1237,7 +1237,9 @@ static int idempotency_id(const char *caller, const char *key, const char *suffi
  * the content, not the position: a retry of only the failed items, or of the items in another
  * order, gets the ids they had; a position would hand a resent item the id of another, already
  * stored, payment, and the scorer would drop it as that one's duplicate. print: the item's
- * (batch_fingerprints). Existing clients' retries depend on these ids: they never change. */
+ * (batch_fingerprints). Existing clients' retries depend on these ids: they never change (but
+ * for items of arrays the fast parser declined, which hashed their re-serialization until the
+ * texts of such arrays' items were hashed too: batch.h). */
 static int batch_item_id(const char *caller, const char *key, const batch_print *print,
                          char out[37]) {
     char suffix[48] = "#";

@@ -107,6 +107,27 @@ static void test_fingerprint(void **state) {
     assert_memory_not_equal(f[0], f[1], 32); /* a space inside a string counts */
     assert_memory_not_equal(f[0], f[2], 32); /* member order counts */
     assert_memory_not_equal(f[0], f[4], 32); /* an escaped quote is inside the string */
+
+    /* An item spelled with escapes has one fingerprint whichever path split its batch: a real
+     * elsewhere in the array sends the whole array down the tree path, whose serialization used to
+     * rewrite "\/" as "/" and "\u00e9" as the character (a retry of only this item under the same
+     * Idempotency-Key then got another payment_id: a duplicate payment). */
+    static const char *const items[] = {"{\"u\":\"x\\/y\"}", "{\"u\":\"\\u00e9\",\"v\":[1, {\"w\":\"]\"}]}",
+                                        "{ \"u\" : \"a,b\\\"}\" }"};
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        char alone[128], mixed[160];
+        unsigned char fa[32], fm[32];
+        snprintf(alone, sizeof alone, "[%s]", items[i]);
+        snprintf(mixed, sizeof mixed, "[ {\"n\":1.5} ,\n %s ]", items[i]);
+        assert_int_equal(batch_split_lazy(alone, strlen(alone), BATCH_JSON_ARRAY, 10, &b, err, sizeof err), BATCH_OK);
+        assert_int_equal(batch_item_fingerprint(&b, 0, fa), 0);
+        batch_free(&b);
+        assert_int_equal(batch_split_lazy(mixed, strlen(mixed), BATCH_JSON_ARRAY, 10, &b, err, sizeof err), BATCH_OK);
+        assert_null(b.items[1].text); /* the tree path */
+        assert_int_equal(batch_item_fingerprint(&b, 1, fm), 0);
+        batch_free(&b);
+        if (memcmp(fa, fm, 32) != 0) fail_msg("item %s: another fingerprint on the tree path", items[i]);
+    }
 }
 
 /* The fingerprints and repeat counts behind the batch ids under an Idempotency-Key, as the code
