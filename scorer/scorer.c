@@ -1400,6 +1400,15 @@ static void scorer_outcomes(scorer *s) {
     while (s->nomsgs < OUTCOMES_MAX) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->outcomes, 0);
         if (!m) break;
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL) { /* labels would stop with /ready still up */
+            char reason[512];
+            rd_kafka_fatal_error(s->outcomes, reason, sizeof reason);
+            log_fields(LOG_ERROR, "consumer_fatal", json_pack("{s:s, s:s}", "topic",
+                       s->cfg.outcomes_topic, "fatal", reason), "fatal outcome consumer error: stopping");
+            s->fatal = true;
+            rd_kafka_message_destroy(m);
+            break;
+        }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_msg(LOG_WARN, "outcomes_consumer_error", "%s", rd_kafka_message_errstr(m));
