@@ -229,3 +229,12 @@ size_t fs_int_format(int64_t v, char out[21]) {
     out[k + n] = '\0';
     return k + n;
 }
+
+void fs_utf8_trim(char *s) {
+    size_t i = strlen(s), cont = 0;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xc0) == 0x80 && cont < 3) i--, cont++;
+    if (i == 0) return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = lead >= 0xf0 ? 3 : lead >= 0xe0 ? 2 : lead >= 0xc0 ? 1 : 0;
+    if (lead >= 0xc0 && cont < need) s[i - 1] = '\0';
+}

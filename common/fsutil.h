@@ -54,4 +54,8 @@ static inline void fs_qsort(void *base, size_t n, size_t size, int (*cmp)(const 
     if (n > 1) qsort(base, n, size, cmp);
 }
 
+/* Cuts an incomplete UTF-8 sequence off the end of s, as left by a truncation to a fixed buffer
+ * (snprintf): text for JSON (an error body, a log line) must stay valid UTF-8. */
+void fs_utf8_trim(char *s);
+
 #endif

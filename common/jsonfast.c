@@ -456,17 +456,6 @@ static void jf_append(char *out, size_t size, size_t *o, const char *fmt, ...) {
     if (w > 0) *o = *o + (size_t)w < size ? *o + (size_t)w : size - 1;
 }
 
-/* Cuts an incomplete UTF-8 sequence off the end of s (left by a truncation to a fixed buffer):
- * the name goes into an error body, which must stay valid UTF-8. */
-static void jf_utf8_trim(char *s) {
-    size_t len = strlen(s), i = len, cont = 0;
-    while (i > 0 && ((unsigned char)s[i - 1] & 0xc0) == 0x80 && cont < 3) i--, cont++;
-    if (i == 0) return;
-    unsigned char lead = (unsigned char)s[i - 1];
-    size_t need = lead >= 0xf0 ? 3 : lead >= 0xe0 ? 2 : lead >= 0xc0 ? 1 : 0;
-    if (lead >= 0xc0 && cont < need) s[i - 1] = '\0';
-}
-
 /* b's member and path, by following its indexes down the parsed tree (jansson keeps an object's
  * members in document order); both may be cut to their buffers, never inside a character. */
 static void jf_big_name(const json_t *root, jsonfast_big *b) {
@@ -489,8 +478,8 @@ static void jf_big_name(const json_t *root, jsonfast_big *b) {
             break;
         }
     }
-    jf_utf8_trim(b->member);
-    jf_utf8_trim(b->path);
+    fs_utf8_trim(b->member);
+    fs_utf8_trim(b->path);
 }
 
 json_t *jsonfast_loadb_big(const char *buf, size_t len, json_error_t *err, jsonfast_big *big,

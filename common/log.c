@@ -37,7 +37,7 @@ int log_enabled(log_level level) { return level >= log_min; }
 static void log_emit(log_level level, const char *event, json_t *fields, const char *fmt,
                      va_list ap) {
     char msg[2048], ts[25];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (vsnprintf(msg, sizeof msg, fmt, ap) >= (int)sizeof msg) fs_utf8_trim(msg); /* cut whole */
     fs_time_format_rfc3339(fs_now_ms(), ts);
     json_t *line = json_object();
     json_object_set_new(line, "ts", json_string(ts));

@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
+
+#include <jansson.h>
 
 #include "app.h"
 #include "cfg.h"
@@ -489,6 +492,40 @@ static void test_sweep_failure(void **state) {
     metrics_destroy(m);
 }
 
+/* A message longer than a log line's 2 KiB buffer is cut between characters, never inside one: the
+ * cut used to leave half a character, and the whole message was replaced by a marker. Every cut
+ * position of 2- and 3-byte characters. */
+static void test_log_long_utf8(void **state) {
+    (void)state;
+    int fds[2], saved = dup(STDERR_FILENO);
+    log_init("test", LOG_INFO);
+    for (int width = 2; width <= 3; width++) {
+        for (int pad = 2040; pad < 2048; pad++) {
+            char msg[2200];
+            memset(msg, 'a', (size_t)pad);
+            msg[pad] = '\0';
+            for (int c = 0; c < 4; c++) strcat(msg, width == 2 ? "\xc3\xa9" : "\xe2\x82\xac");
+            assert_int_equal(pipe(fds), 0);
+            dup2(fds[1], STDERR_FILENO);
+            log_msg(LOG_INFO, "long", "%s", msg);
+            dup2(saved, STDERR_FILENO);
+            close(fds[1]);
+            char line[8192];
+            ssize_t n = read(fds[0], line, sizeof line - 1);
+            close(fds[0]);
+            assert_true(n > 0);
+            line[n] = '\0';
+            json_t *o = json_loads(line, 0, NULL);
+            assert_non_null(o);
+            const char *got = json_string_value(json_object_get(o, "msg"));
+            if (!got || strncmp(got, "aaaa", 4) != 0 || strlen(got) < 2040)
+                fail_msg("pad %d width %d: msg %.60s", pad, width, got ? got : "(none)");
+            json_decref(o);
+        }
+    }
+    close(saved);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
@@ -508,6 +545,7 @@ int main(void) {
         cmocka_unit_test(test_sweep_round),
         cmocka_unit_test(test_sweep_budget),
         cmocka_unit_test(test_sweep_failure),
+        cmocka_unit_test(test_log_long_utf8),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
