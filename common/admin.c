@@ -13,11 +13,19 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "conns.h"
 #include "log.h"
+
+/* Limits of the admin port: a scrape or a probe is one small GET. */
+#define ADMIN_MAX_CONNS 64        /* more wait in the kernel's backlog */
+#define ADMIN_DEADLINE_MS 10000   /* for a whole request (a slow client is cut off) */
+#define ADMIN_MAX_HEADERS 8192    /* bytes of request line and headers */
+#define ADMIN_MAX_BODY 1024
 
 struct admin {
     struct event_base *base;
     struct evhttp *http;
+    conns *conns;
     struct event *stop_timer;
     metrics *m;
     admin_ready_fn ready;
@@ -47,6 +55,7 @@ static void reply_json(struct evhttp_request *req, int code, const char *reason,
 
 static void on_request(struct evhttp_request *req, void *arg) {
     admin *a = arg;
+    conns_on_request(a->conns, req); /* complete: its deadline stops */
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
         reply_json(req, 405, "Method Not Allowed", "method_not_allowed", NULL);
@@ -93,6 +102,7 @@ static int admin_bind(admin *a, const char *addr, int port, char *errstr, size_t
         snprintf(errstr, errstr_size, "admin listener: cannot bind %s:%d", addr, port);
         return -1;
     }
+    conns_add_listener(a->conns, sock); /* paused at ADMIN_MAX_CONNS */
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss, &sl) == 0)
@@ -114,6 +124,14 @@ admin *admin_new(const char *addr, int port, metrics *m, admin_ready_fn ready, v
         snprintf(errstr, errstr_size, "admin: cannot create the event loop");
         goto failed;
     }
+    /* The port may be reachable from a wider network than the API (0.0.0.0 in compose): without
+     * limits one client could make the process buffer an endless body or header, or hold
+     * connections (and file descriptors) for ever. */
+    a->conns = conns_new(a->base, ADMIN_MAX_CONNS, ADMIN_DEADLINE_MS, NULL, NULL, errstr, errstr_size);
+    if (!a->conns) goto failed;
+    conns_attach(a->conns, a->http, NULL);
+    evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEADERS);
+    evhttp_set_max_body_size(a->http, ADMIN_MAX_BODY);
     evhttp_set_gencb(a->http, on_request, a);
     evhttp_set_timeout(a->http, 10);
     if (admin_bind(a, addr, port, errstr, errstr_size) != 0) goto failed;
@@ -141,7 +159,9 @@ void admin_destroy(admin *a) {
         pthread_join(a->thread, NULL);
     }
     if (a->stop_timer) event_free(a->stop_timer);
+    if (a->conns) conns_forget_listeners(a->conns);
     if (a->http) evhttp_free(a->http);
+    conns_destroy(a->conns); /* after evhttp_free: its connections are gone */
     if (a->base) event_base_free(a->base);
     free(a);
 }

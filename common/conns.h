@@ -1,5 +1,5 @@
-/* conns: ingest's HTTP connections: plain or TLS bufferevents, the connection limit, and a
- * deadline per request.
+/* conns: HTTP connections (ingest's API, every process's admin port): plain or TLS bufferevents,
+ * the connection limit, and a deadline per request.
  *
  * libevent 2.1's evhttp has neither a connection limit nor a hook when a connection opens, and its
  * timeouts are per read: a client sending one byte every few seconds would hold a connection
