@@ -152,29 +152,44 @@ int64_t rpl_due(double rate, int64_t start_us, int64_t now_us) {
     return (int64_t)floor(rate * (double)(now_us - start_us) / 1e6);
 }
 
-/* ---- label queue (a growable ring) ------------------------------------------------------------ */
+/* ---- labels by due time (a binary min-heap on known_ms) --------------------------------------- */
+
+static void label_swap(rpl_label *a, rpl_label *b) {
+    rpl_label t = *a;
+    *a = *b;
+    *b = t;
+}
 
 int rpl_labels_push(rpl_labels *q, const rpl_label *l) {
     if (q->n == q->cap) {
         size_t cap = q->cap ? q->cap * 2 : 1024;
-        rpl_label *v = malloc(cap * sizeof *v);
+        rpl_label *v = realloc(q->v, cap * sizeof *v);
         if (!v) return -1;
-        for (size_t i = 0; i < q->n; i++) v[i] = q->v[(q->head + i) % q->cap];
-        free(q->v);
         q->v = v;
         q->cap = cap;
-        q->head = 0;
     }
-    q->v[(q->head + q->n++) % q->cap] = *l;
+    size_t i = q->n++;
+    q->v[i] = *l;
+    while (i > 0 && q->v[(i - 1) / 2].known_ms > q->v[i].known_ms) {
+        label_swap(&q->v[(i - 1) / 2], &q->v[i]);
+        i = (i - 1) / 2;
+    }
     return 0;
 }
 
-const rpl_label *rpl_labels_peek(const rpl_labels *q) { return q->n ? &q->v[q->head] : NULL; }
+const rpl_label *rpl_labels_peek(const rpl_labels *q) { return q->n ? &q->v[0] : NULL; }
 
 void rpl_labels_pop(rpl_labels *q) {
     if (!q->n) return;
-    q->head = (q->head + 1) % q->cap;
-    q->n--;
+    q->v[0] = q->v[--q->n];
+    for (size_t i = 0;;) {
+        size_t m = i, l = 2 * i + 1, r = l + 1;
+        if (l < q->n && q->v[l].known_ms < q->v[m].known_ms) m = l;
+        if (r < q->n && q->v[r].known_ms < q->v[m].known_ms) m = r;
+        if (m == i) break;
+        label_swap(&q->v[m], &q->v[i]);
+        i = m;
+    }
 }
 
 void rpl_labels_free(rpl_labels *q) {

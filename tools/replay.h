@@ -83,10 +83,12 @@ typedef struct rpl_label {
     int fraud;
 } rpl_label;
 
-/* A FIFO: payments arrive in event order and the delay is fixed, so labels fall due in order. */
+/* Ordered by known_ms (a min-heap): labels are queued as ingest accepts their payments, which with
+ * several connections (and retries) is not event order; a FIFO held a label due early behind later
+ * ones, and payments it should have influenced were scored without it. */
 typedef struct rpl_labels {
     rpl_label *v;
-    size_t head, n, cap;
+    size_t n, cap;
 } rpl_labels;
 
 int rpl_labels_push(rpl_labels *q, const rpl_label *l); /* 0, or -1 out of memory */

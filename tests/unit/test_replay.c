@@ -148,6 +148,20 @@ static void test_pacing_queue_percentiles(void **state) {
     assert_null(rpl_labels_peek(&q));
     rpl_labels_pop(&q); /* empty: nothing */
     rpl_labels_free(&q);
+    /* queued out of order (answers from several connections): popped by due time */
+    unsigned seed = 7;
+    int64_t last = -1;
+    for (int i = 0; i < 5000; i++) {
+        rpl_label l = {.known_ms = rand_r(&seed) % 100000};
+        assert_int_equal(rpl_labels_push(&q, &l), 0);
+    }
+    for (int i = 0; i < 5000; i++) {
+        assert_true(rpl_labels_peek(&q)->known_ms >= last);
+        last = rpl_labels_peek(&q)->known_ms;
+        rpl_labels_pop(&q);
+    }
+    assert_null(rpl_labels_peek(&q));
+    rpl_labels_free(&q);
 
     int64_t v[] = {50, 10, 40, 20, 30, 100, 90, 80, 70, 60};
     assert_int_equal(rpl_percentile(v, 10, 50), 50);
