@@ -70,6 +70,9 @@ typedef struct scorer_row {
     bool out_of_order;       /* older than the newest event time this worker persisted */
     int8_t out_processed, out_alert;
     int64_t features_us;     /* computing its features (part of its scoring latency) */
+    int64_t tried_decided_ms;/* decided_at of the decision an earlier attempt of this batch sent
+                              * COMMIT with (0: none): found stored on a retry, it is this
+                              * worker's (the COMMIT's answer was lost), not a redelivery */
     size_t nvev;             /* its velocity events (new payments only) */
     velocity_event vev[RULES_ENT_COUNT];
     char vkeys[RULES_ENT_COUNT][VELOCITY_KEY_MAX + 1];
@@ -407,10 +410,14 @@ static void scorer_labelled(scorer *s, const char *payment_id) {
     memcpy(s->labelled[s->nlabelled++], payment_id, FS_UUID_STRLEN + 1);
 }
 
-/* Counters and the event-time watermark, once the batch is committed. */
+/* Counters and the event-time watermark, once the batch is committed. A payment stored by an
+ * earlier attempt of this batch whose COMMIT went through unanswered counts as new: this worker
+ * decided it. */
 static void scorer_account_row(scorer *s, const scorer_row *r, int64_t now_ms) {
     prune_part_seen(s->parts, &s->nparts, SCORER_MAX_PARTS, r->sr.partition, r->p.event_time_ms, now_ms);
-    if (!r->sr.is_new) {
+    bool ours = r->sr.is_new ||
+                (r->tried_decided_ms && r->tried_decided_ms == r->sr.dec.decided_at_ms);
+    if (!ours) {
         s->stats.payments_redelivered++;
         metric_add(s->m.payments, "redelivered", 1);
         return;
@@ -644,7 +651,10 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
     if (rc == STORE_OK && n) rc = store_insert_payments(s->st, rows, n, err, esz);
     if (rc == STORE_OK && n) rc = store_load_decisions(s->st, rows, n, err, esz);
     if (rc == STORE_OK && n) rc = scorer_decide(s, rows, n, err, esz);
-    if (rc == STORE_OK) rc = store_commit(s->st, err, esz);
+    for (size_t i = 0; rc == STORE_OK && i < n; i++)
+        if (rows[i]->is_new && rows[i]->has_decision)
+            row_of(rows[i])->tried_decided_ms = rows[i]->dec.decided_at_ms;
+    if (rc == STORE_OK) rc = store_commit_named(s->st, "batch", err, esz);
     if (rc != STORE_OK) store_rollback(s->st);
     store_latency(s->st, &calls1, &us1);
     metric_observe(s->m.db_seconds, "transaction", (double)(fs_mono_us() - t0) / 1e6);

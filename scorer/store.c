@@ -247,6 +247,12 @@ store_rc store_commit(store *st, char *errstr, size_t errstr_size) {
     return exec_simple(st, "COMMIT", errstr, errstr_size);
 }
 
+store_rc store_commit_named(store *st, const char *name, char *errstr, size_t errstr_size) {
+    char sql[96];
+    snprintf(sql, sizeof sql, "COMMIT /* %s */", name);
+    return exec_simple(st, sql, errstr, errstr_size);
+}
+
 void store_rollback(store *st) {
     char e[256];
     if (!store_connected(st)) return;

@@ -115,6 +115,9 @@ int store_migrate(store *st, int timeout_ms, int lock_timeout_ms, char *errstr,
 
 store_rc store_begin(store *st, char *errstr, size_t errstr_size);
 store_rc store_commit(store *st, char *errstr, size_t errstr_size);
+/* The same with name in an SQL comment after COMMIT: the batch's commit stands out in PostgreSQL's
+ * logs and statistics (and a fault test can hold its answer). name must not end a comment. */
+store_rc store_commit_named(store *st, const char *name, char *errstr, size_t errstr_size);
 /* Best effort; a lost connection is simply dropped (the server rolls back). */
 void store_rollback(store *st);
 
