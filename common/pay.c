@@ -506,13 +506,7 @@ typedef struct req_ctx {
 /* Copies at most dst_size - 1 bytes without cutting a UTF-8 sequence in two (the field path
  * may hold a client's key, and the error body must stay valid UTF-8). */
 static void copy_utf8(char *dst, size_t dst_size, const char *src) {
-    size_t len = strlen(src);
-    if (len >= dst_size) {
-        len = dst_size - 1;
-        while (len > 0 && ((unsigned char)src[len] & 0xc0) == 0x80) len--;
-    }
-    memcpy(dst, src, len);
-    dst[len] = '\0';
+    if (snprintf(dst, dst_size, "%s", src) >= (int)dst_size) fs_utf8_trim(dst);
 }
 
 /* Records one problem; returns -1 so that checks can end with `return err_add(...)`. */

@@ -185,14 +185,20 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
 
 enum { API_OFFSET_COMMIT = 8, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
 
+/* The next n requests of api fail with err. */
+static void inject_errors(rd_kafka_mock_cluster_t *mc, int16_t api, rd_kafka_resp_err_t err,
+                          size_t n) {
+    rd_kafka_resp_err_t *errs = n ? calloc(n, sizeof *errs) : NULL;
+    if (!errs) return;
+    for (size_t i = 0; i < n; i++) errs[i] = err;
+    rd_kafka_mock_push_request_errors_array(mc, api, n, errs);
+    free(errs);
+}
+
 /* The next n OffsetCommit requests fail with REBALANCE_IN_PROGRESS: what a consumer meets when a
  * commit races a rebalance (test_scorer_commit_retry). */
 static void inject_commit_errors(rd_kafka_mock_cluster_t *mc, size_t n) {
-    rd_kafka_resp_err_t *errs = n ? calloc(n, sizeof *errs) : NULL;
-    if (!errs) return;
-    for (size_t i = 0; i < n; i++) errs[i] = RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
-    rd_kafka_mock_push_request_errors_array(mc, API_OFFSET_COMMIT, n, errs);
-    free(errs);
+    inject_errors(mc, API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, n);
 }
 
 /* A commit fault switched on and off by SIGHUP rather than counted: the mock only stacks errors,
@@ -284,9 +290,8 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
                    "the next %" PRId64 " offset commits will fail", conf->commit_errors);
     }
     if (conf->pid_errors) {
-        for (int64_t i = 0; i < conf->pid_errors; i++)
-            rd_kafka_mock_push_request_errors(mc, API_INIT_PRODUCER_ID, 1,
-                                              RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH);
+        inject_errors(mc, API_INIT_PRODUCER_ID, RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH,
+                      (size_t)conf->pid_errors);
         log_fields(LOG_WARN, "fault_injected",
                    json_pack("{s:I}", "pid_errors", (json_int_t)conf->pid_errors),
                    "the next %" PRId64 " producer id requests will fail (fatal)", conf->pid_errors);

@@ -173,6 +173,7 @@ static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz);
 static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
 static int scorer_deliver_batch(scorer *s);
 static bool scorer_producer_fatal(scorer *s, rd_kafka_t *rk);
+static bool scorer_fatal_of(scorer *s, rd_kafka_t *rk, const char *event, const char *what);
 static void scorer_commit_batch(scorer *s);
 static void scorer_clear_batch(scorer *s);
 static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m);
@@ -1410,12 +1411,8 @@ static void scorer_outcomes(scorer *s) {
     while (s->nomsgs < OUTCOMES_MAX) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->outcomes, 0);
         if (!m) break;
-        if (m->err == RD_KAFKA_RESP_ERR__FATAL) { /* labels would stop with /ready still up */
-            char reason[512];
-            rd_kafka_fatal_error(s->outcomes, reason, sizeof reason);
-            log_fields(LOG_ERROR, "consumer_fatal", json_pack("{s:s, s:s}", "topic",
-                       s->cfg.outcomes_topic, "fatal", reason), "fatal outcome consumer error: stopping");
-            s->fatal = true;
+        if (m->err == RD_KAFKA_RESP_ERR__FATAL &&
+            scorer_fatal_of(s, s->outcomes, "consumer_fatal", "outcome consumer")) {
             rd_kafka_message_destroy(m);
             break;
         }
@@ -1987,20 +1984,24 @@ static rd_kafka_t *scorer_outcomes_new(scorer *s, char *errstr, size_t errstr_si
     return rk;
 }
 
-/* A fatal error leaves the idempotent producer unusable: every later produce fails, so a batch's
- * outputs would be retried for ever while the consumer stops polling. The worker stops instead
- * (exit 1, nothing of the batch committed) and is restarted with a new producer. Served from
- * rd_kafka_flush/poll on the loop thread. */
-/* Whether the producer had a fatal error (logged once). */
-static bool scorer_producer_fatal(scorer *s, rd_kafka_t *rk) {
+/* Whether client rk (named by what) had a fatal error: the worker then stops (exit 1, nothing of
+ * the batch in hand committed) and is restarted with new clients; logged once as event. A fenced
+ * producer fails every later produce (the batch's outputs would be retried for ever while the
+ * consumer stops polling); a fenced outcome consumer would stop the labels with /ready up. */
+static bool scorer_fatal_of(scorer *s, rd_kafka_t *rk, const char *event, const char *what) {
     char fatal[512];
     if (s->fatal || !rd_kafka_fatal_error(rk, fatal, sizeof fatal)) return s->fatal;
     s->fatal = true;
-    log_fields(LOG_ERROR, "producer_fatal", json_pack("{s:s}", "error", fatal),
-               "fatal producer error: stopping (the batch in hand is not committed)");
+    log_fields(LOG_ERROR, event, json_pack("{s:s}", "error", fatal),
+               "fatal %s error: stopping (the batch in hand is not committed)", what);
     return true;
 }
 
+static bool scorer_producer_fatal(scorer *s, rd_kafka_t *rk) {
+    return scorer_fatal_of(s, rk, "producer_fatal", "producer");
+}
+
+/* Served from rd_kafka_flush/poll on the loop thread. */
 static void scorer_producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     if (err == RD_KAFKA_RESP_ERR__FATAL && scorer_producer_fatal(opaque, rk)) return;
     log_fields(LOG_WARN, "producer_error",
