@@ -132,6 +132,10 @@ static int gone_add(dispatch *d, int64_t id, int delta) {
     return before;
 }
 
+/* The transfers still running of subscription id, which is back in the active set: they are its
+ * own again (0: none). */
+static int gone_take(dispatch *d, int64_t id) { return gone_add(d, id, -INT_MAX); }
+
 /* ---- the loop -------------------------------------------------------------------------------- */
 
 static void *dispatch_main(void *arg) {
@@ -544,7 +548,7 @@ static void dispatch_refresh_subs(dispatch *d) {
         sub_state *old = sub_find(d, set.v[i].id);
         next[i].s = set.v[i]; /* moved: set.v's pointers now belong to next[i] */
         next[i].b = old ? old->b : breaker_new(d->cfg.breaker_threshold, d->cooldown_ms);
-        next[i].in_flight = old ? old->in_flight : gone_add(d, set.v[i].id, -INT_MAX);
+        next[i].in_flight = old ? old->in_flight : gone_take(d, set.v[i].id);
         next[i].more_due = old ? old->more_due : true; /* new: look at once */
         if (old) old->b = NULL;
         if (!old) dispatch_metrics_sub(d, next[i].s.name);
