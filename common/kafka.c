@@ -153,9 +153,13 @@ void kafka_consumer_close(rd_kafka_t **rkp) {
                 rd_kafka_name(rk));
         return;
     }
-    rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk);
+    /* A consumer with a fatal error (fenced) cannot leave its group: librdkafka (2.0.2) refuses
+     * the close, and a plain destroy would then wait for that close for ever (the process hung
+     * instead of exiting; test_kafka_consumer_fatal). */
+    bool fatal = rd_kafka_fatal_error(rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_resp_err_t err = fatal ? RD_KAFKA_RESP_ERR__FATAL : rd_kafka_consumer_close(rk);
     if (err) log_msg(LOG_WARN, "consumer_close_failed", "%s: %s", rd_kafka_name(rk), rd_kafka_err2str(err));
-    rd_kafka_destroy(rk);
+    rd_kafka_destroy_flags(rk, fatal ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
 }
 
 bool kafka_err_too_big(rd_kafka_resp_err_t err) {

@@ -9,7 +9,7 @@
  * Signals: SIGTERM/SIGINT stop it (exit 0, bootstrap file removed); SIGUSR1 takes every broker down
  * (connections dropped, new ones refused) and SIGUSR2 brings them back; SIGHUP makes every offset
  * commit fail until the next SIGHUP (or commit-fault-ms). All three are for fault-injection tests,
- * like --commit-errors and --pid-errors. */
+ * like --commit-errors, --pid-errors and --fence-broker. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -46,6 +46,8 @@ typedef struct devbroker_conf {
     int64_t commit_errors;
     int64_t commit_fault_ms;
     int64_t pid_errors;
+    char *coordinators;
+    int64_t fence_broker;
 } devbroker_conf;
 
 /* Not "brokers": FS_BROKERS is every process's bootstrap list, and the tests and `make run` export
@@ -76,6 +78,15 @@ static const cfg_opt devbroker_options[] = {
     {"pid-errors", "FS_PID_ERRORS", CFG_INT, "0", 0, 1000, offsetof(devbroker_conf, pid_errors),
      "fault injection: the first N InitProducerId requests (an idempotent producer's start) fail "
      "with INVALID_PRODUCER_EPOCH, a fatal error for the producer",
+     false},
+    {"coordinators", "FS_COORDINATORS", CFG_STRING, "", 0, 4096,
+     offsetof(devbroker_conf, coordinators),
+     "comma-separated GROUP=BROKER pins of consumer group coordinators (else the mock hashes the "
+     "group id onto a broker); lets --fence-broker hit one group alone",
+     false},
+    {"fence-broker", "FS_FENCE_BROKER", CFG_INT, "0", 0, 9, offsetof(devbroker_conf, fence_broker),
+     "fault injection: the first Heartbeat sent to broker N (0 = none) is answered "
+     "FENCED_INSTANCE_ID, a fatal error for the consumer whose group that broker coordinates",
      false},
     {0},
 };
@@ -183,7 +194,7 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
             broker_count);
 }
 
-enum { API_OFFSET_COMMIT = 8, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
+enum { API_OFFSET_COMMIT = 8, API_HEARTBEAT = 12, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
 
 /* The next n requests of api fail with err. */
 static void inject_errors(rd_kafka_mock_cluster_t *mc, int16_t api, rd_kafka_resp_err_t err,
@@ -199,6 +210,31 @@ static void inject_errors(rd_kafka_mock_cluster_t *mc, int16_t api, rd_kafka_res
  * commit races a rebalance (test_scorer_commit_retry). */
 static void inject_commit_errors(rd_kafka_mock_cluster_t *mc, size_t n) {
     inject_errors(mc, API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, n);
+}
+
+/* Pins each GROUP=BROKER of list as that group's coordinator. */
+static int pin_coordinators(rd_kafka_mock_cluster_t *mc, const char *list, int broker_count,
+                            char *errstr, size_t errstr_size) {
+    char *copy = strdup(list), *save = NULL;
+    int rc = -1;
+    if (!copy) return snprintf(errstr, errstr_size, "out of memory"), -1;
+    for (char *pin = strtok_r(copy, ",", &save); pin; pin = strtok_r(NULL, ",", &save)) {
+        char *eq = strrchr(pin, '='), *end = NULL;
+        long id = eq ? strtol(eq + 1, &end, 10) : 0;
+        if (!eq || eq == pin || end == eq + 1 || *end || id < 1 || id > broker_count) {
+            snprintf(errstr, errstr_size, "coordinators: \"%.200s\" is not GROUP=BROKER (1..%d)", pin,
+                     broker_count);
+            goto done;
+        }
+        *eq = '\0';
+        rd_kafka_mock_coordinator_set(mc, "group", pin, (int32_t)id);
+        log_fields(LOG_INFO, "coordinator_pinned", json_pack("{s:s,s:i}", "group", pin, "broker", (int)id),
+                   "group %s is coordinated by broker %ld", pin, id);
+    }
+    rc = 0;
+done:
+    free(copy);
+    return rc;
 }
 
 /* A commit fault switched on and off by SIGHUP rather than counted: the mock only stacks errors,
@@ -295,6 +331,21 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
         log_fields(LOG_WARN, "fault_injected",
                    json_pack("{s:I}", "pid_errors", (json_int_t)conf->pid_errors),
                    "the next %" PRId64 " producer id requests will fail (fatal)", conf->pid_errors);
+    }
+    if (pin_coordinators(mc, conf->coordinators, n, errstr, errstr_size) != 0) goto done;
+    if (conf->fence_broker > n) {
+        snprintf(errstr, errstr_size, "fence-broker %" PRId64 " exceeds broker-count %d",
+                 conf->fence_broker, n);
+        goto done;
+    }
+    if (conf->fence_broker) {
+        /* Stacked on that broker until a consumer's first Heartbeat there, i.e. after it joined. */
+        rd_kafka_mock_broker_push_request_error_rtts(mc, (int32_t)conf->fence_broker, API_HEARTBEAT,
+                                                     1, RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, 0);
+        log_fields(LOG_WARN, "fault_injected",
+                   json_pack("{s:I}", "fence_broker", (json_int_t)conf->fence_broker),
+                   "the first heartbeat to broker %" PRId64 " will be fenced (fatal)",
+                   conf->fence_broker);
     }
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (write_bootstrap(conf->bootstrap_file, bootstraps, errstr, errstr_size) != 0) goto done;
