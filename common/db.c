@@ -567,21 +567,32 @@ static int migration_apply(migrate_run *r, const db_migration *m) {
     return 0;
 }
 
+/* Creates schema_migrations, or adds its checksum column (it came later), where missing. Only then:
+ * even CREATE TABLE IF NOT EXISTS needs the right to create in the schema, which a read-only login
+ * (an analyst running `fraudshield-alerter alerts list`) rightly lacks (migration 009); ALTER
+ * needs the table's owner and a lock. */
+static int migrations_table(migrate_run *r) {
+    PGresult *res;
+    if (mig_exec(r, "schema_migrations",
+                 "SELECT 1 FROM information_schema.columns WHERE table_name = 'schema_migrations' "
+                 "AND column_name = 'sha256' AND table_schema = current_schema()",
+                 0, NULL, &res) != 0)
+        return -1;
+    bool ready = PQntuples(res) > 0;
+    PQclear(res);
+    if (ready) return 0;
+    return mig_exec(r, "schema_migrations",
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now(), sha256 text);"
+                    "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS sha256 text",
+                    0, NULL, NULL);
+}
+
 /* Under the migration lock: verifies the applied migrations, applies the others. The number
  * applied, or -1 with errstr. */
 static int migrate_pending(migrate_run *r) {
     int applied = 0;
-    /* The checksum column came later: added once (ALTER needs the table's owner and a lock, so it
-     * runs only when the column is missing, not on every start). */
-    if (mig_exec(r, "schema_migrations",
-                 "CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                 "applied_at timestamptz NOT NULL DEFAULT now(), sha256 text);"
-                 "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE "
-                 "table_name = 'schema_migrations' AND column_name = 'sha256' AND table_schema = "
-                 "current_schema()) THEN ALTER TABLE schema_migrations ADD COLUMN sha256 text; "
-                 "END IF; END $$",
-                 0, NULL, NULL) != 0)
-        return -1;
+    if (migrations_table(r) != 0) return -1;
     for (const db_migration *m = db_migrations; m->name; m++) {
         char recorded[2 * SHA256_DIGEST_LENGTH + 1] = "";
         int done = migration_applied(r, m, recorded, sizeof recorded);

@@ -17,3 +17,7 @@ GRANT fraudshield_analyst TO fraudshield_reviewer;
 SELECT 'GRANT EXECUTE ON FUNCTION reviewer_acknowledge(uuid), reviewer_resolve(uuid, text, text) '
        'TO fraudshield_reviewer'
 WHERE to_regprocedure('reviewer_acknowledge(uuid)') IS NOT NULL \gexec
+-- Databases created by PostgreSQL 14 or older let every role create objects in schema public
+-- (migration 009 explains the danger; it revokes this itself where the service login owns the
+-- schema).
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;

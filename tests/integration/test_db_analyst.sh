@@ -7,11 +7,16 @@
 # - the views' days are UTC days whatever the session's TimeZone (rows at 00:30 and 23:30 UTC on
 #   one day, read from New York and Tokyo);
 # - a reviewer login acknowledges and resolves alerts through reviewer_acknowledge/_resolve only,
-#   recorded under its own login name; an analyst cannot call them, a reviewer cannot UPDATE alerts.
+#   recorded under its own login name; an analyst cannot call them, a reviewer cannot UPDATE alerts;
+# - on a database created by PostgreSQL 14 or older (every role may CREATE in schema public; granted
+#   here before migrating), neither role can create anything (009): a function of theirs could
+#   otherwise run as the schema's owner from the alert workflow's trigger; the alerter's read-only
+#   commands (alerts list) work for an analyst login all the same.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup db_analyst
 fs_pg_start
+fs_psql "GRANT CREATE ON SCHEMA public TO PUBLIC" >/dev/null # PostgreSQL 14's default
 # A scorer migrates first and then gives up on an unreachable broker: enough to apply the schema.
 fs_bg migrate env FS_BROKERS=127.0.0.1:1 FS_STARTUP_TIMEOUT_MS=1500 "$BUILD/bin/fraudshield-scorer"
 fs_wait_exit migrate 60
@@ -72,6 +77,11 @@ fs_assert_eq "" "$(fs_psql "SELECT string_agg(c.relname || '.' || a.attname, ', 
       AND has_column_privilege('fraudshield_analyst', c.oid, a.attnum, 'SELECT')")" \
     "credential-like columns readable by the analyst"
 
+# ---- nothing of theirs in schema public (009) ----------------------------------------------------
+fs_assert_eq f "$(fs_psql "SELECT has_schema_privilege('public', 'public', 'CREATE')")" "PUBLIC may create in public"
+denied alice "CREATE TABLE public.loot (k text)"
+denied rita "CREATE FUNCTION public.to_json(text) RETURNS json LANGUAGE sql AS 'SELECT NULL::json'"
+
 # ---- the privilege rule: explicit grants only -------------------------------------------------------
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM pg_default_acl WHERE defaclacl::text LIKE '%fraudshield_analyst=%'")" \
     "default privileges granting the analyst"
@@ -108,6 +118,21 @@ done
 for v in decision_explained payment_labels alert_overview; do
     as alice "SELECT count(*) FROM $v" >/dev/null || fs_fail "the analyst cannot read $v"
 done
+
+# The read-only examples of docs/analyst.md (its sql blocks but the roles' creation and the
+# reviewer's) run as the analyst.
+awk '/^```sql/ { f = 1; b = ""; next }
+     /^```/ && f { f = 0; if (b !~ /CREATE ROLE|reviewer_/) printf "%s", b; next }
+     f { b = b $0 "\n" }' "$REPO/docs/analyst.md" >"$FS_TEST_DIR/analyst-examples.sql"
+(($(grep -c '^SELECT' "$FS_TEST_DIR/analyst-examples.sql") >= 7)) || fs_fail "docs/analyst.md: examples not found"
+psql "postgresql://alice@127.0.0.1:$FS_PG_PORT/fraudshield" -X -q -v ON_ERROR_STOP=1 \
+    -f "$FS_TEST_DIR/analyst-examples.sql" >/dev/null || fs_fail "an example of docs/analyst.md failed for the analyst"
+
+# The alerter's read-only commands work for an analyst login (they used to try CREATE TABLE IF NOT
+# EXISTS schema_migrations, refused without the right to create in the schema).
+FS_DATABASE_URL="postgresql://alice@127.0.0.1:$FS_PG_PORT/fraudshield" "$BUILD/bin/fraudshield-alerter" \
+    alerts list >"$FS_TEST_DIR/alerts-list.out" 2>&1 || fs_fail "alerts list as the analyst: $(cat "$FS_TEST_DIR/alerts-list.out")"
+grep -q "$a1" "$FS_TEST_DIR/alerts-list.out" || fs_fail "alerts list as the analyst: alert $a1 not listed"
 
 # ---- the reviewer -----------------------------------------------------------------------------------
 denied alice "SELECT reviewer_acknowledge('$a1')"
