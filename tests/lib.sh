@@ -27,8 +27,10 @@
 #   fs_psql SQL [ARGS...]    psql -At against FS_DATABASE_URL; prints the result
 #   fs_broker_start [PARTS]  starts the dev broker (default 6 partitions); exports FS_BROKERS, and
 #                            KAFKA_SESSION_TIMEOUT_MS=6000 / KAFKA_HEARTBEAT_INTERVAL_MS=500 unless set
-#   fs_broker_down / fs_broker_up   all mock brokers down (SIGUSR1) / up again (SIGUSR2)
-#   fs_commit_fault          every offset commit fails from now / no longer (a toggle: SIGHUP)
+#   fs_broker_down / fs_broker_up   all mock brokers down (SIGUSR1) / up again (SIGUSR2); return
+#                            once the dev broker logged it
+#   fs_commit_fault          every offset commit fails from now / no longer (a toggle: SIGHUP);
+#                            returns once the dev broker logged it
 #   fs_bg NAME CMD...        CMD in the background, output to $FS_TEST_DIR/NAME.log (appended, so a
 #                            restarted NAME keeps one log); fs_pid NAME prints its pid
 #   fs_alive NAME            true while NAME runs
@@ -402,9 +404,17 @@ fs_broker_start() {
     export KAFKA_HEARTBEAT_INTERVAL_MS=${KAFKA_HEARTBEAT_INTERVAL_MS:-500}
 }
 
-fs_broker_down() { fs_kill devbroker USR1; }
-fs_broker_up() { fs_kill devbroker USR2; }
-fs_commit_fault() { fs_kill devbroker HUP; }
+# fs__devbroker_signal SIG EVENT: sends SIG and returns once the dev broker has logged EVENT once
+# more (it acts on signals between 50 ms sleeps): the fault is in place when the caller goes on.
+fs__devbroker_signal() {
+    local sig=$1 pattern="\"event\":\"$2\"" before
+    before=$(grep -cE "$pattern" "$FS_TEST_DIR/devbroker.log" || true)
+    fs_kill devbroker "$sig"
+    fs_wait_for 10 "(( \$(grep -cE '$pattern' '$FS_TEST_DIR/devbroker.log') > $before ))"
+}
+fs_broker_down() { fs__devbroker_signal USR1 brokers_down; }
+fs_broker_up() { fs__devbroker_signal USR2 brokers_up; }
+fs_commit_fault() { fs__devbroker_signal HUP 'fault_(injected|cleared)'; }
 
 fs_topic_count() {
     local topic=${1:?fs_topic_count TOPIC}

@@ -5,15 +5,17 @@
 #   USERS    distinct users (default 1000); user-(i % USERS), card last four from the user
 #   COUNTRY  put every event on this country/key (default: cycle through six countries)
 # Amounts 1.00 .. 1500.99 EUR (about a third at or above the HIGH_VALUE rule: alerts). Event times:
-# spread over the last hour (so velocity windows see realistic densities). awk only:
-# runs on a bare Debian with no python.
+# spread over the last hour (so velocity windows see realistic densities). GEN_DIGESTS=1 adds an
+# email digest per user and a device digest per (user % 97) (risk vault entries; no IP, so the
+# velocity rules count what they count without it). awk only: runs on a bare Debian with no python.
 set -euo pipefail
 run=${1:?gen_raw_payments.sh RUN N [USERS] [COUNTRY]}
 n=${2:?gen_raw_payments.sh RUN N [USERS] [COUNTRY]}
 users=${3:-1000}
 country=${4:-}
 base=$(date -u -d '1 hour ago' +%Y-%m-%dT%H)
-awk -v run="$run" -v n="$n" -v users="$users" -v fixed="$country" -v base="$base" 'BEGIN {
+awk -v run="$run" -v n="$n" -v users="$users" -v fixed="$country" -v base="$base" \
+    -v digests="${GEN_DIGESTS:-0}" 'BEGIN {
     split("DE FR US GB NL ES", cc, " ")
     for (i = 0; i < n; i++) {
         c = fixed != "" ? fixed : cc[i % 6 + 1]
@@ -23,6 +25,11 @@ awk -v run="$run" -v n="$n" -v users="$users" -v fixed="$country" -v base="$base
         printf "%s:{\"schema_version\":1,\"payment_id\":\"%s\",\"user_id\":\"user-%d\",", c, id, u
         printf "\"merchant_id\":\"m-%d\",\"amount_minor\":%d,\"currency\":\"EUR\",", i % 17, 100 + (i * 37) % 150000
         printf "\"payment_method\":\"card\",\"country\":\"%s\",\"card_last_four\":\"%04d\",", c, u % 10000
+        if (digests == 1) {
+            e = sprintf("%08x", u); d = sprintf("%08x", u % 97 + 1000000)
+            printf "\"email_digest\":\"%s%s%s%s%s%s%s%s\",", e, e, e, e, e, e, e, e
+            printf "\"device_id_digest\":\"%s%s%s%s%s%s%s%s\",", d, d, d, d, d, d, d, d
+        }
         printf "\"event_time\":\"%s\",\"ingest_time\":\"%s\"}\n", ts, ts
     }
 }'

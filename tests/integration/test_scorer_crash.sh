@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Crash: two scorers consume a stream of N payments produced while they run; one is killed with
 # SIGKILL mid-stream (no commit, no leave), the other takes over its partitions, the killed one is
-# restarted. In the end: exactly N rows in payments and decisions with exactly the produced ids
-# (none missing, none twice), exactly one velocity event per (entity, payment) - a redelivered
-# payment is never counted twice in the windows - every payment on processed_payments (duplicates
-# allowed there: at-least-once with stable ids), nothing on the DLQ.
+# restarted. Just before the kill every offset commit fails (the dev broker's commit fault), so the
+# killed worker leaves batches it persisted but never committed: they are redelivered, and the
+# test checks that they were. In the end: exactly N rows in payments and decisions with exactly
+# the produced ids (none missing, none twice), exactly one velocity event per (entity, payment),
+# every feature bucket series and the vault's times_seen summing to N (a redelivered payment is
+# never counted twice: those are additive upserts, not keyed rows), every payment on
+# processed_payments (duplicates allowed there: at-least-once with stable ids), nothing on the DLQ.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_crash
@@ -25,7 +28,7 @@ fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer1.log
 fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log"
 
 # The stream: N payments over a few seconds, produced while the scorers consume.
-bash "$gen" "$run" "$n" 1000 >"$FS_TEST_DIR/payments.txt"
+GEN_DIGESTS=1 bash "$gen" "$run" "$n" 1000 >"$FS_TEST_DIR/payments.txt"
 (
     split -l 100 "$FS_TEST_DIR/payments.txt" "$FS_TEST_DIR/chunk."
     for f in "$FS_TEST_DIR"/chunk.*; do
@@ -35,10 +38,17 @@ bash "$gen" "$run" "$n" 1000 >"$FS_TEST_DIR/payments.txt"
 ) | kcat -b "$FS_BROKERS" -P -t raw_payments -K: &
 producer=$!
 
-# Mid-stream: SIGKILL one scorer, restart it a little later.
+# Mid-stream: commits fail, scorer-1 persists more (uncommitted), SIGKILL, commits work again;
+# restart it a little later.
 fs_wait_for 60 fs_rows_at_least decisions $((n / 4))
+by1() { fs_psql "SELECT count(*) FROM decisions WHERE scorer_id = 'scorer-1'"; }
+assigned2=$(grep -c '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log")
+fs_commit_fault
+before=$(by1)
+fs_wait_for 60 "(( \$(by1) > $before ))"
 fs_kill scorer1 KILL
 fs_wait_exit scorer1 10
+fs_commit_fault
 killed_at=$(fs_rows decisions)
 echo "killed scorer-1 with $killed_at of $n decisions persisted"
 ((killed_at < n)) || fs_fail "the stream was over before the kill: nothing was tested"
@@ -60,6 +70,16 @@ fs_assert_eq 0 "$(fs_psql 'SELECT count(*) FROM payments p LEFT JOIN decisions d
 fs_assert_eq $((2 * n)) "$(fs_rows velocity_events)" "velocity events"
 fs_assert_eq 0 "$(fs_psql 'SELECT count(*) FROM (SELECT 1 FROM velocity_events GROUP BY entity_kind, payment_id HAVING count(*) <> 1) x')" "(entity, payment) pairs counted other than once"
 fs_assert_eq "$n" "$(fs_psql 'SELECT count(DISTINCT payment_id) FROM velocity_events')" "payments in velocity events"
+# Additive state: every bucket series (entity kind x width) and the vault's times_seen per kind
+# sum to N, redeliveries included.
+series=$(fs_psql "SELECT string_agg(entity_kind || '/' || width_s || '=' || s, ' ' ORDER BY entity_kind, width_s)
+                  FROM (SELECT entity_kind, width_s, sum(n) s FROM feature_buckets GROUP BY 1, 2) x")
+echo "feature bucket series: $series"
+[[ "$series" == *"/"*" "*"/"* ]] || fs_fail "fewer than two feature bucket series: $series"
+fs_assert_eq "" "$(tr ' ' '\n' <<<"$series" | grep -v "=$n\$" || true)" "bucket series not summing to $n"
+fs_assert_eq "device=$n email=$n" "$(fs_psql "SELECT string_agg(entity_kind || '=' || s, ' ' ORDER BY entity_kind)
+    FROM (SELECT entity_kind, sum(times_seen) s FROM risk_vault GROUP BY 1) x WHERE entity_kind IN ('device', 'email')")" \
+    "risk_vault times_seen per kind"
 
 fs_wait_for 60 fs_topic_has processed_payments "$n"
 keys=$(timeout 60 kcat -b "$FS_BROKERS" -C -t processed_payments -o beginning -e -q -f '%k\n' | sort -u | wc -l)
@@ -78,12 +98,17 @@ topic_ids=$(timeout 60 kcat -b "$FS_BROKERS" -C -t fraud_alerts -o beginning -e 
     fs_fail "the alert ids on fraud_alerts differ from the alerts table"
 echo "ok: fraud_alerts carries exactly the $flagged alert ids of the table"
 
-# Both end cleanly; the survivor must have taken over partitions during the outage.
-grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log" || fs_fail "scorer-2 never got partitions"
+# Both end cleanly; the survivor took over partitions after the kill, and the killed worker's
+# persisted but uncommitted payments came again (to the survivor or to the restarted worker).
+(($(grep -c '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log") > assigned2)) ||
+    fs_fail "scorer-2 got no partitions after the kill"
 for s in scorer1 scorer2; do
     fs_kill "$s" TERM
     fs_wait_exit "$s" 30
     fs_assert_eq 0 "$FS_EXIT_STATUS" "$s exit status"
 done
 grep -h '"event":"stopped"' "$FS_TEST_DIR"/scorer*.log | sed 's/.*"msg"/"msg"/'
+redelivered=$(grep -h '"event":"stopped"' "$FS_TEST_DIR"/scorer*.log | jq -s 'map(.payments_redelivered) | add')
+((redelivered > 0)) || fs_fail "no payment was redelivered: the crash left nothing uncommitted to test"
+echo "ok: $redelivered redelivered payments absorbed"
 echo "scorer crash ok: $n payments, scorer-1 killed at $killed_at"

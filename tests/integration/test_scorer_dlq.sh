@@ -98,12 +98,15 @@ check_dead_letter() {
 check_dead_letter undecodable "$bad_json"
 check_dead_letter invalid_payment "$bad_amount"
 check_dead_letter db_rejected "$bad_db"
-grep -F 'dlq_reason=db_rejected' "$FS_TEST_DIR/dlq.tsv" | grep -qF 'test_reject' ||
+# Each dead letter's headers (column 4) name the cause; its payload (column 5) is the original.
+dl_field() { grep -F "dlq_reason=$1," "$FS_TEST_DIR/dlq.tsv" | cut -f"$2"; }
+dl_field db_rejected 4 | grep -qF 'dlq_error=' || fs_fail "the db_rejected dead letter has no dlq_error"
+dl_field db_rejected 4 | grep -qF 'test_reject' ||
     fs_fail "the db_rejected dead letter does not carry the database's error"
-grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" || fs_fail "the refused batch was not retried"grep -F 'dlq_reason=undecodable' "$FS_TEST_DIR/dlq.tsv" | grep -qP '\tthis is not json \{$' ||
-    fs_fail "the undecodable dead letter does not carry the original bytes"
-grep -F 'dlq_reason=invalid_payment' "$FS_TEST_DIR/dlq.tsv" | grep -qF 'amount_minor' ||
-    fs_fail "the invalid_payment dead letter does not name the field"
+grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" || fs_fail "the refused batch was not retried"
+fs_assert_eq 'this is not json {' "$(dl_field undecodable 5)" "the undecodable dead letter's payload (the original bytes)"
+dl_field invalid_payment 4 | grep -qF 'dlq_error=amount_minor: must be > 0' ||
+    fs_fail "the invalid_payment dead letter does not name the field: $(dl_field invalid_payment 4)"
 grep -q '"event":"dead_letter"' "$FS_TEST_DIR/scorer.log" || fs_fail "no dead_letter log line"
 
 # The key id change: logged once (warn, both ids), and the info gauge shows the last key only.
