@@ -376,6 +376,52 @@ static void test_kafka_poll_clock(void **state) {
 }
 
 
+/* The producers' guarantee (a 202 means durable): acks=all and idempotence, whatever the
+ * operator passes through; a weaker value is refused with the property named. */
+static void test_kafka_guarantee_props(void **state) {
+    (void)state;
+    static const struct {
+        const char *name, *value;
+        bool allowed;
+    } cases[] = {
+        {"acks", "all", true},           {"acks", "-1", true},
+        {"acks", "1", false},            {"acks", "0", false},
+        {"request.required.acks", "1", false},
+        {"enable.idempotence", "true", true},
+        {"enable.idempotence", "false", false},
+        {"linger.ms", "5", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        cfg_props props = {0};
+        char err[512] = "";
+        assert_int_equal(cfg_props_set(&props, cases[i].name, cases[i].value), 0);
+        rd_kafka_conf_t *conf = kafka_conf_new("127.0.0.1:1", &props, err, sizeof err);
+        if (cases[i].allowed) {
+            assert_non_null(conf);
+            rd_kafka_conf_destroy(conf);
+        } else {
+            assert_null(conf);
+            assert_non_null(strstr(err, cases[i].name));
+            assert_non_null(strstr(err, "not allowed"));
+        }
+        cfg_free(NULL, NULL, &props);
+    }
+    /* With nothing passed, the producer itself runs acks=all (-1) and idempotent. */
+    char err[512], v[32];
+    rd_kafka_conf_t *conf = kafka_conf_new("127.0.0.1:1", NULL, err, sizeof err);
+    assert_non_null(conf);
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
+    rd_kafka_t *rk = kafka_producer_new(conf, err, sizeof err);
+    assert_non_null(rk);
+    size_t n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "enable.idempotence", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "true");
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "acks", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "-1");
+    rd_kafka_destroy(rk);
+}
+
 /* ---- sweep: retention rounds ----------------------------------------------------------------- */
 
 /* Two phases: phase 0 counts tables a and b, phase 1 table b again (sweep.h). */
@@ -541,6 +587,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_remove),
         cmocka_unit_test(test_int_format),
         cmocka_unit_test(test_kafka_poll_clock),
+        cmocka_unit_test(test_kafka_guarantee_props),
         cmocka_unit_test(test_sweep_phases),
         cmocka_unit_test(test_sweep_round),
         cmocka_unit_test(test_sweep_budget),
