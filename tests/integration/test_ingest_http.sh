@@ -344,7 +344,8 @@ fs_wait_for 30 curl -sf "http://127.0.0.1:$port2/ready"
 curl -s -o "$FS_TEST_DIR/inflight.body" -w '%{http_code}' -H 'Content-Type: application/json' \
     --data-binary "$valid" "http://127.0.0.1:$port2/api/v1/payments" >"$FS_TEST_DIR/inflight.status" &
 client=$!
-sleep 0.5
+# in flight: received, not answered (the metric counts the scrape itself too)
+fs_wait_for 10 "curl -s http://127.0.0.1:$port2/metrics | awk '\$1 == \"fs_ingest_requests_in_flight\" && \$2 >= 2 { ok = 1 } END { exit !ok }'"
 fs_kill ingest2 TERM
 sleep 0.2
 if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port2/health"; then
@@ -353,6 +354,9 @@ fi
 echo "ok: no new connections while draining"
 wait "$client" || true
 fs_assert_eq 202 "$(cat "$FS_TEST_DIR/inflight.status")" "in-flight request answered during shutdown"
+inflight_id=$(jq -r .payment_id "$FS_TEST_DIR/inflight.body")
+fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF '$inflight_id'" # the 202 meant durable
+echo "ok: the payment answered 202 during shutdown is on raw_payments"
 fs_wait_exit ingest2 15
 fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest exit status after SIGTERM"
 grep -q '"event":"stopped"' "$FS_TEST_DIR/ingest2.log" || fs_fail "no stopped line with counts"
