@@ -38,6 +38,8 @@
 #   fs_wait_exit NAME SECS   waits for NAME to exit; sets FS_EXIT_STATUS; fails the test on timeout
 #   fs_wait_for SECS CMD...  polls CMD (output discarded) every 0.2 s until it succeeds, else fails;
 #                            a single argument is eval'ed each try (re-expands $(...) every time)
+#   fs_sentinels PARTS       one new payment per raw_payments partition, decided: a restarted scorer
+#                            has then consumed whatever it would consume again (no fixed sleep)
 #   fs_topic_count TOPIC     number of messages on TOPIC (all partitions, from the beginning)
 #   fs_topic_has TOPIC N     true when TOPIC holds at least N messages (for fs_wait_for)
 #   fs_topic_dump TOPIC      one line per message: PARTITION<TAB>OFFSET<TAB>KEY<TAB>HEADERS<TAB>PAYLOAD
@@ -415,6 +417,21 @@ fs__devbroker_signal() {
 fs_broker_down() { fs__devbroker_signal USR1 brokers_down; }
 fs_broker_up() { fs__devbroker_signal USR2 brokers_up; }
 fs_commit_fault() { fs__devbroker_signal HUP 'fault_(injected|cleared)'; }
+
+# fs_sentinels PARTS: one new payment on each partition of raw_payments (0..PARTS-1), then waits
+# until a scorer decided them all (60 s). A partition is consumed in order, so whatever a restarted
+# scorer was going to consume again came before its sentinel: "nothing consumed again" is then
+# checked without a fixed sleep. Prints the sentinels' payment_id prefix (for SQL LIKE).
+fs_sentinels() {
+    local parts=${1:?fs_sentinels PARTS} run=$((RANDOM % 60000 + 70000)) p prefix
+    prefix=$(printf '%08x-0000-4000-8000-' "$run")
+    for ((p = 0; p < parts; p++)); do
+        bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" "$parts" | sed -n "$((p + 1))p" |
+            kcat -b "$FS_BROKERS" -P -t raw_payments -p "$p" -K:
+    done
+    fs_wait_for 60 "(( \$(fs_psql \"SELECT count(*) FROM decisions WHERE payment_id::text LIKE '$prefix%'\") == $parts ))"
+    echo "$prefix"
+}
 
 fs_topic_count() {
     local topic=${1:?fs_topic_count TOPIC}

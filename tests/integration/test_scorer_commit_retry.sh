@@ -37,12 +37,12 @@ fs_wait_exit scorer1 30
 # The same group again: the committed position is past the batch.
 fs_bg scorer2 env FS_SCORER_ID=scorer-2 "$BUILD/bin/fraudshield-scorer"
 fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log"
-sleep 3
+fs_sentinels 3 >/dev/null
 fs_kill scorer2 TERM
 fs_wait_exit scorer2 30
 stopped=$(grep '"event":"stopped"' "$FS_TEST_DIR/scorer2.log")
-fs_assert_eq 0 "$(echo "$stopped" | jq -r .messages)" "messages the second scorer consumed again"
-fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
+fs_assert_eq 3 "$(echo "$stopped" | jq -r .messages)" "messages the second scorer consumed (the 3 sentinels only)"
+fs_assert_eq $((n + 3)) "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows (with the sentinels)"
 
 # failures NAME: the failed commit attempts NAME's /metrics counts so far
 declare -A admin_port
@@ -74,7 +74,7 @@ consumed() { grep '"event":"stopped"' "$FS_TEST_DIR/$1.log" | jq -r .messages; }
 
 # 2. stopped while its commit fails: the commit at close goes through.
 start_scorer scorer3
-persist_failing scorer3 $((2 * n)) 3 1
+persist_failing scorer3 $((2 * n + 3)) 3 1
 fs_kill scorer3 TERM
 fs_wait_exit scorer3 30
 at=$(retried_at scorer3)
@@ -83,21 +83,23 @@ echo "ok: stopped with a failing commit, committed while closing ($at)"
 
 # 3. partitions move while the commit fails: the old owner commits in its revoke callback.
 start_scorer scorer4
-persist_failing scorer4 $((3 * n)) 5 2 # the loop's next retry is 16 s away: time for a rebalance
+persist_failing scorer4 $((3 * n + 3)) 5 2 # the loop's next retry is 16 s away: time for a rebalance
 start_scorer scorer5
 fs_wait_for 30 grep -q '"event":"commit_retried"' "$FS_TEST_DIR/scorer4.log"
 fs_assert_eq revoke "$(retried_at scorer4)" "where scorer4's failed commit went through"
 # scorer5 holds a partition (cooperative: usually its second assignment, the first one empty while
 # scorer4 gives the partition up; under load the first can already carry it)
 fs_wait_for 30 'grep "\"event\":\"partitions_assigned\"" "$FS_TEST_DIR/scorer5.log" | grep -qv "\"partitions\":\[\]"'
-sleep 3
+sentinels=$(fs_sentinels 3)
 for name in scorer5 scorer4; do
     fs_kill "$name" TERM
     fs_wait_exit "$name" 30
 done
-fs_assert_eq 0 "$(consumed scorer5)" "messages the new member consumed again"
-fs_assert_eq "$n" "$(consumed scorer4)" "messages scorer4 consumed"
-fs_assert_eq $((3 * n)) "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
+fs_assert_eq "$(fs_psql "SELECT count(*) FROM decisions WHERE scorer_id = 'scorer5' AND payment_id::text LIKE '$sentinels%'")" \
+    "$(consumed scorer5)" "messages the new member consumed (its sentinels only)"
+fs_assert_eq $((n + $(fs_psql "SELECT count(*) FROM decisions WHERE scorer_id = 'scorer4' AND payment_id::text LIKE '$sentinels%'"))) \
+    "$(consumed scorer4)" "messages scorer4 consumed (its batch and its sentinels)"
+fs_assert_eq $((3 * n + 6)) "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows (with the sentinels)"
 echo "ok: partitions moved with a failing commit, committed in the revoke callback"
 
 # 4. stopped while commits keep failing: both last chances fail, and it still exits cleanly.
@@ -105,7 +107,7 @@ start_scorer scorer6
 fs_commit_fault
 fs_wait_for 5 '(( $(grep -c "\"event\":\"fault_injected\"" "$FS_TEST_DIR/devbroker.log") == 4 ))'
 bash "$gen" $((RANDOM + 1000)) "$n" 1000 | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
-fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == '"$((4 * n))"' ))'
+fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == '"$((4 * n + 6))"' ))'
 fs_wait_for 60 '(( $(failures scorer6 || echo 0) >= 1 ))' # so it commits at close, then in the revoke
 fs_kill scorer6 TERM
 fs_wait_exit scorer6 30

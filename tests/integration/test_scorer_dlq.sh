@@ -141,8 +141,10 @@ fs_bg scorer2 env FS_SCORER_ID=scorer-dlq-2 "$BUILD/bin/fraudshield-scorer" \
     --rules-file "$FS_TEST_DIR/rules.json"
 fs_wait_for 30 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer2.log"
 before=$(fs_topic_count processed_payments)
-sleep 3
-fs_assert_eq "$before" "$(fs_topic_count processed_payments)" "processed_payments after a restart"
+fs_sentinels 3 >/dev/null
+fs_wait_for 30 fs_topic_has processed_payments $((before + 3))
+sleep 1 # anything else on processed_payments would have been produced with the sentinels
+fs_assert_eq $((before + 3)) "$(fs_topic_count processed_payments)" "processed_payments after a restart (the 3 sentinels only)"
 fs_assert_eq 3 "$(fs_topic_count raw_payments.dlq)" "dead letters after a restart"
 
 # SIGHUP: an invalid rules file is refused (the old rules stay), a valid one replaces them.
