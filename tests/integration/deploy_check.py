@@ -203,6 +203,16 @@ def check_topics(compose_text, readme, top_readme):
     if sorted(named) != sorted(topics):
         problem("README.md's \"Create the topics first\" names %s, compose creates %s"
                 % (named, topics))
+    # acks=all means "every in-sync replica": it is only durable with replicas and a minimum ISR
+    # that keeps a lone leader from acknowledging (a 202 is ingest's promise), in every place that
+    # creates the topics.
+    for fname, text in (("docker-compose.yml", compose_text), ("deploy/README.md", readme)):
+        for create in re.findall(r"kafka-topics\.sh[^\n]*--create(?:[^\n]*\\\n)*[^\n]*", text):
+            rf = re.search(r"--replication-factor\s+(\d+)", create)
+            isr = re.search(r"min\.insync\.replicas=(\d+)", create)
+            if not rf or int(rf.group(1)) < 3 or not isr or int(isr.group(1)) < 2:
+                problem("%s creates topics without --replication-factor >= 3 and "
+                        "min.insync.replicas >= 2: %s" % (fname, " ".join(create.split())))
     for fname, text in (("docker-compose.yml", compose_text), ("deploy/README.md", readme)):
         for word in re.findall(r"\b(\w+) topics\b", text, re.I):
             n = NUMBERS.get(word.lower(), int(word) if word.isdigit() else None)
