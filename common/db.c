@@ -574,8 +574,9 @@ static int migration_apply(migrate_run *r, const db_migration *m) {
 static int migrations_table(migrate_run *r) {
     PGresult *res;
     if (mig_exec(r, "schema_migrations",
-                 "SELECT 1 FROM information_schema.columns WHERE table_name = 'schema_migrations' "
-                 "AND column_name = 'sha256' AND table_schema = current_schema()",
+                 "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') "
+                 "AND attname = 'sha256' AND NOT attisdropped", /* information_schema hides it from
+                                                                    roles without a grant on it */
                  0, NULL, &res) != 0)
         return -1;
     bool ready = PQntuples(res) > 0;

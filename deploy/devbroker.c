@@ -8,7 +8,8 @@
  *
  * Signals: SIGTERM/SIGINT stop it (exit 0, bootstrap file removed); SIGUSR1 takes every broker down
  * (connections dropped, new ones refused) and SIGUSR2 brings them back; SIGHUP makes every offset
- * commit fail until the next SIGHUP (or commit-fault-ms). All three are for fault-injection tests,
+ * commit (with --hup-fault=produce: every produce request) fail until the next SIGHUP (or
+ * commit-fault-ms). All three are for fault-injection tests,
  * like --commit-errors, --pid-errors and --fence-broker. */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,6 +46,7 @@ typedef struct devbroker_conf {
     char *log_level;
     int64_t commit_errors;
     int64_t commit_fault_ms;
+    char *hup_fault;
     int64_t pid_errors;
     char *coordinators;
     int64_t fence_broker;
@@ -74,6 +76,10 @@ static const cfg_opt devbroker_options[] = {
      offsetof(devbroker_conf, commit_fault_ms),
      "fault injection: SIGHUP makes every offset commit fail with REBALANCE_IN_PROGRESS until the "
      "next SIGHUP or for this long (then every commit error, --commit-errors' too, is cleared)",
+     false},
+    {"hup-fault", "FS_HUP_FAULT", CFG_STRING, "commit", 1, 16, offsetof(devbroker_conf, hup_fault),
+     "what SIGHUP makes fail: commit (offset commits, REBALANCE_IN_PROGRESS) or produce (every "
+     "produce request, INVALID_RECORD: the messages fail, the producer stays usable)",
      false},
     {"pid-errors", "FS_PID_ERRORS", CFG_INT, "0", 0, 1000, offsetof(devbroker_conf, pid_errors),
      "fault injection: the first N InitProducerId requests (an idempotent producer's start) fail "
@@ -194,7 +200,19 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
             broker_count);
 }
 
-enum { API_OFFSET_COMMIT = 8, API_HEARTBEAT = 12, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
+enum { API_PRODUCE = 0, API_OFFSET_COMMIT = 8, API_HEARTBEAT = 12, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
+
+/* The fault SIGHUP toggles: which requests fail, with what. */
+typedef struct hup_fault {
+    const char *name;
+    int16_t api;
+    rd_kafka_resp_err_t err;
+} hup_fault;
+
+static const hup_fault HUP_FAULTS[] = {
+    {"commit", API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS},
+    {"produce", API_PRODUCE, RD_KAFKA_RESP_ERR_INVALID_RECORD},
+};
 
 /* The next n requests of api fail with err. */
 static void inject_errors(rd_kafka_mock_cluster_t *mc, int16_t api, rd_kafka_resp_err_t err,
@@ -237,33 +255,39 @@ done:
     return rc;
 }
 
-/* A commit fault switched on and off by SIGHUP rather than counted: the mock only stacks errors,
- * so "on" is a stack larger than any test commits meanwhile and "off" clears it (--commit-errors'
- * errors included); after window_ms it switches off by itself. A consumer's retries then fail
- * until a moment the test chooses, which lets it pick the code path of the retry that succeeds. */
-static void commit_fault(rd_kafka_mock_cluster_t *mc, int64_t *until_ms, int64_t window_ms) {
+/* A fault switched on and off by SIGHUP rather than counted: the mock only stacks errors, so "on"
+ * is a stack larger than any test sends meanwhile and "off" clears it (for commits, --commit-errors'
+ * errors included); after window_ms it switches off by itself. A consumer's commit retries (or a
+ * producer's outputs) then fail until a moment the test chooses, which lets it pick the code path
+ * of the retry that succeeds. */
+static void toggle_fault(rd_kafka_mock_cluster_t *mc, const hup_fault *f, int64_t *until_ms,
+                         int64_t window_ms) {
     int64_t now = fs_mono_us() / 1000;
     bool toggle = fault_requested;
     fault_requested = 0;
     if (toggle && !*until_ms) {
-        inject_commit_errors(mc, 100000);
+        inject_errors(mc, f->api, f->err, 100000);
         *until_ms = now + window_ms;
-        log_fields(LOG_WARN, "fault_injected", json_pack("{s:I}", "commit_fault_ms", (json_int_t)window_ms),
-                   "every offset commit fails until the next SIGHUP (at most %" PRId64 " ms)", window_ms);
+        log_fields(LOG_WARN, "fault_injected",
+                   json_pack("{s:s,s:I}", "fault", f->name, "commit_fault_ms", (json_int_t)window_ms),
+                   "every %s request fails until the next SIGHUP (at most %" PRId64 " ms)", f->name,
+                   window_ms);
     } else if (*until_ms && (toggle || now >= *until_ms)) {
         *until_ms = 0;
-        rd_kafka_mock_clear_request_errors(mc, API_OFFSET_COMMIT);
-        log_msg(LOG_WARN, "fault_cleared", "offset commits succeed again (%s)",
-                toggle ? "SIGHUP" : "commit-fault-ms elapsed");
+        rd_kafka_mock_clear_request_errors(mc, f->api);
+        log_fields(LOG_WARN, "fault_cleared", json_pack("{s:s}", "fault", f->name),
+                   "%s requests succeed again (%s)", f->name,
+                   toggle ? "SIGHUP" : "commit-fault-ms elapsed");
     }
 }
 
 /* Serves until SIGTERM/SIGINT. The mock cluster runs on its own thread; this one only watches flags. */
-static void serve(rd_kafka_mock_cluster_t *mc, int broker_count, int64_t commit_fault_ms) {
+static void serve(rd_kafka_mock_cluster_t *mc, int broker_count, const hup_fault *fault,
+                  int64_t commit_fault_ms) {
     const struct timespec tick = {0, 50 * 1000 * 1000};
     int64_t fault_until_ms = 0;
     while (!stop_requested) {
-        commit_fault(mc, &fault_until_ms, commit_fault_ms);
+        toggle_fault(mc, fault, &fault_until_ms, commit_fault_ms);
         if (down_requested) {
             down_requested = 0;
             set_all_brokers(mc, broker_count, 0);
@@ -305,6 +329,13 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
     int rf = conf->replication_factor ? (int)conf->replication_factor : (n < 3 ? n : 3);
     rd_kafka_mock_cluster_t *mc = NULL;
     rd_kafka_t *rk = NULL;
+    const hup_fault *fault = NULL;
+    for (size_t i = 0; i < sizeof HUP_FAULTS / sizeof *HUP_FAULTS; i++)
+        if (strcmp(conf->hup_fault, HUP_FAULTS[i].name) == 0) fault = &HUP_FAULTS[i];
+    if (!fault) {
+        snprintf(errstr, errstr_size, "hup-fault must be commit or produce, not %.100s", conf->hup_fault);
+        goto done;
+    }
     if (rf > n) {
         snprintf(errstr, errstr_size, "replication-factor %d exceeds broker-count %d", rf, n);
         goto done;
@@ -355,7 +386,7 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
                json_pack("{s:s,s:s,s:i}", "bootstrap", bootstraps, "bootstrap_file",
                          conf->bootstrap_file, "brokers", n),
                "dev broker (development/tests only; keeps ~5 MiB per partition) at %s", bootstraps);
-    serve(mc, n, conf->commit_fault_ms);
+    serve(mc, n, fault, conf->commit_fault_ms);
     unlink(conf->bootstrap_file);
     log_msg(LOG_INFO, "devbroker_stopping", "stopping");
     rc = 0;

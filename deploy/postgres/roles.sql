@@ -19,5 +19,10 @@ SELECT 'GRANT EXECUTE ON FUNCTION reviewer_acknowledge(uuid), reviewer_resolve(u
 WHERE to_regprocedure('reviewer_acknowledge(uuid)') IS NOT NULL \gexec
 -- Databases created by PostgreSQL 14 or older let every role create objects in schema public
 -- (migration 009 explains the danger; it revokes this itself where the service login owns the
--- schema).
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+-- schema). The service login (the owner of the schema's tables) keeps the right by its own grant:
+-- later migrations create tables. Before the first start (no tables yet) nothing changes here:
+-- run this file again after it.
+SELECT format('GRANT CREATE ON SCHEMA public TO %I', pg_get_userbyid(relowner))
+FROM pg_class WHERE oid = to_regclass('public.payments') \gexec
+SELECT 'REVOKE CREATE ON SCHEMA public FROM PUBLIC'
+WHERE to_regclass('public.payments') IS NOT NULL \gexec

@@ -207,6 +207,8 @@ def check_topics(compose_text, readme, top_readme):
     # that keeps a lone leader from acknowledging (a 202 is ingest's promise), in every place that
     # creates the topics.
     for fname, text in (("docker-compose.yml", compose_text), ("deploy/README.md", readme)):
+        if not re.search(r"kafka-topics\.sh[^\n]*--create", text):
+            problem("%s: no kafka-topics.sh --create found (the replication check saw nothing)" % fname)
         for create in re.findall(r"kafka-topics\.sh[^\n]*--create(?:[^\n]*\\\n)*[^\n]*", text):
             rf = re.search(r"--replication-factor\s+(\d+)", create)
             isr = re.search(r"min\.insync\.replicas=(\d+)", create)

@@ -28,6 +28,7 @@ bash "$gen" "$run" "$n" 500 >"$FS_TEST_DIR/payments.txt"
     done
 ) | kcat -b "$FS_BROKERS" -P -t raw_payments -K: &
 producer=$!
+FS_ALL_PIDS+=("$producer") # stopped by the cleanup if the test fails first
 
 fs_wait_for 60 fs_rows_at_least decisions $((n / 5))
 fs_pg_stop fast

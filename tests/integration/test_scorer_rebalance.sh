@@ -21,6 +21,7 @@ bash "$REPO/tests/integration/gen_raw_payments.sh" $((RANDOM + 1000)) "$n" 2000 
     for f in "$FS_TEST_DIR"/chunk.*; do cat "$f"; sleep 0.4; done
 ) | kcat -b "$FS_BROKERS" -P -t raw_payments -K: &
 producer=$!
+FS_ALL_PIDS+=("$producer") # stopped by the cleanup if the test fails first
 
 fs_wait_for 60 '(( $(fs_rows decisions) >= 1000 ))'
 fs_bg scorer2 env FS_SCORER_ID=scorer-2 "$BUILD/bin/fraudshield-scorer"

@@ -22,6 +22,7 @@ bash "$REPO/tests/integration/gen_raw_payments.sh" $((RANDOM + 1000)) "$n" 500 >
     for f in "$FS_TEST_DIR"/chunk.*; do cat "$f"; sleep 0.2; done
 ) | kcat -b "$FS_BROKERS" -P -t raw_payments -K: &
 producer=$!
+FS_ALL_PIDS+=("$producer") # stopped by the cleanup if the test fails first
 decisions() { fs_psql 'SELECT count(*) FROM decisions'; }
 fs_wait_for 60 '(( $(decisions) >= 500 ))'
 
