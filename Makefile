@@ -35,9 +35,12 @@ TOOLS_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out %_main.c,$(wildcard tools/
 # scorer/model.c (the fraud model, XGBoost's C API) is linked by the scorer, the tools and the tests.
 MODEL_LIBS := -lxgboost
 TOOLS_LIBS := $(MODEL_LIBS) -lz
-.SECONDARY: $(TOOLS_OBJ)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Objects made by pattern chains (the tools' and the unit tests' mains) are kept: deleted as
+# intermediates, every later make relinked their programs.
+.SECONDARY: $(TOOLS_OBJ) $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(wildcard tools/*_main.c)) \
+            $(UNIT_SRC:%.c=$(BUILD)/%.o)
 BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/bin/fraudshield-devbroker \
        $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
        $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))

@@ -152,10 +152,22 @@ static int sub_active(PGconn *conn, const args *a, bool active) {
 static int sub_disable(PGconn *conn, const args *a) { return sub_active(conn, a, false); }
 static int sub_enable(PGconn *conn, const args *a) { return sub_active(conn, a, true); }
 
+/* Whether option name's value (absent: fine) is one of the space-separated words of allowed; says
+ * which are when not (a filter that matches nothing looked like an empty result). */
+static bool arg_one_of(const args *a, const char *name, const char *allowed) {
+    const char *v = arg(a, name);
+    size_t n = v ? strlen(v) : 0;
+    for (const char *w = allowed; v && *w; w += strcspn(w, " "), w += *w == ' ')
+        if (strncmp(w, v, n) == 0 && (w[n] == ' ' || w[n] == '\0')) return true;
+    if (v) fprintf(stderr, "--%s must be one of: %s\n", name, allowed);
+    return !v;
+}
+
 /* ---- alerts ------------------------------------------------------------------------------------ */
 
 static int alert_list(PGconn *conn, const args *a) {
     const char *params[2] = {arg(a, "status"), arg(a, "limit") ? arg(a, "limit") : "50"};
+    if (!arg_one_of(a, "status", "new acknowledged resolved")) return 2;
     return print_query(conn, a->timeout_ms,
                        "SELECT alert_id, payment_id, decision, score, status, "
                        "       coalesce(status_by, '') AS status_by, "
@@ -196,6 +208,7 @@ static int alert_resolve(PGconn *conn, const args *a) {
 static int delivery_list(PGconn *conn, const args *a) {
     const char *params[3] = {arg(a, "alert"), arg(a, "state"), arg(a, "limit") ? arg(a, "limit") : "50"};
     if (params[0] && !fs_uuid_valid(params[0])) return fprintf(stderr, "--alert: not a UUID\n"), 2;
+    if (!arg_one_of(a, "state", "pending in_flight delivered failed")) return 2;
     return print_query(conn, a->timeout_ms,
                        "SELECT d.delivery_id, d.alert_id, s.name AS subscription, e.event_type, d.state, "
                        "       d.attempts, coalesce(d.last_status::text, '') AS last_status, "

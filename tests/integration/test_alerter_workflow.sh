@@ -115,6 +115,12 @@ fs_assert_eq 2 "$(al_sql_int "SELECT count(*) FROM alert_history WHERE alert_id 
 fs_assert_eq "alice|resolved|confirmed_fraud|card reported stolen" \
     "$(fs_psql "SELECT status_by, status, resolution, resolution_note FROM alerts WHERE alert_id = '$a1'")" "$a1 in the table"
 al_cli alerts list --status resolved | grep -c resolved | grep -qx 3 || fs_fail "alerts list --status resolved"
+# a filter value that can match nothing is refused, not answered with an empty table
+rc=0; al_cli alerts list --status bogus >"$FS_TEST_DIR/bogus.out" 2>&1 || rc=$?
+fs_assert_eq 2 "$rc" "alerts list --status bogus: exit status"
+grep -q "must be one of: new acknowledged resolved" "$FS_TEST_DIR/bogus.out" || fs_fail "alerts list --status bogus: $(cat "$FS_TEST_DIR/bogus.out")"
+rc=0; al_cli deliveries list --state done >/dev/null 2>&1 || rc=$?
+fs_assert_eq 2 "$rc" "deliveries list --state done: exit status"
 al_cli deliveries list --alert "$a1" | grep -q 'alert.resolved' || fs_fail "deliveries list --alert"
 
 fs_kill alerter TERM
