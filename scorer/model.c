@@ -287,13 +287,13 @@ int model_predict(model *m, const float *rows, size_t nrows, size_t ncols, float
 /* ---- training ---------------------------------------------------------------------------------- */
 
 void model_params_default(model_params *p) {
-    *p = (model_params){.rounds = 300, .max_depth = 6, .eta = 0.05, .subsample = 0.8,
+    *p = (model_params){.rounds = 300, .max_depth = 3, .eta = 0.05, .subsample = 0.8,
                         .colsample = 0.8, .min_child_weight = 1, .scale_pos_weight = 1,
-                        .threads = 0, .seed = 0};
+                        .threads = 0, .seed = 0, .parallel_trees = 4};
 }
 
 static int set_params(BoosterHandle b, const model_params *p, char *errstr, size_t errstr_size) {
-    char v[9][32];
+    char v[10][32];
     snprintf(v[0], sizeof v[0], "%d", p->max_depth);
     snprintf(v[1], sizeof v[1], "%.17g", p->eta);
     snprintf(v[2], sizeof v[2], "%.17g", p->subsample);
@@ -302,10 +302,12 @@ static int set_params(BoosterHandle b, const model_params *p, char *errstr, size
     snprintf(v[5], sizeof v[5], "%.17g", p->scale_pos_weight);
     snprintf(v[6], sizeof v[6], "%d", p->threads);
     snprintf(v[7], sizeof v[7], "%d", p->seed);
+    snprintf(v[8], sizeof v[8], "%d", p->parallel_trees);
     const char *kv[][2] = {
         {"objective", "binary:logistic"}, {"tree_method", "hist"}, {"verbosity", "0"},
         {"max_depth", v[0]}, {"eta", v[1]}, {"subsample", v[2]}, {"colsample_bytree", v[3]},
         {"min_child_weight", v[4]}, {"scale_pos_weight", v[5]}, {"seed", v[7]},
+        {"num_parallel_tree", v[8]},
     };
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
         if (XGBoosterSetParam(b, kv[i][0], kv[i][1]) != 0) return xgb_fail(errstr, errstr_size, kv[i][0]);

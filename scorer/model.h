@@ -76,6 +76,7 @@ typedef struct model_params {
     double scale_pos_weight; /* weight of the fraud class (1: none) */
     int threads;             /* 0: all cores */
     int seed;
+    int parallel_trees;      /* trees per round, each on its own sample, averaged (1: plain boosting) */
 } model_params;
 
 /* The defaults used by fraudshield-train (documented in docs/detection.md). */

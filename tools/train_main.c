@@ -49,6 +49,7 @@ typedef struct train_opts {
     char *scale_pos_weight;
     int64_t threads;
     int64_t seed;
+    int64_t parallel_trees;
     bool print_query;
     char *log_level;
 } train_opts;
@@ -90,7 +91,8 @@ static const cfg_opt train_options[] = {
      "after reporting, train the written model on every row (false: on the non-held-out rows)",
      false},
     {"rounds", "FS_ROUNDS", CFG_INT, "300", 1, 100000, O(rounds), "boosting rounds (trees)", false},
-    {"max-depth", "FS_MAX_DEPTH", CFG_INT, "6", 1, 32, O(max_depth), "maximum tree depth", false},
+    {"max-depth", "FS_MAX_DEPTH", CFG_INT, "3", 1, 32, O(max_depth),
+     "maximum tree depth (3 and 4 parallel trees: chosen on a validation fold, BENCHMARKS.md)", false},
     {"eta", "FS_ETA", CFG_STRING, "0.05", 1, 32, O(eta), "learning rate (0, 1]", false},
     {"subsample", "FS_SUBSAMPLE", CFG_STRING, "0.8", 1, 32, O(subsample),
      "share of rows sampled per tree (0, 1]", false},
@@ -103,6 +105,10 @@ static const cfg_opt train_options[] = {
     {"threads", "FS_THREADS", CFG_INT, "2", 0, 256, O(threads),
      "training threads (0: all cores)", false},
     {"seed", "FS_SEED", CFG_INT, "0", 0, 2147483647, O(seed), "random seed (sampling)", false},
+    {"parallel-trees", "FS_PARALLEL_TREES", CFG_INT, "4", 1, 64, O(parallel_trees),
+     "trees per round, each grown on its own row and column sample and averaged (XGBoost's "
+     "num_parallel_tree: a bagged boosting, less dependent on the seed; N times the training time)",
+     false},
     {"print-query", "FS_PRINT_QUERY", CFG_BOOL, "false", 0, 0, O(print_query),
      "print the training query for the period (for psql \\copy ... TO 'rows.tsv') and exit",
      false},
@@ -143,6 +149,7 @@ static int plan_params(const train_opts *o, model_params *p, char *errstr, size_
     p->max_depth = (int)o->max_depth;
     p->threads = (int)o->threads;
     p->seed = (int)o->seed;
+    p->parallel_trees = (int)o->parallel_trees;
     if (parse_real("eta", o->eta, 0, 1, 1, &p->eta, errstr, n) != 0 ||
         parse_real("subsample", o->subsample, 0, 1, 1, &p->subsample, errstr, n) != 0 ||
         parse_real("colsample", o->colsample, 0, 1, 1, &p->colsample, errstr, n) != 0 ||
@@ -285,11 +292,11 @@ static int record(model *m, const train_opts *o, const train_plan *pl, const spl
     json_t *data = json_pack("{s:I, s:I, s:s}", "rows", (json_int_t)(tr->rows + ho->rows),
                              "frauds", (json_int_t)(tr->frauds + ho->frauds), "unlabelled",
                              o->unlabelled);
-    json_t *params = json_pack("{s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:i}", "rounds", p->rounds,
+    json_t *params = json_pack("{s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:i, s:i}", "rounds", p->rounds,
                                "max_depth", p->max_depth, "eta", p->eta, "subsample",
                                p->subsample, "colsample_bytree", p->colsample, "min_child_weight",
                                p->min_child_weight, "scale_pos_weight", p->scale_pos_weight,
-                               "seed", p->seed);
+                               "seed", p->seed, "parallel_trees", p->parallel_trees);
     json_t *metrics = json_pack("{s:o, s:o, s:I, s:o, s:o, s:b}", "train_auc", jnum(tr->auc),
                                 "train_ap", jnum(tr->ap), "holdout_rows", (json_int_t)ho->rows,
                                 "holdout_auc", jnum(ho->auc), "holdout_ap", jnum(ho->ap),
