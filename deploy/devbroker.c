@@ -74,8 +74,8 @@ static const cfg_opt devbroker_options[] = {
      "fault injection: the first N offset commits fail with REBALANCE_IN_PROGRESS", false},
     {"commit-fault-ms", "FS_COMMIT_FAULT_MS", CFG_INT, "60000", 100, 600000,
      offsetof(devbroker_conf, commit_fault_ms),
-     "fault injection: SIGHUP makes every offset commit fail with REBALANCE_IN_PROGRESS until the "
-     "next SIGHUP or for this long (then every commit error, --commit-errors' too, is cleared)",
+     "fault injection: SIGHUP makes every request of its hup-fault kind fail until the next "
+     "SIGHUP or for this long (then every error of that kind, --commit-errors' too, is cleared)",
      false},
     {"hup-fault", "FS_HUP_FAULT", CFG_STRING, "commit", 1, 16, offsetof(devbroker_conf, hup_fault),
      "what SIGHUP makes fail: commit (offset commits, REBALANCE_IN_PROGRESS) or produce (every "
