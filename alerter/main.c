@@ -354,9 +354,7 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     readiness rd = {a, consume_db, dispatch_db, ready, db_age, poll_age}; /* outlives adm: both are run()'s */
     if (o->admin_port >= 0) {
         if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
-            goto done;
-        log_fields(LOG_INFO, "admin_listening", json_pack("{s:s, s:i}", "addr", o->admin_addr, "port", admin_port(adm)),
-                   "admin endpoint on %s:%d", o->admin_addr, admin_port(adm));
+            goto done; /* admin_new logs where it listens */
     }
     log_msg(LOG_INFO, "started", "alerter %s consuming %s as group %s", o->alerter_id, o->topic,
             o->group_id);

@@ -143,7 +143,8 @@ admin *admin_new(const char *addr, int port, metrics *m, admin_ready_fn ready, v
         goto failed;
     }
     a->started = true;
-    log_msg(LOG_INFO, "admin_listening", "health, readiness and metrics on http://%s:%d", addr, a->port);
+    log_fields(LOG_INFO, "admin_listening", json_pack("{s:s, s:i}", "addr", addr, "port", a->port),
+               "/health, /ready, /metrics on http://%s:%d", addr, a->port);
     return a;
 failed:
     admin_destroy(a);

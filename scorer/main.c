@@ -315,12 +315,7 @@ static admin *admin_open(const scorer_opts *o, metrics **m, readiness *r, char *
     metric_set(r->gauge, NULL, 0); /* a series from the start: a worker stuck starting shows as 0 */
     metric_set(r->poll_age, NULL, 0);
     if (o->admin_port < 0) return NULL;
-    admin *a = admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, r, errstr, n);
-    if (a)
-        log_fields(LOG_INFO, "admin_listening",
-                   json_pack("{s:s, s:i}", "addr", o->admin_addr, "port", admin_port(a)),
-                   "/health, /ready, /metrics on %s:%d", o->admin_addr, admin_port(a));
-    return a;
+    return admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, r, errstr, n); /* logs */
 }
 
 static int run_offline(const scorer_opts *o, const cfg_props *props) {
