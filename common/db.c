@@ -471,6 +471,8 @@ static void mig_lock_holder(migrate_run *r, char *out, size_t out_size) {
     mig_text(r, sql, out, out_size);
 }
 
+#define MIGRATE_WAIT_WARN_US (10 * 1000000LL)
+
 /* Takes the advisory lock that serializes migrations. While another process holds it (it is
  * migrating, or hangs), tries again every 200 ms for at most timeout_ms (0: for ever), then fails
  * naming the holder. 0 or -1 with errstr. */
@@ -478,19 +480,24 @@ static int mig_lock(migrate_run *r) {
     char sql[64], holder[512];
     int64_t t0 = fs_mono_us();
     snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", DB_MIGRATION_LOCK);
-    for (bool logged = false;;) {
+    /* Info at once (processes starting together wait for each other's check, the normal case);
+     * a warning when the wait passes MIGRATE_WAIT_WARN_US (a long migration, or a hung holder). */
+    for (int logged = 0;;) {
         PGresult *res;
         if (mig_exec(r, "the migration lock", sql, 0, NULL, &res) != 0) return -1;
         bool got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
         if (got) return 0;
-        bool late = r->timeout_ms > 0 && fs_mono_us() - t0 >= (int64_t)r->timeout_ms * 1000;
-        if (!logged || late) mig_lock_holder(r, holder, sizeof holder);
-        if (!logged)
-            log_fields(LOG_WARN, "migration_lock_wait", json_pack("{s:s}", "holder", holder),
+        int64_t waited = fs_mono_us() - t0;
+        bool late = r->timeout_ms > 0 && waited >= (int64_t)r->timeout_ms * 1000;
+        int due = waited >= MIGRATE_WAIT_WARN_US ? 2 : 1;
+        if (logged < due || late) mig_lock_holder(r, holder, sizeof holder);
+        if (logged < due)
+            log_fields(due == 2 ? LOG_WARN : LOG_INFO, "migration_lock_wait",
+                       json_pack("{s:s, s:I}", "holder", holder, "waited_ms", (json_int_t)(waited / 1000)),
                        "another process holds the migration lock: waiting for it (at most "
                        "db-migrate-timeout-ms, %d ms; 0: no limit)", r->timeout_ms);
-        logged = true;
+        logged = due;
         if (late) {
             snprintf(r->errstr, r->errstr_size,
                      "another process has held the migration lock for longer than "

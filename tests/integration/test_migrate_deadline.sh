@@ -67,9 +67,14 @@ ms=$(($(now_ms) - t0))
 ((ms >= 2000 && ms <= 12000)) || fs_fail "the alerter command failed after $ms ms"
 grep -qF "held the migration lock for longer than db-migrate-timeout-ms (2000 ms): pid $pid" <<<"$err" ||
     fs_fail "alerter command: $err"
-# a holder that lets go within the bound: waited for, then the start-up goes on
+# a holder that lets go within the bound: waited for, then the start-up goes on. The wait is
+# logged at info at once (processes starting together wait for each other: not a problem), as a
+# warning once it lasts 10 s.
 scorer s_wait FS_DB_MIGRATE_TIMEOUT_MS=60000
 fs_wait_for 20 grep -q '"event":"migration_lock_wait"' "$FS_TEST_DIR/s_wait.log"
+grep '"event":"migration_lock_wait"' "$FS_TEST_DIR/s_wait.log" | head -1 | grep -q '"level":"info"' ||
+    fs_fail "the first migration_lock_wait is not at info level"
+fs_wait_for 20 grep -q '"level":"warn".*"event":"migration_lock_wait"' "$FS_TEST_DIR/s_wait.log"
 release lockholder
 fs_wait_for 20 grep -q '"event":"db_ready"' "$FS_TEST_DIR/s_wait.log"
 fs_wait_exit s_wait 30
