@@ -972,8 +972,9 @@ void rules_eval(const rules *r, const rules_features *f, rules_result *out) {
     for (size_t i = 0; i < r->nrules; i++) {
         const rule *ru = &r->rule[i];
         if (!ru->enabled || !rule_hits(r, ru, f)) continue;
-        /* A model-covered rule does not count twice: the model's score already weighs its signal */
-        int w = f->has_model && ru->model_covered ? 0 : ru->weight;
+        /* A model-covered rule does not count twice: the model's score already weighs its signal
+         * (unless the model has no share of the score, model_weight 0: then the rule counts) */
+        int w = f->has_model && r->model_weight > 0 && ru->model_covered ? 0 : ru->weight;
         hit_insert(out, ru, w);
         sum += w; /* at most RULES_MAX * 100: no overflow */
     }

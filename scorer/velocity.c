@@ -15,6 +15,9 @@
 #include "arena.h"
 #include "fsutil.h"
 
+/* The counterpart id of an event without one (ids are indexes of interned strings). */
+#define NO_COUNTERPART UINT32_MAX
+
 typedef struct vel_event {
     uint32_t entity;
     uint32_t key;  /* interned id */
@@ -132,7 +135,10 @@ int velocity_add(velocity *v, const velocity_event *e) {
         v->ev = ev;
         v->cap = cap;
     }
-    int64_t key = intern(v, e->key), user = intern(v, e->user_id ? e->user_id : "");
+    /* no counterpart (a payment without a card, say) is not a distinct one: the bucket windows
+     * skip it too */
+    int64_t key = intern(v, e->key);
+    int64_t user = e->user_id && e->user_id[0] ? intern(v, e->user_id) : (int64_t)NO_COUNTERPART;
     if (key < 0 || user < 0) return -1;
     v->ev[v->n++] = (vel_event){(uint32_t)e->entity, (uint32_t)key, (uint32_t)user, e->time_ms,
                                 e->amount_minor};
@@ -193,6 +199,7 @@ static int64_t distinct_users(velocity *v, size_t lo, size_t hi) {
     int64_t d = 0;
     for (size_t i = lo; i < hi; i++) {
         uint32_t u = v->ev[i].user;
+        if (u == NO_COUNTERPART) continue;
         if (v->seen[u] != v->stamp) {
             v->seen[u] = v->stamp;
             d++;

@@ -282,7 +282,7 @@ static int measure_model(const eval_opts *o, eval_run *r, size_t nt, metrics3 *m
     for (size_t i = 0; i < nt; i++) r->hist[i] = r->it[i], r->hist[i].score = r->p[i];
     if (measure(r->hist, nt, k, mm, errstr, len) != 0) return -1;
     for (size_t i = 0; i < nt; i++) { /* the scorer's own blend, model_covered rules adding 0 */
-        double covered = trs_covered_pts(r->rows, r->idx[i]);
+        double covered = r->model_weight > 0 ? trs_covered_pts(r->rows, r->idx[i]) : 0;
         int pts = (int)(r->it[i].score - covered);
         r->hist[i].score = rules_blend_score(pts, r->p[i], r->model_weight);
     }

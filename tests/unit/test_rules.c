@@ -241,6 +241,21 @@ static void test_model_covered(void **state) {
     assert_null(rules_parse(bad, strlen(bad), "t", err, sizeof err));
     if (!strstr(err, "model_covered")) fail_msg("error does not name model_covered: %s", err);
     rules_destroy(r);
+    /* model_weight 0: the model has no share of the score, so the covered rule counts in full (it
+     * scored 20 and allowed a payment its rule would review, with the model's p = 0.95) */
+    static const char zero[] =
+        "{\"version\":\"1\",\"thresholds\":" TH ",\"blend\":{\"model_weight\":0},\"rules\":["
+        "{\"code\":\"COVERED\",\"severity\":\"high\",\"weight\":60,\"message\":\"m\","
+        "\"model_covered\":true,\"predicate\":" P_AMOUNT("1") "},"
+        RULE_W("PLAIN", 20, P_AMOUNT("1")) "]}";
+    r = parse_ok(zero);
+    rules_features fz = {.p = &p, .has_model = true, .model_score = 0.95};
+    rules_eval(r, &fz, &res);
+    assert_int_equal(res.score, 80);
+    assert_string_equal(res.hits[0].code, "COVERED");
+    assert_int_equal(res.hits[0].weight, 60);
+    assert_false(res.hits[0].model_covered);
+    rules_destroy(r);
 }
 
 static rules *load_default(void);
