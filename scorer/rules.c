@@ -512,6 +512,8 @@ static int parse_merchant_risk(rules *rs, rule *ru, const json_t *pred, const ch
         get_int(pred, "delay_days", path, 0, 30, &dd, e) != 0 ||
         get_ratio(pred, "ratio", path, &ru->ratio_milli, e) != 0)
         return -1;
+    if (ru->ratio_milli > 1000) /* a share: "5" meant as 5 % could never hit */
+        return fail(e, path, "ratio", "is a share of the merchant's payments: at most \"1\" (\"0.05\": 5 %%)");
     if (json_object_get(pred, "min_payments") &&
         get_int(pred, "min_payments", path, 1, RULES_COUNT_MAX, &minp, e) != 0)
         return -1;
@@ -909,7 +911,7 @@ static bool vault_hits(const rule *ru, const rules_features *f) {
 static bool risk_hits(const rules *r, const rule *ru, const rules_features *f) {
     const rules_risk *k = &r->risk[ru->risk];
     int64_t n = f->count[k->window_index], frauds = f->risk_frauds[ru->risk];
-    return n >= ru->count && frauds > 0 && frauds * 1000 >= ru->ratio_milli * n;
+    return n >= ru->count && frauds > 0 && (__int128)frauds * 1000 >= (__int128)ru->ratio_milli * n;
 }
 
 static bool rule_hits(const rules *r, const rule *ru, const rules_features *f) {

@@ -695,6 +695,9 @@ static void test_invalid_files(void **state) {
         {FILE_OF(RULE("A", P_AMOUNT("1")) "," RULE("B", P_AMOUNT("1")) "," RULE(
              "C", P_AMOUNT("1")) "," RULE("D", P_WIN("0"))),
          "test.json: rules[3].predicate.window_seconds: must be an integer 1..2592000"},
+        {FILE_OF(RULE("M", "{\"kind\":\"merchant_risk_at_least\",\"window_days\":7,"
+                           "\"delay_days\":7,\"ratio\":\"5\"}")),
+         "rules[0].predicate.ratio: is a share of the merchant's payments: at most \"1\""},
         {FILE_OF(RULE("D", P_WIN("2592001"))),
          "rules[0].predicate.window_seconds: must be an integer 1..2592000"},
         {FILE_OF(RULE("D", P_WIN("\"300\""))),
