@@ -278,7 +278,9 @@ static void vault_info(const vault *v, rules_entity e, const pay_payment *p, rul
     if (!key[0]) return;
     out->present = true;
     const vault_row *row = row_find(v, e, key);
-    if (row && row->times_seen > 0) {
+    /* The stored row keeps counts, not history: a late payment, older than every payment stored
+     * for this identifier, was its first (new, age 0), not the (n+1)-th seen "in the future". */
+    if (row && row->times_seen > 0 && row->first_seen_ms <= p->event_time_ms) {
         out->times_seen = row->times_seen;
         out->first_seen_ms = row->first_seen_ms;
         out->last_seen_ms = row->last_seen_ms;

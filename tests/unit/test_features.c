@@ -253,6 +253,15 @@ static void test_vault(void **state) {
     for (ptrdiff_t i = 0; i < n; i++)
         assert_int_equal(inc[i].times_seen, inc[i].entity == RULES_ENT_CARD ? 2 : 1);
 
+    /* a late payment (event time before every stored one of card fp): the stored row is its
+     * future, so the card is new for it, not seen 4 times with a negative age */
+    pay_payment late;
+    pay_init(&late, "cccccccc-3333-4333-8333-333333333333", "u3", 100 * D, 100);
+    strcpy(late.card_fingerprint_digest, "fp");
+    vault_features(v, r, &late, &f);
+    assert_int_equal(f.vault[RULES_ENT_CARD].times_seen, 0);
+    assert_int_equal(f.vault[RULES_ENT_CARD].first_seen_ms, 0);
+
     size_t nk;
     const pay_payment *ps[] = {&a, &b2};
     vault_key *keys = vault_keys(ps, 2, true, &nk);
