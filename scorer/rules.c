@@ -484,14 +484,15 @@ static int parse_vault(rules *rs, rule *ru, const json_t *pred, const char *path
 }
 
 /* Index of the (window, delay) merchant-risk pair, adding it (and its count window) when new. */
-static int risk_index(rules *rs, int window_days, int delay_days, size_t limit, size_t *out) {
+static int risk_index(rules *rs, int window_days, int delay_days, size_t limit, size_t risk_limit,
+                      size_t *out) {
     for (size_t i = 0; i < rs->nrisk; i++) {
         if (rs->risk[i].window_days == window_days && rs->risk[i].delay_days == delay_days) {
             *out = i;
             return 0;
         }
     }
-    if (rs->nrisk == RULES_MAX_RISK) return -1;
+    if (rs->nrisk >= risk_limit) return -1;
     rules_risk *k = &rs->risk[rs->nrisk];
     k->window_days = window_days;
     k->delay_days = delay_days;
@@ -519,7 +520,8 @@ static int parse_merchant_risk(rules *rs, rule *ru, const json_t *pred, const ch
         return -1;
     ru->count = minp;
     ru->entity = RULES_ENT_MERCHANT;
-    if (ru->enabled && risk_index(rs, (int)wd, (int)dd, RULES_MAX_WINDOWS, &ru->risk) != 0)
+    if (ru->enabled &&
+        risk_index(rs, (int)wd, (int)dd, RULES_MAX_WINDOWS, RULES_MAX_RISK_FILE, &ru->risk) != 0)
         return fail(e, path, NULL, "too many distinct windows or merchant-risk pairs in the file");
     return 0;
 }
@@ -1314,7 +1316,7 @@ int rules_add_feature_windows(rules *r, const char *spec, const char *risk_days,
             return fail(&e, NULL, NULL, "expected day counts 1..30 separated by commas");
         if (delay_days < 0 || delay_days > 30)
             return fail(&e, NULL, NULL, "the delay must be 0..30 days");
-        if (risk_index(r, (int)n, delay_days, RULES_MAX_FEATURE_WINDOWS, &idx) != 0)
+        if (risk_index(r, (int)n, delay_days, RULES_MAX_FEATURE_WINDOWS, RULES_MAX_RISK, &idx) != 0)
             return fail(&e, NULL, NULL, "too many feature windows or merchant-risk pairs");
         d = *end ? end + 1 : end;
     }

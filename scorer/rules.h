@@ -33,7 +33,8 @@
 #define RULES_MAX 64          /* rules in one file */
 #define RULES_MAX_WINDOWS 32  /* distinct (entity, window) pairs the rules ask for */
 #define RULES_MAX_FEATURE_WINDOWS 48 /* rule windows + the configured extra feature windows */
-#define RULES_MAX_RISK 8      /* distinct merchant-risk (window, delay) pairs */
+#define RULES_MAX_RISK_FILE 8 /* distinct merchant-risk (window, delay) pairs a rules file asks for */
+#define RULES_MAX_RISK 16     /* the file's + the scorer's risk-windows-days (a budget of their own) */
 #define RULES_EXACT_WINDOW_MS 3600000LL /* windows up to 1 h: exact event log; longer: buckets */
 #define RULES_DISTINCT_CAP 16 /* distinct counterparts are exact up to this per bucket */
 

@@ -544,6 +544,25 @@ static void test_feature_windows_option(void **state) {
     assert_int_equal(rules_add_feature_windows(r, "alien:1d", "", 7, err, sizeof err), -1);
     assert_int_equal(rules_add_feature_windows(r, "", "0", 7, err, sizeof err), -1);
     rules_destroy(r);
+
+    /* a file with as many merchant-risk pairs as it may have (8) still takes the scorer's default
+     * risk-windows-days: they have a budget of their own (the file loaded, then the scorer
+     * refused to start with it) */
+    char text[4096];
+    int len = snprintf(text, sizeof text, "{\"version\":\"t\",\"thresholds\":{\"review\":30,"
+                                          "\"block\":70},\"rules\":[");
+    for (int i = 0; i < RULES_MAX_RISK_FILE; i++)
+        len += snprintf(text + len, sizeof text - (size_t)len,
+                        "%s{\"code\":\"R%d\",\"severity\":\"low\",\"weight\":1,\"message\":\"m\","
+                        "\"predicate\":{\"kind\":\"merchant_risk_at_least\",\"window_days\":%d,"
+                        "\"delay_days\":3,\"ratio\":\"0.5\"}}",
+                        i ? "," : "", i, i + 2);
+    snprintf(text + len, sizeof text - (size_t)len, "]}");
+    r = parse_ok(text);
+    assert_int_equal(rules_risk_count(r), RULES_MAX_RISK_FILE);
+    assert_int_equal(rules_add_feature_windows(r, "", "1,7,30", 7, err, sizeof err), 0);
+    assert_int_equal(rules_risk_count(r), RULES_MAX_RISK_FILE + 3);
+    rules_destroy(r);
 }
 
 /* The whole vector through fvec_compute with empty stored state (the offline path). */
