@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "conns.h"
+#include "httpreq.h"
 #include "log.h"
 
 /* Limits of the admin port: a scrape or a probe is one small GET. */
@@ -41,7 +42,8 @@ static void reply(struct evhttp_request *req, int code, const char *reason, cons
     struct evbuffer *out = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
     evbuffer_add(out, body, len);
-    evhttp_send_reply(req, code, reason, out);
+    evbuffer_add_buffer(evhttp_request_get_output_buffer(req), out);
+    httpreq_send(req, code, reason);
     evbuffer_free(out);
 }
 
@@ -57,7 +59,12 @@ static void on_request(struct evhttp_request *req, void *arg) {
     admin *a = arg;
     conns_on_request(a->conns, req); /* complete: its deadline stops */
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    char bad[128];
+    if (httpreq_framing_error(req, NULL, bad, sizeof bad) != 0) {
+        httpreq_close_after(req);
+        reply_json(req, 400, "Bad Request", "malformed_request", bad);
+    } else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
         reply_json(req, 405, "Method Not Allowed", "method_not_allowed", NULL);
     } else if (path && strcmp(path, "/health") == 0) {
         reply_json(req, 200, "OK", "ok", NULL);

@@ -47,6 +47,7 @@
 #include "batch.h"
 #include "conns.h"
 #include "fsutil.h"
+#include "httpreq.h"
 #include "jsonfast.h"
 #include "kafka.h"
 #include "log.h"
@@ -357,7 +358,7 @@ static void reply_send(ingest *ing, ingest_ctx *ctx, int status, const char *err
     count_reply(ing, ctx, status);
     log_request(ctx, status, error_code);
     ctx_close(ing, ctx);
-    evhttp_send_reply(req, status, status_reason(status), NULL); /* libevent's from here on */
+    httpreq_send(req, status, status_reason(status)); /* libevent's from here on */
 }
 
 static int dump_to_evbuffer(const char *buf, size_t size, void *data) {
@@ -514,10 +515,12 @@ static bool route_served(const ingest *ing, const ingest_route *r, bool admin) {
 static const ingest_route *route_find(const ingest *ing, ingest_ctx *ctx, const char *path,
                                       enum evhttp_cmd_type cmd, bool admin, uint16_t *allowed) {
     *allowed = 0;
+    if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET; /* the same answer, without its body */
     for (const ingest_route *r = ROUTES; r->path; r++) {
         if (!route_served(ing, r, admin) || !route_path_match(r, path, ctx->path_id)) continue;
         if (r->methods & cmd) return r;
         *allowed |= r->methods;
+        if (r->methods & EVHTTP_REQ_GET) *allowed |= EVHTTP_REQ_HEAD;
     }
     return NULL;
 }
@@ -697,9 +700,18 @@ static int authenticate(ingest *ing, ingest_ctx *ctx, const ingest_route *route)
 
 /* Every request, from either kind of listener: the top of the data path. */
 static void route_request(ingest *ing, struct evhttp_request *req, bool admin) {
+    static const char *const single[] = {"Idempotency-Key", "X-API-Key", "Authorization",
+                                         "Content-Type", "X-Shopify-Hmac-Sha256",
+                                         "X-Shopify-Shop-Domain", NULL};
     ingest_ctx ctx;
     uint16_t allowed;
+    char why[128];
     ctx_init(ing, &ctx, req);
+    if (httpreq_framing_error(req, single, why, sizeof why) != 0) {
+        httpreq_close_after(req); /* what follows on the connection cannot be trusted */
+        reply_error(ing, &ctx, 400, "malformed_request", "%s", why);
+        return;
+    }
     const ingest_route *route = route_find(ing, &ctx, request_path(req),
                                            evhttp_request_get_command(req), admin, &allowed);
     if (!route && !allowed) {
@@ -801,7 +813,7 @@ static void handle_metrics(ingest *ing, ingest_ctx *ctx) {
     count_reply(ing, ctx, 200);
     log_request(ctx, 200, NULL);
     ctx_close(ing, ctx);
-    evhttp_send_reply(req, 200, "OK", NULL);
+    httpreq_send(req, 200, "OK");
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -235,7 +235,7 @@ expect 405 method_not_allowed "GET payments"
 fs_assert_eq POST "$(header Allow)" "Allow on payments"
 http DELETE /health
 expect 405 method_not_allowed "DELETE /health"
-fs_assert_eq GET "$(header Allow)" "Allow on /health"
+fs_assert_eq "GET, HEAD" "$(header Allow)" "Allow on /health"
 
 # --- idempotency --------------------------------------------------------------------------------
 post "$valid" -H 'Idempotency-Key: order-42/attempt'

@@ -67,6 +67,43 @@ for junk in 'GARBAGE\r\n\r\n' 'GET /health HTTP/9.9\r\n\r\n' 'POST /api/v1/payme
     [[ -z "$status" || "$status" =~ ^HTTP/1\.[01]\ (400|404|405|413) ]] || fs_fail "malformed request '$junk' answered: $status"
 done
 fs_assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/health")" "alive after malformed requests"
+# Request smuggling: a request whose framing two parsers could read differently (two
+# Content-Lengths, an unknown Transfer-Encoding, a space before the colon, no Host) is a 400 and
+# its connection is closed, so the request hidden in its body is never served. libevent alone took
+# the first Content-Length and answered the hidden payment with a 202.
+raw_exchange() { # raw_exchange BYTES -> every status line answered until the server closes
+    (
+        trap '' PIPE # the server may close before the hidden request is written
+        exec 7<>"/dev/tcp/127.0.0.1/$port"
+        printf '%b' "$1" >&7 2>/dev/null || true
+        timeout 5 cat <&7 | tr -d '\r' | grep -a '^HTTP/' || true
+    )
+}
+hidden="POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Type: application/json\r\nContent-Length: ${#pay}\r\n\r\n$pay"
+hidden_len=$(printf '%b' "$hidden" | wc -c)
+chunk=$(printf '%x' "$hidden_len")
+published=$(fs_topic_count raw_payments)
+for smuggle in \
+    "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Type: application/json\r\nContent-Length: 0\r\nContent-Length: $hidden_len\r\n\r\n$hidden" \
+    "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Type: application/json\r\nTransfer-Encoding: xchunked\r\n\r\n$hidden" \
+    "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Type: application/json\r\nTransfer-Encoding : chunked\r\n\r\n$chunk\r\n$hidden\r\n0\r\n\r\n" \
+    "POST /api/v1/payments HTTP/1.1\r\nX-API-Key: $KEY\r\nContent-Type: application/json\r\nContent-Length: +${#pay}\r\n\r\n$pay$hidden" \
+    "GET /health HTTP/1.1\r\n\r\n$hidden" \
+    "POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nX-API-Key: $KEY\r\nContent-Type: application/json\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\nContent-Length: ${#pay}\r\n\r\n$pay$hidden"; do
+    statuses=$(raw_exchange "$smuggle")
+    fs_assert_eq "HTTP/1.1 400 Bad Request" "$statuses" "answers to a request with ambiguous framing (one 400, then closed)"
+done
+fs_assert_eq "$published" "$(fs_topic_count raw_payments)" "payments published by the smuggling attempts"
+# HEAD: the GET answer's headers, its length announced, no body (the body used to follow unannounced)
+head_reply=$(raw_exchange 'HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+fs_assert_eq "HTTP/1.1 200 OK" "$head_reply" "HEAD /health"
+exec 7<>"/dev/tcp/127.0.0.1/$port"
+printf 'HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&7
+head_all=$(timeout 5 cat <&7 | tr -d '\r') || true
+exec 7>&-
+[[ "$head_all" == *$'Content-Length: 15\n'* ]] || fs_fail "HEAD /health: no Content-Length of the GET body: $head_all"
+[[ "$head_all" != *'"status"'* ]] || fs_fail "HEAD /health: a body came with it: $head_all"
+echo "ok: smuggling attempts refused and closed; HEAD answers without a body"
 big=$(head -c 6000 /dev/zero | tr '\0' a)
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $big" "$BASE/health") || code=000
 [[ "$code" != 200 ]] || fs_fail "a 6000-byte header passed max-header-bytes=4096"
