@@ -7,7 +7,7 @@
 #
 # Then the last two chances to commit, with commits failing until the test lets them succeed
 # (fs_commit_fault: the dev broker fails every commit until toggled back), at a moment chosen
-# between two of the idle loop's retries (1, 2, 4, 8, 16 s apart), so that the loop cannot be the
+# between two of the idle loop's retries (1, 2, 4, 8, 16, 30 s apart), so that the loop cannot be the
 # one that commits:
 #   2. the scorer is stopped: it commits while closing (nobody consumes the batch again);
 #   3. a new member takes over half the partitions: the old owner commits in its revoke callback,
@@ -83,7 +83,7 @@ echo "ok: stopped with a failing commit, committed while closing ($at)"
 
 # 3. partitions move while the commit fails: the old owner commits in its revoke callback.
 start_scorer scorer4
-persist_failing scorer4 $((3 * n + 3)) 5 2 # the loop's next retry is 16 s away: time for a rebalance
+persist_failing scorer4 $((3 * n + 3)) 6 2 # the loop's next retry is 30 s away: time for a rebalance, even on a busy machine
 start_scorer scorer5
 fs_wait_for 30 grep -q '"event":"commit_retried"' "$FS_TEST_DIR/scorer4.log"
 fs_assert_eq revoke "$(retried_at scorer4)" "where scorer4's failed commit went through"
