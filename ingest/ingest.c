@@ -26,6 +26,7 @@
 #include "ingest.h"
 #include "geoip.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -1432,6 +1433,13 @@ static void handle_shopify(ingest *ing, ingest_ctx *ctx) {
     struct evbuffer *in = evhttp_request_get_input_buffer(ctx->req);
     const char *shop = evhttp_find_header(h, "X-Shopify-Shop-Domain");
     const char *topic = evhttp_find_header(h, "X-Shopify-Topic");
+    char shop_lc[256]; /* a DNS name: case-insensitive, so one spelling for the id and merchant */
+    if (shop) {
+        size_t i = 0;
+        for (; shop[i] && i < sizeof shop_lc - 1; i++) shop_lc[i] = (char)tolower((unsigned char)shop[i]);
+        shop_lc[i] = '\0';
+        shop = shop_lc;
+    }
     if (write_precheck(ing, ctx, ing->batch_max_body_bytes, NULL, idem_id, &has_idem) != 0) return;
     size_t len = evbuffer_get_length(in);
     /* The signature covers the raw bytes: checked before anything parses them. */
@@ -1541,8 +1549,9 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
     bool has_idem;
     int64_t known_ms;
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ctx->req), "Content-Type");
-    if (!fs_uuid_valid(ctx->path_id)) {
-        reply_error(ing, ctx, 400, "invalid_payment_id", "the payment id in the path must be a UUID");
+    if (!fs_uuid_valid(ctx->path_id) || strspn(ctx->path_id, "0-") == strlen(ctx->path_id)) {
+        reply_error(ing, ctx, 400, "invalid_payment_id",
+                    "the payment id in the path must be a UUID, not the nil one (no payment has it)");
         return;
     }
     fs_uuid_lower(ctx->path_id);

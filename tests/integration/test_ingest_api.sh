@@ -241,6 +241,8 @@ for t in 0000-01-01T00:00:00Z 9999-12-31T23:59:59-23:59 2999-01-01T00:00:00Z; do
 done
 post "$KEY" /api/v1/payments/12345/outcome '{"outcome":"legitimate"}'
 expect 400 invalid_payment_id "outcome for a malformed id"
+post "$KEY" /api/v1/payments/00000000-0000-0000-0000-000000000000/outcome '{"outcome":"legitimate"}'
+expect 400 invalid_payment_id "outcome for the nil UUID (no payment has it)"
 
 # --- Shopify -----------------------------------------------------------------------------------
 sig=$(openssl dgst -sha256 -hmac "$SHOP_SECRET" -binary "$ORDER" | base64)
@@ -259,6 +261,12 @@ expect 202 "" "signed order"
 shop_pid=$(field payment_id)
 shopify -H "X-Shopify-Hmac-Sha256: $sig"
 fs_assert_eq "$shop_pid" "$(field payment_id)" "a redelivered order is the same payment"
+# the domain is case-insensitive for the secret, so it is for the payment too: a signed order
+# replayed under EXAMPLE-Store... is the same payment, not a new one with another merchant_id
+http POST /webhooks/orders/create "${JSON[@]}" -H "X-Shopify-Shop-Domain: ${SHOP^^}" -H 'X-Shopify-Topic: orders/create' \
+    -H "X-Shopify-Hmac-Sha256: $sig" --data-binary @"$ORDER"
+expect 202 "" "the order under the shop domain in upper case"
+fs_assert_eq "$shop_pid" "$(field payment_id)" "the order under the shop domain in upper case: the same payment"
 fs_wait_for 20 fs_topic_has raw_payments $((before + 1))
 order_msg=$(fs_topic_dump raw_payments | grep -F "$shop_pid" | head -n 1)
 for f in '"merchant_id":"example-store.myshopify.com"' '"amount":"164.80"' '"user_id":"shopify:7390192844854"' '"email_digest":"'; do
