@@ -544,14 +544,16 @@ static void reply_unauthorized(ingest *ing, ingest_ctx *ctx, const char *reason,
     reply_error(ing, ctx, 401, "unauthorized", "%s", msg);
 }
 
-/* The presented key: X-API-Key, or Authorization: Bearer <key>. */
-static const char *presented_key(struct evhttp_request *req) {
+/* The presented key: X-API-Key, or Authorization: Bearer <key>; both only when they agree (else
+ * *conflict: which one the caller meant is a guess, and a wrong guess answers 403 or 401 for a
+ * request whose other key was right). */
+static const char *presented_key(struct evhttp_request *req, bool *conflict) {
     struct evkeyvalq *h = evhttp_request_get_input_headers(req);
     const char *k = evhttp_find_header(h, "X-API-Key");
     const char *a = evhttp_find_header(h, "Authorization");
-    if (k) return k;
-    if (a && strncasecmp(a, "Bearer ", 7) == 0) return a + 7 + strspn(a + 7, " ");
-    return NULL;
+    const char *b = a && strncasecmp(a, "Bearer ", 7) == 0 ? a + 7 + strspn(a + 7, " ") : NULL;
+    *conflict = k && b && strcmp(k, b) != 0;
+    return k ? k : b;
 }
 
 /* A verified key: scope, then rate. Returns 0 to go on, -1 after replying 403 / 429. */
@@ -678,7 +680,13 @@ static int authenticate(ingest *ing, ingest_ctx *ctx, const ingest_route *route)
         snprintf(ctx->caller, sizeof ctx->caller, "anonymous");
         return 0;
     }
-    const char *presented = presented_key(ctx->req);
+    bool conflict;
+    const char *presented = presented_key(ctx->req, &conflict);
+    if (conflict) {
+        reply_unauthorized(ing, ctx, "malformed",
+                           "two different API keys (X-API-Key and Authorization: Bearer): give one");
+        return -1;
+    }
     if (!presented || !presented[0]) {
         reply_unauthorized(ing, ctx, "missing", "an API key is required (X-API-Key or Authorization: Bearer)");
         return -1;
