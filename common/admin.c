@@ -39,12 +39,9 @@ struct admin {
 
 static void reply(struct evhttp_request *req, int code, const char *reason, const char *ctype,
                   const char *body, size_t len) {
-    struct evbuffer *out = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    evbuffer_add(out, body, len);
-    evbuffer_add_buffer(evhttp_request_get_output_buffer(req), out);
+    evbuffer_add(evhttp_request_get_output_buffer(req), body, len);
     httpreq_send(req, code, reason);
-    evbuffer_free(out);
 }
 
 static void reply_json(struct evhttp_request *req, int code, const char *reason, const char *status,

@@ -33,9 +33,16 @@ int httpreq_framing_error(struct evhttp_request *req, const char *const *single,
     struct evkeyvalq *h = evhttp_request_get_input_headers(req);
     struct evkeyval *kv;
     int hosts = 0, lengths = 0;
+    unsigned seen = 0; /* bit i: single[i] met (at most 32 names) */
     TAILQ_FOREACH(kv, h, next) {
         if (!token(kv->key))
             return snprintf(why, why_size, "malformed header name"), -1;
+        for (unsigned i = 0; single && single[i] && i < 32; i++) {
+            if (strcasecmp(kv->key, single[i]) != 0) continue;
+            if (seen & (1u << i))
+                return snprintf(why, why_size, "header %s given more than once", single[i]), -1;
+            seen |= 1u << i;
+        }
         if (strcasecmp(kv->key, "Host") == 0) hosts++;
         if (strcasecmp(kv->key, "Content-Length") == 0 && (++lengths > 1 || !digits(kv->value)))
             return snprintf(why, why_size, "Content-Length must be one decimal number"), -1;
@@ -44,11 +51,6 @@ int httpreq_framing_error(struct evhttp_request *req, const char *const *single,
     }
     if (hosts > 1 || (hosts == 0 && req->major == 1 && req->minor >= 1))
         return snprintf(why, why_size, "HTTP/1.1 needs exactly one Host header"), -1;
-    for (size_t i = 0; single && single[i]; i++) {
-        int n = 0;
-        TAILQ_FOREACH(kv, h, next) n += strcasecmp(kv->key, single[i]) == 0;
-        if (n > 1) return snprintf(why, why_size, "header %s given more than once", single[i]), -1;
-    }
     return 0;
 }
 

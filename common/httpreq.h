@@ -13,7 +13,8 @@
 struct evhttp_request;
 
 /* 0 when req's headers frame it unambiguously; else -1 with why (for a 400 whose connection is then
- * closed: what follows on it cannot be trusted). Also refuses a repeated header among names. */
+ * closed: what follows on it cannot be trusted). Also refuses a repeated header among single (a
+ * NULL-terminated list of at most 32 names; NULL: none). */
 int httpreq_framing_error(struct evhttp_request *req, const char *const *single, char *why,
                           size_t why_size);
 

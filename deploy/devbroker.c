@@ -224,12 +224,6 @@ static void inject_errors(rd_kafka_mock_cluster_t *mc, int16_t api, rd_kafka_res
     free(errs);
 }
 
-/* The next n OffsetCommit requests fail with REBALANCE_IN_PROGRESS: what a consumer meets when a
- * commit races a rebalance (test_scorer_commit_retry). */
-static void inject_commit_errors(rd_kafka_mock_cluster_t *mc, size_t n) {
-    inject_errors(mc, API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, n);
-}
-
 /* Pins each GROUP=BROKER of list as that group's coordinator. */
 static int pin_coordinators(rd_kafka_mock_cluster_t *mc, const char *list, int broker_count,
                             char *errstr, size_t errstr_size) {
@@ -351,7 +345,8 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
     }
     if (create_topics(mc, conf, rf, errstr, errstr_size) != 0) goto done;
     if (conf->commit_errors) {
-        inject_commit_errors(mc, (size_t)conf->commit_errors);
+        inject_errors(mc, API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS,
+                      (size_t)conf->commit_errors);
         log_fields(LOG_WARN, "fault_injected",
                    json_pack("{s:I}", "commit_errors", (json_int_t)conf->commit_errors),
                    "the next %" PRId64 " offset commits will fail", conf->commit_errors);
