@@ -15,8 +15,9 @@
  *                        cards found in a day's top k are removed from the following days; the
  *                        mean over the test days that have transactions.
  * Ranking ties for card precision: pandas' sort leaves them unspecified; here a higher score
- * comes first, then the smaller card id (the order groupby() produces), so results are
- * deterministic.
+ * comes first, then the smaller card id, so results are deterministic. That order is as arbitrary
+ * as pandas': fraudshield-eval's card ids are hashes of CUSTOMER_ID (trainset.h), and on the
+ * protocol week another tie order moves the blend's card precision@100 by ~0.001.
  *
  * The handbook also removes from each test day the cards already known to be compromised at that
  * time (evm_drop_known_cards), before all three metrics. */

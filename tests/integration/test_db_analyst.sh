@@ -50,7 +50,8 @@ FROM (VALUES (1, timestamptz '2024-03-10 00:30:00+00'), (2, timestamptz '2024-03
 INSERT INTO decisions (payment_id, decision, score, reasons, features, rules_version, scorer_id,
                        scoring_latency_us, decided_at)
 SELECT payment_id, 'block', 75, '[{\"code\":\"VERY_HIGH_VALUE\",\"severity\":\"high\",\"weight\":75,\"message\":\"m\"}]',
-       '{}', 'v1+test', 'scorer-1', 100, event_time FROM payments;
+       json_build_object('model_score', CASE WHEN source_offset = 1 THEN 0.2 ELSE 0.9 END),
+       'v1+test', 'scorer-1', 100, event_time FROM payments;
 INSERT INTO alerts (alert_id, payment_id, decision, score, created_at)
 SELECT payment_id, payment_id, 'block', 75, event_time FROM payments;" >/dev/null
 a1=$(fs_psql "SELECT md5('1')::uuid")
@@ -115,6 +116,10 @@ for tz in UTC America/New_York Asia/Tokyo; do
                               (SELECT min(utc_date) FROM score_distribution),
                               (SELECT min(utc_date) FROM alert_precision))")" "utc_date of the four views in $tz"
 done
+# The review queue (docs/analyst.md): equal scores, the higher model probability first (010).
+fs_assert_eq "$a2 $a1" "$(as alice "SELECT string_agg(alert_id::text, ' ' ORDER BY score DESC,
+    model_score DESC NULLS LAST, created_at) FROM alert_overview WHERE status = 'new'")" \
+    "the queue orders equal scores by model_score"
 for v in decision_explained payment_labels alert_overview; do
     as alice "SELECT count(*) FROM $v" >/dev/null || fs_fail "the analyst cannot read $v"
 done

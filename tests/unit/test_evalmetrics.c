@@ -75,37 +75,40 @@ static void test_undefined(void **state) {
  *        card 1 detected (card 3 is compromised but was not in the top k: not detected).
  * day 1: card 1 removed; card 4 (0.6, -), card 3 (0.5, c), card 5 (0.4, c): top {4, 3}: 1/2;
  *        card 3 detected.
- * day 3 (no day 2): card 3 removed; card 6 (0.7, -) alone: 0/2 (divided by k, not by 1).
- * mean = (0.5 + 0.5 + 0) / 3. */
+ * day 3 (no day 2): card 3 removed; card 6 (0.7, -) alone: 0/2.
+ * day 4: card 7 (0.3, c) alone: 1/2 (divided by k, not by the one card there: that would be 1).
+ * mean = (0.5 + 0.5 + 0 + 0.5) / 4. */
 static void test_card_precision(void **state) {
     (void)state;
     evm_item it[] = {
         {0.9, 0, 0, 1}, {0.2, 1, 0, 1}, {0.8, 0, 0, 2}, {0.8, 1, 0, 3}, {0.1, 1, 0, 4},
         {0.95, 1, 1, 1}, {0.5, 1, 1, 3}, {0.6, 0, 1, 4}, {0.4, 1, 1, 5},
-        {0.9, 1, 3, 3}, {0.7, 0, 3, 6},
+        {0.9, 1, 3, 3}, {0.7, 0, 3, 6}, {0.3, 1, 4, 7},
     };
     char err[128];
-    double mean, per_day[4];
+    double mean, per_day[5];
     size_t ndays = 0;
-    assert_int_equal(evm_card_precision_at_k(it, N(it), 2, &mean, per_day, 4, &ndays, err,
+    assert_int_equal(evm_card_precision_at_k(it, N(it), 2, &mean, per_day, 5, &ndays, err,
                                              sizeof err), 0);
-    assert_int_equal(ndays, 3);
+    assert_int_equal(ndays, 4);
     assert_true(fabs(per_day[0] - 0.5) < EPS);
     assert_true(fabs(per_day[1] - 0.5) < EPS);
     assert_true(fabs(per_day[2] - 0.0) < EPS);
-    assert_true(fabs(mean - 1.0 / 3.0) < EPS);
+    assert_true(fabs(per_day[3] - 0.5) < EPS);
+    assert_true(fabs(mean - 0.375) < EPS);
     /* the input order does not matter, and cap limits what is written */
     evm_item rev[N(it)];
     for (size_t i = 0; i < N(it); i++) rev[i] = it[N(it) - 1 - i];
     double one[1] = {-1};
     assert_int_equal(evm_card_precision_at_k(rev, N(rev), 2, &mean, one, 1, &ndays, err,
                                              sizeof err), 0);
-    assert_true(fabs(mean - 1.0 / 3.0) < EPS);
+    assert_true(fabs(mean - 0.375) < EPS);
     assert_true(fabs(one[0] - 0.5) < EPS);
-    /* k = 1: day 0 card 1 (c) 1/1; day 1 card 4 (-) 0; day 3 card 3 (c, not detected) 1 */
+    /* k = 1: day 0 card 1 (c) 1/1; day 1 card 4 (-) 0; day 3 card 3 (c, not detected) 1;
+     * day 4 card 7 (c) 1 */
     assert_int_equal(evm_card_precision_at_k(it, N(it), 1, &mean, NULL, 0, NULL, err,
                                              sizeof err), 0);
-    assert_true(fabs(mean - 2.0 / 3.0) < EPS);
+    assert_true(fabs(mean - 0.75) < EPS);
 }
 
 /* since_day 3, delay 2: a card is known on day T when it has a fraud on a day in [3, T - 3]. */
