@@ -238,9 +238,15 @@ static int idmap_grow(rpl_idmap *m) {
     return 0;
 }
 
-int rpl_idmap_put(rpl_idmap *m, const char *uuid, int64_t value) {
-    unsigned char key[16];
-    if (uuid_bytes(uuid, key) != 0) return -1;
+/* The entry of key, or NULL. */
+static rpl_idmap_entry *idmap_find(const rpl_idmap *m, const unsigned char key[16]) {
+    if (!m->cap) return NULL;
+    for (size_t j = slot_of(key, m->cap); m->v[j].used; j = (j + 1) & (m->cap - 1))
+        if (memcmp(m->v[j].key, key, 16) == 0) return &m->v[j];
+    return NULL;
+}
+
+static int idmap_put_key(rpl_idmap *m, const unsigned char key[16], int64_t value) {
     if ((m->n + 1) * 2 > m->cap && idmap_grow(m) != 0) return -1; /* load <= 1/2 */
     size_t j = slot_of(key, m->cap);
     while (m->v[j].used && memcmp(m->v[j].key, key, 16) != 0) j = (j + 1) & (m->cap - 1);
@@ -249,6 +255,12 @@ int rpl_idmap_put(rpl_idmap *m, const char *uuid, int64_t value) {
     m->v[j].value = value;
     m->v[j].used = 1;
     return 0;
+}
+
+int rpl_idmap_put(rpl_idmap *m, const char *uuid, int64_t value) {
+    unsigned char key[16];
+    if (uuid_bytes(uuid, key) != 0) return -1;
+    return idmap_put_key(m, key, value);
 }
 
 /* Linear probing without tombstones: after a removal, later entries of the run move back. */
@@ -271,20 +283,62 @@ static void idmap_remove_at(rpl_idmap *m, size_t i) {
 
 int rpl_idmap_take(rpl_idmap *m, const char *uuid, int64_t *value) {
     unsigned char key[16];
-    if (!m->cap || uuid_bytes(uuid, key) != 0) return 0;
-    for (size_t j = slot_of(key, m->cap); m->v[j].used; j = (j + 1) & (m->cap - 1)) {
-        if (memcmp(m->v[j].key, key, 16) != 0) continue;
-        *value = m->v[j].value;
-        idmap_remove_at(m, j);
-        return 1;
-    }
-    return 0;
+    if (uuid_bytes(uuid, key) != 0) return 0;
+    rpl_idmap_entry *e = idmap_find(m, key);
+    if (!e) return 0;
+    *value = e->value;
+    idmap_remove_at(m, (size_t)(e - m->v));
+    return 1;
 }
 
 void rpl_idmap_free(rpl_idmap *m) {
     free(m->v);
     *m = (rpl_idmap){0};
 }
+
+/* ---- customers in flight ------------------------------------------------------------------------ */
+
+/* Two FNV-1a hashes of the customer (different offset bases) make the map's 16-byte key; the
+ * value is the holding request's sequence number (high bits) and the customer's unfinished
+ * payments (low BUSY_COUNT_BITS bits: at most one request's worth, batch-size <= 100,000). */
+#define BUSY_COUNT_BITS 24
+#define BUSY_COUNT_MASK ((INT64_C(1) << BUSY_COUNT_BITS) - 1)
+
+static void busy_key(const char *customer, unsigned char key[16]) {
+    uint64_t h[2] = {0xcbf29ce484222325ULL, 0x84222325cbf29ce4ULL};
+    for (const unsigned char *c = (const unsigned char *)customer; *c; c++)
+        for (int i = 0; i < 2; i++) h[i] = (h[i] ^ *c) * 0x100000001b3ULL;
+    memcpy(key, h, 16);
+}
+
+int rpl_busy_add(rpl_busy *b, const char *customer, uint64_t job_seq) {
+    unsigned char key[16];
+    busy_key(customer, key);
+    rpl_idmap_entry *e = idmap_find(&b->m, key);
+    int64_t count = e ? (e->value & BUSY_COUNT_MASK) : 0;
+    if (count >= BUSY_COUNT_MASK) return -1;
+    return idmap_put_key(&b->m, key, (int64_t)(job_seq << BUSY_COUNT_BITS) | (count + 1));
+}
+
+bool rpl_busy_elsewhere(const rpl_busy *b, const char *customer, uint64_t job_seq) {
+    unsigned char key[16];
+    busy_key(customer, key);
+    const rpl_idmap_entry *e = idmap_find(&b->m, key);
+    return e && (uint64_t)e->value >> BUSY_COUNT_BITS != job_seq;
+}
+
+void rpl_busy_done(rpl_busy *b, const char *customer) {
+    unsigned char key[16];
+    busy_key(customer, key);
+    rpl_idmap_entry *e = idmap_find(&b->m, key);
+    if (!e) return;
+    if ((e->value & BUSY_COUNT_MASK) > 1) e->value--;
+    else idmap_remove_at(&b->m, (size_t)(e - b->m.v));
+}
+
+size_t rpl_busy_count(const rpl_busy *b) { return b->m.n; }
+
+void rpl_busy_free(rpl_busy *b) { rpl_idmap_free(&b->m); }
 
 static int cmp_i64(const void *a, const void *b) {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;

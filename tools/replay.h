@@ -117,6 +117,28 @@ int rpl_idmap_put(rpl_idmap *m, const char *uuid, int64_t value);
 int rpl_idmap_take(rpl_idmap *m, const char *uuid, int64_t *value);
 void rpl_idmap_free(rpl_idmap *m);
 
+/* ---- per-customer order -------------------------------------------------------------------------- */
+
+/* The customers with payments sent but not yet answered for good (accepted, rejected or given up),
+ * and which request holds them. The replay sends a payment only when no other request holds an
+ * unfinished payment of its customer: each customer's payments then reach ingest, and its Kafka
+ * partition (keyed by the customer's country), in event order, as one payment service's would, and
+ * the scorer never counts a customer's later payment in an earlier one's windows. All of a
+ * customer's unfinished payments are in one request at a time (the one that resends the failed
+ * items of a batch takes over its sequence number). */
+typedef struct rpl_busy {
+    rpl_idmap m;
+} rpl_busy;
+
+/* One more unfinished payment of customer, in request job_seq. 0, or -1 (out of memory). */
+int rpl_busy_add(rpl_busy *b, const char *customer, uint64_t job_seq);
+/* Whether a request other than job_seq holds an unfinished payment of customer. */
+bool rpl_busy_elsewhere(const rpl_busy *b, const char *customer, uint64_t job_seq);
+/* One payment of customer finished (accepted, rejected or given up). */
+void rpl_busy_done(rpl_busy *b, const char *customer);
+size_t rpl_busy_count(const rpl_busy *b); /* customers held */
+void rpl_busy_free(rpl_busy *b);
+
 /* Nearest-rank percentile p (0 < p <= 100) of v[0..n), which is sorted in place. 0 when n = 0. */
 int64_t rpl_percentile(int64_t *v, size_t n, double p);
 

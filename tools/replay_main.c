@@ -13,7 +13,9 @@
  * batch-size 1); labels one by one to POST /api/v1/payments/{id}/outcome with known_at = event
  * time + delay-days. A request answered 429, 5xx or not at all is sent again after Retry-After
  * (or a backoff); failed items of a batch are sent again on their own; rejected ones (4xx) are
- * counted and logged. The mapping of a row to a payment is in replay.h.
+ * counted and logged. A payment waits while an earlier one of its customer is unanswered in
+ * another request (customer-order): each customer's payments reach the scorer in event order. The
+ * mapping of a row to a payment is in replay.h.
  *
  * End-to-end latency (brokers set): a consumer assigned to every partition of processed_payments
  * at its high watermark (read before the first send) matches each decision's key (payment_id) to
@@ -59,6 +61,7 @@ typedef struct replay_opts {
     char *processed_topic;
     int64_t drain_timeout_s;
     int64_t max_undecided;
+    bool customer_order;
     char *progress;
     char *log_level;
 } replay_opts;
@@ -106,6 +109,10 @@ static const cfg_opt replay_options[] = {
     {"max-undecided", "FS_MAX_UNDECIDED", CFG_INT, "0", 0, 10000000, O(max_undecided),
      "with brokers: hold new payments back while this many sent payments have no decision yet "
      "(closed loop: as fast as the whole pipeline decides; 0: off)", false},
+    {"customer-order", "FS_CUSTOMER_ORDER", CFG_BOOL, "true", 0, 0, O(customer_order),
+     "send a payment only once the earlier ones of its customer are answered, so that each "
+     "customer's payments reach the scorer in event order (false: more requests in flight, and a "
+     "customer's later payment may be counted in an earlier one's windows)", false},
     {"progress", "FS_PROGRESS", CFG_STRING, "auto", 2, 4, O(progress),
      "progress line on stderr: auto (when it is a terminal), on, off", false},
     {"log-level", "FS_LOG_LEVEL", CFG_STRING, "info", 1, 16, O(log_level),
@@ -137,6 +144,7 @@ typedef struct job {
     rpl_tx *tx;              /* n rows */
     rpl_label label;         /* JOB_OUTCOME */
     int attempts;
+    uint64_t seq;            /* JOB_PAYMENTS: holds its customers in replay.busy */
     int64_t not_before_us;   /* retry backoff */
     struct job *next;        /* retry queue */
 } job;
@@ -181,6 +189,8 @@ struct replay {
     counters c;
     rd_kafka_t *consumer;
     rpl_idmap pending;       /* payment_id -> send time, until its decision is seen */
+    rpl_busy busy;           /* customers with unfinished payments, and the request holding them */
+    uint64_t job_seq;
     int64_t *lat;            /* end-to-end latencies, µs */
     size_t nlat, latcap;
     bool progress;
@@ -230,7 +240,11 @@ static job *payments_job(replay *r, size_t max) {
         return NULL;
     }
     j->kind = JOB_PAYMENTS;
+    j->seq = ++r->job_seq;
     while (j->n < max && r->has_next) {
+        /* the customer's earlier payment is still in another request: wait for its answer */
+        if (r->o->customer_order && rpl_busy_elsewhere(&r->busy, r->next.customer, j->seq)) break;
+        if (rpl_busy_add(&r->busy, r->next.customer, j->seq) != 0) break;
         j->tx[j->n++] = r->next;
         r->c.clamped += r->next.clamped;
         r->last_event_ms = r->next.time_ms;
@@ -286,6 +300,10 @@ static job *next_job(replay *r, int64_t now_us) {
     size_t max = (size_t)r->o->batch_size;
     if ((int64_t)max > allowed) max = (size_t)allowed;
     job *j = payments_job(r, max);
+    if (j && j->n == 0) {
+        job_free(j);
+        return NULL;
+    }
     if (j) r->c.sent += j->n;
     return j;
 }
@@ -376,6 +394,7 @@ static void log_answer(replay *r, const char *event, int status, const char *bod
 /* A payment that ingest accepted: its label waits for its delay. */
 static void accepted(replay *r, const rpl_tx *tx) {
     r->c.accepted++;
+    rpl_busy_done(&r->busy, tx->customer);
     if (tx->fraud < 0 || r->outcomes == 0 || (r->outcomes == 1 && !tx->fraud)) return;
     rpl_label l = {.known_ms = tx->time_ms + r->o->delay_days * 86400000LL, .fraud = tx->fraud};
     rpl_payment_id(tx, l.payment_id);
@@ -388,6 +407,7 @@ static void dropped(replay *r, const rpl_tx *tx, bool rejected) {
     int64_t v;
     if (rejected) r->c.rejected++;
     else r->c.failed++;
+    rpl_busy_done(&r->busy, tx->customer);
     rpl_payment_id(tx, id);
     rpl_idmap_take(&r->pending, id, &v);
 }
@@ -431,6 +451,7 @@ static void batch_answer(replay *r, job *j, json_t *results, int64_t now_us) {
     if (again && again->n) {
         again->kind = JOB_PAYMENTS;
         again->attempts = j->attempts;
+        again->seq = j->seq; /* holds the customers j held */
         retry_later(r, again, NULL, now_us);
     } else {
         job_free(again);
@@ -759,6 +780,7 @@ static void replay_free(replay *r) {
     }
     rpl_labels_free(&r->labels);
     rpl_idmap_free(&r->pending);
+    rpl_busy_free(&r->busy);
     free(r->lat);
 }
 

@@ -6,13 +6,17 @@ Logs every request it accepts, in arrival order, one line each:
     O <payment_id> <known_at> <outcome>        an outcome
 Answers like ingest: 200 with per-item results for a batch, 202 for one payment or an outcome,
 401 without the expected X-API-Key, and 503 + Retry-After for the first batch (to exercise the
-replay's retry). Any field named like a label (fraud, TX_FRAUD, label) in a payment is logged as
+replay's retry). With RECEIVER_JITTER=1 in the environment, batches wait 0-90 ms (by arrival
+count) before they are logged and answered, so that concurrent requests overtake each other.
+Any field named like a label (fraud, TX_FRAUD, label) in a payment is logged as
 LEAK so the test can fail on it.
 
 usage: replay_receiver.py PORT_FILE LOG_FILE API_KEY
 """
 import json
+import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT_FILE, LOG_FILE, API_KEY = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -52,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
             state["batches"] += 1
             if state["batches"] == 1:
                 return self.reply(503, {"error": "broker_unavailable"}, {"Retry-After": "1"})
+            if os.environ.get("RECEIVER_JITTER") == "1":
+                time.sleep(0.03 * (state["batches"] % 4))
             items = json.loads(body)
             results = []
             for i, p in enumerate(items):
@@ -74,6 +80,5 @@ class Handler(BaseHTTPRequestHandler):
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(PORT_FILE + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os
 os.rename(PORT_FILE + ".tmp", PORT_FILE)
 server.serve_forever()

@@ -204,6 +204,47 @@ static void test_idmap(void **state) {
     rpl_idmap_free(&m);
 }
 
+/* The customers in flight: a second request may not take a customer the first one holds until all
+ * of its payments there are finished; the request holding it may add more. */
+static void test_busy(void **state) {
+    (void)state;
+    rpl_busy b = {0};
+    assert_false(rpl_busy_elsewhere(&b, "17", 1)); /* empty */
+    assert_int_equal(rpl_busy_add(&b, "17", 1), 0);
+    assert_int_equal(rpl_busy_add(&b, "17", 1), 0);
+    assert_int_equal(rpl_busy_add(&b, "4", 1), 0);
+    assert_false(rpl_busy_elsewhere(&b, "17", 1)); /* its own request */
+    assert_true(rpl_busy_elsewhere(&b, "17", 2));
+    assert_false(rpl_busy_elsewhere(&b, "171", 2)); /* another customer */
+    assert_int_equal(rpl_busy_count(&b), 2);
+    rpl_busy_done(&b, "17");
+    assert_true(rpl_busy_elsewhere(&b, "17", 2)); /* one of its two is still unanswered */
+    rpl_busy_done(&b, "17");
+    assert_false(rpl_busy_elsewhere(&b, "17", 2));
+    assert_true(rpl_busy_elsewhere(&b, "4", 2));
+    assert_int_equal(rpl_busy_add(&b, "17", 2), 0); /* now request 2 takes it */
+    assert_true(rpl_busy_elsewhere(&b, "17", 1));
+    rpl_busy_done(&b, "4");
+    rpl_busy_done(&b, "4"); /* more done than added: ignored */
+    assert_int_equal(rpl_busy_count(&b), 1);
+    /* many customers: the map grows and removals keep the others findable */
+    char id[16];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        assert_int_equal(rpl_busy_add(&b, id, 3), 0);
+    }
+    for (int i = 0; i < 20000; i += 2) {
+        snprintf(id, sizeof id, "c%d", i);
+        rpl_busy_done(&b, id);
+    }
+    for (int i = 0; i < 20000; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        assert_int_equal(rpl_busy_elsewhere(&b, id, 4), i % 2 == 1);
+    }
+    assert_int_equal(rpl_busy_count(&b), 10001);
+    rpl_busy_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_and_map),
@@ -212,6 +253,7 @@ int main(void) {
         cmocka_unit_test(test_outcome_json),
         cmocka_unit_test(test_pacing_queue_percentiles),
         cmocka_unit_test(test_idmap),
+        cmocka_unit_test(test_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
