@@ -42,6 +42,7 @@ struct alerter {
     size_t nitems;
     bool in_batch, abandoned, fatal;
     int64_t next_pump_us;
+    int pump_backoff_ms;                    /* PostgreSQL down: the pump's reconnect backoff */
     atomic_bool assigned, consuming;        /* read by alerter_ready() on the admin thread */
     kafka_poll_clock polled;                /* the loop's last poll, ditto (/metrics) */
     kafka_gaps *gaps;    /* the offsets expected next: alerts lost to retention (check_offset) */
@@ -429,7 +430,16 @@ static void alerter_clear_batch(alerter *a) {
 static void alerter_pump(alerter *a) {
     char err[512];
     a->next_pump_us = fs_mono_us() + (int64_t)a->cfg.outbox_interval_ms * 1000;
-    if (!a->conn && alerter_reconnect(a, err, sizeof err) != 0) return;
+    if (!a->conn && alerter_reconnect(a, err, sizeof err) != 0) {
+        /* counted (the database-errors alert sees an outage), and tried again with a backoff
+         * instead of every outbox-interval-ms: one log line per attempt */
+        metric_add(a->m_db_errors, "outbox", 1);
+        a->pump_backoff_ms = a->pump_backoff_ms ? a->pump_backoff_ms * 2 : BACKOFF_MIN_MS;
+        if (a->pump_backoff_ms > BACKOFF_MAX_MS) a->pump_backoff_ms = BACKOFF_MAX_MS;
+        a->next_pump_us = fs_mono_us() + (int64_t)a->pump_backoff_ms * 1000;
+        return;
+    }
+    a->pump_backoff_ms = 0;
     for (int round = 0; round < 10 && !*a->stop; round++) {
         int n = outbox_pump(a->ob, a->conn, a->cfg.db_timeout_ms, OUTBOX_BATCH, OUTBOX_WAIT_MS, err,
                             sizeof err);
@@ -554,12 +564,9 @@ static int alerter_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque
     json_object_foreach(json_object_get(root, "topics"), tname, t) {
         json_object_foreach(json_object_get(t, "partitions"), pname, p) {
             if (atoi(pname) < 0) continue; /* librdkafka's internal "-1" partition */
-            json_t *jlag = json_object_get(p, "consumer_lag");
-            json_int_t lag = json_integer_value(jlag);
-            bool mine = json_is_true(json_object_get(p, "desired")) && json_is_integer(jlag) && lag >= 0;
             char labels[300];
             snprintf(labels, sizeof labels, "%s,%s", tname, pname);
-            metric_set(a->m_lag, labels, mine ? (double)lag : 0);
+            metric_set(a->m_lag, labels, (double)kafka_stats_partition_lag(p));
         }
     }
     json_decref(root);

@@ -551,12 +551,20 @@ static void dispatch_refresh_subs(dispatch *d) {
         next[i].in_flight = old ? old->in_flight : gone_take(d, set.v[i].id);
         next[i].more_due = old ? old->more_due : true; /* new: look at once */
         if (old) old->b = NULL;
-        if (!old) dispatch_metrics_sub(d, next[i].s.name);
+        if (!old || strcmp(old->s.name, next[i].s.name) != 0) { /* new, or renamed in SQL */
+            if (old) metric_remove(d->m_breaker, old->s.name);
+            dispatch_metrics_sub(d, next[i].s.name);
+            metric_set(d->m_breaker, next[i].s.name, breaker_get_state(next[i].b));
+        }
     }
     for (size_t i = 0; i < d->nsubs; i++) {
-        if (d->subs[i].b && d->subs[i].in_flight > 0) /* left the set: its transfers still run */
-            gone_add(d, d->subs[i].s.id, d->subs[i].in_flight);
-        breaker_destroy(d->subs[i].b); /* NULL when it moved to next */
+        if (d->subs[i].b) { /* left the set (disabled, deleted, insecure); b is NULL if moved */
+            /* no breaker state to alert on any more (its counters stay, as counters do) */
+            metric_remove(d->m_breaker, d->subs[i].s.name);
+            if (d->subs[i].in_flight > 0) /* its transfers still run */
+                gone_add(d, d->subs[i].s.id, d->subs[i].in_flight);
+        }
+        breaker_destroy(d->subs[i].b);
         subs_sub_clear(&d->subs[i].s);
     }
     free(d->subs);
@@ -618,6 +626,7 @@ static void dispatch_connect(dispatch *d) {
         d->conn = NULL;
     }
     if (!d->conn) {
+        metric_add(d->m_db_errors, "dispatch", 1);
         d->connect_backoff_us = d->connect_backoff_us ? d->connect_backoff_us * 2 : RECONNECT_MIN_US;
         if (d->connect_backoff_us > RECONNECT_MAX_US) d->connect_backoff_us = RECONNECT_MAX_US;
         d->next_connect_us = fs_mono_us() + d->connect_backoff_us;

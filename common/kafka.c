@@ -181,6 +181,18 @@ void kafka_header_str(rd_kafka_headers_t *hdrs, const char *name, const char *va
 
 /* ---- the age of the last poll ---------------------------------------------------------------- */
 
+int64_t kafka_stats_partition_lag(const json_t *part) {
+    json_t *jlag = json_object_get(part, "consumer_lag");
+    int64_t lag = json_is_integer(jlag) ? json_integer_value(jlag) : -1;
+    int64_t committed = json_integer_value(json_object_get(part, "committed_offset"));
+    int64_t lo = json_integer_value(json_object_get(part, "lo_offset"));
+    int64_t hi = json_integer_value(json_object_get(part, "hi_offset"));
+    if (!json_is_true(json_object_get(part, "desired"))) return 0;
+    if (lag >= 0) return lag;
+    if (committed < 0 && lo >= 0 && hi > lo) return hi - lo;
+    return 0; /* offsets not known yet */
+}
+
 void kafka_poll_clock_start(kafka_poll_clock *clock) {
     if (clock) atomic_store(&clock->returned_us, fs_mono_us());
 }

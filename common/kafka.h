@@ -7,6 +7,7 @@
 #ifndef FS_KAFKA_H
 #define FS_KAFKA_H
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -66,6 +67,15 @@ rd_kafka_message_t *kafka_consumer_poll(rd_kafka_t *rk, int timeout_ms, kafka_po
 
 /* Seconds since the loop last returned from poll (or started); 0 before it started. Any thread. */
 double kafka_poll_age_seconds(const kafka_poll_clock *clock);
+
+/* The lag to export for one partition of librdkafka's statistics (part: the object at
+ * topics.<t>.partitions.<p>): its consumer_lag when this consumer owns the partition ("desired")
+ * and the lag is known. For an owned partition whose group has committed nothing
+ * (committed_offset -1001: a new group, or commits that keep failing) librdkafka reports -1; the
+ * backlog is then everything the broker holds, hi_offset - lo_offset (what
+ * auto.offset.reset=earliest reads). 0 for a partition this consumer does not own, so that sums over
+ * consumers stay right across rebalances. */
+int64_t kafka_stats_partition_lag(const json_t *part);
 
 /* Adds to offs (topic, partition) -> the offset after m, or raises it: the commit that says every
  * message up to m is done. Returns -1 when the list could not grow. */

@@ -975,6 +975,16 @@ static json_t *failure(const char *code, const char *msg) {
     return json_pack("{s:s, s:s}", "error", code, "message", msg);
 }
 
+/* An item that failed before it reached the producer's queue (or was refused by it): counted in
+ * fs_ingest_payments_total{result="failed"} here, as on_delivery() counts the broker's failures (a
+ * batch answers 200 around such items: no other metric would show them). */
+static void item_fail(ingest *ing, ingest_item *it, const char *code, const char *msg) {
+    it->state = ITEM_FAILED;
+    json_decref(it->error);
+    it->error = failure(code, msg);
+    ing->payments_failed++;
+}
+
 /* Produces value (taken: freed by librdkafka, or here on failure) as the item's message, with the
  * headers every message carries, plus extra_name=extra when extra_name is not NULL. */
 static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, const char *key,
@@ -996,8 +1006,9 @@ static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, co
         rd_kafka_headers_destroy(hdrs);
         log_msg(LOG_WARN, "produce_failed", "request %s: %s", it->job->ctx.request_id,
                 rd_kafka_err2str(err));
-        it->state = ITEM_FAILED;
-        it->error = failure("broker_unavailable", "the payment could not be queued; retry");
+        ing->n.delivery_failures++;
+        metric_add(ing->m.delivery_failures, NULL, 1);
+        item_fail(ing, it, "broker_unavailable", "the payment could not be queued; retry");
         return;
     }
     /* The message owns value and hdrs, and points at it, until on_delivery(). */
@@ -1011,8 +1022,7 @@ static void payment_produce(ingest *ing, ingest_item *it, const pay_payment *p, 
     size_t len = 0;
     char *event = pay_event_encode(p, &len);
     if (!event) {
-        it->state = ITEM_FAILED;
-        it->error = failure("internal_error", "could not encode the payment");
+        item_fail(ing, it, "internal_error", "could not encode the payment");
         return;
     }
     pay_partition_key(p, key);
@@ -1085,6 +1095,7 @@ static void digest_done(void *arg, bool cancelled) {
     if (t->rc != 0) {
         log_msg(LOG_ERROR, "pii_failed", "request %s: %s", it->job->ctx.request_id, t->errstr);
         digest_task_free(t);
+        ing->payments_failed++;
         item_finish(it, ITEM_FAILED, failure("internal_error", "could not pseudonymize the payment"));
         return;
     }
@@ -1111,8 +1122,7 @@ static int item_pseudonymize(ingest *ing, ingest_item *it, pay_payment *p, pay_p
         if (!v[0]) continue;
         int rc = pii_lookup(ing->gen->pii, (pii_kind)k, v, digest_of(p, (pii_kind)k));
         if (rc < 0) { /* validation accepted it, so this cannot happen; fail loudly if it does */
-            it->state = ITEM_FAILED;
-            it->error = failure("internal_error", "could not pseudonymize the payment");
+            item_fail(ing, it, "internal_error", "could not pseudonymize the payment");
             return -1;
         }
         if (rc == 0) miss[k] = true, nmiss++;
@@ -1120,8 +1130,7 @@ static int item_pseudonymize(ingest *ing, ingest_item *it, pay_payment *p, pay_p
     if (nmiss == 0) return 0;
     digest_task *t = calloc(1, sizeof *t);
     if (!t) {
-        it->state = ITEM_FAILED;
-        it->error = failure("internal_error", "out of memory");
+        item_fail(ing, it, "internal_error", "out of memory");
         return -1;
     }
     t->ing = ing;
@@ -1135,8 +1144,7 @@ static int item_pseudonymize(ingest *ing, ingest_item *it, pay_payment *p, pay_p
         *p = t->p; /* back to the caller, who clears it */
         OPENSSL_cleanse(t, sizeof *t);
         free(t);
-        it->state = ITEM_FAILED;
-        it->error = failure("overloaded", "too many new identifiers to pseudonymize; retry");
+        item_fail(ing, it, "overloaded", "too many new identifiers to pseudonymize; retry");
         return -1;
     }
     t->gen->refs++; /* released by digest_task_free(), on the loop like this */
@@ -1597,8 +1605,7 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
                          job->outcome_id);
             if (it->state == ITEM_PRODUCING) job->waiting++;
         } else {
-            it->state = ITEM_FAILED;
-            it->error = failure("internal_error", "could not encode the outcome");
+            item_fail(ing, it, "internal_error", "could not encode the outcome");
         }
         ctx_park(&job->ctx, CTX_WAIT_JOB);
         job_settle(job);
@@ -1893,7 +1900,9 @@ static int metrics_setup(ingest *ing) {
                                                  "acknowledgement (or its failure)", NULL, lat, nlat)) &&
         G(in_flight, "fs_ingest_requests_in_flight", "requests received and not yet answered") &&
         G(queue_depth, "fs_ingest_producer_queue_depth", "messages in the producer not yet delivered") &&
-        C(delivery_failures, "fs_ingest_delivery_failures_total", "messages the broker did not take", NULL) &&
+        C(delivery_failures, "fs_ingest_delivery_failures_total",
+          "messages not stored: refused by the producer queue or not acknowledged by the broker",
+          NULL) &&
         C(auth_failures, "fs_ingest_auth_failures_total", "refused credentials", "reason") &&
         C(rate_limited, "fs_ingest_rate_limited_total", "requests refused with 429", NULL) &&
         C(payments, "fs_ingest_payments_total", "payments by outcome of their delivery", "result") &&

@@ -1852,11 +1852,10 @@ static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         payments |= main_topic;
         json_object_foreach(json_object_get(topic, "partitions"), pname, part) {
             if (strcmp(pname, "-1") == 0) continue;
-            json_int_t lag = json_integer_value(json_object_get(part, "consumer_lag"));
-            bool mine = json_is_true(json_object_get(part, "desired")) && lag >= 0;
+            int64_t lag = kafka_stats_partition_lag(part);
             snprintf(labels, sizeof labels, "%s,%s", tname, pname);
-            metric_set(s->m.lag, labels, mine ? (double)lag : 0);
-            if (main_topic) total += mine ? (double)lag : 0;
+            metric_set(s->m.lag, labels, (double)lag);
+            if (main_topic) total += (double)lag;
         }
     }
     if (payments) metric_set(s->m.lag_total, NULL, total);

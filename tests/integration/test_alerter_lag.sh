@@ -61,6 +61,18 @@ fs_assert_eq "1 200" "$(ready_pair)" "alerter1 ready"
 fs_pg_stop fast
 fs_wait_for 30 '[[ $(ready_pair) == "0 503" ]]'
 echo "ok: fs_alerter_ready 0 and /ready 503 while PostgreSQL is down"
+# The outage is counted on both sides (the database-errors alert), and the outbox pump reconnects
+# with a backoff: it used to try (and log) every outbox-interval-ms, 5 lines a second for ever.
+reconnects() { grep -c '"event":"db_reconnect_failed"' "$FS_TEST_DIR/alerter1.log" || true; }
+r0=$(reconnects)
+sleep 6
+r1=$(reconnects)
+(( r1 - r0 <= 8 )) || fs_fail "$((r1 - r0)) db_reconnect_failed lines in 6 s (no backoff)"
+for side in outbox dispatch; do
+    n=$(al_metric alerter1 "fs_alerter_db_errors_total{side=\"$side\"}")
+    (( ${n%.*} > 0 )) || fs_fail "fs_alerter_db_errors_total{side=\"$side\"} is $n during the outage"
+done
+echo "ok: the outage is counted, reconnects back off"
 fs_pg_restart
 fs_wait_for 60 '[[ $(ready_pair) == "1 200" ]]'
 echo "ok: ready again"

@@ -7,6 +7,7 @@
 #   2. A probe that turns an open breaker half-open shows as fs_alerter_breaker_state 1 and a
 #      breaker_changed open -> half_open line while it runs (the old code updated both only when a
 #      result came back: the gauge stayed at 2, "open", during the probe).
+#   3. A disabled subscription's breaker gauge goes away (it stayed at its last value for ever).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/alerter_lib.sh"
@@ -39,6 +40,21 @@ fs_wait_for 30 grep -q '"event":"breaker_changed".*"to":"open"' "$FS_TEST_DIR/a2
 fs_wait_for 10 "[[ \$(al_metric a2 'fs_alerter_breaker_state{subscription=\"hang\"}') == 1 ]]"
 grep -q '"event":"breaker_changed".*"from":"open","to":"half_open"' "$FS_TEST_DIR/a2.log" ||
     fs_fail "no breaker_changed open -> half_open line"
+# 3. A subscription that leaves the active set takes its breaker gauge along: an open breaker of a
+#    disabled subscription kept FraudShieldAlerterBreakerOpen firing until a restart.
+breaker_series() { # 1 when a2 exports a breaker state for "hang", else 0 (the whole page read first)
+    local page
+    page=$(curl -fsS "http://127.0.0.1:${AL_ADMIN[a2]}/metrics")
+    grep -c '^fs_alerter_breaker_state{subscription="hang"}' <<<"$page" || true
+}
+fs_assert_eq 1 "$(breaker_series)" "the breaker's series before the disable"
+al_cli subscriptions disable hang >/dev/null
+fs_wait_for 10 "[[ \$(breaker_series) == 0 ]]"
+curl -fsS "http://127.0.0.1:${AL_ADMIN[a2]}/metrics" >"$FS_TEST_DIR/a2.metrics"
+grep -q '^fs_alerter_deliveries_total{subscription="hang",result="retry"}' "$FS_TEST_DIR/a2.metrics" ||
+    fs_fail "the disabled subscription's counters are gone too"
+al_cli subscriptions enable hang >/dev/null
+fs_wait_for 10 "[[ \$(breaker_series) == 1 ]]"
 fs_kill a2 TERM
 fs_wait_exit a2 30
 echo PASS

@@ -184,6 +184,22 @@ fs_wait_for 30 curl -sf "http://127.0.0.1:$port3/ready"
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay]" "http://127.0.0.1:$port3/api/v1/payments/batch")
 fs_assert_eq 200 "$(tail -n 1 <<<"$out")" "batch once the broker is back"
 
+# --- the producer's queue refuses items of a batch: 200 around them, and the metrics count them ---
+port5=$(fs_free_port)
+fs_bg ingest5 "$INGEST" --listen-port="$port5" --pii-secret-file="$secret" --keys-file="$keys" \
+    -X queue.buffering.max.messages=1 -X linger.ms=300
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port5/ready"
+out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,$pay,$pay,$pay,$pay]" "http://127.0.0.1:$port5/api/v1/payments/batch")
+fs_assert_eq 200 "$(tail -n 1 <<<"$out")" "batch with a full producer queue"
+[[ "$out" == *'"accepted":1,"rejected":0,"failed":4'* ]] || fs_fail "full queue, batch body: $out"
+metrics=$(curl -s "http://127.0.0.1:$port5/metrics")
+for m in 'fs_ingest_payments_total{result="failed"} 4' 'fs_ingest_delivery_failures_total 4' \
+    'fs_ingest_payments_total{result="accepted"} 1'; do
+    grep -qF "$m" <<<"$metrics" || fs_fail "full queue: no '$m' in /metrics: $(grep -E 'payments_total|delivery_failures' <<<"$metrics")"
+done
+fs_kill ingest5 TERM
+echo "ok: items the queue refused are counted"
+
 # --- SIGTERM with a batch in flight: answered, durable, exit 0 ------------------------------------
 port2=$(fs_free_port)
 fs_bg ingest2 "$INGEST" --listen-port="$port2" --pii-secret-file="$secret" --keys-file="$keys" -X linger.ms=1500

@@ -378,6 +378,33 @@ static void test_kafka_poll_clock(void **state) {
 
 /* The producers' guarantee (a 202 means durable): acks=all and idempotence, whatever the
  * operator passes through; a weaker value is refused with the property named. */
+/* The lag of one partition of librdkafka's statistics, table-driven. */
+static void test_kafka_stats_partition_lag(void **state) {
+    (void)state;
+    static const struct {
+        const char *part;
+        int64_t lag;
+    } cases[] = {
+        {"{\"desired\":true,\"consumer_lag\":42,\"committed_offset\":58,\"lo_offset\":0,\"hi_offset\":100}", 42},
+        {"{\"desired\":false,\"consumer_lag\":42,\"committed_offset\":58,\"lo_offset\":0,\"hi_offset\":100}", 0},
+        /* nothing committed (a new group, commits failing): everything the broker holds */
+        {"{\"desired\":true,\"consumer_lag\":-1,\"committed_offset\":-1001,\"lo_offset\":0,\"hi_offset\":300}", 300},
+        {"{\"desired\":true,\"consumer_lag\":-1,\"committed_offset\":-1001,\"lo_offset\":250,\"hi_offset\":300}", 50},
+        {"{\"desired\":false,\"consumer_lag\":-1,\"committed_offset\":-1001,\"lo_offset\":0,\"hi_offset\":300}", 0},
+        /* offsets not known yet */
+        {"{\"desired\":true,\"consumer_lag\":-1,\"committed_offset\":-1001,\"lo_offset\":-1,\"hi_offset\":-1}", 0},
+        {"{\"desired\":true,\"consumer_lag\":-1,\"committed_offset\":-1001,\"lo_offset\":0,\"hi_offset\":0}", 0},
+        {"{\"desired\":true}", 0},
+        {"{\"desired\":true,\"consumer_lag\":0,\"committed_offset\":300,\"lo_offset\":0,\"hi_offset\":300}", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *part = json_loads(cases[i].part, 0, NULL);
+        assert_non_null(part);
+        assert_int_equal(kafka_stats_partition_lag(part), cases[i].lag);
+        json_decref(part);
+    }
+}
+
 static void test_kafka_guarantee_props(void **state) {
     (void)state;
     static const struct {
@@ -587,6 +614,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_remove),
         cmocka_unit_test(test_int_format),
         cmocka_unit_test(test_kafka_poll_clock),
+        cmocka_unit_test(test_kafka_stats_partition_lag),
         cmocka_unit_test(test_kafka_guarantee_props),
         cmocka_unit_test(test_sweep_phases),
         cmocka_unit_test(test_sweep_round),
