@@ -633,7 +633,8 @@ static rd_kafka_t *alerter_consumer_new(alerter *a, char *errstr, size_t errstr_
     if (kafka_conf_lock(conf, c->props, "group.id", c->group_id, errstr, errstr_size) ||
         kafka_conf_lock(conf, c->props, "enable.auto.commit", "false", errstr, errstr_size) ||
         kafka_conf_lock(conf, c->props, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-        kafka_conf_default(conf, c->props, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+        /* latest would skip every alert already on the topic, unreported (no offset was lost) */
+        kafka_conf_lock(conf, c->props, "auto.offset.reset", "earliest", errstr, errstr_size) ||
         kafka_conf_default(conf, c->props, "partition.assignment.strategy", "cooperative-sticky",
                            errstr, errstr_size) ||
         kafka_conf_default(conf, c->props, "statistics.interval.ms", "5000", errstr, errstr_size) ||

@@ -176,11 +176,18 @@ static const char SUMMARY[] =
  * message names the option. Returns 0 or -1 with errstr. */
 static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
     const char *u = o->smtp_url;
+    if (db_url_check(o->database_url, errstr, n) != 0) return -1;
     if (o->tls_ca_file[0] && access(o->tls_ca_file, R_OK) != 0)
         return snprintf(errstr, n, "tls-ca-file: cannot read %s: %s", o->tls_ca_file, strerror(errno)), -1;
     if (u[0] && strncasecmp(u, "smtp://", 7) != 0 && strncasecmp(u, "smtps://", 8) != 0)
         return snprintf(errstr, n, "smtp-url: smtp://host:587 or smtps://host:465 expected, not %.*s://...",
                         strstr(u, "://") ? (int)(strstr(u, "://") - u) : 0, u), -1;
+    /* a login in the URL would be logged with the configuration and sent without the STARTTLS
+     * that smtp-user requires */
+    const char *host = strstr(u, "://");
+    if (host && strcspn(host + 3, "@/") < strlen(host + 3) && host[3 + strcspn(host + 3, "@/")] == '@')
+        return snprintf(errstr, n, "smtp-url: no user or password in the URL: set smtp-user and "
+                        "smtp-password (FS_SMTP_PASSWORD) instead"), -1;
     if (u[0] && !o->smtp_to[0])
         return snprintf(errstr, n, "smtp-url is set but smtp-to is empty: no recipient"), -1;
     if (strcmp(o->smtp_min_decision, "review") != 0 && strcmp(o->smtp_min_decision, "block") != 0)
@@ -192,6 +199,15 @@ static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
         return snprintf(errstr, n, "http-connect-timeout-ms (%" PRId64 ") is larger than http-timeout-ms (%" PRId64
                         "), the whole delivery's timeout", o->http_connect_timeout_ms, o->http_timeout_ms), -1;
     return retention_check_days(o->retention_days, errstr, n);
+}
+
+/* A start-up that ended early: 0 when a stop was asked for (SIGTERM while waiting for PostgreSQL,
+ * the migration lock or the brokers: no failure, logged as such, errstr cleared), else 1. */
+static int startup_stopped(char *errstr) {
+    if (!app_stop_requested) return 1;
+    log_msg(LOG_INFO, "stopped_during_startup", "stopped during start-up (%s)", errstr);
+    errstr[0] = '\0';
+    return 0;
 }
 
 /* Connects (retrying every second until the deadline or a stop), migrates, and mirrors the email
@@ -336,7 +352,10 @@ static int run(const alerter_opts *o, const cfg_props *props) {
                 "(tests and local development only)");
     PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
     if (!m) snprintf(errstr, sizeof errstr, "out of memory");
-    if (!conn) goto done;
+    if (!conn) {
+        rc = startup_stopped(errstr);
+        goto done;
+    }
     /* each side's PostgreSQL health; the consume side's conn just answered (the migrations), the
      * dispatcher is not connected yet: its age counts from now */
     consume_db = dbhealth_new(fs_mono_us(), true);
@@ -350,7 +369,10 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     alerter_config ac = alerter_config_from(o, props, m, db_errors, d, consume_db, dispatch_db);
     a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
     conn = NULL;
-    if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) goto done;
+    if (!a || dispatch_start(d, errstr, sizeof errstr) != 0) {
+        rc = startup_stopped(errstr);
+        goto done;
+    }
     readiness rd = {a, consume_db, dispatch_db, ready, db_age, poll_age}; /* outlives adm: both are run()'s */
     if (o->admin_port >= 0) {
         if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))

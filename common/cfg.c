@@ -31,6 +31,13 @@ static int opt_set(const cfg_opt *o, void *conf, const char *v, const char *from
                      (long long)o->max);
             return -1;
         }
+        /* a default may be empty (required: the program says so); a value given may not be
+         * shorter than min (an empty --brokers= or --topic= failed late and obscurely) */
+        if (strcmp(from, "default") != 0 && (int64_t)strlen(v) < o->min) {
+            snprintf(errstr, errstr_size, "%s (%s): %s", o->name, from,
+                     o->min == 1 ? "must not be empty" : "too short");
+            return -1;
+        }
         char **field = (char **)FIELD(conf, o);
         free(*field);
         *field = strdup(v);
@@ -209,13 +216,25 @@ void cfg_usage_markdown(FILE *out, const cfg_opt *table) {
     }
 }
 
+/* v as a JSON string, a URL's user and password ("scheme://user:pw@host") masked: a login put in a
+ * URL option that is not marked secret never reaches the log. */
+static json_t *string_masked(const char *v) {
+    const char *auth = v ? strstr(v, "://") : NULL;
+    size_t n = auth ? strcspn(auth + 3, "@/?#") : 0;
+    if (!auth || auth[3 + n] != '@') return json_string(v);
+    char *m = NULL;
+    json_t *j = asprintf(&m, "%.*s***%s", (int)(auth + 3 - v), v, auth + 3 + n) < 0 ? NULL : json_string(m);
+    free(m);
+    return j;
+}
+
 void cfg_log(const cfg_opt *table, const void *conf, const cfg_props *props) {
     json_t *f = json_object();
     for (const cfg_opt *o = table; o->name; o++) {
         const char *field = (const char *)conf + o->offset;
         json_t *v;
         if (o->secret) v = json_string(*(char *const *)field && **(char *const *)field ? "***" : "");
-        else if (o->type == CFG_STRING) v = json_string(*(char *const *)field);
+        else if (o->type == CFG_STRING) v = string_masked(*(char *const *)field);
         else if (o->type == CFG_INT) v = json_integer(*(const int64_t *)field);
         else v = json_boolean(*(const bool *)field);
         json_object_set_new(f, o->name, v);

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "app.h"
 #include "fsutil.h"
 #include "log.h"
 
@@ -62,7 +63,22 @@ static void db_notice(void *arg, const PGresult *res) {
  * connection after 30 s (then every 10 s, 3 probes); tcp_user_timeout bounds unacknowledged data
  * to 30 s. Neither helps when the host's kernel still acknowledges but the server does not answer
  * (a stopped process): db_query()'s deadline covers that. */
+int db_url_check(const char *url, char *errstr, size_t errstr_size) {
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &err);
+    if (opts) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    if (err) PQfreemem(err);
+    snprintf(errstr, errstr_size, "database-url is not a valid PostgreSQL URL or connection string "
+             "(libpq's message is left out: it may quote the password; check percent-encoding and "
+             "parameter names)");
+    return -1;
+}
+
 PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size) {
+    if (db_url_check(url, errstr, errstr_size) != 0) return NULL;
     const char *keys[] = {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
                           "tcp_user_timeout", "dbname", "application_name", "connect_timeout", NULL};
     const char *vals[] = {"1", "30", "10", "3", "30000", url, application_name, "5", NULL};
@@ -488,6 +504,10 @@ static int mig_lock(migrate_run *r) {
         bool got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
         if (got) return 0;
+        if (app_stop_requested) { /* SIGTERM while another process migrates: stop now */
+            snprintf(r->errstr, r->errstr_size, "stopped while waiting for the migration lock");
+            return -1;
+        }
         int64_t waited = fs_mono_us() - t0;
         bool late = r->timeout_ms > 0 && waited >= (int64_t)r->timeout_ms * 1000;
         int due = waited >= MIGRATE_WAIT_WARN_US ? 2 : 1;

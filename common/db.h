@@ -25,6 +25,12 @@ extern const db_migration db_migrations[]; /* ends with {0, 0} */
  * shown in pg_stat_activity. Returns NULL with errstr. */
 PGconn *db_connect(const char *url, const char *application_name, char *errstr, size_t errstr_size);
 
+/* 0 when libpq can parse url (a URL or key=value connection string), else -1 with errstr. libpq's
+ * own message is not passed on: it quotes the offending text, which may be the password. Processes
+ * check their database-url at start-up (a malformed one is a configuration error, not an outage to
+ * retry); db_connect() checks too. */
+int db_url_check(const char *url, char *errstr, size_t errstr_size);
+
 /* Verifies the applied migrations and applies the pending ones. Bounded by (0: no bound)
  *   timeout_ms       each migration round trip (a migration's whole text, each bookkeeping
  *                    statement): one still running then is cancelled (a cancel request; also

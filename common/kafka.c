@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "fsutil.h"
 #include "log.h"
 
@@ -54,15 +55,32 @@ failed:
     return NULL;
 }
 
+/* The operator's value of name, also when given under librdkafka's other name for it (an alias sets
+ * the same property: a default or a lock must see it). */
+static const char *props_get(const cfg_props *props, const char *name) {
+    static const char *const ALIASES[][2] = {
+        {"message.timeout.ms", "delivery.timeout.ms"},
+        {"linger.ms", "queue.buffering.max.ms"},
+        {"compression.codec", "compression.type"},
+        {"acks", "request.required.acks"},
+    };
+    const char *v = props ? cfg_props_get(props, name) : NULL;
+    for (size_t i = 0; !v && props && i < sizeof ALIASES / sizeof ALIASES[0]; i++) {
+        if (strcmp(name, ALIASES[i][0]) == 0) v = cfg_props_get(props, ALIASES[i][1]);
+        else if (strcmp(name, ALIASES[i][1]) == 0) v = cfg_props_get(props, ALIASES[i][0]);
+    }
+    return v;
+}
+
 int kafka_conf_default(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
                        const char *value, char *errstr, size_t errstr_size) {
-    if (props && cfg_props_get(props, name)) return 0; /* the operator's choice wins */
+    if (props_get(props, name)) return 0; /* the operator's choice wins */
     return conf_set(conf, name, value, errstr, errstr_size);
 }
 
 int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
                     const char *value, char *errstr, size_t errstr_size) {
-    const char *given = props ? cfg_props_get(props, name) : NULL;
+    const char *given = props_get(props, name);
     if (given && strcmp(given, value) != 0) {
         snprintf(errstr, errstr_size,
                  "kafka property %s=%s is not allowed: FraudShield's delivery guarantees need %s=%s",
@@ -125,6 +143,10 @@ int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms,
     snprintf(errstr, errstr_size, "no answer from the brokers");
     while (waited <= timeout_ms) {
         const struct rd_kafka_metadata *md = NULL;
+        if (app_stop_requested) { /* SIGTERM during start-up: stop, do not wait the timeout out */
+            snprintf(errstr, errstr_size, "stopped while waiting for the brokers");
+            return -1;
+        }
         rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, 2000);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             int rc = topics_present(md, topics, errstr, errstr_size);

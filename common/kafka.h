@@ -82,7 +82,8 @@ int64_t kafka_stats_partition_lag(const json_t *part);
 int kafka_offsets_add(rd_kafka_topic_partition_list_t *offs, const rd_kafka_message_t *m);
 
 /* Waits up to timeout_ms for the brokers to answer a metadata request and for every named topic to
- * exist (NULL-terminated list). Returns 0 or -1 with errstr. Blocking: start-up only. */
+ * exist (NULL-terminated list), or until app_stop_requested (a SIGTERM during start-up). Returns 0
+ * or -1 with errstr. Blocking: start-up only. */
 int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms, char *errstr,
                       size_t errstr_size);
 

@@ -69,6 +69,7 @@
 #define INGEST_DRAIN_GRACE_US 100000 /* lets the last replies leave the socket buffers */
 #define INGEST_REASON_MAX 500        /* outcome reason, bytes */
 #define INGEST_BIG_MAX 16            /* numbers too large for jansson in one body; more: 400 */
+#define INGEST_MESSAGE_TIMEOUT_MAX_MS 300000 /* message.timeout.ms: a request waits that long at most */
 /* The 503 shutting_down messages of what the drain timeout cut short (drain_answer). */
 #define DRAIN_NOT_SENT "this instance shut down before the message was stored; retry with the same " \
                        "Idempotency-Key (or payment_id)"
@@ -1813,6 +1814,17 @@ static int kafka_conf_defaults(rd_kafka_conf_t *conf, const cfg_props *props, ch
     for (size_t i = 0; i < sizeof DEFAULTS / sizeof DEFAULTS[0]; i++)
         if (kafka_conf_default(conf, props, DEFAULTS[i][0], DEFAULTS[i][1], errstr, errstr_size))
             return -1;
+    /* A request waits for its delivery report: 0 (librdkafka: no limit) would hold it for ever
+     * while the brokers are down, where the contract is a 503 with Retry-After. */
+    char v[32];
+    size_t vs = sizeof v;
+    long ms = rd_kafka_conf_get(conf, "message.timeout.ms", v, &vs) == RD_KAFKA_CONF_OK ? atol(v) : 0;
+    if (ms < 1 || ms > INGEST_MESSAGE_TIMEOUT_MAX_MS) {
+        snprintf(errstr, errstr_size, "kafka property message.timeout.ms (delivery.timeout.ms) must be "
+                 "1..%d: a request waits for its delivery report (0 would wait for ever with the "
+                 "brokers down, instead of answering 503)", INGEST_MESSAGE_TIMEOUT_MAX_MS);
+        return -1;
+    }
     return 0;
 }
 

@@ -2,6 +2,7 @@
 #include "keys.h"
 
 #include <argon2.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -17,7 +18,6 @@
 
 #define KEYS_LINE_MAX 1024
 #define KEYS_SECRET_BYTES 32
-#define KEYS_RATE_MAX 1000000
 /* Hashing parameters of new keys (OWASP's Argon2id baseline: 19 MiB, 2 passes). Verification reads
  * them from the stored hash, so changing them here only affects keys created afterwards. */
 #define KEYS_T_COST 2
@@ -113,8 +113,9 @@ static bool id_valid(const char *id, size_t n) {
     return true;
 }
 
-static int parse_rate(const char *s, uint32_t *out) {
+int keys_parse_rate(const char *s, uint32_t *out) {
     char *end;
+    if (!isdigit((unsigned char)s[0])) return -1; /* strtol would take " 5", "+5", "-0" */
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || end == s || v < 0 || v > KEYS_RATE_MAX) return -1;
@@ -143,7 +144,7 @@ int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errs
         return -1;
     }
     if (keys_scopes_parse(f[1], &out->scopes, errstr, errstr_size) != 0) return -1;
-    if (parse_rate(f[2], &out->rate) != 0) {
+    if (keys_parse_rate(f[2], &out->rate) != 0) {
         snprintf(errstr, errstr_size, "rate must be an integer 0..%d (0 = unlimited)", KEYS_RATE_MAX);
         return -1;
     }

@@ -46,6 +46,11 @@ typedef struct keys_cache keys_cache; /* presented key -> key id, across reloads
 /* Parses one line. Returns 1 with *out filled, 0 for a blank or comment line, -1 with errstr. */
 int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errstr_size);
 
+/* A rate limit as the keys file and `keys create --rate` take it: requests per second,
+ * 0..KEYS_RATE_MAX (0: unlimited), digits only. Returns 0, or -1. */
+#define KEYS_RATE_MAX 1000000
+int keys_parse_rate(const char *s, uint32_t *out);
+
 /* "payments:write,payments:read" -> bits. Returns 0, or -1 naming the unknown scope in errstr. */
 int keys_scopes_parse(const char *s, unsigned *out, char *errstr, size_t errstr_size);
 /* bits -> "payments:write,payments:read" */

@@ -26,6 +26,7 @@
 
 #include "app.h"
 #include "cfg.h"
+#include "db.h"
 #include "ingest.h"
 #include "keys.h"
 #include "log.h"
@@ -351,6 +352,7 @@ static int opts_check(const ingest_opts *o, char *errstr, size_t n) {
         snprintf(errstr, n, "tls-port needs tls-cert-file and tls-key-file");
         return -1;
     }
+    if (o->database_url[0] && db_url_check(o->database_url, errstr, n) != 0) return -1;
     return 0;
 }
 
@@ -396,18 +398,22 @@ static int run(const ingest_opts *o, const cfg_props *props) {
         shopify_destroy(cfg.shopify);
         goto failed;
     }
+    /* Before ingest_new(), which may wait startup-timeout-ms for the brokers: a SIGHUP meanwhile
+     * (SIGHUP's default action ends the process) is served once the loop runs, as a SIGTERM is. */
+    for (int i = 0; i < 3; i++) {
+        sigev[i] = evsignal_new(sc.base, SIGNALS[i], on_signal, &sc);
+        if (!sigev[i] || evsignal_add(sigev[i], NULL) != 0) {
+            snprintf(errstr, sizeof errstr, "cannot install signal handlers");
+            keys_destroy(cfg.keys);
+            shopify_destroy(cfg.shopify);
+            goto failed;
+        }
+    }
     sc.ing = ingest_new(sc.base, &cfg, errstr, sizeof errstr); /* copies the secret, takes keys */
     explicit_bzero(secret, secret_len); /* ingest has its copy; after a rotation (SIGHUP) the old */
     free(secret);                       /* secret must not linger here */
     secret = NULL;
     if (!sc.ing) goto failed;
-    for (int i = 0; i < 3; i++) {
-        sigev[i] = evsignal_new(sc.base, SIGNALS[i], on_signal, &sc);
-        if (!sigev[i] || evsignal_add(sigev[i], NULL) != 0) {
-            snprintf(errstr, sizeof errstr, "cannot install signal handlers");
-            goto failed;
-        }
-    }
     event_base_dispatch(sc.base);
     log_counters(sc.ing);
     rc = 0;
@@ -427,23 +433,27 @@ static int keys_command(int argc, char **argv) {
     const char *id = NULL, *scopes_s = NULL, *path = getenv("FS_KEYS_FILE");
     char key[KEYS_PRESENTED_MAX + 1], errstr[512];
     unsigned scopes = 0;
-    long rate = 0;
+    uint32_t rate = 0;
     for (int i = 3; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--id")) id = argv[i + 1];
         else if (!strcmp(argv[i], "--scopes")) scopes_s = argv[i + 1];
-        else if (!strcmp(argv[i], "--rate")) rate = strtol(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--rate") && keys_parse_rate(argv[i + 1], &rate) != 0) {
+            fprintf(stderr, "--rate: %s is not a whole number of requests per second in 0..%d "
+                            "(0 = unlimited)\n", argv[i + 1], KEYS_RATE_MAX);
+            return 2;
+        } else if (!strcmp(argv[i], "--rate")) continue;
         else if (!strcmp(argv[i], "--keys-file")) path = argv[i + 1];
         else id = NULL, i = argc; /* unknown option: usage */
     }
     if (argc < 3 || strcmp(argv[2], "create") != 0 || argc % 2 == 0 || !id || !scopes_s ||
-        !path || !path[0] || rate < 0) {
+        !path || !path[0]) {
         fprintf(stderr, "usage: fraudshield-ingest keys create --id ID --scopes SCOPE[,SCOPE...] "
                         "[--rate REQUESTS_PER_S (0 = unlimited)] [--keys-file PATH (or FS_KEYS_FILE)]\n"
                         "scopes: payments:write, payments:read, outcomes:write\n");
         return 2;
     }
     if (keys_scopes_parse(scopes_s, &scopes, errstr, sizeof errstr) != 0 ||
-        keys_create(path, id, scopes, (uint32_t)rate, key, errstr, sizeof errstr) != 0) {
+        keys_create(path, id, scopes, rate, key, errstr, sizeof errstr) != 0) {
         fprintf(stderr, "fraudshield-ingest keys create: %s\n", errstr);
         return 1;
     }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "log.h"
 
 #define PGREAD_MAX_POOL 16
@@ -307,6 +308,10 @@ pgread *pgread_new(struct event_base *base, const char *url, int pool_size, int 
     if (!pr || pool_size < 1 || pool_size > PGREAD_MAX_POOL || !(pr->url = strdup(url))) {
         snprintf(errstr, errstr_size, pr ? "read pool: 1..%d connections" : "out of memory",
                  PGREAD_MAX_POOL);
+        pgread_destroy(pr);
+        return NULL;
+    }
+    if (db_url_check(url, errstr, errstr_size) != 0) {
         pgread_destroy(pr);
         return NULL;
     }

@@ -20,6 +20,7 @@
 #include "admin.h"
 #include "app.h"
 #include "cfg.h"
+#include "db.h"
 #include "expire.h"
 #include "fsutil.h"
 #include "kafka.h"
@@ -375,7 +376,12 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     metrics_destroy(m);
     return rc;
 failed:
-    log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
+    if (app_stop_requested) { /* a stop asked for during start-up is no failure */
+        log_msg(LOG_INFO, "stopped_during_startup", "stopped during start-up (%s)", errstr);
+        rc = 0;
+    } else {
+        log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
+    }
     rules_destroy(r);
     model_destroy(mdl);
     admin_destroy(a);
@@ -409,7 +415,8 @@ int main(int argc, char **argv) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
     } else if (r == CFG_OK && o.offline_outcomes[0] && !o.offline[0]) {
         log_msg(LOG_ERROR, "config_invalid", "offline-outcomes is only read with offline");
-    } else if (r == CFG_OK && expire_check_days(o.retention_days, errstr, sizeof errstr) != 0) {
+    } else if (r == CFG_OK && (expire_check_days(o.retention_days, errstr, sizeof errstr) != 0 ||
+                               db_url_check(o.database_url, errstr, sizeof errstr) != 0)) {
         log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
     } else if (r == CFG_OK) {
         rc = o.offline[0] ? run_offline(&o, &props) : run(&o, &props);

@@ -30,7 +30,13 @@ expect_invalid() {
 expect_invalid tls-ca-file FS_TLS_CA_FILE=/nonexistent/ca.pem
 expect_invalid smtp-url FS_SMTP_URL=http://mail.example.com FS_SMTP_TO=a@example.com
 expect_invalid smtp-to FS_SMTP_URL=smtp://mail.example.com:587
+# a login in the URL: logged with the configuration, and sent without STARTTLS
+expect_invalid smtp-user FS_SMTP_URL=smtp://bob:hunter2@mail.example.com:587 FS_SMTP_TO=a@example.com
+if grep -q hunter2 "$FS_TEST_DIR/out.log"; then fs_fail "the SMTP password was logged"; fi
 expect_invalid smtp-min-decision FS_SMTP_MIN_DECISION=allow
+# a malformed URL: libpq's message quoted the password, and it was retried as an outage
+expect_invalid database-url "FS_DATABASE_URL=postgresql://u:S3cr%ZZet@127.0.0.1:$nobody/x"
+if grep -q S3cr "$FS_TEST_DIR/out.log"; then fs_fail "the database password was logged"; fi
 expect_invalid retry-base-ms FS_RETRY_BASE_MS=9000000 FS_RETRY_MAX_DELAY_MS=1000
 expect_invalid http-connect-timeout-ms FS_HTTP_CONNECT_TIMEOUT_MS=60000 FS_HTTP_TIMEOUT_MS=1000
 expect_invalid retention-days FS_RETENTION_DAYS=7 # not above fraud_alerts' default retention

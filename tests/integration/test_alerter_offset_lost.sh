@@ -51,4 +51,13 @@ fs_assert_eq 1 "$(grep -c '"event":"offset_out_of_range"' "$FS_TEST_DIR/alerter2
 fs_kill alerter2 TERM
 fs_wait_exit alerter2 30
 fs_assert_eq 0 "$FS_EXIT_STATUS" "exit status"
+
+# 4. auto.offset.reset is locked to earliest: latest skipped every alert already on the topic of a
+#    new group, reported nowhere (no committed offset was lost).
+rc=0
+FS_ADMIN_PORT=-1 FS_GROUP_ID=latest-group timeout 30 "$ALERTER" -X auto.offset.reset=latest \
+    >"$FS_TEST_DIR/latest.log" 2>&1 || rc=$?
+fs_assert_eq 1 "$rc" "exit status with auto.offset.reset=latest"
+grep -q '"event":"startup_failed".*auto.offset.reset' "$FS_TEST_DIR/latest.log" ||
+    fs_fail "no startup_failed naming auto.offset.reset: $(tail -n 2 "$FS_TEST_DIR/latest.log")"
 echo PASS

@@ -27,6 +27,14 @@ WRITER=$(newkey --id writer --scopes payments:write)
 if grep -qF "${KEY#fsk.full.}" "$keys"; then fs_fail "the keys file holds a key in clear"; fi
 [[ $(stat -c %a "$keys") == 600 ]] || fs_fail "keys file mode $(stat -c %a "$keys")"
 echo "ok: keys created, stored hashed (mode 600)"
+# a rate that is not a number is refused (it became 0, unlimited; 4294967297 became 1)
+for rate in abc 10x 4294967297 -1 " 5" ""; do
+    rc=0
+    newkey --id badrate --scopes payments:write --rate "$rate" >/dev/null || rc=$?
+    fs_assert_eq 2 "$rc" "keys create --rate '$rate': exit status"
+done
+if grep -q '^badrate ' "$keys"; then fs_fail "a key with a bad rate was created"; fi
+grep -q -- '--rate: abc is not a whole number' "$FS_TEST_DIR/keys.log" || fs_fail "no clear --rate error"
 
 fs_bg scorer env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
 port=$(fs_free_port)

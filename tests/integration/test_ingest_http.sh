@@ -367,6 +367,31 @@ rc=0
     --startup-timeout-ms=1000 >"$FS_TEST_DIR/badbroker.log" 2>&1 || rc=$?
 fs_assert_eq 1 "$rc" "unreachable brokers: exit status"
 grep -q startup_failed "$FS_TEST_DIR/badbroker.log" || fs_fail "no startup_failed line"
+# a malformed database-url: refused at once, without libpq's message (it quoted the password)
+rc=0
+timeout 20 "$INGEST" --listen-port="$(fs_free_port)" --pii-secret-file="$secret" --auth=false \
+    --database-url='postgresql://u:S3cr%ZZet@127.0.0.1:1/x' >"$FS_TEST_DIR/badurl.log" 2>&1 || rc=$?
+fs_assert_eq 1 "$rc" "malformed database-url: exit status"
+grep -q 'startup_failed.*database-url is not a valid' "$FS_TEST_DIR/badurl.log" || fs_fail "malformed database-url: no clear error"
+if grep -q S3cr "$FS_TEST_DIR/badurl.log"; then fs_fail "the database password was logged"; fi
+# a SIGHUP while ingest still waits for the brokers does not kill it (its default action did)
+rc=0
+"$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" --auth=false \
+    --startup-timeout-ms=3000 >"$FS_TEST_DIR/hup.log" 2>&1 &
+hup_pid=$!
+sleep 1
+kill -HUP "$hup_pid"
+wait "$hup_pid" || rc=$?
+fs_assert_eq 1 "$rc" "SIGHUP during start-up: exit status (129: killed by it)"
+grep -q startup_failed "$FS_TEST_DIR/hup.log" || fs_fail "SIGHUP during start-up: no startup_failed line"
+# a delivery timeout of 0 (librdkafka: none) would hold requests for ever with the brokers down
+for prop in message.timeout.ms=0 delivery.timeout.ms=0 message.timeout.ms=3600000; do
+    rc=0
+    timeout 20 "$INGEST" --listen-port="$(fs_free_port)" --pii-secret-file="$secret" --auth=false \
+        -X "$prop" >"$FS_TEST_DIR/timeout0.log" 2>&1 || rc=$?
+    fs_assert_eq 1 "$rc" "-X $prop: exit status"
+    grep -q 'startup_failed.*message.timeout.ms' "$FS_TEST_DIR/timeout0.log" || fs_fail "-X $prop: no clear error"
+done
 rc=0
 env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_port)" --auth=false \
     >"$FS_TEST_DIR/nosecret.log" 2>&1 || rc=$?

@@ -67,6 +67,31 @@ ms=$(($(now_ms) - t0))
 ((ms >= 2000 && ms <= 12000)) || fs_fail "the alerter command failed after $ms ms"
 grep -qF "held the migration lock for longer than db-migrate-timeout-ms (2000 ms): pid $pid" <<<"$err" ||
     fs_fail "alerter command: $err"
+# SIGTERM while waiting for the lock (or for the brokers): a clean stop at once, exit 0 (it waited
+# out db-migrate-timeout-ms, then exit 1 as a start-up failure)
+for proc in scorer alerter; do
+    fs_bg "t_$proc" env FS_BROKERS=127.0.0.1:1 FS_ADMIN_PORT=-1 FS_DB_MIGRATE_TIMEOUT_MS=60000 \
+        "$BUILD/bin/fraudshield-$proc"
+    fs_wait_for 20 grep -q '"event":"migration_lock_wait"' "$FS_TEST_DIR/t_$proc.log"
+    t0=$(now_ms)
+    fs_kill "t_$proc" TERM
+    fs_wait_exit "t_$proc" 20
+    fs_assert_eq 0 "$FS_EXIT_STATUS" "$proc stopped behind the migration lock: exit status"
+    (($(now_ms) - t0 <= 5000)) || fs_fail "$proc took $(($(now_ms) - t0)) ms to stop behind the migration lock"
+    expect_log "t_$proc" '"event":"stopped_during_startup"'
+done
+release lockholder
+fs_bg t_brokers env FS_BROKERS=127.0.0.1:1 FS_ADMIN_PORT=-1 FS_STARTUP_TIMEOUT_MS=60000 \
+    "$BUILD/bin/fraudshield-scorer"
+fs_wait_for 20 grep -q '"event":"db_ready"' "$FS_TEST_DIR/t_brokers.log"
+sleep 1 # in the wait for the brokers
+t0=$(now_ms)
+fs_kill t_brokers TERM
+fs_wait_exit t_brokers 20
+fs_assert_eq 0 "$FS_EXIT_STATUS" "scorer stopped while waiting for the brokers: exit status"
+(($(now_ms) - t0 <= 5000)) || fs_fail "the scorer took $(($(now_ms) - t0)) ms to stop while waiting for the brokers"
+expect_log t_brokers '"event":"stopped_during_startup"'
+hold lockholder "SELECT pg_advisory_lock($KEY)"
 # a holder that lets go within the bound: waited for, then the start-up goes on. The wait is
 # logged at info at once (processes starting together wait for each other: not a problem), as a
 # warning once it lasts 10 s.

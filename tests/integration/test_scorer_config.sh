@@ -37,6 +37,9 @@ for days in 1 7 29; do
     expect_invalid payment-retention-days "at least 30" FS_PAYMENT_RETENTION_DAYS=$days
 done
 expect_invalid payment-retention-days "at least 30" --payment-retention-days=15 # the command line too
+# a malformed database-url: libpq's message quoted the password, and it was retried as an outage
+expect_invalid database-url "not a valid" "FS_DATABASE_URL=postgresql://u:S3cr%ZZet@127.0.0.1:$nobody/x"
+if grep -q S3cr "$FS_TEST_DIR/out.log"; then fs_fail "the database password was logged"; fi
 
 # 0 (the default) and 30 pass the check, and the scorer goes on to PostgreSQL.
 for days in 0 30; do

@@ -30,7 +30,7 @@ typedef struct test_conf {
 } test_conf;
 
 static const cfg_opt TEST_OPTS[] = {
-    {"name", "FS_TEST_NAME", CFG_STRING, "dflt", 0, 8, offsetof(test_conf, name), "a name", false},
+    {"name", "FS_TEST_NAME", CFG_STRING, "dflt", 1, 8, offsetof(test_conf, name), "a name", false},
     {"port", "FS_TEST_PORT", CFG_INT, "8000", 1, 65535, offsetof(test_conf, port), "a port", false},
     {"flag", "FS_TEST_FLAG", CFG_BOOL, "false", 0, 0, offsetof(test_conf, flag), "a flag", false},
     {"secret", "FS_TEST_SECRET", CFG_STRING, "", 0, 0, offsetof(test_conf, secret), "s", true},
@@ -74,6 +74,7 @@ static void test_cfg_errors(void **state) {
         {"--port=12x", "not an integer"},
         {"--flag=maybe", "not a boolean"},
         {"--name=waytoolongname", "longer than 8"},
+        {"--name=", "name (--name=): must not be empty"},
         {"--nope=1", "unknown option --nope"},
         {"stray", "unexpected argument"},
         {"-X", "-X needs"},
@@ -405,6 +406,26 @@ static void test_kafka_stats_partition_lag(void **state) {
     }
 }
 
+/* A default or a lock sees the operator's value under librdkafka's other name for the property. */
+static void test_kafka_conf_aliases(void **state) {
+    (void)state;
+    cfg_props props = {0};
+    char err[512] = "", v[32];
+    size_t vs = sizeof v;
+    assert_int_equal(cfg_props_set(&props, "delivery.timeout.ms", "7000"), 0);
+    assert_int_equal(cfg_props_set(&props, "queue.buffering.max.ms", "9"), 0);
+    rd_kafka_conf_t *conf = kafka_conf_new("127.0.0.1:1", &props, err, sizeof err);
+    assert_non_null(conf);
+    assert_int_equal(kafka_conf_default(conf, &props, "message.timeout.ms", "5000", err, sizeof err), 0);
+    assert_int_equal(rd_kafka_conf_get(conf, "message.timeout.ms", v, &vs), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "7000"); /* not overwritten by the default */
+    assert_int_equal(kafka_conf_lock(conf, &props, "linger.ms", "1", err, sizeof err), -1);
+    assert_non_null(strstr(err, "not allowed"));
+    assert_int_equal(kafka_conf_lock(conf, &props, "queue.buffering.max.ms", "9", err, sizeof err), 0);
+    rd_kafka_conf_destroy(conf);
+    cfg_free(NULL, NULL, &props);
+}
+
 static void test_kafka_guarantee_props(void **state) {
     (void)state;
     static const struct {
@@ -615,6 +636,7 @@ int main(void) {
         cmocka_unit_test(test_int_format),
         cmocka_unit_test(test_kafka_poll_clock),
         cmocka_unit_test(test_kafka_stats_partition_lag),
+        cmocka_unit_test(test_kafka_conf_aliases),
         cmocka_unit_test(test_kafka_guarantee_props),
         cmocka_unit_test(test_sweep_phases),
         cmocka_unit_test(test_sweep_round),

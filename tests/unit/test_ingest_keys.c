@@ -55,6 +55,22 @@ static void test_parse_line_table(void **state) {
     }
 }
 
+static void test_parse_rate(void **state) {
+    (void)state;
+    static const struct {
+        const char *s;
+        int rc;
+        uint32_t rate;
+    } rows[] = {{"0", 0, 0},         {"5", 0, 5},       {"1000000", 0, 1000000}, {"1000001", -1, 0},
+                {"4294967297", -1, 0}, {"abc", -1, 0},  {"10x", -1, 0},          {"", -1, 0},
+                {" 5", -1, 0},       {"+5", -1, 0},     {"-0", -1, 0},           {"-1", -1, 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint32_t r = 77;
+        assert_int_equal(keys_parse_rate(rows[i].s, &r), rows[i].rc);
+        if (rows[i].rc == 0) assert_int_equal(r, rows[i].rate);
+    }
+}
+
 static void test_load_text_and_find(void **state) {
     (void)state;
     char err[256];
@@ -231,6 +247,7 @@ static void test_pii_split_api(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_line_table),
+        cmocka_unit_test(test_parse_rate),
         cmocka_unit_test(test_load_text_and_find),
         cmocka_unit_test(test_scopes_format),
         cmocka_unit_test(test_presented_id),
