@@ -398,27 +398,34 @@ static int run(const ingest_opts *o, const cfg_props *props) {
         shopify_destroy(cfg.shopify);
         goto failed;
     }
-    /* Before ingest_new(), which may wait startup-timeout-ms for the brokers: a SIGHUP meanwhile
-     * (SIGHUP's default action ends the process) is served once the loop runs, as a SIGTERM is. */
-    for (int i = 0; i < 3; i++) {
-        sigev[i] = evsignal_new(sc.base, SIGNALS[i], on_signal, &sc);
-        if (!sigev[i] || evsignal_add(sigev[i], NULL) != 0) {
-            snprintf(errstr, sizeof errstr, "cannot install signal handlers");
-            keys_destroy(cfg.keys);
-            shopify_destroy(cfg.shopify);
-            goto failed;
-        }
-    }
+    /* ingest_new() may wait startup-timeout-ms for the brokers: meanwhile the plain handlers set
+     * flags (SIGHUP's default action would end the process; a SIGTERM ends the wait, see
+     * kafka_wait_topics), and what arrived is served by the loop's handlers once they are in. */
+    app_signals_install();
     sc.ing = ingest_new(sc.base, &cfg, errstr, sizeof errstr); /* copies the secret, takes keys */
     explicit_bzero(secret, secret_len); /* ingest has its copy; after a rotation (SIGHUP) the old */
     free(secret);                       /* secret must not linger here */
     secret = NULL;
+    if (!sc.ing && app_stop_requested) {
+        log_msg(LOG_INFO, "stopped_during_startup", "stopped during start-up (%s)", errstr);
+        rc = 0;
+        errstr[0] = '\0';
+    }
     if (!sc.ing) goto failed;
+    for (int i = 0; i < 3; i++) {
+        sigev[i] = evsignal_new(sc.base, SIGNALS[i], on_signal, &sc);
+        if (!sigev[i] || evsignal_add(sigev[i], NULL) != 0) {
+            snprintf(errstr, sizeof errstr, "cannot install signal handlers");
+            goto failed;
+        }
+    }
+    if (app_stop_requested) raise(SIGTERM); /* arrived during start-up: now the loop's to serve */
+    if (app_reload_requested) raise(SIGHUP);
     event_base_dispatch(sc.base);
     log_counters(sc.ing);
     rc = 0;
 failed:
-    if (rc) log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
+    if (rc && errstr[0]) log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
     for (int i = 0; i < 3; i++)
         if (sigev[i]) event_free(sigev[i]);
     ingest_destroy(sc.ing);

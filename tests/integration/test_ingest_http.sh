@@ -384,6 +384,18 @@ kill -HUP "$hup_pid"
 wait "$hup_pid" || rc=$?
 fs_assert_eq 1 "$rc" "SIGHUP during start-up: exit status (129: killed by it)"
 grep -q startup_failed "$FS_TEST_DIR/hup.log" || fs_fail "SIGHUP during start-up: no startup_failed line"
+# a SIGTERM there stops it at once, exit 0 (it waited startup-timeout-ms out, then exit 1)
+rc=0
+"$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" --auth=false \
+    --startup-timeout-ms=60000 >"$FS_TEST_DIR/term.log" 2>&1 &
+term_pid=$!
+sleep 1
+t0=$SECONDS
+kill -TERM "$term_pid"
+wait "$term_pid" || rc=$?
+fs_assert_eq 0 "$rc" "SIGTERM during start-up: exit status"
+((SECONDS - t0 <= 5)) || fs_fail "SIGTERM during start-up: took $((SECONDS - t0)) s"
+grep -q '"event":"stopped_during_startup"' "$FS_TEST_DIR/term.log" || fs_fail "SIGTERM during start-up: no stopped_during_startup line"
 # a delivery timeout of 0 (librdkafka: none) would hold requests for ever with the brokers down
 for prop in message.timeout.ms=0 delivery.timeout.ms=0 message.timeout.ms=3600000; do
     rc=0
