@@ -546,6 +546,11 @@ static void alerter_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         snprintf(labels, sizeof labels, "%s,%d", parts->elems[i].topic, (int)parts->elems[i].partition);
         metric_set(a->m_lag, labels, 0);
     }
+    /* Out of the group until the next assignment: all partitions revoked at once (eager
+     * protocol), lost (session timeout, fenced), or an error. Not ready meanwhile. A cooperative
+     * revocation of some partitions keeps the member in the group. */
+    if (!coop || err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS || rd_kafka_assignment_lost(rk))
+        atomic_store(&a->assigned, false);
     if (coop && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
         log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
     else rd_kafka_assign(rk, NULL);
