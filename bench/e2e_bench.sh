@@ -16,7 +16,7 @@
 #   B and C replay the first rows of DATA again moved 153 days later, with new transaction ids (new
 #   payments on top of A's history, so the features see the state a live system would).
 # Every second a sampler records the decisions persisted (the scorers' fs_scorer_payments_total),
-# the consumer lag (fs_scorer_consumer_lag_total, librdkafka statistics every second) and the CPU
+# the consumer lag (fs_scorer_consumer_lag_assigned, librdkafka statistics every second) and the CPU
 # time of each process (ingest, each scorer, the broker, PostgreSQL's processes, the replay) into
 # $BENCH_DIR/samples.tsv; gnuplot draws docs/bench-e2e.png from it (when installed).
 # Every phase checks that nothing was lost (rows in PostgreSQL = payments accepted, no offset out of
@@ -91,7 +91,7 @@ sampler() {
         now=$(date +%s.%N)
         printf '%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(echo "$now - $t0" | bc)" \
             "$(cat "$BENCH_DIR/phase" 2>/dev/null)" "$(metric_sum fs_scorer_payments_total)" \
-            "$(metric_sum fs_scorer_consumer_lag_total)" "$(ticks "$(fs_pid ingest)")" \
+            "$(metric_sum fs_scorer_consumer_lag_assigned)" "$(ticks "$(fs_pid ingest)")" \
             "$(ticks "$(fs_pid scorer-1)")" "$(ticks "$(fs_pid scorer-2)")" "$(ticks "$(fs_pid devbroker)")" \
             "$(pg_ticks)" "$(ticks "$replay_pid")"
         next=$(echo "$next + 1" | bc)

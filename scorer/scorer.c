@@ -1915,7 +1915,7 @@ static void scorer_metrics_init(scorer *s) {
     x->messages_lost = metrics_counter(m, "fs_scorer_messages_lost_total", "messages lost before they were processed (estimate)", NULL);
     x->late = metrics_counter(m, "fs_scorer_late_events_total", "payments older than the newest event time seen (out_of_order) or than the features' retention (too_late)", "kind");
     x->lag = metrics_gauge(m, "fs_scorer_consumer_lag", "consumer lag in messages per assigned partition of raw_payments and payment_outcomes (librdkafka statistics, served by the consume loop's poll: frozen while it is stuck, see fs_scorer_consumer_last_poll_age_seconds)", "topic,partition");
-    x->lag_total = metrics_gauge(m, "fs_scorer_consumer_lag_total", "sum of this worker's consumer lag on raw_payments", NULL);
+    x->lag_total = metrics_gauge(m, "fs_scorer_consumer_lag_assigned", "sum of this worker's consumer lag on raw_payments", NULL);
     x->consumer_errors = metrics_counter(m, "fs_scorer_consumer_errors_total", "errors the raw_payments consumer reported (logged as consumer_error; librdkafka retries them)", NULL);
     x->outcomes_commit_failures = metrics_counter(m, "fs_scorer_outcomes_commit_failures_total", "failed offset commits of the payment_outcomes consumer (its labels are stored again: idempotent)", NULL);
     x->rate = metrics_gauge(m, "fs_scorer_messages_per_second", "messages consumed per second over the last 10 s", NULL);

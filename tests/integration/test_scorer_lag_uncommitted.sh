@@ -22,7 +22,7 @@ bash "$REPO/tests/integration/gen_raw_payments.sh" $((RANDOM + 1000)) "$n" 1000 
 fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == '"$n"' ))'
 grep -q '"event":"commit_failed"' "$FS_TEST_DIR/scorer.log" || fs_fail "no commit failed: the fault was not injected"
 lag_total() {
-    curl -sf "http://127.0.0.1:$admin/metrics" | awk '$1 == "fs_scorer_consumer_lag_total" { print $2; exit }'
+    curl -sf "http://127.0.0.1:$admin/metrics" | awk '$1 == "fs_scorer_consumer_lag_assigned" { print $2; exit }'
 }
 fs_wait_for 20 '[[ $(lag_total) == '"$n"' ]]'
 echo "ok: lag $n while nothing is committed"

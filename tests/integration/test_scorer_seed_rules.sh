@@ -94,7 +94,7 @@ fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q '^fs_scorer_co
 metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
 for want in 'fs_scorer_rule_hits_total{code="RAPID_USER"} 1' 'fs_scorer_rule_hits_total{code="CARD_REUSE"} 1' \
     'fs_scorer_decisions_total{decision="block"} 1' "fs_scorer_messages_total $total" \
-    'fs_scorer_payments_total{result="new"} 18' 'fs_scorer_consumer_lag_total 0'; do
+    'fs_scorer_payments_total{result="new"} 18' 'fs_scorer_consumer_lag_assigned 0'; do
     grep -qF "$want" <<<"$metrics" || fs_fail "metrics: no line '$want'"
 done
 grep -q '^fs_scorer_batch_seconds_bucket' <<<"$metrics" || fs_fail "no batch latency histogram"
