@@ -1040,6 +1040,15 @@ out:
     return rc;
 }
 
+const char *pay_conflict(const pay_payment *p, const char *user_id, const char *merchant_id,
+                         int64_t amount_minor, const char *currency_code) {
+    if (strcmp(p->user_id, user_id) != 0) return "user_id";
+    if (strcmp(p->merchant_id, merchant_id) != 0) return "merchant_id";
+    if (p->amount_minor != amount_minor) return "amount";
+    if (strcmp(p->currency, currency_code) != 0) return "currency";
+    return NULL;
+}
+
 void pay_payment_clear(pay_payment *p) {
     if (!p) return;
     json_decref(p->device_info);

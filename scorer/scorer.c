@@ -534,6 +534,16 @@ static void scorer_decode_batch(scorer *s) {
             continue;
         }
         int first = scorer_dedup(s, (int)s->nrows);
+        const pay_payment *fp = first >= 0 ? &s->rows[first].p : NULL;
+        const char *what = fp ? pay_conflict(&r->p, fp->user_id, fp->merchant_id, fp->amount_minor,
+                                             fp->currency) : NULL;
+        if (what) { /* another payment under the same payment_id: the first one stands */
+            snprintf(err, sizeof err, "payment %s came earlier in the batch with another %s: a "
+                     "different payment under a payment_id already used", fp->payment_id, what);
+            pay_payment_clear(&r->p);
+            scorer_dead_letter(it, "payment_conflict", err);
+            continue;
+        }
         if (first >= 0) { /* same payment twice in one batch (a producer retry): one row */
             pay_payment_clear(&r->p);
             it->kind = ITEM_DUPLICATE;
@@ -637,6 +647,22 @@ static int scorer_persist_batch(scorer *s) {
     }
 }
 
+/* After the batch's transaction: a redelivered payment's outputs carry its stored times (the
+ * decision is the stored one already); one that conflicts with the stored payment (another payment
+ * under a payment_id already used) goes to the DLQ, and the stored one stands. */
+static void scorer_apply_stored(scorer *s, store_row **rows, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i]->is_new || !rows[i]->has_decision) continue;
+        scorer_row *r = row_of(rows[i]);
+        if (rows[i]->conflict[0]) {
+            scorer_reject_row(s, (size_t)(r - s->rows), "payment_conflict", rows[i]->conflict);
+            continue;
+        }
+        r->p.event_time_ms = rows[i]->stored_event_time_ms;
+        r->p.ingest_time_ms = rows[i]->stored_ingest_time_ms;
+    }
+}
+
 /* The batch's transaction. rows' decisions are (re)made from scratch on every attempt. */
 static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char *err, size_t esz) {
     for (size_t i = 0; i < n; i++) {
@@ -656,6 +682,7 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
         if (rows[i]->is_new && rows[i]->has_decision)
             row_of(rows[i])->tried_decided_ms = rows[i]->dec.decided_at_ms;
     if (rc == STORE_OK) rc = store_commit_named(s->st, "batch", err, esz);
+    if (rc == STORE_OK) scorer_apply_stored(s, rows, n);
     if (rc != STORE_OK) store_rollback(s->st);
     store_latency(s->st, &calls1, &us1);
     metric_observe(s->m.db_seconds, "transaction", (double)(fs_mono_us() - t0) / 1e6);
@@ -907,22 +934,16 @@ static void scorer_produce(scorer *s, const char *topic, const void *key, size_t
                "could not queue a message; it will be produced again");
 }
 
-/* Headers of an output: schema_version, payment_id, and the payment's ingest_ts copied from the
- * consumed message (end-to-end latency). */
-static rd_kafka_headers_t *output_headers(const scorer_row *r, rd_kafka_message_t *in) {
-    rd_kafka_headers_t *h = rd_kafka_headers_new(4), *inh = NULL;
-    const void *val = NULL;
-    size_t size = 0;
+/* Headers of an output: schema_version, payment_id, and ingest_ts: the payment's ingest_time in ms
+ * (what ingest put in the consumed message's own ingest_ts; for a redelivery, the stored one, as in
+ * its body). */
+static rd_kafka_headers_t *output_headers(const scorer_row *r) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    char ts[24];
     kafka_header_str(h, "schema_version", "1");
     kafka_header_str(h, "payment_id", r->p.payment_id);
-    if (rd_kafka_message_headers(in, &inh) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(inh, "ingest_ts", &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rd_kafka_header_add(h, "ingest_ts", -1, val, (ssize_t)size);
-    } else {
-        char ts[24];
-        snprintf(ts, sizeof ts, "%" PRId64, r->p.ingest_time_ms);
-        kafka_header_str(h, "ingest_ts", ts);
-    }
+    snprintf(ts, sizeof ts, "%" PRId64, r->p.ingest_time_ms);
+    kafka_header_str(h, "ingest_ts", ts);
     return h;
 }
 
@@ -981,16 +1002,15 @@ static bool out_needed(int8_t state) {
 }
 
 static void scorer_produce_row(scorer *s, scorer_row *r) {
-    rd_kafka_message_t *in = s->items[r->item].msg;
     size_t len = 0;
     if (out_needed(r->out_processed)) {
         char *v = processed_json(r, &len);
         if (v) scorer_produce(s, s->cfg.processed_topic, r->p.payment_id, FS_UUID_STRLEN, v, len,
-                              RD_KAFKA_MSG_F_FREE, output_headers(r, in), &r->out_processed);
+                              RD_KAFKA_MSG_F_FREE, output_headers(r), &r->out_processed);
     }
     if (out_needed(r->out_alert)) {
         char *v = alert_json(r, &len);
-        rd_kafka_headers_t *h = output_headers(r, in);
+        rd_kafka_headers_t *h = output_headers(r);
         kafka_header_str(h, "alert_id", r->sr.alert_id);
         if (v) scorer_produce(s, s->cfg.alerts_topic, r->p.payment_id, FS_UUID_STRLEN, v, len,
                               RD_KAFKA_MSG_F_FREE, h, &r->out_alert);
@@ -1871,7 +1891,8 @@ static void scorer_metrics_zero(scorer_metrics *x) {
                        x->delivery_failures, x->commit_failures, x->offsets_lost,
                        x->messages_lost, x->model_failures, x->consumer_errors,
                        x->outcomes_commit_failures, x->db_timeouts};
-    static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected", "expired"};
+    static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected", "expired",
+                                      "payment_conflict"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);

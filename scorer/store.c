@@ -427,10 +427,31 @@ store_rc store_lock_payments(store *st, store_row *const *rows, size_t n, char *
 
 /* ---- decisions ------------------------------------------------------------------------------ */
 
+/* With the payment's own columns: the outputs of a redelivery carry what was stored the first time
+ * (reasons rebuilt in the contract's key order: jsonb keeps its own). */
 static const char SQL_LOAD_DECISIONS[] =
-    "SELECT payment_id, decision, score, reasons, rules_version, coalesce(model_version, ''), "
-    TO_MS("decided_at") ", scoring_latency_us "
-    "FROM decisions WHERE payment_id = ANY ($1::uuid[])";
+    "SELECT d.payment_id, d.decision, d.score, "
+    "(SELECT coalesce(json_agg(CASE WHEN r ? 'model_covered' THEN json_build_object('code', "
+    "r->'code', 'severity', r->'severity', 'weight', r->'weight', 'message', r->'message', "
+    "'model_covered', r->'model_covered') ELSE json_build_object('code', r->'code', 'severity', "
+    "r->'severity', 'weight', r->'weight', 'message', r->'message') END ORDER BY n), '[]') "
+    "FROM jsonb_array_elements(d.reasons) WITH ORDINALITY e(r, n)), "
+    "d.rules_version, coalesce(d.model_version, ''), " TO_MS("d.decided_at") ", d.scoring_latency_us, "
+    "p.user_id, p.merchant_id, p.amount_minor, p.currency, " TO_MS("p.event_time") ", "
+    TO_MS("p.ingest_time") " "
+    "FROM decisions d JOIN payments p USING (payment_id) WHERE d.payment_id = ANY ($1::uuid[])";
+
+/* r's message against its stored payment (row i of a SQL_LOAD_DECISIONS result). */
+static void stored_from_result(store_row *r, const PGresult *res, int i) {
+    const char *what = pay_conflict(r->p, PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
+                                    strtoll(PQgetvalue(res, i, 10), NULL, 10), PQgetvalue(res, i, 11));
+    r->conflict[0] = '\0';
+    if (what)
+        snprintf(r->conflict, sizeof r->conflict, "payment %s was stored before with another %s: "
+                 "a different payment under a payment_id already used", r->p->payment_id, what);
+    r->stored_event_time_ms = strtoll(PQgetvalue(res, i, 12), NULL, 10);
+    r->stored_ingest_time_ms = strtoll(PQgetvalue(res, i, 13), NULL, 10);
+}
 
 static void decision_from_result(store_decision *d, const PGresult *res, int i) {
     store_decision_clear(d);
@@ -466,6 +487,7 @@ store_rc store_load_decisions(store *st, store_row *const *rows, size_t n, char 
         store_row *r = row_find(sorted, n, PQgetvalue(res, i, 0));
         if (!r || r->is_new) continue;
         decision_from_result(&r->dec, res, i);
+        stored_from_result(r, res, i);
         r->has_decision = true;
         /* its alert goes out again with the same id */
         if (strcmp(r->dec.decision, "allow") != 0) store_alert_id(r->p->payment_id, r->alert_id);

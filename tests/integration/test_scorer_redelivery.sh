@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# What consumers of processed_payments and fraud_alerts get for a payment seen twice.
+#   1. A redelivery (the same payment again, here with a later event_time, ingest_time and ingest_ts
+#      header: a client's retry under the same Idempotency-Key whose body set no timestamp) is
+#      produced again byte for byte as the first time: the stored decision, with its reasons in the
+#      contract's key order (jsonb reordered them), and the stored payment's times and ingest_ts.
+#      The old code sent the stored decision with the new message's data and times.
+#   2. Another payment under a payment_id already stored (another amount) is dead-lettered
+#      (payment_conflict); the stored payment stands and nothing is produced for it. The old code
+#      published it (9000 USD as "allow", score 0) with the first payment's decision.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+fs_setup scorer_redelivery
+fs_pg_start
+fs_broker_start 1
+run=$((RANDOM + 1000))
+fs_bg scorer env FS_SCORER_ID=scorer-re FS_RULES_FILE="$REPO/schemas/rules/default.json" \
+    "$BUILD/bin/fraudshield-scorer"
+fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer.log"
+
+# 6,000.00 EUR: HIGH_VALUE and VERY_HIGH_VALUE, an alert with two reasons
+first=$(bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" 2 1000 DE | head -n 1 |
+        sed 's/"amount_minor":[0-9]*/"amount_minor":600000/')
+id=$(grep -o '"payment_id":"[^"]*"' <<<"$first" | cut -d'"' -f4)
+later=$(sed -E 's/"(event|ingest)_time":"[^"]*"/"\1_time":"2031-01-01T00:00:00.000Z"/g' <<<"$first")
+other=$(sed 's/"amount_minor":600000/"amount_minor":900000/' <<<"$first")
+sentinel=$(bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" 2 1000 DE | tail -n 1)
+# ingest puts its receive time in both the event's ingest_time and the ingest_ts header
+it0=$(date -u -d "$(grep -o '"ingest_time":"[^"]*"' <<<"$first" | cut -d'"' -f4)" +%s%3N)
+printf '%s\n' "$first" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
+fs_wait_for 60 fs_topic_has fraud_alerts 1
+printf '%s\n' "$later" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts=2222
+fs_wait_for 60 fs_topic_has fraud_alerts 2
+# against the stored payment (alone in its batch), then within a batch (after the same payment)
+printf '%s\n' "$other" "$sentinel" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts=3333
+fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == 2 ))'
+fs_wait_for 30 fs_topic_has raw_payments.dlq 1
+other2=$(sed 's/"amount_minor":600000/"amount_minor":800000/' <<<"$first")
+printf '%s\n' "$first" "$other2" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
+fs_wait_for 30 fs_topic_has raw_payments.dlq 2
+fs_wait_for 60 fs_topic_has fraud_alerts 3
+
+# 1. every message about the payment, twice, the same bytes and the first ingest_ts
+for topic in processed_payments fraud_alerts; do
+    fs_topic_dump "$topic" | awk -F'\t' -v id="$id" '$3 == id' >"$FS_TEST_DIR/$topic.txt"
+    fs_assert_eq 3 "$(wc -l <"$FS_TEST_DIR/$topic.txt")" "$topic messages of the payment"
+    fs_assert_eq 1 "$(cut -f5 "$FS_TEST_DIR/$topic.txt" | sort -u | wc -l)" "$topic: distinct bodies"
+    grep -q '"VERY_HIGH_VALUE"' "$FS_TEST_DIR/$topic.txt" || fs_fail "$topic: not the alerting decision"
+    fs_assert_eq 0 "$(cut -f4 "$FS_TEST_DIR/$topic.txt" | tr ',' '\n' | grep '^ingest_ts=' | grep -vc "ingest_ts=$it0\$" || true)" "$topic: headers with another ingest_ts"
+done
+grep -q '"code":"[A-Z_]*","severity":"[a-z]*","weight":[0-9]*,"message":' "$FS_TEST_DIR/processed_payments.txt" ||
+    fs_fail "reasons not in the contract's key order: $(head -c 400 "$FS_TEST_DIR/processed_payments.txt")"
+echo "ok: the redelivery's outputs are the first ones, byte for byte"
+
+# 2. the conflicting one: dead-lettered, nothing else changed
+fs_topic_dump raw_payments.dlq >"$FS_TEST_DIR/dlq.txt"
+fs_assert_eq 2 "$(grep -c 'dlq_reason=payment_conflict' "$FS_TEST_DIR/dlq.txt")" "payment_conflict dead letters"
+grep -q '"amount_minor":900000' "$FS_TEST_DIR/dlq.txt" || fs_fail "no dead letter for the conflict with the stored payment"
+grep -q '"amount_minor":800000' "$FS_TEST_DIR/dlq.txt" || fs_fail "no dead letter for the conflict within a batch"
+fs_assert_eq 600000 "$(fs_psql "SELECT amount_minor FROM payments WHERE payment_id = '$id'")" "the stored payment"
+if fs_topic_dump processed_payments | grep -qE '"amount_minor":(9|8)00000'; then fs_fail "a conflicting payment was published"; fi
+fs_kill scorer TERM
+fs_wait_exit scorer 30
+echo PASS
