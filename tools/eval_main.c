@@ -160,7 +160,7 @@ done:
 }
 
 static void print_row(const char *name, const metrics3 *m) {
-    printf("| %-36s | %7.3f | %17.3f | %18.3f |\n", name, m->auc, m->ap, m->cp);
+    printf("| %-36s | %7.4f | %17.4f | %18.4f |\n", name, m->auc, m->ap, m->cp);
 }
 
 /* Everything run() allocates, freed in one place. */
