@@ -18,6 +18,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "outbox.h"
+#include "pay.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -161,6 +162,59 @@ static const char *uuid_field(json_t *o, const char *name) {
     return s && fs_uuid_valid(s) ? s : NULL;
 }
 
+/* 0 when o[name] is a string of 1..max bytes (or null, when nullable), else -1 with err naming it. */
+static int text_field(json_t *o, const char *name, size_t max, bool nullable, char *err, size_t esz) {
+    json_t *v = json_object_get(o, name);
+    if (nullable && json_is_null(v)) return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max)
+        return snprintf(err, esz, "%s: a string of 1..%zu bytes%s is required", name, max,
+                        nullable ? " (or null)" : ""), -1;
+    return 0;
+}
+
+static int time_field(json_t *o, const char *name, char *err, size_t esz) {
+    int64_t ms;
+    const char *t = json_string_value(json_object_get(o, name));
+    if (!t || fs_time_parse_rfc3339(t, &ms) != 0)
+        return snprintf(err, esz, "%s: an RFC 3339 time is required", name), -1;
+    return 0;
+}
+
+/* The rest of fraud-alert.v1.json that the alerter passes on, signed, to subscribers: each required
+ * field with its type, the amount consistent with amount_minor and currency_exp, reasons as
+ * {code, severity, weight, message}. A message that fails is no v1 alert (invalid_alert): never
+ * signed and delivered. (alert_id is not checked against its derivation from payment_id: alerts
+ * from another producer keep their own ids.) */
+static int alert_body_check(json_t *o, char *err, size_t esz) {
+    json_t *minor = json_object_get(o, "amount_minor"), *exp = json_object_get(o, "currency_exp");
+    json_t *reasons = json_object_get(o, "reasons"), *r;
+    const char *cur = json_string_value(json_object_get(o, "currency"));
+    const char *amount = json_string_value(json_object_get(o, "amount"));
+    char want[40];
+    size_t i;
+    if (text_field(o, "rules_version", 128, false, err, esz) || text_field(o, "model_version", 64, true, err, esz) ||
+        text_field(o, "user_id", 128, false, err, esz) || text_field(o, "merchant_id", 128, false, err, esz) ||
+        time_field(o, "event_time", err, esz) || time_field(o, "created_at", err, esz))
+        return -1;
+    if (!json_is_integer(minor) || json_integer_value(minor) < 1)
+        return snprintf(err, esz, "amount_minor: an integer >= 1 is required"), -1;
+    if (!json_is_integer(exp) || json_integer_value(exp) < 0 || json_integer_value(exp) > 4)
+        return snprintf(err, esz, "currency_exp: an integer 0..4 is required"), -1;
+    if (!cur || strlen(cur) != 3 || strspn(cur, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+        return snprintf(err, esz, "currency: three upper-case letters are required"), -1;
+    pay_amount_format(json_integer_value(minor), (int)json_integer_value(exp), want, sizeof want);
+    if (!amount || strcmp(amount, want) != 0)
+        return snprintf(err, esz, "amount: the decimal string of amount_minor and currency_exp "
+                        "(%s) is required", want), -1;
+    if (!json_is_array(reasons)) return snprintf(err, esz, "reasons: an array is required"), -1;
+    json_array_foreach(reasons, i, r) {
+        if (!json_is_string(json_object_get(r, "code")) || !json_is_string(json_object_get(r, "severity")) ||
+            !json_is_integer(json_object_get(r, "weight")) || !json_is_string(json_object_get(r, "message")))
+            return snprintf(err, esz, "reasons[%zu]: {code, severity, weight, message} is required", i), -1;
+    }
+    return 0;
+}
+
 /* The fields the alerter needs from a fraud_alerts v1 message (others travel in the body). */
 static json_t *alert_record(json_t *o, const rd_kafka_message_t *m, char *err, size_t esz) {
     const char *alert = uuid_field(o, "alert_id"), *payment = uuid_field(o, "payment_id");
@@ -179,6 +233,7 @@ static json_t *alert_record(json_t *o, const rd_kafka_message_t *m, char *err, s
     if (!json_is_null(country) && country &&
         (!json_is_string(country) || json_string_length(country) != 2))
         return snprintf(err, esz, "country: two letters or null"), NULL;
+    if (alert_body_check(o, err, esz) != 0) return NULL;
     bool has_created = json_is_string(created) && fs_time_parse_rfc3339(json_string_value(created), &ms) == 0;
     json_t *rec = json_pack("{s:s, s:s, s:s, s:O, s:O?, s:O?, s:s%, s:i, s:I}", "alert_id", alert,
                             "payment_id", payment, "decision", decision, "score", score, "country",

@@ -145,7 +145,9 @@ static int sub_active(PGconn *conn, const args *a, bool active) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    printf("subscription %s %s\n", a->pos[0], active ? "enabled" : "disabled");
+    printf("subscription %s %s%s\n", a->pos[0], active ? "enabled" : "disabled",
+           active ? "" : " (its pending deliveries wait; alerts recorded from now on are not "
+                         "delivered to it, also after it is enabled again)");
     return 0;
 }
 

@@ -36,6 +36,10 @@ retry_class retry_classify(int answered, long status) {
     if (!answered) return RETRY_AGAIN;
     if (status >= 200 && status <= 299) return RETRY_DONE;
     if (status == 408 || status == 429 || (status >= 500 && status <= 599)) return RETRY_AGAIN;
+    /* the receiver's credentials (a secret rotation on one side only, an auth proxy being set
+     * up): fixed by an operator, not by the alert; retried like an outage (and counted by the
+     * breaker), never dead-lettered on the first answer */
+    if (status == 401 || status == 403) return RETRY_AGAIN;
     return RETRY_PERMANENT;
 }
 

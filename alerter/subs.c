@@ -167,6 +167,20 @@ static bool url_ok(const char *url) {
     return strlen(url) > 8;
 }
 
+/* A secret given on the command line: long enough, printable without spaces (it travels through
+ * shells and configuration files), and not a run of a few characters ("aaaa...", 16 spaces). */
+#define SUBS_SECRET_DISTINCT 8
+static bool secret_ok(const char *secret) {
+    bool seen[256] = {false};
+    int distinct = 0;
+    if (strlen(secret) < SUBS_SECRET_MIN) return false;
+    for (const unsigned char *c = (const unsigned char *)secret; *c; c++) {
+        if (*c <= ' ' || *c == 0x7f) return false;
+        if (!seen[*c]) seen[*c] = true, distinct++;
+    }
+    return distinct >= SUBS_SECRET_DISTINCT;
+}
+
 /* Field checks with messages naming the field (the database re-checks with its constraints). */
 static int spec_check(const subs_spec *s, char *errstr, size_t errstr_size) {
     if (!s->name || !subs_name_valid(s->name))
@@ -179,8 +193,10 @@ static int spec_check(const subs_spec *s, char *errstr, size_t errstr_size) {
     if (subs_url_insecure(s->url) && !s->allow_http)
         return snprintf(errstr, errstr_size, "--url: http:// sends signed alerts in clear text; "
                         "use https://, or set allow-insecure-http (tests and local development only)"), -1;
-    if (s->secret && strlen(s->secret) < SUBS_SECRET_MIN)
-        return snprintf(errstr, errstr_size, "--secret: at least %d characters", SUBS_SECRET_MIN), -1;
+    if (s->secret && !secret_ok(s->secret))
+        return snprintf(errstr, errstr_size, "--secret: at least %d printable characters, no spaces, "
+                        "at least %d different ones (or leave it out: one is generated)",
+                        SUBS_SECRET_MIN, SUBS_SECRET_DISTINCT), -1;
     if (s->min_decision && *s->min_decision && !decision_ok(s->min_decision))
         return snprintf(errstr, errstr_size, "--min-decision: review or block"), -1;
     if (s->ca_file && *s->ca_file && access(s->ca_file, R_OK) != 0)
@@ -189,6 +205,7 @@ static int spec_check(const subs_spec *s, char *errstr, size_t errstr_size) {
 }
 
 /* ---- CLI operations ---------------------------------------------------------------------------- */
+
 
 static const char SQL_ADD[] =
     "INSERT INTO subscriptions (name, url, secret, event_types, min_decision, countries, ca_file) "

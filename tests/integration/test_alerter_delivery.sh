@@ -55,6 +55,13 @@ python3 -c "import sys; sys.exit(0 if $t1 - $t0 < 8 else 1)" ||
 # The same alerts again (a redelivering scorer), and two invalid messages.
 al_gen_alerts "$run" "$n" | kcat -b "$FS_BROKERS" -P -t fraud_alerts -K:
 printf 'k1:not json\nk2:{"schema_version":1,"alert_id":"x"}\n' | kcat -b "$FS_BROKERS" -P -t fraud_alerts -K:
+# Three more that are no v1 alert (they were signed and delivered): the amount a JSON number, no
+# created_at, an amount that is not amount_minor's
+bad=$(al_gen_alerts $((run + 1)) 3)
+{ sed -n 1p <<<"$bad" | sed 's/"amount":"1500.00"/"amount":1500.0/'
+  sed -n 2p <<<"$bad" | sed 's/,"created_at":"[^"]*"//'
+  sed -n 3p <<<"$bad" | sed 's/"amount":"1500.00"/"amount":"15.00"/'; } |
+    kcat -b "$FS_BROKERS" -P -t fraud_alerts -K:
 
 # Everything settles: flaky delivered, gone rejected, hang exhausted.
 fs_wait_for 90 "(( \$(al_sql_int \"SELECT count(*) FROM deliveries WHERE state IN ('pending', 'in_flight')\") == 0 ))"
@@ -121,12 +128,15 @@ echo "ok: the hang subscriber's circuit breaker opened"
 fs_assert_eq "$n" "$(al_sql_int "SELECT count(*) FROM alert_events")" "alert events (duplicates absorbed)"
 fs_assert_eq $((5 * n + 2)) "$(al_sql_int "SELECT count(*) FROM deliveries")" "deliveries (5 per alert + 2 filtered)"
 
-# --- dead letters: 2n failed deliveries + 2 invalid messages, with reasons
+# --- dead letters: 2n failed deliveries + 5 invalid messages, with reasons
 dlq=$(fs_topic_dump fraud_alerts.dlq)
 fs_assert_eq "$n" "$(grep -c 'dlq_reason=delivery_rejected' <<<"$dlq")" "dead letters: rejected"
 fs_assert_eq "$n" "$(grep -c 'dlq_reason=delivery_exhausted' <<<"$dlq")" "dead letters: exhausted"
 fs_assert_eq 1 "$(grep -c 'dlq_reason=undecodable' <<<"$dlq")" "dead letters: undecodable"
-fs_assert_eq 1 "$(grep -c 'dlq_reason=invalid_alert' <<<"$dlq")" "dead letters: invalid_alert"
+fs_assert_eq 4 "$(grep -c 'dlq_reason=invalid_alert' <<<"$dlq")" "dead letters: invalid_alert"
+for why in "amount: the decimal string" "created_at: an RFC 3339 time" "amount: the decimal string of amount_minor and currency_exp (1500.00)"; do
+    grep -q "dlq_error=$why" <<<"$dlq" || fs_fail "no invalid_alert dead letter saying '$why'"
+done
 rejected=$(grep -m1 'dlq_reason=delivery_rejected' <<<"$dlq")
 grep -q "subscription=gone,.*last_status=410" <<<"$rejected" ||
     fs_fail "a rejected delivery's dead letter lacks its subscription/status headers"

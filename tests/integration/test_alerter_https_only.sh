@@ -25,6 +25,14 @@ grep -q 'allow-insecure-http' "$FS_TEST_DIR/add.err" || fs_fail "the refusal doe
 FS_ALLOW_INSECURE_HTTP=false al_cli subscriptions add --name secure --url "https://127.0.0.1:1/x" \
     --secret "$AL_SECRET" >/dev/null || fs_fail "an https:// subscription was refused"
 FS_ALLOW_INSECURE_HTTP=false al_cli subscriptions disable secure >/dev/null
+# weak secrets are refused: a run of one character, spaces, too few different characters
+for weak in aaaaaaaaaaaaaaaa "                " abababababababab "short-secret"; do
+    if al_cli subscriptions add --name weak --url "https://127.0.0.1:1/x" --secret "$weak" \
+        >/dev/null 2>"$FS_TEST_DIR/weak.err"; then
+        fs_fail "the secret '$weak' was accepted"
+    fi
+    grep -q -- '--secret: at least' "$FS_TEST_DIR/weak.err" || fs_fail "weak secret: $(cat "$FS_TEST_DIR/weak.err")"
+done
 FS_ALLOW_INSECURE_HTTP=false al_cli subscriptions add --name cli-plain --url "$url" --secret "$AL_SECRET" \
     --allow-insecure-http >/dev/null ||
     fs_fail "an http:// subscription was refused with --allow-insecure-http"

@@ -165,7 +165,8 @@ static void test_classify(void **state) {
     } table[] = {
         {0, 0, RETRY_AGAIN},       {1, 200, RETRY_DONE},      {1, 202, RETRY_DONE},
         {1, 204, RETRY_DONE},      {1, 301, RETRY_PERMANENT}, {1, 302, RETRY_PERMANENT},
-        {1, 400, RETRY_PERMANENT}, {1, 401, RETRY_PERMANENT}, {1, 404, RETRY_PERMANENT},
+        {1, 400, RETRY_PERMANENT}, {1, 401, RETRY_AGAIN},     {1, 403, RETRY_AGAIN},
+        {1, 404, RETRY_PERMANENT},
         {1, 408, RETRY_AGAIN},     {1, 410, RETRY_PERMANENT}, {1, 413, RETRY_PERMANENT},
         {1, 429, RETRY_AGAIN},     {1, 500, RETRY_AGAIN},     {1, 502, RETRY_AGAIN},
         {1, 503, RETRY_AGAIN},     {1, 599, RETRY_AGAIN},     {0, 503, RETRY_AGAIN},
