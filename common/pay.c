@@ -924,6 +924,9 @@ static int decode_fail(char *errstr, size_t errstr_size, const char *field, cons
     return -1;
 }
 
+/* What an event with raw personal data is refused with (pay_event_decode tells it by this text). */
+#define RAW_PII_MSG "raw personal data is not allowed in events"
+
 /* device_info in an event: known strings re-checked, unknown keys kept (additive evolution),
  * and a raw device_id refused: it is personal data that must have been digested at ingest. */
 static int event_device_info(const json_t *v, pay_payment *p, char *errstr, size_t errstr_size) {
@@ -935,7 +938,7 @@ static int event_device_info(const json_t *v, pay_payment *p, char *errstr, size
         const char *key = iter_key(it);
         if (key && strcmp(key, "device_id") == 0)
             return decode_fail(errstr, errstr_size, "device_info.device_id",
-                               "raw personal data is not allowed in events");
+                               RAW_PII_MSG);
         if (key && device_key_known(key) &&
             check_text_v(json_object_iter_value(it), 0, TEXT_SHORT_MAX, NULL, 0, &f)) {
             snprintf(errstr, errstr_size, "device_info.%s: %s", key, f.msg);
@@ -995,8 +998,16 @@ static int event_schema_version(const json_t *root, char *errstr, size_t errstr_
     return 0;
 }
 
+/* The request's personal fields (and a card number) never travel raw: an event carrying one was
+ * not made by ingest, and must not be stored or passed on. */
+static const char *const EVENT_RAW_PII[] = {"email", "ip_address", "card_fingerprint", "card_number"};
+
 static int event_fields(const json_t *root, pay_payment *p, char *errstr, size_t errstr_size) {
     fail f;
+    for (size_t i = 0; i < NFIELDS(EVENT_RAW_PII); i++)
+        if (json_object_get(root, EVENT_RAW_PII[i]))
+            return decode_fail(errstr, errstr_size, EVENT_RAW_PII[i],
+                               RAW_PII_MSG);
     for (size_t i = 0; i < NFIELDS(EVENT_FIELDS); i++) {
         const field_spec *fs = &EVENT_FIELDS[i];
         const json_t *v = json_object_get(root, fs->name);
@@ -1032,8 +1043,10 @@ int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr,
         goto out;
     }
     if (event_schema_version(root, errstr, errstr_size) ||
-        event_fields(root, p, errstr, errstr_size) || event_amount(root, p, errstr, errstr_size))
+        event_fields(root, p, errstr, errstr_size) || event_amount(root, p, errstr, errstr_size)) {
+        if (strstr(errstr, RAW_PII_MSG)) rc = PAY_EVENT_RAW_PII;
         goto out;
+    }
     rc = 0;
 out:
     json_decref(root);

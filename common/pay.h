@@ -107,8 +107,11 @@ json_t *pay_errors_to_json(const pay_errors *errs);
  * the caller frees, with its length in *len; NULL on allocation failure. */
 char *pay_event_encode(const pay_payment *p, size_t *len);
 
-/* Decodes and re-validates a raw_payments event. Returns 0, or -1 with the reason in errstr (which
- * names the field). p must be released with pay_payment_clear() in both cases. */
+/* Decodes and re-validates a raw_payments event. Returns 0, or PAY_EVENT_RAW_PII when it carries raw
+ * personal data (an email, IP address, card fingerprint or number, device id where a digest
+ * belongs: not made by ingest; its bytes should not be copied anywhere), or -1, with the reason in
+ * errstr (which names the field). p must be released with pay_payment_clear() in every case. */
+#define PAY_EVENT_RAW_PII (-2)
 int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr, size_t errstr_size);
 
 /* Frees what p owns and zeroes it. */

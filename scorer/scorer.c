@@ -526,10 +526,14 @@ static void scorer_decode_batch(scorer *s) {
     for (size_t i = 0; i < s->nitems; i++) {
         scorer_item *it = &s->items[i];
         scorer_row *r = &s->rows[s->nrows];
-        if (pay_event_decode(it->msg->payload, it->msg->len, &r->p, err, sizeof err) != 0) {
+        int rc = pay_event_decode(it->msg->payload, it->msg->len, &r->p, err, sizeof err);
+        if (rc != 0) {
             pay_payment_clear(&r->p);
-            /* pay_event_decode says "not JSON" when the bytes do not even parse */
-            scorer_dead_letter(it, strstr(err, "not JSON") ? "undecodable" : "invalid_payment",
+            /* pay_event_decode says "not JSON" when the bytes do not even parse; raw personal
+             * data is dead-lettered without its value (scorer_produce_dlq) */
+            scorer_dead_letter(it, rc == PAY_EVENT_RAW_PII       ? "raw_personal_data"
+                                   : strstr(err, "not JSON") ? "undecodable"
+                                                             : "invalid_payment",
                                err);
             continue;
         }
@@ -1039,7 +1043,8 @@ static void scorer_produce_dlq(scorer *s, const char *topic, const rd_kafka_mess
     kafka_header_str(h, "dlq_time", now);
     const void *key = m->key, *value = m->payload;
     size_t key_len = m->key_len, len = m->len;
-    if (*state == OUT_TOO_BIG || key_len + len + DLQ_HEADROOM > s->max_message_bytes) {
+    bool raw_pii = strcmp(reason, "raw_personal_data") == 0; /* not copied to one more topic */
+    if (raw_pii || *state == OUT_TOO_BIG || key_len + len + DLQ_HEADROOM > s->max_message_bytes) {
         /* The original stays readable at source_topic/partition/offset while retained. */
         char n[24];
         snprintf(n, sizeof n, "%zu", len);
@@ -1053,7 +1058,8 @@ static void scorer_produce_dlq(scorer *s, const char *topic, const rd_kafka_mess
         log_fields(LOG_WARN, "dead_letter_value_omitted",
                    json_pack("{s:s, s:s, s:s, s:I}", "topic", topic, "source_partition", part,
                              "source_offset", off, "bytes", (json_int_t)m->len),
-                   "the dead letter would exceed the message size limit: produced without its value");
+                   raw_pii ? "the message carries raw personal data: dead-lettered without its value"
+                       : "the dead letter would exceed the message size limit: produced without its value");
     }
     scorer_produce(s, topic, key, key_len, (void *)value, len, RD_KAFKA_MSG_F_COPY, h, state);
 }
@@ -1891,8 +1897,8 @@ static void scorer_metrics_zero(scorer_metrics *x) {
                        x->delivery_failures, x->commit_failures, x->offsets_lost,
                        x->messages_lost, x->model_failures, x->consumer_errors,
                        x->outcomes_commit_failures, x->db_timeouts};
-    static const char *const dlq[] = {"undecodable", "invalid_payment", "db_rejected", "expired",
-                                      "payment_conflict"};
+    static const char *const dlq[] = {"undecodable", "invalid_payment", "raw_personal_data",
+                                      "db_rejected", "expired", "payment_conflict"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);

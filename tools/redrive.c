@@ -14,7 +14,8 @@
  * silently move the group past the whole DLQ. */
 static const char *const KNOWN_REASONS[] = {
     "undecodable",     "invalid_payment",   "invalid_outcome",    "db_rejected",
-    "invalid_alert",   "delivery_rejected", "delivery_exhausted", "expired", NULL,
+    "invalid_alert",   "delivery_rejected", "delivery_exhausted", "expired",
+    "raw_personal_data", "payment_conflict", NULL,
 };
 
 /* Skipped unless named: the scorer dead-letters these again as long as payment-retention-days has

@@ -43,6 +43,10 @@ head -n 1 "$FS_TEST_DIR/valid.txt" |
 head -n 1 "$FS_TEST_DIR/valid.txt" |
     sed -e 's/"merchant_id":"[^"]*"/"merchant_id":"m-reject"/' -e 's/-8000-0000/-8000-8888/' |
     kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
+# raw personal data where a digest belongs (not made by ingest): dead-lettered without its value
+head -n 1 "$FS_TEST_DIR/valid.txt" |
+    sed -e 's/"user_id"/"email":"bob@example.com","user_id"/' -e 's/-8000-0000/-8000-7777/' |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H origin=dlq-test
 # key B for 10, then A and B alternating (instances with different keys): one pii_key_changed line
 # (A -> B), the flapping only counted (at most one line a minute), B last.
 tail -n 20 "$FS_TEST_DIR/valid.txt" | sed -n 1,10p | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H pii_key_id=$key_b
@@ -57,7 +61,7 @@ n=40
 
 # (a function: fs_wait_for re-runs it; a $(...) argument would be evaluated only once)
 fs_wait_for 60 fs_rows_at_least decisions "$n"
-fs_wait_for 30 fs_topic_has raw_payments.dlq 3
+fs_wait_for 30 fs_topic_has raw_payments.dlq 4
 fs_wait_for 30 fs_topic_has processed_payments "$n"
 sleep 1 # anything extra (a duplicate, a third dead letter) would show by now
 
@@ -72,7 +76,7 @@ distinct_processed() {
 }
 fs_assert_eq "$n" "$(distinct_processed)" "payments on processed_payments"
 fs_assert_eq "$((2 * n))" "$(fs_psql 'SELECT count(*) FROM velocity_events')" "velocity events (user + card, once each)"
-fs_assert_eq 3 "$(fs_topic_count raw_payments.dlq)" "dead letters"
+fs_assert_eq 4 "$(fs_topic_count raw_payments.dlq)" "dead letters"
 
 # Where the bad messages were: partition and offset on raw_payments.
 fs_topic_dump raw_payments >"$FS_TEST_DIR/raw.tsv"
@@ -80,6 +84,7 @@ fs_topic_dump raw_payments.dlq >"$FS_TEST_DIR/dlq.tsv"
 bad_json=$(grep -P '\tthis is not json \{$' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
 bad_amount=$(grep -F '"amount_minor":0' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
 bad_db=$(grep -F '"merchant_id":"m-reject"' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
+bad_pii=$(grep -F '"email":"bob@example.com"' "$FS_TEST_DIR/raw.tsv" | cut -f1,2)
 [[ -n "$bad_json" && -n "$bad_amount" && -n "$bad_db" ]] || fs_fail "the bad messages are not on raw_payments"
 
 # check_dead_letter REASON PARTITION<TAB>OFFSET
@@ -98,6 +103,7 @@ check_dead_letter() {
 check_dead_letter undecodable "$bad_json"
 check_dead_letter invalid_payment "$bad_amount"
 check_dead_letter db_rejected "$bad_db"
+check_dead_letter raw_personal_data "$bad_pii"
 # Each dead letter's headers (column 4) name the cause; its payload (column 5) is the original.
 dl_field() { grep -F "dlq_reason=$1," "$FS_TEST_DIR/dlq.tsv" | cut -f"$2"; }
 dl_field db_rejected 4 | grep -qF 'dlq_error=' || fs_fail "the db_rejected dead letter has no dlq_error"
@@ -105,6 +111,9 @@ dl_field db_rejected 4 | grep -qF 'test_reject' ||
     fs_fail "the db_rejected dead letter does not carry the database's error"
 grep -q '"event":"db_retry"' "$FS_TEST_DIR/scorer.log" || fs_fail "the refused batch was not retried"
 fs_assert_eq 'this is not json {' "$(dl_field undecodable 5)" "the undecodable dead letter's payload (the original bytes)"
+fs_assert_eq "" "$(dl_field raw_personal_data 5)" "the raw_personal_data dead letter's payload (left out)"
+dl_field raw_personal_data 4 | grep -qF 'dlq_value_omitted=' || fs_fail "no dlq_value_omitted on the raw_personal_data dead letter"
+if grep -q 'bob@example.com' "$FS_TEST_DIR/dlq.tsv" "$FS_TEST_DIR/scorer.log"; then fs_fail "the raw email was copied"; fi
 dl_field invalid_payment 4 | grep -qF 'dlq_error=amount_minor: must be > 0' ||
     fs_fail "the invalid_payment dead letter does not name the field: $(dl_field invalid_payment 4)"
 grep -q '"event":"dead_letter"' "$FS_TEST_DIR/scorer.log" || fs_fail "no dead_letter log line"
@@ -145,7 +154,7 @@ fs_sentinels 3 >/dev/null
 fs_wait_for 30 fs_topic_has processed_payments $((before + 3))
 sleep 1 # anything else on processed_payments would have been produced with the sentinels
 fs_assert_eq $((before + 3)) "$(fs_topic_count processed_payments)" "processed_payments after a restart (the 3 sentinels only)"
-fs_assert_eq 3 "$(fs_topic_count raw_payments.dlq)" "dead letters after a restart"
+fs_assert_eq 4 "$(fs_topic_count raw_payments.dlq)" "dead letters after a restart"
 
 # SIGHUP: an invalid rules file is refused (the old rules stay), a valid one replaces them.
 echo '{"version": "broken"' >"$FS_TEST_DIR/rules.json"
