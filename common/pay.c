@@ -343,6 +343,70 @@ static int check_email(const char *s, size_t len, char *dst, size_t dst_size, fa
     return 0;
 }
 
+/* ---- raw personal data where none belongs (ids, metadata) */
+
+static bool looks_like_email(const char *s, size_t len) {
+    fail ignored;
+    return memchr(s, '@', len) && check_email(s, len, NULL, 0, &ignored) == 0;
+}
+
+/* A payment card number: 13..19 digits (spaces and dashes between them allowed) of a major
+ * scheme's ranges (Visa 4, Mastercard 51-55 and 22-27, Amex 34/37, Discover 6011/65) with a valid
+ * Luhn check digit. Numeric ids of other shapes pass. */
+static bool looks_like_pan(const char *s, size_t len) {
+    char d[20];
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] >= '0' && s[i] <= '9') {
+            if (n == sizeof d - 1) return false;
+            d[n++] = s[i];
+        } else if (s[i] != ' ' && s[i] != '-') {
+            return false;
+        }
+    }
+    d[n] = '\0';
+    if (n < 13) return false;
+    int two = (d[0] - '0') * 10 + (d[1] - '0');
+    bool scheme = d[0] == '4' || (two >= 51 && two <= 55) || (two >= 22 && two <= 27) || two == 34 ||
+                  two == 37 || two == 65 || strncmp(d, "6011", 4) == 0;
+    int sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = d[n - 1 - i] - '0';
+        if (i % 2 == 1) v = v * 2 > 9 ? v * 2 - 9 : v * 2;
+        sum += v;
+    }
+    return scheme && sum % 10 == 0;
+}
+
+#define PERSONAL_DATA_CODE "personal_data"
+
+/* An opaque id (user_id, merchant_id): free text, but not an email address, which would be stored
+ * and published raw (the email field is pseudonymized). */
+static int check_id(const char *s, size_t len, char *dst, size_t dst_size, fail *f) {
+    if (check_text(s, len, 1, PAY_ID_MAX, dst, dst_size, f)) return -1;
+    if (looks_like_email(s, len))
+        return failed(f, PERSONAL_DATA_CODE, "must not be an email address (raw personal data is "
+                      "never stored: send it as email, which is pseudonymized)");
+    return 0;
+}
+
+/* No string in metadata (at any depth) is an email address or a card number. */
+static int metadata_personal(const json_t *v, fail *f) {
+    size_t i;
+    const char *k;
+    json_t *x;
+    char num[24];
+    int nlen = json_is_integer(v) ? snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)) : 0;
+    if ((json_is_string(v) && (looks_like_email(json_string_value(v), json_string_length(v)) ||
+                               looks_like_pan(json_string_value(v), json_string_length(v)))) ||
+        (nlen > 0 && looks_like_pan(num, (size_t)nlen)))
+        return failed(f, PERSONAL_DATA_CODE, "must not hold an email address or a card number "
+                      "(raw personal data is never stored)");
+    if (json_is_object(v)) json_object_foreach((json_t *)v, k, x) if (metadata_personal(x, f)) return -1;
+    if (json_is_array(v)) json_array_foreach(v, i, x) if (metadata_personal(x, f)) return -1;
+    return 0;
+}
+
 static int check_time(const char *s, size_t len, int64_t *dst, fail *f) {
     int64_t ms;
     if (len == 0) return failed(f, "empty", "must not be empty");
@@ -373,6 +437,7 @@ static int check_metadata(const json_t *v, json_t **dst, fail *f) {
     if (n == 0) return failed(f, "invalid", "cannot be serialized");
     if (n > PAY_METADATA_MAX) return failed(f, "too_long", "must serialize to at most 4096 bytes");
     if (json_object_size(v) == 0) return 0; /* {} carries nothing: stored as absent */
+    if (metadata_personal(v, f)) return -1;
     *dst = json_deep_copy(v);
     if (!*dst) return failed(f, "internal", "out of memory");
     return 0;
@@ -452,7 +517,7 @@ static const field_spec EVENT_FIELDS[] = {
 static int check_str(fkind kind, const char *s, size_t len, void *dst, size_t size, fail *f) {
     switch (kind) {
     case F_UUID: return check_uuid(s, len, dst, f);
-    case F_ID: return check_text(s, len, 1, PAY_ID_MAX, dst, size, f);
+    case F_ID: return check_id(s, len, dst, size, f);
     case F_TEXT256: return check_text(s, len, 1, TEXT_SHORT_MAX, dst, size, f);
     case F_TOKEN: return check_token(s, len, dst, size, f);
     case F_LAST4: return check_last_four(s, len, dst, f);
@@ -1016,7 +1081,8 @@ static int event_fields(const json_t *root, pay_payment *p, char *errstr, size_t
         } else if (fs->kind == F_DEVICE_INFO) {
             if (event_device_info(v, p, errstr, errstr_size)) return -1;
         } else if (check_value(fs->kind, v, (char *)p + fs->off, fs->size, &f)) {
-            return decode_fail(errstr, errstr_size, fs->name, f.msg);
+            bool personal = f.code && strcmp(f.code, PERSONAL_DATA_CODE) == 0;
+            return decode_fail(errstr, errstr_size, fs->name, personal ? RAW_PII_MSG : f.msg);
         }
     }
     return 0;

@@ -208,6 +208,9 @@ static const char *const VALID_BODIES[] = {
     WITH("\"country\":\"aq\",\"billing_country\":\"Gb\",\"shipping_country\":\"US\""),
     "{\"user_id\":\"" S128 "\"," NO_U "}",
     "{\"user_id\":\"ユーザー\"," NO_U "}",
+    "{\"user_id\":\"user@tenant\"," NO_U "}",                     /* no domain: not an email */
+    WITH("\"metadata\":{\"order\":\"4111111111111112\"}"),            /* fails the Luhn check */
+    WITH("\"metadata\":{\"order\":\"1234567890123452\"}"),            /* Luhn, no card scheme */
     "{\"payment_method\":\"" S16 S16 "\"," NO_PM "}",
 };
 
@@ -253,6 +256,13 @@ static const err_row ERROR_ROWS[] = {
     {"{\"merchant_id\":[]," NO_M "}", "merchant_id", "invalid_type"},
     {"{\"merchant_id\":\"\"," NO_M "}", "merchant_id", "empty"},
     {"{\"merchant_id\":\"" S128 "a\"," NO_M "}", "merchant_id", "too_long"},
+    /* raw personal data where none belongs */
+    {"{\"user_id\":\"alice@example.com\"," NO_U "}", "user_id", "personal_data"},
+    {"{\"merchant_id\":\"shop@example.org\"," NO_M "}", "merchant_id", "personal_data"},
+    {WITH("\"metadata\":{\"customer_email\":\"alice@example.com\"}"), "metadata", "personal_data"},
+    {WITH("\"metadata\":{\"card\":\"4111 1111 1111 1111\"}"), "metadata", "personal_data"},
+    {WITH("\"metadata\":{\"a\":[{\"pan\":\"5500-0000-0000-0004\"}]}"), "metadata", "personal_data"},
+    {WITH("\"metadata\":{\"n\":4111111111111111}"), "metadata", "personal_data"}, /* as a number */
     /* amount (more in the amount table) */
     {"{\"amount\":\"abc\"," NO_A "}", "amount", "invalid"},
     {"{\"amount\":true," NO_A "}", "amount", "invalid_type"},
@@ -1009,6 +1019,9 @@ static const decode_row DECODE_ROWS[] = {
     {EV("\"card_fingerprint\":\"fp-raw\""), "card_fingerprint: raw personal data is not allowed"},
     {EV("\"card_number\":\"4111111111111111\""), "card_number: raw personal data is not allowed"},
     {EV("\"email\":null"), "email: raw personal data is not allowed in events"},
+    {EV_HEAD EV_ID "," EV_AMT "," EV_CUR ",\"user_id\":\"bob@example.com\"," M "," PM "," EV_TIMES "}",
+     "user_id: raw personal data is not allowed in events"},
+    {EV("\"metadata\":{\"c\":\"4111111111111111\"}"), "metadata: raw personal data is not allowed"},
     {EV("\"device_info\":\"x\""), "device_info: must be an object"},
     {EV("\"device_info\":{\"os\":7}"), "device_info.os: must be a string"},
     {EV("\"metadata\":[]"), "metadata: must be an object"},
