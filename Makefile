@@ -45,7 +45,7 @@ BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/
        $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
        $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))
 
-.PHONY: all programs deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e eval \
+.PHONY: all programs deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e bench-model eval \
         eval-rolling eval-ablation
 all: $(BIN) $(UNIT_BIN)
 
@@ -104,6 +104,16 @@ $(BUILD)/bin/bare_http: $(BUILD)/bench/bare_http.o
 $(BUILD)/bin/openloop: $(BUILD)/bench/openloop.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# What the scorer's model costs per payment (bench-model MODEL=file; BENCHMARKS.md, scorer).
+$(BUILD)/bin/model_predict: $(BUILD)/bench/model_predict.o $(COMMON_OBJ) $(SCORER_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(MODEL_LIBS)
+
+MODEL ?= .eval/protocol.model.json
+bench-model: deps
+	$(MAKE) $(BUILD)/bin/model_predict
+	$(BUILD)/bin/model_predict $(MODEL)
 
 # Ingest throughput and latency against the bare baseline; results go to BENCHMARKS.md by hand.
 bench-ingest: deps
