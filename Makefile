@@ -2,7 +2,7 @@
 # SANITIZE=1 builds with AddressSanitizer + UBSan into build/asan (the test suite runs there too).
 
 APT_PACKAGES := build-essential pkg-config librdkafka-dev libevent-dev libjansson-dev libpq-dev \
-                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang gnuplot-nox jq python3 python3-yaml
+                libargon2-dev libssl-dev libcmocka-dev libcurl4-openssl-dev libxgboost-dev zlib1g-dev postgresql-15 postgresql-client-15 libgeoip1 geoip-database kcat curl wrk clang gnuplot-nox jq python3 python3-yaml python3-jsonschema
 PKGS := rdkafka libevent libevent_openssl jansson libpq libargon2 libcrypto libssl libcurl
 
 ifeq ($(SANITIZE),1)
@@ -170,6 +170,9 @@ fuzz:
 	@mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
 	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/jsonfast.c common/fsutil.c $(PKG_LIBS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Iingest -Iscorer $(PKG_CFLAGS) \
+	  -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c ingest/batch.c ingest/shopify.c scorer/outcome.c \
+	  common/pay.c common/jsonfast.c common/fsutil.c common/hmac256.c $(PKG_LIBS)
 
 clean:
 	rm -rf build
