@@ -492,12 +492,11 @@ static void dispatch_record_all(dispatch *d) {
 
 /* ---- subscriptions, gauges, notifications ------------------------------------------------------ */
 
-/* A subscription new to this alerter: its breaker closed, and its counters at 0 for every result,
- * so that its first failure is visible to increase() once a scrape has seen the zeros. */
+/* A subscription's counters at 0 for every result (a no-op once they exist), so that its first
+ * failure is visible to increase() once a scrape has seen the zeros. */
 static void dispatch_metrics_sub(dispatch *d, const char *name) {
     static const char *const results[] = {"delivered", "retry", "rejected", "exhausted"};
     char labels[SUBS_NAME_MAX + 16];
-    metric_set(d->m_breaker, name, BREAKER_CLOSED);
     metric_add(d->m_breaker_opened, name, 0);
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
         snprintf(labels, sizeof labels, "%s,%s", name, results[i]);
@@ -551,21 +550,20 @@ static void dispatch_refresh_subs(dispatch *d) {
         next[i].in_flight = old ? old->in_flight : gone_take(d, set.v[i].id);
         next[i].more_due = old ? old->more_due : true; /* new: look at once */
         if (old) old->b = NULL;
-        if (!old || strcmp(old->s.name, next[i].s.name) != 0) { /* new, or renamed in SQL */
-            if (old) metric_remove(d->m_breaker, old->s.name);
-            dispatch_metrics_sub(d, next[i].s.name);
-            metric_set(d->m_breaker, next[i].s.name, breaker_get_state(next[i].b));
-        }
     }
     for (size_t i = 0; i < d->nsubs; i++) {
-        if (d->subs[i].b) { /* left the set (disabled, deleted, insecure); b is NULL if moved */
-            /* no breaker state to alert on any more (its counters stay, as counters do) */
-            metric_remove(d->m_breaker, d->subs[i].s.name);
-            if (d->subs[i].in_flight > 0) /* its transfers still run */
-                gone_add(d, d->subs[i].s.id, d->subs[i].in_flight);
-        }
-        breaker_destroy(d->subs[i].b);
+        /* every old name's breaker gauge goes (one that left the set, disabled, deleted or
+         * insecure, has no state to alert on; its counters stay, as counters do) ... */
+        metric_remove(d->m_breaker, d->subs[i].s.name);
+        if (d->subs[i].b && d->subs[i].in_flight > 0) /* left the set; its transfers still run */
+            gone_add(d, d->subs[i].s.id, d->subs[i].in_flight);
+        breaker_destroy(d->subs[i].b); /* NULL when it moved to next */
         subs_sub_clear(&d->subs[i].s);
+    }
+    for (size_t i = 0; i < set.n; i++) { /* ... and every current one's is set, under its name now
+                                          * (renamed in SQL, or a name given to another) */
+        dispatch_metrics_sub(d, next[i].s.name);
+        metric_set(d->m_breaker, next[i].s.name, breaker_get_state(next[i].b));
     }
     free(d->subs);
     free(set.v); /* the entries were moved out */

@@ -185,7 +185,7 @@ static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
     /* a login in the URL would be logged with the configuration and sent without the STARTTLS
      * that smtp-user requires */
     const char *host = strstr(u, "://");
-    if (host && strcspn(host + 3, "@/") < strlen(host + 3) && host[3 + strcspn(host + 3, "@/")] == '@')
+    if (host && memchr(host + 3, '@', strcspn(host + 3, "/")))
         return snprintf(errstr, n, "smtp-url: no user or password in the URL: set smtp-user and "
                         "smtp-password (FS_SMTP_PASSWORD) instead"), -1;
     if (u[0] && !o->smtp_to[0])

@@ -219,11 +219,16 @@ void cfg_usage_markdown(FILE *out, const cfg_opt *table) {
 /* v as a JSON string, a URL's user and password ("scheme://user:pw@host") masked: a login put in a
  * URL option that is not marked secret never reaches the log. */
 static json_t *string_masked(const char *v) {
-    const char *auth = v ? strstr(v, "://") : NULL;
-    size_t n = auth ? strcspn(auth + 3, "@/?#") : 0;
-    if (!auth || auth[3 + n] != '@') return json_string(v);
+    const char *auth = v ? strstr(v, "://") : NULL, *at = NULL;
+    if (!auth) return json_string(v);
+    auth += 3;
+    /* the authority runs to the first '/'; its userinfo to the last '@' in it (a password may
+     * hold '@', '?' or '#': a URL parser that stops at them is not what the option's user meant) */
+    for (const char *c = auth; *c && *c != '/'; c++)
+        if (*c == '@') at = c;
+    if (!at) return json_string(v);
     char *m = NULL;
-    json_t *j = asprintf(&m, "%.*s***%s", (int)(auth + 3 - v), v, auth + 3 + n) < 0 ? NULL : json_string(m);
+    json_t *j = asprintf(&m, "%.*s***%s", (int)(auth - v), v, at) < 0 ? NULL : json_string(m);
     free(m);
     return j;
 }

@@ -65,6 +65,8 @@ static void db_notice(void *arg, const PGresult *res) {
  * (a stopped process): db_query()'s deadline covers that. */
 int db_url_check(const char *url, char *errstr, size_t errstr_size) {
     char *err = NULL;
+    /* neither a URL nor key=value: libpq takes the whole string as a database name */
+    if (!strstr(url, "://") && !strchr(url, '=')) return 0;
     PQconninfoOption *opts = PQconninfoParse(url, &err);
     if (opts) {
         PQconninfoFree(opts);

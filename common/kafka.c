@@ -78,10 +78,26 @@ int kafka_conf_default(rd_kafka_conf_t *conf, const cfg_props *props, const char
     return conf_set(conf, name, value, errstr, errstr_size);
 }
 
+/* Whether the operator's value says the same as ours: equal, or one of librdkafka's other
+ * spellings of it. */
+static bool same_value(const char *name, const char *given, const char *value) {
+    static const char *const SYNONYMS[][3] = {
+        {"auto.offset.reset", "earliest", "smallest"}, {"auto.offset.reset", "earliest", "beginning"},
+        {"auto.offset.reset", "latest", "largest"},    {"auto.offset.reset", "latest", "end"},
+        {"acks", "all", "-1"},
+    };
+    if (strcmp(given, value) == 0) return true;
+    for (size_t i = 0; i < sizeof SYNONYMS / sizeof SYNONYMS[0]; i++)
+        if (strcmp(name, SYNONYMS[i][0]) == 0 && strcmp(value, SYNONYMS[i][1]) == 0 &&
+            strcmp(given, SYNONYMS[i][2]) == 0)
+            return true;
+    return false;
+}
+
 int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
                     const char *value, char *errstr, size_t errstr_size) {
     const char *given = props_get(props, name);
-    if (given && strcmp(given, value) != 0) {
+    if (given && !same_value(name, given, value)) {
         snprintf(errstr, errstr_size,
                  "kafka property %s=%s is not allowed: FraudShield's delivery guarantees need %s=%s",
                  name, given, name, value);
@@ -152,8 +168,12 @@ int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms,
             int rc = topics_present(md, topics, errstr, errstr_size);
             rd_kafka_metadata_destroy(md);
             if (rc == 0) return 0;
-        } else {
-            snprintf(errstr, errstr_size, "metadata request failed: %s", rd_kafka_err2str(err));
+        } else { /* name the brokers: librdkafka's own lines say why, this one says where */
+            char bs[512] = "?";
+            size_t bn = sizeof bs;
+            rd_kafka_conf_get(rd_kafka_conf(rk), "bootstrap.servers", bs, &bn);
+            snprintf(errstr, errstr_size, "metadata request to %s failed: %s", bs,
+                     rd_kafka_err2str(err));
         }
         rd_kafka_poll(rk, 500);
         waited += 2500;

@@ -345,14 +345,21 @@ static int check_email(const char *s, size_t len, char *dst, size_t dst_size, fa
 
 /* ---- raw personal data where none belongs (ids, metadata) */
 
+/* An address whose domain ends in a top-level domain of letters ("sdk@1.2.3" is a version). */
 static bool looks_like_email(const char *s, size_t len) {
     fail ignored;
-    return memchr(s, '@', len) && check_email(s, len, NULL, 0, &ignored) == 0;
+    if (!memchr(s, '@', len) || check_email(s, len, NULL, 0, &ignored) != 0) return false;
+    const char *tld = strrchr(s, '.') + 1; /* check_email saw a dot in the domain */
+    size_t n = strlen(tld);
+    for (size_t i = 0; i < n; i++)
+        if (!isalpha((unsigned char)tld[i])) return false;
+    return n >= 2;
 }
 
-/* A payment card number: 13..19 digits (spaces and dashes between them allowed) of a major
- * scheme's ranges (Visa 4, Mastercard 51-55 and 22-27, Amex 34/37, Discover 6011/65) with a valid
- * Luhn check digit. Numeric ids of other shapes pass. */
+/* A payment card number as a string: 15..19 digits (spaces and dashes between them allowed) of a
+ * major scheme's ranges (Visa 4, Mastercard 51-55 and 22-27, Amex 34/37, Discover 6011/65) with a
+ * valid Luhn check digit. Shorter numbers (the rare 13-14 digit cards) pass, and numbers as JSON
+ * numbers are not looked at: order ids are (Shopify's are 13 digits). */
 static bool looks_like_pan(const char *s, size_t len) {
     char d[20];
     size_t n = 0;
@@ -365,7 +372,7 @@ static bool looks_like_pan(const char *s, size_t len) {
         }
     }
     d[n] = '\0';
-    if (n < 13) return false;
+    if (n < 15) return false;
     int two = (d[0] - '0') * 10 + (d[1] - '0');
     bool scheme = d[0] == '4' || (two >= 51 && two <= 55) || (two >= 22 && two <= 27) || two == 34 ||
                   two == 37 || two == 65 || strncmp(d, "6011", 4) == 0;
@@ -395,11 +402,8 @@ static int metadata_personal(const json_t *v, fail *f) {
     size_t i;
     const char *k;
     json_t *x;
-    char num[24];
-    int nlen = json_is_integer(v) ? snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v)) : 0;
-    if ((json_is_string(v) && (looks_like_email(json_string_value(v), json_string_length(v)) ||
-                               looks_like_pan(json_string_value(v), json_string_length(v)))) ||
-        (nlen > 0 && looks_like_pan(num, (size_t)nlen)))
+    if (json_is_string(v) && (looks_like_email(json_string_value(v), json_string_length(v)) ||
+                              looks_like_pan(json_string_value(v), json_string_length(v))))
         return failed(f, PERSONAL_DATA_CODE, "must not hold an email address or a card number "
                       "(raw personal data is never stored)");
     if (json_is_object(v)) json_object_foreach((json_t *)v, k, x) if (metadata_personal(x, f)) return -1;
@@ -430,14 +434,15 @@ int pay_time_check(const char *s, int64_t now_ms, int64_t *ms, const char **code
     return -1;
 }
 
-/* A small object, kept as a deep copy (the caller's tree may change or go away). */
-static int check_metadata(const json_t *v, json_t **dst, fail *f) {
+/* A small object, kept as a deep copy (the caller's tree may change or go away); with personal, one
+ * holding an email address or a card number is refused (metadata_personal). */
+static int check_metadata(const json_t *v, json_t **dst, bool personal, fail *f) {
     if (!json_is_object(v)) return failed(f, "invalid_type", "must be an object");
     size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
     if (n == 0) return failed(f, "invalid", "cannot be serialized");
     if (n > PAY_METADATA_MAX) return failed(f, "too_long", "must serialize to at most 4096 bytes");
     if (json_object_size(v) == 0) return 0; /* {} carries nothing: stored as absent */
-    if (metadata_personal(v, f)) return -1;
+    if (personal && metadata_personal(v, f)) return -1;
     *dst = json_deep_copy(v);
     if (!*dst) return failed(f, "internal", "out of memory");
     return 0;
@@ -447,7 +452,11 @@ static int check_metadata(const json_t *v, json_t **dst, fail *f) {
 
 typedef enum fkind {
     F_UUID, F_ID, F_TOKEN, F_LAST4, F_TEXT256, F_IP, F_EMAIL, F_DIGEST, F_COUNTRY, F_CURRENCY,
-    F_TIME, F_METADATA, F_AMOUNT, F_DEVICE_INFO
+    F_TIME, F_METADATA, F_AMOUNT, F_DEVICE_INFO,
+    /* in events: as F_ID and F_METADATA without the personal-data heuristics (ingest applied
+     * them; an event it made before they existed must not become a dead letter without its
+     * value: its client got a 202) */
+    F_EVENT_ID, F_EVENT_METADATA
 } fkind;
 
 typedef struct field_spec {
@@ -489,8 +498,8 @@ static const field_spec REQUEST_FIELDS[] = {
 /* The raw_payments event; amount, amount_minor and currency_exp are checked together after. */
 static const field_spec EVENT_FIELDS[] = {
     PF("payment_id", F_UUID, true, payment_id),
-    PF("user_id", F_ID, true, user_id),
-    PF("merchant_id", F_ID, true, merchant_id),
+    PF("user_id", F_EVENT_ID, true, user_id),
+    PF("merchant_id", F_EVENT_ID, true, merchant_id),
     PF("currency", F_CURRENCY, true, currency),
     PF("payment_method", F_TOKEN, true, payment_method),
     PF("transaction_type", F_TOKEN, false, transaction_type),
@@ -505,7 +514,7 @@ static const field_spec EVENT_FIELDS[] = {
     PF("shipping_country", F_COUNTRY, false, shipping_country),
     PF("ip_country", F_COUNTRY, false, ip_country),
     SPECIAL("device_info", F_DEVICE_INFO, false),
-    PF("metadata", F_METADATA, false, metadata),
+    PF("metadata", F_EVENT_METADATA, false, metadata),
     PF("event_time", F_TIME, true, event_time_ms),
     PF("ingest_time", F_TIME, true, ingest_time_ms),
 };
@@ -518,6 +527,7 @@ static int check_str(fkind kind, const char *s, size_t len, void *dst, size_t si
     switch (kind) {
     case F_UUID: return check_uuid(s, len, dst, f);
     case F_ID: return check_id(s, len, dst, size, f);
+    case F_EVENT_ID: return check_text(s, len, 1, PAY_ID_MAX, dst, size, f);
     case F_TEXT256: return check_text(s, len, 1, TEXT_SHORT_MAX, dst, size, f);
     case F_TOKEN: return check_token(s, len, dst, size, f);
     case F_LAST4: return check_last_four(s, len, dst, f);
@@ -535,7 +545,8 @@ static int check_str(fkind kind, const char *s, size_t len, void *dst, size_t si
 static int check_value(fkind kind, const json_t *v, void *dst, size_t size, fail *f) {
     const char *s;
     size_t len;
-    if (kind == F_METADATA) return check_metadata(v, dst, f);
+    if (kind == F_METADATA || kind == F_EVENT_METADATA)
+        return check_metadata(v, dst, kind == F_METADATA, f);
     if (kind == F_AMOUNT || kind == F_DEVICE_INFO) return failed(f, "internal", "unexpected field kind");
     if (get_str(v, &s, &len, f)) return -1;
     return check_str(kind, s, len, dst, size, f);
@@ -1081,8 +1092,7 @@ static int event_fields(const json_t *root, pay_payment *p, char *errstr, size_t
         } else if (fs->kind == F_DEVICE_INFO) {
             if (event_device_info(v, p, errstr, errstr_size)) return -1;
         } else if (check_value(fs->kind, v, (char *)p + fs->off, fs->size, &f)) {
-            bool personal = f.code && strcmp(f.code, PERSONAL_DATA_CODE) == 0;
-            return decode_fail(errstr, errstr_size, fs->name, personal ? RAW_PII_MSG : f.msg);
+            return decode_fail(errstr, errstr_size, fs->name, f.msg);
         }
     }
     return 0;
@@ -1120,11 +1130,12 @@ out:
 }
 
 const char *pay_conflict(const pay_payment *p, const char *user_id, const char *merchant_id,
-                         int64_t amount_minor, const char *currency_code) {
+                         int64_t amount_minor, const char *currency_code, const char *country_code) {
     if (strcmp(p->user_id, user_id) != 0) return "user_id";
     if (strcmp(p->merchant_id, merchant_id) != 0) return "merchant_id";
     if (p->amount_minor != amount_minor) return "amount";
     if (strcmp(p->currency, currency_code) != 0) return "currency";
+    if (strcmp(p->country, country_code) != 0) return "country";
     return NULL;
 }
 

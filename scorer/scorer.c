@@ -540,7 +540,7 @@ static void scorer_decode_batch(scorer *s) {
         int first = scorer_dedup(s, (int)s->nrows);
         const pay_payment *fp = first >= 0 ? &s->rows[first].p : NULL;
         const char *what = fp ? pay_conflict(&r->p, fp->user_id, fp->merchant_id, fp->amount_minor,
-                                             fp->currency) : NULL;
+                                             fp->currency, fp->country) : NULL;
         if (what) { /* another payment under the same payment_id: the first one stands */
             snprintf(err, sizeof err, "payment %s came earlier in the batch with another %s: a "
                      "different payment under a payment_id already used", fp->payment_id, what);

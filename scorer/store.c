@@ -438,13 +438,14 @@ static const char SQL_LOAD_DECISIONS[] =
     "FROM jsonb_array_elements(d.reasons) WITH ORDINALITY e(r, n)), "
     "d.rules_version, coalesce(d.model_version, ''), " TO_MS("d.decided_at") ", d.scoring_latency_us, "
     "p.user_id, p.merchant_id, p.amount_minor, p.currency, " TO_MS("p.event_time") ", "
-    TO_MS("p.ingest_time") " "
+    TO_MS("p.ingest_time") ", coalesce(p.country, '') "
     "FROM decisions d JOIN payments p USING (payment_id) WHERE d.payment_id = ANY ($1::uuid[])";
 
 /* r's message against its stored payment (row i of a SQL_LOAD_DECISIONS result). */
 static void stored_from_result(store_row *r, const PGresult *res, int i) {
     const char *what = pay_conflict(r->p, PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
-                                    strtoll(PQgetvalue(res, i, 10), NULL, 10), PQgetvalue(res, i, 11));
+                                    strtoll(PQgetvalue(res, i, 10), NULL, 10), PQgetvalue(res, i, 11),
+                                    PQgetvalue(res, i, 14));
     r->conflict[0] = '\0';
     if (what)
         snprintf(r->conflict, sizeof r->conflict, "payment %s was stored before with another %s: "

@@ -12,8 +12,8 @@ MODE:
 
 Every request is appended to FILE as one JSON line: time, method, path, the X-FraudShield-*
 headers, whether the signatures verify (v1: HMAC-SHA256 over timestamp + "." + body; v2: over
-timestamp "." delivery id "." event type "." body; both compared in constant time) and the timestamp is fresh (+- 300 s), the alert_id inside the body, and the status
-answered (null while hanging). Writes FILE.ready once it listens.
+timestamp "." delivery id "." event type "." body; both compared in constant time) and the timestamp is fresh (+- 300 s), the alert_id inside the body, the body itself, and the
+status answered (null while hanging). Writes FILE.ready once it listens.
 """
 import argparse
 import hashlib
@@ -89,6 +89,7 @@ def make_handler(args):
                 "attempt": self.headers.get("X-FraudShield-Attempt"), "seen": seen,
                 "sig_ok": sig_ok, "fresh": fresh, "body_alert": body_alert,
                 "content_type": self.headers.get("Content-Type"), "status": code,
+                "body": body.decode("utf-8", "replace"),
             })
             if code is None:
                 time.sleep(3600)  # daemon thread: dies with the server

@@ -33,6 +33,8 @@ expect_invalid smtp-to FS_SMTP_URL=smtp://mail.example.com:587
 # a login in the URL: logged with the configuration, and sent without STARTTLS
 expect_invalid smtp-user FS_SMTP_URL=smtp://bob:hunter2@mail.example.com:587 FS_SMTP_TO=a@example.com
 if grep -q hunter2 "$FS_TEST_DIR/out.log"; then fs_fail "the SMTP password was logged"; fi
+expect_invalid smtp-user "FS_SMTP_URL=smtp://bob:hun#ter@2@mail.example.com:587" FS_SMTP_TO=a@example.com
+if grep -q 'hun\|ter@2' "$FS_TEST_DIR/out.log"; then fs_fail "the SMTP password (with # and @) was logged"; fi
 expect_invalid smtp-min-decision FS_SMTP_MIN_DECISION=allow
 # a malformed URL: libpq's message quoted the password, and it was retried as an outage
 expect_invalid database-url "FS_DATABASE_URL=postgresql://u:S3cr%ZZet@127.0.0.1:$nobody/x"

@@ -42,10 +42,10 @@ grep -q '"event":"breaker_changed".*"from":"open","to":"half_open"' "$FS_TEST_DI
     fs_fail "no breaker_changed open -> half_open line"
 # 3. A subscription that leaves the active set takes its breaker gauge along: an open breaker of a
 #    disabled subscription kept FraudShieldAlerterBreakerOpen firing until a restart.
-breaker_series() { # 1 when a2 exports a breaker state for "hang", else 0 (the whole page read first)
+breaker_series() { # 1 when a2 exports a breaker state for NAME (hang), else 0 (the page read first)
     local page
     page=$(curl -fsS "http://127.0.0.1:${AL_ADMIN[a2]}/metrics")
-    grep -c '^fs_alerter_breaker_state{subscription="hang"}' <<<"$page" || true
+    grep -c "^fs_alerter_breaker_state{subscription=\"${1:-hang}\"}" <<<"$page" || true
 }
 fs_assert_eq 1 "$(breaker_series)" "the breaker's series before the disable"
 al_cli subscriptions disable hang >/dev/null
@@ -55,6 +55,9 @@ grep -q '^fs_alerter_deliveries_total{subscription="hang",result="retry"}' "$FS_
     fs_fail "the disabled subscription's counters are gone too"
 al_cli subscriptions enable hang >/dev/null
 fs_wait_for 10 "[[ \$(breaker_series) == 1 ]]"
+# renamed in SQL: the gauge follows the name
+fs_psql "UPDATE subscriptions SET name = 'hang2', updated_at = now() WHERE name = 'hang'" >/dev/null
+fs_wait_for 10 "[[ \$(breaker_series hang2) == 1 && \$(breaker_series hang) == 0 ]]"
 fs_kill a2 TERM
 fs_wait_exit a2 30
 echo PASS

@@ -77,4 +77,25 @@ for raw in person7@example.com 198.51.100.7 fp-secret-7 dev-secret-7; do
 done
 fs_assert_eq 1 "$(fs_psql "SELECT count(DISTINCT email_digest) FROM payments WHERE user_id='user-7'")" "email stored as digest"
 fs_assert_eq 64 "$(fs_psql "SELECT length(email_digest) FROM payments WHERE user_id='user-7'")" "digest length"
+# Every message on the four topics is what its schema says (schemas/json): fields, types, key
+# order, headers and keys (docs/topics.md). An outcome first, for payment_outcomes.
+OKEY=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api-keys" --id e2e-outcomes \
+    --scopes outcomes:write 2>/dev/null)
+fs_kill ingest HUP # the new key
+fs_wait_for 10 "grep -q '\"event\":\"reloaded\"' '$FS_TEST_DIR/ingest.log'"
+big=$(fs_psql "SELECT payment_id FROM payments WHERE user_id = 'big-spender'")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $OKEY" -H 'Content-Type: application/json' \
+    --data-binary '{"outcome":"confirmed_fraud","reason":"card reported stolen"}' \
+    "http://127.0.0.1:$port/api/v1/payments/$big/outcome")
+fs_assert_eq 202 "$code" "outcome accepted"
+fs_wait_for 20 fs_topic_has payment_outcomes 1
+for t in raw_payments processed_payments fraud_alerts payment_outcomes; do fs_topic_dump "$t" >"$FS_TEST_DIR/$t.tsv"; done
+py=/usr/bin/python3
+"$py" -c 'import jsonschema' 2>/dev/null || py=python3
+"$py" "$REPO/tests/integration/validate_topics.py" "$REPO/schemas/json" \
+    "raw-payment.v1.json:$FS_TEST_DIR/raw_payments.tsv:country" \
+    "processed-payment.v1.json:$FS_TEST_DIR/processed_payments.tsv:payment_id" \
+    "fraud-alert.v1.json:$FS_TEST_DIR/fraud_alerts.tsv:payment_id" \
+    "payment-outcome.v1.json:$FS_TEST_DIR/payment_outcomes.tsv:payment_id" ||
+    fs_fail "a message does not match its schema"
 echo "e2e ok: $n payments"

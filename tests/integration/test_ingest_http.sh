@@ -379,7 +379,8 @@ rc=0
 "$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" --auth=false \
     --startup-timeout-ms=3000 >"$FS_TEST_DIR/hup.log" 2>&1 &
 hup_pid=$!
-sleep 1
+# librdkafka's first connection error: ingest_new() runs, after the start-up handlers are in
+fs_wait_for 20 grep -q 'Connect to' "$FS_TEST_DIR/hup.log"
 kill -HUP "$hup_pid"
 wait "$hup_pid" || rc=$?
 fs_assert_eq 1 "$rc" "SIGHUP during start-up: exit status (129: killed by it)"
@@ -389,7 +390,7 @@ rc=0
 "$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" --auth=false \
     --startup-timeout-ms=60000 >"$FS_TEST_DIR/term.log" 2>&1 &
 term_pid=$!
-sleep 1
+fs_wait_for 20 grep -q 'Connect to' "$FS_TEST_DIR/term.log"
 t0=$SECONDS
 kill -TERM "$term_pid"
 wait "$term_pid" || rc=$?

@@ -65,7 +65,7 @@ ev=$("$BUILD/bin/fraudshield-eval" --train 2018-07-25:2018-07-27 --test 2018-07-
      --delay-days 2 --model "$FS_TEST_DIR/m3.json" --model-weight 100 --log-level warn)
 echo "$ev"
 # every rule score is the same 5 points: the rules rank nothing; the model separates the classes
-grep -q '^| FraudShield rules only *|   0.500 |' <<<"$ev" || fs_fail "rules-only AUC should be 0.5"
+grep -q '^| FraudShield rules only *|  0.5000 |' <<<"$ev" || fs_fail "rules-only AUC should be 0.5"
 [[ $(tail -1 <<<"$ev") =~ ^eval\ auc=([0-9.]+)\ ap=([0-9.]+)\ cp100=([0-9.]+)$ ]] || fs_fail "last line"
 awk -v a="${BASH_REMATCH[1]}" 'BEGIN { exit !(a > 0.95) }' || fs_fail "blend AUC ${BASH_REMATCH[1]}"
 # cards (users) with a fraud in 07-25..07-27 are known on the test days: none of their rows count

@@ -422,6 +422,11 @@ static void test_kafka_conf_aliases(void **state) {
     assert_int_equal(kafka_conf_lock(conf, &props, "linger.ms", "1", err, sizeof err), -1);
     assert_non_null(strstr(err, "not allowed"));
     assert_int_equal(kafka_conf_lock(conf, &props, "queue.buffering.max.ms", "9", err, sizeof err), 0);
+    /* librdkafka's other spellings of a locked value are that value */
+    assert_int_equal(cfg_props_set(&props, "auto.offset.reset", "smallest"), 0);
+    assert_int_equal(kafka_conf_lock(conf, &props, "auto.offset.reset", "earliest", err, sizeof err), 0);
+    assert_int_equal(cfg_props_set(&props, "auto.offset.reset", "largest"), 0);
+    assert_int_equal(kafka_conf_lock(conf, &props, "auto.offset.reset", "earliest", err, sizeof err), -1);
     rd_kafka_conf_destroy(conf);
     cfg_free(NULL, NULL, &props);
 }

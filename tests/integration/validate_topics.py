@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Checks messages dumped from Kafka topics against the project's JSON schemas (schemas/json).
+
+    validate_topics.py SCHEMA_DIR SCHEMA_FILE:DUMP_FILE:KEY_RULE ...
+
+DUMP_FILE holds `kcat -f '%p\\t%o\\t%k\\t%h\\t%s\\n'` lines (tests/lib.sh fs_topic_dump). Each value
+must validate against SCHEMA_FILE (draft 2020-12; $refs between the files resolved by their $id),
+list its keys in the schema's order (the contract: "keys in the order listed here"), and carry the
+headers schema_version (= the body's), payment_id (= the body's) and ingest_ts (milliseconds; not
+on the alerter's outcomes, source "analyst").
+KEY_RULE: "payment_id" (the key is the body's payment_id) or "country" (the body's country, else
+UNK). Prints one line per topic; exits 1 on the first file with a problem, naming the message.
+"""
+import json
+import os
+import sys
+
+try:
+    from jsonschema import Draft202012Validator, RefResolver
+except ImportError:  # the project installs Debian's python3-jsonschema (make deps)
+    sys.exit("validate_topics.py: python3-jsonschema is not installed (make deps)")
+
+
+def load_schemas(d):
+    store = {}
+    for name in os.listdir(d):
+        if name.endswith(".json"):
+            with open(os.path.join(d, name)) as f:
+                s = json.load(f)
+            store[s["$id"]] = s
+            store[name] = s
+    return store
+
+
+def headers_of(h):
+    out = {}
+    for kv in h.split(","):
+        if "=" in kv:
+            k, v = kv.split("=", 1)
+            out[k] = v
+    return out
+
+
+def check_message(schema, validator, rule, line):
+    part, off, key, hdrs, value = line.rstrip("\n").split("\t", 4)
+    where = "partition %s offset %s" % (part, off)
+    body = json.loads(value)
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        return "%s: %s at %s" % (where, e.message, "/".join(str(p) for p in e.path) or "(root)")
+    order = list(schema["properties"])
+    idx = [order.index(k) for k in body if k in order]
+    if idx != sorted(idx):
+        return "%s: keys out of the schema's order: %s" % (where, list(body))
+    h = headers_of(hdrs)
+    if h.get("schema_version") != str(body["schema_version"]):
+        return "%s: header schema_version %r, body %r" % (where, h.get("schema_version"), body["schema_version"])
+    if h.get("payment_id") != body["payment_id"]:
+        return "%s: header payment_id %r, body %r" % (where, h.get("payment_id"), body["payment_id"])
+    if body.get("source") == "analyst":  # the alerter's outcomes: no ingest request, no ingest_ts
+        pass
+    elif not h.get("ingest_ts", "").isdigit():
+        return "%s: header ingest_ts %r is not milliseconds" % (where, h.get("ingest_ts"))
+    want = body["payment_id"] if rule == "payment_id" else (body.get("country") or "UNK")
+    if key != want:
+        return "%s: key %r, expected %r (%s)" % (where, key, want, rule)
+    return None
+
+
+def main():
+    store = load_schemas(sys.argv[1])
+    bad = False
+    for spec in sys.argv[2:]:
+        schema_file, dump, rule = spec.split(":")
+        schema = store[schema_file]
+        validator = Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))
+        n = 0
+        with open(dump) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                n += 1
+                problem = check_message(schema, validator, rule, line)
+                if problem:
+                    print("%s (%s): %s" % (dump, schema_file, problem))
+                    bad = True
+                    break
+        print("%s: %d message(s) checked against %s" % (os.path.basename(dump), n, schema_file))
+        if n == 0:
+            print("%s: no message" % dump)
+            bad = True
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
