@@ -118,11 +118,11 @@ int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr, 
 void pay_payment_clear(pay_payment *p);
 
 /* Whether p is another payment than the one stored under its payment_id (user_id, merchant_id,
- * amount_minor, currency, country: "" when absent): NULL when the same (a redelivery, whatever its
- * times), else the first field that differs ("user_id", "merchant_id", "amount", "currency",
- * "country"). */
+ * amount_minor, currency): NULL when the same (a redelivery, whatever its times; the outputs carry
+ * the stored times and country), else the first field that differs ("user_id", "merchant_id",
+ * "amount", "currency"). */
 const char *pay_conflict(const pay_payment *p, const char *user_id, const char *merchant_id,
-                         int64_t amount_minor, const char *currency_code, const char *country_code);
+                         int64_t amount_minor, const char *currency_code);
 
 /* The raw_payments partition key: country upper case, or "UNK" when absent. out: 4 bytes. */
 void pay_partition_key(const pay_payment *p, char out[4]);

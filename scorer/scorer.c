@@ -540,7 +540,7 @@ static void scorer_decode_batch(scorer *s) {
         int first = scorer_dedup(s, (int)s->nrows);
         const pay_payment *fp = first >= 0 ? &s->rows[first].p : NULL;
         const char *what = fp ? pay_conflict(&r->p, fp->user_id, fp->merchant_id, fp->amount_minor,
-                                             fp->currency, fp->country) : NULL;
+                                             fp->currency) : NULL;
         if (what) { /* another payment under the same payment_id: the first one stands */
             snprintf(err, sizeof err, "payment %s came earlier in the batch with another %s: a "
                      "different payment under a payment_id already used", fp->payment_id, what);
@@ -664,6 +664,7 @@ static void scorer_apply_stored(scorer *s, store_row **rows, size_t n) {
         }
         r->p.event_time_ms = rows[i]->stored_event_time_ms;
         r->p.ingest_time_ms = rows[i]->stored_ingest_time_ms;
+        memcpy(r->p.country, rows[i]->stored_country, sizeof r->p.country);
     }
 }
 

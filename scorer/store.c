@@ -444,14 +444,14 @@ static const char SQL_LOAD_DECISIONS[] =
 /* r's message against its stored payment (row i of a SQL_LOAD_DECISIONS result). */
 static void stored_from_result(store_row *r, const PGresult *res, int i) {
     const char *what = pay_conflict(r->p, PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
-                                    strtoll(PQgetvalue(res, i, 10), NULL, 10), PQgetvalue(res, i, 11),
-                                    PQgetvalue(res, i, 14));
+                                    strtoll(PQgetvalue(res, i, 10), NULL, 10), PQgetvalue(res, i, 11));
     r->conflict[0] = '\0';
     if (what)
         snprintf(r->conflict, sizeof r->conflict, "payment %s was stored before with another %s: "
                  "a different payment under a payment_id already used", r->p->payment_id, what);
     r->stored_event_time_ms = strtoll(PQgetvalue(res, i, 12), NULL, 10);
     r->stored_ingest_time_ms = strtoll(PQgetvalue(res, i, 13), NULL, 10);
+    snprintf(r->stored_country, sizeof r->stored_country, "%s", PQgetvalue(res, i, 14));
 }
 
 static void decision_from_result(store_decision *d, const PGresult *res, int i) {

@@ -71,11 +71,12 @@ typedef struct store_row {
     bool has_decision;       /* a decision is in dec (loaded, or made by the scorer) */
     store_decision dec;
     char alert_id[37];       /* store_alert_id() when the decision is review/block */
-    /* Out of store_load_decisions for a redelivered payment: the event and ingest times stored the
-     * first time (a client's retry under the same Idempotency-Key has its own when the body set
+    /* Out of store_load_decisions for a redelivered payment: the event and ingest times and the
+     * country stored the first time (a client's retry under the same Idempotency-Key has its own when the body set
      * none: the outputs carry the first), and conflict, when the stored payment differs from this
      * message in who, where or how much (another payment under a payment_id already used). */
     int64_t stored_event_time_ms, stored_ingest_time_ms;
+    char stored_country[3];  /* "" when none was stored */
     char conflict[160];      /* "" or why: the message goes to the DLQ (payment_conflict) */
 } store_row;
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What consumers of processed_payments and fraud_alerts get for a payment seen twice.
 #   1. A redelivery (the same payment again, here with a later event_time, ingest_time and ingest_ts
-#      header: a client's retry under the same Idempotency-Key whose body set no timestamp) is
+#      header, as a client's retry under the same Idempotency-Key whose body set no timestamp, and
+#      another country) is
 #      produced again byte for byte as the first time: the stored decision, with its reasons in the
 #      contract's key order (jsonb reordered them), and the stored payment's times and ingest_ts.
 #      The old code sent the stored decision with the new message's data and times.
@@ -24,7 +25,8 @@ fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer.log"
 first=$(bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" 2 1000 DE | head -n 1 |
         sed 's/"amount_minor":[0-9]*/"amount_minor":600000/')
 id=$(grep -o '"payment_id":"[^"]*"' <<<"$first" | cut -d'"' -f4)
-later=$(sed -E 's/"(event|ingest)_time":"[^"]*"/"\1_time":"2031-01-01T00:00:00.000Z"/g' <<<"$first")
+later=$(sed -E -e 's/"(event|ingest)_time":"[^"]*"/"\1_time":"2031-01-01T00:00:00.000Z"/g' \
+    -e 's/"country":"DE"/"country":"FR"/' <<<"$first") # also another country: the stored one stands
 other=$(sed 's/"amount_minor":600000/"amount_minor":900000/' <<<"$first")
 sentinel=$(bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" 2 1000 DE | tail -n 1)
 # ingest puts its receive time in both the event's ingest_time and the ingest_ts header
