@@ -50,6 +50,8 @@ struct alerter {
     metric *m_messages, *m_lag, *m_db_errors, *m_batches, *m_offsets_lost, *m_messages_lost;
 };
 
+static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
+
 static void alerter_poll_batch(alerter *a);
 static int alerter_finish_batch(alerter *a);
 static void alerter_decode_batch(alerter *a);
@@ -447,7 +449,7 @@ static int alerter_persist_batch(alerter *a, persist_counts *n) {
                    "recording the batch failed; retrying");
         if (last_try) return -1;
         if (*a->stop || alerter_sleep(a, backoff) != 0) last_try = true;
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        backoff = backoff_next(backoff);
         alerter_reconnect(a, err, sizeof err);
     }
 }
@@ -489,8 +491,7 @@ static void alerter_pump(alerter *a) {
         /* counted (the database-errors alert sees an outage), and tried again with a backoff
          * instead of every outbox-interval-ms: one log line per attempt */
         metric_add(a->m_db_errors, "outbox", 1);
-        a->pump_backoff_ms = a->pump_backoff_ms ? a->pump_backoff_ms * 2 : BACKOFF_MIN_MS;
-        if (a->pump_backoff_ms > BACKOFF_MAX_MS) a->pump_backoff_ms = BACKOFF_MAX_MS;
+        a->pump_backoff_ms = a->pump_backoff_ms ? backoff_next(a->pump_backoff_ms) : BACKOFF_MIN_MS;
         a->next_pump_us = fs_mono_us() + (int64_t)a->pump_backoff_ms * 1000;
         return;
     }

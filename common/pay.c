@@ -1000,8 +1000,13 @@ static int decode_fail(char *errstr, size_t errstr_size, const char *field, cons
     return -1;
 }
 
-/* What an event with raw personal data is refused with (pay_event_decode tells it by this text). */
 #define RAW_PII_MSG "raw personal data is not allowed in events"
+
+/* decode_fail() for raw personal data: PAY_EVENT_RAW_PII, which pay_event_decode passes on. */
+static int raw_pii_fail(char *errstr, size_t errstr_size, const char *field) {
+    decode_fail(errstr, errstr_size, field, RAW_PII_MSG);
+    return PAY_EVENT_RAW_PII;
+}
 
 /* device_info in an event: known strings re-checked, unknown keys kept (additive evolution),
  * and a raw device_id refused: it is personal data that must have been digested at ingest. */
@@ -1013,8 +1018,7 @@ static int event_device_info(const json_t *v, pay_payment *p, char *errstr, size
     for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
         const char *key = iter_key(it);
         if (key && strcmp(key, "device_id") == 0)
-            return decode_fail(errstr, errstr_size, "device_info.device_id",
-                               RAW_PII_MSG);
+            return raw_pii_fail(errstr, errstr_size, "device_info.device_id");
         if (key && device_key_known(key) &&
             check_text_v(json_object_iter_value(it), 0, TEXT_SHORT_MAX, NULL, 0, &f)) {
             snprintf(errstr, errstr_size, "device_info.%s: %s", key, f.msg);
@@ -1082,15 +1086,15 @@ static int event_fields(const json_t *root, pay_payment *p, char *errstr, size_t
     fail f;
     for (size_t i = 0; i < NFIELDS(EVENT_RAW_PII); i++)
         if (json_object_get(root, EVENT_RAW_PII[i]))
-            return decode_fail(errstr, errstr_size, EVENT_RAW_PII[i],
-                               RAW_PII_MSG);
+            return raw_pii_fail(errstr, errstr_size, EVENT_RAW_PII[i]);
     for (size_t i = 0; i < NFIELDS(EVENT_FIELDS); i++) {
         const field_spec *fs = &EVENT_FIELDS[i];
         const json_t *v = json_object_get(root, fs->name);
         if (!v || json_is_null(v)) {
             if (fs->required) return decode_fail(errstr, errstr_size, fs->name, "required");
         } else if (fs->kind == F_DEVICE_INFO) {
-            if (event_device_info(v, p, errstr, errstr_size)) return -1;
+            int rc = event_device_info(v, p, errstr, errstr_size);
+            if (rc) return rc;
         } else if (check_value(fs->kind, v, (char *)p + fs->off, fs->size, &f)) {
             return decode_fail(errstr, errstr_size, fs->name, f.msg);
         }
@@ -1118,12 +1122,9 @@ int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr,
         decode_fail(errstr, errstr_size, "event", "must be a JSON object");
         goto out;
     }
-    if (event_schema_version(root, errstr, errstr_size) ||
-        event_fields(root, p, errstr, errstr_size) || event_amount(root, p, errstr, errstr_size)) {
-        if (strstr(errstr, RAW_PII_MSG)) rc = PAY_EVENT_RAW_PII;
-        goto out;
-    }
-    rc = 0;
+    if (event_schema_version(root, errstr, errstr_size)) goto out;
+    rc = event_fields(root, p, errstr, errstr_size); /* -1, or PAY_EVENT_RAW_PII */
+    if (rc == 0 && event_amount(root, p, errstr, errstr_size)) rc = -1;
 out:
     json_decref(root);
     return rc;

@@ -455,6 +455,14 @@ fs_topic_produce() {
     timeout 60 kcat -b "$FS_BROKERS" -P -t "$topic" ${key:+-k "$key"}
 }
 
+# fs_validate_topics ARGS...: tests/integration/validate_topics.py against schemas/json, with a
+# python3 that has jsonschema (Debian's python3-jsonschema is /usr/bin/python3's; make deps).
+fs_validate_topics() {
+    local py=/usr/bin/python3
+    "$py" -c 'import jsonschema' 2>/dev/null || py=python3
+    "$py" "$REPO/tests/integration/validate_topics.py" "$REPO/schemas/json" "$@"
+}
+
 # The pipeline of `make run` (scripts/run-local.sh) on free ports, for benchmarks and evaluations.
 fs_pipeline_start() {
     local n=${1:-2} parts=${2:-12} i port

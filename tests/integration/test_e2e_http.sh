@@ -90,10 +90,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $OKEY" -H 'Content-
 fs_assert_eq 202 "$code" "outcome accepted"
 fs_wait_for 20 fs_topic_has payment_outcomes 1
 for t in raw_payments processed_payments fraud_alerts payment_outcomes; do fs_topic_dump "$t" >"$FS_TEST_DIR/$t.tsv"; done
-py=/usr/bin/python3
-"$py" -c 'import jsonschema' 2>/dev/null || py=python3
-"$py" "$REPO/tests/integration/validate_topics.py" "$REPO/schemas/json" \
-    "raw-payment.v1.json:$FS_TEST_DIR/raw_payments.tsv:country" \
+fs_validate_topics "raw-payment.v1.json:$FS_TEST_DIR/raw_payments.tsv:country" \
     "processed-payment.v1.json:$FS_TEST_DIR/processed_payments.tsv:payment_id" \
     "fraud-alert.v1.json:$FS_TEST_DIR/fraud_alerts.tsv:payment_id" \
     "payment-outcome.v1.json:$FS_TEST_DIR/payment_outcomes.tsv:payment_id" ||

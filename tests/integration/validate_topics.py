@@ -2,6 +2,10 @@
 """Checks messages dumped from Kafka topics against the project's JSON schemas (schemas/json).
 
     validate_topics.py SCHEMA_DIR SCHEMA_FILE:DUMP_FILE:KEY_RULE ...
+    validate_topics.py SCHEMA_DIR --webhooks JSONL
+
+The second form checks the webhook bodies an alerter_receiver.py log (JSONL) recorded: alert.created
+against fraud-alert.v1.json, alert.resolved against alert-resolved.v1.json (schema and key order).
 
 DUMP_FILE holds `kcat -f '%p\\t%o\\t%k\\t%h\\t%s\\n'` lines (tests/lib.sh fs_topic_dump). Each value
 must validate against SCHEMA_FILE (draft 2020-12; $refs between the files resolved by their $id),
@@ -41,18 +45,31 @@ def headers_of(h):
     return out
 
 
+def validator_of(store, schema_file):
+    schema = store[schema_file]
+    return schema, Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))
+
+
+def check_body(schema, validator, body):
+    """None when body validates and lists its keys in the schema's order, else why."""
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        return "%s at %s" % (e.message, "/".join(str(p) for p in e.path) or "(root)")
+    order = list(schema["properties"])
+    idx = [order.index(k) for k in body if k in order]
+    if idx != sorted(idx):
+        return "keys out of the schema's order: %s" % list(body)
+    return None
+
+
 def check_message(schema, validator, rule, line):
     part, off, key, hdrs, value = line.rstrip("\n").split("\t", 4)
     where = "partition %s offset %s" % (part, off)
     body = json.loads(value)
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        return "%s: %s at %s" % (where, e.message, "/".join(str(p) for p in e.path) or "(root)")
-    order = list(schema["properties"])
-    idx = [order.index(k) for k in body if k in order]
-    if idx != sorted(idx):
-        return "%s: keys out of the schema's order: %s" % (where, list(body))
+    problem = check_body(schema, validator, body)
+    if problem:
+        return "%s: %s" % (where, problem)
     h = headers_of(hdrs)
     if h.get("schema_version") != str(body["schema_version"]):
         return "%s: header schema_version %r, body %r" % (where, h.get("schema_version"), body["schema_version"])
@@ -68,13 +85,31 @@ def check_message(schema, validator, rule, line):
     return None
 
 
+def check_webhooks(store, path):
+    """Exit status: every body alerter_receiver.py logged matches its event's schema."""
+    schemas = {"alert.created": validator_of(store, "fraud-alert.v1.json"),
+               "alert.resolved": validator_of(store, "alert-resolved.v1.json")}
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            problem = check_body(*schemas[r["event"]], json.loads(r["body"]))
+            if problem:
+                print("%s: %s delivery %s: %s" % (path, r["event"], r["delivery"], problem))
+                return 1
+            counts[r["event"]] = counts.get(r["event"], 0) + 1
+    print("webhook bodies checked:", counts)
+    return 0 if counts else 1
+
+
 def main():
     store = load_schemas(sys.argv[1])
+    if sys.argv[2] == "--webhooks":
+        sys.exit(check_webhooks(store, sys.argv[3]))
     bad = False
     for spec in sys.argv[2:]:
         schema_file, dump, rule = spec.split(":")
-        schema = store[schema_file]
-        validator = Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))
+        schema, validator = validator_of(store, schema_file)
         n = 0
         with open(dump) as f:
             for line in f:
