@@ -48,13 +48,17 @@ typedef enum item_kind {
     ITEM_VALID,     /* a payment: its row holds it */
     ITEM_DUPLICATE, /* the same payment_id as an earlier message of the batch: that row speaks */
     ITEM_DEAD,      /* dead letter */
+    ITEM_CONFLICT,  /* another payment under the payment_id of an earlier message of the batch:
+                     * dead-lettered after the batch's transaction, unless that earlier one
+                     * differs from the payment stored before and this one is its redelivery
+                     * (scorer_settle_conflicts) */
 } item_kind;
 
 /* One consumed message. */
 typedef struct scorer_item {
     rd_kafka_message_t *msg; /* owned by the batch until it is cleared */
     item_kind kind;
-    int row;                 /* ITEM_VALID / ITEM_DUPLICATE */
+    int row;                 /* ITEM_VALID / ITEM_DUPLICATE / ITEM_CONFLICT */
     const char *dlq_reason;  /* ITEM_DEAD: stable code (static string) */
     char dlq_error[256];
     int8_t out_dlq;
@@ -168,6 +172,7 @@ static void scorer_poll_batch(scorer *s);
 static int scorer_finish_batch(scorer *s);
 static void scorer_decode_batch(scorer *s);
 static int scorer_persist_batch(scorer *s);
+static void scorer_settle_conflicts(scorer *s);
 static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
 static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz);
 static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
@@ -453,7 +458,7 @@ static void scorer_account_batch(scorer *s, int64_t t0_us) {
     metric_observe(s->m.batch_seconds, NULL, (double)(fs_mono_us() - t0_us) / 1e6);
 }
 
-/* decode -> persist -> deliver -> commit. Returns 0, or -1 when the batch was abandoned (stopping
+/* decode -> persist (-> settle conflicts) -> deliver -> commit. Returns 0, or -1 when the batch was abandoned (stopping
  * while PostgreSQL or the brokers are unreachable): nothing of it was committed, and this worker
  * consumes no further (its position is past messages that are not persisted). */
 static int scorer_finish_batch(scorer *s) {
@@ -464,6 +469,7 @@ static int scorer_finish_batch(scorer *s) {
     scorer_decode_batch(s);
     int64_t t1 = fs_mono_us();
     if (scorer_persist_batch(s) != 0) goto done;
+    scorer_settle_conflicts(s);
     int64_t t2 = fs_mono_us();
     if (scorer_deliver_batch(s) != 0) goto done;
     int64_t t3 = fs_mono_us();
@@ -541,11 +547,14 @@ static void scorer_decode_batch(scorer *s) {
         const pay_payment *fp = first >= 0 ? &s->rows[first].p : NULL;
         const char *what = fp ? pay_conflict(&r->p, fp->user_id, fp->merchant_id, fp->amount_minor,
                                              fp->currency) : NULL;
-        if (what) { /* another payment under the same payment_id: the first one stands */
-            snprintf(err, sizeof err, "payment %s came earlier in the batch with another %s: a "
-                     "different payment under a payment_id already used", fp->payment_id, what);
+        if (what) { /* another payment under the same payment_id: the first one stands, unless
+                     * the stored payment says otherwise (scorer_settle_conflicts) */
+            snprintf(it->dlq_error, sizeof it->dlq_error, "payment %s came earlier in the batch "
+                     "with another %s: a different payment under a payment_id already used",
+                     fp->payment_id, what);
             pay_payment_clear(&r->p);
-            scorer_dead_letter(it, "payment_conflict", err);
+            it->kind = ITEM_CONFLICT;
+            it->row = first;
             continue;
         }
         if (first >= 0) { /* same payment twice in one batch (a producer retry): one row */
@@ -580,7 +589,8 @@ static scorer_row *row_of(store_row *sr) {
 static void scorer_reject_row(scorer *s, size_t i, const char *reason, const char *err) {
     s->rows[i].rejected = true;
     for (size_t j = 0; j < s->nitems; j++)
-        if (s->items[j].kind != ITEM_DEAD && s->items[j].row == (int)i)
+        if ((s->items[j].kind == ITEM_VALID || s->items[j].kind == ITEM_DUPLICATE) &&
+            s->items[j].row == (int)i)
             scorer_dead_letter(&s->items[j], reason, err);
 }
 
@@ -651,20 +661,77 @@ static int scorer_persist_batch(scorer *s) {
     }
 }
 
-/* After the batch's transaction: a redelivered payment's outputs carry its stored times (the
- * decision is the stored one already); one that conflicts with the stored payment (another payment
- * under a payment_id already used) goes to the DLQ, and the stored one stands. */
-static void scorer_apply_stored(scorer *s, store_row **rows, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (rows[i]->is_new || !rows[i]->has_decision) continue;
-        scorer_row *r = row_of(rows[i]);
-        if (rows[i]->conflict[0]) {
-            scorer_reject_row(s, (size_t)(r - s->rows), "payment_conflict", rows[i]->conflict);
+/* A redelivered payment's outputs carry its stored times and country (the decision is the
+ * stored one already). */
+static void scorer_row_stored(scorer_row *r) {
+    r->p.event_time_ms = r->sr.stored_event_time_ms;
+    r->p.ingest_time_ms = r->sr.stored_ingest_time_ms;
+    memcpy(r->p.country, r->sr.stored_country, sizeof r->p.country);
+}
+
+/* After the batch's transaction, for its redelivered payments. One whose message conflicts with
+ * the stored payment (another payment under a payment_id already used) is left to
+ * scorer_settle_conflicts. */
+static void scorer_apply_stored(store_row **rows, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i]->is_new && rows[i]->has_decision && !rows[i]->conflict[0])
+            scorer_row_stored(row_of(rows[i]));
+}
+
+/* Row i's first message differs from its stored payment: a later message of the batch under the
+ * same payment_id (ITEM_CONFLICT) that is the stored payment, i.e. its true redelivery, becomes
+ * the row's message, so that its outputs are produced again; the first message and its copies
+ * go to the DLQ. Returns whether there was one. Nothing of row i was written: the transaction
+ * inserts nothing for a payment_id stored before. */
+static bool scorer_adopt_redelivery(scorer *s, size_t i) {
+    scorer_row *r = &s->rows[i];
+    char err[256];
+    pay_payment p;
+    size_t j;
+    for (j = 0; j < s->nitems; j++) {
+        scorer_item *it = &s->items[j];
+        if (it->kind != ITEM_CONFLICT || it->row != (int)i) continue;
+        if (pay_event_decode(it->msg->payload, it->msg->len, &p, err, sizeof err) != 0) continue;
+        if (!store_row_conflict(&r->sr, &p)) break;
+        pay_payment_clear(&p);
+    }
+    if (j == s->nitems) return false;
+    for (size_t k = 0; k < s->nitems; k++)
+        if ((s->items[k].kind == ITEM_VALID || s->items[k].kind == ITEM_DUPLICATE) &&
+            s->items[k].row == (int)i)
+            scorer_dead_letter(&s->items[k], "payment_conflict", r->sr.conflict);
+    pay_payment_clear(&r->p);
+    r->p = p; /* r->sr.p points at r->p */
+    r->item = (int)j;
+    s->items[j].kind = ITEM_VALID;
+    for (size_t k = j + 1; k < s->nitems; k++) { /* the redelivery's own copies */
+        pay_payment q;
+        if (s->items[k].kind != ITEM_CONFLICT || s->items[k].row != (int)i ||
+            pay_event_decode(s->items[k].msg->payload, s->items[k].msg->len, &q, err, sizeof err) != 0)
             continue;
-        }
-        r->p.event_time_ms = rows[i]->stored_event_time_ms;
-        r->p.ingest_time_ms = rows[i]->stored_ingest_time_ms;
-        memcpy(r->p.country, rows[i]->stored_country, sizeof r->p.country);
+        if (!store_row_conflict(&r->sr, &q)) s->items[k].kind = ITEM_DUPLICATE;
+        pay_payment_clear(&q);
+    }
+    r->sr.conflict[0] = '\0';
+    scorer_row_stored(r);
+    return true;
+}
+
+/* After the batch's transaction: messages under one payment_id that disagree in who, where or how
+ * much. The payment stored before decides which one is its redelivery; without one, the batch's
+ * first message stood (and was stored now). Every other one goes to the DLQ (payment_conflict). */
+static void scorer_settle_conflicts(scorer *s) {
+    for (size_t i = 0; i < s->nrows; i++) {
+        scorer_row *r = &s->rows[i];
+        if (!r->rejected && !r->sr.is_new && r->sr.has_decision && r->sr.conflict[0] &&
+            !scorer_adopt_redelivery(s, i))
+            scorer_reject_row(s, i, "payment_conflict", r->sr.conflict);
+    }
+    for (size_t j = 0; j < s->nitems; j++) {
+        if (s->items[j].kind != ITEM_CONFLICT) continue;
+        char why[sizeof s->items[j].dlq_error];
+        memcpy(why, s->items[j].dlq_error, sizeof why);
+        scorer_dead_letter(&s->items[j], "payment_conflict", why);
     }
 }
 
@@ -674,6 +741,7 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
         store_decision_clear(&rows[i]->dec);
         rows[i]->has_decision = false;
         rows[i]->alert_id[0] = '\0';
+        rows[i]->conflict[0] = '\0';
     }
     int64_t t0 = fs_mono_us();
     uint64_t calls0, us0, calls1, us1;
@@ -687,7 +755,7 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
         if (rows[i]->is_new && rows[i]->has_decision)
             row_of(rows[i])->tried_decided_ms = rows[i]->dec.decided_at_ms;
     if (rc == STORE_OK) rc = store_commit_named(s->st, "batch", err, esz);
-    if (rc == STORE_OK) scorer_apply_stored(s, rows, n);
+    if (rc == STORE_OK) scorer_apply_stored(rows, n);
     if (rc != STORE_OK) store_rollback(s->st);
     store_latency(s->st, &calls1, &us1);
     metric_observe(s->m.db_seconds, "transaction", (double)(fs_mono_us() - t0) / 1e6);

@@ -441,10 +441,18 @@ static const char SQL_LOAD_DECISIONS[] =
     TO_MS("p.ingest_time") ", coalesce(p.country, '') "
     "FROM decisions d JOIN payments p USING (payment_id) WHERE d.payment_id = ANY ($1::uuid[])";
 
+const char *store_row_conflict(const store_row *r, const pay_payment *p) {
+    return pay_conflict(p, r->stored_user_id, r->stored_merchant_id, r->stored_amount_minor,
+                        r->stored_currency);
+}
+
 /* r's message against its stored payment (row i of a SQL_LOAD_DECISIONS result). */
 static void stored_from_result(store_row *r, const PGresult *res, int i) {
-    const char *what = pay_conflict(r->p, PQgetvalue(res, i, 8), PQgetvalue(res, i, 9),
-                                    strtoll(PQgetvalue(res, i, 10), NULL, 10), PQgetvalue(res, i, 11));
+    snprintf(r->stored_user_id, sizeof r->stored_user_id, "%s", PQgetvalue(res, i, 8));
+    snprintf(r->stored_merchant_id, sizeof r->stored_merchant_id, "%s", PQgetvalue(res, i, 9));
+    r->stored_amount_minor = strtoll(PQgetvalue(res, i, 10), NULL, 10);
+    snprintf(r->stored_currency, sizeof r->stored_currency, "%s", PQgetvalue(res, i, 11));
+    const char *what = store_row_conflict(r, r->p);
     r->conflict[0] = '\0';
     if (what)
         snprintf(r->conflict, sizeof r->conflict, "payment %s was stored before with another %s: "

@@ -78,7 +78,16 @@ typedef struct store_row {
     int64_t stored_event_time_ms, stored_ingest_time_ms;
     char stored_country[3];  /* "" when none was stored */
     char conflict[160];      /* "" or why: the message goes to the DLQ (payment_conflict) */
+    /* ... and the stored payment's who, where and how much: another message of the batch under
+     * the same payment_id may be the true redelivery (store_row_conflict) */
+    char stored_user_id[PAY_ID_MAX + 1], stored_merchant_id[PAY_ID_MAX + 1];
+    int64_t stored_amount_minor;
+    char stored_currency[4];
 } store_row;
+
+/* What of p differs from r's stored payment (pay_conflict: "user_id", "amount", ...), or NULL;
+ * r must be a redelivery out of store_load_decisions. */
+const char *store_row_conflict(const store_row *r, const pay_payment *p);
 
 /* Frees what d owns and zeroes it. */
 void store_decision_clear(store_decision *d);

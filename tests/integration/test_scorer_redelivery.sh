@@ -9,6 +9,9 @@
 #   2. Another payment under a payment_id already stored (another amount) is dead-lettered
 #      (payment_conflict); the stored payment stands and nothing is produced for it. The old code
 #      published it (9000 USD as "allow", score 0) with the first payment's decision.
+#   3. In one batch, such a payment followed by the true redelivery of the stored one: the first is
+#      dead-lettered and the redelivery's outputs are produced again. The old code dead-lettered
+#      both (the second as a conflict with the first of the batch) and produced nothing.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_redelivery
@@ -48,11 +51,20 @@ fs_bg scorer2 env FS_SCORER_ID=scorer-re FS_RULES_FILE="$REPO/schemas/rules/defa
     "$BUILD/bin/fraudshield-scorer"
 fs_wait_for 60 fs_topic_has raw_payments.dlq 2
 fs_wait_for 60 fs_topic_has fraud_alerts 3
+# within one batch, the conflicting one first
+fs_kill scorer2 TERM
+fs_wait_exit scorer2 30
+other3=$(sed 's/"amount_minor":600000/"amount_minor":700000/' <<<"$first")
+printf '%s\n' "$other3" "$first" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
+fs_bg scorer3 env FS_SCORER_ID=scorer-re FS_RULES_FILE="$REPO/schemas/rules/default.json" \
+    "$BUILD/bin/fraudshield-scorer"
+fs_wait_for 60 fs_topic_has raw_payments.dlq 3
+fs_wait_for 60 fs_topic_has fraud_alerts 4
 
 # 1. every message about the payment, twice, the same bytes and the first ingest_ts
 for topic in processed_payments fraud_alerts; do
     fs_topic_dump "$topic" | awk -F'\t' -v id="$id" '$3 == id' >"$FS_TEST_DIR/$topic.txt"
-    fs_assert_eq 3 "$(wc -l <"$FS_TEST_DIR/$topic.txt")" "$topic messages of the payment"
+    fs_assert_eq 4 "$(wc -l <"$FS_TEST_DIR/$topic.txt")" "$topic messages of the payment"
     fs_assert_eq 1 "$(cut -f5 "$FS_TEST_DIR/$topic.txt" | sort -u | wc -l)" "$topic: distinct bodies"
     grep -q '"VERY_HIGH_VALUE"' "$FS_TEST_DIR/$topic.txt" || fs_fail "$topic: not the alerting decision"
     fs_assert_eq 0 "$(cut -f4 "$FS_TEST_DIR/$topic.txt" | tr ',' '\n' | grep '^ingest_ts=' | grep -vc "ingest_ts=$it0\$" || true)" "$topic: headers with another ingest_ts"
@@ -63,12 +75,15 @@ echo "ok: the redelivery's outputs are the first ones, byte for byte"
 
 # 2. the conflicting one: dead-lettered, nothing else changed
 fs_topic_dump raw_payments.dlq >"$FS_TEST_DIR/dlq.txt"
-fs_assert_eq 2 "$(grep -c 'dlq_reason=payment_conflict' "$FS_TEST_DIR/dlq.txt")" "payment_conflict dead letters"
+fs_assert_eq 3 "$(grep -c 'dlq_reason=payment_conflict' "$FS_TEST_DIR/dlq.txt")" "payment_conflict dead letters"
 grep -q '"amount_minor":900000' "$FS_TEST_DIR/dlq.txt" || fs_fail "no dead letter for the conflict with the stored payment"
 grep '"amount_minor":800000' "$FS_TEST_DIR/dlq.txt" | grep -q 'came earlier in the batch' ||
     fs_fail "no dead letter for the conflict within a batch: $(grep '"amount_minor":800000' "$FS_TEST_DIR/dlq.txt" | cut -f4)"
+grep '"amount_minor":700000' "$FS_TEST_DIR/dlq.txt" | grep -q 'was stored before with another amount' ||
+    fs_fail "no dead letter for the conflict ahead of the redelivery: $(grep '"amount_minor":700000' "$FS_TEST_DIR/dlq.txt" | cut -f4)"
+if grep -q '"amount_minor":600000' "$FS_TEST_DIR/dlq.txt"; then fs_fail "the true redelivery was dead-lettered"; fi
 fs_assert_eq 600000 "$(fs_psql "SELECT amount_minor FROM payments WHERE payment_id = '$id'")" "the stored payment"
-if fs_topic_dump processed_payments | grep -qE '"amount_minor":(9|8)00000'; then fs_fail "a conflicting payment was published"; fi
-fs_kill scorer2 TERM
-fs_wait_exit scorer2 30
+if fs_topic_dump processed_payments | grep -qE '"amount_minor":(9|8|7)00000'; then fs_fail "a conflicting payment was published"; fi
+fs_kill scorer3 TERM
+fs_wait_exit scorer3 30
 echo PASS
