@@ -1008,8 +1008,8 @@ static int raw_pii_fail(char *errstr, size_t errstr_size, const char *field) {
     return PAY_EVENT_RAW_PII;
 }
 
-/* device_info in an event: known strings re-checked, unknown keys kept (additive evolution),
- * and a raw device_id refused: it is personal data that must have been digested at ingest. */
+/* device_info in an event: known strings re-checked, unknown keys kept (additive evolution); a raw
+ * device_id was refused before (event_raw_pii). */
 static int event_device_info(const json_t *v, pay_payment *p, char *errstr, size_t errstr_size) {
     json_t *obj = (json_t *)v; /* the iterator API takes non-const; nothing is modified */
     fail f;
@@ -1017,8 +1017,6 @@ static int event_device_info(const json_t *v, pay_payment *p, char *errstr, size
         return decode_fail(errstr, errstr_size, "device_info", "must be an object");
     for (void *it = json_object_iter(obj); it; it = json_object_iter_next(obj, it)) {
         const char *key = iter_key(it);
-        if (key && strcmp(key, "device_id") == 0)
-            return raw_pii_fail(errstr, errstr_size, "device_info.device_id");
         if (key && device_key_known(key) &&
             check_text_v(json_object_iter_value(it), 0, TEXT_SHORT_MAX, NULL, 0, &f)) {
             snprintf(errstr, errstr_size, "device_info.%s: %s", key, f.msg);
@@ -1082,11 +1080,20 @@ static int event_schema_version(const json_t *root, char *errstr, size_t errstr_
  * not made by ingest, and must not be stored or passed on. */
 static const char *const EVENT_RAW_PII[] = {"email", "ip_address", "card_fingerprint", "card_number"};
 
-static int event_fields(const json_t *root, pay_payment *p, char *errstr, size_t errstr_size) {
-    fail f;
+/* Checked before anything else: whatever else is wrong with the event, its dead letter must be
+ * told apart (PAY_EVENT_RAW_PII), since it is produced without the value. */
+static int event_raw_pii(const json_t *root, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < NFIELDS(EVENT_RAW_PII); i++)
         if (json_object_get(root, EVENT_RAW_PII[i]))
             return raw_pii_fail(errstr, errstr_size, EVENT_RAW_PII[i]);
+    const json_t *dev = json_object_get(root, "device_info");
+    if (json_is_object(dev) && json_object_get(dev, "device_id"))
+        return raw_pii_fail(errstr, errstr_size, "device_info.device_id");
+    return 0;
+}
+
+static int event_fields(const json_t *root, pay_payment *p, char *errstr, size_t errstr_size) {
+    fail f;
     for (size_t i = 0; i < NFIELDS(EVENT_FIELDS); i++) {
         const field_spec *fs = &EVENT_FIELDS[i];
         const json_t *v = json_object_get(root, fs->name);
@@ -1122,8 +1129,11 @@ int pay_event_decode(const void *buf, size_t len, pay_payment *p, char *errstr,
         decode_fail(errstr, errstr_size, "event", "must be a JSON object");
         goto out;
     }
+    rc = event_raw_pii(root, errstr, errstr_size);
+    if (rc) goto out;
+    rc = -1;
     if (event_schema_version(root, errstr, errstr_size)) goto out;
-    rc = event_fields(root, p, errstr, errstr_size); /* -1, or PAY_EVENT_RAW_PII */
+    rc = event_fields(root, p, errstr, errstr_size);
     if (rc == 0 && event_amount(root, p, errstr, errstr_size)) rc = -1;
 out:
     json_decref(root);

@@ -1022,6 +1022,10 @@ static const decode_row DECODE_ROWS[] = {
     {EV("\"card_fingerprint\":\"fp-raw\""), "card_fingerprint: raw personal data is not allowed"},
     {EV("\"card_number\":\"4111111111111111\""), "card_number: raw personal data is not allowed"},
     {EV("\"email\":null"), "email: raw personal data is not allowed in events"},
+    /* told apart whatever else is wrong: its dead letter goes without the value */
+    {"{\"schema_version\":2,\"email\":\"bob@example.com\"}", "email: raw personal data"},
+    {EV_HEAD EV_ID "," EV_AMT "," EV_CUR "," M "," PM "," EV_TIMES
+     ",\"device_info\":{\"device_id\":\"raw\"}}", "device_info.device_id: raw personal data"},
     /* ids and metadata are not second-guessed in events (ingest did; an older event whose client
      * got a 202 must not be dead-lettered without its value) */
     {EV_HEAD EV_ID "," EV_AMT "," EV_CUR ",\"user_id\":\"bob@example.com\"," M "," PM "," EV_TIMES "}", NULL},
