@@ -309,8 +309,12 @@ bool kafka_gaps_check(kafka_gaps *g, rd_kafka_t *rk, const rd_kafka_message_t *m
     *next = m->offset + 1;
     if (from < 0 || m->offset <= from) return false;
     if (rd_kafka_query_watermark_offsets(rk, rd_kafka_topic_name(m->rkt), m->partition, &lo, &hi,
-                                         2000) != RD_KAFKA_RESP_ERR_NO_ERROR || lo <= from)
-        return false;
+                                         2000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* the expected offset has moved on: unreported now, the gap would never be */
+        *loss = (kafka_loss){.from = from, .earliest = -1, .latest = -1, .lost = 0};
+        return true;
+    }
+    if (lo <= from) return false;
     if (lo > m->offset) lo = m->offset; /* retention moved on since the fetch: this one is here */
     *loss = (kafka_loss){.from = from, .earliest = lo, .latest = hi, .lost = lo - from};
     return true;

@@ -111,7 +111,8 @@ typedef struct kafka_gaps kafka_gaps;
 
 typedef struct kafka_loss {
     int64_t from;     /* the offset expected next (committed, or after the last message) */
-    int64_t earliest; /* the log's start, at most the message in hand (it was not lost) */
+    int64_t earliest; /* the log's start, at most the message in hand (it was not lost); -1:
+                         unknown (the broker did not answer) */
     int64_t latest;   /* the log's end */
     int64_t lost;     /* earliest - from */
 } kafka_loss;
@@ -130,7 +131,8 @@ rd_kafka_resp_err_t kafka_gaps_assigned(kafka_gaps *g, rd_kafka_t *rk,
 void kafka_gaps_revoked(kafka_gaps *g, const rd_kafka_topic_partition_list_t *parts);
 
 /* A message consumed from rk. True when messages before it were lost (*loss says which); a gap
- * costs one watermark query (blocking, up to 2 s), an unbroken sequence nothing. */
+ * costs one watermark query (blocking, up to 2 s), an unbroken sequence nothing. When that query
+ * fails, the gap is reported as a possible loss: earliest and latest -1, lost 0 (unknown). */
 bool kafka_gaps_check(kafka_gaps *g, rd_kafka_t *rk, const rd_kafka_message_t *m, kafka_loss *loss);
 
 /* Adds a header with a NUL-terminated string value. */

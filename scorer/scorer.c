@@ -1384,7 +1384,10 @@ static void scorer_outcome_check_offset(scorer *s, const rd_kafka_message_t *m) 
     kafka_loss l;
     if (kafka_gaps_check(s->ogaps, s->outcomes, m, &l))
         scorer_report_loss(s, rd_kafka_topic_name(m->rkt), m->partition, l.from, l.earliest,
-                           l.latest, "the next message is beyond the committed offset: reset to the earliest");
+                           l.latest, l.earliest >= 0 ? "the next message is beyond the committed "
+                           "offset: reset to the earliest" : "the next message is beyond the "
+                           "committed offset and the broker's earliest offset could not be read: "
+                           "messages may have been lost");
 }
 
 static void scorer_outcomes_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {

@@ -379,6 +379,35 @@ static void test_kafka_poll_clock(void **state) {
 
 /* The producers' guarantee (a 202 means durable): acks=all and idempotence, whatever the
  * operator passes through; a weaker value is refused with the property named. */
+/* A gap in a partition's offsets is reported even when the broker cannot be asked where the log
+ * starts: the offset expected next has moved past it, so it would never be reported later. */
+static void test_kafka_gaps_unanswered(void **state) {
+    (void)state;
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", "127.0.0.1:1", err, sizeof err); /* nobody */
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    assert_non_null(rk);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, "payment_outcomes", NULL);
+    kafka_gaps *g = kafka_gaps_new();
+    kafka_loss l;
+    rd_kafka_message_t m = {.rkt = t, .partition = 2, .offset = 5};
+    assert_false(kafka_gaps_check(g, rk, &m, &l)); /* nothing expected yet */
+    m.offset = 6;
+    assert_false(kafka_gaps_check(g, rk, &m, &l)); /* the next one */
+    m.offset = 9;
+    assert_true(kafka_gaps_check(g, rk, &m, &l)); /* 7 and 8 missing; the query times out */
+    assert_int_equal(l.from, 7);
+    assert_int_equal(l.earliest, -1);
+    assert_int_equal(l.lost, 0);
+    m.offset = 10;
+    assert_false(kafka_gaps_check(g, rk, &m, &l));
+    kafka_gaps_destroy(g);
+    rd_kafka_topic_destroy(t);
+    rd_kafka_destroy(rk);
+}
+
 /* The lag of one partition of librdkafka's statistics, table-driven. */
 static void test_kafka_stats_partition_lag(void **state) {
     (void)state;
@@ -645,6 +674,7 @@ int main(void) {
         cmocka_unit_test(test_kafka_guarantee_props),
         cmocka_unit_test(test_sweep_phases),
         cmocka_unit_test(test_sweep_round),
+        cmocka_unit_test(test_kafka_gaps_unanswered),
         cmocka_unit_test(test_sweep_budget),
         cmocka_unit_test(test_sweep_failure),
         cmocka_unit_test(test_log_long_utf8),
