@@ -1898,6 +1898,12 @@ static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m) {
         s->fatal = true;
         return;
     }
+    if (m->partition >= 0 && m->offset >= 0) { /* about one message (a corrupt record batch): the
+                                                * next batch's commit would pass it */
+        log_fields(LOG_ERROR, "consumer_message_error", f, "a message the consumer could not "
+                   "read (%s): it may be skipped", rd_kafka_err2str(m->err));
+        return;
+    }
     log_fields(LOG_WARN, "consumer_error", f, "consumer error: %s", rd_kafka_err2str(m->err));
 }
 
