@@ -463,6 +463,25 @@ fs_validate_topics() {
     "$py" "$REPO/tests/integration/validate_topics.py" "$REPO/schemas/json" "$@"
 }
 
+# fs_record_error_body HEADERS_FILE BODY_FILE STATUS: an HTTP answer's JSON error body (status >= 400)
+# appended to $FS_TEST_DIR/error-bodies.jsonl, for fs_check_error_bodies.
+fs_record_error_body() {
+    (( $3 >= 400 )) || return 0
+    tr -d '\r' <"$1" | grep -qi '^content-type: *application/json' || return 0
+    { tr -d '\n' <"$2"; echo; } >>"$FS_TEST_DIR/error-bodies.jsonl"
+}
+
+# fs_check_error_bodies: the recorded error bodies validate against schemas/json/error.v1.json, and
+# each of their error codes is listed (as `code`) in docs/ingest.md.
+fs_check_error_bodies() {
+    local out code
+    out=$(fs_validate_topics --bodies error.v1.json "$FS_TEST_DIR/error-bodies.jsonl") || fs_fail "error bodies: $out"
+    for code in $(sed '1,/^error codes:$/d' <<<"$out"); do
+        grep -qF "\`$code\`" "$REPO/docs/ingest.md" || fs_fail "error code $code is not in docs/ingest.md"
+    done
+    echo "ok: $(head -n 1 <<<"$out"); codes: $(sed '1,/^error codes:$/d' <<<"$out" | tr '\n' ' ')"
+}
+
 # The pipeline of `make run` (scripts/run-local.sh) on free ports, for benchmarks and evaluations.
 fs_pipeline_start() {
     local n=${1:-2} parts=${2:-12} i port

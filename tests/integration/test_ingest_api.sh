@@ -50,6 +50,7 @@ http() {
     STATUS=$(curl -s -X "$method" -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" \
         -w '%{http_code}' "$@" "$BASE$path") || STATUS=000
     BODY=$(cat "$FS_TEST_DIR/body" 2>/dev/null || true)
+    fs_record_error_body "$FS_TEST_DIR/headers" "$FS_TEST_DIR/body" "$STATUS"
 }
 header() { tr -d '\r' <"$FS_TEST_DIR/headers" | sed -n "s/^$1: *//Ip" | head -n 1; }
 field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$BODY" | head -n 1; }
@@ -348,4 +349,5 @@ for raw in batch.secret@example.com lena.schmidt@example.de 203.0.113.77 "${KEY#
 done
 echo "ok: no personal data or API key in the log"
 fs_alive ingest || fs_fail "ingest died"
+fs_check_error_bodies
 echo "PASS test_ingest_api"

@@ -30,6 +30,7 @@ http() {
     STATUS=$(curl -s -X "$method" -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" \
         -w '%{http_code}' "$@" "$BASE$path") || STATUS=000
     BODY=$(cat "$FS_TEST_DIR/body" 2>/dev/null || true)
+    fs_record_error_body "$FS_TEST_DIR/headers" "$FS_TEST_DIR/body" "$STATUS"
 }
 header() { tr -d '\r' <"$FS_TEST_DIR/headers" | sed -n "s/^$1: *//Ip" | head -n 1; }
 post() { http POST /api/v1/payments -H 'Content-Type: application/json' --data-binary "$@"; }
@@ -411,4 +412,5 @@ env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_po
 fs_assert_eq 1 "$rc" "no PII secret: exit status"
 grep -q 'no PII secret' "$FS_TEST_DIR/nosecret.log" || fs_fail "no clear error without a PII secret"
 
+fs_check_error_bodies
 echo "PASS test_ingest_http"

@@ -3,9 +3,12 @@
 
     validate_topics.py SCHEMA_DIR SCHEMA_FILE:DUMP_FILE:KEY_RULE ...
     validate_topics.py SCHEMA_DIR --webhooks JSONL
+    validate_topics.py SCHEMA_DIR --bodies SCHEMA_FILE JSONL
 
 The second form checks the webhook bodies an alerter_receiver.py log (JSONL) recorded: alert.created
 against fraud-alert.v1.json, alert.resolved against alert-resolved.v1.json (schema and key order).
+The third checks HTTP bodies, one JSON document a line, against SCHEMA_FILE, and prints the distinct
+values of their "error" member (when they have one), one a line, after "error codes:".
 
 DUMP_FILE holds `kcat -f '%p\\t%o\\t%k\\t%h\\t%s\\n'` lines (tests/lib.sh fs_topic_dump). Each value
 must validate against SCHEMA_FILE (draft 2020-12; $refs between the files resolved by their $id),
@@ -102,10 +105,35 @@ def check_webhooks(store, path):
     return 0 if counts else 1
 
 
+def check_bodies(store, schema_file, path):
+    """Exit status: every body of the JSONL file validates against schema_file."""
+    schema, validator = validator_of(store, schema_file)
+    n, codes = 0, set()
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            n += 1
+            body = json.loads(line)
+            problem = check_body(schema, validator, body)
+            if problem:
+                print("%s line %d (%s): %s: %s" % (path, n, schema_file, problem, line.strip()[:300]))
+                return 1
+            if isinstance(body, dict) and "error" in body:
+                codes.add(body["error"])
+    print("%s: %d bod%s checked against %s" % (os.path.basename(path), n, "y" if n == 1 else "ies", schema_file))
+    print("error codes:")
+    for c in sorted(codes):
+        print(c)
+    return 0 if n else 1
+
+
 def main():
     store = load_schemas(sys.argv[1])
     if sys.argv[2] == "--webhooks":
         sys.exit(check_webhooks(store, sys.argv[3]))
+    if sys.argv[2] == "--bodies":
+        sys.exit(check_bodies(store, sys.argv[3], sys.argv[4]))
     bad = False
     for spec in sys.argv[2:]:
         schema_file, dump, rule = spec.split(":")
