@@ -3,14 +3,18 @@
 #
 #   (a) bench/bare_http.c, a libevent server that only answers 202         wrk -t1 -c64
 #   (b) POST /api/v1/payments, realistic bodies, API key auth on           wrk -t1 -c64
+#       (a) and (b) alternate in BENCH_ROUNDS rounds; the ratio is the median of the rounds' b/a,
+#       so that a noisy moment of the shared machine weighs on one round, not on the figure
 #   (c) POST /api/v1/payments/batch, 100 payments per request             wrk -t1 -c16
+#       (BENCH_ROUNDS rounds, the median)
 #   (d) (b) at a fixed rate of half its maximum, open loop (bench/openloop.c): p50 / p99
 #   (e) the batch again with one payment in 100 (then 1000) carrying a never-seen email: what
 #       digest-cache misses (Argon2 on the worker threads) do to throughput
 # Ingest's peak RSS (VmHWM) over the whole run is reported. Bodies come from a fixed population of
 # BENCH_CUSTOMERS customers (bench/payments.lua), whose identifiers are digested once in a warm-up.
 #
-# Env: BUILD (default build/release), BENCH_SECONDS (default 10), BENCH_CUSTOMERS (default 500),
+# Env: BUILD (default build/release), BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3; (a) and (b)
+# run BENCH_SECONDS/2, at least 3 s, per round), BENCH_CUSTOMERS (default 500),
 # BENCH_PARTITIONS (default 6), BENCH_INGEST_ARGS (extra ingest options, e.g. "-X linger.ms=5", to compare settings).
 # The last line is: bench-ingest baseline_rps=... single_rps=... ratio=... batch_pps=... p99_ms=... rss_mb=...
 set -euo pipefail
@@ -19,6 +23,8 @@ cd "$REPO"
 BUILD=${BUILD:-build/release}
 case $BUILD in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
 SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+ROUND_SECS=$(( SECS / 2 > 3 ? SECS / 2 : 3 ))
 export BENCH_DIR="$REPO/bench" BENCH_CUSTOMERS=${BENCH_CUSTOMERS:-500}
 WORK="$BUILD/bench-ingest.$$"
 mkdir -p "$WORK"
@@ -90,11 +96,6 @@ over5ms() {
               printf "%.2f%% of %d", 100 * (n - (v[2, "le5"] - v[1, "le5"])) / n, n }' "$1" "$2"
 }
 
-# --- (a) baseline -----------------------------------------------------------------------------------
-say "(a) bare libevent server, ${SECS}s"
-out=$(wrk -t1 -c64 -d"${SECS}s" -s bench/single.lua "http://127.0.0.1:$bare_port/api/v1/payments")
-baseline=$(wrk_rps "$out")
-
 # --- warm-up: every identifier of the population digested once (Argon2 on the workers) -----------
 say "warm-up: digesting the population's identifiers (~$((BENCH_CUSTOMERS * 5)) Argon2 runs)"
 prev=-1
@@ -106,19 +107,40 @@ for _ in $(seq 1 30); do
 done
 say "warm-up done: $(metric fs_ingest_digest_cache_misses_total) misses (distinct identifiers)"
 
-# --- (b) single payments --------------------------------------------------------------------------
-say "(b) POST /api/v1/payments, ${SECS}s"
-out=$(BENCH_WRITE_BODIES="$WORK/bodies.txt" wrk -t1 -c64 -d"${SECS}s" -s bench/single.lua \
-    "http://127.0.0.1:$port/api/v1/payments")
-single=$(wrk_rps "$out")
-single_bad=$(non_2xx "$out")
+# --- (a) the baseline and (b) single payments, alternately ------------------------------------------
+# median of the values on stdin (one a line)
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+rounds="" single_bad=0
+for r in $(seq 1 "$ROUNDS"); do
+    say "round $r/$ROUNDS: (a) bare libevent server, then (b) POST /api/v1/payments, ${ROUND_SECS}s each"
+    out=$(wrk -t1 -c64 -d"${ROUND_SECS}s" -s bench/single.lua "http://127.0.0.1:$bare_port/api/v1/payments")
+    a=$(wrk_rps "$out")
+    out=$(BENCH_WRITE_BODIES="$WORK/bodies.txt" wrk -t1 -c64 -d"${ROUND_SECS}s" -s bench/single.lua \
+        "http://127.0.0.1:$port/api/v1/payments")
+    b=$(wrk_rps "$out")
+    nb=$(non_2xx "$out")
+    single_bad=$((single_bad + ${nb:-0}))
+    rounds+="$a $b $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')"$'\n'
+done
+baseline=$(awk 'NF { print $1 }' <<<"$rounds" | median)
+single=$(awk 'NF { print $2 }' <<<"$rounds" | median)
+ratio=$(awk 'NF { print $3 }' <<<"$rounds" | median)
+ratio=$(awk -v r="$ratio" 'BEGIN { printf "%.2f", r }')
+round_lines=$(awk 'NF { printf "    round %d: (a) %s req/s, (b) %s req/s, b/a %s\n", NR, $1, $2, $3 }' <<<"$rounds")
 
 # --- (c) batches of 100 ---------------------------------------------------------------------------
-say "(c) POST /api/v1/payments/batch x100, ${SECS}s"
-out=$(wrk -t1 -c16 -d"${SECS}s" --timeout 10s -s bench/batch.lua "http://127.0.0.1:$port/api/v1/payments/batch")
-batch_rps=$(wrk_rps "$out")
-batch_bad=$(non_2xx "$out")
+# as many rounds (the median), for the same reason
+batch_all="" batch_bad=0
+for r in $(seq 1 "$ROUNDS"); do
+    say "(c) POST /api/v1/payments/batch x100, round $r/$ROUNDS, ${ROUND_SECS}s"
+    out=$(wrk -t1 -c16 -d"${ROUND_SECS}s" --timeout 10s -s bench/batch.lua "http://127.0.0.1:$port/api/v1/payments/batch")
+    batch_all+="$(wrk_rps "$out")"$'\n'
+    nb=$(non_2xx "$out")
+    batch_bad=$((batch_bad + ${nb:-0}))
+done
+batch_rps=$(awk 'NF' <<<"$batch_all" | median)
 batch_pps=$(awk -v r="$batch_rps" 'BEGIN { printf "%.0f", r * 100 }')
+batch_rounds=$(awk 'NF { printf "%s%.0f", (NR > 1 ? ", " : ""), $1 * 100 }' <<<"$batch_all")
 
 # --- (d) latency at half of (b)'s maximum, open loop -----------------------------------------------
 half=$(awk -v r="$single" 'BEGIN { printf "%.0f", r / 2 }')
@@ -142,15 +164,15 @@ miss1000_pps=$(awk -v r="$(wrk_rps "$out")" 'BEGIN { printf "%.0f", r * 100 }')
 
 rss_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$ingest_pid/status")
 rss_mb=$(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
-ratio=$(awk -v a="$baseline" -v b="$single" 'BEGIN { printf "%.2f", b / a }')
 ratio_hit=$(metric fs_ingest_digest_cache_hit_ratio)
 
 cat <<EOF
 
 machine: $(nproc) cores, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1); wrk, ingest, dev broker on the same machine
-(a) bare libevent 202           ${baseline} req/s
-(b) POST /api/v1/payments       ${single} req/s = payments/s (non-2xx: ${single_bad:-?})   ratio b/a ${ratio}
-(c) batch of 100                ${batch_rps} req/s = ${batch_pps} payments/s (non-2xx: ${batch_bad:-?})
+(a) bare libevent 202           ${baseline} req/s (median of ${ROUNDS} rounds)
+(b) POST /api/v1/payments       ${single} req/s = payments/s (median; non-2xx: ${single_bad:-?})   ratio b/a ${ratio} (median of the rounds' ratios)
+${round_lines}
+(c) batch of 100                ${batch_rps} req/s = ${batch_pps} payments/s (median; rounds: ${batch_rounds}; non-2xx: ${batch_bad:-?})
 (d) (b) at ${half} req/s open loop   p50 ${p50} ms, p99 ${p99} ms   [${lat}]
     over 5 ms: ${slow_req} requests (ingest's own clock), ${slow_dr} deliveries (produce -> broker ack)
 (e) batch, 1% new emails        ${miss100_pps} payments/s;  0.1% new emails: ${miss1000_pps} payments/s
