@@ -117,6 +117,10 @@ struct ingest {
     pii_params pii_params; /* for a new secret on SIGHUP */
     unsigned rekey_seq;    /* SIGHUPs with a secret so far (rekey_task) */
     struct auth_wait *auth_pending; /* API key checks running on a worker (auth_submit) */
+    int auth_npending;              /* ... how many (leaders only) */
+    ratelimit *verify_limit;        /* per key id: checks of unverified secrets (auth_budget) */
+    uint32_t auth_verify_rate;
+    int auth_max_pending;
     geoip *geo;       /* IP -> country before the IP is digested (issue 4); "" without a database */
     workers *workers;
     keys *keys;
@@ -616,6 +620,7 @@ static void auth_done(void *arg, bool cancelled) {
     for (auth_wait **pp = &ing->auth_pending; *pp; pp = &(*pp)->next) {
         if (*pp == aw) {
             *pp = aw->next;
+            ing->auth_npending--;
             break;
         }
     }
@@ -644,6 +649,29 @@ static int auth_follow(ingest *ing, auth_wait *aw) {
     return 0;
 }
 
+/* A secret not yet verified costs an Argon2 run (~30 ms of a worker), so a client guessing at a
+ * known key id with made-up secrets (one request each, closed at once) could fill the workers'
+ * queue that pseudonymizing shares, and delay every payment with a new identifier. Checks are
+ * budgeted per key id (a legitimate client needs one per secret and process: concurrent requests
+ * with the same secret share it, auth_follow) and in total. 0 to go on; -1 after replying 429/503.
+ * (An unknown key id is refused without Argon2: key ids are names, not secrets.) */
+static int auth_budget(ingest *ing, ingest_ctx *ctx, const keys_entry *e) {
+    int retry_after;
+    if (ing->auth_npending >= ing->auth_max_pending) {
+        metric_add(ing->m.auth_failures, "verify_overloaded", 1);
+        reply_unavailable(ing, ctx, "overloaded", "too many API key checks at once; retry");
+        return -1;
+    }
+    if (!ratelimit_take(ing->verify_limit, e->id, ing->auth_verify_rate, fs_mono_us(), &retry_after)) {
+        metric_add(ing->m.auth_failures, "verify_limited", 1);
+        add_retry_after(ing, ctx, retry_after);
+        reply_error(ing, ctx, 429, "rate_limited", "more than %u new secrets a second checked for "
+                    "this API key id", ing->auth_verify_rate);
+        return -1;
+    }
+    return 0;
+}
+
 /* Cache miss: Argon2 on a worker. Returns 1 (the request waits), or -1 after replying. */
 static int auth_submit(ingest *ing, ingest_ctx *ctx, const ingest_route *route,
                        const char *presented, const keys_entry *e, const unsigned char digest[32]) {
@@ -660,6 +688,10 @@ static int auth_submit(ingest *ing, ingest_ctx *ctx, const ingest_route *route,
     snprintf(aw->ctx.caller, sizeof aw->ctx.caller, "%s", e->id); /* the id to re-find */
     memcpy(aw->digest, digest, 32);
     if (auth_follow(ing, aw)) return 1;
+    if (auth_budget(ing, ctx, e) != 0) {
+        auth_free(aw);
+        return -1;
+    }
     if (workers_submit(ing->workers, auth_run, auth_done, aw) != 0) {
         auth_free(aw);
         reply_unavailable(ing, ctx, "overloaded", "too much work queued; retry");
@@ -667,6 +699,7 @@ static int auth_submit(ingest *ing, ingest_ctx *ctx, const ingest_route *route,
     }
     aw->next = ing->auth_pending; /* the worker pool's until auth_done; listed for followers */
     ing->auth_pending = aw;
+    ing->auth_npending++;
     ctx_park(&aw->ctx, CTX_WAIT_AUTH);
     return 1;
 }
@@ -2013,9 +2046,13 @@ static int helpers_setup(ingest *ing, const ingest_config *cfg, char *errstr, si
     ing->workers = workers_new(ing->base, cfg->worker_threads, cfg->worker_queue, errstr, errstr_size);
     ing->key_cache = keys_cache_new(cfg->key_cache_slots);
     ing->ratelimit = ratelimit_new();
+    ing->verify_limit = ratelimit_new();
+    ing->auth_verify_rate = cfg->auth_verify_rate;
+    ing->auth_max_pending = cfg->auth_max_pending > 0 ? cfg->auth_max_pending : 4;
     ing->recent = recent_new(cfg->recent_ids);
     if (!ing->workers) return -1;
-    if (!ing->gen || !ing->key_cache || !ing->ratelimit || !ing->recent || metrics_setup(ing) != 0) {
+    if (!ing->gen || !ing->key_cache || !ing->ratelimit || !ing->verify_limit || !ing->recent ||
+        metrics_setup(ing) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
@@ -2299,6 +2336,7 @@ void ingest_destroy(ingest *ing) {
     keys_destroy(ing->keys);
     keys_cache_destroy(ing->key_cache);
     ratelimit_destroy(ing->ratelimit);
+    ratelimit_destroy(ing->verify_limit);
     shopify_destroy(ing->shopify);
     recent_destroy(ing->recent);
     metrics_destroy(ing->m.reg);

@@ -61,6 +61,8 @@ typedef struct ingest_config {
     pii_params pii;
     int worker_threads;       /* Argon2 work (cache misses) */
     size_t worker_queue;      /* tasks waiting for a worker; more: 503 */
+    uint32_t auth_verify_rate; /* Argon2 checks of unverified secrets a second per key id (0: any) */
+    int auth_max_pending;     /* API key checks queued or running at once; more: 503 */
     bool auth;                /* false: every route is open (development only; logged loudly) */
     keys *keys;               /* taken by ingest_new() (also on failure); NULL = no key yet */
     size_t key_cache_slots;

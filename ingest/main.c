@@ -62,6 +62,7 @@ typedef struct ingest_opts {
     char *shopify_secrets;
     int64_t worker_threads;
     int64_t worker_queue;
+    int64_t auth_verify_rate, auth_max_pending;
     char *database_url;
     int64_t read_pool_size;
     int64_t read_timeout_ms;
@@ -133,6 +134,13 @@ static const cfg_opt ingest_options[] = {
      "threads for Argon2 (API keys and identifiers not yet cached)", false},
     {"worker-queue", "FS_WORKER_QUEUE", CFG_INT, "10000", 1, 10000000, O(worker_queue),
      "Argon2 tasks that may wait for a thread; more: 503", false},
+    {"auth-verify-rate", "FS_AUTH_VERIFY_RATE", CFG_INT, "2", 0, 1000, O(auth_verify_rate),
+     "API key secrets not yet verified that one key id may have checked per second (each costs "
+     "an Argon2 run; beyond: 429 without one, so that guessing at a key id cannot queue work "
+     "for the workers; 0: unlimited)", false},
+    {"auth-max-pending", "FS_AUTH_MAX_PENDING", CFG_INT, "4", 1, 10000, O(auth_max_pending),
+     "API key verifications queued or running at once over all key ids; beyond: 503 overloaded "
+     "(the workers' queue stays free for pseudonymizing)", false},
     {"database-url", "FS_DATABASE_URL", CFG_STRING, "", 0, 4096, O(database_url),
      "PostgreSQL URL for GET /api/v1/payments/{id} (empty: that route answers 503)", true},
     {"read-pool-size", "FS_READ_POOL_SIZE", CFG_INT, "2", 1, 16, O(read_pool_size),
@@ -324,6 +332,8 @@ static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *p
         .io_timeout_ms = (int)o->io_timeout_ms,
         .worker_threads = (int)o->worker_threads,
         .worker_queue = (size_t)o->worker_queue,
+        .auth_verify_rate = (uint32_t)o->auth_verify_rate,
+        .auth_max_pending = (int)o->auth_max_pending,
         .auth = o->auth,
         .key_cache_slots = (size_t)o->key_cache_slots,
         .database_url = o->database_url,

@@ -23,6 +23,7 @@ newkey() { "$INGEST" keys create --keys-file "$keys" "$@" 2>>"$FS_TEST_DIR/keys.
 KEY=$(newkey --id full --scopes payments:write,payments:read,outcomes:write)
 READER=$(newkey --id reader --scopes payments:read --rate 3)
 WRITER=$(newkey --id writer --scopes payments:write)
+TARGET=$(newkey --id target --scopes payments:write)
 [[ "$KEY" =~ ^fsk\.full\.[A-Za-z0-9_-]{43}$ ]] || fs_fail "key format: $KEY"
 if grep -qF "${KEY#fsk.full.}" "$keys"; then fs_fail "the keys file holds a key in clear"; fi
 [[ $(stat -c %a "$keys") == 600 ]] || fs_fail "keys file mode $(stat -c %a "$keys")"
@@ -89,6 +90,27 @@ http POST /api/v1/payments -H "X-API-Key: $READER" -H "Authorization: Bearer $KE
 expect 401 unauthorized "two different keys (X-API-Key and Bearer)"
 http POST /api/v1/payments -H "X-API-Key: $KEY" -H "Authorization: Bearer $KEY" "${JSON[@]}" --data-binary "$(pay u-1 12)"
 expect 202 "" "the same key in both headers"
+# Guessing at a key id: each made-up secret would cost an Argon2 run on the workers that
+# pseudonymizing shares. Beyond auth-verify-rate (2 a second per key id) the answer is 429 without
+# one; the key's owner gets through once the bucket refills. (The old code ran Argon2 for all.)
+guess_pids=()
+for i in $(seq 1 30); do
+    curl -s -o /dev/null -w '%{http_code}\n' -X POST "$BASE/api/v1/payments" "${JSON[@]}" \
+        -H "X-API-Key: fsk.target.guess$i$RANDOM" --data-binary "$(pay u-g 1)" >>"$FS_TEST_DIR/guesses" 2>&1 &
+    guess_pids+=($!)
+done
+wait "${guess_pids[@]}"
+guessed=$(grep -c '^401$' "$FS_TEST_DIR/guesses" || true)
+limited=$(grep -c '^429$' "$FS_TEST_DIR/guesses" || true)
+fs_assert_eq 30 "$((guessed + limited))" "401 or 429 for every guess ($(sort "$FS_TEST_DIR/guesses" | uniq -c | tr '\n' ' '))"
+(( guessed <= 6 )) || fs_fail "$guessed guesses were checked with Argon2 (at most 2 a second expected)"
+http GET /metrics
+grep -q '^fs_ingest_auth_failures_total{reason="verify_limited"} [1-9]' <<<"$BODY" ||
+    fs_fail "no verify_limited auth failures counted"
+sleep 1.2
+post "$TARGET" /api/v1/payments "$(pay u-t 1)"
+expect 202 "" "the key's owner after the guesses"
+echo "ok: guessing at a key id costs $guessed Argon2 runs for 30 guesses, the rest 429"
 post "$READER" /api/v1/payments "$(pay u-1 10)"
 expect 403 forbidden "payments:read key posting"
 [[ "$BODY" == *payments:write* ]] || fs_fail "403 does not name the scope: $BODY"
