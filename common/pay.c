@@ -327,7 +327,7 @@ static int check_ip(const char *s, size_t len, char *dst, size_t dst_size, fail 
  * local part of 1..64 bytes, a dotted domain, no whitespace or control characters. */
 static int check_email(const char *s, size_t len, char *dst, size_t dst_size, fail *f) {
     if (len == 0) return failed(f, "empty", "must not be empty");
-    if (len > 320) return failed(f, "too_long", "must be at most 320 bytes");
+    if (len > PAY_EMAIL_MAX) return failed(f, "too_long", "must be at most 320 bytes");
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
             return failed(f, "invalid", "must not contain spaces or control characters");
@@ -409,6 +409,34 @@ static int metadata_personal(const json_t *v, fail *f) {
     if (json_is_object(v)) json_object_foreach((json_t *)v, k, x) if (metadata_personal(x, f)) return -1;
     if (json_is_array(v)) json_array_foreach(v, i, x) if (metadata_personal(x, f)) return -1;
     return 0;
+}
+
+static bool text_delim(char c) {
+    return isspace((unsigned char)c) || strchr(",;:()<>[]{}\"'", c);
+}
+
+bool pay_text_has_personal(const char *s, size_t len) {
+    char tok[PAY_EMAIL_MAX + 1];
+    for (size_t i = 0, j; i < len; i = j + 1) { /* words: an email address */
+        for (j = i; j < len && !text_delim(s[j]); j++) {}
+        size_t n = j - i;
+        while (n > 0 && (s[i + n - 1] == '.' || s[i + n - 1] == '!' || s[i + n - 1] == '?')) n--;
+        if (n == 0 || n > PAY_EMAIL_MAX || !memchr(s + i, '@', n)) continue;
+        memcpy(tok, s + i, n);
+        tok[n] = '\0';
+        if (looks_like_email(tok, n)) return true;
+    }
+    for (size_t i = 0, j; i < len; i = j) { /* runs of digits, spaces and dashes: a card number */
+        if (!isdigit((unsigned char)s[i])) {
+            j = i + 1;
+            continue;
+        }
+        for (j = i; j < len && (isdigit((unsigned char)s[j]) || s[j] == ' ' || s[j] == '-'); j++) {}
+        size_t e = j;
+        while (!isdigit((unsigned char)s[e - 1])) e--;
+        if (looks_like_pan(s + i, e - i)) return true;
+    }
+    return false;
 }
 
 static int check_time(const char *s, size_t len, int64_t *dst, fail *f) {

@@ -27,6 +27,7 @@
 #define PAY_AMOUNT_MAX_MINOR 10000000000000LL
 #define PAY_SCHEMA_VERSION 1
 #define PAY_ID_MAX 128        /* user_id, merchant_id: bytes */
+#define PAY_EMAIL_MAX 320     /* email: bytes */
 #define PAY_SHORT_MAX 32      /* payment_method, transaction_type, card_type */
 #define PAY_DIGEST_HEX 64     /* keyed digests: 32 bytes as lower-case hex */
 #define PAY_METADATA_MAX 4096 /* serialized bytes */
@@ -60,7 +61,7 @@ typedef struct pay_payment {
 
 /* Raw personal identifiers from a request; "" when absent. Only ever in ingest's memory. */
 typedef struct pay_pii {
-    char email[321];
+    char email[PAY_EMAIL_MAX + 1];
     char ip_address[46];
     char card_fingerprint[257];
     char device_id[257];
@@ -121,6 +122,11 @@ void pay_payment_clear(pay_payment *p);
  * amount_minor, currency): NULL when the same (a redelivery, whatever its times; the outputs carry
  * the stored times and country), else the first field that differs ("user_id", "merchant_id",
  * "amount", "currency"). */
+/* Whether free text (len bytes) holds an email address or a card number (15-19 digits, spaces or
+ * dashes between them, of a major scheme with a valid Luhn digit): the checks of metadata, applied
+ * word by word. For labels' reasons and similar notes, which must not carry raw personal data. */
+bool pay_text_has_personal(const char *s, size_t len);
+
 const char *pay_conflict(const pay_payment *p, const char *user_id, const char *merchant_id,
                          int64_t amount_minor, const char *currency_code);
 

@@ -1551,6 +1551,10 @@ static json_t *outcome_check(const json_t *body, int64_t now_ms, int64_t *known_
     if (reason && !json_is_null(reason) &&
         (!json_is_string(reason) || json_string_length(reason) > INGEST_REASON_MAX))
         field_error(fields, "reason", "invalid", "must be a string of at most 500 bytes");
+    else if (json_is_string(reason) &&
+             pay_text_has_personal(json_string_value(reason), json_string_length(reason)))
+        field_error(fields, "reason", "personal_data", "must not hold an email address or a card "
+                    "number (raw personal data is never stored)");
     const char *code = "invalid"; /* the payment timestamp's bounds: the scorer reads no other */
     char msg[120] = "must be an RFC 3339 timestamp";
     if (known && !json_is_null(known) &&

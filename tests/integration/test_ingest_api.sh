@@ -267,6 +267,12 @@ expect 422 validation_failed "bad outcome"
 [[ "$BODY" == *'"field":"outcome"'* && "$BODY" == *'"field":"color"'* ]] || fs_fail "422 fields: $BODY"
 post "$KEY" "/api/v1/payments/$pid_idem/outcome" '{"outcome":"legitimate","known_at":"yesterday"}'
 expect 422 validation_failed "bad known_at"
+# the reason goes to payment_outcomes and PostgreSQL as it is: no raw personal data in it
+for r in 'customer Bob.Smith@example.com called' 'card 4111 1111 1111 1111 reported stolen'; do
+    post "$KEY" "/api/v1/payments/$pid_idem/outcome" "{\"outcome\":\"confirmed_fraud\",\"reason\":\"$r\"}"
+    expect 422 validation_failed "a reason with personal data"
+    [[ "$BODY" == *'"field":"reason","code":"personal_data"'* ]] || fs_fail "reason with personal data: $BODY"
+done
 # Times the scorer could not read back (year 0, past 9999) or labels from the future: 422, not a
 # 202 for a message bound for the dead-letter topic.
 for t in 0000-01-01T00:00:00Z 9999-12-31T23:59:59-23:59 2999-01-01T00:00:00Z; do

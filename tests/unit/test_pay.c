@@ -1044,6 +1044,34 @@ static const decode_row DECODE_ROWS[] = {
      "event: not JSON"}, /* NUL is refused by the parser already */
 };
 
+/* Free text (an outcome's reason): email addresses and card numbers word by word. */
+static void test_text_has_personal(void **state) {
+    (void)state;
+    static const struct {
+        const char *text;
+        bool personal;
+    } rows[] = {
+        {"cardholder dispute", false},
+        {"", false},
+        {"mail from bob@example.com.", true},
+        {"<Bob.Smith@Example.COM>", true},
+        {"(alice@example.org) called", true},
+        {"sdk@1.2.3 crashed", false},          /* a version, not an address */
+        {"user @ home", false},
+        {"card 4111 1111 1111 1111 reported", true},
+        {"card 4111-1111-1111-1111", true},
+        {"4111111111111111", true},
+        {"4111111111111112 is no card", false}, /* Luhn */
+        {"order 5704781545782 refunded", false}, /* 13 digits: Shopify's order ids */
+        {"ref 1234567890123456", false},        /* no scheme starts with 1 */
+        {"amount 100 - 20 - 5", false},
+        {"12 34", false},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        if (pay_text_has_personal(rows[i].text, strlen(rows[i].text)) != rows[i].personal)
+            fail_msg("row %zu (%s): want %d", i, rows[i].text, rows[i].personal);
+}
+
 static void test_event_decode_table(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof DECODE_ROWS / sizeof DECODE_ROWS[0]; i++) {
@@ -1210,6 +1238,7 @@ int main(void) {
         cmocka_unit_test(test_countries),
         cmocka_unit_test(test_event_roundtrip),
         cmocka_unit_test(test_event_golden),
+        cmocka_unit_test(test_text_has_personal),
         cmocka_unit_test(test_event_decode_table),
         cmocka_unit_test(test_event_decode_values),
         cmocka_unit_test(test_partition_key),
