@@ -269,7 +269,10 @@ static CURLcode setup_email(delivery_engine *e, transfer *t, const delivery_requ
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_READFUNCTION, on_read);
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_READDATA, t);
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)t->len);
-    if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_USE_SSL, auth ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY);
+    /* STARTTLS required: "when offered" would let anyone on the path strip the offer and read
+     * the alert (ids, amounts); clear text only as webhooks get it, with allow-insecure-http */
+    long ssl = auth || !e->cfg.allow_http ? (long)CURLUSESSL_ALL : (long)CURLUSESSL_TRY;
+    if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_USE_SSL, ssl);
     if (!rc && auth) rc = curl_easy_setopt(t->easy, CURLOPT_USERNAME, e->cfg.smtp_user);
     if (!rc && auth) rc = curl_easy_setopt(t->easy, CURLOPT_PASSWORD, e->cfg.smtp_password);
     return rc;

@@ -84,8 +84,9 @@ static const cfg_opt alerter_options[] = {
     {"http-timeout-ms", "FS_HTTP_TIMEOUT_MS", CFG_INT, "10000", 100, 600000, O(http_timeout_ms),
      "whole-delivery timeout: a subscriber that has not answered by then is retried", false},
     {"allow-insecure-http", "FS_ALLOW_INSECURE_HTTP", CFG_BOOL, "false", 0, 0, O(allow_insecure_http),
-     "accept http:// subscriber URLs (signed alerts in clear text: tests and local development "
-     "only; logged as a warning at start). Off: https:// only", false},
+     "accept http:// subscriber URLs and smtp:// servers without STARTTLS (alerts in clear "
+     "text: tests and local development only; logged as a warning at start). Off: https:// "
+     "only, and STARTTLS required", false},
     {"tls-ca-file", "FS_TLS_CA_FILE", CFG_STRING, "", 0, 4096, O(tls_ca_file),
      "PEM CA bundle to verify subscribers' certificates (default: the system store; a "
      "subscription's own ca_file wins)", false},
