@@ -557,9 +557,13 @@ static void alerter_report_loss(alerter *a, const rd_kafka_message_t *m, const k
                          (int)m->partition, "offset", (json_int_t)l->from, "earliest",
                          (json_int_t)l->earliest, "latest", (json_int_t)l->latest, "lost",
                          (json_int_t)l->lost),
-               "offset %" PRId64 " of %s [%" PRId32 "] (the next to record) is no longer on the "
-               "broker: %" PRId64 " alert(s) were lost before they were recorded; resuming at the "
-               "earliest available offset", l->from, topic, m->partition, l->lost);
+               l->earliest >= 0 ? "offset %" PRId64 " of %s [%" PRId32 "] (the next to record) is no "
+               "longer on the broker: %" PRId64 " alert(s) were lost before they were recorded; "
+               "resuming at the earliest available offset"
+                                : "offset %" PRId64 " of %s [%" PRId32 "] (the next to record) was "
+               "skipped and the broker could not say where its log starts: up to %" PRId64 " "
+               "alert(s) may have been lost", l->from, topic, m->partition,
+               l->earliest >= 0 ? l->lost : m->offset - l->from);
 }
 
 /* fraud_alerts resets to the earliest offset when its position is gone: an alert lost that way

@@ -250,8 +250,8 @@ static CURLcode setup_webhook(delivery_engine *e, transfer *t, const delivery_re
     return rc;
 }
 
-/* smtps:// is TLS from the start; smtp:// upgrades with STARTTLS when offered, and insists on it
- * when credentials would otherwise cross in clear text. */
+/* smtps:// is TLS from the start; smtp:// must upgrade with STARTTLS (only allow-insecure-http
+ * lets it go on in clear text when the server offers none, and never with a login). */
 static CURLcode setup_email(delivery_engine *e, transfer *t, const delivery_request *req) {
     char from[300];
     bool auth = e->cfg.smtp_user[0] != '\0';

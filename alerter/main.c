@@ -349,8 +349,8 @@ static int run(const alerter_opts *o, const cfg_props *props) {
     process_metrics(m, &db_errors, &ready, &db_age, &poll_age);
     if (o->allow_insecure_http)
         log_msg(LOG_WARN, "insecure_http_allowed",
-                "allow-insecure-http is on: http:// subscribers get signed alerts IN CLEAR TEXT "
-                "(tests and local development only)");
+                "allow-insecure-http is on: http:// subscribers, and an smtp:// server without "
+                "STARTTLS, get alerts IN CLEAR TEXT (tests and local development only)");
     PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
     if (!m) snprintf(errstr, sizeof errstr, "out of memory");
     if (!conn) {

@@ -426,15 +426,19 @@ bool pay_text_has_personal(const char *s, size_t len) {
         tok[n] = '\0';
         if (looks_like_email(tok, n)) return true;
     }
-    for (size_t i = 0, j; i < len; i = j) { /* runs of digits, spaces and dashes: a card number */
-        if (!isdigit((unsigned char)s[i])) {
-            j = i + 1;
-            continue;
+    /* a card number: 15-19 digits in consecutive groups (digits joined by one space or dash),
+     * starting at any group: "card 4111 1111 1111 1111 12/25", "ticket 12 4111111111111111" */
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]) || (i > 0 && isdigit((unsigned char)s[i - 1]))) continue;
+        size_t digits = 0, j = i;
+        while (j < len && digits <= 19) {
+            size_t g = j;
+            while (j < len && isdigit((unsigned char)s[j])) j++;
+            digits += j - g;
+            if (digits >= 15 && digits <= 19 && looks_like_pan(s + i, j - i)) return true;
+            if (j + 1 >= len || (s[j] != ' ' && s[j] != '-') || !isdigit((unsigned char)s[j + 1])) break;
+            j++; /* the separator */
         }
-        for (j = i; j < len && (isdigit((unsigned char)s[j]) || s[j] == ' ' || s[j] == '-'); j++) {}
-        size_t e = j;
-        while (!isdigit((unsigned char)s[e - 1])) e--;
-        if (looks_like_pan(s + i, e - i)) return true;
     }
     return false;
 }

@@ -83,7 +83,7 @@
 typedef struct ingest_metrics {
     metrics *reg;
     metric *requests, *latency, *delivery_latency, *in_flight, *queue_depth, *delivery_failures, *auth_failures,
-        *rate_limited, *payments, *connections, *digest_hits, *digest_misses, *digest_ratio,
+        *rate_limited, *key_verifications, *payments, *connections, *digest_hits, *digest_misses, *digest_ratio,
         *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections, *ready,
         *pii_key_info;
     uint64_t last_digest_hits, last_digest_misses, last_key_hits, last_key_misses;
@@ -700,6 +700,7 @@ static int auth_submit(ingest *ing, ingest_ctx *ctx, const ingest_route *route,
     aw->next = ing->auth_pending; /* the worker pool's until auth_done; listed for followers */
     ing->auth_pending = aw;
     ing->auth_npending++;
+    metric_add(ing->m.key_verifications, NULL, 1);
     ctx_park(&aw->ctx, CTX_WAIT_AUTH);
     return 1;
 }
@@ -733,8 +734,9 @@ static int authenticate(ingest *ing, ingest_ctx *ctx, const ingest_route *route)
     int cached = keys_cache_get(ing->key_cache, digest, id);
     const keys_entry *e = keys_find(ing->keys, id);
     if (cached == 1 && e) return authorize(ing, ctx, route, e);
-    if (cached == 0 || !e) {
-        if (!e) keys_cache_put(ing->key_cache, digest, NULL); /* unknown id: no Argon2 needed */
+    if (cached == 0 || !e || !keys_check_matches(e, presented)) {
+        /* an unknown id or a key its check tag refuses: no Argon2 needed */
+        if (cached != 0) keys_cache_put(ing->key_cache, digest, NULL);
         reply_unauthorized(ing, ctx, "invalid", "invalid API key");
         return -1;
     }
@@ -1954,6 +1956,8 @@ static int metrics_setup(ingest *ing) {
           NULL) &&
         C(auth_failures, "fs_ingest_auth_failures_total", "refused credentials", "reason") &&
         C(rate_limited, "fs_ingest_rate_limited_total", "requests refused with 429", NULL) &&
+        C(key_verifications, "fs_ingest_key_verifications_total",
+          "API key secrets verified with Argon2 (not cached, not refused by a check tag)", NULL) &&
         C(payments, "fs_ingest_payments_total", "payments by outcome of their delivery", "result") &&
         G(connections, "fs_ingest_connections", "open HTTP connections") &&
         C(digest_hits, "fs_ingest_digest_cache_hits_total", "pseudonymization cache hits", NULL) &&

@@ -124,19 +124,23 @@ int keys_parse_rate(const char *s, uint32_t *out) {
 }
 
 int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errstr_size) {
-    char buf[KEYS_LINE_MAX], *f[5], *save = NULL;
+    char buf[KEYS_LINE_MAX], *f[6], *save = NULL;
     int n = 0;
     if (snprintf(buf, sizeof buf, "%s", line) >= (int)sizeof buf) {
         snprintf(errstr, errstr_size, "line too long");
         return -1;
     }
-    for (char *t = strtok_r(buf, " \t\r\n", &save); t && n < 5; t = strtok_r(NULL, " \t\r\n", &save))
+    for (char *t = strtok_r(buf, " \t\r\n", &save); t && n < 6; t = strtok_r(NULL, " \t\r\n", &save))
         f[n++] = t;
     if (n == 0 || f[0][0] == '#') return 0;
     memset(out, 0, sizeof *out);
-    if (n != 4) {
-        snprintf(errstr, errstr_size, "expected 4 fields (key-id scopes rate hash), got %s",
-                 n > 4 ? "more" : "fewer");
+    if (n != 4 && n != 5) {
+        snprintf(errstr, errstr_size, "expected 4 or 5 fields (key-id scopes rate hash [check]), "
+                 "got %s", n > 5 ? "more" : "fewer");
+        return -1;
+    }
+    if (n == 5 && (strlen(f[4]) != KEYS_CHECK_HEX || strspn(f[4], "0123456789abcdef") != KEYS_CHECK_HEX)) {
+        snprintf(errstr, errstr_size, "check must be %d lower-case hex digits", KEYS_CHECK_HEX);
         return -1;
     }
     if (!id_valid(f[0], strlen(f[0]))) {
@@ -154,7 +158,34 @@ int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errs
     }
     snprintf(out->id, sizeof out->id, "%s", f[0]);
     snprintf(out->hash, sizeof out->hash, "%s", f[3]);
+    if (n == 5) snprintf(out->check, sizeof out->check, "%s", f[4]);
     return 1;
+}
+
+void keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(c, "fsk-check:", 10) == 1 &&
+              EVP_DigestUpdate(c, presented, strlen(presented)) == 1 &&
+              EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 2;
+    EVP_MD_CTX_free(c);
+    if (!ok) memset(md, 0, 2); /* never matches a tag from keys create but "0000" */
+    for (int i = 0; i < KEYS_CHECK_HEX / 2; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[KEYS_CHECK_HEX] = '\0';
+    OPENSSL_cleanse(md, sizeof md);
+}
+
+bool keys_check_matches(const keys_entry *e, const char *presented) {
+    char tag[KEYS_CHECK_HEX + 1];
+    if (!e->check[0]) return true;
+    keys_check_tag(presented, tag);
+    return CRYPTO_memcmp(tag, e->check, KEYS_CHECK_HEX) == 0;
 }
 
 /* Adds one parsed line to k; duplicate ids are refused. */
@@ -405,7 +436,7 @@ static int id_unused(const char *path, const char *id, char *errstr, size_t errs
 
 int keys_create(const char *path, const char *id, unsigned scopes, uint32_t rate,
                 char key_out[KEYS_PRESENTED_MAX + 1], char *errstr, size_t errstr_size) {
-    char hash[KEYS_HASH_MAX + 1], scopes_s[128], line[KEYS_LINE_MAX];
+    char hash[KEYS_HASH_MAX + 1], scopes_s[128], line[KEYS_LINE_MAX], check[KEYS_CHECK_HEX + 1];
     int fd = -1, rc = -1;
     if (!id_valid(id, strlen(id)) || scopes == 0 || rate > KEYS_RATE_MAX) {
         snprintf(errstr, errstr_size, "key id must be 1..%d of [A-Za-z0-9_-], with a scope",
@@ -416,7 +447,8 @@ int keys_create(const char *path, const char *id, unsigned scopes, uint32_t rate
         key_generate(id, key_out, hash, sizeof hash, errstr, errstr_size) != 0)
         goto done;
     keys_scopes_format(scopes, scopes_s, sizeof scopes_s);
-    int n = snprintf(line, sizeof line, "%s %s %u %s\n", id, scopes_s, rate, hash);
+    keys_check_tag(key_out, check);
+    int n = snprintf(line, sizeof line, "%s %s %u %s %s\n", id, scopes_s, rate, hash, check);
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || write(fd, line, (size_t)n) != n || fsync(fd) != 0) {
         snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));

@@ -4,8 +4,14 @@
  * which entry to verify against, so a wrong key costs one Argon2 verification, never one per entry.
  * Keys are stored only as Argon2id hashes, in a keys file (reloaded on SIGHUP), one key per line:
  *
- *   # key-id   scopes                                        rate  argon2id hash of the whole key
- *   checkout   payments:write,payments:read                  500   $argon2id$v=19$m=19456,t=2,p=1$...
+ *   # key-id   scopes                                        rate  argon2id hash of the whole key  check
+ *   checkout   payments:write,payments:read                  500   $argon2id$v=19$m=19456,t=2,p=1$...  3fa0
+ *
+ * check (optional; `keys create` writes it): keys_check_tag() of the key, 16 bits of a hash of it.
+ * A presented key whose tag differs is refused without Argon2: someone guessing secrets at a known
+ * key id costs the server nothing and cannot use up the id's verification budget (ingest's
+ * auth-verify-rate), which would lock the owner out. 16 of the key's 256 random bits are thus
+ * told to whoever reads the file, who holds its hashes anyway; 240 stay.
  *
  * scopes: comma-separated, from payments:write, payments:read, outcomes:write. rate: requests per
  * second (token bucket, burst = one second's worth), 0 = unlimited. Blank lines and # comments are
@@ -26,6 +32,7 @@
 #define KEYS_HASH_MAX 255    /* encoded Argon2id hash */
 #define KEYS_PRESENTED_MAX 200
 #define KEYS_PREFIX "fsk."
+#define KEYS_CHECK_HEX 4     /* the check tag: 16 bits as lower-case hex */
 
 typedef enum keys_scope {
     KEYS_SCOPE_PAYMENTS_WRITE = 1u << 0,
@@ -38,6 +45,7 @@ typedef struct keys_entry {
     unsigned scopes;  /* keys_scope bits */
     uint32_t rate;    /* requests per second, 0 = unlimited */
     char hash[KEYS_HASH_MAX + 1];
+    char check[KEYS_CHECK_HEX + 1]; /* "" when the line has none */
 } keys_entry;
 
 typedef struct keys keys;             /* the entries of one keys file */
@@ -69,6 +77,13 @@ const keys_entry *keys_find(const keys *k, const char *id);
 
 /* The key id inside a presented key ("fsk.<id>.<secret>"). Returns 0, or -1 when malformed. */
 int keys_presented_id(const char *presented, char id[KEYS_ID_MAX + 1]);
+
+/* The check tag of a presented key: the first 16 bits of SHA-256("fsk-check:" key), as hex. */
+void keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]);
+
+/* Whether presented can be e's key without running Argon2: false when e has a check tag and
+ * presented's differs (a wrong key, for sure). */
+bool keys_check_matches(const keys_entry *e, const char *presented);
 
 /* Argon2id verification of presented against an entry's encoded hash. Slow (tens of ms) and
  * thread-safe: run it on a worker thread. */

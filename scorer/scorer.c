@@ -1857,9 +1857,12 @@ static void scorer_report_loss(scorer *s, const char *topic, int32_t partition, 
                json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:s}", "topic", topic, "partition",
                          (int)partition, "offset", (json_int_t)from, "earliest", (json_int_t)lo,
                          "latest", (json_int_t)hi, "lost", (json_int_t)lost, "error", why),
-               "offset %" PRId64 " of %s [%" PRId32 "] (the next to process) is no longer on the broker: "
-               "%" PRId64 " message(s) were lost before they were processed; resuming at the "
-               "earliest available offset", from, topic, partition, lost);
+               lo >= 0 ? "offset %" PRId64 " of %s [%" PRId32 "] (the next to process) is no longer "
+               "on the broker: %" PRId64 " message(s) were lost before they were processed; "
+               "resuming at the earliest available offset"
+                       : "offset %" PRId64 " of %s [%" PRId32 "] (the next to process) was skipped "
+               "and the broker could not say where its log starts: %" PRId64 " message(s) known "
+               "lost, possibly more", from, topic, partition, lost);
 }
 
 /* auto.offset.reset=error makes librdkafka report, instead of silently skipping, every partition
@@ -1898,8 +1901,11 @@ static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m) {
         s->fatal = true;
         return;
     }
-    if (m->partition >= 0 && m->offset >= 0) { /* about one message (a corrupt record batch): the
-                                                * next batch's commit would pass it */
+    /* A record batch librdkafka could not read (a CRC mismatch with check.crcs, a message format
+     * it does not know): the fetch moves past it, and the next batch's commit would too. Other
+     * partition errors (authorization, sizes) retry the same offset and lose nothing. */
+    if ((m->err == RD_KAFKA_RESP_ERR__BAD_MSG || m->err == RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED) &&
+        m->partition >= 0 && m->offset >= 0) {
         log_fields(LOG_ERROR, "consumer_message_error", f, "a message the consumer could not "
                    "read (%s): it may be skipped", rd_kafka_err2str(m->err));
         return;

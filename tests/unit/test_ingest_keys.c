@@ -30,8 +30,12 @@ static void test_parse_line_table(void **state) {
         {"  fraud-team\toutcomes:write\t0\t" HASH "  \r", 1, "fraud-team", KEYS_SCOPE_OUTCOMES_WRITE, 0, NULL},
         {"", 0, NULL, 0, 0, NULL},
         {"   # a comment", 0, NULL, 0, 0, NULL},
-        {"k payments:write 5", -1, NULL, 0, 0, "4 fields"},
-        {"k payments:write 5 " HASH " extra", -1, NULL, 0, 0, "4 fields"},
+        {"k payments:write 5", -1, NULL, 0, 0, "4 or 5 fields"},
+        {"k payments:write 5 " HASH " 3fa0", 1, "k", KEYS_SCOPE_PAYMENTS_WRITE, 5, NULL},
+        {"k payments:write 5 " HASH " extra", -1, NULL, 0, 0, "check"},
+        {"k payments:write 5 " HASH " 3FA0", -1, NULL, 0, 0, "check"},
+        {"k payments:write 5 " HASH " 3fa", -1, NULL, 0, 0, "check"},
+        {"k payments:write 5 " HASH " 3fa0 more", -1, NULL, 0, 0, "4 or 5 fields"},
         {"k payments:delete 5 " HASH, -1, NULL, 0, 0, "unknown scope"},
         {"k payments:write -1 " HASH, -1, NULL, 0, 0, "rate"},
         {"k payments:write ten " HASH, -1, NULL, 0, 0, "rate"},
@@ -139,6 +143,19 @@ static void test_create_verify_and_cache(void **state) {
     assert_string_equal(id, "svc");
     assert_true(keys_verify(e->hash, key));
     assert_false(keys_verify(e->hash, key2));
+    /* the check tag keys create wrote: the key passes it; other secrets nearly all fail it */
+    assert_int_equal(strlen(e->check), KEYS_CHECK_HEX);
+    assert_true(keys_check_matches(e, key));
+    int passed = 0;
+    for (int i = 0; i < 1000; i++) {
+        char guess[64];
+        snprintf(guess, sizeof guess, "fsk.svc.guess-%d", i);
+        passed += keys_check_matches(e, guess);
+    }
+    assert_true(passed <= 2); /* 1 in 65536 each */
+    keys_entry old = *e;      /* a line without a tag (before it existed): Argon2 decides */
+    old.check[0] = '\0';
+    assert_true(keys_check_matches(&old, "fsk.svc.anything"));
     key[strlen(key) - 1] ^= 1;
     assert_false(keys_verify(e->hash, key));
 

@@ -1065,6 +1065,13 @@ static void test_text_has_personal(void **state) {
         {"order 5704781545782 refunded", false}, /* 13 digits: Shopify's order ids */
         {"ref 1234567890123456", false},        /* no scheme starts with 1 */
         {"amount 100 - 20 - 5", false},
+        /* next to other numbers (an expiry date, a count, a date) */
+        {"card 4111111111111111 12/25", true},
+        {"4111111111111111 2024-05-01", true},
+        {"ticket 12 4111 1111 1111 1111", true},
+        {"2 4111111111111111", true},
+        {"5555555555554444 3", true},
+        {"41111111111111111111 is 20 digits", false},
         {"12 34", false},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
