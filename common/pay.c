@@ -549,6 +549,7 @@ static const field_spec EVENT_FIELDS[] = {
     PF("metadata", F_EVENT_METADATA, false, metadata),
     PF("event_time", F_TIME, true, event_time_ms),
     PF("ingest_time", F_TIME, true, ingest_time_ms),
+    PF("source", F_EVENT_ID, false, source),
 };
 
 #define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))
@@ -1021,6 +1022,7 @@ char *pay_event_encode(const pay_payment *p, size_t *len) {
     if (p->metadata) jsonfast_value(&b, p->metadata);
     put_str(&b, M("event_time"), et, sizeof et, true);
     put_str(&b, M("ingest_time"), it, sizeof it, true);
+    put_str(&b, M("source"), STR(source), false);
     jsonfast_raw(&b, "}", 1);
     return jsonfast_finish(&b, len); /* NULL when a member is not UTF-8, as json_dumps() did */
 }

@@ -55,6 +55,9 @@ typedef struct pay_payment {
                                              address is digested; "" when unknown */
     int64_t event_time_ms;                /* the payment's own time (event time) */
     int64_t ingest_time_ms;               /* when ingest received it */
+    char source[PAY_ID_MAX + 1];          /* who posted it, as ingest knew the caller: the API key
+                                             id, "shopify:<shop>", "anonymous" (auth off); "" when
+                                             unknown (events of other producers, or older) */
     json_t *device_info;                  /* owned: device_info without device_id, or NULL */
     json_t *metadata;                     /* owned: small object, or NULL */
 } pay_payment;

@@ -1199,6 +1199,7 @@ static void item_continue(ingest *ing, ingest_item *it, int rc, pay_payment *p, 
         goto done;
     }
     memcpy(it->payment_id, p->payment_id, sizeof it->payment_id);
+    snprintf(p->source, sizeof p->source, "%s", it->job->ctx.caller); /* who: payments.source */
     geoip_country(ing->geo, raw->ip_address, p->ip_country); /* the last moment the raw IP exists */
     if (item_pseudonymize(ing, it, p, raw) == 0) payment_produce(ing, it, p, ing->gen);
     if (it->state == ITEM_DIGESTING || it->state == ITEM_PRODUCING) it->job->waiting++;

@@ -61,6 +61,7 @@ typedef struct scorer_item {
     int row;                 /* ITEM_VALID / ITEM_DUPLICATE / ITEM_CONFLICT */
     const char *dlq_reason;  /* ITEM_DEAD: stable code (static string) */
     char dlq_error[256];
+    char other_source[PAY_ID_MAX + 1]; /* ITEM_CONFLICT from another client: the first one's */
     int8_t out_dlq;
 } scorer_item;
 
@@ -552,6 +553,9 @@ static void scorer_decode_batch(scorer *s) {
             snprintf(it->dlq_error, sizeof it->dlq_error, "payment %s came earlier in the batch "
                      "with another %s: a different payment under a payment_id already used",
                      fp->payment_id, what);
+            it->other_source[0] = '\0';
+            if (fp->source[0] && r->p.source[0] && strcmp(fp->source, r->p.source) != 0)
+                snprintf(it->other_source, sizeof it->other_source, "%s", fp->source);
             pay_payment_clear(&r->p);
             it->kind = ITEM_CONFLICT;
             it->row = first;
@@ -678,6 +682,20 @@ static void scorer_apply_stored(store_row **rows, size_t n) {
             scorer_row_stored(row_of(rows[i]));
 }
 
+/* A payment_id used by two clients (payments.source): not a retry of either. The later payment
+ * is dead-lettered (payment_conflict) like any conflict, and never scored: said as an error, with
+ * both clients, since it is how one client could keep another's payments from being scored by
+ * taking their ids first (docs/ingest.md, "Ids are not secrets"). */
+static void scorer_log_collision(const scorer_item *it, const char *payment_id, const char *source,
+                                 const char *first_source) {
+    json_t *f = msg_ctx(it->msg);
+    json_object_set_new(f, "payment_id", json_string(payment_id));
+    json_object_set_new(f, "source", json_string(source));
+    json_object_set_new(f, "first_source", json_string(first_source));
+    log_fields(LOG_ERROR, "payment_id_collision", f, "payment_id %s came from %s after %s had used "
+               "it: dead-lettered, not scored", payment_id, source, first_source);
+}
+
 /* Row i's first message differs from its stored payment: a later message of the batch under the
  * same payment_id (ITEM_CONFLICT) that is the stored payment, i.e. its true redelivery, becomes
  * the row's message, so that its outputs are produced again; the first message and its copies
@@ -696,6 +714,8 @@ static bool scorer_adopt_redelivery(scorer *s, size_t i) {
         pay_payment_clear(&p);
     }
     if (j == s->nitems) return false;
+    if (store_row_foreign(&r->sr, &r->p))
+        scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source, r->sr.stored_source);
     for (size_t k = 0; k < s->nitems; k++)
         if ((s->items[k].kind == ITEM_VALID || s->items[k].kind == ITEM_DUPLICATE) &&
             s->items[k].row == (int)i)
@@ -724,11 +744,24 @@ static void scorer_settle_conflicts(scorer *s) {
     for (size_t i = 0; i < s->nrows; i++) {
         scorer_row *r = &s->rows[i];
         if (!r->rejected && !r->sr.is_new && r->sr.has_decision && r->sr.conflict[0] &&
-            !scorer_adopt_redelivery(s, i))
+            !scorer_adopt_redelivery(s, i)) {
+            if (store_row_foreign(&r->sr, &r->p))
+                scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source,
+                                     r->sr.stored_source);
             scorer_reject_row(s, i, "payment_conflict", r->sr.conflict);
+        }
     }
     for (size_t j = 0; j < s->nitems; j++) {
         if (s->items[j].kind != ITEM_CONFLICT) continue;
+        if (s->items[j].other_source[0]) {
+            pay_payment q; /* its own source: decoded before, so it decodes again */
+            char err[256];
+            if (pay_event_decode(s->items[j].msg->payload, s->items[j].msg->len, &q, err,
+                                 sizeof err) == 0)
+                scorer_log_collision(&s->items[j], q.payment_id, q.source,
+                                     s->items[j].other_source);
+            pay_payment_clear(&q);
+        }
         char why[sizeof s->items[j].dlq_error];
         memcpy(why, s->items[j].dlq_error, sizeof why);
         scorer_dead_letter(&s->items[j], "payment_conflict", why);

@@ -42,7 +42,7 @@ static const char SQL_TEMP_TABLES[] =
     " card_fingerprint_digest text, ip_digest text, email_digest text, device_id_digest text,"
     " country text, billing_country text, shipping_country text, ip_country text, device_info jsonb,"
     " metadata jsonb, event_time_ms bigint, ingest_time_ms bigint, source_partition integer,"
-    " source_offset bigint) ON COMMIT DELETE ROWS;"
+    " source_offset bigint, source text) ON COMMIT DELETE ROWS;"
     "CREATE TEMP TABLE IF NOT EXISTS tmp_decisions (payment_id uuid, decision text, score smallint,"
     " reasons jsonb, features json, rules_version text, model_version text,"
     " scoring_latency_us integer, decided_at_ms bigint) ON COMMIT DELETE ROWS;"
@@ -308,7 +308,7 @@ static const char SQL_COPY_PAYMENTS[] =
     " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
     " ip_digest, email_digest, device_id_digest, country, billing_country, shipping_country,"
     " ip_country, device_info, metadata, event_time_ms, ingest_time_ms, source_partition,"
-    " source_offset) FROM STDIN";
+    " source_offset, source) FROM STDIN";
 
 /* "Not applied yet", where the rows are found by payment_id (the primary key): written so that
  * it does not match outcomes_pending_idx's predicate (applied_at IS NULL), which would let the
@@ -321,13 +321,14 @@ static const char SQL_MOVE_PAYMENTS[] =
     "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,"
     " payment_method, transaction_type, card_type, card_last_four, card_fingerprint_digest,"
     " ip_digest, email_digest, device_id_digest, country, billing_country, shipping_country,"
-    " ip_country, device_info, metadata, event_time, ingest_time, source_partition, source_offset) "
+    " ip_country, device_info, metadata, event_time, ingest_time, source_partition, source_offset,"
+    " source) "
     "SELECT x.payment_id, x.user_id, x.merchant_id, x.amount_minor, x.currency, x.currency_exp,"
     " x.payment_method, x.transaction_type, x.card_type, x.card_last_four,"
     " x.card_fingerprint_digest, x.ip_digest, x.email_digest, x.device_id_digest, x.country,"
     " x.billing_country, x.shipping_country, x.ip_country, x.device_info, x.metadata, "
     EPOCH_MS("x.event_time_ms") ", " EPOCH_MS("x.ingest_time_ms") ", x.source_partition,"
-    " x.source_offset FROM tmp_payments x ORDER BY x.payment_id "
+    " x.source_offset, x.source FROM tmp_payments x ORDER BY x.payment_id "
     "ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id, "
     /* labels_pending (store.h): one look at outcomes_pending_idx per statement (ORDER BY
      * received_at LIMIT 1: the index, never a scan of outcomes for its first pending row), and
@@ -365,6 +366,7 @@ static void copy_payment(pgcopy_buf *b, const store_row *r) {
     pgcopy_int(b, p->ingest_time_ms);
     pgcopy_int(b, r->partition);
     pgcopy_int(b, r->offset);
+    pgcopy_str(b, p->source);
     pgcopy_end_row(b);
 }
 
@@ -438,8 +440,12 @@ static const char SQL_LOAD_DECISIONS[] =
     "FROM jsonb_array_elements(d.reasons) WITH ORDINALITY e(r, n)), "
     "d.rules_version, coalesce(d.model_version, ''), " TO_MS("d.decided_at") ", d.scoring_latency_us, "
     "p.user_id, p.merchant_id, p.amount_minor, p.currency, " TO_MS("p.event_time") ", "
-    TO_MS("p.ingest_time") ", coalesce(p.country, '') "
+    TO_MS("p.ingest_time") ", coalesce(p.country, ''), coalesce(p.source, '') "
     "FROM decisions d JOIN payments p USING (payment_id) WHERE d.payment_id = ANY ($1::uuid[])";
+
+bool store_row_foreign(const store_row *r, const pay_payment *p) {
+    return r->stored_source[0] && p->source[0] && strcmp(r->stored_source, p->source) != 0;
+}
 
 const char *store_row_conflict(const store_row *r, const pay_payment *p) {
     return pay_conflict(p, r->stored_user_id, r->stored_merchant_id, r->stored_amount_minor,
@@ -452,11 +458,13 @@ static void stored_from_result(store_row *r, const PGresult *res, int i) {
     snprintf(r->stored_merchant_id, sizeof r->stored_merchant_id, "%s", PQgetvalue(res, i, 9));
     r->stored_amount_minor = strtoll(PQgetvalue(res, i, 10), NULL, 10);
     snprintf(r->stored_currency, sizeof r->stored_currency, "%s", PQgetvalue(res, i, 11));
+    snprintf(r->stored_source, sizeof r->stored_source, "%s", PQgetvalue(res, i, 15));
     const char *what = store_row_conflict(r, r->p);
     r->conflict[0] = '\0';
     if (what)
         snprintf(r->conflict, sizeof r->conflict, "payment %s was stored before with another %s: "
-                 "a different payment under a payment_id already used", r->p->payment_id, what);
+                 "a different payment under a payment_id already used%s", r->p->payment_id, what,
+                 store_row_foreign(r, r->p) ? ", by another client (source)" : "");
     r->stored_event_time_ms = strtoll(PQgetvalue(res, i, 12), NULL, 10);
     r->stored_ingest_time_ms = strtoll(PQgetvalue(res, i, 13), NULL, 10);
     snprintf(r->stored_country, sizeof r->stored_country, "%s", PQgetvalue(res, i, 14));

@@ -77,17 +77,23 @@ typedef struct store_row {
      * message in who, where or how much (another payment under a payment_id already used). */
     int64_t stored_event_time_ms, stored_ingest_time_ms;
     char stored_country[3];  /* "" when none was stored */
-    char conflict[160];      /* "" or why: the message goes to the DLQ (payment_conflict) */
+    char conflict[200];      /* "" or why: the message goes to the DLQ (payment_conflict) */
     /* ... and the stored payment's who, where and how much: another message of the batch under
      * the same payment_id may be the true redelivery (store_row_conflict) */
     char stored_user_id[PAY_ID_MAX + 1], stored_merchant_id[PAY_ID_MAX + 1];
     int64_t stored_amount_minor;
     char stored_currency[4];
+    char stored_source[PAY_ID_MAX + 1]; /* payments.source ("" when NULL) */
 } store_row;
 
 /* What of p differs from r's stored payment (pay_conflict: "user_id", "amount", ...), or NULL;
  * r must be a redelivery out of store_load_decisions. */
 const char *store_row_conflict(const store_row *r, const pay_payment *p);
+
+/* Whether p came from another client than r's stored payment (both sources known and different):
+ * a payment_id collision between clients (an id taken over, or two clients' id schemes meeting),
+ * not a client's retry. */
+bool store_row_foreign(const store_row *r, const pay_payment *p);
 
 /* Frees what d owns and zeroes it. */
 void store_decision_clear(store_decision *d);

@@ -56,6 +56,7 @@ fs_wait_for 30 decisions_at_least "$n"
 sleep 1 # anything extra (a duplicate) would show up now
 fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM payments')" "payments rows"
 fs_assert_eq "$n" "$(fs_psql 'SELECT count(*) FROM decisions')" "decisions rows"
+fs_assert_eq "e2e $n" "$(fs_psql 'SELECT source, count(*) FROM payments GROUP BY source' | tr '|' ' ')" "payments.source: the API key id of every payment"
 fs_assert_eq "$flagged" "$(fs_psql "SELECT count(*) FROM alerts")" "alerts rows"
 fs_assert_eq block "$(fs_psql "SELECT d.decision FROM decisions d JOIN payments p USING (payment_id) WHERE p.user_id='big-spender'")" "very high value blocked"
 fs_assert_eq "HIGH_RISK_COUNTRY" "$(fs_psql "SELECT r->>'code' FROM decisions d JOIN payments p USING (payment_id), jsonb_array_elements(d.reasons) r WHERE p.user_id='risky'")" "high-risk country reason"

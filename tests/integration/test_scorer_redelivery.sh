@@ -12,6 +12,9 @@
 #   3. In one batch, such a payment followed by the true redelivery of the stored one: the first is
 #      dead-lettered and the redelivery's outputs are produced again. The old code dead-lettered
 #      both (the second as a conflict with the first of the batch) and produced nothing.
+#   4. The events carry their source (the client ingest authenticated): the stored payment keeps
+#      its own, and a conflicting payment from another client is logged as payment_id_collision
+#      (an error, naming both), since it is how one client could take another's ids.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_redelivery
@@ -26,11 +29,11 @@ fs_wait_for 60 grep -q '"event":"partitions_assigned"' "$FS_TEST_DIR/scorer.log"
 
 # 6,000.00 EUR: HIGH_VALUE and VERY_HIGH_VALUE, an alert with two reasons
 first=$(bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" 2 1000 DE | head -n 1 |
-        sed 's/"amount_minor":[0-9]*/"amount_minor":600000/')
+        sed -e 's/"amount_minor":[0-9]*/"amount_minor":600000/' -e 's/}$/,"source":"svc-a"}/')
 id=$(grep -o '"payment_id":"[^"]*"' <<<"$first" | cut -d'"' -f4)
 later=$(sed -E -e 's/"(event|ingest)_time":"[^"]*"/"\1_time":"2031-01-01T00:00:00.000Z"/g' \
     -e 's/"country":"DE"/"country":"FR"/' <<<"$first") # also another country: the stored one stands
-other=$(sed 's/"amount_minor":600000/"amount_minor":900000/' <<<"$first")
+other=$(sed -e 's/"amount_minor":600000/"amount_minor":900000/' -e 's/"source":"svc-a"/"source":"svc-b"/' <<<"$first")
 sentinel=$(bash "$REPO/tests/integration/gen_raw_payments.sh" "$run" 2 1000 DE | tail -n 1)
 # ingest puts its receive time in both the event's ingest_time and the ingest_ts header
 it0=$(date -u -d "$(grep -o '"ingest_time":"[^"]*"' <<<"$first" | cut -d'"' -f4)" +%s%3N)
@@ -83,6 +86,11 @@ grep '"amount_minor":700000' "$FS_TEST_DIR/dlq.txt" | grep -q 'was stored before
     fs_fail "no dead letter for the conflict ahead of the redelivery: $(grep '"amount_minor":700000' "$FS_TEST_DIR/dlq.txt" | cut -f4)"
 if grep -q '"amount_minor":600000' "$FS_TEST_DIR/dlq.txt"; then fs_fail "the true redelivery was dead-lettered"; fi
 fs_assert_eq 600000 "$(fs_psql "SELECT amount_minor FROM payments WHERE payment_id = '$id'")" "the stored payment"
+fs_assert_eq svc-a "$(fs_psql "SELECT source FROM payments WHERE payment_id = '$id'")" "the stored payment's source"
+# 4. only the 900000 one came from another client
+fs_assert_eq 1 "$(grep -c '"event":"payment_id_collision"' "$FS_TEST_DIR/scorer.log" "$FS_TEST_DIR/scorer2.log" "$FS_TEST_DIR/scorer3.log" | awk -F: '{ n += $2 } END { print n }')" "payment_id_collision lines"
+grep '"event":"payment_id_collision"' "$FS_TEST_DIR/scorer.log" | grep '"level":"error"' | grep '"source":"svc-b"' |
+    grep -q '"first_source":"svc-a"' || fs_fail "no error naming both clients: $(grep payment_id_collision "$FS_TEST_DIR"/scorer*.log)"
 if fs_topic_dump processed_payments | grep -qE '"amount_minor":(9|8|7)00000'; then fs_fail "a conflicting payment was published"; fi
 fs_kill scorer3 TERM
 fs_wait_exit scorer3 30
