@@ -647,6 +647,11 @@ static void alerter_consumer_event(alerter *a, rd_kafka_message_t *m) {
         a->fatal = true;
         return;
     }
+    if (kafka_err_unreadable(m)) { /* the next commit may pass it: alerts never delivered */
+        log_fields(LOG_ERROR, "consumer_message_error", f, "a message the consumer could not "
+                   "read (%s): it may be skipped", rd_kafka_err2str(m->err));
+        return;
+    }
     log_fields(LOG_WARN, "consumer_error", f, "consumer error: %s", rd_kafka_err2str(m->err));
 }
 

@@ -471,7 +471,8 @@ int main(int argc, char **argv) {
         rc = 0;
     } else if (r == CFG_OK && default_alerter_id(&o) != 0) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
-    } else if (r == CFG_OK && opts_check(&o, errstr, sizeof errstr) != 0) {
+    } else if (r == CFG_OK && (opts_check(&o, errstr, sizeof errstr) != 0 ||
+                               kafka_props_check(&props, errstr, sizeof errstr) != 0)) {
         log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
     } else if (r == CFG_OK) {
         rc = run(&o, &props);

@@ -22,12 +22,19 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, 
     return 0;
 }
 
-/* Properties a delivery guarantee rests on, set to something weaker. */
-static int prop_weakens_guarantee(const char *name, const char *value) {
-    if (strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0)
-        return strcmp(value, "all") != 0 && strcmp(value, "-1") != 0;
-    if (strcmp(name, "enable.idempotence") == 0) return strcmp(value, "true") != 0;
-    return 0;
+/* Why a property set to value would break a guarantee the processes rest on, or NULL. */
+static const char *prop_breaks_guarantee(const char *name, const char *value) {
+    if ((strcmp(name, "acks") == 0 || strcmp(name, "request.required.acks") == 0) &&
+        strcmp(value, "all") != 0 && strcmp(value, "-1") != 0)
+        return "FraudShield's producers are always acks=all and idempotent (a 202 means durable)";
+    if (strcmp(name, "enable.idempotence") == 0 && strcmp(value, "true") != 0)
+        return "FraudShield's producers are always acks=all and idempotent (a 202 means durable)";
+    if (strcmp(name, "delivery.report.only.error") == 0 && strcmp(value, "false") != 0)
+        return "every delivery report is awaited (ingest answers 202 from it, the scorer and the "
+               "alerter's outbox commit after it): without the successful ones, nothing completes";
+    if (strcmp(name, "transactional.id") == 0 && value[0])
+        return "the producers are idempotent, not transactional: every produce would fail";
+    return NULL;
 }
 
 rd_kafka_conf_t *kafka_conf_new(const char *brokers, const cfg_props *props, char *errstr,
@@ -38,10 +45,10 @@ rd_kafka_conf_t *kafka_conf_new(const char *brokers, const cfg_props *props, cha
         goto failed;
     for (size_t i = 0; props && i < props->n; i++) {
         char e[512];
-        if (prop_weakens_guarantee(props->name[i], props->value[i])) {
-            snprintf(errstr, errstr_size,
-                     "kafka property %s=%s is not allowed: FraudShield's producers are always "
-                     "acks=all and idempotent (a 202 means durable)", props->name[i], props->value[i]);
+        const char *why = prop_breaks_guarantee(props->name[i], props->value[i]);
+        if (why) {
+            snprintf(errstr, errstr_size, "kafka property %s=%s is not allowed: %s", props->name[i],
+                     props->value[i], why);
             goto failed;
         }
         if (conf_set(conf, props->name[i], props->value[i], e, sizeof e) != 0) {
@@ -53,6 +60,19 @@ rd_kafka_conf_t *kafka_conf_new(const char *brokers, const cfg_props *props, cha
 failed:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+bool kafka_err_unreadable(const rd_kafka_message_t *m) {
+    return (m->err == RD_KAFKA_RESP_ERR__BAD_MSG || m->err == RD_KAFKA_RESP_ERR__BAD_COMPRESSION ||
+            m->err == RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED) &&
+           m->partition >= 0 && m->offset >= 0;
+}
+
+int kafka_props_check(const cfg_props *props, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *conf = kafka_conf_new(NULL, props, errstr, errstr_size);
+    if (!conf) return -1;
+    rd_kafka_conf_destroy(conf);
+    return 0;
 }
 
 /* The operator's value of name, also when given under librdkafka's other name for it (an alias sets

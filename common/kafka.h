@@ -29,6 +29,16 @@
 rd_kafka_conf_t *kafka_conf_new(const char *brokers, const cfg_props *props, char *errstr,
                                 size_t errstr_size);
 
+/* A consumer error about a record batch librdkafka could not read (a CRC mismatch with check.crcs,
+ * a compression or message format it cannot decode) at a known partition and offset: the fetch may
+ * move past it, and the next commit with it. Other partition errors (authorization, sizes) retry
+ * the same offset and lose nothing. */
+bool kafka_err_unreadable(const rd_kafka_message_t *m);
+
+/* The operator's librdkafka properties checked as kafka_conf_new would (unknown names, bad values,
+ * the ones a guarantee forbids), before anything connects. Returns 0 or -1 with errstr. */
+int kafka_props_check(const cfg_props *props, char *errstr, size_t errstr_size);
+
 /* Sets name=value on conf unless the operator set name in props (project defaults that an operator
  * may override). Returns 0 or -1 with errstr. */
 int kafka_conf_default(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,

@@ -1865,6 +1865,13 @@ static int kafka_conf_defaults(rd_kafka_conf_t *conf, const cfg_props *props, ch
                  "brokers down, instead of answering 503)", INGEST_MESSAGE_TIMEOUT_MAX_MS);
         return -1;
     }
+    vs = sizeof v;
+    if (rd_kafka_conf_get(conf, "statistics.interval.ms", v, &vs) == RD_KAFKA_CONF_OK && atol(v) < 1) {
+        snprintf(errstr, errstr_size, "kafka property statistics.interval.ms must be at least 1: "
+                 "after the brokers were down, ingest turns ready again from the statistics (with "
+                 "no traffic while not ready, no delivery report would)");
+        return -1;
+    }
     return 0;
 }
 

@@ -29,6 +29,7 @@
 #include "db.h"
 #include "ingest.h"
 #include "keys.h"
+#include "kafka.h"
 #include "log.h"
 #include "shopify.h"
 
@@ -401,7 +402,8 @@ static int run(const ingest_opts *o, const cfg_props *props) {
     int rc = 1;
     signal_ctx sc = {.opts = o};
     unsigned char *secret = NULL;
-    if (opts_check(o, errstr, sizeof errstr) != 0) goto failed;
+    if (opts_check(o, errstr, sizeof errstr) != 0 || kafka_props_check(props, errstr, sizeof errstr) != 0)
+        goto failed;
     fd_limit_raise(o);
     secret = pii_secret_load(o, &secret_len, errstr, sizeof errstr);
     if (!secret) goto failed;

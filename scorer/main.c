@@ -415,8 +415,13 @@ int main(int argc, char **argv) {
         log_msg(LOG_ERROR, "config_invalid", "out of memory");
     } else if (r == CFG_OK && o.offline_outcomes[0] && !o.offline[0]) {
         log_msg(LOG_ERROR, "config_invalid", "offline-outcomes is only read with offline");
+    } else if (r == CFG_OK && strcmp(o.group_id, o.outcomes_group_id) == 0) {
+        /* one group, two protocols (cooperative payments, eager outcomes): the broker refuses one */
+        log_msg(LOG_ERROR, "config_invalid", "group-id and outcomes-group-id must differ (both %s): "
+                "the payments and the outcomes consumers are separate groups", o.group_id);
     } else if (r == CFG_OK && (expire_check_days(o.retention_days, errstr, sizeof errstr) != 0 ||
-                               db_url_check(o.database_url, errstr, sizeof errstr) != 0)) {
+                               db_url_check(o.database_url, errstr, sizeof errstr) != 0 ||
+                               kafka_props_check(&props, errstr, sizeof errstr) != 0)) {
         log_msg(LOG_ERROR, "config_invalid", "%s", errstr);
     } else if (r == CFG_OK) {
         rc = o.offline[0] ? run_offline(&o, &props) : run(&o, &props);

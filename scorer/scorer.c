@@ -1934,11 +1934,7 @@ static void scorer_consumer_event(scorer *s, rd_kafka_message_t *m) {
         s->fatal = true;
         return;
     }
-    /* A record batch librdkafka could not read (a CRC mismatch with check.crcs, a message format
-     * it does not know): the fetch moves past it, and the next batch's commit would too. Other
-     * partition errors (authorization, sizes) retry the same offset and lose nothing. */
-    if ((m->err == RD_KAFKA_RESP_ERR__BAD_MSG || m->err == RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED) &&
-        m->partition >= 0 && m->offset >= 0) {
+    if (kafka_err_unreadable(m)) { /* the next batch's commit may pass it */
         log_fields(LOG_ERROR, "consumer_message_error", f, "a message the consumer could not "
                    "read (%s): it may be skipped", rd_kafka_err2str(m->err));
         return;

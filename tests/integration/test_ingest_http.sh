@@ -406,6 +406,14 @@ for prop in message.timeout.ms=0 delivery.timeout.ms=0 message.timeout.ms=360000
     fs_assert_eq 1 "$rc" "-X $prop: exit status"
     grep -q 'startup_failed.*message.timeout.ms' "$FS_TEST_DIR/timeout0.log" || fs_fail "-X $prop: no clear error"
 done
+# no statistics: readiness would never come back after an outage; no success reports: no 202 ever
+for prop in statistics.interval.ms=0 delivery.report.only.error=true transactional.id=x; do
+    rc=0
+    timeout 20 "$INGEST" --listen-port="$(fs_free_port)" --pii-secret-file="$secret" --auth=false \
+        -X "$prop" >"$FS_TEST_DIR/prop.log" 2>&1 || rc=$?
+    fs_assert_eq 1 "$rc" "-X $prop: exit status"
+    grep -q "startup_failed.*${prop%%=*}" "$FS_TEST_DIR/prop.log" || fs_fail "-X $prop: no clear error: $(tail -2 "$FS_TEST_DIR/prop.log")"
+done
 rc=0
 env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_port)" --auth=false \
     >"$FS_TEST_DIR/nosecret.log" 2>&1 || rc=$?

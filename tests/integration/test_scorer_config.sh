@@ -37,6 +37,11 @@ for days in 1 7 29; do
     expect_invalid payment-retention-days "at least 30" FS_PAYMENT_RETENTION_DAYS=$days
 done
 expect_invalid payment-retention-days "at least 30" --payment-retention-days=15 # the command line too
+# one group for both consumers: their protocols differ and the broker would refuse one of them
+expect_invalid outcomes-group-id "must differ" FS_OUTCOMES_GROUP_ID=fraudshield-scorer
+# properties that would break what the processes rest on
+expect_invalid delivery.report.only.error "not allowed" KAFKA_DELIVERY_REPORT_ONLY_ERROR=true
+expect_invalid transactional.id "not allowed" KAFKA_TRANSACTIONAL_ID=fs-1
 # a malformed database-url: libpq's message quoted the password, and it was retried as an outage
 expect_invalid database-url "not a valid" "FS_DATABASE_URL=postgresql://u:S3cr%ZZet@127.0.0.1:$nobody/x"
 if grep -q S3cr "$FS_TEST_DIR/out.log"; then fs_fail "the database password was logged"; fi

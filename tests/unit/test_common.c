@@ -472,6 +472,10 @@ static void test_kafka_guarantee_props(void **state) {
         {"enable.idempotence", "true", true},
         {"enable.idempotence", "false", false},
         {"linger.ms", "5", true},
+        /* every delivery report is awaited; produces in a transaction would all fail */
+        {"delivery.report.only.error", "false", true},
+        {"delivery.report.only.error", "true", false},
+        {"transactional.id", "fs-1", false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         cfg_props props = {0};
