@@ -723,6 +723,8 @@ static bool scorer_adopt_redelivery(scorer *s, size_t i) {
     pay_payment_clear(&r->p);
     r->p = p; /* r->sr.p points at r->p */
     r->item = (int)j;
+    r->sr.partition = s->items[j].msg->partition; /* where the row's message is now */
+    r->sr.offset = s->items[j].msg->offset;
     s->items[j].kind = ITEM_VALID;
     for (size_t k = j + 1; k < s->nitems; k++) { /* the redelivery's own copies */
         pay_payment q;
