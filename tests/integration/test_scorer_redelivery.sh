@@ -45,24 +45,23 @@ fs_wait_for 60 fs_topic_has fraud_alerts 2
 printf '%s\n' "$other" "$sentinel" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts=3333
 fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions") == 2 ))'
 fs_wait_for 30 fs_topic_has raw_payments.dlq 1
-# within one batch: produced while no scorer runs, so that its first poll takes both
-fs_kill scorer TERM
-fs_wait_exit scorer 30
-other2=$(sed 's/"amount_minor":600000/"amount_minor":800000/' <<<"$first")
-printf '%s\n' "$first" "$other2" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
-fs_bg scorer2 env FS_SCORER_ID=scorer-re FS_RULES_FILE="$REPO/schemas/rules/default.json" \
-    "$BUILD/bin/fraudshield-scorer"
-fs_wait_for 60 fs_topic_has raw_payments.dlq 2
-fs_wait_for 60 fs_topic_has fraud_alerts 3
-# within one batch, the conflicting one first
-fs_kill scorer2 TERM
-fs_wait_exit scorer2 30
-other3=$(sed 's/"amount_minor":600000/"amount_minor":700000/' <<<"$first")
-printf '%s\n' "$other3" "$first" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
-fs_bg scorer3 env FS_SCORER_ID=scorer-re FS_RULES_FILE="$REPO/schemas/rules/default.json" \
-    "$BUILD/bin/fraudshield-scorer"
-fs_wait_for 60 fs_topic_has raw_payments.dlq 3
-fs_wait_for 60 fs_topic_has fraud_alerts 4
+# one_batch STOP START DLQ ALERTS MESSAGE...: the messages produced while no scorer runs (scorer STOP
+# stopped), so that the first poll of scorer START takes them all; then DLQ dead letters and ALERTS
+# alerts in all
+one_batch() {
+    local stop=$1 start=$2 dlq=$3 alerts=$4
+    shift 4
+    fs_kill "$stop" TERM
+    fs_wait_exit "$stop" 30
+    printf '%s\n' "$@" | kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
+    fs_bg "$start" env FS_SCORER_ID=scorer-re FS_RULES_FILE="$REPO/schemas/rules/default.json" \
+        "$BUILD/bin/fraudshield-scorer"
+    fs_wait_for 60 fs_topic_has raw_payments.dlq "$dlq"
+    fs_wait_for 60 fs_topic_has fraud_alerts "$alerts"
+}
+# within one batch: after the same payment, then the conflicting one first
+one_batch scorer scorer2 2 3 "$first" "$(sed 's/"amount_minor":600000/"amount_minor":800000/' <<<"$first")"
+one_batch scorer2 scorer3 3 4 "$(sed 's/"amount_minor":600000/"amount_minor":700000/' <<<"$first")" "$first"
 
 # 1. every message about the payment, twice, the same bytes and the first ingest_ts
 for topic in processed_payments fraud_alerts; do
