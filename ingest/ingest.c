@@ -2064,7 +2064,7 @@ static int helpers_setup(ingest *ing, const ingest_config *cfg, char *errstr, si
     ing->ratelimit = ratelimit_new();
     ing->verify_limit = ratelimit_new();
     ing->auth_verify_rate = cfg->auth_verify_rate;
-    ing->auth_max_pending = cfg->auth_max_pending > 0 ? cfg->auth_max_pending : 4;
+    ing->auth_max_pending = cfg->auth_max_pending > 0 ? cfg->auth_max_pending : 16;
     ing->recent = recent_new(cfg->recent_ids);
     if (!ing->workers) return -1;
     if (!ing->gen || !ing->key_cache || !ing->ratelimit || !ing->verify_limit || !ing->recent ||

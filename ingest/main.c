@@ -139,7 +139,7 @@ static const cfg_opt ingest_options[] = {
      "API key secrets not yet verified that one key id may have checked per second (each costs "
      "an Argon2 run; beyond: 429 without one, so that guessing at a key id cannot queue work "
      "for the workers; 0: unlimited)", false},
-    {"auth-max-pending", "FS_AUTH_MAX_PENDING", CFG_INT, "4", 1, 10000, O(auth_max_pending),
+    {"auth-max-pending", "FS_AUTH_MAX_PENDING", CFG_INT, "16", 1, 10000, O(auth_max_pending),
      "API key verifications queued or running at once over all key ids; beyond: 503 overloaded "
      "(the workers' queue stays free for pseudonymizing)", false},
     {"database-url", "FS_DATABASE_URL", CFG_STRING, "", 0, 4096, O(database_url),
