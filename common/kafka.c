@@ -29,7 +29,8 @@ static const char *prop_breaks_guarantee(const char *name, const char *value) {
         return "FraudShield's producers are always acks=all and idempotent (a 202 means durable)";
     if (strcmp(name, "enable.idempotence") == 0 && strcmp(value, "true") != 0)
         return "FraudShield's producers are always acks=all and idempotent (a 202 means durable)";
-    if (strcmp(name, "delivery.report.only.error") == 0 && strcmp(value, "false") != 0)
+    if (strcmp(name, "delivery.report.only.error") == 0 && strcasecmp(value, "false") != 0 &&
+        strcmp(value, "0") != 0 && strcasecmp(value, "f") != 0)
         return "every delivery report is awaited (ingest answers 202 from it, the scorer and the "
                "alerter's outbox commit after it): without the successful ones, nothing completes";
     if (strcmp(name, "transactional.id") == 0 && value[0])

@@ -165,7 +165,8 @@ typedef struct ingest_ctx {
     char path_id[INGEST_PATH_ID_MAX + 1]; /* the {id} segment of the path */
     char request_id[INGEST_REQUEST_ID_MAX + 1];
     char payment_id[37]; /* "" until known (single payment or outcome) */
-    char caller[KEYS_ID_MAX + 1]; /* API key id, "anonymous" with auth off, "" before auth */
+    char caller[PAY_ID_MAX + 1]; /* API key id, "anonymous" with auth off, "shopify:<shop>"
+                                  * (payments.source), "" before auth */
     int64_t received_ms; /* wall clock, the payment's ingest time */
     int64_t start_us;    /* monotonic, for latency */
     ctx_wait waits;      /* set by ctx_park(): the struct ctx is a member of */
@@ -1503,7 +1504,7 @@ static void handle_shopify(ingest *ing, ingest_ctx *ctx) {
                     "missing or wrong X-Shopify-Hmac-Sha256 for this X-Shopify-Shop-Domain");
         return;
     }
-    snprintf(ctx->caller, sizeof ctx->caller, "shopify:%.50s", shop);
+    snprintf(ctx->caller, sizeof ctx->caller, "shopify:%.120s", shop); /* domains: ~20-70 bytes */
     if (topic && strcmp(topic, "orders/create") != 0) {
         reply_error(ing, ctx, 400, "unsupported_topic", "only orders/create is accepted here");
         return;

@@ -162,7 +162,7 @@ int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errs
     return 1;
 }
 
-void keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]) {
+int keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]) {
     static const char hex[] = "0123456789abcdef";
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
@@ -172,19 +172,19 @@ void keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]) {
               EVP_DigestUpdate(c, presented, strlen(presented)) == 1 &&
               EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 2;
     EVP_MD_CTX_free(c);
-    if (!ok) memset(md, 0, 2); /* never matches a tag from keys create but "0000" */
+    if (!ok) return -1;
     for (int i = 0; i < KEYS_CHECK_HEX / 2; i++) {
         out[2 * i] = hex[md[i] >> 4];
         out[2 * i + 1] = hex[md[i] & 15];
     }
     out[KEYS_CHECK_HEX] = '\0';
     OPENSSL_cleanse(md, sizeof md);
+    return 0;
 }
 
 bool keys_check_matches(const keys_entry *e, const char *presented) {
     char tag[KEYS_CHECK_HEX + 1];
-    if (!e->check[0]) return true;
-    keys_check_tag(presented, tag);
+    if (!e->check[0] || keys_check_tag(presented, tag) != 0) return true;
     return CRYPTO_memcmp(tag, e->check, KEYS_CHECK_HEX) == 0;
 }
 
@@ -447,7 +447,10 @@ int keys_create(const char *path, const char *id, unsigned scopes, uint32_t rate
         key_generate(id, key_out, hash, sizeof hash, errstr, errstr_size) != 0)
         goto done;
     keys_scopes_format(scopes, scopes_s, sizeof scopes_s);
-    keys_check_tag(key_out, check);
+    if (keys_check_tag(key_out, check) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto done;
+    }
     int n = snprintf(line, sizeof line, "%s %s %u %s %s\n", id, scopes_s, rate, hash, check);
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0 || write(fd, line, (size_t)n) != n || fsync(fd) != 0) {

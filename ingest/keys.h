@@ -78,11 +78,13 @@ const keys_entry *keys_find(const keys *k, const char *id);
 /* The key id inside a presented key ("fsk.<id>.<secret>"). Returns 0, or -1 when malformed. */
 int keys_presented_id(const char *presented, char id[KEYS_ID_MAX + 1]);
 
-/* The check tag of a presented key: the first 16 bits of SHA-256("fsk-check:" key), as hex. */
-void keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]);
+/* The check tag of a presented key: the first 16 bits of SHA-256("fsk-check:" key), as hex.
+ * Returns 0, or -1 when it could not be computed (out of memory). */
+int keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]);
 
-/* Whether presented can be e's key without running Argon2: false when e has a check tag and
- * presented's differs (a wrong key, for sure). */
+/* Whether presented can be e's key without running Argon2: false only when e has a check tag and
+ * presented's differs (a wrong key, for sure); true when the tag cannot be computed (Argon2
+ * decides). */
 bool keys_check_matches(const keys_entry *e, const char *presented);
 
 /* Argon2id verification of presented against an entry's encoded hash. Slow (tens of ms) and

@@ -61,7 +61,6 @@ typedef struct scorer_item {
     int row;                 /* ITEM_VALID / ITEM_DUPLICATE / ITEM_CONFLICT */
     const char *dlq_reason;  /* ITEM_DEAD: stable code (static string) */
     char dlq_error[256];
-    char other_source[PAY_ID_MAX + 1]; /* ITEM_CONFLICT from another client: the first one's */
     int8_t out_dlq;
 } scorer_item;
 
@@ -553,9 +552,6 @@ static void scorer_decode_batch(scorer *s) {
             snprintf(it->dlq_error, sizeof it->dlq_error, "payment %s came earlier in the batch "
                      "with another %s: a different payment under a payment_id already used",
                      fp->payment_id, what);
-            it->other_source[0] = '\0';
-            if (fp->source[0] && r->p.source[0] && strcmp(fp->source, r->p.source) != 0)
-                snprintf(it->other_source, sizeof it->other_source, "%s", fp->source);
             pay_payment_clear(&r->p);
             it->kind = ITEM_CONFLICT;
             it->row = first;
@@ -755,15 +751,16 @@ static void scorer_settle_conflicts(scorer *s) {
     }
     for (size_t j = 0; j < s->nitems; j++) {
         if (s->items[j].kind != ITEM_CONFLICT) continue;
-        if (s->items[j].other_source[0]) {
-            pay_payment q; /* its own source: decoded before, so it decodes again */
-            char err[256];
-            if (pay_event_decode(s->items[j].msg->payload, s->items[j].msg->len, &q, err,
-                                 sizeof err) == 0)
-                scorer_log_collision(&s->items[j], q.payment_id, q.source,
-                                     s->items[j].other_source);
-            pay_payment_clear(&q);
-        }
+        scorer_row *r = &s->rows[s->items[j].row];
+        /* the payment that stands: the stored one, else the batch's first (stored now) */
+        const char *first = !r->sr.is_new && r->sr.has_decision ? r->sr.stored_source : r->p.source;
+        pay_payment q = {0}; /* its own source: it decoded before, so it decodes again */
+        char err[256];
+        if (first[0] &&
+            pay_event_decode(s->items[j].msg->payload, s->items[j].msg->len, &q, err, sizeof err) == 0 &&
+            q.source[0] && strcmp(q.source, first) != 0)
+            scorer_log_collision(&s->items[j], q.payment_id, q.source, first);
+        pay_payment_clear(&q);
         char why[sizeof s->items[j].dlq_error];
         memcpy(why, s->items[j].dlq_error, sizeof why);
         scorer_dead_letter(&s->items[j], "payment_conflict", why);
