@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "hmac256.h"
 
 #define KEYS_LINE_MAX 1024
@@ -163,23 +164,16 @@ int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errs
 }
 
 int keys_check_tag(const char *presented, char out[KEYS_CHECK_HEX + 1]) {
-    static const char hex[] = "0123456789abcdef";
+    char text[sizeof "fsk-check:" + KEYS_PRESENTED_MAX];
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
-              EVP_DigestUpdate(c, "fsk-check:", 10) == 1 &&
-              EVP_DigestUpdate(c, presented, strlen(presented)) == 1 &&
-              EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen >= 2;
-    EVP_MD_CTX_free(c);
-    if (!ok) return -1;
-    for (int i = 0; i < KEYS_CHECK_HEX / 2; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[KEYS_CHECK_HEX] = '\0';
+    int n = snprintf(text, sizeof text, "fsk-check:%s", presented);
+    int rc = n > 0 && (size_t)n < sizeof text &&
+                     EVP_Digest(text, (size_t)n, md, &mdlen, EVP_sha256(), NULL) == 1 ? 0 : -1;
+    if (rc == 0) fs_hex(md, KEYS_CHECK_HEX / 2, out); /* NUL-terminated */
+    OPENSSL_cleanse(text, sizeof text);
     OPENSSL_cleanse(md, sizeof md);
-    return 0;
+    return rc;
 }
 
 bool keys_check_matches(const keys_entry *e, const char *presented) {

@@ -586,12 +586,17 @@ static scorer_row *row_of(store_row *sr) {
 }
 
 /* Row i and every message of the batch that carried it go to the dead-letter topic. */
-static void scorer_reject_row(scorer *s, size_t i, const char *reason, const char *err) {
-    s->rows[i].rejected = true;
+/* The messages that carried row i (its first one and its copies) go to the DLQ. */
+static void scorer_dead_letter_row(scorer *s, size_t i, const char *reason, const char *err) {
     for (size_t j = 0; j < s->nitems; j++)
         if ((s->items[j].kind == ITEM_VALID || s->items[j].kind == ITEM_DUPLICATE) &&
             s->items[j].row == (int)i)
             scorer_dead_letter(&s->items[j], reason, err);
+}
+
+static void scorer_reject_row(scorer *s, size_t i, const char *reason, const char *err) {
+    s->rows[i].rejected = true;
+    scorer_dead_letter_row(s, i, reason, err);
 }
 
 /* Payments ingested longer ago than payment-retention-days: retention may have deleted them since
@@ -712,10 +717,7 @@ static bool scorer_adopt_redelivery(scorer *s, size_t i) {
     if (j == s->nitems) return false;
     if (store_row_foreign(&r->sr, &r->p))
         scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source, r->sr.stored_source);
-    for (size_t k = 0; k < s->nitems; k++)
-        if ((s->items[k].kind == ITEM_VALID || s->items[k].kind == ITEM_DUPLICATE) &&
-            s->items[k].row == (int)i)
-            scorer_dead_letter(&s->items[k], "payment_conflict", r->sr.conflict);
+    scorer_dead_letter_row(s, i, "payment_conflict", r->sr.conflict);
     pay_payment_clear(&r->p);
     r->p = p; /* r->sr.p points at r->p */
     r->item = (int)j;
@@ -1416,10 +1418,7 @@ static void scorer_outcome_check_offset(scorer *s, const rd_kafka_message_t *m) 
     kafka_loss l;
     if (kafka_gaps_check(s->ogaps, s->outcomes, m, &l))
         scorer_report_loss(s, rd_kafka_topic_name(m->rkt), m->partition, l.from, l.earliest,
-                           l.latest, l.earliest >= 0 ? "the next message is beyond the committed "
-                           "offset: reset to the earliest" : "the next message is beyond the "
-                           "committed offset and the broker's earliest offset could not be read: "
-                           "messages may have been lost");
+                           l.latest, "the next message is beyond the committed offset");
 }
 
 static void scorer_outcomes_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts) {
