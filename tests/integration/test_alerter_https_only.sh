@@ -5,6 +5,7 @@
 #   - an http:// subscription made in SQL gets nothing while the option is off (its delivery waits,
 #     a subscription_insecure error line says why), and is delivered once an alerter runs with it
 #     on, which logs insecure_http_allowed at start
+#   - an smtp:// server that offers no STARTTLS gets no email while the option is off
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/alerter_lib.sh"
@@ -59,4 +60,21 @@ grep '"event":"insecure_http_allowed"' "$FS_TEST_DIR/alerter2.log" | grep -q '"l
     fs_fail "allow-insecure-http is not logged as a warning"
 fs_kill alerter2 TERM
 fs_wait_exit alerter2 30
+
+# 4. Email the same way: an smtp:// server without STARTTLS gets nothing while the option is off
+# (the old code sent the alert in clear text when no login was configured).
+smtp=$(fs_free_port)
+fs_bg smtp python3 "$REPO/tests/integration/alerter_smtp_sink.py" --port "$smtp" --out "$FS_TEST_DIR/mail.jsonl"
+fs_wait_for 20 test -s "$FS_TEST_DIR/mail.jsonl.ready"
+al_start alerter3 FS_ALLOW_INSECURE_HTTP=false FS_SMTP_URL="smtp://127.0.0.1:$smtp" \
+    FS_SMTP_TO=soc@example.com FS_SMTP_FROM=fraudshield@example.com FS_SMTP_MIN_DECISION=review
+al_wait_assigned alerter3
+al_gen_alerts "$((run + 1))" 1 | kcat -b "$FS_BROKERS" -P -t fraud_alerts -K:
+email_attempts="SELECT count(*) FROM delivery_attempts a JOIN deliveries d USING (delivery_id)
+                JOIN subscriptions s USING (subscription_id) WHERE s.name = 'email'"
+fs_wait_for 30 "(( \$(al_sql_int \"$email_attempts\") >= 1 ))"
+fs_assert_eq 0 "$(wc -l <"$FS_TEST_DIR/mail.jsonl" 2>/dev/null || echo 0)" "emails sent in clear text"
+fs_psql "SELECT d.state, d.last_error FROM deliveries d JOIN subscriptions s USING (subscription_id) WHERE s.name = 'email'"
+fs_kill alerter3 TERM
+fs_wait_exit alerter3 30
 echo PASS
