@@ -376,9 +376,6 @@ static void test_kafka_poll_clock(void **state) {
     rd_kafka_destroy(rk);
 }
 
-
-/* The producers' guarantee (a 202 means durable): acks=all and idempotence, whatever the
- * operator passes through; a weaker value is refused with the property named. */
 /* A gap in a partition's offsets is reported even when the broker cannot be asked where the log
  * starts: the offset expected next has moved past it, so it would never be reported later. */
 static void test_kafka_gaps_unanswered(void **state) {
@@ -406,6 +403,37 @@ static void test_kafka_gaps_unanswered(void **state) {
     kafka_gaps_destroy(g);
     rd_kafka_topic_destroy(t);
     rd_kafka_destroy(rk);
+}
+
+/* Which consumer errors mean "this message could not be read, and the next commit may pass it"
+ * (an error line consumer_message_error, not a warning): only errors about one message at a known
+ * offset. Table-driven; the dev broker cannot corrupt a record batch, so no integration test. */
+static void test_kafka_err_unreadable(void **state) {
+    (void)state;
+    static const struct {
+        rd_kafka_resp_err_t err;
+        int32_t partition;
+        int64_t offset;
+        bool unreadable;
+    } cases[] = {
+        {RD_KAFKA_RESP_ERR__BAD_MSG, 3, 17, true},
+        {RD_KAFKA_RESP_ERR__BAD_COMPRESSION, 0, 0, true},
+        {RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED, 5, 1000, true},
+        {RD_KAFKA_RESP_ERR__BAD_MSG, -1, 17, false},   /* not about one partition */
+        {RD_KAFKA_RESP_ERR__BAD_MSG, 3, -1001, false}, /* no offset: nothing to skip */
+        {RD_KAFKA_RESP_ERR__PARTITION_EOF, 3, 17, false},
+        {RD_KAFKA_RESP_ERR__TRANSPORT, 3, 17, false},
+        {RD_KAFKA_RESP_ERR__FATAL, 3, 17, false},
+        {RD_KAFKA_RESP_ERR_NO_ERROR, 3, 17, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rd_kafka_message_t m = {.err = cases[i].err, .partition = cases[i].partition,
+                                .offset = cases[i].offset};
+        if (kafka_err_unreadable(&m) != cases[i].unreadable)
+            fail_msg("case %zu (%s, partition %d, offset %lld): expected %d", i,
+                     rd_kafka_err2name(cases[i].err), (int)cases[i].partition,
+                     (long long)cases[i].offset, cases[i].unreadable);
+    }
 }
 
 /* The lag of one partition of librdkafka's statistics, table-driven. */
@@ -460,6 +488,8 @@ static void test_kafka_conf_aliases(void **state) {
     cfg_free(NULL, NULL, &props);
 }
 
+/* The producers' guarantee (a 202 means durable): acks=all and idempotence, whatever the
+ * operator passes through; a weaker value is refused with the property named. */
 static void test_kafka_guarantee_props(void **state) {
     (void)state;
     static const struct {
@@ -679,6 +709,7 @@ int main(void) {
         cmocka_unit_test(test_sweep_phases),
         cmocka_unit_test(test_sweep_round),
         cmocka_unit_test(test_kafka_gaps_unanswered),
+        cmocka_unit_test(test_kafka_err_unreadable),
         cmocka_unit_test(test_sweep_budget),
         cmocka_unit_test(test_sweep_failure),
         cmocka_unit_test(test_log_long_utf8),
