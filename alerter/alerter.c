@@ -484,8 +484,30 @@ static void alerter_clear_batch(alerter *a) {
 
 /* ---- between batches: the outbox ------------------------------------------------------------- */
 
+/* The outbox producer is idempotent: once fenced or refused (a fatal error) it never produces
+ * again, every outbox row would stay pending while /ready said 200. Stop instead (exit 1, as the
+ * scorer does): a restart gets a new producer, and the rows are still in the outbox. */
+static bool alerter_producer_fatal(alerter *a) {
+    char fatal[512];
+    if (a->fatal || !rd_kafka_fatal_error(a->producer, fatal, sizeof fatal)) return a->fatal;
+    a->fatal = true;
+    log_fields(LOG_ERROR, "producer_fatal", json_pack("{s:s}", "error", fatal),
+               "fatal producer error: stopping (the outbox keeps what is not produced)");
+    return true;
+}
+
+/* Served from the outbox's rd_kafka_poll/flush on this thread. */
+static void alerter_producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__FATAL && alerter_producer_fatal(opaque)) return;
+    log_fields(LOG_WARN, "producer_error",
+               json_pack("{s:s, s:s}", "error", rd_kafka_err2name(err), "reason", reason),
+               "producer error: %s", reason);
+}
+
 static void alerter_pump(alerter *a) {
     char err[512];
+    if (alerter_producer_fatal(a)) return;
     a->next_pump_us = fs_mono_us() + (int64_t)a->cfg.outbox_interval_ms * 1000;
     if (!a->conn && alerter_reconnect(a, err, sizeof err) != 0) {
         /* counted (the database-errors alert sees an outage), and tried again with a backoff
@@ -499,6 +521,7 @@ static void alerter_pump(alerter *a) {
     for (int round = 0; round < 10 && !*a->stop; round++) {
         int n = outbox_pump(a->ob, a->conn, a->cfg.db_timeout_ms, OUTBOX_BATCH, OUTBOX_WAIT_MS, err,
                             sizeof err);
+        if (alerter_producer_fatal(a)) return;
         if (n < 0) {
             metric_add(a->m_db_errors, "outbox", 1);
             log_fields(LOG_WARN, "outbox_failed", json_pack("{s:s}", "error", err),
@@ -691,6 +714,8 @@ static rd_kafka_t *alerter_producer_new(alerter *a, char *errstr, size_t errstr_
         return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, outbox_dr_cb);
+    rd_kafka_conf_set_error_cb(conf, alerter_producer_error_cb);
+    rd_kafka_conf_set_opaque(conf, a);
     return kafka_producer_new(conf, errstr, errstr_size); /* owns conf, also on failure */
 }
 
