@@ -2203,10 +2203,11 @@ static void rekey_apply(ingest *ing, pii *pi) {
 static void rekey_done(void *arg, bool cancelled) {
     rekey_task *t = arg;
     ingest *ing = t->ing;
-    if (cancelled || !t->pi) {
-        if (!cancelled)
-            log_msg(LOG_ERROR, "reload_failed", "PII secret not reloaded (the current one stays): "
-                    "%s", t->errstr);
+    if (cancelled) { /* shutting down; a run that finished meanwhile leaves a pii (and its secret) */
+        pii_destroy(t->pi);
+    } else if (!t->pi) {
+        log_msg(LOG_ERROR, "reload_failed", "PII secret not reloaded (the current one stays): %s",
+                t->errstr);
     } else if (t->seq != ing->rekey_seq) { /* a later SIGHUP's secret is on its way */
         pii_destroy(t->pi);
     } else {
