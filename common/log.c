@@ -1,6 +1,8 @@
 /* log: one JSON object per line on stderr. */
 #include "log.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,7 +35,24 @@ int log_level_parse(const char *s, log_level *out) {
 
 int log_enabled(log_level level) { return level >= log_min; }
 
-/* Builds the line and writes it with one write(2), so lines from threads never interleave. */
+/* Lines from threads never interleave: one lock around the writes of one line. A signal (the
+ * handlers are installed without SA_RESTART) or a full pipe can cut a write(2) short; the rest
+ * follows, so a long line is never truncated or mixed with the next. */
+static pthread_mutex_t log_write_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_write_all(const char *p, size_t n) {
+    pthread_mutex_lock(&log_write_lock);
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break; /* stderr gone or non-blocking and full: nowhere else to report it */
+        p += w;
+        n -= (size_t)w;
+    }
+    pthread_mutex_unlock(&log_write_lock);
+}
+
+/* Builds the line as one JSON object and writes it whole. */
 static void log_emit(log_level level, const char *event, json_t *fields, const char *fmt,
                      va_list ap) {
     char msg[2048], ts[25];
@@ -53,8 +72,9 @@ static void log_emit(log_level level, const char *event, json_t *fields, const c
     if (!text) return;
     size_t n = strlen(text);
     text[n] = '\n'; /* replaces the NUL: write n+1 bytes, never read as a string again */
-    ssize_t w = write(STDERR_FILENO, text, n + 1);
-    (void)w;
+    int saved_errno = errno; /* logging a line never changes errno for the caller */
+    log_write_all(text, n + 1);
+    errno = saved_errno;
     free(text);
 }
 

@@ -1,12 +1,15 @@
 /* Unit tests for the small common modules: cfg, fsutil, pii, metrics, kafka's poll clock, the
  * retention rounds (sweep). */
 #include <inttypes.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -688,6 +691,63 @@ static void test_log_long_utf8(void **state) {
     close(saved);
 }
 
+/* A line longer than a pipe holds, written while the reader is slow and a signal without
+ * SA_RESTART arrives: write(2) returns short, and the rest of the line must still follow (one
+ * write used to drop it, leaving half a JSON object on the log). */
+static void on_alarm(int sig) { (void)sig; }
+
+struct pipe_reader { int fd; char *buf; size_t cap, len; };
+
+static void *pipe_read_slowly(void *arg) {
+    struct pipe_reader *r = arg;
+    usleep(300000); /* past the alarm: the writer is blocked on a full pipe when it fires */
+    ssize_t n;
+    while (r->len < r->cap && (n = read(r->fd, r->buf + r->len, r->cap - r->len)) > 0)
+        r->len += (size_t)n;
+    return NULL;
+}
+
+static void test_log_short_write(void **state) {
+    (void)state;
+    enum { BIG = 200000 };
+    int fds[2], saved = dup(STDERR_FILENO);
+    assert_int_equal(pipe(fds), 0);
+    struct pipe_reader r = {fds[0], malloc(BIG * 2), BIG * 2, 0};
+    char *big = malloc(BIG + 1);
+    memset(big, 'x', BIG);
+    big[BIG] = '\0';
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_alarm; /* no SA_RESTART, like the processes' own handlers */
+    sigaction(SIGALRM, &sa, &old);
+    sigset_t alrm, prev;
+    sigemptyset(&alrm);
+    sigaddset(&alrm, SIGALRM);
+    pthread_sigmask(SIG_BLOCK, &alrm, &prev); /* the reader inherits the mask: the alarm is ours */
+    pthread_t th;
+    pthread_create(&th, NULL, pipe_read_slowly, &r);
+    pthread_sigmask(SIG_SETMASK, &prev, NULL);
+    struct itimerval it = {{0, 0}, {0, 100000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    log_init("test", LOG_INFO);
+    dup2(fds[1], STDERR_FILENO);
+    log_fields(LOG_INFO, "big", json_pack("{s:s}", "blob", big), "a long line");
+    dup2(saved, STDERR_FILENO);
+    close(fds[1]);
+    pthread_join(th, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    close(fds[0]);
+    close(saved);
+    assert_true(r.len > BIG);
+    assert_int_equal('\n', r.buf[r.len - 1]);
+    r.buf[r.len - 1] = '\0';
+    json_t *o = json_loads(r.buf, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(BIG, strlen(json_string_value(json_object_get(o, "blob"))));
+    json_decref(o);
+    free(big);
+    free(r.buf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cfg_precedence),
@@ -713,6 +773,7 @@ int main(void) {
         cmocka_unit_test(test_sweep_budget),
         cmocka_unit_test(test_sweep_failure),
         cmocka_unit_test(test_log_long_utf8),
+        cmocka_unit_test(test_log_short_write),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
