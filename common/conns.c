@@ -10,13 +10,20 @@
  *  3. the close callback releases it. Should a connection ever be freed without the close callback
  *     (libevent skips it for a connection it considers disconnected), a sweep every second notices
  *     that bufferevent_free() cleared the callbacks of the bufferevent we still hold a reference
- *     on, and releases it then. */
+ *     on, and releases it then.
+ *
+ * A client that leaves while its request waits (for the broker, say) is noticed by the same sweep:
+ * evhttp stops reading a connection while one of its requests is processed, so libevent alone
+ * would see the close only when the reply is written, and the socket would sit in CLOSE-WAIT,
+ * counted against the limit, until then. poll() with POLLRDHUP reports the peer's FIN or RST even
+ * behind bytes nobody read (a pipelined request, a TLS close_notify), without reading them. */
 #include "conns.h"
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <openssl/err.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +42,7 @@ typedef struct conn {
     struct event *timer;              /* first the setup, then the deadline */
     void *user;                       /* the owner's request waiting on this connection */
     bool set_up;
+    bool peer_gone;                   /* the sweep saw the client close while user was set */
     struct conn *next_hash, *prev_all, *next_all;
 } conn;
 
@@ -184,10 +192,7 @@ static struct bufferevent *bev_new(struct event_base *base, void *arg) {
 }
 
 /* Releases connections that libevent freed without calling their close callback. */
-static void on_sweep(evutil_socket_t fd, short what, void *arg) {
-    conns *c = arg;
-    (void)fd;
-    (void)what;
+static void sweep_freed(conns *c) {
     for (conn *k = c->all, *next; k; k = next) {
         next = k->next_all;
         bufferevent_data_cb rcb;
@@ -198,6 +203,56 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
         bufferevent_getcb(k->bev, &rcb, &wcb, &ecb, &cbarg);
         if (!cbarg) conn_release(c, k);
     }
+}
+
+/* Marks the connections with a waiting request whose client has closed: one poll() for them all.
+ * Returns how many. */
+static size_t sweep_mark_gone(conns *c) {
+    size_t n = 0, gone = 0;
+    for (conn *k = c->all; k; k = k->next_all) n += k->user != NULL;
+    if (n == 0) return 0;
+    struct pollfd *fds = calloc(n, sizeof *fds);
+    conn **ks = calloc(n, sizeof *ks);
+    if (fds && ks) {
+        size_t i = 0;
+        for (conn *k = c->all; k && i < n; k = k->next_all) {
+            if (!k->user) continue;
+            fds[i] = (struct pollfd){.fd = (int)bufferevent_getfd(k->bev), .events = POLLRDHUP};
+            ks[i++] = k;
+        }
+        if (poll(fds, (nfds_t)i, 0) > 0)
+            for (size_t j = 0; j < i; j++)
+                if (fds[j].fd >= 0 && (fds[j].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+                    ks[j]->peer_gone = true;
+                    gone++;
+                }
+    }
+    free(fds);
+    free(ks);
+    return gone;
+}
+
+/* Closes the marked connections, one at a time from the list's head: closing one runs the owner's
+ * callback, which must not leave us holding pointers into the list. */
+static void close_gone(conns *c) {
+    for (;;) {
+        conn *k = c->all;
+        for (; k && !(k->peer_gone && k->user); k = k->next_all)
+            k->peer_gone = false; /* answered meanwhile: no longer ours to close */
+        if (!k) return;
+        k->peer_gone = false;
+        log_msg(LOG_DEBUG, "connection_peer_closed", "closing a connection whose client left while "
+                "its request waited");
+        evhttp_connection_free(k->evcon); /* runs on_evcon_close: the owner hears of it, k is gone */
+    }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg) {
+    conns *c = arg;
+    (void)fd;
+    (void)what;
+    sweep_freed(c);
+    if (sweep_mark_gone(c) > 0) close_gone(c);
 }
 
 conns *conns_new(struct event_base *base, size_t max_conns, int deadline_ms, conns_user_fn on_close,

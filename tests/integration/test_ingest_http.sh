@@ -371,6 +371,30 @@ fs_wait_exit ingest2 15
 fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest exit status after SIGTERM"
 grep -q '"event":"stopped"' "$FS_TEST_DIR/ingest2.log" || fs_fail "no stopped line with counts"
 
+# --- a client leaving while its request waits ---------------------------------------------------
+# linger.ms=6000 holds the message in librdkafka; the client gives up after 0.5 s. evhttp does not
+# read a connection while its request is processed, so ingest used to notice only when the delivery
+# report came (the socket in CLOSE-WAIT until then); the connections sweep (every second) notices
+# the FIN: client_gone is logged and the connection closed while the payment still waits. The
+# payment is produced all the same (it was never acknowledged; a retry with an Idempotency-Key
+# would be absorbed).
+port4=$(fs_free_port)
+fs_bg ingest4 "$INGEST" --listen-port="$port4" --pii-secret-file="$secret" --auth=false -X linger.ms=6000 -X message.timeout.ms=20000
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port4/ready"
+leaver='{"user_id":"u-leaver-4","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card"}'
+curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H 'X-Request-Id: leaver-4' \
+    --data-binary "$leaver" "http://127.0.0.1:$port4/api/v1/payments" || true
+fs_wait_for 3 grep -q '"event":"client_gone".*leaver-4' "$FS_TEST_DIR/ingest4.log"
+fs_assert_eq 1 "$(curl -fsS "http://127.0.0.1:$port4/metrics" | awk '$1 == "fs_ingest_connections" { print $2 }')" \
+    "open connections once the client left (the scrape's own)"
+fs_topic_dump raw_payments | grep -qF u-leaver-4 && fs_fail "inconclusive: the payment was delivered before the client left"
+echo "ok: a client leaving while its request waits is noticed within the sweep"
+fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF u-leaver-4"
+echo "ok: its payment is still produced"
+fs_kill ingest4 TERM
+fs_wait_exit ingest4 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest4 exit status"
+
 # --- start-up failures ---------------------------------------------------------------------------
 rc=0
 "$INGEST" --listen-port="$(fs_free_port)" --brokers=127.0.0.1:1 --pii-secret-file="$secret" --auth=false \
