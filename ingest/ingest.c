@@ -85,7 +85,7 @@ typedef struct ingest_metrics {
     metric *requests, *latency, *delivery_latency, *in_flight, *queue_depth, *delivery_failures, *auth_failures,
         *rate_limited, *key_verifications, *payments, *connections, *digest_hits, *digest_misses, *digest_ratio,
         *key_hits, *key_misses, *key_ratio, *workers_pending, *read_connections, *ready,
-        *pii_key_info;
+        *pii_key_info, *clients_gone;
     uint64_t last_digest_hits, last_digest_misses, last_key_hits, last_key_misses;
     uint64_t retired_digest_hits, retired_digest_misses; /* of pseudonymizers replaced by SIGHUP */
     uint64_t last_accepted, last_rejected, last_failed;
@@ -785,6 +785,7 @@ static void on_client_gone(void *user, void *arg) {
     /* libevent frees the request itself, right after this (or already detached it: then it is
      * ours to free). Either way we never touch it again. */
     if (ctx->req && !evhttp_request_get_connection(ctx->req)) evhttp_request_free(ctx->req);
+    metric_add(ing->m.clients_gone, ctx->route, 1);
     log_msg(LOG_INFO, "client_gone", "request %s: connection closed before the answer", ctx->request_id);
     ctx->slot = NULL;
     ctx_close(ing, ctx);
@@ -1937,6 +1938,7 @@ static void metrics_zero(ingest_metrics *m) {
      * is already 1 sees no increase, so a route's first 500 would go unnoticed. */
     static const int server_errors[] = {500, 503};
     for (const ingest_route *r = ROUTES; r->path; r++) {
+        metric_add(m->clients_gone, r->name, 0);
         for (size_t i = 0; i < sizeof server_errors / sizeof server_errors[0]; i++) {
             char labels[64];
             snprintf(labels, sizeof labels, "%s,%d", r->name, server_errors[i]);
@@ -1965,6 +1967,9 @@ static int metrics_setup(ingest *ing) {
           NULL) &&
         C(auth_failures, "fs_ingest_auth_failures_total", "refused credentials", "reason") &&
         C(rate_limited, "fs_ingest_rate_limited_total", "requests refused with 429", NULL) &&
+        C(clients_gone, "fs_ingest_clients_gone_total", "requests whose connection closed before "
+          "their answer (the client gave up, or shutdown's drain ended); what they started still "
+          "finishes", "route") &&
         C(key_verifications, "fs_ingest_key_verifications_total",
           "API key secrets verified with Argon2 (not cached, not refused by a check tag)", NULL) &&
         C(payments, "fs_ingest_payments_total", "payments by outcome of their delivery", "result") &&

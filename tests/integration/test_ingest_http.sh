@@ -385,8 +385,11 @@ leaver='{"user_id":"u-leaver-4","merchant_id":"m-1","amount":"5.00","currency":"
 curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H 'X-Request-Id: leaver-4' \
     --data-binary "$leaver" "http://127.0.0.1:$port4/api/v1/payments" || true
 fs_wait_for 3 grep -q '"event":"client_gone".*leaver-4' "$FS_TEST_DIR/ingest4.log"
-fs_assert_eq 1 "$(curl -fsS "http://127.0.0.1:$port4/metrics" | awk '$1 == "fs_ingest_connections" { print $2 }')" \
+scrape4=$(curl -fsS "http://127.0.0.1:$port4/metrics")
+fs_assert_eq 1 "$(awk '$1 == "fs_ingest_connections" { print $2 }' <<<"$scrape4")" \
     "open connections once the client left (the scrape's own)"
+fs_assert_eq 1 "$(awk '$1 == "fs_ingest_clients_gone_total{route=\"payments\"}" { print $2 }' <<<"$scrape4")" \
+    "fs_ingest_clients_gone_total of the payments route"
 fs_topic_dump raw_payments | grep -qF u-leaver-4 && fs_fail "inconclusive: the payment was delivered before the client left"
 echo "ok: a client leaving while its request waits is noticed within the sweep"
 fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF u-leaver-4"
