@@ -512,6 +512,20 @@ static void scorer_dead_letter(scorer_item *it, const char *reason, const char *
     log_fields(LOG_WARN, "dead_letter", f, "message dead-lettered: %s", reason);
 }
 
+/* The same payment (who, where, how much) under one payment_id from two clients: taken as a
+ * redelivery (a client resending with its own payment_id under a new API key does this); said as
+ * a warning, since it is also what a client replaying another's payment under its id looks like. */
+static void scorer_log_shared(const scorer_item *it, const char *payment_id, const char *source,
+                              const char *first_source) {
+    json_t *f = msg_ctx(it->msg);
+    json_object_set_new(f, "payment_id", json_string(payment_id));
+    json_object_set_new(f, "source", json_string(source));
+    json_object_set_new(f, "first_source", json_string(first_source));
+    log_fields(LOG_WARN, "payment_id_shared", f, "payment_id %s came from %s with the same payment "
+               "as from %s: taken as its redelivery (a resend under a new API key explains it; "
+               "otherwise see docs/ingest.md, \"Ids are not secrets\")", payment_id, source, first_source);
+}
+
 /* The earlier row with the same payment_id, or -1; else remembers row. */
 static int scorer_dedup(scorer *s, int row) {
     const char *id = s->rows[row].p.payment_id;
@@ -558,6 +572,8 @@ static void scorer_decode_batch(scorer *s) {
             continue;
         }
         if (first >= 0) { /* same payment twice in one batch (a producer retry): one row */
+            if (fp->source[0] && r->p.source[0] && strcmp(fp->source, r->p.source) != 0)
+                scorer_log_shared(it, r->p.payment_id, r->p.source, fp->source);
             pay_payment_clear(&r->p);
             it->kind = ITEM_DUPLICATE;
             it->row = first;
@@ -674,14 +690,6 @@ static void scorer_row_stored(scorer_row *r) {
     memcpy(r->p.country, r->sr.stored_country, sizeof r->p.country);
 }
 
-/* After the batch's transaction, for its redelivered payments. One whose message conflicts with
- * the stored payment (another payment under a payment_id already used) is left to
- * scorer_settle_conflicts. */
-static void scorer_apply_stored(store_row **rows, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!rows[i]->is_new && rows[i]->has_decision && !rows[i]->conflict[0])
-            scorer_row_stored(row_of(rows[i]));
-}
 
 /* A payment_id used by two clients (payments.source): not a retry of either. The later payment
  * is dead-lettered (payment_conflict) like any conflict, and never scored: said as an error, with
@@ -695,6 +703,20 @@ static void scorer_log_collision(const scorer_item *it, const char *payment_id, 
     json_object_set_new(f, "first_source", json_string(first_source));
     log_fields(LOG_ERROR, "payment_id_collision", f, "payment_id %s came from %s after %s had used "
                "it: dead-lettered, not scored", payment_id, source, first_source);
+}
+
+/* After the batch's transaction, for its redelivered payments. One whose message conflicts with
+ * the stored payment (another payment under a payment_id already used) is left to
+ * scorer_settle_conflicts. */
+static void scorer_apply_stored(scorer *s, store_row **rows, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i]->is_new || !rows[i]->has_decision || rows[i]->conflict[0]) continue;
+        scorer_row *r = row_of(rows[i]);
+        if (store_row_foreign(rows[i], &r->p))
+            scorer_log_shared(&s->items[r->item], r->p.payment_id, r->p.source,
+                              rows[i]->stored_source);
+        scorer_row_stored(r);
+    }
 }
 
 /* Row i's first message differs from its stored payment: a later message of the batch under the
@@ -789,7 +811,7 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
         if (rows[i]->is_new && rows[i]->has_decision)
             row_of(rows[i])->tried_decided_ms = rows[i]->dec.decided_at_ms;
     if (rc == STORE_OK) rc = store_commit_named(s->st, "batch", err, esz);
-    if (rc == STORE_OK) scorer_apply_stored(rows, n);
+    if (rc == STORE_OK) scorer_apply_stored(s, rows, n);
     if (rc != STORE_OK) store_rollback(s->st);
     store_latency(s->st, &calls1, &us1);
     metric_observe(s->m.db_seconds, "transaction", (double)(fs_mono_us() - t0) / 1e6);

@@ -15,6 +15,8 @@
 #   4. The events carry their source (the client ingest authenticated): the stored payment keeps
 #      its own, and a conflicting payment from another client is logged as payment_id_collision
 #      (an error, naming both), since it is how one client could take another's ids.
+#   5. The same payment from other clients is taken as a redelivery (a retry after an API key
+#      rotation) with a payment_id_shared warning naming both clients (it was silent).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_redelivery
@@ -96,6 +98,23 @@ for who in svc-b:scorer svc-c:scorer3; do
         fs_fail "no error naming ${who%%:*} and svc-a: $(grep payment_id_collision "$FS_TEST_DIR"/scorer*.log)"
 done
 if fs_topic_dump processed_payments | grep -qE '"amount_minor":(9|8|7)00000'; then fs_fail "a conflicting payment was published"; fi
+echo "ok: conflicting payments from other clients: dead-lettered, logged as payment_id_collision"
+
+# 5. the same payment from two other clients (svc-d, svc-e): taken as redeliveries, as a retry after
+# an API key rotation would be, but said (a warning naming both clients): it is also what a client
+# replaying another's payment under its id looks like. In one batch or two, each is one warning.
+printf '%s\n' "$(sed 's/"source":"svc-a"/"source":"svc-d"/' <<<"$first")" \
+    "$(sed 's/"source":"svc-a"/"source":"svc-e"/' <<<"$first")" |
+    kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
+fs_wait_for 60 '(( $(grep -c "\"event\":\"payment_id_shared\"" "$FS_TEST_DIR/scorer3.log") == 2 ))'
+shared=$(grep '"event":"payment_id_shared"' "$FS_TEST_DIR/scorer3.log")
+grep '"source":"svc-d"' <<<"$shared" | grep '"first_source":"svc-a"' | grep -q '"level":"warn"' ||
+    fs_fail "no warning naming svc-d and svc-a: $shared"
+grep -q '"source":"svc-e"' <<<"$shared" || fs_fail "no warning naming svc-e: $shared"
+fs_assert_eq 3 "$(fs_topic_dump raw_payments.dlq | grep -c 'dlq_reason=payment_conflict')" "payment_conflict dead letters after the shared ones"
+fs_assert_eq 2 "$(cat "$FS_TEST_DIR"/scorer*.log | grep -c '"event":"payment_id_collision"')" "payment_id_collision lines after the shared ones"
+fs_assert_eq svc-a "$(fs_psql "SELECT source FROM payments WHERE payment_id = '$id'")" "the stored payment's source after the shared ones"
+echo "ok: the same payment from other clients: a redelivery, with a payment_id_shared warning"
 fs_kill scorer3 TERM
 fs_wait_exit scorer3 30
 echo PASS
