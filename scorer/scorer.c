@@ -512,18 +512,37 @@ static void scorer_dead_letter(scorer_item *it, const char *reason, const char *
     log_fields(LOG_WARN, "dead_letter", f, "message dead-lettered: %s", reason);
 }
 
-/* The same payment (who, where, how much) under one payment_id from two clients: taken as a
- * redelivery (a client resending with its own payment_id under a new API key does this); said as
- * a warning, since it is also what a client replaying another's payment under its id looks like. */
-static void scorer_log_shared(const scorer_item *it, const char *payment_id, const char *source,
-                              const char *first_source) {
+/* A payment_id that came from two clients (payments.source): first_source's payment stands, what
+ * says what became of source's message. Both clients are named: taking another client's ids first
+ * is how one client could keep the other's payments from being scored (docs/ingest.md, "Ids are
+ * not secrets"). */
+static void scorer_log_sources(const scorer_item *it, log_level level, const char *event,
+                               const char *payment_id, const char *source, const char *first_source,
+                               const char *what) {
     json_t *f = msg_ctx(it->msg);
     json_object_set_new(f, "payment_id", json_string(payment_id));
     json_object_set_new(f, "source", json_string(source));
     json_object_set_new(f, "first_source", json_string(first_source));
-    log_fields(LOG_WARN, "payment_id_shared", f, "payment_id %s came from %s with the same payment "
-               "as from %s: taken as its redelivery (a resend under a new API key explains it; "
-               "otherwise see docs/ingest.md, \"Ids are not secrets\")", payment_id, source, first_source);
+    log_fields(level, event, f, "payment_id %s came from %s after %s had used it: %s", payment_id,
+               source, first_source, what);
+}
+
+/* The same payment (who, where, how much) from two clients: taken as a redelivery, as a client
+ * resending with its own payment_id under a new API key needs; said as a warning, since it is also
+ * what a client replaying another's payment under its id looks like. */
+static void scorer_log_shared(const scorer_item *it, const char *payment_id, const char *source,
+                              const char *first_source) {
+    scorer_log_sources(it, LOG_WARN, "payment_id_shared", payment_id, source, first_source,
+                       "the same payment, taken as its redelivery (a resend under a new API key "
+                       "explains it; otherwise see docs/ingest.md, \"Ids are not secrets\")");
+}
+
+/* Another payment under a payment_id another client used: dead-lettered (payment_conflict) like
+ * any conflict, never scored, and said as an error. */
+static void scorer_log_collision(const scorer_item *it, const char *payment_id, const char *source,
+                                 const char *first_source) {
+    scorer_log_sources(it, LOG_ERROR, "payment_id_collision", payment_id, source, first_source,
+                       "dead-lettered, not scored");
 }
 
 /* The earlier row with the same payment_id, or -1; else remembers row. */
@@ -690,20 +709,6 @@ static void scorer_row_stored(scorer_row *r) {
     memcpy(r->p.country, r->sr.stored_country, sizeof r->p.country);
 }
 
-
-/* A payment_id used by two clients (payments.source): not a retry of either. The later payment
- * is dead-lettered (payment_conflict) like any conflict, and never scored: said as an error, with
- * both clients, since it is how one client could keep another's payments from being scored by
- * taking their ids first (docs/ingest.md, "Ids are not secrets"). */
-static void scorer_log_collision(const scorer_item *it, const char *payment_id, const char *source,
-                                 const char *first_source) {
-    json_t *f = msg_ctx(it->msg);
-    json_object_set_new(f, "payment_id", json_string(payment_id));
-    json_object_set_new(f, "source", json_string(source));
-    json_object_set_new(f, "first_source", json_string(first_source));
-    log_fields(LOG_ERROR, "payment_id_collision", f, "payment_id %s came from %s after %s had used "
-               "it: dead-lettered, not scored", payment_id, source, first_source);
-}
 
 /* After the batch's transaction, for its redelivered payments. One whose message conflicts with
  * the stored payment (another payment under a payment_id already used) is left to
