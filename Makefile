@@ -37,17 +37,24 @@ MODEL_LIBS := -lxgboost
 TOOLS_LIBS := $(MODEL_LIBS) -lz
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# Each libFuzzer harness also runs as a unit test: test_fuzz_NAME replays tests/fuzz/corpus/NAME.tar
+# (tests/fuzz/corpus_main.c), built like the rest and linked against an archive of the project's
+# objects (a harness that #includes a module's .c for its static functions takes that module's
+# place: the linker pulls from an archive only what is still undefined).
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/test_fuzz_%)
 # Objects made by pattern chains (the tools' and the unit tests' mains) are kept: deleted as
 # intermediates, every later make relinked their programs.
 .SECONDARY: $(TOOLS_OBJ) $(patsubst tools/%.c,$(BUILD)/tools/%.o,$(wildcard tools/*_main.c)) \
-            $(UNIT_SRC:%.c=$(BUILD)/%.o)
+            $(UNIT_SRC:%.c=$(BUILD)/%.o) $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/fuzz_%.o) \
+            $(BUILD)/tests/fuzz/corpus_main.o
 BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/bin/fraudshield-devbroker \
        $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
        $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))
 
 .PHONY: all programs deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e bench-model eval \
         eval-rolling eval-ablation
-all: $(BIN) $(UNIT_BIN)
+all: $(BIN) $(UNIT_BIN) $(FUZZ_BIN)
 
 # The programs without the unit tests (no cmocka needed): what deploy/Dockerfile builds.
 programs: $(BIN)
@@ -95,6 +102,14 @@ $(BUILD)/bin/fraudshield-%: $(BUILD)/tools/%_main.o $(TOOLS_OBJ) $(SCORER_LIB) $
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB) $(ALERTER_LIB) $(TOOLS_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOOLS_LIBS) $(shell pkg-config --libs cmocka)
+
+$(BUILD)/libfraudshield.a: $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB) $(ALERTER_LIB) $(TOOLS_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/tests/test_fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/corpus_main.o $(BUILD)/libfraudshield.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOOLS_LIBS)
 
 # Benchmark helpers (bench/*.c): the bare libevent baseline and the open-loop latency client.
 $(BUILD)/bin/bare_http: $(BUILD)/bench/bare_http.o
@@ -166,13 +181,24 @@ integration: all
 	BUILD=$(BUILD) bash tests/run.sh integration
 
 # libFuzzer targets for the decoders of untrusted bytes (clang; run: build/fuzz/fuzz_pay corpus/)
-fuzz:
+fuzz: $(BUILD)/gen/migrations.c
 	@mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
 	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/jsonfast.c common/fsutil.c $(PKG_LIBS)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Iingest -Iscorer $(PKG_CFLAGS) \
 	  -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c ingest/batch.c ingest/shopify.c scorer/outcome.c \
 	  common/pay.c common/jsonfast.c common/fsutil.c common/hmac256.c $(PKG_LIBS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Ialerter $(PKG_CFLAGS) \
+	  -o build/fuzz/fuzz_alerter tests/fuzz/fuzz_alerter.c \
+	  $(filter-out alerter/main.c alerter/alerter.c alerter/outbox.c,$(wildcard alerter/*.c)) \
+	  $(COMMON_SRC) $(BUILD)/gen/migrations.c $(PKG_LIBS) -lpthread -lm
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Ialerter $(PKG_CFLAGS) \
+	  -o build/fuzz/fuzz_delivery tests/fuzz/fuzz_delivery.c alerter/mail.c alerter/retry.c \
+	  common/fsutil.c common/log.c common/hmac256.c $(PKG_LIBS) -lpthread -lm
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Itools $(PKG_CFLAGS) \
+	  -o build/fuzz/fuzz_redrive tests/fuzz/fuzz_redrive.c tools/redrive.c common/fsutil.c $(PKG_LIBS)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Itools $(PKG_CFLAGS) \
+	  -o build/fuzz/fuzz_replay tests/fuzz/fuzz_replay.c tools/replay.c common/fsutil.c $(PKG_LIBS) -lm
 
 clean:
 	rm -rf build

@@ -7,17 +7,22 @@
 #include <string.h>
 #include <time.h>
 
-/* A field of o as single-line text ("" when absent): strings as they are, other values as JSON. */
+#include "fsutil.h"
+
+/* A field of o as single-line text ("" when absent): strings as they are, other values as JSON;
+ * at most size - 1 bytes, cut between characters (the message is sent as charset=utf-8). */
 static void field(const json_t *o, const char *name, char *out, size_t size) {
     const json_t *v = json_object_get(o, name);
+    int n = 0;
     out[0] = '\0';
     if (json_is_string(v)) {
-        snprintf(out, size, "%s", json_string_value(v));
+        n = snprintf(out, size, "%s", json_string_value(v));
     } else if (v && !json_is_null(v)) {
         char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (s) snprintf(out, size, "%s", s);
+        if (s) n = snprintf(out, size, "%s", s);
         free(s);
     }
+    if (n > 0 && (size_t)n >= size) fs_utf8_trim(out);
     for (char *p = out; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = ' ';
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh [unit|integration|NAME...]: runs the test suite, each test on its own with a timeout.
 #
-#   unit         the cmocka binaries $BUILD/tests/test_*
+#   unit         the binaries $BUILD/tests/test_* (cmocka; test_fuzz_*: the fuzz corpora replayed)
 #   integration  the scripts tests/integration/test_*.sh
 #   NAME...      the named tests (test_x or test_x.sh, unit or integration)
 #   (nothing)    unit, then integration

@@ -290,6 +290,17 @@ static void test_mail_format(void **state) {
     free(m);
     assert_null(mail_format("a@b", to, 1, "alert.created", "d", "[1]", 3, 0, &len));
     assert_null(mail_format("a@b", to, 1, "alert.created", "d", "nope", 4, 0, &len));
+    /* a value cut to its field's size is cut at a character boundary (the message is UTF-8):
+     * 30 two-byte characters in the 39 bytes of the resolution leave 19 whole ones */
+    char resolved[128] = "{\"resolution\":\"", want[128] = "resolved as ";
+    for (int i = 0; i < 30; i++) strcat(resolved, "\xc3\xa9");
+    strcat(resolved, "\"}");
+    for (int i = 0; i < 19; i++) strcat(want, "\xc3\xa9");
+    strcat(want, ": payment \r\n");
+    m = mail_format("a@b", to, 1, "alert.resolved", "d", resolved, strlen(resolved), 0, &len);
+    assert_non_null(m);
+    assert_non_null(strstr(m, want));
+    free(m);
 }
 
 /* ---- retention ------------------------------------------------------------------------------- */
