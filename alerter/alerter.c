@@ -273,10 +273,11 @@ static persist_rc result_rc(PGconn *conn, PGresult *res, ExecStatusType want, ch
 }
 
 /* A header value as a JSON outbox pair: [name, "text"] when it is UTF-8 text without NUL (what
- * jsonb can hold), else [name, "<base64>", "base64"] (outbox.c decodes it: the dead letter carries
- * the original bytes). A name that is not UTF-8 gives NULL (the header is dropped, see the note). */
+ * jsonb can hold), [name, null] for a header without a value, else [name, "<base64>", "base64"]
+ * (outbox.c decodes it: the dead letter carries the original bytes). A name that is not UTF-8
+ * gives NULL (the header is dropped, see the note). */
 static json_t *header_pair(const char *name, const void *val, size_t size) {
-    json_t *v = val && !memchr(val, '\0', size) ? json_stringn(val, size) : val ? NULL : json_string("");
+    json_t *v = !val ? json_null() : !memchr(val, '\0', size) ? json_stringn(val, size) : NULL;
     if (v) return json_pack("[s, o]", name, v); /* NULL if name is not UTF-8: v is released */
     char *b64 = malloc(4 * ((size + 2) / 3) + 1);
     if (!b64) return NULL;

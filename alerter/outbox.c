@@ -90,6 +90,7 @@ static rd_kafka_headers_t *headers_from(const char *json) {
         const char *enc = json_string_value(json_array_get(pair, 2));
         if (k && v && enc && strcmp(enc, "base64") == 0) header_base64(h, k, v);
         else if (k && v) kafka_header_str(h, k, v);
+        else if (k && json_is_null(json_array_get(pair, 1))) rd_kafka_header_add(h, k, -1, NULL, 0);
     }
     json_decref(a);
     return h;
