@@ -173,6 +173,7 @@ static int scorer_finish_batch(scorer *s);
 static void scorer_decode_batch(scorer *s);
 static int scorer_persist_batch(scorer *s);
 static void scorer_settle_conflicts(scorer *s);
+static void scorer_log_shared_ids(scorer *s);
 static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
 static store_rc scorer_persist_one_by_one(scorer *s, char *err, size_t esz);
 static store_rc scorer_decide(scorer *s, store_row **rows, size_t n, char *err, size_t esz);
@@ -470,6 +471,7 @@ static int scorer_finish_batch(scorer *s) {
     int64_t t1 = fs_mono_us();
     if (scorer_persist_batch(s) != 0) goto done;
     scorer_settle_conflicts(s);
+    scorer_log_shared_ids(s);
     int64_t t2 = fs_mono_us();
     if (scorer_deliver_batch(s) != 0) goto done;
     int64_t t3 = fs_mono_us();
@@ -591,8 +593,6 @@ static void scorer_decode_batch(scorer *s) {
             continue;
         }
         if (first >= 0) { /* same payment twice in one batch (a producer retry): one row */
-            if (fp->source[0] && r->p.source[0] && strcmp(fp->source, r->p.source) != 0)
-                scorer_log_shared(it, r->p.payment_id, r->p.source, fp->source);
             pay_payment_clear(&r->p);
             it->kind = ITEM_DUPLICATE;
             it->row = first;
@@ -713,15 +713,10 @@ static void scorer_row_stored(scorer_row *r) {
 /* After the batch's transaction, for its redelivered payments. One whose message conflicts with
  * the stored payment (another payment under a payment_id already used) is left to
  * scorer_settle_conflicts. */
-static void scorer_apply_stored(scorer *s, store_row **rows, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (rows[i]->is_new || !rows[i]->has_decision || rows[i]->conflict[0]) continue;
-        scorer_row *r = row_of(rows[i]);
-        if (store_row_foreign(rows[i], &r->p))
-            scorer_log_shared(&s->items[r->item], r->p.payment_id, r->p.source,
-                              rows[i]->stored_source);
-        scorer_row_stored(r);
-    }
+static void scorer_apply_stored(store_row **rows, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!rows[i]->is_new && rows[i]->has_decision && !rows[i]->conflict[0])
+            scorer_row_stored(row_of(rows[i]));
 }
 
 /* Row i's first message differs from its stored payment: a later message of the batch under the
@@ -796,6 +791,32 @@ static void scorer_settle_conflicts(scorer *s) {
     }
 }
 
+/* Once the batch is settled (after the transaction's retries, so once per batch): each message
+ * taken as a payment that stands (the row's own, a redelivery adopted by the settling, their
+ * copies in the batch) from another client than that payment's is said (payment_id_shared). The
+ * payment that stands is the one stored before, else the row's first message (stored now). Copies
+ * are decoded again to read their source: they are rare (producer retries). */
+static void scorer_log_shared_ids(scorer *s) {
+    for (size_t j = 0; j < s->nitems; j++) {
+        scorer_item *it = &s->items[j];
+        if (it->kind != ITEM_VALID && it->kind != ITEM_DUPLICATE) continue;
+        const scorer_row *r = &s->rows[it->row];
+        const char *standing = !r->sr.is_new && r->sr.has_decision ? r->sr.stored_source : r->p.source;
+        if (r->rejected || !standing[0]) continue;
+        if (it->kind == ITEM_VALID) {
+            if (r->p.source[0] && strcmp(r->p.source, standing) != 0)
+                scorer_log_shared(it, r->p.payment_id, r->p.source, standing);
+            continue;
+        }
+        pay_payment q = {0};
+        char err[256];
+        if (pay_event_decode(it->msg->payload, it->msg->len, &q, err, sizeof err) == 0 &&
+            q.source[0] && strcmp(q.source, standing) != 0)
+            scorer_log_shared(it, q.payment_id, q.source, standing);
+        pay_payment_clear(&q);
+    }
+}
+
 /* The batch's transaction. rows' decisions are (re)made from scratch on every attempt. */
 static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char *err, size_t esz) {
     for (size_t i = 0; i < n; i++) {
@@ -816,7 +837,7 @@ static store_rc scorer_persist_rows(scorer *s, store_row **rows, size_t n, char 
         if (rows[i]->is_new && rows[i]->has_decision)
             row_of(rows[i])->tried_decided_ms = rows[i]->dec.decided_at_ms;
     if (rc == STORE_OK) rc = store_commit_named(s->st, "batch", err, esz);
-    if (rc == STORE_OK) scorer_apply_stored(s, rows, n);
+    if (rc == STORE_OK) scorer_apply_stored(rows, n);
     if (rc != STORE_OK) store_rollback(s->st);
     store_latency(s->st, &calls1, &us1);
     metric_observe(s->m.db_seconds, "transaction", (double)(fs_mono_us() - t0) / 1e6);

@@ -15,8 +15,9 @@
 #   4. The events carry their source (the client ingest authenticated): the stored payment keeps
 #      its own, and a conflicting payment from another client is logged as payment_id_collision
 #      (an error, naming both), since it is how one client could take another's ids.
-#   5. The same payment from other clients is taken as a redelivery (a retry after an API key
-#      rotation) with a payment_id_shared warning naming both clients (it was silent).
+#   5. The same payment from other clients is taken as a redelivery (a resend under a new API key)
+#      with a payment_id_shared warning naming both clients (it was silent); 6. not when the
+#      payment it copies is itself a conflict (dead-lettered: nothing of it stands).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_redelivery
@@ -108,13 +109,24 @@ printf '%s\n' "$(sed 's/"source":"svc-a"/"source":"svc-d"/' <<<"$first")" \
     kcat -b "$FS_BROKERS" -P -t raw_payments -K: -H ingest_ts="$it0"
 fs_wait_for 60 '(( $(grep -c "\"event\":\"payment_id_shared\"" "$FS_TEST_DIR/scorer3.log") == 2 ))'
 shared=$(grep '"event":"payment_id_shared"' "$FS_TEST_DIR/scorer3.log")
-grep '"source":"svc-d"' <<<"$shared" | grep '"first_source":"svc-a"' | grep -q '"level":"warn"' ||
-    fs_fail "no warning naming svc-d and svc-a: $shared"
-grep -q '"source":"svc-e"' <<<"$shared" || fs_fail "no warning naming svc-e: $shared"
+for who in svc-d svc-e; do # the payment that stands is svc-a's, also for a copy in one batch
+    grep '"source":"'$who'"' <<<"$shared" | grep '"first_source":"svc-a"' | grep -q '"level":"warn"' ||
+        fs_fail "no warning naming $who and svc-a: $shared"
+done
 fs_assert_eq 3 "$(fs_topic_dump raw_payments.dlq | grep -c 'dlq_reason=payment_conflict')" "payment_conflict dead letters after the shared ones"
 fs_assert_eq 2 "$(cat "$FS_TEST_DIR"/scorer*.log | grep -c '"event":"payment_id_collision"')" "payment_id_collision lines after the shared ones"
 fs_assert_eq svc-a "$(fs_psql "SELECT source FROM payments WHERE payment_id = '$id'")" "the stored payment's source after the shared ones"
 echo "ok: the same payment from other clients: a redelivery, with a payment_id_shared warning"
-fs_kill scorer3 TERM
-fs_wait_exit scorer3 30
+
+# 6. In one batch, a conflicting payment (svc-h) and its copy from yet another client (svc-i): the
+# row is dead-lettered as a conflict, copy included; nothing of it stands, so no payment_id_shared
+# (the copy used to be called shared with svc-h at decoding, before the conflict was known).
+conflicting=$(sed -e 's/"amount_minor":600000/"amount_minor":500000/' -e 's/"source":"svc-a"/"source":"svc-h"/' <<<"$first")
+one_batch scorer3 scorer4 5 "$(fs_topic_count fraud_alerts)" "$conflicting" "$(sed 's/"source":"svc-h"/"source":"svc-i"/' <<<"$conflicting")"
+fs_assert_eq 0 "$(grep -c '"event":"payment_id_shared"' "$FS_TEST_DIR/scorer4.log" || true)" "payment_id_shared lines for a conflicting row"
+grep '"event":"payment_id_collision"' "$FS_TEST_DIR/scorer4.log" | grep '"source":"svc-h"' | grep -q '"first_source":"svc-a"' ||
+    fs_fail "no payment_id_collision naming svc-h and svc-a: $(grep payment_id "$FS_TEST_DIR/scorer4.log")"
+echo "ok: a conflicting row's copy from another client is no shared payment"
+fs_kill scorer4 TERM
+fs_wait_exit scorer4 30
 echo PASS
