@@ -12,11 +12,13 @@
  *     that bufferevent_free() cleared the callbacks of the bufferevent we still hold a reference
  *     on, and releases it then.
  *
- * A client that leaves while its request waits (for the broker, say) is noticed by the same sweep:
- * evhttp stops reading a connection while one of its requests is processed, so libevent alone
- * would see the close only when the reply is written, and the socket would sit in CLOSE-WAIT,
- * counted against the limit, until then. poll() with POLLRDHUP reports the peer's FIN or RST even
- * behind bytes nobody read (a pipelined request, a TLS close_notify), without reading them. */
+ * With conns_set_close_check(), a client that leaves while its request waits (for the broker, say)
+ * is noticed by the same sweep: evhttp stops reading a connection while one of its requests is
+ * processed, so libevent alone would see the close only when the reply is written, and the socket
+ * would sit in CLOSE-WAIT, counted against the limit, until then. poll() with POLLRDHUP reports the
+ * peer's FIN or RST even behind bytes nobody read (a pipelined request, a TLS close_notify),
+ * without reading them. A FIN is also what a client sends that half-closes (shutdown(SHUT_WR))
+ * and still waits for the answer: TCP cannot tell the two apart without writing, hence opt-in. */
 #include "conns.h"
 
 #include <event2/bufferevent.h>
@@ -42,7 +44,6 @@ typedef struct conn {
     struct event *timer;              /* first the setup, then the deadline */
     void *user;                       /* the owner's request waiting on this connection */
     bool set_up;
-    bool peer_gone;                   /* the sweep saw the client close while user was set */
     struct conn *next_hash, *prev_all, *next_all;
 } conn;
 
@@ -64,6 +65,7 @@ struct conns {
     struct evhttp_bound_socket *listeners[CONNS_MAX_LISTENERS];
     size_t nlisteners;
     bool paused;
+    bool close_check; /* conns_set_close_check() */
     struct event *sweep;
     binding plain_b, tls_b;
 };
@@ -205,45 +207,44 @@ static void sweep_freed(conns *c) {
     }
 }
 
-/* Marks the connections with a waiting request whose client has closed: one poll() for them all.
- * Returns how many. */
-static size_t sweep_mark_gone(conns *c) {
-    size_t n = 0, gone = 0;
-    for (conn *k = c->all; k; k = k->next_all) n += k->user != NULL;
-    if (n == 0) return 0;
-    struct pollfd *fds = calloc(n, sizeof *fds);
-    conn **ks = calloc(n, sizeof *ks);
-    if (fds && ks) {
-        size_t i = 0;
-        for (conn *k = c->all; k && i < n; k = k->next_all) {
-            if (!k->user) continue;
-            fds[i] = (struct pollfd){.fd = (int)bufferevent_getfd(k->bev), .events = POLLRDHUP};
-            ks[i++] = k;
-        }
+/* The connections with a waiting request whose client has closed: one poll() for them all.
+ * Returns their evcons (malloc'ed, *n of them; NULL when none or out of memory). */
+static struct evhttp_connection **sweep_find_gone(conns *c, size_t *n) {
+    size_t waiting = 0, i = 0;
+    *n = 0;
+    for (conn *k = c->all; k; k = k->next_all) waiting += k->user != NULL;
+    if (waiting == 0) return NULL;
+    struct pollfd *fds = calloc(waiting, sizeof *fds);
+    struct evhttp_connection **gone = calloc(waiting, sizeof *gone);
+    if (fds && gone) {
+        for (conn *k = c->all; k && i < waiting; k = k->next_all)
+            if (k->user) {
+                fds[i] = (struct pollfd){.fd = (int)bufferevent_getfd(k->bev), .events = POLLRDHUP};
+                gone[i++] = k->evcon;
+            }
         if (poll(fds, (nfds_t)i, 0) > 0)
             for (size_t j = 0; j < i; j++)
-                if (fds[j].fd >= 0 && (fds[j].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-                    ks[j]->peer_gone = true;
-                    gone++;
-                }
+                if (fds[j].fd >= 0 && (fds[j].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+                    gone[(*n)++] = gone[j];
     }
     free(fds);
-    free(ks);
+    if (*n == 0) {
+        free(gone);
+        return NULL;
+    }
     return gone;
 }
 
-/* Closes the marked connections, one at a time from the list's head: closing one runs the owner's
- * callback, which must not leave us holding pointers into the list. */
-static void close_gone(conns *c) {
-    for (;;) {
-        conn *k = c->all;
-        for (; k && !(k->peer_gone && k->user); k = k->next_all)
-            k->peer_gone = false; /* answered meanwhile: no longer ours to close */
-        if (!k) return;
-        k->peer_gone = false;
+/* Closes the connections whose client left. Each is looked up again first: closing one runs the
+ * owner's callback, after which only the index says what is still open (no connection is
+ * accepted meanwhile, so a freed evcon's address cannot come back). */
+static void close_gone(conns *c, struct evhttp_connection **gone, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        conn *k = conn_find(c, gone[i]);
+        if (!k || !k->user) continue; /* closed or answered meanwhile */
         log_msg(LOG_DEBUG, "connection_peer_closed", "closing a connection whose client left while "
                 "its request waited");
-        evhttp_connection_free(k->evcon); /* runs on_evcon_close: the owner hears of it, k is gone */
+        evhttp_connection_free(k->evcon); /* runs on_evcon_close: the owner hears of it */
     }
 }
 
@@ -252,7 +253,11 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg) {
     (void)fd;
     (void)what;
     sweep_freed(c);
-    if (sweep_mark_gone(c) > 0) close_gone(c);
+    if (!c->close_check) return;
+    size_t n;
+    struct evhttp_connection **gone = sweep_find_gone(c, &n);
+    close_gone(c, gone, n);
+    free(gone);
 }
 
 conns *conns_new(struct event_base *base, size_t max_conns, int deadline_ms, conns_user_fn on_close,
@@ -330,6 +335,8 @@ void **conns_on_request(conns *c, struct evhttp_request *req) {
     evhttp_request_set_on_complete_cb(req, on_reply_sent, k);
     return &k->user;
 }
+
+void conns_set_close_check(conns *c, bool on) { c->close_check = on; }
 
 size_t conns_count(const conns *c) { return c->count; }
 

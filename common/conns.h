@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct conns conns;
@@ -46,6 +47,11 @@ void conns_forget_listeners(conns *c);
 /* A complete request arrived on req's connection: its deadline stops until the reply is written.
  * Returns the connection's user slot (NULL for an untracked connection). */
 void **conns_on_request(conns *c, struct evhttp_request *req);
+
+/* on: once a second, close the connections whose client closed them (FIN or RST) while a request
+ * waited; the owner hears of it through on_close (off by default). A client that half-closes
+ * after its request and still waits for the answer is taken as gone too. */
+void conns_set_close_check(conns *c, bool on);
 
 size_t conns_count(const conns *c);
 

@@ -137,6 +137,8 @@ struct ingest {
     bool ready;    /* the producer talks to the brokers (see readiness_set) */
     bool fatal;    /* librdkafka fatal error: never ready again, every request 503 */
     bool draining; /* SIGTERM: listener closed, waiting for in-flight requests */
+    uint64_t jobs_live; /* job_new() .. job_free(): also those whose client left (the drain waits
+                         * for their deliveries: what they started still finishes) */
     bool finished; /* event_base_loopexit() requested */
     ingest_counters n;
     uint64_t payments_rejected, payments_failed; /* metrics, added at scrape time */
@@ -871,6 +873,7 @@ static ingest_job *job_new(ingest *ing, const ingest_ctx *ctx, job_kind kind, ui
     ingest_job *job = calloc(1, sizeof *job + n * sizeof job->items[0]);
     if (!job) return NULL;
     job->ing = ing;
+    ing->jobs_live++;
     job->ctx = *ctx;
     job->kind = kind;
     job->n = n;
@@ -882,8 +885,11 @@ static ingest_job *job_new(ingest *ing, const ingest_ctx *ctx, job_kind kind, ui
 }
 
 static void job_free(ingest_job *job) {
+    ingest *ing = job->ing;
     for (uint32_t i = 0; i < job->n; i++) json_decref(job->items[i].error);
     free(job);
+    ing->jobs_live--;
+    drain_check(ing);
 }
 
 static const char *item_state_name(item_state s) {
@@ -2115,6 +2121,7 @@ ingest *ingest_new(struct event_base *base, const ingest_config *cfg, char *errs
     /* conns first: it sets the event priorities, which must precede every other event. */
     ing->conns = conns_new(base, cfg->max_connections, cfg->request_timeout_ms, on_client_gone, ing,
                            errstr, errstr_size);
+    if (ing->conns) conns_set_close_check(ing->conns, cfg->client_close_check);
     if (!ing->conns || helpers_setup(ing, cfg, errstr, errstr_size) != 0 ||
         kafka_setup(ing, cfg, errstr, errstr_size) != 0 ||
         kafka_events_setup(ing, errstr, errstr_size) != 0 ||
@@ -2252,7 +2259,7 @@ static void drain_finish(ingest *ing) {
 }
 
 static void drain_check(ingest *ing) {
-    if (ing->draining && ing->n.in_flight == 0) drain_finish(ing);
+    if (ing->draining && ing->n.in_flight == 0 && ing->jobs_live == 0) drain_finish(ing);
 }
 
 /* A job cut short by the drain timeout: its items still digesting (never produced: digest_done
@@ -2313,7 +2320,7 @@ void ingest_drain(ingest *ing) {
     ing->listener = ing->tls_listener = NULL;
     log_msg(LOG_INFO, "draining", "stopped accepting connections; %" PRIu64 " requests in flight",
             ing->n.in_flight);
-    if (ing->n.in_flight == 0) {
+    if (ing->n.in_flight == 0 && ing->jobs_live == 0) {
         drain_finish(ing);
         return;
     }

@@ -53,6 +53,7 @@ typedef struct ingest_config {
     size_t max_connections;   /* past it, accepting pauses */
     int request_timeout_ms;   /* a connection must deliver a complete request within this */
     int io_timeout_ms;        /* no progress reading or writing for this long: closed */
+    bool client_close_check;  /* close a waiting request's connection once its client left */
     int retry_after_seconds;  /* Retry-After on 503 */
     int startup_timeout_ms;   /* brokers must answer and the topics exist within this */
     int shutdown_timeout_ms;  /* in-flight requests get their delivery reports within this */

@@ -56,6 +56,7 @@ typedef struct ingest_opts {
     int64_t max_connections;
     int64_t request_timeout_ms;
     int64_t io_timeout_ms;
+    bool client_close_check;
     bool auth;
     char *keys_file;
     int64_t key_cache_slots;
@@ -120,6 +121,11 @@ static const cfg_opt ingest_options[] = {
      "and the next one within this of the previous answer; else it is closed", false},
     {"io-timeout-ms", "FS_IO_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000, O(io_timeout_ms),
      "a connection that makes no read or write progress for this long is closed", false},
+    {"client-close-check", "FS_CLIENT_CLOSE_CHECK", CFG_BOOL, "true", 0, 0, O(client_close_check),
+     "every second, close the connections whose client closed them (FIN or RST) while their "
+     "request waits (Argon2, the broker, PostgreSQL): fs_ingest_clients_gone_total; what the "
+     "request started still finishes. A client that half-closes (shutdown(SHUT_WR)) after its "
+     "request and still reads the answer looks the same: false for such clients", false},
     {"auth", "FS_AUTH", CFG_BOOL, "true", 0, 0, O(auth),
      "require API keys (false: development only, logged loudly)", false},
     {"keys-file", "FS_KEYS_FILE", CFG_STRING, "", 0, 4096, O(keys_file),
@@ -331,6 +337,7 @@ static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *p
         .max_connections = (size_t)o->max_connections,
         .request_timeout_ms = (int)o->request_timeout_ms,
         .io_timeout_ms = (int)o->io_timeout_ms,
+        .client_close_check = o->client_close_check,
         .worker_threads = (int)o->worker_threads,
         .worker_queue = (size_t)o->worker_queue,
         .auth_verify_rate = (uint32_t)o->auth_verify_rate,

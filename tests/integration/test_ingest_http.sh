@@ -394,9 +394,44 @@ fs_topic_dump raw_payments | grep -qF u-leaver-4 && fs_fail "inconclusive: the p
 echo "ok: a client leaving while its request waits is noticed within the sweep"
 fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF u-leaver-4"
 echo "ok: its payment is still produced"
+# The same during a SIGTERM drain: the drain waits for the delivery of a request whose client left
+# (it ended as soon as no request waited for its answer, and the producer's queue was purged).
+curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H 'X-Request-Id: leaver-4b' \
+    --data-binary "${leaver/u-leaver-4/u-leaver-4b}" "http://127.0.0.1:$port4/api/v1/payments" || true
+fs_wait_for 3 grep -q '"event":"client_gone".*leaver-4b' "$FS_TEST_DIR/ingest4.log"
 fs_kill ingest4 TERM
 fs_wait_exit ingest4 15
 fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest4 exit status"
+fs_wait_for 10 "fs_topic_dump raw_payments | grep -qF u-leaver-4b"
+echo "ok: a left client's payment is still produced when SIGTERM comes before its delivery"
+# client-close-check=false: a client that half-closes after its request (shutdown(SHUT_WR), as
+# nc -N or socat do) and reads on gets its answer; with the check it would be taken as gone.
+port5=$(fs_free_port)
+fs_bg ingest5 "$INGEST" --listen-port="$port5" --pii-secret-file="$secret" --auth=false \
+    --client-close-check=false -X linger.ms=2500 -X message.timeout.ms=20000
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port5/ready"
+half_close() {
+    python3 - "$1" "$2" <<'PY'
+import socket, sys
+body = sys.argv[2].encode()
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=15)
+s.sendall(b"POST /api/v1/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+s.shutdown(socket.SHUT_WR)
+answer = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    answer += chunk
+print(answer.split(b"\r\n", 1)[0].decode(errors="replace"))
+PY
+}
+fs_assert_eq "HTTP/1.1 202 Accepted" "$(half_close "$port5" "${leaver/u-leaver-4/u-half-5}")" \
+    "a half-closing client's answer with client-close-check=false"
+fs_kill ingest5 TERM
+fs_wait_exit ingest5 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest5 exit status"
 
 # --- start-up failures ---------------------------------------------------------------------------
 rc=0
