@@ -55,6 +55,7 @@ static void log_write_all(const char *p, size_t n) {
 /* Builds the line as one JSON object and writes it whole. */
 static void log_emit(log_level level, const char *event, json_t *fields, const char *fmt,
                      va_list ap) {
+    int saved_errno = errno; /* a caller may log, then report errno */
     char msg[2048], ts[25];
     if (vsnprintf(msg, sizeof msg, fmt, ap) >= (int)sizeof msg) fs_utf8_trim(msg); /* cut whole */
     fs_time_format_rfc3339(fs_now_ms(), ts);
@@ -69,13 +70,15 @@ static void log_emit(log_level level, const char *event, json_t *fields, const c
     if (fields) json_object_update_missing(line, fields);
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(line);
-    if (!text) return;
+    if (!text) {
+        errno = saved_errno;
+        return;
+    }
     size_t n = strlen(text);
     text[n] = '\n'; /* replaces the NUL: write n+1 bytes, never read as a string again */
-    int saved_errno = errno; /* logging a line never changes errno for the caller */
     log_write_all(text, n + 1);
-    errno = saved_errno;
     free(text);
+    errno = saved_errno;
 }
 
 void log_msg(log_level level, const char *event, const char *fmt, ...) {
