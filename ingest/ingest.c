@@ -137,8 +137,9 @@ struct ingest {
     bool ready;    /* the producer talks to the brokers (see readiness_set) */
     bool fatal;    /* librdkafka fatal error: never ready again, every request 503 */
     bool draining; /* SIGTERM: listener closed, waiting for in-flight requests */
-    uint64_t jobs_live; /* job_new() .. job_free(): also those whose client left (the drain waits
-                         * for their deliveries: what they started still finishes) */
+    uint64_t producing; /* messages handed to the producer, not yet reported: also those of
+                         * requests whose client left (the drain waits for them: what a request
+                         * started still finishes) */
     bool finished; /* event_base_loopexit() requested */
     ingest_counters n;
     uint64_t payments_rejected, payments_failed; /* metrics, added at scrape time */
@@ -873,7 +874,6 @@ static ingest_job *job_new(ingest *ing, const ingest_ctx *ctx, job_kind kind, ui
     ingest_job *job = calloc(1, sizeof *job + n * sizeof job->items[0]);
     if (!job) return NULL;
     job->ing = ing;
-    ing->jobs_live++;
     job->ctx = *ctx;
     job->kind = kind;
     job->n = n;
@@ -885,11 +885,8 @@ static ingest_job *job_new(ingest *ing, const ingest_ctx *ctx, job_kind kind, ui
 }
 
 static void job_free(ingest_job *job) {
-    ingest *ing = job->ing;
     for (uint32_t i = 0; i < job->n; i++) json_decref(job->items[i].error);
     free(job);
-    ing->jobs_live--;
-    drain_check(ing);
 }
 
 static const char *item_state_name(item_state s) {
@@ -1057,6 +1054,7 @@ static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, co
     }
     /* The message owns value and hdrs, and points at it, until on_delivery(). */
     it->state = ITEM_PRODUCING;
+    ing->producing++;
 }
 
 /* Encodes and produces a pseudonymized payment, whose digests gen made: its key id goes in the
@@ -1716,11 +1714,8 @@ static void handle_get_payment(ingest *ing, ingest_ctx *ctx) {
  * Delivery reports: the only place a produced payment or outcome gets its answer.
  * ------------------------------------------------------------------------------------------- */
 
-/* librdkafka's dr_msg_cb, called from rd_kafka_poll() on the loop thread, once per message. */
-static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-    ingest *ing = opaque;
-    ingest_item *it = m->_private; /* ours again: the message is done with it */
-    (void)rk;
+/* The item's outcome from its message's delivery report. */
+static void delivery_settle(ingest *ing, ingest_item *it, const rd_kafka_message_t *m) {
     /* produce -> broker acknowledgement (acks=all): the durable write's share of a request's time */
     metric_observe(ing->m.delivery_latency, NULL, (double)rd_kafka_message_latency(m) / 1e6);
     if (m->err) {
@@ -1745,6 +1740,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         recent_add(ing->recent, it->payment_id);
     }
     item_finish(it, ITEM_ACCEPTED, NULL);
+}
+
+/* librdkafka's dr_msg_cb, called from rd_kafka_poll() on the loop thread, once per message. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    ingest *ing = opaque;
+    (void)rk;
+    ing->producing--;
+    delivery_settle(ing, m->_private, m); /* the item is ours again: the message is done with it */
+    drain_check(ing); /* a request whose client left answers nobody: its report may end the drain */
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -2259,7 +2263,7 @@ static void drain_finish(ingest *ing) {
 }
 
 static void drain_check(ingest *ing) {
-    if (ing->draining && ing->n.in_flight == 0 && ing->jobs_live == 0) drain_finish(ing);
+    if (ing->draining && ing->n.in_flight == 0 && ing->producing == 0) drain_finish(ing);
 }
 
 /* A job cut short by the drain timeout: its items still digesting (never produced: digest_done
@@ -2300,8 +2304,8 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg) {
     ingest *ing = arg;
     (void)fd;
     (void)what;
-    log_msg(LOG_WARN, "drain_timeout", "%" PRIu64 " requests still outstanding; purging deliveries "
-            "and answering 503", ing->n.in_flight);
+    log_msg(LOG_WARN, "drain_timeout", "%" PRIu64 " requests and %" PRIu64 " messages still "
+            "outstanding; purging deliveries and answering 503", ing->n.in_flight, ing->producing);
     rd_kafka_purge(ing->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     while (rd_kafka_poll(ing->rk, 0) > 0) {
     }
@@ -2318,9 +2322,9 @@ void ingest_drain(ingest *ing) {
     if (ing->listener) evhttp_del_accept_socket(ing->http, ing->listener); /* closes the socket */
     if (ing->tls_listener) evhttp_del_accept_socket(ing->https, ing->tls_listener);
     ing->listener = ing->tls_listener = NULL;
-    log_msg(LOG_INFO, "draining", "stopped accepting connections; %" PRIu64 " requests in flight",
-            ing->n.in_flight);
-    if (ing->n.in_flight == 0 && ing->jobs_live == 0) {
+    log_msg(LOG_INFO, "draining", "stopped accepting connections; %" PRIu64 " requests in flight, "
+            "%" PRIu64 " messages awaiting the broker", ing->n.in_flight, ing->producing);
+    if (ing->n.in_flight == 0 && ing->producing == 0) {
         drain_finish(ing);
         return;
     }
