@@ -719,6 +719,24 @@ static void scorer_apply_stored(store_row **rows, size_t n) {
             scorer_row_stored(row_of(rows[i]));
 }
 
+/* Row i conflicts with its stored payment and is about to be dead-lettered: its message, and each
+ * copy of it in the batch, from another client than the stored payment's is a collision. Copies
+ * are decoded again to read their source (rare: producer retries). */
+static void scorer_log_row_collisions(scorer *s, size_t i) {
+    const scorer_row *r = &s->rows[i];
+    if (store_row_foreign(&r->sr, &r->p))
+        scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source, r->sr.stored_source);
+    for (size_t j = 0; j < s->nitems; j++) {
+        if (s->items[j].kind != ITEM_DUPLICATE || s->items[j].row != (int)i) continue;
+        pay_payment q = {0};
+        char err[256];
+        if (pay_event_decode(s->items[j].msg->payload, s->items[j].msg->len, &q, err, sizeof err) == 0 &&
+            store_row_foreign(&r->sr, &q))
+            scorer_log_collision(&s->items[j], q.payment_id, q.source, r->sr.stored_source);
+        pay_payment_clear(&q);
+    }
+}
+
 /* Row i's first message differs from its stored payment: a later message of the batch under the
  * same payment_id (ITEM_CONFLICT) that is the stored payment, i.e. its true redelivery, becomes
  * the row's message, so that its outputs are produced again; the first message and its copies
@@ -737,8 +755,7 @@ static bool scorer_adopt_redelivery(scorer *s, size_t i) {
         pay_payment_clear(&p);
     }
     if (j == s->nitems) return false;
-    if (store_row_foreign(&r->sr, &r->p))
-        scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source, r->sr.stored_source);
+    scorer_log_row_collisions(s, i);
     scorer_dead_letter_row(s, i, "payment_conflict", r->sr.conflict);
     pay_payment_clear(&r->p);
     r->p = p; /* r->sr.p points at r->p */
@@ -767,9 +784,7 @@ static void scorer_settle_conflicts(scorer *s) {
         scorer_row *r = &s->rows[i];
         if (!r->rejected && !r->sr.is_new && r->sr.has_decision && r->sr.conflict[0] &&
             !scorer_adopt_redelivery(s, i)) {
-            if (store_row_foreign(&r->sr, &r->p))
-                scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source,
-                                     r->sr.stored_source);
+            scorer_log_row_collisions(s, i);
             scorer_reject_row(s, i, "payment_conflict", r->sr.conflict);
         }
     }

@@ -120,13 +120,16 @@ echo "ok: the same payment from other clients: a redelivery, with a payment_id_s
 
 # 6. In one batch, a conflicting payment (svc-h) and its copy from yet another client (svc-i): the
 # row is dead-lettered as a conflict, copy included; nothing of it stands, so no payment_id_shared
-# (the copy used to be called shared with svc-h at decoding, before the conflict was known).
+# (the copy used to be called shared with svc-h at decoding, before the conflict was known), and
+# both messages are collisions with the stored payment (the copy used to go unsaid).
 conflicting=$(sed -e 's/"amount_minor":600000/"amount_minor":500000/' -e 's/"source":"svc-a"/"source":"svc-h"/' <<<"$first")
 one_batch scorer3 scorer4 5 "$(fs_topic_count fraud_alerts)" "$conflicting" "$(sed 's/"source":"svc-h"/"source":"svc-i"/' <<<"$conflicting")"
 fs_assert_eq 0 "$(grep -c '"event":"payment_id_shared"' "$FS_TEST_DIR/scorer4.log" || true)" "payment_id_shared lines for a conflicting row"
-grep '"event":"payment_id_collision"' "$FS_TEST_DIR/scorer4.log" | grep '"source":"svc-h"' | grep -q '"first_source":"svc-a"' ||
-    fs_fail "no payment_id_collision naming svc-h and svc-a: $(grep payment_id "$FS_TEST_DIR/scorer4.log")"
-echo "ok: a conflicting row's copy from another client is no shared payment"
+for who in svc-h svc-i; do # each message of the row is a collision with the stored payment
+    grep '"event":"payment_id_collision"' "$FS_TEST_DIR/scorer4.log" | grep '"source":"'$who'"' | grep -q '"first_source":"svc-a"' ||
+        fs_fail "no payment_id_collision naming $who and svc-a: $(grep payment_id "$FS_TEST_DIR/scorer4.log")"
+done
+echo "ok: a conflicting row's copy from another client is a collision, no shared payment"
 fs_kill scorer4 TERM
 fs_wait_exit scorer4 30
 echo PASS
