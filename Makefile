@@ -52,7 +52,7 @@ BIN := $(BUILD)/bin/fraudshield-ingest $(BUILD)/bin/fraudshield-scorer $(BUILD)/
        $(if $(ALERTER_OBJ),$(BUILD)/bin/fraudshield-alerter) \
        $(patsubst tools/%_main.c,$(BUILD)/bin/fraudshield-%,$(wildcard tools/*_main.c))
 
-.PHONY: all programs deps run test unit integration clean fuzz bench-ingest bench-scorer bench-e2e bench-model eval \
+.PHONY: all programs deps run test unit integration clean fuzz fuzz-build bench-ingest bench-scorer bench-e2e bench-model eval \
         eval-rolling eval-ablation
 all: $(BIN) $(UNIT_BIN) $(FUZZ_BIN)
 
@@ -181,7 +181,10 @@ integration: all
 	BUILD=$(BUILD) bash tests/run.sh integration
 
 # libFuzzer targets for the decoders of untrusted bytes (clang; run: build/fuzz/fuzz_pay corpus/)
-fuzz: $(BUILD)/gen/migrations.c
+fuzz: deps
+	$(MAKE) fuzz-build
+
+fuzz-build: $(BUILD)/gen/migrations.c
 	@mkdir -p build/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
 	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/jsonfast.c common/fsutil.c $(PKG_LIBS)
