@@ -184,23 +184,24 @@ integration: all
 fuzz: deps
 	$(MAKE) fuzz-build
 
+FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE $(PKG_CFLAGS)
 fuzz-build: $(BUILD)/gen/migrations.c
 	@mkdir -p build/fuzz
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon $(PKG_CFLAGS) \
+	$(FUZZ_CC) -Icommon \
 	  -o build/fuzz/fuzz_pay tests/fuzz/fuzz_pay.c common/pay.c common/jsonfast.c common/fsutil.c $(PKG_LIBS)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Iingest -Iscorer $(PKG_CFLAGS) \
+	$(FUZZ_CC) -Icommon -Iingest -Iscorer \
 	  -o build/fuzz/fuzz_ingest tests/fuzz/fuzz_ingest.c ingest/batch.c ingest/shopify.c scorer/outcome.c \
 	  common/pay.c common/jsonfast.c common/fsutil.c common/hmac256.c $(PKG_LIBS)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Ialerter $(PKG_CFLAGS) \
+	$(FUZZ_CC) -Icommon -Ialerter \
 	  -o build/fuzz/fuzz_alerter tests/fuzz/fuzz_alerter.c \
 	  $(filter-out alerter/main.c alerter/alerter.c alerter/outbox.c,$(wildcard alerter/*.c)) \
 	  $(COMMON_SRC) $(BUILD)/gen/migrations.c $(PKG_LIBS) -lpthread -lm
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Ialerter $(PKG_CFLAGS) \
+	$(FUZZ_CC) -Icommon -Ialerter \
 	  -o build/fuzz/fuzz_delivery tests/fuzz/fuzz_delivery.c alerter/mail.c alerter/retry.c \
 	  common/fsutil.c common/log.c common/hmac256.c $(PKG_LIBS) -lpthread -lm
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Itools $(PKG_CFLAGS) \
+	$(FUZZ_CC) -Icommon -Itools \
 	  -o build/fuzz/fuzz_redrive tests/fuzz/fuzz_redrive.c tools/redrive.c common/fsutil.c $(PKG_LIBS)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Icommon -Itools $(PKG_CFLAGS) \
+	$(FUZZ_CC) -Icommon -Itools \
 	  -o build/fuzz/fuzz_replay tests/fuzz/fuzz_replay.c tools/replay.c common/fsutil.c $(PKG_LIBS) -lm
 
 clean:

@@ -137,11 +137,13 @@ struct ingest {
     bool ready;    /* the producer talks to the brokers (see readiness_set) */
     bool fatal;    /* librdkafka fatal error: never ready again, every request 503 */
     bool draining; /* SIGTERM: listener closed, waiting for in-flight requests */
-    uint64_t producing; /* messages handed to the producer, not yet reported: also those of
-                         * requests whose client left (the drain waits for them: what a request
-                         * started still finishes) */
     bool finished; /* event_base_loopexit() requested */
     ingest_counters n;
+    /* Messages handed to the producer, not yet reported: also those of requests whose client left
+     * (the drain waits for them: what a request started still finishes). Not rd_kafka_outq_len(),
+     * which also counts statistics and error events waiting to be served: the drain, checked at
+     * each report, would miss its end behind one. */
+    uint64_t producing;
     uint64_t payments_rejected, payments_failed; /* metrics, added at scrape time */
     ingest_metrics m;
     /* RAND_bytes costs microseconds per call (DRBG locking): ids draw from a buffer of its output. */
@@ -2324,10 +2326,8 @@ void ingest_drain(ingest *ing) {
     ing->listener = ing->tls_listener = NULL;
     log_msg(LOG_INFO, "draining", "stopped accepting connections; %" PRIu64 " requests in flight, "
             "%" PRIu64 " messages awaiting the broker", ing->n.in_flight, ing->producing);
-    if (ing->n.in_flight == 0 && ing->producing == 0) {
-        drain_finish(ing);
-        return;
-    }
+    drain_check(ing); /* nothing outstanding: done now */
+    if (ing->finished) return;
     ing->drain_timer = evtimer_new(ing->base, on_drain_timeout, ing);
     if (!ing->drain_timer || evtimer_add(ing->drain_timer, &tv) != 0) drain_finish(ing);
 }

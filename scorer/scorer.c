@@ -547,6 +547,24 @@ static void scorer_log_collision(const scorer_item *it, const char *payment_id, 
                        "dead-lettered, not scored");
 }
 
+/* The client of the payment that stands under row r's payment_id: the stored one, else the
+ * batch's first message (stored now). */
+static const char *scorer_standing_source(const scorer_row *r) {
+    return !r->sr.is_new && r->sr.has_decision ? r->sr.stored_source : r->p.source;
+}
+
+/* Message it, a copy under a payment_id whose payment standing's client posted: said when another
+ * client sent it, as a collision (dead-lettered) or as a shared id (taken as the redelivery). It
+ * decoded before, so it decodes again to read its source: copies are rare (producer retries). */
+static void scorer_log_copy_source(const scorer_item *it, const char *standing, bool collision) {
+    pay_payment q = {0};
+    char err[256];
+    if (standing[0] && pay_event_decode(it->msg->payload, it->msg->len, &q, err, sizeof err) == 0 &&
+        q.source[0] && strcmp(q.source, standing) != 0)
+        (collision ? scorer_log_collision : scorer_log_shared)(it, q.payment_id, q.source, standing);
+    pay_payment_clear(&q);
+}
+
 /* The earlier row with the same payment_id, or -1; else remembers row. */
 static int scorer_dedup(scorer *s, int row) {
     const char *id = s->rows[row].p.payment_id;
@@ -709,7 +727,6 @@ static void scorer_row_stored(scorer_row *r) {
     memcpy(r->p.country, r->sr.stored_country, sizeof r->p.country);
 }
 
-
 /* After the batch's transaction, for its redelivered payments. One whose message conflicts with
  * the stored payment (another payment under a payment_id already used) is left to
  * scorer_settle_conflicts. */
@@ -720,21 +737,14 @@ static void scorer_apply_stored(store_row **rows, size_t n) {
 }
 
 /* Row i conflicts with its stored payment and is about to be dead-lettered: its message, and each
- * copy of it in the batch, from another client than the stored payment's is a collision. Copies
- * are decoded again to read their source (rare: producer retries). */
+ * copy of it in the batch, from another client than the stored payment's is a collision. */
 static void scorer_log_row_collisions(scorer *s, size_t i) {
     const scorer_row *r = &s->rows[i];
     if (store_row_foreign(&r->sr, &r->p))
         scorer_log_collision(&s->items[r->item], r->p.payment_id, r->p.source, r->sr.stored_source);
-    for (size_t j = 0; j < s->nitems; j++) {
-        if (s->items[j].kind != ITEM_DUPLICATE || s->items[j].row != (int)i) continue;
-        pay_payment q = {0};
-        char err[256];
-        if (pay_event_decode(s->items[j].msg->payload, s->items[j].msg->len, &q, err, sizeof err) == 0 &&
-            store_row_foreign(&r->sr, &q))
-            scorer_log_collision(&s->items[j], q.payment_id, q.source, r->sr.stored_source);
-        pay_payment_clear(&q);
-    }
+    for (size_t j = 0; j < s->nitems; j++)
+        if (s->items[j].kind == ITEM_DUPLICATE && s->items[j].row == (int)i)
+            scorer_log_copy_source(&s->items[j], r->sr.stored_source, true);
 }
 
 /* Row i's first message differs from its stored payment: a later message of the batch under the
@@ -790,16 +800,7 @@ static void scorer_settle_conflicts(scorer *s) {
     }
     for (size_t j = 0; j < s->nitems; j++) {
         if (s->items[j].kind != ITEM_CONFLICT) continue;
-        scorer_row *r = &s->rows[s->items[j].row];
-        /* the payment that stands: the stored one, else the batch's first (stored now) */
-        const char *first = !r->sr.is_new && r->sr.has_decision ? r->sr.stored_source : r->p.source;
-        pay_payment q = {0}; /* its own source: it decoded before, so it decodes again */
-        char err[256];
-        if (first[0] &&
-            pay_event_decode(s->items[j].msg->payload, s->items[j].msg->len, &q, err, sizeof err) == 0 &&
-            q.source[0] && strcmp(q.source, first) != 0)
-            scorer_log_collision(&s->items[j], q.payment_id, q.source, first);
-        pay_payment_clear(&q);
+        scorer_log_copy_source(&s->items[j], scorer_standing_source(&s->rows[s->items[j].row]), true);
         char why[sizeof s->items[j].dlq_error];
         memcpy(why, s->items[j].dlq_error, sizeof why);
         scorer_dead_letter(&s->items[j], "payment_conflict", why);
@@ -808,27 +809,17 @@ static void scorer_settle_conflicts(scorer *s) {
 
 /* Once the batch is settled (after the transaction's retries, so once per batch): each message
  * taken as a payment that stands (the row's own, a redelivery adopted by the settling, their
- * copies in the batch) from another client than that payment's is said (payment_id_shared). The
- * payment that stands is the one stored before, else the row's first message (stored now). Copies
- * are decoded again to read their source: they are rare (producer retries). */
+ * copies in the batch) from another client than that payment's is said (payment_id_shared). */
 static void scorer_log_shared_ids(scorer *s) {
     for (size_t j = 0; j < s->nitems; j++) {
         scorer_item *it = &s->items[j];
         if (it->kind != ITEM_VALID && it->kind != ITEM_DUPLICATE) continue;
         const scorer_row *r = &s->rows[it->row];
-        const char *standing = !r->sr.is_new && r->sr.has_decision ? r->sr.stored_source : r->p.source;
-        if (r->rejected || !standing[0]) continue;
-        if (it->kind == ITEM_VALID) {
-            if (r->p.source[0] && strcmp(r->p.source, standing) != 0)
-                scorer_log_shared(it, r->p.payment_id, r->p.source, standing);
-            continue;
-        }
-        pay_payment q = {0};
-        char err[256];
-        if (pay_event_decode(it->msg->payload, it->msg->len, &q, err, sizeof err) == 0 &&
-            q.source[0] && strcmp(q.source, standing) != 0)
-            scorer_log_shared(it, q.payment_id, q.source, standing);
-        pay_payment_clear(&q);
+        const char *standing = scorer_standing_source(r);
+        if (r->rejected) continue;
+        if (it->kind == ITEM_DUPLICATE) scorer_log_copy_source(it, standing, false);
+        else if (standing[0] && r->p.source[0] && strcmp(r->p.source, standing) != 0)
+            scorer_log_shared(it, r->p.payment_id, r->p.source, standing);
     }
 }
 

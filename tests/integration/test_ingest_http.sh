@@ -382,9 +382,14 @@ port4=$(fs_free_port)
 fs_bg ingest4 "$INGEST" --listen-port="$port4" --pii-secret-file="$secret" --auth=false -X linger.ms=6000 -X message.timeout.ms=20000
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port4/ready"
 leaver='{"user_id":"u-leaver-4","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card"}'
-curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H 'X-Request-Id: leaver-4' \
-    --data-binary "$leaver" "http://127.0.0.1:$port4/api/v1/payments" || true
-fs_wait_for 3 grep -q '"event":"client_gone".*leaver-4' "$FS_TEST_DIR/ingest4.log"
+# leave_early REQUEST_ID BODY: posts BODY to ingest4, gives up after 0.5 s, and waits (3 s) until
+# ingest4 has noticed (the sweep runs every second).
+leave_early() {
+    curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H "X-Request-Id: $1" \
+        --data-binary "$2" "http://127.0.0.1:$port4/api/v1/payments" || true
+    fs_wait_for 3 grep -q "\"event\":\"client_gone\".*$1" "$FS_TEST_DIR/ingest4.log"
+}
+leave_early leaver-4 "$leaver"
 scrape4=$(curl -fsS "http://127.0.0.1:$port4/metrics")
 fs_assert_eq 1 "$(awk '$1 == "fs_ingest_connections" { print $2 }' <<<"$scrape4")" \
     "open connections once the client left (the scrape's own)"
@@ -396,9 +401,7 @@ fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF u-leaver-4"
 echo "ok: its payment is still produced"
 # The same during a SIGTERM drain: the drain waits for the delivery of a request whose client left
 # (it ended as soon as no request waited for its answer, and the producer's queue was purged).
-curl -s -o /dev/null --max-time 0.5 -H 'Content-Type: application/json' -H 'X-Request-Id: leaver-4b' \
-    --data-binary "${leaver/u-leaver-4/u-leaver-4b}" "http://127.0.0.1:$port4/api/v1/payments" || true
-fs_wait_for 3 grep -q '"event":"client_gone".*leaver-4b' "$FS_TEST_DIR/ingest4.log"
+leave_early leaver-4b "${leaver/u-leaver-4/u-leaver-4b}"
 fs_kill ingest4 TERM
 fs_wait_exit ingest4 15
 fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest4 exit status"
