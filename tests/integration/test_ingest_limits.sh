@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ingest's transport and its limits: the TLS listener (self-signed certificate, reloaded on SIGHUP),
+# Ingest's transport and its limits: the TLS listener (self-signed certificate, reloaded on SIGHUP; a TLS
+# client leaving while its request waits is noticed),
 # the connection limit, a slow client that never completes its request, oversized headers,
 # malformed HTTP, SIGTERM with a batch in flight (every accepted item durable, exit 0), the admin
 # listener (admin-port), and a broker outage answered 503 by the batch and outcome endpoints.
@@ -51,6 +52,28 @@ selfsigned "$FS_TEST_DIR/cert.pem" "$FS_TEST_DIR/key.pem" fraudshield-test-2
 fs_kill ingest HUP
 fs_wait_for 10 "[[ \"\$(openssl s_client -connect 127.0.0.1:$tls_port </dev/null 2>/dev/null | openssl x509 -noout -subject)\" == *fraudshield-test-2* ]]"
 echo "ok: SIGHUP reloads the certificate"
+
+# A TLS client leaving while its request waits (linger.ms holds the message): the connections
+# sweep polls the socket under the TLS layer, so the client's FIN is seen as on the plain port
+# (test_ingest_http); the TLS session's own close_notify, unread, must not hide it.
+leave_port=$(fs_free_port)
+leave_tls=$(fs_free_port)
+fs_bg ingest_leave "$INGEST" --listen-port="$leave_port" --tls-port="$leave_tls" \
+    --tls-cert-file="$FS_TEST_DIR/cert.pem" --tls-key-file="$FS_TEST_DIR/key.pem" \
+    --pii-secret-file="$secret" --keys-file="$keys" -X linger.ms=6000 -X message.timeout.ms=20000
+fs_wait_for 30 curl -sf "http://127.0.0.1:$leave_port/ready"
+curl -s -o /dev/null --max-time 0.5 --cacert "$FS_TEST_DIR/cert.pem" "${H[@]}" -H 'X-Request-Id: tls-leaver' \
+    --data-binary "${pay/u-1/u-tls-leaver}" "https://localhost:$leave_tls/api/v1/payments" || true
+fs_wait_for 3 grep -q '"event":"client_gone".*tls-leaver' "$FS_TEST_DIR/ingest_leave.log"
+fs_assert_eq 1 "$(curl -fsS "http://127.0.0.1:$leave_port/metrics" | awk '$1 == "fs_ingest_connections" { print $2 }')" \
+    "open connections once the TLS client left (the scrape's own)"
+fs_topic_dump raw_payments | grep -qF u-tls-leaver && fs_fail "inconclusive: the payment was delivered before the client left"
+echo "ok: a TLS client leaving while its request waits is noticed within the sweep"
+fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF u-tls-leaver"
+echo "ok: its payment is still produced"
+fs_kill ingest_leave TERM
+fs_wait_exit ingest_leave 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest_leave exit status"
 
 # --- malformed HTTP, oversized headers ---------------------------------------------------------
 raw_request() { # raw_request BYTES -> prints the status line of the answer ("" when closed)
