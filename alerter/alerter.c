@@ -717,7 +717,7 @@ static rd_kafka_t *alerter_producer_new(alerter *a, char *errstr, size_t errstr_
     rd_kafka_conf_set_dr_msg_cb(conf, outbox_dr_cb);
     rd_kafka_conf_set_error_cb(conf, alerter_producer_error_cb);
     rd_kafka_conf_set_opaque(conf, a);
-    return kafka_producer_new(conf, errstr, errstr_size); /* owns conf, also on failure */
+    return kafka_producer_new(conf, c->props, errstr, errstr_size); /* owns conf, also on failure */
 }
 
 /* Offsets are stored and committed by alerter_commit_batch() only. A new group starts at the

@@ -127,11 +127,17 @@ int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *n
     return conf_set(conf, name, value, errstr, errstr_size);
 }
 
-rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size) {
+rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, const cfg_props *props, char *errstr,
+                               size_t errstr_size) {
     /* acks=all + idempotence: a delivery report without error means every in-sync replica has the
-     * message, exactly once and in order. kafka_conf_new() already refused weaker operator values. */
+     * message, exactly once and in order. kafka_conf_new() already refused weaker operator values.
+     * murmur2_random (the Java clients' partitioner) in every process: a key lands on one partition
+     * whoever produces it (an analyst's label and ingest's for one payment on payment_outcomes,
+     * docs/topics.md), and where a Java producer or Kafka Streams would put it. librdkafka's
+     * default (CRC32) would split them. */
     if (conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-        conf_set(conf, "acks", "all", errstr, errstr_size)) {
+        conf_set(conf, "acks", "all", errstr, errstr_size) ||
+        kafka_conf_default(conf, props, "partitioner", "murmur2_random", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

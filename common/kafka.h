@@ -49,9 +49,11 @@ int kafka_conf_default(rd_kafka_conf_t *conf, const cfg_props *props, const char
 int kafka_conf_lock(rd_kafka_conf_t *conf, const cfg_props *props, const char *name,
                     const char *value, char *errstr, size_t errstr_size);
 
-/* A producer with acks=all and enable.idempotence=true locked. Takes ownership of conf (also on
- * failure). Returns NULL with errstr. */
-rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, char *errstr, size_t errstr_size);
+/* A producer with acks=all and enable.idempotence=true locked, and partitioner=murmur2_random
+ * unless props (the operator's passthrough, may be NULL) chose one. Takes ownership of conf (also
+ * on failure). Returns NULL with errstr. */
+rd_kafka_t *kafka_producer_new(rd_kafka_conf_t *conf, const cfg_props *props, char *errstr,
+                               size_t errstr_size);
 
 /* A consumer whose messages, errors and rebalances all come through rd_kafka_consumer_poll() (its
  * main queue redirected). Takes ownership of conf (also on failure). Returns NULL with errstr. */

@@ -1863,7 +1863,6 @@ static int kafka_conf_defaults(rd_kafka_conf_t *conf, const cfg_props *props, ch
         {"linger.ms", "1"},
         {"compression.codec", "lz4"},          /* JSON compresses ~4x: less broker memory and I/O */
         {"statistics.interval.ms", "1000"},    /* readiness recovery, see on_kafka_stats */
-        {"partitioner", "murmur2_random"},     /* same key -> partition as Java clients */
     };
     for (size_t i = 0; i < sizeof DEFAULTS / sizeof DEFAULTS[0]; i++)
         if (kafka_conf_default(conf, props, DEFAULTS[i][0], DEFAULTS[i][1], errstr, errstr_size))
@@ -1901,7 +1900,7 @@ static int kafka_setup(ingest *ing, const ingest_config *cfg, char *errstr, size
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_kafka_error);
     rd_kafka_conf_set_stats_cb(conf, on_kafka_stats);
-    ing->rk = kafka_producer_new(conf, errstr, errstr_size); /* takes conf, also on failure */
+    ing->rk = kafka_producer_new(conf, cfg->props, errstr, errstr_size); /* takes conf, also on failure */
     if (!ing->rk) return -1;
     ing->rkt = rd_kafka_topic_new(ing->rk, cfg->topic, NULL);
     ing->outcomes_rkt = rd_kafka_topic_new(ing->rk, cfg->outcomes_topic, NULL);

@@ -2213,7 +2213,7 @@ static rd_kafka_t *scorer_producer_new(scorer *s, char *errstr, size_t errstr_si
     rd_kafka_conf_set_dr_msg_cb(conf, scorer_dr_cb);
     rd_kafka_conf_set_error_cb(conf, scorer_producer_error_cb);
     rd_kafka_conf_set_opaque(conf, s);
-    return kafka_producer_new(conf, errstr, errstr_size); /* owns conf, also on failure */
+    return kafka_producer_new(conf, c->props, errstr, errstr_size); /* owns conf, also on failure */
 }
 
 /* The consumer's guarantees rest on the locked properties: offsets are stored and committed by

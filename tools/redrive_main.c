@@ -423,16 +423,14 @@ static rd_kafka_t *consumer_new(run *r, const cfg_props *props, char *errstr, si
 static rd_kafka_t *producer_new(run *r, const cfg_props *props, char *errstr, size_t len) {
     rd_kafka_conf_t *conf = kafka_conf_new(r->o->brokers, props, errstr, len);
     if (!conf) return NULL;
-    /* murmur2_random as ingest: a key lands on the partition its other messages are on */
-    if (kafka_conf_default(conf, props, "partitioner", "murmur2_random", errstr, len) ||
-        kafka_conf_default(conf, props, "compression.type", "lz4", errstr, len) ||
+    if (kafka_conf_default(conf, props, "compression.type", "lz4", errstr, len) ||
         kafka_conf_default(conf, props, "client.id", "fraudshield-redrive", errstr, len)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, r);
-    return kafka_producer_new(conf, errstr, len); /* owns conf, also on failure */
+    return kafka_producer_new(conf, props, errstr, len); /* owns conf, also on failure */
 }
 
 static int subscribe(run *r, char *errstr, size_t len) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks messages dumped from Kafka topics against the project's JSON schemas (schemas/json).
 
-    validate_topics.py SCHEMA_DIR SCHEMA_FILE:DUMP_FILE:KEY_RULE ...
+    validate_topics.py SCHEMA_DIR SCHEMA_FILE:DUMP_FILE:KEY_RULE[:PARTITIONS] ...
     validate_topics.py SCHEMA_DIR --webhooks JSONL
     validate_topics.py SCHEMA_DIR --bodies SCHEMA_FILE JSONL
 
@@ -14,13 +14,19 @@ DUMP_FILE holds `kcat -f '%p\\t%o\\t%k\\t%h\\t%s\\n'` lines (tests/lib.sh fs_top
 must validate against SCHEMA_FILE (draft 2020-12; $refs between the files resolved by their $id),
 list its keys in the schema's order (the contract: "keys in the order listed here"), and carry the
 headers schema_version (= the body's), payment_id (= the body's) and ingest_ts (milliseconds; not
-on the alerter's outcomes, source "analyst").
+on the alerter's outcomes, source "analyst"; where the body has ingest_time, the same instant),
+and a non-null alert_id in the body must be UUIDv5(payment_id, "alert") and, on fraud_alerts, the
+alert_id header's value.
 KEY_RULE: "payment_id" (the key is the body's payment_id) or "country" (the body's country, else
-UNK). Prints one line per topic; exits 1 on the first file with a problem, naming the message.
+UNK). PARTITIONS (the topic's partition count): each message must be on the partition the Java
+clients' partitioner (murmur2) gives its key, as every FraudShield producer does (docs/topics.md).
+Prints one line per topic; exits 1 on the first file with a problem, naming the message.
 """
+import datetime
 import json
 import os
 import sys
+import uuid
 
 try:
     from jsonschema import Draft202012Validator, RefResolver
@@ -48,6 +54,34 @@ def headers_of(h):
     return out
 
 
+def murmur2_partition(key, partitions):
+    """The partition Kafka's Java clients (and librdkafka's murmur2_random) give a non-empty key."""
+    data, m = key.encode(), 0x5BD1E995
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    for i in range(0, len(data) - len(data) % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[len(data) - len(data) % 4:]
+    if len(tail) >= 3:
+        h ^= tail[2] << 16
+    if len(tail) >= 2:
+        h ^= tail[1] << 8
+    if tail:
+        h = ((h ^ tail[0]) * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def epoch_ms(rfc3339):
+    t = datetime.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    return int(t.timestamp() * 1000 + 0.5)
+
+
 def validator_of(store, schema_file):
     schema = store[schema_file]
     return schema, Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))
@@ -66,7 +100,7 @@ def check_body(schema, validator, body):
     return None
 
 
-def check_message(schema, validator, rule, line):
+def check_message(schema, validator, rule, partitions, line):
     part, off, key, hdrs, value = line.rstrip("\n").split("\t", 4)
     where = "partition %s offset %s" % (part, off)
     body = json.loads(value)
@@ -82,9 +116,19 @@ def check_message(schema, validator, rule, line):
         pass
     elif not h.get("ingest_ts", "").isdigit():
         return "%s: header ingest_ts %r is not milliseconds" % (where, h.get("ingest_ts"))
+    elif "ingest_time" in body and int(h["ingest_ts"]) != epoch_ms(body["ingest_time"]):
+        return "%s: header ingest_ts %s, body ingest_time %s" % (where, h["ingest_ts"], body["ingest_time"])
+    if body.get("alert_id") is not None:
+        derived = str(uuid.uuid5(uuid.UUID(body["payment_id"]), "alert"))
+        header_due = "fraud_alerts message" in schema.get("title", "") or "alert_id" in h
+        if (header_due and h.get("alert_id") != body["alert_id"]) or body["alert_id"] != derived:
+            return "%s: alert_id header %r, body %r, UUIDv5(payment_id, \"alert\") %s" % (
+                where, h.get("alert_id"), body["alert_id"], derived)
     want = body["payment_id"] if rule == "payment_id" else (body.get("country") or "UNK")
     if key != want:
         return "%s: key %r, expected %r (%s)" % (where, key, want, rule)
+    if partitions and int(part) != murmur2_partition(key, partitions):
+        return "%s: key %r on partition %s, murmur2 gives %d" % (where, key, part, murmur2_partition(key, partitions))
     return None
 
 
@@ -136,7 +180,8 @@ def main():
         sys.exit(check_bodies(store, sys.argv[3], sys.argv[4]))
     bad = False
     for spec in sys.argv[2:]:
-        schema_file, dump, rule = spec.split(":")
+        schema_file, dump, rule, *count = spec.split(":")
+        partitions = int(count[0]) if count else 0
         schema, validator = validator_of(store, schema_file)
         n = 0
         with open(dump) as f:
@@ -144,7 +189,7 @@ def main():
                 if not line.strip():
                     continue
                 n += 1
-                problem = check_message(schema, validator, rule, line)
+                problem = check_message(schema, validator, rule, partitions, line)
                 if problem:
                     print("%s (%s): %s" % (dump, schema_file, problem))
                     bad = True

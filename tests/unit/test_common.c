@@ -530,7 +530,7 @@ static void test_kafka_guarantee_props(void **state) {
     rd_kafka_conf_t *conf = kafka_conf_new("127.0.0.1:1", NULL, err, sizeof err);
     assert_non_null(conf);
     rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
-    rd_kafka_t *rk = kafka_producer_new(conf, err, sizeof err);
+    rd_kafka_t *rk = kafka_producer_new(conf, NULL, err, sizeof err);
     assert_non_null(rk);
     size_t n = sizeof v;
     assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "enable.idempotence", v, &n), RD_KAFKA_CONF_OK);
@@ -538,7 +538,24 @@ static void test_kafka_guarantee_props(void **state) {
     n = sizeof v;
     assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "acks", v, &n), RD_KAFKA_CONF_OK);
     assert_string_equal(v, "-1");
+    /* murmur2_random in every producer (one key, one partition, whoever produces it) ... */
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "partitioner", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "murmur2_random");
     rd_kafka_destroy(rk);
+    /* ... unless the operator chose another */
+    cfg_props props = {0};
+    assert_int_equal(cfg_props_set(&props, "partitioner", "consistent_random"), 0);
+    conf = kafka_conf_new("127.0.0.1:1", &props, err, sizeof err);
+    assert_non_null(conf);
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
+    rk = kafka_producer_new(conf, &props, err, sizeof err);
+    assert_non_null(rk);
+    n = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(rd_kafka_conf(rk), "partitioner", v, &n), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "consistent_random");
+    rd_kafka_destroy(rk);
+    cfg_free(NULL, NULL, &props);
 }
 
 /* ---- sweep: retention rounds ----------------------------------------------------------------- */
