@@ -2,6 +2,7 @@
 #include "subs.h"
 
 #include <ctype.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
@@ -160,11 +161,24 @@ static bool decision_ok(const char *s) { return strcmp(s, "review") == 0 || strc
 
 bool subs_url_insecure(const char *url) { return url && strncasecmp(url, "http://", 7) == 0; }
 
+/* Whether libcurl, which makes the deliveries, reads a host from url. A password with an unencoded
+ * '/' or '#' (https://user:pa/ss@host/) ends the authority early: curl would call "user" on port
+ * "pa", and listings would show "user:pa" as the host. Refused here, with the other malformed urls. */
+static bool url_parses(const char *url) {
+    CURLU *u = curl_url();
+    char *host = NULL;
+    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+              curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && *host;
+    curl_free(host);
+    curl_url_cleanup(u);
+    return ok;
+}
+
 static bool url_ok(const char *url) {
     if (!subs_url_insecure(url) && strncasecmp(url, "https://", 8) != 0) return false;
     for (const char *p = url; *p; p++)
         if ((unsigned char)*p <= ' ' || *p == 0x7f) return false;
-    return strlen(url) > 8;
+    return strlen(url) > 8 && url_parses(url);
 }
 
 /* A secret given on the command line: long enough, printable without spaces (it travels through
@@ -189,7 +203,8 @@ static int spec_check(const subs_spec *s, char *errstr, size_t errstr_size) {
         return snprintf(errstr, errstr_size, "--name: \"%s\" is reserved for the smtp-* settings",
                         SUBS_EMAIL_NAME), -1;
     if (!s->url || !url_ok(s->url))
-        return snprintf(errstr, errstr_size, "--url: an https:// URL is required"), -1;
+        return snprintf(errstr, errstr_size, "--url: an https:// URL is required (host[:port] after "
+                        "the scheme; percent-encode '/', '#', '?' and '@' in a user or password)"), -1;
     if (subs_url_insecure(s->url) && !s->allow_http)
         return snprintf(errstr, errstr_size, "--url: http:// sends signed alerts in clear text; "
                         "use https://, or set allow-insecure-http (tests and local development only)"), -1;

@@ -34,6 +34,12 @@ for weak in aaaaaaaaaaaaaaaa "                " abababababababab "short-secret";
     fi
     grep -q -- '--secret: at least' "$FS_TEST_DIR/weak.err" || fs_fail "weak secret: $(cat "$FS_TEST_DIR/weak.err")"
 done
+# a password with an unencoded '/' ends the authority early (curl would call "user" on port "pa")
+if al_cli subscriptions add --name slash --url "https://user:pa/ss@127.0.0.1:1/x" --secret "$AL_SECRET" \
+    >/dev/null 2>"$FS_TEST_DIR/slash.err"; then
+    fs_fail "a url whose authority is not host[:port] was accepted"
+fi
+grep -q -- '--url: .*percent-encode' "$FS_TEST_DIR/slash.err" || fs_fail "malformed url: $(cat "$FS_TEST_DIR/slash.err")"
 FS_ALLOW_INSECURE_HTTP=false al_cli subscriptions add --name cli-plain --url "$url" --secret "$AL_SECRET" \
     --allow-insecure-http >/dev/null ||
     fs_fail "an http:// subscription was refused with --allow-insecure-http"

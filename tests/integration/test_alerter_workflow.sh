@@ -105,6 +105,10 @@ assert ": " not in mine[0][4], "not compact JSON"
 EOF
     echo "ok: outcome of $aid: $outcome"
 done
+# their schema, and each on its key's murmur2 partition (3 partitions), where ingest puts the
+# labels of the same payment
+fs_validate_topics "payment-outcome.v1.json:$FS_TEST_DIR/outcomes.tsv:payment_id:3" ||
+    fs_fail "an analyst's outcome does not match its schema or partition"
 
 # alert.resolved to the subscriber, with the alert's id.
 fs_wait_for 30 "(( \$(al_requests soc 'r[\"event\"] == \"alert.resolved\"') == 3 ))"

@@ -69,7 +69,12 @@ fs_psql "INSERT INTO subscriptions (name, url, secret, event_types)
          VALUES ('q', 'https://hooks.example.com/x?email=a@b.example', 'another-secret-0123456789', '{alert.created}')" >/dev/null
 fs_assert_eq "https://hooks.example.com" "$(as alice "SELECT endpoint FROM subscription_overview WHERE name = 'q'")" \
     "subscription_overview with an '@' in the query"
-fs_psql "DELETE FROM subscriptions WHERE name = 'q'" >/dev/null
+# a password with an unencoded '/' ends the authority early: no endpoint rather than "user:pa" (012)
+fs_psql "INSERT INTO subscriptions (name, url, secret, event_types)
+         VALUES ('slash', 'https://user:pa/ss@hooks.example.com/x', 'another-secret-0123456789', '{alert.created}')" >/dev/null
+fs_assert_eq "" "$(as alice "SELECT endpoint FROM subscription_overview WHERE name = 'slash'")" \
+    "subscription_overview of a url whose authority is not host[:port]"
+fs_psql "DELETE FROM subscriptions WHERE name IN ('q', 'slash')" >/dev/null
 # No column named like a credential is readable by the analyst, in any table or view.
 fs_assert_eq "" "$(fs_psql "SELECT string_agg(c.relname || '.' || a.attname, ', ')
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
@@ -157,4 +162,36 @@ fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM deliveries d JOIN alert_events e
 if out=$(as rita "SELECT reviewer_resolve('$a1', 'maybe')" 2>&1); then fs_fail "a bad resolution was accepted"; fi
 [[ "$out" == *"resolution must be confirmed_fraud or false_positive"* ]] || fs_fail "bad resolution: $out"
 fs_assert_eq "2" "$(as rita "SELECT sum(alerts) FROM alert_precision")" "the reviewer reads the views"
+
+# ---- corrections (012) --------------------------------------------------------------------------------
+# A resolution corrected in the same transaction (a GUI client in manual-commit mode) is published
+# with a later known_at: the correction is the current label, whatever the tie rule says.
+as rita "BEGIN; SELECT reviewer_resolve('$a1', 'confirmed_fraud', NULL);
+         SELECT reviewer_resolve('$a1', 'false_positive', 'customer confirmed'); COMMIT;" >/dev/null
+fs_assert_eq "confirmed_fraud false_positive" "$(fs_psql "SELECT string_agg(v->>'outcome', ' ' ORDER BY v->>'known_at')
+    FROM (SELECT convert_from(msg_value, 'UTF8')::json AS v FROM outbox WHERE kind = 'outcome') o
+    WHERE v->>'payment_id' = '$a1' HAVING count(DISTINCT v->>'known_at') = 2")" \
+    "two resolutions in one transaction: distinct known_at, the correction later"
+# A resolved alert is not reopened (its label would stay current downstream): corrected instead.
+if out=$(fs_psql "UPDATE alerts SET status = 'acknowledged', resolution = NULL WHERE alert_id = '$a2'" 2>&1); then
+    fs_fail "a resolved alert was reopened"
+fi
+[[ "$out" == *"cannot be reopened"* ]] || fs_fail "reopening a resolved alert: $out"
+echo "ok: a resolved alert cannot be reopened"
+# The note is published as the outcome's reason: at most 500 bytes (250 two-byte characters pass,
+# 300 do not).
+as rita "SELECT reviewer_resolve('$a2', 'false_positive', repeat('é', 250))" >/dev/null
+if as rita "SELECT reviewer_resolve('$a2', 'confirmed_fraud', repeat('é', 300))" >/dev/null 2>&1; then
+    fs_fail "a 600-byte note was accepted"
+fi
+echo "ok: resolution notes are limited to 500 bytes"
+# score_distribution: ten bands of ten, 100 in the band 90-100.
+fs_psql "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,
+                      payment_method, country, event_time, ingest_time, source_partition, source_offset)
+         VALUES (md5('3')::uuid, 'u1', 'm1', 900000, 'EUR', 2, 'card', 'DE', '2024-03-12 10:00+00', '2024-03-12 10:00+00', 0, 3);
+         INSERT INTO decisions (payment_id, decision, score, reasons, features, rules_version, scorer_id,
+                                scoring_latency_us, decided_at)
+         VALUES (md5('3')::uuid, 'block', 100, '[]', '{}', 'v1+test', 'scorer-1', 100, '2024-03-12 10:00+00')" >/dev/null
+fs_assert_eq "90" "$(as alice "SELECT score_from FROM score_distribution WHERE utc_date = '2024-03-12'")" \
+    "score_distribution: the band of a score of 100"
 echo "db analyst ok"
