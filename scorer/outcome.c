@@ -25,7 +25,7 @@ json_t *outcome_decode(const void *payload, size_t len, const char **code, char 
     const char *oid = json_string_value(json_object_get(o, "outcome_id"));
     json_t *reason = json_object_get(o, "reason"), *source = json_object_get(o, "source");
     int64_t known_ms;
-    char pid[37];
+    char pid[37], lid[37];
     *code = "invalid_outcome";
     if (!json_is_object(o)) {
         *code = "undecodable";
@@ -42,10 +42,15 @@ json_t *outcome_decode(const void *payload, size_t len, const char **code, char 
     else {
         snprintf(pid, sizeof pid, "%s", id);
         fs_uuid_lower(pid);
+        /* the stored form, as PostgreSQL prints it back: store_insert_outcomes compares the ids */
+        if (oid) {
+            snprintf(lid, sizeof lid, "%s", oid);
+            fs_uuid_lower(lid);
+        }
         row = json_pack("{s:s, s:s, s:I, s:O?, s:O?, s:s?}", "payment_id", pid, "outcome", oc,
                         "known_at_ms", (json_int_t)known_ms, "reason",
                         json_is_string(reason) ? reason : NULL, "source",
-                        json_is_string(source) ? source : NULL, "outcome_id", oid);
+                        json_is_string(source) ? source : NULL, "outcome_id", oid ? lid : NULL);
     }
     json_decref(o);
     return row;

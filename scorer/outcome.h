@@ -12,7 +12,7 @@
 
 /* The message value (len bytes, not NUL-terminated; NULL with len 0: an empty value) into a row
  * for store_insert_outcomes (new reference): {payment_id (lower case), outcome, known_at_ms,
- * reason?, source?, outcome_id?}. Or NULL with the dead-letter reason code ("undecodable",
+ * reason?, source?, outcome_id? (lower case)}. Or NULL with the dead-letter reason code ("undecodable",
  * "invalid_outcome") in *code and the error in err. */
 json_t *outcome_decode(const void *payload, size_t len, const char **code, char *err, size_t esz);
 

@@ -97,7 +97,7 @@ typedef struct scorer_metrics {
 typedef struct scorer_omsg {
     rd_kafka_message_t *msg;
     int8_t dlq;             /* OUT_NONE: not a dead letter (so far); else its dead letter's state */
-    const char *dlq_reason; /* undecodable, invalid_outcome, db_rejected */
+    const char *dlq_reason; /* undecodable, invalid_outcome, db_rejected, outcome_conflict */
     char dlq_error[192];
 } scorer_omsg;
 
@@ -120,6 +120,7 @@ struct scorer {
     scorer_omsg *omsgs;         /* outcome messages in hand (kept until stored and committed) */
     size_t nomsgs;
     size_t *orow;               /* per row given to store_insert_outcomes: its message's index */
+    store_outcome_conflict *oconf; /* scratch: the conflicts of one store_insert_outcomes */
     kafka_gaps *ogaps;          /* payment_outcomes' offsets expected next (labels lost) */
     int outcome_backoff;      /* batches to wait after an outcome failure */
     pending *pend;            /* re-try rounds of the pending labels (pending.h) */
@@ -1345,24 +1346,58 @@ static void scorer_clear_batch(scorer *s) {
 
 /* ---- outcomes: labels from payment_outcomes (the scorer's second consumer group) ---------------- */
 
-/* Marks outcome message i for the dead-letter topic (counted and logged once) and produces it
- * unless already delivered; its delivery is awaited before the outcome offsets are committed. */
+/* Marks outcome message om for the dead-letter topic (counted once). */
+static void scorer_outcome_mark(scorer *s, scorer_omsg *om, const char *code, const char *why) {
+    om->dlq = OUT_PENDING;
+    om->dlq_reason = code;
+    snprintf(om->dlq_error, sizeof om->dlq_error, "%s", why);
+    s->stats.outcomes_invalid++;
+    metric_add(s->m.outcomes, "invalid", 1);
+}
+
+/* Produces om's dead letter unless already delivered; its delivery is awaited before the outcome
+ * offsets are committed. */
+static void scorer_outcome_produce_dlq(scorer *s, scorer_omsg *om) {
+    if (out_needed(om->dlq))
+        scorer_produce_dlq(s, s->cfg.outcomes_dlq_topic, om->msg, om->dlq_reason, om->dlq_error,
+                           &om->dlq);
+}
+
+/* Dead-letters outcome message om (marked, counted and logged once; produced again until
+ * delivered). */
 static void scorer_outcome_dead_letter(scorer *s, scorer_omsg *om, const char *code,
                                        const char *why) {
     if (om->dlq == OUT_NONE) {
-        om->dlq = OUT_PENDING;
-        om->dlq_reason = code;
-        snprintf(om->dlq_error, sizeof om->dlq_error, "%s", why);
-        s->stats.outcomes_invalid++;
-        metric_add(s->m.outcomes, "invalid", 1);
+        scorer_outcome_mark(s, om, code, why);
         json_t *f = msg_ctx(om->msg);
         json_object_set_new(f, "reason", json_string(code));
         json_object_set_new(f, "error", json_string(why));
         log_fields(LOG_WARN, "outcome_invalid", f, "outcome message dead-lettered: %s", why);
     }
-    if (out_needed(om->dlq))
-        scorer_produce_dlq(s, s->cfg.outcomes_dlq_topic, om->msg, om->dlq_reason, om->dlq_error,
-                           &om->dlq);
+    scorer_outcome_produce_dlq(s, om);
+}
+
+/* A label whose outcome_id stands for another one (store.h): dead-lettered (outcome_conflict)
+ * like payment_conflict, and said as an error naming both labels (outcomes carry no personal
+ * data): a client retrying under one Idempotency-Key with another body, or a producer reusing
+ * ids, loses that label unless someone looks. */
+static void scorer_outcome_conflict(scorer *s, scorer_omsg *om, const store_outcome_conflict *c) {
+    bool other_payment = strcmp(c->payment_id, c->first_payment_id) != 0;
+    scorer_outcome_mark(s, om, "outcome_conflict",
+                        other_payment ? "outcome_id: already stands for a label of another payment_id"
+                                      : "outcome_id: already stands for another outcome of this payment");
+    json_t *f = msg_ctx(om->msg);
+    json_object_set_new(f, "outcome_id", json_string(c->outcome_id));
+    json_object_set_new(f, "payment_id", json_string(c->payment_id));
+    json_object_set_new(f, "outcome", json_string(c->outcome));
+    json_object_set_new(f, "first_payment_id", json_string(c->first_payment_id));
+    json_object_set_new(f, "first_outcome", json_string(c->first_outcome));
+    log_fields(LOG_ERROR, "outcome_conflict", f,
+               "outcome_id %s names %s for payment %s; this message's %s for payment %s is "
+               "dead-lettered, not stored (a retry under the same Idempotency-Key with another "
+               "body? a correction takes a new key)", c->outcome_id, c->first_outcome,
+               c->first_payment_id, c->outcome, c->payment_id);
+    scorer_outcome_produce_dlq(s, om);
 }
 
 /* The rows of the outcome messages in hand that are not dead letters (s->orow maps them back);
@@ -1403,11 +1438,16 @@ static char *scorer_label_ids(const scorer *s, const json_t *rows) {
     return lit;
 }
 
-/* Stores rows (consumed) and applies the pending labels of their payments and of the payments
- * persisted with pending labels, in one transaction: probes of those payments' labels only,
- * however many others are pending (those wait for the re-try rounds, scorer_outcomes_retry). */
-static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, char *err, size_t esz) {
+/* Stores rows (consumed; orow: their messages' indexes) and applies the pending labels of their
+ * payments and of the payments persisted with pending labels, in one transaction: probes of those
+ * payments' labels only, however many others are pending (those wait for the re-try rounds,
+ * scorer_outcomes_retry). The rows whose outcome_id stands for another label are dead-lettered
+ * once the transaction is committed: until then the label standing could still change (a rolled
+ * back insert, another worker's label committed before the retry). */
+static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, const size_t *orow, char *err,
+                                          size_t esz) {
     int64_t inserted = 0, applied = 0;
+    size_t nconf = 0;
     char *ids = scorer_label_ids(s, rows);
     if (!ids) {
         json_decref(rows);
@@ -1415,7 +1455,8 @@ static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, char *err, si
         return STORE_TRANSIENT; /* (not the rows' fault: never dead-lettered for it) */
     }
     store_rc rc = store_begin(s->st, err, esz);
-    if (rc == STORE_OK) rc = store_insert_outcomes(s->st, rows, &inserted, err, esz);
+    if (rc == STORE_OK)
+        rc = store_insert_outcomes(s->st, rows, &inserted, s->oconf, &nconf, err, esz);
     else json_decref(rows);
     if (rc == STORE_OK) rc = store_apply_outcomes_of(s->st, ids, OUTCOMES_CLAIM, &applied, err, esz);
     free(ids);
@@ -1425,6 +1466,8 @@ static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, char *err, si
         return rc;
     }
     s->nlabelled = 0; /* applied (or left to the re-try rounds: their payment row was held) */
+    for (size_t k = 0; k < nconf; k++)
+        scorer_outcome_conflict(s, &s->omsgs[orow[s->oconf[k].row]], &s->oconf[k]);
     s->stats.outcomes_stored += (uint64_t)inserted;
     s->stats.outcomes_applied += (uint64_t)applied;
     metric_add(s->m.outcomes, "stored", (double)inserted);
@@ -1439,7 +1482,7 @@ static store_rc scorer_store_outcomes_one_by_one(scorer *s, json_t *rows, char *
     for (size_t j = 0; j < json_array_size(rows) && rc != STORE_TRANSIENT; j++) {
         json_t *one = json_array();
         json_array_append(one, json_array_get(rows, j));
-        rc = scorer_store_outcome_rows(s, one, err, esz);
+        rc = scorer_store_outcome_rows(s, one, &s->orow[j], err, esz);
         if (rc == STORE_FAILED) scorer_outcome_dead_letter(s, &s->omsgs[s->orow[j]], "db_rejected", err);
     }
     return rc == STORE_TRANSIENT ? rc : STORE_OK;
@@ -1451,7 +1494,7 @@ static store_rc scorer_store_outcomes_one_by_one(scorer *s, json_t *rows, char *
 static store_rc scorer_store_outcomes(scorer *s, char *err, size_t esz) {
     json_t *rows = scorer_outcome_rows(s);
     json_incref(rows); /* kept for a row-by-row retry */
-    store_rc rc = scorer_store_outcome_rows(s, rows, err, esz);
+    store_rc rc = scorer_store_outcome_rows(s, rows, s->orow, err, esz);
     if (rc == STORE_FAILED) rc = scorer_store_outcomes_one_by_one(s, rows, err, esz);
     json_decref(rows);
     return rc;
@@ -1554,6 +1597,15 @@ static void scorer_outcomes_retry(scorer *s) {
                round_applied, left);
 }
 
+/* The conflicts among the outcome messages in hand, once their dead letters are delivered: in
+ * fs_scorer_dead_letters_total beside payment_conflict (also in fs_scorer_outcomes_total
+ * {result="invalid"} with every outcome dead letter, scorer_outcome_mark). */
+static void scorer_count_outcome_conflicts(scorer *s) {
+    for (size_t i = 0; i < s->nomsgs; i++)
+        if (s->omsgs[i].dlq == OUT_DONE && strcmp(s->omsgs[i].dlq_reason, "outcome_conflict") == 0)
+            metric_add(s->m.dead_letters, "outcome_conflict", 1);
+}
+
 /* Stores the outcome messages in hand and applies the labels of their payments (and of the
  * payments persisted with pending labels), then commits the outcome offsets. On failure the
  * messages stay in hand and are tried again a few batches later. */
@@ -1571,6 +1623,7 @@ static void scorer_outcomes_store(scorer *s) {
         log_msg(LOG_WARN, "outcomes_retry", "dead letters of invalid outcomes not delivered; retried later");
         return;
     }
+    scorer_count_outcome_conflicts(s);
     rd_kafka_resp_err_t e = scorer_outcomes_commit(s);
     if (e) {
         metric_add(s->m.outcomes_commit_failures, NULL, 1);
@@ -2016,11 +2069,12 @@ static int scorer_alloc(scorer *s) {
     s->vt = vault_new();
     s->omsgs = calloc(OUTCOMES_MAX, sizeof *s->omsgs);
     s->orow = calloc(OUTCOMES_MAX, sizeof *s->orow);
+    s->oconf = calloc(OUTCOMES_MAX, sizeof *s->oconf);
     s->labelled = calloc(LABELLED_MAX, sizeof *s->labelled);
     s->pend = pending_new(fs_mono_us());
     return s->items && s->rows && s->todo && s->old && s->undecided && s->flagged && s->ps &&
                    s->vevents && s->feat && s->xout && s->dedup && s->vel && s->bk && s->vt &&
-                   s->omsgs && s->orow && s->labelled && s->pend
+                   s->omsgs && s->orow && s->oconf && s->labelled && s->pend
                ? 0
                : -1;
 }
@@ -2063,7 +2117,8 @@ static void scorer_metrics_zero(scorer_metrics *x) {
                        x->messages_lost, x->model_failures, x->consumer_errors,
                        x->outcomes_commit_failures, x->db_timeouts};
     static const char *const dlq[] = {"undecodable", "invalid_payment", "raw_personal_data",
-                                      "db_rejected", "expired", "payment_conflict"};
+                                      "db_rejected", "expired", "payment_conflict",
+                                      "outcome_conflict"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);
@@ -2355,6 +2410,7 @@ void scorer_destroy(scorer *s) {
     expire_destroy(s->exp);
     free(s->omsgs);
     free(s->orow);
+    free(s->oconf);
     free(s->labelled);
     pending_destroy(s->pend);
     kafka_gaps_destroy(s->ogaps);

@@ -85,7 +85,8 @@ typedef struct scorer_stats {
     uint64_t late_events;         /* too late: windows may reach below pruned rows (prune.h) */
     uint64_t out_of_order;        /* older than this worker's newest event time (counted fine) */
     uint64_t outcomes_stored;     /* distinct outcome labels stored */
-    uint64_t outcomes_invalid;    /* outcome messages that could not be decoded (dead-lettered) */
+    uint64_t outcomes_invalid;    /* outcome messages dead-lettered (undecodable, invalid, refused,
+                                   * or conflicting with a stored label) */
     uint64_t outcomes_applied;    /* labels applied to links and the vault */
     uint64_t buckets_pruned;
     uint64_t velocity_pruned;     /* velocity events deleted */

@@ -828,25 +828,178 @@ store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int
 
 /* ---- outcomes --------------------------------------------------------------------------------- */
 
+/* The first row given per outcome_id only (outcome_firsts): ON CONFLICT DO NOTHING keeps one row
+ * per id whatever the order, and the insert goes in primary key order (concurrent workers lock in
+ * the same order), so which of two rows with one id it kept would depend on their payment and
+ * label, not on which came first. */
 static const char SQL_INSERT_OUTCOMES[] =
     "INSERT INTO outcomes (outcome_id, payment_id, outcome, known_at, reason, source) "
     "SELECT x.outcome_id, x.payment_id, x.outcome, " EPOCH_MS("x.known_at_ms") ", x.reason, x.source "
     "FROM jsonb_to_recordset($1::jsonb) AS x(outcome_id uuid, payment_id uuid, outcome text,"
     " known_at_ms bigint, reason text, source text) "
-    "ORDER BY 2, 3, 4 ON CONFLICT DO NOTHING";
+    "ORDER BY 2, 3, 4 ON CONFLICT DO NOTHING RETURNING outcome_id";
 
-store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, char *errstr,
+/* The labels standing under the outcome ids $1 (an array literal). A statement of its own after
+ * the insert, in its transaction: READ COMMITTED gives it a new snapshot, which holds the insert's
+ * rows and those another worker committed while the insert waited on them (a CTE beside the
+ * insert would see neither, and drop those conflicts silently). */
+static const char SQL_STANDING_OUTCOMES[] =
+    "SELECT outcome_id, payment_id, outcome FROM outcomes WHERE outcome_id = ANY($1::uuid[])";
+
+/* A row of the outcomes given that has an outcome_id. */
+typedef struct outcome_ref {
+    const char *id;
+    size_t row;
+} outcome_ref;
+
+/* By id, then in the order given: the rows of an id are a run, its first row first. */
+static int outcome_ref_cmp(const void *a, const void *b) {
+    const outcome_ref *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->row > y->row) - (x->row < y->row);
+}
+
+static const char *outcome_field(const json_t *rows, size_t row, const char *name) {
+    return json_string_value(json_object_get(json_array_get(rows, row), name));
+}
+
+/* The rows that have an outcome_id, sorted (outcome_ref_cmp); *n of them. NULL when out of
+ * memory. */
+static outcome_ref *outcome_refs(const json_t *rows, size_t *n) {
+    size_t total = json_array_size(rows);
+    outcome_ref *refs = malloc((total ? total : 1) * sizeof *refs);
+    *n = 0;
+    if (!refs) return NULL;
+    for (size_t i = 0; i < total; i++) {
+        const char *id = outcome_field(rows, i, "outcome_id");
+        if (id) refs[(*n)++] = (outcome_ref){id, i};
+    }
+    qsort(refs, *n, sizeof *refs, outcome_ref_cmp);
+    return refs;
+}
+
+/* The rows to insert: those without an outcome_id and the first row given per outcome_id (new
+ * references). NULL when out of memory. */
+static json_t *outcome_firsts(const json_t *rows, const outcome_ref *refs, size_t n) {
+    json_t *firsts = json_array();
+    int failed = !firsts;
+    for (size_t i = 0; !failed && i < json_array_size(rows); i++)
+        if (!outcome_field(rows, i, "outcome_id"))
+            failed = json_array_append(firsts, json_array_get(rows, i));
+    for (size_t k = 0; !failed && k < n; k++)
+        if (k == 0 || strcmp(refs[k].id, refs[k - 1].id) != 0)
+            failed = json_array_append(firsts, json_array_get(rows, refs[k].row));
+    if (!failed) return firsts;
+    json_decref(firsts);
+    return NULL;
+}
+
+/* The end of the run of refs[a]'s outcome_id. */
+static size_t outcome_run_end(const outcome_ref *refs, size_t n, size_t a) {
+    size_t b = a + 1;
+    while (b < n && strcmp(refs[b].id, refs[a].id) == 0) b++;
+    return b;
+}
+
+/* The start of the run of id in refs, or n. */
+static size_t outcome_run_find(const outcome_ref *refs, size_t n, const char *id) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(refs[mid].id, id) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && strcmp(refs[lo].id, id) == 0 ? lo : n;
+}
+
+/* The rows of the run [a, b) that differ from the standing label (payment_id pid, outcome oc) of
+ * their outcome_id, appended to c. Only payment_id and outcome make the label: known_at and
+ * received_at differ between a client's identical retries (ingest defaults them to the time of
+ * each request), and reason is a free-text note on the same label, which scores nothing (a
+ * retry's reworded note is not worth a dead letter; the first one stays). */
+static void outcome_conflicts(const json_t *rows, const outcome_ref *refs, size_t a, size_t b,
+                              const char *pid, const char *oc, store_outcome_conflict *c,
+                              size_t *nc) {
+    for (size_t k = a; k < b; k++) {
+        const char *p = outcome_field(rows, refs[k].row, "payment_id");
+        const char *o = outcome_field(rows, refs[k].row, "outcome");
+        if (strcmp(p, pid) == 0 && strcmp(o, oc) == 0) continue;
+        store_outcome_conflict *x = &c[(*nc)++];
+        x->row = refs[k].row;
+        snprintf(x->outcome_id, sizeof x->outcome_id, "%s", refs[k].id);
+        snprintf(x->payment_id, sizeof x->payment_id, "%s", p);
+        snprintf(x->outcome, sizeof x->outcome, "%s", o);
+        snprintf(x->first_payment_id, sizeof x->first_payment_id, "%s", pid);
+        snprintf(x->first_outcome, sizeof x->first_outcome, "%s", oc);
+    }
+}
+
+/* After the insert: each outcome_id of refs against the label standing under it (store.h). */
+static store_rc outcome_settle(store *st, const json_t *rows, const outcome_ref *refs, size_t n,
+                               store_outcome_conflict *c, size_t *nc, char *errstr,
+                               size_t errstr_size) {
+    const char **ids = malloc(n * sizeof *ids);
+    char *lit = NULL;
+    if (ids) {
+        for (size_t k = 0; k < n; k++) ids[k] = refs[k].id;
+        lit = fs_uuid_array_literal(ids, n);
+    }
+    bool *stood = calloc(n, sizeof *stood); /* per run start: a stored label was found */
+    free(ids);
+    if (!lit || !stood) {
+        free(lit);
+        free(stood);
+        snprintf(errstr, errstr_size, "outcomes: out of memory");
+        return STORE_TRANSIENT; /* (not the rows' fault: never dead-lettered for it) */
+    }
+    PGresult *res = exec2(st, SQL_STANDING_OUTCOMES, lit, NULL);
+    free(lit);
+    store_rc rc = result_rc(st, res, PGRES_TUPLES_OK, "read standing outcomes", errstr, errstr_size);
+    for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
+        size_t a = outcome_run_find(refs, n, PQgetvalue(res, i, 0));
+        if (a == n) continue; /* (cannot be: only the ids asked for) */
+        stood[a] = true;
+        outcome_conflicts(rows, refs, a, outcome_run_end(refs, n, a), PQgetvalue(res, i, 1),
+                          PQgetvalue(res, i, 2), c, nc);
+    }
+    for (size_t a = 0; rc == STORE_OK && a < n; a = outcome_run_end(refs, n, a))
+        if (!stood[a])
+            outcome_conflicts(rows, refs, a + 1, outcome_run_end(refs, n, a),
+                              outcome_field(rows, refs[a].row, "payment_id"),
+                              outcome_field(rows, refs[a].row, "outcome"), c, nc);
+    PQclear(res);
+    free(stood);
+    return rc;
+}
+
+store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted,
+                               store_outcome_conflict *conflicts, size_t *nconflicts, char *errstr,
                                size_t errstr_size) {
     PGresult *res = NULL;
+    size_t n = 0;
     *inserted = 0;
+    *nconflicts = 0;
     if (json_array_size(outcomes) == 0) {
         json_decref(outcomes);
         return STORE_OK;
     }
-    store_rc rc = exec_json(st, SQL_INSERT_OUTCOMES, outcomes, NULL, PGRES_COMMAND_OK,
-                            "insert outcomes", &res, errstr, errstr_size);
-    if (rc == STORE_OK) *inserted = strtoll(PQcmdTuples(res), NULL, 10);
+    outcome_ref *refs = outcome_refs(outcomes, &n);
+    json_t *firsts = refs ? outcome_firsts(outcomes, refs, n) : NULL;
+    store_rc rc = STORE_TRANSIENT; /* out of memory: not the rows' fault */
+    if (firsts)
+        rc = exec_json(st, SQL_INSERT_OUTCOMES, firsts, NULL, PGRES_TUPLES_OK, "insert outcomes",
+                       &res, errstr, errstr_size);
+    else snprintf(errstr, errstr_size, "outcomes: out of memory");
+    if (rc == STORE_OK) {
+        size_t ids = 0; /* the outcome ids inserted */
+        *inserted = PQntuples(res);
+        for (int i = 0; i < PQntuples(res); i++) ids += !PQgetisnull(res, i, 0);
+        if (ids < n) /* a row with an id was not inserted (or came after one with its id) */
+            rc = outcome_settle(st, outcomes, refs, n, conflicts, nconflicts, errstr, errstr_size);
+    }
     PQclear(res);
+    free(refs);
+    json_decref(outcomes);
     return rc;
 }
 

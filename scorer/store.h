@@ -188,9 +188,32 @@ store_rc store_write_vault(store *st, const vault_row *rows, size_t n, char *err
 store_rc store_prune_buckets(store *st, int64_t width_ms, int64_t before_ms, int limit,
                              int64_t *deleted, char *errstr, size_t errstr_size);
 
+/* A label not stored because its outcome_id already stands for another one: another payment_id
+ * or outcome (a client's retry under the same Idempotency-Key with another body, a producer
+ * reusing ids). The caller dead-letters it (outcome_conflict). */
+typedef struct store_outcome_conflict {
+    size_t row;                /* its index in the outcomes given */
+    char outcome_id[37];
+    char payment_id[37];       /* the row's */
+    char outcome[16];
+    char first_payment_id[37]; /* the label standing under outcome_id */
+    char first_outcome[16];
+} store_outcome_conflict;
+
 /* Outcomes (labels): stores each distinct one once. outcomes: JSON array of
- * {outcome_id?, payment_id, outcome, known_at_ms, reason, source}; takes ownership. *inserted: new rows. */
-store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted, char *errstr,
+ * {outcome_id?, payment_id, outcome, known_at_ms, reason, source} (ids in lower case, as
+ * outcome_decode gives them); takes ownership. *inserted: new rows.
+ * An outcome_id names one label, a payment_id and an outcome. The label standing under one is
+ * the row stored with it (before; by this call: the first row given with it; or by another worker
+ * while the insert waited on that row), else the first row given with it (that row was then the
+ * same payment, outcome and known_at as a label stored under another id or none). A row that differs from it in payment_id
+ * or outcome is not stored and is written to conflicts (room for one per row given), *nconflicts
+ * of them; one that does not is a redelivery, absorbed silently: known_at, reason and source are
+ * not compared (docs/topics.md, payment_outcomes.dlq).
+ * One statement, and a second one (a lookup of those ids in outcomes' unique index) only when a row
+ * with an outcome_id was not inserted. */
+store_rc store_insert_outcomes(store *st, json_t *outcomes, int64_t *inserted,
+                               store_outcome_conflict *conflicts, size_t *nconflicts, char *errstr,
                                size_t errstr_size);
 
 /* Applying labels (outcomes), inside the caller's transaction (READ COMMITTED; two statements

@@ -15,7 +15,7 @@
 static const char *const KNOWN_REASONS[] = {
     "undecodable",     "invalid_payment",   "invalid_outcome",    "db_rejected",
     "invalid_alert",   "delivery_rejected", "delivery_exhausted", "expired",
-    "raw_personal_data", "payment_conflict", NULL,
+    "raw_personal_data", "payment_conflict", "outcome_conflict", NULL,
 };
 
 /* Skipped unless named: the scorer dead-letters these again as long as payment-retention-days has
@@ -69,7 +69,8 @@ static int parse_reasons(redrive_plan *p, const char *list, char *errstr, size_t
         if (!reason_known(item, n)) {
             snprintf(errstr, errstr_size, "reason: '%.*s' is not a dlq_reason (undecodable, "
                      "invalid_payment, invalid_outcome, db_rejected, invalid_alert, "
-                     "delivery_rejected, delivery_exhausted, expired)", (int)(n < 64 ? n : 64), item);
+                     "delivery_rejected, delivery_exhausted, expired, raw_personal_data, "
+                     "payment_conflict, outcome_conflict)", (int)(n < 64 ? n : 64), item);
             return -1;
         }
         if (p->nreasons == REDRIVE_MAX_REASONS)

@@ -7,8 +7,9 @@
  *     depend on the path);
  *   - a mapped Shopify order is a request pay_from_request() decides on without crashing, and
  *     whose error list (if any) serializes;
- *   - outcome_decode() either gives a row with payment_id, outcome and known_at_ms, or a dead-letter
- *     code.
+ *   - outcome_decode() either gives a row with payment_id, outcome and known_at_ms (and an
+ *     outcome_id, when there is one, as a lower-case UUID: store_insert_outcomes compares it with
+ *     the ids PostgreSQL prints), or a dead-letter code.
  * Build: make fuzz; run: build/fuzz/fuzz_ingest -max_total_time=60 corpus/ */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "fsutil.h"
 #include "jsonfast.h"
 #include "outcome.h"
 #include "pay.h"
@@ -83,9 +85,11 @@ static void check_outcome(const uint8_t *data, size_t size) {
     char err[256];
     json_t *row = outcome_decode(data, size, &code, err, sizeof err);
     if (row) {
+        const char *oid = json_string_value(json_object_get(row, "outcome_id"));
         if (!json_is_string(json_object_get(row, "payment_id")) ||
             !json_is_string(json_object_get(row, "outcome")) ||
-            !json_is_integer(json_object_get(row, "known_at_ms")))
+            !json_is_integer(json_object_get(row, "known_at_ms")) ||
+            (oid && (!fs_uuid_valid(oid) || strpbrk(oid, "ABCDEF"))))
             abort();
         json_decref(row);
     } else if (!code) {

@@ -6,6 +6,10 @@
 # decided differently (CARD_LINKED_TO_FRAUD), one BEFORE it is not (delayed feedback); the same
 # label delivered twice counts once; a label that arrives before its payment is applied once the
 # payment is persisted; an invalid outcome message is counted and dead-lettered with its reason.
+# An outcome_id names one label: a retry through ingest under the same Idempotency-Key with another
+# outcome, a message reusing an outcome_id for another payment or outcome (in one batch: the first
+# one stands; also on the row-by-row path) is dead-lettered as outcome_conflict, logged and
+# counted, while an identical retry (or one with another reason) is absorbed silently.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_outcomes
@@ -102,7 +106,8 @@ outcome "$Q" confirmed_fraud $((T + 60000)) | kcat -b "$FS_BROKERS" -P -t paymen
 fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE payment_id = '$Q'" 1
 fs_kill scorer TERM
 fs_wait_exit scorer 30
-fs_bg scorer2 env FS_SCORER_ID=vault-2 "$BUILD/bin/fraudshield-scorer"
+admin2=$(fs_free_port)
+fs_bg scorer2 env FS_SCORER_ID=vault-2 FS_ADMIN_PORT="$admin2" "$BUILD/bin/fraudshield-scorer"
 event "$Q" uq 7 17 27 "$T" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
 fs_wait_for 90 at_least "SELECT count(*) FROM decisions WHERE payment_id = '$Q'" 1
 fs_wait_for 30 at_least "SELECT count(*) FROM outcome_links WHERE payment_id = '$Q'" 4
@@ -136,3 +141,86 @@ hdrs=$(cut -f4 <<<"$dl")
     fs_fail "dlq_error must name the constraint without quoting the row: $hdrs"
 ! grep -q 'refuse-me' "$FS_TEST_DIR"/scorer*.log || fs_fail "a log line quotes the refused row"
 echo "ok: the refused outcome was dead-lettered as db_rejected"
+
+# 8. Through ingest: a retry under the same Idempotency-Key with another outcome gets the same
+#    outcome_id (the key, not the body, names it) and is dead-lettered as outcome_conflict: the
+#    first label stands, alone in outcomes. Identical retries (their known_at, defaulted to each
+#    request's time, differs), and one with another reason, are absorbed without a dead letter.
+INGEST="$BUILD/bin/fraudshield-ingest"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$FS_TEST_DIR/pii.secret"
+KEY=$("$INGEST" keys create --keys-file "$FS_TEST_DIR/api-keys" --id labels --scopes outcomes:write 2>/dev/null)
+port=$(fs_free_port)
+fs_bg ingest "$INGEST" --listen-port="$port" --pii-secret-file="$FS_TEST_DIR/pii.secret" \
+    --keys-file="$FS_TEST_DIR/api-keys"
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port/ready"
+G=99999999-0000-4000-8000-000000000001
+label() { # label IDEMPOTENCY_KEY BODY: prints the outcome_id of the 202
+    local body
+    body=$(curl -s -w '\n%{http_code}' -X POST -H "X-API-Key: $KEY" -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: $1" --data-binary "$2" "http://127.0.0.1:$port/api/v1/payments/$G/outcome")
+    [[ "${body##*$'\n'}" == 202 ]] || fs_fail "outcome post: $body"
+    sed -n 's/.*"outcome_id":"\([^"]*\)".*/\1/p' <<<"${body%$'\n'*}"
+}
+oid=$(label case-7 '{"outcome":"confirmed_fraud","reason":"cardholder dispute"}')
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE outcome_id = '$oid'" 1
+fs_assert_eq "$oid" "$(label case-7 '{"outcome":"legitimate","reason":"cardholder dispute"}')" "retry with another outcome: outcome_id"
+fs_assert_eq "$oid" "$(label case-7 '{"outcome":"confirmed_fraud","reason":"cardholder dispute"}')" "identical retry: outcome_id"
+label case-7 '{"outcome":"confirmed_fraud","reason":"dispute, called again"}' >/dev/null
+label case-8 '{"outcome":"chargeback"}' >/dev/null # G's partition: consumed after the retries
+fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE payment_id = '$G' AND outcome = 'chargeback'" 1
+fs_wait_for 30 "fs_topic_dump payment_outcomes.dlq | grep -q dlq_reason=outcome_conflict"
+sleep 1
+fs_assert_eq "confirmed_fraud|cardholder dispute|labels" "$(fs_psql "SELECT outcome || '|' || reason || '|' || source FROM outcomes WHERE outcome_id = '$oid'")" "the first label stands"
+fs_assert_eq 2 "$(fs_psql "SELECT count(*) FROM outcomes WHERE payment_id = '$G'")" "G's labels (the first and the chargeback)"
+dl=$(fs_topic_dump payment_outcomes.dlq | grep -F "$oid" || true)
+fs_assert_eq 1 "$(grep -c . <<<"$dl")" "dead letters under the retried outcome_id (the identical retries have none)"
+[[ "$dl" == *'"outcome":"legitimate"'* && "$dl" == *dlq_reason=outcome_conflict* &&
+   "$dl" == *'dlq_error=outcome_id: already stands for another outcome of this payment'* &&
+   "$dl" == *source_topic=payment_outcomes,source_partition=*,source_offset=*,dlq_time=* &&
+   "$dl" == *outcome_id=$oid* ]] || fs_fail "dead letter of the conflicting retry: $dl"
+conflict_log() { grep '"event":"outcome_conflict"' "$FS_TEST_DIR/scorer2.log" | grep '"level":"error"' | grep -F "\"outcome_id\":\"$1\""; }
+line=$(conflict_log "$oid")
+[[ "$line" == *'"outcome":"legitimate"'* && "$line" == *'"first_outcome":"confirmed_fraud"'* &&
+   "$line" == *"\"first_payment_id\":\"$G\""* ]] || fs_fail "outcome_conflict log line: $line"
+fs_wait_for 20 "curl -s http://127.0.0.1:$admin2/metrics | grep -q '^fs_scorer_dead_letters_total{reason=\"outcome_conflict\"} 1\$'"
+echo "ok: a retry with another outcome under the same Idempotency-Key was dead-lettered as outcome_conflict"
+
+# 9. Produced directly, on one partition (in order, likely one batch): under one new outcome_id,
+#    legitimate first, then confirmed_fraud (which the insert's primary key order would have
+#    kept), a label of another payment, and legitimate again later (a redelivery). The first
+#    stands; the second and third are conflicts.
+X2=0f0f0f0f-0000-4000-8000-0000000000b2
+G3=99999999-0000-4000-8000-000000000003
+G4=99999999-0000-4000-8000-000000000004
+{ outcome "$G3" legitimate $((T + 60000)) "$X2"
+  outcome "$G3" confirmed_fraud $((T + 60000)) "$X2"
+  outcome "$G4" legitimate $((T + 60000)) "$X2"
+  outcome "$G3" legitimate $((T + 120000)) "$X2"; } | kcat -b "$FS_BROKERS" -P -t payment_outcomes -p 0 -K:
+fs_wait_for 60 "(( \$(fs_topic_dump payment_outcomes.dlq | grep -F '$X2' | grep -c dlq_reason=outcome_conflict) >= 2 ))"
+sleep 1
+fs_assert_eq "$G3|legitimate" "$(fs_psql "SELECT payment_id || '|' || outcome FROM outcomes WHERE outcome_id = '$X2'")" "in one batch: the first label stands"
+fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM outcomes WHERE payment_id IN ('$G3', '$G4')")" "labels stored under the reused outcome_id"
+dl=$(fs_topic_dump payment_outcomes.dlq | grep -F "$X2" || true)
+fs_assert_eq 2 "$(grep -c . <<<"$dl")" "dead letters under the reused outcome_id"
+grep -F '"outcome":"confirmed_fraud"' <<<"$dl" | grep -q 'already stands for another outcome of this payment' ||
+    fs_fail "the conflicting outcome's dead letter: $dl"
+grep -F "\"payment_id\":\"$G4\"" <<<"$dl" | grep -q 'already stands for a label of another payment_id' ||
+    fs_fail "the other payment's dead letter: $dl"
+fs_assert_eq 2 "$(conflict_log "$X2" | grep -F "\"first_payment_id\":\"$G3\"" | grep -c '"first_outcome":"legitimate"')" "outcome_conflict lines naming the first label"
+
+# 10. The row-by-row path (a row PostgreSQL refuses, step 7's constraint, fails the batch as
+#     data): a conflict there is dead-lettered too, beside the db_rejected one.
+X3=0f0f0f0f-0000-4000-8000-0000000000b3
+G5=99999999-0000-4000-8000-000000000005
+{ printf '%s:{"schema_version":1,"payment_id":"%s","outcome":"chargeback","reason":"refuse-me","known_at":"%s","source":"test"}\n' \
+      "$G5" "$G5" "$(iso $((T + 86400000)))"
+  outcome "$G5" chargeback $((T + 60000)) "$X3"
+  outcome "$G5" false_positive $((T + 60000)) "$X3"; } | kcat -b "$FS_BROKERS" -P -t payment_outcomes -p 0 -K:
+fs_wait_for 60 "fs_topic_dump payment_outcomes.dlq | grep -F '$X3' | grep -q dlq_reason=outcome_conflict"
+sleep 1
+fs_assert_eq "chargeback" "$(fs_psql "SELECT string_agg(outcome, ',') FROM outcomes WHERE payment_id = '$G5'")" "row by row: the first label stands"
+fs_assert_eq 1 "$(fs_topic_dump payment_outcomes.dlq | grep -F "$X3" | grep -c '"outcome":"false_positive"')" "row by row: the conflict's dead letter"
+fs_assert_eq 2 "$(fs_topic_dump payment_outcomes.dlq | grep -c 'refuse-me')" "db_rejected dead letters (step 7's and this one)"
+fs_wait_for 20 "curl -s http://127.0.0.1:$admin2/metrics | grep -q '^fs_scorer_dead_letters_total{reason=\"outcome_conflict\"} 4\$'"
+fs_assert_eq 4 "$(grep '"event":"outcome_conflict"' "$FS_TEST_DIR/scorer2.log" | grep -c '"level":"error"')" "outcome_conflict error lines"
+echo "ok: outcome ids reused within a batch and on the row-by-row path were dead-lettered as outcome_conflict"

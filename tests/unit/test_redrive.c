@@ -56,6 +56,7 @@ static void test_plan_options(void **state) {
         {"", "", "raw_payments.dlq", 3, NULL},
         {"db_rejected", "", "raw_payments.dlq", 3, NULL},
         {" db_rejected , invalid_outcome", "payment_outcomes", "payment_outcomes.dlq", 1, NULL},
+        {"outcome_conflict", "", "payment_outcomes.dlq", 3, NULL},
         {"undecodable,invalid_payment,invalid_outcome,db_rejected,invalid_alert,delivery_rejected,"
          "delivery_exhausted", "", "fraud_alerts.dlq", 1000, NULL},
         {"db_rejcted", "", "raw_payments.dlq", 3, "'db_rejcted' is not a dlq_reason"},
