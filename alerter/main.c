@@ -7,9 +7,9 @@
  * the rest waits), PostgreSQL (retried until startup-timeout-ms), migrations, the email
  * subscription mirrored from smtp-*, the dispatcher thread (delivery side, dispatch.h), the Kafka
  * clients (consume side, alerter.h). A SIGTERM while it waits: exit 0.
- * SIGTERM/SIGINT: the consumer finishes the batch in hand and leaves the group; the dispatcher
- * stops claiming, lets running transfers finish for up to shutdown-timeout-ms, records results and
- * releases the rest for a retry; exit 0. */
+ * SIGTERM/SIGINT: the consumer finishes the batch in hand and leaves the group; meanwhile (its own
+ * thread sees the signal too) the dispatcher stops claiming, lets running transfers finish for up
+ * to shutdown-timeout-ms, records results and releases the rest for a retry; exit 0. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -261,6 +261,7 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
         .subs_refresh_ms = (int)o->subscriptions_refresh_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
         .db_timeout_ms = (int)o->db_timeout_ms,
+        .stop = &app_stop_requested,
         .retention_days = (int)o->retention_days,
         .retention_interval_s = (int)o->retention_interval_s,
         .metrics = m,
