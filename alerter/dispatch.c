@@ -138,9 +138,16 @@ static int gone_take(dispatch *d, int64_t id) { return gone_add(d, id, -INT_MAX)
 
 /* ---- the loop -------------------------------------------------------------------------------- */
 
+/* Checked between ticks (a tick waits at most poll-interval-ms), so a signal is seen within that,
+ * or once the statement in flight returns (db-timeout-ms at worst: then the connection is dropped
+ * and the tick's other statements are skipped). */
+static bool dispatch_stopping(const dispatch *d) {
+    return atomic_load(&d->stop) || (d->cfg.stop && *d->cfg.stop);
+}
+
 static void *dispatch_main(void *arg) {
     dispatch *d = arg;
-    while (!atomic_load(&d->stop)) dispatch_tick(d);
+    while (!dispatch_stopping(d)) dispatch_tick(d);
     /* stopping: no new claims; running transfers get shutdown_timeout_ms, then are released */
     int64_t deadline = fs_mono_us() + (int64_t)d->cfg.shutdown_timeout_ms * 1000;
     while (delivery_in_flight(d->eng) > 0 && fs_mono_us() < deadline) {

@@ -19,6 +19,7 @@
 #ifndef FS_DISPATCH_H
 #define FS_DISPATCH_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -40,6 +41,10 @@ typedef struct dispatch_config {
     int subs_refresh_ms;           /* reload subscriptions this often */
     int shutdown_timeout_ms;       /* on stop: how long running transfers may finish */
     int db_timeout_ms;             /* a statement not answered by then drops the connection */
+    volatile sig_atomic_t *stop;   /* may be NULL: once set (the process's SIGTERM flag), the
+                                      thread stops as dispatch_destroy() would make it, without
+                                      waiting for the caller to get there (the consumer may still
+                                      be finishing a batch): both drains run at once */
     int retention_days;            /* prune history older than this (retention.h); 0: never */
     int retention_interval_s;      /* between the starts of two prune rounds */
     metrics *metrics;              /* borrowed, may be NULL */
@@ -61,7 +66,8 @@ int dispatch_start(dispatch *d, char *errstr, size_t errstr_size);
 void dispatch_wake(dispatch *d);
 
 /* Stops claiming, lets running transfers finish up to shutdown_timeout_ms, records their results
- * (the rest are released for a retry), joins the thread and frees. Accepts NULL. */
+ * (the rest are released for a retry), joins the thread and frees; a thread that saw cfg.stop has
+ * done that already, or is at it. Accepts NULL. */
 void dispatch_destroy(dispatch *d);
 
 #endif

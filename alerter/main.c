@@ -3,16 +3,18 @@
  *   fraudshield-alerter [--option=value ...]           the alerter process
  *   fraudshield-alerter subscriptions|alerts|deliveries ...   operator commands (manage.h)
  *
- * Start-up: PostgreSQL (retried until startup-timeout-ms), migrations, the email subscription
- * mirrored from smtp-*, the dispatcher thread (delivery side, dispatch.h), the Kafka clients
- * (consume side, alerter.h), the admin endpoint (/health, /ready, /metrics).
- * SIGTERM/SIGINT: the consumer finishes the batch in hand and leaves the group; the dispatcher
- * stops claiming, lets running transfers finish for up to shutdown-timeout-ms, records results and
- * releases the rest for a retry; exit 0. */
+ * Start-up: the admin endpoint (/health, /ready, /metrics: first, so that it answers however long
+ * the rest waits), PostgreSQL (retried until startup-timeout-ms), migrations, the email
+ * subscription mirrored from smtp-*, the dispatcher thread (delivery side, dispatch.h), the Kafka
+ * clients (consume side, alerter.h). A SIGTERM while it waits: exit 0.
+ * SIGTERM/SIGINT: the consumer finishes the batch in hand and leaves the group; meanwhile (its own
+ * thread sees the signal too) the dispatcher stops claiming, lets running transfers finish for up
+ * to shutdown-timeout-ms, records results and releases the rest for a retry; exit 0. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +261,7 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
         .subs_refresh_ms = (int)o->subscriptions_refresh_ms,
         .shutdown_timeout_ms = (int)o->shutdown_timeout_ms,
         .db_timeout_ms = (int)o->db_timeout_ms,
+        .stop = &app_stop_requested,
         .retention_days = (int)o->retention_days,
         .retention_interval_s = (int)o->retention_interval_s,
         .metrics = m,
@@ -317,56 +320,77 @@ static void process_metrics(metrics *m, metric **db_errors, metric **ready, metr
     metric_set(*poll_age, NULL, 0);
 }
 
-/* /ready's answer (alerter_ready) is also fs_alerter_ready: admin asks before each /metrics render
- * too, so the gauge and /ready never disagree, and the ages are computed at each scrape. */
+/* /ready's answer is also fs_alerter_ready: admin asks before each /metrics render too, so the
+ * gauge and /ready never disagree, and the ages are computed at each scrape. The endpoint opens
+ * before the start-up waits for anything: until the alerter exists (a, published once its
+ * threads run; consume_db and dispatch_db are set before) the answer is 503 naming what the
+ * start-up waits for (phase), and /metrics serves the series registered so far. */
 typedef struct readiness {
-    alerter *a;
+    _Atomic(alerter *) a;
+    _Atomic(const char *) phase;
     const dbhealth *consume_db, *dispatch_db;
     metric *gauge, *db_age, *poll_age;
 } readiness;
 
 static bool ready_exported(void *arg, char *why, size_t why_size) {
     readiness *r = arg;
-    bool ok = alerter_ready(r->a, why, why_size);
+    alerter *a = atomic_load(&r->a);
+    if (!a) {
+        snprintf(why, why_size, "starting: waiting for %s", atomic_load(&r->phase));
+        metric_set(r->gauge, NULL, 0);
+        return false;
+    }
+    bool ok = alerter_ready(a, why, why_size);
     int64_t now = fs_mono_us();
     metric_set(r->gauge, NULL, ok ? 1 : 0);
     metric_set(r->db_age, "consume", (double)dbhealth_age_ms(r->consume_db, now) / 1000.0);
     metric_set(r->db_age, "dispatch", (double)dbhealth_age_ms(r->dispatch_db, now) / 1000.0);
-    metric_set(r->poll_age, NULL, alerter_poll_age_seconds(r->a));
+    metric_set(r->poll_age, NULL, alerter_poll_age_seconds(a));
     return ok;
 }
 
-/* Start-up, the consumer loop until a signal, shutdown. Returns the exit status. */
-static int run(const alerter_opts *o, const cfg_props *props) {
-    char errstr[1024];
-    int rc = 1;
-    dispatch *d = NULL;
-    alerter *a = NULL;
-    admin *adm = NULL;
-    dbhealth *consume_db = NULL, *dispatch_db = NULL; /* run()'s: they outlive every reader */
-    metrics *m = metrics_new();
-    metric *db_errors, *ready, *db_age, *poll_age;
-    process_metrics(m, &db_errors, &ready, &db_age, &poll_age);
+static void warn_insecure(const alerter_opts *o) {
     if (o->allow_insecure_http)
         log_msg(LOG_WARN, "insecure_http_allowed",
                 "allow-insecure-http is on: http:// subscribers, and an smtp:// server without "
                 "STARTTLS, get alerts IN CLEAR TEXT (tests and local development only)");
-    PGconn *conn = m ? db_open(o, errstr, sizeof errstr) : NULL;
-    if (!m) snprintf(errstr, sizeof errstr, "out of memory");
-    if (!conn) {
+}
+
+/* Start-up, the consumer loop until a signal, shutdown. Returns the exit status. */
+static int run(const alerter_opts *o, const cfg_props *props) {
+    char errstr[1024] = "out of memory"; /* the first failures below set no message */
+    int rc = 1;
+    dispatch *d = NULL;
+    alerter *a = NULL;
+    admin *adm = NULL;
+    PGconn *conn = NULL;
+    dbhealth *consume_db = NULL, *dispatch_db = NULL; /* run()'s: they outlive every reader */
+    readiness rd = {.phase = "PostgreSQL (connection, migrations)"}; /* outlives adm: both run()'s */
+    metrics *m = metrics_new();
+    metric *db_errors;
+    process_metrics(m, &db_errors, &rd.gauge, &rd.db_age, &rd.poll_age);
+    if (!m) goto done;
+    warn_insecure(o);
+    /* first: the kubelet's liveness probe gets /health while the start-up waits (a PostgreSQL
+     * outage, the migration lock, a long migration), /ready answers 503 meanwhile */
+    if (o->admin_port >= 0 &&
+        !(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
+        goto done; /* admin_new logs where it listens */
+    if (!(conn = db_open(o, errstr, sizeof errstr))) {
         rc = startup_stopped(errstr);
         goto done;
     }
     /* each side's PostgreSQL health; the consume side's conn just answered (the migrations), the
      * dispatcher is not connected yet: its age counts from now */
-    consume_db = dbhealth_new(fs_mono_us(), true);
-    dispatch_db = dbhealth_new(fs_mono_us(), false);
+    rd.consume_db = consume_db = dbhealth_new(fs_mono_us(), true);
+    rd.dispatch_db = dispatch_db = dbhealth_new(fs_mono_us(), false);
     if (!consume_db || !dispatch_db) {
         snprintf(errstr, sizeof errstr, "out of memory");
         goto done;
     }
     dispatch_config dc = dispatch_config_from(o, m, db_errors, dispatch_db);
     if (!(d = dispatch_new(&dc, errstr, sizeof errstr))) goto done;
+    atomic_store(&rd.phase, "the Kafka brokers and topics");
     alerter_config ac = alerter_config_from(o, props, m, db_errors, d, consume_db, dispatch_db);
     a = alerter_new(&ac, conn, errstr, sizeof errstr); /* owns conn now, also on failure */
     conn = NULL;
@@ -374,11 +398,7 @@ static int run(const alerter_opts *o, const cfg_props *props) {
         rc = startup_stopped(errstr);
         goto done;
     }
-    readiness rd = {a, consume_db, dispatch_db, ready, db_age, poll_age}; /* outlives adm: both are run()'s */
-    if (o->admin_port >= 0) {
-        if (!(adm = admin_new(o->admin_addr, (int)o->admin_port, m, ready_exported, &rd, errstr, sizeof errstr)))
-            goto done; /* admin_new logs where it listens */
-    }
+    atomic_store(&rd.a, a); /* /ready asks the alerter from now on */
     log_msg(LOG_INFO, "started", "alerter %s consuming %s as group %s", o->alerter_id, o->topic,
             o->group_id);
     rc = alerter_run(a, &app_stop_requested) == 0 ? 0 : 1;
@@ -388,7 +408,7 @@ done:
     if (rc != 0 && errstr[0]) log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
     dispatch_destroy(d); /* records the last results ... */
     if (a && rc == 0) alerter_drain_outbox(a); /* ... and their dead letters go out now */
-    admin_destroy(adm);
+    admin_destroy(adm); /* before what its thread reads */
     alerter_destroy(a);
     dbhealth_destroy(consume_db);
     dbhealth_destroy(dispatch_db);

@@ -24,6 +24,10 @@ PyYAML is missing (python3-yaml, installed by `make deps`).
   deploy/k8s it applies); ingest, scorer and alerter get FS_DATABASE_URL and PGPASSWORD; a scorer
   with a read-only root filesystem reads its rules file from a volume (else nobody can change the
   rules);
+- probes and stopping: no liveness probe (k8s) asks /ready (a process waiting for PostgreSQL, a
+  migration or the brokers answers 503 there: the kubelet would restart it in a loop); compose
+  gives each program at least the stop_grace_period that its k8s terminationGracePeriodSeconds
+  gives it (the manifests add up the drain budget: compose must not SIGKILL before it ends);
 - topics: the list compose creates is the one deploy/README.md and README.md give, and every
   "<number> topics" in docker-compose.yml and deploy/README.md counts it;
 - every curl example of the API in docker-compose.yml and deploy/README.md sends an API key.
@@ -181,6 +185,60 @@ def check_compose(compose, programs, closure, readme):
         if svc.get("image", "").startswith("fraudshield") or "build" in svc:
             check_compose_service(name, svc, programs, closure, readme_compose,
                                   compose.get("secrets") or {})
+
+
+# ---- probes and stopping ---------------------------------------------------------------------
+
+def program_of(container_or_service):
+    cmd = container_or_service.get("command") or container_or_service.get("args") or []
+    cmd = cmd.split() if isinstance(cmd, str) else cmd
+    return cmd[0] if cmd else None
+
+
+def compose_seconds(value):
+    """A compose duration ("1m30s", "75s", a bare number of seconds) in seconds, or None."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?", str(value).strip())
+    if not m or not any(m.groups()):
+        return None
+    h, mi, sec, ms = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + sec + ms / 1000.0
+
+
+def k8s_deployments(docs):
+    """(file, name, pod spec) of each workload in deploy/k8s."""
+    for fname, objs in docs.items():
+        if not fname.startswith("deploy/k8s/"):
+            continue
+        for o in objs:
+            if o.get("kind") in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+                yield fname, o["metadata"]["name"], o["spec"]["template"]["spec"]
+
+
+def check_probes_and_grace(docs):
+    grace = {}  # program -> k8s terminationGracePeriodSeconds (30: Kubernetes' default)
+    for fname, name, spec in k8s_deployments(docs):
+        for c in spec.get("containers") or []:
+            grace[program_of(c)] = spec.get("terminationGracePeriodSeconds", 30)
+            path = ((c.get("livenessProbe") or {}).get("httpGet") or {}).get("path")
+            if path == "/ready":
+                problem("%s %s container %s: the liveness probe asks /ready, which answers 503 while "
+                        "the process waits for PostgreSQL, a migration or the brokers: use /health"
+                        % (fname, name, c["name"]))
+    compose = (docs.get("docker-compose.yml") or [{}])[0]
+    for sname, svc in (compose.get("services") or {}).items():
+        prog = program_of(svc)
+        if prog not in grace:
+            continue
+        have = compose_seconds(svc.get("stop_grace_period", "10s"))
+        if have is None:
+            problem("compose service %s: cannot read stop_grace_period %r"
+                    % (sname, svc.get("stop_grace_period")))
+        elif have < grace[prog]:
+            problem("compose service %s: stop_grace_period %s is shorter than the %s s %s gets in "
+                    "deploy/k8s (terminationGracePeriodSeconds): its drain is cut short"
+                    % (sname, svc.get("stop_grace_period", "10s (default)"), grace[prog], prog))
 
 
 # ---- topics and examples ---------------------------------------------------------------------
@@ -375,6 +433,7 @@ def main():
     if "docker-compose.yml" in docs:
         check_compose(docs["docker-compose.yml"][0], programs, closure, readme)
     check_k8s(docs, programs, readme)
+    check_probes_and_grace(docs)
     check_topics(compose_text, readme, top_readme)
     check_curl_examples("docker-compose.yml", compose_text, "#")
     check_curl_examples("deploy/README.md", readme)

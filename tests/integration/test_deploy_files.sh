@@ -15,7 +15,9 @@
 #      database; `kubectl exec ... -- kill` in the docs needs procps in the image;
 #   4. tests/integration/deploy_check.py: YAML parses; compose services and k8s containers (secrets
 #      and config maps created by deploy/README.md, healthchecks, admin endpoints, the database for
-#      ingest's read API, the scorer's rules on a volume), topic lists, curl examples with a key.
+#      ingest's read API, the scorer's rules on a volume), liveness probes on /health (never /ready),
+#      compose stop_grace_period not shorter than the k8s terminationGracePeriodSeconds, topic
+#      lists, curl examples with a key.
 # FS_DOCKERFILE points the test at another Dockerfile. Needs `make` (the programs in $BUILD/bin).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
