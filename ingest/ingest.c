@@ -135,7 +135,8 @@ struct ingest {
     int retry_after_seconds;
     int shutdown_timeout_ms;
     bool ready;    /* the producer talks to the brokers (see readiness_set) */
-    bool fatal;    /* librdkafka fatal error: never ready again, every request 503 */
+    bool fatal;    /* librdkafka fatal error: draining, then exit 1 (producer_fatal) */
+    char fatal_error[512]; /* its text, for the exit (ingest_fatal_error) */
     bool draining; /* SIGTERM: listener closed, waiting for in-flight requests */
     bool finished; /* event_base_loopexit() requested */
     ingest_counters n;
@@ -1323,7 +1324,7 @@ static int batch_item_id(const char *caller, const char *key, const batch_print 
     return idempotency_id(caller, key, suffix, out);
 }
 
-/* The checks every write shares: draining, fatal producer, content type, size, Idempotency-Key.
+/* The checks every write shares: draining, content type, size, Idempotency-Key.
  * Returns 0 to go on (idem_id filled when the header is present), or -1 after replying. */
 static int write_precheck(ingest *ing, ingest_ctx *ctx, size_t max_body, const char *suffix,
                           char idem_id[37], bool *has_idem) {
@@ -1332,11 +1333,9 @@ static int write_precheck(ingest *ing, ingest_ctx *ctx, size_t max_body, const c
     size_t len = evbuffer_get_length(evhttp_request_get_input_buffer(req));
     const char *idem_key = evhttp_find_header(h, "Idempotency-Key");
     *has_idem = idem_key != NULL;
-    if (ing->draining) {
+    if (ing->draining) { /* SIGTERM, or a fatal producer error (producer_fatal) */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         reply_unavailable(ing, ctx, "shutting_down", "this instance is shutting down; retry");
-    } else if (ing->fatal) {
-        reply_unavailable(ing, ctx, "broker_unavailable", "the Kafka producer hit a fatal error");
     } else if (len > max_body) {
         reply_error(ing, ctx, 413, "payload_too_large", "the body exceeds %zu bytes", max_body);
     } else if (idem_key && idempotency_id(ctx->caller, idem_key, suffix, idem_id) != 0) {
@@ -1395,7 +1394,7 @@ static void handle_post_payment(ingest *ing, ingest_ctx *ctx) {
     char idem_id[37];
     bool has_idem;
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ctx->req), "Content-Type");
-    if (!ing->draining && !ing->fatal && !content_type_is_json(ct)) {
+    if (!ing->draining && !content_type_is_json(ct)) {
         reply_error(ing, ctx, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
     }
@@ -1427,7 +1426,7 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
     batch_format fmt;
     struct evhttp_request *req = ctx->req;
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    if (!ing->draining && !ing->fatal && batch_format_of(ct, &fmt) != 0) {
+    if (!ing->draining && batch_format_of(ct, &fmt) != 0) {
         reply_error(ing, ctx, 415, "unsupported_media_type",
                     "Content-Type must be application/json (an array) or application/x-ndjson");
         return;
@@ -1621,7 +1620,7 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
     }
     fs_uuid_lower(ctx->path_id);
     memcpy(ctx->payment_id, ctx->path_id, sizeof ctx->payment_id); /* a valid UUID: 36 + NUL */
-    if (!ing->draining && !ing->fatal && !content_type_is_json(ct)) {
+    if (!ing->draining && !content_type_is_json(ct)) {
         reply_error(ing, ctx, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
     }
@@ -1726,7 +1725,7 @@ static void delivery_settle(ingest *ing, ingest_item *it, const rd_kafka_message
         ing->payments_failed++;
         log_msg(LOG_WARN, "delivery_failed", "payment %s (request %s): %s", it->payment_id,
                 it->job->ctx.request_id, rd_kafka_err2str(m->err));
-        if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE) /* the drain timeout: never sent */
+        if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE) /* drain timeout, fatal error: never sent */
             item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_NOT_SENT));
         else if (m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) /* sent, the answer never read */
             item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_UNKNOWN));
@@ -1775,14 +1774,32 @@ static void on_kafka_events(evutil_socket_t fd, short what, void *arg) {
     }
 }
 
+/* A fatal producer error (the idempotent producer fenced or refused its producer id, or out of
+ * step with a broker's sequence numbers): this producer never delivers again. librdkafka fails what
+ * it had queued (PURGE_QUEUE reports) and what is in flight ends in its own report. The instance
+ * then stops the way SIGTERM stops it (ingest_drain: no new connections, new requests 503
+ * shutting_down, every waiting request answered: 202 only for what the broker acknowledged, 503
+ * from its delivery report for the rest) and the process exits 1 (main.c, ingest_fatal_error),
+ * like the scorer and the alerter on theirs: Kubernetes restarts it with a new producer, and a
+ * fault that comes back every time shows as restarts, not as one pod quietly out of the Service.
+ * Staying up unready (as before) needed someone to restart it by hand: /health had no reason to
+ * fail. Exiting at once would have left the waiting clients without an answer. */
+static void producer_fatal(ingest *ing, const char *why) {
+    if (ing->fatal) return;
+    ing->fatal = true;
+    ing->ready = false;
+    snprintf(ing->fatal_error, sizeof ing->fatal_error, "%s", why);
+    log_fields(LOG_ERROR, "kafka_fatal", json_pack("{s:s}", "error", why),
+               "fatal producer error: stopping (the requests in flight get their answers), then "
+               "exit 1");
+    ingest_drain(ing);
+}
+
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     ingest *ing = opaque;
     char fatal[512];
     if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(rk, fatal, sizeof fatal)) {
-        ing->fatal = true;
-        ing->ready = false;
-        log_msg(LOG_ERROR, "kafka_fatal", "producer fatal error, every request now gets 503: %s",
-                fatal);
+        producer_fatal(ing, fatal);
         return;
     }
     log_msg(LOG_WARN, "kafka_error", "%s: %s", rd_kafka_err2name(err), reason);
@@ -2332,6 +2349,8 @@ void ingest_drain(ingest *ing) {
 }
 
 void ingest_counters_get(const ingest *ing, ingest_counters *out) { *out = ing->n; }
+
+const char *ingest_fatal_error(const ingest *ing) { return ing->fatal ? ing->fatal_error : NULL; }
 
 /* Delivers or purges what is left; every remaining delivery report settles its item (no request
  * is alive any more: evhttp_free() closed them all). */

@@ -4,6 +4,7 @@
  *   SIGTERM, SIGINT  graceful: stop accepting connections, let in-flight requests get their delivery
  *                    reports (up to shutdown-timeout-ms; those still waiting then get 503, see
  *                    on_drain_timeout in ingest.c), exit 0. A second one exits at once.
+ * A fatal producer error drains the same way by itself, then exits 1 (producer_fatal, ingest.c).
  *   SIGHUP           reloads the API keys file, the Shopify secrets, the TLS certificate and the
  *                    PII secret; a file that does not load is logged and the previous version stays
  *                    in force. A new PII secret changes every digest from then on (a rotation,
@@ -316,6 +317,17 @@ static void log_counters(const ingest *ing) {
                "stopped after %" PRIu64 " requests (%" PRIu64 " accepted)", c.requests, c.accepted);
 }
 
+/* 0, or 1 after a fatal producer error (the drain it started has ended the loop): exiting 1 gets
+ * the process restarted with a new producer, as the scorer and the alerter are on theirs. */
+static int fatal_exit_status(const ingest *ing) {
+    const char *fatal = ingest_fatal_error(ing);
+    if (!fatal) return 0;
+    log_fields(LOG_ERROR, "fatal_exit", json_pack("{s:s}", "error", fatal),
+               "exit status 1: the Kafka producer hit a fatal error and never delivers again (a "
+               "restart gets a new one)");
+    return 1;
+}
+
 static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *props,
                                         const unsigned char *secret, size_t secret_len) {
     ingest_config c = {
@@ -457,7 +469,8 @@ static int run(const ingest_opts *o, const cfg_props *props) {
     if (app_reload_requested) raise(SIGHUP);
     event_base_dispatch(sc.base);
     log_counters(sc.ing);
-    rc = 0;
+    rc = fatal_exit_status(sc.ing);
+    errstr[0] = '\0'; /* not a start-up failure */
 failed:
     if (rc && errstr[0]) log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
     for (int i = 0; i < 3; i++)
