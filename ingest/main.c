@@ -28,6 +28,7 @@
 #include "app.h"
 #include "cfg.h"
 #include "db.h"
+#include "fsutil.h"
 #include "ingest.h"
 #include "keys.h"
 #include "kafka.h"
@@ -197,6 +198,19 @@ typedef struct signal_ctx {
     int stops; /* SIGTERM/SIGINT seen */
 } signal_ctx;
 
+/* Warns when the secret file is open to more than this process (fs_secret_file_exposure: a group
+ * that is the process's own may read it, as Kubernetes mounts secrets with fsGroup). */
+static void secret_file_check(const char *path, const struct stat *st) {
+    char mode[8];
+    const char *why = fs_secret_file_exposure(st);
+    if (!why) return;
+    snprintf(mode, sizeof mode, "%04o", (unsigned)(st->st_mode & 07777));
+    log_fields(LOG_WARN, "pii_secret_permissions",
+               json_pack("{s:s, s:s, s:I}", "path", path, "mode", mode, "gid", (json_int_t)st->st_gid),
+               "%s is %s (mode %s): the PII secret should be readable by this process's user "
+               "or group only", path, why, mode);
+}
+
 /* Reads the secret file: at most PII_SECRET_MAX bytes, trailing CR/LF dropped (so `openssl rand
  * -hex 32 > file` works). Returns a malloc'd buffer the caller wipes and frees, or NULL. */
 static unsigned char *secret_file_read(const char *path, size_t *len, char *errstr, size_t n) {
@@ -208,8 +222,7 @@ static unsigned char *secret_file_read(const char *path, size_t *len, char *errs
         snprintf(errstr, n, "pii-secret-file %s: %s", path, strerror(errno));
         goto done;
     }
-    if (st.st_mode & 077)
-        log_msg(LOG_WARN, "pii_secret_permissions", "%s is readable by group or others", path);
+    secret_file_check(path, &st);
     buf = malloc(PII_SECRET_MAX + 1);
     if (buf) got = read(fd, buf, PII_SECRET_MAX + 1);
     if (got < 0 || got > PII_SECRET_MAX) {
