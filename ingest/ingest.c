@@ -76,7 +76,7 @@
 #define DRAIN_UNKNOWN "this instance shut down before the broker confirmed the message, which may or " \
                       "may not be stored: retry with the same Idempotency-Key (or payment_id; a " \
                       "duplicate is absorbed)"
-#define OUTCOME_SCHEMA_VERSION 1
+#define OUTCOME_SCHEMA_VERSION 1 /* payment_outcomes (payment-outcome.v1.json): body and header */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -1030,13 +1030,16 @@ static void item_fail(ingest *ing, ingest_item *it, const char *code, const char
 }
 
 /* Produces value (taken: freed by librdkafka, or here on failure) as the item's message, with the
- * headers every message carries, plus extra_name=extra when extra_name is not NULL. */
-static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, const char *key,
-                         char *value, size_t len, const char *extra_name, const char *extra) {
+ * headers every message carries, plus extra_name=extra when extra_name is not NULL. version: the
+ * schema_version of value's own schema (a payment's and an outcome's evolve apart), which the
+ * header repeats for consumers that route on it before parsing. */
+static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, const char *version,
+                         const char *key, char *value, size_t len, const char *extra_name,
+                         const char *extra) {
     char ts[24];
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(5);
     snprintf(ts, sizeof ts, "%" PRId64, it->job->ctx.received_ms);
-    rd_kafka_header_add(hdrs, "schema_version", -1, STR(PAY_SCHEMA_VERSION), -1);
+    rd_kafka_header_add(hdrs, "schema_version", -1, version, -1);
     rd_kafka_header_add(hdrs, "payment_id", -1, it->payment_id, -1);
     rd_kafka_header_add(hdrs, "ingest_ts", -1, ts, -1);
     rd_kafka_header_add(hdrs, "content-type", -1, "application/json", -1);
@@ -1071,7 +1074,8 @@ static void payment_produce(ingest *ing, ingest_item *it, const pay_payment *p, 
         return;
     }
     pay_partition_key(p, key);
-    item_produce(ing, it, ing->rkt, key, event, len, "pii_key_id", pii_key_id(gen->pii));
+    item_produce(ing, it, ing->rkt, STR(PAY_SCHEMA_VERSION), key, event, len, "pii_key_id",
+                 pii_key_id(gen->pii));
 }
 
 /* The raw identifiers of a payment, by pii_kind. */
@@ -1649,8 +1653,8 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
         memcpy(it->payment_id, job->ctx.path_id, sizeof it->payment_id);
         char *msg = outcome_encode(job, body, known_ms);
         if (msg) {
-            item_produce(ing, it, ing->outcomes_rkt, it->payment_id, msg, strlen(msg), "outcome_id",
-                         job->outcome_id);
+            item_produce(ing, it, ing->outcomes_rkt, STR(OUTCOME_SCHEMA_VERSION), it->payment_id,
+                         msg, strlen(msg), "outcome_id", job->outcome_id);
             if (it->state == ITEM_PRODUCING) job->waiting++;
         } else {
             item_fail(ing, it, "internal_error", "could not encode the outcome");
