@@ -4,11 +4,12 @@
  *   SIGTERM, SIGINT  graceful: stop accepting connections, let in-flight requests get their delivery
  *                    reports (up to shutdown-timeout-ms; those still waiting then get 503, see
  *                    on_drain_timeout in ingest.c), exit 0. A second one exits at once.
- * A fatal producer error drains the same way by itself, then exits 1 (producer_fatal, ingest.c).
  *   SIGHUP           reloads the API keys file, the Shopify secrets, the TLS certificate and the
  *                    PII secret; a file that does not load is logged and the previous version stays
  *                    in force. A new PII secret changes every digest from then on (a rotation,
  *                    docs/operations.md): it is logged as pii_key_changed with both key ids.
+ * Not a signal but the same drain: a fatal producer error (producer_fatal in ingest.c) stops ingest
+ * as SIGTERM does, then it exits 1 (fatal_exit_status) to be restarted with a new producer.
  *
  * Subcommand: `fraudshield-ingest keys create --id ID --scopes a,b [--rate N] [--keys-file PATH]`
  * appends a new API key's hashed entry to the keys file and prints the key, once. */
