@@ -103,6 +103,13 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_L
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOOLS_LIBS) $(shell pkg-config --libs cmocka)
 
+# Unit tests that #include a module's .c for its static functions link against the archive, as the
+# fuzz harnesses do (their copy of the module takes its place); the others link the objects.
+UNIT_INCLUDING := $(BUILD)/tests/test_ingest_produce
+$(UNIT_INCLUDING): $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libfraudshield.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TOOLS_LIBS) $(shell pkg-config --libs cmocka)
+
 $(BUILD)/libfraudshield.a: $(COMMON_OBJ) $(SCORER_LIB) $(INGEST_LIB) $(ALERTER_LIB) $(TOOLS_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^

@@ -1,4 +1,4 @@
-/* fsutil: UUIDs, RFC 3339 time, clocks. */
+/* fsutil: UUIDs, RFC 3339 time, clocks, secret files' modes. */
 #include "fsutil.h"
 
 #include <ctype.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char HEX[] = "0123456789abcdef";
 
@@ -237,4 +238,24 @@ void fs_utf8_trim(char *s) {
     unsigned char lead = (unsigned char)s[i - 1];
     size_t need = lead >= 0xf0 ? 3 : lead >= 0xe0 ? 2 : lead >= 0xc0 ? 1 : 0;
     if (lead >= 0xc0 && cont < need) s[i - 1] = '\0';
+}
+
+const char *fs_secret_mode_exposure(mode_t mode, gid_t gid, const gid_t *groups, size_t n) {
+    bool own = false;
+    for (size_t i = 0; i < n && !own; i++) own = groups[i] == gid;
+    if (mode & S_IRWXO) return "open to other users";
+    if (mode & S_IWGRP) return "writable by its group";
+    if ((mode & S_IRWXG) && !own) return "readable by its group, which is not one of this process's";
+    return NULL;
+}
+
+/* More supplementary groups than this (getgroups fails with EINVAL): judged by the effective group
+ * alone, which at worst warns about a file that is fine. */
+#define FS_GROUPS_MAX 256
+
+const char *fs_secret_file_exposure(const struct stat *st) {
+    gid_t groups[FS_GROUPS_MAX + 1];
+    int n = getgroups(FS_GROUPS_MAX, groups + 1);
+    groups[0] = getegid();
+    return fs_secret_mode_exposure(st->st_mode, st->st_gid, groups, n > 0 ? (size_t)n + 1 : 1);
 }

@@ -1,4 +1,4 @@
-/* fsutil: small shared helpers: UUIDs, RFC 3339 time, clocks. */
+/* fsutil: small shared helpers: UUIDs, RFC 3339 time, clocks, secret files' modes. */
 #ifndef FS_FSUTIL_H
 #define FS_FSUTIL_H
 
@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #define FS_UUID_STRLEN 36 /* without the terminating NUL */
 
@@ -57,5 +59,15 @@ static inline void fs_qsort(void *base, size_t n, size_t size, int (*cmp)(const 
 /* Cuts an incomplete UTF-8 sequence off the end of s, as left by a truncation to a fixed buffer
  * (snprintf): text for JSON (an error body, a log line) must stay valid UTF-8. */
 void fs_utf8_trim(char *s);
+
+/* Why a secret file of this mode, whose group is gid, is open to more than the process, or NULL.
+ * groups[0..n): the process's groups (effective and supplementary). Other users' bits always
+ * count, and so does group write; group read only when gid is not one of the process's groups: a
+ * Kubernetes secret volume is root:<fsGroup> 0440 (defaultMode), fsGroup being the pod's own. */
+const char *fs_secret_mode_exposure(mode_t mode, gid_t gid, const gid_t *groups, size_t n);
+
+/* fs_secret_mode_exposure() of the file st describes, against the calling process's groups
+ * (getegid() and getgroups()). */
+const char *fs_secret_file_exposure(const struct stat *st);
 
 #endif

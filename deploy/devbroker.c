@@ -8,7 +8,7 @@
  *
  * Signals: SIGTERM/SIGINT stop it (exit 0, bootstrap file removed); SIGUSR1 takes every broker down
  * (connections dropped, new ones refused) and SIGUSR2 brings them back; SIGHUP makes every offset
- * commit (with --hup-fault=produce: every produce request) fail until the next SIGHUP (or
+ * commit (with --hup-fault=produce or fatal: every produce request) fail until the next SIGHUP (or
  * commit-fault-ms). All three are for fault-injection tests,
  * like --commit-errors, --pid-errors and --fence-broker. */
 #include <errno.h>
@@ -78,8 +78,10 @@ static const cfg_opt devbroker_options[] = {
      "SIGHUP or for this long (then every error of that kind, --commit-errors' too, is cleared)",
      false},
     {"hup-fault", "FS_HUP_FAULT", CFG_STRING, "commit", 1, 16, offsetof(devbroker_conf, hup_fault),
-     "what SIGHUP makes fail: commit (offset commits, REBALANCE_IN_PROGRESS) or produce (every "
-     "produce request, INVALID_RECORD: the messages fail, the producer stays usable)",
+     "what SIGHUP makes fail: commit (offset commits, REBALANCE_IN_PROGRESS), produce (every "
+     "produce request, INVALID_RECORD: the messages fail, the producer stays usable) or fatal "
+     "(every produce request, OUT_OF_ORDER_SEQUENCE_NUMBER: a fatal error for an idempotent "
+     "producer)",
      false},
     {"pid-errors", "FS_PID_ERRORS", CFG_INT, "0", 0, 1000, offsetof(devbroker_conf, pid_errors),
      "fault injection: the first N InitProducerId requests (an idempotent producer's start) fail "
@@ -202,16 +204,21 @@ static void set_all_brokers(rd_kafka_mock_cluster_t *mc, int broker_count, int u
 
 enum { API_PRODUCE = 0, API_OFFSET_COMMIT = 8, API_HEARTBEAT = 12, API_INIT_PRODUCER_ID = 22 }; /* Kafka API keys */
 
-/* The fault SIGHUP toggles: which requests fail, with what. */
+/* The fault SIGHUP toggles: which requests (what) fail, with what error. */
 typedef struct hup_fault {
     const char *name;
     int16_t api;
     rd_kafka_resp_err_t err;
+    const char *what;
 } hup_fault;
 
+/* fatal: librdkafka's idempotent producer takes an out-of-order sequence on the oldest request in
+ * flight of a partition for a desynchronization it cannot repair (a fatal error): the way to make a
+ * producer fatal after it has delivered (--pid-errors does it at its start). */
 static const hup_fault HUP_FAULTS[] = {
-    {"commit", API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS},
-    {"produce", API_PRODUCE, RD_KAFKA_RESP_ERR_INVALID_RECORD},
+    {"commit", API_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS, "commit"},
+    {"produce", API_PRODUCE, RD_KAFKA_RESP_ERR_INVALID_RECORD, "produce"},
+    {"fatal", API_PRODUCE, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, "produce"},
 };
 
 /* The next n requests of api fail with err. */
@@ -264,13 +271,13 @@ static void toggle_fault(rd_kafka_mock_cluster_t *mc, const hup_fault *f, int64_
         *until_ms = now + window_ms;
         log_fields(LOG_WARN, "fault_injected",
                    json_pack("{s:s,s:I}", "fault", f->name, "commit_fault_ms", (json_int_t)window_ms),
-                   "every %s request fails until the next SIGHUP (at most %" PRId64 " ms)", f->name,
-                   window_ms);
+                   "every %s request fails (%s) until the next SIGHUP (at most %" PRId64 " ms)",
+                   f->what, rd_kafka_err2name(f->err), window_ms);
     } else if (*until_ms && (toggle || now >= *until_ms)) {
         *until_ms = 0;
         rd_kafka_mock_clear_request_errors(mc, f->api);
         log_fields(LOG_WARN, "fault_cleared", json_pack("{s:s}", "fault", f->name),
-                   "%s requests succeed again (%s)", f->name,
+                   "%s requests succeed again (%s)", f->what,
                    toggle ? "SIGHUP" : "commit-fault-ms elapsed");
     }
 }
@@ -327,7 +334,8 @@ static int run(const devbroker_conf *conf, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < sizeof HUP_FAULTS / sizeof *HUP_FAULTS; i++)
         if (strcmp(conf->hup_fault, HUP_FAULTS[i].name) == 0) fault = &HUP_FAULTS[i];
     if (!fault) {
-        snprintf(errstr, errstr_size, "hup-fault must be commit or produce, not %.100s", conf->hup_fault);
+        snprintf(errstr, errstr_size, "hup-fault must be commit, produce or fatal, not %.100s",
+                 conf->hup_fault);
         goto done;
     }
     if (rf > n) {

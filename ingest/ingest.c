@@ -76,7 +76,7 @@
 #define DRAIN_UNKNOWN "this instance shut down before the broker confirmed the message, which may or " \
                       "may not be stored: retry with the same Idempotency-Key (or payment_id; a " \
                       "duplicate is absorbed)"
-#define OUTCOME_SCHEMA_VERSION 1
+#define OUTCOME_SCHEMA_VERSION 1 /* payment_outcomes (payment-outcome.v1.json): body and header */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -135,7 +135,8 @@ struct ingest {
     int retry_after_seconds;
     int shutdown_timeout_ms;
     bool ready;    /* the producer talks to the brokers (see readiness_set) */
-    bool fatal;    /* librdkafka fatal error: never ready again, every request 503 */
+    bool fatal;    /* librdkafka fatal error: draining, then exit 1 (producer_fatal) */
+    char fatal_error[512]; /* its text, for the exit (ingest_fatal_error) */
     bool draining; /* SIGTERM: listener closed, waiting for in-flight requests */
     bool finished; /* event_base_loopexit() requested */
     ingest_counters n;
@@ -1029,13 +1030,16 @@ static void item_fail(ingest *ing, ingest_item *it, const char *code, const char
 }
 
 /* Produces value (taken: freed by librdkafka, or here on failure) as the item's message, with the
- * headers every message carries, plus extra_name=extra when extra_name is not NULL. */
-static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, const char *key,
-                         char *value, size_t len, const char *extra_name, const char *extra) {
+ * headers every message carries, plus extra_name=extra when extra_name is not NULL. version: the
+ * schema_version of value's own schema (a payment's and an outcome's evolve apart), which the
+ * header repeats for consumers that route on it before parsing. */
+static void item_produce(ingest *ing, ingest_item *it, rd_kafka_topic_t *rkt, const char *version,
+                         const char *key, char *value, size_t len, const char *extra_name,
+                         const char *extra) {
     char ts[24];
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(5);
     snprintf(ts, sizeof ts, "%" PRId64, it->job->ctx.received_ms);
-    rd_kafka_header_add(hdrs, "schema_version", -1, STR(PAY_SCHEMA_VERSION), -1);
+    rd_kafka_header_add(hdrs, "schema_version", -1, version, -1);
     rd_kafka_header_add(hdrs, "payment_id", -1, it->payment_id, -1);
     rd_kafka_header_add(hdrs, "ingest_ts", -1, ts, -1);
     rd_kafka_header_add(hdrs, "content-type", -1, "application/json", -1);
@@ -1070,7 +1074,8 @@ static void payment_produce(ingest *ing, ingest_item *it, const pay_payment *p, 
         return;
     }
     pay_partition_key(p, key);
-    item_produce(ing, it, ing->rkt, key, event, len, "pii_key_id", pii_key_id(gen->pii));
+    item_produce(ing, it, ing->rkt, STR(PAY_SCHEMA_VERSION), key, event, len, "pii_key_id",
+                 pii_key_id(gen->pii));
 }
 
 /* The raw identifiers of a payment, by pii_kind. */
@@ -1323,7 +1328,7 @@ static int batch_item_id(const char *caller, const char *key, const batch_print 
     return idempotency_id(caller, key, suffix, out);
 }
 
-/* The checks every write shares: draining, fatal producer, content type, size, Idempotency-Key.
+/* The checks every write shares: draining, content type, size, Idempotency-Key.
  * Returns 0 to go on (idem_id filled when the header is present), or -1 after replying. */
 static int write_precheck(ingest *ing, ingest_ctx *ctx, size_t max_body, const char *suffix,
                           char idem_id[37], bool *has_idem) {
@@ -1332,11 +1337,9 @@ static int write_precheck(ingest *ing, ingest_ctx *ctx, size_t max_body, const c
     size_t len = evbuffer_get_length(evhttp_request_get_input_buffer(req));
     const char *idem_key = evhttp_find_header(h, "Idempotency-Key");
     *has_idem = idem_key != NULL;
-    if (ing->draining) {
+    if (ing->draining) { /* SIGTERM, or a fatal producer error (producer_fatal) */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         reply_unavailable(ing, ctx, "shutting_down", "this instance is shutting down; retry");
-    } else if (ing->fatal) {
-        reply_unavailable(ing, ctx, "broker_unavailable", "the Kafka producer hit a fatal error");
     } else if (len > max_body) {
         reply_error(ing, ctx, 413, "payload_too_large", "the body exceeds %zu bytes", max_body);
     } else if (idem_key && idempotency_id(ctx->caller, idem_key, suffix, idem_id) != 0) {
@@ -1395,7 +1398,7 @@ static void handle_post_payment(ingest *ing, ingest_ctx *ctx) {
     char idem_id[37];
     bool has_idem;
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ctx->req), "Content-Type");
-    if (!ing->draining && !ing->fatal && !content_type_is_json(ct)) {
+    if (!ing->draining && !content_type_is_json(ct)) {
         reply_error(ing, ctx, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
     }
@@ -1427,7 +1430,7 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
     batch_format fmt;
     struct evhttp_request *req = ctx->req;
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    if (!ing->draining && !ing->fatal && batch_format_of(ct, &fmt) != 0) {
+    if (!ing->draining && batch_format_of(ct, &fmt) != 0) {
         reply_error(ing, ctx, 415, "unsupported_media_type",
                     "Content-Type must be application/json (an array) or application/x-ndjson");
         return;
@@ -1621,7 +1624,7 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
     }
     fs_uuid_lower(ctx->path_id);
     memcpy(ctx->payment_id, ctx->path_id, sizeof ctx->payment_id); /* a valid UUID: 36 + NUL */
-    if (!ing->draining && !ing->fatal && !content_type_is_json(ct)) {
+    if (!ing->draining && !content_type_is_json(ct)) {
         reply_error(ing, ctx, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
     }
@@ -1650,8 +1653,8 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
         memcpy(it->payment_id, job->ctx.path_id, sizeof it->payment_id);
         char *msg = outcome_encode(job, body, known_ms);
         if (msg) {
-            item_produce(ing, it, ing->outcomes_rkt, it->payment_id, msg, strlen(msg), "outcome_id",
-                         job->outcome_id);
+            item_produce(ing, it, ing->outcomes_rkt, STR(OUTCOME_SCHEMA_VERSION), it->payment_id,
+                         msg, strlen(msg), "outcome_id", job->outcome_id);
             if (it->state == ITEM_PRODUCING) job->waiting++;
         } else {
             item_fail(ing, it, "internal_error", "could not encode the outcome");
@@ -1726,7 +1729,7 @@ static void delivery_settle(ingest *ing, ingest_item *it, const rd_kafka_message
         ing->payments_failed++;
         log_msg(LOG_WARN, "delivery_failed", "payment %s (request %s): %s", it->payment_id,
                 it->job->ctx.request_id, rd_kafka_err2str(m->err));
-        if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE) /* the drain timeout: never sent */
+        if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE) /* drain timeout, fatal error: never sent */
             item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_NOT_SENT));
         else if (m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) /* sent, the answer never read */
             item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_UNKNOWN));
@@ -1775,14 +1778,32 @@ static void on_kafka_events(evutil_socket_t fd, short what, void *arg) {
     }
 }
 
+/* A fatal producer error (the idempotent producer fenced or refused its producer id, or out of
+ * step with a broker's sequence numbers): this producer never delivers again. librdkafka fails what
+ * it had queued (PURGE_QUEUE reports) and what is in flight ends in its own report. The instance
+ * then stops the way SIGTERM stops it (ingest_drain: no new connections, new requests 503
+ * shutting_down, every waiting request answered: 202 only for what the broker acknowledged, 503
+ * from its delivery report for the rest) and the process exits 1 (main.c, ingest_fatal_error),
+ * like the scorer and the alerter on theirs: Kubernetes restarts it with a new producer, and a
+ * fault that comes back every time shows as restarts, not as one pod quietly out of the Service.
+ * Staying up unready (as before) needed someone to restart it by hand: /health had no reason to
+ * fail. Exiting at once would have left the waiting clients without an answer. */
+static void producer_fatal(ingest *ing, const char *why) {
+    if (ing->fatal) return;
+    ing->fatal = true;
+    ing->ready = false;
+    snprintf(ing->fatal_error, sizeof ing->fatal_error, "%s", why);
+    log_fields(LOG_ERROR, "kafka_fatal", json_pack("{s:s}", "error", why),
+               "fatal producer error: stopping (the requests in flight get their answers), then "
+               "exit 1");
+    ingest_drain(ing);
+}
+
 static void on_kafka_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     ingest *ing = opaque;
     char fatal[512];
     if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(rk, fatal, sizeof fatal)) {
-        ing->fatal = true;
-        ing->ready = false;
-        log_msg(LOG_ERROR, "kafka_fatal", "producer fatal error, every request now gets 503: %s",
-                fatal);
+        producer_fatal(ing, fatal);
         return;
     }
     log_msg(LOG_WARN, "kafka_error", "%s: %s", rd_kafka_err2name(err), reason);
@@ -2332,6 +2353,8 @@ void ingest_drain(ingest *ing) {
 }
 
 void ingest_counters_get(const ingest *ing, ingest_counters *out) { *out = ing->n; }
+
+const char *ingest_fatal_error(const ingest *ing) { return ing->fatal ? ing->fatal_error : NULL; }
 
 /* Delivers or purges what is left; every remaining delivery report settles its item (no request
  * is alive any more: evhttp_free() closed them all). */

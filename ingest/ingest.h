@@ -108,10 +108,16 @@ int ingest_rekey(ingest *ing, const void *secret, size_t secret_len, char *errst
 /* Graceful shutdown: closes the listening socket, answers new requests on open connections with
  * 503, and ends the event loop (event_base_loopexit) once every in-flight request has its answer,
  * or after shutdown_timeout_ms (the remaining messages are purged and their clients get 503).
- * Calling it again is a no-op. */
+ * SIGTERM calls it, and so does a fatal producer error (ingest_fatal_error). Calling it again is
+ * a no-op. */
 void ingest_drain(ingest *ing);
 
 void ingest_counters_get(const ingest *ing, ingest_counters *out);
+
+/* The producer's fatal error, or NULL. Once it came, ingest drained as on SIGTERM (ingest_drain)
+ * and the loop ends by itself: the process must then exit 1, so that it is restarted with a new
+ * producer (this one never delivers again). */
+const char *ingest_fatal_error(const ingest *ing);
 
 /* Closes every connection, flushes and destroys the producer. Accepts NULL. */
 void ingest_destroy(ingest *ing);

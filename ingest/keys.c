@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -103,6 +104,34 @@ void keys_scopes_format(unsigned scopes, char *out, size_t out_size) {
     }
 }
 
+/* Sources that are not API keys. A payment's and a label's source (payments.source, the outcome's
+ * "source") is the key id of its sender, or one of these: a key named like one would pass its
+ * payments and labels off as theirs (its outcomes as an analyst's, say). Compared regardless of
+ * case, as a person reading them would. "shopify:<shop>" needs no entry: ':' is not in key ids. */
+static const struct {
+    const char *id;
+    const char *whose;
+} RESERVED_IDS[] = {
+    {"analyst", "the alerter's analyst resolutions"},
+    {"anonymous", "ingest's requests with auth off"},
+};
+
+/* Whose source a reserved id is (for the message), or NULL. */
+static const char *id_reserved(const char *id) {
+    for (size_t i = 0; i < sizeof RESERVED_IDS / sizeof RESERVED_IDS[0]; i++)
+        if (strcasecmp(id, RESERVED_IDS[i].id) == 0) return RESERVED_IDS[i].whose;
+    return NULL;
+}
+
+/* A valid key id that is reserved: -1 with errstr. */
+static int id_not_reserved(const char *id, char *errstr, size_t errstr_size) {
+    const char *whose = id_reserved(id);
+    if (!whose) return 0;
+    snprintf(errstr, errstr_size, "key id %s is reserved: as the source of a payment or a label it "
+             "names %s, not an API key; pick another id", id, whose);
+    return -1;
+}
+
 static bool id_valid(const char *id, size_t n) {
     if (n == 0 || n > KEYS_ID_MAX) return false;
     for (size_t i = 0; i < n; i++) {
@@ -148,6 +177,7 @@ int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errs
         snprintf(errstr, errstr_size, "key id must be 1..%d of [A-Za-z0-9_-]", KEYS_ID_MAX);
         return -1;
     }
+    if (id_not_reserved(f[0], errstr, errstr_size) != 0) return -1;
     if (keys_scopes_parse(f[1], &out->scopes, errstr, errstr_size) != 0) return -1;
     if (keys_parse_rate(f[2], &out->rate) != 0) {
         snprintf(errstr, errstr_size, "rate must be an integer 0..%d (0 = unlimited)", KEYS_RATE_MAX);
@@ -437,7 +467,8 @@ int keys_create(const char *path, const char *id, unsigned scopes, uint32_t rate
                  KEYS_ID_MAX);
         return -1;
     }
-    if (id_unused(path, id, errstr, errstr_size) != 0 ||
+    if (id_not_reserved(id, errstr, errstr_size) != 0 ||
+        id_unused(path, id, errstr, errstr_size) != 0 ||
         key_generate(id, key_out, hash, sizeof hash, errstr, errstr_size) != 0)
         goto done;
     keys_scopes_format(scopes, scopes_s, sizeof scopes_s);

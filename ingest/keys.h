@@ -51,7 +51,9 @@ typedef struct keys_entry {
 typedef struct keys keys;             /* the entries of one keys file */
 typedef struct keys_cache keys_cache; /* presented key -> key id, across reloads */
 
-/* Parses one line. Returns 1 with *out filled, 0 for a blank or comment line, -1 with errstr. */
+/* Parses one line. Returns 1 with *out filled, 0 for a blank or comment line, -1 with errstr (a
+ * reserved key id included: "analyst", "anonymous", any case, are sources that are not API keys;
+ * keys_create refuses them too). */
 int keys_parse_line(const char *line, keys_entry *out, char *errstr, size_t errstr_size);
 
 /* A rate limit as the keys file and `keys create --rate` take it: requests per second,

@@ -8,6 +8,8 @@
  *                    PII secret; a file that does not load is logged and the previous version stays
  *                    in force. A new PII secret changes every digest from then on (a rotation,
  *                    docs/operations.md): it is logged as pii_key_changed with both key ids.
+ * Not a signal but the same drain: a fatal producer error (producer_fatal in ingest.c) stops ingest
+ * as SIGTERM does, then it exits 1 (fatal_exit_status) to be restarted with a new producer.
  *
  * Subcommand: `fraudshield-ingest keys create --id ID --scopes a,b [--rate N] [--keys-file PATH]`
  * appends a new API key's hashed entry to the keys file and prints the key, once. */
@@ -27,6 +29,7 @@
 #include "app.h"
 #include "cfg.h"
 #include "db.h"
+#include "fsutil.h"
 #include "ingest.h"
 #include "keys.h"
 #include "kafka.h"
@@ -196,6 +199,19 @@ typedef struct signal_ctx {
     int stops; /* SIGTERM/SIGINT seen */
 } signal_ctx;
 
+/* Warns when the secret file is open to more than this process (fs_secret_file_exposure: a group
+ * that is the process's own may read it, as Kubernetes mounts secrets with fsGroup). */
+static void secret_file_check(const char *path, const struct stat *st) {
+    char mode[8];
+    const char *why = fs_secret_file_exposure(st);
+    if (!why) return;
+    snprintf(mode, sizeof mode, "%04o", (unsigned)(st->st_mode & 07777));
+    log_fields(LOG_WARN, "pii_secret_permissions",
+               json_pack("{s:s, s:s, s:I}", "path", path, "mode", mode, "gid", (json_int_t)st->st_gid),
+               "%s is %s (mode %s): the PII secret should be readable by this process's user "
+               "or group only", path, why, mode);
+}
+
 /* Reads the secret file: at most PII_SECRET_MAX bytes, trailing CR/LF dropped (so `openssl rand
  * -hex 32 > file` works). Returns a malloc'd buffer the caller wipes and frees, or NULL. */
 static unsigned char *secret_file_read(const char *path, size_t *len, char *errstr, size_t n) {
@@ -207,8 +223,7 @@ static unsigned char *secret_file_read(const char *path, size_t *len, char *errs
         snprintf(errstr, n, "pii-secret-file %s: %s", path, strerror(errno));
         goto done;
     }
-    if (st.st_mode & 077)
-        log_msg(LOG_WARN, "pii_secret_permissions", "%s is readable by group or others", path);
+    secret_file_check(path, &st);
     buf = malloc(PII_SECRET_MAX + 1);
     if (buf) got = read(fd, buf, PII_SECRET_MAX + 1);
     if (got < 0 || got > PII_SECRET_MAX) {
@@ -314,6 +329,17 @@ static void log_counters(const ingest *ing) {
                          "server_errors", (json_int_t)c.server_errors, "delivery_failures",
                          (json_int_t)c.delivery_failures, "in_flight", (json_int_t)c.in_flight),
                "stopped after %" PRIu64 " requests (%" PRIu64 " accepted)", c.requests, c.accepted);
+}
+
+/* 0, or 1 after a fatal producer error (the drain it started has ended the loop): exiting 1 gets
+ * the process restarted with a new producer, as the scorer and the alerter are on theirs. */
+static int fatal_exit_status(const ingest *ing) {
+    const char *fatal = ingest_fatal_error(ing);
+    if (!fatal) return 0;
+    log_fields(LOG_ERROR, "fatal_exit", json_pack("{s:s}", "error", fatal),
+               "exit status 1: the Kafka producer hit a fatal error and never delivers again (a "
+               "restart gets a new one)");
+    return 1;
 }
 
 static ingest_config ingest_config_from(const ingest_opts *o, const cfg_props *props,
@@ -457,7 +483,8 @@ static int run(const ingest_opts *o, const cfg_props *props) {
     if (app_reload_requested) raise(SIGHUP);
     event_base_dispatch(sc.base);
     log_counters(sc.ing);
-    rc = 0;
+    rc = fatal_exit_status(sc.ing);
+    errstr[0] = '\0'; /* not a start-up failure */
 failed:
     if (rc && errstr[0]) log_msg(LOG_ERROR, "startup_failed", "%s", errstr);
     for (int i = 0; i < 3; i++)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -300,6 +301,43 @@ static void test_metrics_render(void **state) {
 }
 
 /* fs_int_format writes what printf("%" PRId64) writes, at the edges and around every power of 10. */
+/* A secret file's mode: group read is fine when the group is one of the process's (Kubernetes'
+ * secret volumes: root:<fsGroup> 0440), never group write nor other users' bits. */
+static void test_secret_mode_exposure(void **state) {
+    (void)state;
+    const gid_t mine[] = {10001, 20};
+    assert_null(fs_secret_mode_exposure(0600, 0, mine, 2));
+    assert_null(fs_secret_mode_exposure(0400, 4242, mine, 2));
+    assert_null(fs_secret_mode_exposure(0440, 10001, mine, 2)); /* the k8s mount: was warned */
+    assert_null(fs_secret_mode_exposure(0640, 20, mine, 2));    /* a supplementary group */
+    assert_string_equal(fs_secret_mode_exposure(0440, 4242, mine, 2),
+                        "readable by its group, which is not one of this process's");
+    assert_string_equal(fs_secret_mode_exposure(0660, 10001, mine, 2), "writable by its group");
+    assert_string_equal(fs_secret_mode_exposure(0420, 10001, mine, 2), "writable by its group");
+    assert_string_equal(fs_secret_mode_exposure(0444, 10001, mine, 2), "open to other users");
+    assert_string_equal(fs_secret_mode_exposure(0602, 0, mine, 2), "open to other users");
+    assert_string_equal(fs_secret_mode_exposure(0440, 10001, NULL, 0),
+                        "readable by its group, which is not one of this process's");
+
+    /* A file of ours (its group is our effective one) against the process's real groups. */
+    char path[] = "/tmp/fs_test_secret.XXXXXX";
+    struct stat st;
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(fchown(fd, (uid_t)-1, getegid()), 0);
+    assert_int_equal(fchmod(fd, 0440), 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_null(fs_secret_file_exposure(&st));
+    assert_int_equal(fchmod(fd, 0460), 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_string_equal(fs_secret_file_exposure(&st), "writable by its group");
+    assert_int_equal(fchmod(fd, 0604), 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_string_equal(fs_secret_file_exposure(&st), "open to other users");
+    close(fd);
+    unlink(path);
+}
+
 static void test_int_format(void **state) {
     (void)state;
     int64_t cases[64 + 4];
@@ -779,6 +817,7 @@ int main(void) {
         cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_metrics_remove),
         cmocka_unit_test(test_int_format),
+        cmocka_unit_test(test_secret_mode_exposure),
         cmocka_unit_test(test_kafka_poll_clock),
         cmocka_unit_test(test_kafka_stats_partition_lag),
         cmocka_unit_test(test_kafka_conf_aliases),

@@ -42,6 +42,13 @@ static void test_parse_line_table(void **state) {
         {"k payments:write 1 $argon2i$v=19$m=1,t=1,p=1$x$y", -1, NULL, 0, 0, "Argon2id"},
         {"bad.id payments:write 1 " HASH, -1, NULL, 0, 0, "key id"},
         {"k , 1 " HASH, -1, NULL, 0, 0, "no scope"},
+        /* the sources that are not API keys (payments.source, the outcome's source) */
+        {"analyst outcomes:write 0 " HASH, -1, NULL, 0, 0, "key id analyst is reserved"},
+        {"anonymous payments:write 0 " HASH, -1, NULL, 0, 0, "key id anonymous is reserved"},
+        {"Analyst outcomes:write 0 " HASH, -1, NULL, 0, 0, "reserved"},
+        {"ANONYMOUS payments:write 0 " HASH, -1, NULL, 0, 0, "reserved"},
+        {"analysts outcomes:write 0 " HASH, 1, "analysts", KEYS_SCOPE_OUTCOMES_WRITE, 0, NULL},
+        {"shopify payments:write 0 " HASH, 1, "shopify", KEYS_SCOPE_PAYMENTS_WRITE, 0, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         keys_entry e;
@@ -90,6 +97,9 @@ static void test_load_text_and_find(void **state) {
     assert_non_null(strstr(err, "line 2"));
     assert_null(keys_load_text("a payments:write 1 " HASH "\na payments:read 1 " HASH "\n", err, sizeof err));
     assert_non_null(strstr(err, "duplicate"));
+    assert_null(keys_load_text("# keys\na payments:write 1 " HASH "\nanalyst outcomes:write 0 " HASH "\n",
+                               err, sizeof err));
+    assert_non_null(strstr(err, "line 3: key id analyst is reserved"));
     keys_destroy(NULL);
 }
 
@@ -132,6 +142,11 @@ static void test_create_verify_and_cache(void **state) {
     assert_int_equal(keys_create(path, "svc", KEYS_SCOPE_PAYMENTS_READ, 0, key2, err, sizeof err), -1);
     assert_non_null(strstr(err, "already"));
     assert_int_equal(keys_create(path, "other", KEYS_SCOPE_PAYMENTS_READ, 0, key2, err, sizeof err), 0);
+    for (size_t i = 0; i < 3; i++) { /* refused, and nothing appended */
+        static const char *const reserved[] = {"analyst", "anonymous", "Analyst"};
+        assert_int_equal(keys_create(path, reserved[i], KEYS_SCOPE_OUTCOMES_WRITE, 0, key2, err, sizeof err), -1);
+        assert_non_null(strstr(err, "is reserved"));
+    }
     keys *k = keys_load(path, err, sizeof err);
     assert_non_null(k);
     assert_int_equal(keys_count(k), 2);
