@@ -113,6 +113,42 @@ static int parse_features(model *m, const char *list, char *errstr, size_t errst
         }
         c += len + (c[len] == ',');
     }
+    /* a name twice: the scorer would fill both columns with the same value, and at most one of
+     * them can be the column the trees learnt under that name */
+    for (size_t i = 0; i < m->nf; i++)
+        for (size_t j = i + 1; j < m->nf; j++)
+            if (strcmp(m->names[i], m->names[j]) == 0) {
+                snprintf(errstr, errstr_size, "fs_features: \"%s\" is named twice (columns %zu "
+                         "and %zu)", m->names[i], i + 1, j + 1);
+                return -1;
+            }
+    return 0;
+}
+
+/* fs_features against XGBoost's own feature names: the columns are fed by fs_features, the trees
+ * split on columns by position, so a file whose two lists differ (a header edited or copied from
+ * another model) would feed e.g. amount_minor into the column learnt as user_count_300s. A model
+ * without XGBoost feature names (written by other tools) has nothing to compare and loads as
+ * before: fs_features alone then tells the order. */
+static int check_booster_names(model *m, char *errstr, size_t errstr_size) {
+    bst_ulong n = 0;
+    const char **xn = NULL;
+    if (XGBoosterGetStrFeatureInfo(m->booster, "feature_name", &n, &xn) != 0)
+        return xgb_fail(errstr, errstr_size, "reading the model's feature names");
+    if (n == 0) return 0;
+    if (n != m->nf) {
+        snprintf(errstr, errstr_size, "fs_features names %zu features, XGBoost's feature_names %"
+                 PRIu64, m->nf, (uint64_t)n);
+        return -1;
+    }
+    /* xn lives in XGBoost's thread-local storage until its next call: none is made here */
+    for (size_t i = 0; i < m->nf; i++)
+        if (strcmp(m->names[i], xn[i]) != 0) {
+            snprintf(errstr, errstr_size, "fs_features does not match XGBoost's feature_names: "
+                     "column %zu is \"%s\" in fs_features, \"%.64s\" in feature_names", i + 1,
+                     m->names[i], xn[i]);
+            return -1;
+        }
     return 0;
 }
 
@@ -180,6 +216,7 @@ static int check_header(model *m, const void *bytes, size_t len, char *errstr, s
                  m->nf, (uint64_t)nfeat);
         return -1;
     }
+    if (check_booster_names(m, errstr, errstr_size) != 0) return -1;
     set_version(m, label, bytes, len);
     return 0;
 }
@@ -370,6 +407,15 @@ model *model_train(const float *rows, const float *labels, size_t nrows, size_t 
         !*version || strlen(version) > VERSION_LABEL_MAX) {
         snprintf(errstr, errstr_size, "training needs rows, 1..%d features and a version label of "
                  "1..%d bytes", MODEL_MAX_FEATURES, VERSION_LABEL_MAX);
+        return NULL;
+    }
+    /* one class only: the trees learn nothing and every payment gets that class's rate (all
+     * fraud: p 0.95 for everyone, every payment blocked) */
+    size_t frauds = 0;
+    for (size_t i = 0; i < nrows; i++) frauds += labels[i] > 0.5f;
+    if (frauds == 0 || frauds == nrows) {
+        snprintf(errstr, errstr_size, "training needs both classes: %zu fraud and %zu legitimate "
+                 "labels", frauds, nrows - frauds);
         return NULL;
     }
     if (!(m = calloc(1, sizeof *m))) {

@@ -7,7 +7,8 @@
  * Booster.load_model), whose learner attributes carry FraudShield's header:
  *   fs_format    "fraudshield-model/1"
  *   fs_version   a label set at training time, e.g. "gbt-20180725-20180731"
- *   fs_features  the feature names, comma-separated, in the model's column order
+ *   fs_features  the feature names, comma-separated, in the model's column order (each once; the
+ *                same list as XGBoost's own feature_names, which fraudshield-train also writes)
  *   fs_*         the training record: period, rows, frauds, parameters, metrics (JSON text)
  * The loaded model's version (decisions.model_version) is "<fs_version>+<first 12 hex digits of
  * the file's SHA-256>", so two different files never share a version string.
@@ -36,8 +37,10 @@
 typedef struct model model;
 
 /* Loads a model file (see above). NULL with errstr when the file is missing, unreadable, not an
- * XGBoost model, or lacks the FraudShield header. threads: prediction threads (0: XGBoost's
- * default, all cores; the scorer uses 1). */
+ * XGBoost model, or lacks the FraudShield header; when fs_features names a feature twice; and when
+ * the model has XGBoost feature names (fraudshield-train writes them) that differ from fs_features
+ * (errstr names the first column that differs; a model without them is taken as fs_features says).
+ * threads: prediction threads (0: XGBoost's default, all cores; the scorer uses 1). */
 model *model_load(const char *path, int threads, char *errstr, size_t errstr_size);
 
 void model_destroy(model *m); /* accepts NULL */
@@ -82,8 +85,9 @@ typedef struct model_params {
 /* The defaults used by fraudshield-train (documented in docs/detection.md). */
 void model_params_default(model_params *p);
 
-/* Trains binary:logistic trees on rows (nrows x ncols, row-major, NAN = missing) and labels (0/1).
- * names: the ncols feature names (copied). version: the fs_version label. Returns the model (its
+/* Trains binary:logistic trees on rows (nrows x ncols, row-major, NAN = missing) and labels (0/1),
+ * which must hold both classes. names: the ncols feature names (copied, also as XGBoost's feature
+ * names; each once). version: the fs_version label. Returns the model (its
  * version gets the hash when saved and loaded again; until then "<label>+unsaved"), or NULL with
  * errstr. */
 model *model_train(const float *rows, const float *labels, size_t nrows, size_t ncols,

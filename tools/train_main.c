@@ -71,8 +71,8 @@ static const cfg_opt train_options[] = {
      "training period FROM:TO, days inclusive, event time UTC (e.g. 2018-07-25:2018-07-31; "
      "\"\": every row)", false},
     {"labels-known-by", "FS_LABELS_KNOWN_BY", CFG_STRING, "", 0, 40, O(labels_known_by),
-     "use only labels known at this time (YYYY-MM-DD or RFC 3339; \"\": every stored label)",
-     false},
+     "use only labels known at this time (YYYY-MM-DD or RFC 3339; \"\": every stored label); "
+     "database only: refused with input (give it to --print-query for the export)", false},
     {"unlabelled", "FS_UNLABELLED", CFG_STRING, "skip", 4, 5, O(unlabelled),
      "rows without a label: skip, or legit (count them as genuine)", false},
     {"output", "FS_OUTPUT", CFG_STRING, "", 0, 4096, O(output),
@@ -81,8 +81,9 @@ static const cfg_opt train_options[] = {
     {"version", "FS_VERSION", CFG_STRING, "", 0, 50, O(version),
      "version label stored in the model (\"\": gbt-FROM-TO, or gbt-all)", false},
     {"features", "FS_FEATURES", CFG_STRING, "auto", 1, 16384, O(features),
-     "comma-separated feature names in model order, or auto (every numeric feature stored, plus "
-     "<entity>_avg_minor_<N>s per sum, sorted)", false},
+     "comma-separated feature names in model order, each once and a number in some row (not "
+     "model_score), or auto (every numeric feature stored, plus <entity>_avg_minor_<N>s per sum, "
+     "sorted)", false},
     {"exclude", "FS_EXCLUDE", CFG_STRING, "", 0, 4096, O(exclude),
      "with auto features: comma-separated name prefixes to leave out (ablations)", false},
     {"holdout-pct", "FS_HOLDOUT_PCT", CFG_INT, "20", 0, 90, O(holdout_pct),
@@ -168,6 +169,12 @@ static int plan_make(const train_opts *o, train_plan *pl, char *errstr, size_t n
         return snprintf(errstr, n, "period: expected YYYY-MM-DD:YYYY-MM-DD, got %s", o->period), -1;
     if (o->labels_known_by[0] && trs_parse_time(o->labels_known_by, &f->known_by_ms) != 0)
         return snprintf(errstr, n, "labels-known-by: not a date or RFC 3339 time"), -1;
+    /* a file holds the labels its export query chose: a cut-off given here would not be applied,
+     * yet recorded in the model as if it had been */
+    if (o->labels_known_by[0] && o->input[0] && !o->print_query)
+        return snprintf(errstr, n, "labels-known-by applies to the database query, not to --input "
+                        "(a file holds the labels its export chose): give it with --print-query "
+                        "when exporting, and leave it out when training from the file"), -1;
     if (strcmp(o->unlabelled, "skip") != 0 && strcmp(o->unlabelled, "legit") != 0)
         return snprintf(errstr, n, "unlabelled: skip or legit"), -1;
     f->unlabelled_legit = strcmp(o->unlabelled, "legit") == 0;
@@ -213,7 +220,7 @@ static int pick_features(const train_opts *o, const trs *t, char ***names, size_
         c += len + (c[len] == ',');
     }
     *nf = count;
-    return 0;
+    return trs_check_features(t, (const char *const *)*names, count, errstr, n);
 }
 
 typedef struct split_metrics {
@@ -233,6 +240,53 @@ static void metrics_of(const float *pred, const float *y, size_t nr, split_metri
     if (evm_auc_roc(it, nr, &m->auc, err, sizeof err) != 0) m->auc = NAN;
     if (evm_average_precision(it, nr, &m->ap, err, sizeof err) != 0) m->ap = NAN;
     free(it);
+}
+
+/* Fraud and legitimate labels among rows [begin, end). */
+static void count_classes(const trs *t, size_t begin, size_t end, size_t *fraud, size_t *legit) {
+    *fraud = 0;
+    for (size_t i = begin; i < end; i++) *fraud += trs_label(t, i) == 1;
+    *legit = end - begin - *fraud;
+}
+
+/* What to do about labelled rows that are all of one class. */
+static const char *one_class_hint(const train_opts *o, const trs *t, size_t fraud) {
+    if (fraud && !strcmp(o->unlabelled, "skip") && trs_skipped(t))
+        return "the unlabelled rows were skipped (--unlabelled skip): a replay that posted only "
+               "fraud outcomes (fraudshield-replay --outcomes fraud) labels no payment "
+               "legitimate; train with --unlabelled legit to count the unlabelled rows as "
+               "genuine, or once legitimate outcomes are recorded";
+    if (fraud)
+        return "record legitimate outcomes too (the model learns fraud against genuine payments)";
+    return "no fraud is known for these payments: widen --period, or take labels known later "
+           "(--labels-known-by, of the export with --input; labels arrive days after the "
+           "payments)";
+}
+
+/* Every set of rows a model is fitted or measured on must hold both classes: one class only gives
+ * trees that predict the same probability for every payment (all fraud: 0.95, every payment
+ * blocked at the default model_weight) and an undefined AUC. Checked before any training:
+ * the rows (what the refit learns from), the older part the first fit learns from, the holdout. */
+static int check_classes(const train_opts *o, const trs *t, size_t ntr, char *errstr, size_t n) {
+    size_t nr = trs_count(t), fraud, legit;
+    count_classes(t, 0, nr, &fraud, &legit);
+    if (fraud == 0 || legit == 0)
+        return snprintf(errstr, n, "a model needs both classes: the %zu labelled rows have %zu "
+                        "fraud and %zu legitimate (%zu unlabelled skipped); %s", nr, fraud, legit,
+                        trs_skipped(t), one_class_hint(o, t, fraud)), -1;
+    count_classes(t, 0, ntr, &fraud, &legit);
+    if (fraud == 0 || legit == 0)
+        return snprintf(errstr, n, "the training rows (the first %zu of %zu in event time, before "
+                        "the --holdout-pct %" PRId64 " holdout) have %zu fraud and %zu legitimate: "
+                        "both classes are needed; lower --holdout-pct or widen --period", ntr, nr,
+                        o->holdout_pct, fraud, legit), -1;
+    count_classes(t, ntr, nr, &fraud, &legit);
+    if (ntr < nr && (fraud == 0 || legit == 0))
+        return snprintf(errstr, n, "the holdout rows (the latest %zu of %zu in event time, "
+                        "--holdout-pct %" PRId64 ") have %zu fraud and %zu legitimate: its AUC "
+                        "and AP need both classes; change --holdout-pct (0: no holdout) or widen "
+                        "--period", nr - ntr, nr, o->holdout_pct, fraud, legit), -1;
+    return 0;
 }
 
 /* Trains on rows [0, end) of the matrix. */
@@ -285,8 +339,8 @@ static int record(model *m, const train_opts *o, const train_plan *pl, const spl
     fs_time_format_rfc3339(fs_now_ms(), now);
     if (model_set_attr(m, "fs_created", now, errstr, n) != 0 ||
         model_set_attr(m, "fs_period", o->period[0] ? o->period : "all", errstr, n) != 0 ||
-        model_set_attr(m, "fs_labels_known_by", o->labels_known_by[0] ? o->labels_known_by : "all",
-                       errstr, n) != 0 ||
+        model_set_attr(m, "fs_labels_known_by", o->input[0] ? "file" : o->labels_known_by[0] ?
+                       o->labels_known_by : "all", errstr, n) != 0 ||
         model_set_attr(m, "fs_source", o->input[0] ? "file" : "postgresql", errstr, n) != 0)
         return -1;
     json_t *data = json_pack("{s:I, s:I, s:s}", "rows", (json_int_t)(tr->rows + ho->rows),
@@ -360,6 +414,7 @@ static int train(const train_opts *o, const train_plan *pl, train_run *r, char *
     log_msg(LOG_INFO, "rows_loaded", "%zu labelled rows (%zu unlabelled skipped)", nr,
             trs_skipped(r->rows));
     if (ntr == 0) return snprintf(errstr, n, "no labelled rows to train on"), -1;
+    if (check_classes(o, r->rows, ntr, errstr, n) != 0) return -1;
     if (pick_features(o, r->rows, &r->names, &r->nf, errstr, n) != 0 ||
         trs_matrix(r->rows, 0, nr, (const char *const *)r->names, r->nf, &r->x, &r->y, errstr,
                    n) != 0)

@@ -92,6 +92,17 @@ int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *
                       size_t errstr_size);
 void trs_names_free(char **names, size_t n);
 
+/* Checks a feature list given by hand (fraudshield-train --features) against the rows: each name
+ * once; not model_score (the scorer's model output, known only after the prediction a column
+ * would feed); and each a number or boolean in some row's features, or derivable there
+ * ("<e>_avg_minor_<N>s" from numbers "<e>_sum_minor_<N>s" and "<e>_count_<N>s" in one row). A name
+ * in no row (a typo) or never a number (currency) is missing in every row: the trees never split
+ * on it, and the model silently lacks the feature meant. A derivable average whose count is 0 in
+ * every row passes, as with auto (a replay without IP addresses: ip_avg_minor_600s). Returns 0, or
+ * -1 with errstr naming the first name at fault. */
+int trs_check_features(const trs *t, const char *const *names, size_t n, char *errstr,
+                       size_t errstr_size);
+
 /* Rows [begin, end) as a dense matrix in the order of names (model_features_row(): the scorer's
  * own mapping), into a malloc'd *rows, and their labels into a malloc'd *labels. */
 int trs_matrix(const trs *t, size_t begin, size_t end, const char *const *names, size_t n,

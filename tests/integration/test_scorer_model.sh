@@ -4,7 +4,8 @@
 # blended into the score (blend.model_weight of the default rules) and stored with the evidence,
 # and its version is recorded with every decision and on processed_payments; SIGHUP loads a new
 # model file (later decisions carry its version), and a corrupt one is rejected: the active model
-# stays and the failure is counted.
+# stays and the failure is counted. A model whose header names its columns otherwise than its
+# trees (fs_features against XGBoost's feature names) does not load either.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_model
@@ -19,12 +20,14 @@ weight=$(sed -n 's/.*"blend": *{"model_weight": *\([0-9]*\)}.*/\1/p' "$rules")
 # format: features, label): fraud = amounts above 120.00, 2 % of the labels flipped (the payments
 # of gen_raw_payments.sh below are 1.00 .. 222.63). Prints the
 # loaded version ("<VERSION>+<hash of the file>"). merchant_count_60s is a feature the scorer does
-# not compute with these rules: the scorer warns that it is always missing.
+# not compute with these rules (the rows come from a scorer configured otherwise): the scorer warns
+# that it is always missing.
 train() {
     awk -v seed="$2" 'BEGIN { srand(seed); for (i = 0; i < 3000; i++) {
         a = 100 + int(rand() * 30000); c = 1 + int(rand() * 20); s = c * (100 + int(rand() * 30000))
         l = a > 12000 ? 1 : 0; if (rand() < 0.02) l = 1 - l
-        printf "{\"amount_minor\":%d,\"user_count_86400s\":%d,\"user_sum_minor_86400s\":%d}\t%d\n", a, c, s, l } }' \
+        printf "{\"amount_minor\":%d,\"user_count_86400s\":%d,\"user_sum_minor_86400s\":%d,", a, c, s
+        printf "\"vault_card_seen\":%d,\"merchant_count_60s\":%d}\t%d\n", int(rand() * 3), int(rand() * 5), l } }' \
         >"$FS_TEST_DIR/rows-$2.tsv"
     "$BUILD/bin/fraudshield-train" --input "$FS_TEST_DIR/rows-$2.tsv" --holdout-pct 0 --rounds 30 \
         --eta 0.3 --threads 1 --features amount_minor,user_count_86400s,user_avg_minor_86400s,vault_card_seen,merchant_count_60s \
@@ -44,6 +47,20 @@ out=$(FS_RULES_FILE="$rules" timeout 30 "$scorer" --model-file "$rules" 2>&1) ||
 grep '"event":"startup_failed"' <<<"$out" | grep -qF "model-file: $rules: not an XGBoost model" ||
     fs_fail "invalid model: $out"
 echo "ok: invalid model file -> exit $st, error names the file"
+# a header whose fs_features are not XGBoost's own feature names (reordered: the scorer would feed
+# amount_minor into the column the trees learnt as another feature) stops the start-up, naming the
+# first column that differs
+train test-order 3 "$FS_TEST_DIR/ordered.json" >/dev/null
+# (sed, not jq: jq writes 0.0 as 0, which XGBoost does not read as a number)
+sed 's/"fs_features":"amount_minor,user_count_86400s,/"fs_features":"user_count_86400s,amount_minor,/' \
+    "$FS_TEST_DIR/ordered.json" >"$FS_TEST_DIR/reordered.json"
+! cmp -s "$FS_TEST_DIR/ordered.json" "$FS_TEST_DIR/reordered.json" || fs_fail "fs_features not rewritten"
+st=0
+out=$(FS_RULES_FILE="$rules" timeout 30 "$scorer" --model-file "$FS_TEST_DIR/reordered.json" 2>&1) || st=$?
+((st != 0)) || fs_fail "a model whose fs_features differ from its feature names must stop the scorer"
+grep '"event":"startup_failed"' <<<"$out" | jq -r .msg | grep -qF "$FS_TEST_DIR/reordered.json: fs_features does not match XGBoost's feature_names: column 1 is \"user_count_86400s\" in fs_features, \"amount_minor\" in feature_names" ||
+    fs_fail "reordered fs_features: $out"
+echo "ok: fs_features reordered against XGBoost's feature names -> exit $st, first mismatch named"
 
 fs_pg_start
 fs_broker_start 6

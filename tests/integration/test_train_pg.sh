@@ -30,9 +30,9 @@ SELECT payment_id,
 FROM payments;" >/dev/null
 
 train="$BUILD/bin/fraudshield-train"
-args=(--period 2018-07-25:2018-07-31 --labels-known-by 2018-08-06 --rounds 30 --threads 1
-      --log-level warn)
-out=$("$train" "${args[@]}" --output "$FS_TEST_DIR/model.json") || fs_fail "training failed"
+args=(--period 2018-07-25:2018-07-31 --rounds 30 --threads 1 --log-level warn)
+cutoff=(--labels-known-by 2018-08-06)
+out=$("$train" "${args[@]}" "${cutoff[@]}" --output "$FS_TEST_DIR/model.json") || fs_fail "training failed"
 echo "$out"
 last=$(tail -1 <<<"$out")
 # labelled rows: in the period, and labels known by 08-06 00:00 = payments before 07-30 00:00
@@ -42,13 +42,18 @@ rows=$(fs_psql "SELECT count(*) FROM payments WHERE event_time >= '2018-07-25' A
 [[ $last =~ holdout_auc=([0-9.]+) ]] && awk -v a="${BASH_REMATCH[1]}" 'BEGIN { exit !(a > 0.95) }' ||
     fs_fail "the model does not separate the classes: $last"
 grep -q '"fs_features":"amount_minor,night"' "$FS_TEST_DIR/model.json" || fs_fail "feature order"
+grep -q '"fs_labels_known_by":"2018-08-06"' "$FS_TEST_DIR/model.json" || fs_fail "label cut-off"
 
-# the same rows through a psql export of the printed query
-query=$("$train" "${args[@]}" --print-query)
+# the same rows through a psql export of the printed query: the cut-off is the export's (given to
+# --print-query); given with --input it would not be applied, so it is refused there
+query=$("$train" "${args[@]}" "${cutoff[@]}" --print-query)
 psql -X -q -d "$FS_DATABASE_URL" -c "\\copy ($query) TO '$FS_TEST_DIR/rows.tsv'"
 out2=$("$train" "${args[@]}" --input "$FS_TEST_DIR/rows.tsv" --output "$FS_TEST_DIR/model2.json")
 last2=$(tail -1 <<<"$out2")
 fs_assert_eq "${last% model=*}" "${last2% model=*}" "metrics from the export"
+grep -q '"fs_labels_known_by":"file"' "$FS_TEST_DIR/model2.json" || fs_fail "label cut-off of a file"
+"$train" "${args[@]}" "${cutoff[@]}" --input "$FS_TEST_DIR/rows.tsv" --output "$FS_TEST_DIR/x.json" \
+    2>/dev/null && fs_fail "labels-known-by with input must fail"
 
 # errors: no rows in the period, bad period, missing output
 "$train" --period 2017-01-01:2017-01-02 --output "$FS_TEST_DIR/x.json" --log-level error 2>/dev/null &&

@@ -99,14 +99,114 @@ static void test_load_errors(void **state) {
     assert_null(model_load(path, 1, err, sizeof err));
     assert_non_null(strstr(err, path));
     unlink(path);
-    float x[2] = {1, 2}, y[1] = {1};
+    float x[4] = {1, 2, 3, 4}, y[2] = {1, 0};
     const char *bad[2] = {"Amount", "x"};
     model_params prm;
     model_params_default(&prm);
     prm.rounds = 1;
-    assert_null(model_train(x, y, 1, 2, bad, "v", &prm, err, sizeof err)); /* invalid name */
-    assert_null(model_train(x, y, 1, 2, bad, "", &prm, err, sizeof err));
+    assert_null(model_train(x, y, 2, 2, bad, "v", &prm, err, sizeof err)); /* invalid name */
+    assert_non_null(strstr(err, "feature names must be"));
+    assert_null(model_train(x, y, 2, 2, bad, "", &prm, err, sizeof err));
     model_destroy(NULL);
+}
+
+/* A trained model's file with its header rewritten: fs_features, and XGBoost's own
+ * learner.feature_names (JSON text; NULL: the key removed, as a model written by another tool). */
+static void rewrite_header(const char *src, const char *dst, const char *fs_features,
+                           const char *feature_names) {
+    json_error_t je;
+    json_t *doc = json_load_file(src, 0, &je), *learner = json_object_get(doc, "learner");
+    assert_non_null(learner);
+    json_object_set_new(json_object_get(learner, "attributes"), "fs_features",
+                        json_string(fs_features));
+    if (feature_names) {
+        json_object_set_new(learner, "feature_names", json_loads(feature_names, 0, &je));
+    } else {
+        json_object_del(learner, "feature_names");
+        json_object_del(learner, "feature_types");
+    }
+    assert_int_equal(json_dump_file(doc, dst, 0), 0);
+    json_decref(doc);
+}
+
+/* fs_features feeds the columns, the trees split on positions learnt under XGBoost's names: the
+ * two must agree, name for name, when the file has both (issue: a reordered header fed
+ * amount_minor into the column learnt as user_count_300s). */
+static void test_load_header_names(void **state) {
+    (void)state;
+    static const struct {
+        const char *fs_features, *feature_names, *err; /* err NULL: loads */
+    } cases[] = {
+        {"amount_minor,night,noise", "[\"amount_minor\", \"night\", \"noise\"]", NULL},
+        {"night,amount_minor,noise", "[\"amount_minor\", \"night\", \"noise\"]",
+         "column 1 is \"night\" in fs_features, \"amount_minor\" in feature_names"},
+        {"amount_minor,night,noise", "[\"amount_minor\", \"noise\", \"night\"]",
+         "column 2 is \"night\" in fs_features, \"noise\" in feature_names"},
+        {"amount_minor,night,night", "[\"amount_minor\", \"night\", \"night\"]",
+         "fs_features: \"night\" is named twice (columns 2 and 3)"},
+        {"night,night,noise", NULL, "fs_features: \"night\" is named twice (columns 1 and 2)"},
+        {"amount_minor,night,noise", "[\"amount_minor\", \"night\"]",
+         "fs_features names 3 features, XGBoost's feature_names 2"},
+        {"amount_minor,night,noise", NULL, NULL}, /* no XGBoost names: fs_features is the order */
+        {"noise,night,amount_minor", NULL, NULL}, /* nothing to compare it with */
+        {"amount_minor,night,noise", "[]", NULL},
+    };
+    static float x[ROWS * COLS], y[ROWS];
+    char err[512], path[] = "/tmp/fs_test_model_XXXXXX", edited[] = "/tmp/fs_test_model_XXXXXX";
+    model_params prm;
+    model_params_default(&prm);
+    prm.rounds = 2;
+    prm.threads = 1;
+    synth(x, y, ROWS, 1);
+    model *m = model_train(x, y, ROWS, COLS, NAMES, "test-names", &prm, err, sizeof err);
+    assert_non_null(m);
+    int fd = mkstemp(path), fd2 = mkstemp(edited);
+    assert_true(fd >= 0 && fd2 >= 0);
+    close(fd);
+    close(fd2);
+    assert_int_equal(model_save(m, path, err, sizeof err), 0);
+    model_destroy(m);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rewrite_header(path, edited, cases[i].fs_features, cases[i].feature_names);
+        model *l = model_load(edited, 1, err, sizeof err);
+        if (!cases[i].err) {
+            if (!l) fprintf(stderr, "case %zu: %s\n", i, err);
+            assert_non_null(l);
+            char first[MODEL_NAME_MAX];
+            snprintf(first, sizeof first, "%.*s", (int)strcspn(cases[i].fs_features, ","),
+                     cases[i].fs_features);
+            assert_string_equal(model_feature_name(l, 0), first); /* fs_features gives the order */
+        } else {
+            if (l || !strstr(err, cases[i].err)) fprintf(stderr, "case %zu: %s\n", i, err);
+            assert_null(l);
+            assert_non_null(strstr(err, cases[i].err));
+            assert_non_null(strstr(err, edited)); /* the error names the file */
+        }
+        model_destroy(l);
+    }
+    unlink(path);
+    unlink(edited);
+}
+
+/* model_train refuses what can only give a useless model: one class (a constant prediction:
+ * all fraud = every payment blocked) and a name twice. */
+static void test_train_refuses(void **state) {
+    (void)state;
+    static float x[ROWS * COLS], y[ROWS], ones[ROWS], zeros[ROWS];
+    char err[512];
+    const char *dup[COLS] = {"amount_minor", "night", "amount_minor"};
+    model_params prm;
+    model_params_default(&prm);
+    prm.rounds = 2;
+    prm.threads = 1;
+    synth(x, y, ROWS, 1);
+    for (size_t i = 0; i < ROWS; i++) ones[i] = 1;
+    assert_null(model_train(x, ones, ROWS, COLS, NAMES, "v", &prm, err, sizeof err));
+    assert_non_null(strstr(err, "both classes: 2000 fraud and 0 legitimate"));
+    assert_null(model_train(x, zeros, ROWS, COLS, NAMES, "v", &prm, err, sizeof err));
+    assert_non_null(strstr(err, "both classes: 0 fraud and 2000 legitimate"));
+    assert_null(model_train(x, y, ROWS, COLS, dup, "v", &prm, err, sizeof err));
+    assert_non_null(strstr(err, "\"amount_minor\" is named twice (columns 1 and 3)"));
 }
 
 static void test_features_row(void **state) {
@@ -138,6 +238,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_save_load_predict),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_load_header_names),
+        cmocka_unit_test(test_train_refuses),
         cmocka_unit_test(test_features_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

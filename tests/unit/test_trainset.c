@@ -182,12 +182,62 @@ static void test_covered_points(void **state) {
     assert_null(strstr(sql, "CARD_LINKED_TO_FRAUD"));
 }
 
+/* A feature list given by hand: each name must be able to fill its column in some row (a typo or
+ * a string like currency gives a column missing in every row), once, and not model_score. */
+static void test_check_features(void **state) {
+    (void)state;
+    static const struct {
+        const char *list, *err; /* err NULL: accepted */
+    } cases[] = {
+        {"amount_minor,night,user_count_300s", NULL},
+        {"user_avg_minor_300s", NULL},  /* derived: sum and count in one row */
+        {"ip_avg_minor_600s", NULL},    /* derivable, though every count is 0 (as auto keeps it) */
+        {"weekend", NULL},              /* a boolean in one row, absent in the others */
+        {"amount_minor,user_count_300", "\"user_count_300\" is in none of the 3 rows' features"},
+        {"amount_minor,currency",
+         "\"currency\" is never a number in the rows' features (present but not a number in 3 of "
+         "3 rows)"},
+        {"amount_minor,night,amount_minor", "\"amount_minor\" is named twice (columns 1 and 3)"},
+        {"model_score", "model_score is the scorer's model output"},
+        {"amount_minor,model_score", "model_score is the scorer's model output"},
+        {"user_avg_minor_300", "\"user_avg_minor_300\" is derived from user_sum_minor_300 / "
+                               "user_count_300, which none of the 3 rows has"},
+        {"card_avg_minor_1800s", "\"card_avg_minor_1800s\" is derived from"}, /* count only */
+    };
+    char path[] = "/tmp/fs_test_trs_XXXXXX", err[512], list[256];
+    write_file(path,
+               "{\"amount_minor\": 100, \"currency\": \"EUR\", \"night\": 0, \"model_score\": 0.5,"
+               " \"user_count_300s\": 1, \"user_sum_minor_300s\": 100, \"ip_count_600s\": 0,"
+               " \"ip_sum_minor_600s\": 0}\t1\n"
+               "{\"amount_minor\": 50, \"currency\": \"GBP\", \"night\": 1, \"weekend\": true,"
+               " \"card_count_1800s\": 2}\t0\n"
+               "{\"amount_minor\": 70, \"currency\": \"EUR\", \"ip_count_600s\": 0,"
+               " \"ip_sum_minor_600s\": 0, \"card_sum_minor_1800s\": \"x\"}\t0\n");
+    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL, 0};
+    trs *t = trs_new();
+    assert_int_equal(trs_load_file(t, path, &all, err, sizeof err), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *names[8];
+        size_t n = 0;
+        snprintf(list, sizeof list, "%s", cases[i].list);
+        for (char *sp, *tok = strtok_r(list, ",", &sp); tok; tok = strtok_r(NULL, ",", &sp))
+            names[n++] = tok;
+        err[0] = '\0';
+        int rc = trs_check_features(t, names, n, err, sizeof err);
+        if (rc != (cases[i].err ? -1 : 0) || (cases[i].err && !strstr(err, cases[i].err)))
+            fail_msg("%s: rc %d, %s", cases[i].list, rc, err);
+    }
+    trs_destroy(t);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_periods),
         cmocka_unit_test(test_file_rows),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_covered_points),
+        cmocka_unit_test(test_check_features),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
