@@ -249,6 +249,18 @@ static size_t country_bit(const char *c) {
     return (size_t)(c[0] - 'A') * 26 + (size_t)(c[1] - 'A');
 }
 
+/* value_in and country_in compare a payment's field as stored: a value ingest never stores there
+ * ("CARD" where it stores "card", "eur", "EURO", the unassigned "UK") would leave the rule silently
+ * never firing, so it is refused with the field's own check (pay.h), never a copy of it. */
+static int check_stored(const rule *ru, const char *field, const json_t *v, const char *path,
+                        const char *key, perr *e) {
+    char why[160];
+    if (pay_stored_value_check(field, json_string_value(v), json_string_length(v), why,
+                               sizeof why) == 0)
+        return 0;
+    return fail(e, path, key, "rule %s can never match: %s %s", ru->code, field, why);
+}
+
 static int parse_country_in(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
     static const char *const keys[] = {"kind", "field", "countries", NULL};
     const json_t *list = json_object_get(pred, "countries");
@@ -263,10 +275,12 @@ static int parse_country_in(rules *rs, rule *ru, const json_t *pred, const char 
         return fail(e, path, "countries", "must be an array of 1..%d country codes",
                     RULES_COUNTRIES_MAX);
     for (size_t i = 0; i < json_array_size(list); i++) {
-        const char *c = json_string_value(json_array_get(list, i));
+        const json_t *cv = json_array_get(list, i);
+        const char *c = json_string_value(cv);
         snprintf(key, sizeof key, "countries[%zu]", i);
-        if (!c || !is_country_code(c))
-            return fail(e, path, key, "must be a 2-letter upper-case country code (ISO 3166-1)");
+        if (!c) return fail(e, path, key, "must be a 2-letter upper-case country code (ISO 3166-1)");
+        if (check_stored(ru, FIELD_NAMES[ru->field[0]], cv, path, key, e) != 0) return -1;
+        assert(is_country_code(c)); /* what the check lets through: country_bit() relies on it */
         size_t bit = country_bit(c);
         if (ru->countries[bit / 8] & (1u << (bit % 8)))
             return fail(e, path, key, "duplicate country %s", c);
@@ -438,10 +452,12 @@ static int parse_value_in(rules *rs, rule *ru, const json_t *pred, const char *p
     ru->values_off = rs->values_used;
     ru->nvalues = json_array_size(list);
     for (size_t k = 0; k < ru->nvalues; k++) {
-        const char *v = json_string_value(json_array_get(list, k));
+        const json_t *vj = json_array_get(list, k);
+        const char *v = json_string_value(vj);
         snprintf(key, sizeof key, "values[%zu]", k);
         if (!v || !*v || strlen(v) > PAY_ID_MAX)
             return fail(e, path, key, "must be a string of 1..%d bytes", PAY_ID_MAX);
+        if (check_stored(ru, VALUE_FIELDS[ru->vfield], vj, path, key, e) != 0) return -1;
         if (rs->values_used + strlen(v) + 1 > sizeof rs->values)
             return fail(e, path, key, "the file's value lists exceed %d bytes", RULES_VALUES_POOL);
         memcpy(rs->values + rs->values_used, v, strlen(v) + 1);

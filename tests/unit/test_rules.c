@@ -712,10 +712,13 @@ static void test_invalid_files(void **state) {
          "rules[0].predicate.entity: distinct_users_at_least needs an entity other than user"},
         {FILE_OF(RULE(
              "C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NG\",\"ng\"]}")),
-         "rules[0].predicate.countries[1]: must be a 2-letter upper-case country code"},
+         "rules[0].predicate.countries[1]: rule C can never match: country is stored as \"NG\""},
         {FILE_OF(
              RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NGA\"]}")),
-         "rules[0].predicate.countries[0]: must be a 2-letter"},
+         "rules[0].predicate.countries[0]: rule C can never match: country must be an assigned "
+         "ISO 3166-1 alpha-2 code"},
+        {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[7]}")),
+         "rules[0].predicate.countries[0]: must be a 2-letter upper-case country code"},
         {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NG\","
                            "\"KP\",\"NG\"]}")),
          "rules[0].predicate.countries[2]: duplicate country NG"},
@@ -738,6 +741,84 @@ static void test_invalid_files(void **state) {
         if (r) {
             rules_destroy(r);
             fail_msg("case %zu parsed, expected error \"%s\"", i, cases[i].error);
+        }
+        if (!strstr(err, cases[i].error))
+            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
+    }
+}
+
+#define P_VALUES(field, values) "{\"kind\":\"value_in\",\"field\":\"" field "\",\"values\":[" values "]}"
+#define P_COUNTRIES(field, values)                                                                 \
+    "{\"kind\":\"country_in\",\"field\":\"" field "\",\"countries\":[" values "]}"
+#define RULE_OFF(code, pred)                                                                       \
+    "{\"code\":\"" code "\",\"severity\":\"low\",\"weight\":10,\"message\":\"m\",\"enabled\":false," \
+    "\"predicate\":" pred "}"
+
+/* value_in and country_in accept only what ingest stores in the field (pay_stored_value_check):
+ * anything else would never match. error NULL: loads. */
+static void test_stored_values(void **state) {
+    static const struct {
+        const char *text, *error;
+    } cases[] = {
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"card\",\"bank_transfer\",\"e-wallet\""))), NULL},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"CARD\""))),
+         "test.json: rules[0].predicate.values[0]: rule PM can never match: payment_method is "
+         "stored as \"card\""},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"card\",\"Wallet\""))),
+         "rules[0].predicate.values[1]: rule PM can never match: payment_method is stored as "
+         "\"wallet\""},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"credit card\""))),
+         "rules[0].predicate.values[0]: rule PM can never match: payment_method must contain only "
+         "letters, digits, '_' and '-'"},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"abcdefghijklmnopqrstuvwxyz0123456\""))),
+         "rules[0].predicate.values[0]: rule PM can never match: payment_method must be at most 32"},
+        {FILE_OF(RULE("CT", P_VALUES("card_type", "\"visa\",\"debit\""))), NULL},
+        {FILE_OF(RULE("CT", P_VALUES("card_type", "\"VISA\""))),
+         "rules[0].predicate.values[0]: rule CT can never match: card_type is stored as \"visa\""},
+        {FILE_OF(RULE("TT", P_VALUES("transaction_type", "\"Purchase\""))),
+         "rules[0].predicate.values[0]: rule TT can never match: transaction_type is stored as "
+         "\"purchase\""},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"EUR\",\"JPY\",\"KWD\""))), NULL},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"eur\""))),
+         "rules[0].predicate.values[0]: rule CU can never match: currency is stored as \"EUR\""},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"EURO\""))),
+         "rules[0].predicate.values[0]: rule CU can never match: currency must be a three-letter "
+         "ISO 4217 code"},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"EUR\",\"XYZ\""))),
+         "rules[0].predicate.values[1]: rule CU can never match: currency is not an active ISO "
+         "4217 currency"},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"HRK\""))), /* withdrawn in 2023 */
+         "rules[0].predicate.values[0]: rule CU can never match: currency is not an active"},
+        /* identifiers are stored as sent: any case, but no control characters */
+        {FILE_OF(RULE("MI", P_VALUES("merchant_id", "\"Shop-7\",\"shop 8\""))), NULL},
+        {FILE_OF(RULE("UI", P_VALUES("user_id", "\"u\\u0001x\""))),
+         "rules[0].predicate.values[0]: rule UI can never match: user_id must not contain control "
+         "characters"},
+        {FILE_OF(RULE("CO", P_COUNTRIES("country", "\"GB\",\"XK\",\"NG\""))), NULL},
+        {FILE_OF(RULE("CO", P_COUNTRIES("country", "\"UK\""))),
+         "rules[0].predicate.countries[0]: rule CO can never match: country must be an assigned "
+         "ISO 3166-1 alpha-2 code"},
+        {FILE_OF(RULE("CO", P_COUNTRIES("billing_country", "\"GB\",\"ZZ\""))),
+         "rules[0].predicate.countries[1]: rule CO can never match: billing_country must be an "
+         "assigned ISO 3166-1 alpha-2 code"},
+        {FILE_OF(RULE("CO", P_COUNTRIES("ip_country", "\"de\""))),
+         "rules[0].predicate.countries[0]: rule CO can never match: ip_country is stored as \"DE\""},
+        /* a disabled rule is validated all the same: enabling it later must not be a surprise */
+        {FILE_OF(RULE("ON", P_AMOUNT("1")) "," RULE_OFF("OFF", P_VALUES("currency", "\"usd\""))),
+         "rules[1].predicate.values[0]: rule OFF can never match: currency is stored as \"USD\""},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
+        if (!cases[i].error) {
+            if (!r) fail_msg("case %zu: unexpected error %s", i, err);
+            rules_destroy(r);
+            continue;
+        }
+        if (r) {
+            rules_destroy(r);
+            fail_msg("case %zu loaded, expected error \"%s\"", i, cases[i].error);
         }
         if (!strstr(err, cases[i].error))
             fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
@@ -838,6 +919,7 @@ int main(void) {
         cmocka_unit_test(test_json_evidence),
         cmocka_unit_test(test_default_rules),
         cmocka_unit_test(test_invalid_files),
+        cmocka_unit_test(test_stored_values),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_load_errors),
     };
