@@ -97,7 +97,8 @@ static const cfg_opt scorer_options[] = {
     {"feature-windows", "FS_FEATURE_WINDOWS", CFG_STRING, "user:1d,7d,30d", 0,
      1024, O(feature_windows),
      "extra event-time windows computed and stored with every decision even when no rule reads "
-     "them (ENTITY:DUR,DUR ... with DUR <n>m|h|d; entities user ip card device email merchant)",
+     "them (ENTITY:DUR,DUR ... with DUR <n>m|h|d, beyond 1h whole hours, beyond 1d whole days; "
+     "entities user ip card device email merchant)",
      false},
     {"risk-windows-days", "FS_RISK_WINDOWS_DAYS", CFG_STRING, "1,7,30", 0, 64,
      O(risk_windows_days),

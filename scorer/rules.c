@@ -338,6 +338,23 @@ static int get_entity(const json_t *pred, const char *key, const char *path, boo
     return 0;
 }
 
+/* A window longer than the exact log's hour is read from whole buckets, ceil(window / width) of
+ * them: 1-hour buckets up to a day, 1-day buckets beyond (buckets.h). A length that is not whole
+ * buckets would count up to a bucket more than it says (5400 s: payments up to 2 hours back; 90000
+ * s: up to 2 days), so it is refused, naming the two lengths around it. false: why in msg. */
+static bool window_aligned(int64_t secs, char *msg, size_t size) {
+    const int64_t hour = RULES_EXACT_WINDOW_MS / 1000, day = 86400;
+    int64_t width = secs <= day ? hour : day;
+    if (secs <= hour || secs % width == 0) return true;
+    int64_t below = secs / width * width, above = below + width;
+    snprintf(msg, size,
+             "%lld is not a whole number of %s: windows over %lld s are counted in 1-%s buckets "
+             "and would reach up to %lld s back; use %lld or %lld",
+             (long long)secs, width == hour ? "hours" : "days", (long long)width,
+             width == hour ? "hour" : "day", (long long)above, (long long)below, (long long)above);
+    return false;
+}
+
 /* "entity" and "window_seconds" of a window predicate; registers the window (enabled rules only:
  * the scorer should not pay for windows nobody reads). */
 static int get_window(rules *rs, rule *ru, const json_t *pred, const char *path, bool user_only,
@@ -347,6 +364,9 @@ static int get_window(rules *rs, rule *ru, const json_t *pred, const char *path,
     else if (get_entity(pred, "entity", path, false, &ru->entity, e) != 0) return -1;
     if (get_int(pred, "window_seconds", path, 1, RULES_WINDOW_SECONDS_MAX, &secs, e) != 0)
         return -1;
+    char why[200];
+    if (!window_aligned(secs, why, sizeof why))
+        return fail(e, path, "window_seconds", "%s (rule %s)", why, ru->code);
     if (ru->enabled &&
         window_index(rs, ru->entity, (int64_t)secs * 1000, 0, RULES_MAX_WINDOWS, &ru->window) != 0)
         return fail(e, path, NULL,
@@ -1304,9 +1324,12 @@ static int add_group(rules *r, const char *g, size_t len, perr *e) {
         const char *comma = memchr(d, ',', (size_t)(g + len - d));
         size_t dlen = comma ? (size_t)(comma - d) : (size_t)(g + len - d);
         int64_t ms = duration_ms(d, dlen);
+        char why[200];
         if (ms < 0)
             return fail(e, NULL, NULL, "\"%.*s\": a duration is <n>m, <n>h or <n>d, 1m..30d",
                         (int)dlen, d);
+        if (!window_aligned(ms / 1000, why, sizeof why))
+            return fail(e, NULL, NULL, "\"%.*s\": %s", (int)dlen, d, why);
         if (window_index(r, (rules_entity)ei, ms, 0, RULES_MAX_FEATURE_WINDOWS, &idx) != 0)
             return fail(e, NULL, NULL, "more than %d feature windows", RULES_MAX_FEATURE_WINDOWS);
         d += dlen + 1;

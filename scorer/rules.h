@@ -51,7 +51,8 @@ typedef enum rules_entity {
 /* A window feature the rule set needs: payments of one entity in the event-time window
  * (t - offset - window, t - offset], the current payment included (offset 0). Windows up to
  * RULES_EXACT_WINDOW_MS with offset 0 are exact (velocity.h); the others are read from time
- * buckets (buckets.h: hour buckets up to 1 day, day buckets beyond). */
+ * buckets (buckets.h: hour buckets up to 1 day, day buckets beyond), so the loader accepts longer
+ * windows only in whole buckets: whole hours up to a day, whole days beyond. */
 typedef struct rules_window {
     rules_entity entity;
     int64_t window_ms;
@@ -145,7 +146,8 @@ const rules_window *rules_window_at(const rules *r, size_t i);
  * analysts and model training; scorer option feature-windows), and merchant-risk windows
  * (risk_days: window lengths in days, delay_days: the feedback delay). spec: space- or
  * semicolon-separated "ENTITY:DUR[,DUR...]" with DUR = <n>m | <n>h | <n>d, e.g.
- * "user:1d,7d,30d merchant:1d,7d,30d"; risk_days: "1,7,30" or "". Call before the set is shared.
+ * "user:1d,7d,30d merchant:1d,7d,30d" (beyond an hour whole hours, beyond a day whole days, as
+ * the rules' window_seconds); risk_days: "1,7,30" or "". Call before the set is shared.
  * Returns 0 or -1 with errstr. */
 int rules_add_feature_windows(rules *r, const char *spec, const char *risk_days, int delay_days,
                               char *errstr, size_t errstr_size);

@@ -825,6 +825,80 @@ static void test_stored_values(void **state) {
     }
 }
 
+/* Windows over an hour are whole buckets (whole hours up to a day, whole days beyond), in rules
+ * and in feature-windows; error NULL: loads. */
+static void test_window_lengths(void **state) {
+    static const struct {
+        const char *text, *error;
+    } cases[] = {
+        {FILE_OF(RULE("W", P_COUNT("ip", 1, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 3599, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 3600, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 7200, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 82800, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 86400, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 172800, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 2592000, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 3601, 2))),
+         "test.json: rules[0].predicate.window_seconds: 3601 is not a whole number of hours: "
+         "windows over 3600 s are counted in 1-hour buckets and would reach up to 7200 s back; use "
+         "3600 or 7200 (rule W)"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 5400, 2))),
+         "rules[0].predicate.window_seconds: 5400 is not a whole number of hours: windows over "
+         "3600 s are counted in 1-hour buckets and would reach up to 7200 s back; use 3600 or 7200"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 86399, 2))), "use 82800 or 86400 (rule W)"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 90000, 2))),
+         "rules[0].predicate.window_seconds: 90000 is not a whole number of days: windows over "
+         "86400 s are counted in 1-day buckets and would reach up to 172800 s back; use 86400 or "
+         "172800 (rule W)"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 2591999, 2))), "use 2505600 or 2592000"},
+        {FILE_OF(RULE("S", "{\"kind\":\"sum_at_least\",\"entity\":\"card\",\"window_seconds\":"
+                           "10800,\"amount\":\"1\"}")), NULL},
+        {FILE_OF(RULE("S", "{\"kind\":\"sum_at_least\",\"entity\":\"card\",\"window_seconds\":"
+                           "10801,\"amount\":\"1\"}")),
+         "rules[0].predicate.window_seconds: 10801 is not a whole number of hours"},
+        {FILE_OF(RULE("R", "{\"kind\":\"amount_ratio_at_least\",\"window_seconds\":129600,"
+                           "\"ratio\":\"3\"}")),
+         "rules[0].predicate.window_seconds: 129600 is not a whole number of days"},
+        {FILE_OF(RULE("ON", P_AMOUNT("1")) "," RULE_OFF("OFF", P_COUNT("user", 5400, 2))),
+         "rules[1].predicate.window_seconds: 5400 is not a whole number of hours"},
+    };
+    static const struct {
+        const char *spec, *error;
+    } extra[] = {
+        {"user:60m,2h,24h,2d card:1m", NULL},
+        {"user:90m", "feature-windows: \"90m\": 5400 is not a whole number of hours"},
+        {"ip:1d,25h", "feature-windows: \"25h\": 90000 is not a whole number of days: windows "
+                      "over 86400 s are counted in 1-day buckets and would reach up to 172800 s "
+                      "back; use 86400 or 172800"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
+        if (!cases[i].error) {
+            if (!r) fail_msg("case %zu: unexpected error %s", i, err);
+            rules_destroy(r);
+            continue;
+        }
+        if (r) {
+            rules_destroy(r);
+            fail_msg("case %zu loaded, expected error \"%s\"", i, cases[i].error);
+        }
+        if (!strstr(err, cases[i].error))
+            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
+    }
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        char err[512] = "";
+        rules *r = parse_ok(FILE_OF(RULE("A", P_AMOUNT("1"))));
+        int rc = rules_add_feature_windows(r, extra[i].spec, "", 7, err, sizeof err);
+        rules_destroy(r);
+        if (!extra[i].error && rc != 0) fail_msg("extra %zu: unexpected error %s", i, err);
+        if (extra[i].error && (rc == 0 || !strstr(err, extra[i].error)))
+            fail_msg("extra %zu: rc %d, error \"%s\", expected \"%s\"", i, rc, err, extra[i].error);
+    }
+}
+
 /* A file with n rules, each with its own window when distinct_windows (else all amount rules). */
 static char *many_rules(int n, bool distinct_windows) {
     size_t cap = 128 + (size_t)n * 200, len;
@@ -920,6 +994,7 @@ int main(void) {
         cmocka_unit_test(test_default_rules),
         cmocka_unit_test(test_invalid_files),
         cmocka_unit_test(test_stored_values),
+        cmocka_unit_test(test_window_lengths),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_load_errors),
     };
