@@ -899,6 +899,93 @@ static void test_window_lengths(void **state) {
     }
 }
 
+/* The windows a model reads are computed whatever the rules enable: a model column bound to a
+ * disabled rule's window stays bound. Table: column, the keys it makes exist (NULL: it adds no
+ * window). */
+static void test_model_windows(void **state) {
+    static const struct {
+        const char *column, *key1, *key2;
+    } cases[] = {
+        {"user_count_300s", "user_count_300s", "user_amount_ratio_300s"},
+        {"user_sum_minor_300s", "user_sum_minor_300s", NULL},
+        {"user_distinct_cards_600s", "user_distinct_cards_600s", NULL},
+        {"card_distinct_users_1800s", "card_distinct_users_1800s", NULL},
+        {"ip_sum_minor_600s", "ip_sum_minor_600s", "ip_count_600s"},
+        {"device_avg_minor_86400s", "device_sum_minor_86400s", "device_count_86400s"},
+        {"user_amount_ratio_604800s", "user_amount_ratio_604800s", NULL},
+        {"email_count_7200s", "email_count_7200s", NULL},
+        {"merchant_count_604800s_delay_604800s", "merchant_count_604800s_delay_604800s", NULL},
+        {"merchant_risk_14d_delay_3d", "merchant_risk_14d_delay_3d", "merchant_frauds_14d_delay_3d"},
+        {"merchant_frauds_1d_delay_0d", "merchant_frauds_1d_delay_0d", "merchant_count_86400s"},
+        /* names the evidence never holds, or windows no rule could have: nothing added */
+        {"user_distinct_users_600s", NULL, NULL},
+        {"ip_amount_ratio_60s", NULL, NULL},
+        {"user_count_0300s", NULL, NULL},
+        {"user_count_+300s", NULL, NULL},
+        {"user_count_300", NULL, NULL},
+        {"user_count_5400s", NULL, NULL},
+        {"user_count_0s", NULL, NULL},
+        {"user_count_2678400s", NULL, NULL},
+        {"user_count_1234567890123s", NULL, NULL},
+        {"merchant_count_5400s_delay_86400s", NULL, NULL},
+        {"merchant_count_86400s_delay_0s", NULL, NULL},
+        {"merchant_risk_31d_delay_3d", NULL, NULL},
+        {"merchant_risk_7d_delay_07d", NULL, NULL},
+        {"customer_count_300s", NULL, NULL},
+        {"amount_minor", NULL, NULL},
+        {"vault_card_fraud", NULL, NULL},
+        {"model_score", NULL, NULL},
+    };
+    /* RAPID_USER (user, 300 s) is disabled: without a model, its window is not computed */
+    static const char text[] = FILE_OF(RULE("ON", P_AMOUNT("1")) "," RULE_OFF("RAPID_USER", P_COUNT("user", 300, 4)));
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = parse_ok(text);
+        const char *names[] = {"amount_minor", cases[i].column};
+        assert_int_equal(rules_window_count(r), 0);
+        assert_int_equal(rules_feature_find(r, "user_count_300s"), -1);
+        if (rules_add_model_windows(r, names, 2, err, sizeof err) != 0)
+            fail_msg("case %zu (%s): %s", i, cases[i].column, err);
+        if (!cases[i].key1 && (rules_window_count(r) != 0 || rules_risk_count(r) != 0))
+            fail_msg("case %zu: %s added a window", i, cases[i].column);
+        if (cases[i].key1 && rules_feature_find(r, cases[i].key1) < 0)
+            fail_msg("case %zu: %s: no key %s", i, cases[i].column, cases[i].key1);
+        if (cases[i].key2 && rules_feature_find(r, cases[i].key2) < 0)
+            fail_msg("case %zu: %s: no key %s", i, cases[i].column, cases[i].key2);
+        /* once more: nothing new (the windows are shared, not repeated) */
+        size_t nw = rules_window_count(r), nk = rules_risk_count(r);
+        assert_int_equal(rules_add_model_windows(r, names, 2, err, sizeof err), 0);
+        assert_int_equal(rules_window_count(r), nw);
+        assert_int_equal(rules_risk_count(r), nk);
+        rules_destroy(r);
+    }
+}
+
+/* A model needing more windows than a set may hold is an error naming the column; a copy of a set
+ * is extended without touching the original. */
+static void test_model_windows_limit(void **state) {
+    char names[RULES_MAX_FEATURE_WINDOWS + 1][32], err[512] = "";
+    const char *ptrs[RULES_MAX_FEATURE_WINDOWS + 1];
+    rules *r = parse_ok(FILE_OF(RULE("U", P_COUNT("user", 300, 4))));
+    (void)state;
+    for (int i = 0; i < RULES_MAX_FEATURE_WINDOWS; i++) { /* with the rule's: one too many */
+        snprintf(names[i], sizeof names[i], "ip_count_%ds", i + 1);
+        ptrs[i] = names[i];
+    }
+    rules *c = rules_copy(r);
+    assert_non_null(c);
+    assert_int_equal(rules_add_model_windows(c, ptrs, RULES_MAX_FEATURE_WINDOWS - 1, err, sizeof err), 0);
+    assert_int_equal(rules_window_count(c), RULES_MAX_FEATURE_WINDOWS);
+    assert_int_equal(rules_window_count(r), 1);
+    assert_string_equal(rules_version(c), rules_version(r));
+    rules_destroy(c);
+    assert_int_equal(rules_add_model_windows(r, ptrs, RULES_MAX_FEATURE_WINDOWS, err, sizeof err), -1);
+    if (!strstr(err, "model: column ip_count_48s: more than 48 feature windows"))
+        fail_msg("%s", err);
+    rules_destroy(r);
+}
+
 /* A file with n rules, each with its own window when distinct_windows (else all amount rules). */
 static char *many_rules(int n, bool distinct_windows) {
     size_t cap = 128 + (size_t)n * 200, len;
@@ -995,6 +1082,8 @@ int main(void) {
         cmocka_unit_test(test_invalid_files),
         cmocka_unit_test(test_stored_values),
         cmocka_unit_test(test_window_lengths),
+        cmocka_unit_test(test_model_windows),
+        cmocka_unit_test(test_model_windows_limit),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_load_errors),
     };
