@@ -1174,6 +1174,37 @@ out:
     return rc;
 }
 
+/* The event's own check of the field (EVENT_FIELDS: what the scorer reads and stores), then the
+ * stored form against the value: a check that would accept it in another form (a lower-cased
+ * token, an upper-cased currency) still stores something else. */
+int pay_stored_value_check(const char *field, const char *s, size_t len, char *msg,
+                           size_t msg_size) {
+    char stored[PAY_ID_MAX + 1];
+    fail f;
+    const field_spec *fs = NULL;
+    for (size_t i = 0; i < NFIELDS(EVENT_FIELDS) && !fs; i++)
+        if (strcmp(EVENT_FIELDS[i].name, field) == 0) fs = &EVENT_FIELDS[i];
+    /* only the plain string fields: a time, metadata or device_info is not compared as stored */
+    if (!fs || !(fs->kind == F_TOKEN || fs->kind == F_CURRENCY || fs->kind == F_COUNTRY ||
+                 fs->kind == F_EVENT_ID) || fs->size > sizeof stored) {
+        snprintf(msg, msg_size, "is not a field compared as stored");
+        return -1;
+    }
+    if (strlen(s) != len) {
+        snprintf(msg, msg_size, "must not contain NUL characters");
+        return -1;
+    }
+    if (check_str(fs->kind, s, len, stored, fs->size, &f) != 0) {
+        snprintf(msg, msg_size, "%s", f.msg);
+        return -1;
+    }
+    if (strcmp(stored, s) != 0) {
+        snprintf(msg, msg_size, "is stored as \"%s\"", stored);
+        return -1;
+    }
+    return 0;
+}
+
 const char *pay_conflict(const pay_payment *p, const char *user_id, const char *merchant_id,
                          int64_t amount_minor, const char *currency_code) {
     if (strcmp(p->user_id, user_id) != 0) return "user_id";

@@ -136,6 +136,18 @@ const char *pay_conflict(const pay_payment *p, const char *user_id, const char *
 /* The raw_payments partition key: country upper case, or "UNK" when absent. out: 4 bytes. */
 void pay_partition_key(const pay_payment *p, char out[4]);
 
+/* Whether s (len bytes) is a value the scorer can see in the event field named field
+ * ("payment_method", "card_type", "transaction_type", "currency", "merchant_id", "user_id",
+ * "country", "billing_country", "shipping_country", "ip_country"), exactly as it is stored: the
+ * field's own check (the one pay_event_decode() applies; ingest's is the same or stricter) accepts
+ * it and stores it unchanged, so tokens are lower case ("card", not "CARD"), currencies active ISO
+ * 4217 codes in upper case, countries assigned ISO 3166-1 codes in upper case. For the rules'
+ * value lists: any other value can never match. Returns 0, or -1 with why in msg ("must be an
+ * assigned ISO 3166-1 alpha-2 code", "is stored as \"card\"": only a token, currency or country
+ * code is ever quoted, in its stored form). */
+int pay_stored_value_check(const char *field, const char *s, size_t len, char *msg,
+                           size_t msg_size);
+
 /* Minor-unit exponent of an ISO 4217 code, or -1 when the code is unknown. */
 int pay_currency_exponent(const char *code);
 

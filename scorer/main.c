@@ -97,7 +97,8 @@ static const cfg_opt scorer_options[] = {
     {"feature-windows", "FS_FEATURE_WINDOWS", CFG_STRING, "user:1d,7d,30d", 0,
      1024, O(feature_windows),
      "extra event-time windows computed and stored with every decision even when no rule reads "
-     "them (ENTITY:DUR,DUR ... with DUR <n>m|h|d; entities user ip card device email merchant)",
+     "them (ENTITY:DUR,DUR ... with DUR <n>m|h|d, beyond 1h whole hours, beyond 1d whole days; "
+     "entities user ip card device email merchant)",
      false},
     {"risk-windows-days", "FS_RISK_WINDOWS_DAYS", CFG_STRING, "1,7,30", 0, 64,
      O(risk_windows_days),
@@ -119,7 +120,9 @@ static const cfg_opt scorer_options[] = {
      O(stats_interval_ms), "librdkafka statistics interval (consumer lag metrics; 0: off)", false},
     {"offline", "FS_OFFLINE", CFG_STRING, "", 0, 4096, O(offline),
      "compute the features of a file of raw_payments events (one per line) without Kafka or "
-     "PostgreSQL, print one JSON line per payment and exit (replay parity)", false},
+     "PostgreSQL, print one JSON line per payment and exit (replay parity); with model-file, the "
+     "rules are fitted to the model as the scorer does (its windows added; no model_score)",
+     false},
     {"offline-outcomes", "FS_OFFLINE_OUTCOMES", CFG_STRING, "", 0, 4096, O(offline_outcomes),
      "with offline: a file of labels, payment_outcomes messages as produced to the topic (one "
      "per line, a \"KEY:\" prefix ignored); each payment's vault fraud/chargeback counts and "
@@ -319,23 +322,37 @@ static admin *admin_open(const scorer_opts *o, metrics **m, readiness *r, char *
     return admin_new(o->admin_addr, (int)o->admin_port, *m, scorer_ready, r, errstr, n); /* logs */
 }
 
-static int run_offline(const scorer_opts *o, const cfg_props *props) {
-    char errstr[1024];
-    scorer_config cfg = scorer_config_from(o, props);
-    rules *r = scorer_rules_load(&cfg, errstr, sizeof errstr);
-    int rc = 1;
-    if (r && offline_run(o->offline, o->offline_outcomes, r, stdout, errstr, sizeof errstr) == 0) rc = 0;
-    if (rc) log_msg(LOG_ERROR, "offline_failed", "%s", errstr);
-    rules_destroy(r);
-    return rc;
-}
-
 /* The configured model, or NULL with "model-file: <path>: <why>" in errstr. */
 static model *model_open(const scorer_config *cfg, char *errstr, size_t n) {
     char why[768];
     model *m = scorer_model_load(cfg, why, sizeof why);
     if (!m) snprintf(errstr, n, "model-file: %s", why);
     return m;
+}
+
+/* With model-file set, the offline run loads the model too and fits the rules to it as the scorer
+ * does (scorer_rules_fit: its windows join the features), so `--offline /dev/null` checks what a
+ * start-up or a reload would refuse, and the features printed are the live scorer's with that
+ * model (replay parity). The model does not score here: no model_score. */
+static int run_offline(const scorer_opts *o, const cfg_props *props) {
+    char errstr[1024];
+    scorer_config cfg = scorer_config_from(o, props);
+    rules *r = scorer_rules_load(&cfg, errstr, sizeof errstr);
+    model *m = NULL;
+    modelrow *mr = NULL;
+    int rc = 1;
+    if (!r || (o->model_file[0] && (!(m = model_open(&cfg, errstr, sizeof errstr)) ||
+                                    scorer_rules_fit(r, m, errstr, sizeof errstr) != 0 ||
+                                    !(mr = modelrow_new(m, r, errstr, sizeof errstr)))))
+        goto done;
+    scorer_model_unbound(m, mr); /* a warning, as at start-up: such columns are the model's */
+    if (offline_run(o->offline, o->offline_outcomes, r, stdout, errstr, sizeof errstr) == 0) rc = 0;
+done:
+    if (rc) log_msg(LOG_ERROR, "offline_failed", "%s", errstr);
+    modelrow_destroy(mr);
+    model_destroy(m);
+    rules_destroy(r);
+    return rc;
 }
 
 /* Start-up, then the loop until a signal. Returns the exit status. */

@@ -249,6 +249,18 @@ static size_t country_bit(const char *c) {
     return (size_t)(c[0] - 'A') * 26 + (size_t)(c[1] - 'A');
 }
 
+/* value_in and country_in compare a payment's field as stored: a value ingest never stores there
+ * ("CARD" where it stores "card", "eur", "EURO", the unassigned "UK") would leave the rule silently
+ * never firing, so it is refused with the field's own check (pay.h), never a copy of it. */
+static int check_stored(const rule *ru, const char *field, const json_t *v, const char *path,
+                        const char *key, perr *e) {
+    char why[160];
+    if (pay_stored_value_check(field, json_string_value(v), json_string_length(v), why,
+                               sizeof why) == 0)
+        return 0;
+    return fail(e, path, key, "rule %s can never match: %s %s", ru->code, field, why);
+}
+
 static int parse_country_in(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
     static const char *const keys[] = {"kind", "field", "countries", NULL};
     const json_t *list = json_object_get(pred, "countries");
@@ -263,10 +275,12 @@ static int parse_country_in(rules *rs, rule *ru, const json_t *pred, const char 
         return fail(e, path, "countries", "must be an array of 1..%d country codes",
                     RULES_COUNTRIES_MAX);
     for (size_t i = 0; i < json_array_size(list); i++) {
-        const char *c = json_string_value(json_array_get(list, i));
+        const json_t *cv = json_array_get(list, i);
+        const char *c = json_string_value(cv);
         snprintf(key, sizeof key, "countries[%zu]", i);
-        if (!c || !is_country_code(c))
-            return fail(e, path, key, "must be a 2-letter upper-case country code (ISO 3166-1)");
+        if (!c) return fail(e, path, key, "must be a 2-letter upper-case country code (ISO 3166-1)");
+        if (check_stored(ru, FIELD_NAMES[ru->field[0]], cv, path, key, e) != 0) return -1;
+        assert(is_country_code(c)); /* what the check lets through: country_bit() relies on it */
         size_t bit = country_bit(c);
         if (ru->countries[bit / 8] & (1u << (bit % 8)))
             return fail(e, path, key, "duplicate country %s", c);
@@ -324,8 +338,26 @@ static int get_entity(const json_t *pred, const char *key, const char *path, boo
     return 0;
 }
 
+/* A window longer than the exact log's hour is read from whole buckets, ceil(window / width) of
+ * them: 1-hour buckets up to a day, 1-day buckets beyond (buckets.h). A length that is not whole
+ * buckets would count up to a bucket more than it says (5400 s: payments up to 2 hours back; 90000
+ * s: up to 2 days), so it is refused, naming the two lengths around it. false: why in msg. */
+static bool window_aligned(int64_t secs, char *msg, size_t size) {
+    const int64_t hour = RULES_EXACT_WINDOW_MS / 1000, day = 86400;
+    int64_t width = secs <= day ? hour : day;
+    if (secs <= hour || secs % width == 0) return true;
+    int64_t below = secs / width * width, above = below + width;
+    snprintf(msg, size,
+             "%lld is not a whole number of %s: windows over %lld s are counted in 1-%s buckets "
+             "and would reach up to %lld s back; use %lld or %lld",
+             (long long)secs, width == hour ? "hours" : "days", (long long)width,
+             width == hour ? "hour" : "day", (long long)above, (long long)below, (long long)above);
+    return false;
+}
+
 /* "entity" and "window_seconds" of a window predicate; registers the window (enabled rules only:
- * the scorer should not pay for windows nobody reads). */
+ * the scorer should not pay for windows nobody reads; the windows a loaded model reads are added
+ * apart, rules_add_model_windows). */
 static int get_window(rules *rs, rule *ru, const json_t *pred, const char *path, bool user_only,
                       perr *e) {
     json_int_t secs;
@@ -333,6 +365,9 @@ static int get_window(rules *rs, rule *ru, const json_t *pred, const char *path,
     else if (get_entity(pred, "entity", path, false, &ru->entity, e) != 0) return -1;
     if (get_int(pred, "window_seconds", path, 1, RULES_WINDOW_SECONDS_MAX, &secs, e) != 0)
         return -1;
+    char why[200];
+    if (!window_aligned(secs, why, sizeof why))
+        return fail(e, path, "window_seconds", "%s (rule %s)", why, ru->code);
     if (ru->enabled &&
         window_index(rs, ru->entity, (int64_t)secs * 1000, 0, RULES_MAX_WINDOWS, &ru->window) != 0)
         return fail(e, path, NULL,
@@ -438,10 +473,12 @@ static int parse_value_in(rules *rs, rule *ru, const json_t *pred, const char *p
     ru->values_off = rs->values_used;
     ru->nvalues = json_array_size(list);
     for (size_t k = 0; k < ru->nvalues; k++) {
-        const char *v = json_string_value(json_array_get(list, k));
+        const json_t *vj = json_array_get(list, k);
+        const char *v = json_string_value(vj);
         snprintf(key, sizeof key, "values[%zu]", k);
         if (!v || !*v || strlen(v) > PAY_ID_MAX)
             return fail(e, path, key, "must be a string of 1..%d bytes", PAY_ID_MAX);
+        if (check_stored(ru, VALUE_FIELDS[ru->vfield], vj, path, key, e) != 0) return -1;
         if (rs->values_used + strlen(v) + 1 > sizeof rs->values)
             return fail(e, path, key, "the file's value lists exceed %d bytes", RULES_VALUES_POOL);
         memcpy(rs->values + rs->values_used, v, strlen(v) + 1);
@@ -1115,19 +1152,11 @@ static size_t feature_slots(const rules *r, fslot *out) {
     return n;
 }
 
-/* The key of a slot: a static name, or written into buf. */
-static const char *slot_key(const rules *r, fslot s, char *buf, size_t size) {
-    const rules_window *win = s.kind >= FK_COUNT && s.kind <= FK_RATIO ? &r->window[s.index] : NULL;
-    const rules_risk *k = s.kind == FK_RISK_FRAUDS || s.kind == FK_RISK ? &r->risk[s.index] : NULL;
-    const char *ent = rules_entity_name(win ? win->entity : (rules_entity)s.index);
-    long long secs = win ? (long long)(win->window_ms / 1000) : 0;
-    switch ((fkind)s.kind) {
-    case FK_AMOUNT: return "amount_minor";
-    case FK_CURRENCY: return "currency";
-    case FK_COUNTRY: return FIELD_NAMES[s.index];
-    case FK_WEEKEND: return "weekend";
-    case FK_NIGHT: return "night";
-    case FK_MODEL: return "model_score";
+/* The key of a window slot (FK_COUNT..FK_RATIO) of window win, written into buf. */
+static const char *window_key(const rules_window *win, fkind kind, char *buf, size_t size) {
+    const char *ent = rules_entity_name(win->entity);
+    long long secs = (long long)(win->window_ms / 1000);
+    switch (kind) {
     case FK_COUNT:
         if (!win->offset_ms) snprintf(buf, size, "%s_count_%llds", ent, secs);
         else snprintf(buf, size, "%s_count_%llds_delay_%llds", ent, secs, (long long)(win->offset_ms / 1000));
@@ -1138,16 +1167,35 @@ static const char *slot_key(const rules *r, fslot s, char *buf, size_t size) {
                  win->entity == RULES_ENT_USER ? "cards" : "users", secs);
         return buf;
     case FK_RATIO: snprintf(buf, size, "user_amount_ratio_%llds", secs); return buf;
+    default: return "";
+    }
+}
+
+/* The key of a merchant-risk slot (FK_RISK_FRAUDS, FK_RISK) of pair k, written into buf. */
+static const char *risk_key(const rules_risk *k, fkind kind, char *buf, size_t size) {
+    snprintf(buf, size, "merchant_%s_%dd_delay_%dd", kind == FK_RISK ? "risk" : "frauds",
+             k->window_days, k->delay_days);
+    return buf;
+}
+
+/* The key of a slot: a static name, or written into buf. */
+static const char *slot_key(const rules *r, fslot s, char *buf, size_t size) {
+    const char *ent = rules_entity_name((rules_entity)s.index);
+    switch ((fkind)s.kind) {
+    case FK_AMOUNT: return "amount_minor";
+    case FK_CURRENCY: return "currency";
+    case FK_COUNTRY: return FIELD_NAMES[s.index];
+    case FK_WEEKEND: return "weekend";
+    case FK_NIGHT: return "night";
+    case FK_MODEL: return "model_score";
+    case FK_COUNT: case FK_SUM: case FK_DISTINCT: case FK_RATIO:
+        return window_key(&r->window[s.index], (fkind)s.kind, buf, size);
     case FK_VAULT_SEEN: snprintf(buf, size, "vault_%s_seen", ent); return buf;
     case FK_VAULT_FRAUD: snprintf(buf, size, "vault_%s_fraud", ent); return buf;
     case FK_VAULT_CHARGEBACKS: snprintf(buf, size, "vault_%s_chargebacks", ent); return buf;
     case FK_VAULT_AGE: snprintf(buf, size, "vault_%s_age_s", ent); return buf;
-    case FK_RISK_FRAUDS:
-        snprintf(buf, size, "merchant_frauds_%dd_delay_%dd", k->window_days, k->delay_days);
-        return buf;
-    case FK_RISK:
-        snprintf(buf, size, "merchant_risk_%dd_delay_%dd", k->window_days, k->delay_days);
-        return buf;
+    case FK_RISK_FRAUDS: case FK_RISK:
+        return risk_key(&r->risk[s.index], (fkind)s.kind, buf, size);
     default: return "";
     }
 }
@@ -1288,9 +1336,12 @@ static int add_group(rules *r, const char *g, size_t len, perr *e) {
         const char *comma = memchr(d, ',', (size_t)(g + len - d));
         size_t dlen = comma ? (size_t)(comma - d) : (size_t)(g + len - d);
         int64_t ms = duration_ms(d, dlen);
+        char why[200];
         if (ms < 0)
             return fail(e, NULL, NULL, "\"%.*s\": a duration is <n>m, <n>h or <n>d, 1m..30d",
                         (int)dlen, d);
+        if (!window_aligned(ms / 1000, why, sizeof why))
+            return fail(e, NULL, NULL, "\"%.*s\": %s", (int)dlen, d, why);
         if (window_index(r, (rules_entity)ei, ms, 0, RULES_MAX_FEATURE_WINDOWS, &idx) != 0)
             return fail(e, NULL, NULL, "more than %d feature windows", RULES_MAX_FEATURE_WINDOWS);
         d += dlen + 1;
@@ -1321,6 +1372,112 @@ int rules_add_feature_windows(rules *r, const char *spec, const char *risk_days,
         d = *end ? end + 1 : end;
     }
     return 0;
+}
+
+/* ---- the windows a model reads ---------------------------------------------------------------- */
+
+/* The window a model column reads, when its name is a window key of the evidence or the derived
+ * average of one (modelrow.h): "<entity>_count_<N>s", "_sum_minor_<N>s", "_avg_minor_<N>s",
+ * "_distinct_users_<N>s" ("user_distinct_cards_<N>s"), "user_amount_ratio_<N>s", or a delayed
+ * "<entity>_count_<N>s_delay_<D>s" (whole days, as risk-windows-days makes them). The name is
+ * written back by the evidence's own code (window_key) and must come out the same, so a name the
+ * evidence never holds ("user_distinct_users_60s", "ip_amount_ratio_60s", "user_count_0300s")
+ * reads no window; nor does a window a rule could not have (over 30 days, not whole buckets). */
+static bool column_window(const char *name, rules_window *out) {
+    static const struct {
+        const char *prefix;
+        fkind kind; /* FK_NONE: the derived average (its sum and count keys) */
+    } forms[] = {
+        {"count_", FK_COUNT},           {"sum_minor_", FK_SUM},
+        {"avg_minor_", FK_NONE},        {"distinct_users_", FK_DISTINCT},
+        {"distinct_cards_", FK_DISTINCT}, {"amount_ratio_", FK_RATIO},
+    };
+    const long long day = 86400, max_days = RULES_WINDOW_SECONDS_MAX / 86400;
+    char buf[96], why[200];
+    long long secs, delay;
+    int end;
+    for (int e = 0; e < RULES_ENT_COUNT; e++) {
+        size_t n = strlen(ENTITY_NAMES[e]);
+        if (strncmp(name, ENTITY_NAMES[e], n) != 0 || name[n] != '_') continue;
+        const char *rest = name + n + 1;
+        end = 0;
+        if (sscanf(rest, "count_%9llds_delay_%9llds%n", &secs, &delay, &end) == 2 && end > 0 &&
+            !rest[end]) {
+            *out = (rules_window){(rules_entity)e, secs * 1000, delay * 1000};
+            return secs % day == 0 && delay % day == 0 && secs >= day && secs <= max_days * day &&
+                   delay >= day && delay <= max_days * day &&
+                   strcmp(window_key(out, FK_COUNT, buf, sizeof buf), name) == 0;
+        }
+        for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+            size_t plen = strlen(forms[i].prefix);
+            const char *num = rest + plen;
+            end = 0;
+            if (strncmp(rest, forms[i].prefix, plen) != 0 ||
+                sscanf(num, "%9llds%n", &secs, &end) != 1 || end == 0 || num[end])
+                continue;
+            if (secs < 1 || secs > RULES_WINDOW_SECONDS_MAX || !window_aligned(secs, why, sizeof why))
+                return false;
+            *out = (rules_window){(rules_entity)e, secs * 1000, 0};
+            if (forms[i].kind == FK_NONE)
+                snprintf(buf, sizeof buf, "%s_avg_minor_%llds", ENTITY_NAMES[e], secs);
+            else
+                window_key(out, forms[i].kind, buf, sizeof buf);
+            return strcmp(buf, name) == 0;
+        }
+    }
+    return false;
+}
+
+/* The merchant-risk pair of a column "merchant_frauds_<W>d_delay_<D>d" or
+ * "merchant_risk_<W>d_delay_<D>d" (W 1..30, D 0..30, as merchant_risk_at_least allows), checked
+ * the same way by writing the name back. */
+static bool column_risk(const char *name, rules_risk *out) {
+    static const fkind kinds[] = {FK_RISK_FRAUDS, FK_RISK};
+    char buf[96];
+    int w, d, end;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        const char *prefix = kinds[i] == FK_RISK ? "merchant_risk_" : "merchant_frauds_";
+        const char *num = name + strlen(prefix);
+        end = 0;
+        if (strncmp(name, prefix, strlen(prefix)) != 0 ||
+            sscanf(num, "%2dd_delay_%2dd%n", &w, &d, &end) != 2 || end == 0 || num[end])
+            continue;
+        *out = (rules_risk){w, d, 0};
+        return w >= 1 && w <= 30 && d >= 0 && d <= 30 &&
+               strcmp(risk_key(out, kinds[i], buf, sizeof buf), name) == 0;
+    }
+    return false;
+}
+
+int rules_add_model_windows(rules *r, const char *const *names, size_t n, char *errstr,
+                            size_t errstr_size) {
+    perr e = {errstr, errstr_size, "model"};
+    for (size_t i = 0; i < n; i++) {
+        rules_window w;
+        rules_risk k;
+        size_t idx;
+        int rc = 0;
+        if (column_risk(names[i], &k))
+            rc = risk_index(r, k.window_days, k.delay_days, RULES_MAX_FEATURE_WINDOWS,
+                            RULES_MAX_RISK, &idx);
+        else if (column_window(names[i], &w))
+            rc = window_index(r, w.entity, w.window_ms, w.offset_ms, RULES_MAX_FEATURE_WINDOWS,
+                              &idx);
+        if (rc != 0)
+            return fail(&e, NULL, NULL,
+                        "column %s: more than %d feature windows or %d merchant-risk pairs with "
+                        "the rules' own, feature-windows and risk-windows-days",
+                        names[i], RULES_MAX_FEATURE_WINDOWS, RULES_MAX_RISK);
+    }
+    return 0;
+}
+
+/* Everything a set holds is inside the struct (no pointers but to static strings): a byte copy is
+ * a set of its own. */
+rules *rules_copy(const rules *r) {
+    rules *c = malloc(sizeof *c);
+    if (c) memcpy(c, r, sizeof *c);
+    return c;
 }
 
 size_t rules_risk_count(const rules *r) { return r->nrisk; }

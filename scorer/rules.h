@@ -19,7 +19,8 @@
  *
  * A loaded rule set is immutable once the scorer starts using it; its version string is the file's
  * "version" plus a hash of its bytes, recorded with every decision. Reload = load a new one (and
- * add the configured extra feature windows), swap pointers, destroy the old. */
+ * add the configured extra feature windows and the windows the model reads), swap pointers,
+ * destroy the old. */
 #ifndef FS_RULES_H
 #define FS_RULES_H
 
@@ -51,7 +52,8 @@ typedef enum rules_entity {
 /* A window feature the rule set needs: payments of one entity in the event-time window
  * (t - offset - window, t - offset], the current payment included (offset 0). Windows up to
  * RULES_EXACT_WINDOW_MS with offset 0 are exact (velocity.h); the others are read from time
- * buckets (buckets.h: hour buckets up to 1 day, day buckets beyond). */
+ * buckets (buckets.h: hour buckets up to 1 day, day buckets beyond), so the loader accepts longer
+ * windows only in whole buckets: whole hours up to a day, whole days beyond. */
 typedef struct rules_window {
     rules_entity entity;
     int64_t window_ms;
@@ -145,10 +147,25 @@ const rules_window *rules_window_at(const rules *r, size_t i);
  * analysts and model training; scorer option feature-windows), and merchant-risk windows
  * (risk_days: window lengths in days, delay_days: the feedback delay). spec: space- or
  * semicolon-separated "ENTITY:DUR[,DUR...]" with DUR = <n>m | <n>h | <n>d, e.g.
- * "user:1d,7d,30d merchant:1d,7d,30d"; risk_days: "1,7,30" or "". Call before the set is shared.
+ * "user:1d,7d,30d merchant:1d,7d,30d" (beyond an hour whole hours, beyond a day whole days, as
+ * the rules' window_seconds); risk_days: "1,7,30" or "". Call before the set is shared.
  * Returns 0 or -1 with errstr. */
 int rules_add_feature_windows(rules *r, const char *spec, const char *risk_days, int delay_days,
                               char *errstr, size_t errstr_size);
+
+/* Adds the windows (and merchant-risk pairs) a model reads: each of the n column names that is a
+ * window key of the evidence ("user_count_300s", "card_distinct_users_1800s",
+ * "user_avg_minor_86400s" through its sum and count, "merchant_risk_7d_delay_7d"...) gets its
+ * window, so every such column is computed whatever the rules enable: disabling or changing a rule
+ * never takes a model input away (scorer.h, scorer_rules_fit). Other names are left alone (bound by
+ * name, or never: modelrow_unbound). Call before the set is shared. Returns 0, or -1 with errstr
+ * naming the column when the windows exceed RULES_MAX_FEATURE_WINDOWS or the pairs RULES_MAX_RISK
+ * (r is then half-extended: destroy it). */
+int rules_add_model_windows(rules *r, const char *const *names, size_t n, char *errstr,
+                            size_t errstr_size);
+
+/* A copy of r, not shared (extend it, then share it), or NULL when out of memory. */
+rules *rules_copy(const rules *r);
 
 size_t rules_risk_count(const rules *r);
 const rules_risk *rules_risk_at(const rules *r, size_t i);

@@ -89,7 +89,7 @@ typedef struct scorer_metrics {
         *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
         *outcomes, *outcomes_pending, *reloads, *pruned, *model_seconds, *model_reloads,
-        *model_failures, *model_info, *rules_info, *e2e_seconds, *consumer_errors,
+        *model_failures, *model_info, *model_unbound, *rules_info, *e2e_seconds, *consumer_errors,
         *outcomes_commit_failures, *pii_key_info, *prune_held_back, *db_timeouts;
 } scorer_metrics;
 
@@ -1790,6 +1790,32 @@ model *scorer_model_load(const scorer_config *cfg, char *errstr, size_t errstr_s
     return model_load(cfg->model_file, SCORER_MODEL_THREADS, errstr, errstr_size);
 }
 
+/* Why the model's windows are always computed: a column is bound to a feature by its name
+ * (modelrow.h), and a window only the rules asked for vanished with the rule that asked (a disabled
+ * rule's window is not computed), leaving the column NAN from the reload on with nothing but a
+ * warning. The other way out, refusing such a rules reload, would turn disabling a misfiring rule
+ * under a model (when it is urgent) into a restart with other feature-windows. So the model's
+ * windows are added to every rule set it is bound to, and rules and model stay independent. */
+int scorer_rules_fit(rules *r, const model *m, char *errstr, size_t errstr_size) {
+    const char *names[MODEL_MAX_FEATURES];
+    size_t n = m ? model_feature_count(m) : 0;
+    if (n > MODEL_MAX_FEATURES) n = MODEL_MAX_FEATURES; /* model_load refuses more */
+    for (size_t i = 0; i < n; i++) names[i] = model_feature_name(m, i);
+    return rules_add_model_windows(r, names, n, errstr, errstr_size);
+}
+
+size_t scorer_model_unbound(const model *m, const modelrow *x) {
+    char names[512];
+    size_t k = x ? modelrow_unbound(x, names, sizeof names) : 0;
+    if (k)
+        log_fields(LOG_WARN, "model_features_missing",
+                   json_pack("{s:s, s:I, s:s}", "version", model_version(m), "count",
+                             (json_int_t)k, "features", names),
+                   "%zu model feature(s) are not computed with these rules and feature windows: "
+                   "always missing", k);
+    return k;
+}
+
 /* The rules file again: the new set, or NULL (logged, counted) when it does not load. Success is
  * counted by scorer_reload() once the set is also bound to the model. */
 static rules *scorer_reload_rules(scorer *s) {
@@ -1855,16 +1881,10 @@ static void scorer_reload_accepted(scorer *s, const rules *r, const model *m) {
 }
 
 /* What an operator must know about the model just bound: columns this scorer never computes
- * (always missing: the model was trained with other windows), and a blend weight of 0. */
+ * (always missing: names that are no feature key, such as a window no rule could have; also a
+ * gauge, since a log line is easily missed), and a blend weight of 0. */
 static void scorer_model_warnings(scorer *s) {
-    char names[512];
-    size_t k = modelrow_unbound(s->mrow, names, sizeof names);
-    if (k)
-        log_fields(LOG_WARN, "model_features_missing",
-                   json_pack("{s:s, s:I, s:s}", "version", model_version(s->model), "count",
-                             (json_int_t)k, "features", names),
-                   "%zu model feature(s) are not computed with these rules and feature windows: "
-                   "always missing", k);
+    metric_set(s->m.model_unbound, NULL, (double)scorer_model_unbound(s->model, s->mrow));
     if (rules_model_weight(s->rules) == 0)
         log_fields(LOG_WARN, "model_not_blended",
                    json_pack("{s:s}", "rules", rules_version(s->rules)),
@@ -1873,19 +1893,28 @@ static void scorer_model_warnings(scorer *s) {
 }
 
 /* SIGHUP, between batches: the rules file, and the model file when one is configured, are read
- * again; one that does not load keeps its active version. The model's columns are bound again
- * when either changed (the rules' windows decide where each feature is). */
+ * again; one that does not load keeps its active version. The rules to use get the model's windows
+ * (scorer_rules_fit): the new file's set, or for a new model alone a copy of the active set. The
+ * model's columns are then bound again (the windows decide where each feature is). Rules and model
+ * that do not fit together (too many windows) are refused as a whole: both active ones stay. */
 static void scorer_reload(scorer *s) {
-    char err[256];
+    char err[512] = "out of memory";
     rules *r = scorer_reload_rules(s);
     model *m = s->cfg.model_file && s->cfg.model_file[0] ? scorer_reload_model(s) : NULL;
     const model *bm = m ? m : s->model;
+    rules *nr = r; /* the set to use from now on */
     modelrow *mr = NULL;
     if (!r && !m) return;
-    if (bm && !(mr = modelrow_new(bm, r ? r : s->rules, err, sizeof err))) {
-        log_msg(LOG_ERROR, "reload_failed", "%s: the active rules and model stay", err);
+    if (!nr) nr = rules_copy(s->rules);
+    if (!nr || (bm && (scorer_rules_fit(nr, bm, err, sizeof err) != 0 ||
+                       !(mr = modelrow_new(bm, nr, err, sizeof err))))) {
+        log_fields(LOG_ERROR, "reload_failed",
+                   json_pack("{s:s, s:s, s:s?}", "error", err, "rules",
+                             rules_version(r ? r : s->rules), "model",
+                             bm ? model_version(bm) : NULL),
+                   "%s: the active rules and model stay", err);
         scorer_reload_refused(s, r, m);
-        rules_destroy(r);
+        rules_destroy(nr);
         model_destroy(m);
         return;
     }
@@ -1893,11 +1922,9 @@ static void scorer_reload(scorer *s) {
     /* between batches: nothing points into the old rules, model or binding any more */
     modelrow_destroy(s->mrow);
     s->mrow = mr;
-    if (r) {
-        metric_info_swap(s->m.rules_info, rules_version(s->rules), rules_version(r));
-        rules_destroy(s->rules);
-        s->rules = r;
-    }
+    if (r) metric_info_swap(s->m.rules_info, rules_version(s->rules), rules_version(r));
+    rules_destroy(s->rules);
+    s->rules = nr;
     if (m) {
         metric_info_swap(s->m.model_info, s->model ? model_version(s->model) : NULL,
                          model_version(m));
@@ -2134,6 +2161,7 @@ static void scorer_metrics_zero(scorer_metrics *x) {
     metric_add(x->outcomes, "applied", 0);
     metric_add(x->outcomes, "invalid", 0);
     metric_add(x->outcomes, "expired", 0);
+    metric_set(x->model_unbound, NULL, 0);
 }
 
 static void scorer_metrics_init(scorer *s) {
@@ -2176,6 +2204,7 @@ static void scorer_metrics_init(scorer *s) {
     x->model_failures = metrics_counter(m, "fs_scorer_model_failures_total", "batches the model could not score (decided by the rules alone)", NULL);
     x->model_info = metrics_gauge(m, "fs_scorer_model_info", "the model in use: one series, 1, labelled with its version (none: rules only)", "version");
     x->rules_info = metrics_gauge(m, "fs_scorer_rules_info", "the rules in use: one series, 1, labelled with their version", "version");
+    x->model_unbound = metrics_gauge(m, "fs_scorer_model_features_unbound", "columns of the model in use that no feature of the scorer fills (always missing: NAN; model_features_missing names them); 0 without a model", NULL);
     x->pii_key_info = metrics_gauge(m, "fs_scorer_pii_key_info", "the pii_key_id of the last raw_payments message that had one: one series, 1", "key_id");
     x->e2e_seconds = metrics_histogram(m, "fs_scorer_e2e_latency_seconds", "from ingest accepting a payment (its ingest_ts) to its decision persisted and produced by this worker; includes the clock skew between their hosts", NULL, e2e, sizeof e2e / sizeof e2e[0]);
     scorer_metrics_zero(x);
@@ -2308,7 +2337,9 @@ static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
 /* The model's columns bound to the rules' features, its info metric, and the start-up record. */
 static int scorer_model_start(scorer *s, char *errstr, size_t errstr_size) {
     if (!s->model) return 0;
-    if (!(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size))) return -1;
+    if (scorer_rules_fit(s->rules, s->model, errstr, errstr_size) != 0 ||
+        !(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size)))
+        return -1;
     metric_info_swap(s->m.model_info, NULL, model_version(s->model));
     log_fields(LOG_INFO, "model_loaded",
                json_pack("{s:s, s:s, s:I, s:i}", "file", s->cfg.model_file ? s->cfg.model_file : "",

@@ -28,6 +28,7 @@
 #include "kafka.h"
 #include "metrics.h"
 #include "model.h"
+#include "modelrow.h"
 #include "rules.h"
 #include "store.h"
 
@@ -109,6 +110,16 @@ rules *scorer_rules_load(const scorer_config *cfg, char *errstr, size_t errstr_s
 /* Loads cfg->model_file (which must be set) for prediction (also for reloads). NULL with errstr
  * naming the file when it is missing or not a FraudShield model. */
 model *scorer_model_load(const scorer_config *cfg, char *errstr, size_t errstr_size);
+
+/* Adds to r (not shared yet) the windows m reads (rules_add_model_windows; m NULL: nothing), so
+ * that m's inputs never depend on which rules are enabled: at start-up, on every reload of either
+ * file, and in the offline check. Returns 0, or -1 with errstr naming the column that does not fit
+ * (too many windows): the start-up fails, a reload is refused (reload_failed). */
+int scorer_rules_fit(rules *r, const model *m, char *errstr, size_t errstr_size);
+
+/* m's columns that no feature of r fills (always missing: NAN), logged as the warning
+ * model_features_missing with their names; returns how many (0 when x is NULL). */
+size_t scorer_model_unbound(const model *m, const modelrow *x);
 
 /* Creates the producer and the consumer, waits (blocking, start-up only) for the brokers and
  * topics, and subscribes. Takes ownership of st (connected, migrated), r and m (NULL: rules only),

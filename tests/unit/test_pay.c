@@ -835,6 +835,45 @@ static void test_countries(void **state) {
     assert_int_equal(accepted, 250);
 }
 
+/* pay_stored_value_check: the event field's own check, then the stored form against the value.
+ * why NULL: the value is stored as given. */
+static void test_stored_value_check(void **state) {
+    static const struct {
+        const char *field, *value, *why;
+    } cases[] = {
+        {"payment_method", "card", NULL},
+        {"payment_method", "bank_transfer", NULL},
+        {"payment_method", "CARD", "is stored as \"card\""},
+        {"payment_method", "", "must not be empty"},
+        {"payment_method", "credit card", "must contain only letters, digits, '_' and '-'"},
+        {"card_type", "Visa", "is stored as \"visa\""},
+        {"transaction_type", "refund", NULL},
+        {"currency", "EUR", NULL},
+        {"currency", "eur", "is stored as \"EUR\""},
+        {"currency", "EURO", "must be a three-letter ISO 4217 code"},
+        {"currency", "ABC", "is not an active ISO 4217 currency"},
+        {"country", "GB", NULL},
+        {"country", "UK", "must be an assigned ISO 3166-1 alpha-2 code"},
+        {"shipping_country", "gb", "is stored as \"GB\""},
+        {"ip_country", "XK", NULL},
+        {"merchant_id", "Shop 7", NULL},
+        {"user_id", "a\tb", "must not contain control characters"},
+        {"event_time", "2026-01-01T00:00:00Z", "is not a field compared as stored"},
+        {"nonsense", "x", "is not a field compared as stored"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[160] = "";
+        int rc = pay_stored_value_check(cases[i].field, cases[i].value, strlen(cases[i].value), why,
+                                        sizeof why);
+        if (rc != (cases[i].why ? -1 : 0) || (cases[i].why && strcmp(why, cases[i].why) != 0))
+            fail_msg("case %zu (%s \"%s\"): rc %d, \"%s\"", i, cases[i].field, cases[i].value, rc, why);
+    }
+    char why[160] = "";
+    assert_int_equal(pay_stored_value_check("user_id", "u\0x", 3, why, sizeof why), -1);
+    assert_string_equal(why, "must not contain NUL characters");
+}
+
 /* ---------------------------------------------------------------- event codec */
 
 static void assert_payment_equal(const pay_payment *a, const pay_payment *b) {
@@ -1243,6 +1282,7 @@ int main(void) {
         cmocka_unit_test(test_amount_format),
         cmocka_unit_test(test_currency_exponent),
         cmocka_unit_test(test_countries),
+        cmocka_unit_test(test_stored_value_check),
         cmocka_unit_test(test_event_roundtrip),
         cmocka_unit_test(test_event_golden),
         cmocka_unit_test(test_text_has_personal),

@@ -712,10 +712,13 @@ static void test_invalid_files(void **state) {
          "rules[0].predicate.entity: distinct_users_at_least needs an entity other than user"},
         {FILE_OF(RULE(
              "C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NG\",\"ng\"]}")),
-         "rules[0].predicate.countries[1]: must be a 2-letter upper-case country code"},
+         "rules[0].predicate.countries[1]: rule C can never match: country is stored as \"NG\""},
         {FILE_OF(
              RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NGA\"]}")),
-         "rules[0].predicate.countries[0]: must be a 2-letter"},
+         "rules[0].predicate.countries[0]: rule C can never match: country must be an assigned "
+         "ISO 3166-1 alpha-2 code"},
+        {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[7]}")),
+         "rules[0].predicate.countries[0]: must be a 2-letter upper-case country code"},
         {FILE_OF(RULE("C", "{\"kind\":\"country_in\",\"field\":\"country\",\"countries\":[\"NG\","
                            "\"KP\",\"NG\"]}")),
          "rules[0].predicate.countries[2]: duplicate country NG"},
@@ -742,6 +745,245 @@ static void test_invalid_files(void **state) {
         if (!strstr(err, cases[i].error))
             fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
     }
+}
+
+#define P_VALUES(field, values) "{\"kind\":\"value_in\",\"field\":\"" field "\",\"values\":[" values "]}"
+#define P_COUNTRIES(field, values)                                                                 \
+    "{\"kind\":\"country_in\",\"field\":\"" field "\",\"countries\":[" values "]}"
+#define RULE_OFF(code, pred)                                                                       \
+    "{\"code\":\"" code "\",\"severity\":\"low\",\"weight\":10,\"message\":\"m\",\"enabled\":false," \
+    "\"predicate\":" pred "}"
+
+/* value_in and country_in accept only what ingest stores in the field (pay_stored_value_check):
+ * anything else would never match. error NULL: loads. */
+static void test_stored_values(void **state) {
+    static const struct {
+        const char *text, *error;
+    } cases[] = {
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"card\",\"bank_transfer\",\"e-wallet\""))), NULL},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"CARD\""))),
+         "test.json: rules[0].predicate.values[0]: rule PM can never match: payment_method is "
+         "stored as \"card\""},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"card\",\"Wallet\""))),
+         "rules[0].predicate.values[1]: rule PM can never match: payment_method is stored as "
+         "\"wallet\""},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"credit card\""))),
+         "rules[0].predicate.values[0]: rule PM can never match: payment_method must contain only "
+         "letters, digits, '_' and '-'"},
+        {FILE_OF(RULE("PM", P_VALUES("payment_method", "\"abcdefghijklmnopqrstuvwxyz0123456\""))),
+         "rules[0].predicate.values[0]: rule PM can never match: payment_method must be at most 32"},
+        {FILE_OF(RULE("CT", P_VALUES("card_type", "\"visa\",\"debit\""))), NULL},
+        {FILE_OF(RULE("CT", P_VALUES("card_type", "\"VISA\""))),
+         "rules[0].predicate.values[0]: rule CT can never match: card_type is stored as \"visa\""},
+        {FILE_OF(RULE("TT", P_VALUES("transaction_type", "\"Purchase\""))),
+         "rules[0].predicate.values[0]: rule TT can never match: transaction_type is stored as "
+         "\"purchase\""},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"EUR\",\"JPY\",\"KWD\""))), NULL},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"eur\""))),
+         "rules[0].predicate.values[0]: rule CU can never match: currency is stored as \"EUR\""},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"EURO\""))),
+         "rules[0].predicate.values[0]: rule CU can never match: currency must be a three-letter "
+         "ISO 4217 code"},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"EUR\",\"XYZ\""))),
+         "rules[0].predicate.values[1]: rule CU can never match: currency is not an active ISO "
+         "4217 currency"},
+        {FILE_OF(RULE("CU", P_VALUES("currency", "\"HRK\""))), /* withdrawn in 2023 */
+         "rules[0].predicate.values[0]: rule CU can never match: currency is not an active"},
+        /* identifiers are stored as sent: any case, but no control characters */
+        {FILE_OF(RULE("MI", P_VALUES("merchant_id", "\"Shop-7\",\"shop 8\""))), NULL},
+        {FILE_OF(RULE("UI", P_VALUES("user_id", "\"u\\u0001x\""))),
+         "rules[0].predicate.values[0]: rule UI can never match: user_id must not contain control "
+         "characters"},
+        {FILE_OF(RULE("CO", P_COUNTRIES("country", "\"GB\",\"XK\",\"NG\""))), NULL},
+        {FILE_OF(RULE("CO", P_COUNTRIES("country", "\"UK\""))),
+         "rules[0].predicate.countries[0]: rule CO can never match: country must be an assigned "
+         "ISO 3166-1 alpha-2 code"},
+        {FILE_OF(RULE("CO", P_COUNTRIES("billing_country", "\"GB\",\"ZZ\""))),
+         "rules[0].predicate.countries[1]: rule CO can never match: billing_country must be an "
+         "assigned ISO 3166-1 alpha-2 code"},
+        {FILE_OF(RULE("CO", P_COUNTRIES("ip_country", "\"de\""))),
+         "rules[0].predicate.countries[0]: rule CO can never match: ip_country is stored as \"DE\""},
+        /* a disabled rule is validated all the same: enabling it later must not be a surprise */
+        {FILE_OF(RULE("ON", P_AMOUNT("1")) "," RULE_OFF("OFF", P_VALUES("currency", "\"usd\""))),
+         "rules[1].predicate.values[0]: rule OFF can never match: currency is stored as \"USD\""},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
+        if (!cases[i].error) {
+            if (!r) fail_msg("case %zu: unexpected error %s", i, err);
+            rules_destroy(r);
+            continue;
+        }
+        if (r) {
+            rules_destroy(r);
+            fail_msg("case %zu loaded, expected error \"%s\"", i, cases[i].error);
+        }
+        if (!strstr(err, cases[i].error))
+            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
+    }
+}
+
+/* Windows over an hour are whole buckets (whole hours up to a day, whole days beyond), in rules
+ * and in feature-windows; error NULL: loads. */
+static void test_window_lengths(void **state) {
+    static const struct {
+        const char *text, *error;
+    } cases[] = {
+        {FILE_OF(RULE("W", P_COUNT("ip", 1, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 3599, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 3600, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 7200, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 82800, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 86400, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 172800, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 2592000, 2))), NULL},
+        {FILE_OF(RULE("W", P_COUNT("ip", 3601, 2))),
+         "test.json: rules[0].predicate.window_seconds: 3601 is not a whole number of hours: "
+         "windows over 3600 s are counted in 1-hour buckets and would reach up to 7200 s back; use "
+         "3600 or 7200 (rule W)"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 5400, 2))),
+         "rules[0].predicate.window_seconds: 5400 is not a whole number of hours: windows over "
+         "3600 s are counted in 1-hour buckets and would reach up to 7200 s back; use 3600 or 7200"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 86399, 2))), "use 82800 or 86400 (rule W)"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 90000, 2))),
+         "rules[0].predicate.window_seconds: 90000 is not a whole number of days: windows over "
+         "86400 s are counted in 1-day buckets and would reach up to 172800 s back; use 86400 or "
+         "172800 (rule W)"},
+        {FILE_OF(RULE("W", P_COUNT("ip", 2591999, 2))), "use 2505600 or 2592000"},
+        {FILE_OF(RULE("S", "{\"kind\":\"sum_at_least\",\"entity\":\"card\",\"window_seconds\":"
+                           "10800,\"amount\":\"1\"}")), NULL},
+        {FILE_OF(RULE("S", "{\"kind\":\"sum_at_least\",\"entity\":\"card\",\"window_seconds\":"
+                           "10801,\"amount\":\"1\"}")),
+         "rules[0].predicate.window_seconds: 10801 is not a whole number of hours"},
+        {FILE_OF(RULE("R", "{\"kind\":\"amount_ratio_at_least\",\"window_seconds\":129600,"
+                           "\"ratio\":\"3\"}")),
+         "rules[0].predicate.window_seconds: 129600 is not a whole number of days"},
+        {FILE_OF(RULE("ON", P_AMOUNT("1")) "," RULE_OFF("OFF", P_COUNT("user", 5400, 2))),
+         "rules[1].predicate.window_seconds: 5400 is not a whole number of hours"},
+    };
+    static const struct {
+        const char *spec, *error;
+    } extra[] = {
+        {"user:60m,2h,24h,2d card:1m", NULL},
+        {"user:90m", "feature-windows: \"90m\": 5400 is not a whole number of hours"},
+        {"ip:1d,25h", "feature-windows: \"25h\": 90000 is not a whole number of days: windows "
+                      "over 86400 s are counted in 1-day buckets and would reach up to 172800 s "
+                      "back; use 86400 or 172800"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
+        if (!cases[i].error) {
+            if (!r) fail_msg("case %zu: unexpected error %s", i, err);
+            rules_destroy(r);
+            continue;
+        }
+        if (r) {
+            rules_destroy(r);
+            fail_msg("case %zu loaded, expected error \"%s\"", i, cases[i].error);
+        }
+        if (!strstr(err, cases[i].error))
+            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
+    }
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        char err[512] = "";
+        rules *r = parse_ok(FILE_OF(RULE("A", P_AMOUNT("1"))));
+        int rc = rules_add_feature_windows(r, extra[i].spec, "", 7, err, sizeof err);
+        rules_destroy(r);
+        if (!extra[i].error && rc != 0) fail_msg("extra %zu: unexpected error %s", i, err);
+        if (extra[i].error && (rc == 0 || !strstr(err, extra[i].error)))
+            fail_msg("extra %zu: rc %d, error \"%s\", expected \"%s\"", i, rc, err, extra[i].error);
+    }
+}
+
+/* The windows a model reads are computed whatever the rules enable: a model column bound to a
+ * disabled rule's window stays bound. Table: column, the keys it makes exist (NULL: it adds no
+ * window). */
+static void test_model_windows(void **state) {
+    static const struct {
+        const char *column, *key1, *key2;
+    } cases[] = {
+        {"user_count_300s", "user_count_300s", "user_amount_ratio_300s"},
+        {"user_sum_minor_300s", "user_sum_minor_300s", NULL},
+        {"user_distinct_cards_600s", "user_distinct_cards_600s", NULL},
+        {"card_distinct_users_1800s", "card_distinct_users_1800s", NULL},
+        {"ip_sum_minor_600s", "ip_sum_minor_600s", "ip_count_600s"},
+        {"device_avg_minor_86400s", "device_sum_minor_86400s", "device_count_86400s"},
+        {"user_amount_ratio_604800s", "user_amount_ratio_604800s", NULL},
+        {"email_count_7200s", "email_count_7200s", NULL},
+        {"merchant_count_604800s_delay_604800s", "merchant_count_604800s_delay_604800s", NULL},
+        {"merchant_risk_14d_delay_3d", "merchant_risk_14d_delay_3d", "merchant_frauds_14d_delay_3d"},
+        {"merchant_frauds_1d_delay_0d", "merchant_frauds_1d_delay_0d", "merchant_count_86400s"},
+        /* names the evidence never holds, or windows no rule could have: nothing added */
+        {"user_distinct_users_600s", NULL, NULL},
+        {"ip_amount_ratio_60s", NULL, NULL},
+        {"user_count_0300s", NULL, NULL},
+        {"user_count_+300s", NULL, NULL},
+        {"user_count_300", NULL, NULL},
+        {"user_count_5400s", NULL, NULL},
+        {"user_count_0s", NULL, NULL},
+        {"user_count_2678400s", NULL, NULL},
+        {"user_count_1234567890123s", NULL, NULL},
+        {"merchant_count_5400s_delay_86400s", NULL, NULL},
+        {"merchant_count_86400s_delay_0s", NULL, NULL},
+        {"merchant_risk_31d_delay_3d", NULL, NULL},
+        {"merchant_risk_7d_delay_07d", NULL, NULL},
+        {"customer_count_300s", NULL, NULL},
+        {"amount_minor", NULL, NULL},
+        {"vault_card_fraud", NULL, NULL},
+        {"model_score", NULL, NULL},
+    };
+    /* RAPID_USER (user, 300 s) is disabled: without a model, its window is not computed */
+    static const char text[] = FILE_OF(RULE("ON", P_AMOUNT("1")) "," RULE_OFF("RAPID_USER", P_COUNT("user", 300, 4)));
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        rules *r = parse_ok(text);
+        const char *names[] = {"amount_minor", cases[i].column};
+        assert_int_equal(rules_window_count(r), 0);
+        assert_int_equal(rules_feature_find(r, "user_count_300s"), -1);
+        if (rules_add_model_windows(r, names, 2, err, sizeof err) != 0)
+            fail_msg("case %zu (%s): %s", i, cases[i].column, err);
+        if (!cases[i].key1 && (rules_window_count(r) != 0 || rules_risk_count(r) != 0))
+            fail_msg("case %zu: %s added a window", i, cases[i].column);
+        if (cases[i].key1 && rules_feature_find(r, cases[i].key1) < 0)
+            fail_msg("case %zu: %s: no key %s", i, cases[i].column, cases[i].key1);
+        if (cases[i].key2 && rules_feature_find(r, cases[i].key2) < 0)
+            fail_msg("case %zu: %s: no key %s", i, cases[i].column, cases[i].key2);
+        /* once more: nothing new (the windows are shared, not repeated) */
+        size_t nw = rules_window_count(r), nk = rules_risk_count(r);
+        assert_int_equal(rules_add_model_windows(r, names, 2, err, sizeof err), 0);
+        assert_int_equal(rules_window_count(r), nw);
+        assert_int_equal(rules_risk_count(r), nk);
+        rules_destroy(r);
+    }
+}
+
+/* A model needing more windows than a set may hold is an error naming the column; a copy of a set
+ * is extended without touching the original. */
+static void test_model_windows_limit(void **state) {
+    char names[RULES_MAX_FEATURE_WINDOWS + 1][32], err[512] = "";
+    const char *ptrs[RULES_MAX_FEATURE_WINDOWS + 1];
+    rules *r = parse_ok(FILE_OF(RULE("U", P_COUNT("user", 300, 4))));
+    (void)state;
+    for (int i = 0; i < RULES_MAX_FEATURE_WINDOWS; i++) { /* with the rule's: one too many */
+        snprintf(names[i], sizeof names[i], "ip_count_%ds", i + 1);
+        ptrs[i] = names[i];
+    }
+    rules *c = rules_copy(r);
+    assert_non_null(c);
+    assert_int_equal(rules_add_model_windows(c, ptrs, RULES_MAX_FEATURE_WINDOWS - 1, err, sizeof err), 0);
+    assert_int_equal(rules_window_count(c), RULES_MAX_FEATURE_WINDOWS);
+    assert_int_equal(rules_window_count(r), 1);
+    assert_string_equal(rules_version(c), rules_version(r));
+    rules_destroy(c);
+    assert_int_equal(rules_add_model_windows(r, ptrs, RULES_MAX_FEATURE_WINDOWS, err, sizeof err), -1);
+    if (!strstr(err, "model: column ip_count_48s: more than 48 feature windows"))
+        fail_msg("%s", err);
+    rules_destroy(r);
 }
 
 /* A file with n rules, each with its own window when distinct_windows (else all amount rules). */
@@ -838,6 +1080,10 @@ int main(void) {
         cmocka_unit_test(test_json_evidence),
         cmocka_unit_test(test_default_rules),
         cmocka_unit_test(test_invalid_files),
+        cmocka_unit_test(test_stored_values),
+        cmocka_unit_test(test_window_lengths),
+        cmocka_unit_test(test_model_windows),
+        cmocka_unit_test(test_model_windows_limit),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_load_errors),
     };
