@@ -28,6 +28,7 @@
 #define RULES_COUNTRIES_MAX 250
 #define RULES_AMOUNT_TEXT_MAX 24
 #define RULES_AMOUNT_FRAC_MAX 4 /* largest ISO 4217 minor-unit exponent (CLF, UYW) */
+#define RULES_CURRENCIES_MAX 48 /* amount predicates: per-currency amounts per rule */
 #define RULES_HASH_HEX 12
 
 #define RULES_VALUES_MAX 64      /* value_in: values per rule */
@@ -68,9 +69,17 @@ typedef struct rule {
     bool enabled;
     bool model_covered; /* its signal is a model input: with a model score it explains, adds 0 */
     pred_kind kind;
-    /* amount_at_least: the threshold in minor units for each exponent 0..4, rounded up, so that
-     * amount_minor >= min_minor[exp] is the exact decimal comparison amount >= threshold. */
+    /* amount_at_least, sum_at_least, avg_at_least: the threshold in minor units for each exponent
+     * 0..4, rounded up, so that amount_minor >= min_minor[exp] is the exact decimal comparison
+     * amount >= threshold; any_currency: "amount" was given (else only the listed currencies hit).
+     * ccy: "currencies", each code's own threshold in its own minor units (before min_minor). */
     int64_t min_minor[RULES_AMOUNT_FRAC_MAX + 1];
+    bool any_currency;
+    size_t nccy;
+    struct {
+        char code[4];
+        int64_t min_minor;
+    } ccy[RULES_CURRENCIES_MAX];
     country_field field[2];                     /* country_in: field[0]; country_mismatch: both */
     unsigned char countries[(26 * 26 + 7) / 8]; /* country_in: bitmap of AA..ZZ */
     rules_entity entity;                        /* windows and vault: the entity */
@@ -225,7 +234,7 @@ static int amount_threshold(const char *text, int exp, int64_t *out) {
 static int get_amount(const json_t *pred, const char *path, rule *ru, perr *e);
 
 static int parse_amount(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
-    static const char *const keys[] = {"kind", "amount", NULL};
+    static const char *const keys[] = {"kind", "amount", "currencies", NULL};
     (void)rs;
     if (check_keys(pred, keys, path, e) != 0) return -1;
     return get_amount(pred, path, ru, e);
@@ -413,30 +422,63 @@ static int parse_velocity(rules *rs, rule *ru, const json_t *pred, const char *p
 }
 
 /* The thresholds of an "amount" parameter for every currency exponent (see amount_threshold). */
-static int get_amount(const json_t *pred, const char *path, rule *ru, perr *e) {
-    char text[RULES_AMOUNT_TEXT_MAX + 1];
-    const char *bad = "must be a decimal string of major units > 0 with at most 4 fraction digits "
-                      "(\"1000\", \"1000.50\")";
-    if (!json_is_string(json_object_get(pred, "amount")) && json_object_get(pred, "amount"))
-        return fail(e, path, "amount", "%s", bad);
-    if (get_str(pred, "amount", path, true, 1, RULES_AMOUNT_TEXT_MAX, text, sizeof text, e) != 0)
-        return -1;
+static const char AMOUNT_BAD[] = "must be a decimal string of major units > 0 with at most 4 "
+                                 "fraction digits (\"1000\", \"1000.50\")";
+
+/* text: digits, optionally '.' and 1..4 digits, no leading zero, not zero. */
+static bool amount_text_ok(const char *text) {
     const char *dot = strchr(text, '.');
     size_t ilen = dot ? (size_t)(dot - text) : strlen(text);
     size_t flen = dot ? strlen(dot + 1) : 0;
-    if (ilen == 0 || (dot && (flen == 0 || flen > RULES_AMOUNT_FRAC_MAX)) ||
-        !all_in(dot ? dot + 1 : "", "0123456789") || strspn(text, "0123456789") != ilen ||
-        (ilen > 1 && text[0] == '0') || all_in(text, "0."))
-        return fail(e, path, "amount", "%s", bad);
-    for (int exp = 0; exp <= RULES_AMOUNT_FRAC_MAX; exp++)
-        if (amount_threshold(text, exp, &ru->min_minor[exp]) != 0)
-            return fail(e, path, "amount", "too large");
+    return ilen > 0 && strlen(text) <= RULES_AMOUNT_TEXT_MAX &&
+           (!dot || (flen > 0 && flen <= RULES_AMOUNT_FRAC_MAX)) && all_in(dot ? dot + 1 : "", "0123456789") &&
+           strspn(text, "0123456789") == ilen && !(ilen > 1 && text[0] == '0') && !all_in(text, "0.");
+}
+
+/* "currencies": {"JPY": "150000", ...}: ISO 4217 codes (upper case, as ingest stores them) to
+ * amounts in that currency's major units. Rules compare amounts without conversion ("amount" is
+ * in the payment's own currency): this is how a rule says what "large" is where a unit is worth
+ * a hundredth of a euro. */
+static int get_currencies(const json_t *obj, const char *path, rule *ru, perr *e) {
+    char where[160], key[16];
+    const char *code;
+    const json_t *v;
+    if (!json_is_object(obj) || json_object_size(obj) < 1 || json_object_size(obj) > RULES_CURRENCIES_MAX)
+        return fail(e, path, "currencies", "must be an object of 1..%d currency codes to amounts",
+                    RULES_CURRENCIES_MAX);
+    snprintf(where, sizeof where, "%s%scurrencies", path, *path ? "." : "");
+    json_object_foreach((json_t *)obj, code, v) {
+        int exp = pay_currency_exponent(code);
+        snprintf(key, sizeof key, "%.3s", code);
+        if (strlen(code) != 3 || !all_in(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") || exp < 0)
+            return fail(e, where, code, "not an ISO 4217 currency code in upper case (\"JPY\")");
+        if (exp > RULES_AMOUNT_FRAC_MAX) return fail(e, where, key, "minor-unit exponent above 4");
+        if (!json_is_string(v) || !amount_text_ok(json_string_value(v)))
+            return fail(e, where, key, "%s", AMOUNT_BAD);
+        memcpy(ru->ccy[ru->nccy].code, code, 4);
+        if (amount_threshold(json_string_value(v), exp, &ru->ccy[ru->nccy].min_minor) != 0)
+            return fail(e, where, key, "too large");
+        ru->nccy++;
+    }
     return 0;
+}
+
+/* "amount" (any currency) and/or "currencies" (per currency, first): at least one of them. */
+static int get_amount(const json_t *pred, const char *path, rule *ru, perr *e) {
+    const json_t *amount = json_object_get(pred, "amount"), *ccys = json_object_get(pred, "currencies");
+    ru->any_currency = amount != NULL;
+    if (!amount && !ccys) return fail(e, path, "amount", "required (or currencies)");
+    if (amount && (!json_is_string(amount) || !amount_text_ok(json_string_value(amount))))
+        return fail(e, path, "amount", "%s", AMOUNT_BAD);
+    for (int exp = 0; amount && exp <= RULES_AMOUNT_FRAC_MAX; exp++)
+        if (amount_threshold(json_string_value(amount), exp, &ru->min_minor[exp]) != 0)
+            return fail(e, path, "amount", "too large");
+    return ccys ? get_currencies(ccys, path, ru, e) : 0;
 }
 
 /* sum_at_least and avg_at_least {entity, window_seconds, amount}. */
 static int parse_window_amount(rules *rs, rule *ru, const json_t *pred, const char *path, perr *e) {
-    static const char *const keys[] = {"kind", "entity", "window_seconds", "amount", NULL};
+    static const char *const keys[] = {"kind", "entity", "window_seconds", "amount", "currencies", NULL};
     if (check_keys(pred, keys, path, e) != 0 || get_window(rs, ru, pred, path, false, e) != 0)
         return -1;
     return get_amount(pred, path, ru, e);
@@ -907,7 +949,13 @@ static bool value_in(const rules *r, const rule *ru, const char *v) {
 
 /* The rule's amount threshold in p's minor units; false when p's exponent is out of range. */
 static bool threshold_of(const rule *ru, const pay_payment *p, int64_t *out) {
-    if (p->currency_exp < 0 || p->currency_exp > RULES_AMOUNT_FRAC_MAX) return false;
+    for (size_t i = 0; i < ru->nccy; i++)
+        if (strcmp(ru->ccy[i].code, p->currency) == 0) {
+            *out = ru->ccy[i].min_minor;
+            return true;
+        }
+    if (!ru->any_currency || p->currency_exp < 0 || p->currency_exp > RULES_AMOUNT_FRAC_MAX)
+        return false;
     *out = ru->min_minor[p->currency_exp];
     return true;
 }

@@ -77,7 +77,7 @@ fs_assert_eq "$want" "$(fs_psql "SELECT coalesce(p.ip_country, '') || coalesce(d
 
 # Why was it blocked? One query.
 why=$(fs_psql "SELECT decision, score, reasons->0->>'code', rules_version, features->>'amount_minor' FROM decision_explained WHERE user_id = 'vhv'")
-[[ "$why" == block\|70\|VERY_HIGH_VALUE\|2026.11.4+*\|600000 ]] || fs_fail "decision_explained: $why"
+[[ "$why" == block\|70\|VERY_HIGH_VALUE\|2026.12.1+*\|600000 ]] || fs_fail "decision_explained: $why"
 echo "ok: decision_explained: $why"
 fs_assert_eq 3 "$(fs_psql "SELECT (features->>'vault_card_seen')::int + 1 FROM decisions d JOIN payments p USING (payment_id) WHERE p.user_id = 'card3'")" "the vault saw the card twice before"
 

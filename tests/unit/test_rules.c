@@ -24,6 +24,9 @@
     "\",\"predicate\":" pred "}"
 #define RULE(code, pred) RULE_W(code, 10, pred)
 #define P_AMOUNT(a) "{\"kind\":\"amount_at_least\",\"amount\":\"" a "\"}"
+/* 1000 in any currency, but 150000 yen and 1400000 won; without "amount": only those two. */
+#define P_CCY "{\"kind\":\"amount_at_least\",\"amount\":\"1000\",\"currencies\":{\"JPY\":\"150000\",\"KRW\":\"1400000\"}}"
+#define P_CCY_ONLY "{\"kind\":\"amount_at_least\",\"currencies\":{\"JPY\":\"150000\",\"KWD\":\"300.5\"}}"
 
 static void pay_init(pay_payment *p) {
     memset(p, 0, sizeof *p);
@@ -85,6 +88,17 @@ static void test_amount_at_least(void **state) {
         {FILE_OF(RULE("A", P_AMOUNT("0.5"))), "JPY", 0, 1, true},
         {FILE_OF(RULE("A", P_AMOUNT("0.01"))), "EUR", 2, 1, true},
         {FILE_OF(RULE("A", P_AMOUNT("1"))), "XXX", 5, 100000000, false}, /* exponent beyond ISO */
+        /* per-currency amounts: the listed currency's own, the others "amount" */
+        {FILE_OF(RULE("A", P_CCY)), "JPY", 0, 149999, false},
+        {FILE_OF(RULE("A", P_CCY)), "JPY", 0, 150000, true},
+        {FILE_OF(RULE("A", P_CCY)), "KRW", 0, 5000, false}, /* ~3 EUR: "amount" 1000 would hit */
+        {FILE_OF(RULE("A", P_CCY)), "KRW", 0, 1400000, true},
+        {FILE_OF(RULE("A", P_CCY)), "EUR", 2, 99999, false},
+        {FILE_OF(RULE("A", P_CCY)), "EUR", 2, 100000, true},
+        {FILE_OF(RULE("A", P_CCY_ONLY)), "EUR", 2, 100000000, false}, /* not listed, no "amount" */
+        {FILE_OF(RULE("A", P_CCY_ONLY)), "JPY", 0, 150000, true},
+        {FILE_OF(RULE("A", P_CCY_ONLY)), "KWD", 3, 300499, false}, /* 300.499 < 300.5 */
+        {FILE_OF(RULE("A", P_CCY_ONLY)), "KWD", 3, 300500, true},
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -558,7 +572,7 @@ static void test_default_rules(void **state) {
     rules_result res;
     rules *r = load_default();
     (void)state;
-    assert_int_equal(strncmp(rules_version(r), "2026.11.4+", 10), 0);
+    assert_int_equal(strncmp(rules_version(r), "2026.12.1+", 10), 0);
     assert_int_equal(rules_model_weight(r), 100); /* the model blend when a model is loaded */
     assert_int_equal(rules_window_count(r), 3);
     assert_int_equal(rules_window_at(r, 0)->entity, RULES_ENT_USER);
@@ -603,6 +617,29 @@ static void test_default_rules(void **state) {
     rules_eval(r, &f, &res);
     assert_int_equal(res.score, 0);
     assert_string_equal(res.decision, "allow");
+
+    /* Small-unit currencies: their listed equivalents, not 1000 units (5000 won, ~3 EUR, was a
+     * block); a currency not listed keeps the seed's 1000 units. */
+    static const struct {
+        const char *currency;
+        int exp;
+        int64_t minor;
+        int score;
+    } small[] = {
+        {"KRW", 0, 5000, 0},       {"KRW", 0, 1499999, 0},    {"KRW", 0, 1500000, 30},
+        {"KRW", 0, 7500000, 70},   {"JPY", 0, 1000, 0},       {"JPY", 0, 150000, 30},
+        {"VND", 0, 50000, 0},      {"IDR", 2, 5000000, 0},    {"USD", 2, 100000, 30},
+        {"CHF", 2, 500000, 70},    {"KWD", 3, 1000000, 30},
+    };
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+        strcpy(p.currency, small[i].currency);
+        p.currency_exp = small[i].exp;
+        p.amount_minor = small[i].minor;
+        rules_eval(r, &f, &res);
+        if (res.score != small[i].score)
+            fail_msg("%s %lld: score %d, expected %d", small[i].currency, (long long)small[i].minor,
+                     res.score, small[i].score);
+    }
     rules_destroy(r);
 }
 
@@ -692,6 +729,23 @@ static void test_invalid_files(void **state) {
          "rules[0].predicate.amount: must be a decimal string"},
         {FILE_OF(RULE("A", P_AMOUNT("99999999999999999999"))),
          "rules[0].predicate.amount: too large"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\"}")),
+         "rules[0].predicate.amount: required (or currencies)"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"currencies\":{}}")),
+         "rules[0].predicate.currencies: must be an object of 1..48 currency codes to amounts"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"currencies\":[\"JPY\"]}")),
+         "rules[0].predicate.currencies: must be an object of 1..48 currency codes to amounts"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"currencies\":{\"jpy\":\"1\"}}")),
+         "rules[0].predicate.currencies.jpy: not an ISO 4217 currency code in upper case"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"currencies\":{\"EURO\":\"1\"}}")),
+         "rules[0].predicate.currencies.EURO: not an ISO 4217 currency code in upper case"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"currencies\":{\"XYZ\":\"1\"}}")),
+         "rules[0].predicate.currencies.XYZ: not an ISO 4217 currency code in upper case"},
+        {FILE_OF(RULE("A", "{\"kind\":\"amount_at_least\",\"currencies\":{\"JPY\":150000}}")),
+         "rules[0].predicate.currencies.JPY: must be a decimal string"},
+        {FILE_OF(RULE("A", "{\"kind\":\"sum_at_least\",\"entity\":\"user\",\"window_seconds\":600,"
+                           "\"currencies\":{\"JPY\":\"0\"}}")),
+         "rules[0].predicate.currencies.JPY: must be a decimal string"},
         {FILE_OF(RULE("A", P_AMOUNT("1")) "," RULE("B", P_AMOUNT("1")) "," RULE(
              "C", P_AMOUNT("1")) "," RULE("D", P_WIN("0"))),
          "test.json: rules[3].predicate.window_seconds: must be an integer 1..2592000"},
