@@ -62,6 +62,22 @@ static bool one_rule_hits(const char *text, rules_features *f) {
     return res.nhits == 1;
 }
 
+/* Case i of a table: text loads when error is NULL, else fails with an error containing it. */
+static void expect_parse(size_t i, const char *text, const char *error) {
+    char err[512] = "";
+    rules *r = rules_parse(text, strlen(text), "test.json", err, sizeof err);
+    if (!error) {
+        if (!r) fail_msg("case %zu: unexpected error %s", i, err);
+        rules_destroy(r);
+        return;
+    }
+    if (r) {
+        rules_destroy(r);
+        fail_msg("case %zu loaded, expected error \"%s\"", i, error);
+    }
+    if (!strstr(err, error)) fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, error);
+}
+
 /* ---- predicates ------------------------------------------------------------------------------ */
 
 static void test_amount_at_least(void **state) {
@@ -789,16 +805,8 @@ static void test_invalid_files(void **state) {
          "rules[0].predicate.fields[1]: must be one of country, billing_country, shipping_country"},
     };
     (void)state;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char err[512] = "";
-        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
-        if (r) {
-            rules_destroy(r);
-            fail_msg("case %zu parsed, expected error \"%s\"", i, cases[i].error);
-        }
-        if (!strstr(err, cases[i].error))
-            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_parse(i, cases[i].text, cases[i].error); /* every error non-NULL */
 }
 
 #define P_VALUES(field, values) "{\"kind\":\"value_in\",\"field\":\"" field "\",\"values\":[" values "]}"
@@ -862,21 +870,8 @@ static void test_stored_values(void **state) {
          "rules[1].predicate.values[0]: rule OFF can never match: currency is stored as \"USD\""},
     };
     (void)state;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char err[512] = "";
-        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
-        if (!cases[i].error) {
-            if (!r) fail_msg("case %zu: unexpected error %s", i, err);
-            rules_destroy(r);
-            continue;
-        }
-        if (r) {
-            rules_destroy(r);
-            fail_msg("case %zu loaded, expected error \"%s\"", i, cases[i].error);
-        }
-        if (!strstr(err, cases[i].error))
-            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_parse(i, cases[i].text, cases[i].error);
 }
 
 /* Windows over an hour are whole buckets (whole hours up to a day, whole days beyond), in rules
@@ -927,21 +922,8 @@ static void test_window_lengths(void **state) {
                       "back; use 86400 or 172800"},
     };
     (void)state;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char err[512] = "";
-        rules *r = rules_parse(cases[i].text, strlen(cases[i].text), "test.json", err, sizeof err);
-        if (!cases[i].error) {
-            if (!r) fail_msg("case %zu: unexpected error %s", i, err);
-            rules_destroy(r);
-            continue;
-        }
-        if (r) {
-            rules_destroy(r);
-            fail_msg("case %zu loaded, expected error \"%s\"", i, cases[i].error);
-        }
-        if (!strstr(err, cases[i].error))
-            fail_msg("case %zu: error \"%s\" does not contain \"%s\"", i, err, cases[i].error);
-    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_parse(i, cases[i].text, cases[i].error);
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
         char err[512] = "";
         rules *r = parse_ok(FILE_OF(RULE("A", P_AMOUNT("1"))));
