@@ -482,12 +482,17 @@ fs_check_error_bodies() {
     echo "ok: $(head -n 1 <<<"$out"); codes: $(sed '1,/^error codes:$/d' <<<"$out" | tr '\n' ' ')"
 }
 
+# fs_pii_secret FILE: a fresh pseudonymization secret (32 random bytes as hex), mode 0600.
+fs_pii_secret() {
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"${1:?fs_pii_secret FILE}")
+}
+
 # The pipeline of `make run` (scripts/run-local.sh) on free ports, for benchmarks and evaluations.
 fs_pipeline_start() {
     local n=${1:-2} parts=${2:-12} i port
     fs_broker_start "$parts"
     [[ -s "$FS_TEST_DIR/pii.secret" ]] ||
-        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$FS_TEST_DIR/pii.secret")
+        fs_pii_secret "$FS_TEST_DIR/pii.secret"
     rm -f "$FS_TEST_DIR/api-keys"
     "$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api-keys" --id pipeline \
         --scopes payments:write,outcomes:write 2>/dev/null >"$FS_TEST_DIR/api.key" ||

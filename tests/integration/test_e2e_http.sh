@@ -10,7 +10,7 @@ fs_pg_start
 fs_broker_start 6
 
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 # Posting needs an API key (payments:write), as in production.
 KEY=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api-keys" --id e2e \
     --scopes payments:write 2>/dev/null)

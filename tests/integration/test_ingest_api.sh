@@ -17,7 +17,7 @@ SHOP_SECRET=shpss_test_secret_0123456789
 ORDER="$REPO/tests/data/shopify-order-create.json"
 secret="$FS_TEST_DIR/pii.secret"
 keys="$FS_TEST_DIR/api-keys"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 printf '# shop  secret\n%s %s\n' "$SHOP" "$SHOP_SECRET" >"$FS_TEST_DIR/shops"
 newkey() { "$INGEST" keys create --keys-file "$keys" "$@" 2>>"$FS_TEST_DIR/keys.log"; }
 KEY=$(newkey --id full --scopes payments:write,payments:read,outcomes:write)

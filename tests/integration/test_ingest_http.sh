@@ -14,8 +14,7 @@ fs_broker_start 6
 
 INGEST="$BUILD/bin/fraudshield-ingest"
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
-chmod 600 "$secret"
+fs_pii_secret "$secret"
 port=$(fs_free_port)
 BASE="http://127.0.0.1:$port"
 # message.timeout.ms=2000: a dead broker must turn into a 503 quickly.
@@ -119,7 +118,7 @@ grep -q '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log" && fs_fail "SIGHUP
 fs_assert_eq "fs_ingest_pii_key_info{key_id=\"$kid\"} 1" "$(key_series)" "the key id series after a SIGHUP with the same secret"
 # A rotation: a new secret in the file, SIGHUP.
 old_secret=$(cat "$secret")
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret.new"
+fs_pii_secret "$secret.new"
 chmod 600 "$secret.new"
 mv "$secret.new" "$secret"
 fs_kill ingest HUP
@@ -148,7 +147,7 @@ fs_assert_eq 1 "$(grep -c '"event":"pii_key_changed"' "$FS_TEST_DIR/ingest.log")
 for s in "$old_secret" "$new_secret"; do
     grep -qF "$s" "$FS_TEST_DIR/ingest.log" && fs_fail "a secret reached the log"
 done
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret" # for the instances started below
+fs_pii_secret "$secret" # for the instances started below
 echo "ok: pii key id in the header, the metric and the log; rotated on SIGHUP"
 
 # A rotation while a worker computes a digest: that payment is produced with the old key's digests
@@ -173,7 +172,7 @@ digesting3() {
 post3 >"$FS_TEST_DIR/slow.pid" &
 client=$!
 fs_wait_for 10 digesting3
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 fs_kill ingest3 HUP
 # The loop serves others while the new key id is computed: /health is answered (logged) before the
 # rotation is (a synchronous Argon2 on the loop would answer it only after pii_key_changed).
@@ -203,7 +202,7 @@ fs_assert_eq "$k_new" "$kid_msg" "the same payment after the rotation carries th
 echo "ok: a digest in flight during a rotation stays with its key"
 # SIGTERM while a rotation's Argon2 (~1 s) still runs: shutdown waits for it and discards the new
 # key, freeing it and wiping its secret (under SANITIZE=1 a leak makes the exit status non-zero).
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 n_hup=$(grep -c '"event":"pii_key_reloaded\|"event":"pii_key_changed"' "$log3")
 fs_kill ingest3 HUP
 sleep 0.3

@@ -12,7 +12,7 @@ fs_broker_start 6
 INGEST="$BUILD/bin/fraudshield-ingest"
 secret="$FS_TEST_DIR/pii.secret"
 keys="$FS_TEST_DIR/api-keys"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 KEY=$("$INGEST" keys create --keys-file "$keys" --id full --scopes payments:write,payments:read,outcomes:write 2>/dev/null)
 H=(-H "X-API-Key: $KEY" -H 'Content-Type: application/json')
 pay='{"user_id":"u-1","merchant_id":"m-1","amount":"12.50","currency":"EUR","payment_method":"card","country":"DE"}'

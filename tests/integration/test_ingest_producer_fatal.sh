@@ -13,8 +13,7 @@ FS_HUP_FAULT=fatal fs_broker_start 3
 
 INGEST="$BUILD/bin/fraudshield-ingest"
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
-chmod 600 "$secret"
+fs_pii_secret "$secret"
 port=$(fs_free_port)
 BASE="http://127.0.0.1:$port"
 # linger.ms=100: the messages of the requests of 100 ms go out together, so that more than one

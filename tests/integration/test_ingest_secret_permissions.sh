@@ -10,7 +10,7 @@ source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_secret_permissions
 
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 chgrp "$(id -g)" "$secret"
 broker="127.0.0.1:$(fs_free_port)" # nothing listens there
 run=0

@@ -15,8 +15,7 @@ fs_broker_start 3
 
 INGEST="$BUILD/bin/fraudshield-ingest"
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
-chmod 600 "$secret"
+fs_pii_secret "$secret"
 
 # A PostgreSQL that accepts the login, then never answers a query.
 pgport=$(fs_free_port)

@@ -11,7 +11,7 @@ fs_pg_start
 fs_broker_start 6
 
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 "$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api-keys" --id replay \
     --scopes payments:write,outcomes:write 2>/dev/null >"$FS_TEST_DIR/api.key"
 port=$(fs_free_port)

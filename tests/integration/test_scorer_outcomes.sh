@@ -147,7 +147,7 @@ echo "ok: the refused outcome was dead-lettered as db_rejected"
 #    first label stands, alone in outcomes. Identical retries (their known_at, defaulted to each
 #    request's time, differs), and one with another reason, are absorbed without a dead letter.
 INGEST="$BUILD/bin/fraudshield-ingest"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$FS_TEST_DIR/pii.secret"
+fs_pii_secret "$FS_TEST_DIR/pii.secret"
 KEY=$("$INGEST" keys create --keys-file "$FS_TEST_DIR/api-keys" --id labels --scopes outcomes:write 2>/dev/null)
 port=$(fs_free_port)
 fs_bg ingest "$INGEST" --listen-port="$port" --pii-secret-file="$FS_TEST_DIR/pii.secret" \

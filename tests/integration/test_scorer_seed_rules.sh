@@ -12,7 +12,7 @@ fs_pg_start
 fs_broker_start 6
 
 secret="$FS_TEST_DIR/pii.secret"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
+fs_pii_secret "$secret"
 port=$(fs_free_port)
 admin=$(fs_free_port)
 fs_bg scorer env FS_SCORER_ID=seed FS_ADMIN_PORT="$admin" FS_STATS_INTERVAL_MS=1000 FS_LOG_LEVEL=${FS_LOG_LEVEL:-info} \
