@@ -440,7 +440,7 @@ static bool amount_text_ok(const char *text) {
  * in the payment's own currency): this is how a rule says what "large" is where a unit is worth
  * a hundredth of a euro. */
 static int get_currencies(const json_t *obj, const char *path, rule *ru, perr *e) {
-    char where[160], key[16];
+    char where[160];
     const char *code;
     const json_t *v;
     if (!json_is_object(obj) || json_object_size(obj) < 1 || json_object_size(obj) > RULES_CURRENCIES_MAX)
@@ -449,15 +449,14 @@ static int get_currencies(const json_t *obj, const char *path, rule *ru, perr *e
     snprintf(where, sizeof where, "%s%scurrencies", path, *path ? "." : "");
     json_object_foreach((json_t *)obj, code, v) {
         int exp = pay_currency_exponent(code);
-        snprintf(key, sizeof key, "%.3s", code);
         if (strlen(code) != 3 || !all_in(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") || exp < 0)
             return fail(e, where, code, "not an ISO 4217 currency code in upper case (\"JPY\")");
-        if (exp > RULES_AMOUNT_FRAC_MAX) return fail(e, where, key, "minor-unit exponent above 4");
+        if (exp > RULES_AMOUNT_FRAC_MAX) return fail(e, where, code, "minor-unit exponent above 4");
         if (!json_is_string(v) || !amount_text_ok(json_string_value(v)))
-            return fail(e, where, key, "%s", AMOUNT_BAD);
+            return fail(e, where, code, "%s", AMOUNT_BAD);
         memcpy(ru->ccy[ru->nccy].code, code, 4);
         if (amount_threshold(json_string_value(v), exp, &ru->ccy[ru->nccy].min_minor) != 0)
-            return fail(e, where, key, "too large");
+            return fail(e, where, code, "too large");
         ru->nccy++;
     }
     return 0;

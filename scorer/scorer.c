@@ -107,7 +107,8 @@ struct scorer {
     rd_kafka_t *producer;
     size_t max_message_bytes; /* the producer's message.max.bytes */
     store *st;
-    rules *rules;
+    rules *rules;             /* active: the file's set with the model's windows added */
+    rules *rules_file;        /* with a model: the file's set as loaded (what reloads fit again) */
     model *model;             /* NULL: rules only */
     modelrow *mrow;           /* the model's columns bound to the rules' features (with model) */
     velocity *vel;
@@ -1902,10 +1903,13 @@ static void scorer_reload(scorer *s) {
     rules *r = scorer_reload_rules(s);
     model *m = s->cfg.model_file && s->cfg.model_file[0] ? scorer_reload_model(s) : NULL;
     const model *bm = m ? m : s->model;
-    rules *nr = r; /* the set to use from now on */
+    /* the set to use from now on: the file's (new or kept) with the model's windows added; never
+     * the active set, which holds the previous model's windows (they would pile up, reload after
+     * reload, up to the window limit) */
+    rules *nr = NULL;
     modelrow *mr = NULL;
     if (!r && !m) return;
-    if (!nr) nr = rules_copy(s->rules);
+    nr = !bm ? r : rules_copy(r ? r : s->rules_file);
     if (!nr || (bm && (scorer_rules_fit(nr, bm, err, sizeof err) != 0 ||
                        !(mr = modelrow_new(bm, nr, err, sizeof err))))) {
         log_fields(LOG_ERROR, "reload_failed",
@@ -1914,7 +1918,8 @@ static void scorer_reload(scorer *s) {
                              bm ? model_version(bm) : NULL),
                    "%s: the active rules and model stay", err);
         scorer_reload_refused(s, r, m);
-        rules_destroy(nr);
+        if (nr != r) rules_destroy(nr);
+        rules_destroy(r);
         model_destroy(m);
         return;
     }
@@ -1925,6 +1930,10 @@ static void scorer_reload(scorer *s) {
     if (r) metric_info_swap(s->m.rules_info, rules_version(s->rules), rules_version(r));
     rules_destroy(s->rules);
     s->rules = nr;
+    if (r && nr != r) {
+        rules_destroy(s->rules_file);
+        s->rules_file = r;
+    }
     if (m) {
         metric_info_swap(s->m.model_info, s->model ? model_version(s->model) : NULL,
                          model_version(m));
@@ -2337,6 +2346,10 @@ static int scorer_subscribe(scorer *s, char *errstr, size_t errstr_size) {
 /* The model's columns bound to the rules' features, its info metric, and the start-up record. */
 static int scorer_model_start(scorer *s, char *errstr, size_t errstr_size) {
     if (!s->model) return 0;
+    if (!(s->rules_file = rules_copy(s->rules))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     if (scorer_rules_fit(s->rules, s->model, errstr, errstr_size) != 0 ||
         !(s->mrow = modelrow_new(s->model, s->rules, errstr, errstr_size)))
         return -1;
@@ -2434,6 +2447,7 @@ void scorer_destroy(scorer *s) {
     store_destroy(s->st);
     modelrow_destroy(s->mrow); /* before the rules and model it borrows */
     rules_destroy(s->rules);
+    rules_destroy(s->rules_file);
     model_destroy(s->model);
     velocity_destroy(s->vel);
     buckets_destroy(s->bk);

@@ -27,16 +27,19 @@ weight=$(sed -n 's/.*"blend": *{"model_weight": *\([0-9]*\)}.*/\1/p' "$rules")
 # merchant_count_60s a window no rule asks for: the scorer computes both for the model.
 # user_count_5400s is a window no rule can have (not whole hours): the scorer warns that it is
 # always missing, and counts it in fs_scorer_model_features_unbound.
+# FEATURES (optional 4th argument) replaces the feature list.
 train() {
     awk -v seed="$2" 'BEGIN { srand(seed); for (i = 0; i < 3000; i++) {
         a = 100 + int(rand() * 30000); c = 1 + int(rand() * 20); s = c * (100 + int(rand() * 30000))
         l = a > 12000 ? 1 : 0; if (rand() < 0.02) l = 1 - l
         printf "{\"amount_minor\":%d,\"user_count_86400s\":%d,\"user_sum_minor_86400s\":%d,", a, c, s
         printf "\"vault_card_seen\":%d,\"merchant_count_60s\":%d,", int(rand() * 3), int(rand() * 5)
-        printf "\"user_count_300s\":%d,\"user_count_5400s\":%d}\t%d\n", int(rand() * 3), int(rand() * 4), l } }' \
+        printf "\"user_count_300s\":%d,\"user_count_5400s\":%d,", int(rand() * 3), int(rand() * 4)
+        printf "\"card_count_120s\":%d}\t%d\n", int(rand() * 2), l } }' \
         >"$FS_TEST_DIR/rows-$2.tsv"
     "$BUILD/bin/fraudshield-train" --input "$FS_TEST_DIR/rows-$2.tsv" --holdout-pct 0 --rounds 30 \
-        --eta 0.3 --threads 1 --features amount_minor,user_count_86400s,user_avg_minor_86400s,vault_card_seen,merchant_count_60s,user_count_300s,user_count_5400s \
+        --eta 0.3 --threads 1 \
+        --features "${4:-amount_minor,user_count_86400s,user_avg_minor_86400s,vault_card_seen,merchant_count_60s,user_count_300s,user_count_5400s}" \
         --version "$1" --output "$3" --log-level warn | sed -n 's/.* version=\([^ ]*\)$/\1/p'
 }
 
@@ -147,11 +150,17 @@ fs_assert_eq 1 "$(unbound)" "fs_scorer_model_features_unbound after the rules re
 ! grep '"event":"reload_failed"' "$FS_TEST_DIR/scorer.log" || fs_fail "a reload was refused"
 echo "ok: RAPID_USER disabled ($v1 -> $v2), the model's user_count_300s still computed"
 
-# 4. SIGHUP with a new model file (renamed over the configured path, as fraudshield-train does)
-vb=$(train test-b 2 "$FS_TEST_DIR/model-b.json")
+# 4. SIGHUP with a new model file (renamed over the configured path, as fraudshield-train does).
+# Model b reads card_count_120s instead of merchant_count_60s (no rule reads either), and comes
+# while the rules file is broken (the active rules stay): its decisions no longer carry
+# merchant_count_60s (the reload fits the rules as loaded to the new model, not the set fitted to
+# the old one, whose windows would pile up model after model).
+vb=$(train test-b 2 "$FS_TEST_DIR/model-b.json" amount_minor,user_count_86400s,user_avg_minor_86400s,vault_card_seen,user_count_300s,card_count_120s)
 [[ $vb == test-b+* && $vb != "$va" ]] || fs_fail "training model b: $vb"
 cp "$FS_TEST_DIR/model-b.json" "$model.tmp" && mv "$model.tmp" "$model"
+cp "$rules" "$rules.good" && echo '{"version": "broken"' >"$rules"
 fs_kill scorer HUP
+fs_wait_for 30 grep -q '"event":"rules_reload_failed"' "$FS_TEST_DIR/scorer.log"
 # (step 3's SIGHUP read the model file again too: model_reloaded from $va to $va)
 fs_wait_for 30 "grep '\"event\":\"model_reloaded\"' '$FS_TEST_DIR/scorer.log' | grep -qF '\"version\":\"$vb\"'"
 grep '"event":"model_reloaded"' "$FS_TEST_DIR/scorer.log" | grep -F "\"previous\":\"$va\"" |
@@ -160,6 +169,10 @@ produce 102 300
 fs_wait_for 90 '(( $(decisions) >= 1200 ))'
 fs_assert_eq 300 "$(version_count "'$vb'")" "decisions after the reload with model_version $vb"
 fs_assert_eq 900 "$(version_count "'$va'")" "decisions before it keep $va"
+fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM decisions WHERE model_version = '$vb'
+    AND features::jsonb ? 'merchant_count_60s'")" "decisions of $vb with model a's window merchant_count_60s"
+fs_assert_eq 0 "$(unbound)" "fs_scorer_model_features_unbound with model b"
+mv "$rules.good" "$rules"
 
 # 5. SIGHUP with a corrupt model file: rejected, the active model stays, the failure is counted
 head -c 200 "$FS_TEST_DIR/model-b.json" >"$model"
@@ -179,7 +192,7 @@ grep -qF "fs_scorer_model_info{version=\"$vb\"} 1" <<<"$metrics" || fs_fail "mod
 ! grep -qE '^fs_scorer_model_failures_total [1-9]' <<<"$metrics" || fs_fail "prediction failures"
 
 # 6. Rules that do not fit the model: 32 windows of their own, with the 12 feature windows and the 3
-# merchant-risk windows 47, and the model's two (user_count_300s, merchant_count_60s) 49 > 48. The
+# merchant-risk windows 47, and model b's two (user_count_300s, card_count_120s) 49 > 48. The
 # offline check with the model refuses the file (without the model it loads), and so does a reload:
 # reload_failed naming the column, the active rules and model stay.
 full="$FS_TEST_DIR/rules-full.json"
@@ -211,7 +224,7 @@ fs_wait_for 90 '(( $(decisions) >= 1500 ))'
 fs_assert_eq 100 "$(fs_psql "SELECT count(*) FROM decisions WHERE payment_id::text LIKE '00000069-%'
     AND rules_version = '$v2' AND model_version = '$vb'")" "decisions after the refused reload (rules $v2, model $vb)"
 metrics=$(curl -s "http://127.0.0.1:$admin/metrics")
-grep -qF 'fs_scorer_rules_reloads_total{result="failed"} 1' <<<"$metrics" || fs_fail "rules reloads (failed)"
+grep -qF 'fs_scorer_rules_reloads_total{result="failed"} 2' <<<"$metrics" || fs_fail "rules reloads (failed: steps 4 and 6)"
 grep -qF "fs_scorer_rules_info{version=\"$v2\"} 1" <<<"$metrics" || fs_fail "rules info: $v2 still in use"
 fs_alive scorer || fs_fail "the scorer died"
 echo "ok"
