@@ -67,10 +67,12 @@ static int parse_reasons(redrive_plan *p, const char *list, char *errstr, size_t
         while (n && *item == ' ') item++, n--;
         while (n && item[n - 1] == ' ') n--;
         if (!reason_known(item, n)) {
-            snprintf(errstr, errstr_size, "reason: '%.*s' is not a dlq_reason (undecodable, "
-                     "invalid_payment, invalid_outcome, db_rejected, invalid_alert, "
-                     "delivery_rejected, delivery_exhausted, expired, raw_personal_data, "
-                     "payment_conflict, outcome_conflict)", (int)(n < 64 ? n : 64), item);
+            char known[512] = ""; /* from the table: the message cannot fall behind it */
+            for (const char *const *k = KNOWN_REASONS; *k; k++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                         k == KNOWN_REASONS ? "" : ", ", *k);
+            snprintf(errstr, errstr_size, "reason: '%.*s' is not a dlq_reason (%s)",
+                     (int)(n < 64 ? n : 64), item, known);
             return -1;
         }
         if (p->nreasons == REDRIVE_MAX_REASONS)
