@@ -7,7 +7,8 @@
  *   handle_post_batch()     array or NDJSON -> job of n items, one reply when all are settled
  *   handle_shopify()        HMAC over the raw body first (401), then the order -> job of one item
  *   handle_post_outcome()   label -> payment_outcomes (202 from its delivery report)
- *   handle_get_payment()    PostgreSQL (asynchronous libpq, pgread.c): decided / pending / 404
+ *   handle_get_payment()    PostgreSQL (asynchronous libpq, pgread.c): decided / pending / 404;
+ *                           payments:read sees the key's own payments only (read_owner)
  *
  *   item_start()            422 validation -> pseudonymize: cached digests on the spot, misses on
  *                           a worker (digest_run / digest_done) -> item_produce()
@@ -173,6 +174,7 @@ typedef struct ingest_ctx {
     char payment_id[37]; /* "" until known (single payment or outcome) */
     char caller[PAY_ID_MAX + 1]; /* API key id, "anonymous" with auth off, "shopify:<shop>"
                                   * (payments.source), "" before auth */
+    unsigned scopes;     /* the caller's key's keys_scope bits; all of them with auth off */
     int64_t received_ms; /* wall clock, the payment's ingest time */
     int64_t start_us;    /* monotonic, for latency */
     ctx_wait waits;      /* set by ctx_park(): the struct ctx is a member of */
@@ -185,7 +187,8 @@ typedef struct ingest_route {
     const char *path;    /* may hold one "{id}" segment */
     bool slash_too;      /* also matches path + "/" */
     uint16_t methods;    /* EVHTTP_REQ_* mask */
-    unsigned scope;      /* keys_scope needed; 0: no API key (public, or a signature of its own) */
+    unsigned scope;      /* keys_scope bits, any one of which lets in; 0: no API key (public, or a
+                          * signature of its own) */
     ingest_handler handler;
     bool ops;            /* /health, /ready, /metrics: on the admin listener when there is one */
 } ingest_route;
@@ -273,8 +276,8 @@ static const ingest_route ROUTES[] = {
      handle_post_batch, false},
     {"payment_outcome", "/api/v1/payments/{id}/outcome", true, EVHTTP_REQ_POST,
      KEYS_SCOPE_OUTCOMES_WRITE, handle_post_outcome, false},
-    {"payment_get", "/api/v1/payments/{id}", true, EVHTTP_REQ_GET, KEYS_SCOPE_PAYMENTS_READ,
-     handle_get_payment, false},
+    {"payment_get", "/api/v1/payments/{id}", true, EVHTTP_REQ_GET,
+     KEYS_SCOPE_PAYMENTS_READ | KEYS_SCOPE_PAYMENTS_READ_ALL, handle_get_payment, false},
     {"shopify_orders_create", "/webhooks/orders/create", true, EVHTTP_REQ_POST, 0, handle_shopify, false},
     {"health", "/health", false, EVHTTP_REQ_GET, 0, handle_health, true},
     {"ready", "/ready", false, EVHTTP_REQ_GET, 0, handle_ready, true},
@@ -572,11 +575,13 @@ static const char *presented_key(struct evhttp_request *req, bool *conflict) {
 static int authorize(ingest *ing, ingest_ctx *ctx, const ingest_route *route, const keys_entry *e) {
     int retry_after = 1;
     snprintf(ctx->caller, sizeof ctx->caller, "%s", e->id);
+    ctx->scopes = e->scopes;
     if (!(e->scopes & route->scope)) {
         char need[64];
         keys_scopes_format(route->scope, need, sizeof need);
         metric_add(ing->m.auth_failures, "scope", 1);
-        reply_error(ing, ctx, 403, "forbidden", "this API key lacks the scope %s", need);
+        reply_error(ing, ctx, 403, "forbidden", "this API key lacks the scope %s%s", need,
+                    strchr(need, ',') ? " (any one of them)" : "");
         return -1;
     }
     if (!ratelimit_take(ing->ratelimit, e->id, e->rate, fs_mono_us(), &retry_after)) {
@@ -720,6 +725,7 @@ static int authenticate(ingest *ing, ingest_ctx *ctx, const ingest_route *route)
     if (!route->scope) return 0;
     if (!ing->auth) {
         snprintf(ctx->caller, sizeof ctx->caller, "anonymous");
+        ctx->scopes = KEYS_SCOPES_ALL; /* everyone may do and read everything, as with no keys */
         return 0;
     }
     bool conflict;
@@ -1670,6 +1676,14 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
  * GET /api/v1/payments/{payment_id}
  * ------------------------------------------------------------------------------------------- */
 
+/* Whose payments the caller may read (payments.source): its own with payments:read; NULL, every
+ * one (Shopify's and those of unknown source too), with payments:read_all or auth off. */
+static const char *read_owner(const ingest_ctx *ctx) {
+    return ctx->scopes & KEYS_SCOPE_PAYMENTS_READ_ALL ? NULL : ctx->caller;
+}
+
+/* Another source's payment answers exactly as an unknown id (OWASP API1): the same 404 and body,
+ * and the request's log line (debug) names the caller, never the payment's owner. */
 static void on_read(pgread_status st, json_t *result, void *arg) {
     read_wait *rw = arg;
     ingest *ing = rw->ing;
@@ -1677,9 +1691,9 @@ static void on_read(pgread_status st, json_t *result, void *arg) {
     if (!ctx->req) { /* the client left */
     } else if (st == PGREAD_FOUND) {
         reply_json(ing, ctx, 200, json_incref(result));
-    } else if (st == PGREAD_NOT_FOUND && recent_has(ing->recent, ctx->path_id)) {
+    } else if (st == PGREAD_NOT_FOUND && recent_has(ing->recent, ctx->path_id, read_owner(ctx))) {
         reply_json(ing, ctx, 200, json_pack("{s:s, s:s}", "payment_id", ctx->path_id, "status", "pending"));
-    } else if (st == PGREAD_NOT_FOUND) {
+    } else if (st == PGREAD_NOT_FOUND || st == PGREAD_NOT_OWNED) {
         reply_error(ing, ctx, 404, "not_found", "no payment with this id (a payment accepted by "
                     "another ingest instance shows up once a scorer has stored it)");
     } else {
@@ -1707,7 +1721,7 @@ static void handle_get_payment(ingest *ing, ingest_ctx *ctx) {
     }
     rw->ing = ing;
     rw->ctx = *ctx;
-    if (!pgread_payment(ing->pgread, ctx->path_id, on_read, rw)) {
+    if (!pgread_payment(ing->pgread, ctx->path_id, read_owner(ctx), on_read, rw)) {
         free(rw);
         reply_unavailable(ing, ctx, "database_unavailable", "PostgreSQL cannot answer now; retry");
         return;
@@ -1742,7 +1756,7 @@ static void delivery_settle(ingest *ing, ingest_item *it, const rd_kafka_message
     if (!ing->fatal) ing->ready = true;
     if (it->job->kind != JOB_OUTCOME) {
         ing->n.payments_accepted++;
-        recent_add(ing->recent, it->payment_id);
+        recent_add(ing->recent, it->payment_id, it->job->ctx.caller); /* payments.source */
     }
     item_finish(it, ITEM_ACCEPTED, NULL);
 }

@@ -33,6 +33,7 @@ static const struct {
 } SCOPES[] = {
     {"payments:write", KEYS_SCOPE_PAYMENTS_WRITE},
     {"payments:read", KEYS_SCOPE_PAYMENTS_READ},
+    {"payments:read_all", KEYS_SCOPE_PAYMENTS_READ_ALL},
     {"outcomes:write", KEYS_SCOPE_OUTCOMES_WRITE},
 };
 #define NSCOPES (sizeof SCOPES / sizeof SCOPES[0])
@@ -80,8 +81,9 @@ int keys_scopes_parse(const char *s, unsigned *out, char *errstr, size_t errstr_
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         unsigned bit = keys_scope_bit(tok);
         if (!bit) {
-            snprintf(errstr, errstr_size, "unknown scope '%.64s' (known: payments:write, "
-                     "payments:read, outcomes:write)", tok);
+            char known[128];
+            keys_scopes_format(KEYS_SCOPES_ALL, known, sizeof known);
+            snprintf(errstr, errstr_size, "unknown scope '%.64s' (known: %s)", tok, known);
             return -1;
         }
         *out |= bit;

@@ -13,8 +13,9 @@
  * auth-verify-rate), which would lock the owner out. 16 of the key's 256 random bits are thus
  * told to whoever reads the file, who holds its hashes anyway; 240 stay.
  *
- * scopes: comma-separated, from payments:write, payments:read, outcomes:write. rate: requests per
- * second (token bucket, burst = one second's worth), 0 = unlimited. Blank lines and # comments are
+ * scopes: comma-separated, from payments:write, payments:read (the key's own payments: those whose
+ * source is its key id), payments:read_all (every payment: back-office keys), outcomes:write.
+ * rate: requests per second (token bucket, burst = one second's worth), 0 = unlimited. Blank lines and # comments are
  * ignored; anything else malformed is an error naming the line (a bad file is never half-loaded).
  *
  * Verification is slow on purpose (Argon2id), so its result is cached: keys_cache maps a keyed
@@ -38,7 +39,9 @@ typedef enum keys_scope {
     KEYS_SCOPE_PAYMENTS_WRITE = 1u << 0,
     KEYS_SCOPE_PAYMENTS_READ = 1u << 1,
     KEYS_SCOPE_OUTCOMES_WRITE = 1u << 2,
+    KEYS_SCOPE_PAYMENTS_READ_ALL = 1u << 3,
 } keys_scope;
+#define KEYS_SCOPES_ALL 0xfu /* every keys_scope bit */
 
 typedef struct keys_entry {
     char id[KEYS_ID_MAX + 1];
@@ -63,7 +66,7 @@ int keys_parse_rate(const char *s, uint32_t *out);
 
 /* "payments:write,payments:read" -> bits. Returns 0, or -1 naming the unknown scope in errstr. */
 int keys_scopes_parse(const char *s, unsigned *out, char *errstr, size_t errstr_size);
-/* bits -> "payments:write,payments:read" */
+/* bits -> "payments:write,payments:read"; KEYS_SCOPES_ALL -> every scope name (for messages) */
 void keys_scopes_format(unsigned scopes, char *out, size_t out_size);
 /* The scope bit of a name ("payments:write"), or 0 when unknown. */
 unsigned keys_scope_bit(const char *name);

@@ -515,9 +515,13 @@ static int keys_command(int argc, char **argv) {
     }
     if (argc < 3 || strcmp(argv[2], "create") != 0 || argc % 2 == 0 || !id || !scopes_s ||
         !path || !path[0]) {
+        char known[128];
+        keys_scopes_format(KEYS_SCOPES_ALL, known, sizeof known);
         fprintf(stderr, "usage: fraudshield-ingest keys create --id ID --scopes SCOPE[,SCOPE...] "
                         "[--rate REQUESTS_PER_S (0 = unlimited)] [--keys-file PATH (or FS_KEYS_FILE)]\n"
-                        "scopes: payments:write, payments:read, outcomes:write\n");
+                        "scopes: %s\n"
+                        "  payments:read reads the key's own payments (those it posted); "
+                        "payments:read_all reads every payment (back office)\n", known);
         return 2;
     }
     if (keys_scopes_parse(scopes_s, &scopes, errstr, sizeof errstr) != 0 ||

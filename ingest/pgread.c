@@ -22,12 +22,15 @@
 #define PGREAD_BACKOFF_MIN_MS 1000
 #define PGREAD_BACKOFF_MAX_MS 10000
 
-/* The status of one payment: stored? decided? Times in UTC, RFC 3339 with milliseconds. */
+/* The status of one payment: stored? decided? Times in UTC, RFC 3339 with milliseconds. Its
+ * source is compared here, not in the query: a payment stored from another source must not read
+ * as "not stored yet", which ingest would answer "pending" to a caller that posted the same id. */
 static const char PGREAD_SQL[] =
     "SELECT d.decision, d.score, d.reasons::text, d.rules_version, d.model_version, "
     "to_char(d.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-    "to_char(p.persisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') "
+    "to_char(p.persisted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), p.source "
     "FROM payments p LEFT JOIN decisions d USING (payment_id) WHERE p.payment_id = $1::uuid";
+#define PGREAD_COL_SOURCE 7
 
 typedef enum pc_state { PC_DOWN, PC_CONNECTING, PC_IDLE, PC_BUSY } pc_state;
 
@@ -46,6 +49,7 @@ typedef struct pgconn_slot {
 struct pgread_op {
     pgread *pr;
     char payment_id[37];
+    char *source;           /* whose payments it may see; NULL: everyone's */
     pgread_cb cb;           /* NULL once cancelled */
     void *arg;
     struct event *timeout;
@@ -84,7 +88,14 @@ static void op_finish(pgread_op *op, pgread_status st, json_t *result) {
     if (op->cb) op->cb(st, result, op->arg);
     else json_decref(result);
     event_free(op->timeout);
+    free(op->source);
     free(op);
+}
+
+/* Whether op may see the payment in res. */
+static bool op_owns(const pgread_op *op, const PGresult *res) {
+    return !op->source || (!PQgetisnull(res, 0, PGREAD_COL_SOURCE) &&
+                           strcmp(PQgetvalue(res, 0, PGREAD_COL_SOURCE), op->source) == 0);
 }
 
 static json_t *result_json(const pgread_op *op, const PGresult *res) {
@@ -121,6 +132,8 @@ static void slot_complete(pgconn_slot *s) {
         op_finish(op, PGREAD_UNAVAILABLE, NULL);
     } else if (PQntuples(res) == 0) {
         op_finish(op, PGREAD_NOT_FOUND, NULL);
+    } else if (!op_owns(op, res)) { /* nothing of it logged: whose it is stays in PostgreSQL */
+        op_finish(op, PGREAD_NOT_OWNED, NULL);
     } else {
         json_t *o = result_json(op, res);
         op_finish(op, o ? PGREAD_FOUND : PGREAD_UNAVAILABLE, o);
@@ -367,7 +380,8 @@ int pgread_connected(const pgread *pr) {
     return n;
 }
 
-pgread_op *pgread_payment(pgread *pr, const char *payment_id, pgread_cb cb, void *arg) {
+pgread_op *pgread_payment(pgread *pr, const char *payment_id, const char *source, pgread_cb cb,
+                          void *arg) {
     bool usable = false;
     for (int i = 0; i < pr->npool; i++) usable |= pr->pool[i].state != PC_DOWN;
     if (!usable || pr->queued >= PGREAD_MAX_QUEUED) return NULL;
@@ -378,8 +392,10 @@ pgread_op *pgread_payment(pgread *pr, const char *payment_id, pgread_cb cb, void
     op->cb = cb;
     op->arg = arg;
     op->timeout = evtimer_new(pr->base, on_op_timeout, op);
-    if (!op->timeout || evtimer_add(op->timeout, &pr->query_timeout) != 0) {
+    if ((source && !(op->source = strdup(source))) || !op->timeout ||
+        evtimer_add(op->timeout, &pr->query_timeout) != 0) {
         if (op->timeout) event_free(op->timeout);
+        free(op->source);
         free(op);
         return NULL;
     }

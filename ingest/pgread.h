@@ -19,6 +19,7 @@ typedef struct pgread_op pgread_op;
 typedef enum pgread_status {
     PGREAD_FOUND,       /* the payment is stored; result is its status object */
     PGREAD_NOT_FOUND,   /* no such payment in PostgreSQL (yet) */
+    PGREAD_NOT_OWNED,   /* stored, but from another source than the one asked for (or none) */
     PGREAD_UNAVAILABLE, /* PostgreSQL cannot answer now (down, slow, schema missing) */
 } pgread_status;
 
@@ -34,10 +35,13 @@ pgread *pgread_new(struct event_base *base, const char *url, int pool_size, int 
  * the connections. Accepts NULL. */
 void pgread_destroy(pgread *pr);
 
-/* Looks up payment_id (canonical UUID). cb is called exactly once, later, from the loop; or never
- * when the lookup is cancelled. Returns NULL (and never calls cb) when PostgreSQL is unavailable
- * right now or too many lookups wait: answer 503 at once. */
-pgread_op *pgread_payment(pgread *pr, const char *payment_id, pgread_cb cb, void *arg);
+/* Looks up payment_id (canonical UUID) as source sees it: a payment whose payments.source is not
+ * source (a NULL one included) is PGREAD_NOT_OWNED, without its status; source NULL sees every
+ * payment. cb is called exactly once, later, from the loop; or never when the lookup is cancelled.
+ * Returns NULL (and never calls cb) when PostgreSQL is unavailable right now, too many lookups
+ * wait or memory is short: answer 503 at once. */
+pgread_op *pgread_payment(pgread *pr, const char *payment_id, const char *source, pgread_cb cb,
+                          void *arg);
 
 /* The requester is gone: cb will not be called. op is invalid after this. */
 void pgread_cancel(pgread_op *op);

@@ -1,18 +1,30 @@
-/* recent: two-generation set of recently accepted payment ids (see recent.h). */
+/* recent: two-generation set of recently accepted payment ids and their owners (see recent.h). */
 #include "recent.h"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hmac256.h"
+
+#define RECENT_SECRET_BYTES 32
+
+typedef struct slot {
+    unsigned char id[16]; /* all-zero = empty (the nil UUID is never stored) */
+    uint64_t owner;       /* owner_tag() of who posted it */
+} slot;
+
 typedef struct gen {
-    unsigned char (*slots)[16]; /* open addressing; all-zero = empty (the nil UUID is never stored) */
+    slot *slots; /* open addressing */
     size_t mask, used, limit;
 } gen;
 
 struct recent {
     gen g[2]; /* g[cur] takes new ids */
     int cur;
+    hmac256 *mac; /* owner tags, under a random per-process secret */
 };
 
 /* 32 hex digits of a canonical UUID -> 16 bytes. Returns -1 when malformed or nil. */
@@ -40,18 +52,32 @@ static size_t slot_of(const gen *g, const unsigned char id[16]) {
     return (size_t)(h >> 16) & g->mask;
 }
 
-static bool gen_has(const gen *g, const unsigned char id[16]) {
+static uint64_t owner_tag(const recent *r, const char *owner) {
+    unsigned char md[32];
+    uint64_t tag;
+    hmac256_digest(r->mac, owner, strlen(owner), md);
+    memcpy(&tag, md, sizeof tag);
+    return tag;
+}
+
+/* id's slot in g, or NULL. */
+static const slot *gen_find(const gen *g, const unsigned char id[16]) {
     static const unsigned char ZERO[16];
     for (size_t i = slot_of(g, id);; i = (i + 1) & g->mask) {
-        if (memcmp(g->slots[i], id, 16) == 0) return true;
-        if (memcmp(g->slots[i], ZERO, 16) == 0) return false;
+        if (memcmp(g->slots[i].id, id, 16) == 0) return &g->slots[i];
+        if (memcmp(g->slots[i].id, ZERO, 16) == 0) return NULL;
     }
+}
+
+static const slot *recent_find(const recent *r, const unsigned char id[16]) {
+    const slot *s = gen_find(&r->g[0], id);
+    return s ? s : gen_find(&r->g[1], id);
 }
 
 static int gen_init(gen *g, size_t limit) {
     size_t n = 16;
     while (n < limit * 2) n *= 2; /* load factor <= 1/2 */
-    g->slots = calloc(n, 16);
+    g->slots = calloc(n, sizeof *g->slots);
     g->mask = n - 1;
     g->used = 0;
     g->limit = limit;
@@ -59,9 +85,13 @@ static int gen_init(gen *g, size_t limit) {
 }
 
 recent *recent_new(size_t capacity) {
+    unsigned char secret[RECENT_SECRET_BYTES];
     recent *r = calloc(1, sizeof *r);
     size_t half = capacity / 2 ? capacity / 2 : 1;
-    if (!r || gen_init(&r->g[0], half) != 0 || gen_init(&r->g[1], half) != 0) {
+    bool ok = r && gen_init(&r->g[0], half) == 0 && gen_init(&r->g[1], half) == 0 &&
+              RAND_bytes(secret, sizeof secret) == 1 && (r->mac = hmac256_new(secret, sizeof secret));
+    OPENSSL_cleanse(secret, sizeof secret);
+    if (!ok) {
         recent_destroy(r);
         return NULL;
     }
@@ -70,30 +100,33 @@ recent *recent_new(size_t capacity) {
 
 void recent_destroy(recent *r) {
     if (!r) return;
+    hmac256_destroy(r->mac);
     free(r->g[0].slots);
     free(r->g[1].slots);
     free(r);
 }
 
-void recent_add(recent *r, const char *uuid) {
+void recent_add(recent *r, const char *uuid, const char *owner) {
     static const unsigned char ZERO[16];
     unsigned char id[16];
-    if (uuid_bin(uuid, id) != 0 || gen_has(&r->g[0], id) || gen_has(&r->g[1], id)) return;
+    if (uuid_bin(uuid, id) != 0 || recent_find(r, id)) return; /* the first owner stays */
     gen *g = &r->g[r->cur];
     if (g->used >= g->limit) { /* current full: the older generation goes */
         r->cur ^= 1;
         g = &r->g[r->cur];
-        memset(g->slots, 0, (g->mask + 1) * 16);
+        memset(g->slots, 0, (g->mask + 1) * sizeof *g->slots);
         g->used = 0;
     }
     size_t i = slot_of(g, id);
-    while (memcmp(g->slots[i], ZERO, 16) != 0) i = (i + 1) & g->mask;
-    memcpy(g->slots[i], id, 16);
+    while (memcmp(g->slots[i].id, ZERO, 16) != 0) i = (i + 1) & g->mask;
+    memcpy(g->slots[i].id, id, 16);
+    g->slots[i].owner = owner_tag(r, owner);
     g->used++;
 }
 
-bool recent_has(const recent *r, const char *uuid) {
+bool recent_has(const recent *r, const char *uuid, const char *owner) {
     unsigned char id[16];
     if (uuid_bin(uuid, id) != 0) return false;
-    return gen_has(&r->g[0], id) || gen_has(&r->g[1], id);
+    const slot *s = recent_find(r, id);
+    return s && (!owner || s->owner == owner_tag(r, owner));
 }

@@ -246,7 +246,8 @@ api_key() {
     fi
     rm -f "$RUN/api-keys" "$RUN/api.key"
     key=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$RUN/api-keys" --id dev \
-        --scopes payments:write,payments:read,outcomes:write 2>/dev/null) || die "could not create the API key"
+        --scopes payments:write,payments:read,payments:read_all,outcomes:write 2>/dev/null) ||
+        die "could not create the API key"
     (umask 077 && printf '%s\n' "$key" >"$RUN/api.key")
     say "created the development API key .run/api.key: $key"
 }

@@ -3,8 +3,10 @@
 # wrong or malformed, X-API-Key and Bearer, 403 without the scope), rate limits (429 + Retry-After),
 # the batch endpoint (array and NDJSON, partial failure, limits, idempotency), outcomes on
 # payment_outcomes, Shopify webhooks (good, bad and missing signature: nothing published), the read
-# API (pending, decided, 404, 400, PostgreSQL down -> 503 and back), idempotency (same key twice ->
-# one row), /metrics, SIGHUP reloading keys, and no raw personal data in the log.
+# API (pending, decided, 404, 400, PostgreSQL down -> 503 and back; payments:read reads the key's own
+# payments only, another's answer exactly like an unknown id; payments:read_all and auth=false read
+# every one), idempotency (same key twice -> one row), /metrics, SIGHUP reloading keys, and no raw
+# personal data in the log.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_api
@@ -21,7 +23,9 @@ fs_pii_secret "$secret"
 printf '# shop  secret\n%s %s\n' "$SHOP" "$SHOP_SECRET" >"$FS_TEST_DIR/shops"
 newkey() { "$INGEST" keys create --keys-file "$keys" "$@" 2>>"$FS_TEST_DIR/keys.log"; }
 KEY=$(newkey --id full --scopes payments:write,payments:read,outcomes:write)
-READER=$(newkey --id reader --scopes payments:read --rate 3)
+READER=$(newkey --id reader --scopes payments:read_all --rate 3)
+PEER=$(newkey --id peer --scopes payments:read)           # reads its own payments only
+BACKOFFICE=$(newkey --id backoffice --scopes payments:read_all)
 WRITER=$(newkey --id writer --scopes payments:write)
 TARGET=$(newkey --id target --scopes payments:write)
 LEGACY=$(newkey --id legacy --scopes payments:write)
@@ -168,7 +172,7 @@ fs_kill ingest_pending
 fs_wait_exit ingest_pending 30
 echo "ok: 24 guesses over 8 untagged key ids with one pending check allowed: $overloaded refused 503 ($summary)"
 post "$READER" /api/v1/payments "$(pay u-1 10)"
-expect 403 forbidden "payments:read key posting"
+expect 403 forbidden "payments:read_all key posting"
 [[ "$BODY" == *payments:write* ]] || fs_fail "403 does not name the scope: $BODY"
 http GET /api/v1/payments/00000000-0000-4000-8000-000000000000 -H "X-API-Key: $WRITER"
 expect 403 forbidden "payments:write key reading"
@@ -202,6 +206,7 @@ fs_assert_eq decided "$(field status)" "status decided"
     fs_fail "decision details missing: $BODY"
 http GET /api/v1/payments/6f1c0a9e-0000-4000-8000-00000000abcd -H "X-API-Key: $KEY"
 expect 404 not_found "unknown payment"
+UNKNOWN_BODY=$BODY
 http GET /api/v1/payments/not-a-uuid -H "X-API-Key: $KEY"
 expect 400 invalid_payment_id "malformed id"
 # pending: accepted while no scorer runs
@@ -212,9 +217,46 @@ pid_pending=$(field payment_id)
 http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $KEY"
 expect 200 "" "GET before a scorer stored it"
 fs_assert_eq pending "$(field status)" "accepted, not yet stored -> pending"
+# Tenant isolation (OWASP API1): payments:read reads the key's own payments (payments.source = its
+# key id); another's answers exactly like an unknown id, pending or stored. payments:read_all reads
+# them all. (The old code answered any payments:read key for any payment.)
+# not_yours WHAT KEY ID: KEY gets the unknown id's 404, body and all
+not_yours() {
+    http GET "/api/v1/payments/$3" -H "X-API-Key: $2"
+    expect 404 not_found "$1"
+    fs_assert_eq "$UNKNOWN_BODY" "$BODY" "$1: the body of an unknown id"
+}
+not_yours "another key's pending payment (payments:read)" "$PEER" "$pid_pending"
+http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $BACKOFFICE"
+expect 200 "" "another key's pending payment (payments:read_all)"
+fs_assert_eq pending "$(field status)" "payments:read_all: pending"
 fs_bg scorer env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
 fs_wait_for 60 "[[ \$(curl -s -H 'X-API-Key: $KEY' $BASE/api/v1/payments/$pid_pending) == *'\"status\":\"decided\"'* ]]"
 echo "ok: pending -> decided once a scorer stored it"
+fs_assert_eq full "$(fs_psql "SELECT source FROM payments WHERE payment_id = '$pid_pending'")" "payments.source"
+not_yours "another key's stored payment (payments:read)" "$PEER" "$pid_pending"
+http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $BACKOFFICE"
+expect 200 "" "another key's stored payment (payments:read_all)"
+fs_assert_eq decided "$(field status)" "payments:read_all: decided"
+# a payment of unknown source (NULL: older rows, other producers): payments:read_all only. Its
+# poster gets 404 too, not "pending": this instance still remembers the id as accepted from it, but
+# a payment stored as another's is not pending for it.
+fs_psql "UPDATE payments SET source = NULL WHERE payment_id = '$pid_pending'" >/dev/null
+not_yours "a payment of unknown source (payments:read, its poster)" "$KEY" "$pid_pending"
+http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $BACKOFFICE"
+expect 200 "" "a payment of unknown source (payments:read_all)"
+fs_assert_eq decided "$(field status)" "payments:read_all: unknown source, decided"
+# auth=false (an explicit setting): every payment stays readable, as before
+port_open=$(fs_free_port)
+fs_bg ingest_open "$INGEST" --listen-port="$port_open" --pii-secret-file="$secret" --auth=false \
+    --database-url="$FS_DATABASE_URL" --log-level=warn
+fs_wait_for 30 curl -sf "http://127.0.0.1:$port_open/ready"
+for p in "$pid_pending" "$pid_idem"; do
+    fs_wait_for 30 "[[ \$(curl -s http://127.0.0.1:$port_open/api/v1/payments/$p) == *'\"status\":\"decided\"'* ]]"
+done
+fs_kill ingest_open
+fs_wait_exit ingest_open 30
+echo "ok: payments:read reads its own payments only; payments:read_all and auth=false every one"
 
 # --- rate limit: reader has 3 requests/s ---------------------------------------------------------
 codes=""
@@ -356,6 +398,8 @@ fs_assert_eq "$before" "$(raw_count)" "nothing published for a bad signature"
 shopify -H "X-Shopify-Hmac-Sha256: $sig"
 expect 202 "" "signed order"
 shop_pid=$(field payment_id)
+http GET "/api/v1/payments/$shop_pid" -H "X-API-Key: $BACKOFFICE"
+expect 200 "" "a Shopify payment, pending (payments:read_all)"
 shopify -H "X-Shopify-Hmac-Sha256: $sig"
 fs_assert_eq "$shop_pid" "$(field payment_id)" "a redelivered order is the same payment"
 # the domain is case-insensitive for the secret, so it is for the payment too: a signed order
@@ -371,6 +415,9 @@ for f in '"merchant_id":"example-store.myshopify.com"' '"amount":"164.80"' '"use
 done
 if grep -qF 'lena.schmidt@example.de' <<<"$order_msg"; then fs_fail "raw email on the topic"; fi
 echo "ok: Shopify order mapped and pseudonymized"
+fs_wait_for 60 "[[ \$(curl -s -H 'X-API-Key: $BACKOFFICE' $BASE/api/v1/payments/$shop_pid) == *'\"status\":\"decided\"'* ]]"
+not_yours "a Shopify payment (payments:read)" "$KEY" "$shop_pid"
+echo "ok: a Shopify payment reads with payments:read_all only"
 # A free order (total 0): 200 "ignored", nothing published (a 422 would be retried by Shopify for
 # hours and count against the webhook subscription).
 sed -e 's/"total_price": "164.80"/"total_price": "0.00"/' -e 's/"id": 5704781545782/"id": 5704781545799/' \
@@ -432,6 +479,16 @@ for raw in batch.secret@example.com lena.schmidt@example.de 203.0.113.77 "${KEY#
     if grep -qF "$raw" "$FS_TEST_DIR/ingest.log"; then fs_fail "$raw reached the log"; fi
 done
 echo "ok: no personal data or API key in the log"
+# A read refused because the payment is another's is logged as any 404: at debug level, with the
+# caller's key id; nothing above debug names those payments (or, so, their owners).
+peer_404=$(grep -c '"event":"http_request".*"status":404.*"key_id":"peer"' "$FS_TEST_DIR/ingest.log" || true)
+(( peer_404 >= 2 )) || fs_fail "no debug line for the peer's 404s ($peer_404)"
+for p in "$pid_pending" "$shop_pid"; do
+    if grep -F "$p" "$FS_TEST_DIR/ingest.log" | grep -qv '"level":"debug"'; then
+        fs_fail "a line above debug names $p: $(grep -F "$p" "$FS_TEST_DIR/ingest.log" | grep -v '"level":"debug"' | head -n 1)"
+    fi
+done
+echo "ok: reads of another's payment logged at debug only, naming the caller"
 fs_alive ingest || fs_fail "ingest died"
 fs_check_error_bodies
 echo "PASS test_ingest_api"

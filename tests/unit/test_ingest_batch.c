@@ -251,17 +251,43 @@ static void test_recent(void **state) {
     (void)state;
     char id[37];
     recent *r = recent_new(8); /* two generations of 4 */
-    recent_add(r, "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21");
-    assert_true(recent_has(r, "0D5F1E3A-8F4B-4C1D-9A2E-7B6C5D4E3F21"));
-    assert_false(recent_has(r, "1d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21"));
-    assert_false(recent_has(r, "not-a-uuid"));
+    recent_add(r, "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21", "checkout");
+    assert_true(recent_has(r, "0D5F1E3A-8F4B-4C1D-9A2E-7B6C5D4E3F21", NULL));
+    assert_false(recent_has(r, "1d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21", NULL));
+    assert_false(recent_has(r, "not-a-uuid", NULL));
     for (int i = 0; i < 8; i++) {
         snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i + 1);
-        recent_add(r, id);
+        recent_add(r, id, "checkout");
     }
     /* 9 added into 2 x 4: the oldest generation (the first id among them) is gone */
-    assert_false(recent_has(r, "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21"));
-    assert_true(recent_has(r, "00000000-0000-4000-8000-000000000008"));
+    assert_false(recent_has(r, "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21", NULL));
+    assert_true(recent_has(r, "00000000-0000-4000-8000-000000000008", NULL));
+    recent_destroy(r);
+}
+
+/* An id is pending for whoever posted it (or anyone, owner NULL), never for another source; the
+ * same id accepted again from someone else keeps its first owner (as payments.source does). */
+static void test_recent_owner(void **state) {
+    (void)state;
+    static const char A[] = "0d5f1e3a-8f4b-4c1d-9a2e-7b6c5d4e3f21", B[] = "5b1c0f2e-9a3d-4e8f-8b7a-6c5d4e3f2a10";
+    static const struct {
+        const char *id, *owner;
+        bool has;
+    } rows[] = {
+        {A, "checkout", true},       {A, NULL, true},          {A, "checkout2", false},
+        {A, "Checkout", false},      {A, "", false},           {A, "shopify:a.myshopify.com", false},
+        {B, "shopify:a.myshopify.com", true}, {B, "checkout", false}, {B, NULL, true},
+    };
+    recent *r = recent_new(16);
+    assert_non_null(r);
+    recent_add(r, A, "checkout");
+    recent_add(r, B, "shopify:a.myshopify.com");
+    recent_add(r, A, "other"); /* a second acceptance: the first owner stays */
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        if (recent_has(r, rows[i].id, rows[i].owner) != rows[i].has)
+            fail_msg("row %zu: %s for %s: want %d", i, rows[i].id, rows[i].owner ? rows[i].owner : "(anyone)",
+                     rows[i].has);
+    assert_false(recent_has(r, A, "other"));
     recent_destroy(r);
 }
 
@@ -276,6 +302,7 @@ int main(void) {
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_limit_exact),
         cmocka_unit_test(test_recent),
+        cmocka_unit_test(test_recent_owner),
     };
     return cmocka_run_group_tests_name("ingest_batch", tests, NULL, NULL);
 }

@@ -49,6 +49,7 @@ static void test_parse_line_table(void **state) {
         {"ANONYMOUS payments:write 0 " HASH, -1, NULL, 0, 0, "reserved"},
         {"analysts outcomes:write 0 " HASH, 1, "analysts", KEYS_SCOPE_OUTCOMES_WRITE, 0, NULL},
         {"shopify payments:write 0 " HASH, 1, "shopify", KEYS_SCOPE_PAYMENTS_WRITE, 0, NULL},
+        {"backoffice payments:read_all 0 " HASH, 1, "backoffice", KEYS_SCOPE_PAYMENTS_READ_ALL, 0, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         keys_entry e;
@@ -103,14 +104,50 @@ static void test_load_text_and_find(void **state) {
     keys_destroy(NULL);
 }
 
+/* Scopes in, bits, and back out in the table's order (payments:read_all is its own scope:
+ * payments:read does not imply it, nor it payments:read). */
 static void test_scopes_format(void **state) {
     (void)state;
-    char out[128], err[128];
-    unsigned s;
-    assert_int_equal(keys_scopes_parse("outcomes:write,payments:write", &s, err, sizeof err), 0);
-    keys_scopes_format(s, out, sizeof out);
-    assert_string_equal(out, "payments:write,outcomes:write");
+    static const struct {
+        const char *in;
+        int rc;
+        unsigned bits;
+        const char *out; /* the formatted bits; on error, a substring of the error */
+    } rows[] = {
+        {"payments:write", 0, KEYS_SCOPE_PAYMENTS_WRITE, "payments:write"},
+        {"outcomes:write,payments:write", 0, KEYS_SCOPE_PAYMENTS_WRITE | KEYS_SCOPE_OUTCOMES_WRITE,
+         "payments:write,outcomes:write"},
+        {"payments:read", 0, KEYS_SCOPE_PAYMENTS_READ, "payments:read"},
+        {"payments:read_all", 0, KEYS_SCOPE_PAYMENTS_READ_ALL, "payments:read_all"},
+        {"payments:read_all,payments:read", 0, KEYS_SCOPE_PAYMENTS_READ | KEYS_SCOPE_PAYMENTS_READ_ALL,
+         "payments:read,payments:read_all"},
+        {"outcomes:write,payments:read_all,payments:write,payments:read", 0, KEYS_SCOPES_ALL,
+         "payments:write,payments:read,payments:read_all,outcomes:write"},
+        {"payments:read_all,payments:read_all", 0, KEYS_SCOPE_PAYMENTS_READ_ALL, "payments:read_all"},
+        {"payments:readall", -1, 0, "unknown scope 'payments:readall' (known: payments:write,"
+         "payments:read,payments:read_all,outcomes:write)"},
+        {"payments:read_all ", -1, 0, "unknown scope"},
+        {"Payments:Read_All", -1, 0, "unknown scope"},
+        {"payments:read:all", -1, 0, "unknown scope"},
+        {",", -1, 0, "no scope"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char out[128] = "", err[256] = "";
+        unsigned bits = 77;
+        int rc = keys_scopes_parse(rows[i].in, &bits, err, sizeof err);
+        if (rc != rows[i].rc) fail_msg("row %zu (%s): rc %d, want %d (%s)", i, rows[i].in, rc, rows[i].rc, err);
+        if (rc != 0) {
+            if (!strstr(err, rows[i].out)) fail_msg("row %zu: error '%s' lacks '%s'", i, err, rows[i].out);
+            continue;
+        }
+        if (bits != rows[i].bits) fail_msg("row %zu (%s): bits %#x, want %#x", i, rows[i].in, bits, rows[i].bits);
+        keys_scopes_format(bits, out, sizeof out);
+        if (strcmp(out, rows[i].out) != 0) fail_msg("row %zu: formatted '%s', want '%s'", i, out, rows[i].out);
+        assert_int_equal(keys_scopes_parse(out, &bits, err, sizeof err), 0); /* round trip */
+        assert_int_equal(bits, rows[i].bits);
+    }
     assert_int_equal(keys_scope_bit("payments:read"), KEYS_SCOPE_PAYMENTS_READ);
+    assert_int_equal(keys_scope_bit("payments:read_all"), KEYS_SCOPE_PAYMENTS_READ_ALL);
     assert_int_equal(keys_scope_bit("admin"), 0);
 }
 

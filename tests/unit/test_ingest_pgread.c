@@ -96,7 +96,7 @@ static void test_callback_never_inside_the_call(void **state) {
     assert_int_equal(pgread_connected(pr), 1);
 
     lookup l = {0};
-    pgread_op *op = pgread_payment(pr, "00000000-0000-4000-8000-000000000001", on_result, &l);
+    pgread_op *op = pgread_payment(pr, "00000000-0000-4000-8000-000000000001", NULL, on_result, &l);
     l.returned = true;
     assert_non_null(op);
     assert_false(l.called);
