@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "fsutil.h"
 #include "log.h"
@@ -26,6 +27,9 @@ typedef struct transfer {
     char snippet[SNIPPET_MAX + 1];
     size_t snippet_len;
     int64_t start_us;
+    const netguard *guard;      /* webhooks: the engine's deny list; NULL: email (not checked) */
+    int n_opened, n_denied;     /* sockets made / addresses refused by the guard */
+    char denied[NETGUARD_ADDR_MAX]; /* the first address refused */
     void *opaque;
     struct transfer *prev, *next;
 } transfer;
@@ -37,7 +41,8 @@ typedef struct result_node {
 
 struct delivery_engine {
     CURLM *multi;
-    delivery_config cfg;    /* strings owned (copies) */
+    delivery_config cfg;    /* strings owned (copies); deny_networks NULL: parsed into guard */
+    netguard *guard;
     transfer *running;      /* doubly linked: finished ones are unlinked in O(1) */
     size_t n_running;
     result_node *done_head, *done_tail;
@@ -98,13 +103,17 @@ delivery_engine *delivery_new(const delivery_config *cfg, char *errstr, size_t e
     e->cfg.smtp_from = dup_or_empty(cfg->smtp_from);
     e->cfg.smtp_user = dup_or_empty(cfg->smtp_user);
     e->cfg.smtp_password = dup_or_empty(cfg->smtp_password);
+    e->cfg.deny_networks = NULL; /* parsed below: the engine keeps only the list */
     e->multi = curl_multi_init();
     if (!e->multi || !e->cfg.ca_file || !e->cfg.user_agent || !e->cfg.smtp_from ||
         !e->cfg.smtp_user || !e->cfg.smtp_password)
         goto oom;
+    if (!(e->guard = netguard_new(cfg->deny_networks ? cfg->deny_networks : "", errstr, errstr_size)))
+        goto failed;
     return e;
 oom:
     snprintf(errstr, errstr_size, "delivery engine: out of memory");
+failed:
     delivery_destroy(e);
     return NULL;
 }
@@ -130,6 +139,18 @@ static void sanitize(char *s) {
         if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) *s = ' ';
 }
 
+/* Every address libcurl tried was refused by the guard: the error says so (and where the URL's host
+ * led), rather than libcurl's "Couldn't connect to server". */
+static void result_denied(const transfer *t, delivery_result *r) {
+    char host[256] = "?", *url = NULL;
+    if (curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url)
+        netguard_url_host(url, host, sizeof host);
+    r->address_denied = true;
+    snprintf(r->denied_address, sizeof r->denied_address, "%s", t->denied);
+    snprintf(r->error, sizeof r->error, "address_denied: %s (host %s%s) is in webhook-deny-networks: not connected",
+             t->denied, host, t->n_denied > 1 ? "; its other addresses too" : "");
+}
+
 /* The result of a finished (or never started) transfer; unlinks and frees t. */
 static void finish(delivery_engine *e, transfer *t, CURLcode rc) {
     result_node *n = calloc(1, sizeof *n);
@@ -140,7 +161,9 @@ static void finish(delivery_engine *e, transfer *t, CURLcode rc) {
         r->retry_after_ms = -1;
         if (t->easy) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r->status);
         r->answered = rc == CURLE_OK;
-        if (rc != CURLE_OK) {
+        if (rc != CURLE_OK && t->n_denied > 0 && t->n_opened == 0 && t->easy) {
+            result_denied(t, r);
+        } else if (rc != CURLE_OK) {
             snprintf(r->error, sizeof r->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
         } else if (retry_classify(1, r->status) != RETRY_DONE) {
             snprintf(r->error, sizeof r->error, "status %ld%s%.*s", r->status,
@@ -189,6 +212,20 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg) {
         t->retry_after[vlen] = '\0';
     }
     return n;
+}
+
+/* Each address libcurl is about to connect to, after DNS (so also one a name resolves, or rebinds,
+ * to): one in the deny list gets no socket, and libcurl goes on with the next address, if any.
+ * Another family than IPv4/IPv6 is refused too: none is expected, none passes unchecked. */
+static curl_socket_t on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a) {
+    transfer *t = arg;
+    bool ip = a->family == AF_INET || a->family == AF_INET6;
+    if (purpose == CURLSOCKTYPE_IPCXN && (!ip || netguard_denies(t->guard, &a->addr, a->addrlen))) {
+        if (t->n_denied++ == 0) netguard_addr_text(&a->addr, a->addrlen, t->denied, sizeof t->denied);
+        return CURL_SOCKET_BAD;
+    }
+    t->n_opened++;
+    return socket(a->family, a->socktype, a->protocol); /* what libcurl does without the callback */
 }
 
 /* Email upload: the message, then EOF. */
@@ -247,6 +284,9 @@ static CURLcode setup_webhook(delivery_engine *e, transfer *t, const delivery_re
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_USERAGENT, e->cfg.user_agent);
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, on_header);
     if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+    t->guard = e->guard;
+    if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    if (!rc) rc = curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
     return rc;
 }
 
@@ -369,5 +409,6 @@ void delivery_destroy(delivery_engine *e) {
     free((char *)e->cfg.smtp_from);
     free((char *)e->cfg.smtp_user);
     free((char *)e->cfg.smtp_password);
+    netguard_destroy(e->guard);
     free(e);
 }

@@ -5,6 +5,11 @@
  * timeout; TLS peers are always verified (the system CA store, or a CA file: the engine's
  * default or the request's own); redirects are never followed (a signed alert goes only where
  * the subscription says); only https (http too with allow_http) for webhooks, smtp/smtps for email.
+ * A webhook never connects to an address in deny_networks (netguard.h): each address libcurl is
+ * about to connect to is checked (after DNS, so a name that resolves, or rebinds, there is caught;
+ * through a proxy it is the proxy's address that is checked); a transfer that had every address
+ * refused is reported as address_denied. Email is not checked: its server is the operator's own
+ * setting.
  *
  * A webhook request is a POST of the event's JSON with these headers:
  *   X-FraudShield-Event      event type (alert.created, alert.resolved)
@@ -24,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "netguard.h"
+
 #define DELIVERY_SIG_LEN (7 + 64)    /* "sha256=" + hex, without the NUL */
 #define DELIVERY_SIG_V2_LEN (3 + 64) /* "v2=" + hex, without the NUL */
 
@@ -36,6 +43,7 @@ typedef struct delivery_config {
     const char *smtp_user;     /* email: "" = no authentication */
     const char *smtp_password;
     bool allow_http;           /* webhooks in clear text (allow-insecure-http); else https only */
+    const char *deny_networks; /* webhook-deny-networks (netguard.h); NULL or "": none */
 } delivery_config;
 
 typedef struct delivery_request {
@@ -60,12 +68,15 @@ typedef struct delivery_result {
     long status;               /* HTTP status or last SMTP reply code; 0 when none */
     int64_t retry_after_ms;    /* from a Retry-After header; -1 when none */
     int64_t latency_us;
-    char error[300];           /* "" when delivered; printable ASCII only (goes to PostgreSQL) */
+    bool address_denied;       /* not connected: every address was in deny_networks */
+    char denied_address[NETGUARD_ADDR_MAX]; /* address_denied: the first one refused */
+    char error[300];           /* "" when delivered; printable ASCII only (goes to PostgreSQL);
+                                  address_denied: starts with "address_denied: " */
 } delivery_result;
 
 typedef struct delivery_engine delivery_engine;
 
-/* Copies cfg's strings. NULL with errstr. */
+/* Copies cfg's strings. NULL with errstr (a bad deny_networks entry is named). */
 delivery_engine *delivery_new(const delivery_config *cfg, char *errstr, size_t errstr_size);
 void delivery_destroy(delivery_engine *e); /* aborts transfers still running; accepts NULL */
 

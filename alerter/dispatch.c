@@ -89,7 +89,7 @@ struct dispatch {
     bool started;
     atomic_bool stop, wake;
     metric *m_deliveries, *m_latency, *m_breaker, *m_breaker_opened, *m_retries_pending,
-        *m_pending, *m_in_flight, *m_db_errors;
+        *m_pending, *m_in_flight, *m_db_errors, *m_denied;
 };
 
 static void dispatch_tick(dispatch *d);
@@ -358,8 +358,13 @@ static void dispatch_start_job(dispatch *d, sub_state *ss, job *j) {
     free(mail);
 }
 
-/* Email: libcurl reports an SMTP 5xx reply (permanent in SMTP) with the reply code. */
+/* Email: libcurl reports an SMTP 5xx reply (permanent in SMTP) with the reply code.
+ * address_denied (webhook-deny-networks refused every address of the URL's host) is, like a 401 or
+ * 403, something an operator fixes (the URL, its DNS, the list), not the alert: retried on the
+ * schedule and counted by the breaker (which soon stops the attempts), exhausted and dead-lettered
+ * after retry-max-age-ms; never dead-lettered at once, so a fix within the day loses nothing. */
 static retry_class classify(const sub_state *ss, const delivery_result *r) {
+    if (r->address_denied) return RETRY_AGAIN;
     if (ss && ss->s.email) {
         if (r->answered) return RETRY_DONE;
         return r->status >= 500 && r->status <= 599 ? RETRY_PERMANENT : RETRY_AGAIN;
@@ -416,6 +421,7 @@ static void log_result(const job *j) {
                           j->sub_name, "attempt", j->attempt, "status", (json_int_t)j->res.status,
                           "latency_ms", (json_int_t)(j->res.latency_us / 1000));
     if (!ok) json_object_set_new(f, "error", json_string(j->res.error));
+    if (j->res.address_denied) json_object_set_new(f, "denied_address", json_string(j->res.denied_address));
     if (j->failure_reason) json_object_set_new(f, "reason", json_string(j->failure_reason));
     if (strcmp(j->outcome, "retry") == 0)
         json_object_set_new(f, "retry_in_ms", json_integer(j->retry_in_ms));
@@ -442,6 +448,7 @@ static void dispatch_on_result(dispatch *d, const delivery_result *r) {
     snprintf(labels, sizeof labels, "%s,%s", j->sub_name,
              j->failure_reason ? j->failure_reason : j->outcome);
     metric_add(d->m_deliveries, labels, 1);
+    if (r->address_denied) metric_add(d->m_denied, j->sub_name, 1);
     metric_observe(d->m_latency, j->sub_name, (double)r->latency_us / 1e6);
     log_result(j);
     j->next = NULL; /* queued for recording, in order */
@@ -505,6 +512,7 @@ static void dispatch_metrics_sub(dispatch *d, const char *name) {
     static const char *const results[] = {"delivered", "retry", "rejected", "exhausted"};
     char labels[SUBS_NAME_MAX + 16];
     metric_add(d->m_breaker_opened, name, 0);
+    metric_add(d->m_denied, name, 0);
     for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
         snprintf(labels, sizeof labels, "%s,%s", name, results[i]);
         metric_add(d->m_deliveries, labels, 0);
@@ -680,6 +688,10 @@ static void dispatch_metrics(dispatch *d, metrics *m) {
                                  "Deliveries not finished yet: pending or in flight (all alerters)", NULL);
     d->m_in_flight = metrics_gauge(m, "fs_alerter_transfers_in_flight",
                                    "Transfers running in this alerter", NULL);
+    d->m_denied = metrics_counter(m, "fs_alerter_address_denied_total",
+                                  "Delivery attempts not connected: every address of the URL's host "
+                                  "is in webhook-deny-networks (also counted as retry or exhausted)",
+                                  "subscription");
 }
 
 dispatch *dispatch_new(const dispatch_config *cfg, char *errstr, size_t errstr_size) {
@@ -701,7 +713,7 @@ dispatch *dispatch_new(const dispatch_config *cfg, char *errstr, size_t errstr_s
     if (!(d->eng = delivery_new(&cfg->http, errstr, errstr_size))) goto failed; /* copies them */
     /* the caller's strings need not outlive us: the engine and d hold copies */
     d->cfg.http.ca_file = d->cfg.http.user_agent = d->cfg.http.smtp_from = NULL;
-    d->cfg.http.smtp_user = d->cfg.http.smtp_password = NULL;
+    d->cfg.http.smtp_user = d->cfg.http.smtp_password = d->cfg.http.deny_networks = NULL;
     d->m_db_errors = cfg->db_errors;
     dispatch_metrics(d, cfg->metrics);
     if (!(d->ret = retention_new(cfg->retention_days, cfg->retention_interval_s, cfg->metrics))) {

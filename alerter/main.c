@@ -32,6 +32,7 @@
 #include "log.h"
 #include "manage.h"
 #include "metrics.h"
+#include "netguard.h"
 #include "retention.h"
 #include "subs.h"
 
@@ -41,7 +42,7 @@ typedef struct alerter_opts {
     char *admin_addr;
     int64_t admin_port;
     int64_t http_connect_timeout_ms, http_timeout_ms;
-    char *tls_ca_file;
+    char *tls_ca_file, *webhook_deny_networks;
     int64_t max_in_flight, max_in_flight_per_subscription;
     int64_t retry_base_ms, retry_max_delay_ms, retry_max_age_ms, retry_max_attempts, retry_jitter_pct;
     int64_t time_compression;
@@ -92,6 +93,15 @@ static const cfg_opt alerter_options[] = {
     {"tls-ca-file", "FS_TLS_CA_FILE", CFG_STRING, "", 0, 4096, O(tls_ca_file),
      "PEM CA bundle to verify subscribers' certificates (default: the system store; a "
      "subscription's own ca_file wins)", false},
+    {"webhook-deny-networks", "FS_WEBHOOK_DENY_NETWORKS", CFG_STRING, NETGUARD_DEFAULT, 0, 4096,
+     O(webhook_deny_networks),
+     "webhooks never connect to an address in these networks (comma-separated CIDRs, IPv4 and "
+     "IPv6; ::ffff:a.b.c.d counts as a.b.c.d), checked at each connect, after DNS (through a proxy: "
+     "the proxy's address; email is not checked); such an attempt is address_denied, retried like "
+     "an outage. Default: 0.0.0.0/8, link-local (cloud metadata), Alibaba's metadata, multicast, "
+     "reserved, ::, IPv6 link-local and multicast, AWS's IPv6 metadata. Loopback and private "
+     "ranges are allowed: add them when every subscriber is external; \"\" denies nothing "
+     "(docs/alerter.md)", false},
     {"max-in-flight", "FS_MAX_IN_FLIGHT", CFG_INT, "64", 1, 10000, O(max_in_flight),
      "deliveries running at once in this instance", false},
     {"max-in-flight-per-subscription", "FS_MAX_IN_FLIGHT_PER_SUBSCRIPTION", CFG_INT, "4", 1, 1000,
@@ -180,6 +190,9 @@ static const char SUMMARY[] =
 static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
     const char *u = o->smtp_url;
     if (db_url_check(o->database_url, errstr, n) != 0) return -1;
+    netguard *deny = netguard_new(o->webhook_deny_networks, errstr, n);
+    if (!deny) return -1;
+    netguard_destroy(deny);
     if (o->tls_ca_file[0] && access(o->tls_ca_file, R_OK) != 0)
         return snprintf(errstr, n, "tls-ca-file: cannot read %s: %s", o->tls_ca_file, strerror(errno)), -1;
     if (u[0] && strncasecmp(u, "smtp://", 7) != 0 && strncasecmp(u, "smtps://", 8) != 0)
@@ -246,7 +259,8 @@ static dispatch_config dispatch_config_from(const alerter_opts *o, metrics *m, m
                  .smtp_from = o->smtp_from,
                  .smtp_user = o->smtp_user,
                  .smtp_password = o->smtp_password,
-                 .allow_http = o->allow_insecure_http},
+                 .allow_http = o->allow_insecure_http,
+                 .deny_networks = o->webhook_deny_networks},
         .retry = {.base_ms = o->retry_base_ms,
                   .max_delay_ms = o->retry_max_delay_ms,
                   .max_age_ms = o->retry_max_age_ms,
@@ -457,7 +471,8 @@ static int run_command(int argc, char **argv) {
     else if (r == CFG_OK) {
         manage_db db = {o.database_url, (int)o.db_timeout_ms, (int)o.db_migrate_timeout_ms,
                         (int)o.db_migrate_lock_timeout_ms};
-        rc = manage_main(ncmd, cmd_argv, &db, o.allow_insecure_http);
+        manage_urls urls = {o.allow_insecure_http, o.webhook_deny_networks};
+        rc = manage_main(ncmd, cmd_argv, &db, &urls);
     }
     else rc = 0;
 done:

@@ -18,8 +18,8 @@ typedef struct args {
     const char *values[MAX_FLAGS];
     const char *pos[MAX_POS];
     int npos;
-    bool allow_http; /* allow-insecure-http, from the configuration */
-    int timeout_ms;  /* each statement's deadline (db-timeout-ms, db_query) */
+    manage_urls urls; /* allow-insecure-http, webhook-deny-networks: from the configuration */
+    int timeout_ms;   /* each statement's deadline (db-timeout-ms, db_query) */
 } args;
 
 typedef struct command {
@@ -122,7 +122,7 @@ static int sub_add(PGconn *conn, const args *a) {
     subs_spec s = {.name = arg(a, "name"), .url = arg(a, "url"), .secret = arg(a, "secret"),
                    .events = arg(a, "events"), .min_decision = arg(a, "min-decision"),
                    .countries = arg(a, "countries"), .ca_file = arg(a, "ca-file"),
-                   .allow_http = a->allow_http};
+                   .allow_http = a->urls.allow_http, .deny_networks = a->urls.deny_networks};
     if (subs_add(conn, a->timeout_ms, &s, &id, secret, sizeof secret, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
@@ -268,7 +268,7 @@ void manage_usage(FILE *out) {
             "  deliveries redeliver DELIVERY_ID\n");
 }
 
-int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
+int manage_main(int argc, char **argv, const manage_db *db, const manage_urls *urls) {
     char err[512];
     args a;
     const command *c = NULL;
@@ -279,7 +279,7 @@ int manage_main(int argc, char **argv, const manage_db *db, bool allow_http) {
         return 2;
     }
     if (parse(c, argc - 2, argv + 2, &a) != 0) return 2;
-    a.allow_http = allow_http;
+    a.urls = *urls;
     /* a command that gave up must not take effect later, once a lock it waited for goes: the
      * server cancels it at db-timeout-ms (db_server_timeout) */
     PGconn *conn = db_connect(db->url, "fraudshield-alerter cli", err, sizeof err);

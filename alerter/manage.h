@@ -30,8 +30,14 @@ typedef struct manage_db {
     int migrate_timeout_ms, migrate_lock_timeout_ms; /* db_migrate's bounds (0: none) */
 } manage_db;
 
+/* What the configuration says about subscription URLs (subscriptions add checks them). */
+typedef struct manage_urls {
+    bool allow_http;           /* allow-insecure-http: http:// accepted */
+    const char *deny_networks; /* webhook-deny-networks: a literal address host inside is refused */
+} manage_urls;
+
 /* argv[0] is the command. Returns the exit status: 0 done, 1 failed, 2 usage error. */
-int manage_main(int argc, char **argv, const manage_db *db, bool allow_http);
+int manage_main(int argc, char **argv, const manage_db *db, const manage_urls *urls);
 
 void manage_usage(FILE *out);
 

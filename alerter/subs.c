@@ -12,6 +12,7 @@
 
 #include "db.h"
 #include "fsutil.h"
+#include "netguard.h"
 
 static const char *const EVENT_TYPES[] = {"alert.created", "alert.resolved", NULL};
 
@@ -181,6 +182,21 @@ static bool url_ok(const char *url) {
     return strlen(url) > 8 && url_parses(url);
 }
 
+/* A url whose host is a literal address in webhook-deny-networks: refused now, as the alerter would
+ * refuse every connection to it (a name is checked only when the alerter connects). */
+static int url_deny_check(const char *url, const char *networks, char *errstr, size_t errstr_size) {
+    char host[256] = "";
+    netguard *g = networks ? netguard_new(networks, errstr, errstr_size) : NULL;
+    if (networks && !g) return -1;
+    bool denied = g && netguard_url_denied(g, url);
+    netguard_destroy(g);
+    if (!denied) return 0;
+    netguard_url_host(url, host, sizeof host);
+    return snprintf(errstr, errstr_size, "--url: %s is in webhook-deny-networks (addresses no webhook "
+                    "may reach, such as the cloud metadata service): the alerter would refuse every "
+                    "delivery to it", host), -1;
+}
+
 /* A secret given on the command line: long enough, printable without spaces (it travels through
  * shells and configuration files), and not a run of a few characters ("aaaa...", 16 spaces). */
 #define SUBS_SECRET_DISTINCT 8
@@ -208,6 +224,7 @@ static int spec_check(const subs_spec *s, char *errstr, size_t errstr_size) {
     if (subs_url_insecure(s->url) && !s->allow_http)
         return snprintf(errstr, errstr_size, "--url: http:// sends signed alerts in clear text; "
                         "use https://, or set allow-insecure-http (tests and local development only)"), -1;
+    if (url_deny_check(s->url, s->deny_networks, errstr, errstr_size) != 0) return -1;
     if (s->secret && !secret_ok(s->secret))
         return snprintf(errstr, errstr_size, "--secret: at least %d printable characters, no spaces, "
                         "at least %d different ones (or leave it out: one is generated)",

@@ -53,6 +53,8 @@ typedef struct subs_spec {
     const char *countries;    /* "DE,FR"; default: every country */
     const char *ca_file;      /* PEM CA bundle for this subscriber's certificate */
     bool allow_http;          /* accept an http:// url (allow-insecure-http); else https:// only */
+    const char *deny_networks; /* webhook-deny-networks: a url whose host is a literal address
+                                  inside is refused (NULL: not checked) */
 } subs_spec;
 
 /* The operations below run their statement within timeout_ms (db_query: not answered by then, the

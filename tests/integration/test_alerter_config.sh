@@ -4,7 +4,7 @@
 # runs here: the old code only noticed after connecting (or never: an unreadable tls-ca-file
 # failed each delivery, retried for a day; retry-base-ms above retry-max-delay-ms and a connect
 # timeout above the total timeout were accepted; retention-days below the topic's retention had no
-# check).
+# check; webhook-deny-networks did not exist).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/alerter_lib.sh"
@@ -42,13 +42,17 @@ if grep -q S3cr "$FS_TEST_DIR/out.log"; then fs_fail "the database password was 
 expect_invalid retry-base-ms FS_RETRY_BASE_MS=9000000 FS_RETRY_MAX_DELAY_MS=1000
 expect_invalid http-connect-timeout-ms FS_HTTP_CONNECT_TIMEOUT_MS=60000 FS_HTTP_TIMEOUT_MS=1000
 expect_invalid retention-days FS_RETENTION_DAYS=7 # not above fraud_alerts' default retention
+# a bad network is named (the old code had no such option: the variable was ignored)
+expect_invalid 'webhook-deny-networks: \"10.0.0.0/33\": the prefix length' "FS_WEBHOOK_DENY_NETWORKS=169.254.0.0/16,10.0.0.0/33"
+expect_invalid 'webhook-deny-networks: \"10.1.0.0/8\": host bits set' FS_WEBHOOK_DENY_NETWORKS=10.1.0.0/8
+expect_invalid 'webhook-deny-networks: \"169.254.169.254\": no /prefix-length' FS_WEBHOOK_DENY_NETWORKS=169.254.169.254
 
 # A valid configuration with the same options passes the checks (and then waits for PostgreSQL).
 printf 'not a real CA, but readable\n' >"$FS_TEST_DIR/ca.pem"
 rc=0
 env FS_TLS_CA_FILE="$FS_TEST_DIR/ca.pem" FS_SMTP_URL=smtps://mail.example.com:465 FS_SMTP_TO=a@example.com \
     FS_RETRY_BASE_MS=1000 FS_RETRY_MAX_DELAY_MS=1000 FS_HTTP_CONNECT_TIMEOUT_MS=1000 FS_HTTP_TIMEOUT_MS=1000 \
-    FS_RETENTION_DAYS=8 \
+    FS_RETENTION_DAYS=8 FS_WEBHOOK_DENY_NETWORKS="169.254.0.0/16, 127.0.0.0/8,::1/128,::ffff:10.0.0.0/104" \
     timeout 20 "$ALERTER" >"$FS_TEST_DIR/ok.log" 2>&1 || rc=$?
 grep -q '"event":"config_invalid"' "$FS_TEST_DIR/ok.log" && fs_fail "a valid configuration was refused"
 grep -q '"event":"db_unavailable"' "$FS_TEST_DIR/ok.log" || fs_fail "the valid configuration did not get to PostgreSQL"

@@ -1,16 +1,20 @@
 /* Unit tests for the alerter's pure parts: signatures, the retry schedule, Retry-After, the
- * circuit breaker, result classification, the email form, retention's bounds and phases. */
+ * circuit breaker, result classification, the email form, retention's bounds and phases, the
+ * webhook address guard (webhook-deny-networks). */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <cmocka.h>
 
 #include "breaker.h"
 #include "delivery.h"
 #include "mail.h"
+#include "netguard.h"
 #include "retention.h"
 #include "retry.h"
 
@@ -353,6 +357,238 @@ static void test_retention_due(void **state) {
     retention_destroy(NULL);
 }
 
+/* ---- the webhook address guard ------------------------------------------------------------------ */
+
+/* Lists that parse, and lists refused with a message naming the option and saying what is wrong. */
+static void test_netguard_parse(void **state) {
+    (void)state;
+    static const struct {
+        const char *list, *err; /* err NULL: parses */
+    } cases[] = {
+        {NETGUARD_DEFAULT, NULL},
+        {"", NULL},
+        {" \t", NULL},
+        {"10.0.0.0/8", NULL},
+        {" 127.0.0.0/8 , ::1/128 ", NULL},
+        {"0.0.0.0/0", NULL},
+        {"::/0", NULL},
+        {"192.0.2.1/32,2001:db8::1/128", NULL},
+        {"::ffff:10.0.0.0/104", NULL},
+        {"10.0.0.0/33", "\"10.0.0.0/33\": the prefix length must be 0..32"},
+        {"::/129", "\"::/129\": the prefix length must be 0..128"},
+        {"10.0.0.0/", "0..32"},
+        {"10.0.0.0/-8", "0..32"},
+        {"10.0.0.0/+8", "0..32"},
+        {"10.0.0.0/ 8", "0..32"},
+        {"10.0.0.0/1000", "0..32"},
+        {"10.1.0.0/8", "host bits set after the prefix length (the network is 10.0.0.0/8)"},
+        {"169.254.169.254/16", "the network is 169.254.0.0/16"},
+        {"fe80::1/10", "the network is fe80::/10"},
+        {"10.0.0.0", "\"10.0.0.0\": no /prefix-length"},
+        {"fd00:ec2::254", "no /prefix-length"},
+        {"10.0.0.0/8,,::1/128", "an empty entry"},
+        {"10.0.0.0/8,", "an empty entry"},
+        {",10.0.0.0/8", "an empty entry"},
+        {"bogus/8", "\"bogus/8\": not an IPv4 or IPv6 address"},
+        {"010.0.0.0/8", "not an IPv4 or IPv6 address"}, /* octal or decimal? neither */
+        {"10.0/16", "not an IPv4 or IPv6 address"},
+        {"fe80::1%eth0/64", "not an IPv4 or IPv6 address"},
+        {"[::1]/128", "not an IPv4 or IPv6 address"},
+        {"10.0.0.0/8 192.168.0.0/16", "0..32"}, /* blanks do not separate entries */
+        {"10.0.0.0/8;192.168.0.0/16", "0..32"},
+        {"1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa:bbbb:cccc:dddd:eeee/128", "too long"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[256] = "";
+        netguard *g = netguard_new(cases[i].list, err, sizeof err);
+        if (!cases[i].err) {
+            if (!g) fail_msg("\"%s\" refused: %s", cases[i].list, err);
+            netguard_destroy(g);
+            continue;
+        }
+        if (g) fail_msg("\"%s\" accepted", cases[i].list);
+        if (strncmp(err, "webhook-deny-networks: ", 23) != 0 || !strstr(err, cases[i].err))
+            fail_msg("\"%s\": message \"%s\", expected \"%s\"", cases[i].list, err, cases[i].err);
+    }
+    netguard_destroy(NULL);
+}
+
+/* addr (IPv4 or IPv6 text) as the sockaddr libcurl hands the open-socket callback. */
+static socklen_t sockaddr_of(const char *addr, struct sockaddr_storage *ss) {
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        return sizeof *v4;
+    }
+    assert_int_equal(1, inet_pton(AF_INET6, addr, &v6->sin6_addr));
+    v6->sin6_family = AF_INET6;
+    return sizeof *v6;
+}
+
+static void test_netguard_match(void **state) {
+    (void)state;
+    static const struct {
+        const char *list, *addr;
+        bool denied;
+    } cases[] = {
+        /* the default: metadata services, this host, link-local, multicast, reserved */
+        {NETGUARD_DEFAULT, "169.254.169.254", true},
+        {NETGUARD_DEFAULT, "169.254.0.0", true},
+        {NETGUARD_DEFAULT, "169.254.255.255", true},
+        {NETGUARD_DEFAULT, "169.253.255.255", false},
+        {NETGUARD_DEFAULT, "169.255.0.0", false},
+        {NETGUARD_DEFAULT, "0.0.0.0", true},
+        {NETGUARD_DEFAULT, "0.255.255.255", true},
+        {NETGUARD_DEFAULT, "1.0.0.0", false},
+        {NETGUARD_DEFAULT, "100.100.100.200", true},
+        {NETGUARD_DEFAULT, "100.100.100.201", false},
+        {NETGUARD_DEFAULT, "224.0.0.1", true},
+        {NETGUARD_DEFAULT, "239.255.255.255", true},
+        {NETGUARD_DEFAULT, "240.0.0.1", true},
+        {NETGUARD_DEFAULT, "255.255.255.255", true},
+        {NETGUARD_DEFAULT, "223.255.255.255", false},
+        {NETGUARD_DEFAULT, "127.0.0.1", false}, /* loopback and private ranges: allowed */
+        {NETGUARD_DEFAULT, "10.1.2.3", false},
+        {NETGUARD_DEFAULT, "192.168.1.1", false},
+        {NETGUARD_DEFAULT, "93.184.216.34", false},
+        {NETGUARD_DEFAULT, "::", true},
+        {NETGUARD_DEFAULT, "::1", false},
+        {NETGUARD_DEFAULT, "fe80::1", true},
+        {NETGUARD_DEFAULT, "febf:ffff::1", true},
+        {NETGUARD_DEFAULT, "fec0::1", false},
+        {NETGUARD_DEFAULT, "ff02::1", true},
+        {NETGUARD_DEFAULT, "fd00:ec2::254", true},
+        {NETGUARD_DEFAULT, "fd00:ec2::253", false},
+        {NETGUARD_DEFAULT, "2001:db8::1", false},
+        /* IPv4-mapped IPv6: checked as the IPv4 address it reaches */
+        {NETGUARD_DEFAULT, "::ffff:169.254.169.254", true},
+        {NETGUARD_DEFAULT, "::ffff:0.0.0.0", true},
+        {NETGUARD_DEFAULT, "::ffff:127.0.0.1", false},
+        {"127.0.0.0/8", "::ffff:127.0.0.1", true},
+        {"127.0.0.0/8", "127.255.255.255", true},
+        {"127.0.0.0/8", "128.0.0.0", false},
+        {"127.0.0.0/8", "::1", false},
+        {"::ffff:10.0.0.0/104", "10.1.2.3", true}, /* a mapped entry is the IPv4 network 10/8 */
+        {"::ffff:10.0.0.0/104", "::ffff:10.1.2.3", true},
+        {"::ffff:10.0.0.0/104", "11.0.0.0", false},
+        /* prefix 0: everything of its family, nothing of the other */
+        {"0.0.0.0/0", "8.8.8.8", true},
+        {"0.0.0.0/0", "::ffff:8.8.8.8", true},
+        {"0.0.0.0/0", "::1", false},
+        {"::/0", "2001:db8::1", true},
+        {"::/0", "8.8.8.8", false},
+        {"::/0", "::ffff:8.8.8.8", false},
+        /* full length: that address only */
+        {"192.0.2.1/32", "192.0.2.1", true},
+        {"192.0.2.1/32", "192.0.2.0", false},
+        {"192.0.2.1/32", "192.0.2.2", false},
+        {"2001:db8::1/128", "2001:db8::1", true},
+        {"2001:db8::1/128", "2001:db8::", false},
+        {"2001:db8::1/128", "2001:db8::2", false},
+        /* prefixes that end inside a byte */
+        {"10.128.0.0/9", "10.127.255.255", false},
+        {"10.128.0.0/9", "10.128.0.0", true},
+        {"10.128.0.0/9", "10.255.255.255", true},
+        {"2001:db8:8000::/33", "2001:db8:7fff:ffff::1", false},
+        {"2001:db8:8000::/33", "2001:db8:8000::1", true},
+        {"172.16.0.0/12", "172.31.255.255", true},
+        {"172.16.0.0/12", "172.32.0.0", false},
+        {"fc00::/7", "fdff::1", true},
+        {"fc00::/7", "fe00::1", false},
+        /* the empty list denies nothing */
+        {"", "169.254.169.254", false},
+        {"", "::", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[256];
+        struct sockaddr_storage ss;
+        socklen_t len = sockaddr_of(cases[i].addr, &ss);
+        netguard *g = netguard_new(cases[i].list, err, sizeof err);
+        assert_non_null(g);
+        if (netguard_denies(g, (struct sockaddr *)&ss, len) != cases[i].denied)
+            fail_msg("%s in \"%s\": expected %s", cases[i].addr, cases[i].list,
+                     cases[i].denied ? "denied" : "allowed");
+        if (len > 8) assert_false(netguard_denies(g, (struct sockaddr *)&ss, len - 1)); /* truncated */
+        netguard_destroy(g);
+    }
+}
+
+/* The text logged is the address checked: a mapped one as IPv4; another family is named. */
+static void test_netguard_addr_text(void **state) {
+    (void)state;
+    static const struct {
+        const char *addr, *want;
+    } cases[] = {
+        {"169.254.169.254", "169.254.169.254"},
+        {"::ffff:169.254.169.254", "169.254.169.254"},
+        {"fd00:ec2::254", "fd00:ec2::254"},
+        {"::", "::"},
+    };
+    char out[NETGUARD_ADDR_MAX], err[128];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sockaddr_of(cases[i].addr, &ss);
+        netguard_addr_text((struct sockaddr *)&ss, len, out, sizeof out);
+        assert_string_equal(cases[i].want, out);
+    }
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    netguard *all = netguard_new("0.0.0.0/0,::/0", err, sizeof err);
+    assert_non_null(all);
+    assert_false(netguard_denies(all, (struct sockaddr *)&un, sizeof un)); /* the caller decides */
+    netguard_addr_text((struct sockaddr *)&un, sizeof un, out, sizeof out);
+    assert_string_equal("family 1", out);
+    netguard_destroy(all);
+}
+
+/* What `subscriptions add` refuses: a literal address host inside the list, however libcurl would
+ * read it (brackets, mapped, numeric forms); a name is not resolved there. */
+static void test_netguard_url(void **state) {
+    (void)state;
+    static const struct {
+        const char *list, *url, *host; /* host NULL: the url has none */
+        bool denied;
+    } cases[] = {
+        {NETGUARD_DEFAULT, "https://169.254.169.254/latest/meta-data/", "169.254.169.254", true},
+        {NETGUARD_DEFAULT, "http://169.254.169.254:80/", "169.254.169.254", true},
+        {NETGUARD_DEFAULT, "https://user:pw@169.254.169.254/", "169.254.169.254", true},
+        {NETGUARD_DEFAULT, "https://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254", true},
+        {NETGUARD_DEFAULT, "https://[::ffff:a9fe:a9fe]/", "::ffff:a9fe:a9fe", true},
+        {NETGUARD_DEFAULT, "https://[fd00:ec2::254]/", "fd00:ec2::254", true},
+        {NETGUARD_DEFAULT, "https://2852039166/", "169.254.169.254", true}, /* one decimal number */
+        {NETGUARD_DEFAULT, "https://0xa9.0xfe.0xa9.0xfe/", "169.254.169.254", true},
+        {NETGUARD_DEFAULT, "https://0/", "0.0.0.0", true},
+        {NETGUARD_DEFAULT, "https://100.100.100.200/", "100.100.100.200", true},
+        {NETGUARD_DEFAULT, "https://127.0.0.1:8443/hook", "127.0.0.1", false},
+        {NETGUARD_DEFAULT, "https://[::1]:8443/hook", "::1", false},
+        {NETGUARD_DEFAULT, "https://soc.example.com/hooks/fraud", "soc.example.com", false},
+        {NETGUARD_DEFAULT, "https://metadata.google.internal/", "metadata.google.internal", false},
+        {"127.0.0.0/8", "http://127.0.0.1:8443/hook", "127.0.0.1", true},
+        {"127.0.0.0/8", "http://[::ffff:127.0.0.1]:8443/hook", "::ffff:127.0.0.1", true},
+        {"127.0.0.0/8", "http://0x7f.1:8443/hook", "127.0.0.1", true},
+        {"127.0.0.0/8", "http://localhost:8443/hook", "localhost", false},
+        {"", "https://169.254.169.254/", "169.254.169.254", false},
+        {NETGUARD_DEFAULT, "not a url", NULL, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[256], host[256] = "";
+        netguard *g = netguard_new(cases[i].list, err, sizeof err);
+        assert_non_null(g);
+        int rc = netguard_url_host(cases[i].url, host, sizeof host);
+        if (cases[i].host) {
+            assert_int_equal(0, rc);
+            assert_string_equal(cases[i].host, host);
+        } else {
+            assert_int_equal(-1, rc);
+        }
+        if (netguard_url_denied(g, cases[i].url) != cases[i].denied)
+            fail_msg("%s with \"%s\": expected %s", cases[i].url, cases[i].list,
+                     cases[i].denied ? "denied" : "allowed");
+        netguard_destroy(g);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signature_known_vectors),
@@ -371,6 +607,10 @@ int main(void) {
         cmocka_unit_test(test_retention_days_bounds),
         cmocka_unit_test(test_retention_phases),
         cmocka_unit_test(test_retention_due),
+        cmocka_unit_test(test_netguard_parse),
+        cmocka_unit_test(test_netguard_match),
+        cmocka_unit_test(test_netguard_addr_text),
+        cmocka_unit_test(test_netguard_url),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
