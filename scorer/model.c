@@ -65,18 +65,25 @@ static float json_number(const json_t *v) {
     return NAN;
 }
 
-/* "<entity>_avg_minor_<N>s" = sum / count of the same window; NAN when not of that form. */
-static float derived(const char *name, const json_t *features) {
-    const char *p = strstr(name, "_avg_minor_");
-    char key[MODEL_NAME_MAX + 16];
-    if (!p || p == name) return NAN;
+int model_feature_derived(const char *name, char *sum, char *count, size_t key_size) {
+    static const char avg[] = "_avg_minor_";
+    const char *p = strstr(name, avg);
+    if (!p || p == name) return 0;
     int ent = (int)(p - name);
-    const char *win = p + strlen("_avg_minor_");
-    snprintf(key, sizeof key, "%.*s_sum_minor_%s", ent, name, win);
-    float sum = json_number(json_object_get(features, key));
-    snprintf(key, sizeof key, "%.*s_count_%s", ent, name, win);
-    float n = json_number(json_object_get(features, key));
-    return n > 0 && !isnan(sum) ? sum / n : NAN;
+    const char *rest = p + strlen(avg);
+    int ns = snprintf(sum, key_size, "%.*s_sum_minor_%s", ent, name, rest);
+    int nc = snprintf(count, key_size, "%.*s_count_%s", ent, name, rest);
+    return ns >= 0 && nc >= 0 && (size_t)ns < key_size && (size_t)nc < key_size;
+}
+
+/* A derived average = sum / count of the same window; NAN when name is not one, or when the count
+ * is not > 0. */
+static float derived(const char *name, const json_t *features) {
+    char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
+    if (!model_feature_derived(name, sum, count, sizeof sum)) return NAN;
+    float s = json_number(json_object_get(features, sum));
+    float n = json_number(json_object_get(features, count));
+    return n > 0 && !isnan(s) ? s / n : NAN;
 }
 
 void model_features_row(const char *const *names, size_t n, const json_t *features, float *row) {

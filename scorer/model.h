@@ -67,6 +67,13 @@ void model_row_from_json(const model *m, const json_t *features, float *row);
 /* True when name is a valid feature name ([a-z0-9_], 1..MODEL_NAME_MAX-1 bytes). */
 int model_feature_name_valid(const char *name);
 
+/* The one place that reads a derived average's name (model_features_row, the scorer's modelrow,
+ * fraudshield-train): when name is "<entity>_avg_minor_<rest>" (the first "_avg_minor_", with text
+ * before it), the keys it divides, "<entity>_sum_minor_<rest>" into sum and
+ * "<entity>_count_<rest>" into count, each of key_size bytes (MODEL_NAME_MAX holds the keys of any
+ * valid name). Returns 1, or 0 when name is not of that form or a key does not fit. */
+int model_feature_derived(const char *name, char *sum, char *count, size_t key_size);
+
 /* ---- training (fraudshield-train) ------------------------------------------------------------ */
 
 typedef struct model_params {

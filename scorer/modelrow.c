@@ -34,19 +34,12 @@ static float value_of(const rules *r, int ref, const rules_features *f) {
     }
 }
 
-/* The keys a derived average divides, built exactly as model.c's derived() builds them. */
+/* The keys a derived average divides (model_feature_derived(), as model.c's derived()). */
 static void bind_derived(const rules *r, const char *name, mcol *c) {
-    const char *p = strstr(name, "_avg_minor_");
-    char key[MODEL_NAME_MAX + 16];
-    c->derived = p && p != name;
-    c->sum = c->count = -1;
-    if (!c->derived) return;
-    int ent = (int)(p - name);
-    const char *win = p + strlen("_avg_minor_");
-    snprintf(key, sizeof key, "%.*s_sum_minor_%s", ent, name, win);
-    c->sum = rules_feature_find(r, key);
-    snprintf(key, sizeof key, "%.*s_count_%s", ent, name, win);
-    c->count = rules_feature_find(r, key);
+    char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
+    c->derived = model_feature_derived(name, sum, count, sizeof sum);
+    c->sum = c->derived ? rules_feature_find(r, sum) : -1;
+    c->count = c->derived ? rules_feature_find(r, count) : -1;
 }
 
 modelrow *modelrow_new(const model *m, const rules *r, char *errstr, size_t errstr_size) {

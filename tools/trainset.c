@@ -385,29 +385,19 @@ static int check_names(const char *const *names, size_t n, char *errstr, size_t 
     return 0;
 }
 
-/* "<e>_avg_minor_<N>s" into its sum and count keys; 0 when name is not of that form. */
-static int derived_keys(const char *name, char *sum, char *count, size_t size) {
-    const char *p = strstr(name, "_avg_minor_");
-    if (!p || p == name) return 0;
-    const char *win = p + strlen("_avg_minor_");
-    snprintf(sum, size, "%.*s_sum_minor_%s", (int)(p - name), name, win);
-    snprintf(count, size, "%.*s_count_%s", (int)(p - name), name, win);
-    return 1;
-}
-
 static int is_num(const json_t *v) { return json_is_number(v) || json_is_boolean(v); }
 
 /* Per name: usable in obj (a number, or derivable), else count the rows where it is present but
  * not a number. Returns how many of the names are usable so far. */
 static size_t mark_usable(const json_t *obj, const char *const *names, size_t n, char *usable,
                           size_t *non_numeric) {
-    char sum[MODEL_NAME_MAX + 16], count[MODEL_NAME_MAX + 16];
+    char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const json_t *v = json_object_get(obj, names[i]);
         if (!usable[i] && v && !is_num(v)) non_numeric[i]++;
         else if (!usable[i] && v) usable[i] = 1;
-        else if (!usable[i] && derived_keys(names[i], sum, count, sizeof sum))
+        else if (!usable[i] && model_feature_derived(names[i], sum, count, sizeof sum))
             usable[i] = is_num(json_object_get(obj, sum)) && is_num(json_object_get(obj, count));
         k += usable[i] != 0;
     }
@@ -416,7 +406,7 @@ static size_t mark_usable(const json_t *obj, const char *const *names, size_t n,
 
 int trs_check_features(const trs *t, const char *const *names, size_t n, char *errstr,
                        size_t errstr_size) {
-    char sum[MODEL_NAME_MAX + 16], count[MODEL_NAME_MAX + 16];
+    char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
     if (check_names(names, n, errstr, errstr_size) != 0) return -1;
     char *usable = calloc(n ? n : 1, 1);
     size_t *non_numeric = calloc(n ? n : 1, sizeof *non_numeric), k = 0;
@@ -437,7 +427,7 @@ int trs_check_features(const trs *t, const char *const *names, size_t n, char *e
         snprintf(errstr, errstr_size, "features: \"%s\" is never a number in the rows' features "
                  "(present but not a number in %zu of %zu rows): only numbers and booleans can be "
                  "model columns", names[i], non_numeric[i], t->n);
-    else if (i < n && derived_keys(names[i], sum, count, sizeof sum))
+    else if (i < n && model_feature_derived(names[i], sum, count, sizeof sum))
         snprintf(errstr, errstr_size, "features: \"%s\" is derived from %s / %s, which none of "
                  "the %zu rows has (both numbers): a typo?", names[i], sum, count, t->n);
     else if (i < n)

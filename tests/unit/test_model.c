@@ -234,6 +234,38 @@ static void test_features_row(void **state) {
     assert_false(model_feature_name_valid("a,b"));
 }
 
+/* model_feature_derived(): the one reading of "<entity>_avg_minor_<rest>" that the JSON rows, the
+ * scorer's bound rows and fraudshield-train share. sum NULL: not a derived average. */
+static void test_feature_derived(void **state) {
+    (void)state;
+    static const struct {
+        const char *name, *sum, *count;
+        size_t size;
+    } cases[] = {
+        {"user_avg_minor_86400s", "user_sum_minor_86400s", "user_count_86400s", MODEL_NAME_MAX},
+        {"ip_avg_minor_600s", "ip_sum_minor_600s", "ip_count_600s", MODEL_NAME_MAX},
+        /* whatever follows the marker is the window, as written */
+        {"merchant_avg_minor_86400s_delay_604800s", "merchant_sum_minor_86400s_delay_604800s",
+         "merchant_count_86400s_delay_604800s", MODEL_NAME_MAX},
+        {"user_avg_minor_300", "user_sum_minor_300", "user_count_300", MODEL_NAME_MAX},
+        {"a_avg_minor_1s_avg_minor_2s", "a_sum_minor_1s_avg_minor_2s", "a_count_1s_avg_minor_2s",
+         MODEL_NAME_MAX}, /* the first marker */
+        {"_avg_minor_1s", NULL, NULL, MODEL_NAME_MAX},            /* no entity */
+        {"amount_minor", NULL, NULL, MODEL_NAME_MAX},
+        {"user_sum_minor_300s", NULL, NULL, MODEL_NAME_MAX},
+        {"user_avg_minor_86400s", NULL, NULL, 21},                 /* the sum key does not fit */
+        {"user_avg_minor_86400s", "user_sum_minor_86400s", "user_count_86400s", 22}, /* just fits */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
+        int got = model_feature_derived(cases[i].name, sum, count, cases[i].size);
+        if (got != (cases[i].sum != NULL))
+            fail_msg("%s (size %zu): returned %d", cases[i].name, cases[i].size, got);
+        if (got && (strcmp(sum, cases[i].sum) != 0 || strcmp(count, cases[i].count) != 0))
+            fail_msg("%s: %s / %s", cases[i].name, sum, count);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_save_load_predict),
@@ -241,6 +273,7 @@ int main(void) {
         cmocka_unit_test(test_load_header_names),
         cmocka_unit_test(test_train_refuses),
         cmocka_unit_test(test_features_row),
+        cmocka_unit_test(test_feature_derived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
