@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,54 +388,64 @@ static int check_names(const char *const *names, size_t n, char *errstr, size_t 
 
 static int is_num(const json_t *v) { return json_is_number(v) || json_is_boolean(v); }
 
-/* Per name: usable in obj (a number, or derivable), else count the rows where it is present but
- * not a number. Returns how many of the names are usable so far. */
-static size_t mark_usable(const json_t *obj, const char *const *names, size_t n, char *usable,
-                          size_t *non_numeric) {
+/* What trs_check_features() learns of one name. The name is read once, here: a derived average's
+ * keys are kept, not built again for every row and for the message. */
+typedef struct fcheck {
+    const char *name;
+    bool usable;        /* a number in some row, or derivable there */
+    bool derived;       /* "<e>_avg_minor_<N>s": sum and count below */
+    size_t non_numeric; /* rows where it is present but not a number */
     char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
+} fcheck;
+
+/* Marks the names usable in obj, or counts obj against them. Returns how many are usable so far. */
+static size_t mark_usable(const json_t *obj, fcheck *c, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *v = json_object_get(obj, names[i]);
-        if (!usable[i] && v && !is_num(v)) non_numeric[i]++;
-        else if (!usable[i] && v) usable[i] = 1;
-        else if (!usable[i] && model_feature_derived(names[i], sum, count, sizeof sum))
-            usable[i] = is_num(json_object_get(obj, sum)) && is_num(json_object_get(obj, count));
-        k += usable[i] != 0;
+    for (size_t i = 0; i < n; k += c[i].usable, i++) {
+        if (c[i].usable) continue;
+        const json_t *v = json_object_get(obj, c[i].name);
+        if (v && !is_num(v)) c[i].non_numeric++;
+        else if (v) c[i].usable = true;
+        else if (c[i].derived)
+            c[i].usable = is_num(json_object_get(obj, c[i].sum)) &&
+                          is_num(json_object_get(obj, c[i].count));
     }
     return k;
 }
 
+/* Why c, usable in none of the rows, cannot be a column. */
+static void unusable_msg(const fcheck *c, size_t rows, char *errstr, size_t errstr_size) {
+    if (c->non_numeric)
+        snprintf(errstr, errstr_size, "features: \"%s\" is never a number in the rows' features "
+                 "(present but not a number in %zu of %zu rows): only numbers and booleans can be "
+                 "model columns", c->name, c->non_numeric, rows);
+    else if (c->derived)
+        snprintf(errstr, errstr_size, "features: \"%s\" is derived from %s / %s, which none of "
+                 "the %zu rows has (both numbers): a typo?", c->name, c->sum, c->count, rows);
+    else
+        snprintf(errstr, errstr_size, "features: \"%s\" is in none of the %zu rows' features: "
+                 "a typo?", c->name, rows);
+}
+
 int trs_check_features(const trs *t, const char *const *names, size_t n, char *errstr,
                        size_t errstr_size) {
-    char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
     if (check_names(names, n, errstr, errstr_size) != 0) return -1;
-    char *usable = calloc(n ? n : 1, 1);
-    size_t *non_numeric = calloc(n ? n : 1, sizeof *non_numeric), k = 0;
-    if (!usable || !non_numeric) {
-        free(usable);
-        free(non_numeric);
-        return snprintf(errstr, errstr_size, "out of memory"), -1;
+    fcheck *c = calloc(n ? n : 1, sizeof *c);
+    size_t k = 0, i = 0;
+    if (!c) return snprintf(errstr, errstr_size, "out of memory"), -1;
+    for (i = 0; i < n; i++) {
+        c[i].name = names[i];
+        c[i].derived = model_feature_derived(names[i], c[i].sum, c[i].count, sizeof c[i].sum);
     }
     /* stops at the first rows that use every name: a valid list costs a row or two */
     for (size_t r = 0; r < t->n && k < n; r++) {
         json_t *obj = json_loads(trs_features(t, r), 0, NULL);
-        if (json_is_object(obj)) k = mark_usable(obj, names, n, usable, non_numeric);
+        if (json_is_object(obj)) k = mark_usable(obj, c, n);
         json_decref(obj);
     }
-    size_t i = 0;
-    while (i < n && usable[i]) i++;
-    if (i < n && non_numeric[i])
-        snprintf(errstr, errstr_size, "features: \"%s\" is never a number in the rows' features "
-                 "(present but not a number in %zu of %zu rows): only numbers and booleans can be "
-                 "model columns", names[i], non_numeric[i], t->n);
-    else if (i < n && model_feature_derived(names[i], sum, count, sizeof sum))
-        snprintf(errstr, errstr_size, "features: \"%s\" is derived from %s / %s, which none of "
-                 "the %zu rows has (both numbers): a typo?", names[i], sum, count, t->n);
-    else if (i < n)
-        snprintf(errstr, errstr_size, "features: \"%s\" is in none of the %zu rows' features: "
-                 "a typo?", names[i], t->n);
-    free(usable);
-    free(non_numeric);
+    for (i = 0; i < n && c[i].usable; i++) {}
+    if (i < n) unusable_msg(&c[i], t->n, errstr, errstr_size);
+    free(c);
     return i < n ? -1 : 0;
 }
 
