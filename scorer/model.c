@@ -86,11 +86,13 @@ static float derived(const char *name, const json_t *features) {
     return n > 0 && !isnan(s) ? s / n : NAN;
 }
 
+float model_feature_value(const char *name, const json_t *features) {
+    const json_t *v = json_object_get(features, name);
+    return v ? json_number(v) : derived(name, features);
+}
+
 void model_features_row(const char *const *names, size_t n, const json_t *features, float *row) {
-    for (size_t i = 0; i < n; i++) {
-        const json_t *v = json_object_get(features, names[i]);
-        row[i] = v ? json_number(v) : derived(names[i], features);
-    }
+    for (size_t i = 0; i < n; i++) row[i] = model_feature_value(names[i], features);
 }
 
 void model_row_from_json(const model *m, const json_t *features, float *row) {

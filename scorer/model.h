@@ -58,6 +58,9 @@ const char *model_attr(const model *m, const char *key);
 int model_predict(model *m, const float *rows, size_t nrows, size_t ncols, float *out,
                   char *errstr, size_t errstr_size);
 
+/* One column's value in a feature object (see above): NAN when missing. */
+float model_feature_value(const char *name, const json_t *features);
+
 /* Fills row[0..n) from a feature object for the given names (see above). */
 void model_features_row(const char *const *names, size_t n, const json_t *features, float *row);
 

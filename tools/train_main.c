@@ -83,7 +83,7 @@ static const cfg_opt train_options[] = {
     {"features", "FS_FEATURES", CFG_STRING, "auto", 1, 16384, O(features),
      "comma-separated feature names in model order, each once and a number in some row (not "
      "model_score), or auto (every numeric feature stored, plus <entity>_avg_minor_<N>s per sum, "
-     "sorted)", false},
+     "sorted; a column with no value in any row is left out, and named)", false},
     {"exclude", "FS_EXCLUDE", CFG_STRING, "", 0, 4096, O(exclude),
      "with auto features: comma-separated name prefixes to leave out (ablations)", false},
     {"holdout-pct", "FS_HOLDOUT_PCT", CFG_INT, "20", 0, 90, O(holdout_pct),
@@ -199,11 +199,25 @@ static int load_rows(const train_opts *o, const train_plan *pl, trs *t, char *er
     return rc;
 }
 
+/* auto: the columns with a value in some row; the ones left out are named in the output. */
+static int auto_features(const train_opts *o, const trs *t, char ***names, size_t *nf,
+                         char *errstr, size_t n) {
+    char **empty;
+    size_t nempty;
+    if (trs_auto_features(t, o->exclude, names, nf, &empty, &nempty, errstr, n) != 0) return -1;
+    if (nempty) {
+        printf("features left out (no value in any of the %zu rows): ", trs_count(t));
+        for (size_t i = 0; i < nempty; i++) printf("%s%s", i ? "," : "", empty[i]);
+        printf("\n");
+    }
+    trs_names_free(empty, nempty);
+    return 0;
+}
+
 /* The feature names: the given list, or auto. */
 static int pick_features(const train_opts *o, const trs *t, char ***names, size_t *nf,
                          char *errstr, size_t n) {
-    if (strcmp(o->features, "auto") == 0)
-        return trs_auto_features(t, o->exclude, names, nf, errstr, n);
+    if (strcmp(o->features, "auto") == 0) return auto_features(o, t, names, nf, errstr, n);
     size_t count = 1, i = 0;
     for (const char *c = o->features; *c; c++) count += *c == ',';
     *names = calloc(count, sizeof **names);

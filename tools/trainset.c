@@ -316,7 +316,9 @@ static int excluded(const char *name, const char *exclude) {
     return 0;
 }
 
-/* Adds the numeric keys of one feature object (and derived averages) to set. */
+/* Adds the numeric keys of one feature object and the averages derived from its sums to set,
+ * each true once it has a value in some row (model_feature_value(), what the column holds): a
+ * derived average whose count is 0 or absent in every row stays false. */
 static void collect_keys(json_t *set, json_t *obj, const char *exclude) {
     const char *k;
     json_t *v;
@@ -328,8 +330,10 @@ static void collect_keys(json_t *set, json_t *obj, const char *exclude) {
         const char *s = strstr(k, "_sum_minor_");
         if (!s || strstr(k, "_delay_")) continue;
         snprintf(avg, sizeof avg, "%.*s_avg_minor_%s", (int)(s - k), k, s + strlen("_sum_minor_"));
-        if (model_feature_name_valid(avg) && !excluded(avg, exclude))
-            json_object_set_new(set, avg, json_true());
+        if (!model_feature_name_valid(avg) || excluded(avg, exclude)) continue;
+        bool filled = json_is_true(json_object_get(set, avg)) ||
+                      !isnan(model_feature_value(avg, obj));
+        json_object_set_new(set, avg, json_boolean(filled));
     }
 }
 
@@ -337,38 +341,71 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *n, char *errstr,
-                      size_t errstr_size) {
-    json_t *set = json_object();
-    size_t i = 0;
+/* The keys of set whose value is filled (true) or not, sorted, into a malloc'd *out (NULL when
+ * none). Returns 0, or -1 when out of memory. */
+static int set_names(json_t *set, bool filled, char ***out, size_t *n) {
+    size_t count = 0, i = 0;
     const char *k;
     json_t *v;
-    *names = NULL;
-    *n = 0;
+    json_object_foreach(set, k, v) count += json_is_true(v) == filled;
+    if (count == 0) return 0;
+    if (!(*out = calloc(count, sizeof **out))) return -1;
+    *n = count; /* the names so far are freed with the count: the rest are NULL */
+    json_object_foreach(set, k, v) {
+        if (json_is_true(v) == filled && !((*out)[i++] = strdup(k))) return -1;
+    }
+    qsort(*out, count, sizeof **out, cmp_str);
+    return 0;
+}
+
+/* Names comma-separated into out (truncated to out_size). */
+static void join_names(char *const *names, size_t n, char *out, size_t out_size) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && len < out_size; i++) {
+        int w = snprintf(out + len, out_size - len, "%s%s", i ? "," : "", names[i]);
+        len += w > 0 ? (size_t)w : 0;
+    }
+}
+
+/* Why the picked names cannot be a model's columns; 0 when they can. */
+static int auto_check(const trs *t, size_t n, char *const *empty, size_t nempty, char *errstr,
+                      size_t errstr_size) {
+    char list[512];
+    if (n == 0 && nempty) {
+        join_names(empty, nempty, list, sizeof list);
+        return snprintf(errstr, errstr_size, "no feature column has a value in any of the %zu rows "
+                        "(left out: %s)", t->n, list), -1;
+    }
+    if (n == 0 || n > MODEL_MAX_FEATURES)
+        return snprintf(errstr, errstr_size, "%zu numeric features found (1..%d usable)", n,
+                        MODEL_MAX_FEATURES), -1;
+    return 0;
+}
+
+int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *n, char ***empty,
+                      size_t *nempty, char *errstr, size_t errstr_size) {
+    json_t *set = json_object();
+    int rc = set ? 0 : -1;
+    *names = *empty = NULL;
+    *n = *nempty = 0;
     for (size_t r = 0; set && r < t->n; r++) {
         json_t *obj = json_loads(trs_features(t, r), 0, NULL);
         if (json_is_object(obj)) collect_keys(set, obj, exclude);
         json_decref(obj);
     }
-    size_t count = set ? json_object_size(set) : 0;
-    if (count == 0 || count > MODEL_MAX_FEATURES) {
-        snprintf(errstr, errstr_size, "%zu numeric features found (1..%d usable)", count,
-                 MODEL_MAX_FEATURES);
-        json_decref(set);
-        return -1;
-    }
-    *names = calloc(count, sizeof **names);
-    json_object_foreach(set, k, v) if (*names) (*names)[i++] = strdup(k);
+    if (rc == 0) rc = set_names(set, true, names, n);
+    if (rc == 0) rc = set_names(set, false, empty, nempty);
     json_decref(set);
-    for (i = 0; *names && i < count && (*names)[i]; i++) {}
-    if (!*names || i < count) {
-        trs_names_free(*names, count);
-        *names = NULL;
-        return snprintf(errstr, errstr_size, "out of memory"), -1;
+    if (rc != 0) snprintf(errstr, errstr_size, "out of memory");
+    else rc = auto_check(t, *n, *empty, *nempty, errstr, errstr_size);
+    if (rc != 0) {
+        trs_names_free(*names, *n);
+        trs_names_free(*empty, *nempty);
+        *names = *empty = NULL;
+        *n = *nempty = 0;
     }
-    qsort(*names, count, sizeof **names, cmp_str);
-    *n = count;
-    return 0;
+    return rc;
 }
 
 /* The names trs_check_features() refuses without looking at the rows. */

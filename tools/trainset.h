@@ -86,10 +86,14 @@ int trs_load_file(trs *t, const char *path, const trs_filter *f, char *errstr, s
 
 /* The numeric keys found in the rows' feature objects, plus "<e>_avg_minor_<N>s" for every
  * "<e>_sum_minor_<N>s", minus "model_score" and any name starting with one of the
- * comma-separated prefixes in exclude; sorted by name. *names is a malloc'd array of malloc'd
- * strings (free with trs_names_free). Returns 0 or -1 with errstr. */
-int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *n, char *errstr,
-                      size_t errstr_size);
+ * comma-separated prefixes in exclude; sorted by name. A column with no value in any row (a
+ * derived average whose count is 0 or absent in every row: ip_avg_minor_600s on a replay without
+ * IP addresses) gives the trees nothing to split on and the scorer a feature it was never trained
+ * with filled: it goes to *empty instead (sorted; the caller says so). *names and *empty are
+ * malloc'd arrays of malloc'd strings (NULL when none; free with trs_names_free). Returns 0, or -1
+ * with errstr (and nothing to free) when no column or more than MODEL_MAX_FEATURES are left. */
+int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *n, char ***empty,
+                      size_t *nempty, char *errstr, size_t errstr_size);
 void trs_names_free(char **names, size_t n);
 
 /* Checks a feature list given by hand (fraudshield-train --features) against the rows: each name
@@ -98,8 +102,9 @@ void trs_names_free(char **names, size_t n);
  * ("<e>_avg_minor_<N>s" from numbers "<e>_sum_minor_<N>s" and "<e>_count_<N>s" in one row). A name
  * in no row (a typo) or never a number (currency) is missing in every row: the trees never split
  * on it, and the model silently lacks the feature meant. A derivable average whose count is 0 in
- * every row passes, as with auto (a replay without IP addresses: ip_avg_minor_600s). Returns 0, or
- * -1 with errstr naming the first name at fault. */
+ * every row passes: a list given by hand is the model's column order as asked (a script may use
+ * one list for several periods), where auto leaves such a column out (a replay without IP
+ * addresses: ip_avg_minor_600s). Returns 0, or -1 with errstr naming the first name at fault. */
 int trs_check_features(const trs *t, const char *const *names, size_t n, char *errstr,
                        size_t errstr_size);
 

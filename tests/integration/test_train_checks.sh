@@ -2,7 +2,8 @@
 # fraudshield-train refuses what can only give a useless or mislabelled model (no services: rows
 # from files): labelled rows of one class (all fraud: the same p for every payment, every payment
 # blocked), one class in the training part or in the holdout, --features names that fill no
-# column, and --labels-known-by with --input (the file's labels are the export's). A model it does
+# column, --features auto with no column that has a value in some row (the empty ones are left
+# out), and --labels-known-by with --input (the file's labels are the export's). A model it does
 # write carries XGBoost's feature names equal to fs_features (what the scorer's loader compares)
 # and fs_labels_known_by "file" when trained from a file.
 set -euo pipefail
@@ -74,6 +75,23 @@ fails "a name twice" '"night" is named twice (columns 1 and 3)' \
     --input "$FS_TEST_DIR/mixed.tsv" --features night,amount_minor,night
 fails "model_score" "model_score is the scorer's model output" \
     --input "$FS_TEST_DIR/mixed.tsv" --features amount_minor,model_score
+
+# 3b. --features auto leaves out a column with no value in any row: ip_avg_minor_600s when every
+# ip_count_600s is 0 (a replay without IP addresses); the output names it. Nothing left: refused.
+awk 'BEGIN { for (i = 0; i < 50; i++) { l = i % 4 == 0 ? "1" : "0"
+    printf "{\"amount_minor\":%d,\"ip_count_600s\":0,\"ip_sum_minor_600s\":0}\t%s\t%d\tu%d\n", 100 + i * (l == "1" ? 200 : 1), l, 1532476800000 + i * 1000, i % 7 } }' \
+    >"$FS_TEST_DIR/noip.tsv"
+rm -f "$model"
+out=$("$train" --output "$model" --rounds 3 --parallel-trees 1 --threads 1 --log-level error \
+    --input "$FS_TEST_DIR/noip.tsv") || fs_fail "auto with an empty column: $out"
+fs_assert_eq 'amount_minor,ip_count_600s,ip_sum_minor_600s' \
+    "$(jq -r '.learner.attributes.fs_features' "$model")" "auto features without the empty column"
+grep -qx 'features left out (no value in any of the 50 rows): ip_avg_minor_600s' <<<"$out" ||
+    fs_fail "the output names the column left out: $out"
+echo "ok: auto leaves out ip_avg_minor_600s"
+fails "auto, every column empty" \
+    'no feature column has a value in any of the 50 rows (left out: ip_avg_minor_600s)' \
+    --input "$FS_TEST_DIR/noip.tsv" --exclude amount,ip_count,ip_sum
 
 # 4. --labels-known-by with --input: refused (the file's labels are the export's)
 fails "labels-known-by with input" 'labels-known-by applies to the database query, not to --input' \

@@ -22,6 +22,18 @@ static void write_file(char *path, const char *text) {
     close(fd);
 }
 
+/* Rows from text (psql text format), every one kept: through a temporary file, removed after. */
+static trs *rows_of(const char *text) {
+    char path[] = "/tmp/fs_test_trs_XXXXXX", err[256];
+    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL, 0};
+    trs *t = trs_new();
+    write_file(path, text);
+    int rc = trs_load_file(t, path, &all, err, sizeof err);
+    unlink(path);
+    if (rc != 0) fail_msg("%s", err);
+    return t;
+}
+
 static void test_periods(void **state) {
     (void)state;
     int64_t a, b;
@@ -63,9 +75,12 @@ static void test_file_rows(void **state) {
     assert_true(trs_rules_pts(t, 0) == 75);
     assert_true(trs_card(t, 0) != trs_card(t, 1) && trs_card(t, 0) != 0);
 
-    char **names;
-    size_t n;
-    assert_int_equal(trs_auto_features(t, "user_count", &names, &n, err, sizeof err), 0);
+    char **names, **empty;
+    size_t n, nempty;
+    assert_int_equal(
+        trs_auto_features(t, "user_count", &names, &n, &empty, &nempty, err, sizeof err), 0);
+    assert_int_equal(nempty, 0);
+    assert_null(empty);
     const char *want[] = {"amount_minor", "night", "user_avg_minor_86400s",
                           "user_sum_minor_86400s"};
     assert_int_equal(n, 4);
@@ -109,9 +124,10 @@ static void test_file_errors(void **state) {
     unlink(path);
     t = trs_new();
     assert_int_equal(trs_load_file(t, "/nonexistent/rows.tsv", &all, err, sizeof err), -1);
-    char **names;
-    size_t n;
-    assert_int_equal(trs_auto_features(t, "", &names, &n, err, sizeof err), -1); /* no rows */
+    char **names, **empty;
+    size_t n, nempty;
+    assert_int_equal(trs_auto_features(t, "", &names, &n, &empty, &nempty, err, sizeof err), -1);
+    assert_non_null(strstr(err, "0 numeric features found")); /* no rows */
     trs_destroy(t);
     trs_destroy(NULL);
     char sql[4096];
@@ -182,6 +198,52 @@ static void test_covered_points(void **state) {
     assert_null(strstr(sql, "CARD_LINKED_TO_FRAUD"));
 }
 
+/* --features auto: a column with no value in any row (a derived average whose count is 0 or
+ * absent in every row) is left out and named; nothing left is an error. */
+static void test_auto_features(void **state) {
+    (void)state;
+    static const struct {
+        const char *exclude, *names, *empty, *err; /* err NULL: accepted */
+    } cases[] = {
+        {"", "amount_minor,card_avg_minor_1800s,card_count_1800s,card_sum_minor_1800s,"
+             "ip_count_600s,ip_sum_minor_600s,user_count_300s,user_sum_minor_300s",
+         "ip_avg_minor_600s,user_avg_minor_300s", NULL},
+        {"ip,user", "amount_minor,card_avg_minor_1800s,card_count_1800s,card_sum_minor_1800s", "",
+         NULL},
+        {"amount,card,ip_count,ip_sum,user_count,user_sum", "", "",
+         "no feature column has a value in any of the 3 rows (left out: ip_avg_minor_600s,"
+         "user_avg_minor_300s)"},
+    };
+    char err[512], got[512], gempty[512];
+    /* ip: count 0 in every row; user: a sum without its count; card: count 0, then filled */
+    trs *t = rows_of("{\"amount_minor\": 100, \"ip_count_600s\": 0, \"ip_sum_minor_600s\": 0,"
+                     " \"user_sum_minor_300s\": 100, \"card_count_1800s\": 0,"
+                     " \"card_sum_minor_1800s\": 0}\t1\n"
+                     "{\"amount_minor\": 50, \"ip_count_600s\": 0, \"ip_sum_minor_600s\": 0,"
+                     " \"user_count_300s\": 1, \"card_count_1800s\": 2,"
+                     " \"card_sum_minor_1800s\": 90}\t0\n"
+                     "{\"amount_minor\": 70, \"model_score\": 0.5}\t0\n");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char **names, **empty;
+        size_t n, nempty, len = 0, elen = 0;
+        err[0] = got[0] = gempty[0] = '\0';
+        int rc = trs_auto_features(t, cases[i].exclude, &names, &n, &empty, &nempty, err,
+                                   sizeof err);
+        for (size_t j = 0; j < n; j++)
+            len += (size_t)snprintf(got + len, sizeof got - len, "%s%s", j ? "," : "", names[j]);
+        for (size_t j = 0; j < nempty; j++)
+            elen += (size_t)snprintf(gempty + elen, sizeof gempty - elen, "%s%s", j ? "," : "",
+                                     empty[j]);
+        if (cases[i].err ? rc != -1 || !strstr(err, cases[i].err) || n || nempty
+                         : rc != 0 || strcmp(got, cases[i].names) || strcmp(gempty, cases[i].empty))
+            fail_msg("exclude \"%s\": rc %d, names %s, empty %s, %s", cases[i].exclude, rc, got,
+                     gempty, err);
+        trs_names_free(names, n);
+        trs_names_free(empty, nempty);
+    }
+    trs_destroy(t);
+}
+
 /* A feature list given by hand: each name must be able to fill its column in some row (a typo or
  * a string like currency gives a column missing in every row), once, and not model_score. */
 static void test_check_features(void **state) {
@@ -191,7 +253,7 @@ static void test_check_features(void **state) {
     } cases[] = {
         {"amount_minor,night,user_count_300s", NULL},
         {"user_avg_minor_300s", NULL},  /* derived: sum and count in one row */
-        {"ip_avg_minor_600s", NULL},    /* derivable, though every count is 0 (as auto keeps it) */
+        {"ip_avg_minor_600s", NULL},    /* derivable, though every count is 0 (auto leaves it out) */
         {"weekend", NULL},              /* a boolean in one row, absent in the others */
         {"amount_minor,user_count_300", "\"user_count_300\" is in none of the 3 rows' features"},
         {"amount_minor,currency",
@@ -204,18 +266,14 @@ static void test_check_features(void **state) {
                                "user_count_300, which none of the 3 rows has"},
         {"card_avg_minor_1800s", "\"card_avg_minor_1800s\" is derived from"}, /* count only */
     };
-    char path[] = "/tmp/fs_test_trs_XXXXXX", err[512], list[256];
-    write_file(path,
-               "{\"amount_minor\": 100, \"currency\": \"EUR\", \"night\": 0, \"model_score\": 0.5,"
-               " \"user_count_300s\": 1, \"user_sum_minor_300s\": 100, \"ip_count_600s\": 0,"
-               " \"ip_sum_minor_600s\": 0}\t1\n"
-               "{\"amount_minor\": 50, \"currency\": \"GBP\", \"night\": 1, \"weekend\": true,"
-               " \"card_count_1800s\": 2}\t0\n"
-               "{\"amount_minor\": 70, \"currency\": \"EUR\", \"ip_count_600s\": 0,"
-               " \"ip_sum_minor_600s\": 0, \"card_sum_minor_1800s\": \"x\"}\t0\n");
-    trs_filter all = {INT64_MIN, INT64_MAX, INT64_MAX, 0, NULL, 0};
-    trs *t = trs_new();
-    assert_int_equal(trs_load_file(t, path, &all, err, sizeof err), 0);
+    char err[512], list[256];
+    trs *t = rows_of("{\"amount_minor\": 100, \"currency\": \"EUR\", \"night\": 0, \"model_score\": 0.5,"
+                     " \"user_count_300s\": 1, \"user_sum_minor_300s\": 100, \"ip_count_600s\": 0,"
+                     " \"ip_sum_minor_600s\": 0}\t1\n"
+                     "{\"amount_minor\": 50, \"currency\": \"GBP\", \"night\": 1, \"weekend\": true,"
+                     " \"card_count_1800s\": 2}\t0\n"
+                     "{\"amount_minor\": 70, \"currency\": \"EUR\", \"ip_count_600s\": 0,"
+                     " \"ip_sum_minor_600s\": 0, \"card_sum_minor_1800s\": \"x\"}\t0\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *names[8];
         size_t n = 0;
@@ -228,7 +286,6 @@ static void test_check_features(void **state) {
             fail_msg("%s: rc %d, %s", cases[i].list, rc, err);
     }
     trs_destroy(t);
-    unlink(path);
 }
 
 int main(void) {
@@ -237,6 +294,7 @@ int main(void) {
         cmocka_unit_test(test_file_rows),
         cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_covered_points),
+        cmocka_unit_test(test_auto_features),
         cmocka_unit_test(test_check_features),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
