@@ -38,7 +38,7 @@ struct alerter {
     PGconn *conn;
     rd_kafka_t *consumer, *producer;
     outbox *ob;
-    volatile sig_atomic_t *stop;
+    const atomic_bool *stop;
     al_item *items;
     size_t nitems;
     bool in_batch, abandoned, fatal;
@@ -74,23 +74,23 @@ static json_t *msg_ctx(const rd_kafka_message_t *m) {
 
 static int alerter_sleep(alerter *a, int ms) {
     for (int slept = 0; slept < ms; slept += 50) {
-        if (*a->stop) return -1;
+        if (atomic_load(a->stop)) return -1;
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    return *a->stop ? -1 : 0;
+    return atomic_load(a->stop) ? -1 : 0;
 }
 
 /* ---- the loop ------------------------------------------------------------------------------ */
 
-int alerter_run(alerter *a, volatile sig_atomic_t *stop) {
+int alerter_run(alerter *a, const atomic_bool *stop) {
     a->stop = stop;
     kafka_poll_clock_start(&a->polled);
     atomic_store(&a->consuming, true);
-    while (!*stop && !a->abandoned && !a->fatal) {
+    while (!atomic_load(stop) && !a->abandoned && !a->fatal) {
         alerter_poll_batch(a);
         if (a->nitems > 0) alerter_finish_batch(a); /* also when stopping: finish what we hold */
-        if (!*stop && fs_mono_us() >= a->next_pump_us) alerter_pump(a);
+        if (!atomic_load(stop) && fs_mono_us() >= a->next_pump_us) alerter_pump(a);
     }
     atomic_store(&a->consuming, false); /* not ready from here on: shutting down */
     if (a->nitems > 0) alerter_clear_batch(a); /* unfinished: not committed, redelivered */
@@ -101,7 +101,8 @@ int alerter_run(alerter *a, volatile sig_atomic_t *stop) {
 /* Polls until batch_max messages, or batch_max_ms after the first, or 100 ms of nothing. */
 static void alerter_poll_batch(alerter *a) {
     int64_t deadline_us = 0;
-    while (a->nitems < (size_t)a->cfg.batch_max && !*a->stop && !a->abandoned && !a->fatal) {
+    while (a->nitems < (size_t)a->cfg.batch_max && !atomic_load(a->stop) && !a->abandoned &&
+           !a->fatal) {
         int timeout_ms = 100;
         if (a->nitems > 0) {
             int64_t left_ms = (deadline_us - fs_mono_us()) / 1000;
@@ -449,7 +450,7 @@ static int alerter_persist_batch(alerter *a, persist_counts *n) {
         log_fields(LOG_WARN, "db_retry", json_pack("{s:i, s:i, s:s}", "attempt", attempt, "backoff_ms", backoff, "error", err),
                    "recording the batch failed; retrying");
         if (last_try) return -1;
-        if (*a->stop || alerter_sleep(a, backoff) != 0) last_try = true;
+        if (atomic_load(a->stop) || alerter_sleep(a, backoff) != 0) last_try = true;
         backoff = backoff_next(backoff);
         alerter_reconnect(a, err, sizeof err);
     }
@@ -519,7 +520,7 @@ static void alerter_pump(alerter *a) {
         return;
     }
     a->pump_backoff_ms = 0;
-    for (int round = 0; round < 10 && !*a->stop; round++) {
+    for (int round = 0; round < 10 && !atomic_load(a->stop); round++) {
         int n = outbox_pump(a->ob, a->conn, a->cfg.db_timeout_ms, OUTBOX_BATCH, OUTBOX_WAIT_MS, err,
                             sizeof err);
         if (alerter_producer_fatal(a)) return;
@@ -536,7 +537,7 @@ static void alerter_pump(alerter *a) {
 }
 
 void alerter_drain_outbox(alerter *a) {
-    static volatile sig_atomic_t no_stop = 0;
+    static const atomic_bool no_stop = false;
     if (!a) return;
     a->stop = &no_stop; /* the pump checks it between rounds */
     alerter_pump(a);

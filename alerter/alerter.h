@@ -17,7 +17,7 @@
 #define FS_ALERTER_H
 
 #include <libpq-fe.h>
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -60,9 +60,9 @@ typedef struct alerter alerter;
  * strings must outlive the alerter. NULL with errstr. */
 alerter *alerter_new(const alerter_config *cfg, PGconn *conn, char *errstr, size_t errstr_size);
 
-/* Consumes until *stop is set; then finishes (or abandons, if PostgreSQL is away) the batch in
- * hand and leaves the group. Returns 0, or -1 after a fatal consumer error. */
-int alerter_run(alerter *a, volatile sig_atomic_t *stop);
+/* Consumes until *stop is set (the process's SIGTERM flag: app.h); then finishes (or abandons, if
+ * PostgreSQL is away) the batch in hand and leaves the group. Returns 0, or -1 after a fatal consumer error. */
+int alerter_run(alerter *a, const atomic_bool *stop);
 
 /* One last outbox round at shutdown (after the dispatcher stopped: its final dead letters go out
  * now rather than at the next start). Stops at the first error. */

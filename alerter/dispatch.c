@@ -142,7 +142,7 @@ static int gone_take(dispatch *d, int64_t id) { return gone_add(d, id, -INT_MAX)
  * or once the statement in flight returns (db-timeout-ms at worst: then the connection is dropped
  * and the tick's other statements are skipped). */
 static bool dispatch_stopping(const dispatch *d) {
-    return atomic_load(&d->stop) || (d->cfg.stop && *d->cfg.stop);
+    return atomic_load(&d->stop) || (d->cfg.stop && atomic_load(d->cfg.stop));
 }
 
 static void *dispatch_main(void *arg) {

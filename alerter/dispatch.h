@@ -19,7 +19,7 @@
 #ifndef FS_DISPATCH_H
 #define FS_DISPATCH_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -41,7 +41,7 @@ typedef struct dispatch_config {
     int subs_refresh_ms;           /* reload subscriptions this often */
     int shutdown_timeout_ms;       /* on stop: how long running transfers may finish */
     int db_timeout_ms;             /* a statement not answered by then drops the connection */
-    volatile sig_atomic_t *stop;   /* may be NULL: once set (the process's SIGTERM flag), the
+    const atomic_bool *stop;       /* may be NULL: once set (the process's SIGTERM flag), the
                                       thread stops as dispatch_destroy() would make it, without
                                       waiting for the caller to get there (the consumer may still
                                       be finishing a batch): both drains run at once */

@@ -220,7 +220,7 @@ static int opts_check(const alerter_opts *o, char *errstr, size_t n) {
 /* A start-up that ended early: 0 when a stop was asked for (SIGTERM while waiting for PostgreSQL,
  * the migration lock or the brokers: no failure, logged as such, errstr cleared), else 1. */
 static int startup_stopped(char *errstr) {
-    if (!app_stop_requested) return 1;
+    if (!atomic_load(&app_stop_requested)) return 1;
     log_msg(LOG_INFO, "stopped_during_startup", "stopped during start-up (%s)", errstr);
     errstr[0] = '\0';
     return 0;
@@ -232,7 +232,7 @@ static PGconn *db_open(const alerter_opts *o, char *errstr, size_t n) {
     int64_t deadline = fs_mono_us() + o->startup_timeout_ms * 1000;
     PGconn *conn;
     while (!(conn = db_connect(o->database_url, "fraudshield-alerter consume", errstr, n))) {
-        if (app_stop_requested || fs_mono_us() > deadline) return NULL;
+        if (atomic_load(&app_stop_requested) || fs_mono_us() > deadline) return NULL;
         log_fields(LOG_WARN, "db_unavailable", json_pack("{s:s}", "error", errstr),
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);

@@ -1,21 +1,25 @@
 /* app: see app.h. */
 #include "app.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include "log.h"
 
-volatile sig_atomic_t app_stop_requested;
-volatile sig_atomic_t app_reload_requested;
+/* Only a lock-free atomic may be written from a signal handler (C11 7.14.1.1). */
+_Static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free for the signal handlers");
+
+atomic_bool app_stop_requested;
+atomic_bool app_reload_requested;
 
 static void on_stop(int sig) {
     (void)sig;
-    app_stop_requested = 1;
+    atomic_store(&app_stop_requested, true);
 }
 
 static void on_reload(int sig) {
     (void)sig;
-    app_reload_requested = 1;
+    atomic_store(&app_reload_requested, true);
 }
 
 void app_signals_install(void) {

@@ -4,16 +4,23 @@
  *
  * Signals: SIGTERM and SIGINT set app_stop_requested, SIGHUP sets app_reload_requested (handlers
  * only set these flags; the program's loop acts on them), SIGPIPE is ignored (a peer that went
- * away must not kill the process on write). */
+ * away must not kill the process on write).
+ *
+ * The flags are C11 atomics, read and written with atomic_load / atomic_store (atomic_exchange to
+ * take a reload), not volatile sig_atomic_t: a handler runs in whichever thread the signal lands
+ * on (the admin thread, the alerter's dispatcher, a worker...), and other threads read the flags
+ * (the dispatcher reads app_stop_requested itself), which for a plain sig_atomic_t is a data race.
+ * A lock-free atomic is as safe in a handler as sig_atomic_t (app.c asserts lock-freedom). */
 #ifndef FS_APP_H
 #define FS_APP_H
 
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "cfg.h"
 
-extern volatile sig_atomic_t app_stop_requested;
-extern volatile sig_atomic_t app_reload_requested;
+extern atomic_bool app_stop_requested;
+extern atomic_bool app_reload_requested;
 
 void app_signals_install(void);
 

@@ -506,7 +506,8 @@ static int mig_lock(migrate_run *r) {
         bool got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
         if (got) return 0;
-        if (app_stop_requested) { /* SIGTERM while another process migrates: stop now */
+        /* SIGTERM while another process migrates: stop now */
+        if (atomic_load(&app_stop_requested)) {
             snprintf(r->errstr, r->errstr_size, "stopped while waiting for the migration lock");
             return -1;
         }

@@ -186,7 +186,8 @@ int kafka_wait_topics(rd_kafka_t *rk, const char *const *topics, int timeout_ms,
     snprintf(errstr, errstr_size, "no answer from the brokers");
     while (waited <= timeout_ms) {
         const struct rd_kafka_metadata *md = NULL;
-        if (app_stop_requested) { /* SIGTERM during start-up: stop, do not wait the timeout out */
+        /* SIGTERM during start-up: stop, do not wait the timeout out */
+        if (atomic_load(&app_stop_requested)) {
             snprintf(errstr, errstr_size, "stopped while waiting for the brokers");
             return -1;
         }

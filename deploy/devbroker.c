@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -99,13 +100,16 @@ static const cfg_opt devbroker_options[] = {
     {0},
 };
 
-static volatile sig_atomic_t stop_requested, down_requested, up_requested, fault_requested;
+/* C11 atomics, not volatile sig_atomic_t: the mock cluster's thread (created by librdkafka without
+ * blocking signals) may be the one that runs the handler, and serve() reads the flags on the main
+ * thread (see app.h; lock-free, as app.c asserts, so safe in a handler). */
+static atomic_bool stop_requested, down_requested, up_requested, fault_requested;
 
 static void on_signal(int sig) {
-    if (sig == SIGUSR1) down_requested = 1;
-    else if (sig == SIGUSR2) up_requested = 1;
-    else if (sig == SIGHUP) fault_requested = 1;
-    else stop_requested = 1;
+    if (sig == SIGUSR1) atomic_store(&down_requested, true);
+    else if (sig == SIGUSR2) atomic_store(&up_requested, true);
+    else if (sig == SIGHUP) atomic_store(&fault_requested, true);
+    else atomic_store(&stop_requested, true);
 }
 
 static void install_signals(void) {
@@ -264,8 +268,7 @@ done:
 static void toggle_fault(rd_kafka_mock_cluster_t *mc, const hup_fault *f, int64_t *until_ms,
                          int64_t window_ms) {
     int64_t now = fs_mono_us() / 1000;
-    bool toggle = fault_requested;
-    fault_requested = 0;
+    bool toggle = atomic_exchange(&fault_requested, false);
     if (toggle && !*until_ms) {
         inject_errors(mc, f->api, f->err, 100000);
         *until_ms = now + window_ms;
@@ -287,16 +290,10 @@ static void serve(rd_kafka_mock_cluster_t *mc, int broker_count, const hup_fault
                   int64_t commit_fault_ms) {
     const struct timespec tick = {0, 50 * 1000 * 1000};
     int64_t fault_until_ms = 0;
-    while (!stop_requested) {
+    while (!atomic_load(&stop_requested)) {
         toggle_fault(mc, fault, &fault_until_ms, commit_fault_ms);
-        if (down_requested) {
-            down_requested = 0;
-            set_all_brokers(mc, broker_count, 0);
-        }
-        if (up_requested) {
-            up_requested = 0;
-            set_all_brokers(mc, broker_count, 1);
-        }
+        if (atomic_exchange(&down_requested, false)) set_all_brokers(mc, broker_count, 0);
+        if (atomic_exchange(&up_requested, false)) set_all_brokers(mc, broker_count, 1);
         nanosleep(&tick, NULL);
     }
 }

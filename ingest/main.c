@@ -466,7 +466,7 @@ static int run(const ingest_opts *o, const cfg_props *props) {
     explicit_bzero(secret, secret_len); /* ingest has its copy; after a rotation (SIGHUP) the old */
     free(secret);                       /* secret must not linger here */
     secret = NULL;
-    if (!sc.ing && app_stop_requested) {
+    if (!sc.ing && atomic_load(&app_stop_requested)) {
         log_msg(LOG_INFO, "stopped_during_startup", "stopped during start-up (%s)", errstr);
         rc = 0;
         errstr[0] = '\0';
@@ -479,8 +479,9 @@ static int run(const ingest_opts *o, const cfg_props *props) {
             goto failed;
         }
     }
-    if (app_stop_requested) raise(SIGTERM); /* arrived during start-up: now the loop's to serve */
-    if (app_reload_requested) raise(SIGHUP);
+    /* arrived during start-up: now the loop's to serve */
+    if (atomic_load(&app_stop_requested)) raise(SIGTERM);
+    if (atomic_load(&app_reload_requested)) raise(SIGHUP);
     event_base_dispatch(sc.base);
     log_counters(sc.ing);
     rc = fatal_exit_status(sc.ing);

@@ -213,7 +213,7 @@ static store *store_open(const scorer_opts *o, const char *app, char *errstr, si
     if (!st) return snprintf(errstr, n, "out of memory"), NULL;
     int64_t deadline = fs_mono_us() + o->startup_timeout_ms * 1000;
     while (store_connect(st, errstr, n) != 0) {
-        if (app_stop_requested || fs_mono_us() > deadline) goto failed;
+        if (atomic_load(&app_stop_requested) || fs_mono_us() > deadline) goto failed;
         log_fields(LOG_WARN, "db_unavailable", json_pack("{s:s}", "error", errstr),
                    "PostgreSQL not reachable yet; retrying");
         sleep(1);
@@ -393,7 +393,7 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     metrics_destroy(m);
     return rc;
 failed:
-    if (app_stop_requested) { /* a stop asked for during start-up is no failure */
+    if (atomic_load(&app_stop_requested)) { /* a stop asked for during start-up is no failure */
         log_msg(LOG_INFO, "stopped_during_startup", "stopped during start-up (%s)", errstr);
         rc = 0;
     } else {

@@ -132,7 +132,7 @@ struct scorer {
     int64_t rate_t0_us;       /* messages/s gauge: start of the current 10 s period */
     uint64_t rate_n0;
     uint64_t db_timeouts_seen; /* store_timeouts() already in fs_scorer_db_timeouts_total */
-    volatile sig_atomic_t *stop;
+    const atomic_bool *stop; /* the process's SIGTERM flag (app.h) */
     /* the batch in hand: arrays of cfg.batch_max, reused */
     scorer_item *items;
     size_t nitems;
@@ -204,11 +204,11 @@ static json_t *msg_ctx(const rd_kafka_message_t *m) {
 /* Sleeps ms in short slices; returns -1 early when a stop was requested. */
 static int scorer_sleep(scorer *s, int ms) {
     for (int slept = 0; slept < ms; slept += 50) {
-        if (*s->stop) return -1;
+        if (atomic_load(s->stop)) return -1;
         struct timespec ts = {0, 50 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    return *s->stop ? -1 : 0;
+    return atomic_load(s->stop) ? -1 : 0;
 }
 
 static int backoff_next(int ms) { return ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms * 2; }
@@ -247,15 +247,13 @@ static void scorer_outcomes(scorer *s);
 static void scorer_rate(scorer *s);
 static void scorer_db_check(scorer *s);
 
-int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload) {
+int scorer_run(scorer *s, const atomic_bool *stop, atomic_bool *reload) {
     s->stop = stop;
     kafka_poll_clock_start(s->cfg.polled);
     if (s->cfg.consuming) atomic_store(s->cfg.consuming, 1);
-    while (!*stop && !s->abandoned && !s->fatal) {
-        if (*reload) {
-            *reload = 0;
-            scorer_reload(s);
-        }
+    while (!atomic_load(stop) && !s->abandoned && !s->fatal) {
+        /* read and cleared in one step: a SIGHUP in between is not lost */
+        if (atomic_exchange(reload, false)) scorer_reload(s);
         if (s->commit_attempts && fs_mono_us() >= s->commit_retry_us)
             scorer_commit_stored(s, s->consumer, "loop");
         s->turn_batch_us = 0;
@@ -287,7 +285,7 @@ static void scorer_count_timeouts(scorer *s) {
 static void scorer_db_check(scorer *s) {
     char err[512];
     scorer_count_timeouts(s); /* also those of outcomes, prunes and syncs */
-    if (*s->stop || store_idle_ms(s->st) < DB_PING_MS) return;
+    if (atomic_load(s->stop) || store_idle_ms(s->st) < DB_PING_MS) return;
     bool was_connected = store_connected(s->st);
     if (store_connect(s->st, err, sizeof err) != 0 || store_ping(s->st, err, sizeof err) != STORE_OK)
         log_fields(LOG_WARN, "db_check_failed", json_pack("{s:s}", "error", err),
@@ -374,7 +372,8 @@ static bool scorer_caught_up(scorer *s) {
 static void scorer_poll_batch(scorer *s) {
     int64_t deadline_us = 0, last_us = 0, linger_us = (int64_t)s->cfg.batch_linger_ms * 1000;
     bool lingering = true; /* false: behind, the batch waits for the deadline or the next message */
-    while (s->nitems < (size_t)s->cfg.batch_max && !*s->stop && !s->abandoned && !s->fatal) {
+    while (s->nitems < (size_t)s->cfg.batch_max && !atomic_load(s->stop) && !s->abandoned &&
+           !s->fatal) {
         int timeout_ms = 100;
         if (s->nitems > 0) {
             int64_t now = fs_mono_us(), end = lingering ? last_us + linger_us : deadline_us;
@@ -712,7 +711,7 @@ static int scorer_persist_batch(scorer *s) {
                              "transient", rc == STORE_TRANSIENT, "error", err),
                    "persisting the batch failed; retrying");
         if (last_try) return -1; /* stopping and PostgreSQL is still unreachable: abandon */
-        if (*s->stop) last_try = true; /* one more attempt right away, then give up */
+        if (atomic_load(s->stop)) last_try = true; /* one more attempt right away, then give up */
         else if (scorer_sleep(s, backoff) != 0) last_try = true;
         backoff = backoff_next(backoff);
         if (store_connect(s->st, err, sizeof err) != 0)
@@ -1233,7 +1232,7 @@ static int scorer_wait_deliveries(scorer *s) {
     int64_t give_up_us = 0;
     while (rd_kafka_outq_len(s->producer) > 0) {
         rd_kafka_flush(s->producer, 100); /* serves the delivery reports */
-        if (!*s->stop) continue;
+        if (!atomic_load(s->stop)) continue;
         if (!give_up_us) give_up_us = fs_mono_us() + (int64_t)s->cfg.shutdown_timeout_ms * 1000;
         if (fs_mono_us() < give_up_us) continue;
         rd_kafka_purge(s->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -1640,7 +1639,7 @@ static void scorer_outcomes_store(scorer *s) {
  * is due, a step of the re-try round of all pending labels (pending.h; also while labels keep
  * coming, so that a steady stream of them cannot hold the rounds off). */
 static void scorer_outcomes(scorer *s) {
-    if (!s->outcomes || *s->stop) return;
+    if (!s->outcomes || atomic_load(s->stop)) return;
     if (s->outcome_backoff > 0) {
         s->outcome_backoff--;
         return;
@@ -1768,7 +1767,8 @@ static void scorer_retention(scorer *s) {
     char err[512];
     int64_t expired = 0;
     expire_turn(s->exp, s->turn_batch_us, s->turn_full);
-    if (*s->stop || fs_mono_us() < expire_due_us(s->exp) || !store_connected(s->st)) return;
+    if (atomic_load(s->stop) || fs_mono_us() < expire_due_us(s->exp) || !store_connected(s->st))
+        return;
     int rc = expire_run(s->exp, s->st, &expired, err, sizeof err);
     metric_add(s->m.outcomes, "expired", (double)expired);
     if (rc != 0)

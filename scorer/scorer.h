@@ -20,7 +20,6 @@
 #ifndef FS_SCORER_H
 #define FS_SCORER_H
 
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -127,11 +126,11 @@ size_t scorer_model_unbound(const model *m, const modelrow *x);
 scorer *scorer_new(const scorer_config *cfg, store *st, rules *r, model *m, char *errstr,
                    size_t errstr_size);
 
-/* Consumes until *stop is set (from a signal handler), reloading the rules and the model between
- * batches whenever *reload is set (it is cleared; a file that does not load keeps its active
- * version). Then finishes or abandons the batch in hand, leaves the
+/* Consumes until *stop is set (from a signal handler, in any thread: app.h), reloading the rules
+ * and the model between batches whenever *reload is set (it is cleared; a file that does not load
+ * keeps its active version). Then finishes or abandons the batch in hand, leaves the
  * group and flushes the producer. Returns 0, or -1 after a fatal consumer error. */
-int scorer_run(scorer *s, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+int scorer_run(scorer *s, const atomic_bool *stop, atomic_bool *reload);
 
 void scorer_stats_get(const scorer *s, scorer_stats *out);
 

@@ -184,7 +184,8 @@ static int read_batch(run *r, bool *end, char *errstr, size_t len) {
     int64_t deadline = fs_mono_us() + r->o->start_timeout_s * 1000000;
     bool check_end = false;
     while (r->n < (size_t)r->o->batch_size) {
-        if (app_stop_requested || (r->o->max_messages && r->consumed >= (uint64_t)r->o->max_messages) ||
+        if (atomic_load(&app_stop_requested) ||
+            (r->o->max_messages && r->consumed >= (uint64_t)r->o->max_messages) ||
             (check_end && at_end(r)))
             return *end = true, 0;
         if (!r->assigned && fs_mono_us() > deadline)
@@ -338,7 +339,7 @@ static int produce_batch(run *r, char *errstr, size_t len) {
         if (r->items[i].d.verdict == REDRIVE_PRODUCE) rc = produce_one(r, &r->items[i], errstr, len);
     while (rd_kafka_outq_len(r->producer) > 0) { /* also when queuing failed: reports still come */
         rd_kafka_flush(r->producer, 100);
-        if (!app_stop_requested) continue;
+        if (!atomic_load(&app_stop_requested)) continue;
         if (!give_up_us) give_up_us = fs_mono_us() + 10000000;
         if (fs_mono_us() < give_up_us) continue;
         rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -503,7 +504,8 @@ static int redrive(const redrive_opts *o, const cfg_props *props) {
             process_batch(&r, errstr, sizeof errstr) != 0)
             goto done;
     }
-    if (app_stop_requested) snprintf(errstr, sizeof errstr, "stopped by a signal before the end");
+    if (atomic_load(&app_stop_requested))
+        snprintf(errstr, sizeof errstr, "stopped by a signal before the end");
     else rc = 0;
 done:
     if (started) redrive_tally_print(r.tally, o->dry_run, stdout);
