@@ -29,6 +29,7 @@
 #define RULES_AMOUNT_TEXT_MAX 24
 #define RULES_AMOUNT_FRAC_MAX 4 /* largest ISO 4217 minor-unit exponent (CLF, UYW) */
 #define RULES_CURRENCIES_MAX 48 /* amount predicates: per-currency amounts per rule */
+#define RULES_CCY_SET_MAX 255   /* codes listed by all the rules (ISO 4217 has fewer): a byte */
 #define RULES_HASH_HEX 12
 
 #define RULES_VALUES_MAX 64      /* value_in: values per rule */
@@ -72,7 +73,9 @@ typedef struct rule {
     /* amount_at_least, sum_at_least, avg_at_least: the threshold in minor units for each exponent
      * 0..4, rounded up, so that amount_minor >= min_minor[exp] is the exact decimal comparison
      * amount >= threshold; any_currency: "amount" was given (else only the listed currencies hit).
-     * ccy: "currencies", each code's own threshold in its own minor units (before min_minor). */
+     * ccy: "currencies", each code's own threshold in its own minor units (before min_minor).
+     * ccy_slot: per code of rules.ccy_set, 1 + its index in ccy, or 0 when this rule does not list
+     * it (index_currencies(), at load). */
     int64_t min_minor[RULES_AMOUNT_FRAC_MAX + 1];
     bool any_currency;
     size_t nccy;
@@ -80,6 +83,7 @@ typedef struct rule {
         char code[4];
         int64_t min_minor;
     } ccy[RULES_CURRENCIES_MAX];
+    unsigned char ccy_slot[RULES_CCY_SET_MAX];
     country_field field[2];                     /* country_in: field[0]; country_mismatch: both */
     unsigned char countries[(26 * 26 + 7) / 8]; /* country_in: bitmap of AA..ZZ */
     rules_entity entity;                        /* windows and vault: the entity */
@@ -106,6 +110,11 @@ struct rules {
     rules_risk risk[RULES_MAX_RISK];
     size_t values_used;
     char values[RULES_VALUES_POOL];
+    /* Every code some rule's "currencies" lists, sorted: a payment's currency is looked up here
+     * once (ccy_index()), and each amount rule finds its threshold by that index (rule.ccy_slot)
+     * instead of scanning its own list with strcmp for every payment. */
+    size_t nccy_set;
+    char ccy_set[RULES_CCY_SET_MAX][4];
 };
 
 static const char *const ENTITY_NAMES[RULES_ENT_COUNT] = {"user",   "ip",    "card",
@@ -752,6 +761,34 @@ static int parse_blend(rules *rs, const json_t *root, perr *e) {
     return 0;
 }
 
+static int cmp_code(const void *a, const void *b) { return strcmp(a, b); }
+
+/* code's index in rs->ccy_set, or -1 when no rule lists it. */
+static int ccy_index(const rules *rs, const char *code) {
+    const char(*c)[4] = bsearch(code, rs->ccy_set, rs->nccy_set, sizeof rs->ccy_set[0], cmp_code);
+    return c ? (int)(c - rs->ccy_set) : -1;
+}
+
+/* Fills rs->ccy_set and every rule's ccy_slot from the rules' "currencies" (see struct rules). */
+static int index_currencies(rules *rs, perr *e) {
+    for (size_t i = 0; i < rs->nrules; i++)
+        for (size_t j = 0; j < rs->rule[i].nccy; j++) {
+            const char *code = rs->rule[i].ccy[j].code;
+            bool seen = false;
+            for (size_t k = 0; k < rs->nccy_set && !seen; k++)
+                seen = strcmp(rs->ccy_set[k], code) == 0;
+            if (seen) continue;
+            if (rs->nccy_set == RULES_CCY_SET_MAX)
+                return fail(e, "", "rules", "more than %d currencies listed", RULES_CCY_SET_MAX);
+            memcpy(rs->ccy_set[rs->nccy_set++], code, 4);
+        }
+    qsort(rs->ccy_set, rs->nccy_set, sizeof rs->ccy_set[0], cmp_code);
+    for (size_t i = 0; i < rs->nrules; i++)
+        for (size_t j = 0; j < rs->rule[i].nccy; j++)
+            rs->rule[i].ccy_slot[ccy_index(rs, rs->rule[i].ccy[j].code)] = (unsigned char)(j + 1);
+    return 0;
+}
+
 static int parse_root(rules *rs, const json_t *root, perr *e) {
     static const char *const keys[] = {"$schema", "version", "description", "thresholds",
                                        "blend",   "rules",   NULL};
@@ -767,7 +804,8 @@ static int parse_root(rules *rs, const json_t *root, perr *e) {
     if (get_str(root, "description", "", false, 0, RULES_DESCRIPTION_MAX, desc, sizeof desc, e) !=
             0 ||
         parse_thresholds(rs, root, e) != 0 || parse_blend(rs, root, e) != 0 ||
-        parse_rules_array(rs, json_object_get(root, "rules"), e) != 0)
+        parse_rules_array(rs, json_object_get(root, "rules"), e) != 0 ||
+        index_currencies(rs, e) != 0)
         return -1;
     snprintf(rs->version, sizeof rs->version, "%s", version); /* the hash is appended later */
     return 0;
@@ -946,13 +984,14 @@ static bool value_in(const rules *r, const rule *ru, const char *v) {
     return false;
 }
 
-/* The rule's amount threshold in p's minor units; false when p's exponent is out of range. */
-static bool threshold_of(const rule *ru, const pay_payment *p, int64_t *out) {
-    for (size_t i = 0; i < ru->nccy; i++)
-        if (strcmp(ru->ccy[i].code, p->currency) == 0) {
-            *out = ru->ccy[i].min_minor;
-            return true;
-        }
+/* The rule's amount threshold in p's minor units; false when p's exponent is out of range. ci:
+ * p's currency in the set's ccy_set (ccy_index(), once per payment), -1 when no rule lists it. */
+static bool threshold_of(const rule *ru, const pay_payment *p, int ci, int64_t *out) {
+    int slot = ci >= 0 ? ru->ccy_slot[ci] : 0;
+    if (slot) {
+        *out = ru->ccy[slot - 1].min_minor;
+        return true;
+    }
     if (!ru->any_currency || p->currency_exp < 0 || p->currency_exp > RULES_AMOUNT_FRAC_MAX)
         return false;
     *out = ru->min_minor[p->currency_exp];
@@ -967,7 +1006,7 @@ static bool ratio_hits(const rule *ru, const rules_features *f) {
     return (__int128)f->p->amount_minor * n * 1000 >= (__int128)ru->ratio_milli * hist;
 }
 
-static bool window_hits(const rule *ru, const rules_features *f) {
+static bool window_hits(const rule *ru, const rules_features *f, int ci) {
     const pay_payment *p = f->p;
     int64_t th, n = f->count[ru->window], sum = f->sum_minor[ru->window];
     if (!entity_present(p, ru->entity)) return false;
@@ -975,8 +1014,9 @@ static bool window_hits(const rule *ru, const rules_features *f) {
     case PRED_COUNT_AT_LEAST: return n >= ru->count;
     case PRED_DISTINCT_USERS_AT_LEAST:
     case PRED_DISTINCT_AT_LEAST: return f->distinct_users[ru->window] >= ru->count;
-    case PRED_SUM_AT_LEAST: return threshold_of(ru, p, &th) && sum >= th;
-    case PRED_AVG_AT_LEAST: return n > 0 && threshold_of(ru, p, &th) && (__int128)sum >= (__int128)th * n;
+    case PRED_SUM_AT_LEAST: return threshold_of(ru, p, ci, &th) && sum >= th;
+    case PRED_AVG_AT_LEAST:
+        return n > 0 && threshold_of(ru, p, ci, &th) && (__int128)sum >= (__int128)th * n;
     case PRED_AMOUNT_RATIO: return ratio_hits(ru, f);
     default: return false;
     }
@@ -1000,12 +1040,13 @@ static bool risk_hits(const rules *r, const rule *ru, const rules_features *f) {
     return n >= ru->count && frauds > 0 && (__int128)frauds * 1000 >= (__int128)ru->ratio_milli * n;
 }
 
-static bool rule_hits(const rules *r, const rule *ru, const rules_features *f) {
+/* ci: f->p's currency in r->ccy_set (ccy_index()). */
+static bool rule_hits(const rules *r, const rule *ru, const rules_features *f, int ci) {
     const pay_payment *p = f->p;
     const char *a, *b;
     int64_t th;
     switch (ru->kind) {
-    case PRED_AMOUNT_AT_LEAST: return threshold_of(ru, p, &th) && p->amount_minor >= th;
+    case PRED_AMOUNT_AT_LEAST: return threshold_of(ru, p, ci, &th) && p->amount_minor >= th;
     case PRED_COUNTRY_IN:
         a = country_of(p, ru->field[0]);
         if (!is_country_code(a)) return false; /* "" (absent) never hits */
@@ -1021,7 +1062,7 @@ static bool rule_hits(const rules *r, const rule *ru, const rules_features *f) {
     case PRED_DISTINCT_AT_LEAST:
     case PRED_SUM_AT_LEAST:
     case PRED_AVG_AT_LEAST:
-    case PRED_AMOUNT_RATIO: return window_hits(ru, f);
+    case PRED_AMOUNT_RATIO: return window_hits(ru, f, ci);
     case PRED_VAULT_SEEN:
     case PRED_VAULT_NEW:
     case PRED_VAULT_FRAUD: return vault_hits(ru, f);
@@ -1056,10 +1097,11 @@ int rules_blend_score(int rule_points, double model_score, int model_weight) {
 void rules_eval(const rules *r, const rules_features *f, rules_result *out) {
     int sum = 0;
     assert(r && f && f->p && out);
+    int ci = ccy_index(r, f->p->currency); /* once per payment, for every amount rule */
     out->nhits = 0;
     for (size_t i = 0; i < r->nrules; i++) {
         const rule *ru = &r->rule[i];
-        if (!ru->enabled || !rule_hits(r, ru, f)) continue;
+        if (!ru->enabled || !rule_hits(r, ru, f, ci)) continue;
         /* A model-covered rule does not count twice: the model's score already weighs its signal
          * (unless the model has no share of the score, model_weight 0: then the rule counts) */
         int w = f->has_model && r->model_weight > 0 && ru->model_covered ? 0 : ru->weight;

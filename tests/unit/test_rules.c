@@ -27,6 +27,9 @@
 /* 1000 in any currency, but 150000 yen and 1400000 won; without "amount": only those two. */
 #define P_CCY "{\"kind\":\"amount_at_least\",\"amount\":\"1000\",\"currencies\":{\"JPY\":\"150000\",\"KRW\":\"1400000\"}}"
 #define P_CCY_ONLY "{\"kind\":\"amount_at_least\",\"currencies\":{\"JPY\":\"150000\",\"KWD\":\"300.5\"}}"
+#define P_CCY_B                                                                                    \
+    "{\"kind\":\"amount_at_least\",\"currencies\":{\"KWD\":\"300.5\",\"JPY\":\"100000\","          \
+    "\"CHF\":\"5000\"}}"
 
 static void pay_init(pay_payment *p) {
     memset(p, 0, sizeof *p);
@@ -38,6 +41,14 @@ static void pay_init(pay_payment *p) {
     p->currency_exp = 2;
     strcpy(p->payment_method, "card");
     p->event_time_ms = p->ingest_time_ms = 1795000000000;
+}
+
+/* pay_init()'s payment, for minor units of currency (exponent exp). */
+static void pay_amount(pay_payment *p, const char *currency, int exp, int64_t minor) {
+    pay_init(p);
+    strcpy(p->currency, currency);
+    p->currency_exp = exp;
+    p->amount_minor = minor;
 }
 
 static rules *parse_ok(const char *text) {
@@ -120,14 +131,51 @@ static void test_amount_at_least(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pay_payment p;
         rules_features f = {.p = &p};
-        pay_init(&p);
-        strcpy(p.currency, cases[i].currency);
-        p.currency_exp = cases[i].exp;
-        p.amount_minor = cases[i].minor;
+        pay_amount(&p, cases[i].currency, cases[i].exp, cases[i].minor);
         if (one_rule_hits(cases[i].file, &f) != cases[i].hit)
             fail_msg("case %zu: %s %lld exp %d: expected %s", i, cases[i].file,
                      (long long)cases[i].minor, cases[i].exp, cases[i].hit ? "hit" : "no hit");
     }
+}
+
+/* Several amount rules, each with its own "currencies" (the set looks a payment's currency up once
+ * for all of them, rules_eval): each rule's own amount for the codes it lists, its "amount" (or
+ * nothing) for the others; the same on a copy of the set. */
+static void test_amount_currencies_across_rules(void **state) {
+    static const char file[] =
+        FILE_OF(RULE("A", P_CCY) "," RULE("B", P_CCY_B) "," RULE("C", P_AMOUNT("2000")));
+    static const struct {
+        const char *currency;
+        int exp;
+        int64_t minor;
+        const char *hits; /* the codes that hit, in file order */
+    } cases[] = {
+        {"EUR", 2, 100000, "A"},      {"EUR", 2, 200000, "AC"},   {"JPY", 0, 120000, "BC"},
+        {"JPY", 0, 150000, "ABC"},    {"KRW", 0, 1400000, "AC"},  {"KRW", 0, 5000, "C"},
+        {"KWD", 3, 300500, "B"},      {"KWD", 3, 300499, ""},     {"CHF", 2, 500000, "ABC"},
+        {"CHF", 2, 499999, "AC"},     {"USD", 2, 99999, ""},
+    };
+    (void)state;
+    rules *r = parse_ok(file), *copy = rules_copy(r);
+    assert_non_null(copy);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pay_payment p;
+        rules_features f = {.p = &p};
+        pay_amount(&p, cases[i].currency, cases[i].exp, cases[i].minor);
+        for (int c = 0; c < 2; c++) {
+            rules_result res;
+            char got[4] = "";
+            size_t n = 0;
+            rules_eval(c ? copy : r, &f, &res);
+            for (const char *code = "ABC"; *code; code++)
+                if (hits_code(&res, (char[]){*code, '\0'})) got[n++] = *code;
+            if (strcmp(got, cases[i].hits) != 0)
+                fail_msg("%s %lld%s: hits \"%s\", expected \"%s\"", cases[i].currency,
+                         (long long)cases[i].minor, c ? " (copy)" : "", got, cases[i].hits);
+        }
+    }
+    rules_destroy(r);
+    rules_destroy(copy);
 }
 
 #define P_CIN(field)                                                                               \
@@ -1101,6 +1149,7 @@ static void test_load_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_amount_at_least),
+        cmocka_unit_test(test_amount_currencies_across_rules),
         cmocka_unit_test(test_country_predicates),
         cmocka_unit_test(test_velocity_predicates),
         cmocka_unit_test(test_disabled_rule),
