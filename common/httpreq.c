@@ -54,6 +54,16 @@ int httpreq_framing_error(struct evhttp_request *req, const char *const *single,
     return 0;
 }
 
+bool httpreq_body_unencoded(struct evhttp_request *req) {
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next) {
+        if (strcasecmp(kv->key, "Content-Encoding") == 0 && kv->value[0] &&
+            strcasecmp(kv->value, "identity") != 0)
+            return false;
+    }
+    return true;
+}
+
 void httpreq_close_after(struct evhttp_request *req) {
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     evhttp_remove_header(out, "Connection");

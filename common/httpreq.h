@@ -8,6 +8,7 @@
 #ifndef FS_HTTPREQ_H
 #define FS_HTTPREQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct evhttp_request;
@@ -17,6 +18,10 @@ struct evhttp_request;
  * NULL-terminated list of at most 32 names; NULL: none). */
 int httpreq_framing_error(struct evhttp_request *req, const char *const *single, char *why,
                           size_t why_size);
+
+/* Whether req's body comes as it is: every Content-Encoding header empty or "identity". Nothing
+ * decodes a gzip (or other) coding: such a body must be refused (415), not read as plain text. */
+bool httpreq_body_unencoded(struct evhttp_request *req);
 
 /* Marks the reply to close its connection after it is written. */
 void httpreq_close_after(struct evhttp_request *req);

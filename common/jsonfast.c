@@ -502,6 +502,15 @@ json_t *jsonfast_loadb_big(const char *buf, size_t len, json_error_t *err, jsonf
     return v;
 }
 
+json_t *jsonfast_load_scalar(const char *buf, size_t len) {
+    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    if (v && (json_is_object(v) || json_is_array(v))) { /* not a scalar: jsonfast_loadb() reads it */
+        json_decref(v);
+        v = NULL;
+    }
+    return v;
+}
+
 const char *jsonfast_error_text(json_error_t *err) {
     char *near = strstr(err->text, " near ");
     if (near) *near = '\0';

@@ -46,6 +46,12 @@ typedef struct jsonfast_big {
 json_t *jsonfast_loadb_big(const char *buf, size_t len, json_error_t *err, jsonfast_big *big,
                            size_t max, size_t *nbig);
 
+/* A JSON text whose value is a scalar (string, number, true, false, null): valid JSON (RFC 8259),
+ * which jsonfast_loadb() refuses all the same ("'[' or '{' expected", as json_loadb() without
+ * JSON_DECODE_ANY). For the error path of a parse: a new reference to that scalar, so that the
+ * client hears "JSON, but not an object" rather than "malformed"; NULL for any other text. */
+json_t *jsonfast_load_scalar(const char *buf, size_t len);
+
 /* jansson's error message without the input it quotes (" near '...'", which may be a piece of an
  * email or a card fingerprint): cut in place; returns err->text. Use it on untrusted input. */
 const char *jsonfast_error_text(json_error_t *err);

@@ -92,6 +92,7 @@ static batch_error split_array(const char *data, size_t len, size_t max_items, b
     size_t nbig = 0;
     json_t *arr = jsonfast_loadb_big(data, len, &jerr, big, BATCH_BIG_MAX, &nbig);
     batch_error rc = BATCH_OK;
+    if (!arr) arr = jsonfast_load_scalar(data, len); /* JSON all the same: not an array, below */
     if (!arr) {
         snprintf(errstr, errstr_size, "line %d column %d: %s", jerr.line, jerr.column,
                  jsonfast_error_text(&jerr));
@@ -189,6 +190,8 @@ json_t *batch_item_value(batch *b, size_t i) {
     size_t nbig = 0;
     if (it->value || !it->text) return it->value;
     it->value = jsonfast_loadb_big(it->text, it->text_len, &jerr, big, BATCH_BIG_MAX, &nbig);
+    /* A line "1" or "null" is JSON: the payment validation refuses it as an array's element */
+    if (!it->value) it->value = jsonfast_load_scalar(it->text, it->text_len);
     if (nbig && (it->big = malloc(nbig * sizeof *it->big))) {
         memcpy(it->big, big, nbig * sizeof *it->big);
         it->nbig = nbig;

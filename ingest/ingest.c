@@ -66,7 +66,8 @@
  * normally get our JSON 413 (with X-Request-Id); past it libevent answers on its own: a 413 with
  * an HTML body and no X-Request-Id, then closes the connection, and on_request() never sees it. */
 #define INGEST_HARD_BODY_FACTOR 2
-#define INGEST_ALL_METHODS 0x1ff /* every EVHTTP_REQ_*: unknown methods get our JSON 405 */
+#define INGEST_ALL_METHODS 0x1ff /* every EVHTTP_REQ_*: our JSON 405 for each (a method evhttp does
+                                   * not know is its own 501, before on_request()) */
 #define INGEST_DRAIN_GRACE_US 100000 /* lets the last replies leave the socket buffers */
 #define INGEST_REASON_MAX 500        /* outcome reason, bytes */
 #define INGEST_BIG_MAX 16            /* numbers too large for jansson in one body; more: 400 */
@@ -521,22 +522,28 @@ static bool route_path_match(const ingest_route *r, const char *path, char id[IN
     return path[0] == '\0' || (r->slash_too && path[0] == '/' && path[1] == '\0');
 }
 
-/* The route for path and method; NULL with *allowed = the methods path has (0: unknown path). */
 /* The routes a listener serves: with an admin listener, it has the ops routes and the API ports
  * the rest; without one, the API ports have them all. */
 static bool route_served(const ingest *ing, const ingest_route *r, bool admin) {
     return admin ? r->ops : !(r->ops && ing->ops_apart);
 }
 
+/* The route for path and method; NULL with *allowed = the methods path has (0: unknown path). */
 static const ingest_route *route_find(const ingest *ing, ingest_ctx *ctx, const char *path,
                                       enum evhttp_cmd_type cmd, bool admin, uint16_t *allowed) {
     *allowed = 0;
     if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET; /* the same answer, without its body */
-    for (const ingest_route *r = ROUTES; r->path; r++) {
-        if (!route_served(ing, r, admin) || !route_path_match(r, path, ctx->path_id)) continue;
-        if (r->methods & cmd) return r;
-        *allowed |= r->methods;
-        if (r->methods & EVHTTP_REQ_GET) *allowed |= EVHTTP_REQ_HEAD;
+    /* Literal paths first, and a path that is one is never an {id}: GET /api/v1/payments/batch is
+     * a 405 naming POST, not a payment id that is no UUID. */
+    for (int pattern = 0; pattern <= 1 && !*allowed; pattern++) {
+        for (const ingest_route *r = ROUTES; r->path; r++) {
+            if ((strstr(r->path, "{id}") != NULL) != pattern || !route_served(ing, r, admin) ||
+                !route_path_match(r, path, ctx->path_id))
+                continue;
+            if (r->methods & cmd) return r;
+            *allowed |= r->methods;
+            if (r->methods & EVHTTP_REQ_GET) *allowed |= EVHTTP_REQ_HEAD;
+        }
     }
     return NULL;
 }
@@ -966,7 +973,10 @@ static void reply_batch(ingest *ing, ingest_job *job) {
     }
     /* Only when nothing at all could be stored is the whole batch a 503: retry it (the rejected
      * items fixed or left out; the ids stay, see batch_item_id). */
-    if (nothing_stored) evbuffer_add_printf(out, "],\"error\":\"%s\"}", unavailable);
+    if (nothing_stored)
+        evbuffer_add_printf(out, "],\"error\":\"%s\",\"message\":\"no item was stored: retry the "
+                            "failed ones (with the same Idempotency-Key, or their payment_id)\"}",
+                            unavailable);
     else evbuffer_add(out, "]}", 2);
     if (nothing_stored) add_retry_after(ing, &job->ctx, 0);
     reply_send(ing, &job->ctx, nothing_stored ? 503 : 200, nothing_stored ? unavailable : NULL);
@@ -1346,6 +1356,10 @@ static int write_precheck(ingest *ing, ingest_ctx *ctx, size_t max_body, const c
     if (ing->draining) { /* SIGTERM, or a fatal producer error (producer_fatal) */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         reply_unavailable(ing, ctx, "shutting_down", "this instance is shutting down; retry");
+    } else if (!httpreq_body_unencoded(req)) { /* RFC 9110 15.5.16: 415, naming what we take */
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Accept-Encoding", "identity");
+        reply_error(ing, ctx, 415, "unsupported_media_type",
+                    "Content-Encoding is not supported: send the body uncompressed");
     } else if (len > max_body) {
         reply_error(ing, ctx, 413, "payload_too_large", "the body exceeds %zu bytes", max_body);
     } else if (idem_key && idempotency_id(ctx->caller, idem_key, suffix, idem_id) != 0) {
@@ -1367,6 +1381,7 @@ static json_t *body_object(ingest *ing, ingest_ctx *ctx, jsonfast_big big[INGEST
     size_t len = evbuffer_get_length(in);
     const char *data = len ? (const char *)evbuffer_pullup(in, -1) : "";
     json_t *body = jsonfast_loadb_big(data, len, &jerr, big, INGEST_BIG_MAX, nbig);
+    if (!body) body = jsonfast_load_scalar(data, len); /* JSON all the same: not an object, below */
     if (!body) {
         reply_error(ing, ctx, 400, "malformed_json", "line %d column %d: %s", jerr.line,
                     jerr.column, jsonfast_error_text(&jerr));
@@ -1543,6 +1558,19 @@ static void handle_shopify(ingest *ing, ingest_ctx *ctx) {
  * POST /api/v1/payments/{payment_id}/outcome
  * ------------------------------------------------------------------------------------------- */
 
+/* The path's payment id, lower-cased into ctx->payment_id. Returns 0, or -1 after replying 400:
+ * not a UUID, or the nil UUID, which no payment has (a body's payment_id cannot be it either). */
+static int path_payment_id(ingest *ing, ingest_ctx *ctx) {
+    if (!fs_uuid_valid(ctx->path_id) || strspn(ctx->path_id, "0-") == strlen(ctx->path_id)) {
+        reply_error(ing, ctx, 400, "invalid_payment_id",
+                    "the payment id in the path must be a UUID, not the nil one (no payment has it)");
+        return -1;
+    }
+    fs_uuid_lower(ctx->path_id);
+    memcpy(ctx->payment_id, ctx->path_id, sizeof ctx->payment_id); /* a valid UUID: 36 + NUL */
+    return 0;
+}
+
 static bool outcome_known(const char *s) {
     static const char *const OUTCOMES[] = {"confirmed_fraud", "false_positive", "chargeback",
                                            "legitimate"};
@@ -1565,21 +1593,24 @@ static json_t *outcome_check(const json_t *body, int64_t now_ms, int64_t *known_
     const json_t *reason = json_object_get(body, "reason"), *known = json_object_get(body, "known_at");
     *known_ms = now_ms;
     if (!json_object_get(body, "outcome")) field_error(fields, "outcome", "required", "is required");
+    else if (!outcome) field_error(fields, "outcome", "invalid_type", "must be a string");
     else if (!outcome_known(outcome))
         field_error(fields, "outcome", "invalid", "must be confirmed_fraud, false_positive, "
                     "chargeback or legitimate");
-    if (reason && !json_is_null(reason) &&
-        (!json_is_string(reason) || json_string_length(reason) > INGEST_REASON_MAX))
-        field_error(fields, "reason", "invalid", "must be a string of at most 500 bytes");
+    if (reason && !json_is_null(reason) && !json_is_string(reason))
+        field_error(fields, "reason", "invalid_type", "must be a string");
+    else if (json_is_string(reason) && json_string_length(reason) > INGEST_REASON_MAX)
+        field_error(fields, "reason", "too_long", "must be at most 500 bytes");
     else if (json_is_string(reason) &&
              pay_text_has_personal(json_string_value(reason), json_string_length(reason)))
         field_error(fields, "reason", "personal_data", "must not hold an email address or a card "
                     "number (raw personal data is never stored)");
     const char *code = "invalid"; /* the payment timestamp's bounds: the scorer reads no other */
     char msg[120] = "must be an RFC 3339 timestamp";
-    if (known && !json_is_null(known) &&
-        (!json_is_string(known) ||
-         pay_time_check(json_string_value(known), now_ms, known_ms, &code, msg, sizeof msg) != 0))
+    if (known && !json_is_null(known) && !json_is_string(known))
+        field_error(fields, "known_at", "invalid_type", "must be a string (an RFC 3339 timestamp)");
+    else if (json_is_string(known) &&
+             pay_time_check(json_string_value(known), now_ms, known_ms, &code, msg, sizeof msg) != 0)
         field_error(fields, "known_at", code, msg);
     json_object_foreach((json_t *)body, key, v) {
         if (strcmp(key, "outcome") && strcmp(key, "reason") && strcmp(key, "known_at"))
@@ -1623,13 +1654,7 @@ static void handle_post_outcome(ingest *ing, ingest_ctx *ctx) {
     bool has_idem;
     int64_t known_ms;
     const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ctx->req), "Content-Type");
-    if (!fs_uuid_valid(ctx->path_id) || strspn(ctx->path_id, "0-") == strlen(ctx->path_id)) {
-        reply_error(ing, ctx, 400, "invalid_payment_id",
-                    "the payment id in the path must be a UUID, not the nil one (no payment has it)");
-        return;
-    }
-    fs_uuid_lower(ctx->path_id);
-    memcpy(ctx->payment_id, ctx->path_id, sizeof ctx->payment_id); /* a valid UUID: 36 + NUL */
+    if (path_payment_id(ing, ctx) != 0) return;
     if (!ing->draining && !content_type_is_json(ct)) {
         reply_error(ing, ctx, 415, "unsupported_media_type", "Content-Type must be application/json");
         return;
@@ -1704,12 +1729,7 @@ static void on_read(pgread_status st, json_t *result, void *arg) {
 }
 
 static void handle_get_payment(ingest *ing, ingest_ctx *ctx) {
-    if (!fs_uuid_valid(ctx->path_id)) {
-        reply_error(ing, ctx, 400, "invalid_payment_id", "the payment id in the path must be a UUID");
-        return;
-    }
-    fs_uuid_lower(ctx->path_id);
-    memcpy(ctx->payment_id, ctx->path_id, sizeof ctx->payment_id); /* a valid UUID: 36 + NUL */
+    if (path_payment_id(ing, ctx) != 0) return;
     if (!ing->pgread) {
         reply_unavailable(ing, ctx, "database_unavailable", "no database-url is configured");
         return;

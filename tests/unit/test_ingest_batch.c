@@ -49,6 +49,9 @@ static void test_array(void **state) {
         {"[1,2,3]", 2, BATCH_TOO_MANY},
         {"[{\"a\":1,\"a\":2}]", 10, BATCH_MALFORMED}, /* duplicate keys, as everywhere */
         {"", 10, BATCH_MALFORMED},
+        {"null", 10, BATCH_NOT_ARRAY}, /* JSON (RFC 8259), not an array: was BATCH_MALFORMED */
+        {" \"x\" ", 10, BATCH_NOT_ARRAY},
+        {"1 2", 10, BATCH_MALFORMED},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         batch_error e = batch_split(bad[i].body, strlen(bad[i].body), BATCH_JSON_ARRAY, bad[i].max, &b,
@@ -66,6 +69,7 @@ static void test_ndjson(void **state) {
     batch b;
     char err[256];
     const char *body = "{\"a\":1}\n\n  \r\n{broken\n[1]\r\n{\"c\":3}"; /* no final newline */
+    const char *scalars = "1\r\nnull\n\"x\"\n1 2";
     assert_int_equal(batch_split(body, strlen(body), BATCH_NDJSON, 4, &b, err, sizeof err), BATCH_OK);
     assert_int_equal(b.n, 4); /* blank lines are not items */
     assert_non_null(b.items[0].value);
@@ -78,6 +82,16 @@ static void test_ndjson(void **state) {
     assert_int_equal(batch_split(body, strlen(body), BATCH_NDJSON, 3, &b, err, sizeof err), BATCH_TOO_MANY);
     batch_free(&b);
     assert_int_equal(batch_split("\n \n", 3, BATCH_NDJSON, 3, &b, err, sizeof err), BATCH_EMPTY);
+    batch_free(&b);
+    /* A line that is JSON but no object is an item the validation refuses (invalid_type), as in an
+     * array; only a line that is not JSON is malformed (the scalars were malformed_json). */
+    assert_int_equal(batch_split(scalars, strlen(scalars), BATCH_NDJSON, 4, &b, err, sizeof err), BATCH_OK);
+    assert_int_equal(b.n, 4);
+    assert_true(json_is_integer(b.items[0].value));
+    assert_true(json_is_null(b.items[1].value));
+    assert_string_equal(json_string_value(b.items[2].value), "x");
+    assert_null(b.items[3].value);
+    assert_non_null(strstr(b.items[3].error, "line 4"));
     batch_free(&b);
 }
 

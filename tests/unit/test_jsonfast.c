@@ -122,6 +122,23 @@ static void test_fallback(void **state) {
     assert_null(jsonfast_parse("{}\0", 3));
 }
 
+/* jsonfast_load_scalar(): a text jsonfast_loadb() refuses that is JSON all the same (a scalar),
+ * and nothing else: not objects or arrays, not malformed text, not two values. */
+static void test_load_scalar(void **state) {
+    (void)state;
+    static const char *const SCALARS[] = {"null", " true ", "0", "-1.5e3", "\"x\\u00e9\"", "\r\n\"\"\n"};
+    static const char *const NOT[] = {"", " ", "{}", "[1]", "{\"a\":1}", "nul", "1 2", "\"x", "'x'",
+                                      "{\"a\":1,\"a\":2}", "\"a\\u0000b\"", "\xef\xbb\xbf" "1"};
+    for (size_t i = 0; i < sizeof SCALARS / sizeof SCALARS[0]; i++) {
+        assert_null(jsonfast_loadb(SCALARS[i], strlen(SCALARS[i]), NULL));
+        json_t *v = jsonfast_load_scalar(SCALARS[i], strlen(SCALARS[i]));
+        if (!v || json_is_object(v) || json_is_array(v)) fail_msg("not read as a scalar: %s", SCALARS[i]);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < sizeof NOT / sizeof NOT[0]; i++)
+        if (jsonfast_load_scalar(NOT[i], strlen(NOT[i]))) fail_msg("read as a scalar: %s", NOT[i]);
+}
+
 /* A member's value as a tree: its text loaded by jansson (inside an array, as a scalar may be). */
 static json_t *member_tree(const jsonfast_member *m) {
     char buf[1200];
@@ -448,6 +465,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fast_subset),
         cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_load_scalar),
         cmocka_unit_test(test_members),
         cmocka_unit_test(test_array_items),
         cmocka_unit_test(test_string_positions),
