@@ -574,6 +574,7 @@ static const char *presented_key(struct evhttp_request *req, bool *conflict) {
     const char *k = evhttp_find_header(h, "X-API-Key");
     const char *a = evhttp_find_header(h, "Authorization");
     const char *b = a && strncasecmp(a, "Bearer ", 7) == 0 ? a + 7 + strspn(a + 7, " ") : NULL;
+    if (k && !k[0]) k = NULL; /* an empty header (a client's default) holds no key to disagree */
     *conflict = k && b && strcmp(k, b) != 0;
     return k ? k : b;
 }

@@ -97,6 +97,12 @@ http POST /api/v1/payments -H "X-API-Key: $READER" -H "Authorization: Bearer $KE
 expect 401 unauthorized "two different keys (X-API-Key and Bearer)"
 http POST /api/v1/payments -H "X-API-Key: $KEY" -H "Authorization: Bearer $KEY" "${JSON[@]}" --data-binary "$(pay u-1 12)"
 expect 202 "" "the same key in both headers"
+# An empty X-API-Key (a client library's default header) is no second key (was: 401 "two different
+# API keys" next to a right Bearer key); alone it is no key at all.
+http POST /api/v1/payments -H 'X-API-Key;' -H "Authorization: Bearer $KEY" "${JSON[@]}" --data-binary "$(pay u-1 12)"
+expect 202 "" "an empty X-API-Key and a Bearer key"
+http POST /api/v1/payments -H 'X-API-Key;' "${JSON[@]}" --data-binary "$(pay u-1 12)"
+expect 401 unauthorized "an empty X-API-Key alone"
 # Guessing at a key id: each made-up secret would cost an Argon2 run on the workers that
 # pseudonymizing shares. A key with a check tag (keys create writes one) refuses them without
 # Argon2; one without (an older line) gets at most auth-verify-rate (2 a second per key id)
