@@ -201,6 +201,14 @@ static json_t *msg_ctx(const rd_kafka_message_t *m) {
                      "partition", (int)m->partition, "offset", (json_int_t)m->offset);
 }
 
+/* n dead letters delivered, in fs_scorer_dead_letters_total: by reason and by the topic their
+ * messages were consumed from (undecodable and db_rejected are reasons of both topics). */
+static void scorer_count_dead_letters(scorer *s, const char *reason, const char *topic, double n) {
+    char labels[300];
+    snprintf(labels, sizeof labels, "%s,%s", reason, topic);
+    metric_add(s->m.dead_letters, labels, n);
+}
+
 /* Sleeps ms in short slices; returns -1 early when a stop was requested. */
 static int scorer_sleep(scorer *s, int ms) {
     for (int slept = 0; slept < ms; slept += 50) {
@@ -1330,7 +1338,7 @@ static void scorer_clear_batch(scorer *s) {
     for (size_t i = 0; i < s->nitems; i++) {
         if (s->items[i].kind == ITEM_DEAD && s->items[i].out_dlq == OUT_DONE) {
             s->stats.dead_letters++;
-            metric_add(s->m.dead_letters, s->items[i].dlq_reason, 1);
+            scorer_count_dead_letters(s, s->items[i].dlq_reason, s->cfg.topic, 1);
         }
         rd_kafka_message_destroy(s->items[i].msg);
     }
@@ -1346,15 +1354,6 @@ static void scorer_clear_batch(scorer *s) {
 
 /* ---- outcomes: labels from payment_outcomes (the scorer's second consumer group) ---------------- */
 
-/* Marks outcome message om for the dead-letter topic (counted once). */
-static void scorer_outcome_mark(scorer *s, scorer_omsg *om, const char *code, const char *why) {
-    om->dlq = OUT_PENDING;
-    om->dlq_reason = code;
-    snprintf(om->dlq_error, sizeof om->dlq_error, "%s", why);
-    s->stats.outcomes_invalid++;
-    metric_add(s->m.outcomes, "invalid", 1);
-}
-
 /* Produces om's dead letter unless already delivered; its delivery is awaited before the outcome
  * offsets are committed. */
 static void scorer_outcome_produce_dlq(scorer *s, scorer_omsg *om) {
@@ -1363,30 +1362,25 @@ static void scorer_outcome_produce_dlq(scorer *s, scorer_omsg *om) {
                            &om->dlq);
 }
 
-/* Dead-letters outcome message om (marked, counted and logged once; produced again until
- * delivered). */
-static void scorer_outcome_dead_letter(scorer *s, scorer_omsg *om, const char *code,
-                                       const char *why) {
-    if (om->dlq == OUT_NONE) {
-        scorer_outcome_mark(s, om, code, why);
-        json_t *f = msg_ctx(om->msg);
-        json_object_set_new(f, "reason", json_string(code));
-        json_object_set_new(f, "error", json_string(why));
-        log_fields(LOG_WARN, "outcome_invalid", f, "outcome message dead-lettered: %s", why);
-    }
-    scorer_outcome_produce_dlq(s, om);
+/* The error of an outcome_conflict dead letter. */
+static const char *outcome_conflict_why(const store_outcome_conflict *c) {
+    return strcmp(c->payment_id, c->first_payment_id) != 0
+               ? "outcome_id: already stands for a label of another payment_id"
+               : "outcome_id: already stands for another outcome of this payment";
 }
 
-/* A label whose outcome_id stands for another one (store.h): dead-lettered (outcome_conflict)
- * like payment_conflict, and said as an error naming both labels (outcomes carry no personal
- * data): a client retrying under one Idempotency-Key with another body, or a producer reusing
- * ids, loses that label unless someone looks. */
-static void scorer_outcome_conflict(scorer *s, scorer_omsg *om, const store_outcome_conflict *c) {
-    bool other_payment = strcmp(c->payment_id, c->first_payment_id) != 0;
-    scorer_outcome_mark(s, om, "outcome_conflict",
-                        other_payment ? "outcome_id: already stands for a label of another payment_id"
-                                      : "outcome_id: already stands for another outcome of this payment");
+/* The log line of om's dead letter. An outcome_conflict (c: the label standing under its
+ * outcome_id, store.h) is an error naming both labels (outcomes carry no personal data): a client
+ * retrying under one Idempotency-Key with another body, or a producer reusing ids, loses that
+ * label unless someone looks. */
+static void scorer_outcome_log(const scorer_omsg *om, const store_outcome_conflict *c) {
     json_t *f = msg_ctx(om->msg);
+    json_object_set_new(f, "reason", json_string(om->dlq_reason));
+    json_object_set_new(f, "error", json_string(om->dlq_error));
+    if (!c) {
+        log_fields(LOG_WARN, "outcome_invalid", f, "outcome message dead-lettered: %s", om->dlq_error);
+        return;
+    }
     json_object_set_new(f, "outcome_id", json_string(c->outcome_id));
     json_object_set_new(f, "payment_id", json_string(c->payment_id));
     json_object_set_new(f, "outcome", json_string(c->outcome));
@@ -1397,6 +1391,22 @@ static void scorer_outcome_conflict(scorer *s, scorer_omsg *om, const store_outc
                "dead-lettered, not stored (a retry under the same Idempotency-Key with another "
                "body? a correction takes a new key)", c->outcome_id, c->first_outcome,
                c->first_payment_id, c->outcome, c->payment_id);
+}
+
+/* Dead-letters outcome message om with reason code (c: the standing label for outcome_conflict,
+ * else NULL): marked, counted in fs_scorer_outcomes_total{result="invalid"} and logged once,
+ * produced again until delivered (fs_scorer_dead_letters_total counts it then,
+ * scorer_count_outcome_dead_letters). */
+static void scorer_outcome_dead_letter(scorer *s, scorer_omsg *om, const char *code,
+                                       const char *why, const store_outcome_conflict *c) {
+    if (om->dlq == OUT_NONE) {
+        om->dlq = OUT_PENDING;
+        om->dlq_reason = code;
+        snprintf(om->dlq_error, sizeof om->dlq_error, "%s", why);
+        s->stats.outcomes_invalid++;
+        metric_add(s->m.outcomes, "invalid", 1);
+        scorer_outcome_log(om, c);
+    }
     scorer_outcome_produce_dlq(s, om);
 }
 
@@ -1409,12 +1419,12 @@ static json_t *scorer_outcome_rows(scorer *s) {
     for (size_t i = 0; i < s->nomsgs; i++) {
         scorer_omsg *om = &s->omsgs[i];
         if (om->dlq != OUT_NONE) { /* refused earlier: only its dead letter may be pending */
-            scorer_outcome_dead_letter(s, om, om->dlq_reason, om->dlq_error);
+            scorer_outcome_dead_letter(s, om, om->dlq_reason, om->dlq_error, NULL);
             continue;
         }
         json_t *row = outcome_decode(om->msg->payload, om->msg->len, &code, why, sizeof why);
         if (!row) {
-            scorer_outcome_dead_letter(s, om, code, why);
+            scorer_outcome_dead_letter(s, om, code, why, NULL);
             continue;
         }
         s->orow[json_array_size(rows)] = i;
@@ -1467,7 +1477,8 @@ static store_rc scorer_store_outcome_rows(scorer *s, json_t *rows, const size_t 
     }
     s->nlabelled = 0; /* applied (or left to the re-try rounds: their payment row was held) */
     for (size_t k = 0; k < nconf; k++)
-        scorer_outcome_conflict(s, &s->omsgs[orow[s->oconf[k].row]], &s->oconf[k]);
+        scorer_outcome_dead_letter(s, &s->omsgs[orow[s->oconf[k].row]], "outcome_conflict",
+                                   outcome_conflict_why(&s->oconf[k]), &s->oconf[k]);
     s->stats.outcomes_stored += (uint64_t)inserted;
     s->stats.outcomes_applied += (uint64_t)applied;
     metric_add(s->m.outcomes, "stored", (double)inserted);
@@ -1483,7 +1494,8 @@ static store_rc scorer_store_outcomes_one_by_one(scorer *s, json_t *rows, char *
         json_t *one = json_array();
         json_array_append(one, json_array_get(rows, j));
         rc = scorer_store_outcome_rows(s, one, &s->orow[j], err, esz);
-        if (rc == STORE_FAILED) scorer_outcome_dead_letter(s, &s->omsgs[s->orow[j]], "db_rejected", err);
+        if (rc == STORE_FAILED)
+            scorer_outcome_dead_letter(s, &s->omsgs[s->orow[j]], "db_rejected", err, NULL);
     }
     return rc == STORE_TRANSIENT ? rc : STORE_OK;
 }
@@ -1597,13 +1609,12 @@ static void scorer_outcomes_retry(scorer *s) {
                round_applied, left);
 }
 
-/* The conflicts among the outcome messages in hand, once their dead letters are delivered: in
- * fs_scorer_dead_letters_total beside payment_conflict (also in fs_scorer_outcomes_total
- * {result="invalid"} with every outcome dead letter, scorer_outcome_mark). */
-static void scorer_count_outcome_conflicts(scorer *s) {
+/* The outcome messages in hand whose dead letters are delivered, in fs_scorer_dead_letters_total
+ * (their topic's series, beside raw_payments'). */
+static void scorer_count_outcome_dead_letters(scorer *s) {
     for (size_t i = 0; i < s->nomsgs; i++)
-        if (s->omsgs[i].dlq == OUT_DONE && strcmp(s->omsgs[i].dlq_reason, "outcome_conflict") == 0)
-            metric_add(s->m.dead_letters, "outcome_conflict", 1);
+        if (s->omsgs[i].dlq == OUT_DONE)
+            scorer_count_dead_letters(s, s->omsgs[i].dlq_reason, s->cfg.outcomes_topic, 1);
 }
 
 /* Stores the outcome messages in hand and applies the labels of their payments (and of the
@@ -1623,7 +1634,7 @@ static void scorer_outcomes_store(scorer *s) {
         log_msg(LOG_WARN, "outcomes_retry", "dead letters of invalid outcomes not delivered; retried later");
         return;
     }
-    scorer_count_outcome_conflicts(s);
+    scorer_count_outcome_dead_letters(s);
     rd_kafka_resp_err_t e = scorer_outcomes_commit(s);
     if (e) {
         metric_add(s->m.outcomes_commit_failures, NULL, 1);
@@ -2147,18 +2158,24 @@ static int scorer_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 /* Every series whose labels are known up front exists from the start at 0: a counter that
  * appears only at its first increment hides that increment from rate() and increase(), which is
  * exactly the first data loss or dead letter an alert must see. */
-static void scorer_metrics_zero(scorer_metrics *x) {
+static void scorer_metrics_zero(scorer *s) {
+    scorer_metrics *x = &s->m;
     metric *plain[] = {x->messages, x->db_calls, x->db_retries, x->produce_retries,
                        x->delivery_failures, x->commit_failures, x->offsets_lost,
                        x->messages_lost, x->model_failures, x->consumer_errors,
                        x->outcomes_commit_failures, x->db_timeouts};
     static const char *const dlq[] = {"undecodable", "invalid_payment", "raw_personal_data",
-                                      "db_rejected", "expired", "payment_conflict",
-                                      "outcome_conflict"};
+                                      "db_rejected", "expired", "payment_conflict"};
+    static const char *const odlq[] = {"undecodable", "invalid_outcome", "db_rejected",
+                                       "outcome_conflict"};
     static const char *const results[] = {"ok", "failed"};
     static const char *const decisions[] = {"allow", "review", "block"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) metric_add(plain[i], NULL, 0);
-    for (size_t i = 0; i < sizeof dlq / sizeof dlq[0]; i++) metric_add(x->dead_letters, dlq[i], 0);
+    for (size_t i = 0; i < sizeof dlq / sizeof dlq[0]; i++)
+        scorer_count_dead_letters(s, dlq[i], s->cfg.topic, 0);
+    bool outcomes = s->cfg.outcomes_topic && s->cfg.outcomes_topic[0];
+    for (size_t i = 0; outcomes && i < sizeof odlq / sizeof odlq[0]; i++)
+        scorer_count_dead_letters(s, odlq[i], s->cfg.outcomes_topic, 0);
     for (size_t i = 0; i < 2; i++) metric_add(x->reloads, results[i], 0);
     for (size_t i = 0; i < 2; i++) metric_add(x->model_reloads, results[i], 0);
     for (size_t i = 0; i < 3; i++) metric_add(x->decisions, decisions[i], 0);
@@ -2185,7 +2202,7 @@ static void scorer_metrics_init(scorer *s) {
     x->payments = metrics_counter(m, "fs_scorer_payments_total", "payments persisted (new) or found persisted (redelivered)", "result");
     x->decisions = metrics_counter(m, "fs_scorer_decisions_total", "decisions made, by outcome", "decision");
     x->rule_hits = metrics_counter(m, "fs_scorer_rule_hits_total", "rule hits, by rule code", "code");
-    x->dead_letters = metrics_counter(m, "fs_scorer_dead_letters_total", "messages produced to the DLQ, by reason", "reason");
+    x->dead_letters = metrics_counter(m, "fs_scorer_dead_letters_total", "messages dead-lettered (delivered to dlq-topic or outcomes-dlq-topic), by reason and by the topic they were consumed from (raw_payments, payment_outcomes)", "reason,topic");
     x->batch_size = metrics_histogram(m, "fs_scorer_batch_size", "messages per batch", NULL, sizes, sizeof sizes / sizeof sizes[0]);
     x->batch_seconds = metrics_histogram(m, "fs_scorer_batch_seconds", "batch duration: decode, persist, produce, commit", NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
     x->db_seconds = metrics_histogram(m, "fs_scorer_db_seconds", "PostgreSQL time per batch transaction (kind=transaction: wall, statements: round trips)", "kind", METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
@@ -2216,7 +2233,7 @@ static void scorer_metrics_init(scorer *s) {
     x->model_unbound = metrics_gauge(m, "fs_scorer_model_features_unbound", "columns of the model in use that no feature of the scorer fills (always missing: NAN; model_features_missing names them); 0 without a model", NULL);
     x->pii_key_info = metrics_gauge(m, "fs_scorer_pii_key_info", "the pii_key_id of the last raw_payments message that had one: one series, 1", "key_id");
     x->e2e_seconds = metrics_histogram(m, "fs_scorer_e2e_latency_seconds", "from ingest accepting a payment (its ingest_ts) to its decision persisted and produced by this worker; includes the clock skew between their hosts", NULL, e2e, sizeof e2e / sizeof e2e[0]);
-    scorer_metrics_zero(x);
+    scorer_metrics_zero(s);
 }
 
 /* Statistics every stats_interval_ms into scorer_stats_cb (the lag metrics); also sets s as the

@@ -5,7 +5,9 @@
 # merchant; a later payment with the same card whose event time is AFTER the label became known is
 # decided differently (CARD_LINKED_TO_FRAUD), one BEFORE it is not (delayed feedback); the same
 # label delivered twice counts once; a label that arrives before its payment is applied once the
-# payment is persisted; an invalid outcome message is counted and dead-lettered with its reason.
+# payment is persisted; an invalid outcome message is counted and dead-lettered with its reason,
+# in fs_scorer_dead_letters_total by reason under topic="payment_outcomes" (an undecodable or
+# db_rejected label is not counted as raw_payments' dead letter of that reason).
 # An outcome_id names one label: a retry through ingest under the same Idempotency-Key with another
 # outcome, a message reusing an outcome_id for another payment or outcome (in one batch: the first
 # one stands; also on the row-by-row path) is dead-lettered as outcome_conflict, logged and
@@ -36,6 +38,11 @@ C=cccccccc-0000-4000-8000-000000000003
 E=eeeeeeee-0000-4000-8000-000000000005
 P=dddddddd-0000-4000-8000-000000000004
 at_least() { (($(fs_psql "$1") >= $2)); }
+# dead_letters ADMIN_PORT REASON TOPIC: that series of fs_scorer_dead_letters_total ("" if none)
+dead_letters() {
+    curl -s "http://127.0.0.1:$1/metrics" |
+        awk -v s="fs_scorer_dead_letters_total{reason=\"$2\",topic=\"$3\"}" '$1 == s { print $2 }'
+}
 
 # 1. A: the card's first payment; then its label: confirmed fraud, known 1 hour later.
 event "$A" ua 1 11 21 "$T" | kcat -b "$FS_BROKERS" -P -t raw_payments -K:
@@ -70,6 +77,7 @@ fs_wait_for 60 at_least "SELECT count(*) FROM outcomes WHERE applied_at IS NOT N
 fs_assert_eq 2 "$(fs_rows outcomes)" "outcome rows (the duplicate stored once)"
 fs_assert_eq "1|1" "$(fs_psql "SELECT fraud_count, chargeback_count FROM risk_vault WHERE entity_kind = 'card' AND digest = '$(h 1)'")" "vault counts after a redelivery"
 fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q 'fs_scorer_outcomes_total{result=\"invalid\"} 1'"
+fs_wait_for 20 '[[ $(dead_letters $admin invalid_outcome payment_outcomes) == 1 ]]'
 # the outcomes consumer's lag is exported beside raw_payments' (every label consumed: 0)
 fs_wait_for 20 "curl -s http://127.0.0.1:$admin/metrics | grep -q '^fs_scorer_consumer_lag{topic=\"payment_outcomes\",partition=\"[0-9]*\"} 0'"
 # ... and the invalid message is on payment_outcomes.dlq, unchanged, with its reason
@@ -140,6 +148,8 @@ hdrs=$(cut -f4 <<<"$dl")
 [[ "$hdrs" == *"constraint test_refuse"* && "$hdrs" != *refuse-me* ]] ||
     fs_fail "dlq_error must name the constraint without quoting the row: $hdrs"
 ! grep -q 'refuse-me' "$FS_TEST_DIR"/scorer*.log || fs_fail "a log line quotes the refused row"
+fs_wait_for 20 '[[ $(dead_letters $admin2 db_rejected payment_outcomes) == 1 ]]'
+fs_assert_eq 0 "$(dead_letters "$admin2" db_rejected raw_payments)" "raw_payments' db_rejected dead letters"
 echo "ok: the refused outcome was dead-lettered as db_rejected"
 
 # 8. Through ingest: a retry under the same Idempotency-Key with another outcome gets the same
@@ -182,7 +192,7 @@ conflict_log() { grep '"event":"outcome_conflict"' "$FS_TEST_DIR/scorer2.log" | 
 line=$(conflict_log "$oid")
 [[ "$line" == *'"outcome":"legitimate"'* && "$line" == *'"first_outcome":"confirmed_fraud"'* &&
    "$line" == *"\"first_payment_id\":\"$G\""* ]] || fs_fail "outcome_conflict log line: $line"
-fs_wait_for 20 "curl -s http://127.0.0.1:$admin2/metrics | grep -q '^fs_scorer_dead_letters_total{reason=\"outcome_conflict\"} 1\$'"
+fs_wait_for 20 '[[ $(dead_letters $admin2 outcome_conflict payment_outcomes) == 1 ]]'
 echo "ok: a retry with another outcome under the same Idempotency-Key was dead-lettered as outcome_conflict"
 
 # 9. Produced directly, on one partition (in order, likely one batch): under one new outcome_id,
@@ -221,6 +231,15 @@ sleep 1
 fs_assert_eq "chargeback" "$(fs_psql "SELECT string_agg(outcome, ',') FROM outcomes WHERE payment_id = '$G5'")" "row by row: the first label stands"
 fs_assert_eq 1 "$(fs_topic_dump payment_outcomes.dlq | grep -F "$X3" | grep -c '"outcome":"false_positive"')" "row by row: the conflict's dead letter"
 fs_assert_eq 2 "$(fs_topic_dump payment_outcomes.dlq | grep -c 'refuse-me')" "db_rejected dead letters (step 7's and this one)"
-fs_wait_for 20 "curl -s http://127.0.0.1:$admin2/metrics | grep -q '^fs_scorer_dead_letters_total{reason=\"outcome_conflict\"} 4\$'"
+fs_wait_for 20 '[[ $(dead_letters $admin2 outcome_conflict payment_outcomes) == 4 ]]'
+fs_assert_eq 2 "$(dead_letters "$admin2" db_rejected payment_outcomes)" "db_rejected outcome dead letters (steps 7 and 10)"
 fs_assert_eq 4 "$(grep '"event":"outcome_conflict"' "$FS_TEST_DIR/scorer2.log" | grep -c '"level":"error"')" "outcome_conflict error lines"
 echo "ok: outcome ids reused within a batch and on the row-by-row path were dead-lettered as outcome_conflict"
+
+# 11. An outcome message that is not JSON: undecodable, under the outcomes topic's series; the
+#     raw_payments series of that reason stays 0 (the payment alerts leave the outcomes topic out).
+echo 'u:not json' | kcat -b "$FS_BROKERS" -P -t payment_outcomes -K:
+fs_wait_for 60 "fs_topic_dump payment_outcomes.dlq | grep -q dlq_reason=undecodable"
+fs_wait_for 20 '[[ $(dead_letters $admin2 undecodable payment_outcomes) == 1 ]]'
+fs_assert_eq 0 "$(dead_letters "$admin2" undecodable raw_payments)" "raw_payments' undecodable dead letters"
+echo "ok: every outcome dead letter is counted by reason under topic=payment_outcomes"

@@ -227,8 +227,8 @@ fs_assert_eq 0 "$FS_EXIT_STATUS" "lab: exit status"
 N5=0000000b-0000-4000-8000-0000000000b5
 NOW=$(($(date +%s) * 1000))
 rows0=$(fs_psql "SELECT count(*) FROM payments") vel0=$(fs_psql "SELECT count(*) FROM velocity_events")
-fs_assert_eq "0 0" "$(metric r1 'fs_scorer_dead_letters_total{reason="expired"}') $(metric r2 'fs_scorer_dead_letters_total{reason="expired"}')" "expired dead letters before (the series exists: alert rules need it)"
-dlq() { echo $(($(metric r1 'fs_scorer_dead_letters_total{reason="expired"}') + $(metric r2 'fs_scorer_dead_letters_total{reason="expired"}'))); }
+fs_assert_eq "0 0" "$(metric r1 'fs_scorer_dead_letters_total{reason="expired",topic="raw_payments"}') $(metric r2 'fs_scorer_dead_letters_total{reason="expired",topic="raw_payments"}')" "expired dead letters before (the series exists: alert rules need it)"
+dlq() { echo $(($(metric r1 'fs_scorer_dead_letters_total{reason="expired",topic="raw_payments"}') + $(metric r2 'fs_scorer_dead_letters_total{reason="expired",topic="raw_payments"}'))); }
 n1_out() { timeout 60 kcat -b "$FS_BROKERS" -C -t processed_payments -o beginning -e -q -f '%k\n' | grep -c "^$N1\$"; }
 n1_before=$(n1_out)
 { event "$O1" 1 150000 $((NOW - 40 * 86400000)); event "$N1" 3 150000 $((NOW - 40 * 86400000))

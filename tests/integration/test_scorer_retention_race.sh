@@ -76,10 +76,10 @@ fs_wait_for 60 '[[ $(fs_psql "SELECT count(*) FROM payments WHERE payment_id = '
 fs_assert_eq 2 "$(metric b 'fs_scorer_retention_deleted_total{table="payments"}')" "payments B deleted (Y, X)"
 grep -q '"event":"db_retry".*did not answer within' "$FS_TEST_DIR/a.log" || fs_fail "A did not retry after the held round trip"
 handled() { # X's message handled by A: dead-lettered (X was gone) or its decision produced again
-    (($(metric a 'fs_scorer_dead_letters_total{reason="expired"}') + $(metric a 'fs_scorer_payments_total{result="redelivered"}') >= 1))
+    (($(metric a 'fs_scorer_dead_letters_total{reason="expired",topic="raw_payments"}') + $(metric a 'fs_scorer_payments_total{result="redelivered"}') >= 1))
 }
 fs_wait_for 60 handled
-echo "A: expired $(metric a 'fs_scorer_dead_letters_total{reason="expired"}'), redelivered $(metric a 'fs_scorer_payments_total{result="redelivered"}')"
+echo "A: expired $(metric a 'fs_scorer_dead_letters_total{reason="expired",topic="raw_payments"}'), redelivered $(metric a 'fs_scorer_payments_total{result="redelivered"}')"
 fs_assert_eq 0 "$(metric a 'fs_scorer_payments_total{result="new"}')" "payments A scored as new"
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM velocity_events WHERE payment_id = '$X'")" "X's velocity events"
 fs_assert_eq 0 "$(fs_psql "SELECT count(*) FROM payments WHERE payment_id = '$X'")" "X in payments at the end"
