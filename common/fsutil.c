@@ -52,19 +52,32 @@ void fs_uuid_lower(char *s) {
         if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a');
 }
 
+static int uuid_ptr_cmp(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 char *fs_uuid_array_literal(const char *const *ids, size_t n) {
-    size_t k = 0;
+    const char **v = malloc((n ? n : 1) * sizeof *v);
     char *s = malloc(n * (FS_UUID_STRLEN + 1) + 3);
-    if (!s) return NULL;
+    size_t m = 0, k = 0;
+    if (!v || !s) {
+        free(v);
+        free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] && strlen(ids[i]) == FS_UUID_STRLEN) v[m++] = ids[i];
+    fs_qsort(v, m, sizeof *v, uuid_ptr_cmp); /* duplicates next to each other */
     s[k++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        if (!ids[i] || strlen(ids[i]) != FS_UUID_STRLEN) continue;
+    for (size_t i = 0; i < m; i++) {
+        if (i > 0 && uuid_ptr_cmp(&v[i], &v[i - 1]) == 0) continue;
         if (k > 1) s[k++] = ',';
-        memcpy(s + k, ids[i], FS_UUID_STRLEN);
+        memcpy(s + k, v[i], FS_UUID_STRLEN);
         k += FS_UUID_STRLEN;
     }
     s[k++] = '}';
     s[k] = '\0';
+    free(v);
     return s;
 }
 

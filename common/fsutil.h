@@ -24,9 +24,10 @@ bool fs_uuid_valid(const char *s);
 /* Lower-cases a UUID in place (stored form). */
 void fs_uuid_lower(char *s);
 
-/* "{id,id,...}": the n UUIDs of ids as a PostgreSQL array literal (for a $1::uuid[] parameter);
- * NULL entries and strings that are not FS_UUID_STRLEN long are left out. Caller frees; NULL when
- * out of memory. */
+/* "{id,id,...}": the n UUIDs of ids as a PostgreSQL array literal (for a $1::uuid[] parameter of
+ * `= ANY`, where only the set counts): sorted, each id once (compared as strings: the stored,
+ * lower-case form, as pay_event_decode and outcome_decode give them); NULL entries and strings
+ * that are not FS_UUID_STRLEN long are left out. Caller frees; NULL when out of memory. */
 char *fs_uuid_array_literal(const char *const *ids, size_t n);
 
 /* Parses an RFC 3339 timestamp ("2026-11-21T10:00:00Z", fractional seconds and numeric offsets

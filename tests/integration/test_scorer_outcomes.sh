@@ -198,10 +198,14 @@ echo "ok: a retry with another outcome under the same Idempotency-Key was dead-l
 # 9. Produced directly, on one partition (in order, likely one batch): under one new outcome_id,
 #    legitimate first, then confirmed_fraud (which the insert's primary key order would have
 #    kept), a label of another payment, and legitimate again later (a redelivery). The first
-#    stands; the second and third are conflicts.
+#    stands; the second and third are conflicts. PostgreSQL logs the statements meanwhile: the
+#    look-up of the standing label and the claim of the payments' pending labels get each id once
+#    however many labels name it (array literals, fs_uuid_array_literal).
 X2=0f0f0f0f-0000-4000-8000-0000000000b2
 G3=99999999-0000-4000-8000-000000000003
 G4=99999999-0000-4000-8000-000000000004
+fs_psql "ALTER SYSTEM SET log_statement = 'all'" && fs_psql "SELECT pg_reload_conf()" >/dev/null
+logged_from=$(($(wc -l <"$FS_PG_LOG") + 1))
 { outcome "$G3" legitimate $((T + 60000)) "$X2"
   outcome "$G3" confirmed_fraud $((T + 60000)) "$X2"
   outcome "$G4" legitimate $((T + 60000)) "$X2"
@@ -217,6 +221,14 @@ grep -F '"outcome":"confirmed_fraud"' <<<"$dl" | grep -q 'already stands for ano
 grep -F "\"payment_id\":\"$G4\"" <<<"$dl" | grep -q 'already stands for a label of another payment_id' ||
     fs_fail "the other payment's dead letter: $dl"
 fs_assert_eq 2 "$(conflict_log "$X2" | grep -F "\"first_payment_id\":\"$G3\"" | grep -c '"first_outcome":"legitimate"')" "outcome_conflict lines naming the first label"
+fs_psql "ALTER SYSTEM RESET log_statement" && fs_psql "SELECT pg_reload_conf()" >/dev/null
+arrays=$(tail -n "+$logged_from" "$FS_PG_LOG" | grep -F "parameters: \$1 = '{" || true)
+for id in "$X2" "$G3"; do
+    grep -qF "$id" <<<"$arrays" || fs_fail "no array parameter names $id: the check proves nothing"
+    twice=$(awk -v id="$id" 'gsub(id, "&") > 1 { print; exit }' <<<"$arrays")
+    [[ -z "$twice" ]] || fs_fail "an array parameter names $id more than once: $twice"
+done
+echo "ok: the labels' ids were sent once each"
 
 # 10. The row-by-row path (a row PostgreSQL refuses, step 7's constraint, fails the batch as
 #     data): a conflict there is dead-lettered too, beside the db_rejected one.

@@ -129,22 +129,28 @@ static void test_app_configure(void **state) {
     log_init("test", LOG_INFO);
 }
 
-/* The array literal of a $1::uuid[] parameter: NULLs and wrong lengths left out, {} when empty. */
+/* The array literal of a $1::uuid[] parameter: NULLs and wrong lengths left out, {} when empty;
+ * a set: sorted, each id once (several labels of one payment in a batch of outcomes gave the
+ * statements its id once per label). */
 static void test_uuid_array_literal(void **state) {
     (void)state;
     const char *a = "6f1c2d3e-4b5a-4c6d-8e7f-000000000001", *b = "6f1c2d3e-4b5a-4c6d-8e7f-000000000002";
-    const char *ids[] = {a, NULL, "short", b};
+    const char *ids[] = {a, NULL, "short", b, a, b, b};
+    const char *rev[] = {b, a};
     const struct {
+        const char *const *ids;
         size_t n;
         const char *want;
     } cases[] = {
-        {0, "{}"},
-        {1, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001}"},
-        {3, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001}"},
-        {4, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001,6f1c2d3e-4b5a-4c6d-8e7f-000000000002}"},
+        {ids, 0, "{}"},
+        {ids, 1, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001}"},
+        {ids, 3, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001}"},
+        {ids, 4, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001,6f1c2d3e-4b5a-4c6d-8e7f-000000000002}"},
+        {ids, 7, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001,6f1c2d3e-4b5a-4c6d-8e7f-000000000002}"},
+        {rev, 2, "{6f1c2d3e-4b5a-4c6d-8e7f-000000000001,6f1c2d3e-4b5a-4c6d-8e7f-000000000002}"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char *got = fs_uuid_array_literal(ids, cases[i].n);
+        char *got = fs_uuid_array_literal(cases[i].ids, cases[i].n);
         assert_non_null(got);
         assert_string_equal(got, cases[i].want);
         free(got);
