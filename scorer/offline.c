@@ -15,8 +15,11 @@
 /* A label of the outcomes file. */
 typedef struct offline_label {
     char payment_id[37];
+    char outcome_id[37]; /* "" when the message has none */
+    int line;            /* in the outcomes file */
     vault_label l;
-    bool loaded; /* its payment's labels are in the vault (a payment repeated in the file once) */
+    bool loaded;  /* its payment's labels are in the vault (a payment repeated in the file once) */
+    bool dropped; /* not stored by the scorer (offline_settle) */
 } offline_label;
 
 typedef struct offline_state {
@@ -27,6 +30,8 @@ typedef struct offline_state {
     size_t n, cap;
     offline_label *labels;
     size_t nlabels, caplabels;
+    size_t redelivered, conflicts; /* labels left out by offline_settle */
+    int lineno;                    /* of the line being read */
 } offline_state;
 
 /* One line's JSON (from its first '{') into st; 0, or -1 with err. */
@@ -51,11 +56,14 @@ static int offline_outcome(const char *json, offline_state *st, char *err, size_
     int rc = fs_grow((void **)&st->labels, &st->caplabels, st->nlabels, sizeof *st->labels, 256);
     if (rc == 0) {
         offline_label *x = &st->labels[st->nlabels++];
+        const char *oid = json_string_value(json_object_get(row, "outcome_id"));
         snprintf(x->payment_id, sizeof x->payment_id, "%s",
                  json_string_value(json_object_get(row, "payment_id")));
+        snprintf(x->outcome_id, sizeof x->outcome_id, "%s", oid ? oid : "");
+        x->line = st->lineno;
         x->l.outcome = (vault_outcome)outcome_rank(json_string_value(json_object_get(row, "outcome")));
         x->l.known_ms = json_integer_value(json_object_get(row, "known_at_ms"));
-        x->loaded = false;
+        x->loaded = x->dropped = false;
     } else {
         snprintf(err, esz, "out of memory");
     }
@@ -76,13 +84,60 @@ static int offline_read(const char *path, offline_line_fn fn, offline_state *st,
     }
     while (rc == 0 && getline(&line, &linecap, f) >= 0) {
         const char *json = strchr(line, '{');
-        lineno++;
+        st->lineno = ++lineno;
         if (json && (rc = fn(json, st, err, sizeof err)) != 0)
             snprintf(errstr, errstr_size, "%s:%d: %s", path, lineno, err);
     }
     free(line);
     fclose(f);
     return rc;
+}
+
+/* By outcome_id, then in file order (the labels array's). */
+static int label_id_cmp(const void *a, const void *b) {
+    const offline_label *x = *(offline_label *const *)a, *y = *(offline_label *const *)b;
+    int c = strcmp(x->outcome_id, y->outcome_id);
+    return c ? c : (x > y) - (x < y);
+}
+
+/* Label x, left out as the outcome_conflict the scorer dead-letters: first stands under its id. */
+static void offline_conflict(const offline_label *x, const offline_label *first, const char *path) {
+    const char *oc = outcome_name((int)x->l.outcome), *first_oc = outcome_name((int)first->l.outcome);
+    log_fields(LOG_WARN, "outcome_conflict",
+               json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:s}", "file", path, "line", x->line,
+                         "outcome_id", x->outcome_id, "payment_id", x->payment_id, "outcome", oc,
+                         "first_payment_id", first->payment_id, "first_outcome", first_oc),
+               "%s:%d: outcome_id %s names %s for payment %s (line %d); this label, %s for payment "
+               "%s, is left out, as the scorer dead-letters it", path, x->line, x->outcome_id,
+               first_oc, first->payment_id, first->line, oc, x->payment_id);
+}
+
+/* Leaves out the labels the scorer does not store (store_insert_outcomes): under one outcome_id
+ * the first label of the file stands; a later one with its payment_id and outcome is a
+ * redelivery (absorbed: its known_at would count again here), any other an outcome_conflict
+ * (dead-lettered by the scorer; logged and counted here). Returns 0 or -1 (out of memory). */
+static int offline_settle(offline_state *st, const char *path) {
+    offline_label **v = malloc((st->nlabels ? st->nlabels : 1) * sizeof *v);
+    size_t m = 0, kept = 0;
+    if (!v) return -1;
+    for (size_t i = 0; i < st->nlabels; i++)
+        if (st->labels[i].outcome_id[0]) v[m++] = &st->labels[i];
+    fs_qsort(v, m, sizeof *v, label_id_cmp);
+    for (size_t a = 0, b; a < m; a = b)
+        for (b = a + 1; b < m && strcmp(v[b]->outcome_id, v[a]->outcome_id) == 0; b++) {
+            v[b]->dropped = true;
+            if (strcmp(v[b]->payment_id, v[a]->payment_id) == 0 && v[b]->l.outcome == v[a]->l.outcome)
+                st->redelivered++;
+            else {
+                st->conflicts++;
+                offline_conflict(v[b], v[a], path);
+            }
+        }
+    free(v);
+    for (size_t i = 0; i < st->nlabels; i++)
+        if (!st->labels[i].dropped) st->labels[kept++] = st->labels[i];
+    st->nlabels = kept;
+    return 0;
 }
 
 static int label_cmp(const void *a, const void *b) {
@@ -122,8 +177,14 @@ static int offline_links(offline_state *st) {
     }
     free(ls);
     if (rc == 0)
-        log_msg(LOG_INFO, "offline_labels", "%zu labels, %zu of them of payments not in the file "
-                "(ignored: the scorer keeps them pending)", st->nlabels, st->nlabels - used);
+        log_fields(LOG_INFO, "offline_labels",
+                   json_pack("{s:I, s:I, s:I, s:I}", "labels", (json_int_t)st->nlabels, "pending",
+                             (json_int_t)(st->nlabels - used), "redelivered",
+                             (json_int_t)st->redelivered, "conflicts", (json_int_t)st->conflicts),
+                   "%zu labels, %zu of them of payments not in the file (ignored: the scorer keeps "
+                   "them pending); left out as the scorer does: %zu redelivered under their "
+                   "outcome_id, %zu outcome_conflict", st->nlabels, st->nlabels - used,
+                   st->redelivered, st->conflicts);
     return rc;
 }
 
@@ -160,7 +221,7 @@ static void offline_print(const rules *r, offline_state *st, FILE *out) {
 
 int offline_run(const char *path, const char *outcomes_path, const rules *r, FILE *out,
                 char *errstr, size_t errstr_size) {
-    offline_state st = {velocity_new(), buckets_new(), vault_new(), NULL, 0, 0, NULL, 0, 0};
+    offline_state st = {.v = velocity_new(), .b = buckets_new(), .vt = vault_new()};
     int rc = -1;
     if (!st.v || !st.b || !st.vt) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -170,6 +231,10 @@ int offline_run(const char *path, const char *outcomes_path, const rules *r, FIL
     if (outcomes_path && outcomes_path[0] &&
         offline_read(outcomes_path, offline_outcome, &st, errstr, errstr_size) != 0)
         goto done;
+    if (offline_settle(&st, outcomes_path) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto done;
+    }
     if (offline_add(r, &st) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         goto done;

@@ -15,7 +15,13 @@
  * (vault_load_labels), and the scorer's own counting reads them: for a payment at event time t, the
  * vault fraud/chargeback counts and the merchant risk count only the labels known at t, with the
  * corrections (vault.h). Labels of payments not in the events file are ignored (the scorer keeps
- * them pending). Without LABELS those features are 0.
+ * them pending). Without LABELS those features are 0. Labels under one outcome_id are settled as
+ * the scorer stores them (store_insert_outcomes): the first of the file stands; a later one with
+ * its payment_id and outcome is a redelivery, left out (its known_at does not count again); one
+ * with another payment_id or outcome is left out too, with a warning `outcome_conflict` (file,
+ * line, both labels), where the scorer dead-letters it (outcome_conflict). The "first" is the
+ * scorer's when the lines were produced in file order and each outcome_id names one payment's
+ * labels (one partition); the `offline_labels` line counts both kinds.
  *
  * Parity holds when every label was applied by the pipeline before it scored the first payment
  * with event time >= the label's known_at. A label that arrives before its payment is applied

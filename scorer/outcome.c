@@ -17,6 +17,10 @@ int outcome_rank(const char *name) {
     return 0;
 }
 
+const char *outcome_name(int rank) {
+    return rank >= VAULT_LEGITIMATE && rank <= VAULT_CHARGEBACK ? OUTCOME_NAMES[rank] : NULL;
+}
+
 json_t *outcome_decode(const void *payload, size_t len, const char **code, char *err, size_t esz) {
     json_t *o = json_loadb(payload ? payload : "", len, 0, NULL), *row = NULL;
     const char *id = json_string_value(json_object_get(o, "payment_id"));

@@ -18,5 +18,7 @@ json_t *outcome_decode(const void *payload, size_t len, const char **code, char 
 
 /* The vault_outcome (precedence, SQL fs_label_rank) of a label name; 0 when it is none. */
 int outcome_rank(const char *name);
+/* The label name of a vault_outcome (a static string); NULL when it is none. */
+const char *outcome_name(int rank);
 
 #endif

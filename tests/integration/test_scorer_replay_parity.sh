@@ -11,6 +11,10 @@
 # payment_outcomes (stored, pending, before any payment is scored) and to --offline-outcomes, and
 # the vault fraud/chargeback counts and the merchant risk (1-day window delayed by 1 day: day-2
 # payments see the labelled day-1 payments known at their event time) must be equal too.
+# Some labels carry an outcome_id that later lines reuse, as the scorer must not store them: another
+# outcome of the same payment or a label of another payment under it (outcome_conflict: dead-lettered
+# by the scorer, left out and logged offline), and a redelivery under it with a later known_at after
+# a correction (absorbed by the scorer: offline its known_at must not count again).
 # The stream is replayed in three parts cut at 12 h and 24 h, each at full speed, waiting between
 # them until the labels of the persisted payments are applied: a label stored before its payment is
 # applied after the batch that persists the payment, not within it (offline.h), and every label is
@@ -29,21 +33,43 @@ export FS_RISK_DELAY_DAYS=1 FS_RISK_WINDOWS_DAYS=1 FS_FEATURE_WINDOWS="user:1d,7
 
 # Labels of every 40th payment of day 1 (kind by its rank k): known at K = its event time + 14 h,
 # corrections at K + 5 h, K + 10 h; and one label of a payment not in the stream (never applied).
+# A third member names the label's outcome_id (0c0c0c0<it> + the payment id's rest): kind 0's
+# legitimate reuses its fraud label's (a conflict), kind 3's last chargeback its first one's (a
+# redelivery after the correction).
 jq -r -n --arg d "$(date -u +%FT%TZ)" '[inputs] | to_entries[] | select(.key % 40 == 7 and .value.event_time < "2026-01-02")
     | .value as $p | (.key / 40 | floor) as $k | ($p.event_time | sub("\\.[0-9]+Z$"; "Z") | fromdateiso8601 + 14 * 3600) as $t
-    | [[["confirmed_fraud", 0]], [["chargeback", 0]], [["confirmed_fraud", 0], ["false_positive", 5]],
-       [["chargeback", 0], ["legitimate", 5]], [["confirmed_fraud", 0], ["false_positive", 5], ["confirmed_fraud", 10]],
+    | [[["confirmed_fraud", 0, "a"], ["legitimate", 1, "a"]], [["chargeback", 0]], [["confirmed_fraud", 0], ["false_positive", 5]],
+       [["chargeback", 0, "b"], ["legitimate", 5], ["chargeback", 10, "b"]], [["confirmed_fraud", 0], ["false_positive", 5], ["confirmed_fraud", 10]],
        [["legitimate", 0], ["confirmed_fraud", 0]]][$k % 6][]
     | $p.payment_id + ":" + ({schema_version: 1, payment_id: $p.payment_id, outcome: .[0],
-        known_at: ($t + .[1] * 3600 | todate), received_at: $d, source: "parity", reason: "test"} | tojson)' \
+        known_at: ($t + .[1] * 3600 | todate), received_at: $d, source: "parity", reason: "test"}
+        + (if .[2] then {outcome_id: ("0c0c0c0" + .[2] + $p.payment_id[8:])} else {} end) | tojson)' \
     "$FS_TEST_DIR/events.ndjson" >"$FS_TEST_DIR/labels.txt"
 echo "ffffffff-0000-4000-8000-000000000000:{\"schema_version\":1,\"payment_id\":\"ffffffff-0000-4000-8000-000000000000\",\"outcome\":\"confirmed_fraud\",\"known_at\":\"2026-01-01T01:00:00Z\"}" >>"$FS_TEST_DIR/labels.txt"
+# The first fraud label's outcome_id reused for the stream's first payment (unlabelled), under the
+# first label's key: one partition, so the scorer consumes it after the label it conflicts with.
+first=$(grep -m1 '"outcome_id":"0c0c0c0a' "$FS_TEST_DIR/labels.txt")
+head -n 1 "$FS_TEST_DIR/events.ndjson" | jq -r -c --arg key "${first%%:*}" --argjson l "${first#*:}" \
+    '$key + ":" + ($l + {payment_id} | tojson)' >>"$FS_TEST_DIR/labels.txt"
 nlabels=$(wc -l <"$FS_TEST_DIR/labels.txt")
+# per outcome_id, the labels after its first: conflicts (another payment_id or outcome), redeliveries
+reused() {
+    sed 's/^[^:]*://' "$FS_TEST_DIR/labels.txt" | jq -s "[.[] | select(.outcome_id)] | group_by(.outcome_id)
+        | map(.[0] as \$f | .[1:][] | select((.payment_id == \$f.payment_id and .outcome == \$f.outcome) == $1)) | length"
+}
+nconflicts=$(reused false)
+nredelivered=$(reused true)
+((nconflicts > 1 && nredelivered > 0)) || fs_fail "reused outcome_ids: $nconflicts conflicts, $nredelivered redeliveries"
+nstored=$((nlabels - nconflicts - nredelivered))
 
 fs_bg scorer env FS_SCORER_ID=parity FS_BATCH_MAX=37 FS_ADMIN_PORT=-1 FS_VELOCITY_PRUNE_EVERY=0 \
     "$BUILD/bin/fraudshield-scorer"
 kcat -b "$FS_BROKERS" -P -t payment_outcomes -K: <"$FS_TEST_DIR/labels.txt"
-fs_wait_for 60 fs_rows_at_least outcomes "$nlabels"
+fs_wait_for 60 fs_rows_at_least outcomes "$nstored"
+fs_wait_for 60 fs_topic_has payment_outcomes.dlq "$nconflicts"
+sleep 1
+fs_assert_eq "$nstored" "$(fs_rows outcomes)" "labels stored (not the reused outcome_ids')"
+fs_assert_eq "$nconflicts" "$(fs_topic_dump payment_outcomes.dlq | grep -c dlq_reason=outcome_conflict)" "outcome_conflict dead letters"
 fs_assert_eq 0 "$(fs_rows decisions)" "decisions before the replay"
 decisions_at_least() { (($(fs_rows decisions) >= $1)); }
 applied() { (($(fs_psql 'SELECT count(*) FROM outcomes JOIN payments USING (payment_id) WHERE applied_at IS NULL') == 0)); }
@@ -84,6 +110,9 @@ if ! cmp -s "$FS_TEST_DIR/pipeline.txt" "$FS_TEST_DIR/offline.txt"; then
             | {(.): [$x[.], $y[.]]}] | add | tojson)"')"
 fi
 echo "ok: $n payments and $nlabels labels, identical features online and offline"
+# offline leaves out what the scorer did not store: each conflict with a warning, both counted
+fs_assert_eq "$nconflicts" "$(grep -c '"event":"outcome_conflict"' "$FS_TEST_DIR/offline.log")" "offline outcome_conflict warnings"
+fs_assert_eq "$nconflicts $nredelivered" "$(grep '"event":"offline_labels"' "$FS_TEST_DIR/offline.log" | jq -r '"\(.conflicts) \(.redelivered)"')" "offline labels left out: conflicts, redeliveries"
 # Sanity: the features are not trivially empty.
 fs_assert_eq t "$(fs_psql "SELECT max((features->>'user_count_604800s')::int) > 10 AND max((features->>'vault_card_seen')::int) > 10 AND max((features->>'merchant_count_86400s_delay_86400s')::int) > 0 AND max((features->>'card_count_7200s')::int) > 1 FROM decisions")" "windows, vault and delayed windows have history"
 fs_assert_eq t "$(fs_psql "SELECT bool_and(n > 20) FROM (SELECT count(*) FILTER (WHERE (features->>'vault_card_fraud')::int > 0) AS n FROM decisions UNION ALL SELECT count(*) FILTER (WHERE (features->>'vault_email_chargebacks')::int > 0) FROM decisions UNION ALL SELECT count(*) FILTER (WHERE (features->>'merchant_frauds_1d_delay_1d')::int > 0) FROM decisions) c")" "payments seeing vault frauds, chargebacks and merchant frauds"
