@@ -1312,8 +1312,11 @@ static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, const char *at) {
         s->commit_attempts++;
         s->commit_retry_us = now + (s->commit_attempts > 5 ? 30000000
                                                            : (int64_t)1000000 << (s->commit_attempts - 1));
-        /* the first failure, then every 30 s while it lasts: a permanent one (an ACL) must show */
-        if (s->commit_attempts == 1 || now - s->commit_logged_us >= 30000000) {
+        /* the first failure, then every 30 s while it lasts: a permanent one (an ACL) must show;
+         * and each one at revoke or close, the last chance for those partitions: their next owner
+         * consumes the batch again (a rebalance at a time, never a flood) */
+        bool last_chance = strcmp(at, "revoke") == 0 || strcmp(at, "close") == 0;
+        if (s->commit_attempts == 1 || last_chance || now - s->commit_logged_us >= 30000000) {
             s->commit_logged_us = now;
             log_fields(LOG_WARN, "commit_failed",
                        json_pack("{s:s, s:I, s:s}", "error", rd_kafka_err2str(err), "attempts",
