@@ -463,23 +463,64 @@ fs_validate_topics() {
     "$py" "$REPO/tests/integration/validate_topics.py" "$REPO/schemas/json" "$@"
 }
 
-# fs_record_error_body HEADERS_FILE BODY_FILE STATUS: an HTTP answer's JSON error body (status >= 400)
-# appended to $FS_TEST_DIR/error-bodies.jsonl, for fs_check_error_bodies.
-fs_record_error_body() {
-    (( $3 >= 400 )) || return 0
-    tr -d '\r' <"$1" | grep -qi '^content-type: *application/json' || return 0
-    { tr -d '\n' <"$2"; echo; } >>"$FS_TEST_DIR/error-bodies.jsonl"
+# fs_answer_schema METHOD PATH STATUS BODY_FILE: the schemas/json file an answer of ingest's HTTP
+# API validates against (docs/ingest.md); nothing for the answers without one (/health, /ready,
+# /metrics, a Shopify free order's 200). A batch's 503 is its batch answer once the items were read,
+# an error body before.
+fs_answer_schema() {
+    local route="$1 ${2%/}" status=$3
+    if ((status >= 400)); then
+        if [[ $route == "POST /api/v1/payments/batch" ]] && grep -q '"results":' "$4"; then
+            echo batch-result.v1.json
+        else
+            echo error.v1.json
+        fi
+        return 0
+    fi
+    ((status >= 200 && status < 300)) || return 0
+    case $route in
+    "POST /api/v1/payments") echo payment-accepted.v1.json ;;
+    "POST /webhooks/orders/create") if [[ $status == 202 ]]; then echo payment-accepted.v1.json; fi ;;
+    "POST /api/v1/payments/batch") echo batch-result.v1.json ;;
+    "POST /api/v1/payments/"*"/outcome") echo outcome-accepted.v1.json ;;
+    "GET /api/v1/payments/"*) echo payment-status.v1.json ;;
+    esac
+    return 0
 }
 
-# fs_check_error_bodies: the recorded error bodies validate against schemas/json/error.v1.json, and
-# each of their error codes is listed (as `code`) in docs/ingest.md.
-fs_check_error_bodies() {
-    local out code
-    out=$(fs_validate_topics --bodies error.v1.json "$FS_TEST_DIR/error-bodies.jsonl") || fs_fail "error bodies: $out"
-    for code in $(sed '1,/^error codes:$/d' <<<"$out"); do
-        grep -qF "\`$code\`" "$REPO/docs/ingest.md" || fs_fail "error code $code is not in docs/ingest.md"
+# fs_record_answer METHOD PATH STATUS BODY_FILE [HEADERS_FILE]: an answer of ingest's HTTP API, kept
+# for fs_check_answers in $FS_TEST_DIR/answers/SCHEMA.jsonl (one body a line), SCHEMA the file
+# fs_answer_schema gives. Not kept: answers without a schema, and a 4xx/5xx that HEADERS_FILE shows
+# is not JSON (libevent's own answers, docs/ingest.md, Limits).
+fs_record_answer() {
+    local schema
+    schema=$(fs_answer_schema "$1" "$2" "$3" "$4")
+    [[ -n "$schema" ]] || return 0
+    if [[ -n "${5:-}" ]] && (($3 >= 400)); then
+        grep -qi '^content-type: *application/json' "$5" || return 0
+    fi
+    mkdir -p "$FS_TEST_DIR/answers"
+    { tr -d '\n' <"$4"; echo; } >>"$FS_TEST_DIR/answers/$schema.jsonl"
+}
+
+# fs_check_answers SCHEMA...: every answer fs_record_answer kept validates against its schema
+# (validate_topics.py --bodies), each SCHEMA named got at least one, and each error code in them
+# (error bodies, batch results) is listed (as `code`) in docs/ingest.md.
+fs_check_answers() {
+    local schema file out codes code
+    for schema in "$@"; do
+        [[ -s "$FS_TEST_DIR/answers/$schema.jsonl" ]] || fs_fail "no answer recorded for $schema"
     done
-    echo "ok: $(head -n 1 <<<"$out"); codes: $(sed '1,/^error codes:$/d' <<<"$out" | tr '\n' ' ')"
+    for file in "$FS_TEST_DIR"/answers/*.jsonl; do
+        [[ -e "$file" ]] || continue
+        schema=$(basename "$file" .jsonl)
+        out=$(fs_validate_topics --bodies "$schema" "$file") || fs_fail "answers: $out"
+        codes=$(sed '1,/^error codes:$/d' <<<"$out" | tr '\n' ' ')
+        for code in $codes; do
+            grep -qF "\`$code\`" "$REPO/docs/ingest.md" || fs_fail "error code $code is not in docs/ingest.md"
+        done
+        echo "ok: $(head -n 1 <<<"$out")${codes:+; codes: $codes}"
+    done
 }
 
 # fs_pii_secret FILE: a fresh pseudonymization secret (32 random bytes as hex), mode 0600.

@@ -5,8 +5,8 @@
 # payment_outcomes, Shopify webhooks (good, bad and missing signature: nothing published), the read
 # API (pending, decided, 404, 400, PostgreSQL down -> 503 and back; payments:read reads the key's own
 # payments only, another's answer exactly like an unknown id; payments:read_all and auth=false read
-# every one), idempotency (same key twice -> one row), /metrics, SIGHUP reloading keys, and no raw
-# personal data in the log.
+# every one), idempotency (same key twice -> one row), /metrics, SIGHUP reloading keys, no raw
+# personal data in the log, and every answer against its JSON Schema (schemas/json).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_api
@@ -58,7 +58,7 @@ http() {
     STATUS=$(curl -s -X "$method" -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" \
         -w '%{http_code}' "$@" "$BASE$path") || STATUS=000
     BODY=$(cat "$FS_TEST_DIR/body" 2>/dev/null || true)
-    fs_record_error_body "$FS_TEST_DIR/headers" "$FS_TEST_DIR/body" "$STATUS"
+    fs_record_answer "$method" "$path" "$STATUS" "$FS_TEST_DIR/body" "$FS_TEST_DIR/headers"
 }
 header() { tr -d '\r' <"$FS_TEST_DIR/headers" | sed -n "s/^$1: *//Ip" | head -n 1; }
 field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$BODY" | head -n 1; }
@@ -73,6 +73,14 @@ post() { # post KEY PATH BODY [CURL_ARGS...]
     local key=$1 path=$2 body=$3
     shift 3
     http POST "$path" -H "X-API-Key: $key" "${JSON[@]}" --data-binary "$body" "$@"
+}
+# status_is WANT ID [CURL_ARGS...]: true once GET /api/v1/payments/ID answers "status" WANT (for
+# fs_wait_for; each answer recorded like any other). BASE=... before it asks another instance.
+status_is() {
+    local want=$1 id=$2
+    shift 2
+    http GET "/api/v1/payments/$id" "$@"
+    [[ "$(field status)" == "$want" ]]
 }
 pay() { printf '{"user_id":"%s","merchant_id":"m-1","amount":"%s","currency":"EUR","payment_method":"card","country":"DE"%s}' "$1" "$2" "${3:-}"; }
 raw_count() { fs_topic_count raw_payments; }
@@ -171,9 +179,8 @@ curl -s "http://127.0.0.1:$port2/metrics" >"$FS_TEST_DIR/metrics.pending"
 grep -q '^fs_ingest_auth_failures_total{reason="verify_overloaded"} [1-9]' "$FS_TEST_DIR/metrics.pending" ||
     fs_fail "no verify_overloaded auth failures counted"
 sleep 1.2
-STATUS=$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port2/api/v1/payments" \
-    "${JSON[@]}" -H "X-API-Key: $(cat "$FS_TEST_DIR/old3.key")" --data-binary "$(pay u-t 1)")
-fs_assert_eq 202 "$STATUS" "an untagged key's owner after the guesses"
+BASE="http://127.0.0.1:$port2" post "$(cat "$FS_TEST_DIR/old3.key")" /api/v1/payments "$(pay u-t 1)"
+expect 202 "" "an untagged key's owner after the guesses"
 fs_kill ingest_pending
 fs_wait_exit ingest_pending 30
 echo "ok: 24 guesses over 8 untagged key ids with one pending check allowed: $overloaded refused 503 ($summary)"
@@ -215,10 +222,19 @@ expect 404 not_found "unknown payment"
 UNKNOWN_BODY=$BODY
 http GET /api/v1/payments/not-a-uuid -H "X-API-Key: $KEY"
 expect 400 invalid_payment_id "malformed id"
-# pending: accepted while no scorer runs
+# persisted: stored without a decision (the scorer writes both in one transaction; here by hand),
+# {"payment_id","status","persisted_at"} and no more (payment-status.v1.json, checked at the end)
+pid_persisted=6f1c0a9e-0000-4000-8000-00000000beef
+fs_psql "INSERT INTO payments (payment_id, user_id, merchant_id, amount_minor, currency, currency_exp,
+    payment_method, event_time, ingest_time, source_partition, source_offset, source)
+    VALUES ('$pid_persisted', 'u-persisted', 'm-1', 100, 'EUR', 2, 'card', now(), now(), 0, 0, 'full')" >/dev/null
+http GET "/api/v1/payments/$pid_persisted" -H "X-API-Key: $KEY"
+expect 200 "" "GET a payment stored without a decision"
+fs_assert_eq persisted "$(field status)" "status persisted"
+# pending: accepted while no scorer runs (an amount that makes rules hit: reasons to read below)
 fs_kill scorer TERM
 fs_wait_exit scorer 30
-post "$KEY" /api/v1/payments "$(pay u-pending 7.00)"
+post "$KEY" /api/v1/payments "$(pay u-pending 6000.00)"
 pid_pending=$(field payment_id)
 http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $KEY"
 expect 200 "" "GET before a scorer stored it"
@@ -237,7 +253,8 @@ http GET "/api/v1/payments/$pid_pending" -H "X-API-Key: $BACKOFFICE"
 expect 200 "" "another key's pending payment (payments:read_all)"
 fs_assert_eq pending "$(field status)" "payments:read_all: pending"
 fs_bg scorer env FS_SCORER_ID=scorer-1 "$BUILD/bin/fraudshield-scorer"
-fs_wait_for 60 "[[ \$(curl -s -H 'X-API-Key: $KEY' $BASE/api/v1/payments/$pid_pending) == *'\"status\":\"decided\"'* ]]"
+fs_wait_for 60 status_is decided "$pid_pending" -H "X-API-Key: $KEY"
+[[ "$BODY" == *'"code":"VERY_HIGH_VALUE"'* ]] || fs_fail "no reasons in the decided answer: $BODY"
 echo "ok: pending -> decided once a scorer stored it"
 fs_assert_eq full "$(fs_psql "SELECT source FROM payments WHERE payment_id = '$pid_pending'")" "payments.source"
 not_yours "another key's stored payment (payments:read)" "$PEER" "$pid_pending"
@@ -258,7 +275,7 @@ fs_bg ingest_open "$INGEST" --listen-port="$port_open" --pii-secret-file="$secre
     --database-url="$FS_DATABASE_URL" --log-level=warn
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port_open/ready"
 for p in "$pid_pending" "$pid_idem"; do
-    fs_wait_for 30 "[[ \$(curl -s http://127.0.0.1:$port_open/api/v1/payments/$p) == *'\"status\":\"decided\"'* ]]"
+    BASE="http://127.0.0.1:$port_open" fs_wait_for 30 status_is decided "$p"
 done
 fs_kill ingest_open
 fs_wait_exit ingest_open 30
@@ -358,6 +375,9 @@ fs_assert_eq "$oid" "$(field outcome_id)" "outcome retry -> same outcome_id"
 post "$KEY" "/api/v1/payments/0b0b0b0b-0000-4000-8000-000000000001/outcome" '{"outcome":"chargeback"}' -H 'Idempotency-Key: case-1'
 expect 202 "" "outcome of another payment, same key"
 [[ "$(field outcome_id)" != "$oid" ]] || fs_fail "one Idempotency-Key gave two payments' labels the same outcome_id"
+post "$KEY" "/api/v1/payments/0B0B0B0B-0000-4000-8000-000000000002/outcome" '{"outcome":"legitimate"}'
+expect 202 "" "outcome of a payment id in upper case"
+fs_assert_eq 0b0b0b0b-0000-4000-8000-000000000002 "$(field payment_id)" "the outcome's payment_id, lower case"
 fs_wait_for 20 fs_topic_has payment_outcomes 1
 line=$(fs_topic_dump payment_outcomes | grep -F "$pid_idem" | head -n 1)
 fs_assert_eq "$pid_idem" "$(cut -f3 <<<"$line")" "payment_outcomes key = payment_id"
@@ -421,7 +441,7 @@ for f in '"merchant_id":"example-store.myshopify.com"' '"amount":"164.80"' '"use
 done
 if grep -qF 'lena.schmidt@example.de' <<<"$order_msg"; then fs_fail "raw email on the topic"; fi
 echo "ok: Shopify order mapped and pseudonymized"
-fs_wait_for 60 "[[ \$(curl -s -H 'X-API-Key: $BACKOFFICE' $BASE/api/v1/payments/$shop_pid) == *'\"status\":\"decided\"'* ]]"
+fs_wait_for 60 status_is decided "$shop_pid" -H "X-API-Key: $BACKOFFICE"
 not_yours "a Shopify payment (payments:read)" "$KEY" "$shop_pid"
 echo "ok: a Shopify payment reads with payments:read_all only"
 # A free order (total 0): 200 "ignored", nothing published (a 422 would be retried by Shopify for
@@ -458,7 +478,7 @@ http GET "/api/v1/payments/$pid_idem" -H "X-API-Key: $KEY"
 expect 503 database_unavailable "PostgreSQL down"
 [[ -n "$(header Retry-After)" ]] || fs_fail "503 without Retry-After"
 fs_pg_restart
-fs_wait_for 30 "[[ \$(curl -s -o /dev/null -w '%{http_code}' -H 'X-API-Key: $KEY' $BASE/api/v1/payments/$pid_idem) == 200 ]]"
+fs_wait_for 30 status_is decided "$pid_idem" -H "X-API-Key: $KEY"
 echo "ok: the read pool reconnects"
 
 # --- metrics, logs --------------------------------------------------------------------------------
@@ -496,5 +516,7 @@ for p in "$pid_pending" "$shop_pid"; do
 done
 echo "ok: reads of another's payment logged at debug only, naming the caller"
 fs_alive ingest || fs_fail "ingest died"
-fs_check_error_bodies
+# Every answer above against its schema (schemas/json): a change to an answer's shape fails here.
+fs_check_answers error.v1.json payment-accepted.v1.json batch-result.v1.json outcome-accepted.v1.json \
+    payment-status.v1.json
 echo "PASS test_ingest_api"

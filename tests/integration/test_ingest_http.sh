@@ -4,9 +4,9 @@
 # key id (pii_key_id header, fs_ingest_pii_key_info, pii_key_loaded; a new secret on SIGHUP changes
 # it, pii_key_changed), every error status as JSON (400, 413, 415, 404, 405, 422 naming each bad
 # field), idempotency keys, /health and /ready, broker down -> 503 + Retry-After and back, a client
-# leaving early, SIGTERM with a request in flight, and start-up failures. Ingest runs with
-# auth=false here (API keys, scopes, rate limits and the other issue-3 routes are in
-# test_ingest_api.sh).
+# leaving early, SIGTERM with a request in flight, start-up failures, and every answer against its
+# JSON Schema (schemas/json). Ingest runs with auth=false here (API keys, scopes, rate limits and
+# the other issue-3 routes are in test_ingest_api.sh).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_http
@@ -29,7 +29,7 @@ http() {
     STATUS=$(curl -s -X "$method" -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" \
         -w '%{http_code}' "$@" "$BASE$path") || STATUS=000
     BODY=$(cat "$FS_TEST_DIR/body" 2>/dev/null || true)
-    fs_record_error_body "$FS_TEST_DIR/headers" "$FS_TEST_DIR/body" "$STATUS"
+    fs_record_answer "$method" "$path" "$STATUS" "$FS_TEST_DIR/body" "$FS_TEST_DIR/headers"
 }
 header() { tr -d '\r' <"$FS_TEST_DIR/headers" | sed -n "s/^$1: *//Ip" | head -n 1; }
 post() { http POST /api/v1/payments -H 'Content-Type: application/json' --data-binary "$@"; }
@@ -160,9 +160,15 @@ fs_bg ingest3 "$INGEST" --listen-port="$port3" --pii-secret-file="$secret" --aut
     --log-level=debug --pii-t-cost=64 --pii-m-cost-kib=16384 --worker-threads=2
 fs_wait_for 60 curl -sf "http://127.0.0.1:$port3/ready"
 slow='{"user_id":"u-slow","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card","email":"slow@example.com","ip_address":"198.51.100.23","card_fingerprint":"fp-slow-1","device_info":{"device_id":"dev-slow-1"}}'
+# post3: posts $slow to ingest3 and prints the payment_id of its answer (recorded; from a subshell
+# too, hence a body file of its own).
 post3() {
-    curl -s -H 'Content-Type: application/json' --data-binary "$slow" "http://127.0.0.1:$port3/api/v1/payments" |
-        sed -n 's/.*"payment_id":"\([^"]*\)".*/\1/p'
+    local body status
+    body=$(mktemp "$FS_TEST_DIR/post3.XXXXXX")
+    status=$(curl -s -o "$body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary "$slow" \
+        "http://127.0.0.1:$port3/api/v1/payments") || status=000
+    fs_record_answer POST /api/v1/payments "$status" "$body"
+    sed -n 's/.*"payment_id":"\([^"]*\)".*/\1/p' "$body"
 }
 # true once a digest task is queued or running (submitted with the key in force then)
 digesting3() {
@@ -314,6 +320,11 @@ echo "ok: another key -> another payment_id"
 post "${valid%\}},\"payment_id\":\"00000000-0000-4000-8000-000000000001\"}" -H 'Idempotency-Key: order-42/attempt'
 expect 422 validation_failed "body payment_id disagrees with the key"
 [[ "$BODY" == *'"field":"payment_id"'* ]] || fs_fail "conflict does not name payment_id: $BODY"
+# A client's own payment_id in upper case: the 202 names it in lower case, as it is stored (the
+# schema's pattern, payment-accepted.v1.json, checked with every answer at the end).
+post "${valid%\}},\"payment_id\":\"6F1C2B1E-8A4D-4C3B-9F5E-1A2B3C4D5E6F\"}"
+expect 202 "" "a payment_id in upper case"
+fs_assert_eq 6f1c2b1e-8a4d-4c3b-9f5e-1a2b3c4d5e6f "$(field payment_id)" "the 202's payment_id"
 post "$valid" -H "Idempotency-Key: $(printf 'k%.0s' {1..300})"
 expect 400 invalid_idempotency_key "key too long"
 
@@ -385,11 +396,9 @@ expect 503 broker_unavailable "broker down"
 ((SECONDS - start <= 5)) || fs_fail "503 took $((SECONDS - start))s (message.timeout.ms=2000)"
 fs_assert_eq 1 "$(header Retry-After)" "Retry-After"
 # A batch none of whose items could be stored: 503 + Retry-After, the per-item results with the
-# error and a message, as every error body (was: no message). Not recorded for error.v1.json:
-# the batch answer is its own shape (docs/ingest.md, Batches).
-STATUS=$(curl -s -D "$FS_TEST_DIR/headers" -o "$FS_TEST_DIR/body" -w '%{http_code}' -H 'Content-Type: application/json' \
-    --data-binary "[$valid]" "$BASE/api/v1/payments/batch")
-BODY=$(cat "$FS_TEST_DIR/body")
+# error and a message, as every error body (was: no message). Recorded as a batch answer
+# (batch-result.v1.json), not an error body: it is its own shape (docs/ingest.md, Batches).
+http POST /api/v1/payments/batch -H 'Content-Type: application/json' --data-binary "[$valid]"
 fs_assert_eq 503 "$STATUS" "a batch while the brokers are down"
 fs_assert_eq 1 "$(header Retry-After)" "Retry-After of the batch"
 jq -e '.accepted == 0 and .failed == 1 and .results[0].status == "failed" and .error == "broker_unavailable"
@@ -428,6 +437,7 @@ fi
 echo "ok: no new connections while draining"
 wait "$client" || true
 fs_assert_eq 202 "$(cat "$FS_TEST_DIR/inflight.status")" "in-flight request answered during shutdown"
+fs_record_answer POST /api/v1/payments 202 "$FS_TEST_DIR/inflight.body"
 inflight_id=$(jq -r .payment_id "$FS_TEST_DIR/inflight.body")
 fs_wait_for 20 "fs_topic_dump raw_payments | grep -qF '$inflight_id'" # the 202 meant durable
 echo "ok: the payment answered 202 during shutdown is on raw_payments"
@@ -477,8 +487,10 @@ port5=$(fs_free_port)
 fs_bg ingest5 "$INGEST" --listen-port="$port5" --pii-secret-file="$secret" --auth=false \
     --client-close-check=false -X linger.ms=2500 -X message.timeout.ms=20000
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port5/ready"
+# half_close PORT BODY: posts BODY to PORT, half-closes, prints the answer's status line (its body
+# into $FS_TEST_DIR/half.body).
 half_close() {
-    python3 - "$1" "$2" <<'PY'
+    python3 - "$1" "$2" "$FS_TEST_DIR/half.body" <<'PY'
 import socket, sys
 body = sys.argv[2].encode()
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=15)
@@ -491,11 +503,15 @@ while True:
     if not chunk:
         break
     answer += chunk
-print(answer.split(b"\r\n", 1)[0].decode(errors="replace"))
+head, _, body = answer.partition(b"\r\n\r\n")
+with open(sys.argv[3], "wb") as f:
+    f.write(body)
+print(head.split(b"\r\n", 1)[0].decode(errors="replace"))
 PY
 }
 fs_assert_eq "HTTP/1.1 202 Accepted" "$(half_close "$port5" "${leaver/u-leaver-4/u-half-5}")" \
     "a half-closing client's answer with client-close-check=false"
+fs_record_answer POST /api/v1/payments 202 "$FS_TEST_DIR/half.body"
 fs_kill ingest5 TERM
 fs_wait_exit ingest5 15
 fs_assert_eq 0 "$FS_EXIT_STATUS" "ingest5 exit status"
@@ -558,5 +574,6 @@ env -u FS_PII_SECRET -u FS_PII_SECRET_FILE "$INGEST" --listen-port="$(fs_free_po
 fs_assert_eq 1 "$rc" "no PII secret: exit status"
 grep -q 'no PII secret' "$FS_TEST_DIR/nosecret.log" || fs_fail "no clear error without a PII secret"
 
-fs_check_error_bodies
+# Every answer above against its schema (schemas/json): a change to an answer's shape fails here.
+fs_check_answers error.v1.json payment-accepted.v1.json batch-result.v1.json
 echo "PASS test_ingest_http"

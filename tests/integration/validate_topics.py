@@ -7,8 +7,10 @@
 
 The second form checks the webhook bodies an alerter_receiver.py log (JSONL) recorded: alert.created
 against fraud-alert.v1.json, alert.resolved against alert-resolved.v1.json (schema and key order).
-The third checks HTTP bodies, one JSON document a line, against SCHEMA_FILE, and prints the distinct
-values of their "error" member (when they have one), one a line, after "error codes:".
+The third checks HTTP answer bodies (tests/lib.sh fs_record_answer), one JSON document a line,
+against SCHEMA_FILE (schema and top-level key order; a batch answer also: results[i].index = i and
+the counts those of the results' statuses), and prints the distinct values of their "error" members
+(the body's, and its batch results'), one a line, after "error codes:".
 
 DUMP_FILE holds `kcat -f '%p\\t%o\\t%k\\t%h\\t%s\\n'` lines (tests/lib.sh fs_topic_dump). Each value
 must validate against SCHEMA_FILE (draft 2020-12; $refs between the files resolved by their $id),
@@ -149,22 +151,50 @@ def check_webhooks(store, path):
     return 0 if counts else 1
 
 
+def check_batch(body):
+    """None when a batch answer's results are in item order and its counts are theirs, else why."""
+    for i, r in enumerate(body["results"]):
+        if r["index"] != i:
+            return "results[%d] has index %d" % (i, r["index"])
+    for status in ("accepted", "rejected", "failed"):
+        n = sum(r["status"] == status for r in body["results"])
+        if body[status] != n:
+            return "%s is %d, the results hold %d" % (status, body[status], n)
+    return None
+
+
+# What a schema cannot say: checked after the body validated.
+BODY_CHECKS = {"batch-result.v1.json": check_batch}
+
+
+def error_codes(body):
+    """The "error" members of an answer and of its batch results."""
+    if not isinstance(body, dict):
+        return set()
+    parts = [body] + [r for r in body.get("results", []) if isinstance(r, dict)]
+    return {p["error"] for p in parts if "error" in p}
+
+
 def check_bodies(store, schema_file, path):
     """Exit status: every body of the JSONL file validates against schema_file."""
     schema, validator = validator_of(store, schema_file)
+    extra = BODY_CHECKS.get(schema_file, lambda body: None)
     n, codes = 0, set()
     with open(path) as f:
         for line in f:
             if not line.strip():
                 continue
             n += 1
-            body = json.loads(line)
-            problem = check_body(schema, validator, body)
+            try:
+                body = json.loads(line)
+            except ValueError as e:
+                problem = "not JSON (%s)" % e
+            else:
+                problem = check_body(schema, validator, body) or extra(body)
             if problem:
                 print("%s line %d (%s): %s: %s" % (path, n, schema_file, problem, line.strip()[:300]))
                 return 1
-            if isinstance(body, dict) and "error" in body:
-                codes.add(body["error"])
+            codes |= error_codes(body)
     print("%s: %d bod%s checked against %s" % (os.path.basename(path), n, "y" if n == 1 else "ies", schema_file))
     print("error codes:")
     for c in sorted(codes):
