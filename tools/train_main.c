@@ -38,6 +38,7 @@ typedef struct train_opts {
     char *version;
     char *features;
     char *exclude;
+    bool allow_empty_features;
     int64_t holdout_pct;
     bool refit;
     int64_t rounds;
@@ -81,11 +82,17 @@ static const cfg_opt train_options[] = {
     {"version", "FS_VERSION", CFG_STRING, "", 0, 50, O(version),
      "version label stored in the model (\"\": gbt-FROM-TO, or gbt-all)", false},
     {"features", "FS_FEATURES", CFG_STRING, "auto", 1, 16384, O(features),
-     "comma-separated feature names in model order, each once and a number in some row (not "
-     "model_score), or auto (every numeric feature stored, plus <entity>_avg_minor_<N>s per sum, "
-     "sorted; a column with no value in any row is left out, and named)", false},
+     "comma-separated feature names in model order, each once and with a value in some row (not "
+     "model_score; see allow-empty-features), or auto (every numeric feature stored, plus "
+     "<entity>_avg_minor_<N>s per sum, sorted; a column with no value in any row is left out, "
+     "and named)", false},
     {"exclude", "FS_EXCLUDE", CFG_STRING, "", 0, 4096, O(exclude),
      "with auto features: comma-separated name prefixes to leave out (ablations)", false},
+    {"allow-empty-features", "FS_ALLOW_EMPTY_FEATURES", CFG_BOOL, "false", 0, 0,
+     O(allow_empty_features),
+     "with a features list: keep a listed column that has no value in any row (an average whose "
+     "count is 0 in every row), with a warning naming it, instead of refusing it (a script using "
+     "one list for several periods)", false},
     {"holdout-pct", "FS_HOLDOUT_PCT", CFG_INT, "20", 0, 90, O(holdout_pct),
      "percent of rows (the latest in event time) held out to report metrics", false},
     {"refit", "FS_REFIT", CFG_BOOL, "true", 0, 0, O(refit),
@@ -199,16 +206,39 @@ static int load_rows(const train_opts *o, const train_plan *pl, trs *t, char *er
     return rc;
 }
 
+/* Room for any list of feature names, comma-separated. */
+#define NAMES_TEXT_MAX (MODEL_MAX_FEATURES * MODEL_NAME_MAX)
+
 /* auto: the columns with a value in some row; the ones left out are named in the output. */
 static int auto_features(const train_opts *o, const trs *t, char ***names, size_t *nf,
                          char *errstr, size_t n) {
     char **empty;
     size_t nempty;
+    char list[NAMES_TEXT_MAX];
     if (trs_auto_features(t, o->exclude, names, nf, &empty, &nempty, errstr, n) != 0) return -1;
     if (nempty) {
-        printf("features left out (no value in any of the %zu rows): ", trs_count(t));
-        for (size_t i = 0; i < nempty; i++) printf("%s%s", i ? "," : "", empty[i]);
-        printf("\n");
+        trs_names_join(empty, nempty, list, sizeof list);
+        printf("features left out (no value in any of the %zu rows): %s\n", trs_count(t), list);
+    }
+    trs_names_free(empty, nempty);
+    return 0;
+}
+
+/* A list: checked against the rows; the empty columns kept by --allow-empty-features are named
+ * in a warning. */
+static int list_check(const train_opts *o, const trs *t, char **names, size_t nf, char *errstr,
+                      size_t n) {
+    char **empty;
+    size_t nempty;
+    char list[NAMES_TEXT_MAX];
+    if (trs_check_features(t, (const char *const *)names, nf, o->allow_empty_features, &empty,
+                           &nempty, errstr, n) != 0)
+        return -1;
+    if (nempty) {
+        trs_names_join(empty, nempty, list, sizeof list);
+        log_msg(LOG_WARN, "features_empty", "kept with --allow-empty-features, though no value "
+                "in any of the %zu rows (the trees cannot split on them): %s", trs_count(t),
+                list);
     }
     trs_names_free(empty, nempty);
     return 0;
@@ -234,7 +264,7 @@ static int pick_features(const train_opts *o, const trs *t, char ***names, size_
         c += len + (c[len] == ',');
     }
     *nf = count;
-    return trs_check_features(t, (const char *const *)*names, count, errstr, n);
+    return list_check(o, t, *names, count, errstr, n);
 }
 
 typedef struct split_metrics {

@@ -358,8 +358,7 @@ static int set_names(json_t *set, bool filled, char ***out, size_t *n) {
     return 0;
 }
 
-/* Names comma-separated into out (truncated to out_size). */
-static void join_names(char *const *names, size_t n, char *out, size_t out_size) {
+void trs_names_join(char *const *names, size_t n, char *out, size_t out_size) {
     size_t len = 0;
     out[0] = '\0';
     for (size_t i = 0; i < n && len < out_size; i++) {
@@ -373,7 +372,7 @@ static int auto_check(const trs *t, size_t n, char *const *empty, size_t nempty,
                       size_t errstr_size) {
     char list[512];
     if (n == 0 && nempty) {
-        join_names(empty, nempty, list, sizeof list);
+        trs_names_join(empty, nempty, list, sizeof list);
         return snprintf(errstr, errstr_size, "no feature column has a value in any of the %zu rows "
                         "(left out: %s)", t->n, list), -1;
     }
@@ -426,26 +425,29 @@ static int check_names(const char *const *names, size_t n, char *errstr, size_t 
 static int is_num(const json_t *v) { return json_is_number(v) || json_is_boolean(v); }
 
 /* What trs_check_features() learns of one name. The name is read once, here: a derived average's
- * keys are kept, not built again for every row and for the message. */
+ * keys are kept, not built again for the message. */
 typedef struct fcheck {
     const char *name;
     bool usable;        /* a number in some row, or derivable there */
+    bool filled;        /* a value in some row (model_feature_value(), as auto): implies usable */
     bool derived;       /* "<e>_avg_minor_<N>s": sum and count below */
     size_t non_numeric; /* rows where it is present but not a number */
     char sum[MODEL_NAME_MAX], count[MODEL_NAME_MAX];
 } fcheck;
 
-/* Marks the names usable in obj, or counts obj against them. Returns how many are usable so far. */
-static size_t mark_usable(const json_t *obj, fcheck *c, size_t n) {
+/* Marks the names usable and filled in obj, or counts obj against them. Returns how many are
+ * filled so far. */
+static size_t mark_row(const json_t *obj, fcheck *c, size_t n) {
     size_t k = 0;
-    for (size_t i = 0; i < n; k += c[i].usable, i++) {
-        if (c[i].usable) continue;
+    for (size_t i = 0; i < n; k += c[i].filled, i++) {
+        if (c[i].filled) continue;
         const json_t *v = json_object_get(obj, c[i].name);
         if (v && !is_num(v)) c[i].non_numeric++;
         else if (v) c[i].usable = true;
-        else if (c[i].derived)
+        else if (c[i].derived && !c[i].usable)
             c[i].usable = is_num(json_object_get(obj, c[i].sum)) &&
                           is_num(json_object_get(obj, c[i].count));
+        c[i].filled = !isnan(model_feature_value(c[i].name, obj));
     }
     return k;
 }
@@ -464,26 +466,66 @@ static void unusable_msg(const fcheck *c, size_t rows, char *errstr, size_t errs
                  "a typo?", c->name, rows);
 }
 
-int trs_check_features(const trs *t, const char *const *names, size_t n, char *errstr,
-                       size_t errstr_size) {
+/* The names usable but filled in no row, in list order, into a malloc'd *out (NULL when none).
+ * Returns 0, or -1 when out of memory (nothing to free). */
+static int empty_names(const fcheck *c, size_t n, char ***out, size_t *nout) {
+    size_t count = 0, k = 0;
+    for (size_t i = 0; i < n; i++) count += !c[i].filled;
+    if (count == 0) return 0;
+    if (!(*out = calloc(count, sizeof **out))) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].filled) continue;
+        if (!((*out)[k++] = strdup(c[i].name))) {
+            trs_names_free(*out, k);
+            *out = NULL;
+            return -1;
+        }
+    }
+    *nout = count;
+    return 0;
+}
+
+/* After the pass: the first name usable in no row is refused; then the empty ones, named all
+ * together, unless allowed (they go to *empty). */
+static int check_result(const trs *t, const fcheck *c, size_t n, bool allow_empty, char ***empty,
+                        size_t *nempty, char *errstr, size_t errstr_size) {
+    char list[512];
+    for (size_t i = 0; i < n; i++)
+        if (!c[i].usable) return unusable_msg(&c[i], t->n, errstr, errstr_size), -1;
+    if (empty_names(c, n, empty, nempty) != 0)
+        return snprintf(errstr, errstr_size, "out of memory"), -1;
+    if (*nempty == 0 || allow_empty) return 0;
+    trs_names_join(*empty, *nempty, list, sizeof list);
+    snprintf(errstr, errstr_size, "features: no value in any of the %zu rows: %s (a derived "
+             "average whose count is never above 0: the trees cannot split on such a column, and "
+             "auto leaves it out); --allow-empty-features keeps it, with a warning", t->n, list);
+    trs_names_free(*empty, *nempty);
+    *empty = NULL;
+    *nempty = 0;
+    return -1;
+}
+
+int trs_check_features(const trs *t, const char *const *names, size_t n, bool allow_empty,
+                       char ***empty, size_t *nempty, char *errstr, size_t errstr_size) {
+    *empty = NULL;
+    *nempty = 0;
     if (check_names(names, n, errstr, errstr_size) != 0) return -1;
     fcheck *c = calloc(n ? n : 1, sizeof *c);
-    size_t k = 0, i = 0;
+    size_t k = 0;
     if (!c) return snprintf(errstr, errstr_size, "out of memory"), -1;
-    for (i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         c[i].name = names[i];
         c[i].derived = model_feature_derived(names[i], c[i].sum, c[i].count, sizeof c[i].sum);
     }
-    /* stops at the first rows that use every name: a valid list costs a row or two */
+    /* stops at the first rows that fill every name: a valid list costs a row or two */
     for (size_t r = 0; r < t->n && k < n; r++) {
         json_t *obj = json_loads(trs_features(t, r), 0, NULL);
-        if (json_is_object(obj)) k = mark_usable(obj, c, n);
+        if (json_is_object(obj)) k = mark_row(obj, c, n);
         json_decref(obj);
     }
-    for (i = 0; i < n && c[i].usable; i++) {}
-    if (i < n) unusable_msg(&c[i], t->n, errstr, errstr_size);
+    int rc = check_result(t, c, n, allow_empty, empty, nempty, errstr, errstr_size);
     free(c);
-    return i < n ? -1 : 0;
+    return rc;
 }
 
 int trs_matrix(const trs *t, size_t begin, size_t end, const char *const *names, size_t n,

@@ -22,6 +22,7 @@
 #define FS_TRAINSET_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,17 +97,24 @@ int trs_auto_features(const trs *t, const char *exclude, char ***names, size_t *
                       size_t *nempty, char *errstr, size_t errstr_size);
 void trs_names_free(char **names, size_t n);
 
+/* Names comma-separated into out (truncated to out_size). */
+void trs_names_join(char *const *names, size_t n, char *out, size_t out_size);
+
 /* Checks a feature list given by hand (fraudshield-train --features) against the rows: each name
  * once; not model_score (the scorer's model output, known only after the prediction a column
  * would feed); and each a number or boolean in some row's features, or derivable there
  * ("<e>_avg_minor_<N>s" from numbers "<e>_sum_minor_<N>s" and "<e>_count_<N>s" in one row). A name
  * in no row (a typo) or never a number (currency) is missing in every row: the trees never split
- * on it, and the model silently lacks the feature meant. A derivable average whose count is 0 in
- * every row passes: a list given by hand is the model's column order as asked (a script may use
- * one list for several periods), where auto leaves such a column out (a replay without IP
- * addresses: ip_avg_minor_600s). Returns 0, or -1 with errstr naming the first name at fault. */
-int trs_check_features(const trs *t, const char *const *names, size_t n, char *errstr,
-                       size_t errstr_size);
+ * on it, and the model silently lacks the feature meant. Returns -1 with errstr naming the first
+ * name at fault.
+ * Then, in the same pass, each name must have a value in some row (model_feature_value(), what
+ * auto checks): a derivable average whose count is never above 0 (a replay without IP addresses:
+ * ip_avg_minor_600s) is a column the trees cannot split on, and a model feature never learnt.
+ * Those are refused all together (-1, errstr naming each and the number of rows), unless
+ * allow_empty (a script using one list for several periods): then they go to *empty (list order,
+ * malloc'd, free with trs_names_free; NULL when none) for the caller to warn. Returns 0. */
+int trs_check_features(const trs *t, const char *const *names, size_t n, bool allow_empty,
+                       char ***empty, size_t *nempty, char *errstr, size_t errstr_size);
 
 /* Rows [begin, end) as a dense matrix in the order of names (model_features_row(): the scorer's
  * own mapping), into a malloc'd *rows, and their labels into a malloc'd *labels. */

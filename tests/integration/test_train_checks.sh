@@ -3,9 +3,10 @@
 # from files): labelled rows of one class (all fraud: the same p for every payment, every payment
 # blocked), one class in the training part or in the holdout, --features names that fill no
 # column, --features auto with no column that has a value in some row (the empty ones are left
-# out), and --labels-known-by with --input (the file's labels are the export's). A model it does
-# write carries XGBoost's feature names equal to fs_features (what the scorer's loader compares)
-# and fs_labels_known_by "file" when trained from a file.
+# out), a --features list naming a column with no value in any row (unless
+# --allow-empty-features: then a warning), and --labels-known-by with --input (the file's labels
+# are the export's). A model it does write carries XGBoost's feature names equal to fs_features
+# (what the scorer's loader compares) and fs_labels_known_by "file" when trained from a file.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup train_checks
@@ -92,6 +93,24 @@ echo "ok: auto leaves out ip_avg_minor_600s"
 fails "auto, every column empty" \
     'no feature column has a value in any of the 50 rows (left out: ip_avg_minor_600s)' \
     --input "$FS_TEST_DIR/noip.tsv" --exclude amount,ip_count,ip_sum
+
+# 3c. a list given by hand with that column: refused, naming it and the rows checked, unless
+# --allow-empty-features (one list for several periods): then kept, with a warning naming it.
+fails "a listed column with no value" \
+    'features: no value in any of the 50 rows: ip_avg_minor_600s (' \
+    --input "$FS_TEST_DIR/noip.tsv" --features amount_minor,ip_avg_minor_600s
+rm -f "$model"
+out=$("$train" --output "$model" --rounds 3 --parallel-trees 1 --threads 1 --log-level warn \
+    --input "$FS_TEST_DIR/noip.tsv" --features amount_minor,ip_avg_minor_600s \
+    --allow-empty-features 2>&1 >/dev/null) || fs_fail "allowed empty column: $out"
+fs_assert_eq 'amount_minor,ip_avg_minor_600s' \
+    "$(jq -r '.learner.attributes.fs_features' "$model")" "the list, empty column kept"
+fs_assert_eq 'kept with --allow-empty-features, though no value in any of the 50 rows (the trees cannot split on them): ip_avg_minor_600s' \
+    "$(jq -r 'select(.event == "features_empty" and .level == "warn") | .msg' <<<"$out")" \
+    "the warning names the empty column"
+echo "ok: --allow-empty-features keeps it, with a warning"
+fails "allowed empty column, and a typo" "\"ip_count_60s\" is in none of the 50 rows' features" \
+    --input "$FS_TEST_DIR/noip.tsv" --features ip_avg_minor_600s,ip_count_60s --allow-empty-features
 
 # 4. --labels-known-by with --input: refused (the file's labels are the export's)
 fails "labels-known-by with input" 'labels-known-by applies to the database query, not to --input' \

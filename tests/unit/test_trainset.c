@@ -225,15 +225,12 @@ static void test_auto_features(void **state) {
                      "{\"amount_minor\": 70, \"model_score\": 0.5}\t0\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char **names, **empty;
-        size_t n, nempty, len = 0, elen = 0;
-        err[0] = got[0] = gempty[0] = '\0';
+        size_t n, nempty;
+        err[0] = '\0';
         int rc = trs_auto_features(t, cases[i].exclude, &names, &n, &empty, &nempty, err,
                                    sizeof err);
-        for (size_t j = 0; j < n; j++)
-            len += (size_t)snprintf(got + len, sizeof got - len, "%s%s", j ? "," : "", names[j]);
-        for (size_t j = 0; j < nempty; j++)
-            elen += (size_t)snprintf(gempty + elen, sizeof gempty - elen, "%s%s", j ? "," : "",
-                                     empty[j]);
+        trs_names_join(names, n, got, sizeof got);
+        trs_names_join(empty, nempty, gempty, sizeof gempty);
         if (cases[i].err ? rc != -1 || !strstr(err, cases[i].err) || n || nempty
                          : rc != 0 || strcmp(got, cases[i].names) || strcmp(gempty, cases[i].empty))
             fail_msg("exclude \"%s\": rc %d, names %s, empty %s, %s", cases[i].exclude, rc, got,
@@ -245,45 +242,65 @@ static void test_auto_features(void **state) {
 }
 
 /* A feature list given by hand: each name must be able to fill its column in some row (a typo or
- * a string like currency gives a column missing in every row), once, and not model_score. */
+ * a string like currency gives a column missing in every row), once, and not model_score; and it
+ * must have a value in some row (an average whose count is 0 everywhere: refused, all named
+ * together, unless allowed; then returned). */
 static void test_check_features(void **state) {
     (void)state;
     static const struct {
-        const char *list, *err; /* err NULL: accepted */
+        const char *list;
+        bool allow;
+        const char *err, *empty; /* err NULL: accepted, with these empty columns */
     } cases[] = {
-        {"amount_minor,night,user_count_300s", NULL},
-        {"user_avg_minor_300s", NULL},  /* derived: sum and count in one row */
-        {"ip_avg_minor_600s", NULL},    /* derivable, though every count is 0 (auto leaves it out) */
-        {"weekend", NULL},              /* a boolean in one row, absent in the others */
-        {"amount_minor,user_count_300", "\"user_count_300\" is in none of the 3 rows' features"},
-        {"amount_minor,currency",
+        {"amount_minor,night,user_count_300s", false, NULL, ""},
+        {"user_avg_minor_300s", false, NULL, ""},  /* derived: sum and count in one row */
+        {"weekend", false, NULL, ""},              /* a boolean in one row, absent in the others */
+        {"amount_minor,user_count_300", false, "\"user_count_300\" is in none of the 3 rows' "
+         "features", NULL},
+        {"amount_minor,currency", false,
          "\"currency\" is never a number in the rows' features (present but not a number in 3 of "
-         "3 rows)"},
-        {"amount_minor,night,amount_minor", "\"amount_minor\" is named twice (columns 1 and 3)"},
-        {"model_score", "model_score is the scorer's model output"},
-        {"amount_minor,model_score", "model_score is the scorer's model output"},
-        {"user_avg_minor_300", "\"user_avg_minor_300\" is derived from user_sum_minor_300 / "
-                               "user_count_300, which none of the 3 rows has"},
-        {"card_avg_minor_1800s", "\"card_avg_minor_1800s\" is derived from"}, /* count only */
+         "3 rows)", NULL},
+        {"amount_minor,night,amount_minor", false, "\"amount_minor\" is named twice (columns 1 "
+         "and 3)", NULL},
+        {"model_score", false, "model_score is the scorer's model output", NULL},
+        {"amount_minor,model_score", false, "model_score is the scorer's model output", NULL},
+        {"user_avg_minor_300", false, "\"user_avg_minor_300\" is derived from user_sum_minor_300 "
+         "/ user_count_300, which none of the 3 rows has", NULL},
+        {"card_avg_minor_1800s", false, "\"card_avg_minor_1800s\" is derived from", NULL},
+        /* derivable, though every count is 0 (auto leaves it out): refused, each named */
+        {"ip_avg_minor_600s", false, "features: no value in any of the 3 rows: ip_avg_minor_600s "
+         "(", NULL},
+        {"amount_minor,merchant_avg_minor_3600s,user_avg_minor_300s,ip_avg_minor_600s", false,
+         "no value in any of the 3 rows: merchant_avg_minor_3600s,ip_avg_minor_600s (", NULL},
+        {"amount_minor,merchant_avg_minor_3600s,user_avg_minor_300s,ip_avg_minor_600s", true, NULL,
+         "merchant_avg_minor_3600s,ip_avg_minor_600s"},
+        /* allowed empty columns do not let a typo through, and it is named first */
+        {"ip_avg_minor_600s,user_count_300", true, "\"user_count_300\" is in none", NULL},
+        {"ip_avg_minor_600s,user_count_300", false, "\"user_count_300\" is in none", NULL},
     };
-    char err[512], list[256];
+    char err[512], list[256], gempty[256];
     trs *t = rows_of("{\"amount_minor\": 100, \"currency\": \"EUR\", \"night\": 0, \"model_score\": 0.5,"
                      " \"user_count_300s\": 1, \"user_sum_minor_300s\": 100, \"ip_count_600s\": 0,"
                      " \"ip_sum_minor_600s\": 0}\t1\n"
                      "{\"amount_minor\": 50, \"currency\": \"GBP\", \"night\": 1, \"weekend\": true,"
-                     " \"card_count_1800s\": 2}\t0\n"
+                     " \"card_count_1800s\": 2, \"merchant_count_3600s\": 0,"
+                     " \"merchant_sum_minor_3600s\": 0}\t0\n"
                      "{\"amount_minor\": 70, \"currency\": \"EUR\", \"ip_count_600s\": 0,"
                      " \"ip_sum_minor_600s\": 0, \"card_sum_minor_1800s\": \"x\"}\t0\n");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *names[8];
-        size_t n = 0;
+        char **empty;
+        size_t n = 0, nempty;
         snprintf(list, sizeof list, "%s", cases[i].list);
         for (char *sp, *tok = strtok_r(list, ",", &sp); tok; tok = strtok_r(NULL, ",", &sp))
             names[n++] = tok;
         err[0] = '\0';
-        int rc = trs_check_features(t, names, n, err, sizeof err);
-        if (rc != (cases[i].err ? -1 : 0) || (cases[i].err && !strstr(err, cases[i].err)))
-            fail_msg("%s: rc %d, %s", cases[i].list, rc, err);
+        int rc = trs_check_features(t, names, n, cases[i].allow, &empty, &nempty, err, sizeof err);
+        trs_names_join(empty, nempty, gempty, sizeof gempty);
+        if (cases[i].err ? rc != -1 || !strstr(err, cases[i].err) || empty || nempty
+                         : rc != 0 || strcmp(gempty, cases[i].empty))
+            fail_msg("%s: rc %d, empty %s, %s", cases[i].list, rc, gempty, err);
+        trs_names_free(empty, nempty);
     }
     trs_destroy(t);
 }
