@@ -42,6 +42,25 @@ const char *batch_error_code(batch_error e) {
     return "invalid_body";
 }
 
+/* By what the client should do: shutting_down, retry on another instance now (this one is going
+ * away, whatever else failed); broker_unavailable, back off: Kafka is down for every instance, and
+ * a client waiting for it also gives a passing overload time; overloaded, this instance's queues
+ * were full: back off here or try another; internal_error, one item's own trouble (a bug, out of
+ * memory) that says least about when a retry will work. */
+static const char *const FAILURE_ORDER[] = {"shutting_down", "broker_unavailable", "overloaded",
+                                            "internal_error"};
+
+static size_t failure_rank(const char *code) {
+    size_t n = sizeof FAILURE_ORDER / sizeof FAILURE_ORDER[0], i = 0;
+    while (i < n && strcmp(code, FAILURE_ORDER[i]) != 0) i++;
+    return i;
+}
+
+const char *batch_failure_code(const char *a, const char *b) {
+    if (!a || !b) return a ? a : b;
+    return failure_rank(b) < failure_rank(a) ? b : a;
+}
+
 /* The places of numbers too large for jansson (jsonfast_loadb_big) to the items holding them. */
 static int give_big(batch *out, const jsonfast_big *big, size_t nbig) {
     for (size_t k = 0; k < nbig; k++) {

@@ -90,4 +90,9 @@ void batch_free(batch *b);
  * "too_many_items"). */
 const char *batch_error_code(batch_error e);
 
+/* The more telling of two failed items' codes, for the error of a batch's 503 (nothing stored):
+ * shutting_down > broker_unavailable > overloaded > internal_error, then any other code (why:
+ * docs/ingest.md, Batches). Either may be NULL (then the other). Returns a or b. */
+const char *batch_failure_code(const char *a, const char *b);
+
 #endif

@@ -214,6 +214,8 @@ typedef struct ingest_item {
     item_state state;
     char payment_id[37];
     json_t *error; /* REJECTED / FAILED: {"error", "message", ["fields"]} */
+    const char *code; /* REJECTED / FAILED: error's "error", a static string: still there when
+                       * error could not be built or written (out of memory, item_result_bare) */
 } ingest_item;
 
 struct ingest_job {
@@ -923,6 +925,16 @@ static json_t *item_result(const ingest_item *it) {
     return r;
 }
 
+/* Item it's result without building JSON values (they could not be, out of memory): its code and a
+ * fixed message, so that the answer still validates (a validation_failed's fields are lost). */
+static void item_result_bare(struct evbuffer *out, const ingest_item *it) {
+    const char *code = it->code ? it->code : "internal_error";
+    evbuffer_add_printf(out, "{\"index\":%u,\"status\":\"%s\"", it->index, item_state_name(it->state));
+    if (it->payment_id[0]) evbuffer_add_printf(out, ",\"payment_id\":\"%s\"", it->payment_id);
+    evbuffer_add_printf(out, ",\"error\":\"%s\",\"message\":\"out of memory: details lost\"%s}", code,
+                        strcmp(code, "validation_failed") ? "" : ",\"fields\":[]");
+}
+
 /* v in decimal at out (up to 10 bytes, no NUL); returns the length. */
 static size_t format_u32(char *out, uint32_t v) {
     char tmp[10];
@@ -933,21 +945,18 @@ static size_t format_u32(char *out, uint32_t v) {
     return n;
 }
 
-static bool item_error_is(const ingest_item *it, const char *code) {
-    const char *e = json_string_value(json_object_get(it->error, "error"));
-    return e && strcmp(e, code) == 0;
-}
-
 /* The per-item results, written straight into the reply (accepted items, the common case, without
  * building JSON values: a batch of 1000 answers in microseconds). */
 static void reply_batch(ingest *ing, ingest_job *job) {
-    const char *unavailable = "broker_unavailable"; /* the code of a whole-batch 503 */
+    const char *unavailable = NULL; /* the code of a whole-batch 503: its failed items' */
     int count[ITEM_SKIPPED + 1] = {0};
     struct evbuffer *out = evhttp_request_get_output_buffer(job->ctx.req);
     for (uint32_t i = 0; i < job->n; i++) {
         count[job->items[i].state]++;
-        if (item_error_is(&job->items[i], "shutting_down")) unavailable = "shutting_down";
+        if (job->items[i].state == ITEM_FAILED)
+            unavailable = batch_failure_code(unavailable, job->items[i].code);
     }
+    if (!unavailable) unavailable = "internal_error"; /* a failed item without a code: a bug */
     /* Nothing stored, and not only because of the items themselves: the broker (or an overload)
      * failed the others, so the whole batch is a 503 to retry, even next to rejected items. */
     bool nothing_stored = count[ITEM_ACCEPTED] == 0 && count[ITEM_FAILED] > 0;
@@ -965,10 +974,11 @@ static void reply_batch(ingest *ing, ingest_job *job) {
             memcpy(r + n, it->payment_id, 36), n += 36;
             memcpy(r + n, "\"}", 2), n += 2;
             evbuffer_add(out, r, n);
-        } else {
-            json_t *r = item_result(it);
-            if (!r || json_dump_callback(r, dump_to_evbuffer, out, JSON_COMPACT | JSON_PRESERVE_ORDER) != 0)
-                evbuffer_add_printf(out, "{\"index\":%u,\"status\":\"failed\"}", i);
+        } else { /* dumped whole first: a dump failing half-way would leave half a result */
+            json_t *r = it->error ? item_result(it) : NULL;
+            char *s = r ? json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            if (!s || evbuffer_add(out, s, strlen(s)) != 0) item_result_bare(out, it);
+            free(s);
             json_decref(r);
         }
     }
@@ -989,10 +999,10 @@ static void reply_single(ingest *ing, ingest_job *job) {
     if (it->state == ITEM_REJECTED) {
         reply_json(ing, ctx, 422, json_incref(it->error));
     } else if (it->state == ITEM_FAILED) {
-        const char *code = json_string_value(json_object_get(it->error, "error"));
+        const char *code = it->code ? it->code : "internal_error";
         const char *msg = json_string_value(json_object_get(it->error, "message"));
-        if (code && !strcmp(code, "internal_error")) reply_json(ing, ctx, 500, json_incref(it->error));
-        else reply_unavailable(ing, ctx, code ? code : "broker_unavailable", msg ? msg : "retry");
+        if (!strcmp(code, "internal_error")) reply_json(ing, ctx, 500, json_incref(it->error));
+        else reply_unavailable(ing, ctx, code, msg ? msg : "retry");
     } else if (job->kind == JOB_OUTCOME) {
         reply_json(ing, ctx, 202, json_pack("{s:s, s:s, s:s, s:s}", "message", "Outcome accepted",
                                             "status", "accepted", "outcome_id", job->outcome_id,
@@ -1036,11 +1046,18 @@ static json_t *failure(const char *code, const char *msg) {
     return json_pack("{s:s, s:s}", "error", code, "message", msg);
 }
 
+/* A waiting item failed with code (a static string) and msg. */
+static void item_finish_failed(ingest_item *it, const char *code, const char *msg) {
+    it->code = code;
+    item_finish(it, ITEM_FAILED, failure(code, msg));
+}
+
 /* An item that failed before it reached the producer's queue (or was refused by it): counted in
  * fs_ingest_payments_total{result="failed"} here, as on_delivery() counts the broker's failures (a
  * batch answers 200 around such items: no other metric would show them). */
 static void item_fail(ingest *ing, ingest_item *it, const char *code, const char *msg) {
     it->state = ITEM_FAILED;
+    it->code = code;
     json_decref(it->error);
     it->error = failure(code, msg);
     ing->payments_failed++;
@@ -1162,7 +1179,7 @@ static void digest_done(void *arg, bool cancelled) {
         log_msg(LOG_ERROR, "pii_failed", "request %s: %s", it->job->ctx.request_id, t->errstr);
         digest_task_free(t);
         ing->payments_failed++;
-        item_finish(it, ITEM_FAILED, failure("internal_error", "could not pseudonymize the payment"));
+        item_finish_failed(it, "internal_error", "could not pseudonymize the payment");
         return;
     }
     for (int k = 0; k < PII_KIND_COUNT; k++) {
@@ -1224,6 +1241,7 @@ static void item_continue(ingest *ing, ingest_item *it, int rc, pay_payment *p, 
                           const pay_errors *errs) {
     if (rc != 0) {
         it->state = ITEM_REJECTED;
+        it->code = "validation_failed";
         it->error = pay_errors_to_json(errs);
         ing->payments_rejected++;
         goto done;
@@ -1489,6 +1507,7 @@ static void handle_post_batch(ingest *ing, ingest_ctx *ctx) {
             continue;
         if (!batch_item_value(&b, i)) {
             it->state = ITEM_REJECTED;
+            it->code = "malformed_json";
             it->error = failure("malformed_json", bi->error);
         } else {
             item_start(ing, it, bi->value, derived ? item_id : NULL, true, bi->big, bi->nbig);
@@ -1765,13 +1784,12 @@ static void delivery_settle(ingest *ing, ingest_item *it, const rd_kafka_message
         log_msg(LOG_WARN, "delivery_failed", "payment %s (request %s): %s", it->payment_id,
                 it->job->ctx.request_id, rd_kafka_err2str(m->err));
         if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE) /* drain timeout, fatal error: never sent */
-            item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_NOT_SENT));
+            item_finish_failed(it, "shutting_down", DRAIN_NOT_SENT);
         else if (m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) /* sent, the answer never read */
-            item_finish(it, ITEM_FAILED, failure("shutting_down", DRAIN_UNKNOWN));
+            item_finish_failed(it, "shutting_down", DRAIN_UNKNOWN);
         else
-            item_finish(it, ITEM_FAILED,
-                        failure("broker_unavailable", "the payment could not be stored durably; "
-                                "retry with the same Idempotency-Key or payment_id"));
+            item_finish_failed(it, "broker_unavailable", "the payment could not be stored durably; "
+                               "retry with the same Idempotency-Key or payment_id");
         return;
     }
     if (!ing->fatal) ing->ready = true;
@@ -2334,6 +2352,7 @@ static void job_cut_short(ingest *ing, ingest_job *job) {
         json_decref(it->error);
         bool digesting = it->state == ITEM_DIGESTING;
         it->error = failure("shutting_down", digesting ? DRAIN_NOT_SENT : DRAIN_UNKNOWN);
+        it->code = "shutting_down";
         if (digesting) ing->payments_failed++; /* a producing one: its late report counts it */
         it->state = ITEM_FAILED;
     }

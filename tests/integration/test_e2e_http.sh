@@ -22,13 +22,13 @@ fs_bg ingest env FS_LISTEN_PORT="$port" FS_PII_SECRET_FILE="$secret" FS_KEYS_FIL
     "$BUILD/bin/fraudshield-ingest"
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port/ready"
 
-# post BODY -> prints "STATUS PAYMENT_ID"
+# post BODY -> prints "STATUS PAYMENT_ID" (the answer recorded for fs_check_answers)
 post() {
-    local out
-    out=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' -H "X-API-Key: $KEY" \
-        --data-binary "$1" "http://127.0.0.1:$port/api/v1/payments")
-    printf '%s %s\n' "$(tail -n 1 <<<"$out")" \
-        "$(head -n 1 <<<"$out" | sed -n 's/.*"payment_id": *"\([^"]*\)".*/\1/p')"
+    local status
+    status=$(curl -s -o "$FS_TEST_DIR/post.body" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -H "X-API-Key: $KEY" --data-binary "$1" "http://127.0.0.1:$port/api/v1/payments") || status=000
+    fs_record_answer POST /api/v1/payments "$status" "$FS_TEST_DIR/post.body"
+    printf '%s %s\n' "$status" "$(sed -n 's/.*"payment_id": *"\([^"]*\)".*/\1/p' "$FS_TEST_DIR/post.body")"
 }
 
 n=0
@@ -87,10 +87,11 @@ OKEY=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$FS_TEST_DIR/api
 fs_kill ingest HUP # the new key
 fs_wait_for 10 "grep -q '\"event\":\"reloaded\"' '$FS_TEST_DIR/ingest.log'"
 big=$(fs_psql "SELECT payment_id FROM payments WHERE user_id = 'big-spender'")
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $OKEY" -H 'Content-Type: application/json' \
-    --data-binary '{"outcome":"confirmed_fraud","reason":"card reported stolen"}' \
+code=$(curl -s -o "$FS_TEST_DIR/outcome.body" -w '%{http_code}' -H "X-API-Key: $OKEY" \
+    -H 'Content-Type: application/json' --data-binary '{"outcome":"confirmed_fraud","reason":"card reported stolen"}' \
     "http://127.0.0.1:$port/api/v1/payments/$big/outcome")
 fs_assert_eq 202 "$code" "outcome accepted"
+fs_record_answer POST "/api/v1/payments/$big/outcome" "$code" "$FS_TEST_DIR/outcome.body"
 fs_wait_for 20 fs_topic_has payment_outcomes 1
 for t in raw_payments processed_payments fraud_alerts payment_outcomes; do fs_topic_dump "$t" >"$FS_TEST_DIR/$t.tsv"; done
 # :6 = the partitions of each topic (fs_broker_start 6): every message on its key's murmur2 partition
@@ -99,4 +100,6 @@ fs_validate_topics "raw-payment.v1.json:$FS_TEST_DIR/raw_payments.tsv:country:6"
     "fraud-alert.v1.json:$FS_TEST_DIR/fraud_alerts.tsv:payment_id:6" \
     "payment-outcome.v1.json:$FS_TEST_DIR/payment_outcomes.tsv:payment_id:6" ||
     fs_fail "a message does not match its schema"
+# ... and every answer ingest gave is what its schema says (schemas/json).
+fs_check_answers payment-accepted.v1.json outcome-accepted.v1.json
 echo "e2e ok: $n payments"

@@ -388,6 +388,56 @@ $pB"
 fs_assert_eq "9ebcdfe2-3986-5371-9444-76ee2f31e41b 977965f0-ca26-5ea1-8872-9308b6dbb9c1 4e123c14-5035-567e-b94a-2c4010a4cafb " \
     "$(batch_ids)" "pinned batch ids (NDJSON)"
 
+# --- a batch's 503 names what failed its items ---------------------------------------------------
+# ingestq: one worker thread, one task allowed to wait, ~1 s per Argon2 (as ingest3). A payment with
+# four new identifiers digests for ~4 s; a second one waits behind it: the queue is full. A batch of
+# new identifiers is then refused whole, and its 503 says overloaded, as its items do (was
+# broker_unavailable: "the pipeline is down", where "back off on this instance" is meant).
+portq=$(fs_free_port)
+BASEQ="http://127.0.0.1:$portq"
+fs_bg ingestq "$INGEST" --listen-port="$portq" --pii-secret-file="$secret" --auth=false \
+    --pii-t-cost=64 --pii-m-cost-kib=16384 --worker-threads=1 --worker-queue=1 -X message.timeout.ms=2000
+fs_wait_for 60 curl -sf "$BASEQ/ready"
+# pending_q N: true once N digest tasks are queued or running on ingestq
+pending_q() {
+    curl -fsS "$BASEQ/metrics" |
+        awk -v n="$1" '$1 == "fs_ingest_argon2_tasks_pending" { found = 1; ok = $2 >= n } END { exit !(found && ok) }'
+}
+# postq PATH BODY NAME: posts BODY (JSON) to ingestq; the answer in $FS_TEST_DIR/NAME.{status,body,
+# headers}, recorded (from a subshell too: files of its own).
+postq() {
+    local status
+    status=$(curl -s -D "$FS_TEST_DIR/$3.headers" -o "$FS_TEST_DIR/$3.body" -w '%{http_code}' \
+        -H 'Content-Type: application/json' --data-binary "$2" "$BASEQ$1") || status=000
+    echo "$status" >"$FS_TEST_DIR/$3.status"
+    fs_record_answer POST "$1" "$status" "$FS_TEST_DIR/$3.body" "$FS_TEST_DIR/$3.headers"
+}
+# newpii N: a valid payment with one identifier (an email) that ingestq has not digested yet
+newpii() {
+    printf '{"user_id":"u-q%s","merchant_id":"m-1","amount":"1.00","currency":"EUR","payment_method":"card","email":"q%s@example.com"}' "$1" "$1"
+}
+# batchq_is JQ_FILTER MSG: the last batch answer of ingestq (batchq) is a 503 with Retry-After for
+# which JQ_FILTER holds
+batchq_is() {
+    fs_assert_eq 503 "$(cat "$FS_TEST_DIR/batchq.status")" "$2: status"
+    tr -d '\r' <"$FS_TEST_DIR/batchq.headers" | grep -qix 'retry-after: 1' || fs_fail "$2: no Retry-After"
+    jq -e "$1" "$FS_TEST_DIR/batchq.body" >/dev/null || fs_fail "$2: $(cat "$FS_TEST_DIR/batchq.body")"
+}
+slowq='{"user_id":"u-slowq","merchant_id":"m-1","amount":"5.00","currency":"EUR","payment_method":"card","email":"slowq@example.com","ip_address":"198.51.100.24","card_fingerprint":"fp-slowq-1","device_info":{"device_id":"dev-slowq-1"}}'
+postq /api/v1/payments "$slowq" slowq &
+clients=($!)
+fs_wait_for 10 pending_q 1
+postq /api/v1/payments "$(newpii 0)" waitq &
+clients+=($!)
+fs_wait_for 10 pending_q 2
+postq /api/v1/payments/batch "[$(newpii 1),$(newpii 2)]" batchq
+batchq_is '.accepted == 0 and .failed == 2 and .error == "overloaded" and (.message | length > 0)
+    and ([.results[].error] == ["overloaded", "overloaded"])' "a batch refused by a full Argon2 queue"
+wait "${clients[@]}"
+fs_assert_eq "202 202" "$(cat "$FS_TEST_DIR/slowq.status") $(cat "$FS_TEST_DIR/waitq.status")" \
+    "the payments that filled the queue"
+echo "ok: a batch whose items all failed overloaded answers 503 overloaded"
+
 # --- broker down -> 503 + Retry-After, then back --------------------------------------------------
 fs_broker_down
 start=$SECONDS
@@ -403,6 +453,18 @@ fs_assert_eq 503 "$STATUS" "a batch while the brokers are down"
 fs_assert_eq 1 "$(header Retry-After)" "Retry-After of the batch"
 jq -e '.accepted == 0 and .failed == 1 and .results[0].status == "failed" and .error == "broker_unavailable"
     and (.message | length > 0)' <<<"$BODY" >/dev/null || fs_fail "the batch's 503 body: $BODY"
+# Items failed for different reasons: the most telling code (docs/ingest.md, Batches). On ingestq, an
+# item without identifiers goes to the producer (its delivery fails), and of three with new ones the
+# single thread and the single waiting place take two at most: one at least is refused overloaded.
+# The brokers are down for every instance: broker_unavailable, not overloaded.
+postq /api/v1/payments/batch "[$valid,$(newpii 3),$(newpii 4),$(newpii 5)]" batchq
+batchq_is '.accepted == 0 and .failed == 4 and .error == "broker_unavailable"
+    and .results[0].error == "broker_unavailable" and any(.results[]; .error == "overloaded")' \
+    "a batch failed by the outage and by a full Argon2 queue"
+fs_kill ingestq TERM
+fs_wait_exit ingestq 15
+fs_assert_eq 0 "$FS_EXIT_STATUS" "ingestq exit status"
+echo "ok: a batch failed broker_unavailable and overloaded answers 503 broker_unavailable"
 fs_wait_for 10 '[[ $(curl -s -o /dev/null -w "%{http_code}" "$BASE/ready") == 503 ]]'
 echo "ok: /ready is 503 while the brokers are down"
 curl -fsS "$BASE/metrics" | grep -qx 'fs_ingest_ready 0' || fs_fail "fs_ingest_ready is not 0 while /ready is 503"

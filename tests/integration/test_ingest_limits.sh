@@ -3,7 +3,8 @@
 # client leaving while its request waits is noticed),
 # the connection limit, a slow client that never completes its request, oversized headers,
 # malformed HTTP, SIGTERM with a batch in flight (every accepted item durable, exit 0), the admin
-# listener (admin-port), and a broker outage answered 503 by the batch and outcome endpoints.
+# listener (admin-port), and a broker outage answered 503 by the batch and outcome endpoints; the
+# answers with a body against their JSON Schemas (schemas/json).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_limits
@@ -16,6 +17,12 @@ fs_pii_secret "$secret"
 KEY=$("$INGEST" keys create --keys-file "$keys" --id full --scopes payments:write,payments:read,outcomes:write 2>/dev/null)
 H=(-H "X-API-Key: $KEY" -H 'Content-Type: application/json')
 pay='{"user_id":"u-1","merchant_id":"m-1","amount":"12.50","currency":"EUR","payment_method":"card","country":"DE"}'
+# rec METHOD PATH: records $out, an answer as curl -w '\n%{http_code}' prints it (the body, then the
+# status on a line of its own), for fs_check_answers.
+rec() {
+    head -n -1 <<<"$out" >"$FS_TEST_DIR/rec.body"
+    fs_record_answer "$1" "$2" "$(tail -n 1 <<<"$out")" "$FS_TEST_DIR/rec.body"
+}
 
 # A self-signed certificate for localhost / 127.0.0.1.
 selfsigned() {
@@ -36,7 +43,8 @@ fs_wait_for 30 curl -sf "$BASE/ready"
 # --- TLS ---------------------------------------------------------------------------------------
 TLS="https://localhost:$tls_port"
 fs_assert_eq 200 "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$FS_TEST_DIR/cert.pem" "$TLS/health")" "GET /health over TLS"
-out=$(curl -s --cacert "$FS_TEST_DIR/cert.pem" "${H[@]}" --data-binary "$pay" "$TLS/api/v1/payments")
+out=$(curl -s -w '\n%{http_code}' --cacert "$FS_TEST_DIR/cert.pem" "${H[@]}" --data-binary "$pay" "$TLS/api/v1/payments")
+rec POST /api/v1/payments
 [[ "$out" == *'"status":"accepted"'* ]] || fs_fail "POST over TLS: $out"
 echo "ok: POST over TLS"
 if curl -s -o /dev/null --max-time 3 --cacert "$FS_TEST_DIR/cert.pem" "https://localhost:$port/health"; then
@@ -190,21 +198,25 @@ fs_bg ingest3 "$INGEST" --listen-port="$port3" --pii-secret-file="$secret" --key
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port3/ready"
 fs_broker_down
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,$pay]" "http://127.0.0.1:$port3/api/v1/payments/batch")
+rec POST /api/v1/payments/batch
 fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "batch with the broker down"
 [[ "$out" == *'"failed":2'* && "$out" == *'"status":"failed","payment_id":"'* ]] || fs_fail "batch 503 body: $out"
 # nothing stored next to a rejected item is still a 503 with Retry-After (never a 200 to move on from)
 out=$(curl -s -D "$FS_TEST_DIR/h503" -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,{\"user_id\":\"x\"}]" \
     "http://127.0.0.1:$port3/api/v1/payments/batch")
+rec POST /api/v1/payments/batch
 fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "batch of a failed and a rejected item with the broker down"
 [[ "$out" == *'"accepted":0,"rejected":1,"failed":1'* ]] || fs_fail "batch 503 body: $out"
 grep -qi '^Retry-After: [1-9]' "$FS_TEST_DIR/h503" || fs_fail "batch 503 without Retry-After"
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary '{"outcome":"chargeback"}' \
     "http://127.0.0.1:$port3/api/v1/payments/00000000-0000-4000-8000-000000000001/outcome")
+rec POST /api/v1/payments/00000000-0000-4000-8000-000000000001/outcome
 fs_assert_eq 503 "$(tail -n 1 <<<"$out")" "outcome with the broker down"
 [[ "$out" == *broker_unavailable* ]] || fs_fail "outcome 503 body: $out"
 fs_broker_up
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port3/ready"
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay]" "http://127.0.0.1:$port3/api/v1/payments/batch")
+rec POST /api/v1/payments/batch
 fs_assert_eq 200 "$(tail -n 1 <<<"$out")" "batch once the broker is back"
 
 # --- the producer's queue refuses items of a batch: 200 around them, and the metrics count them ---
@@ -213,6 +225,7 @@ fs_bg ingest5 "$INGEST" --listen-port="$port5" --pii-secret-file="$secret" --key
     -X queue.buffering.max.messages=1 -X linger.ms=300
 fs_wait_for 30 curl -sf "http://127.0.0.1:$port5/ready"
 out=$(curl -s -w '\n%{http_code}' "${H[@]}" --data-binary "[$pay,$pay,$pay,$pay,$pay]" "http://127.0.0.1:$port5/api/v1/payments/batch")
+rec POST /api/v1/payments/batch
 fs_assert_eq 200 "$(tail -n 1 <<<"$out")" "batch with a full producer queue"
 [[ "$out" == *'"accepted":1,"rejected":0,"failed":4'* ]] || fs_fail "full queue, batch body: $out"
 metrics=$(curl -s "http://127.0.0.1:$port5/metrics")
@@ -235,6 +248,7 @@ sleep 0.5
 fs_kill ingest2 TERM
 wait "$client" || true
 fs_assert_eq 200 "$(cat "$FS_TEST_DIR/inflight.status")" "in-flight batch answered during shutdown"
+fs_record_answer POST /api/v1/payments/batch 200 "$FS_TEST_DIR/inflight.body"
 grep -q '"accepted":3' "$FS_TEST_DIR/inflight.body" || fs_fail "in-flight batch: $(cat "$FS_TEST_DIR/inflight.body")"
 fs_wait_exit ingest2 15
 fs_assert_eq 0 "$FS_EXIT_STATUS" "exit status after SIGTERM"
@@ -242,4 +256,5 @@ fs_wait_for 20 fs_topic_has raw_payments $((before + 3))
 echo "ok: the 3 accepted items are on raw_payments"
 
 fs_alive ingest || fs_fail "ingest died"
+fs_check_answers payment-accepted.v1.json batch-result.v1.json error.v1.json
 echo "PASS test_ingest_limits"

@@ -5,7 +5,8 @@
 # with /ready 503 and /health 200 (nothing restarted it). Checked: exit status 1 with kafka_fatal
 # and fatal_exit logged; every request was answered 202 or 503 (or refused once the listener
 # closed), never left hanging; every payment answered 202 is on raw_payments (202 means durable);
-# a restarted ingest (a new producer) takes payments again.
+# a restarted ingest (a new producer) takes payments again; every answer against its JSON Schema
+# (schemas/json).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_producer_fatal
@@ -27,7 +28,8 @@ start_ingest ingest
 # pay USER: a payment (the user picks its partition)
 pay() { printf '{"user_id":"u-%s","merchant_id":"m-1","amount":"1.00","currency":"EUR","payment_method":"card"}' "$1"; }
 # client N: posts payments one after another until ingest refuses the connection (000), one line
-# "STATUS PAYMENT_ID ERROR" per request in client.N.
+# "STATUS PAYMENT_ID ERROR" per request in client.N, "STATUS BODY" in raw.N (for record_lines:
+# fs_record_answer from four clients at once could interleave the lines it appends).
 client() {
     local n=$1 i body status
     for ((i = 0; i < 5000; i++)); do
@@ -35,6 +37,7 @@ client() {
             --data-binary "$(pay "$n-$i")" "$BASE/api/v1/payments") || true
         status=${body##*$'\n'}
         [[ "$status" == 000 ]] && break
+        printf '%s %s\n' "$status" "${body%$'\n'*}" >>"$FS_TEST_DIR/raw.$n"
         printf '%s %s %s\n' "$status" "$(grep -o '"payment_id":"[^"]*"' <<<"$body" | cut -d'"' -f4)" \
             "$(grep -o '"error":"[^"]*"' <<<"$body" | cut -d'"' -f4)" >>"$FS_TEST_DIR/client.$n"
     done
@@ -65,16 +68,28 @@ fs_commit_fault # every produce request fails from now on: the producer's next o
 fs_wait_exit ingest 60 # the old code: still running (unready) after 60 s
 fs_assert_eq 1 "$FS_EXIT_STATUS" "exit status after the fatal producer error"
 for p in "${pids[@]}"; do wait "$p"; done
+# record_lines FILE PATH: each "STATUS BODY" line of FILE recorded as an answer to POST PATH
+record_lines() {
+    local status body
+    while read -r status body; do
+        printf '%s' "$body" >"$FS_TEST_DIR/line.body"
+        fs_record_answer POST "$2" "$status" "$FS_TEST_DIR/line.body"
+    done <"$1"
+}
+for n in 1 2 3; do record_lines "$FS_TEST_DIR/raw.$n" /api/v1/payments; done
+[[ ! -e "$FS_TEST_DIR/batches" ]] || record_lines "$FS_TEST_DIR/batches" /api/v1/payments/batch
+# Every answer against its schema (schemas/json); 503s and batches are checked when there were some.
+fs_check_answers payment-accepted.v1.json
 grep '"event":"kafka_fatal"' "$FS_TEST_DIR/ingest.log" | grep -q 'sequence desynchronization' ||
     fs_fail "no kafka_fatal naming the broker's error logged"
 grep -q '"event":"fatal_exit"' "$FS_TEST_DIR/ingest.log" || fs_fail "no fatal_exit logged"
 grep -q '"event":"draining"' "$FS_TEST_DIR/ingest.log" || fs_fail "the fatal error did not drain"
 
-cat "$FS_TEST_DIR"/client.* >"$FS_TEST_DIR/answers"
-odd=$(grep -Ev '^(202 [0-9a-f-]{36} |503 [0-9a-f-]* (broker_unavailable|shutting_down))$' "$FS_TEST_DIR/answers" || true)
+cat "$FS_TEST_DIR"/client.* >"$FS_TEST_DIR/replies"
+odd=$(grep -Ev '^(202 [0-9a-f-]{36} |503 [0-9a-f-]* (broker_unavailable|shutting_down))$' "$FS_TEST_DIR/replies" || true)
 [[ -z "$odd" ]] || fs_fail "answers other than 202 or 503 (broker_unavailable, shutting_down): $odd"
-n202=$(grep -c '^202 ' "$FS_TEST_DIR/answers")
-n503=$(grep -c '^503 ' "$FS_TEST_DIR/answers" || true)
+n202=$(grep -c '^202 ' "$FS_TEST_DIR/replies")
+n503=$(grep -c '^503 ' "$FS_TEST_DIR/replies" || true)
 echo "ok: $n202 answered 202, $n503 answered 503, then connections refused"
 
 # Batches: 200 with per-item results, or 503 when nothing was stored; an item is accepted (202's
@@ -92,7 +107,7 @@ echo "ok: $(wc -l <"$FS_TEST_DIR/batches") batches, $(grep -c . <<<"$items") ite
 ((n503 + $(grep -c . <<<"$failed") >= 1)) || fs_fail "no request met the fatal error"
 
 fs_topic_dump raw_payments | grep -o 'payment_id=[0-9a-f-]*' | cut -d= -f2 | sort -u >"$FS_TEST_DIR/stored"
-{ grep '^202 ' "$FS_TEST_DIR/answers" | cut -d' ' -f2; echo "$items"; } | grep . | sort -u >"$FS_TEST_DIR/acknowledged"
+{ grep '^202 ' "$FS_TEST_DIR/replies" | cut -d' ' -f2; echo "$items"; } | grep . | sort -u >"$FS_TEST_DIR/acknowledged"
 fs_assert_eq "$((n202 + $(grep -c . <<<"$items")))" "$(wc -l <"$FS_TEST_DIR/acknowledged")" \
     "distinct payments acknowledged (202, accepted batch items)"
 fs_assert_eq "" "$(comm -23 "$FS_TEST_DIR/acknowledged" "$FS_TEST_DIR/stored" | head -n 3)" \

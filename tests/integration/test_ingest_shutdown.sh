@@ -7,7 +7,8 @@
 #  - a GET /api/v1/payments/{id} whose query PostgreSQL never answers (a fake server that logs in
 #    and then stays silent);
 #  - a batch of one payment of each of the first and third kinds (503: nothing stored).
-# Afterwards raw_payments holds nothing: what was answered 503 was never produced.
+# Afterwards raw_payments holds nothing: what was answered 503 was never produced. Every answer is
+# checked against its JSON Schema (schemas/json).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup ingest_shutdown
@@ -96,6 +97,16 @@ grep -q '"payment_id":"0b0b0b0b-0000-4000-8000-000000000001"' "$FS_TEST_DIR/read
 fs_assert_eq 2 "$(grep -o '"status":"failed","payment_id":"[^"]*","error":"shutting_down"' "$FS_TEST_DIR/batch.body" | wc -l)" \
     "batch: both items failed with shutting_down, with their ids"
 echo "ok: every waiting request got 503 shutting_down with Retry-After"
+for name in digesting queued lingering; do
+    fs_record_answer POST /api/v1/payments "$(cat "$FS_TEST_DIR/$name.status")" "$FS_TEST_DIR/$name.body" \
+        "$FS_TEST_DIR/$name.headers"
+done
+fs_record_answer GET /api/v1/payments/0b0b0b0b-0000-4000-8000-000000000001 "$(cat "$FS_TEST_DIR/reading.status")" \
+    "$FS_TEST_DIR/reading.body" "$FS_TEST_DIR/reading.headers"
+fs_record_answer POST /api/v1/payments/batch "$(cat "$FS_TEST_DIR/batch.status")" "$FS_TEST_DIR/batch.body" \
+    "$FS_TEST_DIR/batch.headers"
+# Every answer against its schema (schemas/json): the batch's 503 is its batch answer.
+fs_check_answers error.v1.json batch-result.v1.json
 
 fs_wait_exit ingest 30
 fs_assert_eq 0 "$FS_EXIT_STATUS" "exit status after SIGTERM"

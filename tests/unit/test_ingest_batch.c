@@ -305,6 +305,38 @@ static void test_recent_owner(void **state) {
     recent_destroy(r);
 }
 
+/* The error of a batch's 503: one code when all failed items agree, else the most telling. */
+static void test_failure_code(void **state) {
+    (void)state;
+    static const struct {
+        const char *a, *b, *want;
+    } rows[] = {
+        {NULL, "overloaded", "overloaded"},
+        {"internal_error", NULL, "internal_error"},
+        {"overloaded", "overloaded", "overloaded"},
+        {"internal_error", "overloaded", "overloaded"},
+        {"overloaded", "internal_error", "overloaded"},
+        {"overloaded", "broker_unavailable", "broker_unavailable"},
+        {"broker_unavailable", "overloaded", "broker_unavailable"},
+        {"internal_error", "broker_unavailable", "broker_unavailable"},
+        {"broker_unavailable", "shutting_down", "shutting_down"},
+        {"shutting_down", "overloaded", "shutting_down"},
+        {"internal_error", "shutting_down", "shutting_down"},
+        {"some_new_code", "internal_error", "internal_error"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *got = batch_failure_code(rows[i].a, rows[i].b);
+        if (!got || strcmp(got, rows[i].want) != 0)
+            fail_msg("row %zu: %s, %s: got %s, want %s", i, rows[i].a ? rows[i].a : "NULL",
+                     rows[i].b ? rows[i].b : "NULL", got ? got : "NULL", rows[i].want);
+    }
+    /* a batch's items folded in order: the order of the items does not matter */
+    const char *codes[] = {"internal_error", "overloaded", "internal_error", "broker_unavailable", "overloaded"};
+    const char *code = NULL;
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) code = batch_failure_code(code, codes[i]);
+    assert_string_equal("broker_unavailable", code);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_of),
@@ -317,6 +349,7 @@ int main(void) {
         cmocka_unit_test(test_limit_exact),
         cmocka_unit_test(test_recent),
         cmocka_unit_test(test_recent_owner),
+        cmocka_unit_test(test_failure_code),
     };
     return cmocka_run_group_tests_name("ingest_batch", tests, NULL, NULL);
 }

@@ -6,7 +6,8 @@
  * old item_produce() put the payment's version on every message, the outcomes' included.
  * The requests are driven through the real handlers with connectionless libevent requests (a reply
  * to one frees it), and the messages are read back from their delivery reports: the producer has
- * no broker, and purging its queue reports every message. */
+ * no broker, and purging its queue reports every message. Also the batch answer's out-of-memory
+ * item result (item_result_bare). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -130,9 +131,45 @@ static void test_schema_version_headers(void **state) {
     test_ingest_free(ing);
 }
 
+/* An item's result written without JSON values (out of memory): its status, payment_id and code
+ * as batch-result.v1.json wants them (was {"index", "status": "failed"} for every item). */
+static void test_result_bare(void **state) {
+    (void)state;
+    static const struct {
+        item_state st;
+        const char *code, *payment_id, *want;
+    } rows[] = {
+        {ITEM_FAILED, "overloaded", TEST_PAYMENT_ID,
+         "{\"index\":3,\"status\":\"failed\",\"payment_id\":\"" TEST_PAYMENT_ID "\",\"error\":\"overloaded\","
+         "\"message\":\"out of memory: details lost\"}"},
+        {ITEM_FAILED, NULL, TEST_PAYMENT_ID,
+         "{\"index\":3,\"status\":\"failed\",\"payment_id\":\"" TEST_PAYMENT_ID "\",\"error\":\"internal_error\","
+         "\"message\":\"out of memory: details lost\"}"},
+        {ITEM_REJECTED, "validation_failed", "",
+         "{\"index\":3,\"status\":\"rejected\",\"error\":\"validation_failed\","
+         "\"message\":\"out of memory: details lost\",\"fields\":[]}"},
+        {ITEM_REJECTED, "malformed_json", "",
+         "{\"index\":3,\"status\":\"rejected\",\"error\":\"malformed_json\","
+         "\"message\":\"out of memory: details lost\"}"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        ingest_item it = {.index = 3, .state = rows[i].st, .code = rows[i].code};
+        snprintf(it.payment_id, sizeof it.payment_id, "%s", rows[i].payment_id);
+        struct evbuffer *out = evbuffer_new();
+        assert_non_null(out);
+        item_result_bare(out, &it);
+        size_t n = evbuffer_get_length(out);
+        char *got = (char *)evbuffer_pullup(out, -1);
+        if (n != strlen(rows[i].want) || memcmp(got, rows[i].want, n) != 0)
+            fail_msg("row %zu: got %.*s", i, (int)n, got);
+        evbuffer_free(out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_schema_version_headers),
+        cmocka_unit_test(test_result_bare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
