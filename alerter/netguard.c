@@ -20,6 +20,7 @@ struct netguard {
 };
 
 static const unsigned char V4_MAPPED[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+static const unsigned char NAT64_WKP[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0}; /* RFC 6052 */
 
 static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned int prefix) {
     unsigned int full = prefix / 8, rest = prefix % 8;
@@ -130,13 +131,22 @@ static bool addr_of(const struct sockaddr *sa, socklen_t len, int *family, unsig
     return true;
 }
 
+static bool list_denies(const netguard *g, int family, const unsigned char *a) {
+    for (size_t i = 0; i < g->n; i++)
+        if (g->v[i].family == family && prefix_match(a, g->v[i].net, g->v[i].prefix)) return true;
+    return false;
+}
+
 bool netguard_denies(const netguard *g, const struct sockaddr *sa, socklen_t len) {
     int family;
     unsigned char a[16];
     if (!addr_of(sa, len, &family, a)) return false;
-    for (size_t i = 0; i < g->n; i++)
-        if (g->v[i].family == family && prefix_match(a, g->v[i].net, g->v[i].prefix)) return true;
-    return false;
+    /* 64:ff9b::a.b.c.d: on an IPv6-only network a NAT64 gateway carries it on to a.b.c.d (a DNS64
+     * resolver hands out such names for IPv4-only hosts): denied as either address. */
+    if (family == AF_INET6 && memcmp(a, NAT64_WKP, sizeof NAT64_WKP) == 0 &&
+        list_denies(g, AF_INET, a + sizeof NAT64_WKP))
+        return true;
+    return list_denies(g, family, a);
 }
 
 void netguard_addr_text(const struct sockaddr *sa, socklen_t len, char *out, size_t out_size) {

@@ -5,7 +5,9 @@
  * A list of networks in CIDR notation, IPv4 and IPv6, comma-separated ("169.254.0.0/16,fe80::/10").
  * An IPv4-mapped IPv6 address (::ffff:a.b.c.d: a dual-stack socket connects to a.b.c.d) is checked
  * as its IPv4 address, and an IPv6 entry inside ::ffff:0:0/96 is read as the IPv4 network it maps;
- * other IPv6 entries match IPv6 addresses only (::/0 does not cover IPv4).
+ * other IPv6 entries match IPv6 addresses only (::/0 does not cover IPv4). An address of NAT64's
+ * well-known prefix (64:ff9b::a.b.c.d, RFC 6052: a NAT64 gateway carries it on to a.b.c.d) is
+ * denied when either it or a.b.c.d is in the list.
  *
  * The real check is made by the delivery engine at each connect (delivery.c: every address libcurl
  * is about to connect to, after DNS, so a rebinding name is caught too); the CLI refuses a URL

@@ -473,6 +473,14 @@ static void test_netguard_match(void **state) {
         {"::ffff:10.0.0.0/104", "10.1.2.3", true}, /* a mapped entry is the IPv4 network 10/8 */
         {"::ffff:10.0.0.0/104", "::ffff:10.1.2.3", true},
         {"::ffff:10.0.0.0/104", "11.0.0.0", false},
+        /* NAT64's well-known prefix: denied as itself or as the IPv4 address it embeds */
+        {NETGUARD_DEFAULT, "64:ff9b::169.254.169.254", true},
+        {NETGUARD_DEFAULT, "64:ff9b::a9fe:a9fe", true},
+        {NETGUARD_DEFAULT, "64:ff9b::8.8.8.8", false},
+        {"127.0.0.0/8", "64:ff9b::127.0.0.1", true},
+        {"64:ff9b::/96", "64:ff9b::8.8.8.8", true},
+        {"127.0.0.0/8", "64:ff9c::127.0.0.1", false},
+        {"127.0.0.0/8", "64:ff9b:1::127.0.0.1", false},
         /* prefix 0: everything of its family, nothing of the other */
         {"0.0.0.0/0", "8.8.8.8", true},
         {"0.0.0.0/0", "::ffff:8.8.8.8", true},
