@@ -10,6 +10,7 @@
 #include "hmac256.h"
 
 #define RECENT_SECRET_BYTES 32
+#define RECENT_OWNER_MEMO 160 /* longer owners are tagged each time */
 
 typedef struct slot {
     unsigned char id[16]; /* all-zero = empty (the nil UUID is never stored) */
@@ -25,6 +26,10 @@ struct recent {
     gen g[2]; /* g[cur] takes new ids */
     int cur;
     hmac256 *mac; /* owner tags, under a random per-process secret */
+    /* The last owner recent_add() tagged, and its tag: a batch's items, and most consecutive
+     * payments, have one owner, so the HMAC runs once for them, not once a payment. */
+    char last_owner[RECENT_OWNER_MEMO];
+    uint64_t last_tag;
 };
 
 /* 32 hex digits of a canonical UUID -> 16 bytes. Returns -1 when malformed or nil. */
@@ -58,6 +63,17 @@ static uint64_t owner_tag(const recent *r, const char *owner) {
     hmac256_digest(r->mac, owner, strlen(owner), md);
     memcpy(&tag, md, sizeof tag);
     return tag;
+}
+
+/* owner_tag(), remembered for the last owner (see struct recent). */
+static uint64_t owner_tag_memo(recent *r, const char *owner) {
+    size_t n = strlen(owner);
+    if (n >= sizeof r->last_owner) return owner_tag(r, owner);
+    if (r->last_owner[0] == '\0' || strcmp(r->last_owner, owner) != 0) {
+        memcpy(r->last_owner, owner, n + 1);
+        r->last_tag = owner_tag(r, owner);
+    }
+    return r->last_tag;
 }
 
 /* id's slot in g, or NULL. */
@@ -120,7 +136,7 @@ void recent_add(recent *r, const char *uuid, const char *owner) {
     size_t i = slot_of(g, id);
     while (memcmp(g->slots[i].id, ZERO, 16) != 0) i = (i + 1) & g->mask;
     memcpy(g->slots[i].id, id, 16);
-    g->slots[i].owner = owner_tag(r, owner);
+    g->slots[i].owner = owner_tag_memo(r, owner);
     g->used++;
 }
 

@@ -302,6 +302,18 @@ static void test_recent_owner(void **state) {
             fail_msg("row %zu: %s for %s: want %d", i, rows[i].id, rows[i].owner ? rows[i].owner : "(anyone)",
                      rows[i].has);
     assert_false(recent_has(r, A, "other"));
+    /* owners alternating and repeating (recent_add remembers the last one's tag), and one too
+     * long to remember */
+    static const char C[] = "6c2d1a3f-0b4e-4f9a-9c8b-7d6e5f4a3b21", D[] = "7d3e2b4a-1c5f-4a0b-8d9c-8e7f6a5b4c32";
+    char long_owner[300];
+    memset(long_owner, 'k', sizeof long_owner - 1);
+    long_owner[sizeof long_owner - 1] = '\0';
+    recent_add(r, C, "checkout");
+    recent_add(r, D, long_owner);
+    assert_true(recent_has(r, C, "checkout"));
+    assert_false(recent_has(r, C, "shopify:a.myshopify.com"));
+    assert_true(recent_has(r, D, long_owner));
+    assert_false(recent_has(r, D, "checkout"));
     recent_destroy(r);
 }
 
