@@ -30,6 +30,7 @@ typedef struct transfer {
     const netguard *guard;      /* webhooks: the engine's deny list; NULL: email (not checked) */
     int n_opened, n_denied;     /* sockets made / addresses refused by the guard */
     char denied[NETGUARD_ADDR_MAX]; /* the first address refused */
+    char host[256];             /* webhooks: the URL's host, for the address_denied error */
     void *opaque;
     struct transfer *prev, *next;
 } transfer;
@@ -142,12 +143,10 @@ static void sanitize(char *s) {
 /* Every address libcurl tried was refused by the guard: the error says so (and where the URL's host
  * led), rather than libcurl's "Couldn't connect to server". */
 static void result_denied(const transfer *t, delivery_result *r) {
-    char host[256] = "?", *url = NULL;
-    if (curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK && url)
-        netguard_url_host(url, host, sizeof host);
+    const char *host = t->host[0] ? t->host : "?";
     r->address_denied = true;
     snprintf(r->denied_address, sizeof r->denied_address, "%s", t->denied);
-    snprintf(r->error, sizeof r->error, "address_denied: %s (host %s%s) is in webhook-deny-networks: not connected",
+    snprintf(r->error, sizeof r->error, "address_denied: %s (host %.128s%s) is in webhook-deny-networks: not connected",
              t->denied, host, t->n_denied > 1 ? "; its other addresses too" : "");
 }
 
@@ -161,7 +160,7 @@ static void finish(delivery_engine *e, transfer *t, CURLcode rc) {
         r->retry_after_ms = -1;
         if (t->easy) curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r->status);
         r->answered = rc == CURLE_OK;
-        if (rc != CURLE_OK && t->n_denied > 0 && t->n_opened == 0 && t->easy) {
+        if (rc != CURLE_OK && t->n_denied > 0 && t->n_opened == 0) {
             result_denied(t, r);
         } else if (rc != CURLE_OK) {
             snprintf(r->error, sizeof r->error, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
@@ -258,7 +257,19 @@ static CURLcode setup_common(delivery_engine *e, transfer *t, const delivery_req
     return rc;
 }
 
+/* A URL whose host is a literal denied address is refused before libcurl starts: through a proxy
+ * (https_proxy in the environment) the connect-time check sees only the proxy's address. */
+static CURLcode webhook_precheck(delivery_engine *e, transfer *t, const char *url) {
+    if (netguard_url_host(url, t->host, sizeof t->host) != 0 ||
+        !netguard_host_denied(e->guard, t->host, t->denied))
+        return CURLE_OK;
+    t->n_denied = 1;
+    return CURLE_COULDNT_CONNECT;
+}
+
 static CURLcode setup_webhook(delivery_engine *e, transfer *t, const delivery_request *req) {
+    CURLcode pre = webhook_precheck(e, t, req->url);
+    if (pre != CURLE_OK) return pre;
     char ts[24], sig[DELIVERY_SIG_LEN + 1], sig2[DELIVERY_SIG_V2_LEN + 1], h[256];
     const char *secret = req->secret ? req->secret : "";
     snprintf(ts, sizeof ts, "%lld", (long long)(fs_now_ms() / 1000));

@@ -364,7 +364,7 @@ static void dispatch_start_job(dispatch *d, sub_state *ss, job *j) {
  * schedule and counted by the breaker (which soon stops the attempts), exhausted and dead-lettered
  * after retry-max-age-ms; never dead-lettered at once, so a fix within the day loses nothing. */
 static retry_class classify(const sub_state *ss, const delivery_result *r) {
-    if (r->address_denied) return RETRY_AGAIN;
+    /* address_denied: never answered, so retry_classify() below says RETRY_AGAIN */
     if (ss && ss->s.email) {
         if (r->answered) return RETRY_DONE;
         return r->status >= 500 && r->status <= 599 ? RETRY_PERMANENT : RETRY_AGAIN;

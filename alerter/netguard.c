@@ -174,12 +174,19 @@ int netguard_url_host(const char *url, char *host, size_t host_size) {
 
 bool netguard_url_denied(const netguard *g, const char *url) {
     char host[256];
+    return netguard_url_host(url, host, sizeof host) == 0 && netguard_host_denied(g, host, NULL);
+}
+
+bool netguard_host_denied(const netguard *g, const char *host, char addr[NETGUARD_ADDR_MAX]) {
     struct sockaddr_in v4 = {.sin_family = AF_INET};
     struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};
-    if (netguard_url_host(url, host, sizeof host) != 0) return false;
-    if (inet_pton(AF_INET, host, &v4.sin_addr) == 1)
-        return netguard_denies(g, (const struct sockaddr *)&v4, sizeof v4);
-    if (inet_pton(AF_INET6, host, &v6.sin6_addr) == 1)
-        return netguard_denies(g, (const struct sockaddr *)&v6, sizeof v6);
-    return false;
+    const struct sockaddr *sa = (const struct sockaddr *)&v4;
+    socklen_t len = sizeof v4;
+    if (inet_pton(AF_INET, host, &v4.sin_addr) != 1) {
+        if (inet_pton(AF_INET6, host, &v6.sin6_addr) != 1) return false; /* a name */
+        sa = (const struct sockaddr *)&v6, len = sizeof v6;
+    }
+    if (!netguard_denies(g, sa, len)) return false;
+    if (addr) netguard_addr_text(sa, len, addr, NETGUARD_ADDR_MAX);
+    return true;
 }

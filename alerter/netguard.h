@@ -52,5 +52,8 @@ int netguard_url_host(const char *url, char *host, size_t host_size);
 /* Whether url's host is a literal IP address inside a listed network (a name is not resolved:
  * false). */
 bool netguard_url_denied(const netguard *g, const char *url);
+/* The same for a host as netguard_url_host() gives it; when denied and addr is not NULL, the
+ * address as netguard_addr_text() writes it (an IPv4-mapped one as IPv4) into addr. */
+bool netguard_host_denied(const netguard *g, const char *host, char addr[NETGUARD_ADDR_MAX]);
 
 #endif

@@ -166,13 +166,8 @@ bool subs_url_insecure(const char *url) { return url && strncasecmp(url, "http:/
  * '/' or '#' (https://user:pa/ss@host/) ends the authority early: curl would call "user" on port
  * "pa", and listings would show "user:pa" as the host. Refused here, with the other malformed urls. */
 static bool url_parses(const char *url) {
-    CURLU *u = curl_url();
-    char *host = NULL;
-    bool ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-              curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && *host;
-    curl_free(host);
-    curl_url_cleanup(u);
-    return ok;
+    char host[256];
+    return netguard_url_host(url, host, sizeof host) == 0;
 }
 
 static bool url_ok(const char *url) {
@@ -188,10 +183,9 @@ static int url_deny_check(const char *url, const char *networks, char *errstr, s
     char host[256] = "";
     netguard *g = networks ? netguard_new(networks, errstr, errstr_size) : NULL;
     if (networks && !g) return -1;
-    bool denied = g && netguard_url_denied(g, url);
+    bool denied = g && netguard_url_host(url, host, sizeof host) == 0 && netguard_host_denied(g, host, NULL);
     netguard_destroy(g);
     if (!denied) return 0;
-    netguard_url_host(url, host, sizeof host);
     return snprintf(errstr, errstr_size, "--url: %s is in webhook-deny-networks (addresses no webhook "
                     "may reach, such as the cloud metadata service): the alerter would refuse every "
                     "delivery to it", host), -1;
