@@ -191,7 +191,11 @@ static void scorer_maybe_prune(scorer *s);
 static void scorer_retention(scorer *s);
 static void scorer_reload(scorer *s);
 static void scorer_close(scorer *s);
-static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, const char *at);
+/* Where scorer_commit_stored() is called from: REVOKE and CLOSE are this member's last chance to
+ * commit for those partitions. */
+typedef enum commit_at { COMMIT_LOOP, COMMIT_BATCH, COMMIT_REVOKE, COMMIT_CLOSE } commit_at;
+static const char *const COMMIT_AT_NAMES[] = {"loop", "batch", "revoke", "close"};
+static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, commit_at where);
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -263,7 +267,7 @@ int scorer_run(scorer *s, const atomic_bool *stop, atomic_bool *reload) {
         /* read and cleared in one step: a SIGHUP in between is not lost */
         if (atomic_exchange(reload, false)) scorer_reload(s);
         if (s->commit_attempts && fs_mono_us() >= s->commit_retry_us)
-            scorer_commit_stored(s, s->consumer, "loop");
+            scorer_commit_stored(s, s->consumer, COMMIT_LOOP);
         s->turn_batch_us = 0;
         s->turn_full = false;
         scorer_poll_batch(s);
@@ -1290,7 +1294,7 @@ static void scorer_commit_batch(scorer *s) {
     if (err)
         log_fields(LOG_WARN, "offsets_store_failed", json_pack("{s:s}", "error", rd_kafka_err2str(err)),
                    "could not store offsets (partition revoked?)");
-    scorer_commit_stored(s, s->consumer, "batch");
+    scorer_commit_stored(s, s->consumer, COMMIT_BATCH);
     rd_kafka_topic_partition_list_destroy(offs);
 }
 
@@ -1302,7 +1306,8 @@ static void scorer_commit_batch(scorer *s) {
  * their next owner. Offsets of partitions this member lost are dropped by librdkafka: the retry
  * then finds nothing to commit and stops. rk: the consumer, passed in because the revoke callback
  * of the close runs when s->consumer is already NULL (kafka_consumer_close). */
-static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, const char *at) {
+static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, commit_at where) {
+    const char *at = COMMIT_AT_NAMES[where];
     rd_kafka_resp_err_t err = rd_kafka_commit(rk, NULL, 0 /* synchronous */);
     bool failed = err && err != RD_KAFKA_RESP_ERR__NO_OFFSET;
     int64_t now = fs_mono_us();
@@ -1315,7 +1320,7 @@ static void scorer_commit_stored(scorer *s, rd_kafka_t *rk, const char *at) {
         /* the first failure, then every 30 s while it lasts: a permanent one (an ACL) must show;
          * and each one at revoke or close, the last chance for those partitions: their next owner
          * consumes the batch again (a rebalance at a time, never a flood) */
-        bool last_chance = strcmp(at, "revoke") == 0 || strcmp(at, "close") == 0;
+        bool last_chance = where == COMMIT_REVOKE || where == COMMIT_CLOSE;
         if (s->commit_attempts == 1 || last_chance || now - s->commit_logged_us >= 30000000) {
             s->commit_logged_us = now;
             log_fields(LOG_WARN, "commit_failed",
@@ -1909,7 +1914,8 @@ static void scorer_model_warnings(scorer *s) {
 
 /* SIGHUP, between batches: the rules file, and the model file when one is configured, are read
  * again; one that does not load keeps its active version. The rules to use get the model's windows
- * (scorer_rules_fit): the new file's set, or for a new model alone a copy of the active set. The
+ * (scorer_rules_fit): the new file's set, or for a new model alone a copy of the file's set as last
+ * loaded (rules_file: the active set also holds the old model's windows, which would pile up). The
  * model's columns are then bound again (the windows decide where each feature is). Rules and model
  * that do not fit together (too many windows) are refused as a whole: both active ones stay. */
 static void scorer_reload(scorer *s) {
@@ -1996,7 +2002,7 @@ static void scorer_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         log_fields(LOG_INFO, "partitions_revoked", f, "revoking %d partition(s)", parts->cnt);
         if (s->nitems > 0 && !s->in_batch) scorer_finish_batch(s);
         for (int i = 0; i < parts->cnt; i++) prune_part_forget(s->parts, &s->nparts, parts->elems[i].partition);
-        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s, rk, "revoke");
+        if (s->commit_attempts && !rd_kafka_assignment_lost(rk)) scorer_commit_stored(s, rk, COMMIT_REVOKE);
         if (coop) log_rebalance_error(rd_kafka_incremental_unassign(rk, parts), "incremental_unassign");
         else rd_kafka_assign(rk, NULL);
         return;
@@ -2443,7 +2449,7 @@ static void scorer_close(scorer *s) {
         kafka_consumer_close(&s->outcomes);
     }
     if (s->items) scorer_clear_batch(s); /* messages go before their consumer */
-    if (s->commit_attempts && s->consumer) scorer_commit_stored(s, s->consumer, "close");
+    if (s->commit_attempts && s->consumer) scorer_commit_stored(s, s->consumer, COMMIT_CLOSE);
     kafka_consumer_close(&s->consumer);
     char err[512]; /* best effort: a dead worker's row ages out */
     if (store_connected(s->st) &&

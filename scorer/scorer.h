@@ -73,7 +73,8 @@ typedef struct scorer_stats {
     uint64_t messages;            /* messages consumed (not counting consumer errors) */
     uint64_t payments_new;        /* decided and persisted by this worker */
     uint64_t payments_redelivered;/* already persisted: stored decision re-sent */
-    uint64_t dead_letters;        /* produced to the DLQ (any reason) */
+    uint64_t dead_letters;        /* raw_payments messages produced to the DLQ (any reason);
+                                   * outcome messages: outcomes_invalid */
     uint64_t db_rejected;         /* dead letters because PostgreSQL refused the row */
     uint64_t consumer_errors;     /* error events from the consumer (not processed) */
     uint64_t offsets_out_of_range;/* committed offset no longer on the broker: data lost */
