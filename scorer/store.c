@@ -53,7 +53,9 @@ static const char SQL_TEMP_TABLES[] =
     "CREATE TEMP TABLE IF NOT EXISTS tmp_vault (k text, e text, f bigint, l bigint, n bigint)"
     " ON COMMIT DELETE ROWS;"
     "CREATE TEMP TABLE IF NOT EXISTS tmp_outcomes (payment_id uuid, outcome text,"
-    " known_at timestamptz) ON COMMIT DELETE ROWS";
+    " known_at timestamptz) ON COMMIT DELETE ROWS;"
+    "CREATE TEMP TABLE IF NOT EXISTS tmp_feature_keys (s \"char\", k text, e text, w integer,"
+    " lo bigint, hi bigint) ON COMMIT DELETE ROWS";
 
 void store_latency(const store *st, uint64_t *calls, uint64_t *total_us) {
     *calls = st->calls;
@@ -203,10 +205,11 @@ static store_rc exec_json(store *st, const char *sql, json_t *rows, const char *
     return rc;
 }
 
-/* COPYs st->cb into a staging table, then runs the INSERT ... SELECT sql (want: its status; out:
- * its result when wanted). */
-static store_rc exec_copy(store *st, const char *copy_sql, const char *sql, ExecStatusType want,
-                          const char *what, PGresult **out, char *errstr, size_t errstr_size) {
+/* COPYs st->cb into a staging table, then runs sql (an INSERT ... SELECT, or a read) with its n
+ * text parameters (want: its status; out: its result when wanted). */
+static store_rc exec_copy(store *st, const char *copy_sql, const char *sql, int n,
+                          const char *const *params, ExecStatusType want, const char *what,
+                          PGresult **out, char *errstr, size_t errstr_size) {
     PGresult *res = NULL;
     if (!store_connected(st)) return result_rc(st, NULL, want, what, errstr, errstr_size);
     int64_t t0 = trip_start(st);
@@ -218,7 +221,7 @@ static store_rc exec_copy(store *st, const char *copy_sql, const char *sql, Exec
         PQclear(res);
         return r;
     }
-    res = execn(st, sql, 0, NULL);
+    res = execn(st, sql, n, params);
     store_rc r = result_rc(st, res, want, what, errstr, errstr_size);
     if (r == STORE_OK && out) *out = res;
     else PQclear(res);
@@ -377,8 +380,8 @@ store_rc store_insert_payments(store *st, store_row *const *rows, size_t n, char
     for (size_t i = 0; i < n; i++) rows[i]->is_new = rows[i]->labels_pending = false;
     pgcopy_reset(&st->cb);
     for (size_t i = 0; i < n; i++) copy_payment(&st->cb, rows[i]);
-    rc = exec_copy(st, SQL_COPY_PAYMENTS, SQL_MOVE_PAYMENTS, PGRES_TUPLES_OK, "insert payments",
-                   &res, errstr, errstr_size);
+    rc = exec_copy(st, SQL_COPY_PAYMENTS, SQL_MOVE_PAYMENTS, 0, NULL, PGRES_TUPLES_OK,
+                   "insert payments", &res, errstr, errstr_size);
     if (rc != STORE_OK) return rc;
     store_row **sorted = rows_sorted(rows, n);
     if (!sorted) {
@@ -549,8 +552,8 @@ static store_rc insert_decisions_copy(store *st, store_row *const *rows, size_t 
     PQfreemem(lit);
     pgcopy_reset(&st->cb);
     for (size_t i = 0; i < n; i++) copy_decision(&st->cb, rows[i]);
-    return exec_copy(st, SQL_COPY_DECISIONS, sql, PGRES_COMMAND_OK, "insert decisions", NULL,
-                     errstr, errstr_size);
+    return exec_copy(st, SQL_COPY_DECISIONS, sql, 0, NULL, PGRES_COMMAND_OK, "insert decisions",
+                     NULL, errstr, errstr_size);
 }
 
 store_rc store_insert_decisions(store *st, store_row *const *rows, size_t n, const char *scorer_id,
@@ -592,30 +595,41 @@ store_rc store_insert_alerts(store *st, store_row *const *rows, size_t n, char *
  *   src 'r' vault row:      a = first seen, b = last seen, c = times seen
  *   src 'l' outcome link:   a = event time, b = known at, c = fs_label_rank (vault_outcome),
  *                           t = the labelled payment
- * Each part is served by its table's primary key. */
+ * The keys and ranges arrive by COPY in tmp_feature_keys (s: 'v' exact-window range, 'b' bucket
+ * range, 'r' vault key), not as jsonb parameters: ~18,000 of them for 2,000 payments were 1.3 MB of
+ * JSON, whose parsing at bind cost PostgreSQL as much as executing the read (~70 ms a batch, against
+ * ~11 ms for the COPY). Each part is one probe of its table's primary key per key: READ_PLAN keeps
+ * it so, whatever the planner guesses of the staging table (no statistics) or of the state tables
+ * (statistics from when they were smaller), and keeps JIT off a statement that runs once a batch. */
 static const char SQL_LOAD_FEATURES[] =
     "SELECT 'v', v.entity_kind, v.entity_key, " TO_MS("v.event_time") ", v.amount_minor, 0::bigint,"
     " 0::bigint, v.user_id "
-    "FROM jsonb_to_recordset($1::jsonb) AS r(k text, e text, lo bigint, hi bigint) "
-    "JOIN velocity_events v ON v.entity_kind = r.k AND v.entity_key = r.e"
+    "FROM tmp_feature_keys r "
+    "JOIN velocity_events v ON r.s = 'v' AND v.entity_kind = r.k AND v.entity_key = r.e"
     " AND v.event_time > " EPOCH_MS("r.lo") " AND v.event_time <= " EPOCH_MS("r.hi") " "
     "UNION ALL "
     "SELECT 'b', b.entity_kind, b.entity_key, b.width_s::bigint * 1000, " TO_MS("b.bucket_start")
     ", b.n, b.sum_minor, b.cps::text "
-    "FROM jsonb_to_recordset($2::jsonb) AS r(k text, e text, w integer, lo bigint, hi bigint) "
-    "JOIN feature_buckets b ON b.entity_kind = r.k AND b.entity_key = r.e AND b.width_s = r.w"
+    "FROM tmp_feature_keys r "
+    "JOIN feature_buckets b ON r.s = 'b' AND b.entity_kind = r.k AND b.entity_key = r.e"
+    " AND b.width_s = r.w"
     " AND b.bucket_start >= " EPOCH_MS("r.lo") " AND b.bucket_start <= " EPOCH_MS("r.hi") " "
     "UNION ALL "
     "SELECT 'r', g.entity_kind, g.digest, " TO_MS("g.first_seen") ", " TO_MS("g.last_seen")
     ", g.times_seen, 0::bigint, NULL "
-    "FROM jsonb_to_recordset($3::jsonb) AS r(k text, e text) "
-    "JOIN risk_vault g ON g.entity_kind = r.k AND g.digest = r.e "
+    "FROM tmp_feature_keys r "
+    "JOIN risk_vault g ON r.s = 'r' AND g.entity_kind = r.k AND g.digest = r.e "
     "UNION ALL "
     "SELECT 'l', l.entity_kind, l.entity_key, " TO_MS("l.event_time") ", " TO_MS("l.known_at")
     ", fs_label_rank(l.outcome)::bigint, 0::bigint, l.payment_id::text "
-    "FROM jsonb_to_recordset($3::jsonb) AS r(k text, e text) "
-    "JOIN outcome_links l ON l.entity_kind = r.k AND l.entity_key = r.e"
-    " AND (r.k <> 'merchant' OR l.event_time > " EPOCH_MS("$4::bigint") ")";
+    "FROM tmp_feature_keys r "
+    "JOIN outcome_links l ON r.s = 'r' AND l.entity_kind = r.k AND l.entity_key = r.e"
+    " AND (r.k <> 'merchant' OR l.event_time > " EPOCH_MS("$1::bigint") ")";
+
+static const char READ_PLAN[] =
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off";
+static const char READ_PLAN_END[] = "SET LOCAL enable_hashjoin TO DEFAULT;"
+                                    " SET LOCAL enable_mergejoin TO DEFAULT; SET LOCAL jit TO DEFAULT";
 
 static int entity_parse(const char *name, rules_entity *out) {
     for (int e = 0; e < RULES_ENT_COUNT; e++) {
@@ -673,63 +687,50 @@ static int feature_row(const PGresult *res, int i, velocity *v, buckets *b, vaul
     return 0;
 }
 
-/* ,"name":"v" (a JSON string member; the leading comma unless first). */
-static void qj_str(jsonfast_buf *b, bool first, const char *name, const char *v) {
-    jsonfast_raw(b, first ? "\"" : ",\"", first ? 1 : 2);
-    jsonfast_raw(b, name, strlen(name));
-    jsonfast_raw(b, "\":", 2);
-    jsonfast_str(b, v, strlen(v));
-}
-
-static void qj_int(jsonfast_buf *b, const char *name, int64_t v) {
-    jsonfast_raw(b, ",\"", 2);
-    jsonfast_raw(b, name, strlen(name));
-    jsonfast_raw(b, "\":", 2);
-    jsonfast_int(b, v);
-}
-
-/* The feature read's three jsonb parameters: 0 the exact-window ranges, 1 the bucket ranges, 2 the
- * vault keys. Written directly (not through jansson trees: that was 16 % of the scorer's CPU);
- * malloc'd, NULL when out of memory or a key is not UTF-8. */
-static char *query_json(const store_feature_query *q, int which) {
-    jsonfast_buf b = {0};
-    size_t n = which == 0 ? q->nvr : which == 1 ? q->nbr : q->nvk;
-    jsonfast_raw(&b, "[", 1);
-    for (size_t i = 0; i < n; i++) {
-        jsonfast_raw(&b, i ? ",{" : "{", i ? 2 : 1);
-        if (which == 0) {
-            qj_str(&b, true, "k", rules_entity_name(q->vr[i].entity));
-            qj_str(&b, false, "e", q->vr[i].key);
-            qj_int(&b, "lo", q->vr[i].from_ms);
-            qj_int(&b, "hi", q->vr[i].to_ms);
-        } else if (which == 1) {
-            qj_str(&b, true, "k", rules_entity_name(q->br[i].entity));
-            qj_str(&b, false, "e", q->br[i].key);
-            qj_int(&b, "w", q->br[i].width_ms / 1000);
-            qj_int(&b, "lo", q->br[i].from_ms);
-            qj_int(&b, "hi", q->br[i].to_ms);
-        } else {
-            qj_str(&b, true, "k", rules_entity_name(q->vk[i].entity));
-            qj_str(&b, false, "e", q->vk[i].key);
-        }
-        jsonfast_raw(&b, "}", 1);
+/* The batch's keys and ranges as COPY rows of tmp_feature_keys (s, k, e, w, lo, hi). */
+static void feature_keys_copy(pgcopy_buf *b, const store_feature_query *q) {
+    for (size_t i = 0; i < q->nvr; i++) {
+        pgcopy_text(b, "v");
+        pgcopy_text(b, rules_entity_name(q->vr[i].entity));
+        pgcopy_text(b, q->vr[i].key);
+        pgcopy_null(b);
+        pgcopy_int(b, q->vr[i].from_ms);
+        pgcopy_int(b, q->vr[i].to_ms);
+        pgcopy_end_row(b);
     }
-    jsonfast_raw(&b, "]", 1);
-    return jsonfast_finish(&b, NULL);
+    for (size_t i = 0; i < q->nbr; i++) {
+        pgcopy_text(b, "b");
+        pgcopy_text(b, rules_entity_name(q->br[i].entity));
+        pgcopy_text(b, q->br[i].key);
+        pgcopy_int(b, q->br[i].width_ms / 1000);
+        pgcopy_int(b, q->br[i].from_ms);
+        pgcopy_int(b, q->br[i].to_ms);
+        pgcopy_end_row(b);
+    }
+    for (size_t i = 0; i < q->nvk; i++) {
+        pgcopy_text(b, "r");
+        pgcopy_text(b, rules_entity_name(q->vk[i].entity));
+        pgcopy_text(b, q->vk[i].key);
+        pgcopy_null(b);
+        pgcopy_null(b);
+        pgcopy_null(b);
+        pgcopy_end_row(b);
+    }
 }
 
 store_rc store_load_features(store *st, const store_feature_query *q, velocity *v, buckets *b,
                              vault *vt, char *errstr, size_t errstr_size) {
-    char *p1 = query_json(q, 0), *p2 = query_json(q, 1), *p3 = query_json(q, 2), since[24];
-    store_rc rc = STORE_FAILED;
+    PGresult *res = NULL;
+    char since[24];
     snprintf(since, sizeof since, "%lld", (long long)q->merchant_since_ms);
-    if (!p1 || !p2 || !p3) {
-        snprintf(errstr, errstr_size, "load features: out of memory");
-        goto done;
-    }
-    const char *params[4] = {p1, p2, p3, since};
-    PGresult *res = execn(st, SQL_LOAD_FEATURES, 4, params);
-    rc = result_rc(st, res, PGRES_TUPLES_OK, "load features", errstr, errstr_size);
+    const char *params[1] = {since};
+    pgcopy_reset(&st->cb);
+    feature_keys_copy(&st->cb, q);
+    store_rc rc = exec_simple(st, READ_PLAN, errstr, errstr_size);
+    if (rc == STORE_OK)
+        rc = exec_copy(st, "COPY tmp_feature_keys (s, k, e, w, lo, hi) FROM STDIN",
+                       SQL_LOAD_FEATURES, 1, params, PGRES_TUPLES_OK, "load features", &res,
+                       errstr, errstr_size);
     for (int i = 0; rc == STORE_OK && i < PQntuples(res); i++) {
         if (feature_row(res, i, v, b, vt) != 0) {
             snprintf(errstr, errstr_size, "load features: out of memory");
@@ -737,11 +738,7 @@ store_rc store_load_features(store *st, const store_feature_query *q, velocity *
         }
     }
     PQclear(res);
-done:
-    free(p1);
-    free(p2);
-    free(p3);
-    return rc;
+    return rc == STORE_OK ? exec_simple(st, READ_PLAN_END, errstr, errstr_size) : rc;
 }
 
 static void cps_text(const buckets_row *r, char *out, size_t size) {
@@ -778,8 +775,8 @@ store_rc store_write_buckets(store *st, const buckets_row *rows, size_t n, char 
         pgcopy_text(&st->cb, cps);
         pgcopy_end_row(&st->cb);
     }
-    return exec_copy(st, "COPY tmp_buckets (k, e, w, s, n, a, c) FROM STDIN", SQL_MOVE_BUCKETS,
-                     PGRES_COMMAND_OK, "write buckets", NULL, errstr, errstr_size);
+    return exec_copy(st, "COPY tmp_buckets (k, e, w, s, n, a, c) FROM STDIN", SQL_MOVE_BUCKETS, 0,
+                     NULL, PGRES_COMMAND_OK, "write buckets", NULL, errstr, errstr_size);
 }
 
 static const char SQL_MOVE_VAULT[] =
@@ -803,8 +800,8 @@ store_rc store_write_vault(store *st, const vault_row *rows, size_t n, char *err
         pgcopy_int(&st->cb, rows[i].times_seen);
         pgcopy_end_row(&st->cb);
     }
-    return exec_copy(st, "COPY tmp_vault (k, e, f, l, n) FROM STDIN", SQL_MOVE_VAULT,
-                     PGRES_COMMAND_OK, "write vault", NULL, errstr, errstr_size);
+    return exec_copy(st, "COPY tmp_vault (k, e, f, l, n) FROM STDIN", SQL_MOVE_VAULT, 0,
+                     NULL, PGRES_COMMAND_OK, "write vault", NULL, errstr, errstr_size);
 }
 
 static const char SQL_PRUNE_BUCKETS[] =
@@ -1190,8 +1187,8 @@ store_rc store_insert_velocity(store *st, const velocity_event *ev, size_t n, ch
         pgcopy_int(&st->cb, ev[i].amount_minor);
         pgcopy_end_row(&st->cb);
     }
-    return exec_copy(st, "COPY tmp_velocity (k, e, t, p, u, a) FROM STDIN", SQL_MOVE_VELOCITY,
-                     PGRES_COMMAND_OK, "insert velocity", NULL, errstr, errstr_size);
+    return exec_copy(st, "COPY tmp_velocity (k, e, t, p, u, a) FROM STDIN", SQL_MOVE_VELOCITY, 0,
+                     NULL, PGRES_COMMAND_OK, "insert velocity", NULL, errstr, errstr_size);
 }
 
 /* Bounded: a huge backlog of old rows is deleted a slice at a time, never in one long lock. */
