@@ -241,7 +241,8 @@ store_rc store_retry_outcomes(store *st, const char *cursor, int scan, int64_t *
 /* Round trips and their total time since start (for /metrics). */
 void store_latency(const store *st, uint64_t *calls, uint64_t *total_us);
 
-/* Inserts the decisions of the rows (ON CONFLICT DO NOTHING). */
+/* Inserts the decisions of the rows: COPY for those of payments this transaction inserted
+ * (is_new), ON CONFLICT DO NOTHING for any other. */
 store_rc store_insert_decisions(store *st, store_row *const *rows, size_t n, const char *scorer_id,
                                 char *errstr, size_t errstr_size);
 

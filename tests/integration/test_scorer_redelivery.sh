@@ -18,6 +18,8 @@
 #   5. The same payment from other clients is taken as a redelivery (a resend under a new API key)
 #      with a payment_id_shared warning naming both clients (it was silent); 6. not when the
 #      payment it copies is itself a conflict (dead-lettered: nothing of it stands).
+#   7. A stored payment whose decision row is missing is decided when redelivered, in one batch with
+#      a new payment (the two take different insert paths: store_insert_decisions).
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 fs_setup scorer_redelivery
@@ -130,6 +132,19 @@ for who in svc-h svc-i; do # each message of the row is a collision with the sto
         fs_fail "no payment_id_collision naming $who and svc-a: $(grep payment_id "$FS_TEST_DIR/scorer4.log")"
 done
 echo "ok: a conflicting row's copy from another client is a collision, no shared payment"
-fs_kill scorer4 TERM
-fs_wait_exit scorer4 30
+
+# 7. A stored payment without its decision (one transaction writes both, so only an operator's hand
+# makes one: here a deleted row) is decided when it comes again, in the same batch as a new payment
+# (whose decision takes the direct COPY): both rows are there afterwards, once each.
+sid=$(grep -o '"payment_id":"[^"]*"' <<<"$sentinel" | cut -d'"' -f4)
+fresh=$(bash "$REPO/tests/integration/gen_raw_payments.sh" $((run + 1)) 1 1000 DE)
+fid=$(grep -o '"payment_id":"[^"]*"' <<<"$fresh" | cut -d'"' -f4)
+fs_psql "DELETE FROM decisions WHERE payment_id = '$sid'" >/dev/null
+one_batch scorer4 scorer5 5 "$(fs_topic_count fraud_alerts)" "$sentinel" "$fresh"
+fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions WHERE payment_id IN ('"'$sid', '$fid'"')") == 2 ))'
+fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM payments WHERE payment_id = '$sid'")" "payments rows of the re-decided payment"
+grep -q '"payment_id":"'"$fid"'"' <(fs_topic_dump processed_payments) || fs_fail "the new payment was not produced"
+echo "ok: a stored payment without a decision is decided again, next to a new one"
+fs_kill scorer5 TERM
+fs_wait_exit scorer5 30
 echo PASS
