@@ -12,7 +12,13 @@
 #      delivery_attempts.error, the delivery_retry line's denied_address,
 #      fs_alerter_address_denied_total), retried like an outage: nothing is dead-lettered
 #   3. an alerter with the default list delivers those same deliveries.
-# The old code delivered in 2 (and accepted every URL in 1).
+#   4. through a proxy (http_proxy, at 127.0.0.2), with webhook-deny-networks=127.0.0.1/32: the
+#      connect-time check sees only the proxy's address, so a URL whose host is a literal denied
+#      address (direct, mapped) is refused before libcurl starts: the proxy gets no request for
+#      them, and each attempt is address_denied; a name (byname) goes to the proxy, which resolves
+#      it (the documented limit), which shows the proxy was in use.
+# The old code delivered in 2 (and accepted every URL in 1); before the pre-check, 4's proxy got
+# the direct and mapped requests.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/alerter_lib.sh"
@@ -93,4 +99,40 @@ fs_assert_eq 0 "$(al_metric alerter2 'fs_alerter_address_denied_total{subscripti
     "address_denied with the default list"
 fs_kill alerter2 TERM
 fs_wait_exit alerter2 30
+
+# 4. Through a proxy. It records each request line and answers 502 (a retry, nothing delivered).
+pport=$(fs_free_port)
+fs_bg proxy python3 -c '
+import socket, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.2", port))
+srv.listen(16)
+open(log + ".ready", "w").close()
+while True:
+    c, _ = srv.accept()
+    line = c.recv(65536).split(b"\r\n", 1)[0]
+    with open(log, "ab") as f:
+        f.write(line + b"\n")
+    c.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    c.close()
+' "$pport" "$FS_TEST_DIR/proxy.log"
+fs_wait_for 20 test -e "$FS_TEST_DIR/proxy.log.ready"
+al_start alerter3 env -u no_proxy -u NO_PROXY http_proxy="http://127.0.0.2:$pport" \
+    FS_WEBHOOK_DENY_NETWORKS=127.0.0.1/32 FS_TIME_COMPRESSION=100 FS_RETRY_MAX_DELAY_MS=100000
+al_wait_assigned alerter3
+al_gen_alerts "$run" "$n" "$n" | kcat -b "$FS_BROKERS" -P -t fraud_alerts -K:
+pending="SELECT count(*) FROM deliveries d JOIN subscriptions s USING (subscription_id) WHERE d.state <> 'delivered'"
+fs_wait_for 30 "(( \$(al_sql_int \"$pending AND d.attempts >= 2\") == 3 * $n ))"
+cat "$FS_TEST_DIR/proxy.log"
+fs_assert_eq 0 "$(grep -c -e '/direct ' -e '/mapped ' "$FS_TEST_DIR/proxy.log" || true)" \
+    "requests for literal denied addresses at the proxy"
+grep -q "^POST http://localhost:$port/byname " "$FS_TEST_DIR/proxy.log" || fs_fail "byname did not go through the proxy"
+fs_assert_eq $((2 * n)) "$(al_sql_int "$pending AND s.name IN ('direct', 'mapped') AND d.last_error LIKE 'address\_denied: 127.0.0.1 (host %'")" \
+    "direct and mapped through the proxy: address_denied"
+fs_assert_eq $((3 * n)) "$(al_requests recv True)" "requests at the receiver (part 3's only: none went around the proxy)"
+echo "ok: through a proxy, literal denied addresses are refused before it; names go to it"
+fs_kill alerter3 TERM
+fs_wait_exit alerter3 30
 echo PASS
