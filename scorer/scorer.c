@@ -86,7 +86,7 @@ typedef struct scorer_row {
 /* The metric families of a worker (NULL handles when there is no registry: no-ops). */
 typedef struct scorer_metrics {
     metric *messages, *payments, *decisions, *rule_hits, *dead_letters, *batch_size,
-        *batch_seconds, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
+        *batch_seconds, *batch_phase, *db_seconds, *db_calls, *db_retries, *produce_retries, *delivery_failures,
         *commit_failures, *offsets_lost, *messages_lost, *late, *lag, *lag_total, *rate,
         *outcomes, *outcomes_pending, *reloads, *pruned, *model_seconds, *model_reloads,
         *model_failures, *model_info, *model_unbound, *rules_info, *e2e_seconds, *consumer_errors,
@@ -472,6 +472,15 @@ static void scorer_account_batch(scorer *s, int64_t t0_us) {
     metric_observe(s->m.batch_seconds, NULL, (double)(fs_mono_us() - t0_us) / 1e6);
 }
 
+/* Where a finished batch's time went (decode, persist, deliver, commit: t0..t3 start them), so that
+ * an SRE sees whether PostgreSQL or the brokers' acknowledgements make batches slow. */
+static void scorer_observe_phases(scorer *s, int64_t t0, int64_t t1, int64_t t2, int64_t t3) {
+    metric_observe(s->m.batch_phase, "decode", (double)(t1 - t0) / 1e6);
+    metric_observe(s->m.batch_phase, "persist", (double)(t2 - t1) / 1e6);
+    metric_observe(s->m.batch_phase, "deliver", (double)(t3 - t2) / 1e6);
+    metric_observe(s->m.batch_phase, "commit", (double)(fs_mono_us() - t3) / 1e6);
+}
+
 /* decode -> persist (-> settle conflicts) -> deliver -> commit. Returns 0, or -1 when the batch was abandoned (stopping
  * while PostgreSQL or the brokers are unreachable): nothing of it was committed, and this worker
  * consumes no further (its position is past messages that are not persisted). */
@@ -489,6 +498,7 @@ static int scorer_finish_batch(scorer *s) {
     if (scorer_deliver_batch(s) != 0) goto done;
     int64_t t3 = fs_mono_us();
     scorer_commit_batch(s);
+    scorer_observe_phases(s, t0, t1, t2, t3);
     scorer_account_batch(s, t0);
     s->turn_batch_us = fs_mono_us() - t0;
     s->turn_full = s->nitems >= (size_t)s->cfg.batch_max;
@@ -2214,6 +2224,7 @@ static void scorer_metrics_init(scorer *s) {
     x->dead_letters = metrics_counter(m, "fs_scorer_dead_letters_total", "messages dead-lettered (delivered to dlq-topic or outcomes-dlq-topic), by reason and by the topic they were consumed from (raw_payments, payment_outcomes)", "reason,topic");
     x->batch_size = metrics_histogram(m, "fs_scorer_batch_size", "messages per batch", NULL, sizes, sizeof sizes / sizeof sizes[0]);
     x->batch_seconds = metrics_histogram(m, "fs_scorer_batch_seconds", "batch duration: decode, persist, produce, commit", NULL, METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
+    x->batch_phase = metrics_histogram(m, "fs_scorer_batch_phase_seconds", "batch duration by phase: decode, persist (the PostgreSQL transaction and the scoring inside it), deliver (producing the outputs until the brokers acknowledged them, retries included), commit (the offsets)", "phase", METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
     x->db_seconds = metrics_histogram(m, "fs_scorer_db_seconds", "PostgreSQL time per batch transaction (kind=transaction: wall, statements: round trips)", "kind", METRICS_LATENCY_BUCKETS, METRICS_LATENCY_NBUCKETS);
     x->db_calls = metrics_counter(m, "fs_scorer_db_statements_total", "PostgreSQL round trips of batch transactions", NULL);
     x->db_retries = metrics_counter(m, "fs_scorer_db_retries_total", "batch transactions that failed and were retried", NULL);

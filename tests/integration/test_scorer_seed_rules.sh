@@ -98,5 +98,10 @@ for want in 'fs_scorer_rule_hits_total{code="RAPID_USER"} 1' 'fs_scorer_rule_hit
     grep -qF "$want" <<<"$metrics" || fs_fail "metrics: no line '$want'"
 done
 grep -q '^fs_scorer_batch_seconds_bucket' <<<"$metrics" || fs_fail "no batch latency histogram"
+batches=$(awk '$1 == "fs_scorer_batch_seconds_count" {print $2}' <<<"$metrics")
+for phase in decode persist deliver commit; do # every batch timed in each phase
+    fs_assert_eq "$batches" "$(awk -v n="fs_scorer_batch_phase_seconds_count{phase=\"$phase\"}" '$1 == n {print $2}' <<<"$metrics")" \
+        "batches in fs_scorer_batch_phase_seconds{phase=\"$phase\"}"
+done
 grep -q '^fs_scorer_db_seconds_bucket' <<<"$metrics" || fs_fail "no PostgreSQL latency histogram"
 echo "ok: /metrics"
