@@ -717,35 +717,32 @@ static int feature_row(const PGresult *res, int i, velocity *v, buckets *b, vaul
     return 0;
 }
 
-/* The batch's keys and ranges as COPY rows of tmp_feature_keys (s, k, e, w, lo, hi). */
+#define NO_VALUE INT64_MIN /* a column the key's kind does not use: NULL */
+
+/* One row of tmp_feature_keys (s, k, e, w, lo, hi). */
+static void feature_key(pgcopy_buf *b, const char *src, rules_entity entity, const char *key,
+                        int64_t w, int64_t lo, int64_t hi) {
+    const int64_t v[3] = {w, lo, hi};
+    pgcopy_text(b, src);
+    pgcopy_text(b, rules_entity_name(entity));
+    pgcopy_text(b, key);
+    for (int i = 0; i < 3; i++) {
+        if (v[i] == NO_VALUE) pgcopy_null(b);
+        else pgcopy_int(b, v[i]);
+    }
+    pgcopy_end_row(b);
+}
+
+/* The batch's keys and ranges: exact-window ranges ('v'), bucket ranges ('b'), vault keys ('r'). */
 static void feature_keys_copy(pgcopy_buf *b, const store_feature_query *q) {
-    for (size_t i = 0; i < q->nvr; i++) {
-        pgcopy_text(b, "v");
-        pgcopy_text(b, rules_entity_name(q->vr[i].entity));
-        pgcopy_text(b, q->vr[i].key);
-        pgcopy_null(b);
-        pgcopy_int(b, q->vr[i].from_ms);
-        pgcopy_int(b, q->vr[i].to_ms);
-        pgcopy_end_row(b);
-    }
-    for (size_t i = 0; i < q->nbr; i++) {
-        pgcopy_text(b, "b");
-        pgcopy_text(b, rules_entity_name(q->br[i].entity));
-        pgcopy_text(b, q->br[i].key);
-        pgcopy_int(b, q->br[i].width_ms / 1000);
-        pgcopy_int(b, q->br[i].from_ms);
-        pgcopy_int(b, q->br[i].to_ms);
-        pgcopy_end_row(b);
-    }
-    for (size_t i = 0; i < q->nvk; i++) {
-        pgcopy_text(b, "r");
-        pgcopy_text(b, rules_entity_name(q->vk[i].entity));
-        pgcopy_text(b, q->vk[i].key);
-        pgcopy_null(b);
-        pgcopy_null(b);
-        pgcopy_null(b);
-        pgcopy_end_row(b);
-    }
+    for (size_t i = 0; i < q->nvr; i++)
+        feature_key(b, "v", q->vr[i].entity, q->vr[i].key, NO_VALUE, q->vr[i].from_ms,
+                    q->vr[i].to_ms);
+    for (size_t i = 0; i < q->nbr; i++)
+        feature_key(b, "b", q->br[i].entity, q->br[i].key, q->br[i].width_ms / 1000,
+                    q->br[i].from_ms, q->br[i].to_ms);
+    for (size_t i = 0; i < q->nvk; i++)
+        feature_key(b, "r", q->vk[i].entity, q->vk[i].key, NO_VALUE, NO_VALUE, NO_VALUE);
 }
 
 store_rc store_load_features(store *st, const store_feature_query *q, velocity *v, buckets *b,
