@@ -2,7 +2,8 @@
  *
  * The scorer's bulk writes go through temporary tables: COPY the batch's rows into a temp table
  * (ON COMMIT DELETE ROWS), then one INSERT ... SELECT ... ORDER BY ... ON CONFLICT moves them into
- * the real table (COPY itself cannot do ON CONFLICT). Building the text directly is much cheaper
+ * the real table (COPY itself cannot do ON CONFLICT); rows that cannot conflict (the decisions of
+ * new payments) are COPYed into their table directly. Building the text directly is much cheaper
  * than building and serializing JSON, and PostgreSQL parses it faster than jsonb (BENCHMARKS.md).
  *
  *   pgcopy_buf b = {0};

@@ -2,8 +2,9 @@
  *
  * Times cross the boundary as integer milliseconds since the epoch and are converted in SQL with
  * exact interval arithmetic (timestamptz 'epoch' + ms * interval '1 millisecond'), never through a
- * float. Bulk rows travel as one JSON array parameter expanded by jsonb_to_recordset: one round
- * trip per statement whatever the batch size, and no per-row parameter lists to build. */
+ * float. Bulk rows travel by COPY (pgcopy.h) into per-connection staging tables, small sets as one
+ * JSON array parameter expanded by jsonb_to_recordset: one round trip per statement whatever the
+ * batch size, and no per-row parameter lists to build. */
 #include "store.h"
 
 #include <stdio.h>

@@ -14,11 +14,13 @@
  *   store_write_buckets, store_write_vault   (increments of the new payments only, keys sorted)
  *   store_commit             (store_rollback on any failure)
  *
- * Every bulk write COPYs the batch's rows into a per-connection temporary table (ON COMMIT DELETE
- * ROWS) and moves them with one INSERT ... SELECT ... ORDER BY <primary key> ON CONFLICT, so that
- * concurrent workers lock in the same order and cannot deadlock (BENCHMARKS.md compares this with
- * jsonb_to_recordset and unnest). Reads and the small writes (alerts, outcomes) pass one jsonb
- * parameter.
+ * Every bulk write that may meet rows other workers write COPYs the batch's rows into a
+ * per-connection temporary table (ON COMMIT DELETE ROWS) and moves them with one INSERT ... SELECT
+ * ... ORDER BY <primary key> ON CONFLICT, so that concurrent workers lock in the same order and
+ * cannot deadlock (BENCHMARKS.md compares this with jsonb_to_recordset and unnest). The decisions
+ * of the payments this transaction inserted are COPYed into decisions directly: no other
+ * transaction can hold or wait for those keys. The feature read takes its keys by COPY into a
+ * temporary table too; the small statements (alerts, outcomes, id lists) pass one parameter.
  *
  * Every step returns STORE_OK, STORE_TRANSIENT (connection lost, server restarting, deadlock, a
  * missing table or grant...: roll back, reconnect, retry the same batch; see db_is_data_error) or

@@ -143,8 +143,11 @@ fs_psql "DELETE FROM decisions WHERE payment_id = '$sid'" >/dev/null
 one_batch scorer4 scorer5 5 "$(fs_topic_count fraud_alerts)" "$sentinel" "$fresh"
 fs_wait_for 60 '(( $(fs_psql "SELECT count(*) FROM decisions WHERE payment_id IN ('"'$sid', '$fid'"')") == 2 ))'
 fs_assert_eq 1 "$(fs_psql "SELECT count(*) FROM payments WHERE payment_id = '$sid'")" "payments rows of the re-decided payment"
-grep -q '"payment_id":"'"$fid"'"' <(fs_topic_dump processed_payments) || fs_fail "the new payment was not produced"
-echo "ok: a stored payment without a decision is decided again, next to a new one"
+fs_wait_for 60 "fs_topic_dump processed_payments | grep -q '\"payment_id\":\"$fid\"'"
 fs_kill scorer5 TERM
 fs_wait_exit scorer5 30
+# one batch held both (scorer5 consumed nothing else): one store_insert_decisions call, both paths
+grep '"event":"stopped"' "$FS_TEST_DIR/scorer5.log" | grep '"batches":1,' | grep '"payments_new":1,' |
+    grep -q '"payments_redelivered":1,' || fs_fail "not one batch of a new and a redelivered payment: $(grep '"event":"stopped"' "$FS_TEST_DIR/scorer5.log")"
+echo "ok: a stored payment without a decision is decided again, in one batch with a new one"
 echo PASS

@@ -103,5 +103,10 @@ for phase in decode persist deliver commit; do # every batch timed in each phase
     fs_assert_eq "$batches" "$(awk -v n="fs_scorer_batch_phase_seconds_count{phase=\"$phase\"}" '$1 == n {print $2}' <<<"$metrics")" \
         "batches in fs_scorer_batch_phase_seconds{phase=\"$phase\"}"
 done
+# the phases are the batch's time: a transaction and the brokers' acknowledgements take some of it
+for phase in persist deliver; do
+    awk -v n="fs_scorer_batch_phase_seconds_sum{phase=\"$phase\"}" '$1 == n && $2 > 0 {f = 1} END {exit !f}' <<<"$metrics" ||
+        fs_fail "no time in phase $phase"
+done
 grep -q '^fs_scorer_db_seconds_bucket' <<<"$metrics" || fs_fail "no PostgreSQL latency histogram"
 echo "ok: /metrics"
