@@ -15,7 +15,8 @@
 #
 # Env: BUILD (default build/release), BENCH_SECONDS (default 10), BENCH_ROUNDS (default 3; (a) and (b)
 # run BENCH_SECONDS/2, at least 3 s, per round), BENCH_CUSTOMERS (default 500),
-# BENCH_PARTITIONS (default 6), BENCH_INGEST_ARGS (extra ingest options, e.g. "-X linger.ms=5", to compare settings).
+# BENCH_PARTITIONS (default 6), BENCH_INGEST_ARGS (extra ingest options, e.g. "-X linger.ms=5", to compare settings),
+# BENCH_INGEST_ENV (NAME=value pairs for ingest alone, e.g. an LD_PRELOAD'ed allocator).
 # The last line is: bench-ingest baseline_rps=... single_rps=... ratio=... batch_pps=... p99_ms=... rss_mb=...
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,7 +75,7 @@ BENCH_KEY=$("$BUILD/bin/fraudshield-ingest" keys create --keys-file "$WORK/keys"
     --scopes payments:write 2>/dev/null)
 export BENCH_KEY
 port=$(free_port)
-"$BUILD/bin/fraudshield-ingest" --brokers="$(head -n 1 "$WORK/bootstrap")" --listen-port="$port" \
+env ${BENCH_INGEST_ENV:-} "$BUILD/bin/fraudshield-ingest" --brokers="$(head -n 1 "$WORK/bootstrap")" --listen-port="$port" \
     --pii-secret-file="$WORK/pii.secret" --keys-file="$WORK/keys" --log-level=warn \
     ${BENCH_INGEST_ARGS:-} >"$WORK/ingest.log" 2>&1 &
 ingest_pid=$!
