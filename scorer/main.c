@@ -370,6 +370,7 @@ static int run(const scorer_opts *o, const cfg_props *props) {
     if (!r) goto failed;
     log_msg(LOG_INFO, "rules_loaded", "rules %s from %s", rules_version(r), o->rules_file);
     if (o->model_file[0] && !(mdl = model_open(&cfg, errstr, sizeof errstr))) goto failed;
+    if (scorer_rules_fit_check(r, mdl, errstr, sizeof errstr) != 0) goto failed;
     a = admin_open(o, &m, &ready, errstr, sizeof errstr);
     cfg.consuming = &ready.consuming;
     cfg.polled = &ready.polled;

@@ -1834,6 +1834,15 @@ int scorer_rules_fit(rules *r, const model *m, char *errstr, size_t errstr_size)
     return rules_add_model_windows(r, names, n, errstr, errstr_size);
 }
 
+int scorer_rules_fit_check(const rules *r, const model *m, char *errstr, size_t errstr_size) {
+    if (!m) return 0;
+    rules *c = rules_copy(r);
+    if (!c) return snprintf(errstr, errstr_size, "out of memory"), -1;
+    int rc = scorer_rules_fit(c, m, errstr, errstr_size);
+    rules_destroy(c);
+    return rc;
+}
+
 size_t scorer_model_unbound(const model *m, const modelrow *x) {
     char names[512];
     size_t k = x ? modelrow_unbound(x, names, sizeof names) : 0;

@@ -117,6 +117,11 @@ model *scorer_model_load(const scorer_config *cfg, char *errstr, size_t errstr_s
  * (too many windows): the start-up fails, a reload is refused (reload_failed). */
 int scorer_rules_fit(rules *r, const model *m, char *errstr, size_t errstr_size);
 
+/* Whether r and m fit together (scorer_rules_fit on a copy: r is left as loaded). At start-up,
+ * before anything connects: a misfit is a configuration error, not something to learn after a
+ * wait for PostgreSQL or the brokers. Returns 0, or -1 with errstr. */
+int scorer_rules_fit_check(const rules *r, const model *m, char *errstr, size_t errstr_size);
+
 /* m's columns that no feature of r fills (always missing: NAN), logged as the warning
  * model_features_missing with their names; returns how many (0 when x is NULL). */
 size_t scorer_model_unbound(const model *m, const modelrow *x);

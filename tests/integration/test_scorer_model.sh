@@ -214,6 +214,16 @@ out=$(FS_FEATURE_WINDOWS="$windows" "$scorer" --rules-file "$full" --model-file 
 grep '"event":"offline_failed"' <<<"$out" | grep -q 'model: column [a-z0-9_]*: more than 48 feature windows' ||
     fs_fail "offline check with the model: $out"
 echo "ok: the offline check with --model-file refuses rules that do not fit the model"
+# ... and so does a start with them, before it connects anywhere: nothing listens at the database
+# and broker addresses given, yet the error is the misfit, at once (it came after PostgreSQL's).
+st=0
+out=$(FS_FEATURE_WINDOWS="$windows" FS_DATABASE_URL="postgresql://127.0.0.1:$(fs_free_port)/x" \
+    FS_BROKERS="127.0.0.1:$(fs_free_port)" FS_ADMIN_PORT=-1 timeout 20 "$scorer" --rules-file "$full" \
+    --model-file "$model" 2>&1) || st=$?
+((st == 1)) || fs_fail "start with rules that do not fit the model: exit $st: $out"
+grep '"event":"startup_failed"' <<<"$out" | grep -q 'more than 48 feature windows' ||
+    fs_fail "start with rules that do not fit the model: $out"
+echo "ok: a start with rules that do not fit the model fails on that, before connecting"
 cp "$full" "$rules.tmp" && mv "$rules.tmp" "$rules"
 fs_kill scorer HUP
 fs_wait_for 30 grep -q '"event":"reload_failed"' "$FS_TEST_DIR/scorer.log"
