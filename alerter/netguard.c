@@ -172,11 +172,6 @@ int netguard_url_host(const char *url, char *host, size_t host_size) {
     return rc;
 }
 
-bool netguard_url_denied(const netguard *g, const char *url) {
-    char host[256];
-    return netguard_url_host(url, host, sizeof host) == 0 && netguard_host_denied(g, host, NULL);
-}
-
 bool netguard_host_denied(const netguard *g, const char *host, char addr[NETGUARD_ADDR_MAX]) {
     struct sockaddr_in v4 = {.sin_family = AF_INET};
     struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};

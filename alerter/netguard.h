@@ -11,7 +11,9 @@
  *
  * The real check is made by the delivery engine at each connect (delivery.c: every address libcurl
  * is about to connect to, after DNS, so a rebinding name is caught too); the CLI refuses a URL
- * whose host is a literal address in the list (netguard_url_denied) so the mistake shows early.
+ * whose host is a literal address in the list (netguard_url_host + netguard_host_denied) so the
+ * mistake shows early, and the engine does the same before libcurl starts (through a proxy the
+ * connect-time check sees only the proxy).
  * Immutable once made: any number of threads may read one. */
 #ifndef FS_NETGUARD_H
 #define FS_NETGUARD_H
@@ -49,11 +51,9 @@ void netguard_addr_text(const struct sockaddr *sa, socklen_t len, char *out, siz
  * such as 0x7f.1 normalized to 127.0.0.1) into host. Returns 0, or -1 when url has none. */
 int netguard_url_host(const char *url, char *host, size_t host_size);
 
-/* Whether url's host is a literal IP address inside a listed network (a name is not resolved:
- * false). */
-bool netguard_url_denied(const netguard *g, const char *url);
-/* The same for a host as netguard_url_host() gives it; when denied and addr is not NULL, the
- * address as netguard_addr_text() writes it (an IPv4-mapped one as IPv4) into addr. */
+/* Whether host (as netguard_url_host() gives it) is a literal IP address inside a listed network
+ * (a name is not resolved: false); when denied and addr is not NULL, the address as
+ * netguard_addr_text() writes it (an IPv4-mapped one as IPv4) into addr. */
 bool netguard_host_denied(const netguard *g, const char *host, char addr[NETGUARD_ADDR_MAX]);
 
 #endif

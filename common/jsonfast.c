@@ -504,7 +504,7 @@ json_t *jsonfast_loadb_big(const char *buf, size_t len, json_error_t *err, jsonf
 
 json_t *jsonfast_load_scalar(const char *buf, size_t len) {
     size_t i = 0;
-    while (i < len && strchr(" \t\r\n", buf[i]) && buf[i]) i++; /* RFC 8259 whitespace */
+    while (i < len && buf[i] && strchr(" \t\r\n", buf[i])) i++; /* RFC 8259 whitespace */
     if (i < len && (buf[i] == '{' || buf[i] == '[')) return NULL; /* malformed: no second parse */
     return json_loadb(buf, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
 }

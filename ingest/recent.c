@@ -30,6 +30,7 @@ struct recent {
      * payments, have one owner, so the HMAC runs once for them, not once a payment. */
     char last_owner[RECENT_OWNER_MEMO];
     uint64_t last_tag;
+    bool memo; /* last_owner and last_tag hold one (the empty owner, auth off, included) */
 };
 
 /* 32 hex digits of a canonical UUID -> 16 bytes. Returns -1 when malformed or nil. */
@@ -69,9 +70,10 @@ static uint64_t owner_tag(const recent *r, const char *owner) {
 static uint64_t owner_tag_memo(recent *r, const char *owner) {
     size_t n = strlen(owner);
     if (n >= sizeof r->last_owner) return owner_tag(r, owner);
-    if (r->last_owner[0] == '\0' || strcmp(r->last_owner, owner) != 0) {
+    if (!r->memo || strcmp(r->last_owner, owner) != 0) {
         memcpy(r->last_owner, owner, n + 1);
         r->last_tag = owner_tag(r, owner);
+        r->memo = true;
     }
     return r->last_tag;
 }

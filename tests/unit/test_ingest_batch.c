@@ -315,6 +315,18 @@ static void test_recent_owner(void **state) {
     assert_true(recent_has(r, D, long_owner));
     assert_false(recent_has(r, D, "checkout"));
     recent_destroy(r);
+    /* the empty owner (auth off) remembered like any other, also as the very first one */
+    static const char E[] = "8e4f3c5b-2d6a-4b1c-9e0d-9f8a7b6c5d43";
+    assert_non_null(r = recent_new(16));
+    recent_add(r, E, "");
+    recent_add(r, C, "");
+    recent_add(r, D, "checkout");
+    assert_true(recent_has(r, E, ""));
+    assert_true(recent_has(r, C, ""));
+    assert_false(recent_has(r, C, "checkout"));
+    assert_true(recent_has(r, D, "checkout"));
+    assert_false(recent_has(r, D, ""));
+    recent_destroy(r);
 }
 
 /* The error of a batch's 503: one code when all failed items agree, else the most telling. */
